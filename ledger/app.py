@@ -1,0 +1,394 @@
+"""AccessLedger: the application. One method per command; every write is one atomic transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from ledger import errors as E
+from ledger.events import USAGE_TYPES, decode, encode, parse_json, parse_obj
+from ledger.integrity import SEAL_EVERY, VerifyResult, make_digest, next_link, verify, write_seal
+from ledger.model import WriteModel
+from ledger.store import Row, Snapshots, Store, stream_id
+from ledger.timeutil import canonical, format_instant, now
+
+TOPIC_PREFIX = "ledger.events:"
+BATCH = 5000
+FUTURE_SLACK = timedelta(minutes=5)
+
+
+@dataclass
+class WriteResult:
+    written: int
+    skipped: int
+    first: int | None
+    last: int | None
+
+
+class AccessLedger:
+    """An access-control ledger stored in SQLite or PostgreSQL."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.snapshots = Snapshots(store)
+
+    @classmethod
+    def open(cls, url: str, *, create: bool = False) -> AccessLedger:
+        """Open the ledger at a SQLite path (or ':memory:') or a postgresql:// URL."""
+        return cls(Store(url, create=create))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> AccessLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def head(self) -> int:
+        return self.store.head()[0]
+
+    def newest_at(self) -> str | None:
+        return self.store.head()[1] or None
+
+    def read(self, start: int = 1, stop: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(position, event) in position order, start and stop inclusive."""
+        for pos, state in self.store.read(start, stop):
+            yield pos, decode(state)
+
+    def read_bytes(self, start: int = 1, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        return self.store.read(start, stop)
+
+    def position_at(self, at: str) -> int:
+        """Newest position whose event time is <= at."""
+        return self.store.position_at(canonical(at))
+
+    def positions_between(self, start: str | None, stop: str | None) -> tuple[int, int]:
+        """First and last positions of events with start <= at <= stop (first > last when none)."""
+        first = 1 if start is None else self._first_at_or_after(canonical(start, "from"))
+        last = self.head() if stop is None else self.store.position_at(canonical(stop, "to"))
+        return first, last
+
+    def _first_at_or_after(self, at: str) -> int:
+        with self.store.transaction(write=False) as c:
+            c.execute("SELECT MIN(position) FROM al_chain WHERE at >= ?", (at,))
+            row = c.fetchone()
+        return int(row[0]) if row[0] is not None else self.head() + 1
+
+    def time_of(self, position: int) -> str | None:
+        return self.store.time_of(position)
+
+    @property
+    def preset(self) -> str:
+        with self.store.transaction(write=False) as c:
+            c.execute("SELECT data FROM al_entities WHERE kind = 'organization'")
+            row = c.fetchone()
+        if row is None:
+            raise E.NotInitialized("the ledger has no organization yet: run `access-ledger init` first")
+        import json
+
+        return json.loads(row[0])["preset"]
+
+    def entities(self, kind: str) -> list[dict[str, Any]]:
+        """Current entities of one kind (role, user, tenant, ...) from the write model."""
+        import json
+
+        with self.store.transaction(write=False) as c:
+            c.execute("SELECT name, status, ref, data FROM al_entities WHERE kind = ? ORDER BY name", (kind,))
+            return [{"name": n, "status": s, "ref": r, **json.loads(d)} for n, s, r, d in c.fetchall()]
+
+    def grants(self, role: str | None = None) -> list[dict[str, Any]]:
+        """Assignments currently held (expired ones included until unassigned)."""
+        sql = "SELECT role, principal, tenant, resource, expires_at FROM al_grants"
+        params: tuple[Any, ...] = ()
+        if role is not None:
+            sql += " WHERE role = ?"
+            params = (role,)
+        with self.store.transaction(write=False) as c:
+            c.execute(sql + " ORDER BY role, principal, tenant, resource", params)
+            return [{"role": r, "principal": p, "tenant": t or None, "resource": res or None, "expires_at": x}
+                    for r, p, t, res, x in c.fetchall()]
+
+    def count(self) -> int:
+        return self.store.count()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def append(self, event: dict[str, Any]) -> int:
+        """Validate one event (its `at` defaults to now) and record it; return its position."""
+        event = dict(event)
+        if event.get("at") is None:
+            event["at"] = format_instant(now())
+        canonical_event = parse_obj(event)
+        result = self._write([(0, canonical_event)])
+        if result.last is None:
+            # The idempotency id was already recorded with this very event.
+            return self._position_of_id(canonical_event["id"])
+        return result.last
+
+    def import_lines(self, lines: Iterable[bytes | str], progress: Callable[[int], None] | None = None) -> WriteResult:
+        """Import JSONL lines atomically: all of them or, at the first bad line, none."""
+        def parsed() -> Iterator[tuple[int, dict[str, Any]]]:
+            for n, line in enumerate(lines, 1):
+                if progress is not None:
+                    progress(len(line) + 1)
+                if not line.strip():
+                    continue
+                try:
+                    yield n, parse_json(line)
+                except E.LedgerError as exc:
+                    raise type(exc)(f"line {n}: {exc}") from None
+
+        return self._write(parsed())
+
+    def _position_of_id(self, event_id: str) -> int:
+        with self.store.transaction(write=False) as c:
+            c.execute("SELECT position FROM al_ids WHERE event_id = ?", (event_id,))
+            return int(c.fetchone()[0])
+
+    def _write(self, events: Iterable[tuple[int, dict[str, Any]]]) -> WriteResult:
+        store = self.store
+        latest = format_instant(now() + FUTURE_SLACK)
+        with store.transaction(write=True) as c:
+            pos, last_at, link = store.lock_head(c)
+            if store.max_position(c) != pos:
+                raise E.IntegrityFailure(f"the stored events end at position {store.max_position(c)} but the head "
+                                         f"says {pos}: the log was tampered with; run `access-ledger verify`")
+            model = WriteModel(c)
+            first = pos + 1
+            rows: list[Row] = []
+            chain: list[tuple[int, str, str]] = []
+            ids: list[tuple[str, int]] = []
+            pending_ids: dict[str, bytes] = {}
+            versions: dict[uuid.UUID, int] = {}
+            skipped = 0
+            flushed_to = pos
+
+            def flush() -> None:
+                nonlocal flushed_to
+                store.insert_events(c, flushed_to + 1, rows)
+                c.executemany("INSERT INTO al_chain (position, at, link) VALUES (?, ?, ?)", chain)
+                c.executemany("INSERT INTO al_ids (event_id, position) VALUES (?, ?)", ids)
+                model.flush()
+                for p, _, lk in chain:
+                    if p % SEAL_EVERY == 0:
+                        write_seal(c, p, lk, format_instant(now()))
+                flushed_to += len(rows)
+                rows.clear()
+                chain.clear()
+                ids.clear()
+                pending_ids.clear()
+
+            for lineno, ev in events:
+                try:
+                    state = encode(ev)
+                    event_id = ev.get("id")
+                    if event_id is not None and self._seen_id(c, event_id, state, pending_ids):
+                        skipped += 1
+                        continue
+                    at = ev["at"]
+                    if at < last_at:
+                        raise E.OutOfOrder(f"at: {at} is before the ledger's newest event ({last_at}); "
+                                           "the ledger is append-only in time")
+                    if at > latest:
+                        raise E.OutOfOrder(f"at: {at} is more than five minutes in the future")
+                    key = model.apply(ev)
+                    pos += 1
+                    if ev["type"] in USAGE_TYPES:
+                        oid, version = stream_id(f"usage/{pos}"), 1
+                    else:
+                        oid = stream_id(key)
+                        version = versions.get(oid)
+                        if version is None:
+                            version = store.stream_version(c, oid)
+                        version += 1
+                    versions[oid] = version
+                    topic = TOPIC_PREFIX + ev["type"]
+                    link = next_link(link, pos, oid.hex, version, topic, state)
+                    rows.append(Row(oid, version, topic, state))
+                    chain.append((pos, at, link))
+                    if event_id is not None:
+                        ids.append((event_id, pos))
+                        pending_ids[event_id] = state
+                    last_at = at
+                except E.LedgerError as exc:
+                    if lineno:
+                        raise type(exc)(f"line {lineno}: {_with_field(str(exc), ev)}") from None
+                    raise
+                if len(rows) >= BATCH:
+                    flush()
+                if len(versions) > 200_000:
+                    versions.clear()
+            flush()
+            if pos >= first:
+                write_seal(c, pos, link, format_instant(now()))
+                c.execute("UPDATE al_head SET position = ?, at = ?, link = ? WHERE id = 1", (pos, last_at, link))
+        return WriteResult(pos - first + 1, skipped, first if pos >= first else None, pos if pos >= first else None)
+
+    def _seen_id(self, c: Any, event_id: str, state: bytes, pending: dict[str, bytes]) -> bool:
+        """True if the id is already recorded with this event; IdConflict if with another."""
+        if event_id in pending:
+            if pending[event_id] == state:
+                return True
+            raise E.IdConflict(f"id: {event_id!r} is already used by a different event in this import")
+        c.execute("SELECT i.position, e.state FROM al_ids i JOIN stored_events e ON e." +
+                  self.store.pos_col + " = i.position WHERE i.event_id = ?", (event_id,))
+        row = c.fetchone()
+        if row is None:
+            return False
+        if bytes(row[1]) == state:
+            return True
+        raise E.IdConflict(f"id: {event_id!r} is already used by a different event (position {row[0]})")
+
+    # -- export, integrity ---------------------------------------------------------------
+
+    def export_lines(self, start: str | None = None, stop: str | None = None) -> Iterator[bytes]:
+        """The events with start <= at <= stop as JSONL lines (bytes, newline-terminated)."""
+        first, last = self.positions_between(start, stop)
+        if first > last:
+            return
+        for _, state in self.store.read(first, last):
+            yield state + b"\n"
+
+    def verify(self, digest: dict[str, Any] | None = None,
+               progress: Callable[[int], None] | None = None) -> VerifyResult:
+        return verify(self.store, digest, progress)
+
+    def digest(self) -> dict[str, Any]:
+        return make_digest(self.store, format_instant(now()))
+
+    # -- commands ------------------------------------------------------------------------
+
+    def _cmd(self, etype: str, actor: str, reason: str | None, at: str | None, id: str | None,
+             **fields: Any) -> int:
+        event: dict[str, Any] = {"type": etype, "at": at, "actor": actor}
+        event.update({k: v for k, v in fields.items() if v is not None})
+        if reason:
+            event["reason"] = reason
+        if id:
+            event["id"] = id
+        return self.append(event)
+
+    def init(self, org: str = "default", preset: str = "zenml-pro", *, actor: str = "system",
+             reason: str | None = None, at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("OrganizationCreated", actor, reason, at, id, name=org, preset=preset)
+
+    def create_tenant(self, tenant: str, display_name: str | None = None, *, actor: str = "system",
+                      reason: str | None = None, at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("TenantCreated", actor, reason, at, id, tenant=tenant, display_name=display_name)
+
+    def rename_tenant(self, tenant: str, display_name: str, *, actor: str = "system", reason: str | None = None,
+                      at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("TenantRenamed", actor, reason, at, id, tenant=tenant, display_name=display_name)
+
+    def delete_tenant(self, tenant: str, *, actor: str = "system", reason: str | None = None,
+                      at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("TenantDeleted", actor, reason, at, id, tenant=tenant)
+
+    def create_user(self, user: str, email: str | None = None, *, actor: str = "system", reason: str | None = None,
+                    at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("UserCreated", actor, reason, at, id, user=user, email=email)
+
+    def deactivate_user(self, user: str, *, actor: str = "system", reason: str | None = None,
+                        at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("UserDeactivated", actor, reason, at, id, user=user)
+
+    def reactivate_user(self, user: str, *, actor: str = "system", reason: str | None = None,
+                        at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("UserReactivated", actor, reason, at, id, user=user)
+
+    def create_service_account(self, name: str, *, actor: str = "system", reason: str | None = None,
+                               at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("ServiceAccountCreated", actor, reason, at, id, service_account=name)
+
+    def deactivate_service_account(self, name: str, *, actor: str = "system", reason: str | None = None,
+                                   at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("ServiceAccountDeactivated", actor, reason, at, id, service_account=name)
+
+    def reactivate_service_account(self, name: str, *, actor: str = "system", reason: str | None = None,
+                                   at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("ServiceAccountReactivated", actor, reason, at, id, service_account=name)
+
+    def create_team(self, team: str, *, actor: str = "system", reason: str | None = None, at: str | None = None,
+                    id: str | None = None) -> int:
+        return self._cmd("TeamCreated", actor, reason, at, id, team=team)
+
+    def delete_team(self, team: str, *, actor: str = "system", reason: str | None = None, at: str | None = None,
+                    id: str | None = None) -> int:
+        return self._cmd("TeamDeleted", actor, reason, at, id, team=team)
+
+    def add_team_member(self, team: str, member: str, *, actor: str = "system", reason: str | None = None,
+                        at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("TeamMemberAdded", actor, reason, at, id, team=team, member=member)
+
+    def remove_team_member(self, team: str, member: str, *, actor: str = "system", reason: str | None = None,
+                           at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("TeamMemberRemoved", actor, reason, at, id, team=team, member=member)
+
+    def create_role(self, role: str, scope: str, permissions: Iterable[str], base: str | None = None,
+                    description: str | None = None, *, actor: str = "system", reason: str | None = None,
+                    at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("RoleCreated", actor, reason, at, id, role=role, scope=scope, base=base,
+                         permissions=list(permissions), description=description)
+
+    def change_role(self, role: str, add: Iterable[str] = (), remove: Iterable[str] = (), *, actor: str = "system",
+                    reason: str | None = None, at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("RolePermissionsChanged", actor, reason, at, id, role=role, add=list(add),
+                         remove=list(remove))
+
+    def delete_role(self, role: str, *, actor: str = "system", reason: str | None = None, at: str | None = None,
+                    id: str | None = None) -> int:
+        return self._cmd("RoleDeleted", actor, reason, at, id, role=role)
+
+    def assign_role(self, role: str, principal: str, tenant: str | None = None, resource: str | None = None,
+                    expires_at: str | None = None, *, actor: str = "system", reason: str | None = None,
+                    at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("RoleAssigned", actor, reason, at, id, role=role, principal=principal, tenant=tenant,
+                         resource=resource, expires_at=expires_at)
+
+    def unassign_role(self, role: str, principal: str, tenant: str | None = None, resource: str | None = None, *,
+                      actor: str = "system", reason: str | None = None, at: str | None = None,
+                      id: str | None = None) -> int:
+        return self._cmd("RoleUnassigned", actor, reason, at, id, role=role, principal=principal, tenant=tenant,
+                         resource=resource)
+
+    def register_connector(self, connector: str, tenant: str, connector_type: str | None = None, *,
+                           actor: str = "system", reason: str | None = None, at: str | None = None,
+                           id: str | None = None) -> int:
+        return self._cmd("ConnectorRegistered", actor, reason, at, id, connector=connector, tenant=tenant,
+                         connector_type=connector_type)
+
+    def delete_connector(self, connector: str, tenant: str, *, actor: str = "system", reason: str | None = None,
+                         at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("ConnectorDeleted", actor, reason, at, id, connector=connector, tenant=tenant)
+
+    def record_connector_access(self, connector: str, tenant: str, principal: str, outcome: str,
+                                context: str | None = None, *, actor: str = "system", reason: str | None = None,
+                                at: str | None = None, id: str | None = None) -> int:
+        return self._cmd("ConnectorSecretAccessed", actor, reason, at, id, connector=connector, tenant=tenant,
+                         principal=principal, outcome=outcome, context=context)
+
+    def record_access(self, principal: str, action: str, resource: str, outcome: str, tenant: str | None = None, *,
+                      actor: str = "system", reason: str | None = None, at: str | None = None,
+                      id: str | None = None) -> int:
+        return self._cmd("ResourceAccessed", actor, reason, at, id, principal=principal, tenant=tenant,
+                         resource=resource, action=action, outcome=outcome)
+
+
+def _with_field(message: str, ev: dict[str, Any]) -> str:
+    """Prefix a rule's message with the event field it is about, when that can be told."""
+    if ": " in message.split(" ", 1)[0] or message.split(":", 1)[0] in ev or message.startswith(("at:", "id:")):
+        return message
+    for name, value in ev.items():
+        if name in ("type", "at", "actor", "reason", "id") or not isinstance(value, str):
+            continue
+        short = value.split(":", 1)[1] if name in ("principal", "member") and ":" in value else value
+        if repr(value) in message or repr(short) in message or value in message.split(" "):
+            return f"{name}: {message}"
+    return message

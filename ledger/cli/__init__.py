@@ -1,0 +1,96 @@
+"""The access-ledger command line: the one composition root wiring ledger, projections and reports."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from ledger.errors import LedgerError
+
+
+class LedgerGroup(TyperGroup):
+    """Every failure, including usage errors, ends as one line on stderr and a non-zero exit."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except typer.Exit as exc:
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("Error: aborted", err=True)
+            sys.exit(130)
+        except LedgerError as exc:
+            typer.echo(f"Error: {_one_line(str(exc))}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            typer.echo("Error: interrupted; nothing was written by the interrupted command", err=True)
+            sys.exit(130)
+        except BrokenPipeError:
+            sys.exit(0)
+        except Exception as exc:  # the promise: never a traceback
+            if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # typer's (vendored click's) usage errors
+                typer.echo(f"Error: {_one_line(exc.format_message())}", err=True)
+                sys.exit(exc.exit_code)
+            typer.echo(f"Error: unexpected {type(exc).__name__}: {_one_line(str(exc))}", err=True)
+            sys.exit(3)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+app = typer.Typer(
+    cls=LedgerGroup,
+    help="An event-sourced access-control ledger with audit reporting.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"access-ledger {version('access-ledger')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    db: Annotated[str | None, typer.Option(
+        "--db", help="SQLite file or postgresql://user:pass@host:port/db "
+        "(default: $ACCESS_LEDGER_DB, else ./access-ledger.db).")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """Record every access-control change as an immutable, verifiable event; ask who could do what, when."""
+    ctx.obj = {"db": db}
+
+
+def _register() -> None:
+    from ledger.cli import write
+
+    write.register(app)
+    for name in ("ledger.cli.query", "ledger.cli.audit", "ledger.cli.demo"):
+        try:
+            module = __import__(name, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,154 @@
+"""What every command shares: opening the ledger, turning errors into one line, and output formats."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from ledger.errors import LedgerError
+
+if TYPE_CHECKING:
+    from ledger.app import AccessLedger
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+OutOption = Annotated[
+    Path | None, typer.Option("--out", "-o", help="Write the output to this file instead of standard output.")
+]
+ActorOption = Annotated[
+    str | None,
+    typer.Option("--actor", help="Who makes the change: user:NAME, service_account:NAME or system "
+                 "(default: $ACCESS_LEDGER_ACTOR, else user:<OS user>)."),
+]
+ReasonOption = Annotated[str | None, typer.Option("--reason", help="Why: a ticket or a justification.")]
+AtOption = Annotated[str | None, typer.Option("--at", help="When it happened (ISO-8601 with time zone; default now).")]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one line on stderr and exit non-zero."""
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(code=code)
+
+
+@contextmanager
+def handled() -> Iterator[None]:
+    """Turn every LedgerError (and I/O error) into one line on stderr and exit code 2."""
+    try:
+        yield
+    except LedgerError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}")
+
+
+def db_url(ctx: typer.Context) -> str:
+    obj = ctx.find_root().obj or {}
+    return obj.get("db") or os.environ.get("ACCESS_LEDGER_DB") or "access-ledger.db"
+
+
+def open_ledger(ctx: typer.Context, *, create: bool = False) -> AccessLedger:
+    """Open the ledger named by --db / ACCESS_LEDGER_DB (a missing SQLite file is an error unless create)."""
+    from ledger.app import AccessLedger
+
+    return AccessLedger.open(db_url(ctx), create=create)
+
+
+def default_actor(actor: str | None) -> str:
+    if actor:
+        return actor
+    env = os.environ.get("ACCESS_LEDGER_ACTOR")
+    if env:
+        return env
+    try:
+        import getpass
+
+        return f"user:{getpass.getuser()}"
+    except Exception:  # no user name at all (e.g. a container with no passwd entry)
+        return "system"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_cell(v) for v in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def render(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str] | None = None,
+           title: str | None = None) -> str:
+    """Render rows (dicts) as table, json, csv or markdown text."""
+    cols = list(columns) if columns else (list(rows[0].keys()) if rows else [])
+    if fmt is Format.json:
+        return json.dumps(list(rows), indent=2, default=str) + "\n"
+    if fmt is Format.csv:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(cols)
+        for row in rows:
+            writer.writerow([_cell(row.get(c)) for c in cols])
+        return buf.getvalue()
+    if fmt is Format.markdown:
+        def esc(s: str) -> str:
+            return s.replace("|", "\\|").replace("\n", " ")
+        lines = [f"### {title}", ""] if title else []
+        lines.append("| " + " | ".join(cols) + " |")
+        lines.append("|" + "|".join("---" for _ in cols) + "|")
+        lines += ["| " + " | ".join(esc(_cell(row.get(c))) for c in cols) + " |" for row in rows]
+        return "\n".join(lines) + "\n"
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in cols))
+    buf = io.StringIO()
+    Console(file=buf, width=max(100, _terminal_width()), force_terminal=False).print(table)
+    return buf.getvalue()
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 160
+
+
+def emit(rows: Sequence[dict[str, Any]], fmt: Format, out: Path | None,
+         columns: Sequence[str] | None = None, title: str | None = None) -> None:
+    """Render and write to --out or stdout."""
+    text = render(rows, fmt, columns, title)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
+def emit_text(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")

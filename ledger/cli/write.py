@@ -1,0 +1,472 @@
+"""Change commands (init, tenant, user, team, service-account, role, connector, access), import,
+export, verify and digest."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ledger.cli.common import (
+    ActorOption, AtOption, Format, FormatOption, OutOption, ReasonOption, default_actor, emit, emit_text, fail,
+    handled, open_ledger,
+)
+
+tenant_app = typer.Typer(help="Create, rename and delete tenants.", no_args_is_help=True)
+user_app = typer.Typer(help="Create, deactivate and reactivate users.", no_args_is_help=True)
+team_app = typer.Typer(help="Create and delete teams; add and remove members.", no_args_is_help=True)
+sa_app = typer.Typer(help="Create, deactivate and reactivate service accounts.", no_args_is_help=True)
+role_app = typer.Typer(help="Create, change, delete, list, show, assign and unassign roles.", no_args_is_help=True)
+connector_app = typer.Typer(help="Register and delete service connectors; record secret accesses.",
+                            no_args_is_help=True)
+access_app = typer.Typer(help="Record resource accesses reported by the platform.", no_args_is_help=True)
+
+Principal = Annotated[str, typer.Argument(help="user:NAME, team:NAME or service_account:NAME.")]
+
+
+def _change(ctx: typer.Context, method: str, *args: Any, actor: str | None, reason: str | None, at: str | None,
+            create: bool = False, **kwargs: Any) -> None:
+    """Run one change command and print the recorded position."""
+    with handled():
+        led = open_ledger(ctx, create=create)
+        try:
+            position = getattr(led, method)(*args, actor=default_actor(actor), reason=reason, at=at, **kwargs)
+        finally:
+            led.close()
+    typer.echo(f"recorded at position {position}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.add_typer(tenant_app, name="tenant")
+    app.add_typer(user_app, name="user")
+    app.add_typer(team_app, name="team")
+    app.add_typer(sa_app, name="service-account")
+    app.add_typer(role_app, name="role")
+    app.add_typer(connector_app, name="connector")
+    app.add_typer(access_app, name="access")
+    app.command("import")(import_)
+    app.command("export")(export)
+    app.command("verify")(verify)
+    app.command("digest")(digest)
+
+
+def init(ctx: typer.Context,
+         org: Annotated[str, typer.Option("--org", help="The organization's name.")] = "default",
+         preset: Annotated[str, typer.Option("--preset", help="zenml-pro or zenml-oss.")] = "zenml-pro",
+         actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None) -> None:
+    """Create the ledger with its organization and the preset's predefined roles."""
+    _change(ctx, "init", org, preset, actor=actor, reason=reason, at=at, create=True)
+
+
+# -- tenants, users, service accounts, teams ------------------------------------------------
+
+@tenant_app.command("create")
+def tenant_create(ctx: typer.Context, tenant: str,
+                  display_name: Annotated[str | None, typer.Option("--display-name")] = None,
+                  actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None) -> None:
+    """Create a tenant."""
+    _change(ctx, "create_tenant", tenant, display_name, actor=actor, reason=reason, at=at)
+
+
+@tenant_app.command("rename")
+def tenant_rename(ctx: typer.Context, tenant: str, display_name: str, actor: ActorOption = None,
+                  reason: ReasonOption = None, at: AtOption = None) -> None:
+    """Give a tenant a new display name."""
+    _change(ctx, "rename_tenant", tenant, display_name, actor=actor, reason=reason, at=at)
+
+
+@tenant_app.command("delete")
+def tenant_delete(ctx: typer.Context, tenant: str, actor: ActorOption = None, reason: ReasonOption = None,
+                  at: AtOption = None) -> None:
+    """Delete a tenant: from now on it grants nothing and nothing may target it."""
+    _change(ctx, "delete_tenant", tenant, actor=actor, reason=reason, at=at)
+
+
+@tenant_app.command("list")
+def tenant_list(ctx: typer.Context, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """List tenants with their status."""
+    _list(ctx, "tenant", ["name", "status", "display_name"], fmt, out)
+
+
+@user_app.command("create")
+def user_create(ctx: typer.Context, user: str, email: Annotated[str | None, typer.Option("--email")] = None,
+                actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None) -> None:
+    """Create a user."""
+    _change(ctx, "create_user", user, email, actor=actor, reason=reason, at=at)
+
+
+@user_app.command("deactivate")
+def user_deactivate(ctx: typer.Context, user: str, actor: ActorOption = None, reason: ReasonOption = None,
+                    at: AtOption = None) -> None:
+    """Deactivate a user: no effective permission until reactivated; assignments stay."""
+    _change(ctx, "deactivate_user", user, actor=actor, reason=reason, at=at)
+
+
+@user_app.command("reactivate")
+def user_reactivate(ctx: typer.Context, user: str, actor: ActorOption = None, reason: ReasonOption = None,
+                    at: AtOption = None) -> None:
+    """Reactivate a user: their assignments apply again."""
+    _change(ctx, "reactivate_user", user, actor=actor, reason=reason, at=at)
+
+
+@user_app.command("list")
+def user_list(ctx: typer.Context, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """List users with their status."""
+    _list(ctx, "user", ["name", "status", "email"], fmt, out)
+
+
+@sa_app.command("create")
+def sa_create(ctx: typer.Context, name: str, actor: ActorOption = None, reason: ReasonOption = None,
+              at: AtOption = None) -> None:
+    """Create a service account."""
+    _change(ctx, "create_service_account", name, actor=actor, reason=reason, at=at)
+
+
+@sa_app.command("deactivate")
+def sa_deactivate(ctx: typer.Context, name: str, actor: ActorOption = None, reason: ReasonOption = None,
+                  at: AtOption = None) -> None:
+    """Deactivate a service account."""
+    _change(ctx, "deactivate_service_account", name, actor=actor, reason=reason, at=at)
+
+
+@sa_app.command("reactivate")
+def sa_reactivate(ctx: typer.Context, name: str, actor: ActorOption = None, reason: ReasonOption = None,
+                  at: AtOption = None) -> None:
+    """Reactivate a service account."""
+    _change(ctx, "reactivate_service_account", name, actor=actor, reason=reason, at=at)
+
+
+@sa_app.command("list")
+def sa_list(ctx: typer.Context, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """List service accounts with their status."""
+    _list(ctx, "service_account", ["name", "status"], fmt, out)
+
+
+@team_app.command("create")
+def team_create(ctx: typer.Context, team: str, actor: ActorOption = None, reason: ReasonOption = None,
+                at: AtOption = None) -> None:
+    """Create a team."""
+    _change(ctx, "create_team", team, actor=actor, reason=reason, at=at)
+
+
+@team_app.command("delete")
+def team_delete(ctx: typer.Context, team: str, actor: ActorOption = None, reason: ReasonOption = None,
+                at: AtOption = None) -> None:
+    """Delete a team: its memberships and assignments grant nothing from now on."""
+    _change(ctx, "delete_team", team, actor=actor, reason=reason, at=at)
+
+
+@team_app.command("add-member")
+def team_add_member(ctx: typer.Context, team: str,
+                    member: Annotated[str, typer.Argument(help="user:NAME or service_account:NAME.")],
+                    actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None) -> None:
+    """Add a user or service account to a team."""
+    _change(ctx, "add_team_member", team, member, actor=actor, reason=reason, at=at)
+
+
+@team_app.command("remove-member")
+def team_remove_member(ctx: typer.Context, team: str,
+                       member: Annotated[str, typer.Argument(help="user:NAME or service_account:NAME.")],
+                       actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None) -> None:
+    """Remove a member from a team."""
+    _change(ctx, "remove_team_member", team, member, actor=actor, reason=reason, at=at)
+
+
+@team_app.command("list")
+def team_list(ctx: typer.Context, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """List teams with their status."""
+    _list(ctx, "team", ["name", "status"], fmt, out)
+
+
+def _list(ctx: typer.Context, kind: str, columns: list[str], fmt: Format, out: Path | None) -> None:
+    with handled():
+        led = open_ledger(ctx)
+        try:
+            rows = led.entities(kind)
+        finally:
+            led.close()
+        emit(rows, fmt, out, columns)
+
+
+# -- roles ----------------------------------------------------------------------------------
+
+@role_app.command("create")
+def role_create(
+    ctx: typer.Context, role: str,
+    scope: Annotated[str, typer.Option("--scope", help="organization or tenant.")] = "tenant",
+    base: Annotated[str | None, typer.Option("--base", help="A role of the same scope to build on.")] = None,
+    permission: Annotated[list[str] | None, typer.Option("--permission", "-p", help="TYPE:ACTION (repeat).")] = None,
+    description: Annotated[str | None, typer.Option("--description")] = None,
+    actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None,
+) -> None:
+    """Create a custom role: its own permissions plus those of its base role (live)."""
+    if scope not in ("organization", "tenant"):
+        fail(f"scope: {scope!r} is not organization or tenant")
+    _change(ctx, "create_role", role, scope, permission or [], base, description, actor=actor, reason=reason, at=at)
+
+
+@role_app.command("change")
+def role_change(
+    ctx: typer.Context, role: str,
+    add: Annotated[list[str] | None, typer.Option("--add", "-a", help="TYPE:ACTION to add (repeat).")] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", "-r", help="TYPE:ACTION to remove (repeat).")] = None,
+    actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None,
+) -> None:
+    """Add or remove permissions of a custom role."""
+    _change(ctx, "change_role", role, add or [], remove or [], actor=actor, reason=reason, at=at)
+
+
+@role_app.command("delete")
+def role_delete(ctx: typer.Context, role: str, actor: ActorOption = None, reason: ReasonOption = None,
+                at: AtOption = None) -> None:
+    """Delete a custom role that nobody holds and no role builds on."""
+    _change(ctx, "delete_role", role, actor=actor, reason=reason, at=at)
+
+
+@role_app.command("assign")
+def role_assign(
+    ctx: typer.Context, role: str,
+    to: Annotated[str, typer.Option("--to", help="user:NAME, team:NAME or service_account:NAME.")],
+    tenant: Annotated[str | None, typer.Option("--tenant", help="The tenant (tenant roles).")] = None,
+    resource: Annotated[str | None, typer.Option("--resource", help="Narrow to one TYPE/ID in the tenant.")] = None,
+    expires_at: Annotated[str | None, typer.Option("--expires-at", help="From this instant it grants nothing.")] = None,
+    actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None,
+) -> None:
+    """Give a principal a role (in a tenant, optionally on one resource, optionally until a time)."""
+    _change(ctx, "assign_role", role, to, tenant, resource, expires_at, actor=actor, reason=reason, at=at)
+
+
+@role_app.command("unassign")
+def role_unassign(
+    ctx: typer.Context, role: str,
+    from_: Annotated[str, typer.Option("--from", help="user:NAME, team:NAME or service_account:NAME.")],
+    tenant: Annotated[str | None, typer.Option("--tenant")] = None,
+    resource: Annotated[str | None, typer.Option("--resource")] = None,
+    actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None,
+) -> None:
+    """Take a role away from a principal."""
+    _change(ctx, "unassign_role", role, from_, tenant, resource, actor=actor, reason=reason, at=at)
+
+
+def _effective(roles: dict[str, dict[str, Any]], name: str) -> list[str]:
+    perms: list[str] = []
+    seen: set[str] = set()
+    current: str | None = name
+    while current and current not in seen and current in roles:
+        seen.add(current)
+        perms += [p for p in roles[current]["permissions"] if p not in perms]
+        current = roles[current]["ref"]
+    return perms
+
+
+@role_app.command("list")
+def role_list(ctx: typer.Context, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """List roles: scope, base, own and effective permissions, number of assignments."""
+    with handled():
+        led = open_ledger(ctx)
+        try:
+            roles = {r["name"]: r for r in led.entities("role") if r["status"] != "deleted"}
+            counts: dict[str, int] = {}
+            for g in led.grants():
+                counts[g["role"]] = counts.get(g["role"], 0) + 1
+        finally:
+            led.close()
+        rows = [{"role": n, "scope": r["scope"], "base": r["ref"], "predefined": r.get("predefined", False),
+                 "permissions": r["permissions"], "effective": _effective(roles, n), "assignments": counts.get(n, 0)}
+                for n, r in sorted(roles.items())]
+        emit(rows, fmt, out, ["role", "scope", "base", "predefined", "permissions", "effective", "assignments"])
+
+
+@role_app.command("show")
+def role_show(ctx: typer.Context, role: str, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """Show one role: its permissions, its base chain and who holds it."""
+    with handled():
+        led = open_ledger(ctx)
+        try:
+            roles = {r["name"]: r for r in led.entities("role") if r["status"] != "deleted"}
+            if role not in roles:
+                fail(f"unknown role {role!r}")
+            grants = led.grants(role)
+        finally:
+            led.close()
+        r = roles[role]
+        chain, cur = [], r["ref"]
+        while cur and cur in roles and cur not in chain:
+            chain.append(cur)
+            cur = roles[cur]["ref"]
+        info = {"role": role, "scope": r["scope"], "predefined": r.get("predefined", False),
+                "description": r.get("description"), "base_chain": chain, "permissions": r["permissions"],
+                "effective": _effective(roles, role), "holders": grants}
+        if fmt is Format.json:
+            emit_text(json.dumps(info, indent=2) + "\n", out)
+            return
+        rows = [{"principal": g["principal"], "tenant": g["tenant"], "resource": g["resource"],
+                 "expires_at": g["expires_at"]} for g in grants]
+        title = (f"{role} ({r['scope']}{', predefined' if info['predefined'] else ''}; base: "
+                 f"{' -> '.join(chain) or 'none'}; effective: {', '.join(info['effective']) or 'nothing'})")
+        emit(rows, fmt, out, ["principal", "tenant", "resource", "expires_at"], title=title)
+
+
+# -- connectors and access -----------------------------------------------------------------
+
+@connector_app.command("register")
+def connector_register(ctx: typer.Context, connector: str,
+                       tenant: Annotated[str, typer.Option("--tenant")],
+                       connector_type: Annotated[str | None, typer.Option("--type", help="e.g. aws, gcp, azure.")] = None,
+                       actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None) -> None:
+    """Register a service connector (the ledger never stores its credentials)."""
+    _change(ctx, "register_connector", connector, tenant, connector_type, actor=actor, reason=reason, at=at)
+
+
+@connector_app.command("delete")
+def connector_delete(ctx: typer.Context, connector: str, tenant: Annotated[str, typer.Option("--tenant")],
+                     actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None) -> None:
+    """Delete a service connector."""
+    _change(ctx, "delete_connector", connector, tenant, actor=actor, reason=reason, at=at)
+
+
+@connector_app.command("access")
+def connector_access(ctx: typer.Context, connector: str, tenant: Annotated[str, typer.Option("--tenant")],
+                     by: Annotated[str, typer.Option("--by", help="user:NAME or service_account:NAME.")],
+                     outcome: Annotated[str, typer.Option("--outcome", help="allowed or denied.")],
+                     context: Annotated[str | None, typer.Option("--context", help="e.g. the pipeline run.")] = None,
+                     actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None) -> None:
+    """Record that a principal read (or was denied) a connector's secret."""
+    _change(ctx, "record_connector_access", connector, tenant, by, outcome, context,
+            actor=actor or "system", reason=reason, at=at)
+
+
+@access_app.command("record")
+def access_record(ctx: typer.Context, principal: Principal, action: str,
+                  resource: Annotated[str, typer.Argument(help="TYPE/ID.")],
+                  outcome: Annotated[str, typer.Option("--outcome", help="allowed or denied.")],
+                  tenant: Annotated[str | None, typer.Option("--tenant")] = None,
+                  actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None) -> None:
+    """Record that a principal used (or was denied) an action on a resource."""
+    _change(ctx, "record_access", principal, action, resource, outcome, tenant,
+            actor=actor or "system", reason=reason, at=at)
+
+
+# -- import, export, verify, digest -------------------------------------------------------
+
+def _lines(path: Path) -> Iterator[bytes]:
+    stream = sys.stdin.buffer if str(path) == "-" else open(path, "rb")  # noqa: SIM115
+    try:
+        for line in stream:
+            yield line.rstrip(b"\r\n")
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def _progress(description: str, total: int | None) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    return Progress(TextColumn(description), BarColumn(), DownloadColumn(), TimeRemainingColumn(), console=console,
+                    transient=True, disable=not console.is_terminal)
+
+
+def import_(ctx: typer.Context,
+            file: Annotated[Path, typer.Argument(help="A JSONL file of events (- for standard input).")]) -> None:
+    """Import events from JSONL: the whole file or, at the first bad line, nothing."""
+    if str(file) != "-" and not file.is_file():
+        fail(f"no file {file}")
+    with handled():
+        led = open_ledger(ctx, create=True)
+        try:
+            total = file.stat().st_size if str(file) != "-" else None
+            with _progress("importing", total) as bar:
+                task = bar.add_task("import", total=total)
+                advance: Callable[[int], None] = lambda n: bar.advance(task, n)  # noqa: E731
+                result = led.import_lines(_lines(file), progress=advance)
+        finally:
+            led.close()
+    skipped = f", {result.skipped} already recorded (same id)" if result.skipped else ""
+    where = f" (positions {result.first}-{result.last})" if result.first is not None else ""
+    typer.echo(f"imported {result.written} events{where}{skipped}")
+
+
+def export(ctx: typer.Context,
+           from_: Annotated[str | None, typer.Option("--from", help="Only events at or after this time.")] = None,
+           to: Annotated[str | None, typer.Option("--to", help="Only events at or before this time.")] = None,
+           out: OutOption = None,
+           fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl (events) or casbin (the permission "
+                                                                  "state as a casbin model and policy; --out DIR).")]
+           = "jsonl",
+           at: Annotated[str | None, typer.Option("--at", help="casbin: the state at this time (default now).")]
+           = None) -> None:
+    """Export events as JSONL (the import format), or the permission state for casbin."""
+    with handled():
+        if fmt == "casbin":
+            if out is None:
+                fail("export --format casbin needs --out DIR")
+            from projections.casbin import export_casbin
+
+            led = open_ledger(ctx)
+            try:
+                export_casbin(led, out, at=at)
+            finally:
+                led.close()
+            typer.echo(f"wrote casbin model and policy to {out}")
+            return
+        if fmt != "jsonl":
+            fail(f"format: {fmt!r} is not jsonl or casbin")
+        led = open_ledger(ctx)
+        try:
+            sink = sys.stdout.buffer if out is None else open(out, "wb")  # noqa: SIM115
+            try:
+                for line in led.export_lines(from_, to):
+                    sink.write(line)
+            finally:
+                if out is not None:
+                    sink.close()
+                else:
+                    sink.flush()
+        finally:
+            led.close()
+
+
+def verify(ctx: typer.Context,
+           digest_file: Annotated[Path | None, typer.Option("--digest", help="A digest kept outside the ledger.")]
+           = None,
+           fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """Check the hash chain, seals and head (and a digest): exit 0 if intact, 1 naming the first bad position."""
+    from ledger.integrity import read_digest
+
+    with handled():
+        digest_data = read_digest(digest_file) if digest_file is not None else None
+        led = open_ledger(ctx)
+        try:
+            result = led.verify(digest_data)
+        finally:
+            led.close()
+    if fmt is Format.table and out is None:
+        if result.ok:
+            typer.echo(f"ok: {result.events} events, chain intact up to position {result.head}, "
+                       f"{result.seals} seals; head link {result.link}")
+            for note in result.notes:
+                typer.echo(f"note: {note}")
+        else:
+            typer.echo(f"TAMPERED: first bad position {result.first_bad}: {result.problem}", err=True)
+    else:
+        emit([result.as_dict()], fmt, out)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def digest(ctx: typer.Context, out: OutOption = None) -> None:
+    """Print (or write to --out) the head's position and chain link, to keep outside the ledger."""
+    with handled():
+        led = open_ledger(ctx)
+        try:
+            data = led.digest()
+        finally:
+            led.close()
+        emit_text(json.dumps(data, indent=2) + "\n", out)

@@ -1,0 +1,329 @@
+"""The events of DESIGN section 4: their shapes, validation of JSONL lines, and canonical form.
+
+An event is handled as a plain dict in canonical form: keys `type`, `at`, `actor`, then the
+event's own fields in the documented order, then `reason` and `id`; absent optional fields
+are left out. That dict, encoded by `encode`, is both what the ledger stores and one line of
+the JSONL interchange format.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import ValidationError as PydanticError
+
+from ledger.errors import ValidationError
+from ledger.timeutil import canonical
+from ledger.vocabulary import check_name, split_principal, split_resource
+
+MAX_TEXT = 2000
+
+
+def _text(value: str) -> str:
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"longer than {MAX_TEXT} characters")
+    if any((ord(ch) < 32 and ch not in "\t\n") or ord(ch) == 127 for ch in value):
+        raise ValueError("contains a control character")
+    return value
+
+
+def _name(value: str) -> str:
+    try:
+        return check_name(value, "name")
+    except ValidationError as exc:
+        raise ValueError(str(exc).split(": ", 1)[1]) from None
+
+
+def _principal(value: str) -> str:
+    try:
+        split_principal(value)
+    except ValidationError as exc:
+        raise ValueError(str(exc).split(": ", 1)[1]) from None
+    return value
+
+
+def _member(value: str) -> str:
+    kind = _principal(value).split(":", 1)[0]
+    if kind == "team":
+        raise ValueError("teams cannot be members of teams")
+    return value
+
+
+def _actor(value: str) -> str:
+    return value if value == "system" else _principal(value)
+
+
+def _resource(value: str) -> str:
+    try:
+        split_resource(value)
+    except ValidationError as exc:
+        raise ValueError(str(exc).split(": ", 1)[1]) from None
+    return value
+
+
+def _instant(value: str) -> str:
+    try:
+        return canonical(value)
+    except ValidationError as exc:
+        raise ValueError(str(exc).split(": ", 1)[1]) from None
+
+
+def _permission(value: str) -> str:
+    if value.count(":") != 1 or not all(value.split(":")):
+        raise ValueError(f"{value!r} is not TYPE:ACTION")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_name)]
+Text = Annotated[str, AfterValidator(_text)]
+Principal = Annotated[str, AfterValidator(_principal)]
+Member = Annotated[str, AfterValidator(_member)]
+Actor = Annotated[str, AfterValidator(_actor)]
+Resource = Annotated[str, AfterValidator(_resource)]
+Instant = Annotated[str, AfterValidator(_instant)]
+Permission = Annotated[str, AfterValidator(_permission)]
+Permissions = Annotated[list[Permission], Field(max_length=500)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    at: Instant
+    actor: Actor
+    reason: Text | None = None
+    id: Annotated[str, AfterValidator(_name)] | None = None
+
+
+class OrganizationCreated(_Event):
+    type: Literal["OrganizationCreated"]
+    name: Name
+    preset: Literal["zenml-pro", "zenml-oss"]
+
+
+class TenantCreated(_Event):
+    type: Literal["TenantCreated"]
+    tenant: Name
+    display_name: Text | None = None
+
+
+class TenantRenamed(_Event):
+    type: Literal["TenantRenamed"]
+    tenant: Name
+    display_name: Text
+
+
+class TenantDeleted(_Event):
+    type: Literal["TenantDeleted"]
+    tenant: Name
+
+
+class UserCreated(_Event):
+    type: Literal["UserCreated"]
+    user: Name
+    email: Text | None = None
+
+
+class UserDeactivated(_Event):
+    type: Literal["UserDeactivated"]
+    user: Name
+
+
+class UserReactivated(_Event):
+    type: Literal["UserReactivated"]
+    user: Name
+
+
+class ServiceAccountCreated(_Event):
+    type: Literal["ServiceAccountCreated"]
+    service_account: Name
+
+
+class ServiceAccountDeactivated(_Event):
+    type: Literal["ServiceAccountDeactivated"]
+    service_account: Name
+
+
+class ServiceAccountReactivated(_Event):
+    type: Literal["ServiceAccountReactivated"]
+    service_account: Name
+
+
+class TeamCreated(_Event):
+    type: Literal["TeamCreated"]
+    team: Name
+
+
+class TeamDeleted(_Event):
+    type: Literal["TeamDeleted"]
+    team: Name
+
+
+class TeamMemberAdded(_Event):
+    type: Literal["TeamMemberAdded"]
+    team: Name
+    member: Member
+
+
+class TeamMemberRemoved(_Event):
+    type: Literal["TeamMemberRemoved"]
+    team: Name
+    member: Member
+
+
+class RoleCreated(_Event):
+    type: Literal["RoleCreated"]
+    role: Name
+    scope: Literal["organization", "tenant"]
+    base: Name | None = None
+    permissions: Permissions
+    description: Text | None = None
+
+
+class RolePermissionsChanged(_Event):
+    type: Literal["RolePermissionsChanged"]
+    role: Name
+    add: Permissions = []
+    remove: Permissions = []
+
+
+class RoleDeleted(_Event):
+    type: Literal["RoleDeleted"]
+    role: Name
+
+
+class RoleAssigned(_Event):
+    type: Literal["RoleAssigned"]
+    role: Name
+    principal: Principal
+    tenant: Name | None = None
+    resource: Resource | None = None
+    expires_at: Instant | None = None
+
+
+class RoleUnassigned(_Event):
+    type: Literal["RoleUnassigned"]
+    role: Name
+    principal: Principal
+    tenant: Name | None = None
+    resource: Resource | None = None
+
+
+class ConnectorRegistered(_Event):
+    type: Literal["ConnectorRegistered"]
+    connector: Name
+    tenant: Name
+    connector_type: Name | None = None
+
+
+class ConnectorDeleted(_Event):
+    type: Literal["ConnectorDeleted"]
+    connector: Name
+    tenant: Name
+
+
+class ConnectorSecretAccessed(_Event):
+    type: Literal["ConnectorSecretAccessed"]
+    connector: Name
+    tenant: Name
+    principal: Principal
+    outcome: Literal["allowed", "denied"]
+    context: Text | None = None
+
+
+class ResourceAccessed(_Event):
+    type: Literal["ResourceAccessed"]
+    principal: Principal
+    tenant: Name | None = None
+    resource: Resource
+    action: Name
+    outcome: Literal["allowed", "denied"]
+
+
+MODELS: tuple[type[_Event], ...] = (
+    OrganizationCreated, TenantCreated, TenantRenamed, TenantDeleted,
+    UserCreated, UserDeactivated, UserReactivated,
+    ServiceAccountCreated, ServiceAccountDeactivated, ServiceAccountReactivated,
+    TeamCreated, TeamDeleted, TeamMemberAdded, TeamMemberRemoved,
+    RoleCreated, RolePermissionsChanged, RoleDeleted, RoleAssigned, RoleUnassigned,
+    ConnectorRegistered, ConnectorDeleted, ConnectorSecretAccessed, ResourceAccessed,
+)
+EVENT_TYPES: dict[str, type[_Event]] = {m.__name__: m for m in MODELS}
+#: The event's own fields in documented order, per type (excluding type/at/actor/reason/id).
+FIELDS: dict[str, tuple[str, ...]] = {
+    name: tuple(f for f in model.model_fields if f not in ("type", "at", "actor", "reason", "id"))
+    for name, model in EVENT_TYPES.items()
+}
+USAGE_TYPES = frozenset({"ConnectorSecretAccessed", "ResourceAccessed"})
+
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(
+    Annotated[Union[MODELS], Field(discriminator="type")]  # type: ignore[valid-type]
+)
+
+
+def _problem(exc: PydanticError) -> str:
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"] if str(p) not in EVENT_TYPES]
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{loc[-1]}: unknown field (the ledger stores only the documented fields, never secret values)"
+    if kind == "missing":
+        return f"{'.'.join(loc)}: required field is missing"
+    if kind == "union_tag_invalid":
+        got = err.get("ctx", {}).get("tag", "?")
+        return f"type: {got!r} is not an event type"
+    if kind == "union_tag_not_found":
+        return "type: required field is missing"
+    if kind == "model_attributes_type" or kind == "model_type":
+        return "line is not a JSON object"
+    msg = err["msg"]
+    if not loc and kind in ("dict_type", "model_type", "model_attributes_type"):
+        return "line is not a JSON object"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    field = ".".join(loc) if loc else "line"
+    return f"{field}: {msg}"
+
+
+def canonical_dict(model: _Event) -> dict[str, Any]:
+    """The event as a dict in canonical key order, optional fields left out when absent."""
+    d = model.__dict__
+    out: dict[str, Any] = {"type": d["type"], "at": d["at"], "actor": d["actor"]}
+    for f in FIELDS[d["type"]]:
+        v = d[f]
+        if v is not None:
+            out[f] = v
+    if d["reason"] is not None:
+        out["reason"] = d["reason"]
+    if d["id"] is not None:
+        out["id"] = d["id"]
+    return out
+
+
+def parse_json(line: str | bytes) -> dict[str, Any]:
+    """Validate one JSONL line; return the event in canonical form or raise ValidationError."""
+    try:
+        model = _ADAPTER.validate_json(line)
+    except PydanticError as exc:
+        if exc.errors()[0]["type"] == "json_invalid":
+            raise ValidationError("line is not valid JSON") from None
+        raise ValidationError(_problem(exc)) from None
+    return canonical_dict(model)
+
+
+def parse_obj(obj: dict[str, Any]) -> dict[str, Any]:
+    """Validate an event given as a dict (from a command); return its canonical form."""
+    try:
+        model = _ADAPTER.validate_python(obj)
+    except PydanticError as exc:
+        raise ValidationError(_problem(exc)) from None
+    return canonical_dict(model)
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    """Canonical bytes of an event: compact JSON, keys in canonical order."""
+    return orjson.dumps(event)
+
+
+def decode(data: bytes | str) -> dict[str, Any]:
+    return orjson.loads(data)

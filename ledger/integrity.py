@@ -1,0 +1,174 @@
+"""Tamper evidence: the hash chain over the log, seals, digests and verification.
+
+Each position's link is SHA-256 over the previous link and the stored record's canonical
+bytes (position, stream, version, topic, state). The link of every position is kept in
+`al_chain`; seals record (position, link), HMAC-keyed when ACCESS_LEDGER_SEAL_KEY is set; a
+digest is the head's (position, link) written to a file the auditor keeps outside the ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ledger.errors import ValidationError
+from ledger.store import GENESIS_LINK, Cursor, Store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+SEAL_EVERY = 10_000
+KEY_ENV = "ACCESS_LEDGER_SEAL_KEY"
+
+
+def next_link(prev: str, position: int, originator_hex: str, version: int, topic: str, state: bytes) -> str:
+    h = hashlib.sha256(prev.encode())
+    h.update(f"\n{position}\n{originator_hex}\n{version}\n{topic}\n".encode())
+    h.update(state)
+    return h.hexdigest()
+
+
+def seal_key() -> bytes | None:
+    key = os.environ.get(KEY_ENV)
+    return key.encode() if key else None
+
+
+def seal_mac(position: int, link: str, key: bytes | None) -> str | None:
+    if key is None:
+        return None
+    return hmac.new(key, f"{position}:{link}".encode(), hashlib.sha256).hexdigest()
+
+
+def write_seal(c: Cursor, position: int, link: str, sealed_at: str) -> None:
+    c.execute("INSERT INTO al_seals (position, link, mac, sealed_at) VALUES (?, ?, ?, ?) "
+              "ON CONFLICT (position) DO NOTHING", (position, link, seal_mac(position, link, seal_key()), sealed_at))
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    events: int
+    head: int
+    link: str
+    seals: int
+    first_bad: int | None = None
+    problem: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "events": self.events, "head": self.head, "link": self.link, "seals": self.seals,
+                "first_bad_position": self.first_bad, "problem": self.problem, "notes": self.notes}
+
+
+def verify(store: Store, digest: dict[str, Any] | None = None,
+           progress: Callable[[int], None] | None = None) -> VerifyResult:
+    """Recompute the chain from the stored events and compare with the chain, seals, head and digest."""
+    key = seal_key()
+    with store.transaction(write=False) as c:
+        c.execute("SELECT position, at, link FROM al_head WHERE id = 1")
+        row = c.fetchone()
+        head_pos, head_link = (0, GENESIS_LINK) if row is None else (int(row[0]), row[2])
+        c.execute("SELECT position, link, mac FROM al_seals ORDER BY position")
+        seals = [(int(p), link, mac) for p, link, mac in c.fetchall()]
+        c.execute("SELECT MAX(position) FROM al_chain")
+        chain_max = int(c.fetchone()[0] or 0)
+
+        def fail(pos: int, problem: str, events: int, link: str) -> VerifyResult:
+            return VerifyResult(False, events, head_pos, link, len(seals), pos, problem)
+
+        seal_at = {p: (link, mac) for p, link, mac in seals}
+        link = GENESIS_LINK
+        expected = 1
+        events = 0
+        notes: list[str] = []
+        unkeyed = 0
+        while True:
+            rows = store.read_raw(c, expected, 20_000)
+            if not rows:
+                break
+            c.execute("SELECT position, link FROM al_chain WHERE position >= ? AND position <= ? ORDER BY position",
+                      (rows[0][0], rows[-1][0]))
+            chain = dict((int(p), lk) for p, lk in c.fetchall())
+            for pos, oid, ver, topic, state in rows:
+                if pos != expected:
+                    return fail(expected, f"position {expected} is missing from the log (deleted event)", events, link)
+                link = next_link(link, pos, oid, ver, topic, state)
+                stored = chain.get(pos)
+                if stored is None:
+                    return fail(pos, f"position {pos} is not in the hash chain (inserted event)", events, link)
+                if stored != link:
+                    return fail(pos, f"position {pos} does not match its hash chain link (changed, inserted or "
+                                     "reordered event)", events, link)
+                if pos in seal_at:
+                    s_link, s_mac = seal_at[pos]
+                    if s_link != link:
+                        return fail(pos, f"seal at position {pos} does not match the log", events, link)
+                    if s_mac is not None:
+                        if key is None:
+                            unkeyed += 1
+                        elif not hmac.compare_digest(s_mac, seal_mac(pos, link, key) or ""):
+                            return fail(pos, f"seal at position {pos} has a wrong HMAC (seal forged or key "
+                                             "differs)", events, link)
+                events += 1
+                expected += 1
+            if progress is not None:
+                progress(len(rows))
+        last = expected - 1
+        if last < head_pos or chain_max > last:
+            return fail(last + 1, f"position {last + 1} is missing from the log (truncated tail; the head says "
+                                  f"{head_pos})", events, link)
+        if last > head_pos:
+            return fail(head_pos + 1, f"position {head_pos + 1} is beyond the recorded head (inserted event)",
+                        events, link)
+        if link != head_link:
+            return fail(head_pos, "the head's link does not match the log", events, link)
+        beyond = [p for p in seal_at if p > last]
+        if beyond:
+            return fail(last + 1, f"a seal exists at position {beyond[0]}, beyond the end of the log "
+                                  "(truncated tail)", events, link)
+    if unkeyed:
+        notes.append(f"{unkeyed} seal(s) carry an HMAC but {KEY_ENV} is not set: their keys were not checked")
+    if digest is not None:
+        d_pos, d_link = int(digest["position"]), str(digest["link"])
+        if d_pos > last:
+            return VerifyResult(False, events, head_pos, link, len(seals), last + 1,
+                                f"the digest covers position {d_pos} but the log ends at {last} (truncated tail)",
+                                notes)
+        d_actual = _link_at(store, d_pos)
+        if d_actual != d_link:
+            return VerifyResult(False, events, head_pos, link, len(seals), d_pos,
+                                f"position {d_pos} does not match the digest (the log was rewritten)", notes)
+        notes.append(f"digest at position {d_pos} matches")
+    return VerifyResult(True, events, head_pos, link, len(seals), None, None, notes)
+
+
+def _link_at(store: Store, position: int) -> str:
+    if position == 0:
+        return GENESIS_LINK
+    with store.transaction(write=False) as c:
+        c.execute("SELECT link FROM al_chain WHERE position = ?", (position,))
+        row = c.fetchone()
+    return "" if row is None else row[0]
+
+
+def make_digest(store: Store, generated_at: str) -> dict[str, Any]:
+    pos, at, link = store.head()
+    return {"ledger": "access-ledger", "position": pos, "at": at or None, "link": link,
+            "mac": seal_mac(pos, link, seal_key()), "generated_at": generated_at}
+
+
+def read_digest(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValidationError(f"digest: no file {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise ValidationError(f"digest: {path} is not a digest file (JSON)") from None
+    if not isinstance(data, dict) or not isinstance(data.get("position"), int) or not isinstance(data.get("link"), str):
+        raise ValidationError(f"digest: {path} has no position and link")
+    return data

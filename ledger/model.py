@@ -1,0 +1,414 @@
+"""The write model: the rules of DESIGN section 3 that decide whether an event may be recorded.
+
+It reads the indexed current state (side tables) through the write transaction's cursor,
+caches what it has read, applies accepted events to the cache, and flushes changes back in
+the same transaction. One instance lives for one write transaction: a single command or a
+whole import.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger import errors as E
+from ledger.store import Cursor
+from ledger.vocabulary import Vocabulary, predefined_roles, split_principal, split_resource, vocabulary
+
+_MISSING = object()
+
+
+@dataclass(slots=True)
+class Entity:
+    kind: str
+    name: str
+    status: str  # active | deactivated | deleted
+    ref: str | None = None  # a role's base; a connector's tenant
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class WriteModel:
+    """Validates events against the ledger's current state and applies the accepted ones."""
+
+    def __init__(self, cursor: Cursor):
+        self.c = cursor
+        self._entities: dict[tuple[str, str], Entity | None] = {}
+        self._dirty_entities: set[tuple[str, str]] = set()
+        self._grants: dict[tuple[str, str, str, str], Any] = {}
+        self._dirty_grants: set[tuple[str, str, str, str]] = set()
+        self._members: dict[tuple[str, str], bool] = {}
+        self._dirty_members: set[tuple[str, str]] = set()
+        org = self.entity("organization", "")
+        self.vocab: Vocabulary | None = vocabulary(org.data["preset"]) if org else None
+        self._rules: dict[str, Callable[[dict[str, Any]], str]] = {
+            name[len("_on_"):]: getattr(self, name) for name in dir(self) if name.startswith("_on_")
+        }
+
+    # -- reading and caching --------------------------------------------------------------
+
+    def entity(self, kind: str, name: str) -> Entity | None:
+        key = (kind, name)
+        if key not in self._entities:
+            self.c.execute("SELECT status, ref, data FROM al_entities WHERE kind = ? AND name = ?", key)
+            row = self.c.fetchone()
+            self._entities[key] = None if row is None else Entity(kind, name, row[0], row[1], json.loads(row[2]))
+        return self._entities[key]
+
+    def _put(self, entity: Entity) -> None:
+        key = (entity.kind, entity.name)
+        self._entities[key] = entity
+        self._dirty_entities.add(key)
+
+    def grant(self, key: tuple[str, str, str, str]) -> Any:
+        """The grant's expires_at ('' when it has none), or _MISSING when not held."""
+        if key not in self._grants:
+            self.c.execute("SELECT expires_at FROM al_grants WHERE role = ? AND principal = ? AND tenant = ? "
+                           "AND resource = ?", key)
+            row = self.c.fetchone()
+            self._grants[key] = _MISSING if row is None else (row[0] or "")
+        return self._grants[key]
+
+    def member(self, team: str, member: str) -> bool:
+        key = (team, member)
+        if key not in self._members:
+            self.c.execute("SELECT 1 FROM al_members WHERE team = ? AND member = ?", key)
+            self._members[key] = self.c.fetchone() is not None
+        return self._members[key]
+
+    def flush(self) -> None:
+        """Write the cached changes to the side tables (same transaction)."""
+        for key in self._dirty_entities:
+            e = self._entities[key]
+            assert e is not None
+            self.c.execute(
+                "INSERT INTO al_entities (kind, name, status, ref, data) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (kind, name) DO UPDATE SET status = excluded.status, ref = excluded.ref, "
+                "data = excluded.data", (e.kind, e.name, e.status, e.ref, json.dumps(e.data)))
+        self._dirty_entities.clear()
+        upserts, deletes = [], []
+        for key in self._dirty_grants:
+            value = self._grants[key]
+            if value is _MISSING:
+                deletes.append(key)
+            else:
+                upserts.append((*key, value or None))
+        self.c.executemany("DELETE FROM al_grants WHERE role = ? AND principal = ? AND tenant = ? AND resource = ?",
+                           deletes)
+        self.c.executemany("INSERT INTO al_grants (role, principal, tenant, resource, expires_at) "
+                           "VALUES (?, ?, ?, ?, ?) ON CONFLICT (role, principal, tenant, resource) "
+                           "DO UPDATE SET expires_at = excluded.expires_at", upserts)
+        self._dirty_grants.clear()
+        adds = [k for k in self._dirty_members if self._members[k]]
+        removes = [k for k in self._dirty_members if not self._members[k]]
+        self.c.executemany("DELETE FROM al_members WHERE team = ? AND member = ?", removes)
+        self.c.executemany("INSERT INTO al_members (team, member) VALUES (?, ?) ON CONFLICT DO NOTHING", adds)
+        self._dirty_members.clear()
+        if len(self._entities) + len(self._grants) + len(self._members) > 500_000:
+            # Bounded memory on huge imports: everything is in the tables now.
+            self._entities.clear()
+            self._grants.clear()
+            self._members.clear()
+
+    # -- the rules ------------------------------------------------------------------------
+
+    def apply(self, ev: dict[str, Any]) -> str:
+        """Check `ev` against the rules and apply it; return the key of the stream it belongs to."""
+        kind = ev["type"]
+        if kind != "OrganizationCreated" and self.vocab is None:
+            raise E.NotInitialized("the ledger has no organization yet: run `access-ledger init` first "
+                                   "(or import a file that starts with OrganizationCreated)")
+        return self._rules[kind](ev)
+
+    def _require(self, kind: str, name: str, label: str | None = None) -> Entity:
+        e = self.entity(kind, name)
+        label = label or kind.replace("_", " ")
+        if e is None:
+            raise E.UnknownEntity(f"unknown {label} {name!r}")
+        return e
+
+    def _tenant(self, name: str) -> Entity:
+        e = self._require("tenant", name)
+        if e.status == "deleted":
+            raise E.DeletedTenant(f"tenant {name!r} was deleted: nothing may target it")
+        return e
+
+    def _principal(self, ref: str, *, allow_team: bool = True) -> Entity:
+        kind, name = split_principal(ref)
+        if kind == "team" and not allow_team:
+            raise E.ValidationError(f"principal: {ref!r} must be a user or a service account")
+        e = self._require(kind, name)
+        if kind == "team" and e.status == "deleted":
+            raise E.UnknownEntity(f"team {name!r} was deleted")
+        return e
+
+    def _new(self, kind: str, name: str, *, reuse_deleted: bool = False) -> None:
+        e = self.entity(kind, name)
+        if e is not None and not (reuse_deleted and e.status == "deleted"):
+            label = kind.replace("_", " ")
+            if e.status == "deleted":
+                raise E.DuplicateEntity(f"{label} {name!r} was deleted; its name is not reused")
+            raise E.DuplicateEntity(f"{label} {name!r} already exists")
+
+    def _on_OrganizationCreated(self, ev: dict[str, Any]) -> str:
+        if self.vocab is not None:
+            raise E.AlreadyInitialized("the ledger already has an organization")
+        self._put(Entity("organization", "", "active", None, {"name": ev["name"], "preset": ev["preset"]}))
+        for role in predefined_roles(ev["preset"]).values():
+            self._put(Entity("role", role.name, "active", None,
+                             {"scope": role.scope, "permissions": list(role.permissions), "predefined": True}))
+        self.vocab = vocabulary(ev["preset"])
+        return "organization"
+
+    def _on_TenantCreated(self, ev: dict[str, Any]) -> str:
+        self._new("tenant", ev["tenant"])
+        self._put(Entity("tenant", ev["tenant"], "active", None, {"display_name": ev.get("display_name")}))
+        return f"tenant/{ev['tenant']}"
+
+    def _on_TenantRenamed(self, ev: dict[str, Any]) -> str:
+        t = self._tenant(ev["tenant"])
+        t.data["display_name"] = ev["display_name"]
+        self._put(t)
+        return f"tenant/{ev['tenant']}"
+
+    def _on_TenantDeleted(self, ev: dict[str, Any]) -> str:
+        t = self._tenant(ev["tenant"])
+        t.status = "deleted"
+        self._put(t)
+        return f"tenant/{ev['tenant']}"
+
+    def _create_principal(self, kind: str, name: str, data: dict[str, Any]) -> str:
+        self._new(kind, name)
+        self._put(Entity(kind, name, "active", None, data))
+        return f"{kind}/{name}"
+
+    def _set_status(self, kind: str, name: str, status: str) -> str:
+        e = self._require(kind, name)
+        if e.status == status:
+            word = "deactivated" if status == "deactivated" else "active"
+            raise E.InactivePrincipal(f"{kind.replace('_', ' ')} {name!r} is already {word}")
+        e.status = status
+        self._put(e)
+        return f"{kind}/{name}"
+
+    def _on_UserCreated(self, ev: dict[str, Any]) -> str:
+        return self._create_principal("user", ev["user"], {"email": ev.get("email")})
+
+    def _on_UserDeactivated(self, ev: dict[str, Any]) -> str:
+        return self._set_status("user", ev["user"], "deactivated")
+
+    def _on_UserReactivated(self, ev: dict[str, Any]) -> str:
+        return self._set_status("user", ev["user"], "active")
+
+    def _on_ServiceAccountCreated(self, ev: dict[str, Any]) -> str:
+        return self._create_principal("service_account", ev["service_account"], {})
+
+    def _on_ServiceAccountDeactivated(self, ev: dict[str, Any]) -> str:
+        return self._set_status("service_account", ev["service_account"], "deactivated")
+
+    def _on_ServiceAccountReactivated(self, ev: dict[str, Any]) -> str:
+        return self._set_status("service_account", ev["service_account"], "active")
+
+    def _on_TeamCreated(self, ev: dict[str, Any]) -> str:
+        self._new("team", ev["team"])
+        self._put(Entity("team", ev["team"], "active", None, {}))
+        return f"team/{ev['team']}"
+
+    def _live_team(self, name: str) -> Entity:
+        team = self._require("team", name)
+        if team.status == "deleted":
+            raise E.UnknownEntity(f"team {name!r} was deleted")
+        return team
+
+    def _on_TeamDeleted(self, ev: dict[str, Any]) -> str:
+        team = self._live_team(ev["team"])
+        team.status = "deleted"
+        self._put(team)
+        return f"team/{ev['team']}"
+
+    def _on_TeamMemberAdded(self, ev: dict[str, Any]) -> str:
+        self._live_team(ev["team"])
+        self._principal(ev["member"], allow_team=False)
+        if self.member(ev["team"], ev["member"]):
+            raise E.MembershipError(f"{ev['member']} is already a member of team {ev['team']!r}")
+        self._members[(ev["team"], ev["member"])] = True
+        self._dirty_members.add((ev["team"], ev["member"]))
+        return f"team/{ev['team']}"
+
+    def _on_TeamMemberRemoved(self, ev: dict[str, Any]) -> str:
+        self._live_team(ev["team"])
+        if not self.member(ev["team"], ev["member"]):
+            raise E.MembershipError(f"{ev['member']} is not a member of team {ev['team']!r}")
+        self._members[(ev["team"], ev["member"])] = False
+        self._dirty_members.add((ev["team"], ev["member"]))
+        return f"team/{ev['team']}"
+
+    def _role(self, name: str) -> Entity:
+        role = self._require("role", name)
+        if role.status == "deleted":
+            raise E.UnknownEntity(f"unknown role {name!r} (it was deleted)")
+        return role
+
+    def _mutable_role(self, name: str) -> Entity:
+        role = self._role(name)
+        if role.data.get("predefined"):
+            raise E.PredefinedRole(f"role {name!r} is predefined and cannot be changed")
+        return role
+
+    def _permissions(self, perms: list[str], scope: str, what: str) -> list[str]:
+        assert self.vocab is not None
+        seen: list[str] = []
+        for p in perms:
+            self.vocab.parse_permission(p, scope, what)
+            if p in seen:
+                raise E.ValidationError(f"{what}: {p!r} is listed twice")
+            seen.append(p)
+        return seen
+
+    def _on_RoleCreated(self, ev: dict[str, Any]) -> str:
+        name, scope, base = ev["role"], ev["scope"], ev.get("base")
+        existing = self.entity("role", name)
+        if existing is not None and existing.status != "deleted":
+            raise E.DuplicateEntity(f"role {name!r} already exists")
+        if base is not None:
+            b = self._role(base)
+            if b.data["scope"] != scope:
+                raise E.ScopeMismatch(f"base role {base!r} has {b.data['scope']} scope, not {scope}")
+            seen = {name}
+            cur: Entity | None = b
+            while cur is not None:
+                if cur.name in seen:
+                    raise E.RoleCycle(f"role {name!r} with base {base!r} would make a cycle of base roles")
+                seen.add(cur.name)
+                cur = self.entity("role", cur.ref) if cur.ref else None
+        perms = self._permissions(ev["permissions"], scope, "permissions")
+        self._put(Entity("role", name, "active", base, {"scope": scope, "permissions": perms, "predefined": False}))
+        return f"role/{name}"
+
+    def _on_RolePermissionsChanged(self, ev: dict[str, Any]) -> str:
+        role = self._mutable_role(ev["role"])
+        scope = role.data["scope"]
+        add = self._permissions(ev.get("add", []), scope, "add")
+        remove = self._permissions(ev.get("remove", []), scope, "remove")
+        if not add and not remove:
+            raise E.ValidationError("nothing to change: give permissions to add or to remove")
+        current = list(role.data["permissions"])
+        for p in remove:
+            if p not in current:
+                raise E.ValidationError(f"remove: role {role.name!r} does not have permission {p!r}")
+            current.remove(p)
+        for p in add:
+            if p in current:
+                raise E.ValidationError(f"add: role {role.name!r} already has permission {p!r}")
+            current.append(p)
+        role.data["permissions"] = current
+        self._put(role)
+        return f"role/{role.name}"
+
+    def _on_RoleDeleted(self, ev: dict[str, Any]) -> str:
+        role = self._mutable_role(ev["role"])
+        self.flush()  # the questions below are asked of the tables
+        self.c.execute("SELECT principal, tenant FROM al_grants WHERE role = ? LIMIT 1", (role.name,))
+        held = self.c.fetchone()
+        if held is not None:
+            where = f" in tenant {held[1]!r}" if held[1] else ""
+            raise E.RoleInUse(f"role {role.name!r} is assigned (to {held[0]}{where}): unassign it first")
+        self.c.execute("SELECT name FROM al_entities WHERE kind = 'role' AND ref = ? AND status = 'active' LIMIT 1",
+                       (role.name,))
+        derived = self.c.fetchone()
+        if derived is not None:
+            raise E.RoleInUse(f"role {role.name!r} is the base of role {derived[0]!r}")
+        role.status = "deleted"
+        self._put(role)
+        return f"role/{role.name}"
+
+    def _assignment_key(self, ev: dict[str, Any], *, revoking: bool) -> tuple[str, str, str, str]:
+        assert self.vocab is not None
+        role = self._role(ev["role"])
+        tenant, resource = ev.get("tenant"), ev.get("resource")
+        scope = role.data["scope"]
+        if scope == "organization":
+            if tenant is not None or resource is not None:
+                raise E.ScopeMismatch(f"role {role.name!r} is an organization role: give no tenant or resource")
+        else:
+            if tenant is None:
+                raise E.ScopeMismatch(f"role {role.name!r} is a tenant role: give --tenant")
+            self._tenant(tenant)
+            if resource is not None:
+                rtype, _ = split_resource(resource)
+                if rtype not in self.vocab.tenant_types:
+                    raise E.ValidationError(f"resource: {rtype!r} is not a tenant resource type")
+        kind, name = split_principal(ev["principal"])
+        p = self._require(kind, name)
+        if kind == "team" and p.status == "deleted" and not revoking:
+            raise E.UnknownEntity(f"team {name!r} was deleted")
+        return (role.name, ev["principal"], tenant or "", resource or "")
+
+    def _grant_stream(self, key: tuple[str, str, str, str]) -> str:
+        return "grant/" + json.dumps(key)
+
+    def _on_RoleAssigned(self, ev: dict[str, Any]) -> str:
+        key = self._assignment_key(ev, revoking=False)
+        expires = ev.get("expires_at")
+        if expires is not None and expires <= ev["at"]:
+            raise E.ValidationError(f"expires_at: {expires} is not after the assignment time {ev['at']}")
+        if self.grant(key) is not _MISSING:
+            raise E.AlreadyAssigned(f"{ev['principal']} already holds role {key[0]!r}{_where(key)}"
+                                    " (unassign it first, even if it has expired)")
+        self._grants[key] = expires or ""
+        self._dirty_grants.add(key)
+        return self._grant_stream(key)
+
+    def _on_RoleUnassigned(self, ev: dict[str, Any]) -> str:
+        key = self._assignment_key(ev, revoking=True)
+        if self.grant(key) is _MISSING:
+            raise E.NotAssigned(f"{ev['principal']} does not hold role {key[0]!r}{_where(key)}")
+        self._grants[key] = _MISSING
+        self._dirty_grants.add(key)
+        return self._grant_stream(key)
+
+    def _connector(self, ev: dict[str, Any]) -> Entity:
+        self._tenant(ev["tenant"])
+        c = self.entity("connector", f"{ev['tenant']}/{ev['connector']}")
+        if c is None or c.status == "deleted":
+            raise E.UnknownEntity(f"unknown service connector {ev['connector']!r} in tenant {ev['tenant']!r}")
+        return c
+
+    def _on_ConnectorRegistered(self, ev: dict[str, Any]) -> str:
+        self._tenant(ev["tenant"])
+        key = f"{ev['tenant']}/{ev['connector']}"
+        existing = self.entity("connector", key)
+        if existing is not None and existing.status != "deleted":
+            raise E.DuplicateEntity(f"service connector {ev['connector']!r} already exists in tenant {ev['tenant']!r}")
+        self._put(Entity("connector", key, "active", ev["tenant"], {"connector_type": ev.get("connector_type")}))
+        return f"connector/{key}"
+
+    def _on_ConnectorDeleted(self, ev: dict[str, Any]) -> str:
+        c = self._connector(ev)
+        c.status = "deleted"
+        self._put(c)
+        return f"connector/{c.name}"
+
+    def _on_ConnectorSecretAccessed(self, ev: dict[str, Any]) -> str:
+        self._connector(ev)
+        self._principal(ev["principal"], allow_team=False)
+        return ""
+
+    def _on_ResourceAccessed(self, ev: dict[str, Any]) -> str:
+        assert self.vocab is not None
+        self._principal(ev["principal"], allow_team=False)
+        rtype, _ = self.vocab.parse_resource(ev["resource"])
+        self.vocab.check_action(ev["action"])
+        if ev.get("tenant") is not None:
+            self._tenant(ev["tenant"])
+            if rtype not in self.vocab.tenant_types:
+                raise E.ValidationError(f"resource: {rtype!r} is an organization type: give no tenant")
+        elif rtype not in self.vocab.org_types:
+            raise E.ValidationError(f"tenant: required for the tenant resource type {rtype!r}")
+        return ""
+
+
+def _where(key: tuple[str, str, str, str]) -> str:
+    out = f" in tenant {key[2]!r}" if key[2] else ""
+    return out + (f" on {key[3]}" if key[3] else "")

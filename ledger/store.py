@@ -1,0 +1,378 @@
+"""Storage: eventsourcing's event store (SQLite or PostgreSQL) plus the ledger's side tables.
+
+Events live in eventsourcing's `stored_events` table, one stream per entity, and are read
+back as its notification log. Beside it, in the same database and written in the same
+transaction, the ledger keeps: the head (newest position, its time and chain link; the row
+every writer locks first, so writes are serialised and position order is time order), the
+hash chain, seals, idempotency ids, the indexed write model used to validate commands, and
+snapshot blobs for projections.
+
+Positions are assigned by the ledger (head + 1, ...) so they are dense on both backends.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+from ledger.errors import ConcurrentWrite, StorageError
+
+NAMESPACE = uuid.UUID("6f1f5c0e-3b7a-5d2e-9a41-0c6a1ed9e7b2")
+GENESIS_LINK = "0" * 64
+
+_SIDE_TABLES = [
+    """CREATE TABLE IF NOT EXISTS al_head (
+        id INTEGER PRIMARY KEY, position BIGINT NOT NULL, at TEXT NOT NULL, link TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS al_chain (
+        position BIGINT PRIMARY KEY, at TEXT NOT NULL, link TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS al_chain_at ON al_chain (at, position)",
+    """CREATE TABLE IF NOT EXISTS al_seals (
+        position BIGINT PRIMARY KEY, link TEXT NOT NULL, mac TEXT, sealed_at TEXT NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS al_ids (event_id TEXT PRIMARY KEY, position BIGINT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS al_entities (
+        kind TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL, ref TEXT,
+        data TEXT NOT NULL, PRIMARY KEY (kind, name))""",
+    "CREATE INDEX IF NOT EXISTS al_entities_ref ON al_entities (kind, ref)",
+    "CREATE TABLE IF NOT EXISTS al_members (team TEXT NOT NULL, member TEXT NOT NULL, PRIMARY KEY (team, member))",
+    """CREATE TABLE IF NOT EXISTS al_grants (
+        role TEXT NOT NULL, principal TEXT NOT NULL, tenant TEXT NOT NULL, resource TEXT NOT NULL,
+        expires_at TEXT, PRIMARY KEY (role, principal, tenant, resource))""",
+    "CREATE INDEX IF NOT EXISTS al_grants_principal ON al_grants (principal)",
+    "CREATE TABLE IF NOT EXISTS al_snapshots (name TEXT PRIMARY KEY, position BIGINT NOT NULL, data {blob} NOT NULL)",
+]
+
+
+def stream_id(key: str) -> uuid.UUID:
+    """The stream (originator id) of an entity, from its natural key: `role/editor`, `user/alice`."""
+    return uuid.uuid5(NAMESPACE, key)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One stored event ready to append: its stream, version, topic and canonical bytes."""
+
+    originator_id: uuid.UUID
+    version: int
+    topic: str
+    state: bytes
+
+
+def parse_url(url: str) -> dict[str, str]:
+    """Turn `--db` into eventsourcing's environment (PERSISTENCE_MODULE and its settings)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        parts = urlparse(url)
+        query = parse_qs(parts.query)
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
+            "POSTGRES_HOST": parts.hostname or "localhost",
+            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_USER": unquote(parts.username or os.environ.get("PGUSER", "postgres")),
+            "POSTGRES_PASSWORD": unquote(parts.password or os.environ.get("PGPASSWORD", "")),
+            "POSTGRES_SCHEMA": query.get("schema", ["public"])[0],
+            "POSTGRES_LOCK_TIMEOUT": "30",
+            "POSTGRES_CONNECT_TIMEOUT": "10",
+            "POSTGRES_POOL_SIZE": "2",
+            "CREATE_TABLE": "true",
+        }
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", env["POSTGRES_SCHEMA"]):
+            raise StorageError(f"db: schema {env['POSTGRES_SCHEMA']!r} is not a plain SQL identifier")
+        return env
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
+    if path == ":memory:":
+        path = f"file:access-ledger-{uuid.uuid4().hex}?mode=memory&cache=shared"
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": path,
+        "SQLITE_LOCK_TIMEOUT": "30",
+        "CREATE_TABLE": "true",
+    }
+
+
+class Cursor:
+    """A cursor that takes `?` placeholders on both backends."""
+
+    def __init__(self, raw: Any, postgres: bool):
+        self.raw = raw
+        self.postgres = postgres
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.postgres else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        self.raw.execute(self._sql(sql), params)
+        return self
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.raw.executemany(self._sql(sql), rows)
+
+    def fetchone(self) -> Any:
+        return self.raw.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self.raw.fetchall()
+
+
+class Store:
+    """The database of one ledger: eventsourcing's recorder and the ledger's side tables."""
+
+    def __init__(self, url: str, *, create: bool = False):
+        from eventsourcing.persistence import InfrastructureFactory
+
+        self.url = url
+        self.env = parse_url(url)
+        self.postgres = self.env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+        if self.postgres:
+            self._ensure_schema()
+        else:
+            self._prepare_sqlite_file(create)
+        try:
+            self.factory = InfrastructureFactory.construct(self.env)
+            self.recorder = self.factory.application_recorder()
+            self.datastore = self.recorder.datastore  # type: ignore[attr-defined]
+            self.table = "stored_events"
+            self.pos_col = "notification_id" if self.postgres else "rowid"
+            with self.transaction(write=True) as c:
+                for ddl in _SIDE_TABLES:
+                    c.execute(ddl.format(blob="BYTEA" if self.postgres else "BLOB"))
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise self.translate(exc) from None
+
+    @property
+    def label(self) -> str:
+        if self.postgres:
+            e = self.env
+            return f"postgresql://{e['POSTGRES_HOST']}:{e['POSTGRES_PORT']}/{e['POSTGRES_DBNAME']}"
+        return self.env["SQLITE_DBNAME"]
+
+    def _prepare_sqlite_file(self, create: bool) -> None:
+        path = self.env["SQLITE_DBNAME"]
+        if path.startswith("file:"):
+            return
+        if not os.path.exists(path):
+            if not create:
+                raise StorageError(
+                    f"no ledger at {path} (run `access-ledger init`, or import a file that starts with "
+                    "OrganizationCreated)")
+            parent = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(parent):
+                raise StorageError(f"cannot create the ledger {path}: folder {parent} does not exist")
+            try:
+                # The ledger holds who may read which credentials: owner-only from the first byte.
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except OSError as exc:
+                raise StorageError(f"cannot create the ledger {path}: {exc.strerror}") from None
+        elif not os.access(path, os.R_OK):
+            raise StorageError(f"cannot read the ledger {path}: permission denied")
+
+    def _ensure_schema(self) -> None:
+        schema = self.env["POSTGRES_SCHEMA"]
+        if schema == "public":
+            return
+        import psycopg
+
+        e = self.env
+        try:
+            with psycopg.connect(host=e["POSTGRES_HOST"], port=int(e["POSTGRES_PORT"]),
+                                 dbname=e["POSTGRES_DBNAME"], user=e["POSTGRES_USER"],
+                                 password=e["POSTGRES_PASSWORD"], connect_timeout=10,
+                                 autocommit=True) as conn:
+                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot reach PostgreSQL at {self.label}: {_first_line(exc)}") from None
+
+    # -- transactions --------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[Cursor]:
+        """One database transaction; committed on success when `write`, rolled back otherwise."""
+        try:
+            if self.postgres:
+                from psycopg.rows import tuple_row
+
+                with self.datastore.get_connection() as conn:
+                    with conn.transaction(force_rollback=not write):
+                        with conn.cursor(row_factory=tuple_row) as raw:
+                            if self.env["POSTGRES_SCHEMA"] != "public":
+                                raw.execute(f'SET LOCAL search_path TO "{self.env["POSTGRES_SCHEMA"]}"')
+                            yield Cursor(raw, True)
+            else:
+                with self.datastore.get_connection(commit=write) as conn:
+                    with conn.transaction(commit=write) as cur:
+                        yield Cursor(cur, False)
+        except StorageError:
+            raise
+        except Exception as exc:
+            translated = self.translate(exc)
+            if translated is None:
+                raise
+            raise translated from None
+
+    def translate(self, exc: BaseException) -> StorageError | None:
+        """Map a database error to a one-line StorageError (None: not a storage error)."""
+        from eventsourcing.persistence import PersistenceError
+
+        cause: BaseException = exc
+        while isinstance(cause, PersistenceError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        msg = _first_line(cause)
+        low = msg.lower()
+        if "readonly" in low or "read-only" in low or "read only" in low:
+            return StorageError(f"the ledger {self.label} is read-only: nothing was written")
+        if "disk is full" in low or "no space" in low:
+            return StorageError(f"no space left for the ledger {self.label}: nothing was written")
+        if "locked" in low or "lock timeout" in low or "could not obtain lock" in low:
+            return ConcurrentWrite(f"another writer held the ledger {self.label} too long: nothing was written; "
+                                   "try again")
+        if "unable to open" in low or "connection" in low or "could not" in low:
+            return StorageError(f"cannot open the ledger {self.label}: {msg}")
+        if isinstance(cause, (sqlite3.Error, PersistenceError)) or type(cause).__module__.startswith("psycopg"):
+            return StorageError(f"database error on {self.label}: {msg}")
+        return None
+
+    # -- writing -------------------------------------------------------------------------
+
+    def lock_head(self, c: Cursor) -> tuple[int, str, str]:
+        """Take the write lock (first statement of every write) and return (position, at, link)."""
+        if self.postgres:
+            c.execute("SELECT position, at, link FROM al_head WHERE id = 1 FOR UPDATE")
+        else:
+            c.execute("UPDATE al_head SET position = position WHERE id = 1")
+            c.execute("SELECT position, at, link FROM al_head WHERE id = 1")
+        row = c.fetchone()
+        if row is None:
+            c.execute("INSERT INTO al_head (id, position, at, link) VALUES (1, 0, '', ?)", (GENESIS_LINK,))
+            return 0, "", GENESIS_LINK
+        return int(row[0]), row[1], row[2]
+
+    def max_position(self, c: Cursor) -> int:
+        c.execute(f"SELECT MAX({self.pos_col}) FROM {self.table}")
+        row = c.fetchone()
+        return int(row[0] or 0)
+
+    def insert_events(self, c: Cursor, first: int, rows: Sequence[Row]) -> None:
+        """Append rows at positions first, first+1, ... into eventsourcing's stored_events."""
+        if self.postgres:
+            params = [(r.originator_id, r.version, r.topic, r.state, first + i) for i, r in enumerate(rows)]
+            c.executemany(f"INSERT INTO {self.table} (originator_id, originator_version, topic, state, "
+                          "notification_id) VALUES (?, ?, ?, ?, ?)", params)
+        else:
+            params = [(first + i, r.originator_id.hex, r.version, r.topic, r.state) for i, r in enumerate(rows)]
+            c.executemany(f"INSERT INTO {self.table} (rowid, originator_id, originator_version, topic, state) "
+                          "VALUES (?, ?, ?, ?, ?)", params)
+
+    def stream_version(self, c: Cursor, originator_id: uuid.UUID) -> int:
+        key: Any = originator_id if self.postgres else originator_id.hex
+        c.execute(f"SELECT MAX(originator_version) FROM {self.table} WHERE originator_id = ?", (key,))
+        row = c.fetchone()
+        return int(row[0] or 0)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read(self, start: int = 1, stop: int | None = None, batch: int = 10000) -> Iterator[tuple[int, bytes]]:
+        """(position, canonical event bytes) in position order, from start to stop inclusive."""
+        position = start
+        while True:
+            upper = position + batch - 1 if stop is None else min(stop, position + batch - 1)
+            if stop is not None and position > stop:
+                return
+            with self.transaction(write=False) as c:
+                c.execute(f"SELECT {self.pos_col}, state FROM {self.table} WHERE {self.pos_col} >= ? "
+                          f"AND {self.pos_col} <= ? ORDER BY {self.pos_col}", (position, upper))
+                rows = c.fetchall()
+            if not rows:
+                if stop is not None and upper < stop:
+                    position = upper + 1
+                    if self.head()[0] < position:
+                        return
+                    continue
+                if stop is None and self.head()[0] > upper:
+                    position = upper + 1
+                    continue
+                return
+            for pos, state in rows:
+                yield int(pos), bytes(state)
+            position = upper + 1
+
+    def read_raw(self, c: Cursor, start: int, limit: int) -> list[tuple[int, str, int, str, bytes]]:
+        """(position, originator_id, version, topic, state) rows for verification."""
+        c.execute(f"SELECT {self.pos_col}, originator_id, originator_version, topic, state FROM {self.table} "
+                  f"WHERE {self.pos_col} >= ? ORDER BY {self.pos_col} LIMIT ?", (start, limit))
+        out = []
+        for pos, oid, ver, topic, state in c.fetchall():
+            oid_text = oid.hex if isinstance(oid, uuid.UUID) else str(oid).replace("-", "")
+            out.append((int(pos), oid_text, int(ver), topic, bytes(state)))
+        return out
+
+    def head(self) -> tuple[int, str, str]:
+        with self.transaction(write=False) as c:
+            c.execute("SELECT position, at, link FROM al_head WHERE id = 1")
+            row = c.fetchone()
+        return (0, "", GENESIS_LINK) if row is None else (int(row[0]), row[1], row[2])
+
+    def position_at(self, at: str) -> int:
+        """Newest position whose event time is <= at (canonical text), 0 if none."""
+        with self.transaction(write=False) as c:
+            c.execute("SELECT MAX(position) FROM al_chain WHERE at <= ?", (at,))
+            row = c.fetchone()
+        return int(row[0] or 0)
+
+    def time_of(self, position: int) -> str | None:
+        with self.transaction(write=False) as c:
+            c.execute("SELECT at FROM al_chain WHERE position = ?", (position,))
+            row = c.fetchone()
+        return None if row is None else row[0]
+
+    def count(self) -> int:
+        with self.transaction(write=False) as c:
+            c.execute(f"SELECT COUNT(*) FROM {self.table}")
+            return int(c.fetchone()[0])
+
+    def close(self) -> None:
+        try:
+            self.factory.close()
+        except Exception:  # closing is best effort; nothing is pending
+            pass
+
+
+class Snapshots:
+    """Named blobs with the position they were taken at, for projections' persisted state."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def save(self, name: str, position: int, data: bytes) -> None:
+        with self.store.transaction(write=True) as c:
+            c.execute("DELETE FROM al_snapshots WHERE name = ?", (name,))
+            c.execute("INSERT INTO al_snapshots (name, position, data) VALUES (?, ?, ?)", (name, position, data))
+
+    def load(self, name: str) -> tuple[int, bytes] | None:
+        with self.store.transaction(write=False) as c:
+            c.execute("SELECT position, data FROM al_snapshots WHERE name = ?", (name,))
+            row = c.fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def names(self, prefix: str = "") -> list[tuple[str, int]]:
+        with self.store.transaction(write=False) as c:
+            c.execute("SELECT name, position FROM al_snapshots WHERE name LIKE ? ESCAPE '\\' ORDER BY position",
+                      (prefix.replace("%", r"\%").replace("_", r"\_") + "%",))
+            return [(r[0], int(r[1])) for r in c.fetchall()]
+
+    def delete(self, name: str) -> None:
+        with self.store.transaction(write=True) as c:
+            c.execute("DELETE FROM al_snapshots WHERE name = ?", (name,))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,57 @@
+"""Instants: always UTC, always with a time zone, one canonical text form."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from ledger.errors import ValidationError
+
+MIN_YEAR = 1970
+MAX_YEAR = 9999
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_instant(text: str, what: str = "at") -> datetime:
+    """Parse ISO-8601 with a time zone into an aware UTC datetime."""
+    if isinstance(text, datetime):
+        value = text
+    else:
+        if not isinstance(text, str) or not text or len(text) > 64:
+            raise ValidationError(f"{what}: {text!r} is not an ISO-8601 time")
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValidationError(f"{what}: {text!r} is not an ISO-8601 time") from None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(f"{what}: {text!r} has no time zone (add Z or +00:00)")
+    value = value.astimezone(UTC)
+    if not MIN_YEAR <= value.year <= MAX_YEAR - 1:
+        raise ValidationError(f"{what}: {text!r} is outside the years {MIN_YEAR}-{MAX_YEAR - 1}")
+    return value
+
+
+def format_instant(value: datetime) -> str:
+    """The canonical text of an instant: `2026-03-01T12:00:00Z`, microseconds only when present."""
+    value = value.astimezone(UTC)
+    if value.microsecond:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def canonical(text: str, what: str = "at") -> str:
+    """Validate and normalise an instant given as text."""
+    return format_instant(parse_instant(text, what))
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_duration(text: str, what: str = "window") -> timedelta:
+    """Parse `90d`, `12h`, `2w`, `30m`, `45s`."""
+    match = _DURATION.match(text.strip()) if isinstance(text, str) else None
+    if not match or int(match.group(1)) <= 0:
+        raise ValidationError(f"{what}: {text!r} is not a duration like 90d, 12h or 2w")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})

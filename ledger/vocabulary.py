@@ -1,0 +1,161 @@
+"""The access-control vocabulary: resource types, actions, permissions, references and presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger.errors import ValidationError
+
+TENANT_TYPES: tuple[str, ...] = (
+    "action", "artifact", "artifact_version", "code_repository", "event_source",
+    "flavor", "model", "model_version", "pipeline", "pipeline_run",
+    "pipeline_deployment", "pipeline_build", "run_template", "service",
+    "run_metadata", "secret", "service_account", "service_connector", "stack",
+    "stack_component", "tag", "trigger", "trigger_execution",
+)
+ORG_TYPES: tuple[str, ...] = ("organization", "tenant", "member", "team", "role", "billing")
+ACTIONS: tuple[str, ...] = (
+    "create", "read", "update", "delete", "share", "read_secret_value", "prune",
+    "client", "promote", "backup_restore",
+)
+OSS_ACTIONS: tuple[str, ...] = ("read", "write", "me")
+
+SCOPES = ("organization", "tenant")
+PRINCIPAL_KINDS = ("user", "team", "service_account")
+PRESETS = ("zenml-pro", "zenml-oss")
+MAX_NAME = 200
+
+
+def check_name(value: str, what: str) -> str:
+    """Return `value` if it is a usable name, else raise ValidationError."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{what}: must be a non-empty name")
+    if len(value) > MAX_NAME:
+        raise ValidationError(f"{what}: longer than {MAX_NAME} characters")
+    if value != value.strip():
+        raise ValidationError(f"{what}: has leading or trailing white space")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValidationError(f"{what}: contains a control character")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Vocabulary:
+    """What one preset allows: resource types per scope and actions."""
+
+    preset: str
+    tenant_types: tuple[str, ...]
+    org_types: tuple[str, ...]
+    actions: tuple[str, ...]
+
+    def types_for(self, scope: str) -> tuple[str, ...]:
+        return self.org_types if scope == "organization" else self.tenant_types
+
+    @property
+    def all_types(self) -> tuple[str, ...]:
+        return self.tenant_types + self.org_types
+
+    def parse_permission(self, text: str, scope: str, what: str = "permission") -> str:
+        """Validate `TYPE:ACTION` for a role of `scope`; `*` may stand for either part."""
+        if not isinstance(text, str) or text.count(":") != 1:
+            raise ValidationError(f"{what}: {text!r} is not TYPE:ACTION")
+        rtype, action = text.split(":")
+        if rtype != "*" and rtype not in self.types_for(scope):
+            raise ValidationError(f"{what}: {rtype!r} is not a {scope} resource type of the {self.preset} preset")
+        if action != "*" and action not in self.actions:
+            raise ValidationError(f"{what}: {action!r} is not an action of the {self.preset} preset")
+        return text
+
+    def check_action(self, action: str, what: str = "action") -> str:
+        if action not in self.actions:
+            raise ValidationError(f"{what}: {action!r} is not an action of the {self.preset} preset")
+        return action
+
+    def parse_resource(self, text: str, what: str = "resource") -> tuple[str, str]:
+        """Split `TYPE/ID`, checking the type is known."""
+        rtype, rid = split_resource(text, what)
+        if rtype not in self.all_types:
+            raise ValidationError(f"{what}: {rtype!r} is not a resource type of the {self.preset} preset")
+        return rtype, rid
+
+
+def split_resource(text: str, what: str = "resource") -> tuple[str, str]:
+    if not isinstance(text, str) or "/" not in text:
+        raise ValidationError(f"{what}: {text!r} is not TYPE/ID")
+    rtype, rid = text.split("/", 1)
+    check_name(rid, what)
+    return rtype, rid
+
+
+def split_principal(text: str, what: str = "principal") -> tuple[str, str]:
+    """Split `user:NAME`, `team:NAME` or `service_account:NAME`."""
+    if not isinstance(text, str) or ":" not in text:
+        raise ValidationError(f"{what}: {text!r} is not user:NAME, team:NAME or service_account:NAME")
+    kind, name = text.split(":", 1)
+    if kind not in PRINCIPAL_KINDS:
+        raise ValidationError(f"{what}: {text!r} is not user:NAME, team:NAME or service_account:NAME")
+    check_name(name, what)
+    return kind, name
+
+
+def permission_matches(permission: str, rtype: str, action: str) -> bool:
+    """True if a granted `TYPE:ACTION` (with wildcards) covers (rtype, action)."""
+    ptype, paction = permission.split(":", 1)
+    return (ptype == "*" or ptype == rtype) and (paction == "*" or paction == action)
+
+
+@dataclass(frozen=True, slots=True)
+class PredefinedRole:
+    name: str
+    scope: str
+    permissions: tuple[str, ...]
+    description: str
+
+
+def _zenml_pro_roles() -> tuple[PredefinedRole, ...]:
+    editor_types = ("tenant", "member", "team")
+    org_editor = tuple(f"{t}:{a}" for t in editor_types for a in ("create", "read", "update", "share"))
+    org_editor += ("organization:read",)
+    org_viewer = tuple(f"{t}:read" for t in ORG_TYPES if t != "billing")
+    editor = tuple(f"*:{a}" for a in ("create", "read", "share"))
+    return (
+        PredefinedRole("org_admin", "organization", tuple(f"{t}:*" for t in ORG_TYPES),
+                       "Full control over the organization, its members, tenants and billing"),
+        PredefinedRole("org_editor", "organization", org_editor,
+                       "Manage tenants, members and teams; no billing"),
+        PredefinedRole("org_viewer", "organization", org_viewer,
+                       "Read the organization's tenants, members, teams and roles"),
+        PredefinedRole("admin", "tenant", ("*:*",), "Full control over a tenant"),
+        PredefinedRole("editor", "tenant", editor,
+                       "Create, read and share everything in a tenant; no update, delete or secret values"),
+        PredefinedRole("viewer", "tenant", ("*:read",), "Read everything in a tenant"),
+    )
+
+
+def _zenml_oss_roles() -> tuple[PredefinedRole, ...]:
+    return (
+        PredefinedRole("admin", "organization", ("*:read", "*:write", "*:me"), "Read, write and manage own account"),
+        PredefinedRole("guest", "organization", ("*:read", "*:me"), "Read and manage own account"),
+    )
+
+
+VOCABULARIES: dict[str, Vocabulary] = {
+    "zenml-pro": Vocabulary("zenml-pro", TENANT_TYPES, ORG_TYPES, ACTIONS),
+    "zenml-oss": Vocabulary("zenml-oss", TENANT_TYPES, ORG_TYPES, OSS_ACTIONS),
+}
+PREDEFINED: dict[str, tuple[PredefinedRole, ...]] = {
+    "zenml-pro": _zenml_pro_roles(),
+    "zenml-oss": _zenml_oss_roles(),
+}
+
+
+def vocabulary(preset: str) -> Vocabulary:
+    try:
+        return VOCABULARIES[preset]
+    except KeyError:
+        raise ValidationError(f"preset: {preset!r} is not one of {', '.join(PRESETS)}") from None
+
+
+def predefined_roles(preset: str) -> dict[str, PredefinedRole]:
+    vocabulary(preset)
+    return {r.name: r for r in PREDEFINED[preset]}
