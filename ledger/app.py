@@ -12,7 +12,7 @@ from ledger import errors as E
 from ledger.events import USAGE_TYPES, decode, encode, parse_json, parse_obj
 from ledger.integrity import SEAL_EVERY, VerifyResult, make_digest, next_link, verify, write_seal
 from ledger.model import WriteModel
-from ledger.store import Row, Snapshots, Store, stream_id
+from ledger.store import Row, Snapshots, Store, stream_id, usage_stream
 from ledger.timeutil import canonical, format_instant, now
 
 TOPIC_PREFIX = "ledger.events:"
@@ -76,10 +76,7 @@ class AccessLedger:
         return first, last
 
     def _first_at_or_after(self, at: str) -> int:
-        with self.store.transaction(write=False) as c:
-            c.execute("SELECT MIN(position) FROM al_chain WHERE at >= ?", (at,))
-            row = c.fetchone()
-        return int(row[0]) if row[0] is not None else self.head() + 1
+        return self.store.first_position_from(at)
 
     def time_of(self, position: int) -> str | None:
         return self.store.time_of(position)
@@ -132,8 +129,15 @@ class AccessLedger:
             return self._position_of_id(canonical_event["id"])
         return result.last
 
-    def import_lines(self, lines: Iterable[bytes | str], progress: Callable[[int], None] | None = None) -> WriteResult:
-        """Import JSONL lines atomically: all of them or, at the first bad line, none."""
+    def import_lines(self, lines: Iterable[bytes | str], progress: Callable[[int], None] | None = None,
+                     workers: int = 0) -> WriteResult:
+        """Import JSONL lines atomically: all of them or, at the first bad line, none.
+
+        With workers > 0, lines are parsed in that many worker processes beside the writer
+        (worth it from some ten thousand lines on).
+        """
+        import gc
+
         def parsed() -> Iterator[tuple[int, dict[str, Any]]]:
             for n, line in enumerate(lines, 1):
                 if progress is not None:
@@ -145,7 +149,21 @@ class AccessLedger:
                 except E.LedgerError as exc:
                     raise type(exc)(f"line {n}: {exc}") from None
 
-        return self._write(parsed())
+        if workers > 0:
+            from ledger.pipeline import parse_parallel
+
+            source = parse_parallel(lines, progress, workers)
+        else:
+            source = parsed()
+        # A bulk import allocates millions of short-lived objects and no cycles: the cyclic
+        # collector would only rescan the growing caches again and again.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._write(source)
+        finally:
+            if enabled:
+                gc.enable()
 
     def _position_of_id(self, event_id: str) -> int:
         with self.store.transaction(write=False) as c:
@@ -185,11 +203,13 @@ class AccessLedger:
                 ids.clear()
                 pending_ids.clear()
 
-            for lineno, ev in events:
+            # Rows are flushed exactly before each chunk's id lookup, so an id is always either in
+            # the table (flushed) or in pending_ids (this chunk), never in neither.
+            for lineno, ev, known in _with_known_ids(c, self.store.pos_col, events, flush):
                 try:
-                    state = encode(ev)
+                    state = ev.pop("\0state", None) or encode(ev)
                     event_id = ev.get("id")
-                    if event_id is not None and self._seen_id(c, event_id, state, pending_ids):
+                    if event_id is not None and _seen_id(event_id, state, pending_ids, known):
                         skipped += 1
                         continue
                     at = ev["at"]
@@ -201,7 +221,7 @@ class AccessLedger:
                     key = model.apply(ev)
                     pos += 1
                     if ev["type"] in USAGE_TYPES:
-                        oid, version = stream_id(f"usage/{pos}"), 1
+                        oid, version = usage_stream(pos), 1
                     else:
                         oid = stream_id(key)
                         version = versions.get(oid)
@@ -221,8 +241,6 @@ class AccessLedger:
                     if lineno:
                         raise type(exc)(f"line {lineno}: {_with_field(str(exc), ev)}") from None
                     raise
-                if len(rows) >= BATCH:
-                    flush()
                 if len(versions) > 200_000:
                     versions.clear()
             flush()
@@ -231,20 +249,6 @@ class AccessLedger:
                 c.execute("UPDATE al_head SET position = ?, at = ?, link = ? WHERE id = 1", (pos, last_at, link))
         return WriteResult(pos - first + 1, skipped, first if pos >= first else None, pos if pos >= first else None)
 
-    def _seen_id(self, c: Any, event_id: str, state: bytes, pending: dict[str, bytes]) -> bool:
-        """True if the id is already recorded with this event; IdConflict if with another."""
-        if event_id in pending:
-            if pending[event_id] == state:
-                return True
-            raise E.IdConflict(f"id: {event_id!r} is already used by a different event in this import")
-        c.execute("SELECT i.position, e.state FROM al_ids i JOIN stored_events e ON e." +
-                  self.store.pos_col + " = i.position WHERE i.event_id = ?", (event_id,))
-        row = c.fetchone()
-        if row is None:
-            return False
-        if bytes(row[1]) == state:
-            return True
-        raise E.IdConflict(f"id: {event_id!r} is already used by a different event (position {row[0]})")
 
     # -- export, integrity ---------------------------------------------------------------
 
@@ -379,6 +383,50 @@ class AccessLedger:
                       id: str | None = None) -> int:
         return self._cmd("ResourceAccessed", actor, reason, at, id, principal=principal, tenant=tenant,
                          resource=resource, action=action, outcome=outcome)
+
+
+def _with_known_ids(c: Any, pos_col: str, events: Iterable[tuple[int, dict[str, Any]]],
+                    before_lookup: Callable[[], None], chunk: int = BATCH,
+                    ) -> Iterator[tuple[int, dict[str, Any], dict[str, tuple[int, bytes]]]]:
+    """Pass events through with the already-recorded ids among them, looked up a chunk at a time."""
+    buffer: list[tuple[int, dict[str, Any]]] = []
+
+    def lookup() -> dict[str, tuple[int, bytes]]:
+        before_lookup()
+        ids = list({ev["id"] for _, ev in buffer if "id" in ev})
+        found: dict[str, tuple[int, bytes]] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            c.execute(f"SELECT i.event_id, i.position, e.state FROM al_ids i JOIN stored_events e "
+                      f"ON e.{pos_col} = i.position WHERE i.event_id IN ({', '.join('?' * len(part))})", part)
+            found.update((r[0], (int(r[1]), bytes(r[2]))) for r in c.fetchall())
+        return found
+
+    for item in events:
+        buffer.append(item)
+        if len(buffer) >= chunk:
+            known = lookup()
+            for lineno, ev in buffer:
+                yield lineno, ev, known
+            buffer = []
+    if buffer:
+        known = lookup()
+        for lineno, ev in buffer:
+            yield lineno, ev, known
+
+
+def _seen_id(event_id: str, state: bytes, pending: dict[str, bytes], known: dict[str, tuple[int, bytes]]) -> bool:
+    """True if the id is already recorded with this event; IdConflict if with another."""
+    if event_id in pending:
+        if pending[event_id] == state:
+            return True
+        raise E.IdConflict(f"id: {event_id!r} is already used by a different event in this import")
+    if event_id not in known:
+        return False
+    position, stored = known[event_id]
+    if stored == state:
+        return True
+    raise E.IdConflict(f"id: {event_id!r} is already used by a different event (position {position})")
 
 
 def _with_field(message: str, ev: dict[str, Any]) -> str:

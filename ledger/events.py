@@ -8,6 +8,7 @@ the JSONL interchange format.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Union
 
 import orjson
@@ -19,12 +20,13 @@ from ledger.timeutil import canonical
 from ledger.vocabulary import check_name, split_principal, split_resource
 
 MAX_TEXT = 2000
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def _text(value: str) -> str:
     if len(value) > MAX_TEXT:
         raise ValueError(f"longer than {MAX_TEXT} characters")
-    if any((ord(ch) < 32 and ch not in "\t\n") or ord(ch) == 127 for ch in value):
+    if _TEXT_CONTROL.search(value):
         raise ValueError("contains a control character")
     return value
 

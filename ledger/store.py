@@ -32,7 +32,6 @@ _SIDE_TABLES = [
         id INTEGER PRIMARY KEY, position BIGINT NOT NULL, at TEXT NOT NULL, link TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS al_chain (
         position BIGINT PRIMARY KEY, at TEXT NOT NULL, link TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS al_chain_at ON al_chain (at, position)",
     """CREATE TABLE IF NOT EXISTS al_seals (
         position BIGINT PRIMARY KEY, link TEXT NOT NULL, mac TEXT, sealed_at TEXT NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS al_ids (event_id TEXT PRIMARY KEY, position BIGINT NOT NULL)",
@@ -52,6 +51,14 @@ _SIDE_TABLES = [
 def stream_id(key: str) -> uuid.UUID:
     """The stream (originator id) of an entity, from its natural key: `role/editor`, `user/alice`."""
     return uuid.uuid5(NAMESPACE, key)
+
+
+_USAGE_PREFIX = NAMESPACE.int >> 64 << 64
+
+
+def usage_stream(position: int) -> uuid.UUID:
+    """A usage event is a stream of its own, named after its position (cheaper than uuid5, as unique)."""
+    return uuid.UUID(int=_USAGE_PREFIX | position)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +255,7 @@ class Store:
             c.execute("SELECT position, at, link FROM al_head WHERE id = 1 FOR UPDATE")
         else:
             c.execute("UPDATE al_head SET position = position WHERE id = 1")
+            c.execute("PRAGMA cache_size = -65536")
             c.execute("SELECT position, at, link FROM al_head WHERE id = 1")
         row = c.fetchone()
         if row is None:
@@ -321,11 +329,55 @@ class Store:
         return (0, "", GENESIS_LINK) if row is None else (int(row[0]), row[1], row[2])
 
     def position_at(self, at: str) -> int:
-        """Newest position whose event time is <= at (canonical text), 0 if none."""
+        """Newest position whose event time is <= at (canonical text), 0 if none.
+
+        Time never decreases along positions, so a binary search over the chain's primary key
+        answers this without an index on time (one index less to maintain on every append).
+        """
         with self.transaction(write=False) as c:
-            c.execute("SELECT MAX(position) FROM al_chain WHERE at <= ?", (at,))
+            c.execute("SELECT position, at FROM al_head WHERE id = 1")
             row = c.fetchone()
-        return int(row[0] or 0)
+            if row is None or int(row[0]) == 0:
+                return 0
+            if row[1] <= at:
+                return int(row[0])
+            lo, hi = 0, int(row[0])  # invariant: at(lo) <= at (lo=0: nothing), at(hi) > at
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                c.execute("SELECT at FROM al_chain WHERE position = ?", (mid,))
+                mid_at = c.fetchone()[0]
+                if mid_at <= at:
+                    lo = mid
+                else:
+                    hi = mid
+            return lo
+
+    def first_position_from(self, at: str) -> int:
+        """Oldest position whose event time is >= at; head + 1 if none."""
+        with self.transaction(write=False) as c:
+            c.execute("SELECT position FROM al_head WHERE id = 1")
+            row = c.fetchone()
+        head = 0 if row is None else int(row[0])
+        if at <= "":
+            return 1
+        before = self.position_at(at)
+        # position_at gives the newest with time <= at; step back over events exactly at `at`.
+        with self.transaction(write=False) as c:
+            c.execute("SELECT at FROM al_chain WHERE position = ?", (before,))
+            row = c.fetchone()
+        if row is None or row[0] < at:
+            return before + 1 if before < head else head + 1
+        lo, hi = 0, before  # at(hi) == at; find the first position with that time
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            with self.transaction(write=False) as c:
+                c.execute("SELECT at FROM al_chain WHERE position = ?", (mid,))
+                mid_at = c.fetchone()[0]
+            if mid_at < at:
+                lo = mid
+            else:
+                hi = mid
+        return hi
 
     def time_of(self, position: int) -> str | None:
         with self.transaction(write=False) as c:

@@ -11,6 +11,7 @@ MIN_YEAR = 1970
 MAX_YEAR = 9999
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_CANONICAL = re.compile(r"^(19[7-9]\d|[2-9]\d{3})-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
 
 
 def parse_instant(text: str, what: str = "at") -> datetime:
@@ -42,6 +43,12 @@ def format_instant(value: datetime) -> str:
 
 def canonical(text: str, what: str = "at") -> str:
     """Validate and normalise an instant given as text."""
+    if isinstance(text, str) and _CANONICAL.match(text) and not text.endswith(".000000Z"):
+        try:
+            datetime.fromisoformat(text)  # the calendar check (no 30 February)
+        except ValueError:
+            raise ValidationError(f"{what}: {text!r} is not an ISO-8601 time") from None
+        return text
     return format_instant(parse_instant(text, what))
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ledger.errors import ValidationError
 
@@ -24,18 +26,29 @@ SCOPES = ("organization", "tenant")
 PRINCIPAL_KINDS = ("user", "team", "service_account")
 PRESETS = ("zenml-pro", "zenml-oss")
 MAX_NAME = 200
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@lru_cache(maxsize=1 << 16)
+def _name_problem(value: str) -> str | None:
+    if not value:
+        return "must be a non-empty name"
+    if len(value) > MAX_NAME:
+        return f"longer than {MAX_NAME} characters"
+    if value != value.strip():
+        return "has leading or trailing white space"
+    if CONTROL.search(value):
+        return "contains a control character"
+    return None
 
 
 def check_name(value: str, what: str) -> str:
     """Return `value` if it is a usable name, else raise ValidationError."""
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
         raise ValidationError(f"{what}: must be a non-empty name")
-    if len(value) > MAX_NAME:
-        raise ValidationError(f"{what}: longer than {MAX_NAME} characters")
-    if value != value.strip():
-        raise ValidationError(f"{what}: has leading or trailing white space")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ValidationError(f"{what}: contains a control character")
+    problem = _name_problem(value)
+    if problem is not None:
+        raise ValidationError(f"{what}: {problem}")
     return value
 
 
@@ -80,22 +93,39 @@ class Vocabulary:
 
 
 def split_resource(text: str, what: str = "resource") -> tuple[str, str]:
-    if not isinstance(text, str) or "/" not in text:
+    """Split `TYPE/ID`."""
+    if not isinstance(text, str):
         raise ValidationError(f"{what}: {text!r} is not TYPE/ID")
+    result = _split_resource(text)
+    if isinstance(result, str):
+        raise ValidationError(f"{what}: {result}")
+    return result
+
+
+@lru_cache(maxsize=1 << 16)
+def _split_resource(text: str) -> tuple[str, str] | str:
+    if "/" not in text:
+        return f"{text!r} is not TYPE/ID"
     rtype, rid = text.split("/", 1)
-    check_name(rid, what)
-    return rtype, rid
+    return _name_problem(rid) or (rtype, rid)
 
 
 def split_principal(text: str, what: str = "principal") -> tuple[str, str]:
     """Split `user:NAME`, `team:NAME` or `service_account:NAME`."""
-    if not isinstance(text, str) or ":" not in text:
+    if not isinstance(text, str):
         raise ValidationError(f"{what}: {text!r} is not user:NAME, team:NAME or service_account:NAME")
-    kind, name = text.split(":", 1)
-    if kind not in PRINCIPAL_KINDS:
-        raise ValidationError(f"{what}: {text!r} is not user:NAME, team:NAME or service_account:NAME")
-    check_name(name, what)
-    return kind, name
+    result = _split_principal(text)
+    if isinstance(result, str):
+        raise ValidationError(f"{what}: {result}")
+    return result
+
+
+@lru_cache(maxsize=1 << 16)
+def _split_principal(text: str) -> tuple[str, str] | str:
+    kind, sep, name = text.partition(":")
+    if not sep or kind not in PRINCIPAL_KINDS:
+        return f"{text!r} is not user:NAME, team:NAME or service_account:NAME"
+    return _name_problem(name) or (kind, name)
 
 
 def permission_matches(permission: str, rtype: str, action: str) -> bool:

@@ -1,0 +1,91 @@
+"""Parse JSONL in a worker process while the main process validates rules and writes.
+
+Parsing (pydantic validation and canonical encoding) is a pure function of a line, so it can
+run beside the writer. Chunks come back in file order, so the first bad line is reported
+exactly as a sequential import would report it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import orjson
+
+from ledger import errors as E
+from ledger.events import encode, parse_json
+
+CHUNK = 5000
+IN_FLIGHT = 3
+
+
+def parse_chunk(first_lineno: int, lines: list[bytes]) -> tuple[list[bytes], tuple[int, str, str] | None]:
+    """Canonical bytes of each line (b'' for a blank one), stopping at the first bad line."""
+    out: list[bytes] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            out.append(b"")
+            continue
+        try:
+            out.append(encode(parse_json(line)))
+        except E.LedgerError as exc:
+            return out, (first_lineno + i, type(exc).__name__, str(exc))
+    return out, None
+
+
+def default_workers() -> int:
+    return max(1, min(3, (os.cpu_count() or 1) - 1))
+
+
+def parse_parallel(lines: Iterable[bytes | str], progress: Callable[[int], None] | None,
+                   workers: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, canonical event) for each non-blank line, parsed by `workers` processes."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["ledger.events"])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending: deque[tuple[int, Future]] = deque()
+        lineno = 1
+        chunk: list[bytes] = []
+
+        def submit() -> None:
+            nonlocal lineno, chunk
+            pending.append((lineno, pool.submit(parse_chunk, lineno, chunk)))
+            lineno += len(chunk)
+            chunk = []
+
+        def drain_one() -> Iterator[tuple[int, dict[str, Any]]]:
+            first, future = pending.popleft()
+            try:
+                parsed, error = future.result()
+            except BrokenProcessPool:
+                raise E.LedgerError("the import's parser process died (out of memory?): nothing was written") from None
+            for i, data in enumerate(parsed):
+                if data:
+                    event = orjson.loads(data)
+                    event["\0state"] = data  # the canonical bytes, so the writer need not encode again
+                    yield first + i, event
+            if error is not None:
+                n, kind, message = error
+                raise getattr(E, kind, E.ValidationError)(f"line {n}: {message}")
+
+        try:
+            for line in lines:
+                if progress is not None:
+                    progress(len(line) + 1)
+                chunk.append(line if isinstance(line, bytes) else line.encode())
+                if len(chunk) >= CHUNK:
+                    submit()
+                    if len(pending) >= IN_FLIGHT:
+                        yield from drain_one()
+            if chunk:
+                submit()
+            while pending:
+                yield from drain_one()
+        finally:
+            for _, future in pending:
+                future.cancel()

@@ -1,0 +1,80 @@
+"""Shared fixtures: every ledger test runs on SQLite and, when a server is given, on PostgreSQL.
+
+ACCESS_LEDGER_TEST_PG names a PostgreSQL server (postgresql://user@host:port/db); each test gets
+its own schema there. Under CI (CI=true) the PostgreSQL runs are required: a missing server is an
+error, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+PG = os.environ.get("ACCESS_LEDGER_TEST_PG")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+if IN_CI and not PG:
+    raise pytest.UsageError("CI=true but ACCESS_LEDGER_TEST_PG is not set: the PostgreSQL runs may not be skipped")
+
+BACKENDS = ["sqlite"] + (["postgres"] if PG else [])
+
+
+def _drop_schema(schema: str) -> None:
+    import psycopg
+
+    assert PG is not None
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def make_url(backend: str, tmp_path, name: str = "ledger") -> tuple[str, str | None]:
+    """A fresh ledger URL for the backend, and the PostgreSQL schema to drop afterwards."""
+    if backend == "sqlite":
+        return str(tmp_path / f"{name}.db"), None
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    sep = "&" if "?" in PG else "?"  # type: ignore[operator]
+    return f"{PG}{sep}schema={schema}", schema
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def ledger_url(backend, tmp_path) -> Iterator[str]:
+    """A URL for a new, empty ledger on each backend."""
+    url, schema = make_url(backend, tmp_path)
+    yield url
+    if schema:
+        _drop_schema(schema)
+
+
+@pytest.fixture
+def url_factory(backend, tmp_path) -> Iterator:
+    """Make several fresh ledger URLs on the same backend (e.g. export from one, import into another)."""
+    schemas: list[str] = []
+
+    def make(name: str = "ledger") -> str:
+        url, schema = make_url(backend, tmp_path, f"{name}-{uuid.uuid4().hex[:6]}")
+        if schema:
+            schemas.append(schema)
+        return url
+
+    yield make
+    for schema in schemas:
+        _drop_schema(schema)
+
+
+@pytest.fixture
+def led(ledger_url):
+    """An initialised zenml-pro ledger whose events are dated from 2026-01-01."""
+    from ledger.app import AccessLedger
+
+    ledger = AccessLedger.open(ledger_url, create=True)
+    ledger.init(org="acme", at="2026-01-01T00:00:00Z")
+    yield ledger
+    ledger.close()
