@@ -309,7 +309,7 @@ class Store:
                     continue
                 return
             for pos, state in rows:
-                yield int(pos), bytes(state)
+                yield int(pos), _as_bytes(state)
             position = upper + 1
 
     def read_raw(self, c: Cursor, start: int, limit: int) -> list[tuple[int, str, int, str, bytes]]:
@@ -319,7 +319,7 @@ class Store:
         out = []
         for pos, oid, ver, topic, state in c.fetchall():
             oid_text = oid.hex if isinstance(oid, uuid.UUID) else str(oid).replace("-", "")
-            out.append((int(pos), oid_text, int(ver), topic, bytes(state)))
+            out.append((int(pos), oid_text, int(ver), topic, _as_bytes(state)))
         return out
 
     def head(self) -> tuple[int, str, str]:
@@ -423,6 +423,11 @@ class Snapshots:
     def delete(self, name: str) -> None:
         with self.store.transaction(write=True) as c:
             c.execute("DELETE FROM al_snapshots WHERE name = ?", (name,))
+
+
+def _as_bytes(value: Any) -> bytes:
+    """Stored state as bytes, even if someone rewrote the column as text."""
+    return value.encode() if isinstance(value, str) else bytes(value)
 
 
 def _first_line(exc: BaseException) -> str:
