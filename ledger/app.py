@@ -402,7 +402,18 @@ def _with_known_ids(c: Any, pos_col: str, events: Iterable[tuple[int, dict[str, 
             found.update((r[0], (int(r[1]), bytes(r[2]))) for r in c.fetchall())
         return found
 
-    for item in events:
+    deferred: E.LedgerError | None = None
+    iterator = iter(events)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            break
+        except E.LedgerError as exc:
+            # A later line failed to parse: the lines before it are checked first, so the
+            # error reported is always the first bad line's.
+            deferred = exc
+            break
         buffer.append(item)
         if len(buffer) >= chunk:
             known = lookup()
@@ -413,6 +424,8 @@ def _with_known_ids(c: Any, pos_col: str, events: Iterable[tuple[int, dict[str, 
         known = lookup()
         for lineno, ev in buffer:
             yield lineno, ev, known
+    if deferred is not None:
+        raise deferred
 
 
 def _seen_id(event_id: str, state: bytes, pending: dict[str, bytes], known: dict[str, tuple[int, bytes]]) -> bool:
