@@ -18,6 +18,7 @@ from ledger.timeutil import canonical, format_instant, now
 TOPIC_PREFIX = "ledger.events:"
 BATCH = 5000
 FUTURE_SLACK = timedelta(minutes=5)
+AUTO_AT = "\0auto_at"
 
 
 @dataclass
@@ -120,9 +121,13 @@ class AccessLedger:
     def append(self, event: dict[str, Any]) -> int:
         """Validate one event (its `at` defaults to now) and record it; return its position."""
         event = dict(event)
-        if event.get("at") is None:
+        auto_at = event.get("at") is None
+        if auto_at:
             event["at"] = format_instant(now())
         canonical_event = parse_obj(event)
+        if auto_at:
+            # Stamped again under the write lock, so concurrent writers never refuse each other.
+            canonical_event[AUTO_AT] = True
         result = self._write([(0, canonical_event)])
         if result.last is None:
             # The idempotency id was already recorded with this very event.
@@ -207,6 +212,8 @@ class AccessLedger:
             # the table (flushed) or in pending_ids (this chunk), never in neither.
             for lineno, ev, known in _with_known_ids(c, self.store.pos_col, events, flush):
                 try:
+                    if ev.pop(AUTO_AT, False):
+                        ev["at"] = max(format_instant(now()), last_at)
                     state = ev.pop("\0state", None) or encode(ev)
                     event_id = ev.get("id")
                     if event_id is not None and _seen_id(event_id, state, pending_ids, known):

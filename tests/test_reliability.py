@@ -1,0 +1,253 @@
+"""Reliability: concurrent writers, a killed import, and hostile input (issue: guarantees)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledger import errors as E
+from ledger.app import AccessLedger
+from ledger.events import parse_json
+from ledger.timeutil import format_instant, now
+
+# -- concurrency ---------------------------------------------------------------------------
+
+
+def _writer(url: str, tag: str, singles: int, batches: int, batch: int, out) -> None:
+    """Append singles change commands and batches imports of `batch` access events, retrying as a client would."""
+    failures: list[str] = []
+    led = AccessLedger.open(url)
+    for i in range(singles):
+        while True:
+            try:
+                led.create_user(f"{tag}-{i}", actor=f"user:{tag}")
+                break
+            except E.ConcurrentWrite:
+                continue  # retryable by definition: nothing was written
+            except E.LedgerError as exc:
+                failures.append(f"single {i}: {exc}")
+                break
+    for b in range(batches):
+        while True:
+            stamp = format_instant(now())  # stamped just before sending, as the platform would
+            lines = [orjson.dumps({"type": "ResourceAccessed", "at": stamp, "actor": "system",
+                                   "principal": f"user:{tag}-{b % singles}", "tenant": "prod",
+                                   "resource": "model/m", "action": "read", "outcome": "allowed",
+                                   "id": f"{tag}-{b}-{k}"}) for k in range(batch)]
+            try:
+                led.import_lines(lines)
+                break
+            except (E.ConcurrentWrite, E.OutOfOrder):
+                # OutOfOrder: the other writer recorded a later event first; re-stamp and send again.
+                continue
+            except E.LedgerError as exc:
+                failures.append(f"batch {b}: {exc}")
+                break
+    led.close()
+    out.put(failures)
+
+
+@pytest.mark.slow
+def test_two_processes_appending_at_once_lose_and_duplicate_nothing(ledger_url):
+    led = AccessLedger.open(ledger_url, create=True)
+    led.init(at="2026-01-01T00:00:00Z")
+    led.create_tenant("prod", at="2026-01-01T00:00:00Z")
+    led.close()
+    singles, batches, batch = 500, 19, 500  # 10,000 events per process
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_writer, args=(ledger_url, tag, singles, batches, batch, out)) for tag in ("a", "b")]
+    for p in procs:
+        p.start()
+    failures = [out.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert failures == [[], []]
+    led = AccessLedger.open(ledger_url)
+    try:
+        events = list(led.read())
+        assert len(events) == 2 + 2 * (singles + batches * batch)
+        assert [p for p, _ in events] == list(range(1, len(events) + 1))
+        ats = [e["at"] for _, e in events]
+        assert ats == sorted(ats)
+        ids = [e["id"] for _, e in events if "id" in e]
+        assert len(ids) == len(set(ids)) == 2 * batches * batch
+        users = {e["user"] for _, e in events if e["type"] == "UserCreated"}
+        assert users == {f"{t}-{i}" for t in "ab" for i in range(singles)}
+        assert led.verify().ok
+    finally:
+        led.close()
+
+
+# -- a killed import ----------------------------------------------------------------------
+
+
+def _big_history(path: Path, n: int) -> None:
+    with open(path, "wb") as f:
+        f.write(orjson.dumps({"type": "OrganizationCreated", "at": "2026-01-01T00:00:00Z", "actor": "system",
+                              "name": "acme", "preset": "zenml-pro", "id": "org"}) + b"\n")
+        f.write(orjson.dumps({"type": "TenantCreated", "at": "2026-01-01T00:00:00Z", "actor": "system",
+                              "tenant": "prod", "id": "t"}) + b"\n")
+        f.write(orjson.dumps({"type": "UserCreated", "at": "2026-01-01T00:00:00Z", "actor": "system",
+                              "user": "alice", "id": "u"}) + b"\n")
+        for i in range(n):
+            f.write(orjson.dumps({"type": "ResourceAccessed", "at": f"2026-01-02T{i // 3600 % 24:02d}:"
+                                  f"{i // 60 % 60:02d}:{i % 60:02d}Z" if i < 86400 else "2026-01-03T00:00:00Z",
+                                  "actor": "system", "principal": "user:alice", "tenant": "prod",
+                                  "resource": f"model/m{i % 7}", "action": "read", "outcome": "allowed",
+                                  "id": f"a{i}"}) + b"\n")
+
+
+def _exe() -> str:
+    return os.path.join(os.path.dirname(sys.executable), "access-ledger")
+
+
+@pytest.mark.slow
+def test_import_killed_midway_leaves_all_or_nothing_and_rerun_completes(url_factory, tmp_path):
+    history = tmp_path / "big.jsonl"
+    _big_history(history, 150_000)
+    killed = url_factory("killed")
+    proc = subprocess.Popen([_exe(), "--db", killed, "import", str(history)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    time.sleep(2.0)  # well into the import: the file takes several seconds
+    assert proc.poll() is None, "the import finished before it could be killed; make the file larger"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    led = AccessLedger.open(killed, create=True)
+    assert led.head() in (0, 150_003)
+    assert led.count() == led.head()
+    assert led.verify().ok
+    led.close()
+    rerun = subprocess.run([_exe(), "--db", killed, "import", str(history)], capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    reference = url_factory("reference")
+    done = subprocess.run([_exe(), "--db", reference, "import", str(history)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    a, b = AccessLedger.open(killed), AccessLedger.open(reference)
+    try:
+        assert a.head() == b.head() == 150_003
+        assert list(a.export_lines()) == list(b.export_lines())
+        assert a.store.head()[2] == b.store.head()[2]  # the same chain, link for link
+    finally:
+        a.close()
+        b.close()
+
+
+# -- hostile input ------------------------------------------------------------------------
+
+NASTY = st.sampled_from([
+    "", " ", "a" * 5000, "x\x00y", "tab\tname", "new\nline", "'; DROP TABLE stored_events; --", "$(rm -rf /)",
+    "`id`", '"quoted"', "semi;colon", "back\\slash", "ünïcødé", "\u202e", "user:", ":", "/", "model/", "*",
+])
+TIMES = st.sampled_from([
+    "2026-01-05T00:00:00Z", "2026-01-05T00:00:00", "2026-01-05", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z",
+    "2999-01-01T00:00:00+00:00", "2025-12-31T23:59:59Z", "not a time", "2026-02-30T00:00:00Z",
+    "2026-01-05T00:00:00+14:00", "2026-01-05T00:00:00.123456Z",
+])
+VALUES = st.one_of(NASTY, TIMES, st.integers(), st.floats(allow_nan=True), st.booleans(), st.none(),
+                   st.lists(NASTY, max_size=3), st.dictionaries(NASTY, NASTY, max_size=2), st.text(max_size=30))
+TYPES = st.sampled_from(["UserCreated", "RoleAssigned", "RoleCreated", "TenantCreated", "ConnectorSecretAccessed",
+                         "ResourceAccessed", "TeamMemberAdded", "Bogus", ""])
+FIELDS = st.sampled_from(["user", "role", "principal", "tenant", "resource", "scope", "permissions", "connector",
+                          "outcome", "member", "team", "action", "expires_at", "secret", "password", "reason", "id"])
+
+
+@st.composite
+def event_lines(draw) -> bytes:
+    obj = {"type": draw(TYPES), "at": draw(TIMES), "actor": draw(st.sampled_from(["system", "user:root", "root"]))}
+    for _ in range(draw(st.integers(0, 5))):
+        obj[draw(FIELDS)] = draw(VALUES)
+    if draw(st.booleans()):
+        del obj[draw(st.sampled_from(["type", "at", "actor"]))]
+    raw = json.dumps(obj).encode()
+    mangle = draw(st.integers(0, 9))
+    if mangle == 0:
+        raw = raw[: draw(st.integers(0, len(raw)))]
+    elif mangle == 1:
+        raw = draw(st.binary(max_size=40))
+    return raw
+
+
+@settings(max_examples=10_000, deadline=None)
+@given(line=event_lines())
+def test_fuzz_every_import_line_is_an_event_or_one_clear_error(line):
+    try:
+        event = parse_json(line)
+    except E.ValidationError as exc:
+        message = str(exc)
+        assert message and "\n" not in message and "Traceback" not in message
+        return
+    assert event["type"] and event["at"].endswith("Z")
+
+
+@pytest.fixture(scope="module")
+def fuzz_ledger(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("fuzz") / "fuzz.db")
+    led = AccessLedger.open(path, create=True)
+    led.init(at="2026-01-01T00:00:00Z")
+    led.create_tenant("prod", at="2026-01-01T00:00:00Z")
+    led.create_user("root", at="2026-01-01T00:00:00Z")
+    yield led
+    led.close()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(event_lines(), min_size=1, max_size=4))
+def test_fuzz_import_never_writes_part_of_a_refused_file(fuzz_ledger, lines):
+    before = fuzz_ledger.head(), fuzz_ledger.store.head()[2]
+    try:
+        result = fuzz_ledger.import_lines(lines)
+    except E.LedgerError as exc:
+        assert str(exc).startswith("line ") and "\n" not in str(exc)
+        assert (fuzz_ledger.head(), fuzz_ledger.store.head()[2]) == before
+        return
+    assert fuzz_ledger.head() == before[0] + result.written
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(args=st.lists(st.one_of(NASTY, TIMES, st.sampled_from(["--tenant", "--to", "--at", "--resource", "-p",
+                                                              "--expires-at", "prod", "user:root", "viewer"])),
+                     max_size=6),
+       group=st.sampled_from([["role", "assign"], ["role", "create"], ["user", "create"], ["tenant", "create"],
+                              ["access", "record"], ["connector", "access"], ["team", "add-member"]]))
+def test_fuzz_cli_arguments_end_in_success_or_one_error_line(tmp_path_factory, args, group):
+    from typer.testing import CliRunner
+
+    from ledger.cli import app
+
+    db = str(tmp_path_factory.getbasetemp() / "cli-fuzz.db")
+    runner = CliRunner()
+    if not os.path.exists(db):
+        assert runner.invoke(app, ["--db", db, "init"]).exit_code == 0
+        assert runner.invoke(app, ["--db", db, "tenant", "create", "prod"]).exit_code == 0
+    led = AccessLedger.open(db)
+    before = led.head()
+    led.close()
+    result = runner.invoke(app, ["--db", db, *group, *args], env={"ACCESS_LEDGER_ACTOR": "user:root"})
+    assert "Traceback" not in result.output
+    led = AccessLedger.open(db)
+    try:
+        if result.exit_code == 0:
+            assert led.head() == before + 1
+        else:
+            assert result.exit_code == 2, result.output
+            assert len(result.stderr.strip().splitlines()) == 1
+            assert result.stderr.startswith("Error: ")
+            assert led.head() == before
+        assert led.verify().ok
+    finally:
+        led.close()
