@@ -18,6 +18,11 @@ from ledger.store import Cursor
 from ledger.vocabulary import Vocabulary, predefined_roles, split_principal, split_resource, vocabulary
 
 _MISSING = object()
+# The fields that decide whether a usage event is acceptable (everything but time, outcome, ids).
+_USAGE_KEY = {
+    "ConnectorSecretAccessed": ("type", "connector", "tenant", "principal"),
+    "ResourceAccessed": ("type", "principal", "tenant", "resource", "action"),
+}
 
 
 @dataclass(slots=True)
@@ -40,6 +45,7 @@ class WriteModel:
         self._dirty_grants: set[tuple[str, str, str, str]] = set()
         self._members: dict[tuple[str, str], bool] = {}
         self._dirty_members: set[tuple[str, str]] = set()
+        self._usage_ok: set[tuple[Any, ...]] = set()
         org = self.entity("organization", "")
         self.vocab: Vocabulary | None = vocabulary(org.data["preset"]) if org else None
         self._rules: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -119,6 +125,20 @@ class WriteModel:
         if kind != "OrganizationCreated" and self.vocab is None:
             raise E.NotInitialized("the ledger has no organization yet: run `access-ledger init` first "
                                    "(or import a file that starts with OrganizationCreated)")
+        if kind in _USAGE_KEY:
+            # Usage events change nothing, so a verdict holds until the next change event.
+            key = tuple(ev.get(f) for f in _USAGE_KEY[kind])
+            if kind == "ResourceAccessed":  # the id was checked when parsed; the rules look at the type
+                key = (*key[:3], ev["resource"].partition("/")[0], key[4])
+            if key in self._usage_ok:
+                return ""
+            result = self._rules[kind](ev)
+            self._usage_ok.add(key)
+            return result
+        if kind in ("TenantDeleted", "ConnectorDeleted"):
+            # Only a deletion can make an accepted usage event unacceptable (deactivated principals
+            # may still be seen using things); creations only widen what is valid.
+            self._usage_ok.clear()
         return self._rules[kind](ev)
 
     def _require(self, kind: str, name: str, label: str | None = None) -> Entity:

@@ -78,3 +78,18 @@ def led(ledger_url):
     ledger.init(org="acme", at="2026-01-01T00:00:00Z")
     yield ledger
     ledger.close()
+
+
+def pytest_report_header(config) -> str:
+    where = f" (PostgreSQL at {PG})" if PG else " (set ACCESS_LEDGER_TEST_PG to add PostgreSQL)"
+    return f"access-ledger backends: {', '.join(BACKENDS)}{where}"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    counts: dict[str, int] = {}
+    for report in terminalreporter.stats.get("passed", []):
+        for backend in ("sqlite", "postgres"):
+            if f"[{backend}" in report.nodeid or f"-{backend}]" in report.nodeid or f"-{backend}-" in report.nodeid:
+                counts[backend] = counts.get(backend, 0) + 1
+    if counts:
+        terminalreporter.write_line("passed per backend: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
