@@ -235,7 +235,7 @@ class AccessLedger:
                         if version is None:
                             version = store.stream_version(c, oid)
                         version += 1
-                    versions[oid] = version
+                        versions[oid] = version
                     topic = TOPIC_PREFIX + ev["type"]
                     link = next_link(link, pos, oid.hex, version, topic, state)
                     rows.append(Row(oid, version, topic, state))

@@ -215,3 +215,16 @@ def test_round_trip_property(tmp_path_factory, commands):
     assert b.verify().ok and a.verify().ok
     a.close()
     b.close()
+
+
+def test_usage_after_its_tenant_is_deleted_in_the_same_import_is_refused(url_factory):
+    led = AccessLedger.open(url_factory(), create=True)
+    access = {"type": "ConnectorSecretAccessed", "at": "2026-01-05T00:00:00Z", "actor": "system",
+              "connector": "aws-prod", "tenant": "prod", "principal": "user:alice", "outcome": "allowed"}
+    lines = HISTORY[:16] + [access, {"type": "TenantDeleted", "at": "2026-01-05T00:00:00Z", "actor": "system",
+                                     "tenant": "prod"}, access]
+    with pytest.raises(E.DeletedTenant) as info:
+        led.import_lines(jsonl(lines))
+    assert str(info.value) == "line 19: tenant: tenant 'prod' was deleted: nothing may target it"
+    assert led.head() == 0
+    led.close()
