@@ -251,3 +251,41 @@ def test_fuzz_cli_arguments_end_in_success_or_one_error_line(tmp_path_factory, a
         assert led.verify().ok
     finally:
         led.close()
+
+
+# -- a full disk ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB file system: a real full disk (needs root to mount; CI runs as root)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the full-disk test needs root to mount a tmpfs")
+        pytest.skip("needs root to mount a tmpfs")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_full_disk_gives_a_clear_error_and_no_corruption(tiny_disk, tmp_path):
+    db = tiny_disk / "full.db"
+    history = tmp_path / "h.jsonl"
+    _big_history(history, 20_000)  # far more than 1 MiB once stored
+    small = tmp_path / "small.jsonl"
+    small.write_bytes(b"".join(history.open("rb").readlines()[:3]))
+    first = subprocess.run([_exe(), "--db", str(db), "import", str(small)], capture_output=True, text=True,
+                           timeout=120)
+    assert first.returncode == 0, first.stderr
+    done = subprocess.run([_exe(), "--db", str(db), "import", str(history)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2
+    assert done.stderr == f"Error: no space left for the ledger {db}: nothing was written\n"
+    led = AccessLedger.open(str(db))
+    try:
+        assert led.head() == 3
+        assert led.verify().ok
+    finally:
+        led.close()
