@@ -163,6 +163,9 @@ def main() -> None:
         with open(source, "rb") as f:
             result = led.import_lines((line.rstrip(b"\n") for line in f), workers=workers)
         elapsed = time.perf_counter() - start
+        import resource
+
+        peak_main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         assert result.written == lines, (result, lines)
         rate = result.written / elapsed
         led.close()
@@ -171,6 +174,8 @@ def main() -> None:
         print(f"events imported:        {result.written:,} ({source.stat().st_size / 1e6:.0f} MB JSONL, "
               f"{workers} parser process(es))")
         print(f"import rate (SQLite):   {rate:,.0f} events/s  ({elapsed:.1f} s)   target >= 50,000")
+        print(f"peak memory (importer): {peak_main:.0f} MB (the file is streamed; compare runs of different "
+              "--events)")
         print(f"eventsourcing baseline: {base:,.0f} events/s  (trivial events, save() of 1000 aggregates)")
         print(f"ratio import/baseline:  {rate / base:.2f}x   target about 3x")
         print(f"change command (role assign, fresh process, median of 7): {cmd_ms:.0f} ms   target <= 250 ms")

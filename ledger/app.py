@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -189,7 +188,7 @@ class AccessLedger:
             chain: list[tuple[int, str, str]] = []
             ids: list[tuple[str, int]] = []
             pending_ids: dict[str, bytes] = {}
-            versions: dict[uuid.UUID, int] = {}
+            versions: dict[str, int] = {}
             skipped = 0
             flushed_to = pos
 
@@ -230,14 +229,14 @@ class AccessLedger:
                     if ev["type"] in USAGE_TYPES:
                         oid, version = usage_stream(pos), 1
                     else:
-                        oid = stream_id(key)
+                        oid = stream_id(key).hex
                         version = versions.get(oid)
                         if version is None:
                             version = store.stream_version(c, oid)
                         version += 1
                         versions[oid] = version
                     topic = TOPIC_PREFIX + ev["type"]
-                    link = next_link(link, pos, oid.hex, version, topic, state)
+                    link = next_link(link, pos, oid, version, topic, state)
                     rows.append(Row(oid, version, topic, state))
                     chain.append((pos, at, link))
                     if event_id is not None:

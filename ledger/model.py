@@ -18,11 +18,7 @@ from ledger.store import Cursor
 from ledger.vocabulary import Vocabulary, predefined_roles, split_principal, split_resource, vocabulary
 
 _MISSING = object()
-# The fields that decide whether a usage event is acceptable (everything but time, outcome, ids).
-_USAGE_KEY = {
-    "ConnectorSecretAccessed": ("type", "connector", "tenant", "principal"),
-    "ResourceAccessed": ("type", "principal", "tenant", "resource", "action"),
-}
+_USAGE_KEY = frozenset({"ConnectorSecretAccessed", "ResourceAccessed"})
 
 
 @dataclass(slots=True)
@@ -127,9 +123,11 @@ class WriteModel:
                                    "(or import a file that starts with OrganizationCreated)")
         if kind in _USAGE_KEY:
             # Usage events change nothing, so a verdict holds until the next change event.
-            key = tuple(ev.get(f) for f in _USAGE_KEY[kind])
             if kind == "ResourceAccessed":  # the id was checked when parsed; the rules look at the type
-                key = (*key[:3], ev["resource"].partition("/")[0], key[4])
+                key: tuple[Any, ...] = (kind, ev["principal"], ev.get("tenant"), ev["resource"].partition("/")[0],
+                                        ev["action"])
+            else:
+                key = (kind, ev["connector"], ev["tenant"], ev["principal"])
             if key in self._usage_ok:
                 return ""
             result = self._rules[kind](ev)

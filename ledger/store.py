@@ -18,8 +18,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlparse
 
 from ledger.errors import ConcurrentWrite, StorageError
@@ -53,19 +52,21 @@ def stream_id(key: str) -> uuid.UUID:
     return uuid.uuid5(NAMESPACE, key)
 
 
-_USAGE_PREFIX = NAMESPACE.int >> 64 << 64
+_USAGE_PREFIX_HEX = NAMESPACE.hex[:16]
 
 
-def usage_stream(position: int) -> uuid.UUID:
-    """A usage event is a stream of its own, named after its position (cheaper than uuid5, as unique)."""
-    return uuid.UUID(int=_USAGE_PREFIX | position)
+def usage_stream(position: int) -> str:
+    """The stream (hex) of a usage event: one stream per event, named after its position.
+
+    Cheaper than uuid5 and as unique: the namespace's first 64 bits, then the position.
+    """
+    return f"{_USAGE_PREFIX_HEX}{position:016x}"
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One stored event ready to append: its stream, version, topic and canonical bytes."""
+class Row(NamedTuple):
+    """One stored event ready to append: its stream (uuid hex), version, topic and canonical bytes."""
 
-    originator_id: uuid.UUID
+    originator_hex: str
     version: int
     topic: str
     state: bytes
@@ -271,16 +272,16 @@ class Store:
     def insert_events(self, c: Cursor, first: int, rows: Sequence[Row]) -> None:
         """Append rows at positions first, first+1, ... into eventsourcing's stored_events."""
         if self.postgres:
-            params = [(r.originator_id, r.version, r.topic, r.state, first + i) for i, r in enumerate(rows)]
+            params = [(uuid.UUID(r[0]), r[1], r[2], r[3], first + i) for i, r in enumerate(rows)]
             c.executemany(f"INSERT INTO {self.table} (originator_id, originator_version, topic, state, "
                           "notification_id) VALUES (?, ?, ?, ?, ?)", params)
         else:
-            params = [(first + i, r.originator_id.hex, r.version, r.topic, r.state) for i, r in enumerate(rows)]
+            params = [(first + i, *r) for i, r in enumerate(rows)]
             c.executemany(f"INSERT INTO {self.table} (rowid, originator_id, originator_version, topic, state) "
                           "VALUES (?, ?, ?, ?, ?)", params)
 
-    def stream_version(self, c: Cursor, originator_id: uuid.UUID) -> int:
-        key: Any = originator_id if self.postgres else originator_id.hex
+    def stream_version(self, c: Cursor, originator_hex: str) -> int:
+        key: Any = uuid.UUID(originator_hex) if self.postgres else originator_hex
         c.execute(f"SELECT MAX(originator_version) FROM {self.table} WHERE originator_id = ?", (key,))
         row = c.fetchone()
         return int(row[0] or 0)
