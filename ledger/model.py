@@ -131,6 +131,8 @@ class WriteModel:
             if key in self._usage_ok:
                 return ""
             result = self._rules[kind](ev)
+            if len(self._usage_ok) >= 100_000:
+                self._usage_ok.clear()  # bounded memory; it is only a shortcut
             self._usage_ok.add(key)
             return result
         if kind in ("TenantDeleted", "ConnectorDeleted"):
