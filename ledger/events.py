@@ -9,6 +9,7 @@ the JSONL interchange format.
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Annotated, Any, Literal, Union
 
 import orjson
@@ -90,7 +91,8 @@ Permissions = Annotated[list[Permission], Field(max_length=500)]
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # Built on first use: a change command needs one model, not all of them (CLI start-up time).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
     at: Instant
     actor: Actor
     reason: Text | None = None
@@ -258,9 +260,12 @@ FIELDS: dict[str, tuple[str, ...]] = {
 }
 USAGE_TYPES = frozenset({"ConnectorSecretAccessed", "ResourceAccessed"})
 
-_ADAPTER: TypeAdapter[Any] = TypeAdapter(
-    Annotated[Union[MODELS], Field(discriminator="type")]  # type: ignore[valid-type]
-)
+
+
+@cache
+def _adapter() -> TypeAdapter[Any]:
+    """The validator of any event line (built once, when first needed)."""
+    return TypeAdapter(Annotated[Union[MODELS], Field(discriminator="type")])  # type: ignore[valid-type]
 
 
 def _problem(exc: PydanticError) -> str:
@@ -305,7 +310,7 @@ def canonical_dict(model: _Event) -> dict[str, Any]:
 def parse_json(line: str | bytes) -> dict[str, Any]:
     """Validate one JSONL line; return the event in canonical form or raise ValidationError."""
     try:
-        model = _ADAPTER.validate_json(line)
+        model = _adapter().validate_json(line)
     except PydanticError as exc:
         if exc.errors()[0]["type"] == "json_invalid":
             raise ValidationError("line is not valid JSON") from None
@@ -316,7 +321,11 @@ def parse_json(line: str | bytes) -> dict[str, Any]:
 def parse_obj(obj: dict[str, Any]) -> dict[str, Any]:
     """Validate an event given as a dict (from a command); return its canonical form."""
     try:
-        model = _ADAPTER.validate_python(obj)
+        model_class = EVENT_TYPES.get(obj.get("type")) if isinstance(obj, dict) else None
+        if model_class is not None:
+            model = model_class.model_validate(obj)
+        else:
+            model = _adapter().validate_python(obj)
     except PydanticError as exc:
         raise ValidationError(_problem(exc)) from None
     return canonical_dict(model)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any
 
-import typer
-from typer.core import TyperGroup
+# No pydantic plugins are used; without this, pydantic scans every installed package's entry
+# points on first use, a sizeable part of a change command's start-up.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from ledger.errors import LedgerError
+import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from ledger.errors import LedgerError  # noqa: E402
 
 
 class LedgerGroup(TyperGroup):
