@@ -199,3 +199,13 @@ def test_installed_entry_point_runs(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr == "Error: unknown role 'ghost'\n"
     assert "Traceback" not in bad.stderr
+
+
+def test_ledger_location_comes_from_the_environment(tmp_path):
+    db = tmp_path / "env.db"
+    result = runner.invoke(app, ["init"], env={"ACCESS_LEDGER_DB": str(db), "ACCESS_LEDGER_ACTOR": "user:root"})
+    assert result.exit_code == 0
+    assert db.exists()
+    led = AccessLedger.open(str(db))
+    assert [e["actor"] for _, e in led.read()] == ["user:root"]
+    led.close()

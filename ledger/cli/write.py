@@ -364,12 +364,14 @@ def _lines(path: Path) -> Iterator[bytes]:
             stream.close()
 
 
-def _progress(description: str, total: int | None) -> Any:
+def _progress(description: str, total: int | None, unit: str = "bytes") -> Any:
+    """A rich progress bar on stderr, shown only on a terminal (never in pipes or logs)."""
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
-    return Progress(TextColumn(description), BarColumn(), DownloadColumn(), TimeRemainingColumn(), console=console,
+    amount = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
+    return Progress(TextColumn(description), BarColumn(), amount, TimeRemainingColumn(), console=console,
                     transient=True, disable=not console.is_terminal)
 
 
@@ -420,10 +422,15 @@ def export(ctx: typer.Context,
             fail(f"format: {fmt!r} is not jsonl or casbin")
         led = open_ledger(ctx)
         try:
+            first, last = led.positions_between(from_, to)
             sink = sys.stdout.buffer if out is None else open(out, "wb")  # noqa: SIM115
             try:
-                for line in led.export_lines(from_, to):
-                    sink.write(line)
+                with _progress("exporting", max(0, last - first + 1), unit="events") as bar:
+                    task = bar.add_task("export", total=max(0, last - first + 1))
+                    for n, line in enumerate(led.export_lines(from_, to), 1):
+                        sink.write(line)
+                        if n % 10_000 == 0:
+                            bar.update(task, completed=n)
             finally:
                 if out is not None:
                     sink.close()
@@ -444,7 +451,9 @@ def verify(ctx: typer.Context,
         digest_data = read_digest(digest_file) if digest_file is not None else None
         led = open_ledger(ctx)
         try:
-            result = led.verify(digest_data)
+            with _progress("verifying", led.head(), unit="events") as bar:
+                task = bar.add_task("verify", total=led.head())
+                result = led.verify(digest_data, progress=lambda n: bar.advance(task, n))
         finally:
             led.close()
     if fmt is Format.table and out is None:
