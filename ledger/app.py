@@ -65,6 +65,13 @@ class AccessLedger:
     def read_bytes(self, start: int = 1, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         return self.store.read(start, stop)
 
+    def read_changes(self, start: int = 1, stop: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Like read(), leaving out usage events (they change no permission)."""
+        last = self.head() if stop is None else stop
+        topics = [TOPIC_PREFIX + t for t in sorted(USAGE_TYPES)]
+        for pos, state in self.store.read_topics_excluding(start, last, topics):
+            yield pos, decode(state)
+
     def position_at(self, at: str) -> int:
         """Newest position whose event time is <= at."""
         return self.store.position_at(canonical(at))

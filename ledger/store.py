@@ -313,6 +313,22 @@ class Store:
                 yield int(pos), _as_bytes(state)
             position = upper + 1
 
+    def read_topics_excluding(self, start: int, stop: int, topics: Sequence[str],
+                              batch: int = 50_000) -> Iterator[tuple[int, bytes]]:
+        """(position, bytes) from start to stop inclusive, leaving out events of the given topics."""
+        marks = ", ".join("?" * len(topics))
+        position = start
+        while position <= stop:
+            upper = min(stop, position + batch - 1)
+            with self.transaction(write=False) as c:
+                c.execute(f"SELECT {self.pos_col}, state FROM {self.table} WHERE {self.pos_col} >= ? AND "
+                          f"{self.pos_col} <= ? AND topic NOT IN ({marks}) ORDER BY {self.pos_col}",
+                          (position, upper, *topics))
+                rows = c.fetchall()
+            for pos, state in rows:
+                yield int(pos), _as_bytes(state)
+            position = upper + 1
+
     def read_raw(self, c: Cursor, start: int, limit: int) -> list[tuple[int, str, int, str, bytes]]:
         """(position, originator_id, version, topic, state) rows for verification."""
         c.execute(f"SELECT {self.pos_col}, originator_id, originator_version, topic, state FROM {self.table} "

@@ -409,7 +409,7 @@ def export(ctx: typer.Context,
         if fmt == "casbin":
             if out is None:
                 fail("export --format casbin needs --out DIR")
-            from projections.casbin import export_casbin
+            from projections.casbin_export import export_casbin
 
             led = open_ledger(ctx)
             try:

@@ -1,0 +1,262 @@
+"""Query commands: check (and check --batch), who-can, what-can, explain, diff."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ledger.cli.common import Format, FormatOption, OutOption, emit, emit_text, fail, handled, open_ledger
+
+if TYPE_CHECKING:
+    from ledger.app import AccessLedger
+    from projections.permissions import PermissionState
+
+AtQ = Annotated[str | None, typer.Option("--at", help="Answer as of this instant (ISO-8601; default now).")]
+PositionQ = Annotated[int | None, typer.Option("--position", help="Answer as of this log position.")]
+TenantQ = Annotated[str | None, typer.Option("--tenant", help="The tenant (omit for organization resources).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("check")(check)
+    app.command("who-can")(who_can)
+    app.command("what-can")(what_can)
+    app.command("explain")(explain)
+    app.command("diff")(diff)
+
+
+def _state(led: AccessLedger, at: str | None, position: int | None) -> tuple[PermissionState, str]:
+    """The state and the instant a question is asked at."""
+    from ledger.timeutil import canonical, format_instant, now
+    from projections.pit import Timeline
+
+    if at is not None and position is not None:
+        fail("give --at or --position, not both")
+    timeline = Timeline(led)
+    if position is not None:
+        if position < 0 or position > led.head():
+            fail(f"position: {position} is outside the log (1-{led.head()})")
+        state = timeline.at_position(position)
+        return state, state.at or format_instant(now())
+    if at is not None:
+        instant = canonical(at)
+        return timeline.at_time(instant), instant
+    return timeline.current(), format_instant(now())
+
+
+def check(
+    ctx: typer.Context,
+    principal: Annotated[str | None, typer.Argument(help="user:NAME, team:NAME or service_account:NAME.")] = None,
+    action: Annotated[str | None, typer.Argument(help="e.g. read, update, read_secret_value.")] = None,
+    resource: Annotated[str | None, typer.Argument(help="TYPE/ID, e.g. service_connector/aws-prod.")] = None,
+    tenant: TenantQ = None, at: AtQ = None, position: PositionQ = None,
+    batch: Annotated[Path | None, typer.Option("--batch", help="JSONL of questions: {principal, action, resource, "
+                                                               "tenant?, at? | position?}; one JSON answer a line.")]
+    = None,
+    fmt: FormatOption = Format.table, out: OutOption = None,
+) -> None:
+    """May PRINCIPAL do ACTION on RESOURCE? Exit 0 allowed, 1 denied (batch: 1 if any denied)."""
+    if batch is not None:
+        if principal or action or resource:
+            fail("give questions either as arguments or with --batch, not both")
+        _check_batch(ctx, batch, out)
+        return
+    if not (principal and action and resource):
+        fail("check needs PRINCIPAL ACTION RESOURCE (or --batch FILE)")
+    from projections.answers import Question, check as ask
+
+    with handled():
+        led = open_ledger(ctx)
+        try:
+            state, instant = _state(led, at, position)
+            answer = ask(state, Question(principal, action, resource, tenant), instant)
+        finally:
+            led.close()
+    if fmt is Format.json:
+        emit_text(json.dumps(answer, indent=2) + "\n", out)
+    elif fmt is Format.table and out is None:
+        where = f" in tenant {tenant}" if tenant else ""
+        if answer["allowed"]:
+            roles = ", ".join(sorted({p["role"] + (f" via team:{p['via_team']}" if p["via_team"] else "")
+                                      for p in answer["paths"]}))
+            typer.echo(f"allowed: {principal} may {action} {resource}{where} at {instant} (role {roles})")
+        else:
+            typer.echo(f"denied: {principal} may not {action} {resource}{where} at {instant}: {answer['why_not']}")
+    else:
+        row = {k: answer[k] for k in ("principal", "action", "resource", "tenant", "at", "position", "allowed",
+                                       "why_not")}
+        row["roles"] = sorted({p["role"] for p in answer["paths"]})
+        emit([row], fmt, out)
+    if not answer["allowed"]:
+        raise typer.Exit(1)
+
+
+def _check_batch(ctx: typer.Context, batch: Path, out: Path | None) -> None:
+    from ledger.errors import ValidationError
+    from ledger.timeutil import canonical, format_instant, now
+    from projections.answers import Question, check as ask
+    from projections.pit import Timeline
+
+    if str(batch) != "-" and not batch.is_file():
+        fail(f"no file {batch}")
+    with handled():
+        raw = sys.stdin.read() if str(batch) == "-" else batch.read_text(encoding="utf-8")
+        queries: list[dict[str, Any]] = []
+        for n, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                q = json.loads(line)
+            except json.JSONDecodeError:
+                raise ValidationError(f"line {n}: line is not valid JSON") from None
+            if not isinstance(q, dict):
+                raise ValidationError(f"line {n}: line is not a JSON object")
+            unknown = set(q) - {"principal", "action", "resource", "tenant", "at", "position"}
+            if unknown:
+                raise ValidationError(f"line {n}: {sorted(unknown)[0]}: unknown field")
+            for key in ("principal", "action", "resource"):
+                if not isinstance(q.get(key), str):
+                    raise ValidationError(f"line {n}: {key}: required text field is missing")
+            if "at" in q and "position" in q:
+                raise ValidationError(f"line {n}: give at or position, not both")
+            if "at" in q:
+                try:
+                    q["_instant"] = canonical(q["at"])
+                except ValidationError as exc:
+                    raise ValidationError(f"line {n}: {exc}") from None
+            if "position" in q and (not isinstance(q["position"], int) or q["position"] < 0):
+                raise ValidationError(f"line {n}: position: must be a whole number >= 0")
+            q["_line"] = n
+            queries.append(q)
+        led = open_ledger(ctx)
+        try:
+            head = led.head()
+            for q in queries:
+                if "_instant" in q:
+                    q["_position"] = led.position_at(q["_instant"])
+                elif "position" in q:
+                    q["_position"] = min(q["position"], head)
+                    q["_instant"] = led.time_of(q["_position"]) or format_instant(now())
+                else:
+                    q["_position"], q["_instant"] = head, format_instant(now())
+
+            def answer(state: PermissionState, q: dict[str, Any]) -> bool:
+                try:
+                    result = ask(state, Question(q["principal"], q["action"], q["resource"], q.get("tenant")),
+                                 q["_instant"])
+                except ValidationError as exc:
+                    raise ValidationError(f"line {q['_line']}: {exc}") from None
+                return bool(result["allowed"])
+
+            results = Timeline(led).sweep(queries, lambda q: q["_position"], answer)
+        finally:
+            led.close()
+    lines = []
+    for q, allowed in zip(queries, results):
+        shown = {k: v for k, v in q.items() if not k.startswith("_")}
+        lines.append(json.dumps({**shown, "allowed": allowed}))
+    emit_text("".join(line + "\n" for line in lines), out)
+    if not all(results):
+        raise typer.Exit(1)
+
+
+def who_can(ctx: typer.Context, action: Annotated[str, typer.Argument(help="The action.")],
+            resource: Annotated[str, typer.Argument(help="TYPE/ID.")],
+            tenant: TenantQ = None, at: AtQ = None, position: PositionQ = None,
+            fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """Every user and service account (teams expanded) allowed ACTION on RESOURCE, and through what."""
+    from projections.answers import who_can as ask
+
+    with handled():
+        led = open_ledger(ctx)
+        try:
+            state, instant = _state(led, at, position)
+            rows = ask(state, action, resource, tenant, instant)
+        finally:
+            led.close()
+        emit(rows, fmt, out, ["principal", "role", "via_team", "permission", "resource_scope", "expires_at",
+                              "granted_at", "granted_by", "position", "reason"],
+             title=f"who can {action} {resource}{' in ' + tenant if tenant else ''} at {instant}")
+
+
+def what_can(ctx: typer.Context, principal: Annotated[str, typer.Argument(help="user:NAME, team:NAME or "
+                                                                              "service_account:NAME.")],
+             tenant: TenantQ = None, at: AtQ = None, position: PositionQ = None,
+             fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """Every permission PRINCIPAL holds (per tenant and in the organization), and through what."""
+    from projections.answers import what_can as ask
+
+    with handled():
+        led = open_ledger(ctx)
+        try:
+            state, instant = _state(led, at, position)
+            rows = ask(state, principal, tenant, instant)
+        finally:
+            led.close()
+        emit(rows, fmt, out, ["tenant", "permission", "resource_scope", "role", "via_team", "from_role",
+                              "expires_at", "granted_at", "granted_by", "position", "reason"],
+             title=f"what {principal} can do at {instant}")
+
+
+def explain(ctx: typer.Context,
+            principal: Annotated[str, typer.Argument(help="user:NAME, team:NAME or service_account:NAME.")],
+            action: Annotated[str, typer.Argument(help="The action.")],
+            resource: Annotated[str, typer.Argument(help="TYPE/ID.")],
+            tenant: TenantQ = None, at: AtQ = None, position: PositionQ = None,
+            fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """Every path principal -> team -> role -> base role -> permission, each link with its event."""
+    from projections.answers import Question, check as ask
+
+    with handled():
+        led = open_ledger(ctx)
+        try:
+            state, instant = _state(led, at, position)
+            answer = ask(state, Question(principal, action, resource, tenant), instant)
+        finally:
+            led.close()
+        if fmt is Format.json:
+            emit_text(json.dumps(answer, indent=2) + "\n", out)
+            return
+        rows = [{"path": i, "link": link["link"], "event": link["event"], "position": link["position"] or None,
+                 "at": link["at"] or None, "actor": link["actor"], "reason": link["reason"]}
+                for i, path in enumerate(answer["paths"], 1) for link in path["links"]]
+        verdict = "allowed" if answer["allowed"] else f"denied ({answer['why_not']})"
+        emit(rows, fmt, out, ["path", "link", "event", "position", "at", "actor", "reason"],
+             title=f"{principal} {action} {resource}{' in ' + tenant if tenant else ''} at {instant}: {verdict}")
+
+
+def diff(ctx: typer.Context,
+         from_: Annotated[str, typer.Option("--from", help="The earlier instant.")],
+         to: Annotated[str, typer.Option("--to", help="The later instant.")],
+         fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """Permissions gained and lost per principal between two instants, with the events behind each."""
+    from ledger.timeutil import canonical
+    from projections.answers import diff as compare
+    from projections.pit import Timeline
+
+    with handled():
+        t1, t2 = canonical(from_, "from"), canonical(to, "to")
+        if t2 < t1:
+            fail("to: must not be before --from")
+        led = open_ledger(ctx)
+        try:
+            timeline = Timeline(led)
+            p1, p2 = led.position_at(t1), led.position_at(t2)
+            before = timeline.at_position(p1)
+            after = timeline.at_position(p2)
+            events = list(led.read_changes(p1 + 1, p2)) if p2 > p1 else []
+            rows = compare(before, after, t1, t2, events)
+        finally:
+            led.close()
+        if fmt is Format.json:
+            emit_text(json.dumps(rows, indent=2) + "\n", out)
+            return
+        flat = [{**{k: r[k] for k in ("principal", "change", "tenant", "permission", "resource_scope")},
+                 "events": "; ".join(f"#{c['position'] or '-'} {c['event']} {c['at']} by {c['actor']}"
+                                     + (f" ({c['reason']})" if c["reason"] else "") for c in r["causes"])}
+                for r in rows]
+        emit(flat, fmt, out, ["principal", "change", "tenant", "permission", "resource_scope", "events"],
+             title=f"changes of effective permissions from {t1} to {t2}")
