@@ -11,97 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
-
-
-def history(n: int, seed: int = 7) -> Iterator[bytes]:
-    """n events in the proportions of a busy platform: people and roles change, usage dominates."""
-    r = random.Random(seed)
-    t = 1_735_689_600  # 2025-01-01
-    step = max(1, int(300 * 24 * 3600 / max(n, 1)))
-
-    def at() -> str:
-        nonlocal t
-        t += r.randint(0, step)
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-    def line(**event) -> bytes:
-        return orjson.dumps(event)
-
-    tenants = [f"tenant-{i}" for i in range(max(3, n // 20_000))]
-    yield line(type="OrganizationCreated", at=at(), actor="system", name="acme", preset="zenml-pro")
-    for tenant in tenants:
-        yield line(type="TenantCreated", at=at(), actor="user:admin", tenant=tenant)
-    roles = ["viewer", "editor", "admin"]
-    for i in range(max(5, n // 5000)):
-        role = f"custom-{i}"
-        yield line(type="RoleCreated", at=at(), actor="user:admin", role=role, scope="tenant",
-                   base=r.choice(["viewer", "editor"]), permissions=["model:promote", "pipeline:create"][: 1 + i % 2],
-                   reason=f"SEC-{i}")
-        roles.append(role)
-    users: list[str] = []
-    teams: list[str] = []
-    held: set[tuple[str, str, str]] = set()
-    members: set[tuple[str, str]] = set()
-    written = 1 + len(tenants) + len(roles) - 3
-    k = 0
-    while written < n:
-        k += 1
-        roll = r.random()
-        if roll < 0.01 or len(users) < 20:
-            user = f"user-{len(users)}"
-            users.append(user)
-            yield line(type="UserCreated", at=at(), actor="user:admin", user=user, email=f"{user}@example.com")
-        elif roll < 0.012:
-            team = f"team-{len(teams)}"
-            teams.append(team)
-            yield line(type="TeamCreated", at=at(), actor="user:admin", team=team)
-        elif roll < 0.02 and teams:
-            membership = (r.choice(teams), f"user:{r.choice(users)}")
-            if membership in members:
-                continue
-            members.add(membership)
-            yield line(type="TeamMemberAdded", at=at(), actor="user:admin", team=membership[0],
-                       member=membership[1], id=f"m{k}")
-        elif roll < 0.08:
-            key = (r.choice(roles), f"user:{r.choice(users)}", r.choice(tenants))
-            if key in held:
-                held.discard(key)
-                yield line(type="RoleUnassigned", at=at(), actor="user:admin", role=key[0], principal=key[1],
-                           tenant=key[2], reason=f"REV-{k}")
-            else:
-                held.add(key)
-                yield line(type="RoleAssigned", at=at(), actor="user:admin", role=key[0], principal=key[1],
-                           tenant=key[2], reason=f"REQ-{k}")
-        elif roll < 0.17:
-            yield line(type="ConnectorSecretAccessed", at=at(), actor="system", connector="aws",
-                       tenant=r.choice(tenants), principal=f"user:{r.choice(users)}",
-                       outcome="allowed" if r.random() < 0.97 else "denied", id=f"s{k}")
-        else:
-            yield line(type="ResourceAccessed", at=at(), actor="system", principal=f"user:{r.choice(users)}",
-                       tenant=r.choice(tenants), resource=f"model/model-{r.randint(1, 200)}",
-                       action=r.choice(["read", "read", "read", "update", "create"]),
-                       outcome="allowed" if r.random() < 0.98 else "denied", id=f"a{k}")
-        written += 1
-
-
-def with_connectors(lines: Iterator[bytes]) -> Iterator[bytes]:
-    """Register the `aws` connector in each tenant right after the tenant is created."""
-    for line in lines:
-        yield line
-        if line.startswith(b'{"type":"TenantCreated"'):
-            event = orjson.loads(line)
-            yield orjson.dumps({"type": "ConnectorRegistered", "at": event["at"], "actor": "user:admin",
-                                "connector": "aws", "tenant": event["tenant"], "connector_type": "aws"})
+from scale import write_history
 
 
 def baseline(n: int, folder: Path) -> float:
@@ -154,10 +71,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         source = folder / "history.jsonl"
-        with open(source, "wb") as f:
-            for line in with_connectors(history(args.events)):
-                f.write(line + b"\n")
-        lines = sum(1 for _ in open(source, "rb"))
+        lines = write_history(str(source), args.events)
         led = AccessLedger.open(str(folder / "import.db"), create=True)
         start = time.perf_counter()
         with open(source, "rb") as f:

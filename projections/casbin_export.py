@@ -1,9 +1,11 @@
 """The permission state as a casbin model and policy, for an enforcement engine to load.
 
-Teams are expanded, deactivated principals and deleted tenants left out, expired assignments
-dropped (the export is of one instant), and base roles flattened, so the casbin model needs no
-role hierarchy: a policy line says who may do which action on which resource type (or one
-resource) in which domain (a tenant, or `-` for the organization).
+RBAC with domains: a domain is a tenant (or `-` for the organization); `g` lines link a user
+or service account to the roles it holds in a domain (directly, or through a team, which is a
+role-like group of its own), and `p` lines say what each role allows, its base roles
+flattened in. A resource-scoped assignment becomes a role of its own (`role:viewer@model/x`)
+whose permissions apply to that one resource. The export is of one instant: deactivated
+principals, deleted teams and tenants, and expired assignments are left out.
 """
 
 from __future__ import annotations
@@ -24,28 +26,50 @@ MODEL = """[request_definition]
 r = sub, dom, obj, typ, act
 
 [policy_definition]
-p = sub, dom, obj, typ, act
+p = sub, obj, typ, act
+
+[role_definition]
+g = _, _, _
 
 [policy_effect]
 e = some(where (p.eft == allow))
 
 [matchers]
-m = r.sub == p.sub && r.dom == p.dom && (p.obj == "*" || p.obj == r.obj) && (p.typ == "*" || p.typ == r.typ) && (p.act == "*" || p.act == r.act)
+m = g(r.sub, p.sub, r.dom) && (p.obj == "*" || p.obj == r.obj) && (p.typ == "*" || p.typ == r.typ) && (p.act == "*" || p.act == r.act)
 """
 
+Rows = tuple[list[tuple[str, str, str, str]], list[tuple[str, str, str]]]
 
-def policy_lines(state: PermissionState, instant: str) -> list[tuple[str, str, str, str, str]]:
-    """(sub, dom, obj, typ, act) rows equivalent to the state at `instant`."""
-    rows: set[tuple[str, str, str, str, str]] = set()
-    tenants = [None, *sorted(t for t, live in state.tenants.items() if live)]
-    for principal in state.subjects():
-        for tenant in tenants:
-            for perm, scope, *_ in state.grants(principal, instant, tenant):
-                ptype, action = perm.split(":", 1)
-                obj = scope if scope is not None else "*"
-                typ = scope.split("/", 1)[0] if scope is not None else ptype
-                rows.add((principal, tenant if tenant is not None else ORG_DOMAIN, obj, typ, action))
-    return sorted(rows)
+
+def policy_lines(state: PermissionState, instant: str) -> Rows:
+    """(p rows: role, obj, typ, act) and (g rows: member, role or team, domain) for the state at `instant`."""
+    p_rows: set[tuple[str, str, str, str]] = set()
+    g_rows: set[tuple[str, str, str]] = set()
+    for a in state.assignments.values():
+        if a.role not in state.roles or not a.in_force(instant):
+            continue
+        if a.tenant is not None and not state.tenants.get(a.tenant, False):
+            continue
+        if not state.is_active(a.principal):
+            continue
+        domain = a.tenant if a.tenant is not None else ORG_DOMAIN
+        role = f"role:{a.role}" + (f"@{a.resource}" if a.resource else "")
+        scope_type = a.resource.split("/", 1)[0] if a.resource else None
+        for perm, _chain, _src in state.effective_permissions(a.role):
+            ptype, action = perm.split(":", 1)
+            if scope_type is not None:
+                if ptype not in ("*", scope_type):
+                    continue
+                p_rows.add((role, a.resource or "*", scope_type, action))
+            else:
+                p_rows.add((role, "*", ptype, action))
+        g_rows.add((a.principal, role, domain))
+        if a.principal.startswith("team:"):
+            team = a.principal.split(":", 1)[1]
+            for member in state.members.get(team, {}):
+                if state.is_active(member):
+                    g_rows.add((member, a.principal, domain))
+    return sorted(p_rows), sorted(g_rows)
 
 
 def request(principal: str, action: str, resource: str, tenant: str | None) -> tuple[str, str, str, str, str]:
@@ -58,10 +82,13 @@ def write(state: PermissionState, instant: str, out_dir: Path) -> tuple[Path, Pa
     model = out_dir / "model.conf"
     policy = out_dir / "policy.csv"
     model.write_text(MODEL, encoding="utf-8")
+    p_rows, g_rows = policy_lines(state, instant)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    for row in policy_lines(state, instant):
+    for row in p_rows:
         writer.writerow(["p", *row])
+    for row in g_rows:
+        writer.writerow(["g", *row])
     policy.write_text(buf.getvalue(), encoding="utf-8")
     return model, policy
 

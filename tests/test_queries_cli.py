@@ -120,5 +120,7 @@ def test_casbin_export_writes_model_and_policy(q, tmp_path):
     result = run(q, "export", "--format", "casbin", "--out", str(tmp_path / "c"))
     assert result.exit_code == 0
     policy = (tmp_path / "c" / "policy.csv").read_text()
-    assert "p,user:alice,prod,*,model,promote" in policy
+    assert "p,role:ds,*,model,promote" in policy
+    assert "g,team:research,role:ds,prod" in policy
+    assert "g,user:alice,team:research,prod" in policy
     assert (tmp_path / "c" / "model.conf").read_text().startswith("[request_definition]")
