@@ -151,6 +151,30 @@ class PermissionState:
                 return True
         return False
 
+    def subset_for(self, principal: str, extra_teams: set[str] = frozenset()) -> PermissionState:
+        """A small independent copy holding everything that decides questions about `principal`.
+
+        Roles, tenants and team statuses are kept whole (they are few); memberships and
+        assignments only for the principal and its teams (and `extra_teams`, which it may join
+        in the events still to be folded). Folding later events into the subset and asking about
+        `principal` gives the same answers as the full state.
+        """
+        teams = set(self.teams_of.get(principal, ())) | set(extra_teams)
+        holders = {principal} | {f"team:{t}" for t in teams}
+        sub = PermissionState(position=self.position, at=self.at, preset=self.preset)
+        sub.tenants = dict(self.tenants)
+        sub.teams = dict(self.teams)
+        sub.principals = {principal: self.principals[principal]} if principal in self.principals else {}
+        sub.members = {t: dict(self.members.get(t, {})) for t in teams}
+        sub.teams_of = {principal: set(self.teams_of.get(principal, ()))}
+        sub.roles = {name: Role(r.name, r.scope, r.base, dict(r.permissions), r.source, r.predefined)
+                     for name, r in self.roles.items()}
+        sub.held_by = {h: set(self.held_by.get(h, ())) for h in holders}
+        sub.assignments = {k: self.assignments[k] for h in holders for k in sub.held_by[h]}
+        sub.created = {k: v for k, v in self.created.items() if k in holders}
+        sub.status_source = {k: v for k, v in self.status_source.items() if k in holders}
+        return sub
+
     def subjects(self) -> list[str]:
         """Users and service accounts (active or not), sorted."""
         return sorted(self.principals)

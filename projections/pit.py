@@ -84,8 +84,8 @@ class Timeline:
         if self.persist:
             self.led.snapshots.save(f"{CHECKPOINT}{mark:012d}", mark, _dump(snap))
 
-    def _start_for(self, position: int) -> PermissionState:
-        """A copy of the latest known state at or before `position`."""
+    def _nearest(self, position: int) -> int:
+        """The newest checkpoint at or before `position`, loaded into memory (0: none)."""
         best = max((m for m in self._checkpoints if m <= position), default=0)
         if self.persist:
             for name, mark in reversed(self.led.snapshots.names(CHECKPOINT)):
@@ -96,9 +96,12 @@ class Timeline:
                         self._checkpoints[mark] = state
                         best = mark
                     break
-        if best:
-            return _copy(self._checkpoints[best])
-        return PermissionState()
+        return best
+
+    def _start_for(self, position: int) -> PermissionState:
+        """A copy of the latest known state at or before `position`."""
+        best = self._nearest(position)
+        return _copy(self._checkpoints[best]) if best else PermissionState()
 
     # -- states --------------------------------------------------------------------------
 
@@ -126,6 +129,27 @@ class Timeline:
         if position == head:
             return self.current()
         return self._fold(self._start_for(position), position)
+
+    def for_principal(self, principal: str, position: int) -> PermissionState:
+        """A state that answers every question about `principal` at `position` (see subset_for).
+
+        Much cheaper than at_position on a large ledger: nothing but the principal's part of the
+        nearest checkpoint is copied before folding forward.
+        """
+        head = self.led.head()
+        position = max(0, min(position, head))
+        best = self._nearest(position)
+        base = self._checkpoints.get(best) if best else None
+        if base is None:
+            return self._fold(PermissionState(), position)
+        events = list(self.led.read_changes(best + 1, position)) if position > best else []
+        joined = {ev["team"] for _, ev in events if ev["type"] == "TeamMemberAdded" and ev["member"] == principal}
+        state = base.subset_for(principal, joined)
+        for pos, ev in events:
+            state.apply(pos, ev)
+        state.position = position
+        state.at = self.led.time_of(position) or state.at
+        return state
 
     def at_time(self, instant: str) -> PermissionState:
         """The state at an instant: every event with at <= instant folded."""

@@ -328,3 +328,23 @@ def test_check_agrees_with_pycasbin_loaded_from_the_export(tmp_path_factory, com
         assert enforcer.enforce(*request(principal, action, resource, tenant)) == ours, (principal, action,
                                                                                          resource, tenant)
     led.close()
+
+
+@SETTINGS
+@given(commands=st.lists(COMMANDS, min_size=1, max_size=45), data=st.data())
+def test_a_principals_subset_answers_like_the_full_state(tmp_path_factory, commands, data, monkeypatch):
+    import projections.pit as pit
+
+    monkeypatch.setattr(pit, "CHECKPOINT_EVERY", 5)
+    led = AccessLedger.open(str(tmp_path_factory.mktemp("sub") / "l.db"), create=True)
+    build(led, commands)
+    Timeline(led).at_position(led.head())  # write the checkpoints
+    timeline = Timeline(led)
+    for _ in range(5):
+        n = data.draw(st.integers(0, led.head()))
+        principal = data.draw(st.one_of(NAMES.map("user:{}".format), st.just("service_account:ci")))
+        full, sub = replay(led, n), timeline.for_principal(principal, n)
+        instant = data.draw(st.sampled_from(["2026-02-04T00:00:00Z", "2026-02-10T00:00:00Z", "2026-03-01T00:00:00Z"]))
+        for tenant in ("prod", "dev", None):
+            assert list(sub.grants(principal, instant, tenant)) == list(full.grants(principal, instant, tenant))
+    led.close()

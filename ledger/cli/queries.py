@@ -28,8 +28,9 @@ def register(app: typer.Typer) -> None:
     app.command("diff")(diff)
 
 
-def _state(led: AccessLedger, at: str | None, position: int | None) -> tuple[PermissionState, str]:
-    """The state and the instant a question is asked at."""
+def _state(led: AccessLedger, at: str | None, position: int | None,
+           principal: str | None = None) -> tuple[PermissionState, str]:
+    """The state and the instant a question is asked at (only `principal`'s part, when given)."""
     from ledger.timeutil import canonical, format_instant, now
     from projections.pit import Timeline
 
@@ -39,11 +40,12 @@ def _state(led: AccessLedger, at: str | None, position: int | None) -> tuple[Per
     if position is not None:
         if position < 0 or position > led.head():
             fail(f"position: {position} is outside the log (1-{led.head()})")
-        state = timeline.at_position(position)
+        state = timeline.for_principal(principal, position) if principal else timeline.at_position(position)
         return state, state.at or format_instant(now())
     if at is not None:
         instant = canonical(at)
-        return timeline.at_time(instant), instant
+        target = led.position_at(instant)
+        return (timeline.for_principal(principal, target) if principal else timeline.at_position(target)), instant
     return timeline.current(), format_instant(now())
 
 
@@ -71,7 +73,7 @@ def check(
     with handled():
         led = open_ledger(ctx)
         try:
-            state, instant = _state(led, at, position)
+            state, instant = _state(led, at, position, principal)
             answer = ask(state, Question(principal, action, resource, tenant), instant)
         finally:
             led.close()
