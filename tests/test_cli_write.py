@@ -39,12 +39,23 @@ def cli_ledger(ledger_url):
     return ledger_url
 
 
-def state(url: str) -> tuple[int, str, bool]:
+def state(url: str) -> tuple[int, str, bool, str]:
+    """Event count, head link, verify result, and (SQLite) the file's bytes after a checkpoint."""
     led = AccessLedger.open(url)
     try:
-        return led.count(), led.store.head()[2], led.verify().ok
+        summary = led.count(), led.store.head()[2], led.verify().ok
     finally:
         led.close()
+    digest = ""
+    if not url.startswith("postgresql"):
+        import hashlib
+        import sqlite3
+
+        with sqlite3.connect(url) as con:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with open(url, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+    return (*summary, digest)
 
 
 REFUSALS = [
