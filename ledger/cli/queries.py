@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from ledger.app import AccessLedger
     from projections.permissions import PermissionState
 
+T = TypeVar("T")
 AtQ = Annotated[str | None, typer.Option("--at", help="Answer as of this instant (ISO-8601; default now).")]
 PositionQ = Annotated[int | None, typer.Option("--position", help="Answer as of this log position.")]
 TenantQ = Annotated[str | None, typer.Option("--tenant", help="The tenant (omit for organization resources).")]
@@ -49,6 +51,17 @@ def _state(led: AccessLedger, at: str | None, position: int | None,
     return timeline.current(), format_instant(now())
 
 
+def _answer(ctx: typer.Context, at: str | None, position: int | None, principal: str | None,
+            ask: Callable[[PermissionState, str], T]) -> T:
+    """Open the ledger, take the state the question is asked of, answer it, close the ledger."""
+    led = open_ledger(ctx)
+    try:
+        state, instant = _state(led, at, position, principal)
+        return ask(state, instant)
+    finally:
+        led.close()
+
+
 def check(
     ctx: typer.Context,
     principal: Annotated[str | None, typer.Argument(help="user:NAME, team:NAME or service_account:NAME.")] = None,
@@ -71,12 +84,9 @@ def check(
     from projections.answers import Question, check as ask
 
     with handled():
-        led = open_ledger(ctx)
-        try:
-            state, instant = _state(led, at, position, principal)
-            answer = ask(state, Question(principal, action, resource, tenant), instant)
-        finally:
-            led.close()
+        answer = _answer(ctx, at, position, principal,
+                         lambda state, instant: ask(state, Question(principal, action, resource, tenant), instant))
+    instant = answer["at"]
     if fmt is Format.json:
         emit_text(json.dumps(answer, indent=2) + "\n", out)
     elif fmt is Format.table and out is None:
@@ -173,12 +183,8 @@ def who_can(ctx: typer.Context, action: Annotated[str, typer.Argument(help="The 
     from projections.answers import who_can as ask
 
     with handled():
-        led = open_ledger(ctx)
-        try:
-            state, instant = _state(led, at, position)
-            rows = ask(state, action, resource, tenant, instant)
-        finally:
-            led.close()
+        instant, rows = _answer(ctx, at, position, None,
+                                lambda state, instant: (instant, ask(state, action, resource, tenant, instant)))
         emit(rows, fmt, out, ["principal", "role", "via_team", "permission", "resource_scope", "expires_at",
                               "granted_at", "granted_by", "position", "reason"],
              title=f"who can {action} {resource}{' in ' + tenant if tenant else ''} at {instant}")
@@ -192,12 +198,8 @@ def what_can(ctx: typer.Context, principal: Annotated[str, typer.Argument(help="
     from projections.answers import what_can as ask
 
     with handled():
-        led = open_ledger(ctx)
-        try:
-            state, instant = _state(led, at, position)
-            rows = ask(state, principal, tenant, instant)
-        finally:
-            led.close()
+        instant, rows = _answer(ctx, at, position, principal,
+                                lambda state, instant: (instant, ask(state, principal, tenant, instant)))
         emit(rows, fmt, out, ["tenant", "permission", "resource_scope", "role", "via_team", "from_role",
                               "expires_at", "granted_at", "granted_by", "position", "reason"],
              title=f"what {principal} can do at {instant}")
@@ -213,12 +215,9 @@ def explain(ctx: typer.Context,
     from projections.answers import Question, check as ask
 
     with handled():
-        led = open_ledger(ctx)
-        try:
-            state, instant = _state(led, at, position)
-            answer = ask(state, Question(principal, action, resource, tenant), instant)
-        finally:
-            led.close()
+        answer = _answer(ctx, at, position, principal,
+                         lambda state, instant: ask(state, Question(principal, action, resource, tenant), instant))
+        instant = answer["at"]
         if fmt is Format.json:
             emit_text(json.dumps(answer, indent=2) + "\n", out)
             return
