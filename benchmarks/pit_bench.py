@@ -100,8 +100,10 @@ def main() -> None:
             state = timeline.for_principal(q["principal"], led.position_at(instant))
             return check(state, Question(**q), instant)["allowed"]
 
-        for _ in range(3):
-            single(question(), random_instant())
+        from projections.pit import CHECKPOINT_EVERY
+
+        for mark in range(0, led.head(), CHECKPOINT_EVERY):  # warm-up: every checkpoint in memory
+            timeline.for_principal(users[0], mark + 1)
         singles = []
         for _ in range(20):
             instant = random_instant()

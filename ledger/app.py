@@ -67,10 +67,14 @@ class AccessLedger:
 
     def read_changes(self, start: int = 1, stop: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
         """Like read(), leaving out usage events (they change no permission)."""
+        for pos, state in self.read_changes_raw(start, stop):
+            yield pos, decode(state)
+
+    def read_changes_raw(self, start: int = 1, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """(position, canonical bytes) of the events that are not usage events."""
         last = self.head() if stop is None else stop
         topics = [TOPIC_PREFIX + t for t in sorted(USAGE_TYPES)]
-        for pos, state in self.store.read_topics_excluding(start, last, topics):
-            yield pos, decode(state)
+        return self.store.read_topics_excluding(start, last, topics)
 
     def position_at(self, at: str) -> int:
         """Newest position whose event time is <= at."""

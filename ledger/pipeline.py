@@ -38,6 +38,24 @@ def parse_chunk(first_lineno: int, lines: list[bytes]) -> tuple[list[bytes], tup
     return out, None
 
 
+def _watch_importer(importer: int) -> None:
+    """In a worker: exit as soon as the importing process is gone (even if it was SIGKILLed)."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(importer, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # a process of another user took the pid: ours is gone
+                os._exit(0)
+
+    threading.Thread(target=watch, name="importer-watch", daemon=True).start()
+
+
 def default_workers() -> int:
     return max(1, min(3, (os.cpu_count() or 1) - 1))
 
@@ -47,7 +65,8 @@ def parse_parallel(lines: Iterable[bytes | str], progress: Callable[[int], None]
     """(line number, canonical event) for each non-blank line, parsed by `workers` processes."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["ledger.events"])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_watch_importer,
+                             initargs=(os.getpid(),)) as pool:
         pending: deque[tuple[int, Future]] = deque()
         lineno = 1
         chunk: list[bytes] = []

@@ -10,22 +10,50 @@
 
 from __future__ import annotations
 
+import gc
 import pickle
+from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import orjson
+
+from ledger.events import decode
 from projections.permissions import PermissionState
 
 if TYPE_CHECKING:
     from ledger.app import AccessLedger
 
 VERSION = "v1"
+# Events that concern one principal (or its team membership): what a principal's subset may skip.
+_ABOUT_SOMEONE = tuple(f'{{"type":"{t}"'.encode() for t in (
+    "RoleAssigned", "RoleUnassigned", "TeamMemberAdded", "TeamMemberRemoved", "UserCreated", "UserDeactivated",
+    "UserReactivated", "ServiceAccountCreated", "ServiceAccountDeactivated", "ServiceAccountReactivated"))
 CURRENT = f"projection/{VERSION}/current"
 CHECKPOINT = f"projection/{VERSION}/at/"
 CHECKPOINT_EVERY = 50_000
 SAVE_CURRENT_AFTER = 1_000
 
 T = TypeVar("T")
+
+
+@contextmanager
+def _quiet_gc() -> Iterator[None]:
+    """Folding allocates many small objects and no cycles; with large states in memory the cyclic
+    collector would rescan them all again and again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _keep(state: PermissionState) -> PermissionState:
+    """Move a long-lived state (a checkpoint) out of the collector's sight."""
+    gc.freeze()
+    return state
 
 
 def _dump(state: PermissionState) -> bytes:
@@ -52,11 +80,16 @@ class Timeline:
         self.led = led
         self.persist = persist
         self._checkpoints: dict[int, PermissionState] = {}
+        self._saved: set[int] | None = None
 
     # -- folding -------------------------------------------------------------------------
 
     def _fold(self, state: PermissionState, stop: int) -> PermissionState:
         """Fold change events after state.position up to stop; save checkpoints passed on the way."""
+        with _quiet_gc():
+            return self._fold_events(state, stop)
+
+    def _fold_events(self, state: PermissionState, stop: int) -> PermissionState:
         start = state.position + 1
         if stop < start:
             return state
@@ -73,29 +106,34 @@ class Timeline:
         state.at = self.led.time_of(stop) or state.at
         return state
 
+    def _persisted(self) -> set[int]:
+        if self._saved is None:
+            self._saved = {mark for _, mark in self.led.snapshots.names(CHECKPOINT)} if self.persist else set()
+        return self._saved
+
     def _checkpoint(self, state: PermissionState, mark: int) -> None:
         """Record the state as it stands at `mark` (all changes at or before it are folded)."""
-        if mark in self._checkpoints:
+        if mark in self._checkpoints or mark in self._persisted():
             return
         snap = _copy(state)
         snap.position = mark
         snap.at = self.led.time_of(mark) or snap.at
-        self._checkpoints[mark] = snap
+        self._checkpoints[mark] = _keep(snap)
         if self.persist:
             self.led.snapshots.save(f"{CHECKPOINT}{mark:012d}", mark, _dump(snap))
+            self._persisted().add(mark)
 
     def _nearest(self, position: int) -> int:
         """The newest checkpoint at or before `position`, loaded into memory (0: none)."""
         best = max((m for m in self._checkpoints if m <= position), default=0)
-        if self.persist:
-            for name, mark in reversed(self.led.snapshots.names(CHECKPOINT)):
-                if best < mark <= position:
-                    loaded = self.led.snapshots.load(name)
-                    state = _load(loaded[1]) if loaded else None
-                    if state is not None:
-                        self._checkpoints[mark] = state
-                        best = mark
-                    break
+        candidates = [m for m in self._persisted() if best < m <= position]
+        if candidates:
+            mark = max(candidates)
+            loaded = self.led.snapshots.load(f"{CHECKPOINT}{mark:012d}")
+            state = _load(loaded[1]) if loaded else None
+            if state is not None:
+                self._checkpoints[mark] = _keep(state)
+                best = mark
         return best
 
     def _start_for(self, position: int) -> PermissionState:
@@ -142,11 +180,25 @@ class Timeline:
         base = self._checkpoints.get(best) if best else None
         if base is None:
             return self._fold(PermissionState(), position)
-        events = list(self.led.read_changes(best + 1, position)) if position > best else []
-        joined = {ev["team"] for _, ev in events if ev["type"] == "TeamMemberAdded" and ev["member"] == principal}
-        state = base.subset_for(principal, joined)
-        for pos, ev in events:
-            state.apply(pos, ev)
+        with _quiet_gc():
+            raw = list(self.led.read_changes_raw(best + 1, position)) if position > best else []
+            me = orjson.dumps(principal)
+            joined: set[str] = set()
+            for _, data in raw:
+                if data.startswith(b'{"type":"TeamMemberAdded"') and me in data:
+                    ev = decode(data)
+                    if ev["member"] == principal:
+                        joined.add(ev["team"])
+            state = base.subset_for(principal, joined)
+            # Events about other principals cannot change answers about this one: skip them undecoded.
+            kind, name = principal.split(":", 1)
+            tokens = [me, orjson.dumps({kind: name})[1:-1]]
+            for team in state.members:
+                tokens += [orjson.dumps(f"team:{team}"), b'"team":' + orjson.dumps(team)]
+            for pos, data in raw:
+                if data.startswith(_ABOUT_SOMEONE) and not any(token in data for token in tokens):
+                    continue
+                state.apply(pos, decode(data))
         state.position = position
         state.at = self.led.time_of(position) or state.at
         return state
@@ -159,21 +211,29 @@ class Timeline:
 
     def sweep(self, items: Iterable[T], position_of: Callable[[T], int],
               answer: Callable[[PermissionState, T], Any]) -> list[Any]:
-        """Answer items in one forward fold: sorted by position, results back in the given order."""
-        indexed = list(enumerate(items))
-        indexed.sort(key=lambda pair: position_of(pair[1]))
+        """Answer items in one forward pass over the log: sorted by position, results in the given order.
+
+        One read of the change events from the nearest checkpoint to the last position asked
+        about; each item is answered when the fold reaches its position.
+        """
+        indexed = sorted(enumerate(items), key=lambda pair: position_of(pair[1]))
         results: list[Any] = [None] * len(indexed)
-        state: PermissionState | None = None
-        for i, item in indexed:
-            target = position_of(item)
-            if state is None or target < state.position:
-                state = self._start_for(target)
-            elif target - state.position > CHECKPOINT_EVERY:
-                candidate = max((m for m in self._checkpoints if state.position < m <= target), default=None)
-                if candidate is not None:
-                    state = _copy(self._checkpoints[candidate])
-            state = self._fold(state, target)
-            results[i] = answer(state, item)
+        if not indexed:
+            return results
+        head = self.led.head()
+        first = max(0, min(position_of(indexed[0][1]), head))
+        last = max(0, min(position_of(indexed[-1][1]), head))
+        state = self._start_for(first)
+        events = self.led.read_changes(state.position + 1, last) if last > state.position else iter(())
+        pending: tuple[int, dict[str, Any]] | None = next(events, None)
+        with _quiet_gc():
+            for i, item in indexed:
+                target = max(0, min(position_of(item), head))
+                while pending is not None and pending[0] <= target:
+                    state.apply(*pending)
+                    pending = next(events, None)
+                state.position = target
+                results[i] = answer(state, item)
         return results
 
 

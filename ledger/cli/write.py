@@ -384,10 +384,14 @@ def import_(ctx: typer.Context,
         led = open_ledger(ctx, create=True)
         try:
             total = file.stat().st_size if str(file) != "-" else None
+            # A second process parses while this one writes: worth its start-up from a few MB on.
+            from ledger.pipeline import default_workers
+
+            workers = default_workers() if total is None or total > 4_000_000 else 0
             with _progress("importing", total) as bar:
                 task = bar.add_task("import", total=total)
                 advance: Callable[[int], None] = lambda n: bar.advance(task, n)  # noqa: E731
-                result = led.import_lines(_lines(file), progress=advance)
+                result = led.import_lines(_lines(file), progress=advance, workers=workers)
         finally:
             led.close()
     skipped = f", {result.skipped} already recorded (same id)" if result.skipped else ""
