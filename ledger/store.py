@@ -138,8 +138,9 @@ class Store:
         self.url = url
         self.env = parse_url(url)
         self.postgres = self.env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+        guard = None
         if self.postgres:
-            self._ensure_schema()
+            guard = self._schema_guard()
         else:
             self._prepare_sqlite_file(create)
         try:
@@ -155,6 +156,9 @@ class Store:
             raise
         except Exception as exc:
             raise self.translate(exc) from None
+        finally:
+            if guard is not None:
+                guard.close()  # ends the session, which releases its advisory lock
 
     @property
     def label(self) -> str:
@@ -183,19 +187,28 @@ class Store:
         elif not os.access(path, os.R_OK):
             raise StorageError(f"cannot read the ledger {path}: permission denied")
 
-    def _ensure_schema(self) -> None:
-        schema = self.env["POSTGRES_SCHEMA"]
-        if schema == "public":
-            return
+    def _schema_guard(self) -> Any:
+        """A session holding an advisory lock while the tables are created.
+
+        PostgreSQL's CREATE ... IF NOT EXISTS is not safe against a concurrent CREATE of the same
+        object ("tuple concurrently updated"), so processes opening a new ledger take turns.
+        """
         import psycopg
 
         e = self.env
+        schema = e["POSTGRES_SCHEMA"]
         try:
-            with psycopg.connect(host=e["POSTGRES_HOST"], port=int(e["POSTGRES_PORT"]),
-                                 dbname=e["POSTGRES_DBNAME"], user=e["POSTGRES_USER"],
-                                 password=e["POSTGRES_PASSWORD"], connect_timeout=10,
-                                 autocommit=True) as conn:
-                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            conn = psycopg.connect(host=e["POSTGRES_HOST"], port=int(e["POSTGRES_PORT"]),
+                                   dbname=e["POSTGRES_DBNAME"], user=e["POSTGRES_USER"],
+                                   password=e["POSTGRES_PASSWORD"], connect_timeout=10, autocommit=True)
+            try:
+                conn.execute("SELECT pg_advisory_lock(hashtext('access-ledger schema'))")
+                if schema != "public":
+                    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            except BaseException:
+                conn.close()
+                raise
+            return conn
         except psycopg.Error as exc:
             raise StorageError(f"cannot reach PostgreSQL at {self.label}: {_first_line(exc)}") from None
 
