@@ -1,46 +1,114 @@
-"""The demo: the first thing a new user runs."""
+"""The demo: the first thing a new user runs. It must find exactly what was planted, quickly."""
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
 from ledger.cli import app
+from ledger.generator import generate
+from reports.evidence import needs_attention, verify_bundle
 
 runner = CliRunner()
+END = (datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0)
 
 
-def test_demo_builds_a_verified_year_and_its_suggestions_work(tmp_path):
-    db = str(tmp_path / "demo.db")
-    result = runner.invoke(app, ["--db", db, "demo"])
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("demo")
+    db, evidence = folder / "demo.db", folder / "demo-evidence"
+    result = runner.invoke(app, ["demo", "--db", str(db), "--evidence", str(evidence), "--end", END.isoformat()])
+    return result, db, evidence
+
+
+def test_demo_finds_every_planted_incident_and_nothing_else(demo_run):
+    result, db, evidence = demo_run
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())
     assert "verify: intact" in out
-    assert "NO: no assignment of this principal (directly or through a team) allows it" in out
-    for kind in ("expired-grant-not-revoked", "sod-conflict", "self-grant", "change-without-reason",
-                 "unauthorised-secret-read", "dormant-admin"):
-        assert kind in out
-    led = AccessLedger.open(db)
-    assert led.head() > 2000 and led.verify().ok
-    led.close()
-    # the suggested next command answers as the demo said: ivan was not allowed
-    at = re.search(r"--tenant production --at (\S+)", out).group(1)
-    check = runner.invoke(app, ["--db", db, "check", "user:ivan", "read_secret_value",
-                                "service_connector/aws-prod", "--tenant", "production", "--at", at])
-    assert check.exit_code == 1
-    explain = runner.invoke(app, ["--db", db, "explain", "user:hana", "promote", "model_version/fraud-v3",
-                                  "--tenant", "production"])
-    assert explain.exit_code == 0
-    assert "hana holds role ml_engineer in tenant production" in " ".join(explain.stdout.split())
+    assert "7 of 7 planted incidents found by their audits; nothing else flagged" in out
+    seconds = float(re.search(r"done in ([\d.]+) s", out).group(1))
+    assert seconds <= 60
+    assert verify_bundle(evidence).ok
+
+    scenario = generate("small", END)
+    scenario.events()  # runs the generator: incidents are complete
+    incidents = scenario.incidents
+    assert {i.kind for i in incidents} == {"unauthorised-secret-read", "self-grant", "sod-conflict", "dormant-admin",
+                                           "expired-grant-not-revoked", "change-without-reason",
+                                           "deactivated-with-grants"}
+    rows = {name: json.loads((evidence / "audits" / f"{name}.json").read_text())
+            for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene")}
+
+    def shows(row: dict, incident) -> bool:
+        return row.get("who") == incident.principal or incident.position in (row.get("positions") or [])
+
+    expected = {"unauthorised-secret-read": "unauthorised-access", "self-grant": "self-grant",
+                "dormant-admin": "dormant-principal", "expired-grant-not-revoked": "expired-not-revoked",
+                "change-without-reason": "change-without-reason", "deactivated-with-grants": "grant-to-deactivated"}
+    for incident in incidents:
+        found = [r for r in rows[incident.audit] if needs_attention(incident.audit, r) and shows(r, incident)]
+        assert found, f"{incident.kind} of {incident.principal} not in the {incident.audit} audit"
+        if incident.kind in expected:
+            assert {r["finding"] for r in found} == {expected[incident.kind]}, incident
+    hana = [r for r in rows["sod"] if r["who"] == "user:hana"]
+    assert [(r["rule"], r["tenant"]) for r in hana] == [("build-and-promote", "production")]
+    # Nothing is reported as a violation that was not planted (the dormant admin's full control shows in sod too).
+    for name, audit_rows in rows.items():
+        for row in audit_rows:
+            if needs_attention(name, row):
+                assert any(shows(row, i) for i in incidents), f"{name}: unplanted finding {row}"
 
 
-def test_demo_refuses_to_replace_an_existing_ledger(tmp_path):
+def test_demo_suggested_commands_answer_as_the_demo_said(demo_run):
+    result, db, _ = demo_run
+    commands = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("access-ledger --db")]
+    assert len(commands) == 3
+    check, explain, audit = (c.split()[1:] for c in commands)  # drop the program name
+    denied = runner.invoke(app, check)
+    assert denied.exit_code == 1, denied.output  # the unauthorised read was not allowed at that instant
+    assert "no assignment" in denied.stdout
+    explained = runner.invoke(app, explain)
+    assert explained.exit_code == 0, explained.output
+    assert "ml_engineer" in explained.stdout and "DATA-310" in explained.stdout
+    audited = runner.invoke(app, audit)
+    assert audited.exit_code == 0, audited.output
+    assert "self-grant" in audited.stdout
+
+
+def test_demo_replaces_its_own_ledger_but_refuses_any_other(tmp_path):
     db = tmp_path / "mine.db"
     assert runner.invoke(app, ["--db", str(db), "init"]).exit_code == 0
-    result = runner.invoke(app, ["--db", str(db), "demo"])
+    result = runner.invoke(app, ["--db", str(db), "demo", "--evidence", str(tmp_path / "ev")])
     assert result.exit_code == 2
-    assert result.stderr.strip() == (f"Error: {db} already exists: the demo builds a new ledger (give --db NEW.db, "
-                                     "or --force to replace it)")
-    assert AccessLedger.open(str(db)).head() == 1
+    assert result.stderr.strip() == (f"Error: {db} already exists and is not a demo ledger: the demo builds a new one "
+                                     "(give --db NEW.db, or --force to replace it)")
+    with AccessLedger.open(str(db)) as led:
+        assert led.head() == 1
+    assert not (tmp_path / "ev").exists()
+
+
+def test_demo_refuses_an_evidence_folder_that_is_not_a_bundle(tmp_path):
+    keep = tmp_path / "ev"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    result = runner.invoke(app, ["--db", str(tmp_path / "d.db"), "demo", "--evidence", str(keep)])
+    assert result.exit_code == 2
+    assert "is not an evidence bundle" in result.stderr
+    assert (keep / "notes.txt").read_text() == "mine"
+
+
+def test_demo_runs_again_over_its_own_ledger(demo_run, tmp_path):
+    _, db, _ = demo_run
+    again = runner.invoke(app, ["demo", "--db", str(db), "--evidence", str(tmp_path / "ev"), "--end",
+                                (END + timedelta(days=1)).isoformat()])
+    assert again.exit_code == 0, again.output
+    with AccessLedger.open(str(db)) as led:
+        assert led.verify().ok
+        first = next(led.read(1, 1))[1]
+    assert first["type"] == "OrganizationCreated"

@@ -97,7 +97,7 @@ def _cell(value: Any) -> str:
 
 
 def render(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str] | None = None,
-           title: str | None = None) -> str:
+           title: str | None = None, caption: str | None = None) -> str:
     """Render rows (dicts) as table, json, csv or markdown text."""
     cols = list(columns) if columns else (list(rows[0].keys()) if rows else [])
     if fmt is Format.json:
@@ -120,7 +120,7 @@ def render(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str] |
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, show_lines=False)
+    table = Table(title=title, caption=caption, show_lines=False)
     for c in cols:
         table.add_column(c, overflow="fold")
     for row in rows:
@@ -138,9 +138,9 @@ def _terminal_width() -> int:
 
 
 def emit(rows: Sequence[dict[str, Any]], fmt: Format, out: Path | None,
-         columns: Sequence[str] | None = None, title: str | None = None) -> None:
+         columns: Sequence[str] | None = None, title: str | None = None, caption: str | None = None) -> None:
     """Render and write to --out or stdout."""
-    text = render(rows, fmt, columns, title)
+    text = render(rows, fmt, columns, title, caption)
     if out is None:
         sys.stdout.write(text)
     else:

@@ -1,92 +1,210 @@
-"""`access-ledger demo`: a year of a realistic ML platform, recorded and questioned."""
+"""`access-ledger demo`: a year of a realistic ML platform, recorded, audited and exported as evidence.
+
+Everything goes through the paths a user's data takes: the bulk import, verify, the DuckDB
+warehouse, the audits and the evidence export. The ledger file is replaced only if it is an
+earlier demo's (its first event says it was generated); any other ledger needs --force.
+"""
 
 from __future__ import annotations
 
 import os
+import shlex
+import sys
+import shutil
 import time
-from typing import Annotated
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 from ledger.cli.common import db_url, fail, handled
+
+DEMO_EVIDENCE = "demo-evidence"
+
+
+class Size(str, Enum):
+    small = "small"
+    large = "large"
 
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
 
-def demo(ctx: typer.Context,
-         force: Annotated[bool, typer.Option("--force", help="Replace an existing SQLite ledger file.")] = False,
-         ) -> None:
-    """Build a year of a realistic ML platform's access history and ask it the auditor's questions."""
-    from datetime import timedelta
-
-    import orjson
+def demo(
+    ctx: typer.Context,
+    db: Annotated[str | None, typer.Option("--db", help="Where to build the demo ledger (default: the global --db, "
+                                           "else ./access-ledger.db).")] = None,
+    size: Annotated[Size, typer.Option("--size", help="small: a 20-person platform, about 20,000 events; large: "
+                                       "10,000 users and 500 tenants, about 1,000,000 events.")] = Size.small,
+    evidence: Annotated[Path, typer.Option("--evidence", help="Folder for the evidence bundle.")] = Path(DEMO_EVIDENCE),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing ledger that is not a demo's "
+                                        "(SQLite only).")] = False,
+    end: Annotated[str | None, typer.Option("--end", hidden=True, help="End the history here instead of now "
+                                            "(reproducible runs).")] = None,
+) -> None:
+    """Build a year of a realistic ML platform's access history, audit it, and export the evidence."""
     from rich.console import Console
 
     from ledger.app import AccessLedger
-    from ledger.sample import year
-    from ledger.timeutil import now
-    from projections.answers import Question, check, who_can
-    from projections.pit import Timeline
+    from ledger.generator import SIZES, generate
+    from ledger.timeutil import now, parse_instant
 
-    console = Console()
-    url = db_url(ctx)
+    # Piped into a file or a pager, the summary keeps its table rows on one line each.
+    console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+    url = db or db_url(ctx)
     started = time.perf_counter()
     with handled():
-        if not url.startswith(("postgresql://", "postgres://")) and os.path.exists(url):
-            if not force:
-                fail(f"{url} already exists: the demo builds a new ledger (give --db NEW.db, or --force to replace it)")
-            for suffix in ("", "-wal", "-shm"):
-                if os.path.exists(url + suffix):
-                    os.remove(url + suffix)
+        _make_room(url, evidence, force)
+        scenario = generate(SIZES[size.value], parse_instant(end, "end") if end else now())
         led = AccessLedger.open(url, create=True)
         try:
             if led.head():
-                fail(f"the ledger at {led.store.label} is not empty: the demo builds a new ledger")
-            sample = year(now() - timedelta(hours=1))
-            console.print(f"[bold]access-ledger demo[/]: a year of acme-ml's ML platform in {led.store.label}")
-            result = led.import_lines(orjson.dumps(e) for e in sample.events)
-            verified = led.verify()
-            console.print(f"  recorded {result.written:,} events: 3 tenants, {len(led.entities('user'))} people, "
-                          f"2 CI service accounts, 3 cloud connectors, 8 custom roles on the predefined ones")
-            console.print(f"  verify: {'intact' if verified.ok else 'TAMPERED'}, hash chain over "
-                          f"{verified.events:,} events, head link {verified.link[:16]}...")
-            timeline = Timeline(led)
-            breach = sample.moments["breach"]
-            console.print()
-            console.print(f"[bold]Who could read the production AWS credentials on {breach[:10]}?[/]")
-            state = timeline.at_time(breach)
-            for row in who_can(state, "read_secret_value", "service_connector/aws-prod", "production", breach):
-                via = f" via team:{row['via_team']}" if row["via_team"] else ""
-                console.print(f"  {row['principal']:<32} role {row['role']}{via} (granted {row['granted_at'][:10]} "
-                              f"by {row['granted_by']}, {row['reason'] or 'no reason'})")
-            console.print()
-            console.print(f"[bold]user:ivan read those credentials at {breach}: was he allowed?[/]")
-            answer = check(state, Question("user:ivan", "read_secret_value", "service_connector/aws-prod",
-                                           "production"), breach)
-            verdict = "allowed" if answer["allowed"] else f"NO: {answer['why_not']}"
-            console.print(f"  {verdict}")
-            console.print()
-            deploy = check(timeline.current(), Question("service_account:ci-deployer", "create",
-                                                        "pipeline_deployment/fraud-detector", "production"),
-                           sample.moments["end"])
-            console.print("[bold]May the CI service account deploy to production now?[/] "
-                          f"{'yes' if deploy['allowed'] else 'no'}, because:")
-            for link in deploy["paths"][0]["links"] if deploy["paths"] else []:
-                where = f"#{link['position']} {link['at'][:10]}" if link["position"] else "preset"
-                console.print(f"  {link['link']:<58} ({where}, {link['actor']}, {link['reason'] or 'no reason'})")
-            console.print()
-            console.print("[bold]Planted in this history[/] (what a review should find):")
-            for incident in sample.incidents:
-                console.print(f"  {incident.kind:<26} {incident.principal:<14} {incident.where:<11} {incident.detail}")
+                fail(f"the ledger at {led.store.label} is not empty: the demo builds a new ledger (give --db NEW.db)")
+            whose = "acme-ml's" if size is Size.small else "a large"
+            console.print(f"[bold]access-ledger demo[/]: a year of {whose} ML platform, into {led.store.label}")
+            _import(led, scenario, size)
+            result = _export(led, evidence, url)
+            answer = _point_in_time(led, scenario)
         finally:
             led.close()
+    _summary(console, scenario, result, answer, size)
     elapsed = time.perf_counter() - started
-    db = "" if url == "access-ledger.db" else f" --db {url}"
+    console.print(f"\ndone in {elapsed:.1f} s. Next, try:")
+    for command in _next_commands(ctx, db, scenario):
+        console.print(f"  {command}", soft_wrap=True)
+
+
+def _make_room(url: str, evidence: Path, force: bool) -> None:
+    """Remove an earlier demo's ledger, warehouse and bundle; refuse to touch anything else without --force."""
+    from ledger.app import AccessLedger
+    from ledger.generator import is_generated
+
+    postgres = url.startswith(("postgresql://", "postgres://"))
+    if not postgres and os.path.exists(url):
+        demo_made = False
+        try:
+            with AccessLedger.open(url) as led:
+                first = next(led.read(1, 1), (0, {}))[1]
+                demo_made = is_generated(first)
+        except Exception:  # unreadable: certainly not a demo ledger we may replace
+            demo_made = False
+        if not demo_made and not force:
+            fail(f"{url} already exists and is not a demo ledger: the demo builds a new one (give --db NEW.db, or "
+                 "--force to replace it)")
+        for suffix in ("", "-wal", "-shm", "-journal", ".duckdb", ".duckdb.wal"):
+            if os.path.exists(url + suffix):
+                os.remove(url + suffix)
+    if evidence.exists():
+        if evidence.is_dir() and not any(evidence.iterdir()):
+            return
+        if not (evidence / "manifest.json").is_file() and not force:
+            fail(f"{evidence} exists and is not an evidence bundle: give --evidence NEW-FOLDER, or --force")
+        if evidence.is_dir():
+            shutil.rmtree(evidence)
+        else:
+            evidence.unlink()
+
+
+def _import(led: Any, scenario: Any, size: Size) -> None:
+    from ledger.cli.evidence import progress_bar
+    from ledger.pipeline import default_workers
+
+    total = scenario.shape.events
+    with progress_bar("import") as report:
+        def lines() -> Any:
+            for n, line in enumerate(scenario.lines(), 1):
+                if n % 5000 == 0:
+                    report(f"{n:,} events", min(0.99, n / total))
+                yield line
+        led.import_lines(lines(), workers=default_workers() if size is Size.large else 0)
+
+
+def _export(led: Any, evidence: Path, url: str) -> Any:
+    from ledger.cli.evidence import progress_bar
+    from reports.evidence import export_bundle
+
+    command = "access-ledger" + (f" --db {shlex.quote(url)}" if url != "access-ledger.db" else "") + " demo"
+    with progress_bar("evidence") as report:
+        return export_bundle(led, evidence, command=command, progress=report, replace=True)
+
+
+def _point_in_time(led: Any, scenario: Any) -> dict[str, Any] | None:
+    """Ask the ledger, as of the unauthorised read, whether that principal was allowed it."""
+    from projections.answers import Question, check
+    from projections.pit import Timeline
+
+    breach = next((i for i in scenario.incidents if i.kind == "unauthorised-secret-read"), None)
+    if breach is None:
+        return None
+    connector = _connector(scenario, breach)
+    state = Timeline(led).for_principal(breach.principal, led.position_at(breach.at))
+    answer = check(state, Question(breach.principal, "read_secret_value", f"service_connector/{connector}",
+                                   breach.tenant), breach.at)
+    return answer
+
+
+def _connector(scenario: Any, incident: Any) -> str:
+    return incident.detail.split("credentials of ", 1)[1].split(" ", 1)[0]
+
+
+def _summary(console: Any, scenario: Any, result: Any, answer: dict[str, Any] | None, size: Size) -> None:
+    from rich.table import Table
+
+    m = result.manifest
+    verified = m["ledger"]["verify"]
+    c = scenario.counts
+    console.print(f"  recorded {m['period']['events']:,} events: {c['TenantCreated'] - c['TenantDeleted']:,} tenants, "
+                  f"{c['UserCreated']:,} people, {c['ServiceAccountCreated']:,} service accounts, "
+                  f"{c['ConnectorRegistered'] - c['ConnectorDeleted']:,} cloud connectors, "
+                  f"{c['RoleCreated']:,} custom roles, {c['RoleAssigned']:,} role assignments")
+    console.print(f"  verify: {'intact' if verified['ok'] else 'TAMPERED'}, hash chain over {verified['events']:,} "
+                  f"events, head link {verified['link'][:16]}...")
+    planted_who = {i.principal for i in scenario.incidents}
+    planted_at = {i.position for i in scenario.incidents}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for name, rows in result.findings.items():
+        for row in rows:
+            groups.setdefault((name, row.get("who") or ""), []).append(row)
+    table = Table(title="Findings that need attention", title_justify="left")
+    for col in ("audit", "finding", "who", "where", "planted"):
+        table.add_column(col, overflow="fold", no_wrap=col != "where")
+    unplanted = 0
+    for (name, who), rows in groups.items():
+        kinds = sorted({str(r.get("finding") or r.get("rule")) for r in rows})
+        finding = kinds[0] if len(kinds) == 1 else f"{len(kinds)} rules" if name == "sod" else ", ".join(kinds)
+        if len(rows) > 1:
+            finding += f" ({len(rows)} rows)"
+        wheres = sorted({str(r.get("where")) for r in rows})
+        where = ", ".join(w.replace("tenant:", "") for w in wheres[:3]) + (f" +{len(wheres) - 3}" if len(wheres) > 3
+                                                                           else "")
+        planted = who in planted_who or any(set(r.get("positions") or ()) & planted_at for r in rows)
+        unplanted += not planted
+        table.add_row(name, finding, who, where, "yes" if planted else "[red]NO[/]")
     console.print()
-    console.print(f"done in {elapsed:.1f} s. Next, try:")
-    console.print(f"  access-ledger{db} check user:ivan read_secret_value service_connector/aws-prod "
-                  f"--tenant production --at {breach}")
-    console.print(f"  access-ledger{db} explain user:hana promote model_version/fraud-v3 --tenant production")
-    console.print(f"  access-ledger{db} who-can read_secret_value service_connector/aws-prod --tenant production")
+    console.print(table)
+    missed = [i for i in scenario.incidents
+              if not any(r.get("who") == i.principal or i.position in (r.get("positions") or ())
+                         for r in result.findings.get(i.audit, ()))]
+    console.print(f"  {len(scenario.incidents) - len(missed)} of {len(scenario.incidents)} planted incidents found by "
+                  "their audits; " + (f"[red]{unplanted} finding(s) not planted[/]" if unplanted
+                                      else "nothing else flagged"))
+    if answer is not None:
+        verdict = "allowed" if answer["allowed"] else f"no: {answer['why_not']}"
+        console.print(f"  point in time: could {answer['principal']} read {answer['resource']} at {answer['at']}? "
+                      f"{verdict}")
+    console.print(f"  evidence bundle: {result.path}/ ({len(m['files']) + 1} files, report: {result.path}/report.html)")
+
+
+def _next_commands(ctx: typer.Context, db: str | None, scenario: Any) -> list[str]:
+    chosen = db or (ctx.find_root().obj or {}).get("db")
+    prefix = "access-ledger" + (f" --db {shlex.quote(chosen)}" if chosen else "")
+    by_kind = {i.kind: i for i in scenario.incidents}
+    breach, sod = by_kind["unauthorised-secret-read"], by_kind["sod-conflict"]
+    return [
+        f"{prefix} check {breach.principal} read_secret_value service_connector/{_connector(scenario, breach)} "
+        f"--tenant {breach.tenant} --at {breach.at}",
+        f"{prefix} explain {sod.principal} promote model_version/fraud-detector-v3 --tenant {sod.tenant}",
+        f"{prefix} audit hygiene",
+    ]

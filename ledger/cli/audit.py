@@ -1,0 +1,127 @@
+"""The audit commands: each syncs the DuckDB warehouse from the ledger, runs one audit, prints its findings."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ledger.cli.common import Format, FormatOption, OutOption, emit, handled, open_ledger
+
+WarehouseOption = Annotated[Path | None, typer.Option(
+    "--warehouse", help="The DuckDB warehouse file (default: beside a SQLite ledger, <ledger>.duckdb; "
+    "./access-ledger-warehouse.duckdb for PostgreSQL).")]
+AtOption = Annotated[str | None, typer.Option("--at", help="The moment the audit looks at (ISO-8601; default now).")]
+FromOption = Annotated[str | None, typer.Option("--from", help="Start of the period, inclusive (ISO-8601; default: "
+                                                                "the beginning of the ledger).")]
+ToOption = Annotated[str | None, typer.Option("--to", help="End of the period, inclusive (ISO-8601; default now).")]
+WindowOption = Annotated[str, typer.Option("--window", help="How far back use counts: 90d, 12w, 36h, ...")]
+RulesOption = Annotated[Path | None, typer.Option("--rules", help="A TOML file of separation-of-duties rules "
+                                                                  "(default: the shipped set).")]
+PrincipalOption = Annotated[str | None, typer.Option("--principal", help="Only this user:NAME or "
+                                                                         "service_account:NAME.")]
+TenantOption = Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")]
+
+SHOW_PROGRESS_FROM = 100_000
+
+audit_app = typer.Typer(
+    help="Audits for access reviews and auditors, answered by the DuckDB warehouse (synced first).",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(audit_app, name="audit")
+
+
+def _run(ctx: typer.Context, name: str, warehouse: Path | None, fmt: Format, out: Path | None,
+         **params: Any) -> None:
+    """Open the ledger and its warehouse, sync, run one audit, print the findings."""
+    with handled():
+        from reports.audits import AUDITS, audit_params, run_audit
+        from reports.warehouse import Warehouse
+
+        # Bad arguments are refused before a possibly long sync.
+        audit_params(name, **{k: v for k, v in params.items() if k != "rules"})
+        if name == "sod":
+            from reports.sod import load_rules
+
+            load_rules(params.get("rules"))
+        led = open_ledger(ctx)
+        try:
+            wh = Warehouse.open(led, warehouse)
+            try:
+                _sync(wh)
+                result = run_audit(wh, name, sync=False, **params)
+            finally:
+                wh.close()
+        finally:
+            led.close()
+        columns, caption = result.columns, None
+        if fmt is Format.table:
+            # A terminal shows who, what, where, since and the events; the other formats carry every column.
+            columns = [c for c in AUDITS[name].brief if c in result.columns] or result.columns
+            caption = f"{len(result.rows):,} finding(s); --format csv|json|markdown shows every column"
+        emit(result.rows, fmt, out, columns=columns, title=result.title, caption=caption)
+
+
+def _sync(wh: Any) -> None:
+    """Bring the warehouse up to date, with a progress bar on a terminal when there is much to do."""
+    pending = wh.pending()
+    if pending < SHOW_PROGRESS_FROM or not sys.stderr.isatty():
+        wh.sync()
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("syncing the warehouse"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("sync", total=pending)
+        wh.sync(lambda n: bar.advance(task, n))
+
+
+@audit_app.command("review")
+def review(ctx: typer.Context, at: AtOption = None, principal: PrincipalOption = None, tenant: TenantOption = None,
+           warehouse: WarehouseOption = None, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """Every principal's effective permissions per tenant, the path to each, and when each was last used."""
+    _run(ctx, "review", warehouse, fmt, out, at=at, principal=principal, tenant=tenant)
+
+
+@audit_app.command("least-privilege")
+def least_privilege(ctx: typer.Context, at: AtOption = None, window: WindowOption = "90d",
+                    warehouse: WarehouseOption = None, fmt: FormatOption = Format.table,
+                    out: OutOption = None) -> None:
+    """Permissions held but unused in the window, dormant principals, and the smallest role covering each one's use."""
+    _run(ctx, "least-privilege", warehouse, fmt, out, at=at, window=window)
+
+
+@audit_app.command("secrets")
+def secrets(ctx: typer.Context, start: FromOption = None, end: ToOption = None, warehouse: WarehouseOption = None,
+            fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """Every connector-secret access in the period, whether it was authorised at that instant, and denied attempts."""
+    _run(ctx, "secrets", warehouse, fmt, out, start=start, end=end)
+
+
+@audit_app.command("sod")
+def sod(ctx: typer.Context, at: AtOption = None, rules: RulesOption = None, warehouse: WarehouseOption = None,
+        fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """Principals holding both sides of a separation-of-duties rule."""
+    _run(ctx, "sod", warehouse, fmt, out, at=at, rules=rules)
+
+
+@audit_app.command("changes")
+def changes(ctx: typer.Context, start: FromOption = None, end: ToOption = None, warehouse: WarehouseOption = None,
+            fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """Permissions gained and lost between two times, with the events, actors and reasons behind each."""
+    _run(ctx, "changes", warehouse, fmt, out, start=start, end=end)
+
+
+@audit_app.command("hygiene")
+def hygiene(ctx: typer.Context, at: AtOption = None, start: FromOption = None, end: ToOption = None,
+            warehouse: WarehouseOption = None, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """Self-grants, grants to deactivated principals, expired grants never revoked, roles with no holders, empty
+    teams, admin counts, and changes without a reason (in the --from/--to period)."""
+    _run(ctx, "hygiene", warehouse, fmt, out, at=at, start=start, end=end)

@@ -1,0 +1,103 @@
+"""`access-ledger evidence export|verify`: bundles of audit evidence an auditor keeps and re-checks."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ledger.cli.common import handled, open_ledger
+
+evidence_app = typer.Typer(help="Export evidence bundles for auditors and check them later.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(evidence_app, name="evidence")
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[str, float], None]]:
+    """A rich progress bar on stderr (only when it is a terminal); yields report(what, fraction)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn(f"{label} [progress.description]{{task.description}}"), BarColumn(),
+                  TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("", total=1.0)
+        yield lambda what, done: bar.update(task, completed=done, description=what)
+
+
+def _command(ctx: typer.Context, argv: list[str]) -> str:
+    """The command line, rebuilt from the parsed options (the same however the CLI was started)."""
+    db = (ctx.find_root().obj or {}).get("db")
+    words = ["access-ledger"] + (["--db", db] if db else []) + argv
+    return " ".join(shlex.quote(w) for w in words)
+
+
+@evidence_app.command("export")
+def export(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create (or, with --zip, the zip file).")],
+    start: Annotated[str | None, typer.Option("--from", help="Start of the period (default: the first event).")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End of the period (default: now).")] = None,
+    as_zip: Annotated[bool, typer.Option("--zip", help="Write one zip file instead of a folder.")] = False,
+    window: Annotated[str, typer.Option("--window", help="Least-privilege window ending at --to.")] = "90d",
+    rules: Annotated[Path | None, typer.Option("--rules", help="Separation-of-duties rules (TOML).")] = None,
+) -> None:
+    """Write the period's events, every audit, an offline HTML report and a manifest of SHA-256 hashes."""
+    from reports.evidence import export_bundle
+
+    argv = ["evidence", "export"] + (["--from", start] if start else []) + (["--to", end] if end else []) + [
+        "--out", str(out)] + (["--zip"] if as_zip else []) + (["--window", window] if window != "90d" else []) + (
+        ["--rules", str(rules)] if rules else [])
+    with handled():
+        led = open_ledger(ctx)
+        try:
+            with progress_bar("evidence") as report:
+                result = export_bundle(led, out, start=start, end=end, as_zip=as_zip, command=_command(ctx, argv),
+                                       window=window, rules=rules, progress=report)
+        finally:
+            led.close()
+    m = result.manifest
+    attention = sum(a["needs_attention"] for a in m["audits"].values())
+    typer.echo(f"wrote {result.path}: {len(m['files']) + 1} files, {result.events:,} events from {m['period']['from']} "
+               f"to {m['period']['to']}, {attention} finding(s) needing attention, in {result.seconds:.1f} s")
+    typer.echo(f"ledger verify at export: {'intact' if m['ledger']['verify']['ok'] else 'FAILED'}; "
+               f"manifest.json sha256 {result.manifest_sha256}")
+    typer.echo(f"check it later with: access-ledger evidence verify {shlex.quote(str(result.path))}")
+
+
+@evidence_app.command("verify")
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="The bundle folder or zip file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Re-hash every file of a bundle against its manifest; exit 1 if any file changed, is missing or was added."""
+    from reports.evidence import verify_bundle
+
+    with handled():
+        check = verify_bundle(bundle)
+    if as_json:
+        typer.echo(json.dumps(check.as_dict(), indent=2))
+    else:
+        for kind, names in (("changed", check.changed), ("missing", check.missing), ("added", check.added)):
+            for name in names:
+                typer.echo(f"{kind}: {name}")
+        for note in check.notes:
+            typer.echo(f"note: {note}")
+        period = check.manifest.get("period", {})
+        if check.ok:
+            typer.echo(f"OK: {check.checked} files match the manifest of {bundle} (period {period.get('from')} to "
+                       f"{period.get('to')}; manifest.json sha256 {check.manifest_sha256})")
+        else:
+            problems = len(check.changed) + len(check.missing) + len(check.added)
+            typer.echo(f"FAILED: {problems} difference(s) from the manifest of {bundle}", err=True)
+    if not check.ok:
+        raise typer.Exit(code=1)
+

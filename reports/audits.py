@@ -1,0 +1,209 @@
+"""The audits: each a .sql file in reports/sql run against the warehouse with named parameters.
+
+Every finding row carries what an auditor needs to act on it: `who` (the principal), `what`
+(the permission, role or event), `where` (`organization` or `tenant:NAME`), `since` (when it
+became true) and `positions` (the ledger positions of the events behind it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reports.errors import AuditParameterError, UnknownAudit
+from reports.sql_files import sql_text
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from reports.warehouse import Warehouse
+
+EPOCH = datetime(1970, 1, 1)
+SHARED_SQL = "effective.sql"
+
+
+@dataclass(frozen=True)
+class Audit:
+    name: str
+    title: str
+    description: str
+    sql_file: str
+    uses: tuple[str, ...]  # which of at, start, end, window, rules it takes
+    brief: tuple[str, ...] = ()  # the columns a terminal table shows (csv, json, markdown show them all)
+
+    @property
+    def sql_files(self) -> tuple[str, ...]:
+        """The audit's own query, then the shared definitions it relies on."""
+        return (self.sql_file, SHARED_SQL)
+
+
+AUDITS: dict[str, Audit] = {a.name: a for a in (
+    Audit("review", "Access review",
+          "Everything each person and service account can do at the chosen moment, tenant by tenant: "
+          "which role gives it, whether it comes through a team, since when, and when it was last used. "
+          "This is the list a manager signs off in a periodic access review.",
+          "review.sql", ("at",),
+          ("who", "tenant", "what", "role", "via_team", "since", "last_used", "positions")),
+    Audit("least-privilege", "Least-privilege review",
+          "Where access is wider than use. For each role a principal holds: the permissions nobody used in "
+          "the window. Accounts that did nothing at all in the window (dormant). And for each principal, the "
+          "smallest existing role that would still cover everything they actually used.",
+          "least_privilege.sql", ("at", "window"),
+          ("finding", "who", "where", "what", "unused_permissions", "last_used", "positions")),
+    Audit("secrets", "Connector-secret accesses",
+          "Every read of a service connector's credentials in the period: who, which connector, where, and "
+          "whether their roles allowed it at that very moment. Reads that were not authorised and "
+          "attempts that were denied are marked.",
+          "secrets.sql", ("start", "end"),
+          ("finding", "who", "connector", "tenant", "since", "outcome", "authorised", "positions")),
+    Audit("sod", "Separation of duties",
+          "People and service accounts who hold both sides of a conflicting pair of permissions (for example, "
+          "building pipelines and promoting model versions to production), by rule, with the roles that give "
+          "each side.",
+          "sod.sql", ("at", "rules"),
+          ("rule", "who", "tenant", "what", "left_paths", "right_paths", "since", "positions")),
+    Audit("changes", "Permission changes",
+          "Every permission gained or lost between two moments, per principal and tenant, with the events "
+          "that caused each change (or the expiry of a time-bound grant), who made them and why.",
+          "changes.sql", ("start", "end"),
+          ("finding", "who", "tenant", "what", "since", "events", "actors", "reasons", "positions")),
+    Audit("hygiene", "Access hygiene",
+          "Housekeeping problems: people who granted access to themselves, access still held by deactivated "
+          "accounts, time-bound grants that expired but were never removed, roles nobody holds, teams with "
+          "no members, the number of administrators of each tenant and of the organization, and changes "
+          "recorded without a reason.",
+          "hygiene.sql", ("at", "start", "end"),
+          ("finding", "who", "where", "what", "since", "detail", "positions")),
+)}
+
+
+@dataclass
+class AuditResult:
+    name: str
+    title: str
+    description: str
+    columns: list[str]
+    sql: dict[str, str]
+    params: dict[str, Any]
+    table: pa.Table = field(repr=False)
+    _rows: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The findings as plain dicts: times as canonical UTC text, lists as lists."""
+        if self._rows is None:
+            self._rows = [{k: _plain(v) for k, v in row.items()} for row in self.table.to_pylist()]
+        return self._rows
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        from ledger.timeutil import format_instant
+
+        return format_instant(value.replace(tzinfo=UTC) if value.tzinfo is None else value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _instant(text: str | datetime | None, what: str) -> datetime | None:
+    """A naive UTC datetime (DuckDB TIMESTAMP) from ISO text; None stays None."""
+    if text is None:
+        return None
+    from ledger.errors import ValidationError
+    from ledger.timeutil import parse_instant
+
+    try:
+        return parse_instant(text, what).astimezone(UTC).replace(tzinfo=None)
+    except ValidationError as exc:
+        raise AuditParameterError(str(exc)) from None
+
+
+def _window(text: str | timedelta) -> timedelta:
+    if isinstance(text, timedelta):
+        if text <= timedelta(0):
+            raise AuditParameterError("window: must be longer than zero")
+        return text
+    from ledger.errors import ValidationError
+    from ledger.timeutil import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValidationError as exc:
+        raise AuditParameterError(str(exc)) from None
+
+
+def audit_params(name: str, *, at: str | None = None, start: str | None = None, end: str | None = None,
+                 window: str | timedelta = "90d", principal: str | None = None,
+                 tenant: str | None = None) -> dict[str, Any]:
+    """The parameters one audit runs with, defaults filled in (now, the beginning, 90 days)."""
+    audit = _audit(name)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    params: dict[str, Any] = {}
+    at_dt = _instant(at, "at") or now
+    if "at" in audit.uses:
+        params["at"] = at_dt
+    if "start" in audit.uses or "end" in audit.uses:
+        start_dt = _instant(start, "from") or EPOCH
+        end_dt = _instant(end, "to") or (at_dt if at is not None else now)
+        if start_dt > end_dt:
+            raise AuditParameterError(f"from: {_plain(start_dt)} is after to: {_plain(end_dt)}")
+        params["start"], params["end"] = start_dt, end_dt
+    if "window" in audit.uses:
+        span = _window(window)
+        params["window_start"] = at_dt - span
+        params["window"] = window if isinstance(window, str) else f"{int(span.total_seconds())}s"
+    if name == "review":
+        params["principal"], params["tenant"] = principal, tenant
+    return params
+
+
+def _audit(name: str) -> Audit:
+    try:
+        return AUDITS[name]
+    except KeyError:
+        raise UnknownAudit(f"no audit named {name!r} (choose from {', '.join(AUDITS)})") from None
+
+
+def run_audit(wh: Warehouse, name: str, *, at: str | None = None, start: str | None = None, end: str | None = None,
+              window: str | timedelta = "90d", rules: str | Path | None = None, principal: str | None = None,
+              tenant: str | None = None, sync: bool = True) -> AuditResult:
+    """Run one audit (syncing the warehouse first); `at` defaults to now, the period to all of history."""
+    import duckdb
+
+    from reports.errors import WarehouseError
+
+    audit = _audit(name)
+    params = audit_params(name, at=at, start=start, end=end, window=window, principal=principal, tenant=tenant)
+    if sync:
+        wh.sync()
+    shown = {k: _plain(v) for k, v in params.items()}
+    if name == "sod":
+        from reports.sod import install_rules
+
+        shown["rules"] = install_rules(wh, rules)
+    text = sql_text(audit.sql_file)
+    statement = duckdb.extract_statements(text)[-1]
+    bound = {k: v for k, v in params.items() if k in statement.named_parameters}
+    try:
+        rel = wh.con.sql(statement.query, params=bound)
+        # Instants as the ledger writes them (text), so every output format shows the same thing.
+        exprs = [f"iso({_quote(c)}) AS {_quote(c)}" if str(t).startswith("TIMESTAMP") else _quote(c)
+                 for c, t in zip(rel.columns, rel.types)]
+        table = rel.project(", ".join(exprs)).to_arrow_table()
+    except duckdb.Error as exc:
+        raise WarehouseError(f"audit {name} failed: {str(exc).strip().splitlines()[0]}") from None
+    return AuditResult(
+        name=audit.name, title=audit.title, description=audit.description, columns=list(table.column_names),
+        sql={f: sql_text(f) for f in audit.sql_files}, params=shown, table=table)

@@ -1,0 +1,145 @@
+-- least-privilege: where access is wider than use, over the window ($window_start, $at].
+--   unused-permissions  per assignment path held at $at (principal, tenant, role, team, resource scope):
+--                       the role's effective permissions with no allowed use in the window
+--   dormant-principal   an active user or service account with no access at all (allowed or denied) in
+--                       the window
+--   smallest-role       per principal and tenant (or the organization) with allowed uses in the window:
+--                       the existing role with the fewest concrete permissions (TYPE:ACTION of the
+--                       preset's vocabulary) that covers every TYPE:ACTION they used
+-- Parameters: $at, $window_start (TIMESTAMP).
+WITH paths AS (
+    SELECT * FROM effective_at($at::TIMESTAMP)
+), window_uses AS (
+    SELECT principal, coalesce(tenant, '') AS tenant_key, resource_type, action,
+           min("at") AS first_used, max("at") AS last_used, arg_max(position, "at") AS last_position
+    FROM usage
+    WHERE outcome = 'allowed' AND "at" > $window_start::TIMESTAMP AND "at" <= $at::TIMESTAMP
+    GROUP BY ALL
+), uses_by_pattern AS (
+    SELECT principal, tenant_key, pattern AS permission, max(last_used) AS last_used
+    FROM (SELECT *, unnest([resource_type || ':' || action, '*:' || action, resource_type || ':*', '*:*']) AS pattern
+          FROM window_uses)
+    GROUP BY ALL
+), scoped_uses AS (
+    SELECT u.principal, coalesce(u.tenant, '') AS tenant_key, u.resource, pattern AS permission, max(u."at") AS last_used
+    FROM (SELECT *, unnest([resource_type || ':' || action, '*:' || action, resource_type || ':*', '*:*']) AS pattern
+          FROM usage
+          WHERE outcome = 'allowed' AND "at" > $window_start::TIMESTAMP AND "at" <= $at::TIMESTAMP) u
+    WHERE EXISTS (SELECT 1 FROM paths p WHERE p.resource_scope IS NOT NULL AND p.principal = u.principal
+                  AND p.resource_scope = u.resource)
+    GROUP BY ALL
+), path_use AS (
+    SELECT p.principal, p.tenant, p.role, p.via_team, p.resource_scope, p.permission, p.since,
+           p.assignment_position, p.member_position,
+           coalesce(s.last_used, u.last_used) AS last_used
+    FROM paths p
+    LEFT JOIN uses_by_pattern u
+        ON p.resource_scope IS NULL AND u.principal = p.principal AND u.tenant_key = coalesce(p.tenant, '')
+        AND u.permission = p.permission
+    LEFT JOIN scoped_uses s
+        ON p.resource_scope IS NOT NULL AND s.principal = p.principal AND s.tenant_key = coalesce(p.tenant, '')
+        AND s.resource = p.resource_scope AND s.permission = p.permission
+), unused AS (
+    SELECT 'unused-permissions' AS finding,
+           principal AS who,
+           CASE WHEN tenant IS NULL THEN 'organization' ELSE 'tenant:' || tenant END AS "where",
+           'role ' || role AS what,
+           tenant, role, via_team, resource_scope,
+           min(since) AS since,
+           list(DISTINCT permission ORDER BY permission) FILTER (WHERE last_used IS NULL) AS unused_permissions,
+           coalesce(list(DISTINCT permission ORDER BY permission) FILTER (WHERE last_used IS NOT NULL), [])
+               AS used_permissions,
+           [role] AS held_roles,
+           max(last_used) AS last_used,
+           list_filter([min(assignment_position), min(member_position)], lambda x: x IS NOT NULL) AS positions
+    FROM path_use
+    GROUP BY principal, tenant, role, via_team, resource_scope
+    HAVING count(*) FILTER (WHERE last_used IS NULL) > 0
+), activity AS (
+    SELECT principal, max("at") AS last_seen, arg_max(position, "at") AS last_position
+    FROM usage
+    WHERE "at" <= $at::TIMESTAMP
+    GROUP BY principal
+), dormant AS (
+    SELECT 'dormant-principal' AS finding,
+           s.principal AS who,
+           'organization' AS "where",
+           CASE WHEN a.last_seen IS NULL THEN 'no recorded activity' ELSE 'no activity in the window' END AS what,
+           NULL::VARCHAR AS tenant, NULL::VARCHAR AS role, NULL::VARCHAR AS via_team, NULL::VARCHAR AS resource_scope,
+           coalesce(a.last_seen, c.created_at) AS since,
+           NULL::VARCHAR[] AS unused_permissions, NULL::VARCHAR[] AS used_permissions,
+           coalesce(h.roles, []) AS held_roles,
+           a.last_seen AS last_used,
+           list_filter([c.created_position, a.last_position], lambda x: x IS NOT NULL) AS positions
+    FROM principal_status s
+    JOIN (SELECT principal, min(valid_from) AS created_at, min(from_position) AS created_position
+          FROM principal_status GROUP BY principal) c ON c.principal = s.principal
+    LEFT JOIN activity a ON a.principal = s.principal
+    LEFT JOIN (SELECT principal, list(DISTINCT role ORDER BY role) AS roles FROM paths GROUP BY principal) h
+        ON h.principal = s.principal
+    WHERE s.status = 'active' AND holds_at(s.valid_from, s.valid_to, $at::TIMESTAMP)
+      AND (a.last_seen IS NULL OR a.last_seen <= $window_start::TIMESTAMP)
+), used_sets AS (
+    SELECT principal, tenant_key,
+           list(resource_type || ':' || action ORDER BY resource_type, action) AS used,
+           min(first_used) AS first_used, max(last_used) AS last_used, arg_max(last_position, last_used) AS last_position
+    FROM window_uses
+    GROUP BY principal, tenant_key
+), distinct_sets AS (
+    SELECT DISTINCT used, tenant_key = '' AS organization FROM used_sets
+), set_pairs AS (
+    SELECT used, organization, len(used) AS needed, unnest(used) AS pair FROM distinct_sets
+), preset AS (
+    SELECT preset FROM events WHERE type = 'OrganizationCreated'
+), role_cover AS (
+    -- The concrete TYPE:ACTION pairs each live role allows at $at.
+    SELECT DISTINCT r.role, r.scope, r.from_position, v.resource_type || ':' || v.action AS pair
+    FROM roles r
+    JOIN role_grants g ON g.role = r.role AND holds_at(g.valid_from, g.valid_to, $at::TIMESTAMP)
+    JOIN vocabulary v ON v.preset = (SELECT preset FROM preset) AND v.scope = r.scope
+        AND covers(g.permission_type, g.permission_action, v.resource_type, v.action)
+    WHERE holds_at(r.valid_from, r.valid_to, $at::TIMESTAMP)
+), role_size AS (
+    SELECT role, scope, from_position, count(*) AS size FROM role_cover GROUP BY ALL
+), covering AS (
+    SELECT sp.used, sp.organization, rc.role
+    FROM set_pairs sp
+    JOIN role_cover rc ON rc.pair = sp.pair AND rc.scope = CASE WHEN sp.organization THEN 'organization' ELSE 'tenant' END
+    GROUP BY sp.used, sp.organization, rc.role, sp.needed
+    HAVING count(*) = sp.needed
+), best AS (
+    SELECT c.used, c.organization, arg_min(c.role, (rs.size, c.role)) AS role, min(rs.size) AS size,
+           arg_min(rs.from_position, (rs.size, c.role)) AS role_position
+    FROM covering c JOIN role_size rs ON rs.role = c.role
+    GROUP BY c.used, c.organization
+), roles_held AS (
+    SELECT principal, coalesce(tenant, '') AS tenant_key, list(DISTINCT role ORDER BY role) AS roles
+    FROM paths GROUP BY ALL
+), smallest AS (
+    SELECT 'smallest-role' AS finding,
+           u.principal AS who,
+           CASE WHEN u.tenant_key = '' THEN 'organization' ELSE 'tenant:' || u.tenant_key END AS "where",
+           CASE WHEN b.role IS NULL THEN 'no existing role covers what was used'
+                ELSE 'role ' || b.role || ' (' || b.size || ' permission' || CASE WHEN b.size = 1 THEN ')' ELSE 's)' END
+           END AS what,
+           nullif(u.tenant_key, '') AS tenant,
+           b.role, NULL::VARCHAR AS via_team, NULL::VARCHAR AS resource_scope,
+           u.first_used AS since,
+           NULL::VARCHAR[] AS unused_permissions,
+           u.used AS used_permissions,
+           coalesce(h.roles, []) AS held_roles,
+           u.last_used,
+           list_filter([b.role_position, u.last_position], lambda x: x IS NOT NULL) AS positions
+    FROM used_sets u
+    LEFT JOIN best b ON b.used = u.used AND b.organization = (u.tenant_key = '')
+    LEFT JOIN roles_held h ON h.principal = u.principal AND h.tenant_key = u.tenant_key
+)
+SELECT finding, who, "where", what, tenant, role, via_team, resource_scope, since,
+       unused_permissions, used_permissions, held_roles, last_used, positions
+FROM (
+    SELECT * FROM unused
+    UNION ALL SELECT * FROM dormant
+    UNION ALL SELECT * FROM smallest
+)
+ORDER BY CASE finding WHEN 'unused-permissions' THEN 1 WHEN 'dormant-principal' THEN 2 ELSE 3 END,
+         who, tenant NULLS FIRST, role, via_team NULLS FIRST, resource_scope NULLS FIRST

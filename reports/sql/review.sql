@@ -1,0 +1,69 @@
+-- review: every user's and service account's effective permissions per tenant at $at, with the path
+-- (role, through which team, which role in the chain grants it) and when each was last used.
+-- Parameters: $at (TIMESTAMP), $principal and $tenant (VARCHAR, NULL for all).
+-- A use is an allowed access (resource access or connector-secret read) at or before $at that the
+-- permission covers, by the same principal, in the same tenant (and on the same resource, for a
+-- resource-scoped grant).
+WITH paths AS (
+    SELECT *
+    FROM effective_at($at::TIMESTAMP)
+    WHERE ($principal::VARCHAR IS NULL OR principal = $principal::VARCHAR)
+      AND ($tenant::VARCHAR IS NULL OR tenant = $tenant::VARCHAR)
+), uses AS (
+    SELECT principal, coalesce(tenant, '') AS tenant_key, resource_type, action,
+           max("at") AS last_used, arg_max(position, "at") AS last_position, count(*) AS uses
+    FROM usage
+    WHERE outcome = 'allowed' AND "at" <= $at::TIMESTAMP
+      AND principal IN (SELECT principal FROM paths)
+    GROUP BY ALL
+), uses_by_pattern AS (
+    -- Each use under the four permission patterns that cover it, so paths match it by equality.
+    SELECT principal, tenant_key, pattern AS permission,
+           max(last_used) AS last_used, arg_max(last_position, last_used) AS last_position, sum(uses)::BIGINT AS uses
+    FROM (
+        SELECT *, unnest([resource_type || ':' || action, '*:' || action, resource_type || ':*', '*:*']) AS pattern
+        FROM uses
+    )
+    GROUP BY ALL
+), scoped_uses AS (
+    SELECT u.principal, coalesce(u.tenant, '') AS tenant_key, u.resource, u.resource_type, u.action,
+           max(u."at") AS last_used, arg_max(u.position, u."at") AS last_position, count(*) AS uses
+    FROM usage u
+    WHERE u.outcome = 'allowed' AND u."at" <= $at::TIMESTAMP
+      AND EXISTS (SELECT 1 FROM paths p WHERE p.resource_scope IS NOT NULL AND p.principal = u.principal
+                  AND p.resource_scope = u.resource)
+    GROUP BY ALL
+), scoped_by_pattern AS (
+    SELECT principal, tenant_key, resource, pattern AS permission,
+           max(last_used) AS last_used, arg_max(last_position, last_used) AS last_position, sum(uses)::BIGINT AS uses
+    FROM (
+        SELECT *, unnest([resource_type || ':' || action, '*:' || action, resource_type || ':*', '*:*']) AS pattern
+        FROM scoped_uses
+    )
+    GROUP BY ALL
+)
+SELECT p.principal AS who,
+       CASE WHEN p.tenant IS NULL THEN 'organization' ELSE 'tenant:' || p.tenant END AS "where",
+       p.permission AS what,
+       p.tenant,
+       p.resource_scope,
+       p.role,
+       p.via_team,
+       p.from_role,
+       p.since,
+       p.expires_at,
+       p.granted_at,
+       p.granted_by,
+       p.grant_reason,
+       coalesce(s.last_used, u.last_used) AS last_used,
+       coalesce(s.uses, u.uses, 0) AS uses,
+       coalesce(s.last_position, u.last_position) AS last_used_position,
+       p.positions
+FROM paths p
+LEFT JOIN uses_by_pattern u
+    ON p.resource_scope IS NULL AND u.principal = p.principal AND u.tenant_key = coalesce(p.tenant, '')
+    AND u.permission = p.permission
+LEFT JOIN scoped_by_pattern s
+    ON p.resource_scope IS NOT NULL AND s.principal = p.principal AND s.tenant_key = coalesce(p.tenant, '')
+    AND s.resource = p.resource_scope AND s.permission = p.permission
+ORDER BY who, p.tenant NULLS FIRST, what, p.resource_scope NULLS FIRST, p.role, p.via_team NULLS FIRST, p.from_role

@@ -1,0 +1,388 @@
+"""The DuckDB warehouse: the ledger's events in a flat table plus interval tables, synced exactly once.
+
+Sync reads the notification log from the warehouse's position on, a chunk at a time. A reader
+thread turns each chunk into a JSONL file (positions written into the lines) while the main thread
+loads the previous one with DuckDB's own JSON reader; each chunk is one DuckDB transaction that
+also records the new position, so an interrupted sync leaves whole chunks and the next run goes on
+from there. The interval tables are then brought up to the same position in one more transaction
+(rebuilding only the keys the new events touch).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reports.errors import WarehouseBusy, WarehouseError, WarehouseMismatch
+from reports.sql_files import run_script, sql_text
+
+if TYPE_CHECKING:
+    from ledger.app import AccessLedger
+
+SCHEMA_VERSION = "2"
+CHUNK = 250_000
+LOCK_WAIT = 30.0
+#: The fields of DESIGN section 4, as read from the JSONL bytes (lists are the permission lists).
+FIELDS: tuple[str, ...] = (
+    "type", "at", "actor", "reason", "id", "name", "preset", "tenant", "display_name", "user", "email",
+    "service_account", "team", "member", "role", "scope", "base", "permissions", "description", "add",
+    "remove", "principal", "resource", "expires_at", "connector", "connector_type", "outcome", "context",
+    "action",
+)
+LIST_FIELDS = frozenset({"permissions", "add", "remove"})
+_JSON_COLUMNS = "{'position': 'BIGINT', " + ", ".join(
+    f"'{f}': '{'VARCHAR[]' if f in LIST_FIELDS else 'VARCHAR'}'" for f in FIELDS) + "}"
+_LOAD = f"""
+INSERT INTO events
+SELECT position, type, "at"::TIMESTAMP, actor, reason, id, name, preset, tenant, display_name, "user", email,
+       service_account, team, member, role, scope, base, permissions, description, "add", "remove", principal,
+       resource, expires_at::TIMESTAMP, connector, connector_type, outcome, context, action,
+       CASE
+           WHEN type IN ('RoleAssigned', 'RoleUnassigned') THEN principal
+           WHEN type IN ('TeamMemberAdded', 'TeamMemberRemoved') THEN member
+           WHEN type IN ('UserCreated', 'UserDeactivated', 'UserReactivated') THEN 'user:' || "user"
+           WHEN type IN ('ServiceAccountCreated', 'ServiceAccountDeactivated', 'ServiceAccountReactivated')
+               THEN 'service_account:' || service_account
+           WHEN type IN ('TeamCreated', 'TeamDeleted') THEN 'team:' || team
+       END,
+       CASE
+           WHEN type = 'ResourceAccessed' THEN split_part(resource, '/', 1)
+           WHEN type = 'ConnectorSecretAccessed' THEN 'service_connector'
+       END
+FROM read_json($path, format = 'newline_delimited', columns = {_JSON_COLUMNS})
+"""
+_TABLES = ("meta", "sync_state", "events", "predefined_roles", "vocabulary", "principal_status", "tenants", "teams",
+           "memberships", "roles", "role_permissions", "role_chain", "role_grants", "assignments", "connectors")
+
+
+def default_path(led: AccessLedger) -> str:
+    """Beside a SQLite ledger (`<ledger>.duckdb`); in memory for an in-memory ledger; else in the working folder."""
+    if led.store.postgres:
+        return str(Path.cwd() / "access-ledger-warehouse.duckdb")
+    name = led.store.env["SQLITE_DBNAME"]
+    if name.startswith("file:"):
+        return ":memory:"
+    return name + ".duckdb"
+
+
+@contextmanager
+def _private_files() -> Iterator[None]:
+    """Files created meanwhile (the warehouse, its WAL, the chunk files) are readable by their owner only:
+    they hold the same facts as the ledger."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _connect(path: str) -> Any:
+    import duckdb
+
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            with _private_files():
+                return duckdb.connect(path)
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "lock" in text.lower() and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            if "lock" in text.lower():
+                raise WarehouseBusy(f"the warehouse {path} is in use by another process; try again when it is "
+                                    "done") from None
+            raise WarehouseError(f"cannot open the warehouse {path}: {_first_line(text)}") from None
+        except duckdb.Error as exc:
+            raise WarehouseError(f"cannot open the warehouse {path}: {_first_line(str(exc))}") from None
+
+
+class Warehouse:
+    """A DuckDB file of the ledger's events and interval tables; `con` answers read queries."""
+
+    def __init__(self, led: AccessLedger, con: Any, path: str):
+        self.led = led
+        self.con = con
+        self.path = path
+
+    @classmethod
+    def open(cls, led: AccessLedger, path: str | Path | None = None) -> Warehouse:
+        """Open (or create) the warehouse of `led` at `path` (default: see default_path)."""
+        target = str(path) if path is not None else default_path(led)
+        if target != ":memory:":
+            parent = Path(target).resolve().parent
+            if not parent.is_dir():
+                raise WarehouseError(f"cannot create the warehouse {target}: folder {parent} does not exist")
+        con = _connect(target)
+        wh = cls(led, con, target)
+        try:
+            wh._prepare()
+        except BaseException:
+            con.close()
+            raise
+        return wh
+
+    def close(self) -> None:
+        try:
+            self.con.close()
+        except Exception:  # closing is best effort; every write was committed or rolled back
+            pass
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        import duckdb
+
+        con = self.con
+        try:
+            with _private_files():
+                exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta' "
+                                     "AND table_schema = 'main'").fetchall()[0][0]
+                version = None
+                if exists:
+                    rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+                    version = rows[0][0] if rows else None
+                if version != SCHEMA_VERSION:
+                    # Everything here is derived from the ledger: an old layout is dropped and synced again.
+                    con.execute("BEGIN")
+                    for table in _TABLES:
+                        con.execute(f"DROP TABLE IF EXISTS {table}")
+                    run_script(con, "warehouse.sql")
+                    self._fill_presets()
+                    con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+                    con.execute("INSERT INTO sync_state VALUES (1, 0, NULL, 0, NULL)")
+                    con.execute("COMMIT")
+                run_script(con, "effective.sql")
+        except duckdb.Error as exc:
+            _rollback(con)
+            raise WarehouseError(f"cannot prepare the warehouse {self.path}: {_first_line(str(exc))}") from None
+
+    def _fill_presets(self) -> None:
+        import pyarrow as pa
+
+        from ledger.vocabulary import PREDEFINED, VOCABULARIES
+
+        roles = [(preset, r.name, r.scope, r.description, p) for preset, defs in PREDEFINED.items()
+                 for r in defs for p in r.permissions]
+        vocab = [(preset, scope, t, a) for preset, v in VOCABULARIES.items() for scope in ("organization", "tenant")
+                 for t in v.types_for(scope) for a in v.actions]
+        roles_tbl = pa.table(list(zip(*roles)), names=["preset", "role", "scope", "description", "permission"])
+        vocab_tbl = pa.table(list(zip(*vocab)), names=["preset", "scope", "resource_type", "action"])
+        self.con.execute("INSERT INTO predefined_roles SELECT * FROM roles_tbl")
+        self.con.execute("INSERT INTO vocabulary SELECT * FROM vocab_tbl")
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def position(self) -> int:
+        """The ledger position the warehouse's tables are complete up to."""
+        position, _, intervals_at = self._state()
+        return min(position, intervals_at)
+
+    def pending(self) -> int:
+        """How many of the ledger's events the warehouse does not hold yet."""
+        return max(0, self.led.head() - self._state()[0])
+
+    def _state(self) -> tuple[int, str | None, int]:
+        with _duckdb_errors(f"cannot read the warehouse {self.path}"):
+            row = self.con.execute("SELECT position, chain_link, intervals_position FROM sync_state WHERE id = 1"
+                                   ).fetchall()[0]
+        return int(row[0]), row[1], int(row[2])
+
+    def _check_same_ledger(self, position: int, link: str | None, head: int) -> None:
+        if position == 0:
+            return
+        if head < position:
+            raise WarehouseMismatch(
+                f"the warehouse {self.path} holds {position} events but the ledger has {head}: it was synced from "
+                "another ledger (or the ledger was replaced); delete the warehouse file to rebuild it")
+        if _link_at(self.led, position) != link:
+            raise WarehouseMismatch(
+                f"the warehouse {self.path} does not match this ledger at position {position}: it was synced from "
+                "another ledger (or the ledger was rewritten; run `access-ledger verify`); delete the warehouse "
+                "file to rebuild it")
+
+    # -- sync -----------------------------------------------------------------------------
+
+    def sync(self, progress: Callable[[int], None] | None = None, *, chunk_size: int = CHUNK) -> int:
+        """Bring the warehouse up to the ledger's head; return the number of new events synced.
+
+        `progress(n)` is called after each committed chunk with the number of events it added.
+        """
+        import duckdb
+
+        position, link, intervals_at = self._state()
+        head = self.led.head()
+        self._check_same_ledger(position, link, head)
+        try:
+            with _private_files():
+                if head > position:
+                    # Chunks load in parallel; rows carry their positions, and every query orders by them.
+                    self.con.execute("SET preserve_insertion_order = false")
+                    try:
+                        self._load(position, head, progress, chunk_size)
+                    finally:
+                        self.con.execute("RESET preserve_insertion_order")
+                if intervals_at < head:
+                    self._build_intervals(intervals_at, head)
+                if head > position:
+                    # Compact the new rows into the file now, as part of the sync, not at some later close.
+                    self.con.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            _rollback(self.con)
+            raise WarehouseError(f"cannot sync the warehouse {self.path}: {_first_line(str(exc))}") from None
+        return head - position
+
+    def _load(self, position: int, head: int, progress: Callable[[int], None] | None, chunk_size: int) -> None:
+        folder = tempfile.mkdtemp(prefix="access-ledger-sync-")
+        chunks: queue.Queue[Any] = queue.Queue(maxsize=1)
+        stop = threading.Event()
+        reader = threading.Thread(target=self._read_chunks, args=(position, head, chunk_size, folder, chunks, stop),
+                                  name="warehouse-reader", daemon=True)
+        reader.start()
+        try:
+            while True:
+                item = chunks.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                path, first, last, link = item
+                self.con.execute("BEGIN")
+                self.con.execute(_LOAD, {"path": path})
+                self.con.execute("UPDATE sync_state SET position = ?, chain_link = ?, synced_at = now() "
+                                 "WHERE id = 1", [last, link])
+                self.con.execute("COMMIT")
+                os.unlink(path)
+                if progress is not None:
+                    progress(last - first + 1)
+        finally:
+            stop.set()
+            while reader.is_alive():
+                try:
+                    chunks.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            reader.join()
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _read_chunks(self, position: int, head: int, chunk_size: int, folder: str, chunks: queue.Queue[Any],
+                     stop: threading.Event) -> None:
+        """Reader thread: write each chunk of the log as JSONL with its positions; hand over (path, first, last)."""
+        try:
+            first = position + 1
+            n = 0
+            while first <= head and not stop.is_set():
+                last = min(head, first + chunk_size - 1)
+                data, link = _chunk_jsonl(self.led, first, last)
+                path = os.path.join(folder, f"chunk-{n}.jsonl")  # in a folder only the owner can read
+                with open(path, "wb") as f:
+                    f.write(data)
+                while not stop.is_set():
+                    try:
+                        chunks.put((path, first, last, link), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                first = last + 1
+                n += 1
+            chunks.put(None)
+        except BaseException as exc:  # handed to the main thread, which raises it
+            chunks.put(exc)
+
+    def _build_intervals(self, lo: int, hi: int) -> None:
+        self.con.execute("BEGIN")
+        run_script(self.con, "intervals.sql", {"lo": lo, "hi": hi})
+        self.con.execute("UPDATE sync_state SET intervals_position = ? WHERE id = 1", [hi])
+        self.con.execute("COMMIT")
+
+    # -- reading --------------------------------------------------------------------------
+
+    def query(self, sql: str, params: dict[str, Any] | list[Any] | None = None) -> list[dict[str, Any]]:
+        """Rows of a read query as dicts (for tests and small questions)."""
+        cur = self.con.execute(sql, params) if params is not None else self.con.execute(sql)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def table_rows(self, table: str) -> list[tuple[Any, ...]]:
+        """Every row of one warehouse table in a stable order (to compare two warehouses)."""
+        if table not in _TABLES:
+            raise WarehouseError(f"no warehouse table {table!r}")
+        return sorted(self.con.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+
+    @staticmethod
+    def tables() -> tuple[str, ...]:
+        return _TABLES
+
+
+def _link_at(led: AccessLedger, position: int) -> str | None:
+    """The ledger's hash-chain link at `position`: it commits to every event up to there."""
+    with led.store.transaction(write=False) as c:
+        c.execute("SELECT link FROM al_chain WHERE position = ?", (position,))
+        row = c.fetchone()
+    return None if row is None else str(row[0])
+
+
+def _chunk_jsonl(led: AccessLedger, first: int, last: int) -> tuple[bytes, str | None]:
+    """Events first..last as JSONL lines with their positions, and the chain link at `last`.
+
+    The lines are put together by the ledger's database in one query (a Python loop over the rows
+    costs more than the whole DuckDB load); lines are told apart by the position written into each,
+    so their order does not matter. Positions must be dense: a gap means a damaged log.
+    """
+    store = led.store
+    pos, table = store.pos_col, store.table
+    if store.postgres:
+        text = "convert_from(state, 'UTF8')"
+        line = f"'{{\"position\":' || {pos} || ',' || substr({text}, 2)"
+        agg = f"string_agg({line}, E'\\n')"
+    else:
+        text = "CAST(state AS TEXT)"
+        line = f"'{{\"position\":' || {pos} || ',' || substr({text}, 2)"
+        agg = f"group_concat({line}, char(10))"
+    with store.transaction(write=False) as c:
+        c.execute(f"SELECT count(*), {agg} FROM {table} WHERE {pos} >= ? AND {pos} <= ?", (first, last))
+        count, lines = c.fetchone()
+        c.execute("SELECT link FROM al_chain WHERE position = ?", (last,))
+        row = c.fetchone()
+    if count != last - first + 1 or row is None:
+        raise WarehouseError(f"the ledger's positions {first}-{last} are not all there: run `access-ledger verify`")
+    return lines.encode() + b"\n", str(row[0])
+
+
+@contextmanager
+def _duckdb_errors(what: str) -> Iterator[None]:
+    import duckdb
+
+    try:
+        yield
+    except duckdb.Error as exc:
+        raise WarehouseError(f"{what}: {_first_line(str(exc))}") from None
+
+
+def _rollback(con: Any) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except Exception:  # no transaction was open
+        pass
+
+
+def _first_line(text: str) -> str:
+    return (text.strip() or "unknown error").splitlines()[0]
+
+
+__all__ = ["Warehouse", "default_path", "sql_text"]

@@ -1,0 +1,172 @@
+"""Evidence bundles: what goes in, and `evidence verify` catching a changed, missing or added file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ledger.app import AccessLedger
+from ledger.cli import app
+from ledger.generator import generate
+
+runner = CliRunner()
+END = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+SHAPE = dict(events=6_000, users=40, tenants=5, roles=12, assignments=250, days=120)
+AUDITS = ("review", "least-privilege", "secrets", "sod", "changes", "hygiene")
+
+
+@pytest.fixture(scope="module")
+def ledger_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("evidence") / "ledger.db"
+    with AccessLedger.open(str(db), create=True) as led:
+        led.import_lines(generate("large", END, **SHAPE).lines())
+    return db
+
+
+@pytest.fixture(scope="module")
+def bundle(ledger_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "q1"
+    result = runner.invoke(app, ["--db", str(ledger_db), "evidence", "export", "--from", "2025-12-01T00:00:00Z",
+                                 "--to", "2026-03-01T00:00:00Z", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"check it later with: access-ledger evidence verify {out}" in result.stdout
+    return out
+
+
+def _copy(bundle: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "copy"
+    shutil.copytree(bundle, target)
+    return target
+
+
+def test_bundle_holds_events_audits_report_and_a_manifest_of_hashes(bundle, ledger_db):
+    import hashlib
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    files = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(manifest["files"]) == files
+    assert {"report.html", "digest.json", "events/events.jsonl", "events/events.parquet"} <= files
+    for name in AUDITS:
+        assert {f"audits/{name}.csv", f"audits/{name}.json"} <= files
+        meta = manifest["audits"][name]
+        assert meta["sql"] and all("SELECT" in text.upper() for text in meta["sql"].values())
+        assert meta["rows"] == len(json.loads((bundle / "audits" / f"{name}.json").read_text()))
+    for name, entry in manifest["files"].items():
+        data = (bundle / name).read_bytes()
+        assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert manifest["period"]["from"] == "2025-12-01T00:00:00Z" and manifest["period"]["to"] == "2026-03-01T00:00:00Z"
+    assert manifest["tool"]["name"] == "access-ledger" and manifest["tool"]["version"]
+    assert manifest["command"] == (f"access-ledger --db {ledger_db} evidence export --from 2025-12-01T00:00:00Z "
+                                   f"--to 2026-03-01T00:00:00Z --out {bundle}")
+    assert manifest["generated_at"].endswith("Z")
+    with AccessLedger.open(str(ledger_db)) as led:
+        assert manifest["ledger"]["verify"]["ok"] is True
+        assert manifest["ledger"]["digest"]["link"] == led.digest()["link"]
+        assert json.loads((bundle / "digest.json").read_text())["position"] == led.head()
+        first, last = led.positions_between("2025-12-01T00:00:00Z", "2026-03-01T00:00:00Z")
+        expected = b"".join(led.export_lines("2025-12-01T00:00:00Z", "2026-03-01T00:00:00Z"))
+    assert (bundle / "events" / "events.jsonl").read_bytes() == expected
+    assert manifest["period"]["events"] == last - first + 1 == expected.count(b"\n")
+
+
+def test_parquet_events_match_the_jsonl(bundle):
+    import duckdb
+
+    rows = duckdb.sql(f"SELECT position, type, actor FROM '{bundle}/events/events.parquet' ORDER BY position").fetchall()
+    lines = [json.loads(x) for x in (bundle / "events" / "events.jsonl").read_text().splitlines()]
+    assert [(r[1], r[2]) for r in rows] == [(e["type"], e["actor"]) for e in lines]
+    assert [r[0] for r in rows] == list(range(rows[0][0], rows[0][0] + len(rows)))
+
+
+def test_verify_accepts_an_untouched_bundle(bundle):
+    result = runner.invoke(app, ["evidence", "verify", str(bundle)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"OK: {len(json.loads((bundle / 'manifest.json').read_text())['files'])} files")
+
+
+def test_verify_names_a_file_with_one_byte_changed(bundle, tmp_path):
+    copy = _copy(bundle, tmp_path)
+    target = copy / "audits" / "sod.csv"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    result = runner.invoke(app, ["evidence", "verify", str(copy)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == ["changed: audits/sod.csv"]
+    assert result.stderr.strip() == f"FAILED: 1 difference(s) from the manifest of {copy}"
+
+
+def test_verify_names_a_deleted_file(bundle, tmp_path):
+    copy = _copy(bundle, tmp_path)
+    (copy / "events" / "events.parquet").unlink()
+    result = runner.invoke(app, ["evidence", "verify", str(copy)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == ["missing: events/events.parquet"]
+
+
+def test_verify_names_an_added_file(bundle, tmp_path):
+    copy = _copy(bundle, tmp_path)
+    (copy / "audits" / "extra.csv").write_text("who\nuser:mallory\n")
+    result = runner.invoke(app, ["evidence", "verify", str(copy)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == ["added: audits/extra.csv"]
+
+
+def test_zip_bundle_verifies_and_catches_a_changed_member(ledger_db, tmp_path):
+    result = runner.invoke(app, ["--db", str(ledger_db), "evidence", "export", "--out", str(tmp_path / "all"), "--zip"])
+    assert result.exit_code == 0, result.output
+    archive = tmp_path / "all.zip"
+    assert runner.invoke(app, ["evidence", "verify", str(archive)]).exit_code == 0
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, data.replace(b"user:", b"user;", 1) if info.filename == "report.html" else data)
+    result = runner.invoke(app, ["evidence", "verify", str(tampered)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == ["changed: report.html"]
+
+
+def test_signed_manifest_catches_an_edit_of_the_manifest_itself(ledger_db, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCESS_LEDGER_SEAL_KEY", "auditor-secret")
+    out = tmp_path / "signed"
+    assert runner.invoke(app, ["--db", str(ledger_db), "evidence", "export", "--out", str(out)]).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["signature"]["algorithm"] == "HMAC-SHA256"
+    manifest["period"]["from"] = "2026-02-01T00:00:00Z"  # an edit that keeps every file hash right
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["evidence", "verify", str(out)])
+    assert result.exit_code == 1
+    assert "changed: manifest.json" in result.stdout.splitlines()
+
+
+def test_export_refuses_a_folder_that_is_not_empty_and_a_bad_period(ledger_db, bundle):
+    result = runner.invoke(app, ["--db", str(ledger_db), "evidence", "export", "--out", str(bundle)])
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {bundle} is not empty: an evidence bundle goes into a new folder\n"
+    result = runner.invoke(app, ["--db", str(ledger_db), "evidence", "export", "--out", str(bundle.parent / "x"),
+                                 "--from", "2026-03-01T00:00:00Z", "--to", "2026-01-01T00:00:00Z"])
+    assert result.exit_code == 2
+    assert result.stderr == "Error: from: 2026-03-01T00:00:00Z is after to: 2026-01-01T00:00:00Z\n"
+
+
+def test_verify_refuses_what_is_not_a_bundle(tmp_path):
+    result = runner.invoke(app, ["evidence", "verify", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {tmp_path} has no manifest.json: it is not an evidence bundle\n"
+
+
+def test_report_is_self_contained_and_explains_each_section(bundle):
+    html = (bundle / "report.html").read_text()
+    for marker in ("<script src", "<link ", "http://", "https://", "@import", "url("):
+        assert marker not in html
+    for section in ("Summary", "Who could read cloud credentials, per tenant", "Grants and revocations per week",
+                    "Connector-secret accesses per day", "Checking this bundle", "access-ledger evidence verify"):
+        assert section in html
+    assert html.count("<svg") == 3

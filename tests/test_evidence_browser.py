@@ -1,0 +1,222 @@
+"""report.html in a real headless Chromium with the network off: charts drawn, tables sort, no console error.
+
+Chromium is driven through the DevTools protocol (a websocket on 127.0.0.1): console messages,
+uncaught exceptions, log entries and every network request the page attempts are collected.
+Under CI (CI=true) a missing browser is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.app import AccessLedger
+from ledger.generator import generate
+from reports.evidence import export_bundle
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+if not IN_CI:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (CI installs it)", allow_module_level=True)
+    pytest.importorskip("websocket", reason="websocket-client is not installed (pip install -e '.[test]')")
+import websocket  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Browser:
+    """One headless Chromium page, offline, with everything it logs collected."""
+
+    def __init__(self, profile: Path):
+        assert CHROMIUM is not None, "chromium is not installed"
+        self.port = _free_port()
+        self.log = open(profile.parent / "chromium.log", "wb")
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--no-default-browser-check",
+             "--disable-extensions", f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1",
+             f"--remote-debugging-port={self.port}", "--remote-allow-origins=*", "about:blank"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.ws = websocket.create_connection(self._page_socket(), timeout=30)
+        self.next_id = 0
+        self.events: list[dict[str, Any]] = []
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.call(f"{domain}.enable")
+        self.call("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1,
+                  uploadThroughput=-1)
+
+    def _page_socket(self) -> str:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=2) as r:
+                    pages = [t for t in json.load(r) if t.get("type") == "page"]
+                if pages:
+                    return pages[0]["webSocketDebuggerUrl"]
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"chromium exited with {self.proc.returncode}")
+            time.sleep(0.2)
+        raise RuntimeError("chromium did not open its DevTools endpoint in 30 s")
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self.next_id += 1
+        mine = self.next_id
+        self.ws.send(json.dumps({"id": mine, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == mine:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            if "method" in msg:
+                self.events.append(msg)
+
+    def wait_for(self, method: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        if any(e["method"] == method for e in self.events):
+            return
+        while time.monotonic() < deadline:
+            msg = json.loads(self.ws.recv())
+            if "method" in msg:
+                self.events.append(msg)
+                if msg["method"] == method:
+                    return
+        raise TimeoutError(method)
+
+    def open(self, url: str) -> None:
+        self.events.clear()
+        self.call("Page.navigate", url=url)
+        self.wait_for("Page.loadEventFired")
+        self.evaluate("new Promise(r => setTimeout(r, 300))")  # late errors, timers
+        self.evaluate("1")  # drain
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def errors(self) -> list[str]:
+        """Console errors, uncaught exceptions and error log entries seen since the page was opened."""
+        out = []
+        for e in self.events:
+            p = e.get("params", {})
+            if e["method"] == "Runtime.exceptionThrown":
+                d = p["exceptionDetails"]
+                out.append("exception: " + (d.get("exception", {}).get("description") or d.get("text", "")))
+            elif e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+                out.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"]))
+            elif e["method"] == "Log.entryAdded" and p["entry"].get("level") == "error":
+                out.append("log: " + p["entry"].get("text", ""))
+        return out
+
+    def network_requests(self) -> list[str]:
+        """URLs the page tried to fetch from anywhere but the file itself (file:, data:)."""
+        return [e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"
+                and not e["params"]["request"]["url"].startswith(("file:", "data:"))]
+
+    def screenshot(self, path: Path) -> bytes:
+        size = self.call("Page.getLayoutMetrics")["cssContentSize"]
+        height = min(int(size["height"]) + 1, 16_000)
+        self.call("Emulation.setDeviceMetricsOverride", width=1280, height=height, deviceScaleFactor=1, mobile=False)
+        data = base64.b64decode(self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"])
+        path.write_bytes(data)
+        return data
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        finally:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory):
+    b = Browser(tmp_path_factory.mktemp("chromium") / "profile")
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("evidence")
+    with AccessLedger.open(str(folder / "ledger.db"), create=True) as led:
+        led.import_lines(generate("small").lines())
+        return export_bundle(led, folder / "bundle").path
+
+
+def test_report_renders_offline_with_charts_and_no_console_error(browser, bundle, tmp_path):
+    browser.open((bundle / "report.html").as_uri())
+    assert browser.errors() == []
+    assert browser.network_requests() == []
+    assert browser.evaluate("document.documentElement.dataset.ready") == "1"  # the table script ran
+    charts = browser.evaluate("""Array.from(document.querySelectorAll('figure.chart')).map(f => {
+        const svg = f.querySelector('svg'); const box = svg.getBoundingClientRect();
+        return {id: f.id, width: box.width, height: box.height,
+                marks: svg.querySelectorAll('polyline.series, g.bar rect, g.unauthorised circle').length,
+                unauthorised: svg.querySelectorAll('g.unauthorised').length};
+    })""")
+    by_id = {c["id"]: c for c in charts}
+    assert set(by_id) == {"chart-privileged", "chart-grants", "chart-secrets"}
+    for chart in charts:
+        assert chart["width"] > 600 and chart["height"] > 100, chart
+        assert chart["marks"] > 0, chart
+    assert by_id["chart-privileged"]["marks"] >= 3  # one line per tenant
+    assert by_id["chart-secrets"]["unauthorised"] == 1  # the planted read, marked
+    png = browser.screenshot(tmp_path / "report.png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
+
+
+def test_report_tables_sort_and_filter(browser, bundle):
+    browser.open((bundle / "report.html").as_uri())
+    column = browser.evaluate("""(() => {
+        const t = document.getElementById('attention');
+        const i = Array.from(t.tHead.rows[0].cells).findIndex(th => th.textContent === 'who');
+        const who = () => Array.from(t.tBodies[0].rows).map(r => r.cells[i].textContent);
+        t.tHead.rows[0].cells[i].click();
+        const up = who();
+        t.tHead.rows[0].cells[i].click();
+        return {up: up, down: who()};
+    })()""")
+    assert column["up"] == sorted(column["up"]) and column["down"] == sorted(column["down"], reverse=True)
+    shown = browser.evaluate("""(() => {
+        const box = document.getElementById('attention-filter');
+        box.value = 'user:ivan'; box.dispatchEvent(new Event('input'));
+        return Array.from(document.querySelectorAll('#attention tbody tr')).filter(r => !r.hidden).length;
+    })()""")
+    assert shown == 1
+    assert browser.errors() == []
+
+
+def test_the_harness_sees_console_errors_and_network_attempts(browser, tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><html><head><script src='https://cdn.example.com/chart.js'></script></head>"
+                    "<body><script>console.error('deliberate'); notDefined();</script></body></html>")
+    browser.open(page.as_uri())
+    errors = browser.errors()
+    assert any("deliberate" in e for e in errors)
+    assert any("notDefined" in e for e in errors)
+    assert browser.network_requests() == ["https://cdn.example.com/chart.js"]

@@ -1,0 +1,333 @@
+"""The DuckDB warehouse: interval tables agree with the Python projection, syncs are exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from ledger import errors as E
+from ledger.app import AccessLedger
+from projections.answers import what_can
+from projections.permissions import PermissionState
+from reports.errors import WarehouseMismatch
+from reports.warehouse import Warehouse, default_path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def d(day: int, hour: int = 0) -> str:
+    return f"2026-01-{day:02d}T{hour:02d}:00:00Z"
+
+
+# -- the projection and the warehouse agree, row for row ------------------------------------------
+
+NAMES = st.sampled_from(["alice", "bob", "carol"])
+USERS = NAMES.map("user:{}".format)
+MEMBERS = st.one_of(USERS, st.just("service_account:ci"))
+TENANTS = st.sampled_from(["prod", "dev"])
+TENANT_ROLES = st.sampled_from(["viewer", "editor", "admin", "c1", "c2", "c3"])
+ORG_ROLES = st.sampled_from(["org_viewer", "org_admin", "o1"])
+PRINCIPALS = st.one_of(USERS, st.sampled_from(["team:ml", "team:ops", "service_account:ci"]))
+PERMS = st.lists(st.sampled_from(["model:read", "model:promote", "pipeline:*", "*:update", "secret:read",
+                                  "service_connector:read_secret_value", "*:*"]), unique=True, max_size=3)
+ORG_PERMS = st.lists(st.sampled_from(["tenant:read", "member:*", "*:update", "role:update"]), unique=True,
+                     max_size=2)
+RESOURCES = st.sampled_from([None, None, None, "model/m1", "pipeline/p1", "service_connector/aws"])
+# Expiry instants that coincide with event times (hours 0 and 12 of the days events use).
+EXPIRES = st.sampled_from([None, None, None, "2026-02-03T00:00:00Z", "2026-02-04T12:00:00Z", "2026-02-06T00:00:00Z",
+                           "2026-02-09T12:00:00Z", "2026-02-14T00:00:00Z"])
+
+COMMANDS = st.one_of(
+    st.tuples(st.just("create_tenant"), TENANTS),
+    st.tuples(st.just("delete_tenant"), TENANTS),
+    st.tuples(st.just("create_user"), NAMES),
+    st.tuples(st.just("deactivate_user"), NAMES),
+    st.tuples(st.just("reactivate_user"), NAMES),
+    st.tuples(st.just("create_service_account"), st.just("ci")),
+    st.tuples(st.just("deactivate_service_account"), st.just("ci")),
+    st.tuples(st.just("reactivate_service_account"), st.just("ci")),
+    st.tuples(st.just("create_team"), st.sampled_from(["ml", "ops"])),
+    st.tuples(st.just("delete_team"), st.sampled_from(["ml", "ops"])),
+    st.tuples(st.just("add_team_member"), st.sampled_from(["ml", "ops"]), MEMBERS),
+    st.tuples(st.just("remove_team_member"), st.sampled_from(["ml", "ops"]), MEMBERS),
+    st.tuples(st.just("create_role"), st.just("c1"), st.just("tenant"), PERMS, st.sampled_from([None, "viewer"])),
+    st.tuples(st.just("create_role"), st.just("c2"), st.just("tenant"), PERMS, st.sampled_from(["c1", "editor"])),
+    st.tuples(st.just("create_role"), st.just("c3"), st.just("tenant"), PERMS, st.sampled_from(["c2", "c1"])),
+    st.tuples(st.just("create_role"), st.just("o1"), st.just("organization"), ORG_PERMS,
+              st.sampled_from([None, "org_viewer"])),
+    st.tuples(st.just("change_role"), st.sampled_from(["c1", "c2", "c3"]), PERMS, PERMS),
+    st.tuples(st.just("change_role"), st.just("o1"), ORG_PERMS, ORG_PERMS),
+    st.tuples(st.just("delete_role"), st.sampled_from(["c1", "c2", "c3", "o1"])),
+    st.tuples(st.just("assign_role"), TENANT_ROLES, PRINCIPALS, TENANTS, RESOURCES, EXPIRES),
+    st.tuples(st.just("assign_role"), TENANT_ROLES, PRINCIPALS, TENANTS, RESOURCES, EXPIRES),
+    st.tuples(st.just("unassign_role"), TENANT_ROLES, PRINCIPALS, TENANTS, RESOURCES),
+    st.tuples(st.just("assign_role"), ORG_ROLES, PRINCIPALS, st.none(), st.none(), EXPIRES),
+    st.tuples(st.just("unassign_role"), ORG_ROLES, PRINCIPALS),
+    st.tuples(st.just("assign_role"), TENANT_ROLES, USERS, TENANTS, st.none(), st.none()),
+    st.tuples(st.just("assign_role"), TENANT_ROLES, st.just("team:ml"), TENANTS, st.none(), EXPIRES),
+    st.tuples(st.just("add_team_member"), st.sampled_from(["ml", "ops"]), MEMBERS),
+)
+
+
+def event_time(i: int) -> str:
+    # Two events per instant: events at exactly the same time as an expiry or another event.
+    base = datetime(2026, 2, 2, tzinfo=UTC) + timedelta(hours=12 * (i // 2))
+    return base.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def prelude(led: AccessLedger) -> None:
+    """Something to assign to and in, so that most random commands are accepted."""
+    at = "2026-02-01T00:00:00Z"
+    led.init(at=at)
+    for tenant in ("prod", "dev"):
+        led.create_tenant(tenant, at=at)
+    for user in ("alice", "bob", "carol"):
+        led.create_user(user, at=at)
+    led.create_service_account("ci", at=at)
+    led.create_team("ml", at=at)
+    led.add_team_member("ml", "user:alice", at=at)
+    led.create_role("c1", "tenant", ["model:promote"], base="viewer", at=at)
+    led.create_role("o1", "organization", ["member:*"], at=at)
+
+
+def build(led: AccessLedger, commands, first: int = 0) -> None:
+    for i, (name, *args) in enumerate(commands, first):
+        if name == "create_role":
+            role, scope, perms, base = args
+            args = [role, scope, perms, base]
+        if name == "change_role":
+            role, add, remove = args
+            args = [role, [p for p in add if p not in remove], remove]
+        try:
+            getattr(led, name)(*args, at=event_time(i))
+        except E.LedgerError:
+            pass
+
+
+def projection_rows(led: AccessLedger, instant: str) -> list[tuple]:
+    state = PermissionState()
+    for position, event in led.read():
+        if event["at"] > instant:
+            break
+        state.apply(position, event)
+    rows = []
+    for principal in state.subjects():
+        for r in what_can(state, principal, None, instant):
+            rows.append((principal, r["tenant"], r["permission"], r["resource_scope"], r["role"], r["via_team"],
+                         r["from_role"], r["position"]))
+    return sorted(rows, key=repr)
+
+
+def warehouse_rows(wh: Warehouse, instant: str) -> list[tuple]:
+    at = datetime.fromisoformat(instant).astimezone(UTC).replace(tzinfo=None)
+    rows = wh.con.execute("SELECT principal, tenant, permission, resource_scope, role, via_team, from_role, "
+                          "assignment_position FROM effective_at($at::TIMESTAMP)", {"at": at}).fetchall()
+    return sorted(rows, key=repr)
+
+
+def instants_of(led: AccessLedger) -> list[str]:
+    """Instants worth asking about: each event's time, half a day later, every expiry, before and after all."""
+    out = {"2026-01-01T00:00:00Z", "2026-12-31T00:00:00Z"}
+    for _, event in led.read():
+        out.add(event["at"])
+        later = datetime.fromisoformat(event["at"]) + timedelta(hours=6)
+        out.add(later.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        if event.get("expires_at"):
+            out.add(event["expires_at"])
+    return sorted(out)
+
+
+@settings(max_examples=int(os.environ.get("WAREHOUSE_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(commands=st.lists(COMMANDS, min_size=8, max_size=60), cut=st.floats(0, 1), data=st.data())
+def test_effective_permissions_from_intervals_equal_the_projection(tmp_path_factory, commands, cut, data):
+    folder = tmp_path_factory.mktemp("wh")
+    led = AccessLedger.open(str(folder / "l.db"), create=True)
+    split = int(len(commands) * cut)
+    prelude(led)
+    build(led, commands[:split])
+    wh = Warehouse.open(led, ":memory:")
+    try:
+        wh.sync()  # a first sync part way, so the second one exercises the incremental rebuild
+        build(led, commands[split:], first=split)
+        wh.sync()
+        instants = data.draw(st.lists(st.sampled_from(instants_of(led)), min_size=1, max_size=8, unique=True))
+        for instant in instants:
+            expected = projection_rows(led, instant)
+            assert warehouse_rows(wh, instant) == expected, instant
+            event(f"rows: {'none' if not expected else 'some'}; through a team: {any(r[5] for r in expected)}; "
+                  f"organization: {any(r[1] is None for r in expected)}; inherited: "
+                  f"{any(r[6] != r[4] for r in expected)}; resource-scoped: {any(r[3] for r in expected)}")
+    finally:
+        wh.close()
+        led.close()
+
+
+# -- sync --------------------------------------------------------------------------------------------
+
+def small_history(led: AccessLedger) -> None:
+    led.create_tenant("prod", at=d(1))
+    led.create_user("alice", at=d(1))
+    led.create_team("ml", at=d(1))
+    led.add_team_member("ml", "user:alice", at=d(2))
+    led.create_role("ds", "tenant", ["model:promote"], base="editor", at=d(2))
+    led.assign_role("ds", "team:ml", tenant="prod", at=d(3))
+    led.register_connector("aws", "prod", at=d(3))
+    for hour in range(10):
+        led.record_connector_access("aws", "prod", "user:alice", "allowed", at=d(4, hour))
+
+
+def test_sync_is_exactly_once_and_incremental(led, tmp_path):
+    small_history(led)
+    with Warehouse.open(led, tmp_path / "w.duckdb") as wh:
+        assert wh.sync() == led.head()
+        assert wh.sync() == 0
+        led.record_access("user:alice", "read", "model/m", "allowed", tenant="prod", at=d(5))
+        assert wh.sync() == 1
+        assert wh.position == led.head()
+        count, distinct, low, high = wh.con.execute(
+            "SELECT count(*), count(DISTINCT position), min(position), max(position) FROM events").fetchall()[0]
+        assert (count, distinct, low, high) == (led.head(), led.head(), 1, led.head())
+
+
+def test_warehouse_rows_match_the_events(led, tmp_path):
+    small_history(led)
+    with Warehouse.open(led, tmp_path / "w.duckdb") as wh:
+        wh.sync()
+        stored = wh.query("SELECT position, type, role, base, permissions, principal, tenant FROM events "
+                          "WHERE position = 6")
+        assert stored == [{"position": 6, "type": "RoleCreated", "role": "ds", "base": "editor",
+                           "permissions": ["model:promote"], "principal": None, "tenant": None}]
+        assert wh.query("SELECT principal, tenant, role, from_position, valid_to FROM assignments") == [
+            {"principal": "team:ml", "tenant": "prod", "role": "ds", "from_position": 7, "valid_to": None}]
+        assert wh.query("SELECT ancestor, depth FROM role_chain WHERE role = 'ds' ORDER BY depth") == [
+            {"ancestor": "ds", "depth": 0}, {"ancestor": "editor", "depth": 1}]
+        assert wh.query("SELECT count(*) AS n FROM usage WHERE resource = 'service_connector/aws' "
+                        "AND action = 'read_secret_value'") == [{"n": 10}]
+
+
+def test_default_path_is_beside_the_sqlite_ledger(tmp_path):
+    led = AccessLedger.open(str(tmp_path / "x.db"), create=True)
+    assert default_path(led) == str(tmp_path / "x.db") + ".duckdb"
+    led.close()
+
+
+def test_warehouse_file_is_readable_by_its_owner_only(led, tmp_path):
+    small_history(led)
+    path = tmp_path / "w.duckdb"
+    with Warehouse.open(led, path) as wh:
+        wh.sync()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_warehouse_of_another_ledger_is_refused(url_factory, tmp_path):
+    first = AccessLedger.open(url_factory("a"), create=True)
+    first.init(at=d(1))
+    small_history(first)
+    second = AccessLedger.open(url_factory("b"), create=True)
+    second.init(org="other", at=d(1))
+    small_history(second)
+    path = tmp_path / "w.duckdb"
+    with Warehouse.open(first, path) as wh:
+        wh.sync()
+    with Warehouse.open(second, path) as wh:
+        with pytest.raises(WarehouseMismatch, match="does not match this ledger at position 18"):
+            wh.sync()
+    first.close()
+    second.close()
+
+
+def dump(path: Path) -> dict[str, list[tuple]]:
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        out = {}
+        for table in Warehouse.tables():
+            rows = con.execute(f"SELECT * FROM {table}").fetchall()
+            if table == "sync_state":
+                rows = [row[:4] for row in rows]  # synced_at differs from run to run
+            out[table] = sorted(rows, key=repr)
+        return out
+    finally:
+        con.close()
+
+
+def many_events(led: AccessLedger, n: int) -> None:
+    import orjson
+
+    lines = [orjson.dumps({"type": "TenantCreated", "at": d(1), "actor": "system", "tenant": "prod"})]
+    lines += [orjson.dumps({"type": "UserCreated", "at": d(1), "actor": "system", "user": f"u{i}"}) for i in range(50)]
+    lines += [orjson.dumps({"type": "RoleAssigned", "at": d(2), "actor": "system", "role": "viewer",
+                            "principal": f"user:u{i}", "tenant": "prod"}) for i in range(50)]
+    lines += [orjson.dumps({"type": "ResourceAccessed", "at": d(3), "actor": "system", "principal": f"user:u{i % 50}",
+                            "tenant": "prod", "resource": "model/m", "action": "read", "outcome": "allowed"})
+              for i in range(n)]
+    led.import_lines(lines)
+
+
+def test_a_sync_interrupted_between_chunks_resumes_to_the_same_rows(led, tmp_path):
+    many_events(led, 2000)
+    with Warehouse.open(led, tmp_path / "whole.duckdb") as wh:
+        wh.sync(chunk_size=300)
+    calls = []
+
+    def interrupt(n: int) -> None:
+        calls.append(n)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    with Warehouse.open(led, tmp_path / "cut.duckdb") as wh:
+        with pytest.raises(KeyboardInterrupt):
+            wh.sync(interrupt, chunk_size=300)
+        assert wh._state()[0] == 900  # three whole chunks, and nothing of the fourth
+    with Warehouse.open(led, tmp_path / "cut.duckdb") as wh:
+        assert wh.sync(chunk_size=300) == led.head() - 900
+    assert dump(tmp_path / "cut.duckdb") == dump(tmp_path / "whole.duckdb")
+
+
+KILLED_SYNC = textwrap.dedent("""
+    import sys, time
+    from ledger.app import AccessLedger
+    from reports.warehouse import Warehouse
+    led = AccessLedger.open(sys.argv[1])
+    wh = Warehouse.open(led, sys.argv[2])
+    def slow(n):
+        print(n, flush=True)
+        time.sleep(0.3)
+    wh.sync(slow, chunk_size=int(sys.argv[3]))
+""")
+
+
+def test_a_sync_killed_midway_and_run_again_gives_exactly_the_rows_of_an_uninterrupted_sync(tmp_path):
+    url = str(tmp_path / "l.db")
+    led = AccessLedger.open(url, create=True)
+    led.init(at=d(1))
+    many_events(led, 5000)
+    with Warehouse.open(led, tmp_path / "whole.duckdb") as wh:
+        wh.sync(chunk_size=400)
+    killed = tmp_path / "killed.duckdb"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_SYNC, url, str(killed), "400"], stdout=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "400"  # one chunk committed, the next one under way
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with Warehouse.open(led, killed) as wh:
+        done = wh._state()[0]
+        assert 400 <= done < led.head() and done % 400 == 0
+        assert wh.sync() == led.head() - done
+    assert dump(killed) == dump(tmp_path / "whole.duckdb")
+    led.close()
