@@ -91,7 +91,10 @@ def _connect(path: str) -> Any:
     while True:
         try:
             with _private_files():
-                return duckdb.connect(path)
+                con = duckdb.connect(path)
+            # DuckDB's own progress bar would write into the audit's output on stdout.
+            con.execute("SET enable_progress_bar = false")
+            return con
         except duckdb.IOException as exc:
             text = str(exc)
             if "lock" in text.lower() and time.monotonic() < deadline:

@@ -331,3 +331,66 @@ def test_a_sync_killed_midway_and_run_again_gives_exactly_the_rows_of_an_uninter
         assert wh.sync() == led.head() - done
     assert dump(killed) == dump(tmp_path / "whole.duckdb")
     led.close()
+
+
+# -- the secrets audit agrees with the projection's check at every access -----------------------------
+
+SECRET_READS = st.tuples(st.just("secret_read"), st.one_of(USERS, st.just("service_account:ci")), TENANTS,
+                         st.sampled_from(["allowed", "allowed", "denied"]))
+
+
+@settings(max_examples=int(os.environ.get("WAREHOUSE_EXAMPLES", "60")) // 2, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(commands=st.lists(st.integers(0, 2).flatmap(lambda k: SECRET_READS if k else COMMANDS), min_size=8,
+                         max_size=60))
+def test_secrets_audit_authorisation_equals_the_projection_check(tmp_path_factory, commands):
+    from itertools import groupby
+
+    from projections.answers import Question, check
+    from reports.audits import run_audit
+
+    led = AccessLedger.open(str(tmp_path_factory.mktemp("wh") / "l.db"), create=True)
+    prelude(led)
+    for tenant in ("prod", "dev"):
+        led.register_connector("aws", tenant, at="2026-02-01T00:00:00Z")
+    # Paths to the secret that the random commands then open and close: through a team (alice), a
+    # predefined role (bob), a resource-scoped grant that expires (carol).
+    led.create_role("reader", "tenant", ["service_connector:read_secret_value"], at="2026-02-01T00:00:00Z")
+    led.assign_role("reader", "team:ml", tenant="prod", at="2026-02-01T00:00:00Z")
+    led.assign_role("admin", "user:bob", tenant="dev", at="2026-02-01T00:00:00Z")
+    led.assign_role("reader", "user:carol", tenant="prod", resource="service_connector/aws",
+                    expires_at="2026-02-08T00:00:00Z", at="2026-02-01T00:00:00Z")
+    for i, (name, *args) in enumerate(commands):
+        if name == "secret_read":
+            principal, tenant, outcome = args
+            try:
+                led.record_connector_access("aws", tenant, principal, outcome, at=event_time(i))
+            except E.LedgerError:
+                pass
+        else:
+            build(led, [(name, *args)], first=i)
+    # The oracle: at each read, the projection with every event up to that instant (DESIGN section 3).
+    expected = {}
+    state = PermissionState()
+    events = list(led.read())
+    for instant, group in groupby(events, key=lambda pe: pe[1]["at"]):
+        group = list(group)
+        for position, ev in group:
+            state.apply(position, ev)
+        for position, ev in group:
+            if ev["type"] == "ConnectorSecretAccessed":
+                q = Question(ev["principal"], "read_secret_value", "service_connector/aws", ev["tenant"])
+                expected[position] = check(state, q, instant)["allowed"]
+    wh = Warehouse.open(led, ":memory:")
+    try:
+        rows = run_audit(wh, "secrets").rows
+    finally:
+        wh.close()
+        led.close()
+    got = {r["positions"][0]: r["authorised"] for r in rows}
+    assert got == expected
+    event(f"reads authorised: {any(expected.values())}; not authorised: {not all(expected.values())}")
+    for r in rows:
+        want = {(True, "allowed"): "authorised", (False, "allowed"): "unauthorised-access",
+                (True, "denied"): "denied-although-authorised", (False, "denied"): "denied"}
+        assert r["finding"] == want[(r["authorised"], r["outcome"])]

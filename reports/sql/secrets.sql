@@ -10,38 +10,57 @@ WITH accesses AS (
 ), secret_grants AS (
     SELECT * FROM role_grants
     WHERE covers(permission_type, permission_action, 'service_connector', 'read_secret_value')
-), holders AS (
-    -- Who could hold an assignment for each access: the principal, and the teams it was in then.
-    SELECT a.position, a.principal AS holder, NULL::VARCHAR AS via_team, NULL::BIGINT AS member_position
-    FROM accesses a
-    UNION ALL
-    SELECT a.position, 'team:' || m.team, m.team, m.from_position
-    FROM accesses a
-    JOIN memberships m ON m.member = a.principal AND holds_at(m.valid_from, m.valid_to, a."at")
-    JOIN teams tm ON tm.team = m.team AND holds_at(tm.valid_from, tm.valid_to, a."at")
-), authorising AS (
-    SELECT a.position, g.role, h.via_team, rg.permission, rg.from_role, g.resource AS resource_scope,
-           g.from_position AS assignment_position, h.member_position, rg.permission_position
+), team_memberships AS MATERIALIZED (
+    -- Memberships while their team existed (joined before the accesses: both tables are small).
+    SELECT m.member, m.team, m.from_position,
+           greatest(m.valid_from, tm.valid_from) AS valid_from,
+           CASE WHEN m.valid_to IS NULL THEN tm.valid_to
+                WHEN tm.valid_to IS NULL THEN m.valid_to
+                ELSE least(m.valid_to, tm.valid_to) END AS valid_to
+    FROM memberships m
+    JOIN teams tm ON tm.team = m.team
+    WHERE (tm.valid_to IS NULL OR m.valid_from < tm.valid_to) AND (m.valid_to IS NULL OR tm.valid_from < m.valid_to)
+), live AS MATERIALIZED (
+    -- Accesses by an active principal in a live tenant: only these can have been authorised.
+    SELECT a.position, a."at", a.principal, a.tenant, a.connector
     FROM accesses a
     JOIN principal_status s ON s.principal = a.principal AND s.status = 'active'
         AND holds_at(s.valid_from, s.valid_to, a."at")
     JOIN tenants tn ON tn.tenant = a.tenant AND holds_at(tn.valid_from, tn.valid_to, a."at")
-    JOIN holders h ON h.position = a.position
-    JOIN assignments g ON g.principal = h.holder AND g.tenant = a.tenant
-        AND holds_at(g.valid_from, g.valid_to, a."at") AND (g.expires_at IS NULL OR a."at" < g.expires_at)
-        AND (g.resource IS NULL OR g.resource = 'service_connector/' || a.connector)
-    JOIN secret_grants rg ON rg.role = g.role AND holds_at(rg.valid_from, rg.valid_to, a."at")
-), by_access AS (
+), holders AS MATERIALIZED (
+    -- Who could hold an assignment for each access: the principal, and the teams it was in then.
+    SELECT l.position, l."at", l.tenant, l.connector, l.principal AS holder, NULL::VARCHAR AS via_team,
+           NULL::BIGINT AS member_position
+    FROM live l
+    UNION ALL
+    SELECT l.position, l."at", l.tenant, l.connector, 'team:' || m.team, m.team, m.from_position
+    FROM live l
+    JOIN team_memberships m ON m.member = l.principal AND holds_at(m.valid_from, m.valid_to, l."at")
+), authorising AS (
+    -- Joined on (holder, tenant) together: an access meets only its holders' assignments there.
+    SELECT h.position, g.role, h.via_team, rg.permission, rg.from_role, g.resource AS resource_scope,
+           g.from_position AS assignment_position, h.member_position, rg.permission_position
+    FROM holders h
+    JOIN assignments g ON g.principal = h.holder AND g.tenant = h.tenant
+        AND holds_at(g.valid_from, g.valid_to, h."at") AND (g.expires_at IS NULL OR h."at" < g.expires_at)
+        AND (g.resource IS NULL OR g.resource = 'service_connector/' || h.connector)
+    JOIN secret_grants rg ON rg.role = g.role AND holds_at(rg.valid_from, rg.valid_to, h."at")
+), paths_by_access AS (
+    -- One aggregate per access (most have a single path); the first path by its events' positions.
     SELECT position,
-           list(DISTINCT role ORDER BY role) AS roles,
-           list(DISTINCT via_team ORDER BY via_team) FILTER (WHERE via_team IS NOT NULL) AS via_teams,
-           arg_min({'role': role, 'via_team': via_team, 'permission': permission, 'from_role': from_role,
-                    'resource_scope': resource_scope},
-                   [assignment_position, coalesce(member_position, 0), permission_position]) AS path,
-           list(DISTINCT assignment_position) AS assignment_positions,
-           list(DISTINCT member_position) FILTER (WHERE member_position IS NOT NULL) AS member_positions
+           list({'assignment_position': assignment_position, 'member_position': coalesce(member_position, 0),
+                 'permission_position': permission_position, 'role': role, 'via_team': via_team,
+                 'permission': permission, 'from_role': from_role, 'resource_scope': resource_scope}) AS paths
     FROM authorising
     GROUP BY position
+), by_access AS (
+    SELECT position,
+           CASE WHEN len(paths) = 1 THEN paths[1] ELSE list_sort(paths)[1] END AS path,
+           list_sort(list_distinct(list_transform(paths, lambda p: p.role))) AS roles,
+           list_distinct(list_transform(paths, lambda p: p.assignment_position)) AS assignment_positions,
+           list_distinct(list_filter(list_transform(paths, lambda p: p.member_position), lambda m: m <> 0))
+               AS member_positions
+    FROM paths_by_access
 )
 SELECT CASE
            WHEN a.outcome = 'allowed' AND b.position IS NULL THEN 'unauthorised-access'
