@@ -21,12 +21,16 @@ WITH paths AS (
           FROM window_uses)
     GROUP BY ALL
 ), scoped_uses AS (
-    SELECT u.principal, coalesce(u.tenant, '') AS tenant_key, u.resource, pattern AS permission, max(u."at") AS last_used
+    -- Uses of resources some path is scoped to: aggregated first, then under the four patterns.
+    SELECT principal, tenant_key, resource, pattern AS permission, max(last_used) AS last_used
     FROM (SELECT *, unnest([resource_type || ':' || action, '*:' || action, resource_type || ':*', '*:*']) AS pattern
-          FROM usage
-          WHERE outcome = 'allowed' AND "at" > $window_start::TIMESTAMP AND "at" <= $at::TIMESTAMP) u
-    WHERE EXISTS (SELECT 1 FROM paths p WHERE p.resource_scope IS NOT NULL AND p.principal = u.principal
-                  AND p.resource_scope = u.resource)
+          FROM (SELECT u.principal, coalesce(u.tenant, '') AS tenant_key, u.resource, u.resource_type, u.action,
+                       max(u."at") AS last_used
+                FROM usage u
+                WHERE u.outcome = 'allowed' AND u."at" > $window_start::TIMESTAMP AND u."at" <= $at::TIMESTAMP
+                  AND EXISTS (SELECT 1 FROM paths p WHERE p.resource_scope IS NOT NULL AND p.principal = u.principal
+                              AND p.resource_scope = u.resource)
+                GROUP BY ALL))
     GROUP BY ALL
 ), path_use AS (
     SELECT p.principal, p.tenant, p.role, p.via_team, p.resource_scope, p.permission, p.since,
@@ -46,8 +50,9 @@ WITH paths AS (
            'role ' || role AS what,
            tenant, role, via_team, resource_scope,
            min(since) AS since,
-           list(DISTINCT permission ORDER BY permission) FILTER (WHERE last_used IS NULL) AS unused_permissions,
-           coalesce(list(DISTINCT permission ORDER BY permission) FILTER (WHERE last_used IS NOT NULL), [])
+           -- Plain list aggregates, sorted and deduplicated per row (cheaper than DISTINCT ... ORDER BY).
+           list_sort(list_distinct(list(permission) FILTER (WHERE last_used IS NULL))) AS unused_permissions,
+           coalesce(list_sort(list_distinct(list(permission) FILTER (WHERE last_used IS NOT NULL))), [])
                AS used_permissions,
            [role] AS held_roles,
            max(last_used) AS last_used,
@@ -86,9 +91,11 @@ WITH paths AS (
     FROM window_uses
     GROUP BY principal, tenant_key
 ), distinct_sets AS (
-    SELECT DISTINCT used, tenant_key = '' AS organization FROM used_sets
+    -- Each distinct set of used pairs once, with a number: grouping by the number, not the list, is cheap.
+    SELECT used, organization, row_number() OVER () AS set_id
+    FROM (SELECT DISTINCT used, tenant_key = '' AS organization FROM used_sets)
 ), set_pairs AS (
-    SELECT used, organization, len(used) AS needed, unnest(used) AS pair FROM distinct_sets
+    SELECT set_id, organization, len(used) AS needed, unnest(used) AS pair FROM distinct_sets
 ), preset AS (
     SELECT preset FROM events WHERE type = 'OrganizationCreated'
 ), role_cover AS (
@@ -102,16 +109,18 @@ WITH paths AS (
 ), role_size AS (
     SELECT role, scope, from_position, count(*) AS size FROM role_cover GROUP BY ALL
 ), covering AS (
-    SELECT sp.used, sp.organization, rc.role
+    SELECT sp.set_id, rc.role
     FROM set_pairs sp
     JOIN role_cover rc ON rc.pair = sp.pair AND rc.scope = CASE WHEN sp.organization THEN 'organization' ELSE 'tenant' END
-    GROUP BY sp.used, sp.organization, rc.role, sp.needed
+    GROUP BY sp.set_id, rc.role, sp.needed
     HAVING count(*) = sp.needed
 ), best AS (
-    SELECT c.used, c.organization, arg_min(c.role, (rs.size, c.role)) AS role, min(rs.size) AS size,
-           arg_min(rs.from_position, (rs.size, c.role)) AS role_position
-    FROM covering c JOIN role_size rs ON rs.role = c.role
-    GROUP BY c.used, c.organization
+    SELECT d.used, d.organization, b.role, b.size, b.role_position
+    FROM (SELECT c.set_id, arg_min(c.role, (rs.size, c.role)) AS role, min(rs.size) AS size,
+                 arg_min(rs.from_position, (rs.size, c.role)) AS role_position
+          FROM covering c JOIN role_size rs ON rs.role = c.role
+          GROUP BY c.set_id) b
+    JOIN distinct_sets d ON d.set_id = b.set_id
 ), roles_held AS (
     SELECT principal, coalesce(tenant, '') AS tenant_key, list(DISTINCT role ORDER BY role) AS roles
     FROM paths GROUP BY ALL
