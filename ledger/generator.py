@@ -1164,6 +1164,12 @@ class _Population:
         key = (role, p, tenant, "")
         if key in e.w.held or tenant not in e.w.tenants:
             return False
+        if days and e.day + days >= e.shape.days:
+            # It would expire on the day the history ends, before that day's changes are written:
+            # expired and never revoked, a finding nobody planted. End it on the last day instead.
+            days = e.shape.days - 1 - e.day
+            if days < 1:
+                return False
         e.assign(role, p, tenant, e.admin, why, days=days)
         if days:
             e.revoke_on_expiry(key, f"{why}: time-bound grant ended")
