@@ -11,7 +11,7 @@ WITH paths AS (
     SELECT * FROM effective_at($at::TIMESTAMP)
 ), window_uses AS (
     SELECT principal, coalesce(tenant, '') AS tenant_key, resource_type, action,
-           min("at") AS first_used, max("at") AS last_used, arg_max(position, "at") AS last_position
+           min("at") AS first_used, max("at") AS last_used, max(position) AS last_position
     FROM usage
     WHERE outcome = 'allowed' AND "at" > $window_start::TIMESTAMP AND "at" <= $at::TIMESTAMP
     GROUP BY ALL
@@ -61,7 +61,7 @@ WITH paths AS (
     GROUP BY principal, tenant, role, via_team, resource_scope
     HAVING count(*) FILTER (WHERE last_used IS NULL) > 0
 ), activity AS (
-    SELECT principal, max("at") AS last_seen, arg_max(position, "at") AS last_position
+    SELECT principal, max("at") AS last_seen, max(position) AS last_position
     FROM usage
     WHERE "at" <= $at::TIMESTAMP
     GROUP BY principal
@@ -87,7 +87,7 @@ WITH paths AS (
 ), used_sets AS (
     SELECT principal, tenant_key,
            list(resource_type || ':' || action ORDER BY resource_type, action) AS used,
-           min(first_used) AS first_used, max(last_used) AS last_used, arg_max(last_position, last_used) AS last_position
+           min(first_used) AS first_used, max(last_used) AS last_used, max(last_position) AS last_position
     FROM window_uses
     GROUP BY principal, tenant_key
 ), distinct_sets AS (

@@ -3,7 +3,8 @@
 -- Parameters: $at (TIMESTAMP), $principal and $tenant (VARCHAR, NULL for all).
 -- A use is an allowed access (resource access or connector-secret read) at or before $at that the
 -- permission covers, by the same principal, in the same tenant (and on the same resource, for a
--- resource-scoped grant).
+-- resource-scoped grant). The ledger's times never decrease along its positions, so the last use is
+-- the use with the highest position (max(position) is much cheaper than arg_max(position, at)).
 WITH paths AS (
     SELECT *
     FROM effective_at($at::TIMESTAMP)
@@ -11,15 +12,16 @@ WITH paths AS (
       AND ($tenant::VARCHAR IS NULL OR tenant = $tenant::VARCHAR)
 ), uses AS (
     SELECT principal, coalesce(tenant, '') AS tenant_key, resource_type, action,
-           max("at") AS last_used, arg_max(position, "at") AS last_position, count(*) AS uses
+           max("at") AS last_used, max(position) AS last_position, count(*) AS uses
     FROM usage
     WHERE outcome = 'allowed' AND "at" <= $at::TIMESTAMP
-      AND principal IN (SELECT principal FROM paths)
+      AND ($principal::VARCHAR IS NULL OR principal = $principal::VARCHAR)
+      AND ($tenant::VARCHAR IS NULL OR tenant = $tenant::VARCHAR)
     GROUP BY ALL
 ), uses_by_pattern AS (
     -- Each use under the four permission patterns that cover it, so paths match it by equality.
     SELECT principal, tenant_key, pattern AS permission,
-           max(last_used) AS last_used, arg_max(last_position, last_used) AS last_position, sum(uses)::BIGINT AS uses
+           max(last_used) AS last_used, max(last_position) AS last_position, sum(uses)::BIGINT AS uses
     FROM (
         SELECT *, unnest([resource_type || ':' || action, '*:' || action, resource_type || ':*', '*:*']) AS pattern
         FROM uses
@@ -27,7 +29,7 @@ WITH paths AS (
     GROUP BY ALL
 ), scoped_uses AS (
     SELECT u.principal, coalesce(u.tenant, '') AS tenant_key, u.resource, u.resource_type, u.action,
-           max(u."at") AS last_used, arg_max(u.position, u."at") AS last_position, count(*) AS uses
+           max(u."at") AS last_used, max(u.position) AS last_position, count(*) AS uses
     FROM usage u
     WHERE u.outcome = 'allowed' AND u."at" <= $at::TIMESTAMP
       AND EXISTS (SELECT 1 FROM paths p WHERE p.resource_scope IS NOT NULL AND p.principal = u.principal
@@ -35,7 +37,7 @@ WITH paths AS (
     GROUP BY ALL
 ), scoped_by_pattern AS (
     SELECT principal, tenant_key, resource, pattern AS permission,
-           max(last_used) AS last_used, arg_max(last_position, last_used) AS last_position, sum(uses)::BIGINT AS uses
+           max(last_used) AS last_used, max(last_position) AS last_position, sum(uses)::BIGINT AS uses
     FROM (
         SELECT *, unnest([resource_type || ':' || action, '*:' || action, resource_type || ':*', '*:*']) AS pattern
         FROM scoped_uses
