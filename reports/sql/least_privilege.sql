@@ -108,12 +108,54 @@ WITH paths AS (
     WHERE holds_at(r.valid_from, r.valid_to, $at::TIMESTAMP)
 ), role_size AS (
     SELECT role, scope, from_position, count(*) AS size FROM role_cover GROUP BY ALL
+), pair_bits AS (
+    -- Every TYPE:ACTION of the preset gets a bit; a set of pairs is 8 64-bit words (the presets have
+    -- under 400 pairs: more than 512 fails loudly below). Covering is then a few integer ANDs.
+    SELECT pair, (row_number() OVER (ORDER BY pair) - 1)::INTEGER AS bit
+    FROM (SELECT DISTINCT resource_type || ':' || action AS pair FROM vocabulary
+          WHERE preset = (SELECT preset FROM preset))
+), role_bits AS (
+    SELECT rc.role, rc.scope,
+           bit_or(CASE WHEN b.bit // 64 = 0 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w0,
+           bit_or(CASE WHEN b.bit // 64 = 1 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w1,
+           bit_or(CASE WHEN b.bit // 64 = 2 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w2,
+           bit_or(CASE WHEN b.bit // 64 = 3 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w3,
+           bit_or(CASE WHEN b.bit // 64 = 4 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w4,
+           bit_or(CASE WHEN b.bit // 64 = 5 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w5,
+           bit_or(CASE WHEN b.bit // 64 = 6 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w6,
+           bit_or(CASE WHEN b.bit // 64 = 7 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w7
+    FROM role_cover rc JOIN pair_bits b ON b.pair = rc.pair
+    GROUP BY rc.role, rc.scope
+), set_bits AS (
+    -- A used pair outside the vocabulary (none is expected) makes its set coverable by no role.
+    SELECT sp.set_id, sp.organization,
+           bit_or(CASE WHEN b.bit // 64 = 0 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w0,
+           bit_or(CASE WHEN b.bit // 64 = 1 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w1,
+           bit_or(CASE WHEN b.bit // 64 = 2 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w2,
+           bit_or(CASE WHEN b.bit // 64 = 3 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w3,
+           bit_or(CASE WHEN b.bit // 64 = 4 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w4,
+           bit_or(CASE WHEN b.bit // 64 = 5 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w5,
+           bit_or(CASE WHEN b.bit // 64 = 6 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w6,
+           bit_or(CASE WHEN b.bit // 64 = 7 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w7,
+           count(*) FILTER (WHERE b.bit IS NULL) AS unknown,
+           CASE WHEN max(b.bit) >= 512 THEN error('least-privilege: vocabulary too large for the pair bitmaps')
+           END AS too_large
+    FROM set_pairs sp LEFT JOIN pair_bits b ON b.pair = sp.pair
+    GROUP BY sp.set_id, sp.organization
 ), covering AS (
-    SELECT sp.set_id, rc.role
-    FROM set_pairs sp
-    JOIN role_cover rc ON rc.pair = sp.pair AND rc.scope = CASE WHEN sp.organization THEN 'organization' ELSE 'tenant' END
-    GROUP BY sp.set_id, rc.role, sp.needed
-    HAVING count(*) = sp.needed
+    -- A role covers a set when every bit of the set is among the role's.
+    SELECT s.set_id, r.role
+    FROM set_bits s
+    JOIN role_bits r ON r.scope = CASE WHEN s.organization THEN 'organization' ELSE 'tenant' END
+    WHERE s.unknown = 0 AND s.too_large IS NULL
+      AND (r.w0 & s.w0) = s.w0
+      AND (r.w1 & s.w1) = s.w1
+      AND (r.w2 & s.w2) = s.w2
+      AND (r.w3 & s.w3) = s.w3
+      AND (r.w4 & s.w4) = s.w4
+      AND (r.w5 & s.w5) = s.w5
+      AND (r.w6 & s.w6) = s.w6
+      AND (r.w7 & s.w7) = s.w7
 ), best AS (
     SELECT d.used, d.organization, b.role, b.size, b.role_position
     FROM (SELECT c.set_id, arg_min(c.role, (rs.size, c.role)) AS role, min(rs.size) AS size,
