@@ -176,6 +176,12 @@ def _audit(name: str) -> Audit:
         raise UnknownAudit(f"no audit named {name!r} (choose from {', '.join(AUDITS)})") from None
 
 
+def use_totals(wh: Warehouse, at: datetime) -> bool:
+    """May an audit at `at` read the use totals the sync keeps (is `at` at or after the newest event)?"""
+    newest = wh.con.execute('SELECT max("at") FROM events').fetchall()[0][0]
+    return newest is None or at >= newest
+
+
 def run_audit(wh: Warehouse, name: str, *, at: str | None = None, start: str | None = None, end: str | None = None,
               window: str | timedelta = "90d", rules: str | Path | None = None, principal: str | None = None,
               tenant: str | None = None, sync: bool = True) -> AuditResult:
@@ -196,6 +202,8 @@ def run_audit(wh: Warehouse, name: str, *, at: str | None = None, start: str | N
     text = sql_text(audit.sql_file)
     statement = duckdb.extract_statements(text)[-1]
     bound = {k: v for k, v in params.items() if k in statement.named_parameters}
+    if "totals" in statement.named_parameters:
+        bound["totals"] = use_totals(wh, params["at"])
     try:
         rel = wh.con.sql(statement.query, params=bound)
         # Instants as the ledger writes them (text), so every output format shows the same thing.

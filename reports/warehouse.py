@@ -27,7 +27,7 @@ from reports.sql_files import run_script, sql_text
 if TYPE_CHECKING:
     from ledger.app import AccessLedger
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 CHUNK = 250_000
 LOCK_WAIT = 30.0
 #: The fields of DESIGN section 4, as read from the JSONL bytes (lists are the permission lists).
@@ -60,7 +60,8 @@ SELECT position, type, "at"::TIMESTAMP, actor, reason, id, name, preset, tenant,
 FROM read_json($path, format = 'newline_delimited', columns = {_JSON_COLUMNS})
 """
 _TABLES = ("meta", "sync_state", "events", "predefined_roles", "vocabulary", "principal_status", "tenants", "teams",
-           "memberships", "roles", "role_permissions", "role_chain", "role_grants", "assignments", "connectors")
+           "memberships", "roles", "role_permissions", "role_chain", "role_grants", "assignments", "connectors",
+           "usage_totals")
 
 
 def default_path(led: AccessLedger) -> str:

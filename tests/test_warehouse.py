@@ -394,3 +394,70 @@ def test_secrets_audit_authorisation_equals_the_projection_check(tmp_path_factor
         want = {(True, "allowed"): "authorised", (False, "allowed"): "unauthorised-access",
                 (True, "denied"): "denied-although-authorised", (False, "denied"): "denied"}
         assert r["finding"] == want[(r["authorised"], r["outcome"])]
+
+
+# -- the use totals the sync keeps answer like a scan of the uses -----------------------------------
+
+ACCESSES = st.tuples(st.just("access"), st.one_of(USERS, st.just("service_account:ci")),
+                     st.sampled_from([("read", "model/m1"), ("promote", "model/m1"), ("create", "pipeline/p1"),
+                                      ("read", "artifact/a")]),
+                     st.sampled_from(["prod", "dev", None]), st.sampled_from(["allowed", "allowed", "denied"]))
+
+
+@settings(max_examples=int(os.environ.get("WAREHOUSE_EXAMPLES", "60")) // 2, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(commands=st.lists(st.integers(0, 3).flatmap(lambda k: (COMMANDS, SECRET_READS, ACCESSES, ACCESSES)[k]),
+                         min_size=8, max_size=60), cut=st.floats(0, 1))
+def test_review_from_the_use_totals_equals_review_from_the_uses(tmp_path_factory, commands, cut):
+    import duckdb
+
+    from reports.audits import use_totals
+    from reports.sql_files import sql_text
+
+    led = AccessLedger.open(str(tmp_path_factory.mktemp("wh") / "l.db"), create=True)
+    prelude(led)
+    for tenant in ("prod", "dev"):
+        led.register_connector("aws", tenant, at="2026-02-01T00:00:00Z")
+    led.assign_role("admin", "user:bob", tenant="dev", at="2026-02-01T00:00:00Z")
+    led.assign_role("c1", "team:ml", tenant="prod", at="2026-02-01T00:00:00Z")
+    led.assign_role("viewer", "user:carol", tenant="prod", resource="model/m1", at="2026-02-01T00:00:00Z")
+
+    def run(part, first):
+        for i, (name, *args) in enumerate(part, first):
+            try:
+                if name == "secret_read":
+                    principal, tenant, outcome = args
+                    led.record_connector_access("aws", tenant, principal, outcome, at=event_time(i))
+                elif name == "access":
+                    principal, (action, resource), tenant, outcome = args
+                    led.record_access(principal, action, resource, outcome, tenant, at=event_time(i))
+                else:
+                    build(led, [(name, *args)], first=i)
+            except E.LedgerError:
+                pass
+
+    split = int(len(commands) * cut)
+    wh = Warehouse.open(led, ":memory:")
+    try:
+        run(commands[:split], 0)
+        wh.sync()  # totals merged over two syncs
+        run(commands[split:], split)
+        wh.sync()
+        scratch = wh.con.execute(
+            "SELECT principal, coalesce(tenant, ''), resource_type, action, outcome, min(\"at\"), max(\"at\"), "
+            "max(position), count(*) FROM usage GROUP BY ALL").fetchall()
+        assert wh.table_rows("usage_totals") == sorted(scratch, key=repr)
+        query = duckdb.extract_statements(sql_text("review.sql"))[-1].query
+        at = datetime(2026, 12, 31)
+        assert use_totals(wh, at)
+        used = False
+        for principal, tenant in ((None, None), ("user:alice", None), (None, "prod")):
+            params = {"at": at, "principal": principal, "tenant": tenant}
+            from_totals = wh.con.sql(query, params={**params, "totals": True}).fetchall()
+            scanned = wh.con.sql(query, params={**params, "totals": False}).fetchall()
+            assert from_totals == scanned
+            used = used or any(row[13] is not None for row in from_totals)  # last_used
+        event(f"uses: {bool(scratch)}; reviewed rows with a use: {used}")
+    finally:
+        wh.close()
+        led.close()

@@ -211,3 +211,26 @@ WHERE (SELECT touched FROM roles_touched);
 
 DROP TABLE batch;
 DROP TABLE roles_touched;
+
+-- usage_totals --------------------------------------------------------------------------------------
+-- The new uses summed per key, then merged with the totals of the principals they are about.
+CREATE OR REPLACE TEMP TABLE new_usage AS
+SELECT principal, coalesce(tenant, '') AS tenant_key, resource_type,
+       CASE WHEN type = 'ConnectorSecretAccessed' THEN 'read_secret_value' ELSE action END AS action, outcome,
+       min("at") AS first_at, max("at") AS last_at, max(position) AS last_position, count(*) AS uses
+FROM events
+WHERE position > $lo AND position <= $hi AND type IN ('ResourceAccessed', 'ConnectorSecretAccessed')
+GROUP BY ALL;
+
+CREATE OR REPLACE TEMP TABLE merged_usage AS
+SELECT principal, tenant_key, resource_type, action, outcome, min(first_at) AS first_at, max(last_at) AS last_at,
+       max(last_position) AS last_position, sum(uses)::BIGINT AS uses
+FROM (SELECT * FROM usage_totals WHERE principal IN (SELECT principal FROM new_usage)
+      UNION ALL
+      SELECT * FROM new_usage)
+GROUP BY ALL;
+
+DELETE FROM usage_totals WHERE principal IN (SELECT principal FROM new_usage);
+INSERT INTO usage_totals SELECT * FROM merged_usage;
+DROP TABLE new_usage;
+DROP TABLE merged_usage;

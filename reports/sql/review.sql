@@ -1,6 +1,7 @@
 -- review: every user's and service account's effective permissions per tenant at $at, with the path
 -- (role, through which team, which role in the chain grants it) and when each was last used.
--- Parameters: $at (TIMESTAMP), $principal and $tenant (VARCHAR, NULL for all).
+-- Parameters: $at (TIMESTAMP), $principal and $tenant (VARCHAR, NULL for all), $totals (BOOLEAN: $at
+-- is at or after the newest event).
 -- A use is an allowed access (resource access or connector-secret read) at or before $at that the
 -- permission covers, by the same principal, in the same tenant (and on the same resource, for a
 -- resource-scoped grant). The ledger's times never decrease along its positions, so the last use is
@@ -11,10 +12,18 @@ WITH paths AS (
     WHERE ($principal::VARCHAR IS NULL OR principal = $principal::VARCHAR)
       AND ($tenant::VARCHAR IS NULL OR tenant = $tenant::VARCHAR)
 ), uses AS (
+    -- $totals: $at is at or after the newest event, so the totals kept by the sync are the answer;
+    -- otherwise the uses up to $at are summed here.
+    SELECT principal, tenant_key, resource_type, action, last_at AS last_used, last_position, uses
+    FROM usage_totals
+    WHERE $totals::BOOLEAN AND outcome = 'allowed'
+      AND ($principal::VARCHAR IS NULL OR principal = $principal::VARCHAR)
+      AND ($tenant::VARCHAR IS NULL OR tenant_key = $tenant::VARCHAR)
+    UNION ALL
     SELECT principal, coalesce(tenant, '') AS tenant_key, resource_type, action,
            max("at") AS last_used, max(position) AS last_position, count(*) AS uses
     FROM usage
-    WHERE outcome = 'allowed' AND "at" <= $at::TIMESTAMP
+    WHERE NOT $totals::BOOLEAN AND outcome = 'allowed' AND "at" <= $at::TIMESTAMP
       AND ($principal::VARCHAR IS NULL OR principal = $principal::VARCHAR)
       AND ($tenant::VARCHAR IS NULL OR tenant = $tenant::VARCHAR)
     GROUP BY ALL
