@@ -408,7 +408,7 @@ ACCESSES = st.tuples(st.just("access"), st.one_of(USERS, st.just("service_accoun
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(commands=st.lists(st.integers(0, 3).flatmap(lambda k: (COMMANDS, SECRET_READS, ACCESSES, ACCESSES)[k]),
                          min_size=8, max_size=60), cut=st.floats(0, 1))
-def test_review_from_the_use_totals_equals_review_from_the_uses(tmp_path_factory, commands, cut):
+def test_audits_from_the_use_totals_equal_audits_from_the_uses(tmp_path_factory, commands, cut):
     import duckdb
 
     from reports.audits import use_totals
@@ -457,6 +457,11 @@ def test_review_from_the_use_totals_equals_review_from_the_uses(tmp_path_factory
             scanned = wh.con.sql(query, params={**params, "totals": False}).fetchall()
             assert from_totals == scanned
             used = used or any(row[13] is not None for row in from_totals)  # last_used
+        lp = duckdb.extract_statements(sql_text("least_privilege.sql"))[-1].query
+        for window_start in (datetime(2026, 1, 1), datetime(2026, 2, 10)):
+            params = {"at": at, "window_start": window_start}
+            assert (wh.con.sql(lp, params={**params, "totals": True}).fetchall()
+                    == wh.con.sql(lp, params={**params, "totals": False}).fetchall())
         event(f"uses: {bool(scratch)}; reviewed rows with a use: {used}")
     finally:
         wh.close()

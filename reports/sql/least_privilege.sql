@@ -6,7 +6,7 @@
 --   smallest-role       per principal and tenant (or the organization) with allowed uses in the window:
 --                       the existing role with the fewest concrete permissions (TYPE:ACTION of the
 --                       preset's vocabulary) that covers every TYPE:ACTION they used
--- Parameters: $at, $window_start (TIMESTAMP).
+-- Parameters: $at, $window_start (TIMESTAMP), $totals (BOOLEAN: $at is at or after the newest event).
 WITH paths AS (
     SELECT * FROM effective_at($at::TIMESTAMP)
 ), window_uses AS (
@@ -61,9 +61,15 @@ WITH paths AS (
     GROUP BY principal, tenant, role, via_team, resource_scope
     HAVING count(*) FILTER (WHERE last_used IS NULL) > 0
 ), activity AS (
+    -- Last use of any kind; from the sync's use totals when $at is at or after the newest event.
+    SELECT principal, max(last_at) AS last_seen, max(last_position) AS last_position
+    FROM usage_totals
+    WHERE $totals::BOOLEAN
+    GROUP BY principal
+    UNION ALL
     SELECT principal, max("at") AS last_seen, max(position) AS last_position
     FROM usage
-    WHERE "at" <= $at::TIMESTAMP
+    WHERE NOT $totals::BOOLEAN AND "at" <= $at::TIMESTAMP
     GROUP BY principal
 ), dormant AS (
     SELECT 'dormant-principal' AS finding,
