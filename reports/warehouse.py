@@ -252,7 +252,13 @@ class Warehouse:
         return head - position
 
     def _load(self, position: int, head: int, progress: Callable[[int], None] | None, chunk_size: int) -> None:
-        folder = tempfile.mkdtemp(prefix="access-ledger-sync-")
+        if self.path == ":memory:":
+            folder = tempfile.mkdtemp(prefix="access-ledger-sync-")
+        else:
+            # Beside the warehouse, whose lock this process holds: what a killed sync left there is cleared here.
+            folder = f"{self.path}.sync"
+            shutil.rmtree(folder, ignore_errors=True)
+            os.mkdir(folder, 0o700)
         chunks: queue.Queue[Any] = queue.Queue(maxsize=1)
         stop = threading.Event()
         reader = threading.Thread(target=self._read_chunks, args=(position, head, chunk_size, folder, chunks, stop),

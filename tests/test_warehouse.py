@@ -325,10 +325,13 @@ def test_a_sync_killed_midway_and_run_again_gives_exactly_the_rows_of_an_uninter
     time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    leftovers = tmp_path / "killed.duckdb.sync"
+    assert any(leftovers.iterdir())  # chunk files the killed sync had written
     with Warehouse.open(led, killed) as wh:
         done = wh._state()[0]
         assert 400 <= done < led.head() and done % 400 == 0
         assert wh.sync() == led.head() - done
+    assert not leftovers.exists()  # the next sync cleared them
     assert dump(killed) == dump(tmp_path / "whole.duckdb")
     led.close()
 
