@@ -154,6 +154,28 @@ def test_secrets_marks_unauthorised_reads_and_denied_attempts(wh):
     assert findings(wh, "secrets", ["who"], start=d(4, 1), end=d(4, 1)) == [("user:bob",)]
 
 
+def test_secrets_names_the_first_path_and_every_role_and_event_behind_a_read_with_several(led):
+    led.create_tenant("prod", at=d(1))                                                          # 2
+    led.create_user("erin", at=d(1))                                                            # 3
+    led.create_team("ops", at=d(1))                                                             # 4
+    led.add_team_member("ops", "user:erin", at=d(1))                                            # 5
+    led.create_role("reader", "tenant", ["service_connector:read_secret_value"], at=d(1))       # 6
+    led.assign_role("admin", "user:erin", tenant="prod", at=d(2))                               # 7
+    led.assign_role("reader", "team:ops", tenant="prod", at=d(2))                               # 8
+    led.register_connector("aws", "prod", at=d(2))                                              # 9
+    led.record_connector_access("aws", "prod", "user:erin", "allowed", at=d(3))                 # 10
+    led.unassign_role("admin", "user:erin", tenant="prod", at=d(4))                             # 11
+    led.record_connector_access("aws", "prod", "user:erin", "allowed", at=d(5))                 # 12
+    with Warehouse.open(led, ":memory:") as warehouse:
+        rows = findings(warehouse, "secrets", ["finding", "role", "via_team", "permission", "authorising_roles",
+                                               "positions"])
+    assert rows == [
+        # two paths: the first by its events' positions is named; both roles and all their events are listed
+        ("authorised", "admin", None, "*:*", ["admin", "reader"], [10, 7, 8, 5]),
+        ("authorised", "reader", "ops", "service_connector:read_secret_value", ["reader"], [12, 8, 5]),
+    ]
+
+
 def test_sod_with_the_default_rules(wh):
     columns = ["rule", "who", "where", "what", "since", "left_paths", "right_paths", "positions"]
     rows = findings(wh, "sod", columns, at=d(5))

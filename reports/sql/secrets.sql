@@ -45,22 +45,39 @@ WITH accesses AS (
         AND holds_at(g.valid_from, g.valid_to, h."at") AND (g.expires_at IS NULL OR h."at" < g.expires_at)
         AND (g.resource IS NULL OR g.resource = 'service_connector/' || h.connector)
     JOIN secret_grants rg ON rg.role = g.role AND holds_at(rg.valid_from, rg.valid_to, h."at")
-), paths_by_access AS (
-    -- One aggregate per access (most have a single path); the first path by its events' positions.
-    SELECT position,
-           list({'assignment_position': assignment_position, 'member_position': coalesce(member_position, 0),
-                 'permission_position': permission_position, 'role': role, 'via_team': via_team,
-                 'permission': permission, 'from_role': from_role, 'resource_scope': resource_scope}) AS paths
+), counted AS (
+    -- One row per access: how many paths authorised it, and (exact when there is one) a path.
+    SELECT position, count(*) AS n,
+           any_value(assignment_position) AS assignment_position, any_value(member_position) AS member_position,
+           any_value(permission_position) AS permission_position, any_value(role) AS role,
+           any_value(via_team) AS via_team, any_value(permission) AS permission,
+           any_value(from_role) AS from_role, any_value(resource_scope) AS resource_scope
     FROM authorising
     GROUP BY position
-), by_access AS (
+), several AS (
+    -- The few accesses with more than one path: the first by its events' positions, every role and event.
     SELECT position,
-           CASE WHEN len(paths) = 1 THEN paths[1] ELSE list_sort(paths)[1] END AS path,
-           list_sort(list_distinct(list_transform(paths, lambda p: p.role))) AS roles,
-           list_distinct(list_transform(paths, lambda p: p.assignment_position)) AS assignment_positions,
-           list_distinct(list_filter(list_transform(paths, lambda p: p.member_position), lambda m: m <> 0))
+           min({'assignment_position': assignment_position, 'member_position': coalesce(member_position, 0),
+                'permission_position': permission_position, 'role': role, 'via_team': via_team,
+                'permission': permission, 'from_role': from_role, 'resource_scope': resource_scope}) AS path,
+           list_sort(list(DISTINCT role)) AS roles,
+           list_sort(list(DISTINCT assignment_position)) AS assignment_positions,
+           list_sort(list(DISTINCT member_position) FILTER (WHERE member_position IS NOT NULL)) AS member_positions
+    FROM authorising
+    WHERE position IN (SELECT position FROM counted WHERE n > 1)
+    GROUP BY position
+), by_access AS (
+    SELECT c.position,
+           CASE WHEN c.n = 1 THEN {'role': c.role, 'via_team': c.via_team, 'permission': c.permission,
+                                    'from_role': c.from_role}
+                ELSE {'role': s.path.role, 'via_team': s.path.via_team, 'permission': s.path.permission,
+                      'from_role': s.path.from_role} END AS path,
+           coalesce(s.roles, [c.role]) AS roles,
+           coalesce(s.assignment_positions, [c.assignment_position]) AS assignment_positions,
+           coalesce(s.member_positions, CASE WHEN c.member_position IS NULL THEN [] ELSE [c.member_position] END)
                AS member_positions
-    FROM paths_by_access
+    FROM counted c
+    LEFT JOIN several s ON s.position = c.position
 )
 SELECT CASE
            WHEN a.outcome = 'allowed' AND b.position IS NULL THEN 'unauthorised-access'
