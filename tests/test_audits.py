@@ -94,6 +94,33 @@ def test_review_lists_every_path_with_its_last_use(wh):
     ]
 
 
+def test_review_counts_for_a_resource_scoped_grant_only_the_uses_of_that_resource(led):
+    led.create_tenant("prod", at=d(1))                                                          # 2
+    led.create_user("erin", at=d(1))                                                            # 3
+    led.create_role("reader", "tenant", ["service_connector:read_secret_value"], at=d(1))       # 4
+    led.assign_role("reader", "user:erin", tenant="prod", resource="service_connector/aws", at=d(2))  # 5
+    led.assign_role("viewer", "user:erin", tenant="prod", resource="model/fraud", at=d(2))      # 6
+    led.register_connector("aws", "prod", at=d(2))                                              # 7
+    led.register_connector("gcp", "prod", at=d(2))                                              # 8
+    led.record_connector_access("aws", "prod", "user:erin", "allowed", at=d(3))                 # 9
+    led.record_connector_access("aws", "prod", "user:erin", "allowed", at=d(4))                 # 10
+    led.record_connector_access("gcp", "prod", "user:erin", "allowed", at=d(4, 1))              # 11
+    led.record_access("user:erin", "read", "model/fraud", "allowed", tenant="prod", at=d(5))   # 12
+    led.record_access("user:erin", "read", "model/churn", "allowed", tenant="prod", at=d(5, 1))  # 13
+    led.record_access("user:erin", "read", "model/fraud", "denied", tenant="prod", at=d(5, 2))  # 14
+    columns = ["what", "resource_scope", "role", "last_used", "uses", "last_used_position"]
+    with Warehouse.open(led, ":memory:") as warehouse:
+        for at in (d(6), None):  # a past instant (a scan of the uses) and now (the sync's totals)
+            assert findings(warehouse, "review", columns, at=at) == [
+                ("*:read", "model/fraud", "viewer", d(5), 1, 12),
+                ("service_connector:read_secret_value", "service_connector/aws", "reader", d(4), 2, 10),
+            ]
+        assert findings(warehouse, "review", columns, at=d(3, 1)) == [
+            ("*:read", "model/fraud", "viewer", None, 0, None),
+            ("service_connector:read_secret_value", "service_connector/aws", "reader", d(3), 1, 9),
+        ]
+
+
 def test_review_of_one_principal_at_a_past_instant_shows_team_paths_and_inherited_permissions(wh):
     columns = ["who", "where", "what", "role", "via_team", "from_role", "since", "last_used", "uses", "positions"]
     assert findings(wh, "review", columns, at=d(5), principal="user:alice") == [

@@ -11,7 +11,7 @@ WITH paths AS (
     FROM effective_at($at::TIMESTAMP)
     WHERE ($principal::VARCHAR IS NULL OR principal = $principal::VARCHAR)
       AND ($tenant::VARCHAR IS NULL OR tenant = $tenant::VARCHAR)
-), uses AS (
+), uses AS MATERIALIZED (
     -- $totals: $at is at or after the newest event, so the totals kept by the sync are the answer;
     -- otherwise the uses up to $at are summed here.
     SELECT principal, tenant_key, resource_type, action, last_at AS last_used, last_position, uses
@@ -28,21 +28,37 @@ WITH paths AS (
       AND ($tenant::VARCHAR IS NULL OR tenant = $tenant::VARCHAR)
     GROUP BY ALL
 ), uses_by_pattern AS (
-    -- Each use under the four permission patterns that cover it, so paths match it by equality.
+    -- Each use under the four permission patterns that cover it, so paths match it by equality
+    -- (`uses` has one row per TYPE:ACTION already: only the wildcard patterns need summing).
+    SELECT principal, tenant_key, resource_type || ':' || action AS permission, last_used, last_position, uses
+    FROM uses
+    UNION ALL
     SELECT principal, tenant_key, pattern AS permission,
            max(last_used) AS last_used, max(last_position) AS last_position, sum(uses)::BIGINT AS uses
     FROM (
-        SELECT *, unnest([resource_type || ':' || action, '*:' || action, resource_type || ':*', '*:*']) AS pattern
+        SELECT *, unnest(['*:' || action, resource_type || ':*', '*:*']) AS pattern
         FROM uses
     )
-    GROUP BY ALL
+    GROUP BY principal, tenant_key, pattern
+), scoped AS MATERIALIZED (
+    -- The resources that grants are scoped to, per principal (a secret read's resource is its connector).
+    SELECT DISTINCT principal, resource_scope,
+           CASE WHEN resource_scope LIKE 'service_connector/%' THEN substr(resource_scope, 19) END AS connector
+    FROM paths
+    WHERE resource_scope IS NOT NULL
 ), scoped_uses AS (
-    SELECT u.principal, coalesce(u.tenant, '') AS tenant_key, u.resource, u.resource_type, u.action,
-           max(u."at") AS last_used, max(u.position) AS last_position, count(*) AS uses
-    FROM usage u
-    WHERE u.outcome = 'allowed' AND u."at" <= $at::TIMESTAMP
-      AND EXISTS (SELECT 1 FROM paths p WHERE p.resource_scope IS NOT NULL AND p.principal = u.principal
-                  AND p.resource_scope = u.resource)
+    SELECT e.principal, coalesce(e.tenant, '') AS tenant_key, e.resource, e.resource_type, e.action,
+           max(e."at") AS last_used, max(e.position) AS last_position, count(*) AS uses
+    FROM events e
+    JOIN scoped s ON s.principal = e.principal AND s.resource_scope = e.resource
+    WHERE e.type = 'ResourceAccessed' AND e.outcome = 'allowed' AND e."at" <= $at::TIMESTAMP
+    GROUP BY ALL
+    UNION ALL
+    SELECT e.principal, coalesce(e.tenant, '') AS tenant_key, s.resource_scope, e.resource_type,
+           'read_secret_value', max(e."at"), max(e.position), count(*)
+    FROM events e
+    JOIN scoped s ON s.principal = e.principal AND s.connector = e.connector
+    WHERE e.type = 'ConnectorSecretAccessed' AND e.outcome = 'allowed' AND e."at" <= $at::TIMESTAMP
     GROUP BY ALL
 ), scoped_by_pattern AS (
     SELECT principal, tenant_key, resource, pattern AS permission,
@@ -66,15 +82,17 @@ SELECT p.principal AS who,
        p.granted_at,
        p.granted_by,
        p.grant_reason,
-       coalesce(s.last_used, u.last_used) AS last_used,
-       coalesce(s.uses, u.uses, 0) AS uses,
-       coalesce(s.last_position, u.last_position) AS last_used_position,
+       u.last_used AS last_used,
+       coalesce(u.uses, 0) AS uses,
+       u.last_position AS last_used_position,
        p.positions
 FROM paths p
-LEFT JOIN uses_by_pattern u
-    ON p.resource_scope IS NULL AND u.principal = p.principal AND u.tenant_key = coalesce(p.tenant, '')
-    AND u.permission = p.permission
-LEFT JOIN scoped_by_pattern s
-    ON p.resource_scope IS NOT NULL AND s.principal = p.principal AND s.tenant_key = coalesce(p.tenant, '')
-    AND s.resource = p.resource_scope AND s.permission = p.permission
+LEFT JOIN (
+    SELECT principal, tenant_key, '' AS resource_key, permission, last_used, last_position, uses
+    FROM uses_by_pattern
+    UNION ALL
+    SELECT principal, tenant_key, resource, permission, last_used, last_position, uses
+    FROM scoped_by_pattern
+) u ON u.principal = p.principal AND u.tenant_key = coalesce(p.tenant, '')
+    AND u.resource_key = coalesce(p.resource_scope, '') AND u.permission = p.permission
 ORDER BY who, p.tenant NULLS FIRST, what, p.resource_scope NULLS FIRST, p.role, p.via_team NULLS FIRST, p.from_role
