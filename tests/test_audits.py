@@ -94,7 +94,7 @@ def test_review_lists_every_path_with_its_last_use(wh):
     ]
 
 
-def test_review_counts_for_a_resource_scoped_grant_only_the_uses_of_that_resource(led):
+def test_review_and_least_privilege_count_for_a_resource_scoped_grant_only_the_uses_of_that_resource(led):
     led.create_tenant("prod", at=d(1))                                                          # 2
     led.create_user("erin", at=d(1))                                                            # 3
     led.create_role("reader", "tenant", ["service_connector:read_secret_value"], at=d(1))       # 4
@@ -118,6 +118,21 @@ def test_review_counts_for_a_resource_scoped_grant_only_the_uses_of_that_resourc
         assert findings(warehouse, "review", columns, at=d(3, 1)) == [
             ("*:read", "model/fraud", "viewer", None, 0, None),
             ("service_connector:read_secret_value", "service_connector/aws", "reader", d(3), 1, 9),
+        ]
+        # least-privilege: a scoped grant is used only by uses of its resource in the window
+        unused = ["finding", "what", "resource_scope", "unused_permissions", "used_permissions"]
+        assert [r for r in findings(warehouse, "least-privilege", unused, at=d(6), window="30d")
+                if r[0] == "unused-permissions"] == []
+        assert [r for r in findings(warehouse, "least-privilege", unused, at=d(6), window="2d")
+                if r[0] == "unused-permissions"] == [
+            ("unused-permissions", "role reader", "service_connector/aws", ["service_connector:read_secret_value"],
+             []),
+        ]
+        assert [r for r in findings(warehouse, "least-privilege", unused, at=d(5, 2), window="1h")
+                if r[0] == "unused-permissions"] == [
+            ("unused-permissions", "role reader", "service_connector/aws", ["service_connector:read_secret_value"],
+             []),
+            ("unused-permissions", "role viewer", "model/fraud", ["*:read"], []),
         ]
 
 

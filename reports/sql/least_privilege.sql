@@ -9,40 +9,57 @@
 -- Parameters: $at, $window_start (TIMESTAMP), $totals (BOOLEAN: $at is at or after the newest event).
 WITH paths AS (
     SELECT * FROM effective_at($at::TIMESTAMP)
-), window_uses AS (
+), window_uses AS MATERIALIZED (
     SELECT principal, coalesce(tenant, '') AS tenant_key, resource_type, action,
            min("at") AS first_used, max("at") AS last_used, max(position) AS last_position
     FROM usage
     WHERE outcome = 'allowed' AND "at" > $window_start::TIMESTAMP AND "at" <= $at::TIMESTAMP
     GROUP BY ALL
 ), uses_by_pattern AS (
+    -- Each use under the four permission patterns that cover it, so paths match it by equality
+    -- (window_uses has one row per TYPE:ACTION already: only the wildcard patterns need a max).
+    SELECT principal, tenant_key, resource_type || ':' || action AS permission, last_used
+    FROM window_uses
+    UNION ALL
     SELECT principal, tenant_key, pattern AS permission, max(last_used) AS last_used
-    FROM (SELECT *, unnest([resource_type || ':' || action, '*:' || action, resource_type || ':*', '*:*']) AS pattern
-          FROM window_uses)
-    GROUP BY ALL
+    FROM (SELECT *, unnest(['*:' || action, resource_type || ':*', '*:*']) AS pattern FROM window_uses)
+    GROUP BY principal, tenant_key, pattern
+), scoped AS MATERIALIZED (
+    -- The resources that grants are scoped to, per principal (a secret read's resource is its connector).
+    SELECT DISTINCT principal, resource_scope,
+           CASE WHEN resource_scope LIKE 'service_connector/%' THEN substr(resource_scope, 19) END AS connector
+    FROM paths
+    WHERE resource_scope IS NOT NULL
 ), scoped_uses AS (
-    -- Uses of resources some path is scoped to: aggregated first, then under the four patterns.
+    -- Uses in the window of resources some path is scoped to, under the four patterns.
     SELECT principal, tenant_key, resource, pattern AS permission, max(last_used) AS last_used
     FROM (SELECT *, unnest([resource_type || ':' || action, '*:' || action, resource_type || ':*', '*:*']) AS pattern
-          FROM (SELECT u.principal, coalesce(u.tenant, '') AS tenant_key, u.resource, u.resource_type, u.action,
-                       max(u."at") AS last_used
-                FROM usage u
-                WHERE u.outcome = 'allowed' AND u."at" > $window_start::TIMESTAMP AND u."at" <= $at::TIMESTAMP
-                  AND EXISTS (SELECT 1 FROM paths p WHERE p.resource_scope IS NOT NULL AND p.principal = u.principal
-                              AND p.resource_scope = u.resource)
+          FROM (SELECT e.principal, coalesce(e.tenant, '') AS tenant_key, e.resource, e.resource_type, e.action,
+                       max(e."at") AS last_used
+                FROM events e
+                JOIN scoped s ON s.principal = e.principal AND s.resource_scope = e.resource
+                WHERE e.type = 'ResourceAccessed' AND e.outcome = 'allowed'
+                  AND e."at" > $window_start::TIMESTAMP AND e."at" <= $at::TIMESTAMP
+                GROUP BY ALL
+                UNION ALL
+                SELECT e.principal, coalesce(e.tenant, ''), s.resource_scope, e.resource_type, 'read_secret_value',
+                       max(e."at")
+                FROM events e
+                JOIN scoped s ON s.principal = e.principal AND s.connector = e.connector
+                WHERE e.type = 'ConnectorSecretAccessed' AND e.outcome = 'allowed'
+                  AND e."at" > $window_start::TIMESTAMP AND e."at" <= $at::TIMESTAMP
                 GROUP BY ALL))
     GROUP BY ALL
 ), path_use AS (
+    -- One join of the paths to their uses: unscoped paths meet resource '' (no resource is named '').
     SELECT p.principal, p.tenant, p.role, p.via_team, p.resource_scope, p.permission, p.since,
-           p.assignment_position, p.member_position,
-           coalesce(s.last_used, u.last_used) AS last_used
+           p.assignment_position, p.member_position, u.last_used
     FROM paths p
-    LEFT JOIN uses_by_pattern u
-        ON p.resource_scope IS NULL AND u.principal = p.principal AND u.tenant_key = coalesce(p.tenant, '')
-        AND u.permission = p.permission
-    LEFT JOIN scoped_uses s
-        ON p.resource_scope IS NOT NULL AND s.principal = p.principal AND s.tenant_key = coalesce(p.tenant, '')
-        AND s.resource = p.resource_scope AND s.permission = p.permission
+    LEFT JOIN (SELECT principal, tenant_key, '' AS resource_key, permission, last_used FROM uses_by_pattern
+               UNION ALL
+               SELECT principal, tenant_key, resource, permission, last_used FROM scoped_uses) u
+        ON u.principal = p.principal AND u.tenant_key = coalesce(p.tenant, '')
+        AND u.resource_key = coalesce(p.resource_scope, '') AND u.permission = p.permission
 ), unused AS (
     SELECT 'unused-permissions' AS finding,
            principal AS who,
@@ -92,7 +109,7 @@ WITH paths AS (
       AND (a.last_seen IS NULL OR a.last_seen <= $window_start::TIMESTAMP)
 ), used_sets AS (
     SELECT principal, tenant_key,
-           list(resource_type || ':' || action ORDER BY resource_type, action) AS used,
+           list_sort(list(resource_type || ':' || action)) AS used,
            min(first_used) AS first_used, max(last_used) AS last_used, max(last_position) AS last_position
     FROM window_uses
     GROUP BY principal, tenant_key
