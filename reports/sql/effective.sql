@@ -7,6 +7,11 @@ CREATE OR REPLACE TEMP MACRO iso(ts) AS
          WHEN microsecond(ts) % 1000000 = 0 THEN strftime(ts, '%Y-%m-%dT%H:%M:%SZ')
          ELSE strftime(ts, '%Y-%m-%dT%H:%M:%S.%fZ') END;
 
+-- The connector a grant scoped to `service_connector/NAME` is scoped to (NULL for other resources): a
+-- connector-secret read is a use of read_secret_value on that resource.
+CREATE OR REPLACE TEMP MACRO connector_of(resource) AS
+    CASE WHEN resource LIKE 'service_connector/%' THEN substr(resource, length('service_connector/') + 1) END;
+
 -- Does the interval [vf, vt) contain t?
 CREATE OR REPLACE TEMP MACRO holds_at(vf, vt, t) AS vf <= t AND (vt IS NULL OR t < vt);
 

@@ -25,11 +25,8 @@ WITH paths AS (
     FROM (SELECT *, unnest(['*:' || action, resource_type || ':*', '*:*']) AS pattern FROM window_uses)
     GROUP BY principal, tenant_key, pattern
 ), scoped AS MATERIALIZED (
-    -- The resources that grants are scoped to, per principal (a secret read's resource is its connector).
-    SELECT DISTINCT principal, resource_scope,
-           CASE WHEN resource_scope LIKE 'service_connector/%' THEN substr(resource_scope, 19) END AS connector
-    FROM paths
-    WHERE resource_scope IS NOT NULL
+    SELECT DISTINCT principal, resource_scope, connector_of(resource_scope) AS connector
+    FROM paths WHERE resource_scope IS NOT NULL
 ), scoped_uses AS (
     -- Uses in the window of resources some path is scoped to, under the four patterns.
     SELECT principal, tenant_key, resource, pattern AS permission, max(last_used) AS last_used

@@ -41,11 +41,8 @@ WITH paths AS (
     )
     GROUP BY principal, tenant_key, pattern
 ), scoped AS MATERIALIZED (
-    -- The resources that grants are scoped to, per principal (a secret read's resource is its connector).
-    SELECT DISTINCT principal, resource_scope,
-           CASE WHEN resource_scope LIKE 'service_connector/%' THEN substr(resource_scope, 19) END AS connector
-    FROM paths
-    WHERE resource_scope IS NOT NULL
+    SELECT DISTINCT principal, resource_scope, connector_of(resource_scope) AS connector
+    FROM paths WHERE resource_scope IS NOT NULL
 ), scoped_uses AS (
     SELECT e.principal, coalesce(e.tenant, '') AS tenant_key, e.resource, e.resource_type, e.action,
            max(e."at") AS last_used, max(e.position) AS last_position, count(*) AS uses
