@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+_sha256 = hashlib.sha256
+
 from ledger.errors import ValidationError
 from ledger.store import GENESIS_LINK, Cursor, Store
 
@@ -27,10 +29,9 @@ KEY_ENV = "ACCESS_LEDGER_SEAL_KEY"
 
 
 def next_link(prev: str, position: int, originator_hex: str, version: int, topic: str, state: bytes) -> str:
-    h = hashlib.sha256(prev.encode())
-    h.update(f"\n{position}\n{originator_hex}\n{version}\n{topic}\n".encode())
-    h.update(state)
-    return h.hexdigest()
+    """SHA-256 of `prev\nposition\noriginator\nversion\ntopic\n` followed by the state bytes."""
+    return _sha256(b"%s\n%d\n%s\n%d\n%s\n%s" % (prev.encode(), position, originator_hex.encode(), version,
+                                                 topic.encode(), state)).hexdigest()
 
 
 def seal_key() -> bytes | None:
@@ -91,17 +92,13 @@ def verify(store: Store, digest: dict[str, Any] | None = None,
             rows = store.read_raw(c, expected, 20_000)
             if not rows:
                 break
-            c.execute("SELECT position, link FROM al_chain WHERE position >= ? AND position <= ? ORDER BY position",
-                      (rows[0][0], rows[-1][0]))
-            chain = dict((int(p), lk) for p, lk in c.fetchall())
-            for pos, oid, ver, topic, state in rows:
+            for pos, oid, ver, topic, state, stored in rows:
                 if pos != expected:
                     return fail(expected, f"position {expected} is missing from the log (deleted event)", events, link)
                 link = next_link(link, pos, oid, ver, topic, state)
-                stored = chain.get(pos)
-                if stored is None:
-                    return fail(pos, f"position {pos} is not in the hash chain (inserted event)", events, link)
                 if stored != link:
+                    if stored is None:
+                        return fail(pos, f"position {pos} is not in the hash chain (inserted event)", events, link)
                     return fail(pos, f"position {pos} does not match its hash chain link (changed, inserted or "
                                      "reordered event)", events, link)
                 if pos in seal_at:

@@ -342,15 +342,22 @@ class Store:
                 yield int(pos), _as_bytes(state)
             position = upper + 1
 
-    def read_raw(self, c: Cursor, start: int, limit: int) -> list[tuple[int, str, int, str, bytes]]:
-        """(position, originator_id, version, topic, state) rows for verification."""
-        c.execute(f"SELECT {self.pos_col}, originator_id, originator_version, topic, state FROM {self.table} "
-                  f"WHERE {self.pos_col} >= ? ORDER BY {self.pos_col} LIMIT ?", (start, limit))
-        out = []
-        for pos, oid, ver, topic, state in c.fetchall():
-            oid_text = oid.hex if isinstance(oid, uuid.UUID) else str(oid).replace("-", "")
-            out.append((int(pos), oid_text, int(ver), topic, _as_bytes(state)))
-        return out
+    def read_raw(self, c: Cursor, start: int, limit: int) -> list[tuple[int, str, int, str, bytes, str | None]]:
+        """(position, originator_id as hex, version, topic, state, chain link or None) rows from `start`
+        on, for verification; the link is the one `al_chain` holds for that position."""
+        # Typed (and never NULL) in SQL: a column someone rewrote with another type, or emptied, still
+        # hashes, and fails, cleanly.
+        blob = "''::BYTEA" if self.postgres else "x''"
+        c.execute(f"SELECT e.{self.pos_col}, coalesce(replace(CAST(e.originator_id AS TEXT), '-', ''), ''), "
+                  f"coalesce(CAST(e.originator_version AS BIGINT), -1), coalesce(CAST(e.topic AS TEXT), ''), "
+                  f"coalesce({'e.state' if self.postgres else 'CAST(e.state AS BLOB)'}, {blob}), ch.link "
+                  f"FROM {self.table} e LEFT JOIN al_chain ch ON ch.position = e.{self.pos_col} "
+                  f"WHERE e.{self.pos_col} >= ? ORDER BY e.{self.pos_col} LIMIT ?", (start, limit))
+        rows = c.fetchall()
+        if self.postgres:
+            return [(int(pos), oid, int(ver), topic, _as_bytes(state), link)
+                    for pos, oid, ver, topic, state, link in rows]
+        return rows
 
     def head(self) -> tuple[int, str, str]:
         with self.transaction(write=False) as c:

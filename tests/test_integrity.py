@@ -49,6 +49,19 @@ def test_changed_bytes_are_caught_at_their_position(sqlite_ledger):
     assert "does not match its hash chain link" in result.problem
 
 
+@pytest.mark.parametrize("column, value", [
+    ("state", None), ("state", 42), ("topic", None), ("topic", 7), ("originator_version", "x"),
+    ("originator_version", None), ("originator_id", None), ("originator_id", 3.5),
+])
+def test_a_column_rewritten_with_another_type_or_emptied_is_caught_at_its_position(sqlite_ledger, column, value):
+    path, led = sqlite_ledger
+    with raw(path) as con:
+        con.execute(f"UPDATE stored_events SET {column} = ? WHERE rowid = 10", (value,))
+    result = led.verify()
+    assert (result.ok, result.first_bad) == (False, 10)
+    assert "does not match its hash chain link" in result.problem
+
+
 def test_deleted_row_is_caught_at_its_position(sqlite_ledger):
     path, led = sqlite_ledger
     with raw(path) as con:
