@@ -243,7 +243,9 @@ class AccessLedger:
                         oid = stream_id(key).hex
                         version = versions.get(oid)
                         if version is None:
-                            version = store.stream_version(c, oid)
+                            # Into an empty ledger (checked above: no stored event beyond the head)
+                            # every stream is new: no lookup.
+                            version = 0 if first == 1 else store.stream_version(c, oid)
                         version += 1
                         versions[oid] = version
                     topic = TOPIC_PREFIX + ev["type"]
