@@ -279,9 +279,11 @@ class AccessLedger:
         for _, state in self.store.read(first, last):
             yield state + b"\n"
 
-    def verify(self, digest: dict[str, Any] | None = None,
-               progress: Callable[[int], None] | None = None) -> VerifyResult:
-        return verify(self.store, digest, progress)
+    def verify(self, digest: dict[str, Any] | None = None, progress: Callable[[int], None] | None = None,
+               workers: int | None = None) -> VerifyResult:
+        """Check the hash chain, seals and head (and the digest, if given); `workers` processes for a
+        large log (default: one per core, at most 4)."""
+        return verify(self.store, digest, progress, workers)
 
     def digest(self) -> dict[str, Any]:
         return make_digest(self.store, format_instant(now()))

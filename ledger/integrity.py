@@ -66,9 +66,72 @@ class VerifyResult:
                 "first_bad_position": self.first_bad, "problem": self.problem, "notes": self.notes}
 
 
+@dataclass
+class _Walk:
+    """How far a walk along the log got: events checked, the link reached, seals whose HMAC could
+    not be checked for want of the key, and the first failure (position, problem), if any."""
+    events: int
+    link: str
+    unkeyed: int = 0
+    failure: tuple[int, str] | None = None
+
+
+def _walk(store: Store, c: Cursor, start: int, link: str, seal_at: dict[int, tuple[str, str | None]],
+          key: bytes | None, until: int | None = None, progress: Callable[[int], None] | None = None) -> _Walk:
+    """Recompute the chain from position `start` (whose previous link is `link`) to `until` or the last
+    stored event, comparing every link with the stored chain and the seals."""
+    w = _Walk(0, link)
+    expected = start
+    while True:
+        rows = store.read_raw(c, expected, 20_000, until)
+        if not rows:
+            return w
+        for pos, oid, ver, topic, state, stored in rows:
+            if pos != expected:
+                w.failure = (expected, f"position {expected} is missing from the log (deleted event)")
+                return w
+            link = next_link(link, pos, oid, ver, topic, state)
+            w.link = link
+            if stored != link:
+                if stored is None:
+                    w.failure = (pos, f"position {pos} is not in the hash chain (inserted event)")
+                else:
+                    w.failure = (pos, f"position {pos} does not match its hash chain link (changed, inserted or "
+                                      "reordered event)")
+                return w
+            if pos in seal_at:
+                s_link, s_mac = seal_at[pos]
+                if s_link != link:
+                    w.failure = (pos, f"seal at position {pos} does not match the log")
+                    return w
+                if s_mac is not None:
+                    if key is None:
+                        w.unkeyed += 1
+                    elif not hmac.compare_digest(s_mac, seal_mac(pos, link, key) or ""):
+                        w.failure = (pos, f"seal at position {pos} has a wrong HMAC (seal forged or key differs)")
+                        return w
+            w.events += 1
+            expected += 1
+        if progress is not None:
+            progress(len(rows))
+
+
+# From this many events on, `verify` walks segments of the log (of at least SEGMENT_MIN events) in
+# parallel processes.
+PARALLEL_FROM = 1_000_000
+SEGMENT_MIN = 100_000
+
+
 def verify(store: Store, digest: dict[str, Any] | None = None,
-           progress: Callable[[int], None] | None = None) -> VerifyResult:
-    """Recompute the chain from the stored events and compare with the chain, seals, head and digest."""
+           progress: Callable[[int], None] | None = None, workers: int | None = None) -> VerifyResult:
+    """Recompute the chain from the stored events and compare with the chain, seals, head and digest.
+
+    Every position's link is kept, so the log can be checked in segments, each starting from the
+    stored link before it: when every segment matches, the whole chain does. On a log of
+    PARALLEL_FROM events or more, segments are walked in `workers` processes (default: one per
+    core, at most 4). Any mismatch is then located again by one walk from the start, so the
+    answer, and its message, is the same as a single walk's.
+    """
     key = seal_key()
     with store.transaction(write=False) as c:
         c.execute("SELECT position, at, link FROM al_head WHERE id = 1")
@@ -78,44 +141,32 @@ def verify(store: Store, digest: dict[str, Any] | None = None,
         seals = [(int(p), link, mac) for p, link, mac in c.fetchall()]
         c.execute("SELECT MAX(position) FROM al_chain")
         chain_max = int(c.fetchone()[0] or 0)
+        seal_at = {p: (link, mac) for p, link, mac in seals}
 
         def fail(pos: int, problem: str, events: int, link: str) -> VerifyResult:
             return VerifyResult(False, events, head_pos, link, len(seals), pos, problem)
 
-        seal_at = {p: (link, mac) for p, link, mac in seals}
-        link = GENESIS_LINK
-        expected = 1
-        events = 0
-        notes: list[str] = []
-        unkeyed = 0
-        while True:
-            rows = store.read_raw(c, expected, 20_000)
-            if not rows:
-                break
-            for pos, oid, ver, topic, state, stored in rows:
-                if pos != expected:
-                    return fail(expected, f"position {expected} is missing from the log (deleted event)", events, link)
-                link = next_link(link, pos, oid, ver, topic, state)
-                if stored != link:
-                    if stored is None:
-                        return fail(pos, f"position {pos} is not in the hash chain (inserted event)", events, link)
-                    return fail(pos, f"position {pos} does not match its hash chain link (changed, inserted or "
-                                     "reordered event)", events, link)
-                if pos in seal_at:
-                    s_link, s_mac = seal_at[pos]
-                    if s_link != link:
-                        return fail(pos, f"seal at position {pos} does not match the log", events, link)
-                    if s_mac is not None:
-                        if key is None:
-                            unkeyed += 1
-                        elif not hmac.compare_digest(s_mac, seal_mac(pos, link, key) or ""):
-                            return fail(pos, f"seal at position {pos} has a wrong HMAC (seal forged or key "
-                                             "differs)", events, link)
-                events += 1
-                expected += 1
+        walk = None
+        reported = 0
+
+        def count(n: int) -> None:
+            nonlocal reported
+            reported += n
             if progress is not None:
-                progress(len(rows))
-        last = expected - 1
+                progress(n)
+
+        if workers is None:
+            workers = min(4, os.cpu_count() or 1)
+        if workers > 1 and head_pos >= PARALLEL_FROM and store.max_position(c) == head_pos == chain_max:
+            walk = _walk_in_parallel(store, c, head_pos, seal_at, workers, count)
+        if walk is None or walk.failure is not None or walk.link != head_link:
+            if reported and progress is not None:
+                progress(-reported)  # the walk starts over
+            walk = _walk(store, c, 1, GENESIS_LINK, seal_at, key, progress=progress)
+        events, link, unkeyed = walk.events, walk.link, walk.unkeyed
+        if walk.failure is not None:
+            return fail(walk.failure[0], walk.failure[1], events, link)
+        last = events  # positions 1..last, each checked
         if last < head_pos or chain_max > last:
             return fail(last + 1, f"position {last + 1} is missing from the log (truncated tail; the head says "
                                   f"{head_pos})", events, link)
@@ -128,6 +179,7 @@ def verify(store: Store, digest: dict[str, Any] | None = None,
         if beyond:
             return fail(last + 1, f"a seal exists at position {beyond[0]}, beyond the end of the log "
                                   "(truncated tail)", events, link)
+    notes: list[str] = []
     if unkeyed:
         notes.append(f"{unkeyed} seal(s) carry an HMAC but {KEY_ENV} is not set: their keys were not checked")
     if digest is not None:
@@ -142,6 +194,61 @@ def verify(store: Store, digest: dict[str, Any] | None = None,
                                 f"position {d_pos} does not match the digest (the log was rewritten)", notes)
         notes.append(f"digest at position {d_pos} matches")
     return VerifyResult(True, events, head_pos, link, len(seals), None, None, notes)
+
+
+def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tuple[str, str | None]],
+                      workers: int, progress: Callable[[int], None] | None) -> _Walk | None:
+    """Walk positions 1..head in segments in worker processes. None if that cannot be done here (an
+    in-memory store, or a stored link missing at a segment's start: the single walk then decides)."""
+    if store.url == ":memory:" or store.url.startswith("file:"):
+        return None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    size = max(SEGMENT_MIN, -(-head // (workers * 4)))
+    starts = list(range(1, head + 1, size))
+    jobs = []
+    for a in starts:
+        b = min(head, a + size - 1)
+        if a == 1:
+            link = GENESIS_LINK
+        else:
+            c.execute("SELECT link FROM al_chain WHERE position = ?", (a - 1,))
+            row = c.fetchone()
+            if row is None:
+                return None
+            link = row[0]
+        jobs.append((a, b, link, {p: v for p, v in seal_at.items() if a <= p <= b}))
+    walks: dict[int, _Walk] = {}
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_walk_segment, store.url, a, b, link, seals): (a, b)
+                       for a, b, link, seals in jobs}
+            for future in as_completed(futures):
+                a, b = futures[future]
+                w = future.result()
+                if w.failure is None and w.events != b - a + 1:
+                    w.failure = (a + w.events, "short segment")  # rows missing: the single walk names them
+                walks[a] = w
+                if w.failure is not None:
+                    for f in futures:
+                        f.cancel()
+                    return w
+                if progress is not None:
+                    progress(w.events)
+    except Exception:  # noqa: BLE001 - workers that cannot start or read: the single walk decides
+        return None
+    return _Walk(head, walks[starts[-1]].link, sum(w.unkeyed for w in walks.values()))
+
+
+def _walk_segment(url: str, start: int, until: int, link: str, seal_at: dict[int, tuple[str, str | None]]) -> _Walk:
+    """Worker process: walk one segment of the log at `url`."""
+    store = Store(url)
+    try:
+        with store.transaction(write=False) as c:
+            return _walk(store, c, start, link, seal_at, seal_key(), until)
+    finally:
+        store.close()
 
 
 def _link_at(store: Store, position: int) -> str:

@@ -342,9 +342,10 @@ class Store:
                 yield int(pos), _as_bytes(state)
             position = upper + 1
 
-    def read_raw(self, c: Cursor, start: int, limit: int) -> list[tuple[int, str, int, str, bytes, str | None]]:
+    def read_raw(self, c: Cursor, start: int, limit: int, until: int | None = None
+                 ) -> list[tuple[int, str, int, str, bytes, str | None]]:
         """(position, originator_id as hex, version, topic, state, chain link or None) rows from `start`
-        on, for verification; the link is the one `al_chain` holds for that position."""
+        (up to `until`, if given) for verification; the link is the one `al_chain` holds there."""
         # Typed (and never NULL) in SQL: a column someone rewrote with another type, or emptied, still
         # hashes, and fails, cleanly.
         blob = "''::BYTEA" if self.postgres else "x''"
@@ -352,7 +353,8 @@ class Store:
                   f"coalesce(CAST(e.originator_version AS BIGINT), -1), coalesce(CAST(e.topic AS TEXT), ''), "
                   f"coalesce({'e.state' if self.postgres else 'CAST(e.state AS BLOB)'}, {blob}), ch.link "
                   f"FROM {self.table} e LEFT JOIN al_chain ch ON ch.position = e.{self.pos_col} "
-                  f"WHERE e.{self.pos_col} >= ? ORDER BY e.{self.pos_col} LIMIT ?", (start, limit))
+                  f"WHERE e.{self.pos_col} >= ? AND e.{self.pos_col} <= ? ORDER BY e.{self.pos_col} LIMIT ?",
+                  (start, until if until is not None else 2**62, limit))
         rows = c.fetchall()
         if self.postgres:
             return [(int(pos), oid, int(ver), topic, _as_bytes(state), link)

@@ -11,6 +11,21 @@ from ledger.app import AccessLedger
 from ledger.integrity import read_digest
 
 
+@pytest.fixture(autouse=True, params=["one walk", "segments"])
+def walk(request, monkeypatch):
+    """Every test runs twice: verify walking the log once, and walking it in segments of 4 events in
+    two worker processes (as it does from PARALLEL_FROM events on)."""
+    import ledger.integrity as integrity
+
+    if request.param == "segments":
+        monkeypatch.setattr(integrity, "PARALLEL_FROM", 1)
+        monkeypatch.setattr(integrity, "SEGMENT_MIN", 4)
+        monkeypatch.setattr(integrity.os, "cpu_count", lambda: 2)
+    else:
+        monkeypatch.setattr(integrity, "PARALLEL_FROM", 10**12)
+    return request.param
+
+
 def build(path: str, n_users: int = 30) -> AccessLedger:
     led = AccessLedger.open(path, create=True)
     led.init(org="acme", at="2026-01-01T00:00:00Z")
@@ -60,6 +75,31 @@ def test_a_column_rewritten_with_another_type_or_emptied_is_caught_at_its_positi
     result = led.verify()
     assert (result.ok, result.first_bad) == (False, 10)
     assert "does not match its hash chain link" in result.problem
+
+
+def test_a_rewritten_link_where_a_segment_starts_is_caught_at_its_position(sqlite_ledger):
+    path, led = sqlite_ledger
+    with raw(path) as con:  # segments of 4 start at 1, 5, 9, ...: position 9's walk starts from this link
+        con.execute("UPDATE al_chain SET link = ? WHERE position = 8", ("f" * 64,))
+    result = led.verify()
+    assert (result.ok, result.first_bad, result.events) == (False, 8, 7)
+    assert "does not match its hash chain link" in result.problem
+
+
+def test_a_long_untouched_ledger_verifies_clean_with_its_seals(tmp_path, monkeypatch):
+    import ledger.integrity as integrity
+
+    monkeypatch.setattr(integrity, "SEAL_EVERY", 7)
+    monkeypatch.setattr("ledger.app.SEAL_EVERY", 7)
+    monkeypatch.setenv(integrity.KEY_ENV, "k")
+    led = build(str(tmp_path / "s.db"), 40)
+    result = led.verify()
+    assert (result.ok, result.events, result.head, result.seals) == (True, 42, 42, 42)  # every write seals its last position
+    assert result.link == led.store.head()[2]
+    monkeypatch.delenv(integrity.KEY_ENV)
+    assert led.verify().notes == ["42 seal(s) carry an HMAC but ACCESS_LEDGER_SEAL_KEY is not set: their keys "
+                                  "were not checked"]
+    led.close()
 
 
 def test_deleted_row_is_caught_at_its_position(sqlite_ledger):
