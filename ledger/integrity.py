@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-_sha256 = hashlib.sha256
-
 from ledger.errors import ValidationError
 from ledger.store import GENESIS_LINK, Cursor, Store
 
@@ -25,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 SEAL_EVERY = 10_000
+_sha256 = hashlib.sha256
 KEY_ENV = "ACCESS_LEDGER_SEAL_KEY"
 
 
@@ -82,34 +81,34 @@ def _walk(store: Store, c: Cursor, start: int, link: str, seal_at: dict[int, tup
     stored event, comparing every link with the stored chain and the seals."""
     w = _Walk(0, link)
     expected = start
+
+    def failed(pos: int, problem: str) -> _Walk:
+        w.link, w.failure = link, (pos, problem)
+        return w
+
     while True:
         rows = store.read_raw(c, expected, 20_000, until)
         if not rows:
+            w.link = link
             return w
         for pos, oid, ver, topic, state, stored in rows:
             if pos != expected:
-                w.failure = (expected, f"position {expected} is missing from the log (deleted event)")
-                return w
+                return failed(expected, f"position {expected} is missing from the log (deleted event)")
             link = next_link(link, pos, oid, ver, topic, state)
-            w.link = link
             if stored != link:
                 if stored is None:
-                    w.failure = (pos, f"position {pos} is not in the hash chain (inserted event)")
-                else:
-                    w.failure = (pos, f"position {pos} does not match its hash chain link (changed, inserted or "
-                                      "reordered event)")
-                return w
+                    return failed(pos, f"position {pos} is not in the hash chain (inserted event)")
+                return failed(pos, f"position {pos} does not match its hash chain link (changed, inserted or "
+                                   "reordered event)")
             if pos in seal_at:
                 s_link, s_mac = seal_at[pos]
                 if s_link != link:
-                    w.failure = (pos, f"seal at position {pos} does not match the log")
-                    return w
+                    return failed(pos, f"seal at position {pos} does not match the log")
                 if s_mac is not None:
                     if key is None:
                         w.unkeyed += 1
                     elif not hmac.compare_digest(s_mac, seal_mac(pos, link, key) or ""):
-                        w.failure = (pos, f"seal at position {pos} has a wrong HMAC (seal forged or key differs)")
-                        return w
+                        return failed(pos, f"seal at position {pos} has a wrong HMAC (seal forged or key differs)")
             w.events += 1
             expected += 1
         if progress is not None:
