@@ -12,6 +12,10 @@ CREATE OR REPLACE TEMP MACRO iso(ts) AS
 CREATE OR REPLACE TEMP MACRO connector_of(resource) AS
     CASE WHEN resource LIKE 'service_connector/%' THEN substr(resource, length('service_connector/') + 1) END;
 
+-- Word w (0-7) of a 512-bit set holding bit `bit`: the bit's place in that word, or 0 (also for NULL).
+CREATE OR REPLACE TEMP MACRO pair_word(bit, w) AS
+    CASE WHEN bit // 64 = w THEN (1::UBIGINT << (bit % 64)) ELSE 0::UBIGINT END;
+
 -- Does the interval [vf, vt) contain t?
 CREATE OR REPLACE TEMP MACRO holds_at(vf, vt, t) AS vf <= t AND (vt IS NULL OR t < vt);
 

@@ -136,27 +136,27 @@ WITH paths AS (
           WHERE preset = (SELECT preset FROM preset))
 ), role_bits AS (
     SELECT rc.role, rc.scope,
-           bit_or(CASE WHEN b.bit // 64 = 0 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w0,
-           bit_or(CASE WHEN b.bit // 64 = 1 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w1,
-           bit_or(CASE WHEN b.bit // 64 = 2 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w2,
-           bit_or(CASE WHEN b.bit // 64 = 3 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w3,
-           bit_or(CASE WHEN b.bit // 64 = 4 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w4,
-           bit_or(CASE WHEN b.bit // 64 = 5 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w5,
-           bit_or(CASE WHEN b.bit // 64 = 6 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w6,
-           bit_or(CASE WHEN b.bit // 64 = 7 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w7
+           bit_or(pair_word(b.bit, 0)) AS w0,
+           bit_or(pair_word(b.bit, 1)) AS w1,
+           bit_or(pair_word(b.bit, 2)) AS w2,
+           bit_or(pair_word(b.bit, 3)) AS w3,
+           bit_or(pair_word(b.bit, 4)) AS w4,
+           bit_or(pair_word(b.bit, 5)) AS w5,
+           bit_or(pair_word(b.bit, 6)) AS w6,
+           bit_or(pair_word(b.bit, 7)) AS w7
     FROM role_cover rc JOIN pair_bits b ON b.pair = rc.pair
     GROUP BY rc.role, rc.scope
 ), set_bits AS (
     -- A used pair outside the vocabulary (none is expected) makes its set coverable by no role.
     SELECT sp.set_id, sp.organization,
-           bit_or(CASE WHEN b.bit // 64 = 0 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w0,
-           bit_or(CASE WHEN b.bit // 64 = 1 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w1,
-           bit_or(CASE WHEN b.bit // 64 = 2 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w2,
-           bit_or(CASE WHEN b.bit // 64 = 3 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w3,
-           bit_or(CASE WHEN b.bit // 64 = 4 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w4,
-           bit_or(CASE WHEN b.bit // 64 = 5 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w5,
-           bit_or(CASE WHEN b.bit // 64 = 6 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w6,
-           bit_or(CASE WHEN b.bit // 64 = 7 THEN (1::UBIGINT << (b.bit % 64)) ELSE 0::UBIGINT END) AS w7,
+           bit_or(pair_word(b.bit, 0)) AS w0,
+           bit_or(pair_word(b.bit, 1)) AS w1,
+           bit_or(pair_word(b.bit, 2)) AS w2,
+           bit_or(pair_word(b.bit, 3)) AS w3,
+           bit_or(pair_word(b.bit, 4)) AS w4,
+           bit_or(pair_word(b.bit, 5)) AS w5,
+           bit_or(pair_word(b.bit, 6)) AS w6,
+           bit_or(pair_word(b.bit, 7)) AS w7,
            count(*) FILTER (WHERE b.bit IS NULL) AS unknown,
            CASE WHEN max(b.bit) >= 512 THEN error('least-privilege: vocabulary too large for the pair bitmaps')
            END AS too_large
