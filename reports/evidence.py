@@ -11,9 +11,9 @@
     charts/NAME.csv        the figures behind each chart
 
 The events are cut at the ledger's head when the export starts, so the JSONL, the Parquet file
-and the audits describe the same log even if it grows meanwhile. The JSONL file and the full
-verify are written by worker processes while DuckDB does the rest (each is a single-threaded
-pass over the whole log).
+and the audits describe the same log even if it grows meanwhile. The full verify and the JSONL
+file are one single-threaded pass over the log, made by a worker process while DuckDB does the
+rest.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ ATTENTION: dict[str, frozenset[str] | None] = {
     "hygiene": frozenset({"self-grant", "grant-to-deactivated", "expired-not-revoked", "role-without-holders",
                           "empty-team", "change-without-reason"}),
 }
+#: From this many events in the ledger on, verify and the JSONL are written by a worker process.
+WORKER_FROM = 50_000
 Progress = Callable[[str, float], None]  # (what is being done, fraction of the export done)
 
 
@@ -190,8 +192,8 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
     for sub in ("events", "audits", "charts"):
         (folder / sub).mkdir(exist_ok=True)
     jsonl = folder / "events" / "events.jsonl"
-    # The two single-threaded passes over the whole log run in worker processes meanwhile.
-    pool, jsonl_job, verify_job = _start_workers(led, jsonl, first, last)
+    # The single-threaded pass over the whole log (verify, and the JSONL) runs in a worker meanwhile.
+    pool, log_job = _start_worker(led, jsonl, first, last)
     try:
         digest = led.digest()
         (folder / "digest.json").write_text(json.dumps(digest, indent=2) + "\n", encoding="utf-8")
@@ -217,8 +219,14 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
             report("charts", 0.72)
             charts = _charts(wh, results.get("secrets"), start_at, end_at, first, last, folder)
             organization = _organization(wh)
-            report("report.html", 0.8)
-            verified = verify_job.result() if verify_job is not None else led.verify().as_dict()
+            report("hashing", 0.76)
+            # While the worker finishes its pass over the log: the files written so far.
+            hashes = {rel: _hash_entry(path) for rel, path in _bundle_files(folder) if rel != "events/events.jsonl"}
+            report("verify, events.jsonl", 0.8)
+            log_pass = log_job.result() if log_job is not None else _verify_and_write(led.store.url, jsonl, first,
+                                                                                        last, led)
+            verified = log_pass["verify"]
+            report("report.html", 0.9)
             context = {"organization": organization, "period": {"from": start_at, "to": end_at},
                        "generated_at": generated_at, "version": version("access-ledger"), "head": head,
                        "digest": digest, "verify": verified, "events": last - first + 1 if last >= first else 0}
@@ -228,20 +236,12 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
         finally:
             if warehouse is None:
                 wh.close()
-        report("events.jsonl", 0.9)
-        jsonl_hash = jsonl_job.result() if jsonl_job is not None else _write_jsonl(led.store.url, jsonl, first,
-                                                                                   last, led)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    report("hashing", 0.93)
-    files = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
-        if rel == MANIFEST:
-            continue
-        files[rel] = {"sha256": jsonl_hash["sha256"] if rel == "events/events.jsonl" else _sha256_file(path),
-                      "bytes": path.stat().st_size}
+    hashes["events/events.jsonl"] = {"sha256": log_pass["jsonl"]["sha256"], "bytes": log_pass["jsonl"]["bytes"]}
+    hashes["report.html"] = _hash_entry(folder / "report.html")
+    files = {rel: hashes[rel] if rel in hashes else _hash_entry(path) for rel, path in _bundle_files(folder)}
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "tool": {"name": "access-ledger", "version": version("access-ledger")},
@@ -269,16 +269,18 @@ def split_rows(result: AuditResult, attention_cap: int, other_cap: int
     table = result.table
     kinds = ATTENTION.get(result.name, frozenset())
     if kinds is None:
-        att, rest = table, table.slice(0, 0)
-    elif kinds and "finding" in result.columns:
-        mask = pc.fill_null(pc.is_in(table.column("finding"), value_set=pa.array(sorted(kinds))), False)
-        att, rest = table.filter(mask), table.filter(pc.invert(mask))
-    else:
-        att, rest = table.slice(0, 0), table
+        return _plain_rows(table.slice(0, attention_cap)), []
+    if not (kinds and "finding" in result.columns):
+        return [], _plain_rows(table.slice(0, other_cap))
+    # Only the rows shown are taken out of the table (an audit can have millions of rows).
+    mask = pc.fill_null(pc.is_in(table.column("finding"), value_set=pa.array(sorted(kinds))), False)
+    att = pc.indices_nonzero(mask).slice(0, attention_cap)
+    rest = pc.indices_nonzero(pc.invert(mask)).slice(0, other_cap) if other_cap else pa.array([], pa.uint64())
+    return _plain_rows(table.take(att)), _plain_rows(table.take(rest))
 
-    def rows(t: pa.Table, n: int) -> list[dict[str, Any]]:
-        return [{k: plain(v) for k, v in r.items()} for r in t.slice(0, n).to_pylist()] if n else []
-    return rows(att, attention_cap), rows(rest, other_cap)
+
+def _plain_rows(t: pa.Table) -> list[dict[str, Any]]:
+    return [{k: plain(v) for k, v in r.items()} for r in t.to_pylist()]
 
 
 def _quote(arg: str) -> str:
@@ -287,61 +289,81 @@ def _quote(arg: str) -> str:
     return shlex.quote(arg)
 
 
-def _start_workers(led: AccessLedger, jsonl: Path, first: int, last: int
-                   ) -> tuple[ProcessPoolExecutor | None, Future[dict[str, Any]] | None, Future[dict[str, Any]] | None]:
+def _start_worker(led: AccessLedger, jsonl: Path, first: int, last: int
+                  ) -> tuple[ProcessPoolExecutor | None, Future[dict[str, Any]] | None]:
+    """Verify the whole log and write the period's JSONL in one pass, in a worker process while
+    DuckDB does the rest (None: a small or in-memory ledger, done in this process, no start-up cost)."""
     url = led.store.url
-    if url == ":memory:" or url.startswith("file:") or last - first < 50_000:
-        return None, None, None  # small or in-memory: in this process, no start-up cost
+    if url == ":memory:" or url.startswith("file:") or led.head() < WORKER_FROM:
+        return None, None
     import multiprocessing
 
-    pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
-    return pool, pool.submit(_write_jsonl, url, jsonl, first, last), pool.submit(_verify, url)
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    return pool, pool.submit(_verify_and_write, url, jsonl, first, last)
 
 
-def _verify(url: str) -> dict[str, Any]:
-    from ledger.app import AccessLedger
-
-    with AccessLedger.open(url) as led:
-        return led.verify(workers=1).as_dict()  # the export's other work has the other cores
-
-
-def _write_jsonl(url: str, path: Path, first: int, last: int, led: AccessLedger | None = None) -> dict[str, Any]:
-    """Write positions first..last as JSONL (the ledger's canonical bytes); return its SHA-256 and size."""
+def _verify_and_write(url: str, path: Path, first: int, last: int, led: AccessLedger | None = None
+                      ) -> dict[str, Any]:
+    """Verify the log at `url` (one walk: the export's other work has the other cores) and write
+    positions first..last as JSONL as the walk passes them, so the log is read once. When the walk
+    stops short of `last` (a ledger that fails verification), the rest is copied as stored.
+    Returns {"verify": the verify result, "jsonl": {"sha256", "bytes"}}."""
     from ledger.app import AccessLedger
 
     own = led is None
     led = led or AccessLedger.open(url)
-    h = hashlib.sha256()
-    size = 0
     try:
         with open(path, "wb") as f:
-            if last >= first:
-                buf: list[bytes] = []
-                for _, state in led.read_bytes(first, last):
-                    buf.append(state)
-                    if len(buf) >= 20_000:
-                        size += _flush_lines(f, h, buf)
-                        buf = []
-                size += _flush_lines(f, h, buf)
+            lines = _Lines(f, first, last)
+            verified = led.verify(workers=1, each_batch=lines.take).as_dict()
+            if lines.next <= last:
+                lines.copy_rest(led)
+        return {"verify": verified, "jsonl": {"sha256": lines.sha.hexdigest(), "bytes": lines.size}}
     finally:
         if own:
             led.close()
-    return {"sha256": h.hexdigest(), "bytes": size}
 
 
-def _flush_lines(f: Any, h: Any, buf: list[bytes]) -> int:
-    if not buf:
-        return 0
-    data = b"\n".join(buf) + b"\n"
-    h.update(data)
-    f.write(data)
-    return len(data)
+class _Lines:
+    """The JSONL file of positions first..last, written from the verify walk's batches (which come
+    in position order, each position once) and hashed as it is written."""
+
+    def __init__(self, f: Any, first: int, last: int):
+        self.f, self.first, self.last = f, first, last
+        self.next = first  # the next position to write
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def take(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows or rows[-1][0] < self.next or rows[0][0] > self.last:
+            return
+        first, last = self.next, self.last
+        self._write([r[4] for r in rows if first <= r[0] <= last])
+        self.next = min(rows[-1][0], last) + 1
+
+    def copy_rest(self, led: AccessLedger) -> None:
+        buf: list[bytes] = []
+        for _, state in led.read_bytes(self.next, self.last):
+            buf.append(state)
+            if len(buf) >= 20_000:
+                self._write(buf)
+                buf = []
+        self._write(buf)
+        self.next = self.last + 1
+
+    def _write(self, states: list[bytes]) -> None:
+        if not states:
+            return
+        data = b"\n".join(states) + b"\n"
+        self.sha.update(data)
+        self.f.write(data)
+        self.size += len(data)
 
 
 def _copy(wh: Warehouse, select: str, path: Path, fmt: str) -> None:
     """COPY a query's rows to a file (parquet, csv or json); times as canonical UTC text in csv and json."""
     target = str(path).replace("'", "''")
-    options = {"parquet": "FORMAT parquet, COMPRESSION zstd", "csv": "FORMAT csv, HEADER true",
+    options = {"parquet": "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1", "csv": "FORMAT csv, HEADER true",
                "json": "FORMAT json, ARRAY true"}[fmt]
     wh.con.execute(f"COPY ({select}) TO '{target}' ({options})")
 
@@ -454,6 +476,16 @@ def _sign(manifest: dict[str, Any]) -> dict[str, Any]:
         manifest["signature"] = {"algorithm": "HMAC-SHA256", "key": "ACCESS_LEDGER_SEAL_KEY",
                                  "mac": hmac.new(key, _canonical(manifest), hashlib.sha256).hexdigest()}
     return manifest
+
+
+def _bundle_files(folder: Path) -> list[tuple[str, Path]]:
+    """(name in the bundle, path) of every file but the manifest, sorted by name."""
+    paths = ((p.relative_to(folder).as_posix(), p) for p in folder.rglob("*") if p.is_file())
+    return sorted((rel, p) for rel, p in paths if rel != MANIFEST)
+
+
+def _hash_entry(path: Path) -> dict[str, Any]:
+    return {"sha256": _sha256_file(path), "bytes": path.stat().st_size}
 
 
 def _sha256_file(path: Path) -> str:

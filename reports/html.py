@@ -154,8 +154,8 @@ def _audit_section(name: str, result: AuditResult, picked: tuple[list[dict[str, 
     att, other = picked
     counts: dict[str, int] = {}
     if "finding" in result.columns:
-        for value in result.table.column("finding").to_pylist():
-            counts[value] = counts.get(value, 0) + 1
+        for pair in result.table.column("finding").value_counts().to_pylist():
+            counts[pair["values"]] = pair["counts"]
     from reports.evidence import needs_attention
 
     chips = "".join(f'<span class="chip{" bad" if needs_attention(name, {"finding": k}) else ""}">{escape(str(k))}: '

@@ -9,11 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
 from ledger.cli import app
 from ledger.generator import generate
+from reports.evidence import _Lines
 
 runner = CliRunner()
 END = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -170,3 +173,88 @@ def test_report_is_self_contained_and_explains_each_section(bundle):
                     "Connector-secret accesses per day", "Checking this bundle", "access-ledger evidence verify"):
         assert section in html
     assert html.count("<svg") == 3
+
+
+@given(st.integers(2, 60), st.data())
+@settings(max_examples=200, deadline=None)
+def test_jsonl_written_from_the_walks_batches_is_the_periods_lines(n, data):
+    """However the walk batches the log, the file holds positions first..last once each, in order."""
+    import hashlib
+    import io
+
+    first = data.draw(st.integers(1, n + 1), label="first")
+    last = data.draw(st.integers(first - 1, n), label="last")
+    cuts = sorted(data.draw(st.sets(st.integers(2, n), max_size=8), label="cuts") | {1, n + 1})
+    stop = data.draw(st.integers(1, n + 1), label="walk stops before")  # a mismatch ends the walk there
+    rows = [(p, "oid", 1, "topic", f'{{"p": {p}}}'.encode(), "link") for p in range(1, n + 1)]
+    f = io.BytesIO()
+    lines = _Lines(f, first, last)
+    for a, b in zip(cuts, cuts[1:]):
+        if b > stop:
+            break
+        lines.take(rows[a - 1:b - 1])
+    if lines.next <= last:
+        lines.copy_rest(_Stored(rows))
+    expected = b"".join(r[4] + b"\n" for r in rows[first - 1:last])
+    assert f.getvalue() == expected
+    assert (lines.sha.hexdigest(), lines.size) == (hashlib.sha256(expected).hexdigest(), len(expected))
+
+
+class _Stored:
+    def __init__(self, rows: list[tuple]):
+        self.rows = rows
+
+    def read_bytes(self, start: int, stop: int):
+        return ((r[0], r[4]) for r in self.rows[start - 1:stop])
+
+
+@pytest.mark.parametrize("in_worker", [False, True], ids=["in-process", "worker-process"])
+def test_export_of_a_tampered_ledger_says_so_and_still_holds_every_event_of_the_period(ledger_db, tmp_path,
+                                                                                       monkeypatch, in_worker):
+    import sqlite3
+
+    import reports.evidence as evidence
+
+    db = tmp_path / "tampered.db"
+    shutil.copy(ledger_db, db)
+    with AccessLedger.open(str(db)) as led:
+        first, last = led.positions_between("2025-12-01T00:00:00Z", "2026-03-01T00:00:00Z")
+        expected_lines = b"".join(led.export_lines("2025-12-01T00:00:00Z", "2026-03-01T00:00:00Z"))
+    bad = (first + last) // 2
+    con = sqlite3.connect(db, isolation_level=None)
+    before = con.execute("SELECT state FROM stored_events WHERE rowid = ?", (bad,)).fetchone()[0]
+    con.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (before.replace(b'"at"', b'"at" '), bad))
+    con.close()
+    monkeypatch.setattr(evidence, "WORKER_FROM", 0 if in_worker else 10**9)
+    out = tmp_path / "bundle"
+    result = runner.invoke(app, ["--db", str(db), "evidence", "export", "--from", "2025-12-01T00:00:00Z",
+                                 "--to", "2026-03-01T00:00:00Z", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    verified = manifest["ledger"]["verify"]
+    assert verified["ok"] is False and verified["first_bad_position"] == bad
+    lines = (out / "events" / "events.jsonl").read_bytes().splitlines(keepends=True)
+    assert len(lines) == last - first + 1
+    assert lines[bad - first] == before.replace(b'"at"', b'"at" ') + b"\n"
+    assert b"".join(lines[:bad - first]) == b"".join(expected_lines.splitlines(keepends=True)[:bad - first])
+    assert runner.invoke(app, ["evidence", "verify", str(out)]).exit_code == 0
+
+
+@given(st.sampled_from(AUDITS), st.lists(st.sampled_from(["self-grant", "unauthorised-access", "authorised",
+                                                          "dormant-principal", "gained", None]), max_size=40),
+       st.integers(0, 8), st.integers(0, 8))
+@settings(max_examples=150, deadline=None)
+def test_split_rows_takes_the_first_rows_needing_attention_and_the_first_others(audit, findings, cap_a, cap_o):
+    import pyarrow as pa
+
+    from reports.audits import AuditResult
+    from reports.evidence import ATTENTION, split_rows
+
+    table = pa.table({"finding": pa.array(findings, pa.string()), "n": list(range(len(findings)))})
+    result = AuditResult(name=audit, title="t", description="d", columns=["finding", "n"], sql={}, params={},
+                         table=table)
+    kinds = ATTENTION[audit]
+    rows = table.to_pylist()
+    needs = [r for r in rows if kinds is None or r["finding"] in (kinds or ())]
+    others = [] if kinds is None else [r for r in rows if r not in needs]
+    assert split_rows(result, cap_a, cap_o) == (needs[:cap_a], others[:cap_o])
