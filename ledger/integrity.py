@@ -167,7 +167,8 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
 
         if workers is None:
             workers = min(4, os.cpu_count() or 1)
-        if each_batch is None and workers > 1 and head_pos >= PARALLEL_FROM and store.max_position(c) == head_pos == chain_max:
+        if (each_batch is None and workers > 1 and head_pos >= PARALLEL_FROM
+                and store.max_position(c) == head_pos == chain_max):
             walk = _walk_in_parallel(store, c, head_pos, seal_at, workers, count)
         if walk is None or walk.failure is not None or walk.link != head_link:
             if reported and progress is not None:

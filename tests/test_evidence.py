@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from itertools import pairwise
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -189,7 +190,7 @@ def test_jsonl_written_from_the_walks_batches_is_the_periods_lines(n, data):
     rows = [(p, "oid", 1, "topic", f'{{"p": {p}}}'.encode(), "link") for p in range(1, n + 1)]
     f = io.BytesIO()
     lines = _Lines(f, first, last)
-    for a, b in zip(cuts, cuts[1:]):
+    for a, b in pairwise(cuts):
         if b > stop:
             break
         lines.take(rows[a - 1:b - 1])
@@ -213,7 +214,7 @@ def test_export_of_a_tampered_ledger_says_so_and_still_holds_every_event_of_the_
                                                                                        monkeypatch, in_worker):
     import sqlite3
 
-    import reports.evidence as evidence
+    from reports import evidence
 
     db = tmp_path / "tampered.db"
     shutil.copy(ledger_db, db)
