@@ -11,11 +11,12 @@ from ledger import errors as E
 from ledger.events import USAGE_TYPES, decode, encode, parse_json, parse_obj
 from ledger.integrity import SEAL_EVERY, VerifyResult, make_digest, next_link, verify, write_seal
 from ledger.model import WriteModel
-from ledger.store import Row, Snapshots, Store, stream_id, usage_stream
+from ledger.store import Snapshots, Store, stream_id, usage_stream
 from ledger.timeutil import canonical, format_instant, now
 
 TOPIC_PREFIX = "ledger.events:"
-BATCH = 5000
+BATCH = 5000  # events between flushes of an import (and per idempotency lookup)
+STREAM_CACHE = 200_000  # stream versions remembered by one write
 FUTURE_SLACK = timedelta(minutes=5)
 AUTO_AT = "\0auto_at"
 
@@ -138,7 +139,7 @@ class AccessLedger:
         if auto_at:
             # Stamped again under the write lock, so concurrent writers never refuse each other.
             canonical_event[AUTO_AT] = True
-        result = self._write([(0, canonical_event)])
+        result = self._write([[(0, canonical_event)]])
         if result.last is None:
             # The idempotency id was already recorded with this very event.
             return self._position_of_id(canonical_event["id"])
@@ -153,16 +154,24 @@ class AccessLedger:
         """
         import gc
 
-        def parsed() -> Iterator[tuple[int, dict[str, Any]]]:
+        def parsed() -> Iterator[list[tuple[int, dict[str, Any]]]]:
+            chunk: list[tuple[int, dict[str, Any]]] = []
             for n, line in enumerate(lines, 1):
                 if progress is not None:
                     progress(len(line) + 1)
                 if not line.strip():
                     continue
                 try:
-                    yield n, parse_json(line)
+                    chunk.append((n, parse_json(line)))
                 except E.LedgerError as exc:
+                    if chunk:
+                        yield chunk
                     raise type(exc)(f"line {n}: {exc}") from None
+                if len(chunk) >= BATCH:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
 
         if workers > 0:
             from ledger.pipeline import parse_parallel
@@ -185,7 +194,8 @@ class AccessLedger:
             c.execute("SELECT position FROM al_ids WHERE event_id = ?", (event_id,))
             return int(c.fetchone()[0])
 
-    def _write(self, events: Iterable[tuple[int, dict[str, Any]]]) -> WriteResult:
+    def _write(self, chunks: Iterable[list[tuple[int, dict[str, Any]]]]) -> WriteResult:
+        """Check and record events, given in chunks of (line number or 0, canonical event)."""
         store = self.store
         latest = format_instant(now() + FUTURE_SLACK)
         with store.transaction(write=True) as c:
@@ -193,75 +203,82 @@ class AccessLedger:
             if store.max_position(c) != pos:
                 raise E.IntegrityFailure(f"the stored events end at position {store.max_position(c)} but the head "
                                          f"says {pos}: the log was tampered with; run `access-ledger verify`")
-            model = WriteModel(c)
             first = pos + 1
-            rows: list[Row] = []
+            # Into an empty ledger (checked above: no stored event beyond the head) nothing is
+            # stored yet, so whatever the model and the streams have not seen does not exist.
+            empty = first == 1
+            model = WriteModel(c, empty=empty)
+            rows: list[tuple[int, str, int, str, bytes]] = []
             chain: list[tuple[int, str, str]] = []
             ids: list[tuple[str, int]] = []
             pending_ids: dict[str, bytes] = {}
             versions: dict[str, int] = {}
+            streams_complete = empty  # versions holds every stream there is
             skipped = 0
-            flushed_to = pos
+            usage_types = USAGE_TYPES
 
             def flush() -> None:
-                nonlocal flushed_to
-                store.insert_events(c, flushed_to + 1, rows)
+                nonlocal streams_complete
+                store.insert_events(c, rows)
                 c.executemany("INSERT INTO al_chain (position, at, link) VALUES (?, ?, ?)", chain)
                 c.executemany("INSERT INTO al_ids (event_id, position) VALUES (?, ?)", ids)
                 model.flush()
-                for p, _, lk in chain:
-                    if p % SEAL_EVERY == 0:
-                        write_seal(c, p, lk, format_instant(now()))
-                flushed_to += len(rows)
+                if chain:
+                    start = chain[0][0]
+                    for p in range(start + (-start) % SEAL_EVERY, chain[-1][0] + 1, SEAL_EVERY):
+                        write_seal(c, p, chain[p - start][2], format_instant(now()))
                 rows.clear()
                 chain.clear()
                 ids.clear()
                 pending_ids.clear()
+                if len(versions) > STREAM_CACHE:
+                    # Bounded memory; only once the rows are in the table, where it is asked next.
+                    versions.clear()
+                    streams_complete = False
 
             # Rows are flushed exactly before each chunk's id lookup, so an id is always either in
             # the table (flushed) or in pending_ids (this chunk), never in neither.
-            for lineno, ev, known in _with_known_ids(c, self.store.pos_col, events, flush):
-                try:
-                    if ev.pop(AUTO_AT, False):
-                        ev["at"] = max(format_instant(now()), last_at)
-                    state = ev.pop("\0state", None) or encode(ev)
-                    event_id = ev.get("id")
-                    if event_id is not None and _seen_id(event_id, state, pending_ids, known):
-                        skipped += 1
-                        continue
-                    at = ev["at"]
-                    if at < last_at:
-                        raise E.OutOfOrder(f"at: {at} is before the ledger's newest event ({last_at}); "
-                                           "the ledger is append-only in time")
-                    if at > latest:
-                        raise E.OutOfOrder(f"at: {at} is more than five minutes in the future")
-                    key = model.apply(ev)
-                    pos += 1
-                    if ev["type"] in USAGE_TYPES:
-                        oid, version = usage_stream(pos), 1
-                    else:
-                        oid = stream_id(key).hex
-                        version = versions.get(oid)
-                        if version is None:
-                            # Into an empty ledger (checked above: no stored event beyond the head)
-                            # every stream is new: no lookup.
-                            version = 0 if first == 1 else store.stream_version(c, oid)
-                        version += 1
-                        versions[oid] = version
-                    topic = TOPIC_PREFIX + ev["type"]
-                    link = next_link(link, pos, oid, version, topic, state)
-                    rows.append(Row(oid, version, topic, state))
-                    chain.append((pos, at, link))
-                    if event_id is not None:
-                        ids.append((event_id, pos))
-                        pending_ids[event_id] = state
-                    last_at = at
-                except E.LedgerError as exc:
-                    if lineno:
-                        raise type(exc)(f"line {lineno}: {_with_field(str(exc), ev)}") from None
-                    raise
-                if len(versions) > 200_000:
-                    versions.clear()
+            for chunk, known in _with_known_ids(c, self.store.pos_col, chunks, flush):
+                for lineno, ev in chunk:
+                    try:
+                        if not lineno and ev.pop(AUTO_AT, False):
+                            ev["at"] = max(format_instant(now()), last_at)
+                        state = ev.pop("\0state", None) or encode(ev)
+                        event_id = ev.get("id")
+                        if (event_id is not None and (event_id in pending_ids or event_id in known)
+                                and _seen_id(event_id, state, pending_ids, known)):
+                            skipped += 1
+                            continue
+                        at = ev["at"]
+                        if at < last_at:
+                            raise E.OutOfOrder(f"at: {at} is before the ledger's newest event ({last_at}); "
+                                               "the ledger is append-only in time")
+                        if at > latest:
+                            raise E.OutOfOrder(f"at: {at} is more than five minutes in the future")
+                        etype = ev["type"]
+                        key = model.apply(ev)
+                        pos += 1
+                        if etype in usage_types:
+                            oid, version = usage_stream(pos), 1
+                        else:
+                            oid = stream_id(key).hex
+                            version = versions.get(oid)
+                            if version is None:
+                                version = 0 if streams_complete else store.stream_version(c, oid)
+                            version += 1
+                            versions[oid] = version
+                        topic = TOPIC_PREFIX + etype
+                        link = next_link(link, pos, oid, version, topic, state)
+                        rows.append((pos, oid, version, topic, state))
+                        chain.append((pos, at, link))
+                        if event_id is not None:
+                            ids.append((event_id, pos))
+                            pending_ids[event_id] = state
+                        last_at = at
+                    except E.LedgerError as exc:
+                        if lineno:
+                            raise type(exc)(f"line {lineno}: {_with_field(str(exc), ev)}") from None
+                        raise
             flush()
             if pos >= first:
                 write_seal(c, pos, link, format_instant(now()))
@@ -407,13 +424,12 @@ class AccessLedger:
                          resource=resource, action=action, outcome=outcome)
 
 
-def _with_known_ids(c: Any, pos_col: str, events: Iterable[tuple[int, dict[str, Any]]],
-                    before_lookup: Callable[[], None], chunk: int = BATCH,
-                    ) -> Iterator[tuple[int, dict[str, Any], dict[str, tuple[int, bytes]]]]:
-    """Pass events through with the already-recorded ids among them, looked up a chunk at a time."""
-    buffer: list[tuple[int, dict[str, Any]]] = []
+def _with_known_ids(c: Any, pos_col: str, chunks: Iterable[list[tuple[int, dict[str, Any]]]],
+                    before_lookup: Callable[[], None], size: int | None = None,
+                    ) -> Iterator[tuple[list[tuple[int, dict[str, Any]]], dict[str, tuple[int, bytes]]]]:
+    """Pass events through in chunks of about `size`, each with the already-recorded ids among them."""
 
-    def lookup() -> dict[str, tuple[int, bytes]]:
+    def lookup(buffer: list[tuple[int, dict[str, Any]]]) -> dict[str, tuple[int, bytes]]:
         before_lookup()
         ids = list({ev["id"] for _, ev in buffer if "id" in ev})
         found: dict[str, tuple[int, bytes]] = {}
@@ -424,11 +440,13 @@ def _with_known_ids(c: Any, pos_col: str, events: Iterable[tuple[int, dict[str, 
             found.update((r[0], (int(r[1]), bytes(r[2]))) for r in c.fetchall())
         return found
 
+    size = size or BATCH
     deferred: E.LedgerError | None = None
-    iterator = iter(events)
+    buffer: list[tuple[int, dict[str, Any]]] = []
+    iterator = iter(chunks)
     while True:
         try:
-            item = next(iterator)
+            chunk = next(iterator)
         except StopIteration:
             break
         except E.LedgerError as exc:
@@ -436,16 +454,12 @@ def _with_known_ids(c: Any, pos_col: str, events: Iterable[tuple[int, dict[str, 
             # error reported is always the first bad line's.
             deferred = exc
             break
-        buffer.append(item)
-        if len(buffer) >= chunk:
-            known = lookup()
-            for lineno, ev in buffer:
-                yield lineno, ev, known
+        buffer = buffer + chunk if buffer else chunk
+        if len(buffer) >= size:
+            yield buffer, lookup(buffer)
             buffer = []
     if buffer:
-        known = lookup()
-        for lineno, ev in buffer:
-            yield lineno, ev, known
+        yield buffer, lookup(buffer)
     if deferred is not None:
         raise deferred
 

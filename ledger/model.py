@@ -18,6 +18,8 @@ from ledger.store import Cursor
 from ledger.vocabulary import Vocabulary, predefined_roles, split_principal, split_resource, vocabulary
 
 _MISSING = object()
+CACHE_LIMIT = 500_000  # cached rows of the side tables; beyond it the cache is emptied (all is flushed)
+USAGE_LIMIT = 100_000  # principals remembered as valid for usage events
 _USAGE_KEY = frozenset({"ConnectorSecretAccessed", "ResourceAccessed"})
 
 
@@ -33,15 +35,21 @@ class Entity:
 class WriteModel:
     """Validates events against the ledger's current state and applies the accepted ones."""
 
-    def __init__(self, cursor: Cursor):
+    def __init__(self, cursor: Cursor, *, empty: bool = False):
         self.c = cursor
+        # Writing into an empty ledger, the caches hold all there is until they are first
+        # trimmed: what they lack does not exist, and need not be looked up.
+        self._complete = empty
         self._entities: dict[tuple[str, str], Entity | None] = {}
         self._dirty_entities: set[tuple[str, str]] = set()
         self._grants: dict[tuple[str, str, str, str], Any] = {}
         self._dirty_grants: set[tuple[str, str, str, str]] = set()
         self._members: dict[tuple[str, str], bool] = {}
         self._dirty_members: set[tuple[str, str]] = set()
-        self._usage_ok: set[tuple[Any, ...]] = set()
+        self._usage_principals: set[str] = set()
+        self._usage_tenants: set[str | None] = set()
+        self._usage_kinds: set[tuple[Any, ...]] = set()
+        self._usage_connectors: set[tuple[Any, ...]] = set()
         org = self.entity("organization", "")
         self.vocab: Vocabulary | None = vocabulary(org.data["preset"]) if org else None
         self._rules: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -53,6 +61,8 @@ class WriteModel:
     def entity(self, kind: str, name: str) -> Entity | None:
         key = (kind, name)
         if key not in self._entities:
+            if self._complete:
+                return None
             self.c.execute("SELECT status, ref, data FROM al_entities WHERE kind = ? AND name = ?", key)
             row = self.c.fetchone()
             self._entities[key] = None if row is None else Entity(kind, name, row[0], row[1], json.loads(row[2]))
@@ -66,6 +76,8 @@ class WriteModel:
     def grant(self, key: tuple[str, str, str, str]) -> Any:
         """The grant's expires_at ('' when it has none), or _MISSING when not held."""
         if key not in self._grants:
+            if self._complete:
+                return _MISSING
             self.c.execute("SELECT expires_at FROM al_grants WHERE role = ? AND principal = ? AND tenant = ? "
                            "AND resource = ?", key)
             row = self.c.fetchone()
@@ -75,19 +87,23 @@ class WriteModel:
     def member(self, team: str, member: str) -> bool:
         key = (team, member)
         if key not in self._members:
+            if self._complete:
+                return False
             self.c.execute("SELECT 1 FROM al_members WHERE team = ? AND member = ?", key)
             self._members[key] = self.c.fetchone() is not None
         return self._members[key]
 
     def flush(self) -> None:
         """Write the cached changes to the side tables (same transaction)."""
+        entities = []
         for key in self._dirty_entities:
             e = self._entities[key]
             assert e is not None
-            self.c.execute(
-                "INSERT INTO al_entities (kind, name, status, ref, data) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (kind, name) DO UPDATE SET status = excluded.status, ref = excluded.ref, "
-                "data = excluded.data", (e.kind, e.name, e.status, e.ref, json.dumps(e.data)))
+            entities.append((e.kind, e.name, e.status, e.ref, json.dumps(e.data)))
+        self.c.executemany(
+            "INSERT INTO al_entities (kind, name, status, ref, data) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (kind, name) DO UPDATE SET status = excluded.status, ref = excluded.ref, "
+            "data = excluded.data", entities)
         self._dirty_entities.clear()
         upserts, deletes = [], []
         for key in self._dirty_grants:
@@ -107,11 +123,12 @@ class WriteModel:
         self.c.executemany("DELETE FROM al_members WHERE team = ? AND member = ?", removes)
         self.c.executemany("INSERT INTO al_members (team, member) VALUES (?, ?) ON CONFLICT DO NOTHING", adds)
         self._dirty_members.clear()
-        if len(self._entities) + len(self._grants) + len(self._members) > 500_000:
+        if len(self._entities) + len(self._grants) + len(self._members) > CACHE_LIMIT:
             # Bounded memory on huge imports: everything is in the tables now.
             self._entities.clear()
             self._grants.clear()
             self._members.clear()
+            self._complete = False
 
     # -- the rules ------------------------------------------------------------------------
 
@@ -122,23 +139,33 @@ class WriteModel:
             raise E.NotInitialized("the ledger has no organization yet: run `access-ledger init` first "
                                    "(or import a file that starts with OrganizationCreated)")
         if kind in _USAGE_KEY:
-            # Usage events change nothing, so a verdict holds until the next change event.
-            if kind == "ResourceAccessed":  # the id was checked when parsed; the rules look at the type
-                key: tuple[Any, ...] = (kind, ev["principal"], ev.get("tenant"), ev["resource"].partition("/")[0],
-                                        ev["action"])
+            # Usage events change nothing, so each part of a verdict (this principal exists, this
+            # tenant is live, this type takes this action there) holds until the next deletion;
+            # an event whose parts were all seen valid needs no rule. (The resource's id was
+            # checked when parsed; the rules look at its type.)
+            principal, tenant = ev["principal"], ev["tenant"] if kind != "ResourceAccessed" else ev.get("tenant")
+            if kind == "ResourceAccessed":
+                part: tuple[Any, ...] = (ev["resource"].partition("/")[0], ev["action"], tenant is None)
+                known = self._usage_kinds
             else:
-                key = (kind, ev["connector"], ev["tenant"], ev["principal"])
-            if key in self._usage_ok:
+                part = (tenant, ev["connector"])
+                known = self._usage_connectors
+            if principal in self._usage_principals and tenant in self._usage_tenants and part in known:
                 return ""
             result = self._rules[kind](ev)
-            if len(self._usage_ok) >= 100_000:
-                self._usage_ok.clear()  # bounded memory; it is only a shortcut
-            self._usage_ok.add(key)
+            if len(self._usage_principals) >= USAGE_LIMIT:
+                self._usage_principals.clear()  # bounded memory; it is only a shortcut
+            self._usage_principals.add(principal)
+            self._usage_tenants.add(tenant)
+            known.add(part)
             return result
-        if kind in ("TenantDeleted", "ConnectorDeleted"):
+        if kind == "TenantDeleted":
             # Only a deletion can make an accepted usage event unacceptable (deactivated principals
             # may still be seen using things); creations only widen what is valid.
-            self._usage_ok.clear()
+            self._usage_tenants.clear()
+            self._usage_connectors.clear()
+        elif kind == "ConnectorDeleted":
+            self._usage_connectors.clear()
         return self._rules[kind](ev)
 
     def _require(self, kind: str, name: str, label: str | None = None) -> Entity:

@@ -61,8 +61,9 @@ def default_workers() -> int:
 
 
 def parse_parallel(lines: Iterable[bytes | str], progress: Callable[[int], None] | None,
-                   workers: int) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, canonical event) for each non-blank line, parsed by `workers` processes."""
+                   workers: int) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+    """Chunks of (line number, canonical event) for the non-blank lines, parsed by `workers` processes."""
+    loads = orjson.loads
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["ledger.events"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_watch_importer,
@@ -77,17 +78,20 @@ def parse_parallel(lines: Iterable[bytes | str], progress: Callable[[int], None]
             lineno += len(chunk)
             chunk = []
 
-        def drain_one() -> Iterator[tuple[int, dict[str, Any]]]:
+        def drain_one() -> Iterator[list[tuple[int, dict[str, Any]]]]:
             first, future = pending.popleft()
             try:
                 parsed, error = future.result()
             except BrokenProcessPool:
                 raise E.LedgerError("the import's parser process died (out of memory?): nothing was written") from None
+            out = []
             for i, data in enumerate(parsed):
                 if data:
-                    event = orjson.loads(data)
+                    event = loads(data)
                     event["\0state"] = data  # the canonical bytes, so the writer need not encode again
-                    yield first + i, event
+                    out.append((first + i, event))
+            if out:
+                yield out
             if error is not None:
                 n, kind, message = error
                 raise getattr(E, kind, E.ValidationError)(f"line {n}: {message}")

@@ -30,10 +30,10 @@ _SIDE_TABLES = [
     """CREATE TABLE IF NOT EXISTS al_head (
         id INTEGER PRIMARY KEY, position BIGINT NOT NULL, at TEXT NOT NULL, link TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS al_chain (
-        position BIGINT PRIMARY KEY, at TEXT NOT NULL, link TEXT NOT NULL)""",
+        position {pos_key} PRIMARY KEY, at TEXT NOT NULL, link TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS al_seals (
         position BIGINT PRIMARY KEY, link TEXT NOT NULL, mac TEXT, sealed_at TEXT NOT NULL)""",
-    "CREATE TABLE IF NOT EXISTS al_ids (event_id TEXT PRIMARY KEY, position BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS al_ids (event_id TEXT PRIMARY KEY, position BIGINT NOT NULL){keyed}",
     """CREATE TABLE IF NOT EXISTS al_entities (
         kind TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL, ref TEXT,
         data TEXT NOT NULL, PRIMARY KEY (kind, name))""",
@@ -45,6 +45,11 @@ _SIDE_TABLES = [
     "CREATE INDEX IF NOT EXISTS al_grants_principal ON al_grants (principal)",
     "CREATE TABLE IF NOT EXISTS al_snapshots (name TEXT PRIMARY KEY, position BIGINT NOT NULL, data {blob} NOT NULL)",
 ]
+
+# In SQLite an INTEGER PRIMARY KEY is the rowid itself, so the chain is one B-tree, not a table
+# plus an index; and the ids, keyed by text, are stored in their key's B-tree (WITHOUT ROWID).
+_SQLITE_TYPES = {"blob": "BLOB", "pos_key": "INTEGER", "keyed": " WITHOUT ROWID"}
+_POSTGRES_TYPES = {"blob": "BYTEA", "pos_key": "BIGINT", "keyed": ""}
 
 
 def stream_id(key: str) -> uuid.UUID:
@@ -64,8 +69,9 @@ def usage_stream(position: int) -> str:
 
 
 class Row(NamedTuple):
-    """One stored event ready to append: its stream (uuid hex), version, topic and canonical bytes."""
+    """One stored event ready to append: its position, stream (uuid hex), version, topic and canonical bytes."""
 
+    position: int
     originator_hex: str
     version: int
     topic: str
@@ -151,7 +157,7 @@ class Store:
             self.pos_col = "notification_id" if self.postgres else "rowid"
             with self.transaction(write=True) as c:
                 for ddl in _SIDE_TABLES:
-                    c.execute(ddl.format(blob="BYTEA" if self.postgres else "BLOB"))
+                    c.execute(ddl.format(**(_POSTGRES_TYPES if self.postgres else _SQLITE_TYPES)))
         except StorageError:
             raise
         except Exception as exc:
@@ -282,16 +288,15 @@ class Store:
         row = c.fetchone()
         return int(row[0] or 0)
 
-    def insert_events(self, c: Cursor, first: int, rows: Sequence[Row]) -> None:
-        """Append rows at positions first, first+1, ... into eventsourcing's stored_events."""
+    def insert_events(self, c: Cursor, rows: Sequence[Row | tuple[int, str, int, str, bytes]]) -> None:
+        """Append rows (position, stream, version, topic, state) into eventsourcing's stored_events."""
         if self.postgres:
-            params = [(uuid.UUID(r[0]), r[1], r[2], r[3], first + i) for i, r in enumerate(rows)]
+            params = [(uuid.UUID(r[1]), r[2], r[3], r[4], r[0]) for r in rows]
             c.executemany(f"INSERT INTO {self.table} (originator_id, originator_version, topic, state, "
                           "notification_id) VALUES (?, ?, ?, ?, ?)", params)
         else:
-            params = [(first + i, *r) for i, r in enumerate(rows)]
             c.executemany(f"INSERT INTO {self.table} (rowid, originator_id, originator_version, topic, state) "
-                          "VALUES (?, ?, ?, ?, ?)", params)
+                          "VALUES (?, ?, ?, ?, ?)", rows)
 
     def stream_version(self, c: Cursor, originator_hex: str) -> int:
         key: Any = uuid.UUID(originator_hex) if self.postgres else originator_hex

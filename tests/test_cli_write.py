@@ -212,6 +212,31 @@ def test_installed_entry_point_runs(tmp_path):
     assert "Traceback" not in bad.stderr
 
 
+def test_the_entry_point_builds_only_the_invoked_command_and_still_helps_with_all(tmp_path):
+    """A command line naming one command runs as before; help and unknown names see every command."""
+    exe = shutil.which("access-ledger") or os.path.join(os.path.dirname(sys.executable), "access-ledger")
+    db = str(tmp_path / "p.db")
+
+    def run_exe(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([exe, *args], capture_output=True, text=True, timeout=60)
+
+    assert run_exe("--db", db, "init").returncode == 0
+    assert run_exe("--db", db, "tenant", "create", "prod").returncode == 0
+    assert run_exe("--db", db, "verify").stdout.startswith("ok: 2 events")
+    top = run_exe("--help").stdout
+    for name in ("tenant", "role", "import", "verify", "audit", "evidence", "who-can"):
+        assert name in top
+    assert "assign" in run_exe("--db", db, "role", "--help").stdout
+    assert "tenant" in run_exe("--db", db, "role", "assign", "--help").stdout
+    unknown = run_exe("--db", db, "frobnicate")
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("Error: No such command 'frobnicate'")
+    # A name given as an option's value is not taken for the command.
+    named = run_exe("--db", db, "user", "create", "verify", "--reason", "role")
+    assert named.returncode == 0, named.stderr
+    assert run_exe("--db", db, "user", "list").stdout.split().count("verify") == 1
+
+
 def test_ledger_location_comes_from_the_environment(tmp_path):
     db = tmp_path / "env.db"
     result = runner.invoke(app, ["init"], env={"ACCESS_LEDGER_DB": str(db), "ACCESS_LEDGER_ACTOR": "user:root"})

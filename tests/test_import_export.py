@@ -217,10 +217,14 @@ def test_round_trip_property(tmp_path_factory, commands):
     b.close()
 
 
-def test_usage_after_its_tenant_is_deleted_in_the_same_import_is_refused(url_factory):
+@pytest.mark.parametrize("access", [
+    {"type": "ConnectorSecretAccessed", "at": "2026-01-05T00:00:00Z", "actor": "system", "connector": "aws-prod",
+     "tenant": "prod", "principal": "user:alice", "outcome": "allowed"},
+    {"type": "ResourceAccessed", "at": "2026-01-05T00:00:00Z", "actor": "system", "principal": "user:alice",
+     "tenant": "prod", "resource": "model/fraud", "action": "read", "outcome": "allowed"},
+], ids=["secret", "resource"])
+def test_usage_after_its_tenant_is_deleted_in_the_same_import_is_refused(url_factory, access):
     led = AccessLedger.open(url_factory(), create=True)
-    access = {"type": "ConnectorSecretAccessed", "at": "2026-01-05T00:00:00Z", "actor": "system",
-              "connector": "aws-prod", "tenant": "prod", "principal": "user:alice", "outcome": "allowed"}
     lines = HISTORY[:16] + [access, {"type": "TenantDeleted", "at": "2026-01-05T00:00:00Z", "actor": "system",
                                      "tenant": "prod"}, access]
     with pytest.raises(E.DeletedTenant) as info:
@@ -228,3 +232,145 @@ def test_usage_after_its_tenant_is_deleted_in_the_same_import_is_refused(url_fac
     assert str(info.value) == "line 19: tenant: tenant 'prod' was deleted: nothing may target it"
     assert led.head() == 0
     led.close()
+
+
+def test_secret_access_after_its_connector_is_deleted_in_the_same_import_is_refused(url_factory):
+    led = AccessLedger.open(url_factory(), create=True)
+    access = {"type": "ConnectorSecretAccessed", "at": "2026-01-05T00:00:00Z", "actor": "system",
+              "connector": "aws-prod", "tenant": "prod", "principal": "user:alice", "outcome": "allowed"}
+    lines = HISTORY[:16] + [access, {"type": "ConnectorDeleted", "at": "2026-01-05T00:00:00Z", "actor": "system",
+                                     "connector": "aws-prod", "tenant": "prod"}, access]
+    with pytest.raises(E.UnknownEntity) as info:
+        led.import_lines(jsonl(lines))
+    assert str(info.value) == "line 19: connector: unknown service connector 'aws-prod' in tenant 'prod'"
+    assert led.head() == 0
+    led.close()
+
+
+# -- one import against one command at a time: the same events accepted, the same first refusal ------
+
+EV_NAMES = st.sampled_from(["alice", "bob", "carol"])
+EV_TENANTS = st.sampled_from(["prod", "dev"])
+EV_PRINCIPALS = st.one_of(EV_NAMES.map("user:{}".format),
+                          st.sampled_from(["team:ml", "service_account:ci", "user:nobody"]))
+EV_RESOURCES = st.sampled_from(["model/fraud", "stack/gpu", "secret/aws", "team/ml", "role/x", "bogus/y"])
+
+RAW_EVENTS = st.one_of(
+    st.builds(lambda t: {"type": "TenantCreated", "tenant": t}, EV_TENANTS),
+    st.builds(lambda t: {"type": "TenantDeleted", "tenant": t}, EV_TENANTS),
+    st.builds(lambda n: {"type": "UserCreated", "user": n}, EV_NAMES),
+    st.builds(lambda n: {"type": "UserDeactivated", "user": n}, EV_NAMES),
+    st.just({"type": "ServiceAccountCreated", "service_account": "ci"}),
+    st.just({"type": "TeamCreated", "team": "ml"}),
+    st.just({"type": "TeamDeleted", "team": "ml"}),
+    st.builds(lambda n: {"type": "TeamMemberAdded", "team": "ml", "member": f"user:{n}"}, EV_NAMES),
+    st.builds(lambda n: {"type": "TeamMemberRemoved", "team": "ml", "member": f"user:{n}"}, EV_NAMES),
+    st.builds(lambda r, b: {"type": "RoleCreated", "role": r, "scope": "tenant", "permissions": ["model:read"],
+                            **({"base": b} if b else {})},
+              st.sampled_from(["custom_a", "custom_b"]), st.sampled_from([None, "viewer", "custom_a"])),
+    st.builds(lambda r: {"type": "RoleDeleted", "role": r}, st.sampled_from(["custom_a", "custom_b"])),
+    st.builds(lambda r, p, t: {"type": "RoleAssigned", "role": r, "principal": p, "tenant": t},
+              st.sampled_from(["viewer", "custom_a", "custom_b"]), EV_PRINCIPALS, EV_TENANTS),
+    st.builds(lambda r, p, t: {"type": "RoleUnassigned", "role": r, "principal": p, "tenant": t},
+              st.sampled_from(["viewer", "custom_a", "custom_b"]), EV_PRINCIPALS, EV_TENANTS),
+    st.builds(lambda t: {"type": "ConnectorRegistered", "connector": "aws", "tenant": t}, EV_TENANTS),
+    st.builds(lambda t: {"type": "ConnectorDeleted", "connector": "aws", "tenant": t}, EV_TENANTS),
+    st.builds(lambda t, p: {"type": "ConnectorSecretAccessed", "connector": "aws", "tenant": t, "principal": p,
+                            "outcome": "allowed"}, EV_TENANTS, EV_PRINCIPALS),
+    st.builds(lambda p, t, r, a: {"type": "ResourceAccessed", "principal": p, "resource": r, "action": a,
+                                  "outcome": "allowed", **({"tenant": t} if t else {})},
+              EV_PRINCIPALS, st.one_of(st.none(), EV_TENANTS), EV_RESOURCES, st.sampled_from(["read", "fly"])),
+)
+
+
+def _dated(events: list[dict]) -> list[dict]:
+    head = {"type": "OrganizationCreated", "name": "acme", "preset": "zenml-pro"}
+    return [dict(ev, at=f"2026-02-{1 + i // 24:02d}T{i % 24:02d}:00:00Z", actor="user:root")
+            for i, ev in enumerate([head, *events])]
+
+
+def _one_at_a_time(url: str, events: list[dict]) -> tuple[list[bytes], tuple[int, type, str] | None]:
+    """The oracle: each event appended as its own command, up to the first refusal."""
+    led = AccessLedger.open(url, create=True)
+    try:
+        for i, ev in enumerate(events):
+            try:
+                led.append(ev)
+            except E.LedgerError as exc:
+                return list(led.export_lines()), (i + 1, type(exc), str(exc))
+        return list(led.export_lines()), None
+    finally:
+        led.close()
+
+
+def _check_import_against_oracle(oracle_url: str, url: str, events: list[dict], *, split: int = 0) -> None:
+    """Import `events` (up to `split` of them in an earlier import) and compare with the oracle."""
+    expected, refusal = _one_at_a_time(oracle_url, events)
+    if refusal is not None:
+        split = min(split, refusal[0] - 1)  # the earlier import holds only accepted events
+    led = AccessLedger.open(url, create=True)
+    try:
+        if split:
+            led.import_lines(jsonl(events[:split]))
+        before = led.head()
+        if refusal is None:
+            led.import_lines(jsonl(events[split:]))
+            assert list(led.export_lines()) == expected
+            assert led.verify().ok
+        else:
+            line, kind, message = refusal
+            with pytest.raises(E.LedgerError) as info:
+                led.import_lines(jsonl(events[split:]))
+            assert type(info.value) is kind
+            assert str(info.value).startswith(f"line {line - split}: ")
+            assert str(info.value).endswith(message)
+            assert led.head() == before
+    finally:
+        led.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(RAW_EVENTS, max_size=30), small=st.booleans(), split=st.integers(0, 3))
+def test_one_import_accepts_and_refuses_exactly_as_one_command_at_a_time(tmp_path_factory, monkeypatch, events,
+                                                                         small, split):
+    """Into an empty ledger the import looks nothing up (the caches hold all there is) and usage
+    events are checked by parts seen valid; with tiny limits the caches are trimmed and flushed
+    every few events. Either way, the import accepts and refuses exactly what single commands do."""
+    with monkeypatch.context() as m:
+        if small:
+            m.setattr("ledger.app.BATCH", 3)
+            m.setattr("ledger.app.STREAM_CACHE", 2)
+            m.setattr("ledger.model.CACHE_LIMIT", 4)
+            m.setattr("ledger.model.USAGE_LIMIT", 2)
+        tmp = tmp_path_factory.mktemp("oracle")
+        events = _dated(events)
+        _check_import_against_oracle(str(tmp / "one.db"), str(tmp / "import.db"), events,
+                                     split=min(split, len(events)))
+
+
+def test_import_with_trimmed_caches_matches_one_command_at_a_time(url_factory, monkeypatch):
+    """A long history through tiny caches on both backends: streams are versioned from the table
+    once their cache is trimmed, never restarted at version 1."""
+    monkeypatch.setattr("ledger.app.BATCH", 5)
+    monkeypatch.setattr("ledger.app.STREAM_CACHE", 3)
+    monkeypatch.setattr("ledger.model.CACHE_LIMIT", 6)
+    monkeypatch.setattr("ledger.model.USAGE_LIMIT", 2)
+    events = [{"type": "TenantCreated", "tenant": "prod"}, {"type": "ConnectorRegistered", "connector": "aws",
+                                                             "tenant": "prod"}]
+    for i in range(12):
+        user = f"u{i % 5}"
+        if i < 5:
+            events.append({"type": "UserCreated", "user": user})
+        events += [
+            {"type": "RoleAssigned", "role": "viewer", "principal": f"user:{user}", "tenant": "prod"},
+            {"type": "ConnectorSecretAccessed", "connector": "aws", "tenant": "prod", "principal": f"user:{user}",
+             "outcome": "allowed"},
+            {"type": "RoleUnassigned", "role": "viewer", "principal": f"user:{user}", "tenant": "prod"},
+        ]
+    events.append({"type": "TenantDeleted", "tenant": "prod"})
+    events.append({"type": "ConnectorSecretAccessed", "connector": "aws", "tenant": "prod", "principal": "user:u1",
+                   "outcome": "allowed"})
+    events = _dated(events)
+    for split in (0, 4):
+        _check_import_against_oracle(url_factory(), url_factory(), events, split=split)
+        _check_import_against_oracle(url_factory(), url_factory(), events[:-1], split=split)

@@ -97,5 +97,36 @@ def _register() -> None:
 _register()
 
 
+def _invoked(args: list[str]) -> str | None:
+    """The top-level command or group named on the command line (after the global options)."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--db":
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        return arg
+    return None
+
+
+def _only(name: str | None) -> None:
+    """Keep only the invoked command or group in the app (when it names one).
+
+    Typer builds every registered command, with its parameters, before it runs one; a change
+    command need not pay for the other forty-odd. `--help` and unknown names keep them all.
+    """
+    if name is None or "--help" in sys.argv:
+        return
+    groups = [g for g in app.registered_groups if g.name == name]
+    commands = [c for c in app.registered_commands if c.name == name]
+    if groups or commands:
+        app.registered_groups[:] = groups
+        app.registered_commands[:] = commands
+
+
 def main() -> None:
+    _only(_invoked(sys.argv[1:]))
     app()
