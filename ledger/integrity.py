@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 SEAL_EVERY = 10_000
+# Rows read per query of the walk. Small on purpose: a batch this size fits in the memory Python
+# has just freed, while 20,000 rows (some 13 MB of objects) were fresh memory for every batch,
+# page faults and all. Measured on a 10M-event log: 28 s against 53 s for the whole walk.
+WALK_BATCH = 500
 _sha256 = hashlib.sha256
 KEY_ENV = "ACCESS_LEDGER_SEAL_KEY"
 
@@ -92,7 +96,7 @@ def _walk(store: Store, c: Cursor, start: int, link: str, seal_at: dict[int, tup
         return w
 
     while True:
-        rows = store.read_raw(c, expected, 20_000, until)
+        rows = store.read_raw(c, expected, WALK_BATCH, until)
         if not rows:
             w.link = link
             return w

@@ -235,12 +235,9 @@ class Warehouse:
         try:
             with _private_files():
                 if head > position:
-                    # Chunks load in parallel; rows carry their positions, and every query orders by them.
-                    self.con.execute("SET preserve_insertion_order = false")
-                    try:
-                        self._load(position, head, progress, chunk_size)
-                    finally:
-                        self.con.execute("RESET preserve_insertion_order")
+                    # In position order: the events table keeps its insertion order (DuckDB's default),
+                    # so a scan of it is in position order (the evidence export relies on that, and checks).
+                    self._load(position, head, progress, chunk_size)
                 if intervals_at < head:
                     self._build_intervals(intervals_at, head)
                 if head > position:

@@ -79,13 +79,42 @@ def test_bundle_holds_events_audits_report_and_a_manifest_of_hashes(bundle, ledg
     assert manifest["period"]["events"] == last - first + 1 == expected.count(b"\n")
 
 
-def test_parquet_events_match_the_jsonl(bundle):
+def _parquet_in_file_order(path: Path) -> list[tuple]:
     import duckdb
 
-    rows = duckdb.sql(f"SELECT position, type, actor FROM '{bundle}/events/events.parquet' ORDER BY position").fetchall()
+    return duckdb.sql(f"SELECT position, type, actor FROM read_parquet('{path}', file_row_number = true) "
+                      "ORDER BY file_row_number").fetchall()
+
+
+def test_parquet_events_match_the_jsonl(bundle):
+    rows = _parquet_in_file_order(bundle / "events" / "events.parquet")
     lines = [json.loads(x) for x in (bundle / "events" / "events.jsonl").read_text().splitlines()]
     assert [(r[1], r[2]) for r in rows] == [(e["type"], e["actor"]) for e in lines]
     assert [r[0] for r in rows] == list(range(rows[0][0], rows[0][0] + len(rows)))
+
+
+def test_parquet_is_in_position_order_even_from_a_warehouse_stored_out_of_order(ledger_db, tmp_path):
+    """A warehouse filled out of order (as earlier versions could) still gives a file in position order."""
+    from reports.evidence import export_bundle
+    from reports.warehouse import Warehouse
+
+    db = tmp_path / "copy.db"
+    shutil.copy(ledger_db, db)
+    with AccessLedger.open(str(db)) as led:
+        with Warehouse.open(led) as wh:
+            wh.sync()
+            wh.con.execute("CREATE TEMP TABLE shuffled AS SELECT * FROM events ORDER BY hash(position)")
+            wh.con.execute("DELETE FROM events")
+            wh.con.execute("INSERT INTO events SELECT * FROM shuffled")
+            stored = [r[0] for r in wh.con.execute("SELECT position FROM events LIMIT 50").fetchall()]
+            assert stored != sorted(stored)  # the table is out of order now
+            result = export_bundle(led, tmp_path / "b", start="2025-12-01T00:00:00Z", end="2026-03-01T00:00:00Z",
+                                   warehouse=wh)
+            first, last = led.positions_between("2025-12-01T00:00:00Z", "2026-03-01T00:00:00Z")
+    rows = _parquet_in_file_order(tmp_path / "b" / "events" / "events.parquet")
+    assert [r[0] for r in rows] == list(range(first, last + 1))
+    assert result.manifest["files"]["events/events.parquet"]["bytes"] == (tmp_path / "b" / "events" /
+                                                                          "events.parquet").stat().st_size
 
 
 def test_verify_accepts_an_untouched_bundle(bundle):
