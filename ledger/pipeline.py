@@ -20,7 +20,7 @@ import orjson
 from ledger import errors as E
 from ledger.events import encode, parse_json
 
-CHUNK = 5000
+CHUNK = 20000
 IN_FLIGHT = 3
 
 
