@@ -143,7 +143,7 @@ class WriteModel:
             # tenant is live, this type takes this action there) holds until the next deletion;
             # an event whose parts were all seen valid needs no rule. (The resource's id was
             # checked when parsed; the rules look at its type.)
-            principal, tenant = ev["principal"], ev["tenant"] if kind != "ResourceAccessed" else ev.get("tenant")
+            principal, tenant = ev["principal"], ev.get("tenant")
             if kind == "ResourceAccessed":
                 part: tuple[Any, ...] = (ev["resource"].partition("/")[0], ev["action"], tenant is None)
                 known = self._usage_kinds
