@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from itertools import pairwise
 import zipfile
 from datetime import UTC, datetime
@@ -288,3 +290,22 @@ def test_split_rows_takes_the_first_rows_needing_attention_and_the_first_others(
     needs = [r for r in rows if kinds is None or r["finding"] in (kinds or ())]
     others = [] if kinds is None else [r for r in rows if r not in needs]
     assert split_rows(result, cap_a, cap_o) == (needs[:cap_a], others[:cap_o])
+
+
+def test_the_benchmarks_parts_are_the_exports_work(ledger_db, tmp_path):
+    """`evidence_bench.py --parts` times the export's own steps: the files they write are the bundle's."""
+    db = tmp_path / "ledger.db"
+    shutil.copy(ledger_db, db)
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "evidence_bench.py"
+    done = subprocess.run([sys.executable, str(bench), "--db", str(db), "--measure-parts", str(tmp_path / "parts")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    timed = [line.split(" wall ")[0].strip() for line in done.stdout.splitlines() if line.startswith("    ")]
+    assert timed == ["log walk: verify + events.jsonl", "events.parquet",
+                     *[f"audit {a}: {step}" for a in AUDITS for step in ("query", "csv + json")],
+                     "charts", "hashing (all but the jsonl)"]
+    assert "the export takes at least" in done.stdout.splitlines()[-1]
+    result = runner.invoke(app, ["--db", str(db), "evidence", "export", "--out", str(tmp_path / "all")])
+    assert result.exit_code == 0, result.output
+    for rel in ("events/events.jsonl", "audits/secrets.csv", "audits/sod.json", "charts/grants.csv"):
+        assert (tmp_path / "parts" / rel).read_bytes() == (tmp_path / "all" / rel).read_bytes(), rel
