@@ -58,6 +58,14 @@ def export(db: Path, out: Path, as_zip: bool, label: str) -> float:
     return wall
 
 
+def _remove(path: Path) -> None:
+    """Delete a bundle: a folder or a zip file."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink()
+
+
 def measure_parts(db: Path, out: Path) -> None:
     """Each part of the export of the whole history, alone, in this process: wall and CPU seconds."""
     from ledger.app import AccessLedger
@@ -128,7 +136,7 @@ def main() -> None:
         out = tmp / ("cold.zip" if args.zip else "cold")
         print("evidence export, no warehouse yet:")
         export(db, out, args.zip, "cold")
-        shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink()
+        _remove(out)
         print("evidence export, warehouse already synced:")
         out = tmp / ("warm.zip" if args.zip else "warm")
         export(db, out, args.zip, "warm")
@@ -137,7 +145,7 @@ def main() -> None:
                        stdout=subprocess.DEVNULL)
         print(f"evidence verify of the bundle: {time.perf_counter() - start:.1f} s")
         if args.parts:
-            shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink()
+            _remove(out)
             print("each part of the export alone (fresh process, warehouse synced):")
             subprocess.run([sys.executable, __file__, "--db", str(db), "--measure-parts", str(tmp / "parts")],
                            check=True)
