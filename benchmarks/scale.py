@@ -16,9 +16,11 @@ RESOURCE_TYPES = ("model", "pipeline", "artifact", "stack", "secret")
 
 
 def history(n: int, *, users: int | None = None, tenants: int | None = None, roles: int | None = None,
-            assignments: int | None = None, seed: int = 7, start: int = 1_735_689_600) -> Iterator[bytes]:
+            assignments: int | None = None, seed: int = 7, start: int = 1_735_689_600,
+            ids: bool = False) -> Iterator[bytes]:
     """About n events; by default the shape scales with n (1M: 10k users, 500 tenants, 200 roles, ~100k
-    assignments)."""
+    assignments). With `ids`, every event carries an idempotency id, so the file can be imported again
+    (the re-run of an interrupted import); otherwise only the usage events do."""
     r = random.Random(seed)
     users = users or max(20, n // 100)
     tenants = tenants or max(3, n // 2000)
@@ -34,6 +36,8 @@ def history(n: int, *, users: int | None = None, tenants: int | None = None, rol
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
     def line(**event: object) -> bytes:
+        if ids and "id" not in event:
+            event["id"] = f"e{written}"
         return orjson.dumps(event)
 
     written = 0
@@ -111,11 +115,11 @@ def history(n: int, *, users: int | None = None, tenants: int | None = None, rol
                             outcome="allowed" if r.random() < 0.98 else "denied", id=f"a{k}"))
 
 
-def write_history(path: str, n: int, **shape: int) -> int:
+def write_history(path: str, n: int, *, ids: bool = False, **shape: int) -> int:
     """Write the history to a JSONL file; return the number of lines."""
     count = 0
     with open(path, "wb") as f:
-        for data in history(n, **shape):
+        for data in history(n, ids=ids, **shape):
             f.write(data + b"\n")
             count += 1
     return count

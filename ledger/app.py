@@ -211,75 +211,89 @@ class AccessLedger:
             rows: list[tuple[int, str, int, str, bytes]] = []
             chain: list[tuple[int, str, str]] = []
             ids: list[tuple[str, int]] = []
+            # Ids of this import's events that the next look-up cannot see yet: those of the chunk
+            # being checked, and those handed to the writer after the last look-up.
             pending_ids: dict[str, bytes] = {}
+            handed_ids: dict[str, bytes] = {}
+            handoff: tuple[list[Any], ...] = ([], [], [])
             versions: dict[str, int] = {}
             streams_complete = empty  # versions holds every stream there is
             skipped = 0
             usage_types = USAGE_TYPES
+            writer = store.bulk_writer(c)
 
-            def flush() -> None:
-                nonlocal streams_complete
-                store.insert_events(c, rows)
-                c.executemany("INSERT INTO al_chain (position, at, link) VALUES (?, ?, ?)", chain)
-                c.executemany("INSERT INTO al_ids (event_id, position) VALUES (?, ?)", ids)
+            def before_lookup() -> None:
+                # The rules' state and the seals first (they are small); the rows wait for after_lookup.
+                nonlocal rows, chain, ids, pending_ids, handed_ids, handoff, streams_complete
                 model.flush()
                 if chain:
                     start = chain[0][0]
                     for p in range(start + (-start) % SEAL_EVERY, chain[-1][0] + 1, SEAL_EVERY):
                         write_seal(c, p, chain[p - start][2], format_instant(now()))
-                rows.clear()
-                chain.clear()
-                ids.clear()
-                pending_ids.clear()
+                # Everything handed over before is visible to the look-up that follows (the cursor
+                # waits for the writer); this chunk's rows are not, so their ids stay in memory.
+                handoff, rows, chain, ids = (rows, chain, ids), [], [], []
+                handed_ids, pending_ids = pending_ids, {}
                 if len(versions) > STREAM_CACHE:
-                    # Bounded memory; only once the rows are in the table, where it is asked next.
+                    # Bounded memory; a version asked for later is read from the table, after the writer.
                     versions.clear()
                     streams_complete = False
 
-            # Rows are flushed exactly before each chunk's id lookup, so an id is always either in
-            # the table (flushed) or in pending_ids (this chunk), never in neither.
-            for chunk, known in _with_known_ids(c, self.store.pos_col, chunks, flush):
-                for lineno, ev in chunk:
-                    try:
-                        if not lineno and ev.pop(AUTO_AT, False):
-                            ev["at"] = max(format_instant(now()), last_at)
-                        state = ev.pop("\0state", None) or encode(ev)
-                        event_id = ev.get("id")
-                        if (event_id is not None and (event_id in pending_ids or event_id in known)
-                                and _seen_id(event_id, state, pending_ids, known)):
-                            skipped += 1
-                            continue
-                        at = ev["at"]
-                        if at < last_at:
-                            raise E.OutOfOrder(f"at: {at} is before the ledger's newest event ({last_at}); "
-                                               "the ledger is append-only in time")
-                        if at > latest:
-                            raise E.OutOfOrder(f"at: {at} is more than five minutes in the future")
-                        etype = ev["type"]
-                        key = model.apply(ev)
-                        pos += 1
-                        if etype in usage_types:
-                            oid, version = usage_stream(pos), 1
-                        else:
-                            oid = stream_id(key).hex
-                            version = versions.get(oid)
-                            if version is None:
-                                version = 0 if streams_complete else store.stream_version(c, oid)
-                            version += 1
-                            versions[oid] = version
-                        topic = TOPIC_PREFIX + etype
-                        link = next_link(link, pos, oid, version, topic, state)
-                        rows.append((pos, oid, version, topic, state))
-                        chain.append((pos, at, link))
-                        if event_id is not None:
-                            ids.append((event_id, pos))
-                            pending_ids[event_id] = state
-                        last_at = at
-                    except E.LedgerError as exc:
-                        if lineno:
-                            raise type(exc)(f"line {lineno}: {_with_field(str(exc), ev)}") from None
-                        raise
-            flush()
+            def after_lookup() -> None:
+                # On PostgreSQL the rows are written while the next chunk is checked.
+                writer.submit(_write_rows, store, *handoff)
+
+            def flush() -> None:
+                before_lookup()
+                after_lookup()
+                writer.wait()
+
+            try:
+                for chunk, known in _with_known_ids(c, store, chunks, before_lookup, after_lookup):
+                    for lineno, ev in chunk:
+                        try:
+                            if not lineno and ev.pop(AUTO_AT, False):
+                                ev["at"] = max(format_instant(now()), last_at)
+                            state = ev.pop("\0state", None) or encode(ev)
+                            event_id = ev.get("id")
+                            if (event_id is not None
+                                    and (event_id in pending_ids or event_id in handed_ids or event_id in known)
+                                    and _seen_id(event_id, state, pending_ids, handed_ids, known)):
+                                skipped += 1
+                                continue
+                            at = ev["at"]
+                            if at < last_at:
+                                raise E.OutOfOrder(f"at: {at} is before the ledger's newest event ({last_at}); "
+                                                   "the ledger is append-only in time")
+                            if at > latest:
+                                raise E.OutOfOrder(f"at: {at} is more than five minutes in the future")
+                            etype = ev["type"]
+                            key = model.apply(ev)
+                            pos += 1
+                            if etype in usage_types:
+                                oid, version = usage_stream(pos), 1
+                            else:
+                                oid = stream_id(key).hex
+                                version = versions.get(oid)
+                                if version is None:
+                                    version = 0 if streams_complete else store.stream_version(c, oid)
+                                version += 1
+                                versions[oid] = version
+                            topic = TOPIC_PREFIX + etype
+                            link = next_link(link, pos, oid, version, topic, state)
+                            rows.append((pos, oid, version, topic, state))
+                            chain.append((pos, at, link))
+                            if event_id is not None:
+                                ids.append((event_id, pos))
+                                pending_ids[event_id] = state
+                            last_at = at
+                        except E.LedgerError as exc:
+                            if lineno:
+                                raise type(exc)(f"line {lineno}: {_with_field(str(exc), ev)}") from None
+                            raise
+                flush()
+            finally:
+                writer.close()
             if pos >= first:
                 write_seal(c, pos, link, format_instant(now()))
                 c.execute("UPDATE al_head SET position = ?, at = ?, link = ? WHERE id = 1", (pos, last_at, link))
@@ -424,20 +438,15 @@ class AccessLedger:
                          resource=resource, action=action, outcome=outcome)
 
 
-def _with_known_ids(c: Any, pos_col: str, chunks: Iterable[list[tuple[int, dict[str, Any]]]],
-                    before_lookup: Callable[[], None], size: int | None = None,
+def _with_known_ids(c: Any, store: Store, chunks: Iterable[list[tuple[int, dict[str, Any]]]],
+                    before_lookup: Callable[[], None], after_lookup: Callable[[], None], size: int | None = None,
                     ) -> Iterator[tuple[list[tuple[int, dict[str, Any]]], dict[str, tuple[int, bytes]]]]:
     """Pass events through in chunks of about `size`, each with the already-recorded ids among them."""
 
     def lookup(buffer: list[tuple[int, dict[str, Any]]]) -> dict[str, tuple[int, bytes]]:
         before_lookup()
-        ids = list({ev["id"] for _, ev in buffer if "id" in ev})
-        found: dict[str, tuple[int, bytes]] = {}
-        for i in range(0, len(ids), 500):
-            part = ids[i:i + 500]
-            c.execute(f"SELECT i.event_id, i.position, e.state FROM al_ids i JOIN stored_events e "
-                      f"ON e.{pos_col} = i.position WHERE i.event_id IN ({', '.join('?' * len(part))})", part)
-            found.update((r[0], (int(r[1]), bytes(r[2]))) for r in c.fetchall())
+        found = store.known_ids(c, list({ev["id"] for _, ev in buffer if "id" in ev}))
+        after_lookup()
         return found
 
     size = size or BATCH
@@ -464,12 +473,21 @@ def _with_known_ids(c: Any, pos_col: str, chunks: Iterable[list[tuple[int, dict[
         raise deferred
 
 
-def _seen_id(event_id: str, state: bytes, pending: dict[str, bytes], known: dict[str, tuple[int, bytes]]) -> bool:
+def _write_rows(c: Any, store: Store, rows: list[Any], chain: list[Any], ids: list[Any]) -> None:
+    """One chunk's rows: the events, their chain links and their ids."""
+    store.insert_events(c, rows)
+    store.insert_rows(c, "al_chain", ("position", "at", "link"), chain)
+    store.insert_rows(c, "al_ids", ("event_id", "position"), ids)
+
+
+def _seen_id(event_id: str, state: bytes, pending: dict[str, bytes], handed: dict[str, bytes],
+             known: dict[str, tuple[int, bytes]]) -> bool:
     """True if the id is already recorded with this event; IdConflict if with another."""
-    if event_id in pending:
-        if pending[event_id] == state:
-            return True
-        raise E.IdConflict(f"id: {event_id!r} is already used by a different event in this import")
+    for this_import in (pending, handed):
+        if event_id in this_import:
+            if this_import[event_id] == state:
+                return True
+            raise E.IdConflict(f"id: {event_id!r} is already used by a different event in this import")
     if event_id not in known:
         return False
     position, stored = known[event_id]

@@ -21,13 +21,32 @@ if IN_CI and not PG:
 
 BACKENDS = ["sqlite"] + (["postgres"] if PG else [])
 
+# Every PostgreSQL session the tests open, in this process or in the commands they run, ends a
+# statement that runs away (or a transaction left idle) instead of hanging the run: libpq reads
+# PGOPTIONS. The largest statement of the suite takes well under a second.
+if PG:
+    os.environ["PGOPTIONS"] = " ".join(filter(None, [
+        os.environ.get("PGOPTIONS", ""), "-c statement_timeout=120s", "-c idle_in_transaction_session_timeout=300s"]))
+
 
 def _drop_schema(schema: str) -> None:
+    """Drop a test's schema, first ending any session that still holds a lock in it (a command a
+    failed test left running would otherwise keep DROP SCHEMA waiting)."""
     import psycopg
 
     assert PG is not None
     with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        conn.execute("SET lock_timeout = '10s'")
+        for attempt in range(5):
+            conn.execute("SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+                         "AND l.pid <> pg_backend_pid() GROUP BY l.pid", (schema,))
+            try:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                return
+            except psycopg.errors.LockNotAvailable:
+                if attempt == 4:
+                    raise
 
 
 def make_url(backend: str, tmp_path, name: str = "ledger") -> tuple[str, str | None]:

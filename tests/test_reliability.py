@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -114,37 +114,102 @@ def _exe() -> str:
     return os.path.join(os.path.dirname(sys.executable), "access-ledger")
 
 
-@pytest.mark.slow
-def test_import_killed_midway_leaves_all_or_nothing_and_rerun_completes(url_factory, tmp_path):
-    history = tmp_path / "big.jsonl"
-    _big_history(history, 150_000)
-    killed = url_factory("killed")
-    proc = subprocess.Popen([_exe(), "--db", killed, "import", str(history)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    time.sleep(2.0)  # well into the import: the file takes several seconds
-    assert proc.poll() is None, "the import finished before it could be killed; make the file larger"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    led = AccessLedger.open(killed, create=True)
-    assert led.head() in (0, 150_003)
-    assert led.count() == led.head()
-    assert led.verify().ok
-    led.close()
-    rerun = subprocess.run([_exe(), "--db", killed, "import", str(history)], capture_output=True, text=True,
-                           timeout=600)
-    assert rerun.returncode == 0, rerun.stderr
-    reference = url_factory("reference")
-    done = subprocess.run([_exe(), "--db", reference, "import", str(history)], capture_output=True, text=True,
-                          timeout=600)
+KILL_EVENTS = 100_000  # 100,003 lines, about 20 MB
+
+
+def _writer_is_inside_its_transaction(url: str) -> bool:
+    """True once the importer holds the ledger's write lock: SQLite's, or the head row it locks first
+    thing in its transaction on PostgreSQL (SELECT ... FOR UPDATE: a RowShareLock on al_head)."""
+    if "://" not in url:
+        con = sqlite3.connect(url, timeout=0)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.rollback()
+            return False
+        except sqlite3.OperationalError as exc:
+            return "locked" in str(exc)
+        finally:
+            con.close()
+    import psycopg
+
+    base, _, query = url.partition("?")
+    schema = dict(part.split("=", 1) for part in query.split("&"))["schema"]
+    with psycopg.connect(base, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                           "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+                           "AND c.relname = 'al_head' AND l.mode = 'RowShareLock' AND l.granted",
+                           (schema,)).fetchone()
+    return bool(row and row[0])
+
+
+def _kill_import_midway(url: str, history: Path) -> None:
+    """Run `access-ledger import -` fed through a pipe that is never closed, and SIGKILL it once it is
+    inside its write transaction with most of the file read: it cannot have committed, whatever the timing."""
+    data = history.read_bytes()
+    cut = data.rfind(b"\n", 0, len(data) * 85 // 100) + 1
+    proc = subprocess.Popen([_exe(), "--db", url, "import", "-"], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(data[:cut])  # returns once the importer has read all but a pipe's worth
+        proc.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not _writer_is_inside_its_transaction(url):
+            assert proc.poll() is None, "the import ended before all of its input was there"
+            assert time.monotonic() < deadline, "the import never started writing"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        if proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+
+
+def _import(url: str, path: Path) -> None:
+    done = subprocess.run([_exe(), "--db", url, "import", str(path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("already", ["nothing", "first half"])
+def test_a_killed_import_leaves_the_ledger_as_it_was_and_its_rerun_completes(url_factory, tmp_path, already):
+    """Deterministic both ways: the kill lands inside the import's transaction (its input is not even
+    complete), on an empty ledger (the re-run takes the empty-ledger path) and on one that already holds
+    the file's first half (the re-run looks up every id and skips what is there)."""
+    history = tmp_path / "big.jsonl"
+    _big_history(history, KILL_EVENTS)
+    lines = history.read_bytes().splitlines(keepends=True)
+    killed = url_factory("killed")
+    before = 0
+    if already == "first half":
+        half = tmp_path / "half.jsonl"
+        half.write_bytes(b"".join(lines[:len(lines) // 2]))
+        _import(killed, half)
+        before = len(lines) // 2
+    else:
+        AccessLedger.open(killed, create=True).close()
+    _kill_import_midway(killed, history)
+    with AccessLedger.open(killed) as led:
+        assert led.head() == led.count() == before
+        assert led.verify().ok
+    started = time.monotonic()
+    _import(killed, history)
+    rerun = time.monotonic() - started
+    reference = url_factory("reference")
+    _import(reference, history)
     a, b = AccessLedger.open(killed), AccessLedger.open(reference)
     try:
-        assert a.head() == b.head() == 150_003
+        assert a.head() == b.head() == len(lines)
         assert list(a.export_lines()) == list(b.export_lines())
         assert a.store.head()[2] == b.store.head()[2]  # the same chain, link for link
+        assert a.verify().ok
     finally:
         a.close()
         b.close()
+    assert rerun < 60, f"the re-run took {rerun:.0f} s"
 
 
 # -- hostile input ------------------------------------------------------------------------
