@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ledger.errors import ValidationError
-from ledger.store import GENESIS_LINK, Cursor, Store
+from ledger.store import GENESIS_LINK, Cursor, Store, time_in
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,44 +63,68 @@ class VerifyResult:
     first_bad: int | None = None
     problem: str | None = None
     notes: list[str] = field(default_factory=list)
+    derived: list[str] = field(default_factory=list)  # derived rows that disagree with the events
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "events": self.events, "head": self.head, "link": self.link, "seals": self.seals,
-                "first_bad_position": self.first_bad, "problem": self.problem, "notes": self.notes}
+                "first_bad_position": self.first_bad, "problem": self.problem, "notes": self.notes,
+                "derived_problems": self.derived}
 
 
 @dataclass
 class _Walk:
     """How far a walk along the log got: events checked, the link reached, seals whose HMAC could
-    not be checked for want of the key, and the first failure (position, problem), if any."""
+    not be checked for want of the key, the first failure (position, problem), if any, the time of the
+    last event, and the ids the events carry (count, and an order-free sum of their hashes)."""
     events: int
     link: str
     unkeyed: int = 0
     failure: tuple[int, str] | None = None
+    at: str = ""
+    ids: int = 0
+    id_sum: int = 0
 
 
-Rows = list[tuple[int, str, int, str, bytes, "str | None"]]
+Rows = list[tuple[int, str, int, str, bytes, "str | None", "str | None"]]
+_ID_KEY = b',"id":"'
+_ID_MOD = 1 << 256
+
+
+def id_hash(event_id: str, position: int) -> int:
+    """One (id, position) pair's share of the order-free sum that ties `al_ids` to the events: added
+    modulo 2**256, so the sum is the same whatever order the pairs are read in."""
+    return int.from_bytes(hashlib.blake2b(b"%d\0%s" % (position, event_id.encode()), digest_size=32).digest(), "big")
+
+
+def id_in(state: bytes) -> str | None:
+    """The idempotency id of an event from its canonical bytes (the id is the last field), or None."""
+    i = state.rfind(_ID_KEY)
+    if i < 0 or not state.endswith(b'"}'):
+        return None
+    return json.loads(state[i + 6:-1])
 
 
 def _walk(store: Store, c: Cursor, start: int, link: str, seal_at: dict[int, tuple[str, str | None]],
           key: bytes | None, until: int | None = None, progress: Callable[[int], None] | None = None,
-          each_batch: Callable[[Rows], None] | None = None) -> _Walk:
-    """Recompute the chain from position `start` (whose previous link is `link`) to `until` or the last
-    stored event, comparing every link with the stored chain and the seals. `each_batch` is given every
-    batch of (position, stream, version, topic, state, link) rows once all of them matched."""
+          each_batch: Callable[[Rows], None] | None = None, at: str = "") -> _Walk:
+    """Recompute the chain from position `start` (whose previous link is `link`, and previous time `at`)
+    to `until` or the last stored event, comparing every link with the stored chain and the seals, and
+    every time with the one before it and with the chain's copy. `each_batch` is given every batch of
+    (position, stream, version, topic, state, link, at) rows once all of them matched."""
     w = _Walk(0, link)
     expected = start
+    ids, id_sum = 0, 0
 
     def failed(pos: int, problem: str) -> _Walk:
-        w.link, w.failure = link, (pos, problem)
+        w.link, w.failure, w.at, w.ids, w.id_sum = link, (pos, problem), at, ids, id_sum
         return w
 
     while True:
         rows = store.read_raw(c, expected, WALK_BATCH, until)
         if not rows:
-            w.link = link
+            w.link, w.at, w.ids, w.id_sum = link, at, ids, id_sum
             return w
-        for pos, oid, ver, topic, state, stored in rows:
+        for pos, oid, ver, topic, state, stored, stored_at in rows:
             if pos != expected:
                 return failed(expected, f"position {expected} is missing from the log (deleted event)")
             link = next_link(link, pos, oid, ver, topic, state)
@@ -109,15 +133,33 @@ def _walk(store: Store, c: Cursor, start: int, link: str, seal_at: dict[int, tup
                     return failed(pos, f"position {pos} is not in the hash chain (inserted event)")
                 return failed(pos, f"position {pos} does not match its hash chain link (changed, inserted or "
                                    "reordered event)")
+            this_at = time_in(state)
+            if this_at is None:
+                return failed(pos, f"position {pos} holds bytes the ledger does not write (not a canonical event)")
+            if this_at < at:
+                return failed(pos, f"position {pos} is dated {this_at}, before position {pos - 1} ({at}): "
+                                   "time went backwards (backdated event)")
+            at = this_at
+            if stored_at != at:
+                return failed(pos, f"al_chain says position {pos} happened at {stored_at}, its event says {at} "
+                                   "(derived data edited)")
+            if state.endswith(b'"}') and _ID_KEY in state:
+                event_id = id_in(state)
+                if event_id is not None:
+                    ids += 1
+                    id_sum = (id_sum + id_hash(event_id, pos)) % _ID_MOD
             if pos in seal_at:
                 s_link, s_mac = seal_at[pos]
                 if s_link != link:
                     return failed(pos, f"seal at position {pos} does not match the log")
-                if s_mac is not None:
-                    if key is None:
-                        w.unkeyed += 1
-                    elif not hmac.compare_digest(s_mac, seal_mac(pos, link, key) or ""):
-                        return failed(pos, f"seal at position {pos} has a wrong HMAC (seal forged or key differs)")
+                if s_mac is None:
+                    if key is not None:
+                        return failed(pos, f"seal at position {pos} has no HMAC, but {KEY_ENV} is set: the seal "
+                                           "was stripped, or written without the key")
+                elif key is None:
+                    w.unkeyed += 1
+                elif not hmac.compare_digest(s_mac, seal_mac(pos, link, key) or ""):
+                    return failed(pos, f"seal at position {pos} has a wrong HMAC (seal forged or key differs)")
             w.events += 1
             expected += 1
         if each_batch is not None:
@@ -150,7 +192,7 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
     with store.transaction(write=False) as c:
         c.execute("SELECT position, at, link FROM al_head WHERE id = 1")
         row = c.fetchone()
-        head_pos, head_link = (0, GENESIS_LINK) if row is None else (int(row[0]), row[2])
+        head_pos, head_at, head_link = (0, "", GENESIS_LINK) if row is None else (int(row[0]), row[1], row[2])
         c.execute("SELECT position, link, mac FROM al_seals ORDER BY position")
         seals = [(int(p), link, mac) for p, link, mac in c.fetchall()]
         c.execute("SELECT MAX(position) FROM al_chain")
@@ -194,6 +236,16 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
         if beyond:
             return fail(last + 1, f"a seal exists at position {beyond[0]}, beyond the end of the log "
                                   "(truncated tail)", events, link)
+        if key is not None:
+            # With a key, every SEAL_EVERY-th position and the head carry a keyed seal (each write seals
+            # the head): one missing was deleted, or written by someone without the key.
+            required = [*range(SEAL_EVERY, last + 1, SEAL_EVERY), *([last] if last else [])]
+            missing = next((p for p in required if p not in seal_at), None)
+            if missing is not None:
+                return fail(missing, f"no seal at position {missing}: with {KEY_ENV} set, every {SEAL_EVERY:,}th "
+                                     "position and the head are sealed (seal deleted, or events appended without "
+                                     "the key)", events, link)
+        derived = _derived_problems(store, c, walk, head_at)
     notes: list[str] = []
     if unkeyed:
         notes.append(f"{unkeyed} seal(s) carry an HMAC but {KEY_ENV} is not set: their keys were not checked")
@@ -208,7 +260,112 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
             return VerifyResult(False, events, head_pos, link, len(seals), d_pos,
                                 f"position {d_pos} does not match the digest (the log was rewritten)", notes)
         notes.append(f"digest at position {d_pos} matches")
+    if derived:
+        return VerifyResult(False, events, head_pos, link, len(seals), None,
+                            f"the log is intact, but {len(derived)} derived row(s) disagree with its events: "
+                            f"{derived[0]}", notes, derived)
     return VerifyResult(True, events, head_pos, link, len(seals), None, None, notes)
+
+
+DERIVED_SHOWN = 20  # derived rows named at most, per table
+
+
+def _derived_problems(store: Store, c: Cursor, walk: _Walk, head_at: str) -> list[str]:
+    """The rows of the side tables that disagree with what the (verified) events imply.
+
+    - al_head.at: the head event's time.
+    - al_ids: exactly one row (id, position) per event that carries an id: compared by count and by an
+      order-free sum of the pairs' hashes, so no table is held in memory.
+    - al_entities, al_grants, al_members (the write model that decides what may be written): the
+      change events are replayed through the same rules into a fresh model, and compared row by row.
+    (al_chain's links and times and al_seals are checked by the walk itself.)
+    """
+    problems: list[str] = []
+    if head_at != walk.at:
+        problems.append(f"al_head says the newest event happened at {head_at or 'nothing'}, the event says "
+                        f"{walk.at or 'nothing'}")
+    count, total, after = 0, 0, ""
+    while True:  # in key order, 10,000 rows a query (bounded memory)
+        c.execute("SELECT event_id, position FROM al_ids WHERE event_id > ? ORDER BY event_id LIMIT 10000", (after,))
+        rows = c.fetchall()
+        if not rows:
+            break
+        for event_id, position in rows:
+            count += 1
+            total = (total + id_hash(str(event_id), int(position))) % _ID_MOD
+        after = rows[-1][0]
+    if count != walk.ids or total != walk.id_sum:
+        problems.append(f"al_ids holds {count:,} id row(s) that do not match the {walk.ids:,} ids the events carry "
+                        "(rows deleted, added or pointed elsewhere: a re-import could skip or duplicate events)")
+    problems.extend(_write_model_problems(store, c))
+    return problems
+
+
+def _write_model_problems(store: Store, c: Cursor) -> list[str]:
+    """Replay the change events through the rules into a scratch in-memory database, and compare its
+    write model with the ledger's, row by row."""
+    import sqlite3
+
+    from ledger.app import TOPIC_PREFIX
+    from ledger.events import USAGE_TYPES
+    from ledger.model import WriteModel
+    from ledger.store import side_table_ddl
+
+    scratch = sqlite3.connect(":memory:")
+    try:
+        sc = Cursor(scratch.cursor(), False)
+        for ddl in side_table_ddl(postgres=False):
+            sc.execute(ddl)
+        model = WriteModel(sc, empty=True)
+        usage = [TOPIC_PREFIX + t for t in sorted(USAGE_TYPES)]
+        for position, state in store.read_topics_excluding(1, store.max_position(c), usage):
+            try:
+                model.apply(json.loads(state))
+            except Exception as exc:  # noqa: BLE001 - a verified event the rules refuse: say which
+                return [f"the event at position {position} is refused by the ledger's rules on replay ({exc})"]
+        model.flush()
+        problems: list[str] = []
+        for table, columns, key_len in (("al_entities", "kind, name, status, ref, data", 2),
+                                        ("al_grants", "role, principal, tenant, resource, expires_at", 4),
+                                        ("al_members", "team, member", 2)):
+            sql = f"SELECT {columns} FROM {table}"
+            expected = _keyed(scratch.execute(sql).fetchall(), key_len)
+            c.execute(sql)
+            problems += _compare(table, expected, _keyed(c.fetchall(), key_len))
+        return problems
+    finally:
+        scratch.close()
+
+
+def _keyed(rows: list[Any], key_len: int) -> dict[Any, Any]:
+    """{primary key: the other columns} with JSON text parsed (so key order does not matter) and
+    empty text and NULL told apart by nothing."""
+    out = {}
+    for row in rows:
+        values = []
+        for v in tuple(row)[key_len:]:
+            if isinstance(v, str) and v.startswith("{"):
+                try:
+                    v = json.loads(v)
+                except ValueError:
+                    pass
+            values.append(v if v != "" else None)
+        out[tuple(row)[:key_len]] = tuple(values)
+    return out
+
+
+def _compare(table: str, expected: dict[Any, Any], stored: dict[Any, Any]) -> list[str]:
+    out = []
+    for key in sorted(set(expected) | set(stored), key=repr):
+        if key not in stored:
+            out.append(f"{table} lacks the row {key!r} that the events imply")
+        elif key not in expected:
+            out.append(f"{table} row {key!r} is not implied by the events")
+        elif expected[key] != stored[key]:
+            out.append(f"{table} row {key!r} holds {stored[key]!r}; the events imply {expected[key]!r}")
+        if len(out) >= DERIVED_SHOWN:
+            break
+    return out
 
 
 def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tuple[str, str | None]],
@@ -226,19 +383,21 @@ def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tup
     for a in starts:
         b = min(head, a + size - 1)
         if a == 1:
-            link = GENESIS_LINK
+            link, at = GENESIS_LINK, ""
         else:
+            # The segment before ends there: its walk checks this link and time against the log.
             c.execute("SELECT link FROM al_chain WHERE position = ?", (a - 1,))
             row = c.fetchone()
-            if row is None:
+            at = store.time_of_in(c, a - 1)
+            if row is None or at is None:
                 return None
             link = row[0]
-        jobs.append((a, b, link, {p: v for p, v in seal_at.items() if a <= p <= b}))
+        jobs.append((a, b, link, {p: v for p, v in seal_at.items() if a <= p <= b}, at))
     walks: dict[int, _Walk] = {}
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_walk_segment, store.url, a, b, link, seals): (a, b)
-                       for a, b, link, seals in jobs}
+            futures = {pool.submit(_walk_segment, store.url, a, b, link, seals, at): (a, b)
+                       for a, b, link, seals, at in jobs}
             for future in as_completed(futures):
                 a, b = futures[future]
                 w = future.result()
@@ -253,15 +412,18 @@ def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tup
                     progress(w.events)
     except Exception:  # noqa: BLE001 - workers that cannot start or read: the single walk decides
         return None
-    return _Walk(head, walks[starts[-1]].link, sum(w.unkeyed for w in walks.values()))
+    last = walks[starts[-1]]
+    return _Walk(head, last.link, sum(w.unkeyed for w in walks.values()), at=last.at,
+                 ids=sum(w.ids for w in walks.values()), id_sum=sum(w.id_sum for w in walks.values()) % _ID_MOD)
 
 
-def _walk_segment(url: str, start: int, until: int, link: str, seal_at: dict[int, tuple[str, str | None]]) -> _Walk:
+def _walk_segment(url: str, start: int, until: int, link: str, seal_at: dict[int, tuple[str, str | None]],
+                  at: str) -> _Walk:
     """Worker process: walk one segment of the log at `url`."""
     store = Store(url)
     try:
         with store.transaction(write=False) as c:
-            return _walk(store, c, start, link, seal_at, seal_key(), until)
+            return _walk(store, c, start, link, seal_at, seal_key(), until, at=at)
     finally:
         store.close()
 

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlparse
 
-from ledger.errors import ConcurrentWrite, StorageError
+from ledger.errors import ConcurrentWrite, IntegrityFailure, StorageError
 
 NAMESPACE = uuid.UUID("6f1f5c0e-3b7a-5d2e-9a41-0c6a1ed9e7b2")
 GENESIS_LINK = "0" * 64
@@ -51,6 +51,11 @@ _SIDE_TABLES = [
 # plus an index; and the ids, keyed by text, are stored in their key's B-tree (WITHOUT ROWID).
 _SQLITE_TYPES = {"blob": "BLOB", "pos_key": "INTEGER", "keyed": " WITHOUT ROWID"}
 _POSTGRES_TYPES = {"blob": "BYTEA", "pos_key": "BIGINT", "keyed": ""}
+
+
+def side_table_ddl(*, postgres: bool) -> list[str]:
+    """The statements that create the ledger's side tables on one backend."""
+    return [ddl.format(**(_POSTGRES_TYPES if postgres else _SQLITE_TYPES)) for ddl in _SIDE_TABLES]
 
 
 def stream_id(key: str) -> uuid.UUID:
@@ -210,8 +215,8 @@ class Store:
             self.table = "stored_events"
             self.pos_col = "notification_id" if self.postgres else "rowid"
             with self.transaction(write=True) as c:
-                for ddl in _SIDE_TABLES:
-                    c.execute(ddl.format(**(_POSTGRES_TYPES if self.postgres else _SQLITE_TYPES)))
+                for ddl in side_table_ddl(postgres=self.postgres):
+                    c.execute(ddl)
         except StorageError:
             raise
         except Exception as exc:
@@ -324,7 +329,30 @@ class Store:
     # -- writing -------------------------------------------------------------------------
 
     def lock_head(self, c: Cursor) -> tuple[int, str, str]:
-        """Take the write lock (first statement of every write) and return (position, at, link)."""
+        """Take the write lock (first statement of every write) and return (position, at, link).
+
+        The head row is derived data, so it is checked against the log before a write relies on it:
+        its link must be the one recomputed from the head event's stored bytes and the chain link
+        before it, and the time every new event is checked against is read from those bytes.
+        """
+        position, _, link = self._lock_head_row(c)
+        if position == 0:
+            return position, "", link
+        from ledger.integrity import next_link
+
+        rows = self.read_raw(c, max(1, position - 1), 2, position)
+        if not rows or rows[-1][0] != position:
+            raise IntegrityFailure(f"the head says position {position} but there is no event there: the log was "
+                                   "tampered with; run `access-ledger verify`")
+        before = rows[0][5] if len(rows) == 2 else GENESIS_LINK
+        pos, oid, version, topic, state = rows[-1][:5]
+        at = time_in(state)
+        if before is None or at is None or next_link(before, pos, oid, version, topic, state) != link:
+            raise IntegrityFailure(f"the head does not match the event at position {position}: the log or its "
+                                   "chain was tampered with; run `access-ledger verify`")
+        return position, at, link
+
+    def _lock_head_row(self, c: Cursor) -> tuple[int, str, str]:
         if self.postgres:
             # Every statement of a write is a look-up by key. Inside a long import the planner's
             # statistics still describe the tables as they were before it (empty, for a new ledger),
@@ -483,41 +511,55 @@ class Store:
         blob = "''::BYTEA" if self.postgres else "x''"
         c.execute(f"SELECT e.{self.pos_col}, coalesce(replace(CAST(e.originator_id AS TEXT), '-', ''), ''), "
                   f"coalesce(CAST(e.originator_version AS BIGINT), -1), coalesce(CAST(e.topic AS TEXT), ''), "
-                  f"coalesce({'e.state' if self.postgres else 'CAST(e.state AS BLOB)'}, {blob}), ch.link "
-                  f"FROM {self.table} e LEFT JOIN al_chain ch ON ch.position = e.{self.pos_col} "
+                  f"coalesce({'e.state' if self.postgres else 'CAST(e.state AS BLOB)'}, {blob}), ch.link, "
+                  f"CAST(ch.at AS TEXT) FROM {self.table} e LEFT JOIN al_chain ch ON ch.position = e.{self.pos_col} "
                   f"WHERE e.{self.pos_col} >= ? AND e.{self.pos_col} <= ? ORDER BY e.{self.pos_col} LIMIT ?",
                   (start, until if until is not None else 2**62, limit))
         rows = c.fetchall()
         if self.postgres:
-            return [(int(pos), oid, int(ver), topic, _as_bytes(state), link)
-                    for pos, oid, ver, topic, state, link in rows]
+            return [(int(pos), oid, int(ver), topic, _as_bytes(state), link, at)
+                    for pos, oid, ver, topic, state, link, at in rows]
         return rows
 
     def head(self) -> tuple[int, str, str]:
+        """(position, time, link) of the newest event. The position and link are the head row's (a write
+        checks them against the log first thing); the time is read from the head event's own bytes."""
         with self.transaction(write=False) as c:
-            c.execute("SELECT position, at, link FROM al_head WHERE id = 1")
+            c.execute("SELECT position, link FROM al_head WHERE id = 1")
             row = c.fetchone()
-        return (0, "", GENESIS_LINK) if row is None else (int(row[0]), row[1], row[2])
+            if row is None:
+                return 0, "", GENESIS_LINK
+            position = int(row[0])
+            return position, (self._time_at(c, position) or "") if position else "", row[1]
+
+    def time_of_in(self, c: Cursor, position: int) -> str | None:
+        return self._time_at(c, position)
+
+    def _time_at(self, c: Cursor, position: int) -> str | None:
+        """The `at` of the event at `position`, read from its stored (chained) bytes; None if no such event."""
+        c.execute(f"SELECT state FROM {self.table} WHERE {self.pos_col} = ?", (position,))
+        row = c.fetchone()
+        return None if row is None else time_in(_as_bytes(row[0]))
 
     def position_at(self, at: str) -> int:
         """Newest position whose event time is <= at (canonical text), 0 if none.
 
-        Time never decreases along positions, so a binary search over the chain's primary key
-        answers this without an index on time (one index less to maintain on every append).
+        Time never decreases along positions (`verify` checks it), so a binary search over the
+        positions answers this without an index on time. Times are read from the events' own
+        bytes, which the hash chain covers: no side table can move an answer in time.
         """
         with self.transaction(write=False) as c:
-            c.execute("SELECT position, at FROM al_head WHERE id = 1")
+            c.execute("SELECT position FROM al_head WHERE id = 1")
             row = c.fetchone()
             if row is None or int(row[0]) == 0:
                 return 0
-            if row[1] <= at:
-                return int(row[0])
-            lo, hi = 0, int(row[0])  # invariant: at(lo) <= at (lo=0: nothing), at(hi) > at
+            head = int(row[0])
+            if (self._time_at(c, head) or "") <= at:
+                return head
+            lo, hi = 0, head  # invariant: at(lo) <= at (lo=0: nothing), at(hi) > at
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                c.execute("SELECT at FROM al_chain WHERE position = ?", (mid,))
-                mid_at = c.fetchone()[0]
-                if mid_at <= at:
+                if (self._time_at(c, mid) or "") <= at:
                     lo = mid
                 else:
                     hi = mid
@@ -525,36 +567,28 @@ class Store:
 
     def first_position_from(self, at: str) -> int:
         """Oldest position whose event time is >= at; head + 1 if none."""
-        with self.transaction(write=False) as c:
-            c.execute("SELECT position FROM al_head WHERE id = 1")
-            row = c.fetchone()
-        head = 0 if row is None else int(row[0])
+        head = self.head()[0]
         if at <= "":
             return 1
         before = self.position_at(at)
         # position_at gives the newest with time <= at; step back over events exactly at `at`.
         with self.transaction(write=False) as c:
-            c.execute("SELECT at FROM al_chain WHERE position = ?", (before,))
-            row = c.fetchone()
-        if row is None or row[0] < at:
-            return before + 1 if before < head else head + 1
-        lo, hi = 0, before  # at(hi) == at; find the first position with that time
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            with self.transaction(write=False) as c:
-                c.execute("SELECT at FROM al_chain WHERE position = ?", (mid,))
-                mid_at = c.fetchone()[0]
-            if mid_at < at:
-                lo = mid
-            else:
-                hi = mid
-        return hi
+            before_at = self._time_at(c, before) if before else None
+            if before_at is None or before_at < at:
+                return before + 1 if before < head else head + 1
+            lo, hi = 0, before  # at(hi) == at; find the first position with that time
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if (self._time_at(c, mid) or "") < at:
+                    lo = mid
+                else:
+                    hi = mid
+            return hi
 
     def time_of(self, position: int) -> str | None:
+        """The time of the event at `position`, from its stored bytes."""
         with self.transaction(write=False) as c:
-            c.execute("SELECT at FROM al_chain WHERE position = ?", (position,))
-            row = c.fetchone()
-        return None if row is None else row[0]
+            return self._time_at(c, position)
 
     def count(self) -> int:
         with self.transaction(write=False) as c:
@@ -602,6 +636,21 @@ _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
 _COPY_TRAILER = b"\xff\xff"
 _EVENT_HEAD = struct.Struct(">hiqi16siq")  # 5 fields; notification_id; originator_id (uuid); version
 _INT4 = struct.Struct(">i")
+
+
+_AT_KEY = b'","at":"'
+
+
+def time_in(state: bytes) -> str | None:
+    """The `at` of an event from its canonical bytes (`{"type":"...","at":"...",...`), None if the bytes
+    are not laid out that way (then they are not bytes the ledger wrote: `verify` fails on them)."""
+    i = state.find(_AT_KEY, 0, 64)
+    if i < 0 or not state.startswith(b'{"type":"'):
+        return None
+    j = state.find(b'"', i + 8)
+    if j < 0 or state.count(b'"at":') != 1:
+        return None
+    return state[i + 8:j].decode("utf-8", "replace")
 
 
 def _as_bytes(value: Any) -> bytes:

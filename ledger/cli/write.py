@@ -448,7 +448,8 @@ def verify(ctx: typer.Context,
            digest_file: Annotated[Path | None, typer.Option("--digest", help="A digest kept outside the ledger.")]
            = None,
            fmt: FormatOption = Format.table, out: OutOption = None) -> None:
-    """Check the hash chain, seals and head (and a digest): exit 0 if intact, 1 naming the first bad position."""
+    """Check the hash chain, seals, times and head (and a digest), and that every derived table agrees with the
+    events: exit 0 if intact, 1 naming the first bad position or the derived rows that disagree."""
     from ledger.integrity import read_digest
 
     with handled():
@@ -466,8 +467,12 @@ def verify(ctx: typer.Context,
                        f"{result.seals} seals; head link {result.link}")
             for note in result.notes:
                 typer.echo(f"note: {note}")
-        else:
+        elif result.first_bad is not None:
             typer.echo(f"TAMPERED: first bad position {result.first_bad}: {result.problem}", err=True)
+        else:
+            typer.echo(f"TAMPERED: {result.problem}", err=True)
+            for problem in result.derived[1:]:
+                typer.echo(f"  also: {problem}", err=True)
     else:
         emit([result.as_dict()], fmt, out)
     if not result.ok:

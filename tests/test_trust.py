@@ -1,0 +1,297 @@
+"""The ledger's trust, tried as an attacker with write access to the database (and no key) would.
+
+- Every TEXT/BLOB column of every side table, edited one at a time (a pickle that would run code,
+  or plain junk): nothing runs, no command ends in a traceback, and the edit is caught by `verify`
+  or by the write that would rely on it, or it changes no answer.
+- Keyed seals: a rewritten history whose seals lost their MACs, whose seals were deleted, or an
+  unsealed event appended at the tail fails `verify` with the key, naming the position.
+- Times: a backdated head (al_head.at) no longer lets a backdated write through.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from ledger.app import AccessLedger
+from ledger.cli import app
+from ledger.integrity import KEY_ENV, next_link, seal_mac
+
+runner = CliRunner()
+KEY = "correct horse battery staple"
+
+
+class _Planted:
+    """Unpickling this runs `touch MARKER`: proof, if the file appears, that a pickle was loaded."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _sql(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement on the ledger's database as its owner would, outside the ledger's code."""
+    if "://" not in url:
+        con = sqlite3.connect(url, isolation_level=None)
+        try:
+            cur = con.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+        finally:
+            con.close()
+    import psycopg
+
+    base, _, query = url.partition("?")
+    schema = dict(part.split("=", 1) for part in query.split("&"))["schema"]
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
+        cur = conn.execute(sql.replace("?", "%s"), params)
+        return cur.fetchall() if cur.description else []
+
+
+def _history(url: str) -> None:
+    led = AccessLedger.open(url, create=True)
+    try:
+        led.init(org="acme", at="2026-01-01T00:00:00Z")
+        led.create_tenant("prod", at="2026-01-01T00:00:00Z")
+        for name in ("alice", "bob", "carol"):
+            led.create_user(name, at="2026-01-02T00:00:00Z", actor="user:root", id=f"u-{name}")
+        led.create_team("ml", at="2026-01-02T00:00:00Z")
+        led.add_team_member("ml", "user:bob", at="2026-01-02T00:00:00Z")
+        led.create_role("deployer", "tenant", ["pipeline:create", "model:promote"], base="viewer",
+                        at="2026-01-03T00:00:00Z")
+        led.assign_role("deployer", "user:alice", tenant="prod", at="2026-01-03T00:00:00Z", reason="REQ-1")
+        led.assign_role("viewer", "team:ml", tenant="prod", at="2026-01-03T00:00:00Z")
+        led.register_connector("aws-prod", "prod", at="2026-01-04T00:00:00Z")
+        led.record_connector_access("aws-prod", "prod", "user:alice", "allowed", at="2026-01-05T00:00:00Z",
+                                    id="s-1")
+    finally:
+        led.close()
+
+
+LATER = "2026-01-06T00:00:00Z"
+ANSWERS = [
+    ["check", "user:alice", "promote", "model/m", "--tenant", "prod", "--at", LATER, "--format", "json"],
+    ["check", "user:carol", "read", "model/m", "--tenant", "prod", "--at", LATER, "--format", "json"],
+    ["check", "user:bob", "read", "model/m", "--tenant", "prod", "--at", "2026-01-02T12:00:00Z", "--format", "json"],
+    ["who-can", "read", "model/m", "--tenant", "prod", "--at", LATER, "--format", "json"],
+    ["what-can", "user:alice", "--tenant", "prod", "--at", LATER, "--format", "json"],
+    ["export"],
+    ["export", "--from", "2026-01-03T00:00:00Z", "--to", "2026-01-04T00:00:00Z"],
+]
+
+
+def _answers(url: str) -> list[tuple[int, str]]:
+    out = []
+    for args in ANSWERS:
+        result = runner.invoke(app, ["--db", url, *args])
+        out.append((result.exit_code, result.stdout))
+    return out
+
+
+def _columns(url: str) -> list[tuple[str, str]]:
+    """(table, column) for every TEXT or BLOB column of the ledger's own side tables."""
+    if "://" not in url:
+        tables = [r[0] for r in _sql(url, "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'al_%'")]
+        return [(t, r[1]) for t in sorted(tables) for r in _sql(url, f"PRAGMA table_info({t})")
+                if r[2].upper() in ("TEXT", "BLOB")]
+    rows = _sql(url, "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = "
+                     "current_schema() AND table_name LIKE 'al_%' AND data_type IN ('text', 'bytea') "
+                     "ORDER BY table_name, column_name")
+    return [(t, c) for t, c in rows]
+
+
+def _row_key(url: str, table: str) -> str:
+    """A column that tells the table's rows apart (al_ids is stored WITHOUT ROWID in SQLite)."""
+    if "://" in url:
+        return "ctid"
+    return "event_id" if table == "al_ids" else "rowid"
+
+
+def _rowids(url: str, table: str) -> list[Any]:
+    return [r[0] for r in _sql(url, f"SELECT {_row_key(url, table)} FROM {table}")]
+
+
+@pytest.mark.slow
+def test_every_side_table_column_edited_runs_nothing_and_is_caught_or_harmless(url_factory, tmp_path):
+    reference = url_factory("reference")
+    _history(reference)
+    runner.invoke(app, ["--db", reference, "check", "user:alice", "read", "model/m", "--tenant", "prod"])
+    expected = _answers(reference)
+    marker = tmp_path / "pwned"
+    payloads = {"pickle": pickle.dumps(_Planted(marker)), "junk": b"\x00garbage\xff{"}
+    columns = _columns(reference)
+    assert ("al_chain", "at") in columns and ("al_grants", "role") in columns and ("al_ids", "event_id") in columns
+    tried = 0
+    for table, column in columns:
+        for name, payload in payloads.items():
+            url = url_factory(f"{table}-{column}")
+            _history(url)
+            runner.invoke(app, ["--db", url, "check", "user:alice", "read", "model/m", "--tenant", "prod"])
+            rows = _rowids(url, table)
+            if not rows:
+                continue
+            key = _row_key(url, table)
+            is_blob = column == "data" and table == "al_snapshots"
+            value: Any = payload if is_blob else payload.decode("latin-1").replace("\x00", "")
+            try:
+                _sql(url, f"UPDATE {table} SET {column} = ? WHERE {key} = ?", (value, rows[len(rows) // 2]))
+            except Exception:  # noqa: BLE001 - the database itself refuses the value (a key clash): nothing to try
+                continue
+            tried += 1
+            verify = runner.invoke(app, ["--db", url, "verify"])
+            answers = _answers(url)
+            write = runner.invoke(app, ["--db", url, "user", "create", "dave", "--actor", "system"])
+            what = f"{table}.{column} = {name}"
+            assert not marker.exists(), f"{what}: the planted pickle ran"
+            for result in (verify, write):
+                assert result.exit_code in (0, 1, 2), f"{what}: {result.output}"
+                assert "Traceback" not in result.output and "unexpected" not in result.output, f"{what}: {result.output}"
+            caught = verify.exit_code == 1 or write.exit_code != 0
+            assert caught or answers == expected, f"{what}: not caught by verify, and the answers changed"
+            # When a seal was written is evidence of nothing; a seal's MAC is checked when the key is given
+            # (see the seal tests below).
+            if (table, column) not in {("al_seals", "sealed_at"), ("al_seals", "mac")}:
+                assert verify.exit_code == 1, f"{what}: verify did not catch it: {verify.output}"
+    assert tried >= 2 * 15
+
+
+def _rechain_from(url: str, position: int, new_state: bytes) -> None:
+    """Replace the event at `position` and recompute every link after it, as someone without the key can."""
+    rows = _sql(url, "SELECT position, link FROM al_chain WHERE position = ?", (position - 1,))
+    link = rows[0][1] if rows else "0" * 64
+    pos_col = "rowid" if "://" not in url else "notification_id"
+    oid_col = "originator_id" if "://" not in url else "replace(CAST(originator_id AS TEXT), '-', '')"
+    events = _sql(url, f"SELECT {pos_col}, {oid_col}, originator_version, topic, state FROM stored_events "
+                       f"WHERE {pos_col} >= ? ORDER BY {pos_col}", (position,))
+    for pos, oid, version, topic, state in events:
+        state = new_state if pos == position else bytes(state)
+        if pos == position:
+            _sql(url, f"UPDATE stored_events SET state = ? WHERE {pos_col} = ?", (state, pos))
+        link = next_link(link, pos, str(oid).replace("-", ""), int(version), topic, state)
+        _sql(url, "UPDATE al_chain SET link = ? WHERE position = ?", (link, pos))
+        _sql(url, "UPDATE al_seals SET link = ? WHERE position = ?", (link, pos))
+    _sql(url, "UPDATE al_head SET link = ?", (link,))
+
+
+def _keyed_ledger(url: str, monkeypatch) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    _history(url)
+
+
+def _user_event(url: str, position: int) -> bytes:
+    pos_col = "rowid" if "://" not in url else "notification_id"
+    return bytes(_sql(url, f"SELECT state FROM stored_events WHERE {pos_col} = ?", (position,))[0][0])
+
+
+def test_a_rewritten_history_with_its_seals_macs_stripped_fails_verify_with_the_key(ledger_url, monkeypatch):
+    _keyed_ledger(ledger_url, monkeypatch)
+    assert AccessLedger.open(ledger_url).verify().ok
+    forged = _user_event(ledger_url, 3).replace(b'"user:root"', b'"user:mallory"')
+    _rechain_from(ledger_url, 3, forged)
+    _sql(ledger_url, "UPDATE al_seals SET mac = NULL WHERE position >= 3")
+    with AccessLedger.open(ledger_url) as led:
+        result = led.verify()
+    assert (result.ok, result.first_bad) == (False, 3)
+    assert "has no HMAC" in result.problem
+    monkeypatch.delenv(KEY_ENV)
+    with AccessLedger.open(ledger_url) as led:
+        assert led.verify().ok  # without the key, a consistent rewrite cannot be told: the key is the defence
+
+
+def test_a_rewritten_history_with_its_seals_deleted_fails_verify_with_the_key(ledger_url, monkeypatch):
+    _keyed_ledger(ledger_url, monkeypatch)
+    forged = _user_event(ledger_url, 3).replace(b'"user:root"', b'"user:mallory"')
+    _rechain_from(ledger_url, 3, forged)
+    _sql(ledger_url, "DELETE FROM al_seals WHERE position >= 3")
+    with AccessLedger.open(ledger_url) as led:
+        result = led.verify()
+        head = led.head()
+    assert (result.ok, result.first_bad) == (False, head)
+    assert f"no seal at position {head}" in result.problem
+
+
+def test_an_unsealed_event_appended_at_the_tail_fails_verify_with_the_key(ledger_url, monkeypatch):
+    _keyed_ledger(ledger_url, monkeypatch)
+    with AccessLedger.open(ledger_url) as led:
+        head, _, link = led.store.head()
+    # Appended by hand with the right link but no seal (no key), dated after the last event.
+    state = orjson.dumps({"type": "UserCreated", "at": "2026-01-06T00:00:00Z", "actor": "system", "user": "mallory"})
+    oid, topic = "0" * 31 + "1", "ledger.events:UserCreated"
+    if "://" in ledger_url:
+        _sql(ledger_url, "INSERT INTO stored_events (originator_id, originator_version, topic, state, notification_id)"
+                         " VALUES (?, 1, ?, ?, ?)", (oid, topic, state, head + 1))
+    else:
+        _sql(ledger_url, "INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) "
+                         "VALUES (?, ?, 1, ?, ?)", (head + 1, oid, topic, state))
+    new_link = next_link(link, head + 1, oid, 1, topic, state)
+    _sql(ledger_url, "INSERT INTO al_chain (position, at, link) VALUES (?, ?, ?)",
+         (head + 1, "2026-01-06T00:00:00Z", new_link))
+    _sql(ledger_url, "UPDATE al_head SET position = ?, link = ?, at = ?", (head + 1, new_link, "2026-01-06T00:00:00Z"))
+    with AccessLedger.open(ledger_url) as led:
+        result = led.verify()
+    assert (result.ok, result.first_bad) == (False, head + 1)
+    assert f"no seal at position {head + 1}" in result.problem
+    # A seal with a MAC made without the key fails too.
+    _sql(ledger_url, "INSERT INTO al_seals (position, link, mac, sealed_at) VALUES (?, ?, ?, ?)",
+         (head + 1, new_link, seal_mac(head + 1, new_link, b"guess"), "2026-01-06T00:00:00Z"))
+    with AccessLedger.open(ledger_url) as led:
+        result = led.verify()
+    assert (result.ok, result.first_bad) == (False, head + 1) and "wrong HMAC" in result.problem
+
+
+def test_a_backdated_event_in_the_log_fails_verify_naming_it(ledger_url):
+    _history(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        head = led.head()
+    old = _user_event(ledger_url, head)
+    backdated = old.replace(b'"at":"2026-01-05T00:00:00Z"', b'"at":"2025-06-01T00:00:00Z"')
+    assert backdated != old
+    _rechain_from(ledger_url, head, backdated)
+    _sql(ledger_url, "UPDATE al_chain SET at = ? WHERE position = ?", ("2025-06-01T00:00:00Z", head))
+    with AccessLedger.open(ledger_url) as led:
+        result = led.verify()
+    assert (result.ok, result.first_bad) == (False, head)
+    assert "time went backwards" in result.problem
+
+
+def test_a_head_set_back_in_time_does_not_let_a_backdated_write_through(ledger_url):
+    from ledger import errors as E
+
+    _history(ledger_url)
+    _sql(ledger_url, "UPDATE al_head SET at = ?", ("2025-01-01T00:00:00Z",))
+    _sql(ledger_url, "UPDATE al_chain SET at = ?", ("2025-01-01T00:00:00Z",))
+    with AccessLedger.open(ledger_url) as led:
+        with pytest.raises(E.OutOfOrder, match="before the ledger's newest event"):
+            led.assign_role("admin", "user:carol", tenant="prod", at="2026-01-04T12:00:00Z")
+        # Times are read from the chained event bytes: the edited copies move no answer.
+        assert led.position_at("2026-01-04T12:00:00Z") == led.head() - 1
+        assert led.time_of(led.head()) == "2026-01-05T00:00:00Z"
+        result = led.verify()
+    assert not result.ok and "al_chain says position 1 happened at 2025-01-01T00:00:00Z" in result.problem
+
+
+def test_deleted_id_rows_are_named_by_verify(ledger_url):
+    _history(ledger_url)
+    _sql(ledger_url, "DELETE FROM al_ids WHERE event_id = 'u-bob'")
+    with AccessLedger.open(ledger_url) as led:
+        result = led.verify()
+    assert not result.ok and result.first_bad is None
+    assert any("al_ids holds 3 id row(s) that do not match the 4 ids" in p for p in result.derived)
+
+
+def test_an_edited_grant_is_named_by_verify(ledger_url):
+    _history(ledger_url)
+    _sql(ledger_url, "INSERT INTO al_grants (role, principal, tenant, resource, expires_at) VALUES "
+                     "('admin', 'user:carol', 'prod', '', NULL)")
+    result = runner.invoke(app, ["--db", ledger_url, "verify"])
+    assert result.exit_code == 1
+    assert "al_grants row ('admin', 'user:carol', 'prod', '') is not implied by the events" in result.output
