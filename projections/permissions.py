@@ -8,7 +8,7 @@ answers for every instant between its position and the next event.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
 from ledger.vocabulary import permission_matches, predefined_roles
@@ -178,6 +178,146 @@ class PermissionState:
     def subjects(self) -> list[str]:
         """Users and service accounts (active or not), sorted."""
         return sorted(self.principals)
+
+
+# -- plain data (snapshots) ---------------------------------------------------------------------
+
+class BadSnapshot(ValueError):
+    """Stored data that is not a permission state: whoever reads it rebuilds the state instead."""
+
+
+_DATA_FIELDS = frozenset(f.name for f in fields(PermissionState)) - {"teams_of", "held_by"} | {
+    "sources", "member_refs", "holders"}
+
+
+def state_to_data(s: PermissionState) -> dict[str, Any]:
+    """The state as plain dicts, lists, strings, integers, booleans and None (see state_from_data).
+
+    Each distinct source is written once and referred to by its index; the sets keyed by member
+    and by holder are written as their keys only, being the inverses of `members` and
+    `assignments`, so a snapshot cannot make them disagree.
+    """
+    ids: dict[Source, int] = {}
+
+    def ref(src: Source) -> int:
+        i = ids.get(src)
+        if i is None:
+            i = ids[src] = len(ids)
+        return i
+
+    data = {
+        "position": s.position, "at": s.at, "preset": s.preset,
+        "tenants": s.tenants, "principals": s.principals, "teams": s.teams,
+        "members": {t: {m: ref(src) for m, src in ms.items()} for t, ms in s.members.items()},
+        "member_refs": list(s.teams_of),
+        "roles": [[r.name, r.scope, r.base, {p: ref(src) for p, src in r.permissions.items()}, ref(r.source),
+                   r.predefined] for r in s.roles.values()],
+        "assignments": [[a.role, a.principal, a.tenant, a.resource, a.expires_at, ref(a.source)]
+                        for a in s.assignments.values()],
+        "holders": list(s.held_by),
+        "created": {k: ref(src) for k, src in s.created.items()},
+        "status_source": {k: ref(src) for k, src in s.status_source.items()},
+    }
+    data["sources"] = [tuple(src) for src in ids]
+    return data
+
+
+def state_from_data(d: Any) -> PermissionState:
+    """The state written by state_to_data, every field's type and shape checked (BadSnapshot if not).
+
+    The data may come from anyone who can write the database: nothing in it is trusted to have
+    the shape the fold gives, so nothing read from it can fail later in an unexpected way.
+    """
+    _ensure(type(d) is dict and d.keys() == _DATA_FIELDS, "not a permission state")
+    sources = [_source(item) for item in _list(d["sources"], "sources")]
+    count = len(sources)
+
+    def src(i: Any) -> Source:
+        _ensure(type(i) is int and 0 <= i < count, "a source that is not in the table")
+        return sources[i]
+
+    s = PermissionState(position=_int(d["position"], "position"), at=_str(d["at"], "at"),
+                        preset=_opt_str(d["preset"], "preset"))
+    s.tenants = _flags(d["tenants"], "tenants")
+    s.principals = _flags(d["principals"], "principals")
+    s.teams = _flags(d["teams"], "teams")
+    s.members = {t: {m: src(i) for m, i in _dict(ms, "members").items()}
+                 for t, ms in _dict(d["members"], "members").items()}
+    s.teams_of = {m: set() for m in _names(d["member_refs"], "member_refs")}
+    for team, ms in s.members.items():
+        for member in ms:
+            _ensure(member in s.teams_of, "a member missing from member_refs")
+            s.teams_of[member].add(team)
+    for item in _list(d["roles"], "roles"):
+        _ensure(type(item) is list and len(item) == 6, "a role that is not [name, scope, base, permissions, "
+                                                       "source, predefined]")
+        name, scope, base, perms, source, predefined = item
+        _ensure(_str(name, "role") not in s.roles and type(predefined) is bool, "a role twice or with a bad flag")
+        s.roles[name] = Role(name, _str(scope, "scope"), _opt_str(base, "base"),
+                             {p: src(i) for p, i in _dict(perms, "permissions").items()}, src(source), predefined)
+    s.held_by = {h: set() for h in _names(d["holders"], "holders")}
+    for item in _list(d["assignments"], "assignments"):
+        _ensure(type(item) is list and len(item) == 6, "an assignment that is not [role, principal, tenant, "
+                                                       "resource, expires_at, source]")
+        role, principal, tenant, resource, expires_at, source = item
+        key = (_str(role, "role"), _str(principal, "principal"), _opt_str(tenant, "tenant"),
+               _opt_str(resource, "resource"))
+        _ensure(key not in s.assignments and principal in s.held_by, "an assignment twice or of no holder")
+        s.assignments[key] = Assignment(role, principal, tenant, resource, _opt_str(expires_at, "expires_at"),
+                                        src(source))
+        s.held_by[principal].add(key)
+    s.created = {k: src(i) for k, i in _dict(d["created"], "created").items()}
+    s.status_source = {k: src(i) for k, i in _dict(d["status_source"], "status_source").items()}
+    return s
+
+
+def _ensure(condition: bool, problem: str) -> None:
+    if not condition:
+        raise BadSnapshot(problem)
+
+
+def _int(value: Any, what: str) -> int:
+    _ensure(type(value) is int and value >= 0, f"{what} is not a position")
+    return value
+
+
+def _str(value: Any, what: str) -> str:
+    _ensure(type(value) is str, f"{what} is not a string")
+    return value
+
+
+def _opt_str(value: Any, what: str) -> str | None:
+    _ensure(value is None or type(value) is str, f"{what} is not a string or null")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    _ensure(type(value) is list, f"{what} is not a list")
+    return value
+
+
+def _dict(value: Any, what: str) -> dict[str, Any]:
+    _ensure(type(value) is dict, f"{what} is not an object")  # JSON objects have string keys only
+    return value
+
+
+def _flags(value: Any, what: str) -> dict[str, bool]:
+    _ensure(all(type(v) is bool for v in _dict(value, what).values()), f"{what} holds a value that is not a boolean")
+    return value
+
+
+def _names(value: Any, what: str) -> list[str]:
+    names = _list(value, what)
+    _ensure(all(type(n) is str for n in names) and len(set(names)) == len(names), f"{what} is not a list of "
+                                                                                  "distinct strings")
+    return names
+
+
+def _source(item: Any) -> Source:
+    _ensure(type(item) is list and len(item) == 5, "a source that is not [position, at, actor, reason, event]")
+    position, at, actor, reason, kind = item
+    return Source(_int(position, "a source's position"), _str(at, "a source's time"), _str(actor, "an actor"),
+                  _opt_str(reason, "a reason"), _str(kind, "an event type"))
 
 
 def _key_order(key: AssignmentKey) -> tuple[str, str, str, str]:

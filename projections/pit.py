@@ -6,12 +6,19 @@
   written as folds pass them) and fold forward over change events only: usage events (most of a
   log) change no permission and are never read.
 - A batch of questions is sorted by position and answered in one forward sweep.
+
+Snapshots are derived data anyone who can write the database can edit (DESIGN section 5). They
+are stored as plain JSON data, never code, bound to the chain link at their position and, with
+ACCESS_LEDGER_SEAL_KEY set, carry an HMAC under that key. A snapshot that does not decode, is
+bound to another log, lies beyond the head or fails its MAC is ignored and the state rebuilt
+from the events; check_snapshots (for `verify`) compares every one with the fold of the events.
 """
 
 from __future__ import annotations
 
 import gc
-import pickle
+import hashlib
+import hmac
 from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,7 +26,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from ledger.events import decode
-from projections.permissions import PermissionState
+from ledger.integrity import seal_key
+from projections.permissions import BadSnapshot, PermissionState, Role, state_from_data, state_to_data
 
 if TYPE_CHECKING:
     from ledger.app import AccessLedger
@@ -33,6 +41,10 @@ CURRENT = f"projection/{VERSION}/current"
 CHECKPOINT = f"projection/{VERSION}/at/"
 CHECKPOINT_EVERY = 50_000
 SAVE_CURRENT_AFTER = 1_000
+# A snapshot: this tag, a line with its MAC (hex; "-" when no key was set), then the JSON body.
+FORMAT = b"access-ledger permission-state 1"
+_NO_MAC = b"-"
+_BODY_FIELDS = frozenset({"position", "link", "state"})
 
 T = TypeVar("T")
 
@@ -56,21 +68,95 @@ def _keep(state: PermissionState) -> PermissionState:
     return state
 
 
-def _dump(state: PermissionState) -> bytes:
-    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+def _copy(s: PermissionState) -> PermissionState:
+    """An independent copy: every container the fold changes in place is new.
+
+    Sources are tuples and an Assignment is replaced, never changed, by the fold: both are shared.
+    """
+    return PermissionState(
+        position=s.position, at=s.at, preset=s.preset, tenants=dict(s.tenants), principals=dict(s.principals),
+        teams=dict(s.teams), members={t: dict(ms) for t, ms in s.members.items()},
+        teams_of={m: set(ts) for m, ts in s.teams_of.items()},
+        roles={n: Role(r.name, r.scope, r.base, dict(r.permissions), r.source, r.predefined)
+               for n, r in s.roles.items()},
+        assignments=dict(s.assignments), held_by={h: set(keys) for h, keys in s.held_by.items()},
+        created=dict(s.created), status_source=dict(s.status_source))
 
 
-def _copy(state: PermissionState) -> PermissionState:
-    """An independent copy (a pickle round trip is several times faster than deepcopy here)."""
-    return pickle.loads(_dump(state))  # noqa: S301
+def _mac(key: bytes, position: int, body: bytes) -> bytes:
+    return hmac.new(key, b"%d\n%s" % (position, body), hashlib.sha256).hexdigest().encode()
 
 
-def _load(data: bytes) -> PermissionState | None:
+def _encode(state: PermissionState, link: str, key: bytes | None) -> bytes:
+    """A snapshot of `state`, bound to the chain link at its position (and MACed under `key`)."""
+    body = orjson.dumps({"position": state.position, "link": link, "state": state_to_data(state)})
+    mac = _NO_MAC if key is None else _mac(key, state.position, body)
+    return b"%s\n%s\n%s" % (FORMAT, mac, body)
+
+
+def _decode(data: bytes, position: int, link: str | None, key: bytes | None) -> PermissionState:
+    """The state in a snapshot taken at `position` of the log whose link there is `link` (None: no
+    such position). BadSnapshot for anything else: bytes of another format or version, a wrong or
+    missing MAC, another position, another log."""
+    tag, _, rest = data.partition(b"\n")
+    mac, _, body = rest.partition(b"\n")
+    if tag != FORMAT:
+        raise BadSnapshot("not in this version's format")
+    if key is not None and not hmac.compare_digest(mac, _mac(key, position, body)):
+        raise BadSnapshot("its MAC is missing or wrong")
+    if link is None:
+        raise BadSnapshot("its position is beyond the head")
     try:
-        state = pickle.loads(data)  # noqa: S301 - our own snapshot, in our own database
-    except Exception:  # a snapshot from another version: rebuild instead
+        d = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadSnapshot("its body is not JSON") from None
+    if type(d) is not dict or d.keys() != _BODY_FIELDS:
+        raise BadSnapshot("its body is not a snapshot")
+    if d["link"] != link:
+        raise BadSnapshot("it was taken from another log (the chain link at its position differs)")
+    state = state_from_data(d["state"])
+    if type(d["position"]) is not int or d["position"] != position or state.position != position:
+        raise BadSnapshot("it holds the state at another position")
+    return state
+
+
+def _position_of(name: str, row_position: int) -> int:
+    """The position a snapshot row is for: a checkpoint's name says it too, and they must agree."""
+    if name != CURRENT and name != f"{CHECKPOINT}{row_position:012d}":
+        raise BadSnapshot("its name and its position disagree")
+    return row_position
+
+
+def _link_at(led: AccessLedger, position: int) -> str | None:
+    """The chain link at `position` (None beyond the head: no state there to trust)."""
+    with led.store.transaction(write=False) as c:
+        c.execute("SELECT link FROM al_chain WHERE position = ? AND position <= (SELECT position FROM al_head "
+                  "WHERE id = 1)", (position,))
+        row = c.fetchone()
+    return None if row is None else row[0]
+
+
+def _read(led: AccessLedger, name: str, row_position: int, data: bytes) -> PermissionState:
+    """The state a stored snapshot row holds, checked (BadSnapshot if it cannot be used)."""
+    position = _position_of(name, row_position)
+    return _decode(data, position, _link_at(led, position), seal_key())
+
+
+def _load(led: AccessLedger, name: str) -> tuple[int, PermissionState] | None:
+    """The snapshot stored as `name` and its position; None when there is none that can be used."""
+    loaded = led.snapshots.load(name)
+    if loaded is None:
         return None
-    return state if isinstance(state, PermissionState) else None
+    try:
+        return loaded[0], _read(led, name, *loaded)
+    except BadSnapshot:
+        return None
+
+
+def _save(led: AccessLedger, name: str, state: PermissionState) -> None:
+    link = _link_at(led, state.position)
+    if link is not None:
+        led.snapshots.save(name, state.position, _encode(state, link, seal_key()))
 
 
 class Timeline:
@@ -107,8 +193,10 @@ class Timeline:
         return state
 
     def _persisted(self) -> set[int]:
+        """Positions of the stored checkpoints (rows whose name and position disagree are never read)."""
         if self._saved is None:
-            self._saved = {mark for _, mark in self.led.snapshots.names(CHECKPOINT)} if self.persist else set()
+            self._saved = {mark for name, mark in self.led.snapshots.names(CHECKPOINT)
+                           if name == f"{CHECKPOINT}{mark:012d}"} if self.persist else set()
         return self._saved
 
     def _checkpoint(self, state: PermissionState, mark: int) -> None:
@@ -120,20 +208,21 @@ class Timeline:
         snap.at = self.led.time_of(mark) or snap.at
         self._checkpoints[mark] = _keep(snap)
         if self.persist:
-            self.led.snapshots.save(f"{CHECKPOINT}{mark:012d}", mark, _dump(snap))
+            _save(self.led, f"{CHECKPOINT}{mark:012d}", snap)
             self._persisted().add(mark)
 
     def _nearest(self, position: int) -> int:
-        """The newest checkpoint at or before `position`, loaded into memory (0: none)."""
+        """The newest checkpoint at or before `position`, loaded into memory (0: none).
+
+        A stored checkpoint that cannot be used is forgotten, so the next fold past it saves it again.
+        """
         best = max((m for m in self._checkpoints if m <= position), default=0)
-        candidates = [m for m in self._persisted() if best < m <= position]
-        if candidates:
-            mark = max(candidates)
-            loaded = self.led.snapshots.load(f"{CHECKPOINT}{mark:012d}")
-            state = _load(loaded[1]) if loaded else None
-            if state is not None:
-                self._checkpoints[mark] = _keep(state)
-                best = mark
+        for mark in sorted((m for m in self._persisted() if best < m <= position), reverse=True):
+            loaded = _load(self.led, f"{CHECKPOINT}{mark:012d}")
+            if loaded is not None:
+                self._checkpoints[mark] = _keep(loaded[1])
+                return mark
+            self._persisted().discard(mark)
         return best
 
     def _start_for(self, position: int) -> PermissionState:
@@ -149,15 +238,14 @@ class Timeline:
         state: PermissionState | None = None
         saved_at = 0
         if self.persist:
-            loaded = self.led.snapshots.load(CURRENT)
-            if loaded is not None and loaded[0] <= head:
-                state = _load(loaded[1])
-                saved_at = loaded[0] if state is not None else 0
+            loaded = _load(self.led, CURRENT)
+            if loaded is not None and loaded[0] <= head:  # (not one a writer saved since `head` was read)
+                saved_at, state = loaded
         if state is None:
             state = self._start_for(head)
         state = self._fold(state, head)
         if self.persist and head - saved_at >= SAVE_CURRENT_AFTER or (self.persist and saved_at == 0 and head):
-            self.led.snapshots.save(CURRENT, head, _dump(state))
+            _save(self.led, CURRENT, state)
         return state
 
     def at_position(self, position: int) -> PermissionState:
@@ -243,3 +331,41 @@ def states(led: AccessLedger) -> Iterator[tuple[int, PermissionState]]:
     for position, ev in led.read():
         state.apply(position, ev)
         yield position, state
+
+
+def check_snapshots(led: AccessLedger) -> list[str]:
+    """One line per stored snapshot that disagrees with the events or cannot be used (empty: all agree).
+
+    The change events are folded once from the start; every snapshot (checkpoints and the current
+    projection) is compared with the fold at its position. One that cannot be used is ignored
+    where it is used already. One that decodes but disagrees (edited by someone without the seal
+    key while none is set) would be trusted on use: deleting it (led.snapshots.delete) is always
+    safe, the state is rebuilt from the events.
+    """
+    problems: list[str] = []
+    rows: list[tuple[int, str]] = []
+    for name, row_position in led.snapshots.names():
+        if name != CURRENT and not name.startswith(CHECKPOINT):
+            problems.append(f"snapshot {name} (position {row_position}) is not one this version uses: never read")
+        else:
+            rows.append((row_position, name))
+    state, folded = PermissionState(), 0
+    with _quiet_gc():
+        for row_position, name in sorted(rows):
+            loaded = led.snapshots.load(name)
+            if loaded is None:  # deleted meanwhile
+                continue
+            try:
+                snapshot = _read(led, name, *loaded)
+            except BadSnapshot as exc:
+                problems.append(f"snapshot {name} (position {row_position}) cannot be used ({exc}): "
+                                "rebuilt on next use")
+                continue
+            if row_position > folded:
+                state.fold(led.read_changes(folded + 1, row_position))
+                folded = row_position
+            state.position, state.at = row_position, led.time_of(row_position) or state.at
+            if snapshot != state:
+                problems.append(f"snapshot {name} (position {row_position}) does not match the events: answers "
+                                "that start from it are wrong until it is deleted (it is rebuilt on next use)")
+    return problems
