@@ -104,7 +104,7 @@ def _columns(url: str) -> list[tuple[str, str]]:
         return [(t, r[1]) for t in sorted(tables) for r in _sql(url, f"PRAGMA table_info({t})")
                 if r[2].upper() in ("TEXT", "BLOB")]
     rows = _sql(url, "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = "
-                     "current_schema() AND table_name LIKE 'al_%' AND data_type IN ('text', 'bytea') "
+                     "current_schema() AND left(table_name, 3) = 'al_' AND data_type IN ('text', 'bytea') "
                      "ORDER BY table_name, column_name")
     return [(t, c) for t, c in rows]
 

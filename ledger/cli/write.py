@@ -459,6 +459,16 @@ def verify(ctx: typer.Context,
             with _progress("verifying", led.head(), unit="events") as bar:
                 task = bar.add_task("verify", total=led.head())
                 result = led.verify(digest_data, progress=lambda n: bar.advance(task, n))
+            if result.ok or result.first_bad is None:
+                # The projections' snapshots are derived data too: each compared with the fold of the events.
+                from projections.pit import check_snapshots
+
+                snapshots = check_snapshots(led)
+                if snapshots:
+                    result.derived.extend(snapshots)
+                    result.ok = False
+                    result.problem = (f"the log is intact, but {len(result.derived)} derived row(s) disagree with "
+                                      f"its events: {result.derived[0]}")
         finally:
             led.close()
     if fmt is Format.table and out is None:
