@@ -18,7 +18,7 @@ from pydantic import ValidationError as PydanticError
 
 from ledger.errors import ValidationError
 from ledger.timeutil import canonical
-from ledger.vocabulary import check_name, split_principal, split_resource
+from ledger.vocabulary import check_name, nfkc, split_principal, split_resource
 
 MAX_TEXT = 2000
 _TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -40,6 +40,7 @@ def _name(value: str) -> str:
 
 
 def _principal(value: str) -> str:
+    value = nfkc(value)
     try:
         split_principal(value)
     except ValidationError as exc:
@@ -48,8 +49,8 @@ def _principal(value: str) -> str:
 
 
 def _member(value: str) -> str:
-    kind = _principal(value).split(":", 1)[0]
-    if kind == "team":
+    value = _principal(value)
+    if value.split(":", 1)[0] == "team":
         raise ValueError("teams cannot be members of teams")
     return value
 
@@ -59,6 +60,7 @@ def _actor(value: str) -> str:
 
 
 def _resource(value: str) -> str:
+    value = nfkc(value)
     try:
         split_resource(value)
     except ValidationError as exc:
