@@ -8,6 +8,7 @@ the JSONL interchange format.
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cache
 from typing import Annotated, Any, Literal, Union
@@ -18,7 +19,7 @@ from pydantic import ValidationError as PydanticError
 
 from ledger.errors import ValidationError
 from ledger.timeutil import canonical
-from ledger.vocabulary import check_name, split_principal, split_resource
+from ledger.vocabulary import check_name, nfkc, split_principal, split_resource
 
 MAX_TEXT = 2000
 _TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -40,6 +41,7 @@ def _name(value: str) -> str:
 
 
 def _principal(value: str) -> str:
+    value = nfkc(value)
     try:
         split_principal(value)
     except ValidationError as exc:
@@ -48,8 +50,8 @@ def _principal(value: str) -> str:
 
 
 def _member(value: str) -> str:
-    kind = _principal(value).split(":", 1)[0]
-    if kind == "team":
+    value = _principal(value)
+    if value.split(":", 1)[0] == "team":
         raise ValueError("teams cannot be members of teams")
     return value
 
@@ -59,6 +61,7 @@ def _actor(value: str) -> str:
 
 
 def _resource(value: str) -> str:
+    value = nfkc(value)
     try:
         split_resource(value)
     except ValidationError as exc:
@@ -259,6 +262,9 @@ FIELDS: dict[str, tuple[str, ...]] = {
     for name, model in EVENT_TYPES.items()
 }
 USAGE_TYPES = frozenset({"ConnectorSecretAccessed", "ResourceAccessed"})
+#: The event types with a list among their fields (every other field is a text). One missing here
+#: would only make parse_json re-parse its lines to look for repeated keys, never miss one.
+_WITH_LISTS = frozenset({"RoleCreated", "RolePermissionsChanged"})
 
 
 
@@ -307,15 +313,80 @@ def canonical_dict(model: _Event) -> dict[str, Any]:
     return out
 
 
+class DuplicateKey(ValidationError):
+    """A JSON object names the same key twice: which of its values was meant cannot be told."""
+
+
+class NestedTooDeep(ValidationError):
+    """A JSON line nested deeper than any event or question can be."""
+
+
+NESTED_TOO_DEEP = "line is nested too deeply (JSON arrays and objects within each other)"
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """object_pairs_hook of json.loads: the object as a dict, or DuplicateKey."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(f"duplicate key {key!r}")
+            seen.add(key)
+    return obj
+
+
+def load_json(text: str | bytes) -> Any:
+    """Parse one JSON line strictly: a key given twice in any object is refused (json and orjson keep
+    the last one silently, so `{"user": "alice", "user": "mallory"}` would mean mallory), and so is
+    nesting deeper than the parser's recursion limit (one clear error, not a RecursionError)."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_pairs)
+    except RecursionError:
+        raise NestedTooDeep(NESTED_TOO_DEEP) from None
+    except ValueError:  # JSONDecodeError, invalid UTF-8, an integer of more than 4300 digits
+        raise ValidationError("line is not valid JSON") from None
+
+
+def _refuse_duplicate_keys(line: str | bytes) -> None:
+    """Raise DuplicateKey if some object of the (valid JSON) line names a key twice."""
+    try:
+        load_json(line)
+    except DuplicateKey:
+        raise
+    except ValidationError:
+        pass  # what the line's other problem is, the event validator says
+
+
 def parse_json(line: str | bytes) -> dict[str, Any]:
-    """Validate one JSONL line; return the event in canonical form or raise ValidationError."""
+    """Validate one JSONL line; return the event in canonical form or raise ValidationError.
+
+    Duplicate keys: the validator keeps the last value of a repeated key, so its result alone
+    cannot tell. What can, for the price of counting one byte: the line's quotes, halved, are at
+    least its string tokens, which are its keys plus its string values; a valid event has no nested
+    objects, each string value the model holds came from one token, and each key is one field the
+    model saw. So if quotes / 2 - string values equals the number of fields given, no key is
+    repeated (the common case: no second parse); otherwise (a repeated key, or escaped quotes in
+    a text) the line is parsed again, exactly, to find out.
+    """
     try:
         model = _adapter().validate_json(line)
     except PydanticError as exc:
-        if exc.errors()[0]["type"] == "json_invalid":
+        err = exc.errors(include_url=False)[0]
+        if err["type"] == "json_invalid":
+            if "recursion limit" in err.get("msg", ""):
+                raise NestedTooDeep(NESTED_TOO_DEEP) from None
             raise ValidationError("line is not valid JSON") from None
+        _refuse_duplicate_keys(line)  # a repeated key is the line's first problem, nested or not
         raise ValidationError(_problem(exc)) from None
-    return canonical_dict(model)
+    event = canonical_dict(model)
+    strings = len(event)  # every value is a text, or a list of texts (permissions)
+    if event["type"] in _WITH_LISTS:
+        strings += sum(len(v) - 1 for v in event.values() if type(v) is list)
+    quotes = line.count('"') if isinstance(line, str) else line.count(b'"')
+    if quotes // 2 - strings != len(model.model_fields_set):
+        _refuse_duplicate_keys(line)
+    return event
 
 
 def parse_obj(obj: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,8 @@ MIN_YEAR = 1970
 MAX_YEAR = 9999
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+#: The longest duration accepted: more than the span of the years allowed, less than datetime's range.
+MAX_DURATION = timedelta(days=365 * 1000)
 _CANONICAL = re.compile(r"^(19[7-9]\d|[2-9]\d{3})-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
 
 
@@ -27,8 +29,13 @@ def parse_instant(text: str, what: str = "at") -> datetime:
             raise ValidationError(f"{what}: {text!r} is not an ISO-8601 time") from None
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(f"{what}: {text!r} has no time zone (add Z or +00:00)")
-    value = value.astimezone(UTC)
-    if not MIN_YEAR <= value.year <= MAX_YEAR - 1:
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-01:00 is in year 10000 in UTC, 0001-01-01T00:00:00+01:00 in year 0:
+        # neither has a datetime, and both are outside the range anyway.
+        value = None
+    if value is None or not MIN_YEAR <= value.year <= MAX_YEAR - 1:
         raise ValidationError(f"{what}: {text!r} is outside the years {MIN_YEAR}-{MAX_YEAR - 1}")
     return value
 
@@ -61,4 +68,11 @@ def parse_duration(text: str, what: str = "window") -> timedelta:
     match = _DURATION.match(text.strip()) if isinstance(text, str) else None
     if not match or int(match.group(1)) <= 0:
         raise ValidationError(f"{what}: {text!r} is not a duration like 90d, 12h or 2w")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        duration = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        duration = None
+    if duration is None or duration > MAX_DURATION:
+        # Longer than any two instants of the ledger can be apart: subtracting it from one would overflow.
+        raise ValidationError(f"{what}: {text!r} is longer than {MAX_DURATION.days // 365} years")
+    return duration

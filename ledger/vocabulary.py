@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -27,6 +28,46 @@ PRINCIPAL_KINDS = ("user", "team", "service_account")
 PRESETS = ("zenml-pro", "zenml-oss")
 MAX_NAME = 200
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Characters a name may not hold although they are not format characters (Unicode category Cf):
+#: they show as nothing (fillers, grapheme joiner, variation selectors, blank braille pattern).
+_INVISIBLE = frozenset(
+    [0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x2800, 0x3164, 0xFFA0]
+    + list(range(0x180B, 0x1810)) + list(range(0xFE00, 0xFE10)) + list(range(0xE0100, 0xE01F0))
+)
+#: Bidirectional marks, embeddings, overrides and isolates: they reorder how a name is shown.
+_BIDI = frozenset([0x061C, 0x200E, 0x200F] + list(range(0x202A, 0x202F)) + list(range(0x2066, 0x206A)))
+
+
+def nfkc(text: str) -> str:
+    """The NFKC form of a name: the form stored, so that look-alike spellings (fullwidth letters,
+    ligatures, compatibility digits) are one name. ASCII is its own NFKC form (the common case, free)."""
+    return text if text.isascii() else unicodedata.normalize("NFKC", text)
+
+
+def _char_problem(value: str) -> str | None:
+    """Why a (NFKC) name may not be used because of one of its characters, naming its code point."""
+    if value.isascii():
+        match = CONTROL.search(value)
+        return None if match is None else f"contains the control character U+{ord(match.group()):04X}"
+    for ch in value:
+        code = ord(ch)
+        if code < 0x80:
+            if CONTROL.match(ch):
+                return f"contains the control character U+{code:04X}"
+            continue
+        category = unicodedata.category(ch)
+        label = unicodedata.name(ch, "")
+        shown = f"U+{code:04X}" + (f" ({label})" if label else "")
+        if category == "Cc":
+            return f"contains the control character {shown}"
+        if code in _BIDI:
+            return (f"contains {shown}, a bidirectional control character "
+                    "(it changes how the name is displayed)")
+        if category == "Cs":
+            return f"contains {shown}, which is not a character (was the text valid UTF-8?)"
+        if category in ("Cf", "Zl", "Zp", "Co") or code in _INVISIBLE:
+            return f"contains {shown}, an invisible or non-printing character"
+    return None
 
 
 @lru_cache(maxsize=1 << 16)
@@ -37,15 +78,18 @@ def _name_problem(value: str) -> str | None:
         return f"longer than {MAX_NAME} characters"
     if value != value.strip():
         return "has leading or trailing white space"
-    if CONTROL.search(value):
-        return "contains a control character"
-    return None
+    return _char_problem(value)
 
 
 def check_name(value: str, what: str) -> str:
-    """Return `value` if it is a usable name, else raise ValidationError."""
+    """Return the NFKC form of `value` if that is a usable name, else raise ValidationError.
+
+    A name is an identifier people compare by eye: it is normalised (NFKC) before it is checked
+    and stored, and refused if it holds a character that shows as nothing or reorders the text.
+    """
     if not isinstance(value, str):
         raise ValidationError(f"{what}: must be a non-empty name")
+    value = nfkc(value)
     problem = _name_problem(value)
     if problem is not None:
         raise ValidationError(f"{what}: {problem}")

@@ -18,7 +18,8 @@ runner = CliRunner()
 
 
 def run(url: str, *args: str):
-    return runner.invoke(app, ["--db", url, *args], env={"ACCESS_LEDGER_ACTOR": "user:root"})
+    # system: change commands take only a recorded principal or system as actor (issue #15).
+    return runner.invoke(app, ["--db", url, *args], env={"ACCESS_LEDGER_ACTOR": "system"})
 
 
 @pytest.fixture
@@ -109,7 +110,7 @@ def test_change_commands_record_actor_and_reason(cli_ledger):
     led = AccessLedger.open(cli_ledger)
     events = [e for _, e in led.read()]
     led.close()
-    assert events[-1] == {"type": "RoleAssigned", "at": events[-1]["at"], "actor": "user:root", "role": "ds",
+    assert events[-1] == {"type": "RoleAssigned", "at": events[-1]["at"], "actor": "system", "role": "ds",
                           "principal": "user:alice", "tenant": "prod", "reason": "SEC-2"}
 
 
@@ -188,8 +189,8 @@ def test_read_only_ledger_gives_a_clear_error_and_no_change(tmp_path):
     if immutable:
         subprocess.run(["chattr", "+i", str(db)], check=True)
     try:
-        done = subprocess.run([exe, "--db", str(db), "user", "create", "x"], capture_output=True, text=True,
-                              timeout=60)
+        done = subprocess.run([exe, "--db", str(db), "user", "create", "x", "--actor", "system"],
+                              capture_output=True, text=True, timeout=60)
     finally:
         if immutable:
             subprocess.run(["chattr", "-i", str(db)], check=True)
@@ -205,8 +206,8 @@ def test_installed_entry_point_runs(tmp_path):
     done = subprocess.run([exe, "--db", db, "init"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "recorded at position 1"
-    bad = subprocess.run([exe, "--db", db, "role", "assign", "ghost", "--to", "user:x", "--tenant", "t"],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run([exe, "--db", db, "role", "assign", "ghost", "--to", "user:x", "--tenant", "t",
+                          "--actor", "system"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
     assert bad.stderr == "Error: unknown role 'ghost'\n"
     assert "Traceback" not in bad.stderr
@@ -218,7 +219,8 @@ def test_the_entry_point_builds_only_the_invoked_command_and_still_helps_with_al
     db = str(tmp_path / "p.db")
 
     def run_exe(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([exe, *args], capture_output=True, text=True, timeout=60)
+        return subprocess.run([exe, *args], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "ACCESS_LEDGER_ACTOR": "system"})
 
     assert run_exe("--db", db, "init").returncode == 0
     assert run_exe("--db", db, "tenant", "create", "prod").returncode == 0

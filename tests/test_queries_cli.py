@@ -13,7 +13,7 @@ runner = CliRunner()
 
 
 def run(url: str, *args: str):
-    return runner.invoke(app, ["--db", url, *args], env={"ACCESS_LEDGER_ACTOR": "user:root"})
+    return runner.invoke(app, ["--db", url, *args], env={"ACCESS_LEDGER_ACTOR": "system"})  # a recorded actor
 
 
 @pytest.fixture

@@ -298,7 +298,9 @@ def test_fuzz_cli_arguments_end_in_success_or_one_error_line(tmp_path_factory, a
     runner = CliRunner()
     if not os.path.exists(db):
         assert runner.invoke(app, ["--db", db, "init"]).exit_code == 0
-        assert runner.invoke(app, ["--db", db, "tenant", "create", "prod"]).exit_code == 0
+        assert runner.invoke(app, ["--db", db, "tenant", "create", "prod", "--actor", "system"]).exit_code == 0
+        # The actor of the commands below: change commands take only a recorded principal (or system).
+        assert runner.invoke(app, ["--db", db, "user", "create", "root", "--actor", "system"]).exit_code == 0
     led = AccessLedger.open(db)
     before = led.head()
     led.close()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, UnknownEntity
 
 if TYPE_CHECKING:
     from ledger.app import AccessLedger
@@ -34,7 +34,9 @@ OutOption = Annotated[
 ]
 ActorOption = Annotated[
     str | None,
-    typer.Option("--actor", help="Who makes the change: user:NAME, service_account:NAME or system "
+    typer.Option("--actor", help="Who makes the change: system, or a user:NAME or service_account:NAME this "
+                 "ledger has recorded (deactivated ones too; init takes any). Imported JSONL may name any "
+                 "actor, since histories name platform admins never recorded as users "
                  "(default: $ACCESS_LEDGER_ACTOR, else user:<OS user>)."),
 ]
 ReasonOption = Annotated[str | None, typer.Option("--reason", help="Why: a ticket or a justification.")]
@@ -82,6 +84,44 @@ def default_actor(actor: str | None) -> str:
         return f"user:{getpass.getuser()}"
     except Exception:  # no user name at all (e.g. a container with no passwd entry)
         return "system"
+
+
+class UnknownActor(UnknownEntity):
+    """A change command's --actor names no principal the ledger has ever recorded."""
+
+
+ACTOR_KINDS = ("user", "service_account")
+
+
+def check_actor(led: AccessLedger, actor: str) -> None:
+    """Refuse an --actor that is neither `system` nor a user or service account the ledger has
+    recorded (now or before: a deactivated one still is who it was). A change must name who made it
+    as the ledger knows them, or the audit trail points at nobody; a typo would otherwise be
+    recorded for ever. A malformed actor is left to the event's validation (its message is the one
+    every writer gets)."""
+    from ledger.errors import ValidationError
+    from ledger.vocabulary import nfkc, split_principal
+
+    if actor == "system" or not isinstance(actor, str):
+        return
+    try:
+        kind, name = split_principal(nfkc(actor), "actor")
+    except ValidationError:
+        return
+    if kind == "team":
+        raise UnknownActor(f"actor: {actor!r} is a team; a change is made by a user or service account "
+                           "(or system)")
+    with led.store.transaction(write=False) as c:
+        c.execute("SELECT 1 FROM al_entities WHERE kind = ? AND name = ?", (kind, name))
+        if c.fetchone() is not None:
+            return
+        c.execute("SELECT kind, name FROM al_entities WHERE kind IN (?, ?)", ACTOR_KINDS)
+        known = sorted(f"{k}:{n}" for k, n in c.fetchall())
+    import difflib
+
+    close = difflib.get_close_matches(f"{kind}:{name}", known, n=3, cutoff=0.75)
+    hint = f"closest: {', '.join(close)}" if close else "use system or a recorded user:NAME or service_account:NAME"
+    raise UnknownActor(f"actor: unknown principal {actor!r} (never recorded in this ledger; {hint})")
 
 
 def _cell(value: Any) -> str:

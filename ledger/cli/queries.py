@@ -108,6 +108,7 @@ def check(
 
 def _check_batch(ctx: typer.Context, batch: Path, out: Path | None) -> None:
     from ledger.errors import ValidationError
+    from ledger.events import load_json
     from ledger.timeutil import canonical, format_instant, now
     from projections.answers import Question, check as ask
     from projections.pit import Timeline
@@ -115,15 +116,22 @@ def _check_batch(ctx: typer.Context, batch: Path, out: Path | None) -> None:
     if str(batch) != "-" and not batch.is_file():
         fail(f"no file {batch}")
     with handled():
-        raw = sys.stdin.read() if str(batch) == "-" else batch.read_text(encoding="utf-8")
+        data = sys.stdin.buffer.read() if str(batch) == "-" else batch.read_bytes()
+        try:
+            raw = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line_no = data.count(b"\n", 0, exc.start) + 1
+            raise ValidationError(f"line {line_no}: line is not valid UTF-8") from None
         queries: list[dict[str, Any]] = []
         for n, line in enumerate(raw.splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                q = json.loads(line)
-            except json.JSONDecodeError:
-                raise ValidationError(f"line {n}: line is not valid JSON") from None
+                # A key given twice is refused (json.loads would keep the last one), and so is
+                # nesting too deep for the parser.
+                q = load_json(line)
+            except ValidationError as exc:
+                raise type(exc)(f"line {n}: {exc}") from None
             if not isinstance(q, dict):
                 raise ValidationError(f"line {n}: line is not a JSON object")
             unknown = set(q) - {"principal", "action", "resource", "tenant", "at", "position"}
@@ -132,6 +140,8 @@ def _check_batch(ctx: typer.Context, batch: Path, out: Path | None) -> None:
             for key in ("principal", "action", "resource"):
                 if not isinstance(q.get(key), str):
                     raise ValidationError(f"line {n}: {key}: required text field is missing")
+            if q.get("tenant") is not None and not isinstance(q["tenant"], str):
+                raise ValidationError(f"line {n}: tenant: must be a text (a tenant's name)")
             if "at" in q and "position" in q:
                 raise ValidationError(f"line {n}: give at or position, not both")
             if "at" in q:
@@ -139,7 +149,7 @@ def _check_batch(ctx: typer.Context, batch: Path, out: Path | None) -> None:
                     q["_instant"] = canonical(q["at"])
                 except ValidationError as exc:
                     raise ValidationError(f"line {n}: {exc}") from None
-            if "position" in q and (not isinstance(q["position"], int) or q["position"] < 0):
+            if "position" in q and (type(q["position"]) is not int or q["position"] < 0):  # true is no position
                 raise ValidationError(f"line {n}: position: must be a whole number >= 0")
             q["_line"] = n
             queries.append(q)

@@ -12,8 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from ledger.cli.common import (
-    ActorOption, AtOption, Format, FormatOption, OutOption, ReasonOption, default_actor, emit, emit_text, fail,
-    handled, open_ledger,
+    ActorOption, AtOption, Format, FormatOption, OutOption, ReasonOption, check_actor, default_actor, emit, emit_text,
+    fail, handled, open_ledger,
 )
 
 tenant_app = typer.Typer(help="Create, rename and delete tenants.", no_args_is_help=True)
@@ -34,7 +34,10 @@ def _change(ctx: typer.Context, method: str, *args: Any, actor: str | None, reas
     with handled():
         led = open_ledger(ctx, create=create)
         try:
-            position = getattr(led, method)(*args, actor=default_actor(actor), reason=reason, at=at, **kwargs)
+            who = default_actor(actor)
+            if method != "init":  # the first event: nobody is recorded yet, any well-formed actor
+                check_actor(led, who)
+            position = getattr(led, method)(*args, actor=who, reason=reason, at=at, **kwargs)
         finally:
             led.close()
     typer.echo(f"recorded at position {position}")
