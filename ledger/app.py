@@ -311,11 +311,12 @@ class AccessLedger:
             yield state + b"\n"
 
     def verify(self, digest: dict[str, Any] | None = None, progress: Callable[[int], None] | None = None,
-               workers: int | None = None, each_batch: Callable[[list[tuple[Any, ...]]], None] | None = None
-               ) -> VerifyResult:
-        """Check the hash chain, seals and head (and the digest, if given); `workers` processes for a
-        large log (default: one per core, at most 4). `each_batch`: see ledger.integrity.verify."""
-        return verify(self.store, digest, progress, workers, each_batch)
+               workers: int | None = None, each_batch: Callable[[list[tuple[Any, ...]]], None] | None = None,
+               derived: bool = True) -> VerifyResult:
+        """Check the hash chain, seals, times and head (and the digest, if given), and with `derived` that the
+        side tables agree with the events; `workers` processes for a large log (default: one per core, at
+        most 4). `each_batch`: see ledger.integrity.verify."""
+        return verify(self.store, digest, progress, workers, each_batch, derived)
 
     def digest(self) -> dict[str, Any]:
         return make_digest(self.store, format_instant(now()))

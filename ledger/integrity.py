@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+
+import orjson
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,33 +77,17 @@ class VerifyResult:
 class _Walk:
     """How far a walk along the log got: events checked, the link reached, seals whose HMAC could
     not be checked for want of the key, the first failure (position, problem), if any, the time of the
-    last event, and the ids the events carry (count, and an order-free sum of their hashes)."""
+    last event, and how many events carry an id."""
     events: int
     link: str
     unkeyed: int = 0
     failure: tuple[int, str] | None = None
     at: str = ""
     ids: int = 0
-    id_sum: int = 0
 
 
 Rows = list[tuple[int, str, int, str, bytes, "str | None", "str | None"]]
 _ID_KEY = b',"id":"'
-_ID_MOD = 1 << 256
-
-
-def id_hash(event_id: str, position: int) -> int:
-    """One (id, position) pair's share of the order-free sum that ties `al_ids` to the events: added
-    modulo 2**256, so the sum is the same whatever order the pairs are read in."""
-    return int.from_bytes(hashlib.blake2b(b"%d\0%s" % (position, event_id.encode()), digest_size=32).digest(), "big")
-
-
-def id_in(state: bytes) -> str | None:
-    """The idempotency id of an event from its canonical bytes (the id is the last field), or None."""
-    i = state.rfind(_ID_KEY)
-    if i < 0 or not state.endswith(b'"}'):
-        return None
-    return json.loads(state[i + 6:-1])
 
 
 def _walk(store: Store, c: Cursor, start: int, link: str, seal_at: dict[int, tuple[str, str | None]],
@@ -113,16 +99,16 @@ def _walk(store: Store, c: Cursor, start: int, link: str, seal_at: dict[int, tup
     (position, stream, version, topic, state, link, at) rows once all of them matched."""
     w = _Walk(0, link)
     expected = start
-    ids, id_sum = 0, 0
+    ids = 0
 
     def failed(pos: int, problem: str) -> _Walk:
-        w.link, w.failure, w.at, w.ids, w.id_sum = link, (pos, problem), at, ids, id_sum
+        w.link, w.failure, w.at, w.ids = link, (pos, problem), at, ids
         return w
 
     while True:
         rows = store.read_raw(c, expected, WALK_BATCH, until)
         if not rows:
-            w.link, w.at, w.ids, w.id_sum = link, at, ids, id_sum
+            w.link, w.at, w.ids = link, at, ids
             return w
         for pos, oid, ver, topic, state, stored, stored_at in rows:
             if pos != expected:
@@ -143,11 +129,8 @@ def _walk(store: Store, c: Cursor, start: int, link: str, seal_at: dict[int, tup
             if stored_at != at:
                 return failed(pos, f"al_chain says position {pos} happened at {stored_at}, its event says {at} "
                                    "(derived data edited)")
-            if state.endswith(b'"}') and _ID_KEY in state:
-                event_id = id_in(state)
-                if event_id is not None:
-                    ids += 1
-                    id_sum = (id_sum + id_hash(event_id, pos)) % _ID_MOD
+            if _ID_KEY in state and state.endswith(b'"}'):
+                ids += 1
             if pos in seal_at:
                 s_link, s_mac = seal_at[pos]
                 if s_link != link:
@@ -175,7 +158,8 @@ SEGMENT_MIN = 100_000
 
 
 def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callable[[int], None] | None = None,
-           workers: int | None = None, each_batch: Callable[[Rows], None] | None = None) -> VerifyResult:
+           workers: int | None = None, each_batch: Callable[[Rows], None] | None = None,
+           derived: bool = True) -> VerifyResult:
     """Recompute the chain from the stored events and compare with the chain, seals, head and digest.
 
     Every position's link is kept, so the log can be checked in segments, each starting from the
@@ -187,6 +171,9 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
     `each_batch` makes it one walk in this process that hands over the rows it checked, batch by
     batch, in position order (up to the first mismatch): a caller that needs the log's bytes
     anyway, such as an evidence export, reads the log once.
+
+    With `derived` (the default), the side tables are then compared with what the events imply
+    (see _derived_problems); without it, only the log, its chain, times, seals and head are checked.
     """
     key = seal_key()
     with store.transaction(write=False) as c:
@@ -245,7 +232,7 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
                 return fail(missing, f"no seal at position {missing}: with {KEY_ENV} set, every {SEAL_EVERY:,}th "
                                      "position and the head are sealed (seal deleted, or events appended without "
                                      "the key)", events, link)
-        derived = _derived_problems(store, c, walk, head_at)
+        derived_rows = _derived_problems(store, c, walk, head_at) if derived else []
     notes: list[str] = []
     if unkeyed:
         notes.append(f"{unkeyed} seal(s) carry an HMAC but {KEY_ENV} is not set: their keys were not checked")
@@ -260,10 +247,10 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
             return VerifyResult(False, events, head_pos, link, len(seals), d_pos,
                                 f"position {d_pos} does not match the digest (the log was rewritten)", notes)
         notes.append(f"digest at position {d_pos} matches")
-    if derived:
+    if derived_rows:
         return VerifyResult(False, events, head_pos, link, len(seals), None,
-                            f"the log is intact, but {len(derived)} derived row(s) disagree with its events: "
-                            f"{derived[0]}", notes, derived)
+                            f"the log is intact, but {len(derived_rows)} derived row(s) disagree with its events: "
+                            f"{derived_rows[0]}", notes, derived_rows)
     return VerifyResult(True, events, head_pos, link, len(seals), None, None, notes)
 
 
@@ -274,8 +261,8 @@ def _derived_problems(store: Store, c: Cursor, walk: _Walk, head_at: str) -> lis
     """The rows of the side tables that disagree with what the (verified) events imply.
 
     - al_head.at: the head event's time.
-    - al_ids: exactly one row (id, position) per event that carries an id: compared by count and by an
-      order-free sum of the pairs' hashes, so no table is held in memory.
+    - al_ids: exactly one row (id, position) per event that carries an id, each pointing at an event
+      that carries it (counted and matched by the database).
     - al_entities, al_grants, al_members (the write model that decides what may be written): the
       change events are replayed through the same rules into a fresh model, and compared row by row.
     (al_chain's links and times and al_seals are checked by the walk itself.)
@@ -284,18 +271,15 @@ def _derived_problems(store: Store, c: Cursor, walk: _Walk, head_at: str) -> lis
     if head_at != walk.at:
         problems.append(f"al_head says the newest event happened at {head_at or 'nothing'}, the event says "
                         f"{walk.at or 'nothing'}")
-    count, total, after = 0, 0, ""
-    while True:  # in key order, 10,000 rows a query (bounded memory)
-        c.execute("SELECT event_id, position FROM al_ids WHERE event_id > ? ORDER BY event_id LIMIT 10000", (after,))
-        rows = c.fetchall()
-        if not rows:
-            break
-        for event_id, position in rows:
-            count += 1
-            total = (total + id_hash(str(event_id), int(position))) % _ID_MOD
-        after = rows[-1][0]
-    if count != walk.ids or total != walk.id_sum:
-        problems.append(f"al_ids holds {count:,} id row(s) that do not match the {walk.ids:,} ids the events carry "
+    # al_ids is right when it has one row per event that carries an id, and each row's id is in the
+    # event at its position (ids are unique, an event carries one): then the rows and the events
+    # correspond one to one. Both counts are taken by the database.
+    c.execute("SELECT count(*) FROM al_ids")
+    count = int(c.fetchone()[0])
+    wrong = store.ids_not_in_their_events(c)
+    if count != walk.ids or wrong:
+        detail = f"; e.g. id {wrong[0][0]!r} points at position {wrong[0][1]}, which does not carry it" if wrong else ""
+        problems.append(f"al_ids holds {count:,} id row(s) for the {walk.ids:,} events that carry an id{detail} "
                         "(rows deleted, added or pointed elsewhere: a re-import could skip or duplicate events)")
     problems.extend(_write_model_problems(store, c))
     return problems
@@ -320,7 +304,7 @@ def _write_model_problems(store: Store, c: Cursor) -> list[str]:
         usage = [TOPIC_PREFIX + t for t in sorted(USAGE_TYPES)]
         for position, state in store.read_topics_excluding(1, store.max_position(c), usage):
             try:
-                model.apply(json.loads(state))
+                model.apply(orjson.loads(state))
             except Exception as exc:  # noqa: BLE001 - a verified event the rules refuse: say which
                 return [f"the event at position {position} is refused by the ledger's rules on replay ({exc})"]
         model.flush()
@@ -414,7 +398,7 @@ def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tup
         return None
     last = walks[starts[-1]]
     return _Walk(head, last.link, sum(w.unkeyed for w in walks.values()), at=last.at,
-                 ids=sum(w.ids for w in walks.values()), id_sum=sum(w.id_sum for w in walks.values()) % _ID_MOD)
+                 ids=sum(w.ids for w in walks.values()))
 
 
 def _walk_segment(url: str, start: int, until: int, link: str, seal_at: dict[int, tuple[str, str | None]],

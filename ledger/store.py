@@ -440,6 +440,21 @@ class Store:
                     found[event_id] = (position, state_at[position])
         return found
 
+    def ids_not_in_their_events(self, c: Cursor, limit: int = 5) -> list[tuple[str, int]]:
+        """(id, position) rows of al_ids whose position holds no event ending with that id (as the ledger
+        writes it: `,"id":<the id as JSON>}`), at most `limit`. One pass, in the database."""
+        if self.postgres:
+            c.execute(f"SELECT i.event_id, i.position FROM al_ids i LEFT JOIN {self.table} e "
+                      f"ON e.{self.pos_col} = i.position WHERE e.state IS NULL OR right(convert_from(e.state, "
+                      "'UTF8'), char_length(',\"id\":' || to_json(i.event_id)::text || '}')) "
+                      "IS DISTINCT FROM ',\"id\":' || to_json(i.event_id)::text || '}' LIMIT ?", (limit,))
+        else:
+            c.execute(f"SELECT i.event_id, i.position FROM al_ids i LEFT JOIN {self.table} e "
+                      f"ON e.{self.pos_col} = i.position WHERE e.state IS NULL OR substr(CAST(e.state AS TEXT), "
+                      "-length(',\"id\":' || json_quote(i.event_id) || '}')) "
+                      "IS NOT ',\"id\":' || json_quote(i.event_id) || '}' LIMIT ?", (limit,))
+        return [(str(r[0]), int(r[1])) for r in c.fetchall()]
+
     def states_at(self, c: Cursor, positions: Sequence[int]) -> list[tuple[int, bytes]]:
         """(position, stored bytes) of the given positions, each fetched by its key."""
         out: list[tuple[int, bytes]] = []

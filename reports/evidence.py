@@ -314,7 +314,7 @@ def _verify_and_write(url: str, path: Path, first: int, last: int, led: AccessLe
     try:
         with open(path, "wb") as f:
             lines = _Lines(f, first, last)
-            verified = led.verify(workers=1, each_batch=lines.take).as_dict()
+            verified = led.verify(workers=1, each_batch=lines.take, derived=False).as_dict()
             if lines.next <= last:
                 lines.copy_rest(led)
         return {"verify": verified, "jsonl": {"sha256": lines.sha.hexdigest(), "bytes": lines.size}}

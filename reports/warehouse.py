@@ -222,15 +222,17 @@ class Warehouse:
 
     # -- sync -----------------------------------------------------------------------------
 
-    def sync(self, progress: Callable[[int], None] | None = None, *, chunk_size: int = CHUNK) -> int:
-        """Bring the warehouse up to the ledger's head; return the number of new events synced.
+    def sync(self, progress: Callable[[int], None] | None = None, *, chunk_size: int = CHUNK,
+             upto: int | None = None) -> int:
+        """Bring the warehouse up to the ledger's head (or to position `upto`); return the number of new
+        events synced.
 
         `progress(n)` is called after each committed chunk with the number of events it added.
         """
         import duckdb
 
         position, link, intervals_at = self._state()
-        head = self.led.head()
+        head = self.led.head() if upto is None else min(upto, self.led.head())
         self._check_same_ledger(position, link, head)
         try:
             with _private_files():
@@ -334,6 +336,65 @@ class Warehouse:
     @staticmethod
     def tables() -> tuple[str, ...]:
         return _TABLES
+
+
+def compare_with_events(led: AccessLedger, path: str | Path,
+                        progress: Callable[[int], None] | None = None) -> list[str]:
+    """The full check of a warehouse (for `verify`): one line per table whose rows differ from those a
+    fresh sync of the same events gives; empty when every row of every table is the same.
+
+    The warehouse is derived data: anyone who can write its file can change what the audits say. A
+    scratch warehouse is synced from the ledger, up to the position the warehouse says it holds, in a
+    temporary folder; then each table is compared with it as multisets of rows (EXCEPT ALL both ways).
+    """
+    import duckdb
+
+    source = str(path)
+    try:
+        probe = duckdb.connect(source, read_only=True)
+    except duckdb.Error as exc:
+        return [f"the warehouse {source} cannot be read ({_first_line(str(exc))}): delete it to rebuild it"]
+    try:
+        position, link, intervals_at = probe.execute(
+            "SELECT position, chain_link, intervals_position FROM sync_state WHERE id = 1").fetchall()[0]
+        version = probe.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    except (duckdb.Error, IndexError) as exc:
+        return [f"the warehouse {source} has no sync state ({_first_line(str(exc))}): delete it to rebuild it"]
+    finally:
+        probe.close()
+    if not version or version[0][0] != SCHEMA_VERSION:
+        return []  # an older layout: it is dropped and synced again before any audit reads it
+    if int(position) != int(intervals_at):
+        return [f"the warehouse {source} holds events up to {position} but intervals up to {intervals_at}"]
+    if int(position) > 0 and _link_at(led, int(position)) != link:
+        return [f"the warehouse {source} does not match this ledger at position {position}"]
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="access-ledger-verify-") as folder:
+        with Warehouse.open(led, os.path.join(folder, "scratch.duckdb")) as scratch:
+            scratch.sync(progress, upto=int(position))
+            con = scratch.con
+            con.execute("ATTACH ? AS kept (READ_ONLY)", [source])
+            try:
+                for table in _TABLES:
+                    if table == "sync_state":
+                        continue
+                    cols = ", ".join(f'"{r[0]}"' for r in con.execute(
+                        "SELECT column_name FROM information_schema.columns WHERE table_catalog = 'scratch' "
+                        "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall())
+                    try:
+                        extra = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM kept.main.{table} EXCEPT ALL "
+                                            f"SELECT {cols} FROM main.{table})").fetchall()[0][0]
+                        missing = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM main.{table} EXCEPT ALL "
+                                              f"SELECT {cols} FROM kept.main.{table})").fetchall()[0][0]
+                    except duckdb.Error as exc:
+                        problems.append(f"warehouse table {table} cannot be compared ({_first_line(str(exc))})")
+                        continue
+                    if extra or missing:
+                        problems.append(f"warehouse table {table}: {extra:,} row(s) that the events do not give and "
+                                        f"{missing:,} they give are missing (edited); delete {source} to rebuild it")
+            finally:
+                con.execute("DETACH kept")
+    return problems
 
 
 def _link_at(led: AccessLedger, position: int) -> str | None:

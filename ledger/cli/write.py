@@ -4,6 +4,7 @@ export, verify and digest."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -450,6 +451,13 @@ def export(ctx: typer.Context,
 def verify(ctx: typer.Context,
            digest_file: Annotated[Path | None, typer.Option("--digest", help="A digest kept outside the ledger.")]
            = None,
+           warehouse: Annotated[Path | None, typer.Option(
+               "--warehouse", help="The DuckDB warehouse to check against the events (default: the ledger's own, "
+                                   "if it exists).")] = None,
+           quick: Annotated[bool, typer.Option(
+               "--quick", help="Only the log: its chain, times, seals and head; not the derived tables (write "
+                               "model, ids, snapshots, warehouse), which cost a replay of the change events and "
+                               "a fresh sync.")] = False,
            fmt: FormatOption = Format.table, out: OutOption = None) -> None:
     """Check the hash chain, seals, times and head (and a digest), and that every derived table agrees with the
     events: exit 0 if intact, 1 naming the first bad position or the derived rows that disagree."""
@@ -461,14 +469,24 @@ def verify(ctx: typer.Context,
         try:
             with _progress("verifying", led.head(), unit="events") as bar:
                 task = bar.add_task("verify", total=led.head())
-                result = led.verify(digest_data, progress=lambda n: bar.advance(task, n))
-            if result.ok or result.first_bad is None:
+                result = led.verify(digest_data, progress=lambda n: bar.advance(task, n), derived=not quick)
+            if not quick and (result.ok or result.first_bad is None):
                 # The projections' snapshots are derived data too: each compared with the fold of the events.
                 from projections.pit import check_snapshots
 
-                snapshots = check_snapshots(led)
-                if snapshots:
-                    result.derived.extend(snapshots)
+                derived = check_snapshots(led)
+                # So is the warehouse the audits read: compared, table by table, with a fresh sync.
+                from reports.warehouse import compare_with_events, default_path
+
+                kept = str(warehouse) if warehouse is not None else default_path(led)
+                if warehouse is not None and not warehouse.exists():
+                    raise typer.BadParameter(f"no warehouse at {warehouse}", param_hint="--warehouse")
+                if kept != ":memory:" and os.path.exists(kept):
+                    with _progress("checking the warehouse", led.head(), unit="events") as bar:
+                        task = bar.add_task("warehouse", total=led.head())
+                        derived += compare_with_events(led, kept, progress=lambda n: bar.advance(task, n))
+                if derived:
+                    result.derived.extend(derived)
                     result.ok = False
                     result.problem = (f"the log is intact, but {len(result.derived)} derived row(s) disagree with "
                                       f"its events: {result.derived[0]}")
