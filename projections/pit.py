@@ -112,10 +112,12 @@ def _decode(data: bytes, position: int, link: str | None, key: bytes | None) -> 
         raise BadSnapshot("its body is not JSON") from None
     if type(d) is not dict or d.keys() != _BODY_FIELDS:
         raise BadSnapshot("its body is not a snapshot")
+    if type(d["position"]) is not int or d["position"] != position:
+        raise BadSnapshot("it holds the state at another position")
     if d["link"] != link:
         raise BadSnapshot("it was taken from another log (the chain link at its position differs)")
     state = state_from_data(d["state"])
-    if type(d["position"]) is not int or d["position"] != position or state.position != position:
+    if state.position != position:
         raise BadSnapshot("it holds the state at another position")
     return state
 
@@ -148,7 +150,8 @@ def _load(led: AccessLedger, name: str) -> tuple[int, PermissionState] | None:
     if loaded is None:
         return None
     try:
-        return loaded[0], _read(led, name, *loaded)
+        with _quiet_gc():
+            return loaded[0], _read(led, name, *loaded)
     except BadSnapshot:
         return None
 
