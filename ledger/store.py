@@ -98,6 +98,11 @@ def parse_url(url: str) -> dict[str, str]:
             "POSTGRES_PASSWORD": unquote(parts.password or os.environ.get("PGPASSWORD", "")),
             "POSTGRES_SCHEMA": query.get("schema", ["public"])[0],
             "POSTGRES_LOCK_TIMEOUT": "30",
+            # eventsourcing ends a session idle inside a transaction after 5 s by default. An import
+            # holds its one transaction open while the parser works ahead (or while `import -` waits
+            # for its input), longer than that on a busy machine; a client that dies is still seen at
+            # once (its connection closes), so only a live but stalled one is bounded, at 30 minutes.
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "1800",
             "POSTGRES_CONNECT_TIMEOUT": "10",
             "POSTGRES_POOL_SIZE": "2",
             "CREATE_TABLE": "true",
@@ -320,6 +325,8 @@ class Store:
         if "locked" in low or "lock timeout" in low or "could not obtain lock" in low:
             return ConcurrentWrite(f"another writer held the ledger {self.label} too long: nothing was written; "
                                    "try again")
+        if "terminating connection" in low or "server closed the connection" in low:
+            return StorageError(f"the database server ended the session of {self.label} ({msg}): nothing was written")
         if "unable to open" in low or "connection" in low or "could not" in low:
             return StorageError(f"cannot open the ledger {self.label}: {msg}")
         if isinstance(cause, (sqlite3.Error, PersistenceError)) or type(cause).__module__.startswith("psycopg"):

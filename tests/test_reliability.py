@@ -356,3 +356,29 @@ def test_full_disk_gives_a_clear_error_and_no_corruption(tiny_disk, tmp_path):
         assert led.verify().ok
     finally:
         led.close()
+
+
+@pytest.mark.slow
+def test_an_import_whose_input_pauses_inside_its_transaction_completes(url_factory, tmp_path):
+    """`import -` holds its one transaction open while it waits for input (a platform streaming its events,
+    or a parser working ahead on a busy machine): a pause of several seconds must not end the session."""
+    history = tmp_path / "small.jsonl"
+    _big_history(history, 30_000)
+    data = history.read_bytes()
+    cut = data.rfind(b"\n", 0, len(data) // 2) + 1
+    url = url_factory("paused")
+    AccessLedger.open(url, create=True).close()
+    proc = subprocess.Popen([_exe(), "--db", url, "import", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    proc.stdin.write(data[:cut])
+    proc.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not _writer_is_inside_its_transaction(url):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(8)  # longer than eventsourcing's default limit for a session idle in a transaction (5 s)
+    out, err = proc.communicate(data[cut:], timeout=300)
+    assert proc.returncode == 0, err.decode()
+    with AccessLedger.open(url) as led:
+        assert led.head() == 30_003 and led.verify(derived=False).ok
