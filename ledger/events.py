@@ -384,7 +384,7 @@ def parse_json(line: str | bytes) -> dict[str, Any]:
     if event["type"] in _WITH_LISTS:
         strings += sum(len(v) - 1 for v in event.values() if type(v) is list)
     quotes = line.count('"') if isinstance(line, str) else line.count(b'"')
-    if quotes // 2 - strings != len(model.model_fields_set):
+    if quotes // 2 - strings != len(model.__pydantic_fields_set__):  # model_fields_set, without the property
         _refuse_duplicate_keys(line)
     return event
 

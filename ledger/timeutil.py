@@ -13,7 +13,8 @@ _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 #: The longest duration accepted: more than the span of the years allowed, less than datetime's range.
 MAX_DURATION = timedelta(days=365 * 1000)
-_CANONICAL = re.compile(r"^(19[7-9]\d|[2-9]\d{3})-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
+#: Canonical text of an instant in the years MIN_YEAR to MAX_YEAR - 1 (9999 is outside, as parse_instant says).
+_CANONICAL = re.compile(r"^(19[7-9]\d|[2-8]\d{3}|9[0-8]\d\d|99[0-8]\d|999[0-8])-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
 
 
 def parse_instant(text: str, what: str = "at") -> datetime:

@@ -36,6 +36,9 @@ MEANING = {
                            "remove it so the records say what is true.",
     "role-without-holders": "A custom role nobody holds: delete it or document why it is kept.",
     "empty-team": "A team with no members.",
+    "confusable-name": "Two accounts (or teams) whose names look alike, such as a Cyrillic а for a Latin a, 0 for o "
+                       "or I for l: in a review or a log one passes for the other. Check that both are who they "
+                       "claim to be; rename or deactivate the look-alike.",
     "change-without-reason": "An access change recorded without a ticket or justification.",
 }
 INSTANT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")

@@ -9,6 +9,15 @@
 --   admin-count              per tenant and for the organization: who has full control (the predefined
 --                            admin / org_admin role, or *:* unscoped)
 --   change-without-reason    a change event recorded without a reason
+--   confusable-name          two principals of one kind whose names look alike: the same skeleton after
+--                            case folding (capital I also read as l) and mapping look-alike letters to
+--                            Latin ones (Cyrillic а е о р с х у і ј ѕ ԁ һ ӏ в н к м т, Greek ο α ι κ ν ρ τ
+--                            υ χ, digits 0 1 to o l, rn to m);
+--                            names are stored in NFKC form, so fullwidth and other compatibility forms are
+--                            already one name. Listed once per pair, with both names and the code points
+--                            of their non-ASCII characters.
+-- Rows are ordered completely (finding, since, who, where, what, positions, detail), so two runs on the
+-- same ledger give the same bytes.
 -- Parameters: $at, $start, $end (TIMESTAMP).
 WITH live_assignments AS (
     SELECT * FROM assignments WHERE holds_at(valid_from, valid_to, $at::TIMESTAMP)
@@ -86,7 +95,8 @@ WITH live_assignments AS (
            NULL::VARCHAR AS tenant, greatest(t.valid_from, max(m.valid_to)) AS since,
            list_filter([t.from_position, max(m.to_position)], lambda x: x IS NOT NULL) AS positions,
            CASE WHEN count(m.team) = 0 THEN 'never had members' ELSE 'no members left' END
-               || coalesce('; holds ' || (SELECT string_agg(DISTINCT g.role || coalesce(' in tenant ' || g.tenant, ''), ', ')
+               || coalesce('; holds ' || (SELECT string_agg(DISTINCT g.role || coalesce(' in tenant ' || g.tenant, ''), ', '
+                                                        ORDER BY g.role || coalesce(' in tenant ' || g.tenant, ''))
                                          FROM live_assignments g WHERE g.principal = 'team:' || t.team), '') AS detail
     FROM teams t
     LEFT JOIN memberships m ON m.team = t.team AND m.valid_from <= $at::TIMESTAMP
@@ -126,6 +136,37 @@ WITH live_assignments AS (
     WHERE e.type NOT IN ('ResourceAccessed', 'ConnectorSecretAccessed', 'OrganizationCreated')
       AND (e.reason IS NULL OR trim(e.reason) = '')
       AND e."at" >= $start::TIMESTAMP AND e."at" <= $end::TIMESTAMP AND e."at" <= $at::TIMESTAMP
+), principals_at AS (
+    -- Every user and service account recorded by $at (deactivated ones too), and every team in being.
+    SELECT principal, min(valid_from) AS since, min(from_position) AS position
+    FROM principal_status WHERE valid_from <= $at::TIMESTAMP GROUP BY principal
+    UNION ALL
+    SELECT 'team:' || team, valid_from, from_position FROM teams WHERE holds_at(valid_from, valid_to, $at::TIMESTAMP)
+), names AS (
+    SELECT principal, split_part(principal, ':', 1) AS kind, since, position,
+           nfc_normalize(substr(principal, strpos(principal, ':') + 1)) AS name,
+           array_to_string(list_transform(list_filter(string_split(principal, ''), lambda c: unicode(c) > 127),
+                                          lambda c: printf('U+%04X', unicode(c))), ' ') AS non_ascii
+    FROM principals_at
+), skeletons AS (
+    -- Two readings of each name: case folded first (Bob = bob), and capital I read as l first
+    -- (malIory = mallory); both then map look-alike letters and digits to Latin ones.
+    SELECT principal, kind, since, position, non_ascii, skeleton
+    FROM names,
+         LATERAL (SELECT unnest([lower(name), lower(replace(name, 'I', 'l'))]) AS folded),
+         LATERAL (SELECT replace(translate(folded, 'аеорсхуіјѕԁһӏвнкмтοαικνρτυχ01', 'aeopcxyijsdhlbhkmtoaikvptuxol'),
+                                 'rn', 'm') AS skeleton)
+), confusable AS (
+    SELECT 'confusable-name' AS finding, a.principal AS who, 'organization' AS "where", b.principal AS what,
+           NULL::VARCHAR AS tenant, greatest(a.since, b.since) AS since, list_sort([a.position, b.position]) AS positions,
+           a.principal || ' and ' || b.principal || ' look alike (both read as ' || a.kind || ':' || min(a.skeleton)
+               || ')' || CASE WHEN a.non_ascii <> '' OR b.non_ascii <> '' THEN '; non-ASCII: '
+                       || concat_ws(', ', CASE WHEN a.non_ascii <> '' THEN a.principal || ' has ' || a.non_ascii END,
+                                    CASE WHEN b.non_ascii <> '' THEN b.principal || ' has ' || b.non_ascii END)
+                  ELSE '' END AS detail
+    FROM skeletons a
+    JOIN skeletons b ON a.kind = b.kind AND a.skeleton = b.skeleton AND a.principal < b.principal
+    GROUP BY a.principal, b.principal, a.kind, a.since, b.since, a.position, b.position, a.non_ascii, b.non_ascii
 )
 SELECT finding, who, "where", what, tenant, since, positions, detail
 FROM (
@@ -136,7 +177,9 @@ FROM (
     UNION ALL SELECT * FROM empty_teams
     UNION ALL SELECT * FROM admin_counts
     UNION ALL SELECT * FROM no_reason
+    UNION ALL SELECT * FROM confusable
 )
 ORDER BY CASE finding WHEN 'self-grant' THEN 1 WHEN 'grant-to-deactivated' THEN 2 WHEN 'expired-not-revoked' THEN 3
-                      WHEN 'role-without-holders' THEN 4 WHEN 'empty-team' THEN 5 WHEN 'admin-count' THEN 6 ELSE 7 END,
-         since, who, "where", what
+                      WHEN 'role-without-holders' THEN 4 WHEN 'empty-team' THEN 5 WHEN 'confusable-name' THEN 6
+                      WHEN 'admin-count' THEN 7 ELSE 8 END,
+         since, who, "where", what, positions, detail
