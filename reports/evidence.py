@@ -54,7 +54,7 @@ ATTENTION: dict[str, frozenset[str] | None] = {
     "sod": None,  # every row: a principal holding both sides of a rule
     "changes": frozenset(),
     "hygiene": frozenset({"self-grant", "grant-to-deactivated", "expired-not-revoked", "role-without-holders",
-                          "empty-team", "change-without-reason"}),
+                          "empty-team", "change-without-reason", "confusable-name"}),
 }
 #: From this many events in the ledger on, verify and the JSONL are written by a worker process.
 WORKER_FROM = 50_000
