@@ -285,7 +285,16 @@ def test_deleted_id_rows_are_named_by_verify(ledger_url):
     with AccessLedger.open(ledger_url) as led:
         result = led.verify()
     assert not result.ok and result.first_bad is None
-    assert any("al_ids holds 3 id row(s) that do not match the 4 ids" in p for p in result.derived)
+    assert any("al_ids holds 3 id row(s) for the 4 events that carry an id" in p for p in result.derived)
+
+
+def test_an_id_row_pointing_at_another_event_is_named_by_verify(ledger_url):
+    _history(ledger_url)
+    _sql(ledger_url, "UPDATE al_ids SET position = position + 1 WHERE event_id = 'u-bob'")
+    with AccessLedger.open(ledger_url) as led:
+        result = led.verify()
+    assert not result.ok and result.first_bad is None
+    assert any("id 'u-bob' points at position" in p and "which does not carry it" in p for p in result.derived)
 
 
 def test_an_edited_grant_is_named_by_verify(ledger_url):
