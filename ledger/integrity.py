@@ -179,15 +179,25 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
     with store.transaction(write=False) as c:
         c.execute("SELECT position, at, link FROM al_head WHERE id = 1")
         row = c.fetchone()
-        head_pos, head_at, head_link = (0, "", GENESIS_LINK) if row is None else (int(row[0]), row[1], row[2])
+        head_pos, head_at, head_link = (0, "", GENESIS_LINK) if row is None else row
         c.execute("SELECT position, link, mac FROM al_seals ORDER BY position")
-        seals = [(int(p), link, mac) for p, link, mac in c.fetchall()]
+        seals = c.fetchall()
         c.execute("SELECT MAX(position) FROM al_chain")
-        chain_max = int(c.fetchone()[0] or 0)
-        seal_at = {p: (link, mac) for p, link, mac in seals}
+        chain_max = c.fetchone()[0] or 0
 
-        def fail(pos: int, problem: str, events: int, link: str) -> VerifyResult:
-            return VerifyResult(False, events, head_pos, link, len(seals), pos, problem)
+        def fail(pos: int | None, problem: str, events: int, link: str) -> VerifyResult:
+            return VerifyResult(False, events, head_pos if type(head_pos) is int else 0, link, len(seals), pos,
+                                problem)
+
+        # A position someone rewrote as text or a blob is named, not converted.
+        if type(head_pos) is not int:
+            return fail(None, f"al_head.position holds {head_pos!r:.40} where a position belongs", 0, GENESIS_LINK)
+        wrong = next((p for p, _, _ in seals if type(p) is not int), None)
+        if wrong is not None:
+            return fail(None, f"al_seals holds the position {wrong!r:.40} where a position belongs", 0, GENESIS_LINK)
+        if type(chain_max) is not int:
+            return fail(None, "al_chain holds a position that is not a number", 0, GENESIS_LINK)
+        seal_at = {p: (link, mac) for p, link, mac in seals}
 
         walk = None
         reported = 0
@@ -275,7 +285,7 @@ def _derived_problems(store: Store, c: Cursor, walk: _Walk, head_at: str) -> lis
     # event at its position (ids are unique, an event carries one): then the rows and the events
     # correspond one to one. Both counts are taken by the database.
     c.execute("SELECT count(*) FROM al_ids")
-    count = int(c.fetchone()[0])
+    count = c.fetchone()[0]
     wrong = store.ids_not_in_their_events(c)
     if count != walk.ids or wrong:
         detail = f"; e.g. id {wrong[0][0]!r} points at position {wrong[0][1]}, which does not carry it" if wrong else ""
@@ -372,7 +382,7 @@ def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tup
             # The segment before ends there: its walk checks this link and time against the log.
             c.execute("SELECT link FROM al_chain WHERE position = ?", (a - 1,))
             row = c.fetchone()
-            at = store.time_of_in(c, a - 1)
+            at = store.time_at(c, a - 1)
             if row is None or at is None:
                 return None
             link = row[0]

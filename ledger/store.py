@@ -336,25 +336,34 @@ class Store:
     # -- writing -------------------------------------------------------------------------
 
     def lock_head(self, c: Cursor) -> tuple[int, str, str]:
-        """Take the write lock (first statement of every write) and return (position, at, link).
-
-        The head row is derived data, so it is checked against the log before a write relies on it:
-        its link must be the one recomputed from the head event's stored bytes and the chain link
-        before it, and the time every new event is checked against is read from those bytes.
-        """
+        """Take the write lock (first statement of every write) and return (position, at, link), checked
+        as `head` checks them."""
         position, _, link = self._lock_head_row(c)
+        return self._checked_head(c, position, link)
+
+    def _checked_head(self, c: Cursor, position: Any, link: Any) -> tuple[int, str, str]:
+        """The head row's (position, link) checked against the log, with the head event's time.
+
+        The head row is derived data, and every read stops at it: its position must be the newest
+        stored event's (a head set back hides events, one set forward would make every reader walk
+        to it), and its link the one recomputed from the head event's stored bytes and the chain link
+        before it. The time is read from those bytes. Three look-ups by key.
+        """
+        position = as_number(position, "al_head.position")
+        last = self.max_position(c)
+        if position != last:
+            raise IntegrityFailure(f"the head says position {position} but the newest stored event is at {last}: "
+                                   "the log or its head was tampered with; run `access-ledger verify`")
         if position == 0:
-            return position, "", link
+            return 0, "", GENESIS_LINK
         from ledger.integrity import next_link
 
         rows = self.read_raw(c, max(1, position - 1), 2, position)
-        if not rows or rows[-1][0] != position:
-            raise IntegrityFailure(f"the head says position {position} but there is no event there: the log was "
-                                   "tampered with; run `access-ledger verify`")
         before = rows[0][5] if len(rows) == 2 else GENESIS_LINK
         pos, oid, version, topic, state = rows[-1][:5]
         at = time_in(state)
-        if before is None or at is None or next_link(before, pos, oid, version, topic, state) != link:
+        if (not isinstance(before, str) or at is None or not isinstance(link, str)
+                or next_link(before, pos, oid, version, topic, state) != link):
             raise IntegrityFailure(f"the head does not match the event at position {position}: the log or its "
                                    "chain was tampered with; run `access-ledger verify`")
         return position, at, link
@@ -373,17 +382,19 @@ class Store:
             c.execute("SELECT position, at, link FROM al_head WHERE id = 1")
         row = c.fetchone()
         if row is None:
+            if self.max_position(c):
+                raise IntegrityFailure("the log holds events but its head row is missing: the ledger was tampered "
+                                       "with; run `access-ledger verify`")
             c.execute("INSERT INTO al_head (id, position, at, link) VALUES (1, 0, '', ?)", (GENESIS_LINK,))
             return 0, "", GENESIS_LINK
-        return int(row[0]), row[1], row[2]
+        return row[0], row[1], row[2]
 
     def bulk_writer(self, c: Cursor) -> BulkWriter:
         return BulkWriter(self, c)
 
     def max_position(self, c: Cursor) -> int:
         c.execute(f"SELECT MAX({self.pos_col}) FROM {self.table}")
-        row = c.fetchone()
-        return int(row[0] or 0)
+        return as_number(c.fetchone()[0] or 0, "the newest stored position")
 
     def insert_events(self, c: Cursor, rows: Sequence[Row | tuple[int, str, int, str, bytes]]) -> None:
         """Append rows (position, stream, version, topic, state) into eventsourcing's stored_events."""
@@ -437,7 +448,7 @@ class Store:
             else:
                 c.execute(f"SELECT event_id, position FROM al_ids WHERE event_id IN ({', '.join('?' * len(part))})",
                           part)
-            position_of = {r[0]: int(r[1]) for r in c.fetchall()}
+            position_of = {r[0]: as_number(r[1], f"al_ids' row for id {r[0]!r}") for r in c.fetchall()}
             if not position_of:
                 continue
             state_at = dict(self.states_at(c, sorted(set(position_of.values()))))
@@ -457,10 +468,11 @@ class Store:
                       "IS DISTINCT FROM ',\"id\":' || to_json(i.event_id)::text || '}' LIMIT ?", (limit,))
         else:
             c.execute(f"SELECT i.event_id, i.position FROM al_ids i LEFT JOIN {self.table} e "
-                      f"ON e.{self.pos_col} = i.position WHERE e.state IS NULL OR substr(CAST(e.state AS TEXT), "
-                      "-length(',\"id\":' || json_quote(i.event_id) || '}')) "
-                      "IS NOT ',\"id\":' || json_quote(i.event_id) || '}' LIMIT ?", (limit,))
-        return [(str(r[0]), int(r[1])) for r in c.fetchall()]
+                      f"ON e.{self.pos_col} = i.position WHERE e.state IS NULL OR typeof(i.event_id) <> 'text' OR "
+                      "substr(CAST(e.state AS TEXT), -length(',\"id\":' || json_quote(CAST(i.event_id AS TEXT)) || "
+                      "'}')) IS NOT ',\"id\":' || json_quote(CAST(i.event_id AS TEXT)) || '}' LIMIT ?", (limit,))
+        # Shown as stored (an id or position someone rewrote with another type is named, not converted).
+        return [(str(r[0]), r[1]) for r in c.fetchall()]
 
     def states_at(self, c: Cursor, positions: Sequence[int]) -> list[tuple[int, bytes]]:
         """(position, stored bytes) of the given positions, each fetched by its key."""
@@ -484,42 +496,36 @@ class Store:
     # -- reading -------------------------------------------------------------------------
 
     def read(self, start: int = 1, stop: int | None = None, batch: int = 10000) -> Iterator[tuple[int, bytes]]:
-        """(position, canonical event bytes) in position order, from start to stop inclusive."""
-        position = start
-        while True:
-            upper = position + batch - 1 if stop is None else min(stop, position + batch - 1)
-            if stop is not None and position > stop:
-                return
-            with self.transaction(write=False) as c:
-                c.execute(f"SELECT {self.pos_col}, state FROM {self.table} WHERE {self.pos_col} >= ? "
-                          f"AND {self.pos_col} <= ? ORDER BY {self.pos_col}", (position, upper))
-                rows = c.fetchall()
-            if not rows:
-                if stop is not None and upper < stop:
-                    position = upper + 1
-                    if self.head()[0] < position:
-                        return
-                    continue
-                if stop is None and self.head()[0] > upper:
-                    position = upper + 1
-                    continue
-                return
-            for pos, state in rows:
-                yield int(pos), _as_bytes(state)
-            position = upper + 1
+        """(position, canonical event bytes) in position order, from start to stop (default: the head)
+        inclusive."""
+        if stop is None:
+            stop = self.head()[0]
+        yield from self._read_range(start, stop, batch, "")
 
     def read_topics_excluding(self, start: int, stop: int, topics: Sequence[str],
                               batch: int = 50_000) -> Iterator[tuple[int, bytes]]:
         """(position, bytes) from start to stop inclusive, leaving out events of the given topics."""
-        marks = ", ".join("?" * len(topics))
+        yield from self._read_range(start, stop, batch, f" AND topic NOT IN ({', '.join('?' * len(topics))})",
+                                    tuple(topics))
+
+    def _read_range(self, start: int, stop: int, batch: int, where: str,
+                    params: tuple[Any, ...] = ()) -> Iterator[tuple[int, bytes]]:
+        """Rows of positions start..stop in batches. A batch with no rows skips to the next stored
+        position, so the number of batches is bounded by the stored events, whatever `stop` says."""
         position = start
         while position <= stop:
             upper = min(stop, position + batch - 1)
             with self.transaction(write=False) as c:
                 c.execute(f"SELECT {self.pos_col}, state FROM {self.table} WHERE {self.pos_col} >= ? AND "
-                          f"{self.pos_col} <= ? AND topic NOT IN ({marks}) ORDER BY {self.pos_col}",
-                          (position, upper, *topics))
+                          f"{self.pos_col} <= ?{where} ORDER BY {self.pos_col}", (position, upper, *params))
                 rows = c.fetchall()
+                if not rows:
+                    c.execute(f"SELECT MIN({self.pos_col}) FROM {self.table} WHERE {self.pos_col} > ?", (upper,))
+                    following = c.fetchone()[0]
+                    if following is None:
+                        return
+                    position = as_number(following, "a stored position")
+                    continue
             for pos, state in rows:
                 yield int(pos), _as_bytes(state)
             position = upper + 1
@@ -544,20 +550,22 @@ class Store:
         return rows
 
     def head(self) -> tuple[int, str, str]:
-        """(position, time, link) of the newest event. The position and link are the head row's (a write
-        checks them against the log first thing); the time is read from the head event's own bytes."""
+        """(position, time, link) of the newest event: the head row, checked against the log (see
+        `_checked_head`; IntegrityFailure if it disagrees). Every read is bounded by it."""
         with self.transaction(write=False) as c:
-            c.execute("SELECT position, link FROM al_head WHERE id = 1")
-            row = c.fetchone()
-            if row is None:
-                return 0, "", GENESIS_LINK
-            position = int(row[0])
-            return position, (self._time_at(c, position) or "") if position else "", row[1]
+            return self._head_in(c)
 
-    def time_of_in(self, c: Cursor, position: int) -> str | None:
-        return self._time_at(c, position)
+    def _head_in(self, c: Cursor) -> tuple[int, str, str]:
+        c.execute("SELECT position, link FROM al_head WHERE id = 1")
+        row = c.fetchone()
+        if row is None:
+            if self.max_position(c):
+                raise IntegrityFailure("the log holds events but its head row is missing: the ledger was "
+                                       "tampered with; run `access-ledger verify`")
+            return 0, "", GENESIS_LINK
+        return self._checked_head(c, row[0], row[1])
 
-    def _time_at(self, c: Cursor, position: int) -> str | None:
+    def time_at(self, c: Cursor, position: int) -> str | None:
         """The `at` of the event at `position`, read from its stored (chained) bytes; None if no such event."""
         c.execute(f"SELECT state FROM {self.table} WHERE {self.pos_col} = ?", (position,))
         row = c.fetchone()
@@ -571,17 +579,15 @@ class Store:
         bytes, which the hash chain covers: no side table can move an answer in time.
         """
         with self.transaction(write=False) as c:
-            c.execute("SELECT position FROM al_head WHERE id = 1")
-            row = c.fetchone()
-            if row is None or int(row[0]) == 0:
+            head, head_at, _ = self._head_in(c)
+            if head == 0:
                 return 0
-            head = int(row[0])
-            if (self._time_at(c, head) or "") <= at:
+            if head_at <= at:
                 return head
             lo, hi = 0, head  # invariant: at(lo) <= at (lo=0: nothing), at(hi) > at
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if (self._time_at(c, mid) or "") <= at:
+                if (self.time_at(c, mid) or "") <= at:
                     lo = mid
                 else:
                     hi = mid
@@ -595,13 +601,13 @@ class Store:
         before = self.position_at(at)
         # position_at gives the newest with time <= at; step back over events exactly at `at`.
         with self.transaction(write=False) as c:
-            before_at = self._time_at(c, before) if before else None
+            before_at = self.time_at(c, before) if before else None
             if before_at is None or before_at < at:
                 return before + 1 if before < head else head + 1
             lo, hi = 0, before  # at(hi) == at; find the first position with that time
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if (self._time_at(c, mid) or "") < at:
+                if (self.time_at(c, mid) or "") < at:
                     lo = mid
                 else:
                     hi = mid
@@ -610,7 +616,7 @@ class Store:
     def time_of(self, position: int) -> str | None:
         """The time of the event at `position`, from its stored bytes."""
         with self.transaction(write=False) as c:
-            return self._time_at(c, position)
+            return self.time_at(c, position)
 
     def count(self) -> int:
         with self.transaction(write=False) as c:
@@ -635,17 +641,19 @@ class Snapshots:
             c.execute("DELETE FROM al_snapshots WHERE name = ?", (name,))
             c.execute("INSERT INTO al_snapshots (name, position, data) VALUES (?, ?, ?)", (name, position, data))
 
-    def load(self, name: str) -> tuple[int, bytes] | None:
+    def load(self, name: str) -> tuple[Any, bytes] | None:
         with self.store.transaction(write=False) as c:
             c.execute("SELECT position, data FROM al_snapshots WHERE name = ?", (name,))
             row = c.fetchone()
-        return None if row is None else (int(row[0]), bytes(row[1]))
+        # The position as stored: the reader checks it (a snapshot is a cache, one it cannot use is rebuilt).
+        return None if row is None else (row[0], _as_bytes(row[1]))
 
-    def names(self, prefix: str = "") -> list[tuple[str, int]]:
+    def names(self, prefix: str = "") -> list[tuple[str, Any]]:
+        """(name, position as stored) of the snapshots whose name starts with `prefix`."""
         with self.store.transaction(write=False) as c:
             c.execute("SELECT name, position FROM al_snapshots WHERE name LIKE ? ESCAPE '\\' ORDER BY position",
                       (prefix.replace("%", r"\%").replace("_", r"\_") + "%",))
-            return [(r[0], int(r[1])) for r in c.fetchall()]
+            return [(str(r[0]), r[1]) for r in c.fetchall()]
 
     def delete(self, name: str) -> None:
         with self.store.transaction(write=True) as c:
@@ -676,8 +684,21 @@ def time_in(state: bytes) -> str | None:
 
 
 def _as_bytes(value: Any) -> bytes:
-    """Stored state as bytes, even if someone rewrote the column as text."""
-    return value.encode() if isinstance(value, str) else bytes(value)
+    """Stored state as bytes, even if someone rewrote the column as text or a number (which then fail
+    the chain, never the reader)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    return (value if isinstance(value, str) else str(value)).encode("utf-8", "replace")
+
+
+def as_number(value: Any, where: str) -> int:
+    """A position (or count) read from a table: an integer, or IntegrityFailure naming where it was read
+    (a column someone rewrote with text or a blob ends in one line, not in a conversion error)."""
+    if type(value) is int:
+        return value
+    shown = repr(value if not isinstance(value, (bytes, memoryview)) else bytes(value))[:40]
+    raise IntegrityFailure(f"{where} holds {shown} where a number belongs: the database was edited outside the "
+                           "ledger; run `access-ledger verify`")
 
 
 def _first_line(exc: BaseException) -> str:

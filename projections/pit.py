@@ -124,6 +124,8 @@ def _decode(data: bytes, position: int, link: str | None, key: bytes | None) -> 
 
 def _position_of(name: str, row_position: int) -> int:
     """The position a snapshot row is for: a checkpoint's name says it too, and they must agree."""
+    if type(row_position) is not int:
+        raise BadSnapshot("its position is not a number")
     if name != CURRENT and name != f"{CHECKPOINT}{row_position:012d}":
         raise BadSnapshot("its name and its position disagree")
     return row_position
@@ -135,7 +137,8 @@ def _link_at(led: AccessLedger, position: int) -> str | None:
         c.execute("SELECT link FROM al_chain WHERE position = ? AND position <= (SELECT position FROM al_head "
                   "WHERE id = 1)", (position,))
         row = c.fetchone()
-    return None if row is None else row[0]
+    # A link rewritten with another type matches nothing: no snapshot is trusted or saved there.
+    return row[0] if row is not None and isinstance(row[0], str) else None
 
 
 def _read(led: AccessLedger, name: str, row_position: int, data: bytes) -> PermissionState:
@@ -199,7 +202,7 @@ class Timeline:
         """Positions of the stored checkpoints (rows whose name and position disagree are never read)."""
         if self._saved is None:
             self._saved = {mark for name, mark in self.led.snapshots.names(CHECKPOINT)
-                           if name == f"{CHECKPOINT}{mark:012d}"} if self.persist else set()
+                           if type(mark) is int and name == f"{CHECKPOINT}{mark:012d}"} if self.persist else set()
         return self._saved
 
     def _checkpoint(self, state: PermissionState, mark: int) -> None:
@@ -349,7 +352,10 @@ def check_snapshots(led: AccessLedger) -> list[str]:
     rows: list[tuple[int, str]] = []
     for name, row_position in led.snapshots.names():
         if name != CURRENT and not name.startswith(CHECKPOINT):
-            problems.append(f"snapshot {name} (position {row_position}) is not one this version uses: never read")
+            problems.append(f"snapshot {name} (position {row_position!r:.40}) is not one this version uses: never "
+                            "read")
+        elif type(row_position) is not int:
+            problems.append(f"snapshot {name} holds the position {row_position!r:.40}, not a number: never read")
         else:
             rows.append((row_position, name))
     state, folded = PermissionState(), 0

@@ -16,6 +16,7 @@ from ledger.cli.common import (
     ActorOption, AtOption, Format, FormatOption, OutOption, ReasonOption, check_actor, default_actor, emit, emit_text,
     fail, handled, open_ledger,
 )
+from ledger.errors import IntegrityFailure
 
 tenant_app = typer.Typer(help="Create, rename and delete tenants.", no_args_is_help=True)
 user_app = typer.Typer(help="Create, deactivate and reactivate users.", no_args_is_help=True)
@@ -467,29 +468,10 @@ def verify(ctx: typer.Context,
         digest_data = read_digest(digest_file) if digest_file is not None else None
         led = open_ledger(ctx)
         try:
-            with _progress("verifying", led.head(), unit="events") as bar:
-                task = bar.add_task("verify", total=led.head())
-                result = led.verify(digest_data, progress=lambda n: bar.advance(task, n), derived=not quick)
-            if not quick and (result.ok or result.first_bad is None):
-                # The projections' snapshots are derived data too: each compared with the fold of the events.
-                from projections.pit import check_snapshots
-
-                derived = check_snapshots(led)
-                # So is the warehouse the audits read: compared, table by table, with a fresh sync.
-                from reports.warehouse import compare_with_events, default_path
-
-                kept = str(warehouse) if warehouse is not None else default_path(led)
-                if warehouse is not None and not warehouse.exists():
-                    raise typer.BadParameter(f"no warehouse at {warehouse}", param_hint="--warehouse")
-                if kept != ":memory:" and os.path.exists(kept):
-                    with _progress("checking the warehouse", led.head(), unit="events") as bar:
-                        task = bar.add_task("warehouse", total=led.head())
-                        derived += compare_with_events(led, kept, progress=lambda n: bar.advance(task, n))
-                if derived:
-                    result.derived.extend(derived)
-                    result.ok = False
-                    result.problem = (f"the log is intact, but {len(result.derived)} derived row(s) disagree with "
-                                      f"its events: {result.derived[0]}")
+            result = _verify_all(led, digest_data, warehouse, quick)
+        except IntegrityFailure as exc:  # a derived row a check relies on is itself wrong: that is the finding
+            typer.echo(f"TAMPERED: {exc}", err=True)
+            raise typer.Exit(1) from None
         finally:
             led.close()
     if fmt is Format.table and out is None:
@@ -508,6 +490,38 @@ def verify(ctx: typer.Context,
         emit([result.as_dict()], fmt, out)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _verify_all(led: Any, digest_data: dict[str, Any] | None, warehouse: Path | None, quick: bool) -> Any:
+    """verify's checks: the log, then (unless quick) the derived tables, the snapshots and the warehouse."""
+    try:
+        total = led.head()
+    except IntegrityFailure:
+        total = led.store.count()  # the walk below names what is wrong with the head
+    with _progress("verifying", total, unit="events") as bar:
+        task = bar.add_task("verify", total=total)
+        result = led.verify(digest_data, progress=lambda n: bar.advance(task, n), derived=not quick)
+    if not quick and (result.ok or result.first_bad is None):
+        # The projections' snapshots are derived data too: each compared with the fold of the events.
+        from projections.pit import check_snapshots
+
+        derived = check_snapshots(led)
+        # So is the warehouse the audits read: compared, table by table, with a fresh sync.
+        from reports.warehouse import compare_with_events, default_path
+
+        kept = str(warehouse) if warehouse is not None else default_path(led)
+        if warehouse is not None and not warehouse.exists():
+            raise typer.BadParameter(f"no warehouse at {warehouse}", param_hint="--warehouse")
+        if kept != ":memory:" and os.path.exists(kept):
+            with _progress("checking the warehouse", total, unit="events") as bar:
+                task = bar.add_task("warehouse", total=total)
+                derived += compare_with_events(led, kept, progress=lambda n: bar.advance(task, n))
+        if derived:
+            result.derived.extend(derived)
+            result.ok = False
+            result.problem = (f"the log is intact, but {len(result.derived)} derived row(s) disagree with "
+                              f"its events: {result.derived[0]}")
+    return result
 
 
 def digest(ctx: typer.Context, out: OutOption = None) -> None:
