@@ -25,11 +25,17 @@ class NeverRecorded(UnknownEntity):
     """A tenant, principal, role, team or connector that never existed in the ledger (most likely a typo)."""
 
 
-def closest(c: Cursor, kinds: tuple[str, ...], name: str, *, as_principal: bool, cutoff: float = 0.6) -> list[str]:
-    """The recorded names of these kinds that look most like `name` (`kind:NAME` when `as_principal`)."""
+def closest(c: Cursor, kinds: tuple[str, ...], name: str, *, as_principal: bool, cutoff: float = 0.75) -> list[str]:
+    """The recorded names of these kinds that look most like `name` (`kind:NAME` when `as_principal`).
+
+    Names are compared without their kind, which every principal shares (`user:nobody` is not close
+    to `user:bob`)."""
     c.execute(f"SELECT kind, name FROM al_entities WHERE kind IN ({', '.join('?' for _ in kinds)})", kinds)
-    known = sorted(f"{k}:{n}" if as_principal else n for k, n in c.fetchall())
-    return difflib.get_close_matches(name, known, n=3, cutoff=cutoff)
+    shown: dict[str, list[str]] = {}
+    for k, n in sorted((k, n) for k, n in c.fetchall()):
+        shown.setdefault(n, []).append(f"{k}:{n}" if as_principal else n)
+    bare = name.split(":", 1)[1] if as_principal and ":" in name else name
+    return [s for n in difflib.get_close_matches(bare, list(shown), n=3, cutoff=cutoff) for s in shown[n]][:3]
 
 
 def recorded(c: Cursor, kind: str, name: str) -> bool:
@@ -65,7 +71,7 @@ def require_recorded(store: Store, *, principal: str | None = None, tenant: str 
                 c.execute("SELECT name FROM al_entities WHERE kind = 'connector' AND ref = ?", (nfkc(tenant),))
                 known = sorted(n.split("/", 1)[1] for (n,) in c.fetchall())
                 _refuse(f"service connector in tenant {tenant}", connector,
-                        difflib.get_close_matches(nfkc(connector), known, n=3, cutoff=0.6))
+                        difflib.get_close_matches(nfkc(connector), known, n=3, cutoff=0.75))
 
 
 def _refuse(label: str, name: str, close: list[str]) -> None:
