@@ -25,16 +25,18 @@ class NeverRecorded(UnknownEntity):
     """A tenant, principal, role, team or connector that never existed in the ledger (most likely a typo)."""
 
 
-def closest(c: Cursor, kinds: tuple[str, ...], name: str, *, as_principal: bool, cutoff: float = 0.75) -> list[str]:
+def closest(c: Cursor, kinds: tuple[str, ...], name: str, *, as_principal: bool, cutoff: float = 0.75,
+            with_kind: bool = False) -> list[str]:
     """The recorded names of these kinds that look most like `name` (`kind:NAME` when `as_principal`).
 
     Names are compared without their kind, which every principal shares (`user:nobody` is not close
-    to `user:bob`)."""
+    to `user:bob`), unless `with_kind`."""
     c.execute(f"SELECT kind, name FROM al_entities WHERE kind IN ({', '.join('?' for _ in kinds)})", kinds)
     shown: dict[str, list[str]] = {}
     for k, n in sorted((k, n) for k, n in c.fetchall()):
-        shown.setdefault(n, []).append(f"{k}:{n}" if as_principal else n)
-    bare = name.split(":", 1)[1] if as_principal and ":" in name else name
+        full = f"{k}:{n}" if as_principal else n
+        shown.setdefault(full if with_kind else n, []).append(full)
+    bare = name.split(":", 1)[1] if as_principal and not with_kind and ":" in name else name
     return [s for n in difflib.get_close_matches(bare, list(shown), n=3, cutoff=cutoff) for s in shown[n]][:3]
 
 

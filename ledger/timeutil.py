@@ -124,7 +124,10 @@ def cli_instant(text: str, what: str = "at") -> str:
             raise ValidationError(f"{what}: {text!r} {_NOT_A_TIME}") from None
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-    return format_instant(parse_instant(value, what))
+    try:
+        return format_instant(parse_instant(value, what))
+    except ValidationError:  # an aware datetime fails only on the years
+        raise ValidationError(f"{what}: {text!r} is outside the years {MIN_YEAR}-{MAX_YEAR - 1}") from None
 
 
 def parse_period(text: str, what: str = "period") -> tuple[str, str]:

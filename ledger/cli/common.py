@@ -174,7 +174,7 @@ def check_actor(led: AccessLedger, actor: str) -> None:
     with led.store.transaction(write=False) as c:
         if recorded(c, kind, name):
             return
-        close = closest(c, ACTOR_KINDS, f"{kind}:{name}", as_principal=True, cutoff=0.75)
+        close = closest(c, ACTOR_KINDS, f"{kind}:{name}", as_principal=True, with_kind=True)
     hint = f"closest: {', '.join(close)}" if close else "use system or a recorded user:NAME or service_account:NAME"
     raise UnknownActor(f"actor: unknown principal {actor!r} (never recorded in this ledger; {hint})")
 

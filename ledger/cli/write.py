@@ -105,6 +105,9 @@ def tenant_list(ctx: typer.Context, fmt: FormatOption = Format.table, out: OutOp
 def _one_word(name: str, what: str) -> None:
     """Refuse a new user or service account name holding white space: `user:NAME` must stay one word to
     type, and to read in every table and log line. (Imported histories keep the names they record.)"""
+    from ledger.vocabulary import check_name
+
+    check_name(name, what.replace(" ", "_"))  # what every writer refuses first, with its own message
     if any(ch.isspace() for ch in name):
         raise ValidationError(f"{what}: {name!r} holds white space: a principal's name is one word, "
                               f"e.g. {'.'.join(name.split())!r}")
