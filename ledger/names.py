@@ -72,10 +72,10 @@ def require_recorded(store: Store, *, principal: str | None = None, tenant: str 
             if not recorded(c, "connector", key):
                 c.execute("SELECT name FROM al_entities WHERE kind = 'connector' AND ref = ?", (nfkc(tenant),))
                 known = sorted(n.split("/", 1)[1] for (n,) in c.fetchall())
-                _refuse(f"service connector in tenant {tenant}", connector,
-                        difflib.get_close_matches(nfkc(connector), known, n=3, cutoff=0.75))
+                _refuse("service connector", connector,
+                        difflib.get_close_matches(nfkc(connector), known, n=3, cutoff=0.75), f" in tenant {tenant!r}")
 
 
-def _refuse(label: str, name: str, close: list[str]) -> None:
+def _refuse(label: str, name: str, close: list[str], where: str = "") -> None:
     hint = f"did you mean {' or '.join(close)}?" if close else "no recorded name is close"
-    raise NeverRecorded(f"unknown {label} {name!r}: never recorded in this ledger ({hint})")
+    raise NeverRecorded(f"unknown {label} {name!r}{where}: never recorded in this ledger ({hint})")

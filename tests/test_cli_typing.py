@@ -197,8 +197,12 @@ def test_evidence_export_takes_a_period_and_refuses_it_with_from(q, tmp_path):
      "unknown tenant 'stagin': never recorded in this ledger (did you mean staging?)"),
     (["check", "user:bobb", "read", "model/m", "--tenant", "production", "--at", "2026-01-02"],
      "unknown principal 'user:bobb': never recorded in this ledger (did you mean user:bob?)"),
+    (["who-can", "read_secret_value", "service_connector/aws-prd", "--tenant", "production"],
+     "unknown service connector 'aws-prd' in tenant 'production': never recorded in this ledger "
+     "(did you mean aws-prod?)"),
+    (["role", "show", "dss"], "unknown role 'dss': never recorded in this ledger (did you mean ds?)"),
 ], ids=["who-can-tenant", "what-can-principal", "what-can-nothing-close", "explain-team", "check-tenant",
-        "check-principal-at"])
+        "check-principal-at", "who-can-connector", "role-show"])
 def test_a_name_never_recorded_is_an_error_with_the_closest_names(q, args, message):
     result = run(q, *args)
     assert result.exit_code == 2, result.stderr
@@ -212,6 +216,9 @@ def test_a_name_that_existed_but_not_at_that_instant_is_an_answer(q):
     assert denied.stdout.endswith(": user:bob does not exist\n")
     empty = run(q, "what-can", "user:bob", "--at", "2026-01-02", "--format", "json")
     assert (empty.exit_code, json.loads(empty.stdout)) == (0, [])
+    deleted = run(q, "who-can", "read_secret_value", "service_connector/gcp-old", "--tenant", "production",
+                  "--format", "json")
+    assert deleted.exit_code == 0, deleted.output
 
 
 def test_check_batch_refuses_a_line_naming_what_was_never_recorded(q, tmp_path):

@@ -53,16 +53,15 @@ def _state(led: AccessLedger, at: str | None, position: int | None,
 
 
 def _answer(ctx: typer.Context, at: str | None, position: int | None, principal: str | None,
-            ask: Callable[[PermissionState, str], T], tenant: str | None = None) -> T:
+            ask: Callable[[PermissionState, str], T], tenant: str | None = None, resource: str | None = None) -> T:
     """Open the ledger, take the state the question is asked of, answer it, close the ledger.
 
-    A principal or tenant the ledger never recorded is refused (a typo), not answered "nobody".
+    A principal, tenant or service connector the ledger never recorded is refused (a typo), not
+    answered "nobody".
     """
-    from ledger.names import require_recorded
-
     led = open_ledger(ctx)
     try:
-        require_recorded(led.store, principal=principal, tenant=tenant)
+        _require_recorded(led, principal, tenant, resource)
         state, instant = _state(led, at, position, principal)
         return ask(state, instant)
     finally:
@@ -93,7 +92,7 @@ def check(
     with handled():
         answer = _answer(ctx, at, position, principal,
                          lambda state, instant: ask(state, Question(principal, action, resource, tenant), instant),
-                         tenant)
+                         tenant, resource)
     if fmt is Format.json:
         emit_text(json.dumps(answer, indent=2) + "\n", out)
     elif fmt is Format.table and out is None:
@@ -105,6 +104,15 @@ def check(
         emit([row], fmt, out)
     if not answer["allowed"]:
         raise typer.Exit(1)
+
+
+def _require_recorded(led: AccessLedger, principal: str | None, tenant: str | None, resource: str | None) -> None:
+    """Refuse a principal, a tenant, or a connector (`service_connector/ID` in a tenant) never recorded."""
+    from ledger.names import require_recorded
+
+    rtype, _, rid = (resource or "").partition("/")
+    connector = rid if rtype == "service_connector" and tenant is not None else None
+    require_recorded(led.store, principal=principal, tenant=tenant, connector=connector)
 
 
 def _verdict(answer: dict[str, Any]) -> str:
@@ -199,19 +207,18 @@ def _check_batch(ctx: typer.Context, batch: Path, out: Path | None) -> None:
 
 
 def _require_recorded_names(led: AccessLedger, queries: list[dict[str, Any]]) -> None:
-    """Refuse a batch naming a principal or tenant never recorded (each distinct name looked up once)."""
+    """Refuse a batch naming a principal, tenant or connector never recorded (each looked up once)."""
     from ledger.errors import LedgerError
-    from ledger.names import require_recorded
 
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str | None, ...]] = set()
     for q in queries:
-        for field in ("principal", "tenant"):
-            name = q.get(field)
-            if name is None or (field, name) in seen:
+        connector = q["resource"] if q["resource"].startswith("service_connector/") else None
+        for names in ((q["principal"], None, None), (None, q.get("tenant"), connector)):
+            if names in seen:
                 continue
-            seen.add((field, name))
+            seen.add(names)
             try:
-                require_recorded(led.store, **{field: name})
+                _require_recorded(led, *names)
             except LedgerError as exc:
                 raise type(exc)(f"line {q['_line']}: {exc}") from None
 
@@ -226,7 +233,7 @@ def who_can(ctx: typer.Context, action: Annotated[str, typer.Argument(help="The 
     with handled():
         instant, rows = _answer(ctx, at, position, None,
                                 lambda state, instant: (instant, ask(state, action, resource, tenant, instant)),
-                                tenant)
+                                tenant, resource)
         emit(rows, fmt, out, ["principal", "role", "via_team", "permission", "resource_scope", "expires_at",
                               "granted_at", "granted_by", "position", "reason"],
              title=f"who can {action} {resource}{' in ' + tenant if tenant else ''} at {instant}")
@@ -260,7 +267,7 @@ def explain(ctx: typer.Context,
     with handled():
         answer = _answer(ctx, at, position, principal,
                          lambda state, instant: ask(state, Question(principal, action, resource, tenant), instant),
-                         tenant)
+                         tenant, resource)
         instant = answer["at"]
         if fmt is Format.json:
             emit_text(json.dumps(answer, indent=2) + "\n", out)

@@ -320,7 +320,10 @@ def role_show(ctx: typer.Context, role: str, fmt: FormatOption = Format.table, o
         try:
             roles = {r["name"]: r for r in led.entities("role") if r["status"] != "deleted"}
             if role not in roles:
-                fail(f"unknown role {role!r}")
+                from ledger.names import require_recorded
+
+                require_recorded(led.store, role=role)  # never recorded: a typo, with the closest names
+                fail(f"unknown role {role!r} (it was deleted)")
             grants = led.grants(role)
         finally:
             led.close()
