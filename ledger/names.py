@@ -61,6 +61,8 @@ def require_recorded(store: Store, *, principal: str | None = None, tenant: str 
     if role is not None:
         asked.append(("role", "role", nfkc(role), ("role",)))
     with store.transaction(write=False) as c:
+        if not recorded(c, "organization", ""):
+            return  # an empty ledger: the question itself says there is nothing yet
         for label, kind, name, kinds in asked:
             if not recorded(c, kind, name):
                 shown = f"{kind}:{name}" if label == "principal" else name
