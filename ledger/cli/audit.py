@@ -11,7 +11,7 @@ import typer
 from ledger.cli.common import (
     Format, FormatOption, OutOption, PeriodOption, emit, handled, open_ledger, period_or_range, when,
 )
-from ledger.timeutil import CLI_TIME_HELP
+from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 
 WarehouseOption = Annotated[Path | None, typer.Option(
     "--warehouse", help="The DuckDB warehouse file (default: beside a SQLite ledger, <ledger>.duckdb; "
@@ -20,7 +20,8 @@ AtOption = Annotated[str | None, typer.Option("--at", help=f"The moment the audi
                                                             f"{CLI_TIME_HELP}.")]
 FromOption = Annotated[str | None, typer.Option("--from", help=f"Start of the period, inclusive (default: the "
                                                                 f"beginning of the ledger): {CLI_TIME_HELP}.")]
-ToOption = Annotated[str | None, typer.Option("--to", help="End of the period, inclusive (default now).")]
+ToOption = Annotated[str | None, typer.Option("--to", help=f"End of the period, inclusive (default now; "
+                                                            f"{CLI_TIME_HELP_AGAIN}).")]
 WindowOption = Annotated[str, typer.Option("--window", help="How far back use counts: 90d, 12w, 36h, 30min, 3mo "
                                                             "(30 days each), 1y (365 days); a bare m is refused.")]
 RulesOption = Annotated[Path | None, typer.Option("--rules", help="A TOML file of separation-of-duties rules "

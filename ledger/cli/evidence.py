@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from ledger.cli.common import PeriodOption, handled, open_ledger, period_or_range
-from ledger.timeutil import CLI_TIME_HELP
+from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 
 evidence_app = typer.Typer(help="Export evidence bundles for auditors and check them later.", no_args_is_help=True)
 
@@ -47,7 +47,8 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create (or, with --zip, the zip file).")],
     start: Annotated[str | None, typer.Option("--from", help=f"Start of the period (default: the first event): "
                                                               f"{CLI_TIME_HELP}.")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="End of the period (default: now).")] = None,
+    end: Annotated[str | None, typer.Option("--to", help=f"End of the period (default: now; "
+                                                         f"{CLI_TIME_HELP_AGAIN}).")] = None,
     period: PeriodOption = None,
     as_zip: Annotated[bool, typer.Option("--zip", help="Write one zip file instead of a folder.")] = False,
     window: Annotated[str, typer.Option("--window", help="Least-privilege window ending at --to.")] = "90d",

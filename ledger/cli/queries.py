@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from ledger.cli.common import Format, FormatOption, OutOption, emit, emit_text, fail, handled, open_ledger, when
-from ledger.timeutil import CLI_TIME_HELP
+from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 
 if TYPE_CHECKING:
     from ledger.app import AccessLedger
@@ -286,7 +286,8 @@ def explain(ctx: typer.Context,
 
 def diff(ctx: typer.Context,
          from_: Annotated[str, typer.Option("--from", help=f"The earlier instant: {CLI_TIME_HELP}.")],
-         to: Annotated[str | None, typer.Option("--to", help="The later instant (default now).")] = None,
+         to: Annotated[str | None, typer.Option("--to", help=f"The later instant (default now; "
+                                                             f"{CLI_TIME_HELP_AGAIN}).")] = None,
          fmt: FormatOption = Format.table, out: OutOption = None) -> None:
     """Permissions gained and lost per principal between two instants, with the events behind each."""
     from ledger.timeutil import format_instant, now

@@ -19,7 +19,7 @@ from ledger.cli.common import (
     fail, handled, no_new_file_if_refused, open_ledger, when,
 )
 from ledger.errors import ValidationError
-from ledger.timeutil import CLI_TIME_HELP
+from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 
 tenant_app = typer.Typer(help="Create, rename and delete tenants.", no_args_is_help=True)
 user_app = typer.Typer(help="Create, deactivate and reactivate users.", no_args_is_help=True)
@@ -443,7 +443,8 @@ def import_(ctx: typer.Context,
 def export(ctx: typer.Context,
            from_: Annotated[str | None, typer.Option("--from", help=f"Only events at or after this time: "
                                                                     f"{CLI_TIME_HELP}.")] = None,
-           to: Annotated[str | None, typer.Option("--to", help="Only events at or before this time.")] = None,
+           to: Annotated[str | None, typer.Option("--to", help=f"Only events at or before this time "
+                                                               f"({CLI_TIME_HELP_AGAIN}).")] = None,
            out: OutOption = None,
            fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl (events) or casbin (the permission "
                                                                   "state as a casbin model and policy; --out DIR).")]
