@@ -80,8 +80,19 @@ def test_each_audit_command_runs(ledger, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["least-privilege", "--window", "ninety"], "Error: window: 'ninety' is not a duration like 90d, 12h or 2w\n"),
-    (["review", "--at", "yesterday"], "Error: at: 'yesterday' is not an ISO-8601 time\n"),
+    (["least-privilege", "--window", "ninety"],
+     "Error: window: 'ninety' is not a duration like 90d, 12h, 2w, 30min, 3mo or 1y\n"),
+    (["least-privilege", "--window", "3m"], "Error: window: '3m' is ambiguous: say 3min (minutes) or 3mo (months)\n"),
+    (["review", "--at", "lastweek"], "Error: at: 'lastweek' is not a time: give 2026-03-15T10:00:00Z, "
+     "2026-03-15T10:00 (UTC), 2026-03-15, now, today, yesterday or -7d\n"),
+    (["changes", "--period", "2026-Q1", "--from", d(1)], "Error: period: give --period or --from/--to, not both\n"),
+    (["secrets", "--period", "2026-Q5"], "Error: period: '2026-Q5' is not a period like 2026, 2026-03 or 2026-Q1\n"),
+    (["review", "--tenant", "prd"],
+     "Error: unknown tenant 'prd': never recorded in this ledger (did you mean prod?)\n"),
+    (["review", "--principal", "user:alise"],
+     "Error: unknown principal 'user:alise': never recorded in this ledger (did you mean user:alice?)\n"),
+    (["review", "--principal", "user:nobody"],
+     "Error: unknown principal 'user:nobody': never recorded in this ledger (no recorded name is close)\n"),
     (["changes", "--from", d(5), "--to", d(4)],
      "Error: from: 2026-01-05T00:00:00Z is after to: 2026-01-04T00:00:00Z\n"),
     (["sod", "--rules", "/no/such/rules.toml"], "Error: rules: no file /no/such/rules.toml\n"),

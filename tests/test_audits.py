@@ -15,7 +15,8 @@ from projections.pit import Timeline
 from reports.audits import AUDITS, run_audit
 from reports.errors import AuditParameterError, RulesError, UnknownAudit
 from reports.warehouse import Warehouse
-from test_warehouse import COMMANDS, build, instants_of, prelude
+from strategies import COMMANDS
+from test_warehouse import build, instants_of, prelude
 
 
 def d(day: int, hour: int = 0) -> str:

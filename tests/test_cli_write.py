@@ -73,7 +73,15 @@ REFUSALS = [
      "Error: base role 'viewer' has tenant scope, not organization"),
     (["user", "create", "carol", "--at", "2000-01-01T00:00:00Z"], None),
     (["user", "create", "carol", "--at", "2999-01-01T00:00:00Z"], None),
-    (["user", "create", "carol", "--at", "yesterday"], "Error: at: 'yesterday' is not an ISO-8601 time"),
+    (["user", "create", "carol", "--at", "soon"], "Error: at: 'soon' is not a time: give 2026-03-15T10:00:00Z, "
+     "2026-03-15T10:00 (UTC), 2026-03-15, now, today, yesterday or -7d"),
+    (["user", "create", "carol", "--at", "yesterday"], None),  # before the newest event
+    (["user", "create", "carol smith"],
+     "Error: user: 'carol smith' holds white space: a principal's name is one word, e.g. 'carol.smith'"),
+    (["user", "create", "carol", "--email", "carol.example.com"],
+     "Error: email: 'carol.example.com' is not an email address (NAME@DOMAIN)"),
+    (["service-account", "create", "ci deployer"],
+     "Error: service account: 'ci deployer' holds white space: a principal's name is one word, e.g. 'ci.deployer'"),
     (["role", "assign", "ds", "--to", "alice", "--tenant", "prod"],
      "Error: principal: 'alice' is not user:NAME, team:NAME or service_account:NAME"),
     (["role", "assign", "ds", "--tenant", "prod"], "Error: Missing option '--to'."),

@@ -13,6 +13,7 @@ from projections.answers import Question, check, diff, what_can, who_can
 from projections.casbin_export import policy_lines, request, write
 from projections.permissions import PermissionState
 from projections.pit import Timeline
+from strategies import COMMANDS, NAMES, TENANTS, apply_commands
 
 
 def d(day: int, hour: int = 0) -> str:
@@ -214,50 +215,9 @@ def test_zenml_oss_preset_checks(ledger_url):
 
 # -- the point-in-time machinery against plain replay ----------------------------------------
 
-NAMES = st.sampled_from(["alice", "bob", "carol"])
-TENANTS = st.sampled_from(["prod", "dev"])
-ROLES = st.sampled_from(["viewer", "editor", "admin", "c1", "c2", "org_viewer"])
-PRINCIPALS = st.one_of(NAMES.map("user:{}".format), st.sampled_from(["team:ml", "service_account:ci"]))
-PERMS = st.lists(st.sampled_from(["model:read", "model:promote", "pipeline:*", "*:update", "secret:read"]),
-                 unique=True, max_size=3)
-RESOURCES = st.sampled_from([None, None, "model/m1", "pipeline/p1"])
-DAY = st.integers(1, 3)
-
-COMMANDS = st.one_of(
-    st.tuples(st.just("create_tenant"), TENANTS),
-    st.tuples(st.just("delete_tenant"), TENANTS),
-    st.tuples(st.just("create_user"), NAMES),
-    st.tuples(st.just("deactivate_user"), NAMES),
-    st.tuples(st.just("reactivate_user"), NAMES),
-    st.tuples(st.just("create_service_account"), st.just("ci")),
-    st.tuples(st.just("create_team"), st.just("ml")),
-    st.tuples(st.just("delete_team"), st.just("ml")),
-    st.tuples(st.just("add_team_member"), st.just("ml"), st.one_of(NAMES.map("user:{}".format),
-                                                                   st.just("service_account:ci"))),
-    st.tuples(st.just("remove_team_member"), st.just("ml"), NAMES.map("user:{}".format)),
-    st.tuples(st.just("create_role"), st.sampled_from(["c1", "c2"]), st.just("tenant"), PERMS,
-              st.sampled_from([None, "viewer", "c1"])),
-    st.tuples(st.just("change_role"), st.sampled_from(["c1", "c2"]), PERMS, st.just([])),
-    st.tuples(st.just("delete_role"), st.sampled_from(["c1", "c2"])),
-    st.tuples(st.just("assign_role"), ROLES, PRINCIPALS, TENANTS, RESOURCES,
-              st.sampled_from([None, "2026-02-05T00:00:00Z", "2026-02-20T00:00:00Z"])),
-    st.tuples(st.just("unassign_role"), ROLES, PRINCIPALS, TENANTS, RESOURCES),
-    st.tuples(st.just("record_access"), NAMES.map("user:{}".format), st.just("read"), st.just("model/m1"),
-              st.just("allowed"), TENANTS),
-)
-
-
 def build(led: AccessLedger, commands) -> None:
     led.init(at="2026-02-01T00:00:00Z")
-    for i, (name, *args) in enumerate(commands):
-        if name == "assign_role" and args[0] == "org_viewer":
-            args = [args[0], args[1]]  # an organization role: no tenant, no resource
-        if name == "unassign_role" and args[0] == "org_viewer":
-            args = [args[0], args[1]]
-        try:
-            getattr(led, name)(*args, at=f"2026-02-{2 + i // 3:02d}T{i % 3 * 8:02d}:00:00Z")
-        except E.LedgerError:
-            pass
+    apply_commands(led, commands, lambda i: f"2026-02-{2 + i // 3:02d}T{i % 3 * 8:02d}:00:00Z")
 
 
 def replay(led: AccessLedger, stop: int) -> PermissionState:
@@ -274,11 +234,7 @@ def test_incremental_catch_up_equals_full_replay(tmp_path_factory, commands, cut
     build(led, commands[: int(len(commands) * cut)])
     Timeline(led).current()  # persists the current projection at this head
     build_more = commands[int(len(commands) * cut):]
-    for i, (name, *args) in enumerate(build_more):
-        try:
-            getattr(led, name)(*args, at=f"2026-03-{1 + i // 3:02d}T{i % 3 * 8:02d}:00:00Z")
-        except E.LedgerError:
-            pass
+    apply_commands(led, build_more, lambda i: f"2026-03-{1 + i // 3:02d}T{i % 3 * 8:02d}:00:00Z")
     caught_up = Timeline(led).current()
     assert caught_up == replay(led, led.head())
     led.close()

@@ -22,6 +22,7 @@ from projections.answers import what_can
 from projections.permissions import PermissionState
 from reports.errors import WarehouseMismatch
 from reports.warehouse import Warehouse, default_path
+from strategies import COMMANDS, TENANTS, USERS, apply_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,54 +32,6 @@ def d(day: int, hour: int = 0) -> str:
 
 
 # -- the projection and the warehouse agree, row for row ------------------------------------------
-
-NAMES = st.sampled_from(["alice", "bob", "carol"])
-USERS = NAMES.map("user:{}".format)
-MEMBERS = st.one_of(USERS, st.just("service_account:ci"))
-TENANTS = st.sampled_from(["prod", "dev"])
-TENANT_ROLES = st.sampled_from(["viewer", "editor", "admin", "c1", "c2", "c3"])
-ORG_ROLES = st.sampled_from(["org_viewer", "org_admin", "o1"])
-PRINCIPALS = st.one_of(USERS, st.sampled_from(["team:ml", "team:ops", "service_account:ci"]))
-PERMS = st.lists(st.sampled_from(["model:read", "model:promote", "pipeline:*", "*:update", "secret:read",
-                                  "service_connector:read_secret_value", "*:*"]), unique=True, max_size=3)
-ORG_PERMS = st.lists(st.sampled_from(["tenant:read", "member:*", "*:update", "role:update"]), unique=True,
-                     max_size=2)
-RESOURCES = st.sampled_from([None, None, None, "model/m1", "pipeline/p1", "service_connector/aws"])
-# Expiry instants that coincide with event times (hours 0 and 12 of the days events use).
-EXPIRES = st.sampled_from([None, None, None, "2026-02-03T00:00:00Z", "2026-02-04T12:00:00Z", "2026-02-06T00:00:00Z",
-                           "2026-02-09T12:00:00Z", "2026-02-14T00:00:00Z"])
-
-COMMANDS = st.one_of(
-    st.tuples(st.just("create_tenant"), TENANTS),
-    st.tuples(st.just("delete_tenant"), TENANTS),
-    st.tuples(st.just("create_user"), NAMES),
-    st.tuples(st.just("deactivate_user"), NAMES),
-    st.tuples(st.just("reactivate_user"), NAMES),
-    st.tuples(st.just("create_service_account"), st.just("ci")),
-    st.tuples(st.just("deactivate_service_account"), st.just("ci")),
-    st.tuples(st.just("reactivate_service_account"), st.just("ci")),
-    st.tuples(st.just("create_team"), st.sampled_from(["ml", "ops"])),
-    st.tuples(st.just("delete_team"), st.sampled_from(["ml", "ops"])),
-    st.tuples(st.just("add_team_member"), st.sampled_from(["ml", "ops"]), MEMBERS),
-    st.tuples(st.just("remove_team_member"), st.sampled_from(["ml", "ops"]), MEMBERS),
-    st.tuples(st.just("create_role"), st.just("c1"), st.just("tenant"), PERMS, st.sampled_from([None, "viewer"])),
-    st.tuples(st.just("create_role"), st.just("c2"), st.just("tenant"), PERMS, st.sampled_from(["c1", "editor"])),
-    st.tuples(st.just("create_role"), st.just("c3"), st.just("tenant"), PERMS, st.sampled_from(["c2", "c1"])),
-    st.tuples(st.just("create_role"), st.just("o1"), st.just("organization"), ORG_PERMS,
-              st.sampled_from([None, "org_viewer"])),
-    st.tuples(st.just("change_role"), st.sampled_from(["c1", "c2", "c3"]), PERMS, PERMS),
-    st.tuples(st.just("change_role"), st.just("o1"), ORG_PERMS, ORG_PERMS),
-    st.tuples(st.just("delete_role"), st.sampled_from(["c1", "c2", "c3", "o1"])),
-    st.tuples(st.just("assign_role"), TENANT_ROLES, PRINCIPALS, TENANTS, RESOURCES, EXPIRES),
-    st.tuples(st.just("assign_role"), TENANT_ROLES, PRINCIPALS, TENANTS, RESOURCES, EXPIRES),
-    st.tuples(st.just("unassign_role"), TENANT_ROLES, PRINCIPALS, TENANTS, RESOURCES),
-    st.tuples(st.just("assign_role"), ORG_ROLES, PRINCIPALS, st.none(), st.none(), EXPIRES),
-    st.tuples(st.just("unassign_role"), ORG_ROLES, PRINCIPALS),
-    st.tuples(st.just("assign_role"), TENANT_ROLES, USERS, TENANTS, st.none(), st.none()),
-    st.tuples(st.just("assign_role"), TENANT_ROLES, st.just("team:ml"), TENANTS, st.none(), EXPIRES),
-    st.tuples(st.just("add_team_member"), st.sampled_from(["ml", "ops"]), MEMBERS),
-)
-
 
 def event_time(i: int) -> str:
     # Two events per instant: events at exactly the same time as an expiry or another event.
@@ -102,17 +55,7 @@ def prelude(led: AccessLedger) -> None:
 
 
 def build(led: AccessLedger, commands, first: int = 0) -> None:
-    for i, (name, *args) in enumerate(commands, first):
-        if name == "create_role":
-            role, scope, perms, base = args
-            args = [role, scope, perms, base]
-        if name == "change_role":
-            role, add, remove = args
-            args = [role, [p for p in add if p not in remove], remove]
-        try:
-            getattr(led, name)(*args, at=event_time(i))
-        except E.LedgerError:
-            pass
+    apply_commands(led, commands, event_time, first)
 
 
 def projection_rows(led: AccessLedger, instant: str) -> list[tuple]:

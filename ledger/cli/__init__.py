@@ -37,6 +37,9 @@ class LedgerGroup(TyperGroup):
         except BrokenPipeError:
             sys.exit(0)
         except Exception as exc:  # the promise: never a traceback
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a group named alone: its help, as typer shows it
+                exc.show()  # type: ignore[attr-defined]
+                sys.exit(exc.exit_code)  # type: ignore[attr-defined]
             if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # typer's (vendored click's) usage errors
                 typer.echo(f"Error: {_one_line(exc.format_message())}", err=True)
                 sys.exit(exc.exit_code)

@@ -8,16 +8,22 @@ from typing import Annotated, Any
 
 import typer
 
-from ledger.cli.common import Format, FormatOption, OutOption, emit, handled, open_ledger
+from ledger.cli.common import (
+    Format, FormatOption, OutOption, PeriodOption, emit, handled, open_ledger, period_or_range, when,
+)
+from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 
 WarehouseOption = Annotated[Path | None, typer.Option(
     "--warehouse", help="The DuckDB warehouse file (default: beside a SQLite ledger, <ledger>.duckdb; "
     "./access-ledger-warehouse.duckdb for PostgreSQL).")]
-AtOption = Annotated[str | None, typer.Option("--at", help="The moment the audit looks at (ISO-8601; default now).")]
-FromOption = Annotated[str | None, typer.Option("--from", help="Start of the period, inclusive (ISO-8601; default: "
-                                                                "the beginning of the ledger).")]
-ToOption = Annotated[str | None, typer.Option("--to", help="End of the period, inclusive (ISO-8601; default now).")]
-WindowOption = Annotated[str, typer.Option("--window", help="How far back use counts: 90d, 12w, 36h, ...")]
+AtOption = Annotated[str | None, typer.Option("--at", help=f"The moment the audit looks at (default now): "
+                                                            f"{CLI_TIME_HELP}.")]
+FromOption = Annotated[str | None, typer.Option("--from", help=f"Start of the period, inclusive (default: the "
+                                                                f"beginning of the ledger): {CLI_TIME_HELP}.")]
+ToOption = Annotated[str | None, typer.Option("--to", help=f"End of the period, inclusive (default now; "
+                                                            f"{CLI_TIME_HELP_AGAIN}).")]
+WindowOption = Annotated[str, typer.Option("--window", help="How far back use counts: 90d, 12w, 36h, 30min, 3mo "
+                                                            "(30 days each), 1y (365 days); a bare m is refused.")]
 RulesOption = Annotated[Path | None, typer.Option("--rules", help="A TOML file of separation-of-duties rules "
                                                                   "(default: the shipped set).")]
 PrincipalOption = Annotated[str | None, typer.Option("--principal", help="Only this user:NAME or "
@@ -40,9 +46,14 @@ def _run(ctx: typer.Context, name: str, warehouse: Path | None, fmt: Format, out
          **params: Any) -> None:
     """Open the ledger and its warehouse, sync, run one audit, print the findings."""
     with handled():
+        from ledger.names import require_recorded
         from reports.audits import AUDITS, audit_params, run_audit
         from reports.warehouse import Warehouse
 
+        if "at" in params:
+            params["at"] = when(params["at"], "at")
+        if "start" in params:
+            params["start"], params["end"] = period_or_range(params.pop("period"), params["start"], params["end"])
         # Bad arguments are refused before a possibly long sync.
         audit_params(name, **{k: v for k, v in params.items() if k != "rules"})
         if name == "sod":
@@ -51,6 +62,7 @@ def _run(ctx: typer.Context, name: str, warehouse: Path | None, fmt: Format, out
             load_rules(params.get("rules"))
         led = open_ledger(ctx)
         try:
+            require_recorded(led.store, principal=params.get("principal"), tenant=params.get("tenant"))
             wh = Warehouse.open(led, warehouse)
             try:
                 _sync(wh)
@@ -99,10 +111,10 @@ def least_privilege(ctx: typer.Context, at: AtOption = None, window: WindowOptio
 
 
 @audit_app.command("secrets")
-def secrets(ctx: typer.Context, start: FromOption = None, end: ToOption = None, warehouse: WarehouseOption = None,
-            fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+def secrets(ctx: typer.Context, start: FromOption = None, end: ToOption = None, period: PeriodOption = None,
+            warehouse: WarehouseOption = None, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
     """Every connector-secret access in the period, whether it was authorised at that instant, and denied attempts."""
-    _run(ctx, "secrets", warehouse, fmt, out, start=start, end=end)
+    _run(ctx, "secrets", warehouse, fmt, out, start=start, end=end, period=period)
 
 
 @audit_app.command("sod")
@@ -113,15 +125,16 @@ def sod(ctx: typer.Context, at: AtOption = None, rules: RulesOption = None, ware
 
 
 @audit_app.command("changes")
-def changes(ctx: typer.Context, start: FromOption = None, end: ToOption = None, warehouse: WarehouseOption = None,
-            fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+def changes(ctx: typer.Context, start: FromOption = None, end: ToOption = None, period: PeriodOption = None,
+            warehouse: WarehouseOption = None, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
     """Permissions gained and lost between two times, with the events, actors and reasons behind each."""
-    _run(ctx, "changes", warehouse, fmt, out, start=start, end=end)
+    _run(ctx, "changes", warehouse, fmt, out, start=start, end=end, period=period)
 
 
 @audit_app.command("hygiene")
 def hygiene(ctx: typer.Context, at: AtOption = None, start: FromOption = None, end: ToOption = None,
-            warehouse: WarehouseOption = None, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+            period: PeriodOption = None, warehouse: WarehouseOption = None, fmt: FormatOption = Format.table,
+            out: OutOption = None) -> None:
     """Self-grants, grants to deactivated principals, expired grants never revoked, roles with no holders, empty
     teams, admin counts, and changes without a reason (in the --from/--to period)."""
-    _run(ctx, "hygiene", warehouse, fmt, out, at=at, start=start, end=end)
+    _run(ctx, "hygiene", warehouse, fmt, out, at=at, start=start, end=end, period=period)

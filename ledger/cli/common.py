@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from ledger.errors import LedgerError, UnknownEntity
+from ledger.errors import LedgerError, UnknownEntity, ValidationError
+from ledger.timeutil import CLI_TIME_HELP, cli_instant, parse_period
 
 if TYPE_CHECKING:
     from ledger.app import AccessLedger
@@ -40,7 +41,23 @@ ActorOption = Annotated[
                  "(default: $ACCESS_LEDGER_ACTOR, else user:<OS user>)."),
 ]
 ReasonOption = Annotated[str | None, typer.Option("--reason", help="Why: a ticket or a justification.")]
-AtOption = Annotated[str | None, typer.Option("--at", help="When it happened (ISO-8601 with time zone; default now).")]
+AtOption = Annotated[str | None, typer.Option("--at", help=f"When it happened (default now): {CLI_TIME_HELP}.")]
+PeriodOption = Annotated[str | None, typer.Option(
+    "--period", help="A named period, 2026, 2026-03 or 2026-Q1, in UTC: sets --from and --to (not with them).")]
+
+
+def when(text: str | None, what: str) -> str | None:
+    """A time option as people type it (CLI_TIME_HELP), in canonical form; None stays None."""
+    return None if text is None else cli_instant(text, what)
+
+
+def period_or_range(period: str | None, start: str | None, end: str | None) -> tuple[str | None, str | None]:
+    """--period, or --from/--to, as (from, to) in canonical form (None where not given)."""
+    if period is None:
+        return when(start, "from"), when(end, "to")
+    if start is not None or end is not None:
+        raise ValidationError("period: give --period or --from/--to, not both")
+    return parse_period(period)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -70,6 +87,47 @@ def open_ledger(ctx: typer.Context, *, create: bool = False) -> AccessLedger:
     from ledger.app import AccessLedger
 
     return AccessLedger.open(db_url(ctx), create=create)
+
+
+@contextmanager
+def no_new_file_if_refused(ctx: typer.Context) -> Iterator[None]:
+    """A SQLite ledger file this command would create is removed again when the command fails, so a
+    refused import or init into a new path leaves nothing behind. Only a file that did not exist
+    before and holds no event is removed (another process may have created it meanwhile)."""
+    from ledger.store import parse_url
+
+    try:
+        path = parse_url(db_url(ctx)).get("SQLITE_DBNAME")
+    except LedgerError:
+        path = None  # a bad --db: the command says so itself
+    fresh = path is not None and not path.startswith("file:") and not os.path.exists(path)
+    try:
+        yield
+    except BaseException:
+        if fresh and path is not None and _holds_no_event(path):
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                try:
+                    os.remove(path + suffix)
+                except FileNotFoundError:
+                    pass
+        raise
+
+
+def _holds_no_event(path: str) -> bool:
+    """Does this SQLite file hold no event (read-only look; any doubt counts as holding some)?"""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0)
+    except sqlite3.Error:
+        return False
+    try:
+        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return "stored_events" not in tables or con.execute("SELECT 1 FROM stored_events LIMIT 1").fetchone() is None
+    except sqlite3.Error:
+        return False
+    finally:
+        con.close()
 
 
 def default_actor(actor: str | None) -> str:
@@ -111,15 +169,12 @@ def check_actor(led: AccessLedger, actor: str) -> None:
     if kind == "team":
         raise UnknownActor(f"actor: {actor!r} is a team; a change is made by a user or service account "
                            "(or system)")
-    with led.store.transaction(write=False) as c:
-        c.execute("SELECT 1 FROM al_entities WHERE kind = ? AND name = ?", (kind, name))
-        if c.fetchone() is not None:
-            return
-        c.execute("SELECT kind, name FROM al_entities WHERE kind IN (?, ?)", ACTOR_KINDS)
-        known = sorted(f"{k}:{n}" for k, n in c.fetchall())
-    import difflib
+    from ledger.names import closest, recorded
 
-    close = difflib.get_close_matches(f"{kind}:{name}", known, n=3, cutoff=0.75)
+    with led.store.transaction(write=False) as c:
+        if recorded(c, kind, name):
+            return
+        close = closest(c, ACTOR_KINDS, f"{kind}:{name}", as_principal=True, with_kind=True)
     hint = f"closest: {', '.join(close)}" if close else "use system or a recorded user:NAME or service_account:NAME"
     raise UnknownActor(f"actor: unknown principal {actor!r} (never recorded in this ledger; {hint})")
 
@@ -160,14 +215,36 @@ def render(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str] |
     from rich.console import Console
     from rich.table import Table
 
+    cells = [[_cell(row.get(c)) for c in cols] for row in rows]
+    widths, total = _column_widths([[c, *(r[i] for r in cells)] for i, c in enumerate(cols)],
+                                   max(100, _terminal_width()))
     table = Table(title=title, caption=caption, show_lines=False)
-    for c in cols:
-        table.add_column(c, overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in cols))
+    for c, width in zip(cols, widths):
+        table.add_column(c, width=width, overflow="fold")
+    for row_cells in cells:
+        table.add_row(*row_cells)
     buf = io.StringIO()
-    Console(file=buf, width=max(100, _terminal_width()), force_terminal=False).print(table)
+    Console(file=buf, width=total, force_terminal=False).print(table)
     return buf.getvalue()
+
+
+def _column_widths(columns: list[list[str]], room: int) -> tuple[list[int], int]:
+    """Each column's width (its texts given) and the table's, so that no word is split across lines.
+
+    A column is never narrower than its longest word: rich then wraps only at white space (never
+    `pipeline:creat` / `e`). The width left over goes to the columns whose texts are longer than
+    that, in proportion; when even the longest words do not fit, the table runs wider than `room`.
+    """
+    lows = [max((len(w) for text in texts for w in text.split()), default=1) for texts in columns]
+    highs = [max(max((len(line) for text in texts for line in text.splitlines()), default=1), low)
+             for texts, low in zip(columns, lows)]
+    frame = 3 * len(columns) + 1  # padding and a border per column, and the last border
+    if sum(highs) + frame <= room:
+        return highs, room
+    spare = max(0, room - frame - sum(lows))
+    wanted = sum(h - lo for h, lo in zip(highs, lows))
+    widths = [lo + (h - lo) * spare // max(wanted, 1) for h, lo in zip(highs, lows)]
+    return widths, max(room, sum(widths) + frame)
 
 
 def _terminal_width() -> int:

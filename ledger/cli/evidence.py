@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from ledger.cli.common import handled, open_ledger
+from ledger.cli.common import PeriodOption, handled, open_ledger, period_or_range
+from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 
 evidence_app = typer.Typer(help="Export evidence bundles for auditors and check them later.", no_args_is_help=True)
 
@@ -44,8 +45,11 @@ def _command(ctx: typer.Context, argv: list[str]) -> str:
 def export(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create (or, with --zip, the zip file).")],
-    start: Annotated[str | None, typer.Option("--from", help="Start of the period (default: the first event).")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="End of the period (default: now).")] = None,
+    start: Annotated[str | None, typer.Option("--from", help=f"Start of the period (default: the first event): "
+                                                              f"{CLI_TIME_HELP}.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help=f"End of the period (default: now; "
+                                                         f"{CLI_TIME_HELP_AGAIN}).")] = None,
+    period: PeriodOption = None,
     as_zip: Annotated[bool, typer.Option("--zip", help="Write one zip file instead of a folder.")] = False,
     window: Annotated[str, typer.Option("--window", help="Least-privilege window ending at --to.")] = "90d",
     rules: Annotated[Path | None, typer.Option("--rules", help="Separation-of-duties rules (TOML).")] = None,
@@ -53,10 +57,14 @@ def export(
     """Write the period's events, every audit, an offline HTML report and a manifest of SHA-256 hashes."""
     from reports.evidence import export_bundle
 
-    argv = ["evidence", "export"] + (["--from", start] if start else []) + (["--to", end] if end else []) + [
-        "--out", str(out)] + (["--zip"] if as_zip else []) + (["--window", window] if window != "90d" else []) + (
-        ["--rules", str(rules)] if rules else [])
     with handled():
+        # The command recorded in the manifest names the instants the times typed resolved to.
+        named = ["--period", period] if period else []
+        start, end = period_or_range(period, start, end)
+        if not period:
+            named = (["--from", start] if start else []) + (["--to", end] if end else [])
+        argv = ["evidence", "export"] + named + ["--out", str(out)] + (["--zip"] if as_zip else []) + (
+            ["--window", window] if window != "90d" else []) + (["--rules", str(rules)] if rules else [])
         led = open_ledger(ctx)
         try:
             with progress_bar("evidence") as report:

@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from ledger.cli.common import Format, FormatOption, OutOption, emit, emit_text, fail, handled, open_ledger
+from ledger.cli.common import Format, FormatOption, OutOption, emit, emit_text, fail, handled, open_ledger, when
+from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 
 if TYPE_CHECKING:
     from ledger.app import AccessLedger
     from projections.permissions import PermissionState
 
 T = TypeVar("T")
-AtQ = Annotated[str | None, typer.Option("--at", help="Answer as of this instant (ISO-8601; default now).")]
+AtQ = Annotated[str | None, typer.Option("--at", help=f"Answer as of this instant (default now): {CLI_TIME_HELP}.")]
 PositionQ = Annotated[int | None, typer.Option("--position", help="Answer as of this log position.")]
 TenantQ = Annotated[str | None, typer.Option("--tenant", help="The tenant (omit for organization resources).")]
 
@@ -33,7 +34,7 @@ def register(app: typer.Typer) -> None:
 def _state(led: AccessLedger, at: str | None, position: int | None,
            principal: str | None = None) -> tuple[PermissionState, str]:
     """The state and the instant a question is asked at (only `principal`'s part, when given)."""
-    from ledger.timeutil import canonical, format_instant, now
+    from ledger.timeutil import format_instant, now
     from projections.pit import Timeline
 
     if at is not None and position is not None:
@@ -45,17 +46,22 @@ def _state(led: AccessLedger, at: str | None, position: int | None,
         state = timeline.for_principal(principal, position) if principal else timeline.at_position(position)
         return state, state.at or format_instant(now())
     if at is not None:
-        instant = canonical(at)
+        instant = when(at, "at")
         target = led.position_at(instant)
         return (timeline.for_principal(principal, target) if principal else timeline.at_position(target)), instant
     return timeline.current(), format_instant(now())
 
 
 def _answer(ctx: typer.Context, at: str | None, position: int | None, principal: str | None,
-            ask: Callable[[PermissionState, str], T]) -> T:
-    """Open the ledger, take the state the question is asked of, answer it, close the ledger."""
+            ask: Callable[[PermissionState, str], T], tenant: str | None = None, resource: str | None = None) -> T:
+    """Open the ledger, take the state the question is asked of, answer it, close the ledger.
+
+    A principal, tenant or service connector the ledger never recorded is refused (a typo), not
+    answered "nobody".
+    """
     led = open_ledger(ctx)
     try:
+        _require_recorded(led, principal, tenant, resource)
         state, instant = _state(led, at, position, principal)
         return ask(state, instant)
     finally:
@@ -85,18 +91,12 @@ def check(
 
     with handled():
         answer = _answer(ctx, at, position, principal,
-                         lambda state, instant: ask(state, Question(principal, action, resource, tenant), instant))
-    instant = answer["at"]
+                         lambda state, instant: ask(state, Question(principal, action, resource, tenant), instant),
+                         tenant, resource)
     if fmt is Format.json:
         emit_text(json.dumps(answer, indent=2) + "\n", out)
     elif fmt is Format.table and out is None:
-        where = f" in tenant {tenant}" if tenant else ""
-        if answer["allowed"]:
-            roles = ", ".join(sorted({p["role"] + (f" via team:{p['via_team']}" if p["via_team"] else "")
-                                      for p in answer["paths"]}))
-            typer.echo(f"allowed: {principal} may {action} {resource}{where} at {instant} (role {roles})")
-        else:
-            typer.echo(f"denied: {principal} may not {action} {resource}{where} at {instant}: {answer['why_not']}")
+        typer.echo(_verdict(answer))
     else:
         row = {k: answer[k] for k in ("principal", "action", "resource", "tenant", "at", "position", "allowed",
                                        "why_not")}
@@ -104,6 +104,26 @@ def check(
         emit([row], fmt, out)
     if not answer["allowed"]:
         raise typer.Exit(1)
+
+
+def _require_recorded(led: AccessLedger, principal: str | None, tenant: str | None, resource: str | None) -> None:
+    """Refuse a principal, a tenant, or a connector (`service_connector/ID` in a tenant) never recorded."""
+    from ledger.names import require_recorded
+
+    rtype, _, rid = (resource or "").partition("/")
+    connector = rid if rtype == "service_connector" and tenant is not None else None
+    require_recorded(led.store, principal=principal, tenant=tenant, connector=connector)
+
+
+def _verdict(answer: dict[str, Any]) -> str:
+    """One line: allowed (through which roles) or denied (and why not)."""
+    where = f" in tenant {answer['tenant']}" if answer["tenant"] else ""
+    asked = f"{answer['action']} {answer['resource']}{where} at {answer['at']}"
+    if answer["allowed"]:
+        roles = ", ".join(sorted({p["role"] + (f" via team:{p['via_team']}" if p["via_team"] else "")
+                                  for p in answer["paths"]}))
+        return f"allowed: {answer['principal']} may {asked} (role {roles})"
+    return f"denied: {answer['principal']} may not {asked}: {answer['why_not']}"
 
 
 def _check_batch(ctx: typer.Context, batch: Path, out: Path | None) -> None:
@@ -155,6 +175,7 @@ def _check_batch(ctx: typer.Context, batch: Path, out: Path | None) -> None:
             queries.append(q)
         led = open_ledger(ctx)
         try:
+            _require_recorded_names(led, queries)
             head = led.head()
             for q in queries:
                 if "_instant" in q:
@@ -185,6 +206,23 @@ def _check_batch(ctx: typer.Context, batch: Path, out: Path | None) -> None:
         raise typer.Exit(1)
 
 
+def _require_recorded_names(led: AccessLedger, queries: list[dict[str, Any]]) -> None:
+    """Refuse a batch naming a principal, tenant or connector never recorded (each looked up once)."""
+    from ledger.errors import LedgerError
+
+    seen: set[tuple[str | None, ...]] = set()
+    for q in queries:
+        connector = q["resource"] if q["resource"].startswith("service_connector/") else None
+        for names in ((q["principal"], None, None), (None, q.get("tenant"), connector)):
+            if names in seen:
+                continue
+            seen.add(names)
+            try:
+                _require_recorded(led, *names)
+            except LedgerError as exc:
+                raise type(exc)(f"line {q['_line']}: {exc}") from None
+
+
 def who_can(ctx: typer.Context, action: Annotated[str, typer.Argument(help="The action.")],
             resource: Annotated[str, typer.Argument(help="TYPE/ID.")],
             tenant: TenantQ = None, at: AtQ = None, position: PositionQ = None,
@@ -194,7 +232,8 @@ def who_can(ctx: typer.Context, action: Annotated[str, typer.Argument(help="The 
 
     with handled():
         instant, rows = _answer(ctx, at, position, None,
-                                lambda state, instant: (instant, ask(state, action, resource, tenant, instant)))
+                                lambda state, instant: (instant, ask(state, action, resource, tenant, instant)),
+                                tenant, resource)
         emit(rows, fmt, out, ["principal", "role", "via_team", "permission", "resource_scope", "expires_at",
                               "granted_at", "granted_by", "position", "reason"],
              title=f"who can {action} {resource}{' in ' + tenant if tenant else ''} at {instant}")
@@ -209,7 +248,7 @@ def what_can(ctx: typer.Context, principal: Annotated[str, typer.Argument(help="
 
     with handled():
         instant, rows = _answer(ctx, at, position, principal,
-                                lambda state, instant: (instant, ask(state, principal, tenant, instant)))
+                                lambda state, instant: (instant, ask(state, principal, tenant, instant)), tenant)
         emit(rows, fmt, out, ["tenant", "permission", "resource_scope", "role", "via_team", "from_role",
                               "expires_at", "granted_at", "granted_by", "position", "reason"],
              title=f"what {principal} can do at {instant}")
@@ -221,35 +260,42 @@ def explain(ctx: typer.Context,
             resource: Annotated[str, typer.Argument(help="TYPE/ID.")],
             tenant: TenantQ = None, at: AtQ = None, position: PositionQ = None,
             fmt: FormatOption = Format.table, out: OutOption = None) -> None:
-    """Every path principal -> team -> role -> base role -> permission, each link with its event."""
+    """Every path principal -> team -> role -> base role -> permission, each link with its event.
+    Exit 0 allowed, 1 denied (saying why not, as check does)."""
     from projections.answers import Question, check as ask
 
     with handled():
         answer = _answer(ctx, at, position, principal,
-                         lambda state, instant: ask(state, Question(principal, action, resource, tenant), instant))
+                         lambda state, instant: ask(state, Question(principal, action, resource, tenant), instant),
+                         tenant, resource)
         instant = answer["at"]
         if fmt is Format.json:
             emit_text(json.dumps(answer, indent=2) + "\n", out)
-            return
-        rows = [{"path": i, "link": link["link"], "event": link["event"], "position": link["position"] or None,
-                 "at": link["at"] or None, "actor": link["actor"], "reason": link["reason"]}
-                for i, path in enumerate(answer["paths"], 1) for link in path["links"]]
-        verdict = "allowed" if answer["allowed"] else f"denied ({answer['why_not']})"
-        emit(rows, fmt, out, ["path", "link", "event", "position", "at", "actor", "reason"],
-             title=f"{principal} {action} {resource}{' in ' + tenant if tenant else ''} at {instant}: {verdict}")
+        elif fmt is Format.table and out is None and not answer["allowed"]:
+            typer.echo(_verdict(answer))  # no path to show: why not, as check says it
+        else:
+            rows = [{"path": i, "link": link["link"], "event": link["event"], "position": link["position"] or None,
+                     "at": link["at"] or None, "actor": link["actor"], "reason": link["reason"]}
+                    for i, path in enumerate(answer["paths"], 1) for link in path["links"]]
+            verdict = "allowed" if answer["allowed"] else f"denied ({answer['why_not']})"
+            emit(rows, fmt, out, ["path", "link", "event", "position", "at", "actor", "reason"],
+                 title=f"{principal} {action} {resource}{' in ' + tenant if tenant else ''} at {instant}: {verdict}")
+    if not answer["allowed"]:
+        raise typer.Exit(1)
 
 
 def diff(ctx: typer.Context,
-         from_: Annotated[str, typer.Option("--from", help="The earlier instant.")],
-         to: Annotated[str, typer.Option("--to", help="The later instant.")],
+         from_: Annotated[str, typer.Option("--from", help=f"The earlier instant: {CLI_TIME_HELP}.")],
+         to: Annotated[str | None, typer.Option("--to", help=f"The later instant (default now; "
+                                                             f"{CLI_TIME_HELP_AGAIN}).")] = None,
          fmt: FormatOption = Format.table, out: OutOption = None) -> None:
     """Permissions gained and lost per principal between two instants, with the events behind each."""
-    from ledger.timeutil import canonical
+    from ledger.timeutil import format_instant, now
     from projections.answers import diff as compare
     from projections.pit import Timeline
 
     with handled():
-        t1, t2 = canonical(from_, "from"), canonical(to, "to")
+        t1, t2 = when(from_, "from"), when(to, "to") or format_instant(now())
         if t2 < t1:
             fail("to: must not be before --from")
         led = open_ledger(ctx)

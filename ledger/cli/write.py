@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,16 +16,17 @@ import typer
 
 from ledger.cli.common import (
     ActorOption, AtOption, Format, FormatOption, OutOption, ReasonOption, check_actor, default_actor, emit, emit_text,
-    fail, handled, open_ledger,
+    fail, handled, no_new_file_if_refused, open_ledger, when,
 )
-from ledger.errors import IntegrityFailure
+from ledger.errors import IntegrityFailure, ValidationError
+from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 
 tenant_app = typer.Typer(help="Create, rename and delete tenants.", no_args_is_help=True)
 user_app = typer.Typer(help="Create, deactivate and reactivate users.", no_args_is_help=True)
 team_app = typer.Typer(help="Create and delete teams; add and remove members.", no_args_is_help=True)
 sa_app = typer.Typer(help="Create, deactivate and reactivate service accounts.", no_args_is_help=True)
 role_app = typer.Typer(help="Create, change, delete, list, show, assign and unassign roles.", no_args_is_help=True)
-connector_app = typer.Typer(help="Register and delete service connectors; record secret accesses.",
+connector_app = typer.Typer(help="Register, list and delete service connectors; record secret accesses.",
                             no_args_is_help=True)
 access_app = typer.Typer(help="Record resource accesses reported by the platform.", no_args_is_help=True)
 
@@ -33,7 +36,8 @@ Principal = Annotated[str, typer.Argument(help="user:NAME, team:NAME or service_
 def _change(ctx: typer.Context, method: str, *args: Any, actor: str | None, reason: str | None, at: str | None,
             create: bool = False, **kwargs: Any) -> None:
     """Run one change command and print the recorded position."""
-    with handled():
+    with no_new_file_if_refused(ctx) if create else nullcontext(), handled():
+        at = when(at, "at")
         led = open_ledger(ctx, create=create)
         try:
             who = default_actor(actor)
@@ -98,10 +102,25 @@ def tenant_list(ctx: typer.Context, fmt: FormatOption = Format.table, out: OutOp
     _list(ctx, "tenant", ["name", "status", "display_name"], fmt, out)
 
 
+def _one_word(name: str, what: str) -> None:
+    """Refuse a new user or service account name holding white space: `user:NAME` must stay one word to
+    type, and to read in every table and log line. (Imported histories keep the names they record.)"""
+    from ledger.vocabulary import check_name
+
+    check_name(name, what.replace(" ", "_"))  # what every writer refuses first, with its own message
+    if any(ch.isspace() for ch in name):
+        raise ValidationError(f"{what}: {name!r} holds white space: a principal's name is one word, "
+                              f"e.g. {'.'.join(name.split())!r}")
+
+
 @user_app.command("create")
 def user_create(ctx: typer.Context, user: str, email: Annotated[str | None, typer.Option("--email")] = None,
                 actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None) -> None:
     """Create a user."""
+    with handled():
+        _one_word(user, "user")
+        if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+", email):
+            raise ValidationError(f"email: {email!r} is not an email address (NAME@DOMAIN)")
     _change(ctx, "create_user", user, email, actor=actor, reason=reason, at=at)
 
 
@@ -129,6 +148,8 @@ def user_list(ctx: typer.Context, fmt: FormatOption = Format.table, out: OutOpti
 def sa_create(ctx: typer.Context, name: str, actor: ActorOption = None, reason: ReasonOption = None,
               at: AtOption = None) -> None:
     """Create a service account."""
+    with handled():
+        _one_word(name, "service account")
     _change(ctx, "create_service_account", name, actor=actor, reason=reason, at=at)
 
 
@@ -188,14 +209,15 @@ def team_list(ctx: typer.Context, fmt: FormatOption = Format.table, out: OutOpti
     _list(ctx, "team", ["name", "status"], fmt, out)
 
 
-def _list(ctx: typer.Context, kind: str, columns: list[str], fmt: Format, out: Path | None) -> None:
+def _list(ctx: typer.Context, kind: str, columns: list[str], fmt: Format, out: Path | None,
+          shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
     with handled():
         led = open_ledger(ctx)
         try:
             rows = led.entities(kind)
         finally:
             led.close()
-        emit(rows, fmt, out, columns)
+        emit([shape(r) for r in rows] if shape else rows, fmt, out, columns)
 
 
 # -- roles ----------------------------------------------------------------------------------
@@ -239,10 +261,13 @@ def role_assign(
     to: Annotated[str, typer.Option("--to", help="user:NAME, team:NAME or service_account:NAME.")],
     tenant: Annotated[str | None, typer.Option("--tenant", help="The tenant (tenant roles).")] = None,
     resource: Annotated[str | None, typer.Option("--resource", help="Narrow to one TYPE/ID in the tenant.")] = None,
-    expires_at: Annotated[str | None, typer.Option("--expires-at", help="From this instant it grants nothing.")] = None,
+    expires_at: Annotated[str | None, typer.Option(
+        "--expires-at", help=f"From this instant it grants nothing: {CLI_TIME_HELP}.")] = None,
     actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None,
 ) -> None:
     """Give a principal a role (in a tenant, optionally on one resource, optionally until a time)."""
+    with handled():
+        expires_at = when(expires_at, "expires_at")
     _change(ctx, "assign_role", role, to, tenant, resource, expires_at, actor=actor, reason=reason, at=at)
 
 
@@ -295,7 +320,10 @@ def role_show(ctx: typer.Context, role: str, fmt: FormatOption = Format.table, o
         try:
             roles = {r["name"]: r for r in led.entities("role") if r["status"] != "deleted"}
             if role not in roles:
-                fail(f"unknown role {role!r}")
+                from ledger.names import require_recorded
+
+                require_recorded(led.store, role=role)  # never recorded: a typo, with the closest names
+                fail(f"unknown role {role!r} (it was deleted)")
             grants = led.grants(role)
         finally:
             led.close()
@@ -326,6 +354,14 @@ def connector_register(ctx: typer.Context, connector: str,
                        actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None) -> None:
     """Register a service connector (the ledger never stores its credentials)."""
     _change(ctx, "register_connector", connector, tenant, connector_type, actor=actor, reason=reason, at=at)
+
+
+@connector_app.command("list")
+def connector_list(ctx: typer.Context, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """List service connectors with their tenant, type and status."""
+    _list(ctx, "connector", ["connector", "tenant", "type", "status"], fmt, out,
+          lambda r: {"connector": r["name"].split("/", 1)[1], "tenant": r["ref"], "type": r.get("connector_type"),
+                     "status": r["status"]})
 
 
 @connector_app.command("delete")
@@ -385,7 +421,7 @@ def import_(ctx: typer.Context,
     """Import events from JSONL: the whole file or, at the first bad line, nothing."""
     if str(file) != "-" and not file.is_file():
         fail(f"no file {file}")
-    with handled():
+    with no_new_file_if_refused(ctx), handled():
         led = open_ledger(ctx, create=True)
         try:
             total = file.stat().st_size if str(file) != "-" else None
@@ -405,8 +441,10 @@ def import_(ctx: typer.Context,
 
 
 def export(ctx: typer.Context,
-           from_: Annotated[str | None, typer.Option("--from", help="Only events at or after this time.")] = None,
-           to: Annotated[str | None, typer.Option("--to", help="Only events at or before this time.")] = None,
+           from_: Annotated[str | None, typer.Option("--from", help=f"Only events at or after this time: "
+                                                                    f"{CLI_TIME_HELP}.")] = None,
+           to: Annotated[str | None, typer.Option("--to", help=f"Only events at or before this time "
+                                                               f"({CLI_TIME_HELP_AGAIN}).")] = None,
            out: OutOption = None,
            fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl (events) or casbin (the permission "
                                                                   "state as a casbin model and policy; --out DIR).")]
@@ -415,6 +453,7 @@ def export(ctx: typer.Context,
            = None) -> None:
     """Export events as JSONL (the import format), or the permission state for casbin."""
     with handled():
+        from_, to, at = when(from_, "from"), when(to, "to"), when(at, "at")
         if fmt == "casbin":
             if out is None:
                 fail("export --format casbin needs --out DIR")

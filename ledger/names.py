@@ -1,0 +1,83 @@
+"""Names given to a question: one the ledger never recorded is a typo, refused with the closest names.
+
+A name that existed at some time (deleted, deactivated, or created later than the instant asked
+about) is an answer, not an error: a question about the past may name what is gone. The look-up
+reads the write model (`al_entities`), which keeps every entity ever created, deleted ones marked
+as such: one primary-key look-up per name, and the list of names only when one is unknown. The
+write model is derived data, covered by `verify` (replayed from the events and compared row by row).
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING
+
+from ledger.errors import UnknownEntity, ValidationError
+from ledger.vocabulary import nfkc, split_principal
+
+if TYPE_CHECKING:
+    from ledger.store import Cursor, Store
+
+PRINCIPAL_KINDS = ("user", "service_account", "team")
+
+
+class NeverRecorded(UnknownEntity):
+    """A tenant, principal, role, team or connector that never existed in the ledger (most likely a typo)."""
+
+
+def closest(c: Cursor, kinds: tuple[str, ...], name: str, *, as_principal: bool, cutoff: float = 0.75,
+            with_kind: bool = False) -> list[str]:
+    """The recorded names of these kinds that look most like `name` (`kind:NAME` when `as_principal`).
+
+    Names are compared without their kind, which every principal shares (`user:nobody` is not close
+    to `user:bob`), unless `with_kind`."""
+    c.execute(f"SELECT kind, name FROM al_entities WHERE kind IN ({', '.join('?' for _ in kinds)})", kinds)
+    shown: dict[str, list[str]] = {}
+    for k, n in sorted((k, n) for k, n in c.fetchall()):
+        full = f"{k}:{n}" if as_principal else n
+        shown.setdefault(full if with_kind else n, []).append(full)
+    bare = name.split(":", 1)[1] if as_principal and not with_kind and ":" in name else name
+    return [s for n in difflib.get_close_matches(bare, list(shown), n=3, cutoff=cutoff) for s in shown[n]][:3]
+
+
+def recorded(c: Cursor, kind: str, name: str) -> bool:
+    """Did the ledger ever record this entity (deleted and deactivated ones included)?"""
+    c.execute("SELECT 1 FROM al_entities WHERE kind = ? AND name = ?", (kind, name))
+    return c.fetchone() is not None
+
+
+def require_recorded(store: Store, *, principal: str | None = None, tenant: str | None = None,
+                     role: str | None = None, connector: str | None = None) -> None:
+    """Refuse any given name the ledger never recorded, naming the closest ones ("did you mean ...?").
+
+    A malformed principal reference is refused as malformed; `connector` needs its `tenant`.
+    """
+    asked: list[tuple[str, str, str, tuple[str, ...]]] = []  # (label, kind, name, kinds to suggest from)
+    if principal is not None:
+        kind, name = split_principal(nfkc(principal))
+        asked.append(("principal", kind, name, PRINCIPAL_KINDS))
+    if tenant is not None:
+        asked.append(("tenant", "tenant", nfkc(tenant), ("tenant",)))
+    if role is not None:
+        asked.append(("role", "role", nfkc(role), ("role",)))
+    with store.transaction(write=False) as c:
+        if not recorded(c, "organization", ""):
+            return  # an empty ledger: the question itself says there is nothing yet
+        for label, kind, name, kinds in asked:
+            if not recorded(c, kind, name):
+                shown = f"{kind}:{name}" if label == "principal" else name
+                _refuse(label, shown, closest(c, kinds, shown, as_principal=label == "principal"))
+        if connector is not None:
+            if tenant is None:
+                raise ValidationError("connector: give its --tenant")
+            key = f"{nfkc(tenant)}/{nfkc(connector)}"
+            if not recorded(c, "connector", key):
+                c.execute("SELECT name FROM al_entities WHERE kind = 'connector' AND ref = ?", (nfkc(tenant),))
+                known = sorted(n.split("/", 1)[1] for (n,) in c.fetchall())
+                _refuse("service connector", connector,
+                        difflib.get_close_matches(nfkc(connector), known, n=3, cutoff=0.75), f" in tenant {tenant!r}")
+
+
+def _refuse(label: str, name: str, close: list[str], where: str = "") -> None:
+    hint = f"did you mean {' or '.join(close)}?" if close else "no recorded name is close"
+    raise NeverRecorded(f"unknown {label} {name!r}{where}: never recorded in this ledger ({hint})")
