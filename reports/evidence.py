@@ -142,6 +142,7 @@ def export_bundle(led: AccessLedger, out: str | Path, *, start: str | None = Non
     target = Path(out)
     if as_zip and target.suffix != ".zip":
         target = target.with_name(target.name + ".zip")
+    existed = target.is_dir()
     folder = _prepare(target, as_zip, replace)
     try:
         manifest, findings = _write_bundle(led, folder, start_at, end_at, first, last, head, generated_at, command,
@@ -152,6 +153,12 @@ def export_bundle(led: AccessLedger, out: str | Path, *, start: str | None = Non
         if as_zip:
             report("zip", 0.98)
             _zip(folder, target)
+    except BaseException:
+        # A failed or interrupted export leaves no half bundle behind (the folder was new or empty).
+        if not as_zip:
+            for path in folder.iterdir() if existed else [folder]:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        raise
     finally:
         if as_zip:
             shutil.rmtree(folder, ignore_errors=True)
@@ -297,7 +304,10 @@ def _start_worker(led: AccessLedger, jsonl: Path, first: int, last: int
         return None, None
     import multiprocessing
 
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    from ledger.pipeline import ignore_interrupts
+
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=ignore_interrupts)
     return pool, pool.submit(_verify_and_write, url, jsonl, first, last)
 
 
@@ -515,13 +525,18 @@ def _sha256_file(path: Path) -> str:
 
 def _zip(folder: Path, target: Path) -> None:
     partial = target.with_name(target.name + ".partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1, allowZip64=True) as z:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            rel = path.relative_to(folder).as_posix()
-            # Parquet is compressed already: stored as is, it zips in no time.
-            kind = zipfile.ZIP_STORED if rel.endswith(".parquet") else zipfile.ZIP_DEFLATED
-            z.write(path, rel, compress_type=kind)
-    os.replace(partial, target)
+    try:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1,
+                             allowZip64=True) as z:
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                rel = path.relative_to(folder).as_posix()
+                # Parquet is compressed already: stored as is, it zips in no time.
+                kind = zipfile.ZIP_STORED if rel.endswith(".parquet") else zipfile.ZIP_DEFLATED
+                z.write(path, rel, compress_type=kind)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 # -- verify ------------------------------------------------------------------------------------
