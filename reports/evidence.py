@@ -35,6 +35,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from reports.errors import ReportError
+from reports.findings import ATTENTION, attention_filter, needs_attention, plain, split_rows
+
+__all__ = ["ATTENTION", "BundleError", "export_bundle", "needs_attention", "split_rows", "verify_bundle"]
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -46,16 +49,6 @@ if TYPE_CHECKING:
 FORMAT = "access-ledger-evidence/1"
 MANIFEST = "manifest.json"
 HASH_CHUNK = 1 << 20
-#: Which rows of each audit are findings to act on (the rest is the review material around them).
-ATTENTION: dict[str, frozenset[str] | None] = {
-    "review": frozenset(),
-    "least-privilege": frozenset({"dormant-principal"}),
-    "secrets": frozenset({"unauthorised-access", "denied-although-authorised"}),
-    "sod": None,  # every row: a principal holding both sides of a rule
-    "changes": frozenset(),
-    "hygiene": frozenset({"self-grant", "grant-to-deactivated", "expired-not-revoked", "role-without-holders",
-                          "empty-team", "change-without-reason", "confusable-name"}),
-}
 #: From this many events in the ledger on, verify and the JSONL are written by a worker process.
 WORKER_FROM = 50_000
 Progress = Callable[[str, float], None]  # (what is being done, fraction of the export done)
@@ -63,22 +56,6 @@ Progress = Callable[[str, float], None]  # (what is being done, fraction of the 
 
 class BundleError(ReportError):
     """An evidence bundle cannot be written or read (not a bundle, no manifest, folder not empty)."""
-
-
-def needs_attention(audit: str, row: dict[str, Any]) -> bool:
-    """True if this audit row is a finding someone must act on (not review material)."""
-    kinds = ATTENTION.get(audit, frozenset())
-    return True if kinds is None else row.get("finding") in kinds
-
-
-def attention_filter(audit: str) -> str:
-    """The same as needs_attention, as a SQL predicate over the audit's rows."""
-    kinds = ATTENTION.get(audit, frozenset())
-    if kinds is None:
-        return "TRUE"
-    if not kinds:
-        return "FALSE"
-    return "finding IN (" + ", ".join(f"'{k}'" for k in sorted(kinds)) + ")"
 
 
 @dataclass
@@ -264,29 +241,6 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
         "files": files,
     }
     return _sign(manifest), findings
-
-
-def split_rows(result: AuditResult, attention_cap: int, other_cap: int
-               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The first rows needing attention and the first other rows of an audit, as plain dicts."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    table = result.table
-    kinds = ATTENTION.get(result.name, frozenset())
-    if kinds is None:
-        return _plain_rows(table.slice(0, attention_cap)), []
-    if not (kinds and "finding" in result.columns):
-        return [], _plain_rows(table.slice(0, other_cap))
-    # Only the rows shown are taken out of the table (an audit can have millions of rows).
-    mask = pc.fill_null(pc.is_in(table.column("finding"), value_set=pa.array(sorted(kinds))), False)
-    att = pc.indices_nonzero(mask).slice(0, attention_cap)
-    rest = pc.indices_nonzero(pc.invert(mask)).slice(0, other_cap) if other_cap else pa.array([], pa.uint64())
-    return _plain_rows(table.take(att)), _plain_rows(table.take(rest))
-
-
-def _plain_rows(t: pa.Table) -> list[dict[str, Any]]:
-    return [{k: plain(v) for k, v in r.items()} for r in t.to_pylist()]
 
 
 def _quote(arg: str) -> str:
@@ -644,15 +598,3 @@ def _naive(text: str) -> datetime:
 
     return parse_instant(text).astimezone(UTC).replace(tzinfo=None)
 
-
-def plain(value: Any) -> Any:
-    """A warehouse value as plain data: times as canonical UTC text."""
-    if isinstance(value, datetime):
-        from ledger.timeutil import format_instant
-
-        return format_instant(value if value.tzinfo else value.replace(tzinfo=UTC))
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    return value
