@@ -193,7 +193,10 @@ def _summary(console: Any, scenario: Any, result: Any, answer: dict[str, Any] | 
     for name, rows in result.findings.items():
         for row in rows:
             groups.setdefault((name, row.get("who") or ""), []).append(row)
-    table = Table(title="Findings that need attention", title_justify="left")
+    total = sum(len(rows) for rows in groups.values())
+    # One row per audit and principal: the report and the bundle's audits list each finding.
+    table = Table(title=f"Findings that need attention: {total}, in {len(groups)} rows (one per audit and "
+                  "principal; report.html lists each)", title_justify="left")
     for col in ("audit", "finding", "who", "where", "planted"):
         table.add_column(col, overflow="fold", no_wrap=col != "where")
     unplanted = 0
@@ -220,7 +223,8 @@ def _summary(console: Any, scenario: Any, result: Any, answer: dict[str, Any] | 
         verdict = "allowed" if answer["allowed"] else f"no: {answer['why_not']}"
         console.print(f"  point in time: could {answer['principal']} read {answer['resource']} at {answer['at']}? "
                       f"{verdict}")
-    console.print(f"  evidence bundle: {result.path}/ ({len(m['files']) + 1} files, report: {result.path}/report.html)")
+    console.print(f"  evidence bundle: {result.path}/ ({len(m['files'])} files and manifest.json, report: "
+                  f"{result.path}/report.html)")
 
 
 def _next_commands(ctx: typer.Context, db: str | None, scenario: Any) -> list[str]:
