@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import base64
 import gzip
-import json
 import math
 import re
 from datetime import datetime
 from html import escape
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from reports.findings import ROUTINE, attention_order, needs_attention, plain
 
@@ -188,42 +189,32 @@ def _attention_table(rows: list[dict[str, Any]]) -> str:
 def _principals_section(results: dict[str, AuditResult], findings: list[dict[str, Any]]) -> str:
     """Every principal any audit names: what they hold, where, last use, findings; each a link to their view."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    seen: dict[str, dict[str, Any]] = {}
-
-    def entry(who: str) -> dict[str, Any]:
-        if who not in seen:
-            seen[who] = {"who": who, "kind": who.split(":", 1)[0], "permissions": 0, "where": set(),
-                         "last_used": None, "findings": 0, "audits": set()}
-        return seen[who]
-
-    for name, result in results.items():
-        if "who" not in result.columns:
-            continue
-        t = result.table
-        cols = [t.column(c).to_pylist() if c in t.column_names else [None] * t.num_rows
-                for c in ("who", "where", "last_used")]
-        for who, where, last in zip(*cols, strict=True):
-            if not who or not PRINCIPAL.match(who):
-                continue
-            e = entry(who)
-            e["audits"].add(result.title)
-            if name == "review":
-                e["permissions"] += 1
-                if where:
-                    e["where"].add(where)
-                if last and (e["last_used"] is None or last > e["last_used"]):
-                    e["last_used"] = last
-    for row in findings:
-        if row["who"] and PRINCIPAL.match(row["who"]):
-            entry(row["who"])["findings"] += 1
-    if not seen:
+    audits: dict[str, list[str]] = {}
+    for result in results.values():
+        if "who" in result.columns:
+            for who in pc.unique(result.table.column("who")).to_pylist():
+                if who and PRINCIPAL.match(who):
+                    audits.setdefault(who, []).append(result.title)
+    if not audits:
         return ""
+    held: dict[str, tuple[int, list[str], str | None]] = {}
+    review = results.get("review")
+    if review is not None and {"who", "where", "last_used"} <= set(review.columns):
+        grouped = review.table.group_by("who").aggregate([("who", "count"), ("where", "distinct"),
+                                                          ("last_used", "max")])
+        for who, n, where, last in zip(*(grouped.column(c).to_pylist() for c in
+                                         ("who", "who_count", "where_distinct", "last_used_max")), strict=True):
+            held[who] = (n, sorted(w for w in where if w), last)
+    counts: dict[str, int] = {}
+    for row in findings:
+        counts[row["who"]] = counts.get(row["who"], 0) + 1
     rows = []
-    for who in sorted(seen):
-        e = seen[who]
-        places = sorted(e["where"])
-        rows.append({**e, "where": places, "audits": sorted(e["audits"])})
+    for who in sorted(audits):
+        n, where, last = held.get(who, (0, [], None))
+        rows.append({"who": who, "kind": who.split(":", 1)[0], "permissions": n, "where": where, "last_used": last,
+                     "findings": counts.get(who, 0), "audits": audits[who]})
     table = pa.Table.from_pylist(rows)
     return ('<h2 id="principals">People and accounts</h2><p>Every user, team and service account the audits name, '
             "with how many permissions the access review shows them holding, where, their last use of any, and "
@@ -243,16 +234,21 @@ def _audit_section(name: str, result: AuditResult, attention: int) -> str:
                        is not None and k != "window_start")
     columns = [c for c in FIRST_COLUMNS if c in result.columns] + [c for c in result.columns if c not in FIRST_COLUMNS]
     order, n_att = attention_order(result)
+    shown = result.table.take(order.slice(0, ROW_LIMIT))
     routine = None
     if name in ROUTINE and "finding" in result.columns:
-        hidden = sum(v for k, v in counts.items() if k in ROUTINE[name])
-        routine = {"column": "finding", "values": sorted(ROUTINE[name]), "rows": hidden}
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        kinds = pa.array(sorted(ROUTINE[name]))
+        hidden = pc.sum(pc.is_in(shown.column("finding"), value_set=kinds)).as_py() or 0  # of the rows in the page
+        routine = {"column": "finding", "values": kinds.to_pylist(), "rows": hidden}
     return (f'<h2 id="{escape(name)}">{escape(result.title)}</h2><p>{escape(result.description)}</p>'
             f'<p class="caption">Run with: {escape(params)}. '
             f"{'<strong>' + str(attention) + ' need attention</strong> (highlighted, first). ' if attention else ''}"
             f"Every row is in <code>audits/{escape(name)}.csv</code> and <code>.json</code>.</p>"
             + (f'<div class="chips">{chips}</div>' if chips else "")
-            + _table(f"t-{name}", result.table.take(order.slice(0, ROW_LIMIT)), columns, routine, len(result),
+            + _table(f"t-{name}", shown, columns, routine, len(result),
                      min(n_att, ROW_LIMIT), f"audits/{name}.csv"))
 
 
@@ -304,20 +300,40 @@ def _column(array: pa.ChunkedArray) -> Any:
 
     if pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
         return array.to_pylist()
-    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
-        encoded = array.combine_chunks().dictionary_encode() if array.num_chunks else None
-        if encoded is None:
-            return []
-        distinct = [_text(v) for v in encoded.dictionary.to_pylist()]
-        indices = encoded.indices.to_pylist()
-    else:
-        texts = [_text(v) for v in array.to_pylist()]
-        ids: dict[str | None, int] = {}
-        indices = [None if t is None else ids.setdefault(t, len(ids)) for t in texts]
-        distinct = list(ids)
+    if array.num_chunks == 0:
+        return []
+    arr = array.combine_chunks()
+    if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        arr = _joined(arr)
+    elif not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_boolean(arr.type)):
+        arr = pa.array([_text(v) for v in arr.to_pylist()], pa.string())
+    # Vectorised: each distinct value is turned into its text once, however many rows hold it.
+    encoded = arr.dictionary_encode()
+    distinct = [_text(v) for v in encoded.dictionary.to_pylist()]
+    indices = encoded.indices.to_pylist()
     if len(distinct) * 2 > len(indices):
         return [None if i is None else distinct[i] for i in indices]
     return {"d": distinct, "i": indices}
+
+
+def _joined(lists: pa.Array) -> pa.Array:
+    """A list column as text: its first LIST_SHOWN items joined by ", ", then how many more."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_string(lists.type.value_type):
+        try:
+            lists = lists.cast(pa.list_(pa.string()))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return pa.array([_text(v) for v in lists.to_pylist()], pa.string())
+    text = pc.binary_join(pc.list_slice(lists, 0, LIST_SHOWN), ", ")
+    lengths = pc.fill_null(pc.list_value_length(lists), 0)
+    if not pc.any(pc.greater(lengths, LIST_SHOWN)).as_py():
+        return text
+    more = pc.if_else(pc.greater(lengths, LIST_SHOWN),
+                      pc.binary_join_element_wise(
+                          " (+", pc.cast(pc.subtract(lengths, LIST_SHOWN), pa.string()), " more)", ""), "")
+    return pc.binary_join_element_wise(text, more, "")
 
 
 def _table(tid: str, table: pa.Table, columns: list[str], routine: dict[str, Any] | None, total: int,
@@ -330,12 +346,12 @@ def _table(tid: str, table: pa.Table, columns: list[str], routine: dict[str, Any
                             "values": [_column(table.column(c)) for c in columns]}
     if routine:
         data["routine"] = routine
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    raw = orjson.dumps(data)
     encoding = "json"
-    if len(text) > PACK_FROM:
-        text, encoding = base64.b64encode(gzip.compress(text.encode(), 6)).decode(), "gzip-base64"
+    if len(raw) > PACK_FROM:
+        text, encoding = base64.b64encode(gzip.compress(raw, 6)).decode(), "gzip-base64"
     else:
-        text = text.replace("<", "\\u003c")  # nothing in the data can end its script element
+        text = raw.decode().replace("<", "\\u003c")  # nothing in the data can end its script element
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     limit = ""
     if total > table.num_rows:

@@ -100,8 +100,8 @@
   };
 
   Table.prototype.isRoutine = function (i) {
-    var c = this.index(this.routine.column);
-    return this.routine.values.indexOf(this.cols[c][i]) !== -1;
+    if (this.routineCol === undefined) { this.routineCol = this.cols[this.index(this.routine.column)]; }
+    return this.routine.values.indexOf(this.routineCol[i]) !== -1;
   };
 
   Table.prototype.refresh = function () {
