@@ -219,6 +219,13 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
         finally:
             if warehouse is None:
                 wh.close()
+    except BaseException:
+        # Failed or interrupted: the worker's walk (minutes on a big ledger, and it ignores Ctrl-C)
+        # is of no use any more; the half-written bundle is removed by the caller.
+        if pool is not None:
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+        raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

@@ -41,32 +41,47 @@ def attention_filter(audit: str) -> str:
     return "finding IN (" + ", ".join(f"'{k}'" for k in sorted(kinds)) + ")"
 
 
-def attention_order(result: AuditResult) -> tuple[pa.Array, int]:
-    """Row indices of an audit with the rows needing attention first (each part in audit order),
-    and how many of them need attention."""
+def attention_order(result: AuditResult) -> tuple[tuple[pa.Array, pa.Array] | None, int]:
+    """The row indices of an audit's rows needing attention and of the others (each in audit order),
+    or None when that is the audit's own order (all rows need attention, or none); and how many
+    rows need attention."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     table = result.table
     kinds = ATTENTION.get(result.name, frozenset())
-    everything = pa.array(range(table.num_rows), pa.uint64())
     if kinds is None:
-        return everything, table.num_rows
+        return None, table.num_rows
     if not (kinds and "finding" in result.columns):
-        return everything, 0
+        return None, 0
     mask = pc.fill_null(pc.is_in(table.column("finding"), value_set=pa.array(sorted(kinds))), False)
     att = pc.indices_nonzero(mask)
-    return pa.concat_arrays([att, pc.indices_nonzero(pc.invert(mask))]), len(att)
+    return (att, pc.indices_nonzero(pc.invert(mask))), len(att)
+
+
+def first_rows(result: AuditResult, limit: int) -> tuple[pa.Table, int]:
+    """At most `limit` rows of an audit, those needing attention first, and how many of them need it."""
+    import pyarrow as pa
+
+    parts, n_att = attention_order(result)
+    if parts is None:
+        return result.table.slice(0, limit), min(n_att, limit)
+    att, rest = parts
+    return (result.table.take(pa.concat_arrays([att.slice(0, limit), rest.slice(0, max(0, limit - len(att)))])),
+            min(n_att, limit))
 
 
 def split_rows(result: AuditResult, attention_cap: int, other_cap: int
                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The first rows needing attention and the first other rows of an audit, as plain dicts."""
-    order, n_att = attention_order(result)
+    parts, n_att = attention_order(result)
+    table = result.table
     # Only the rows wanted are taken out of the table (an audit can have millions of rows).
-    att = order.slice(0, min(n_att, attention_cap))
-    rest = order.slice(n_att, other_cap)
-    return _plain_rows(result.table.take(att)), _plain_rows(result.table.take(rest))
+    if parts is None:
+        rows = _plain_rows(table.slice(0, attention_cap if n_att else other_cap))
+        return (rows, []) if n_att else ([], rows)
+    att, rest = parts
+    return _plain_rows(table.take(att.slice(0, attention_cap))), _plain_rows(table.take(rest.slice(0, other_cap)))
 
 
 def _plain_rows(t: pa.Table) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from reports.findings import ROUTINE, attention_order, needs_attention, plain
+from reports.findings import ROUTINE, first_rows, needs_attention, plain
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -65,6 +65,7 @@ PRINCIPAL = re.compile(r"^(user|team|service_account):")
 
 
 INSTANT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+INSTANT_PARTS = r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?Z$"  # the same, for Arrow
 LIST_SHOWN = 12  # items of a list cell shown; the CSV and JSON files hold them all
 
 
@@ -158,9 +159,8 @@ def _attention_rows(results: dict[str, AuditResult]) -> list[dict[str, Any]]:
     """One row per finding needing attention, from every audit (at most ROW_LIMIT)."""
     rows: list[dict[str, Any]] = []
     for name, result in results.items():
-        order, n_att = attention_order(result)
-        n_att = min(n_att, ROW_LIMIT - len(rows))
-        for row in result.table.take(order.slice(0, n_att)).to_pylist():
+        table, n_att = first_rows(result, ROW_LIMIT - len(rows))
+        for row in table.slice(0, n_att).to_pylist():
             kind = row.get("finding") or "separation-of-duties"
             detail = row.get("detail") or row.get("title") or row.get("context") or ""
             if name == "least-privilege" and row.get("held_roles"):
@@ -233,8 +233,7 @@ def _audit_section(name: str, result: AuditResult, attention: int) -> str:
     params = ", ".join(f"{k} {v}" for k, v in result.params.items() if k not in ("principal", "tenant") and v
                        is not None and k != "window_start")
     columns = [c for c in FIRST_COLUMNS if c in result.columns] + [c for c in result.columns if c not in FIRST_COLUMNS]
-    order, n_att = attention_order(result)
-    shown = result.table.take(order.slice(0, ROW_LIMIT))
+    shown, n_att = first_rows(result, ROW_LIMIT)
     routine = None
     if name in ROUTINE and "finding" in result.columns:
         import pyarrow as pa
@@ -249,7 +248,7 @@ def _audit_section(name: str, result: AuditResult, attention: int) -> str:
             f"Every row is in <code>audits/{escape(name)}.csv</code> and <code>.json</code>.</p>"
             + (f'<div class="chips">{chips}</div>' if chips else "")
             + _table(f"t-{name}", shown, columns, routine, len(result),
-                     min(n_att, ROW_LIMIT), f"audits/{name}.csv"))
+                     n_att, f"audits/{name}.csv"))
 
 
 def _check_section(context: dict[str, Any], results: dict[str, AuditResult]) -> str:
@@ -297,6 +296,7 @@ def _column(array: pa.ChunkedArray) -> Any:
     """One column for the page: numbers as they are; text stored once per distinct value when that
     is shorter ({"d": distinct texts, "i": index of each row's, null for empty})."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     if pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
         return array.to_pylist()
@@ -305,11 +305,14 @@ def _column(array: pa.ChunkedArray) -> Any:
     arr = array.combine_chunks()
     if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
         arr = _joined(arr)
-    elif not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_boolean(arr.type)):
+    elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        arr = pc.replace_substring_regex(arr, INSTANT_PARTS, r"\1 \2")  # instants as the page shows them
+    elif not pa.types.is_boolean(arr.type):
         arr = pa.array([_text(v) for v in arr.to_pylist()], pa.string())
-    # Vectorised: each distinct value is turned into its text once, however many rows hold it.
     encoded = arr.dictionary_encode()
-    distinct = [_text(v) for v in encoded.dictionary.to_pylist()]
+    distinct = encoded.dictionary.to_pylist()
+    if pa.types.is_boolean(arr.type):
+        distinct = [_text(v) for v in distinct]
     indices = encoded.indices.to_pylist()
     if len(distinct) * 2 > len(indices):
         return [None if i is None else distinct[i] for i in indices]
@@ -349,7 +352,7 @@ def _table(tid: str, table: pa.Table, columns: list[str], routine: dict[str, Any
     raw = orjson.dumps(data)
     encoding = "json"
     if len(raw) > PACK_FROM:
-        text, encoding = base64.b64encode(gzip.compress(raw, 6)).decode(), "gzip-base64"
+        text, encoding = base64.b64encode(gzip.compress(raw, 6)).decode(), "gzip-base64"  # level 1: 30% bigger
     else:
         text = raw.decode().replace("<", "\\u003c")  # nothing in the data can end its script element
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)

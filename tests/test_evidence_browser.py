@@ -278,10 +278,12 @@ def test_every_row_is_reachable_by_paging_and_routine_rows_by_the_switch(browser
 
 
 def test_a_packed_table_is_unpacked_in_the_browser(browser, tmp_path, monkeypatch):
-    """Big tables travel gzipped in the page; the browser unpacks them (DecompressionStream)."""
+    """Big tables travel gzipped in the page; the browser unpacks them (DecompressionStream). A
+    table cut at the row limit is named in every principal's view."""
     import reports.html
 
     monkeypatch.setattr(reports.html, "PACK_FROM", 2_000)
+    monkeypatch.setattr(reports.html, "ROW_LIMIT", 3_000)
     with AccessLedger.open(str(tmp_path / "ledger.db"), create=True) as led:
         led.import_lines(generate("small").lines())
         out = export_bundle(led, tmp_path / "bundle", end="2026-11-01T00:00:00Z").path
@@ -292,7 +294,11 @@ def test_a_packed_table_is_unpacked_in_the_browser(browser, tmp_path, monkeypatc
     browser.evaluate("new Promise(r => { const w = () => document.documentElement.dataset.ready ? r() : "
                      "setTimeout(w, 50); w(); })")
     browser.evaluate("document.getElementById('t-secrets-all').click()")
-    assert _count(browser, "t-secrets") == f"rows 1–100 of {len(secrets):,}"
+    assert _count(browser, "t-secrets") == f"rows 1–100 of 3,000; {len(secrets):,} in all, the first 3,000 in this page"
+    browser.evaluate("location.hash = '#who=user%3Aivan'")
+    browser.evaluate("new Promise(r => setTimeout(r, 100))")
+    note = browser.evaluate("document.querySelector('#principal p.limit').textContent")
+    assert f"secrets: 3,000 of {len(secrets):,}" in note and "user:ivan may have more rows" in note
     assert browser.errors() == []
 
 

@@ -61,6 +61,7 @@
     var self = this;
     this.el = el;
     this.n = data.rows;
+    this.total = Number(el.getAttribute("data-total")) || data.rows;  // rows of the audit; the page holds n
     this.columns = data.columns;
     this.attention = data.attention || 0;
     this.cols = data.cols || data.values.map(function (v) { return column(v, data.rows); });
@@ -151,7 +152,9 @@
       this.count.textContent = (shown ? "rows " + (first + 1).toLocaleString("en-US") + "\u2013"
         + (first + rows.length).toLocaleString("en-US") + " of " : "no row of ") + shown.toLocaleString("en-US")
         + (this.needle ? " matching" : "") + (hidden ? " (" + hidden.toLocaleString("en-US") + " routine rows hidden)" : "")
-        + (shown !== this.n ? "; " + this.n.toLocaleString("en-US") + " in all" : "");
+        + (this.total > this.n ? "; " + this.total.toLocaleString("en-US") + " in all, the first "
+           + this.n.toLocaleString("en-US") + " in this page" : shown !== this.n ? "; "
+           + this.n.toLocaleString("en-US") + " in all" : "");
     }
     if (this.pager) { this.drawPager(); }
   };
@@ -236,6 +239,14 @@
       + (held.length ? " in " + Object.keys(places).sort().join(", ") : "") + " at the end of the period; last use: "
       + (lastUse || "none recorded") + "; " + findings.length + " finding" + (findings.length === 1 ? "" : "s")
       + " to act on.").className = "summary";
+    var cut = Object.keys(tables).filter(function (id) { return tables[id].total > tables[id].n; });
+    if (cut.length) {
+      add(section, "p", "Some tables of this page hold only their first rows (" + cut.map(function (id) {
+        return id.replace(/^t-/, "") + ": " + tables[id].n.toLocaleString("en-US") + " of "
+          + tables[id].total.toLocaleString("en-US");
+      }).join("; ") + "), so " + who + " may have more rows than shown here: every row is in audits/NAME.csv.")
+        .className = "limit";
+    }
     add(section, "h3", "Findings to act on");
     if (findings.length) {
       subTable(section, "p-findings", tables.attention, findings, ["audit", "finding", "where", "what", "since", "detail",
