@@ -39,9 +39,12 @@ def parse_chunk(first_lineno: int, lines: list[bytes]) -> tuple[list[bytes], tup
 
 
 def _watch_importer(importer: int) -> None:
-    """In a worker: exit as soon as the importing process is gone (even if it was SIGKILLed)."""
+    """In a worker: exit as soon as the importing process is gone (even if it was SIGKILLed), and
+    leave Ctrl-C to the importer (the terminal sends it to every process of the group)."""
     import threading
     import time
+
+    ignore_interrupts()
 
     def watch() -> None:
         while True:
@@ -54,6 +57,13 @@ def _watch_importer(importer: int) -> None:
                 os._exit(0)
 
     threading.Thread(target=watch, name="importer-watch", daemon=True).start()
+
+
+def ignore_interrupts() -> None:
+    """In a worker process: ignore Ctrl-C; the main process stops the work and says so, in one line."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def default_workers() -> int:

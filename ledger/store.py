@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, quote, unquote, urlparse
 
 from ledger.errors import ConcurrentWrite, IntegrityFailure, StorageError
 
@@ -235,7 +235,9 @@ class Store:
         if self.postgres:
             e = self.env
             return f"postgresql://{e['POSTGRES_HOST']}:{e['POSTGRES_PORT']}/{e['POSTGRES_DBNAME']}"
-        return self.env["SQLITE_DBNAME"]
+        return self.read_only_path or self.env["SQLITE_DBNAME"]
+
+    read_only_path: str | None = None  # a SQLite ledger opened read-only (see _prepare_sqlite_file)
 
     def _prepare_sqlite_file(self, create: bool) -> None:
         path = self.env["SQLITE_DBNAME"]
@@ -256,6 +258,17 @@ class Store:
                 raise StorageError(f"cannot create the ledger {path}: {exc.strerror}") from None
         elif not os.access(path, os.R_OK):
             raise StorageError(f"cannot read the ledger {path}: permission denied")
+        elif not create and not _writable(path):
+            # An archived copy (read-only file, folder or file system) is read where it lies: a write
+            # would fail anyway (one clear line, see translate). When nobody can write the folder,
+            # `immutable` tells SQLite so: it then needs no -wal/-shm beside the file, which it could not
+            # create. A -wal left with content is read the ordinary way (immutable would skip it).
+            folder = os.path.dirname(os.path.abspath(path))
+            wal = path + "-wal"
+            immutable = not _writable(folder) and not (os.path.exists(wal) and os.path.getsize(wal))
+            self.read_only_path = path
+            self.env["SQLITE_DBNAME"] = (f"file:{quote(os.path.abspath(path))}?mode=ro"
+                                         + ("&immutable=1" if immutable else ""))
 
     def _schema_guard(self) -> Any:
         """A session holding an advisory lock while the tables are created.
@@ -637,6 +650,8 @@ class Snapshots:
         self.store = store
 
     def save(self, name: str, position: int, data: bytes) -> None:
+        if self.store.read_only_path:  # a cache: an archived, read-only ledger answers without it
+            return
         with self.store.transaction(write=True) as c:
             c.execute("DELETE FROM al_snapshots WHERE name = ?", (name,))
             c.execute("INSERT INTO al_snapshots (name, position, data) VALUES (?, ?, ?)", (name, position, data))
@@ -699,6 +714,15 @@ def as_number(value: Any, where: str) -> int:
     shown = repr(value if not isinstance(value, (bytes, memoryview)) else bytes(value))[:40]
     raise IntegrityFailure(f"{where} holds {shown} where a number belongs: the database was edited outside the "
                            "ledger; run `access-ledger verify`")
+
+
+def _writable(path: str) -> bool:
+    """Whether `path` may be written: the OS allows it, and it is not marked read-only (no write bit
+    at all: an archive made read-only is read in place even by root, whom the bits do not stop)."""
+    try:
+        return os.access(path, os.W_OK) and bool(os.stat(path).st_mode & 0o222)
+    except OSError:
+        return False
 
 
 def _first_line(exc: BaseException) -> str:

@@ -35,6 +35,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from reports.errors import ReportError
+from reports.findings import ATTENTION, attention_filter, needs_attention, plain, split_rows
+
+__all__ = ["ATTENTION", "BundleError", "export_bundle", "needs_attention", "split_rows", "verify_bundle"]
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -46,16 +49,6 @@ if TYPE_CHECKING:
 FORMAT = "access-ledger-evidence/1"
 MANIFEST = "manifest.json"
 HASH_CHUNK = 1 << 20
-#: Which rows of each audit are findings to act on (the rest is the review material around them).
-ATTENTION: dict[str, frozenset[str] | None] = {
-    "review": frozenset(),
-    "least-privilege": frozenset({"dormant-principal"}),
-    "secrets": frozenset({"unauthorised-access", "denied-although-authorised"}),
-    "sod": None,  # every row: a principal holding both sides of a rule
-    "changes": frozenset(),
-    "hygiene": frozenset({"self-grant", "grant-to-deactivated", "expired-not-revoked", "role-without-holders",
-                          "empty-team", "change-without-reason", "confusable-name"}),
-}
 #: From this many events in the ledger on, verify and the JSONL are written by a worker process.
 WORKER_FROM = 50_000
 Progress = Callable[[str, float], None]  # (what is being done, fraction of the export done)
@@ -63,22 +56,6 @@ Progress = Callable[[str, float], None]  # (what is being done, fraction of the 
 
 class BundleError(ReportError):
     """An evidence bundle cannot be written or read (not a bundle, no manifest, folder not empty)."""
-
-
-def needs_attention(audit: str, row: dict[str, Any]) -> bool:
-    """True if this audit row is a finding someone must act on (not review material)."""
-    kinds = ATTENTION.get(audit, frozenset())
-    return True if kinds is None else row.get("finding") in kinds
-
-
-def attention_filter(audit: str) -> str:
-    """The same as needs_attention, as a SQL predicate over the audit's rows."""
-    kinds = ATTENTION.get(audit, frozenset())
-    if kinds is None:
-        return "TRUE"
-    if not kinds:
-        return "FALSE"
-    return "finding IN (" + ", ".join(f"'{k}'" for k in sorted(kinds)) + ")"
 
 
 @dataclass
@@ -142,6 +119,7 @@ def export_bundle(led: AccessLedger, out: str | Path, *, start: str | None = Non
     target = Path(out)
     if as_zip and target.suffix != ".zip":
         target = target.with_name(target.name + ".zip")
+    existed = target.is_dir()
     folder = _prepare(target, as_zip, replace)
     try:
         manifest, findings = _write_bundle(led, folder, start_at, end_at, first, last, head, generated_at, command,
@@ -152,6 +130,12 @@ def export_bundle(led: AccessLedger, out: str | Path, *, start: str | None = Non
         if as_zip:
             report("zip", 0.98)
             _zip(folder, target)
+    except BaseException:
+        # A failed or interrupted export leaves no half bundle behind (the folder was new or empty).
+        if not as_zip:
+            for path in folder.iterdir() if existed else [folder]:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        raise
     finally:
         if as_zip:
             shutil.rmtree(folder, ignore_errors=True)
@@ -235,6 +219,13 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
         finally:
             if warehouse is None:
                 wh.close()
+    except BaseException:
+        # Failed or interrupted: the worker's walk (minutes on a big ledger, and it ignores Ctrl-C)
+        # is of no use any more; the half-written bundle is removed by the caller.
+        if pool is not None:
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+        raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -259,29 +250,6 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
     return _sign(manifest), findings
 
 
-def split_rows(result: AuditResult, attention_cap: int, other_cap: int
-               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The first rows needing attention and the first other rows of an audit, as plain dicts."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    table = result.table
-    kinds = ATTENTION.get(result.name, frozenset())
-    if kinds is None:
-        return _plain_rows(table.slice(0, attention_cap)), []
-    if not (kinds and "finding" in result.columns):
-        return [], _plain_rows(table.slice(0, other_cap))
-    # Only the rows shown are taken out of the table (an audit can have millions of rows).
-    mask = pc.fill_null(pc.is_in(table.column("finding"), value_set=pa.array(sorted(kinds))), False)
-    att = pc.indices_nonzero(mask).slice(0, attention_cap)
-    rest = pc.indices_nonzero(pc.invert(mask)).slice(0, other_cap) if other_cap else pa.array([], pa.uint64())
-    return _plain_rows(table.take(att)), _plain_rows(table.take(rest))
-
-
-def _plain_rows(t: pa.Table) -> list[dict[str, Any]]:
-    return [{k: plain(v) for k, v in r.items()} for r in t.to_pylist()]
-
-
 def _quote(arg: str) -> str:
     import shlex
 
@@ -297,7 +265,10 @@ def _start_worker(led: AccessLedger, jsonl: Path, first: int, last: int
         return None, None
     import multiprocessing
 
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    from ledger.pipeline import ignore_interrupts
+
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=ignore_interrupts)
     return pool, pool.submit(_verify_and_write, url, jsonl, first, last)
 
 
@@ -515,13 +486,18 @@ def _sha256_file(path: Path) -> str:
 
 def _zip(folder: Path, target: Path) -> None:
     partial = target.with_name(target.name + ".partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1, allowZip64=True) as z:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            rel = path.relative_to(folder).as_posix()
-            # Parquet is compressed already: stored as is, it zips in no time.
-            kind = zipfile.ZIP_STORED if rel.endswith(".parquet") else zipfile.ZIP_DEFLATED
-            z.write(path, rel, compress_type=kind)
-    os.replace(partial, target)
+    try:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1,
+                             allowZip64=True) as z:
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                rel = path.relative_to(folder).as_posix()
+                # Parquet is compressed already: stored as is, it zips in no time.
+                kind = zipfile.ZIP_STORED if rel.endswith(".parquet") else zipfile.ZIP_DEFLATED
+                z.write(path, rel, compress_type=kind)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 # -- verify ------------------------------------------------------------------------------------
@@ -629,15 +605,3 @@ def _naive(text: str) -> datetime:
 
     return parse_instant(text).astimezone(UTC).replace(tzinfo=None)
 
-
-def plain(value: Any) -> Any:
-    """A warehouse value as plain data: times as canonical UTC text."""
-    if isinstance(value, datetime):
-        from ledger.timeutil import format_instant
-
-        return format_instant(value if value.tzinfo else value.replace(tzinfo=UTC))
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    return value

@@ -2,24 +2,43 @@
 
 Charts are SVG drawn here, styles and the table script are inlined from reports/templates: the
 page fetches nothing, so it opens the same offline, in a mail attachment or in ten years.
+
+Every row of every audit is in the page, up to ROW_LIMIT rows a table (past it the table says
+so and points to its CSV file): the rows travel as compact JSON, column by column, repeated
+values stored once, and the script renders one page of rows at a time, searches all of them,
+sorts them, and draws a view per principal (`#who=user:NAME`) from them. A table whose data
+passes PACK_FROM bytes is gzipped and base64-encoded in the page; browsers unpack it with
+DecompressionStream (Chromium, Firefox, Safari); one without it says so and names the CSV file.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
+import math
 import re
 from datetime import datetime
 from html import escape
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from reports.findings import ROUTINE, first_rows, needs_attention, plain
+
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from reports.audits import AuditResult
 
-SHOW_ATTENTION = 1000
-SHOW_OTHER = 200
+#: Rows of one table in the report (README, "Evidence"); past it the table points to its CSV file.
+ROW_LIMIT = 200_000
+#: From this many bytes of JSON, a table's data is stored gzipped (base64) in the page.
+PACK_FROM = 1 << 20
+
 PALETTE = ("#1f5fae", "#b3261e", "#1b6e3a", "#6a1b9a", "#c25e00", "#00838f")
 GRANT, REVOKE, EXPIRE = "#1b6e3a", "#7b8794", "#c25e00"
-ALLOWED, DENIED, BAD = "#1f5fae", "#a9b4c0", "#b3261e"
+ALLOWED, DENIED, BAD = "#1f5fae", "#e37400", "#b3261e"
 MEANING = {
     "unauthorised-access": "A connector's cloud credentials were read by someone whom no role allowed to read them "
                            "at that moment. Find out how, and whether the credentials must be rotated.",
@@ -41,8 +60,13 @@ MEANING = {
                        "claim to be; rename or deactivate the look-alike.",
     "change-without-reason": "An access change recorded without a ticket or justification.",
 }
-INSTANT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 FIRST_COLUMNS = ("finding", "rule", "title", "who", "where", "what", "since", "detail")
+PRINCIPAL = re.compile(r"^(user|team|service_account):")
+
+
+INSTANT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+INSTANT_PARTS = r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?Z$"  # the same, for Arrow
+LIST_SHOWN = 12  # items of a list cell shown; the CSV and JSON files hold them all
 
 
 def _template(name: str) -> str:
@@ -52,12 +76,10 @@ def _template(name: str) -> str:
 def render_report(context: dict[str, Any], results: dict[str, AuditResult], charts: dict[str, dict[str, Any]],
                   attention: dict[str, int]) -> str:
     """The whole report page. `context`: organization, period, generated_at, version, head, digest, verify, events."""
-    from reports.evidence import split_rows
-
     org = context.get("organization", {}).get("name") or "the organization"
     period = context["period"]
-    picked = {name: split_rows(r, SHOW_ATTENTION, SHOW_OTHER) for name, r in results.items()}
     total = sum(attention.values())
+    findings = _attention_rows(results)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -69,27 +91,33 @@ def render_report(context: dict[str, Any], results: dict[str, AuditResult], char
         f"<p class=\"sub\">Period {escape(period['from'])} to {escape(period['to'])} &middot; "
         f"{context['events']:,} events &middot; generated {escape(context['generated_at'])} by access-ledger "
         f"{escape(context['version'])}</p>",
-        '<nav><a href="#summary">Summary</a><a href="#charts">Charts</a>'
+        '<nav><a href="#summary">Summary</a><a href="#charts">Charts</a><a href="#principals">People and '
+        'accounts</a>'
         + "".join(f'<a href="#{escape(n)}">{escape(r.title)}</a>' for n, r in results.items())
         + '<a href="#check">Checking this bundle</a></nav>',
         "</header><main>",
+        '<noscript><p class="banner bad">The tables of this page are drawn by its script, which is off: every row '
+        "is also in <code>audits/NAME.csv</code> beside this file.</p></noscript>",
         _integrity(context),
+        '<section id="principal" hidden></section>',
         '<h2 id="summary">Summary</h2>',
         "<p>This report comes from an access-control ledger: every role created, every role given to or taken from "
         "a person, team or service account, and every read of cloud credentials is recorded as an event that cannot "
         "be changed afterwards without detection. Six audits read those events. Findings marked in red need "
-        "someone to act; the rest is the material a reviewer signs off.</p>",
+        "someone to act; the rest is the material a reviewer signs off. Every name is a link to what that person "
+        "or account holds, where from, when they last used it and their findings.</p>",
         f"<p><strong>{total}</strong> finding{'s' if total != 1 else ''} need{'s' if total == 1 else ''} "
         "attention.</p>" if total else "<p>No finding needs attention.</p>",
         _cards(results, attention),
-        _attention_table(picked, results),
+        _attention_table(findings),
         '<h2 id="charts">Charts</h2>',
         _privileged_chart(charts.get("privileged")),
         _grants_chart(charts.get("grants")),
         _secrets_chart(charts.get("secrets")),
+        _principals_section(results, findings),
     ]
     for name, result in results.items():
-        parts.append(_audit_section(name, result, picked[name], attention.get(name, 0)))
+        parts.append(_audit_section(name, result, attention.get(name, 0)))
     parts += [_check_section(context, results), "</main>",
               f"<footer>access-ledger {escape(context['version'])} &middot; ledger head position "
               f"{context['head']:,} &middot; this page loads nothing from the network.</footer>",
@@ -127,51 +155,100 @@ def _cards(results: dict[str, AuditResult], attention: dict[str, int]) -> str:
     return "".join(out)
 
 
-def _attention_table(picked: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]],
-                     results: dict[str, AuditResult]) -> str:
-    rows = []
-    kinds = set()
-    for name, (att, _) in picked.items():
-        for row in att:
+def _attention_rows(results: dict[str, AuditResult]) -> list[dict[str, Any]]:
+    """One row per finding needing attention, from every audit (at most ROW_LIMIT)."""
+    rows: list[dict[str, Any]] = []
+    for name, result in results.items():
+        table, n_att = first_rows(result, ROW_LIMIT - len(rows))
+        for row in table.slice(0, n_att).to_pylist():
             kind = row.get("finding") or "separation-of-duties"
-            kinds.add(kind)
             detail = row.get("detail") or row.get("title") or row.get("context") or ""
             if name == "least-privilege" and row.get("held_roles"):
                 detail = "holds " + ", ".join(row["held_roles"])
-            rows.append({"audit": results[name].title, "finding": kind, "who": row.get("who"),
-                         "where": row.get("where"), "what": row.get("what"), "since": row.get("since"),
-                         "detail": detail, "positions": row.get("positions")})
+            rows.append({"audit": result.title, "finding": kind, "who": row.get("who"), "where": row.get("where"),
+                         "what": row.get("what"), "since": plain(row.get("since")), "detail": detail,
+                         "positions": row.get("positions")})
+    return rows
+
+
+def _attention_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
+    import pyarrow as pa
+
+    kinds = {r["finding"] for r in rows}
     legend = "".join(f"<dt>{escape(k)}</dt><dd>{escape(MEANING[k])}</dd>" for k in sorted(kinds) if k in MEANING)
-    return ("<h3>Findings to act on</h3><p>One row per finding, from every audit. Click a column to sort. "
-            "Positions are the ledger positions of the events behind each finding (see "
-            "<code>events/events.jsonl</code>).</p>"
-            + _table("attention", ["audit", "finding", "who", "where", "what", "since", "detail", "positions"],
-                     rows, [], len(rows))
+    columns = ["audit", "finding", "who", "where", "what", "since", "detail", "positions"]
+    return ("<h3>Findings to act on</h3><p>One row per finding, from every audit. Click a column to sort, a name "
+            "for everything about that principal. Positions are the ledger positions of the events behind each "
+            "finding (see <code>events/events.jsonl</code>).</p>"
+            + _table("attention", pa.Table.from_pylist(rows), columns, None, len(rows), len(rows), None)
             + f'<dl class="meaning">{legend}</dl>')
 
 
-def _audit_section(name: str, result: AuditResult, picked: tuple[list[dict[str, Any]], list[dict[str, Any]]],
-                   attention: int) -> str:
-    att, other = picked
+def _principals_section(results: dict[str, AuditResult], findings: list[dict[str, Any]]) -> str:
+    """Every principal any audit names: what they hold, where, last use, findings; each a link to their view."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    audits: dict[str, list[str]] = {}
+    for result in results.values():
+        if "who" in result.columns:
+            for who in pc.unique(result.table.column("who")).to_pylist():
+                if who and PRINCIPAL.match(who):
+                    audits.setdefault(who, []).append(result.title)
+    if not audits:
+        return ""
+    held: dict[str, tuple[int, list[str], str | None]] = {}
+    review = results.get("review")
+    if review is not None and {"who", "where", "last_used"} <= set(review.columns):
+        grouped = review.table.group_by("who").aggregate([("who", "count"), ("where", "distinct"),
+                                                          ("last_used", "max")])
+        for who, n, where, last in zip(*(grouped.column(c).to_pylist() for c in
+                                         ("who", "who_count", "where_distinct", "last_used_max")), strict=True):
+            held[who] = (n, sorted(w for w in where if w), last)
+    counts: dict[str, int] = {}
+    for row in findings:
+        counts[row["who"]] = counts.get(row["who"], 0) + 1
+    rows = []
+    for who in sorted(audits):
+        n, where, last = held.get(who, (0, [], None))
+        rows.append({"who": who, "kind": who.split(":", 1)[0], "permissions": n, "where": where, "last_used": last,
+                     "findings": counts.get(who, 0), "audits": audits[who]})
+    table = pa.Table.from_pylist(rows)
+    return ('<h2 id="principals">People and accounts</h2><p>Every user, team and service account the audits name, '
+            "with how many permissions the access review shows them holding, where, their last use of any, and "
+            "their findings. A name opens everything about that principal: what they hold and where from (role, "
+            "team), when each was last used, and every row of every audit that names them.</p>"
+            + _table("principals", table, list(table.column_names), None, len(rows), 0, None))
+
+
+def _audit_section(name: str, result: AuditResult, attention: int) -> str:
     counts: dict[str, int] = {}
     if "finding" in result.columns:
         for pair in result.table.column("finding").value_counts().to_pylist():
             counts[pair["values"]] = pair["counts"]
-    from reports.evidence import needs_attention
-
     chips = "".join(f'<span class="chip{" bad" if needs_attention(name, {"finding": k}) else ""}">{escape(str(k))}: '
                     f"{v:,}</span>" for k, v in sorted(counts.items(), key=lambda kv: str(kv[0])))
     params = ", ".join(f"{k} {v}" for k, v in result.params.items() if k not in ("principal", "tenant") and v
                        is not None and k != "window_start")
     columns = [c for c in FIRST_COLUMNS if c in result.columns] + [c for c in result.columns if c not in FIRST_COLUMNS]
+    shown, n_att = first_rows(result, ROW_LIMIT)
+    routine = None
+    if name in ROUTINE and "finding" in result.columns:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        kinds = pa.array(sorted(ROUTINE[name]))
+        hidden = pc.sum(pc.is_in(shown.column("finding"), value_set=kinds)).as_py() or 0  # of the rows in the page
+        routine = {"column": "finding", "values": kinds.to_pylist(), "rows": hidden}
     return (f'<h2 id="{escape(name)}">{escape(result.title)}</h2><p>{escape(result.description)}</p>'
             f'<p class="caption">Run with: {escape(params)}. '
-            f"{'<strong>' + str(attention) + ' need attention</strong> (highlighted). ' if attention else ''}"
+            f"{'<strong>' + str(attention) + ' need attention</strong> (highlighted, first). ' if attention else ''}"
             f"Every row is in <code>audits/{escape(name)}.csv</code> and <code>.json</code>.</p>"
             + (f'<div class="chips">{chips}</div>' if chips else "")
-            + _table(f"t-{name}", columns, att + other, att, len(result)))
+            + _table(f"t-{name}", shown, columns, routine, len(result),
+                     n_att, f"audits/{name}.csv"))
 
 
 def _check_section(context: dict[str, Any], results: dict[str, AuditResult]) -> str:
@@ -180,9 +257,9 @@ def _check_section(context: dict[str, Any], results: dict[str, AuditResult]) -> 
                   + "</details>" for r in results.values())
     digest = context["digest"]
     return ('<h2 id="check">Checking this bundle</h2>'
-            "<p><code>manifest.json</code> lists every file of this bundle with its SHA-256, and records the period, "
-            "the command that made the bundle, the ledger's digest and the result of verifying the ledger when it "
-            "was made. To check that nothing was changed, removed or added since:</p>"
+            "<p><code>manifest.json</code> lists every other file of this bundle with its SHA-256, and records the "
+            "period, the command that made the bundle, the ledger's digest and the result of verifying the ledger "
+            "when it was made. To check that nothing was changed, removed or added since:</p>"
             "<pre>access-ledger evidence verify PATH-OF-THIS-BUNDLE</pre>"
             "<p>To check the ledger itself has not been rewritten since this export (run where the ledger is):</p>"
             "<pre>access-ledger verify --digest digest.json</pre>"
@@ -193,53 +270,113 @@ def _check_section(context: dict[str, Any], results: dict[str, AuditResult]) -> 
 
 # -- tables ------------------------------------------------------------------------------------
 
-def _cell(value: Any) -> tuple[str, str | None, bool]:
-    """(text, sort key, numeric) of one value."""
+def _text(value: Any) -> str | None:
+    """The text a cell shows for one value (None: empty)."""
     if value is None:
-        return "", None, False
+        return None
     if isinstance(value, bool):
-        return ("yes" if value else "no"), None, False
-    if isinstance(value, (int, float)):
-        return f"{value:,}" if isinstance(value, int) else f"{value:g}", str(value), True
+        return "yes" if value else "no"
+    if isinstance(value, datetime):
+        value = plain(value)
     if isinstance(value, str) and INSTANT.match(value):
-        return value[:19].replace("T", " "), value, False
-    if isinstance(value, list):
-        shown = [_cell(v)[0] for v in value[:12]]
-        more = f" (+{len(value) - 12} more)" if len(value) > 12 else ""
-        return ", ".join(shown) + more, None, False
+        return value[:19].replace("T", " ")
+    if isinstance(value, (list, tuple, set)):
+        items = list(value)
+        shown = [_text(v) or "" for v in items[:LIST_SHOWN]]
+        more = f" (+{len(items) - LIST_SHOWN:,} more)" if len(items) > LIST_SHOWN else ""
+        return ", ".join(shown) + more
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {_cell(v)[0]}" for k, v in value.items() if v is not None), None, False
-    return str(value), None, False
+        return ", ".join(f"{k}: {_text(v)}" for k, v in value.items() if v is not None)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
-def _table(tid: str, columns: list[str], rows: list[dict[str, Any]], highlighted: list[dict[str, Any]],
-           total: int) -> str:
-    marked = {id(r) for r in highlighted}
-    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
-    body = []
-    for r in rows:
-        cells = []
-        for c in columns:
-            text, key, numeric = _cell(r.get(c))
-            attrs = (f' data-sort="{escape(key)}"' if key is not None else "") + (' class="num"' if numeric else "")
-            if key is not None and not numeric:
-                attrs += ' class="time"'
-            cells.append(f"<td{attrs}>{escape(text)}</td>")
-        cls = ' class="attention"' if id(r) in marked else ""
-        body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    shown = len(rows)
-    note = f"showing <span id=\"{tid}-shown\">{shown:,}</span> of {total:,} rows"
-    if not rows:
+def _column(array: pa.ChunkedArray) -> Any:
+    """One column for the page: numbers as they are; text stored once per distinct value when that
+    is shorter ({"d": distinct texts, "i": index of each row's, null for empty})."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
+        return array.to_pylist()
+    if array.num_chunks == 0:
+        return []
+    arr = array.combine_chunks()
+    if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        arr = _joined(arr)
+    elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        arr = pc.replace_substring_regex(arr, INSTANT_PARTS, r"\1 \2")  # instants as the page shows them
+    elif not pa.types.is_boolean(arr.type):
+        arr = pa.array([_text(v) for v in arr.to_pylist()], pa.string())
+    encoded = arr.dictionary_encode()
+    distinct = encoded.dictionary.to_pylist()
+    if pa.types.is_boolean(arr.type):
+        distinct = [_text(v) for v in distinct]
+    indices = encoded.indices.to_pylist()
+    if len(distinct) * 2 > len(indices):
+        return [None if i is None else distinct[i] for i in indices]
+    return {"d": distinct, "i": indices}
+
+
+def _joined(lists: pa.Array) -> pa.Array:
+    """A list column as text: its first LIST_SHOWN items joined by ", ", then how many more."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_string(lists.type.value_type):
+        try:
+            lists = lists.cast(pa.list_(pa.string()))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return pa.array([_text(v) for v in lists.to_pylist()], pa.string())
+    text = pc.binary_join(pc.list_slice(lists, 0, LIST_SHOWN), ", ")
+    lengths = pc.fill_null(pc.list_value_length(lists), 0)
+    if not pc.any(pc.greater(lengths, LIST_SHOWN)).as_py():
+        return text
+    more = pc.if_else(pc.greater(lengths, LIST_SHOWN),
+                      pc.binary_join_element_wise(
+                          " (+", pc.cast(pc.subtract(lengths, LIST_SHOWN), pa.string()), " more)", ""), "")
+    return pc.binary_join_element_wise(text, more, "")
+
+
+def _table(tid: str, table: pa.Table, columns: list[str], routine: dict[str, Any] | None, total: int,
+           attention: int, csv: str | None) -> str:
+    """A table's frame, filled by report.js from its data (the rows in `table`, already in order:
+    those needing attention first, `attention` of them)."""
+    if total == 0:
         return '<p class="caption">No rows.</p>'
-    return (f'<div class="tools"><input id="{tid}-filter" type="search" placeholder="Filter rows" '
-            f'aria-label="Filter rows"><span>{note}</span></div>'
-            f'<div class="tablebox"><table id="{tid}" class="sortable"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table></div>")
+    data: dict[str, Any] = {"columns": columns, "rows": table.num_rows, "attention": attention,
+                            "values": [_column(table.column(c)) for c in columns]}
+    if routine:
+        data["routine"] = routine
+    raw = orjson.dumps(data)
+    encoding = "json"
+    if len(raw) > PACK_FROM:
+        text, encoding = base64.b64encode(gzip.compress(raw, 6)).decode(), "gzip-base64"  # level 1: 30% bigger
+    else:
+        text = raw.decode().replace("<", "\\u003c")  # nothing in the data can end its script element
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    limit = ""
+    if total > table.num_rows:
+        limit = (f'<p class="limit">This table holds the first {table.num_rows:,} of {total:,} rows (findings '
+                 f"needing attention first): a report table stops at {ROW_LIMIT:,} rows. Every row is in "
+                 f"<code>{escape(csv or '')}</code> beside this report.</p>")
+    switch = ""
+    if routine:
+        switch = (f'<label class="switch"><input type="checkbox" id="{tid}-all"> all rows (also the '
+                  f"{routine['rows']:,} routine {escape(', '.join(routine['values']))} rows)</label>")
+    return (f'<div class="tools"><input id="{tid}-filter" type="search" placeholder="Search all rows" '
+            f'aria-label="Search all rows">{switch}<span id="{tid}-count" class="count"></span></div>'
+            f'<div class="tablebox"><table id="{tid}" class="sortable" data-total="{total}"><thead><tr>{head}</tr>'
+            f'</thead><tbody></tbody></table></div><div class="pager" id="{tid}-pager"></div>{limit}'
+            f'<script type="application/json" id="{tid}-data" data-encoding="{encoding}">{text}</script>')
 
 
 # -- charts ------------------------------------------------------------------------------------
 
 W, H, LEFT, RIGHT, TOP, BOTTOM = 960, 260, 52, 14, 14, 36
+SERIES_GAP = 3.0  # pixels between lines of equal value
+MIN_BAR = 3.0  # pixels: the least height of a bar that is not zero, so one denied read among hundreds shows
 
 
 def _day(text: str) -> str:
@@ -247,15 +384,19 @@ def _day(text: str) -> str:
 
 
 def _x_labels(days: list[str], x: Any) -> str:
-    """Month labels under the axis at the first point of each month."""
-    out, last, last_x = [], "", -100.0
+    """Month labels under the axis at the first point of each month, none closer to the one before
+    than that one's width (so "Nov 2025" and "Dec" never overlap)."""
+    out, last, free_from = [], "", -100.0
     for i, d in enumerate(days):
         month = d[:7]
-        if month != last and x(i) - last_x > 48:
-            last, last_x = month, x(i)
-            label = datetime.strptime(month, "%Y-%m").strftime("%b %Y" if month.endswith("-01") or i == 0 else "%b")
+        if month != last and x(i) >= free_from:
+            last = month
+            label = datetime.strptime(month, "%Y-%m").strftime("%b %Y" if month.endswith("-01") or not out else "%b")
+            if x(i) + 7.0 * len(label) > W:  # would be cut at the right edge
+                break
+            free_from = x(i) + 7.0 * len(label) + 10  # 11px system-ui: under 7px a character
             out.append(f'<line x1="{x(i):.1f}" y1="{H - BOTTOM}" x2="{x(i):.1f}" y2="{H - BOTTOM + 4}" '
-                       f'stroke="#9aa5b1"/><text x="{x(i):.1f}" y="{H - BOTTOM + 16}" font-size="11" '
+                       f'stroke="#9aa5b1"/><text class="month" x="{x(i):.1f}" y="{H - BOTTOM + 16}" font-size="11" '
                        f'fill="#5f6b7a">{label}</text>')
     return "".join(out)
 
@@ -265,7 +406,7 @@ def _y_axis(lo: float, hi: float, y: Any) -> str:
     step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10_000, 50_000,
                             100_000, 10**9) if span / s <= 6)
     out = []
-    v = (int(lo) // step) * step
+    v = math.ceil(lo / step) * step  # the lowest tick inside the plot
     while v <= hi:
         out.append(f'<line x1="{LEFT}" y1="{y(v):.1f}" x2="{W - RIGHT}" y2="{y(v):.1f}" stroke="#eef0f3"/>'
                    f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" font-size="11" text-anchor="end" fill="#5f6b7a">'
@@ -323,10 +464,13 @@ def _privileged_chart(chart: dict[str, Any] | None) -> str:
     hi = max(max(v) for v in values.values()) + 1
     x, y = _scales(len(days), 0, hi)
     body = [_y_axis(0, hi, y), _x_labels(days, x)]
+    # Tenants with the same count would draw one line over the other: each line is shifted by a
+    # few pixels, the first up, the next down, so every one stays visible.
+    shift = {t: (k - (len(tenants) - 1) / 2) * SERIES_GAP for k, t in enumerate(tenants)}
     for k, t in enumerate(tenants):
         pts = []
         for i, v in enumerate(values[t]):
-            pts.append(f"{x(i - 0.5):.1f},{y(v):.1f} {x(i + 0.5):.1f},{y(v):.1f}")
+            pts.append(f"{x(i - 0.5):.1f},{y(v) + shift[t]:.1f} {x(i + 0.5):.1f},{y(v) + shift[t]:.1f}")
         body.append(f'<polyline class="series" fill="none" stroke="{PALETTE[k]}" stroke-width="2" '
                     f'points="{" ".join(pts)}"><title>{escape(t)}</title></polyline>')
     step = (W - LEFT - RIGHT) / len(days)
@@ -383,16 +527,21 @@ def _grants_chart(chart: dict[str, Any] | None) -> str:
 def _secrets_chart(chart: dict[str, Any] | None) -> str:
     title = "Connector-secret accesses per day"
     rows = (chart or {}).get("rows") or []
-    caption = ("Reads of the cloud credentials held by service connectors, per day: allowed reads in blue, reads the "
-               "platform refused in grey. A red marker is a day with a read that <strong>no role authorised</strong> "
-               "at that instant; hover it for who, which connector and when.")
+    caption = ("Reads of the cloud credentials held by service connectors, per day: allowed reads above the line, "
+               "in blue; reads the platform refused below it, in orange (drawn at least a few pixels high, so a "
+               "single one shows). A red marker is a day with a read that <strong>no role authorised</strong> at "
+               "that instant; hover it for who, which connector and when.")
     legend = [("allowed", ALLOWED), ("denied by the platform", DENIED), ("not authorised by any role", BAD)]
     if not rows:
         return _figure("secrets", title, caption, _svg(title, ""), legend)
-    hi = max(r["allowed"] + r["denied"] for r in rows) * 1.25 + 1
-    x, y = _scales(len(rows), 0, hi)
+    up = max(r["allowed"] for r in rows)
+    down = max(r["denied"] for r in rows)
+    hi = max(1, up) * 1.25 + 1
+    lo = -max(1.0, down, hi * 0.15)  # room below the line for denied reads, even when they are few
+    x, y = _scales(len(rows), lo, hi)
     bw = max(1.0, (W - LEFT - RIGHT) / len(rows) * 0.8)
-    body = [_y_axis(0, hi, y), _x_labels([r["day"] for r in rows], x)]
+    body = [_y_axis(lo, hi, y), _x_labels([r["day"] for r in rows], x),
+            f'<line x1="{LEFT}" y1="{y(0):.1f}" x2="{W - RIGHT}" y2="{y(0):.1f}" stroke="#5f6b7a"/>']
     marks = []
     for i, r in enumerate(rows):
         a, d, u = r["allowed"], r["denied"], r["unauthorised"]
@@ -400,12 +549,18 @@ def _secrets_chart(chart: dict[str, Any] | None) -> str:
             continue
         tip = f"{_day(r['day'])}: {a} allowed, {d} denied" + (f", {u} NOT AUTHORISED: {r['detail']}" if u else "")
         left = x(i) - bw / 2
-        body.append(f'<g class="bar"><title>{escape(tip)}</title><rect x="{left:.1f}" y="{y(a):.1f}" '
-                    f'width="{bw:.2f}" height="{y(0) - y(a):.1f}" fill="{ALLOWED}"/>'
-                    + (f'<rect x="{left:.1f}" y="{y(a + d):.1f}" width="{bw:.2f}" height="{y(a) - y(a + d):.1f}" '
-                       f'fill="{DENIED}"/>' if d else "") + "</g>")
+        bars = []
+        if a:
+            top = min(y(a), y(0) - MIN_BAR)
+            bars.append(f'<rect x="{left:.1f}" y="{top:.1f}" width="{bw:.2f}" height="{y(0) - top:.1f}" '
+                        f'fill="{ALLOWED}"/>')
+        if d:
+            height = max(MIN_BAR, y(-d) - y(0))
+            bars.append(f'<rect class="denied" x="{left:.1f}" y="{y(0):.1f}" width="{bw:.2f}" height="{height:.1f}" '
+                        f'fill="{DENIED}"/>')
+        body.append(f'<g class="bar"><title>{escape(tip)}</title>{"".join(bars)}</g>')
         if u:
-            cy = y(a + d) - 12
+            cy = y(a) - 12
             marks.append(f'<g class="unauthorised"><title>{escape(tip)}</title>'
                          f'<line x1="{x(i):.1f}" y1="{TOP}" x2="{x(i):.1f}" y2="{H - BOTTOM}" stroke="{BAD}" '
                          f'stroke-dasharray="3 3"/><circle cx="{x(i):.1f}" cy="{max(TOP + 6, cy):.1f}" r="6" '
@@ -415,5 +570,6 @@ def _secrets_chart(chart: dict[str, Any] | None) -> str:
                 anchor = "end" if x(i) > W * 0.7 else "start"
                 dx = -10 if anchor == "end" else 10
                 marks.append(f'<text x="{x(i) + dx:.1f}" y="{max(TOP + 10, cy + 4):.1f}" font-size="12" '
-                             f'fill="{BAD}" text-anchor="{anchor}" font-weight="600">{label}</text>')
+                             f'fill="{BAD}" text-anchor="{anchor}" font-weight="600" stroke="#fff" stroke-width="4" '
+                             f'paint-order="stroke">{label}</text>')
     return _figure("secrets", title, caption, _svg(title, "".join(body + marks)), legend)

@@ -211,6 +211,97 @@ def test_report_tables_sort_and_filter(browser, bundle):
     assert browser.errors() == []
 
 
+def _type(browser: Browser, box: str, text: str) -> None:
+    browser.evaluate(f"(() => {{ const b = document.getElementById({json.dumps(box)}); b.value = {json.dumps(text)}; "
+                     "b.dispatchEvent(new Event('input')); })()")
+
+
+def _count(browser: Browser, tid: str) -> str:
+    return browser.evaluate(f"document.getElementById({json.dumps(tid + '-count')}).textContent")
+
+
+def _shoot(browser: Browser, path: Path, height: int = 900) -> None:
+    """A screenshot of the viewport (1280 x height), also saved under $ACCESS_LEDGER_SHOTS if set."""
+    browser.call("Emulation.setDeviceMetricsOverride", width=1280, height=height, deviceScaleFactor=1, mobile=False)
+    data = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+    path.write_bytes(data)
+    if os.environ.get("ACCESS_LEDGER_SHOTS"):
+        (Path(os.environ["ACCESS_LEDGER_SHOTS"]) / path.name).write_bytes(data)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_search_finds_a_name_past_row_200_and_its_link_opens_the_principal(browser, bundle, tmp_path):
+    review = json.loads((bundle / "audits" / "review.json").read_text())
+    first_rows = {r["who"] for r in review[:200]}
+    name = next(r["who"] for r in review[200:] if r["who"] not in first_rows)
+    held = sum(r["who"] == name for r in review)
+    browser.open((bundle / "report.html").as_uri())
+    _shoot(browser, tmp_path / "report-first-screen.png")
+    assert _count(browser, "t-review") == f"rows 1–100 of {len(review):,}"
+
+    _type(browser, "t-review-filter", name)
+    assert _count(browser, "t-review") == f"rows 1–{held} of {held} matching; {len(review):,} in all"
+    cells = browser.evaluate("""Array.from(document.querySelectorAll('#t-review tbody tr'))
+        .map(r => r.textContent)""")
+    assert len(cells) == held and all(name in c for c in cells)
+
+    browser.evaluate(f"document.querySelector('#t-review tbody a.who[href=\"#who=' + "
+                     f"encodeURIComponent({json.dumps(name)}) + '\"]').click()")
+    browser.evaluate("new Promise(r => setTimeout(r, 200))")
+    view = browser.evaluate("""(() => { const s = document.getElementById('principal');
+        return {hidden: s.hidden, name: s.querySelector('h2').textContent, summary: s.querySelector('.summary').textContent,
+                holds: document.getElementById('p-holds-count').textContent}; })()""")
+    assert view["hidden"] is False and view["name"] == name
+    assert view["summary"].startswith(f"{name} holds {held} permission")
+    assert view["holds"] == f"rows 1–{held} of {held}"
+    _shoot(browser, tmp_path / "report-principal.png")
+    assert browser.errors() == []
+
+
+def test_every_row_is_reachable_by_paging_and_routine_rows_by_the_switch(browser, bundle):
+    review = json.loads((bundle / "audits" / "review.json").read_text())
+    secrets = json.loads((bundle / "audits" / "secrets.json").read_text())
+    routine = sum(r["finding"] == "authorised" for r in secrets)
+    browser.open((bundle / "report.html").as_uri())
+    pages = -(-len(review) // 100)
+    browser.evaluate("document.querySelector('#t-review-pager button:last-of-type').click()")
+    assert _count(browser, "t-review") == f"rows {(pages - 1) * 100 + 1}–{len(review)} of {len(review)}"
+    last = browser.evaluate("document.querySelector('#t-review tbody tr:last-child').textContent")
+    assert review[-1]["what"] in last and review[-1]["who"] in last
+
+    shown = len(secrets) - routine
+    assert _count(browser, "t-secrets") == (f"rows 1–{shown} of {shown} ({routine:,} routine rows hidden); "
+                                            f"{len(secrets):,} in all")
+    browser.evaluate("document.getElementById('t-secrets-all').click()")
+    assert _count(browser, "t-secrets") == f"rows 1–100 of {len(secrets):,}"
+    assert browser.errors() == []
+
+
+def test_a_packed_table_is_unpacked_in_the_browser(browser, tmp_path, monkeypatch):
+    """Big tables travel gzipped in the page; the browser unpacks them (DecompressionStream). A
+    table cut at the row limit is named in every principal's view."""
+    import reports.html
+
+    monkeypatch.setattr(reports.html, "PACK_FROM", 2_000)
+    monkeypatch.setattr(reports.html, "ROW_LIMIT", 3_000)
+    with AccessLedger.open(str(tmp_path / "ledger.db"), create=True) as led:
+        led.import_lines(generate("small").lines())
+        out = export_bundle(led, tmp_path / "bundle", end="2026-11-01T00:00:00Z").path
+    html = (out / "report.html").read_text()
+    assert 'id="t-secrets-data" data-encoding="gzip-base64"' in html
+    secrets = json.loads((out / "audits" / "secrets.json").read_text())
+    browser.open((out / "report.html").as_uri())
+    browser.evaluate("new Promise(r => { const w = () => document.documentElement.dataset.ready ? r() : "
+                     "setTimeout(w, 50); w(); })")
+    browser.evaluate("document.getElementById('t-secrets-all').click()")
+    assert _count(browser, "t-secrets") == f"rows 1–100 of 3,000; {len(secrets):,} in all, the first 3,000 in this page"
+    browser.evaluate("location.hash = '#who=user%3Aivan'")
+    browser.evaluate("new Promise(r => setTimeout(r, 100))")
+    note = browser.evaluate("document.querySelector('#principal p.limit').textContent")
+    assert f"secrets: 3,000 of {len(secrets):,}" in note and "user:ivan may have more rows" in note
+    assert browser.errors() == []
+
+
 def test_the_harness_sees_console_errors_and_network_attempts(browser, tmp_path):
     page = tmp_path / "broken.html"
     page.write_text("<!DOCTYPE html><html><head><script src='https://cdn.example.com/chart.js'></script></head>"

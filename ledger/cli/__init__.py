@@ -13,11 +13,23 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 import typer  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
+from ledger.cli.common import Interrupted, is_interruption  # noqa: E402
 from ledger.errors import LedgerError  # noqa: E402
 
 
 class LedgerGroup(TyperGroup):
     """Every failure, including usage errors, ends as one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: Any) -> Any:
+        # Typer turns Ctrl-C into a silent exit 130, and DuckDB into its own error mid-query: say it.
+        try:
+            return super().invoke(ctx)
+        except Interrupted:
+            raise
+        except BaseException as exc:
+            if is_interruption(exc):
+                raise Interrupted() from None
+            raise
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         kwargs["standalone_mode"] = False
@@ -31,8 +43,8 @@ class LedgerGroup(TyperGroup):
         except LedgerError as exc:
             typer.echo(f"Error: {_one_line(str(exc))}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            typer.echo("Error: interrupted; nothing was written by the interrupted command", err=True)
+        except (KeyboardInterrupt, Interrupted) as exc:
+            typer.echo(str(exc) if isinstance(exc, Interrupted) else Interrupted.default, err=True)
             sys.exit(130)
         except BrokenPipeError:
             sys.exit(0)

@@ -60,6 +60,21 @@ def period_or_range(period: str | None, start: str | None, end: str | None) -> t
     return parse_period(period)
 
 
+class Interrupted(Exception):
+    """Ctrl-C: the CLI prints this one line (what was written, if anything) and exits 130."""
+
+    default = "interrupted: nothing was written"
+
+    def __init__(self, message: str = default):
+        super().__init__(message)
+
+
+def is_interruption(exc: BaseException) -> bool:
+    """Ctrl-C, as Python raises it or as DuckDB reports it when it stopped a query."""
+    return (isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "InterruptException"
+            or (isinstance(exc, RuntimeError) and str(exc) == "Query interrupted"))
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line on stderr and exit non-zero."""
     typer.echo(f"Error: {message}", err=True)

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ledger.cli.common import db_url, fail, handled
+from ledger.cli.common import Interrupted, db_url, fail, handled, is_interruption
 
 DEMO_EVIDENCE = "demo-evidence"
 
@@ -59,14 +59,26 @@ def demo(
         _make_room(url, evidence, force)
         scenario = generate(SIZES[size.value], parse_instant(end, "end") if end else now())
         led = AccessLedger.open(url, create=True)
+        written = 0
         try:
             if led.head():
                 fail(f"the ledger at {led.store.label} is not empty: the demo builds a new ledger (give --db NEW.db)")
             whose = "acme-ml's" if size is Size.small else "a large"
             console.print(f"[bold]access-ledger demo[/]: a year of {whose} ML platform, into {led.store.label}")
             _import(led, scenario, size)
+            written = led.head()
             result = _export(led, evidence, url)
             answer = _point_in_time(led, scenario)
+        except BaseException as exc:
+            if not is_interruption(exc):
+                raise
+            if written:
+                raise Interrupted(f"interrupted: the demo ledger {led.store.label} was written ({written:,} events), "
+                                  f"its evidence bundle was not; run the demo again to replace both") from None
+            led.close()
+            if not url.startswith(("postgresql://", "postgres://")):
+                _remove_ledger(url)  # the empty file this run created
+            raise Interrupted("interrupted: nothing was written; run the demo again") from None
         finally:
             led.close()
     _summary(console, scenario, result, answer, size)
@@ -87,24 +99,38 @@ def _make_room(url: str, evidence: Path, force: bool) -> None:
         try:
             with AccessLedger.open(url) as led:
                 first = next(led.read(1, 1), (0, {}))[1]
-                demo_made = is_generated(first)
+                # A ledger with no event at all holds nothing to lose: typically a demo stopped
+                # before its import (all or nothing) was committed.
+                demo_made = is_generated(first) or (not first and led.head() == 0)
         except Exception:  # unreadable: certainly not a demo ledger we may replace
             demo_made = False
         if not demo_made and not force:
             fail(f"{url} already exists and is not a demo ledger: the demo builds a new one (give --db NEW.db, or "
                  "--force to replace it)")
-        for suffix in ("", "-wal", "-shm", "-journal", ".duckdb", ".duckdb.wal"):
-            if os.path.exists(url + suffix):
-                os.remove(url + suffix)
+        _remove_ledger(url)
     if evidence.exists():
         if evidence.is_dir() and not any(evidence.iterdir()):
             return
-        if not (evidence / "manifest.json").is_file() and not force:
+        if not (evidence / "manifest.json").is_file() and not _unfinished_bundle(evidence) and not force:
             fail(f"{evidence} exists and is not an evidence bundle: give --evidence NEW-FOLDER, or --force")
         if evidence.is_dir():
             shutil.rmtree(evidence)
         else:
             evidence.unlink()
+
+
+def _remove_ledger(path: str) -> None:
+    """A SQLite ledger's file and the files SQLite and the warehouse keep beside it."""
+    for suffix in ("", "-wal", "-shm", "-journal", ".duckdb", ".duckdb.wal"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+
+
+def _unfinished_bundle(folder: Path) -> bool:
+    """A folder holding only what an evidence export writes before its manifest (an export that
+    was killed before it could clean up)."""
+    layout = {"digest.json": False, "report.html": False, "events": True, "audits": True, "charts": True}
+    return folder.is_dir() and all(layout.get(p.name) == p.is_dir() for p in folder.iterdir())
 
 
 def _import(led: Any, scenario: Any, size: Size) -> None:
@@ -167,7 +193,10 @@ def _summary(console: Any, scenario: Any, result: Any, answer: dict[str, Any] | 
     for name, rows in result.findings.items():
         for row in rows:
             groups.setdefault((name, row.get("who") or ""), []).append(row)
-    table = Table(title="Findings that need attention", title_justify="left")
+    total = sum(len(rows) for rows in groups.values())
+    # One row per audit and principal: the report and the bundle's audits list each finding.
+    table = Table(title=f"Findings that need attention: {total}, in {len(groups)} rows (one per audit and "
+                  "principal; report.html lists each)", title_justify="left")
     for col in ("audit", "finding", "who", "where", "planted"):
         table.add_column(col, overflow="fold", no_wrap=col != "where")
     unplanted = 0
@@ -194,7 +223,8 @@ def _summary(console: Any, scenario: Any, result: Any, answer: dict[str, Any] | 
         verdict = "allowed" if answer["allowed"] else f"no: {answer['why_not']}"
         console.print(f"  point in time: could {answer['principal']} read {answer['resource']} at {answer['at']}? "
                       f"{verdict}")
-    console.print(f"  evidence bundle: {result.path}/ ({len(m['files']) + 1} files, report: {result.path}/report.html)")
+    console.print(f"  evidence bundle: {result.path}/ ({len(m['files'])} files and manifest.json, report: "
+                  f"{result.path}/report.html)")
 
 
 def _next_commands(ctx: typer.Context, db: str | None, scenario: Any) -> list[str]:

@@ -74,7 +74,7 @@ def export(
             led.close()
     m = result.manifest
     attention = sum(a["needs_attention"] for a in m["audits"].values())
-    typer.echo(f"wrote {result.path}: {len(m['files']) + 1} files, {result.events:,} events from {m['period']['from']} "
+    typer.echo(f"wrote {result.path}: {len(m['files'])} files and manifest.json, {result.events:,} events from {m['period']['from']} "
                f"to {m['period']['to']}, {attention} finding(s) needing attention, in {result.seconds:.1f} s")
     typer.echo(f"ledger verify at export: {'intact' if m['ledger']['verify']['ok'] else 'FAILED'}; "
                f"manifest.json sha256 {result.manifest_sha256}")
