@@ -371,6 +371,8 @@ def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tup
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    from ledger.pipeline import ignore_interrupts
+
     size = max(SEGMENT_MIN, -(-head // (workers * 4)))
     starts = list(range(1, head + 1, size))
     jobs = []
@@ -389,7 +391,8 @@ def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tup
         jobs.append((a, b, link, {p: v for p, v in seal_at.items() if a <= p <= b}, at))
     walks: dict[int, _Walk] = {}
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=ignore_interrupts) as pool:
             futures = {pool.submit(_walk_segment, store.url, a, b, link, seals, at): (a, b)
                        for a, b, link, seals, at in jobs}
             for future in as_completed(futures):
