@@ -17,7 +17,7 @@ import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticError
 
-from ledger.errors import ValidationError
+from ledger.errors import IntegrityFailure, ValidationError
 from ledger.timeutil import canonical
 from ledger.vocabulary import check_name, nfkc, split_principal, split_resource
 
@@ -408,4 +408,12 @@ def encode(event: dict[str, Any]) -> bytes:
 
 
 def decode(data: bytes | str) -> dict[str, Any]:
-    return orjson.loads(data)
+    """The event in stored bytes. Bytes that hold no event (edited in the database) end in one line."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        event = None
+    if type(event) is not dict or type(event.get("type")) is not str:
+        raise IntegrityFailure(f"a stored event is not an event ({data[:40]!r}): the log was tampered with; run "
+                               "`access-ledger verify`")
+    return event

@@ -87,6 +87,15 @@ class _Walk:
 
 
 Rows = list[tuple[int, str, int, str, bytes, "str | None", "str | None"]]
+
+
+def _canonical(state: bytes) -> bool:
+    """Whether `state` is exactly what the ledger writes for the event it holds (orjson's encoding of
+    the parsed object: a repeated key, an escaped letter or other spacing give other bytes)."""
+    try:
+        return orjson.dumps(orjson.loads(state)) == state
+    except orjson.JSONDecodeError:
+        return False
 _ID_KEY = b',"id":"'
 
 
@@ -120,8 +129,10 @@ def _walk(store: Store, c: Cursor, start: int, link: str, seal_at: dict[int, tup
                 return failed(pos, f"position {pos} does not match its hash chain link (changed, inserted or "
                                    "reordered event)")
             this_at = time_in(state)
-            if this_at is None:
-                return failed(pos, f"position {pos} holds bytes the ledger does not write (not a canonical event)")
+            if this_at is None or not _canonical(state):
+                return failed(pos, f"position {pos} holds bytes the ledger does not write (not a canonical event: "
+                                   "a key given twice or escaped, or another layout, reads differently to "
+                                   "different readers)")
             if this_at < at:
                 return failed(pos, f"position {pos} is dated {this_at}, before position {pos - 1} ({at}): "
                                    "time went backwards (backdated event)")
@@ -177,6 +188,10 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
     """
     key = seal_key()
     with store.transaction(write=False) as c:
+        altered = store.altered_columns(c)
+        if altered:
+            return VerifyResult(False, 0, 0, GENESIS_LINK, 0, None,
+                                f"the ledger's schema was altered: {'; '.join(altered)}")
         c.execute("SELECT position, at, link FROM al_head WHERE id = 1")
         row = c.fetchone()
         head_pos, head_at, head_link = (0, "", GENESIS_LINK) if row is None else row

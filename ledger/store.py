@@ -45,12 +45,32 @@ _SIDE_TABLES = [
         expires_at TEXT, PRIMARY KEY (role, principal, tenant, resource))""",
     "CREATE INDEX IF NOT EXISTS al_grants_principal ON al_grants (principal)",
     "CREATE TABLE IF NOT EXISTS al_snapshots (name TEXT PRIMARY KEY, position BIGINT NOT NULL, data {blob} NOT NULL)",
+    # What each DuckDB warehouse file held after its last sync (see reports/warehouse.py).
+    """CREATE TABLE IF NOT EXISTS al_warehouses (
+        id TEXT PRIMARY KEY, position BIGINT NOT NULL, link TEXT NOT NULL, sha256 TEXT NOT NULL, mac TEXT)""",
 ]
 
 # In SQLite an INTEGER PRIMARY KEY is the rowid itself, so the chain is one B-tree, not a table
 # plus an index; and the ids, keyed by text, are stored in their key's B-tree (WITHOUT ROWID).
 _SQLITE_TYPES = {"blob": "BLOB", "pos_key": "INTEGER", "keyed": " WITHOUT ROWID"}
 _POSTGRES_TYPES = {"blob": "BYTEA", "pos_key": "BIGINT", "keyed": ""}
+
+
+# Every column's type as the ledger creates it on PostgreSQL (verify names any that differs).
+_T, _B = "text", "bigint"
+_POSTGRES_COLUMNS: dict[str, dict[str, str]] = {
+    "stored_events": {"originator_id": "uuid", "originator_version": _B, "topic": _T, "state": "bytea",
+                      "notification_id": _B},
+    "al_head": {"id": "integer", "position": _B, "at": _T, "link": _T},
+    "al_chain": {"position": _B, "at": _T, "link": _T},
+    "al_seals": {"position": _B, "link": _T, "mac": _T, "sealed_at": _T},
+    "al_ids": {"event_id": _T, "position": _B},
+    "al_entities": {"kind": _T, "name": _T, "status": _T, "ref": _T, "data": _T},
+    "al_members": {"team": _T, "member": _T},
+    "al_grants": {"role": _T, "principal": _T, "tenant": _T, "resource": _T, "expires_at": _T},
+    "al_snapshots": {"name": _T, "position": _B, "data": "bytea"},
+    "al_warehouses": {"id": _T, "position": _B, "link": _T, "sha256": _T, "mac": _T},
+}
 
 
 def side_table_ddl(*, postgres: bool) -> list[str]:
@@ -470,6 +490,19 @@ class Store:
                 if position in state_at:
                     found[event_id] = (position, state_at[position])
         return found
+
+    def altered_columns(self, c: Cursor) -> list[str]:
+        """Columns of the ledger's tables whose type is not the one the ledger created (PostgreSQL keeps a
+        column's type, so a value of another type needs the schema altered first; SQLite stores any
+        value in any column, and every reader checks the values it reads instead)."""
+        if not self.postgres:
+            return []
+        c.execute("SELECT table_name, column_name, data_type FROM information_schema.columns "
+                  "WHERE table_schema = current_schema() AND table_name = ANY(?)", (list(_POSTGRES_COLUMNS),))
+        found = {(t, col): kind for t, col, kind in c.fetchall()}
+        return [f"{t}.{col} is {found.get((t, col), 'missing')}, not {kind}"
+                for t, columns in _POSTGRES_COLUMNS.items() for col, kind in columns.items()
+                if found.get((t, col)) != kind]
 
     def ids_not_in_their_events(self, c: Cursor, limit: int = 5) -> list[tuple[str, int]]:
         """(id, position) rows of al_ids whose position holds no event ending with that id (as the ledger

@@ -10,12 +10,15 @@ from there. The interval tables are then brought up to the same position in one 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import queue
 import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +30,7 @@ from reports.sql_files import run_script, sql_text
 if TYPE_CHECKING:
     from ledger.app import AccessLedger
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 CHUNK = 250_000
 LOCK_WAIT = 30.0
 #: The fields of DESIGN section 4, as read from the JSONL bytes (lists are the permission lists).
@@ -116,19 +119,30 @@ class Warehouse:
         self.led = led
         self.con = con
         self.path = path
+        self.recorded = False  # proven against, and recorded in, the ledger's al_warehouses (see open)
+        self.proven: str | None = None  # the file's SHA-256 as proven (or recorded) in this run
+        self.rebuilt: str | None = None  # why the file was emptied to be synced afresh, if it was
 
     @classmethod
-    def open(cls, led: AccessLedger, path: str | Path | None = None) -> Warehouse:
-        """Open (or create) the warehouse of `led` at `path` (default: see default_path)."""
+    def open(cls, led: AccessLedger, path: str | Path | None = None, *, scratch: bool = False) -> Warehouse:
+        """Open (or create) the warehouse of `led` at `path` (default: see default_path).
+
+        A warehouse file is proven before it is used (see `sync`): its bytes must be those the ledger
+        recorded after the last sync. A `scratch` warehouse (built and read in one run, then deleted)
+        is neither proven nor recorded.
+        """
         target = str(path) if path is not None else default_path(led)
         if target != ":memory:":
             parent = Path(target).resolve().parent
             if not parent.is_dir():
                 raise WarehouseError(f"cannot create the warehouse {target}: folder {parent} does not exist")
+        # A write-ahead log beside the file is replayed by DuckDB as it opens: changes its bytes never show.
+        replayed = target != ":memory:" and os.path.exists(target + ".wal") and os.path.getsize(target + ".wal") > 0
         con = _connect(target)
         wh = cls(led, con, target)
+        wh.recorded = target != ":memory:" and not scratch
         try:
-            wh._prepare()
+            wh._prepare(replayed)
         except BaseException:
             con.close()
             raise
@@ -148,7 +162,7 @@ class Warehouse:
 
     # -- schema ---------------------------------------------------------------------------
 
-    def _prepare(self) -> None:
+    def _prepare(self, replayed: bool = False) -> None:
         import duckdb
 
         con = self.con
@@ -162,18 +176,100 @@ class Warehouse:
                     version = rows[0][0] if rows else None
                 if version != SCHEMA_VERSION:
                     # Everything here is derived from the ledger: an old layout is dropped and synced again.
-                    con.execute("BEGIN")
-                    for table in _TABLES:
-                        con.execute(f"DROP TABLE IF EXISTS {table}")
-                    run_script(con, "warehouse.sql")
-                    self._fill_presets()
-                    con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
-                    con.execute("INSERT INTO sync_state VALUES (1, 0, NULL, 0, NULL)")
-                    con.execute("COMMIT")
+                    self._create()
+                else:
+                    foreign = foreign_objects(con)
+                    if foreign:
+                        raise WarehouseMismatch(
+                            f"the warehouse {self.path} holds {', '.join(foreign[:3])}, which the ledger never "
+                            "creates (it could change what the audits read): delete the file to rebuild it")
+                    if self.recorded:
+                        self._prove(replayed)
                 run_script(con, "effective.sql")
         except duckdb.Error as exc:
             _rollback(con)
             raise WarehouseError(f"cannot prepare the warehouse {self.path}: {_first_line(str(exc))}") from None
+
+    def _create(self) -> None:
+        """(Re)create every table, empty; the file gets a new id (its record in the ledger is keyed by it)."""
+        con = self.con
+        con.execute("BEGIN")
+        for name, kind in con.execute(
+                "SELECT table_name, 'TABLE' FROM duckdb_tables() WHERE database_name = current_database() "
+                "UNION ALL SELECT view_name, 'VIEW' FROM duckdb_views() WHERE database_name = current_database() "
+                "AND NOT internal").fetchall():
+            con.execute(f'DROP {kind} IF EXISTS "{name}" CASCADE')
+        run_script(con, "warehouse.sql")
+        self._fill_presets()
+        con.execute("INSERT INTO meta VALUES ('schema_version', ?), ('id', ?)", [SCHEMA_VERSION, uuid.uuid4().hex])
+        con.execute("INSERT INTO sync_state VALUES (1, 0, NULL, 0, NULL)")
+        con.execute("COMMIT")
+
+    # -- proof --------------------------------------------------------------------------
+    #
+    # The warehouse is derived data in a file of its own: anyone who can write that file could change
+    # what every audit says. After each sync the ledger records, in its own table al_warehouses, the
+    # file's id, the position and chain link it holds and the SHA-256 of its bytes (with
+    # ACCESS_LEDGER_SEAL_KEY, an HMAC over them). Before the file is used, its bytes are hashed again:
+    # - the same: it is exactly the file the ledger synced (and `verify` compares that with the events);
+    # - no record, or one for another position (a sync that was killed, a record deleted, a write-ahead
+    #   log replayed on open): nothing proves the file, so it is emptied and synced afresh;
+    # - a different hash or MAC at the recorded position: the file was edited, and it is refused.
+
+    def _file_id(self) -> str | None:
+        rows = self.con.execute("SELECT value FROM meta WHERE key = 'id'").fetchall()
+        return rows[0][0] if rows else None
+
+    def _record_row(self, file_id: str) -> tuple[Any, ...] | None:
+        with self.led.store.transaction(write=False) as c:
+            c.execute("SELECT position, link, sha256, mac FROM al_warehouses WHERE id = ?", (file_id,))
+            return c.fetchone()
+
+    def _prove(self, replayed: bool) -> None:
+        from ledger.integrity import seal_key
+
+        file_id = self._file_id()
+        position, link, intervals_at = self._state()
+        # A warehouse of another ledger (or of this one before a rewrite) is refused, never emptied.
+        self._check_same_ledger(position, link, self.led.head())
+        record = self._record_row(file_id) if file_id is not None else None
+        unproven = ("it has no id" if file_id is None else
+                    "a write-ahead log was replayed into it as it opened" if replayed else
+                    "the ledger holds no record of it" if record is None else
+                    f"it holds position {position}, the ledger recorded {record[0]} (an interrupted sync)"
+                    if (record[0], record[1]) != (position, link or "") or intervals_at != position else None)
+        if unproven is not None:
+            self.rebuilt = unproven
+            self._create()
+            return
+        digest = _file_sha256(self.path)
+        key = seal_key()
+        if record[2] != digest or (key is not None and record[3] != _record_mac(key, file_id, *record[:3])):
+            what = "its bytes are not those" if record[2] != digest else "its record's MAC is missing or wrong for"
+            raise WarehouseMismatch(
+                f"the warehouse {self.path} was edited since its last sync ({what} the ledger recorded at position "
+                f"{position}): delete the file to rebuild it, and run `access-ledger verify`")
+        self.proven = digest
+
+    def _record(self) -> None:
+        """Write the file's record into the ledger (after a sync: the file holds exactly what it should)."""
+        from ledger.errors import StorageError
+        from ledger.integrity import seal_key
+
+        self.con.execute("CHECKPOINT")  # every change in the file itself, none in a write-ahead log
+        file_id = self._file_id()
+        position, link, _ = self._state()
+        digest = _file_sha256(self.path)
+        key = seal_key()
+        mac = None if key is None else _record_mac(key, file_id, position, link or "", digest)
+        try:
+            with self.led.store.transaction(write=True) as c:
+                c.execute("DELETE FROM al_warehouses WHERE id = ?", (file_id,))
+                c.execute("INSERT INTO al_warehouses (id, position, link, sha256, mac) VALUES (?, ?, ?, ?, ?)",
+                          (file_id, position, link or "", digest, mac))
+        except StorageError:
+            return  # a ledger this user may only read: the file stays unproven and is synced afresh next time
+        self.proven = digest
 
     def _fill_presets(self) -> None:
         import pyarrow as pa
@@ -245,6 +341,8 @@ class Warehouse:
                 if head > position:
                     # Compact the new rows into the file now, as part of the sync, not at some later close.
                     self.con.execute("CHECKPOINT")
+                if self.recorded and (head > position or intervals_at < head or self.proven is None):
+                    self._record()
         except duckdb.Error as exc:
             _rollback(self.con)
             raise WarehouseError(f"cannot sync the warehouse {self.path}: {_first_line(str(exc))}") from None
@@ -370,22 +468,29 @@ def compare_with_events(led: AccessLedger, path: str | Path,
         return [f"the warehouse {source} does not match this ledger at position {position}"]
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="access-ledger-verify-") as folder:
-        with Warehouse.open(led, os.path.join(folder, "scratch.duckdb")) as scratch:
+        with Warehouse.open(led, os.path.join(folder, "scratch.duckdb"), scratch=True) as scratch:
             scratch.sync(progress, upto=int(position))
             con = scratch.con
             con.execute("ATTACH ? AS kept (READ_ONLY)", [source])
             try:
+                foreign = foreign_objects(con, "kept")
+                if foreign:
+                    problems.append(f"the warehouse {source} holds {', '.join(foreign)}, which the ledger never "
+                                    "creates; delete it to rebuild it")
                 for table in _TABLES:
                     if table == "sync_state":
                         continue
                     cols = ", ".join(f'"{r[0]}"' for r in con.execute(
                         "SELECT column_name FROM information_schema.columns WHERE table_catalog = 'scratch' "
                         "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall())
+                    # The file's id (a random key of its record in the ledger) is the one row not derived.
+                    only = " WHERE key <> 'id'" if table == "meta" else ""
                     try:
-                        extra = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM kept.main.{table} EXCEPT ALL "
-                                            f"SELECT {cols} FROM main.{table})").fetchall()[0][0]
-                        missing = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM main.{table} EXCEPT ALL "
-                                              f"SELECT {cols} FROM kept.main.{table})").fetchall()[0][0]
+                        extra = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM kept.main.{table}{only} "
+                                            f"EXCEPT ALL SELECT {cols} FROM main.{table}{only})").fetchall()[0][0]
+                        missing = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM main.{table}{only} "
+                                              f"EXCEPT ALL SELECT {cols} FROM kept.main.{table}{only})"
+                                              ).fetchall()[0][0]
                     except duckdb.Error as exc:
                         problems.append(f"warehouse table {table} cannot be compared ({_first_line(str(exc))})")
                         continue
@@ -395,6 +500,38 @@ def compare_with_events(led: AccessLedger, path: str | Path,
             finally:
                 con.execute("DETACH kept")
     return problems
+
+
+def foreign_objects(con: Any, database: str | None = None) -> list[str]:
+    """Objects of the warehouse file (`database`: an attached one) that the ledger never creates: tables
+    not among its own, views and macros (a view or macro named like a table would be read in its place,
+    and could read files). The ledger's own views and macros are TEMP: in no file."""
+    db = "current_database()" if database is None else "?"
+    params = [] if database is None else [database]
+    found = [f"table {schema}.{name}" if schema != "main" else f"table {name}" for schema, name in con.execute(
+        f"SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = {db} ORDER BY 1, 2", params
+    ).fetchall() if schema != "main" or name not in _TABLES]
+    found += [f"view {name}" for (name,) in con.execute(
+        f"SELECT view_name FROM duckdb_views() WHERE database_name = {db} AND NOT internal ORDER BY 1", params
+    ).fetchall()]
+    found += [f"macro {name}" for (name,) in con.execute(
+        f"SELECT DISTINCT function_name FROM duckdb_functions() WHERE database_name = {db} AND NOT internal "
+        "AND function_type IN ('macro', 'table_macro') ORDER BY 1", params).fetchall()]
+    found += [f"sequence {name}" for (name,) in con.execute(
+        f"SELECT sequence_name FROM duckdb_sequences() WHERE database_name = {db} ORDER BY 1", params).fetchall()]
+    return found
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record_mac(key: bytes, file_id: str, position: int, link: str, digest: str) -> str:
+    return hmac.new(key, f"warehouse:{file_id}:{position}:{link}:{digest}".encode(), hashlib.sha256).hexdigest()
 
 
 def _link_at(led: AccessLedger, position: int) -> str | None:

@@ -358,3 +358,148 @@ def test_every_warehouse_table_edited_is_named_by_verify(ledger_url, tmp_path):
             assert f"warehouse table {table}:" in result.output, result.output
             edited += 1
     assert edited >= 16
+
+
+# -- the warehouse, proven before every use ---------------------------------------------------------
+
+AUDIT = ["audit", "review", "--at", LATER, "--format", "json"]
+
+
+def _audit(url: str, path: Path) -> Any:
+    return runner.invoke(app, ["--db", url, *AUDIT, "--warehouse", str(path)])
+
+
+def _duck(path: Path, *statements: str) -> None:
+    import duckdb
+
+    con = duckdb.connect(str(path))
+    try:
+        for sql in statements:
+            con.execute(sql)
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("plant", [
+    ("ALTER TABLE assignments RENAME TO assignments_real",
+     "CREATE VIEW assignments AS SELECT * FROM assignments_real WHERE principal <> 'user:alice'"),
+    ("CREATE MACRO leak(p) AS TABLE SELECT * FROM read_text(p)",),
+    ("CREATE TABLE notes AS SELECT 1 AS n",),
+], ids=["view-in-place-of-a-table", "macro", "table"])
+def test_an_object_planted_in_the_warehouse_is_refused_by_the_audit_and_named_by_verify(ledger_url, tmp_path, plant):
+    _history(ledger_url)
+    path = tmp_path / "warehouse.duckdb"
+    clean = _audit(ledger_url, path)
+    assert clean.exit_code == 0, clean.output
+    _duck(path, *plant)
+    before = path.read_bytes()
+    audit = _audit(ledger_url, path)
+    assert audit.exit_code == 2 and audit.stdout == ""
+    assert "which the ledger never creates" in audit.stderr and len(audit.stderr.strip().splitlines()) == 1
+    assert path.read_bytes() == before  # refused, not used and not rewritten
+    verify = runner.invoke(app, ["--db", ledger_url, "verify", "--warehouse", str(path)])
+    assert verify.exit_code == 1 and "which the ledger never creates" in verify.stderr
+    path.unlink()
+    assert _audit(ledger_url, path).stdout == clean.stdout  # deleted: rebuilt from the events
+
+
+def test_an_edited_warehouse_row_is_refused_before_the_audit_reads_it(ledger_url, tmp_path):
+    _history(ledger_url)
+    path = tmp_path / "warehouse.duckdb"
+    clean = _audit(ledger_url, path)
+    assert '"user:alice"' in clean.stdout
+    _duck(path, "UPDATE assignments SET principal = 'user:mallory' WHERE principal = 'user:alice'")
+    audit = _audit(ledger_url, path)
+    assert audit.exit_code == 2 and audit.stdout == ""
+    assert "was edited since its last sync (its bytes are not those the ledger recorded" in audit.stderr
+    # The ledger's record of the file deleted as well: nothing proves the file, so it is synced afresh.
+    _sql(ledger_url, "DELETE FROM al_warehouses")
+    again = _audit(ledger_url, path)
+    assert again.exit_code == 0 and again.stdout == clean.stdout
+    assert "is synced afresh: the ledger holds no record of it" in again.stderr
+
+
+def test_with_the_key_a_warehouse_and_its_record_edited_together_are_refused(ledger_url, tmp_path, monkeypatch):
+    from reports.warehouse import _file_sha256
+
+    _keyed_ledger(ledger_url, monkeypatch)
+    path = tmp_path / "warehouse.duckdb"
+    clean = _audit(ledger_url, path)
+    assert clean.exit_code == 0, clean.output
+    # Someone who can write both files but holds no key: the edit, then the record made to match it.
+    _duck(path, "UPDATE assignments SET principal = 'user:mallory' WHERE principal = 'user:alice'")
+    _sql(ledger_url, "UPDATE al_warehouses SET sha256 = ?, mac = NULL", (_file_sha256(str(path)),))
+    audit = _audit(ledger_url, path)
+    assert audit.exit_code == 2 and "its record's MAC is missing or wrong" in audit.stderr
+    monkeypatch.delenv(KEY_ENV)
+    # Without the key the record cannot be told from a true one: only the full comparison of verify can.
+    assert _audit(ledger_url, path).exit_code == 0
+    verify = runner.invoke(app, ["--db", ledger_url, "verify", "--warehouse", str(path)])
+    assert verify.exit_code == 1 and "warehouse table assignments" in verify.stderr
+
+
+# -- the head bounds every read -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("edit", ["UPDATE al_head SET position = 1000000000000", "UPDATE al_head SET position = 7",
+                                  "DELETE FROM al_head"], ids=["far-ahead", "set-back", "deleted"])
+def test_a_head_moved_or_deleted_is_refused_by_every_reader_and_named_by_verify(ledger_url, edit):
+    _history(ledger_url)
+    _sql(ledger_url, edit)
+    for args in ANSWERS:
+        result = runner.invoke(app, ["--db", ledger_url, *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert "run `access-ledger verify`" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    write = runner.invoke(app, ["--db", ledger_url, "user", "create", "dave", "--actor", "system"])
+    assert write.exit_code == 2 and "tampered" in write.stderr
+    verify = runner.invoke(app, ["--db", ledger_url, "verify"])
+    assert verify.exit_code == 1 and verify.stderr.startswith("TAMPERED")
+
+
+# -- a column rewritten with a value of another type --------------------------------------------------
+
+RETYPED = [("al_head", "position", "x"), ("al_seals", "position", "x"), ("al_ids", "position", "x"),
+           ("al_snapshots", "position", "x"), ("al_snapshots", "data", "x"), ("al_chain", "link", b"\x00x"),
+           ("al_ids", "event_id", b"u-bob"), ("stored_events", "state", 10**12)]
+
+
+@pytest.mark.parametrize("table, column, value", RETYPED, ids=[f"{t}.{c}" for t, c, _ in RETYPED])
+def test_a_column_rewritten_with_another_type_ends_in_one_line(ledger_url, table, column, value):
+    _history(ledger_url)
+    runner.invoke(app, ["--db", ledger_url, "check", "user:alice", "read", "model/m", "--tenant", "prod"])
+    if "://" in ledger_url:  # PostgreSQL keeps a column's type: the owner changes it first
+        kind = "BYTEA" if isinstance(value, bytes) else "TEXT"
+        cast = f"convert_to({column}::text, 'UTF8')" if kind == "BYTEA" else f"{column}::text"
+        _sql(ledger_url, f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {kind} USING {cast}")
+        value = str(value) if not isinstance(value, bytes) else value
+        key = "ctid"
+    else:
+        key = "event_id" if table == "al_ids" else "rowid"
+    target = "(SELECT max(notification_id) FROM stored_events)" if table == "stored_events" and key == "ctid" else None
+    where = f"notification_id = {target}" if target else f"{key} = (SELECT max({key}) FROM {table})"
+    if table == "al_ids":
+        where = "event_id = 'u-bob'" if not isinstance(value, bytes) else "CAST(event_id AS TEXT) = 'u-bob'"
+    _sql(ledger_url, f"UPDATE {table} SET {column} = ? WHERE {where}", (value,))
+    verify = runner.invoke(app, ["--db", ledger_url, "verify"])
+    results = [verify] + [runner.invoke(app, ["--db", ledger_url, *args]) for args in ANSWERS]
+    results.append(runner.invoke(app, ["--db", ledger_url, "user", "create", "dave", "--actor", "system"]))
+    for result in results:
+        assert result.exit_code in (0, 1, 2), result.output
+        assert "Traceback" not in result.output and "unexpected" not in result.output, result.output
+    assert verify.exit_code == 1, verify.output
+
+
+# -- the stored bytes are the ledger's own encoding ---------------------------------------------------
+
+def test_an_event_rewritten_with_a_repeated_key_fails_verify_even_when_rechained(ledger_url):
+    _history(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        position = next(p for p, e in led.read() if e["type"] == "RoleAssigned")
+    old = _user_event(ledger_url, position)
+    # Read last-wins by the ledger's parser, first-wins by others: one event, two meanings.
+    forged = old.replace(b'"role":"deployer"', b'"role":"deployer","r\\u006fle":"admin"')
+    assert forged != old
+    _rechain_from(ledger_url, position, forged)
+    with AccessLedger.open(ledger_url) as led:
+        result = led.verify()
+    assert (result.ok, result.first_bad) == (False, position)
+    assert "not a canonical event" in result.problem

@@ -65,6 +65,8 @@ def _run(ctx: typer.Context, name: str, warehouse: Path | None, fmt: Format, out
             require_recorded(led.store, principal=params.get("principal"), tenant=params.get("tenant"))
             wh = Warehouse.open(led, warehouse)
             try:
+                if wh.rebuilt:
+                    typer.echo(f"note: the warehouse {wh.path} is synced afresh: {wh.rebuilt}", err=True)
                 _sync(wh)
                 result = run_audit(wh, name, sync=False, **params)
             finally:

@@ -18,7 +18,7 @@ from ledger.cli.common import (
     ActorOption, AtOption, Format, FormatOption, OutOption, ReasonOption, check_actor, default_actor, emit, emit_text,
     fail, handled, no_new_file_if_refused, open_ledger, when,
 )
-from ledger.errors import IntegrityFailure, ValidationError
+from ledger.errors import IntegrityFailure, StorageError, ValidationError
 from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 
 tenant_app = typer.Typer(help="Create, rename and delete tenants.", no_args_is_help=True)
@@ -535,12 +535,12 @@ def _verify_all(led: Any, digest_data: dict[str, Any] | None, warehouse: Path | 
     """verify's checks: the log, then (unless quick) the derived tables, the snapshots and the warehouse."""
     try:
         total = led.head()
-    except IntegrityFailure:
-        total = led.store.count()  # the walk below names what is wrong with the head
+    except (IntegrityFailure, StorageError):
+        total = led.store.count()  # the walk below names what is wrong with the head (or the schema)
     with _progress("verifying", total, unit="events") as bar:
         task = bar.add_task("verify", total=total)
         result = led.verify(digest_data, progress=lambda n: bar.advance(task, n), derived=not quick)
-    if not quick and (result.ok or result.first_bad is None):
+    if not quick and (result.ok or result.derived):  # the log intact (only derived rows may disagree)
         # The projections' snapshots are derived data too: each compared with the fold of the events.
         from projections.pit import check_snapshots
 
