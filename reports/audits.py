@@ -212,6 +212,7 @@ def run_audit(wh: Warehouse, name: str, *, at: str | None = None, start: str | N
         table = rel.project(", ".join(exprs)).to_arrow_table()
     except duckdb.Error as exc:
         raise WarehouseError(f"audit {name} failed: {str(exc).strip().splitlines()[0]}") from None
+    wh.confirm()  # no result leaves before the file it was read from is proven (see Warehouse.confirm)
     return AuditResult(
         name=audit.name, title=audit.title, description=audit.description, columns=list(table.column_names),
         sql={f: sql_text(f) for f in audit.sql_files}, params=shown, table=table)

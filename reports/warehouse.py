@@ -121,6 +121,8 @@ class Warehouse:
         self.path = path
         self.recorded = False  # proven against, and recorded in, the ledger's al_warehouses (see open)
         self.proven: str | None = None  # the file's SHA-256 as proven (or recorded) in this run
+        self._proof: tuple[threading.Thread, list[Any], str, tuple[Any, ...]] | None = None  # a hash under way
+        self._unrecorded = False  # emptied in this run: recorded after the next sync
         self.rebuilt: str | None = None  # why the file was emptied to be synced afresh, if it was
 
     @classmethod
@@ -149,6 +151,8 @@ class Warehouse:
         return wh
 
     def close(self) -> None:
+        if self._proof is not None:
+            self._proof[0].join()  # nothing is left reading the file
         try:
             self.con.close()
         except Exception:  # closing is best effort; every write was committed or rolled back
@@ -204,6 +208,7 @@ class Warehouse:
         con.execute("INSERT INTO meta VALUES ('schema_version', ?), ('id', ?)", [SCHEMA_VERSION, uuid.uuid4().hex])
         con.execute("INSERT INTO sync_state VALUES (1, 0, NULL, 0, NULL)")
         con.execute("COMMIT")
+        self._unrecorded = True
 
     # -- proof --------------------------------------------------------------------------
     #
@@ -242,14 +247,42 @@ class Warehouse:
             self.rebuilt = unproven
             self._create()
             return
-        digest = _file_sha256(self.path)
         key = seal_key()
-        if record[2] != digest or (key is not None and record[3] != _record_mac(key, file_id, *record[:3])):
-            what = "its bytes are not those" if record[2] != digest else "its record's MAC is missing or wrong for"
+        if key is not None and record[3] != _record_mac(key, file_id, *record[:3]):
             raise WarehouseMismatch(
-                f"the warehouse {self.path} was edited since its last sync ({what} the ledger recorded at position "
-                f"{position}): delete the file to rebuild it, and run `access-ledger verify`")
-        self.proven = digest
+                f"the warehouse {self.path} was edited since its last sync (its record's MAC is missing or wrong "
+                f"for the ledger's record at position {position}): delete the file to rebuild it, and run "
+                "`access-ledger verify`")
+        # The file is hashed while the audit's query runs (hashlib leaves the other core to DuckDB);
+        # `confirm` waits for it, and every audit result, and every change to the file, waits for that.
+        result: list[Any] = []
+
+        def digest() -> None:
+            try:
+                result.append(_file_sha256(self.path))
+            except BaseException as exc:  # handed to confirm()
+                result.append(exc)
+
+        thread = threading.Thread(target=digest, name="warehouse-proof", daemon=True)
+        thread.start()
+        self._proof = (thread, result, str(record[2]), (position,))
+
+    def confirm(self) -> None:
+        """Wait for the proof of the file begun as it opened; WarehouseMismatch if its bytes are not those the
+        ledger recorded. Called before any result read from the warehouse is returned, and before the file
+        is changed."""
+        if self._proof is None:
+            return
+        thread, result, recorded, (position,) = self._proof
+        thread.join()
+        self._proof = None
+        if isinstance(result[0], BaseException):
+            raise WarehouseError(f"cannot read the warehouse {self.path}: {result[0]}")
+        if result[0] != recorded:
+            raise WarehouseMismatch(
+                f"the warehouse {self.path} was edited since its last sync (its bytes are not those the ledger "
+                f"recorded at position {position}): delete the file to rebuild it, and run `access-ledger verify`")
+        self.proven = result[0]
 
     def _record(self) -> None:
         """Write the file's record into the ledger (after a sync: the file holds exactly what it should)."""
@@ -270,6 +303,7 @@ class Warehouse:
         except StorageError:
             return  # a ledger this user may only read: the file stays unproven and is synced afresh next time
         self.proven = digest
+        self._unrecorded = False
 
     def _fill_presets(self) -> None:
         import pyarrow as pa
@@ -330,6 +364,8 @@ class Warehouse:
         position, link, intervals_at = self._state()
         head = self.led.head() if upto is None else min(upto, self.led.head())
         self._check_same_ledger(position, link, head)
+        if head > position or intervals_at < head:
+            self.confirm()  # the file is proven before it changes
         try:
             with _private_files():
                 if head > position:
@@ -341,7 +377,7 @@ class Warehouse:
                 if head > position:
                     # Compact the new rows into the file now, as part of the sync, not at some later close.
                     self.con.execute("CHECKPOINT")
-                if self.recorded and (head > position or intervals_at < head or self.proven is None):
+                if self.recorded and (head > position or intervals_at < head or self._unrecorded):
                     self._record()
         except duckdb.Error as exc:
             _rollback(self.con)
