@@ -231,7 +231,7 @@ class Warehouse:
             return c.fetchone()
 
     def _prove(self, replayed: bool) -> None:
-        from ledger.integrity import seal_key
+        from ledger.integrity import KEY_ENV, seal_key
 
         file_id = self._file_id()
         position, link, intervals_at = self._state()
@@ -242,7 +242,10 @@ class Warehouse:
                     "a write-ahead log was replayed into it as it opened" if replayed else
                     "the ledger holds no record of it" if record is None else
                     f"it holds position {position}, the ledger recorded {record[0]} (an interrupted sync)"
-                    if (record[0], record[1]) != (position, link or "") or intervals_at != position else None)
+                    if (record[0], record[1]) != (position, link or "") or intervals_at != position else
+                    # (a record made before the key was set; one stripped of its MAC gains nothing either)
+                    f"its record has no MAC and {KEY_ENV} is set" if seal_key() is not None and record[3] is None
+                    else None)
         if unproven is not None:
             self.rebuilt = unproven
             self._create()

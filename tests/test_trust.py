@@ -426,9 +426,10 @@ def test_with_the_key_a_warehouse_and_its_record_edited_together_are_refused(led
     path = tmp_path / "warehouse.duckdb"
     clean = _audit(ledger_url, path)
     assert clean.exit_code == 0, clean.output
-    # Someone who can write both files but holds no key: the edit, then the record made to match it.
+    # Someone who can write both files but holds no key: the edit, then the record made to match it,
+    # with a MAC made up...
     _duck(path, "UPDATE assignments SET principal = 'user:mallory' WHERE principal = 'user:alice'")
-    _sql(ledger_url, "UPDATE al_warehouses SET sha256 = ?, mac = NULL", (_file_sha256(str(path)),))
+    _sql(ledger_url, "UPDATE al_warehouses SET sha256 = ?, mac = ?", (_file_sha256(str(path)), "f" * 64))
     audit = _audit(ledger_url, path)
     assert audit.exit_code == 2 and "its record's MAC is missing or wrong" in audit.stderr
     monkeypatch.delenv(KEY_ENV)
@@ -436,6 +437,13 @@ def test_with_the_key_a_warehouse_and_its_record_edited_together_are_refused(led
     assert _audit(ledger_url, path).exit_code == 0
     verify = runner.invoke(app, ["--db", ledger_url, "verify", "--warehouse", str(path)])
     assert verify.exit_code == 1 and "warehouse table assignments" in verify.stderr
+    # ...or with none: a record without a MAC proves nothing under the key, so the file is synced afresh
+    # from the events (as for a warehouse recorded before the key was set): the edit is gone.
+    monkeypatch.setenv(KEY_ENV, KEY)
+    _sql(ledger_url, "UPDATE al_warehouses SET mac = NULL")
+    again = _audit(ledger_url, path)
+    assert again.exit_code == 0 and again.stdout == clean.stdout
+    assert f"is synced afresh: its record has no MAC and {KEY_ENV} is set" in again.stderr
 
 
 # -- the head bounds every read -----------------------------------------------------------------------
