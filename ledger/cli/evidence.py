@@ -108,13 +108,13 @@ def verify(
                 typer.echo(f"{kind}: {name}")
         for problem in check.problems:
             typer.echo(f"problem: {problem}", err=True)
-        for note in check.notes:
-            typer.echo(f"note: {note}")
         period = check.manifest.get("period", {})
         if check.ok:
             typer.echo(f"OK: {check.checked} files match the manifest of {bundle} (period {period.get('from')} to "
                        f"{period.get('to')}; manifest.json sha256 {check.manifest_sha256})")
-        else:
+        for note in check.notes:
+            typer.echo(f"note: {note}")
+        if not check.ok:
             problems = len(check.changed) + len(check.missing) + len(check.added) + len(check.problems)
             typer.echo(f"FAILED: {problems} difference(s) from the manifest of {bundle}", err=True)
     if not check.ok:
