@@ -27,8 +27,8 @@ SEAL_SIG_PREFIX = "ed25519:"
 
 
 def create_keys(out: Path) -> tuple[Path, Path]:
-    """Write a new key pair to out/signing.key (0600; the folder 0700) and out/signing.pub. Nothing is
-    written if either file exists."""
+    """Write a new key pair to out/signing.key (0600; the folder, when created, 0700) and out/signing.pub
+    (0644: it is for auditors). Nothing is written if either file exists."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -45,8 +45,9 @@ def create_keys(out: Path) -> tuple[Path, Path]:
                                 serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.PEM,
                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-    out.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(out, 0o700)
+    if not out.exists():
+        out.mkdir(mode=0o700)
+        os.chmod(out, 0o700)  # whatever the umask; a folder that existed keeps its mode (the key is 0600)
     for path, data, mode in ((key_path, private, 0o600), (pub_path, public, 0o644)):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:

@@ -214,6 +214,18 @@ def test_a_removed_signature_fails_with_the_public_key(signed, keys, tmp_path):
     assert "manifest.json carries no Ed25519 signature" in result.stderr
 
 
+def test_a_removed_hmac_signature_fails_when_the_seal_key_is_set(signed, monkeypatch):
+    from reports.bundle_chain import check_anchors
+    from reports.evidence import verify_bundle
+
+    manifest = json.loads((signed["all"] / "manifest.json").read_text())
+    assert "signature" not in manifest  # exported without the seal key
+    monkeypatch.setenv("ACCESS_LEDGER_SEAL_KEY", "auditor-secret")
+    problems, _ = check_anchors(signed["all"], manifest, verify=verify_bundle)
+    assert problems == ["manifest.json carries no HMAC signature, but ACCESS_LEDGER_SEAL_KEY is set (removed, or "
+                        "made without the key)"]
+
+
 def test_a_digest_later_than_the_bundle_cannot_vouch_for_it(signed):
     result = _verify(signed["q1"], "--digest", str(signed["digest"]))
     assert result.exit_code == 1
