@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ledger import signing
 from ledger.errors import ValidationError
 from ledger.store import GENESIS_LINK, Cursor, Store, time_in
 
@@ -51,8 +52,13 @@ def seal_mac(position: int, link: str, key: bytes | None) -> str | None:
 
 
 def write_seal(c: Cursor, position: int, link: str, sealed_at: str) -> None:
+    """Seal (position, link): HMAC with the seal key, and an Ed25519 signature with the signing key, each
+    when configured (both kept in `mac`: the HMAC, then `ed25519:` and the signature; see ledger.signing)."""
+    mac = seal_mac(position, link, seal_key())
+    if signing.configured():
+        mac = signing.join_seal(mac, signing.seal_signature(position, link))
     c.execute("INSERT INTO al_seals (position, link, mac, sealed_at) VALUES (?, ?, ?, ?) "
-              "ON CONFLICT (position) DO NOTHING", (position, link, seal_mac(position, link, seal_key()), sealed_at))
+              "ON CONFLICT (position) DO NOTHING", (position, link, mac, sealed_at))
 
 
 @dataclass
@@ -108,6 +114,7 @@ def _walk(store: Store, c: Cursor, start: int, link: str, seal_at: dict[int, tup
     (position, stream, version, topic, state, link, at) rows once all of them matched."""
     w = _Walk(0, link)
     expected = start
+    signed = signing.configured()
     ids = 0
 
     def failed(pos: int, problem: str) -> _Walk:
@@ -146,6 +153,11 @@ def _walk(store: Store, c: Cursor, start: int, link: str, seal_at: dict[int, tup
                 s_link, s_mac = seal_at[pos]
                 if s_link != link:
                     return failed(pos, f"seal at position {pos} does not match the log")
+                if s_mac is not None and signing.SEAL_SIG_PREFIX in s_mac or signed:
+                    s_mac, s_sig = signing.split_seal(s_mac)
+                    problem = signing.check_seal(pos, link, s_sig) if signed else None
+                    if problem is not None:
+                        return failed(pos, problem)
                 if s_mac is None:
                     if key is not None:
                         return failed(pos, f"seal at position {pos} has no HMAC, but {KEY_ENV} is set: the seal "
@@ -248,13 +260,14 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
         if beyond:
             return fail(last + 1, f"a seal exists at position {beyond[0]}, beyond the end of the log "
                                   "(truncated tail)", events, link)
-        if key is not None:
-            # With a key, every SEAL_EVERY-th position and the head carry a keyed seal (each write seals
-            # the head): one missing was deleted, or written by someone without the key.
+        if key is not None or signing.configured():
+            # With a key (HMAC or signing), every SEAL_EVERY-th position and the head carry a keyed seal
+            # (each write seals the head): one missing was deleted, or written by someone without the key.
             required = [*range(SEAL_EVERY, last + 1, SEAL_EVERY), *([last] if last else [])]
             missing = next((p for p in required if p not in seal_at), None)
             if missing is not None:
-                return fail(missing, f"no seal at position {missing}: with {KEY_ENV} set, every {SEAL_EVERY:,}th "
+                env = KEY_ENV if key is not None else signing.SIGNING_ENV
+                return fail(missing, f"no seal at position {missing}: with {env} set, every {SEAL_EVERY:,}th "
                                      "position and the head are sealed (seal deleted, or events appended without "
                                      "the key)", events, link)
         derived_rows = _derived_problems(store, c, walk, head_at) if derived else []
@@ -267,6 +280,12 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
             return VerifyResult(False, events, head_pos, link, len(seals), last + 1,
                                 f"the digest covers position {d_pos} but the log ends at {last} (truncated tail)",
                                 notes)
+        if signing.configured():
+            key_now = signing.signing_key()
+            problem = signing.check(signing.digest_message(digest), digest.get("signature"), key_now.public_key())
+            if problem is not None:
+                return VerifyResult(False, events, head_pos, link, len(seals), None,
+                                    f"the digest: {problem} ({signing.SIGNING_ENV} is set)", notes)
         d_actual = _link_at(store, d_pos)
         if d_actual != d_link:
             return VerifyResult(False, events, head_pos, link, len(seals), d_pos,
@@ -451,8 +470,8 @@ def _link_at(store: Store, position: int) -> str:
 
 def make_digest(store: Store, generated_at: str) -> dict[str, Any]:
     pos, at, link = store.head()
-    return {"ledger": "access-ledger", "position": pos, "at": at or None, "link": link,
-            "mac": seal_mac(pos, link, seal_key()), "generated_at": generated_at}
+    return signing.sign_digest({"ledger": "access-ledger", "position": pos, "at": at or None, "link": link,
+                                "mac": seal_mac(pos, link, seal_key()), "generated_at": generated_at})
 
 
 def read_digest(path: Path) -> dict[str, Any]:

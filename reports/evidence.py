@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from reports.bundle_chain import CHAIN, ChainWriter, check_anchors, sign_manifest, write_checker
 from reports.errors import ReportError
 from reports.findings import ATTENTION, attention_filter, needs_attention, plain, split_rows
 
@@ -84,10 +85,11 @@ class BundleCheck:
     notes: list[str] = field(default_factory=list)
     manifest_sha256: str = ""
     manifest: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # the chain and the anchors (reports/bundle_chain.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {"bundle": str(self.path), "ok": self.ok, "files_checked": self.checked, "changed": self.changed,
-                "missing": self.missing, "added": self.added, "notes": self.notes,
+                "missing": self.missing, "added": self.added, "problems": self.problems, "notes": self.notes,
                 "manifest_sha256": self.manifest_sha256}
 
 
@@ -175,6 +177,7 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
 
     for sub in ("events", "audits", "charts"):
         (folder / sub).mkdir(exist_ok=True)
+    write_checker(folder)
     jsonl = folder / "events" / "events.jsonl"
     # The single-threaded pass over the whole log (verify, and the JSONL) runs in a worker meanwhile.
     pool, log_job = _start_worker(led, jsonl, first, last)
@@ -204,7 +207,8 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
             organization = _organization(wh)
             report("hashing", 0.76)
             # While the worker finishes its pass over the log: the files written so far.
-            hashes = {rel: _hash_entry(path) for rel, path in _bundle_files(folder) if rel != "events/events.jsonl"}
+            hashes = {rel: _hash_entry(path) for rel, path in _bundle_files(folder)
+                      if rel not in ("events/events.jsonl", CHAIN)}
             report("verify, events.jsonl", 0.8)
             log_pass = log_job.result() if log_job is not None else _verify_and_write(led.store.url, jsonl, first,
                                                                                         last, led)
@@ -230,6 +234,8 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     hashes["events/events.jsonl"] = {"sha256": log_pass["jsonl"]["sha256"], "bytes": log_pass["jsonl"]["bytes"]}
+    chain = log_pass["chain"]
+    hashes[CHAIN] = {"sha256": chain.pop("sha256"), "bytes": chain.pop("bytes")}
     hashes["report.html"] = _hash_entry(folder / "report.html")
     files = {rel: hashes[rel] if rel in hashes else _hash_entry(path) for rel, path in _bundle_files(folder)}
     manifest: dict[str, Any] = {
@@ -245,9 +251,10 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
         "audits": audits_meta,
         "charts": {name: {"title": c["title"], "file": f"charts/{name}.csv", "sql": c["sql"]}
                    for name, c in charts.items()},
+        "chain": chain,
         "files": files,
     }
-    return _sign(manifest), findings
+    return _sign(sign_manifest(manifest)), findings
 
 
 def _quote(arg: str) -> str:
@@ -285,10 +292,13 @@ def _verify_and_write(url: str, path: Path, first: int, last: int, led: AccessLe
     try:
         with open(path, "wb") as f:
             lines = _Lines(f, first, last)
-            verified = led.verify(workers=1, each_batch=lines.take, derived=False).as_dict()
+            chain = ChainWriter(path.parent / "chain.jsonl", first, last)
+            verified = led.verify(workers=1, each_batch=lambda rows: (lines.take(rows), chain.take(rows)),
+                                  derived=False).as_dict()
             if lines.next <= last:
                 lines.copy_rest(led)
-        return {"verify": verified, "jsonl": {"sha256": lines.sha.hexdigest(), "bytes": lines.size}}
+        return {"verify": verified, "jsonl": {"sha256": lines.sha.hexdigest(), "bytes": lines.size},
+                "chain": chain.finish(led)}
     finally:
         if own:
             led.close()
@@ -502,8 +512,9 @@ def _zip(folder: Path, target: Path) -> None:
 
 # -- verify ------------------------------------------------------------------------------------
 
-def verify_bundle(path: str | Path) -> BundleCheck:
-    """Re-hash every file of a bundle (folder or zip) against its manifest: changed, missing, added."""
+def verify_bundle(path: str | Path, **anchors: Path | None) -> BundleCheck:
+    """Re-hash every file of a bundle (folder or zip) against its manifest: changed, missing, added; then
+    recompute its chain and check the anchors given (`digest`, `public_key`, `after`: see bundle_chain)."""
     from ledger.integrity import seal_key
 
     target = Path(path)
@@ -545,6 +556,10 @@ def verify_bundle(path: str | Path) -> BundleCheck:
         else:
             check.notes.append("manifest signature matches")
     check.ok = not (check.changed or check.missing or check.added)
+    if check.ok:
+        check.problems, notes = check_anchors(target, manifest, verify=verify_bundle, **anchors)
+        check.notes += notes
+        check.ok = not check.problems
     return check
 
 

@@ -99,7 +99,8 @@ def _register() -> None:
     from ledger.cli import write
 
     write.register(app)
-    for name in ("ledger.cli.queries", "ledger.cli.audit", "ledger.cli.evidence", "ledger.cli.demo"):
+    for name in ("ledger.cli.queries", "ledger.cli.audit", "ledger.cli.evidence", "ledger.cli.keys",
+                 "ledger.cli.demo"):
         try:
             module = __import__(name, fromlist=["register"])
         except ModuleNotFoundError as exc:

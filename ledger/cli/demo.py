@@ -129,7 +129,8 @@ def _remove_ledger(path: str) -> None:
 def _unfinished_bundle(folder: Path) -> bool:
     """A folder holding only what an evidence export writes before its manifest (an export that
     was killed before it could clean up)."""
-    layout = {"digest.json": False, "report.html": False, "events": True, "audits": True, "charts": True}
+    layout = {"digest.json": False, "report.html": False, "check_bundle.py": False, "events": True, "audits": True,
+              "charts": True}
     return folder.is_dir() and all(layout.get(p.name) == p.is_dir() for p in folder.iterdir())
 
 

@@ -85,26 +85,37 @@ def export(
 def verify(
     bundle: Annotated[Path, typer.Argument(help="The bundle folder or zip file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    digest: Annotated[Path | None, typer.Option("--digest", help="A digest you hold (access-ledger digest --out): "
+                                                                 "its link must be the one the bundle's events "
+                                                                 "recompute at its position.")] = None,
+    public_key: Annotated[Path | None, typer.Option("--public-key", help="The signer's signing.pub: the manifest "
+                                                                         "and its end link must carry a valid "
+                                                                         "signature by it.")] = None,
+    after: Annotated[Path | None, typer.Option("--after", help="The bundle before this one: this one must start "
+                                                               "exactly where it ended.")] = None,
 ) -> None:
-    """Re-hash every file of a bundle against its manifest; exit 1 if any file changed, is missing or was added."""
+    """Re-hash every file of a bundle against its manifest and recompute the chain over its events, checked
+    against an anchor from outside when given; exit 1 naming each problem."""
     from reports.evidence import verify_bundle
 
     with handled():
-        check = verify_bundle(bundle)
+        check = verify_bundle(bundle, digest=digest, public_key=public_key, after=after)
     if as_json:
         typer.echo(json.dumps(check.as_dict(), indent=2))
     else:
         for kind, names in (("changed", check.changed), ("missing", check.missing), ("added", check.added)):
             for name in names:
                 typer.echo(f"{kind}: {name}")
-        for note in check.notes:
-            typer.echo(f"note: {note}")
+        for problem in check.problems:
+            typer.echo(f"problem: {problem}", err=True)
         period = check.manifest.get("period", {})
         if check.ok:
             typer.echo(f"OK: {check.checked} files match the manifest of {bundle} (period {period.get('from')} to "
                        f"{period.get('to')}; manifest.json sha256 {check.manifest_sha256})")
-        else:
-            problems = len(check.changed) + len(check.missing) + len(check.added)
+        for note in check.notes:
+            typer.echo(f"note: {note}")
+        if not check.ok:
+            problems = len(check.changed) + len(check.missing) + len(check.added) + len(check.problems)
             typer.echo(f"FAILED: {problems} difference(s) from the manifest of {bundle}", err=True)
     if not check.ok:
         raise typer.Exit(code=1)

@@ -1,0 +1,246 @@
+"""Self-verifying evidence bundles: the chain over a bundle's events, the manifest's Ed25519 signature,
+and the anchors from outside the bundle that `evidence verify` takes (DESIGN section 5).
+
+A bundle carries `events/chain.jsonl` (one line per event of `events/events.jsonl`: what the link
+formula covers beyond the event's line, and the first 16 hex digits of its link, so the first
+changed event is named) and, in manifest.json, `chain`: the first and last positions, the link
+before the first (`start_link`) and the last link (`end_link`). `check_bundle.py`, copied into every
+bundle, recomputes it with the standard library alone; `evidence verify` runs the same code
+(reports/check_bundle.py) and then checks the anchors:
+
+- `--digest FILE`: the digest's position lies in the bundle and its link is the one recomputed there;
+- `--public-key FILE`: the manifest (which holds the end link) carries a valid signature by that key;
+- `--after A`: the bundle starts where bundle A ended (positions and links).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import zipfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import IO, TYPE_CHECKING, Any
+
+from reports import check_bundle
+from reports.check_bundle import CHAIN, LINK_CHARS, SIGNATURE_KEY
+
+if TYPE_CHECKING:
+    from ledger.app import AccessLedger
+
+CHECKER = "check_bundle.py"
+NO_ANCHOR = ("nothing outside the bundle vouches for it: whoever exported it could have rewritten events, chain "
+             "and manifest together; check it against a digest you hold (--digest), the signer's public key "
+             "(--public-key) or the bundle before it (--after)")
+
+
+# -- export ------------------------------------------------------------------------------------
+
+class ChainWriter:
+    """events/chain.jsonl for positions first..last, written from the verify walk's batches of
+    (position, originator, version, topic, state, link, at) rows, which come in position order."""
+
+    def __init__(self, path: Path, first: int, last: int):
+        from ledger.app import TOPIC_PREFIX
+        from ledger.store import GENESIS_LINK, usage_stream
+
+        self.path, self.first, self.last = path, first, last
+        self.f = open(path, "wb")
+        self.prefix = TOPIC_PREFIX
+        self.usage = usage_stream(0)[:16]
+        self.heads: dict[str, bytes] = {}  # topic: how its events' lines begin
+        self.pos, self.link = 0, GENESIS_LINK  # the last position passed, and its link
+        self.start_link: str | None = GENESIS_LINK if first == 1 else None
+        self.end_link: str | None = None
+        self.size = 0
+        self.sha = hashlib.sha256()
+
+    def take(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        first, last = self.first, self.last
+        if rows[-1][0] >= first - 1 and rows[0][0] <= last:
+            # The hot loop of a 10M-event export: a usage event (most of them) is one short line.
+            heads, usage, prefix = self.heads, self.usage, self.prefix
+            out: list[str] = []
+            append = out.append
+            for pos, oid, ver, topic, state, link, *_ in rows:
+                if pos < first or pos > last:
+                    if pos == first - 1:
+                        self.start_link = link
+                    continue
+                head = heads.get(topic)
+                if head is None:
+                    head = heads[topic] = (b'{"type":"%s"' % topic[len(prefix):].encode()
+                                           if topic.startswith(prefix) else b"\0")
+                if not state.startswith(head):
+                    append(json.dumps([link[:LINK_CHARS], oid, ver, topic]) + "\n")
+                elif ver == 1 and oid.startswith(usage) and oid[16:] == "%016x" % pos:
+                    append('["%s"]\n' % link[:LINK_CHARS])
+                else:
+                    append('["%s","%s",%d]\n' % (link[:LINK_CHARS], oid, ver))
+                if pos == last:
+                    self.end_link = link
+            self._write("".join(out).encode())
+        self.pos, self.link = rows[-1][0], rows[-1][5]
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            self.f.write(data)
+            self.sha.update(data)
+            self.size += len(data)
+
+    def finish(self, led: AccessLedger) -> dict[str, Any]:
+        """Close the file, after computing the rest from the stored rows when the walk stopped short (a
+        ledger that fails verification: the bundle then holds, and chains, what is stored); return the
+        manifest's `chain` entry and the file's hash."""
+        from ledger.integrity import next_link
+
+        store = led.store
+        while self.pos < self.last:
+            with store.transaction(write=False) as c:
+                rows = store.read_raw(c, self.pos + 1, 20_000, self.last)
+            if not rows:
+                break
+            computed = []
+            link = self.link
+            for pos, oid, ver, topic, state, *_ in rows:
+                link = next_link(link, pos, oid, ver, topic, state)
+                computed.append((pos, oid, ver, topic, state, link))
+            self.take(computed)
+        self.f.close()
+        return {"file": CHAIN, "first_position": self.first, "last_position": self.last,
+                "start_link": self.start_link, "end_link": self.end_link if self.last >= self.first else self.start_link,
+                "topic_prefix": self.prefix, "usage_stream_prefix": self.usage, "link_chars": LINK_CHARS,
+                "sha256": self.sha.hexdigest(), "bytes": self.size}
+
+
+def write_checker(folder: Path) -> None:
+    """Copy the standalone checker (this package's reports/check_bundle.py) into the bundle."""
+    shutil.copyfile(check_bundle.__file__, folder / CHECKER)
+
+
+def sign_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Add the Ed25519 signature of the manifest (it covers the chain's end link) when a signing key is set."""
+    from ledger.signing import sign
+
+    signature = sign(check_bundle.signed_bytes(manifest))
+    if signature is not None:
+        manifest[SIGNATURE_KEY] = signature
+    return manifest
+
+
+# -- verify ------------------------------------------------------------------------------------
+
+@contextmanager
+def _members(path: Path) -> Any:
+    """open(name) for the members of a bundle folder or zip (only the fixed names this module reads; the
+    files were checked against the manifest before)."""
+    if path.is_file():
+        with zipfile.ZipFile(path) as archive:
+            yield archive.open
+        return
+
+    def open_file(name: str) -> IO[bytes]:
+        return open(path.joinpath(*PurePosixPath(name).parts), "rb")
+
+    yield open_file
+
+
+def check_anchors(path: Path, manifest: dict[str, Any], *, digest: Path | None = None,
+                  public_key: Path | None = None, after: Path | None = None,
+                  verify: Callable[[Path], Any]) -> tuple[list[str], list[str]]:
+    """Recompute the bundle's chain and check the anchors given: (problems, notes). `verify` checks the
+    files of the bundle named by --after against its manifest (evidence verify's own check)."""
+    from ledger.integrity import KEY_ENV, read_digest, seal_key
+
+    problems: list[str] = []
+    notes: list[str] = []
+    d = read_digest(digest) if digest is not None else None
+    want = (int(d["position"]),) if d is not None else ()
+    try:
+        with _members(path) as open_member:
+            chain = check_bundle.recompute(manifest, open_member, want)
+    except (OSError, KeyError, zipfile.BadZipFile):
+        chain = check_bundle.Chain()
+        chain.problem = f"{check_bundle.EVENTS} or {CHAIN} cannot be read"
+    anchored = digest is not None or public_key is not None or after is not None
+    if chain.problem is not None:
+        # A bundle of an earlier version carries no chain: a note, unless an anchor was asked for.
+        (problems if anchored or "chain" in manifest else notes).append(chain.problem)
+    else:
+        meta = manifest["chain"]
+        notes.append(f"chain recomputed over positions {meta['first_position']:,}-{meta['last_position']:,}: "
+                     f"end link {chain.end_link}")
+    if seal_key() is not None and not isinstance(manifest.get("signature"), dict):
+        problems.append(f"manifest.json carries no HMAC signature, but {KEY_ENV} is set (removed, or made without "
+                        "the key)")
+    if d is not None:
+        problems += _digest_problems(manifest, chain, d, public_key)
+    if public_key is not None:
+        from ledger.signing import load_public_key
+
+        load_public_key(public_key)  # one clear line if the file is no Ed25519 public key
+        problem = check_bundle.check_signature(manifest, public_key.read_bytes())
+        if problem is not None:
+            problems.append(problem)
+        else:
+            notes.append(f"manifest.json (and the end link it holds) signed by {public_key}")
+    if after is not None:
+        problems += _after_problems(manifest, after, verify)
+    if not anchored:
+        notes.append(NO_ANCHOR)
+    return problems, notes
+
+
+def _digest_problems(manifest: dict[str, Any], chain: check_bundle.Chain, d: dict[str, Any],
+                     public_key: Path | None) -> list[str]:
+    problems = []
+    if public_key is not None and d.get("signature") is not None:
+        from ledger.signing import check, digest_message, load_public_key
+
+        problem = check(digest_message(d), d.get("signature"), load_public_key(public_key))
+        if problem is not None:
+            problems.append(f"the digest: {problem}")
+    meta = manifest.get("chain") or {}
+    pos, first, last = int(d["position"]), meta.get("first_position"), meta.get("last_position")
+    if chain.problem is not None or first is None or last is None:
+        return problems  # the chain's own failure is named already
+    if pos > last:
+        problems.append(f"the digest is at position {pos:,}, after this bundle's last position {last:,}: it cannot "
+                        "vouch for this bundle unless the events in between are given (export a bundle up to the "
+                        "digest's position, or verify with a digest taken at export time)")
+    elif pos < first - 1:
+        problems.append(f"the digest is at position {pos:,}, before this bundle's first position {first:,}: it "
+                        "cannot vouch for this bundle")
+    elif chain.links.get(pos) != d.get("link"):
+        problems.append(f"position {pos:,} does not match the digest: the bundle's events up to there were rewritten "
+                        "(with the chain file to match, so the first changed event cannot be named)")
+    return problems
+
+
+def _after_problems(manifest: dict[str, Any], previous: Path, verify: Callable[[Path], Any]) -> list[str]:
+    check = verify(previous)
+    if not check.ok:
+        return [f"--after {previous}: that bundle does not match its own manifest"]
+    prev_manifest = check.manifest
+    with _members(previous) as open_member:
+        prev_chain = check_bundle.recompute(prev_manifest, open_member)
+    if prev_chain.problem is not None:
+        return [f"--after {previous}: {prev_chain.problem}"]
+    a, b = prev_manifest["chain"], manifest.get("chain") or {}
+    if not b:
+        return []
+    if b["first_position"] > a["last_position"] + 1:
+        return [f"gap after {previous}: it ends at position {a['last_position']:,}, this bundle starts at "
+                f"{b['first_position']:,}: positions {a['last_position'] + 1:,}-{b['first_position'] - 1:,} are in "
+                "neither"]
+    if b["first_position"] <= a["last_position"]:
+        return [f"overlap with {previous}: it ends at position {a['last_position']:,}, this bundle starts at "
+                f"{b['first_position']:,}, inside it"]
+    if b["start_link"] != a["end_link"]:
+        return [f"this bundle does not continue {previous}: its link before position {b['first_position']:,} differs "
+                "from that bundle's end link (the log was rewritten between the two exports)"]
+    return []
