@@ -5,7 +5,7 @@
                            every query, the tool version, the generation time and the command line
     digest.json            the ledger digest alone (`access-ledger verify --digest digest.json`)
     report.html            the report: self-contained, offline, charts and sortable tables
-    events/events.jsonl    the period's events in the interchange format (importable as is)
+    events/events.jsonl    the period's events in the interchange format (imports after the history before the period)
     events/events.parquet  the same events as a table, one column per field, with positions
     audits/NAME.csv|json   every audit of the period, every row
     charts/NAME.csv        the figures behind each chart

@@ -341,3 +341,28 @@ def test_no_password_of_a_db_url_appears_in_any_output(tmp_path):
         assert all(secret not in o for o in outputs)
     finally:
         _drop_schema(schema)
+
+
+# -- the events file imports into a ledger holding the history before the period ---------------
+
+def test_a_bundles_events_import_after_the_history_before_its_period(ledger_db, tmp_path):
+    with AccessLedger.open(str(ledger_db)) as led:
+        head, digest = led.head(), led.digest()
+        start = led.time_of(head // 2)
+    out = tmp_path / "part"
+    result = runner.invoke(app, ["--db", str(ledger_db), "evidence", "export", "--from", start, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    first = manifest["period"]["first_position"]
+    assert 1 < first <= head // 2
+    events = (out / "events" / "events.jsonl").read_bytes()
+    empty = tmp_path / "empty.db"
+    refused = runner.invoke(app, ["--db", str(empty), "import", str(out / "events" / "events.jsonl")])
+    assert refused.exit_code != 0 and len(refused.stderr.splitlines()) == 1  # alone, the period's events do not make a ledger: the README says so
+    rebuilt = tmp_path / "rebuilt.db"
+    with AccessLedger.open(str(ledger_db)) as led, AccessLedger.open(str(rebuilt), create=True) as new:
+        new.import_lines(line for _, line in led.read_bytes(1, first - 1))
+        new.import_lines(events.splitlines())
+        rebuilt_digest = new.digest()
+    assert {k: v for k, v in rebuilt_digest.items() if k != "generated_at"} == {
+        k: v for k, v in digest.items() if k != "generated_at"}  # the same chain, link for link
