@@ -30,11 +30,15 @@ def private_umask() -> Iterator[None]:
 
 def open_private(path: str | Path) -> IO[bytes]:
     """Open `path` for writing (created or truncated), owner-only even if it existed with wider modes."""
+    import stat
+
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
-        os.fchmod(fd, FILE_MODE)
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # not a terminal or pipe named as --out
+            os.fchmod(fd, FILE_MODE)
     except OSError:
-        pass  # not ours to change (e.g. /dev/stdout): the content is still written
+        os.close(fd)
+        raise
     return os.fdopen(fd, "wb")
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from ledger.errors import LedgerError, UnknownEntity, ValidationError
-from ledger.private import csv_safe, write_private
+from ledger.private import csv_safe, scrub, write_private
 from ledger.timeutil import CLI_TIME_HELP, cli_instant, parse_period
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def is_interruption(exc: BaseException) -> bool:
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line on stderr and exit non-zero."""
-    typer.echo(f"Error: {message}", err=True)
+    typer.echo(f"Error: {scrub(message)}", err=True)  # never the password of a URL it quotes
     raise typer.Exit(code=code)
 
 
