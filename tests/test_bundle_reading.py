@@ -366,3 +366,15 @@ def test_a_bundles_events_import_after_the_history_before_its_period(ledger_db, 
         rebuilt_digest = new.digest()
     assert {k: v for k, v in rebuilt_digest.items() if k != "generated_at"} == {
         k: v for k, v in digest.items() if k != "generated_at"}  # the same chain, link for link
+
+
+def test_the_sql_rule_is_the_python_rule():
+    import duckdb
+
+    from ledger.private import csv_safe_sql
+
+    samples = ["=1", "+1", "@a", "\tx", "\rx", "-x", "-5", "-0.25", "-1e3", "-inf", "-nan", "-5 ", "- 5", "-", "a=b",
+               "", " =1", "x", "-2+3", "+5", "'=1"]
+    con = duckdb.connect()
+    got = [con.execute(f"SELECT {csv_safe_sql('$t')}", {"t": t}).fetchone()[0] for t in samples]
+    assert got == [csv_safe(t) for t in samples]
