@@ -19,6 +19,7 @@ import errno
 import hashlib
 import os
 import stat
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -71,8 +72,8 @@ class BundleReader:
         elif stat.S_ISREG(st.st_mode):
             try:
                 self.zip = zipfile.ZipFile(self.path)
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-                raise BundleError(f"{self.path} is neither a bundle folder nor a zip file") from None
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, struct.error):
+                raise BundleProblem(f"{self.path} is neither a bundle folder nor a readable zip file") from None
             self._index()
         else:
             raise BundleProblem(f"{self.path} is neither a bundle folder nor a zip file (not a regular file)")
@@ -203,7 +204,8 @@ class BundleReader:
             try:
                 with self.zip.open(info) as f:
                     yield from _bounded(f, name, limit)
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as exc:
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError, ValueError,
+                    struct.error) as exc:
                 raise BundleProblem(f"{name}: unreadable zip member ({_first_line(exc)})") from None
             return
         with self._open_file(name) as f:

@@ -378,3 +378,25 @@ def test_the_sql_rule_is_the_python_rule():
     con = duckdb.connect()
     got = [con.execute(f"SELECT {csv_safe_sql('$t')}", {"t": t}).fetchone()[0] for t in samples]
     assert got == [csv_safe(t) for t in samples]
+
+
+def test_a_zip_with_random_bytes_changed_ends_in_a_result_or_one_bundle_error(bundle, tmp_path):
+    import random
+
+    from reports.evidence import BundleError, verify_bundle
+
+    source = _zip_of(bundle, tmp_path / "b.zip").read_bytes()
+    target = tmp_path / "x.zip"
+    for seed in range(200):
+        rng = random.Random(seed)
+        data = bytearray(source)
+        for _ in range(rng.randint(1, 8)):  # mostly the headers and the central directory
+            where = rng.choice(["start", "end", "end", "any"])
+            pos = {"start": rng.randrange(4000), "end": len(data) - 1 - rng.randrange(3000),
+                   "any": rng.randrange(len(data))}[where]
+            data[pos] = rng.randrange(256)
+        target.write_bytes(bytes(data))
+        try:
+            verify_bundle(target)
+        except BundleError:
+            pass
