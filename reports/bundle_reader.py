@@ -120,17 +120,16 @@ class BundleReader:
         if self.zip is not None:
             return sorted(self._infos)
         out: list[str] = []
-
-        def walk(folder: Path, prefix: str) -> None:
+        todo = [(str(self.path), "")]  # no recursion: a hostile folder may nest deeper than Python's stack
+        while todo:
+            folder, prefix = todo.pop()
             with os.scandir(folder) as entries:
                 for e in entries:
                     rel = prefix + e.name
                     if e.is_dir(follow_symlinks=False):
-                        walk(Path(e.path), rel + "/")
+                        todo.append((e.path, rel + "/"))
                     else:
                         out.append(rel)
-
-        walk(self.path, "")
         return sorted(out)
 
     def has(self, name: str) -> bool:

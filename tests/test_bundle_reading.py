@@ -400,3 +400,16 @@ def test_a_zip_with_random_bytes_changed_ends_in_a_result_or_one_bundle_error(bu
             verify_bundle(target)
         except BundleError:
             pass
+
+
+def test_a_folder_nested_deeper_than_the_stack_is_one_added_line(bundle, tmp_path):
+    folder = tmp_path / "f"
+    shutil.copytree(bundle, folder)
+    deep = folder
+    for _ in range(1200):
+        deep = deep / "d"
+        deep.mkdir()
+    (deep / "x").write_bytes(b"x")
+    code, out, err, rss, _ = _verify(folder)
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert "added: " + "d/" * 1200 + "x" in out.splitlines()
