@@ -15,6 +15,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ledger.private import write_private
 from projections.permissions import PermissionState
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def write(state: PermissionState, instant: str, out_dir: Path) -> tuple[Path, Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     model = out_dir / "model.conf"
     policy = out_dir / "policy.csv"
-    model.write_text(MODEL, encoding="utf-8")
+    write_private(model, MODEL)
     p_rows, g_rows = policy_lines(state, instant)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -89,7 +90,7 @@ def write(state: PermissionState, instant: str, out_dir: Path) -> tuple[Path, Pa
         writer.writerow(["p", *row])
     for row in g_rows:
         writer.writerow(["g", *row])
-    policy.write_text(buf.getvalue(), encoding="utf-8")
+    write_private(policy, buf.getvalue())
     return model, policy
 
 

@@ -5,7 +5,7 @@
                            every query, the tool version, the generation time and the command line
     digest.json            the ledger digest alone (`access-ledger verify --digest digest.json`)
     report.html            the report: self-contained, offline, charts and sortable tables
-    events/events.jsonl    the period's events in the interchange format (importable as is)
+    events/events.jsonl    the period's events in the interchange format (imports after the history before the period)
     events/events.parquet  the same events as a table, one column per field, with positions
     audits/NAME.csv|json   every audit of the period, every row
     charts/NAME.csv        the figures behind each chart
@@ -27,18 +27,20 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ledger.private import FOLDER_MODE, csv_safe_sql, make_private, open_private, private_umask, scrub, write_private
 from reports.bundle_chain import CHAIN, ChainWriter, check_anchors, sign_manifest, write_checker
+from reports.bundle_reader import MANIFEST, MANIFEST_LIMIT, BundleError, BundleProblem, BundleReader, check_name
 from reports.errors import ReportError
 from reports.findings import ATTENTION, attention_filter, needs_attention, plain, split_rows
 
-__all__ = ["ATTENTION", "BundleError", "export_bundle", "needs_attention", "split_rows", "verify_bundle"]
+__all__ = ["ATTENTION", "BundleError", "BundleProblem", "TamperedLedger", "export_bundle", "needs_attention", "split_rows", "verify_bundle"]
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -48,15 +50,14 @@ if TYPE_CHECKING:
     from reports.warehouse import Warehouse
 
 FORMAT = "access-ledger-evidence/1"
-MANIFEST = "manifest.json"
 HASH_CHUNK = 1 << 20
 #: From this many events in the ledger on, verify and the JSONL are written by a worker process.
 WORKER_FROM = 50_000
 Progress = Callable[[str, float], None]  # (what is being done, fraction of the export done)
 
 
-class BundleError(ReportError):
-    """An evidence bundle cannot be written or read (not a bundle, no manifest, folder not empty)."""
+class TamperedLedger(BundleError):
+    """The ledger fails verify: no evidence is exported from it unless --allow-tampered."""
 
 
 @dataclass
@@ -83,9 +84,10 @@ class BundleCheck:
     missing: list[str] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # members that cannot be read safely, then the chain and the anchors (reports/bundle_chain.py); one line each
+    problems: list[str] = field(default_factory=list)
     manifest_sha256: str = ""
     manifest: dict[str, Any] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)  # the chain and the anchors (reports/bundle_chain.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {"bundle": str(self.path), "ok": self.ok, "files_checked": self.checked, "changed": self.changed,
@@ -98,11 +100,14 @@ class BundleCheck:
 def export_bundle(led: AccessLedger, out: str | Path, *, start: str | None = None, end: str | None = None,
                   as_zip: bool = False, command: str | None = None, warehouse: Warehouse | None = None,
                   window: str = "90d", rules: str | Path | None = None, progress: Progress | None = None,
-                  replace: bool = False) -> ExportResult:
+                  replace: bool = False, allow_tampered: bool = False) -> ExportResult:
     """Write the evidence bundle of the period [start, end] (default: all of history up to now) to `out`.
 
     `out` is a folder (created; it must not exist or be empty unless `replace`), or with `as_zip`
-    a zip file (`.zip` is added to the name if missing).
+    a zip file (`.zip` is added to the name if missing). Every file and folder written is
+    owner-only (0600, 0700) whatever the umask. A ledger that fails verify is refused
+    (TamperedLedger, nothing left behind) unless `allow_tampered`: then the manifest's first line
+    and the report's first banner say so.
     """
     from ledger.timeutil import canonical, format_instant, now
 
@@ -122,13 +127,16 @@ def export_bundle(led: AccessLedger, out: str | Path, *, start: str | None = Non
     if as_zip and target.suffix != ".zip":
         target = target.with_name(target.name + ".zip")
     existed = target.is_dir()
-    folder = _prepare(target, as_zip, replace)
+    with private_umask():
+        folder = _prepare(target, as_zip, replace)
     try:
-        manifest, findings = _write_bundle(led, folder, start_at, end_at, first, last, head, generated_at, command,
-                                           warehouse, window, rules, report)
+        with private_umask():
+            manifest, findings = _write_bundle(led, folder, start_at, end_at, first, last, head, generated_at,
+                                               command, warehouse, window, rules, report, allow_tampered)
         report("manifest", 0.97)
-        data = json.dumps(manifest, indent=2, sort_keys=False).encode() + b"\n"
-        (folder / MANIFEST).write_bytes(data)
+        data = _manifest_bytes(manifest)
+        write_private(folder / MANIFEST, data)
+        make_private(folder)
         if as_zip:
             report("zip", 0.98)
             _zip(folder, target)
@@ -143,6 +151,14 @@ def export_bundle(led: AccessLedger, out: str | Path, *, start: str | None = Non
             shutil.rmtree(folder, ignore_errors=True)
     report("done", 1.0)
     return ExportResult(target, manifest, time.perf_counter() - started, hashlib.sha256(data).hexdigest(), findings)
+
+
+def _manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    """The manifest as indented JSON; a "warning" (a tampered ledger exported anyway) is on its first line."""
+    text = json.dumps(manifest, indent=2, sort_keys=False)
+    if "warning" in manifest:
+        text = "{" + text[1:].lstrip()  # `{"warning": ...,` on line 1, still JSON
+    return text.encode() + b"\n"
 
 
 def _prepare(target: Path, as_zip: bool, replace: bool) -> Path:
@@ -162,12 +178,13 @@ def _prepare(target: Path, as_zip: bool, replace: bool) -> Path:
     if not target.parent.is_dir():
         raise BundleError(f"folder {target.parent} does not exist")
     target.mkdir(exist_ok=True)
+    os.chmod(target, FOLDER_MODE)
     return target
 
 
 def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, first: int, last: int, head: int,
                   generated_at: str, command: str | None, warehouse: Warehouse | None, window: str,
-                  rules: str | Path | None, report: Progress
+                  rules: str | Path | None, report: Progress, allow_tampered: bool = False
                   ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     from importlib.metadata import version
 
@@ -183,7 +200,7 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
     pool, log_job = _start_worker(led, jsonl, first, last)
     try:
         digest = led.digest()
-        (folder / "digest.json").write_text(json.dumps(digest, indent=2) + "\n", encoding="utf-8")
+        write_private(folder / "digest.json", json.dumps(digest, indent=2) + "\n")
         wh = warehouse or Warehouse.open(led)
         try:
             report("warehouse sync", 0.05)
@@ -213,13 +230,17 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
             log_pass = log_job.result() if log_job is not None else _verify_and_write(led.store.url, jsonl, first,
                                                                                         last, led)
             verified = log_pass["verify"]
+            if not verified.get("ok") and not allow_tampered:
+                raise TamperedLedger(f"the ledger fails verify at position {verified.get('first_bad_position')}: "
+                                     f"{verified.get('problem')}; no bundle written (--allow-tampered exports it "
+                                     "anyway, marked as such)")
             report("report.html", 0.9)
             context = {"organization": organization, "period": {"from": start_at, "to": end_at},
                        "generated_at": generated_at, "version": version("access-ledger"), "head": head,
                        "digest": digest, "verify": verified, "events": last - first + 1 if last >= first else 0}
             html = render_report(context, results, charts, {n: m["needs_attention"] for n, m in audits_meta.items()})
             findings = {name: split_rows(r, 1000, 0)[0] for name, r in results.items()}
-            (folder / "report.html").write_text(html, encoding="utf-8")
+            write_private(folder / "report.html", html)
         finally:
             if warehouse is None:
                 wh.close()
@@ -238,12 +259,16 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
     hashes[CHAIN] = {"sha256": chain.pop("sha256"), "bytes": chain.pop("bytes")}
     hashes["report.html"] = _hash_entry(folder / "report.html")
     files = {rel: hashes[rel] if rel in hashes else _hash_entry(path) for rel, path in _bundle_files(folder)}
+    warning = ({"warning": f"TAMPERED LEDGER: verify failed at export (position "
+                           f"{verified.get('first_bad_position')}: {verified.get('problem')}); exported anyway "
+                           "with --allow-tampered"} if not verified.get("ok") else {})
     manifest: dict[str, Any] = {
+        **warning,
         "format": FORMAT,
         "tool": {"name": "access-ledger", "version": version("access-ledger")},
         "generated_at": generated_at,
-        "command": command if command is not None else " ".join(_quote(a) for a in [Path(sys.argv[0]).name,
-                                                                                      *sys.argv[1:]]),
+        "command": scrub(command if command is not None else " ".join(_quote(a) for a in [Path(sys.argv[0]).name,
+                                                                                            *sys.argv[1:]])),
         "period": {"from": start_at, "to": end_at, "first_position": first, "last_position": last,
                    "events": max(0, last - first + 1)},
         "ledger": {"location": led.store.label, "organization": organization.get("name"),
@@ -366,8 +391,9 @@ def _write_events_parquet(wh: Warehouse, first: int, last: int, path: Path) -> N
         _copy(wh, select + " ORDER BY position", path, "parquet")
 
 
-def _select_plain(table: pa.Table, name: str) -> str:
-    """A SELECT over a registered Arrow table that turns timestamps into canonical UTC text."""
+def _select_plain(table: pa.Table, name: str, csv: bool = False) -> str:
+    """A SELECT over a registered Arrow table that turns timestamps into canonical UTC text (and with
+    `csv`, text cells a spreadsheet would take for a formula into ones with a leading ')."""
     import pyarrow as pa
 
     cols = []
@@ -376,6 +402,8 @@ def _select_plain(table: pa.Table, name: str) -> str:
         if pa.types.is_timestamp(f.type):
             cols.append(f"CASE WHEN microsecond({q}) % 1000000 = 0 THEN strftime({q}, '%Y-%m-%dT%H:%M:%SZ') "
                         f"ELSE strftime({q}, '%Y-%m-%dT%H:%M:%S.%fZ') END AS {q}")
+        elif csv and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)):
+            cols.append(f"{csv_safe_sql(q)} AS {q}")
         else:
             cols.append(q)
     return f"SELECT {', '.join(cols) or '*'} FROM {name}"
@@ -386,9 +414,8 @@ def _write_audit(wh: Warehouse, result: AuditResult, folder: Path) -> int:
     view = f"evidence_{result.name.replace('-', '_')}"
     wh.con.register(view, result.table)
     try:
-        select = _select_plain(result.table, view)
-        _copy(wh, select, folder / "audits" / f"{result.name}.csv", "csv")
-        _copy(wh, select, folder / "audits" / f"{result.name}.json", "json")
+        _copy(wh, _select_plain(result.table, view, csv=True), folder / "audits" / f"{result.name}.csv", "csv")
+        _copy(wh, _select_plain(result.table, view), folder / "audits" / f"{result.name}.json", "json")
         if "finding" not in result.columns and ATTENTION.get(result.name) is not None:
             return 0
         return int(wh.con.execute(f"SELECT count(*) FROM {view} WHERE {attention_filter(result.name)}").fetchall()[0][0])
@@ -447,7 +474,7 @@ def _charts(wh: Warehouse, secrets: AuditResult | None, start_at: str, end_at: s
             table = wh.con.sql(statement.query, params=used).to_arrow_table()
             wh.con.register("evidence_chart", table)
             try:
-                _copy(wh, _select_plain(table, "evidence_chart"), folder / "charts" / f"{name}.csv", "csv")
+                _copy(wh, _select_plain(table, "evidence_chart", csv=True), folder / "charts" / f"{name}.csv", "csv")
             finally:
                 wh.con.unregister("evidence_chart")
             rows = [{k: plain(v) for k, v in r.items()} for r in table.to_pylist()]
@@ -497,7 +524,7 @@ def _sha256_file(path: Path) -> str:
 def _zip(folder: Path, target: Path) -> None:
     partial = target.with_name(target.name + ".partial")
     try:
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1,
+        with open_private(partial) as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1,
                              allowZip64=True) as z:
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 rel = path.relative_to(folder).as_posix()
@@ -514,23 +541,20 @@ def _zip(folder: Path, target: Path) -> None:
 
 def verify_bundle(path: str | Path, **anchors: Path | None) -> BundleCheck:
     """Re-hash every file of a bundle (folder or zip) against its manifest: changed, missing, added; then
-    recompute its chain and check the anchors given (`digest`, `public_key`, `after`: see bundle_chain)."""
+    recompute its chain and check the anchors given (`digest`, `public_key`, `after`: see bundle_chain).
+
+    Read through BundleReader (hostile input: bounded, regular files only, safe zip names); a
+    member that cannot be read safely is a problem naming it (`check.problems`), a bundle whose
+    manifest or names cannot be trusted at all a BundleProblem."""
     from ledger.integrity import seal_key
 
     target = Path(path)
-    if not target.exists():
-        raise BundleError(f"no bundle at {target}")
-    with _Bundle(target) as bundle:
-        raw = bundle.read(MANIFEST)
-        if raw is None:
+    with BundleReader(target) as bundle:
+        if not bundle.has(MANIFEST):
             raise BundleError(f"{target} has no {MANIFEST}: it is not an evidence bundle")
-        try:
-            manifest = json.loads(raw)
-            listed = manifest["files"]
-            if manifest.get("format") != FORMAT or not isinstance(listed, dict):
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
-            raise BundleError(f"{target}: {MANIFEST} is not an evidence manifest ({FORMAT})") from None
+        raw = bundle.read(MANIFEST, MANIFEST_LIMIT)
+        manifest = _parse_manifest(target, raw)
+        listed = manifest["files"]
         check = BundleCheck(target, True, 0, manifest_sha256=hashlib.sha256(raw).hexdigest(), manifest=manifest)
         present = set(bundle.names()) - {MANIFEST}
         for name in sorted(listed):
@@ -539,8 +563,12 @@ def verify_bundle(path: str | Path, **anchors: Path | None) -> BundleCheck:
                 check.missing.append(name)
                 continue
             check.checked += 1
-            digest, size = bundle.sha256(name)
-            if digest != entry.get("sha256") or size != entry.get("bytes"):
+            try:
+                digest, size = bundle.sha256(name, entry["bytes"])
+            except BundleProblem as exc:
+                check.problems.append(str(exc))
+                continue
+            if digest != entry["sha256"] or size != entry["bytes"]:
                 check.changed.append(name)
         check.added = sorted(present - set(listed))
     signature = manifest.get("signature")
@@ -555,7 +583,7 @@ def verify_bundle(path: str | Path, **anchors: Path | None) -> BundleCheck:
             check.notes.append("the manifest's signature does not match (manifest edited, or another key)")
         else:
             check.notes.append("manifest signature matches")
-    check.ok = not (check.changed or check.missing or check.added)
+    check.ok = not (check.changed or check.missing or check.added or check.problems)
     if check.ok:
         check.problems, notes = check_anchors(target, manifest, verify=verify_bundle, **anchors)
         check.notes += notes
@@ -563,55 +591,34 @@ def verify_bundle(path: str | Path, **anchors: Path | None) -> BundleCheck:
     return check
 
 
-class _Bundle:
-    """Read access to a bundle, folder or zip, by posix relative name."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.zip: zipfile.ZipFile | None = None
-        if path.is_file():
-            try:
-                self.zip = zipfile.ZipFile(path)
-            except (zipfile.BadZipFile, OSError):
-                raise BundleError(f"{path} is neither a bundle folder nor a zip file") from None
-
-    def __enter__(self) -> _Bundle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.zip is not None:
-            self.zip.close()
-
-    def names(self) -> Iterator[str]:
-        if self.zip is not None:
-            yield from (i.filename for i in self.zip.infolist() if not i.is_dir())
-            return
-        for p in self.path.rglob("*"):
-            if p.is_file() or p.is_symlink():
-                yield p.relative_to(self.path).as_posix()
-
-    def _safe(self, name: str) -> Path:
-        rel = PurePosixPath(name)
-        if rel.is_absolute() or ".." in rel.parts:
-            raise BundleError(f"{MANIFEST} names a file outside the bundle: {name!r}")
-        return self.path.joinpath(*rel.parts)
-
-    def read(self, name: str) -> bytes | None:
-        try:
-            if self.zip is not None:
-                return self.zip.read(name)
-            return self._safe(name).read_bytes()
-        except (KeyError, FileNotFoundError):
-            return None
-
-    def sha256(self, name: str) -> tuple[str, int]:
-        h = hashlib.sha256()
-        size = 0
-        with (self.zip.open(name) if self.zip is not None else open(self._safe(name), "rb")) as f:
-            while chunk := f.read(HASH_CHUNK):
-                h.update(chunk)
-                size += len(chunk)
-        return h.hexdigest(), size
+def _parse_manifest(target: Path, raw: bytes) -> dict[str, Any]:
+    """The manifest, every field verify reads of the type it must have; else one BundleProblem naming it."""
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BundleProblem(f"{target}: {MANIFEST} is not JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleProblem(f"{target}: {MANIFEST} is not an evidence manifest ({FORMAT})")
+    listed = manifest.get("files")
+    if not isinstance(listed, dict):
+        raise BundleProblem(f"{target}: {MANIFEST}: \"files\" is not an object of file entries")
+    for name, entry in listed.items():
+        why = check_name(name)
+        if why or name == MANIFEST:
+            raise BundleProblem(f"{MANIFEST}: file entry {name!r} is {why or 'the manifest itself'}")
+        if not isinstance(entry, dict):
+            raise BundleProblem(f"{MANIFEST}: file entry {name!r} is not an object")
+        sha, size = entry.get("sha256"), entry.get("bytes")
+        if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+            raise BundleProblem(f"{MANIFEST}: file entry {name!r}: \"sha256\" is not 64 lowercase hex digits")
+        if not (isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 1 << 53):
+            raise BundleProblem(f"{MANIFEST}: file entry {name!r}: \"bytes\" is not a size in bytes")
+    for key in ("period", "ledger", "audits", "charts", "tool"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            raise BundleProblem(f"{MANIFEST}: \"{key}\" is not an object")
+    if "signature" in manifest and not isinstance(manifest["signature"], dict):
+        raise BundleProblem(f"{MANIFEST}: \"signature\" is not an object")
+    return manifest
 
 
 def _naive(text: str) -> datetime:

@@ -86,6 +86,7 @@ def render_report(context: dict[str, Any], results: dict[str, AuditResult], char
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>Access evidence: {escape(org)}, {escape(period['from'][:10])} to {escape(period['to'][:10])}</title>",
         f"<style>{_template('report.css')}</style></head><body>",
+        _tampered(context),
         "<header>",
         f"<h1>Access evidence for {escape(org)}</h1>",
         f"<p class=\"sub\">Period {escape(period['from'])} to {escape(period['to'])} &middot; "
@@ -126,6 +127,16 @@ def render_report(context: dict[str, Any], results: dict[str, AuditResult], char
 
 
 # -- sections ----------------------------------------------------------------------------------
+
+def _tampered(context: dict[str, Any]) -> str:
+    """The page's first banner when the ledger failed verify at export (exported with --allow-tampered)."""
+    v = context["verify"]
+    if v.get("ok"):
+        return ""
+    return (f'<div class="banner bad" id="tampered"><strong>TAMPERED LEDGER.</strong><span>verify failed at export '
+            f"(position {escape(str(v.get('first_bad_position')))}: {escape(str(v.get('problem')))}); this bundle "
+            "was exported anyway with --allow-tampered. Nothing in it can be relied on.</span></div>")
+
 
 def _integrity(context: dict[str, Any]) -> str:
     v = context["verify"]

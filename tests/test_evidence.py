@@ -168,10 +168,14 @@ def test_zip_bundle_verifies_and_catches_a_changed_member(ledger_db, tmp_path):
     assert result.stdout.splitlines() == ["changed: report.html"]
 
 
-def test_signed_manifest_catches_an_edit_of_the_manifest_itself(ledger_db, tmp_path, monkeypatch):
+def test_signed_manifest_catches_an_edit_of_the_manifest_itself(tmp_path, monkeypatch):
     monkeypatch.setenv("ACCESS_LEDGER_SEAL_KEY", "auditor-secret")
+    sealed = tmp_path / "sealed.db"  # sealed under the key: a ledger that passes verify with it
+    with AccessLedger.open(str(sealed), create=True) as led:
+        led.import_lines(generate("large", END, **SHAPE).lines())
     out = tmp_path / "signed"
-    assert runner.invoke(app, ["--db", str(ledger_db), "evidence", "export", "--out", str(out)]).exit_code == 0
+    result = runner.invoke(app, ["--db", str(sealed), "evidence", "export", "--out", str(out)])
+    assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["signature"]["algorithm"] == "HMAC-SHA256"
     manifest["period"]["from"] = "2026-02-01T00:00:00Z"  # an edit that keeps every file hash right
@@ -259,9 +263,21 @@ def test_export_of_a_tampered_ledger_says_so_and_still_holds_every_event_of_the_
     con.close()
     monkeypatch.setattr(evidence, "WORKER_FROM", 0 if in_worker else 10**9)
     out = tmp_path / "bundle"
-    result = runner.invoke(app, ["--db", str(db), "evidence", "export", "--from", "2025-12-01T00:00:00Z",
-                                 "--to", "2026-03-01T00:00:00Z", "--out", str(out)])
+    command = ["--db", str(db), "evidence", "export", "--from", "2025-12-01T00:00:00Z", "--to",
+               "2026-03-01T00:00:00Z", "--out", str(out)]
+    refused = runner.invoke(app, command)  # refused, nothing left behind
+    assert refused.exit_code == 1
+    assert refused.stderr == (f"Error: the ledger fails verify at position {bad}: position {bad} does not match its "
+                              "hash chain link (changed, inserted or reordered event); no bundle written "
+                              "(--allow-tampered exports it anyway, marked as such)\n")
+    assert not out.exists() or not any(out.iterdir())
+    result = runner.invoke(app, [*command, "--allow-tampered"])
     assert result.exit_code == 0, result.output
+    first_line = (out / "manifest.json").read_text().splitlines()[0]
+    assert first_line.startswith('{"warning": "TAMPERED LEDGER: verify failed at export (position ')
+    html = (out / "report.html").read_text()
+    assert html.index('<div class="banner bad" id="tampered"><strong>TAMPERED LEDGER.') < html.index("<header>")
+    assert html.index('class="banner') > html.index('id="tampered"') - 30  # the page's first banner
     manifest = json.loads((out / "manifest.json").read_text())
     verified = manifest["ledger"]["verify"]
     assert verified["ok"] is False and verified["first_bad_position"] == bad

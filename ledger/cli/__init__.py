@@ -61,7 +61,9 @@ class LedgerGroup(TyperGroup):
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    from ledger.private import scrub
+
+    return scrub(" ".join(text.split()))  # an error may quote a --db URL: never its password
 
 
 app = typer.Typer(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from ledger.errors import LedgerError, UnknownEntity, ValidationError
+from ledger.private import csv_safe, scrub, write_private
 from ledger.timeutil import CLI_TIME_HELP, cli_instant, parse_period
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def is_interruption(exc: BaseException) -> bool:
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line on stderr and exit non-zero."""
-    typer.echo(f"Error: {message}", err=True)
+    typer.echo(f"Error: {scrub(message)}", err=True)  # never the password of a URL it quotes
     raise typer.Exit(code=code)
 
 
@@ -215,9 +216,9 @@ def render(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str] |
     if fmt is Format.csv:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(cols)
+        writer.writerow([csv_safe(c) for c in cols])
         for row in rows:
-            writer.writerow([_cell(row.get(c)) for c in cols])
+            writer.writerow([csv_safe(_cell(row.get(c))) for c in cols])
         return buf.getvalue()
     if fmt is Format.markdown:
         def esc(s: str) -> str:
@@ -272,15 +273,12 @@ def _terminal_width() -> int:
 def emit(rows: Sequence[dict[str, Any]], fmt: Format, out: Path | None,
          columns: Sequence[str] | None = None, title: str | None = None, caption: str | None = None) -> None:
     """Render and write to --out or stdout."""
-    text = render(rows, fmt, columns, title, caption)
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        out.write_text(text, encoding="utf-8")
+    emit_text(render(rows, fmt, columns, title, caption), out)
 
 
 def emit_text(text: str, out: Path | None) -> None:
+    """Write to stdout, or to --out as an owner-only file (0600 whatever the umask)."""
     if out is None:
         sys.stdout.write(text)
     else:
-        out.write_text(text, encoding="utf-8")
+        write_private(out, text)

@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from ledger.cli.common import PeriodOption, handled, open_ledger, period_or_range
+from ledger.cli.common import PeriodOption, fail, handled, open_ledger, period_or_range
+from ledger.private import scrub
 from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 
 evidence_app = typer.Typer(help="Export evidence bundles for auditors and check them later.", no_args_is_help=True)
@@ -38,7 +39,7 @@ def _command(ctx: typer.Context, argv: list[str]) -> str:
     """The command line, rebuilt from the parsed options (the same however the CLI was started)."""
     db = (ctx.find_root().obj or {}).get("db")
     words = ["access-ledger"] + (["--db", db] if db else []) + argv
-    return " ".join(shlex.quote(w) for w in words)
+    return scrub(" ".join(shlex.quote(w) for w in words))  # no password of a --db URL is recorded
 
 
 @evidence_app.command("export")
@@ -53,9 +54,12 @@ def export(
     as_zip: Annotated[bool, typer.Option("--zip", help="Write one zip file instead of a folder.")] = False,
     window: Annotated[str, typer.Option("--window", help="Least-privilege window ending at --to.")] = "90d",
     rules: Annotated[Path | None, typer.Option("--rules", help="Separation-of-duties rules (TOML).")] = None,
+    allow_tampered: Annotated[bool, typer.Option(
+        "--allow-tampered", help="Export a ledger that fails verify anyway; the manifest's first line and the "
+                                 "report's first banner say so.")] = False,
 ) -> None:
     """Write the period's events, every audit, an offline HTML report and a manifest of SHA-256 hashes."""
-    from reports.evidence import export_bundle
+    from reports.evidence import TamperedLedger, export_bundle
 
     with handled():
         # The command recorded in the manifest names the instants the times typed resolved to.
@@ -64,12 +68,15 @@ def export(
         if not period:
             named = (["--from", start] if start else []) + (["--to", end] if end else [])
         argv = ["evidence", "export"] + named + ["--out", str(out)] + (["--zip"] if as_zip else []) + (
-            ["--window", window] if window != "90d" else []) + (["--rules", str(rules)] if rules else [])
+            ["--window", window] if window != "90d" else []) + (["--rules", str(rules)] if rules else []) + (
+            ["--allow-tampered"] if allow_tampered else [])
         led = open_ledger(ctx)
         try:
             with progress_bar("evidence") as report:
                 result = export_bundle(led, out, start=start, end=end, as_zip=as_zip, command=_command(ctx, argv),
-                                       window=window, rules=rules, progress=report)
+                                       window=window, rules=rules, progress=report, allow_tampered=allow_tampered)
+        except TamperedLedger as exc:
+            fail(str(exc), code=1)
         finally:
             led.close()
     m = result.manifest
@@ -96,10 +103,13 @@ def verify(
 ) -> None:
     """Re-hash every file of a bundle against its manifest and recompute the chain over its events, checked
     against an anchor from outside when given; exit 1 naming each problem."""
-    from reports.evidence import verify_bundle
+    from reports.evidence import BundleProblem, verify_bundle
 
     with handled():
-        check = verify_bundle(bundle, digest=digest, public_key=public_key, after=after)
+        try:
+            check = verify_bundle(bundle, digest=digest, public_key=public_key, after=after)
+        except BundleProblem as exc:
+            fail(str(exc), code=1)  # a bundle that is not what it claims: a failed check, not a usage error
     if as_json:
         typer.echo(json.dumps(check.as_dict(), indent=2))
     else:
@@ -107,7 +117,7 @@ def verify(
             for name in names:
                 typer.echo(f"{kind}: {name}")
         for problem in check.problems:
-            typer.echo(f"problem: {problem}", err=True)
+            typer.echo(f"problem: {problem}")
         period = check.manifest.get("period", {})
         if check.ok:
             typer.echo(f"OK: {check.checked} files match the manifest of {bundle} (period {period.get('from')} to "
@@ -116,7 +126,8 @@ def verify(
             typer.echo(f"note: {note}")
         if not check.ok:
             problems = len(check.changed) + len(check.missing) + len(check.added) + len(check.problems)
-            typer.echo(f"FAILED: {problems} difference(s) from the manifest of {bundle}", err=True)
+            first = f": {check.problems[0]}" if check.problems else ""
+            typer.echo(f"FAILED: {problems} difference(s) from the manifest of {bundle}{first}", err=True)
     if not check.ok:
         raise typer.Exit(code=1)
 

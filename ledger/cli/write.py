@@ -19,6 +19,7 @@ from ledger.cli.common import (
     fail, handled, no_new_file_if_refused, open_ledger, when,
 )
 from ledger.errors import IntegrityFailure, StorageError, ValidationError
+from ledger.private import open_private
 from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 
 tenant_app = typer.Typer(help="Create, rename and delete tenants.", no_args_is_help=True)
@@ -471,7 +472,7 @@ def export(ctx: typer.Context,
         led = open_ledger(ctx)
         try:
             first, last = led.positions_between(from_, to)
-            sink = sys.stdout.buffer if out is None else open(out, "wb")  # noqa: SIM115
+            sink = sys.stdout.buffer if out is None else open_private(out)  # noqa: SIM115
             try:
                 with _progress("exporting", max(0, last - first + 1), unit="events") as bar:
                     task = bar.add_task("export", total=max(0, last - first + 1))
