@@ -87,6 +87,7 @@ class _Walk:
     events: int
     link: str
     unkeyed: int = 0
+    unsigned: int = 0  # seals without an Ed25519 signature while a signing key is set
     failure: tuple[int, str] | None = None
     at: str = ""
     ids: int = 0
@@ -156,7 +157,11 @@ def _walk(store: Store, c: Cursor, start: int, link: str, seal_at: dict[int, tup
                 if s_mac is not None and signing.SEAL_SIG_PREFIX in s_mac or signed:
                     s_mac, s_sig = signing.split_seal(s_mac)
                     problem = signing.check_seal(pos, link, s_sig) if signed else None
-                    if problem is not None:
+                    if problem is not None and s_sig is None:
+                        # Written before the signing key was set (or stripped: the HMAC key is what makes
+                        # a stripped seal a failure): said in a note. A wrong signature is a failure.
+                        w.unsigned += 1
+                    elif problem is not None:
                         return failed(pos, problem)
                 if s_mac is None:
                     if key is not None:
@@ -274,6 +279,10 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
     notes: list[str] = []
     if unkeyed:
         notes.append(f"{unkeyed} seal(s) carry an HMAC but {KEY_ENV} is not set: their keys were not checked")
+    if walk.unsigned:
+        notes.append(f"{walk.unsigned} seal(s) carry no Ed25519 signature although {signing.SIGNING_ENV} is set: "
+                     f"written before it was set, or stripped (with {KEY_ENV} set, a stripped seal's missing HMAC "
+                     "fails verify)")
     if digest is not None:
         d_pos, d_link = int(digest["position"]), str(digest["link"])
         if d_pos > last:
@@ -445,7 +454,7 @@ def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tup
         return None
     last = walks[starts[-1]]
     return _Walk(head, last.link, sum(w.unkeyed for w in walks.values()), at=last.at,
-                 ids=sum(w.ids for w in walks.values()))
+                 ids=sum(w.ids for w in walks.values()), unsigned=sum(w.unsigned for w in walks.values()))
 
 
 def _walk_segment(url: str, start: int, until: int, link: str, seal_at: dict[int, tuple[str, str | None]],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -66,6 +67,23 @@ def ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _start_forkserver_deaf_to_ctrl_c() -> None:
+    """Start the fork server with Ctrl-C ignored: an ignored signal stays ignored across exec, so a Ctrl-C
+    while it is still importing (before its own handlers are set) cannot print its traceback; the workers
+    forked from it ignore Ctrl-C too, and the importer alone says what happened."""
+    import signal
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():
+        forkserver.ensure_running()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def default_workers() -> int:
     return max(1, min(3, (os.cpu_count() or 1) - 1))
 
@@ -76,6 +94,7 @@ def parse_parallel(lines: Iterable[bytes | str], progress: Callable[[int], None]
     loads = orjson.loads
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["ledger.events"])
+    _start_forkserver_deaf_to_ctrl_c()
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_watch_importer,
                              initargs=(os.getpid(),)) as pool:
         pending: deque[tuple[int, Future]] = deque()

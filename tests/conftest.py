@@ -112,3 +112,20 @@ def pytest_terminal_summary(terminalreporter) -> None:
                 counts[backend] = counts.get(backend, 0) + 1
     if counts:
         terminalreporter.write_line("passed per backend: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+@pytest.fixture(autouse=True)
+def _no_warehouse_left_in_the_working_folder() -> Iterator[None]:
+    """A PostgreSQL ledger's default warehouse is ./access-ledger-warehouse.duckdb: one a test left in the
+    working folder would be another ledger's warehouse for the next test (and refused there). Files
+    that were there before the test are left alone."""
+    names = ["access-ledger-warehouse.duckdb", "access-ledger-warehouse.duckdb.wal"]
+    before = {name for name in names if os.path.exists(name)}
+    yield
+    for name in names:
+        if name not in before and os.path.exists(name):
+            os.remove(name)
+    if "access-ledger-warehouse.duckdb" not in before and os.path.isdir("access-ledger-warehouse.duckdb.sync"):
+        import shutil
+
+        shutil.rmtree("access-ledger-warehouse.duckdb.sync", ignore_errors=True)

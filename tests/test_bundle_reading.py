@@ -410,6 +410,13 @@ def test_a_folder_nested_deeper_than_the_stack_is_one_added_line(bundle, tmp_pat
         deep = deep / "d"
         deep.mkdir()
     (deep / "x").write_bytes(b"x")
-    code, out, err, rss, _ = _verify(folder)
-    assert code == 1 and len(err.splitlines()) == 1, err
-    assert "added: " + "d/" * 1200 + "x" in out.splitlines()
+    try:
+        code, out, err, rss, _ = _verify(folder)
+        assert code == 1 and len(err.splitlines()) == 1, err
+        assert "added: " + "d/" * 1200 + "x" in out.splitlines()
+    finally:
+        # Removed bottom-up here: pytest's own clean-up (a recursive rmtree) cannot go this deep.
+        (deep / "x").unlink()
+        while deep != folder:
+            deep.rmdir()
+            deep = deep.parent
