@@ -70,18 +70,26 @@ def ignore_interrupts() -> None:
 def _start_forkserver_deaf_to_ctrl_c() -> None:
     """Start the fork server with Ctrl-C ignored: an ignored signal stays ignored across exec, so a Ctrl-C
     while it is still importing (before its own handlers are set) cannot print its traceback; the workers
-    forked from it ignore Ctrl-C too, and the importer alone says what happened."""
+    forked from it ignore Ctrl-C too, and the importer alone says what happened (in one line)."""
     import signal
     from multiprocessing import forkserver
 
-    if threading.current_thread() is not threading.main_thread():
-        forkserver.ensure_running()
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Its standard error (and its workers') is /dev/null: a worker still starting when the importer stops
+    # on Ctrl-C fails to unpickle what the importer already removed, and would print that. Every error
+    # of a working parser comes back through its future (one line from the importer), and a worker that
+    # dies is a BrokenProcessPool, said in one line too.
+    saved, quiet = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
+        os.dup2(quiet, 2)
         forkserver.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(quiet)
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def default_workers() -> int:
