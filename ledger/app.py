@@ -145,6 +145,20 @@ class AccessLedger:
             return self._position_of_id(canonical_event["id"])
         return result.last
 
+    def append_many(self, events: Iterable[dict[str, Any]]) -> WriteResult:
+        """Validate events (each `at` defaulting to now) and record them in one transaction: all or none."""
+        chunk: list[tuple[int, dict[str, Any]]] = []
+        for event in events:
+            event = dict(event)
+            auto_at = event.get("at") is None
+            if auto_at:
+                event["at"] = format_instant(now())
+            canonical_event = parse_obj(event)
+            if auto_at:
+                canonical_event[AUTO_AT] = True
+            chunk.append((0, canonical_event))
+        return self._write([chunk])
+
     def import_lines(self, lines: Iterable[bytes | str], progress: Callable[[int], None] | None = None,
                      workers: int = 0) -> WriteResult:
         """Import JSONL lines atomically: all of them or, at the first bad line, none.
