@@ -302,3 +302,24 @@ def test_import_refuses_a_decision_the_campaign_cannot_take(reviewed, tmp_path):
     assert result.exit_code == 2
     assert "item 6 is not an item of review campaign 'Q3' (it has 5)" in result.stderr
     assert head(reviewed) == before
+
+
+def test_an_imported_campaign_is_re_derived_and_a_wrong_population_hash_is_caught(url_factory, tmp_path):
+    from test_import_export import HISTORY, jsonl
+
+    url = url_factory("imported")
+    with AccessLedger.open(url, create=True) as led:
+        led.import_lines(jsonl(HISTORY))
+    listed = run(url, "review", "list", "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.output)
+    assert (row["campaign"], row["status"], row["items"], row["revoked"], row["revocations_open"]) == (
+        "q1", "closed", 2, 1, 0)
+    forged = [dict(e, population_sha256="0" * 64) if e["type"] == "ReviewStarted" else e for e in HISTORY]
+    other = url_factory("forged")
+    with AccessLedger.open(other, create=True) as led:
+        led.import_lines(jsonl(forged))
+    result = run(other, "review", "items", "q1")
+    assert result.exit_code == 2
+    assert result.stderr == ("Error: review campaign 'q1': the population re-derived at position 30 does not match "
+                             "its start event (count or SHA-256): run `access-ledger verify`\n")
