@@ -136,6 +136,10 @@ def test_unknown_campaign_and_duplicate_name_are_refused(reviewed):
     twice = run(reviewed, "review", "start", "Q3", "--tenant", "prod", "--reviewer", "user:erin")
     assert twice.exit_code == 2
     assert twice.stderr == "Error: review campaign 'Q3' already exists\n"
+    bad = run(reviewed, "review", "start", "Q4", "--tenant", "prod", "--reviewer", "user:erin",
+              "--reviewer-for", "research=user:dana")
+    assert bad.exit_code == 2
+    assert bad.stderr == "Error: --reviewer-for: 'research=user:dana' is not team:NAME=PRINCIPAL\n"
     assert head(reviewed) == before
 
 
@@ -173,9 +177,14 @@ def test_batch_records_every_decision_in_one_transaction(reviewed, tmp_path):
 def test_batch_with_one_refused_row_writes_nothing(reviewed, tmp_path):
     before = head(reviewed)
     path = write_batch(tmp_path, "3,revoke,left\n1,keep,fine\n")
+    twice = write_batch(tmp_path, "item,decision,reason\n3,revoke,left\n3,keep,\n")
+    result = run(reviewed, "review", "decide", "Q3", "--batch", twice, "--actor", "user:dana")
+    assert result.exit_code == 2
+    assert result.stderr == "Error: line 3: item 3 is given twice\n"
+    path = write_batch(tmp_path, "3,revoke,left\n1,keep,fine\n")
     result = run(reviewed, "review", "decide", "Q3", "--batch", path, "--actor", "user:dana")
     assert result.exit_code == 2
-    assert result.stderr == f"Error: {path} row 2: item 1 of review campaign 'Q3' is assigned to user:erin, not user:dana\n"
+    assert result.stderr == "Error: line 2: item 1 of review campaign 'Q3' is assigned to user:erin, not user:dana\n"
     bad = write_batch(tmp_path, "3,maybe,\n")
     result = run(reviewed, "review", "decide", "Q3", "--batch", bad, "--actor", "user:dana")
     assert result.exit_code == 2

@@ -51,6 +51,9 @@ def start(ctx: typer.Context, name: NameArg,
     """Start a campaign: fix its population (every assignment in force in the tenants) and record it."""
     from projections.reviews import start_event
 
+    for pair in reviewer_for or []:
+        if not pair.startswith("team:") or "=" not in pair:
+            fail(f"--reviewer-for: {pair!r} is not team:NAME=PRINCIPAL")
     with handled():
         at, due = when(at, "at"), when(due, "due")
         led = open_ledger(ctx)
@@ -90,7 +93,8 @@ def items(ctx: typer.Context, name: NameArg,
         emit(rows, fmt, out, title=f"review {name}")
 
 
-def _read_batch(path: Path, name: str) -> list[tuple[int, str, str | None]]:
+def _read_batch(path: Path, name: str) -> list[tuple[int, int, str, str | None]]:
+    """(line number, item, decision, reason) of each row of an item,decision,reason file."""
     if path.stat().st_size > MAX_BATCH_BYTES:
         raise ValidationError(f"{path}: larger than {MAX_BATCH_BYTES} bytes")
     out = []
@@ -110,7 +114,7 @@ def _read_batch(path: Path, name: str) -> list[tuple[int, str, str | None]]:
                 item = _item_number(row[0], name)
             except ValidationError as exc:
                 raise ValidationError(f"line {n}: {exc}") from None
-            out.append((item, decision, (row[2].strip() or None) if len(row) == 3 else None))
+            out.append((n, item, decision, (row[2].strip() or None) if len(row) == 3 else None))
     return out
 
 
@@ -130,7 +134,7 @@ def decide(ctx: typer.Context, name: NameArg,
         fail("give ITEM and keep|revoke, or --batch FILE")
     with handled():
         wanted = (_read_batch(batch, name) if batch is not None
-                  else [(_item_number(item or "", name), decision.value if decision else "", reason)])
+                  else [(0, _item_number(item or "", name), decision.value if decision else "", reason)])
         led = open_ledger(ctx)
         try:
             who = default_actor(actor)
@@ -139,7 +143,7 @@ def decide(ctx: typer.Context, name: NameArg,
             population = derive(led, c)
             events = []
             seen: set[int] = set()
-            for n, (number, what, why) in enumerate(wanted, 1):
+            for n, number, what, why in wanted:
                 try:
                     if number in seen:
                         raise ValidationError(f"item {number} is given twice")
@@ -148,7 +152,7 @@ def decide(ctx: typer.Context, name: NameArg,
                 except LedgerError as exc:
                     if batch is None:
                         raise
-                    raise type(exc)(f"{batch} row {n}: {exc}") from None
+                    raise type(exc)(f"line {n}: {exc}") from None
             if not events:
                 raise ValidationError(f"{batch}: no decisions in the file")
             result = led.append_many(events)
