@@ -131,14 +131,7 @@ class AccessLedger:
 
     def append(self, event: dict[str, Any]) -> int:
         """Validate one event (its `at` defaults to now) and record it; return its position."""
-        event = dict(event)
-        auto_at = event.get("at") is None
-        if auto_at:
-            event["at"] = format_instant(now())
-        canonical_event = parse_obj(event)
-        if auto_at:
-            # Stamped again under the write lock, so concurrent writers never refuse each other.
-            canonical_event[AUTO_AT] = True
+        canonical_event = _stamped(event)
         result = self._write([[(0, canonical_event)]])
         if result.last is None:
             # The idempotency id was already recorded with this very event.
@@ -147,17 +140,7 @@ class AccessLedger:
 
     def append_many(self, events: Iterable[dict[str, Any]]) -> WriteResult:
         """Validate events (each `at` defaulting to now) and record them in one transaction: all or none."""
-        chunk: list[tuple[int, dict[str, Any]]] = []
-        for event in events:
-            event = dict(event)
-            auto_at = event.get("at") is None
-            if auto_at:
-                event["at"] = format_instant(now())
-            canonical_event = parse_obj(event)
-            if auto_at:
-                canonical_event[AUTO_AT] = True
-            chunk.append((0, canonical_event))
-        return self._write([chunk])
+        return self._write([[(0, _stamped(event)) for event in events]])
 
     def import_lines(self, lines: Iterable[bytes | str], progress: Callable[[int], None] | None = None,
                      workers: int = 0) -> WriteResult:
@@ -448,6 +431,19 @@ class AccessLedger:
                       id: str | None = None) -> int:
         return self._cmd("ResourceAccessed", actor, reason, at, id, principal=principal, tenant=tenant,
                          resource=resource, action=action, outcome=outcome)
+
+
+def _stamped(event: dict[str, Any]) -> dict[str, Any]:
+    """The event validated, in canonical form; without an `at`, dated now and marked to be stamped again."""
+    event = dict(event)
+    auto_at = event.get("at") is None
+    if auto_at:
+        event["at"] = format_instant(now())
+    canonical_event = parse_obj(event)
+    if auto_at:
+        # Stamped again under the write lock, so concurrent writers never refuse each other.
+        canonical_event[AUTO_AT] = True
+    return canonical_event
 
 
 def _with_known_ids(c: Any, store: Store, chunks: Iterable[list[tuple[int, dict[str, Any]]]],

@@ -31,6 +31,20 @@ def register(app: typer.Typer) -> None:
     app.add_typer(review_app, name="review")
 
 
+def _campaign_rows(ctx: typer.Context, name: str) -> tuple[Any, list[dict[str, Any]]]:
+    """The campaign and its items as rows, the population re-derived and checked against its start event."""
+    from projections.pit import Timeline
+    from projections.reviews import campaign, derive, item_rows
+
+    led = open_ledger(ctx)
+    try:
+        c = campaign(led, name)
+        timeline = Timeline(led)
+        return c, item_rows(c, derive(led, c, timeline), timeline.current())
+    finally:
+        led.close()
+
+
 def _item_number(text: str, campaign: str) -> int:
     if not text.strip().isdigit():
         raise ValidationError(f"item {text!r} is not an item of review campaign {campaign!r} (items are numbers)")
@@ -75,17 +89,8 @@ def items(ctx: typer.Context, name: NameArg,
           open_: Annotated[bool, typer.Option("--open", help="Only items not decided yet.")] = False,
           fmt: FormatOption = Format.table, out: OutOption = None) -> None:
     """The campaign's items with their context, reviewer, decision and remediation."""
-    from projections.pit import Timeline
-    from projections.reviews import campaign, derive, item_rows
-
     with handled():
-        led = open_ledger(ctx)
-        try:
-            c = campaign(led, name)
-            timeline = Timeline(led)
-            rows = item_rows(c, derive(led, c, timeline), timeline.current())
-        finally:
-            led.close()
+        _, rows = _campaign_rows(ctx, name)
         if reviewer is not None:
             rows = [r for r in rows if r["reviewer"] == reviewer]
         if open_:
@@ -221,17 +226,9 @@ def _summary(c: Any, rows: list[dict[str, Any]], now_at: str) -> dict[str, Any]:
 def status(ctx: typer.Context, name: NameArg, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
     """Progress per reviewer: items, decided, open, overdue, exceptions and revocations not carried out."""
     from ledger.timeutil import format_instant, now
-    from projections.pit import Timeline
-    from projections.reviews import campaign, derive, item_rows
 
     with handled():
-        led = open_ledger(ctx)
-        try:
-            c = campaign(led, name)
-            timeline = Timeline(led)
-            rows = item_rows(c, derive(led, c, timeline), timeline.current())
-        finally:
-            led.close()
+        c, rows = _campaign_rows(ctx, name)
         now_at = format_instant(now())
         overdue = c.close is None and c.start.get("due") is not None and now_at > c.start["due"]
         per: dict[str, dict[str, Any]] = {}
