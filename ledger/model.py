@@ -497,7 +497,7 @@ class WriteModel:
             raise E.ReviewRefused(f"review campaign {c.name!r} is closed: no decision after close")
         item = ev["item"]
         if item > c.data["items"]:
-            raise E.ReviewRefused(f"item {item} is not an item of review campaign {c.name!r} "
+            raise E.ReviewRefused(f"item: {item} is not an item of review campaign {c.name!r} "
                                   f"(it has {c.data['items']})")
         if ev["reviewer"] != ev["actor"]:
             raise E.ReviewRefused(f"reviewer: {ev['reviewer']} is not the actor {ev['actor']}")

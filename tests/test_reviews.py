@@ -55,6 +55,15 @@ def reviewed(ledger_url):
     return ledger_url
 
 
+def refused(url: str, *args: str, message: str) -> None:
+    """The command is refused with exactly `message`, exit 2, and nothing is written."""
+    before = head(url)
+    result = run(url, *args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"Error: {message}\n"
+    assert head(url) == before
+
+
 def items(url: str, *args: str) -> list[dict]:
     result = run(url, "review", "items", "Q3", "--format", "json", *args)
     assert result.exit_code == 0, result.output
@@ -109,11 +118,7 @@ def test_reviewer_filter_and_open_filter(reviewed):
     (["x", "revoke", "--actor", "user:dana"], "item 'x' is not an item of review campaign 'Q3' (items are numbers)"),
 ])
 def test_decide_refusals_are_one_line_and_write_nothing(reviewed, args, message):
-    before = head(reviewed)
-    result = run(reviewed, "review", "decide", "Q3", *args)
-    assert result.exit_code == 2
-    assert result.stderr == f"Error: {message}\n"
-    assert head(reviewed) == before
+    refused(reviewed, "review", "decide", "Q3", *args, message=message)
 
 
 def test_decide_records_the_reviewer_and_reason_and_refuses_a_second_decision(reviewed):
@@ -121,35 +126,24 @@ def test_decide_records_the_reviewer_and_reason_and_refuses_a_second_decision(re
     assert result.exit_code == 0, result.output
     row = items(reviewed)[1]
     assert (row["decision"], row["reason"], row["outcome"]) == ("keep", "on call", "keep")
-    before = head(reviewed)
-    again = run(reviewed, "review", "decide", "Q3", "2", "revoke", "--actor", "user:carol")
-    assert again.exit_code == 2
-    assert again.stderr == "Error: item 2 of review campaign 'Q3' is already decided (keep)\n"
-    assert head(reviewed) == before
+    refused(reviewed, "review", "decide", "Q3", "2", "revoke", "--actor", "user:carol",
+            message="item 2 of review campaign 'Q3' is already decided (keep)")
 
 
 def test_unknown_campaign_and_duplicate_name_are_refused(reviewed):
-    before = head(reviewed)
-    unknown = run(reviewed, "review", "decide", "Q4", "1", "keep", "--actor", "user:erin")
-    assert unknown.exit_code == 2
-    assert unknown.stderr == "Error: unknown review campaign 'Q4' (campaigns: Q3)\n"
-    twice = run(reviewed, "review", "start", "Q3", "--tenant", "prod", "--reviewer", "user:erin")
-    assert twice.exit_code == 2
-    assert twice.stderr == "Error: review campaign 'Q3' already exists\n"
-    bad = run(reviewed, "review", "start", "Q4", "--tenant", "prod", "--reviewer", "user:erin",
-              "--reviewer-for", "research=user:dana")
-    assert bad.exit_code == 2
-    assert bad.stderr == "Error: --reviewer-for: 'research=user:dana' is not team:NAME=PRINCIPAL\n"
-    assert head(reviewed) == before
+    refused(reviewed, "review", "decide", "Q4", "1", "keep", "--actor", "user:erin",
+            message="unknown review campaign 'Q4' (campaigns: Q3)")
+    refused(reviewed, "review", "start", "Q3", "--tenant", "prod", "--reviewer", "user:erin",
+            message="review campaign 'Q3' already exists")
+    refused(reviewed, "review", "start", "Q4", "--tenant", "prod", "--reviewer", "user:erin",
+            "--reviewer-for", "research=user:dana",
+            message="--reviewer-for: 'research=user:dana' is not team:NAME=PRINCIPAL")
 
 
 def test_start_without_a_reviewer_who_may_decide_every_item_is_refused(reviewed):
-    before = head(reviewed)
-    result = run(reviewed, "review", "start", "Q4", "--tenant", "prod", "--reviewer", "user:carol")
-    assert result.exit_code == 2
-    assert result.stderr == ("Error: item 1 (service_account:ci, viewer in prod) has no reviewer who may decide it: "
-                             "user:carol may not (it is a grant they made themselves); give --fallback-reviewer\n")
-    assert head(reviewed) == before
+    refused(reviewed, "review", "start", "Q4", "--tenant", "prod", "--reviewer", "user:carol",
+            message="item 1 (service_account:ci, viewer in prod) has no reviewer who may decide it: "
+                    "user:carol may not (it is a grant they made themselves); give --fallback-reviewer")
 
 
 def test_start_privileged_only_takes_only_privileged_items(reviewed):
@@ -175,21 +169,13 @@ def test_batch_records_every_decision_in_one_transaction(reviewed, tmp_path):
 
 
 def test_batch_with_one_refused_row_writes_nothing(reviewed, tmp_path):
-    before = head(reviewed)
-    path = write_batch(tmp_path, "3,revoke,left\n1,keep,fine\n")
-    twice = write_batch(tmp_path, "item,decision,reason\n3,revoke,left\n3,keep,\n")
-    result = run(reviewed, "review", "decide", "Q3", "--batch", twice, "--actor", "user:dana")
-    assert result.exit_code == 2
-    assert result.stderr == "Error: line 3: item 3 is given twice\n"
-    path = write_batch(tmp_path, "3,revoke,left\n1,keep,fine\n")
-    result = run(reviewed, "review", "decide", "Q3", "--batch", path, "--actor", "user:dana")
-    assert result.exit_code == 2
-    assert result.stderr == "Error: line 2: item 1 of review campaign 'Q3' is assigned to user:erin, not user:dana\n"
-    bad = write_batch(tmp_path, "3,maybe,\n")
-    result = run(reviewed, "review", "decide", "Q3", "--batch", bad, "--actor", "user:dana")
-    assert result.exit_code == 2
-    assert result.stderr == "Error: line 1: decision 'maybe' is not keep or revoke\n"
-    assert head(reviewed) == before
+    for text, message in [
+        ("item,decision,reason\n3,revoke,left\n3,keep,\n", "line 3: item 3 is given twice"),
+        ("3,revoke,left\n1,keep,fine\n", "line 2: item 1 of review campaign 'Q3' is assigned to user:erin, not user:dana"),
+        ("3,maybe,\n", "line 1: decision 'maybe' is not keep or revoke"),
+    ]:
+        path = write_batch(tmp_path, text)
+        refused(reviewed, "review", "decide", "Q3", "--batch", path, "--actor", "user:dana", message=message)
     assert all(r["decision"] is None for r in items(reviewed))
 
 
@@ -223,23 +209,15 @@ def test_close_revokes_in_the_same_transaction_naming_campaign_and_item(reviewed
 
 def test_no_decision_after_close_and_no_second_close(reviewed):
     assert run(reviewed, "review", "close", "Q3", "--keep-undecided", "--actor", "user:carol").exit_code == 0
-    before = head(reviewed)
-    late = run(reviewed, "review", "decide", "Q3", "3", "revoke", "--actor", "user:dana")
-    assert late.exit_code == 2
-    assert late.stderr == "Error: review campaign 'Q3' is closed: no decision after close\n"
-    again = run(reviewed, "review", "close", "Q3", "--actor", "user:carol")
-    assert again.exit_code == 2
-    assert again.stderr == "Error: review campaign 'Q3' is already closed\n"
-    assert head(reviewed) == before
+    refused(reviewed, "review", "decide", "Q3", "3", "revoke", "--actor", "user:dana",
+            message="review campaign 'Q3' is closed: no decision after close")
+    refused(reviewed, "review", "close", "Q3", "--actor", "user:carol", message="review campaign 'Q3' is already closed")
     assert [r["outcome"] for r in items(reviewed)] == ["keep"] * 5
 
 
 def test_close_refuses_both_undecided_options(reviewed):
-    before = head(reviewed)
-    result = run(reviewed, "review", "close", "Q3", "--revoke-undecided", "--keep-undecided", "--actor", "user:carol")
-    assert result.exit_code == 2
-    assert result.stderr == "Error: give --revoke-undecided or --keep-undecided, not both\n"
-    assert head(reviewed) == before
+    refused(reviewed, "review", "close", "Q3", "--revoke-undecided", "--keep-undecided", "--actor", "user:carol",
+            message="give --revoke-undecided or --keep-undecided, not both")
 
 
 def test_revoke_undecided_removes_every_undecided_item(reviewed):
@@ -300,17 +278,13 @@ def test_export_import_round_trip_gives_the_same_chain(reviewed, url_factory, tm
 
 
 def test_import_refuses_a_decision_the_campaign_cannot_take(reviewed, tmp_path):
-    before = head(reviewed)
     from ledger.timeutil import format_instant, now
 
     line = {"type": "ReviewDecided", "at": format_instant(now()), "actor": "user:dana", "campaign": "Q3",
             "item": 6, "decision": "keep", "reviewer": "user:dana"}
     path = tmp_path / "late.jsonl"
     path.write_text(json.dumps(line) + "\n")
-    result = run(reviewed, "import", str(path))
-    assert result.exit_code == 2
-    assert "item 6 is not an item of review campaign 'Q3' (it has 5)" in result.stderr
-    assert head(reviewed) == before
+    refused(reviewed, "import", str(path), message="line 1: item: 6 is not an item of review campaign 'Q3' (it has 5)")
 
 
 def test_an_imported_campaign_is_re_derived_and_a_wrong_population_hash_is_caught(url_factory, tmp_path):
