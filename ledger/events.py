@@ -267,7 +267,7 @@ class ReviewStarted(_Event):
     fallback_reviewer: Principal | None = None
     privileged_only: bool = False
     due: Instant | None = None
-    position: Annotated[int, Field(ge=0)]
+    as_of_position: Annotated[int, Field(ge=0)]
     items: Annotated[int, Field(ge=0)]
     population_sha256: Sha256
 

@@ -488,7 +488,7 @@ class WriteModel:
         if ev.get("due") is not None and ev["due"] <= ev["at"]:
             raise E.ValidationError(f"due: {ev['due']} is not after the start {ev['at']}")
         self._put(Entity("campaign", name, "open", None, {
-            "owner": ev["actor"], "items": ev["items"], "position": ev["position"], "decisions": {}}))
+            "owner": ev["actor"], "items": ev["items"], "as_of_position": ev["as_of_position"], "decisions": {}}))
         return f"campaign/{name}"
 
     def _on_ReviewDecided(self, ev: dict[str, Any]) -> str:

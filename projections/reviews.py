@@ -127,11 +127,12 @@ def derive(led: AccessLedger, c: Campaign, timeline: Any = None) -> list[dict[st
     from projections.pit import Timeline
 
     s = c.start
-    state = (timeline or Timeline(led)).at_position(s["position"])
+    state = (timeline or Timeline(led)).at_position(s["as_of_position"])
     items = population(state, s["at"], s["tenants"], s["privileged_only"])
     if len(items) != s["items"] or population_sha256(items) != s["population_sha256"]:
-        raise E.IntegrityFailure(f"review campaign {c.name!r}: the population re-derived at position {s['position']} "
-                                 f"does not match its start event (count or SHA-256): run `access-ledger verify`")
+        raise E.IntegrityFailure(f"review campaign {c.name!r}: the population re-derived at position "
+                                 f"{s['as_of_position']} does not match its start event (count or SHA-256): "
+                                 "run `access-ledger verify`")
     route(items, state, s["reviewer"], s.get("reviewers", []), s.get("fallback_reviewer"))
     return items
 
@@ -161,7 +162,7 @@ def start_event(led: AccessLedger, name: str, tenants: list[str], reviewer: str,
                                   "give --fallback-reviewer")
     event = {"type": "ReviewStarted", "at": instant, "actor": actor, "campaign": name, "tenants": tenants,
              "reviewer": reviewer, "reviewers": reviewers, "fallback_reviewer": fallback,
-             "privileged_only": privileged_only, "due": due, "position": position, "items": len(items),
+             "privileged_only": privileged_only, "due": due, "as_of_position": position, "items": len(items),
              "population_sha256": population_sha256(items)}
     if reason:
         event["reason"] = reason

@@ -88,9 +88,9 @@ def test_population_sha256_is_re_derivable_from_the_ledger(reviewed):
     with AccessLedger.open(reviewed) as led:
         c = campaign(led, "Q3")
         start = c.start
-        state = Timeline(led, persist=False).at_position(start["position"])
+        state = Timeline(led, persist=False).at_position(start["as_of_position"])
         again = population(state, start["at"], start["tenants"], start["privileged_only"])
-        assert start["position"] == c.start_position - 1
+        assert start["as_of_position"] == c.start_position - 1
         assert start["items"] == len(again) == 5
         assert start["population_sha256"] == population_sha256(again)
         assert len(derive(led, c)) == 5
@@ -171,7 +171,8 @@ def test_batch_records_every_decision_in_one_transaction(reviewed, tmp_path):
 def test_batch_with_one_refused_row_writes_nothing(reviewed, tmp_path):
     for text, message in [
         ("item,decision,reason\n3,revoke,left\n3,keep,\n", "line 3: item 3 is given twice"),
-        ("3,revoke,left\n1,keep,fine\n", "line 2: item 1 of review campaign 'Q3' is assigned to user:erin, not user:dana"),
+        ("3,revoke,left\n1,keep,fine\n",
+         "line 2: item 1 of review campaign 'Q3' is assigned to user:erin, not user:dana"),
         ("3,maybe,\n", "line 1: decision 'maybe' is not keep or revoke"),
     ]:
         path = write_batch(tmp_path, text)
@@ -179,7 +180,7 @@ def test_batch_with_one_refused_row_writes_nothing(reviewed, tmp_path):
     assert all(r["decision"] is None for r in items(reviewed))
 
 
-def test_close_revokes_in_the_same_transaction_naming_campaign_and_item(reviewed):
+def test_close_revokes_in_the_same_transaction_naming_campaign_and_item(reviewed, tmp_path):
     assert run(reviewed, "review", "decide", "Q3", "1", "revoke", "--actor", "user:erin").exit_code == 0
     assert run(reviewed, "review", "decide", "Q3", "3", "revoke", "--actor", "user:dana").exit_code == 0
     assert run(reviewed, "review", "decide", "Q3", "5", "keep", "--actor", "user:dana").exit_code == 0
@@ -205,13 +206,19 @@ def test_close_revokes_in_the_same_transaction_naming_campaign_and_item(reviewed
     assert [r["removed"] for r in rows] == [True, None, True, None, None]
     verify = run(reviewed, "verify")
     assert verify.exit_code == 0, verify.output
+    # The audits' warehouse takes the review events in its sync like any other.
+    warehouse = str(tmp_path / "w.duckdb")
+    audit = run(reviewed, "audit", "hygiene", "--format", "json", "--warehouse", warehouse)
+    assert audit.exit_code == 0, audit.output
+    assert run(reviewed, "verify", "--warehouse", warehouse).exit_code == 0
 
 
 def test_no_decision_after_close_and_no_second_close(reviewed):
     assert run(reviewed, "review", "close", "Q3", "--keep-undecided", "--actor", "user:carol").exit_code == 0
     refused(reviewed, "review", "decide", "Q3", "3", "revoke", "--actor", "user:dana",
             message="review campaign 'Q3' is closed: no decision after close")
-    refused(reviewed, "review", "close", "Q3", "--actor", "user:carol", message="review campaign 'Q3' is already closed")
+    refused(reviewed, "review", "close", "Q3", "--actor", "user:carol",
+            message="review campaign 'Q3' is already closed")
     assert [r["outcome"] for r in items(reviewed)] == ["keep"] * 5
 
 
@@ -221,7 +228,8 @@ def test_close_refuses_both_undecided_options(reviewed):
 
 
 def test_revoke_undecided_removes_every_undecided_item(reviewed):
-    assert run(reviewed, "review", "decide", "Q3", "2", "keep", "--reason", "sre", "--actor", "user:carol").exit_code == 0
+    kept = run(reviewed, "review", "decide", "Q3", "2", "keep", "--reason", "sre", "--actor", "user:carol")
+    assert kept.exit_code == 0, kept.output
     result = run(reviewed, "review", "close", "Q3", "--revoke-undecided", "--actor", "user:carol")
     assert result.exit_code == 0, result.output
     with AccessLedger.open(reviewed) as led:
@@ -241,7 +249,8 @@ def test_no_auto_revoke_leaves_revocations_open_until_recorded(reviewed):
     assert status.exit_code == 0, status.output
     assert {r["reviewer"]: r["revocations_open"] for r in json.loads(status.output)}["user:erin"] == 1
     assert items(reviewed)[0]["removed"] is False
-    assert run(reviewed, "role", "unassign", "viewer", "--from", "service_account:ci", "--tenant", "prod").exit_code == 0
+    removal = run(reviewed, "role", "unassign", "viewer", "--from", "service_account:ci", "--tenant", "prod")
+    assert removal.exit_code == 0, removal.output
     assert items(reviewed)[0]["removed"] is True
     listed = json.loads(run(reviewed, "review", "list", "--format", "json").output)
     assert listed[0]["revocations_open"] == 0 and listed[0]["status"] == "closed"

@@ -58,8 +58,10 @@ def start(ctx: typer.Context, name: NameArg,
           reviewer_for: Annotated[list[str] | None, typer.Option(
               "--reviewer-for", help="team:NAME=user:NAME: who reviews that team's members (repeatable).")] = None,
           fallback_reviewer: Annotated[str | None, typer.Option(
-              "--fallback-reviewer", help="Who reviews items the assigned reviewer may not (own access or grant).")] = None,
-          privileged_only: Annotated[bool, typer.Option("--privileged-only", help="Only privileged assignments.")] = False,
+              "--fallback-reviewer",
+              help="Who reviews items the assigned reviewer may not (own access or grant).")] = None,
+          privileged_only: Annotated[bool, typer.Option(
+              "--privileged-only", help="Only privileged assignments.")] = False,
           due: Annotated[str | None, typer.Option("--due", help=f"When the review is due: {CLI_TIME_HELP}.")] = None,
           at: AtOption = None, actor: ActorOption = None, reason: ReasonOption = None) -> None:
     """Start a campaign: fix its population (every assignment in force in the tenants) and record it."""
@@ -170,7 +172,8 @@ def decide(ctx: typer.Context, name: NameArg,
 
 @review_app.command("close")
 def close(ctx: typer.Context, name: NameArg,
-          revoke_undecided: Annotated[bool, typer.Option("--revoke-undecided", help="Undecided items are revoked.")] = False,
+          revoke_undecided: Annotated[bool, typer.Option(
+              "--revoke-undecided", help="Undecided items are revoked.")] = False,
           keep_undecided: Annotated[bool, typer.Option("--keep-undecided", help="Undecided items are kept.")] = False,
           no_auto_revoke: Annotated[bool, typer.Option(
               "--no-auto-revoke", help="Record no removals: each revoke stays open until its removal is recorded.")
@@ -212,7 +215,8 @@ def _summary(c: Any, rows: list[dict[str, Any]], now_at: str) -> dict[str, Any]:
     decided = sum(1 for r in rows if r["decision"] is not None)
     overdue = c.close is None and c.start.get("due") is not None and now_at > c.start["due"]
     return {"campaign": c.name, "status": "closed" if c.close else ("overdue" if overdue else "open"),
-            "tenants": ",".join(c.start["tenants"]), "started_at": c.start["at"], "position": c.start["position"],
+            "tenants": ",".join(c.start["tenants"]), "started_at": c.start["at"],
+            "as_of_position": c.start["as_of_position"],
             "due": c.start.get("due"), "items": len(rows), "decided": decided,
             "kept": sum(1 for r in rows if r["decision"] == "keep"),
             "revoked": sum(1 for r in rows if r["decision"] == "revoke"),
