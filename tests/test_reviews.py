@@ -7,12 +7,16 @@ import io
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
 from ledger.cli import app
 from projections.pit import Timeline
-from projections.reviews import campaign, derive, population, population_sha256
+from projections.reviews import (
+    campaign, carried_out, decision_event, derive, population, population_sha256, removals, start_event,
+)
 
 runner = CliRunner()
 T0 = "2026-01-01T00:00:00Z"
@@ -27,11 +31,10 @@ def head(url: str) -> tuple[int, str]:
         return led.count(), led.store.head()[2]
 
 
-@pytest.fixture
-def reviewed(ledger_url):
+def build(url: str) -> None:
     """Tenants prod, staging, dev; team research (bob, carol); five assignments in force in prod and
     staging (one granted by carol, one through the team, one of carol's own), one expired, one in dev."""
-    with AccessLedger.open(ledger_url, create=True) as led:
+    with AccessLedger.open(url, create=True) as led:
         led.init("acme", at=T0)
         for t in ("prod", "staging", "dev"):
             led.create_tenant(t, at=T0)
@@ -47,6 +50,11 @@ def reviewed(ledger_url):
         led.assign_role("viewer", "user:carol", tenant="prod", at=T0)
         led.assign_role("viewer", "user:alice", tenant="staging", expires_at="2026-01-02T00:00:00Z", at=T0)
         led.assign_role("viewer", "user:zed", tenant="dev", at=T0)
+
+
+@pytest.fixture
+def reviewed(ledger_url):
+    build(ledger_url)
     result = run(ledger_url, "review", "start", "Q3", "--tenant", "prod", "--tenant", "staging",
                  "--reviewer", "user:carol", "--reviewer-for", "team:research=user:dana",
                  "--fallback-reviewer", "user:erin", "--due", "+30d")
@@ -315,3 +323,31 @@ def test_an_imported_campaign_is_re_derived_and_a_wrong_population_hash_is_caugh
     assert result.exit_code == 2
     assert result.stderr == ("Error: review campaign 'q1': the population re-derived at position 30 does not match "
                              "its start event (count or SHA-256): run `access-ledger verify`\n")
+
+
+_examples = iter(range(10**6))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(choices=st.lists(st.sampled_from(["keep", "revoke", None]), min_size=5, max_size=5),
+       undecided=st.sampled_from(["keep", "revoke", "exception"]))
+def test_after_close_every_revoked_item_is_gone_and_every_other_is_unchanged(url_factory, choices, undecided):
+    url = url_factory(f"p{next(_examples)}")
+    build(url)
+    with AccessLedger.open(url) as led:
+        event, _ = start_event(led, "Q", ["prod", "staging"], "user:carol", ["team:research=user:dana"],
+                               "user:erin", False, None, None, "system", None)
+        led.append(event)
+        c = campaign(led, "Q")
+        population = derive(led, c)
+        decisions = [decision_event(c, population, r["item"], d, "why", r["reviewer"])
+                     for r, d in zip(population, choices) if d is not None]
+        if decisions:
+            led.append_many(decisions)
+        c = campaign(led, "Q")
+        close = {"type": "ReviewClosed", "at": None, "actor": "system", "campaign": "Q", "undecided": undecided,
+                 "auto_revoke": True}
+        led.append_many([close, *removals(c, population, undecided, Timeline(led).current(), "system")])
+        after = Timeline(led, persist=False).current()
+    for r, d in zip(population, choices):
+        assert carried_out(r, after) == ((d or undecided) == "revoke"), (r, d, undecided)
