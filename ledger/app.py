@@ -131,19 +131,16 @@ class AccessLedger:
 
     def append(self, event: dict[str, Any]) -> int:
         """Validate one event (its `at` defaults to now) and record it; return its position."""
-        event = dict(event)
-        auto_at = event.get("at") is None
-        if auto_at:
-            event["at"] = format_instant(now())
-        canonical_event = parse_obj(event)
-        if auto_at:
-            # Stamped again under the write lock, so concurrent writers never refuse each other.
-            canonical_event[AUTO_AT] = True
+        canonical_event = _stamped(event)
         result = self._write([[(0, canonical_event)]])
         if result.last is None:
             # The idempotency id was already recorded with this very event.
             return self._position_of_id(canonical_event["id"])
         return result.last
+
+    def append_many(self, events: Iterable[dict[str, Any]]) -> WriteResult:
+        """Validate events (each `at` defaulting to now) and record them in one transaction: all or none."""
+        return self._write([[(0, _stamped(event)) for event in events]])
 
     def import_lines(self, lines: Iterable[bytes | str], progress: Callable[[int], None] | None = None,
                      workers: int = 0) -> WriteResult:
@@ -434,6 +431,19 @@ class AccessLedger:
                       id: str | None = None) -> int:
         return self._cmd("ResourceAccessed", actor, reason, at, id, principal=principal, tenant=tenant,
                          resource=resource, action=action, outcome=outcome)
+
+
+def _stamped(event: dict[str, Any]) -> dict[str, Any]:
+    """The event validated, in canonical form; without an `at`, dated now and marked to be stamped again."""
+    event = dict(event)
+    auto_at = event.get("at") is None
+    if auto_at:
+        event["at"] = format_instant(now())
+    canonical_event = parse_obj(event)
+    if auto_at:
+        # Stamped again under the write lock, so concurrent writers never refuse each other.
+        canonical_event[AUTO_AT] = True
+    return canonical_event
 
 
 def _with_known_ids(c: Any, store: Store, chunks: Iterable[list[tuple[int, dict[str, Any]]]],

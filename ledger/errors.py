@@ -79,3 +79,7 @@ class ConcurrentWrite(StorageError):
 
 class IntegrityFailure(LedgerError):
     """verify found the log changed."""
+
+
+class ReviewRefused(LedgerError):
+    """An access review step the campaign's rules do not allow (wrong reviewer, closed, no such item, ...)."""

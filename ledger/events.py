@@ -247,6 +247,46 @@ class ResourceAccessed(_Event):
     outcome: Literal["allowed", "denied"]
 
 
+def _reviewer_for(value: str) -> str:
+    team, sep, reviewer = value.partition("=")
+    if not sep or not team.startswith("team:"):
+        raise ValueError(f"{value!r} is not team:NAME=PRINCIPAL")
+    return f"{_principal(team)}={_principal(reviewer)}"
+
+
+ReviewerFor = Annotated[str, AfterValidator(_reviewer_for)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ReviewStarted(_Event):
+    type: Literal["ReviewStarted"]
+    campaign: Name
+    tenants: Annotated[list[Name], Field(min_length=1, max_length=500)]
+    reviewer: Principal
+    reviewers: Annotated[list[ReviewerFor], Field(max_length=500)] = []
+    fallback_reviewer: Principal | None = None
+    privileged_only: bool = False
+    due: Instant | None = None
+    as_of_position: Annotated[int, Field(ge=0)]
+    items: Annotated[int, Field(ge=0)]
+    population_sha256: Sha256
+
+
+class ReviewDecided(_Event):
+    type: Literal["ReviewDecided"]
+    campaign: Name
+    item: Annotated[int, Field(ge=1)]
+    decision: Literal["keep", "revoke"]
+    reviewer: Principal
+
+
+class ReviewClosed(_Event):
+    type: Literal["ReviewClosed"]
+    campaign: Name
+    undecided: Literal["revoke", "keep", "exception"]
+    auto_revoke: bool
+
+
 MODELS: tuple[type[_Event], ...] = (
     OrganizationCreated, TenantCreated, TenantRenamed, TenantDeleted,
     UserCreated, UserDeactivated, UserReactivated,
@@ -254,6 +294,7 @@ MODELS: tuple[type[_Event], ...] = (
     TeamCreated, TeamDeleted, TeamMemberAdded, TeamMemberRemoved,
     RoleCreated, RolePermissionsChanged, RoleDeleted, RoleAssigned, RoleUnassigned,
     ConnectorRegistered, ConnectorDeleted, ConnectorSecretAccessed, ResourceAccessed,
+    ReviewStarted, ReviewDecided, ReviewClosed,
 )
 EVENT_TYPES: dict[str, type[_Event]] = {m.__name__: m for m in MODELS}
 #: The event's own fields in documented order, per type (excluding type/at/actor/reason/id).
@@ -264,7 +305,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
 USAGE_TYPES = frozenset({"ConnectorSecretAccessed", "ResourceAccessed"})
 #: The event types with a list among their fields (every other field is a text). One missing here
 #: would only make parse_json re-parse its lines to look for repeated keys, never miss one.
-_WITH_LISTS = frozenset({"RoleCreated", "RolePermissionsChanged"})
+_WITH_LISTS = frozenset({"RoleCreated", "RolePermissionsChanged", "ReviewStarted"})
 
 
 

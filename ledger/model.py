@@ -455,6 +455,67 @@ class WriteModel:
             raise E.ValidationError(f"tenant: required for the tenant resource type {rtype!r}")
         return ""
 
+    # -- access review campaigns (the population itself is checked by the composition root) ---
+
+    def _campaign(self, name: str) -> Entity:
+        c = self.entity("campaign", name)
+        if c is None:
+            raise E.UnknownEntity(f"unknown review campaign {name!r}")
+        return c
+
+    def _reviewer(self, ref: str) -> None:
+        self._principal(ref, allow_team=False)
+
+    def _on_ReviewStarted(self, ev: dict[str, Any]) -> str:
+        name = ev["campaign"]
+        if self.entity("campaign", name) is not None:
+            raise E.DuplicateEntity(f"review campaign {name!r} already exists")
+        for tenant in ev["tenants"]:
+            self._tenant(tenant)
+        if len(set(ev["tenants"])) != len(ev["tenants"]):
+            raise E.ValidationError("tenants: a tenant is listed twice")
+        self._reviewer(ev["reviewer"])
+        teams: list[str] = []
+        for pair in ev.get("reviewers", []):
+            team, reviewer = pair.split("=", 1)
+            self._live_team(team.split(":", 1)[1])
+            self._reviewer(reviewer)
+            if team in teams:
+                raise E.ValidationError(f"reviewers: {team} is given two reviewers")
+            teams.append(team)
+        if ev.get("fallback_reviewer"):
+            self._reviewer(ev["fallback_reviewer"])
+        if ev.get("due") is not None and ev["due"] <= ev["at"]:
+            raise E.ValidationError(f"due: {ev['due']} is not after the start {ev['at']}")
+        self._put(Entity("campaign", name, "open", None, {
+            "owner": ev["actor"], "items": ev["items"], "as_of_position": ev["as_of_position"], "decisions": {}}))
+        return f"campaign/{name}"
+
+    def _on_ReviewDecided(self, ev: dict[str, Any]) -> str:
+        c = self._campaign(ev["campaign"])
+        if c.status != "open":
+            raise E.ReviewRefused(f"review campaign {c.name!r} is closed: no decision after close")
+        item = ev["item"]
+        if item > c.data["items"]:
+            raise E.ReviewRefused(f"item: {item} is not an item of review campaign {c.name!r} "
+                                  f"(it has {c.data['items']})")
+        if ev["reviewer"] != ev["actor"]:
+            raise E.ReviewRefused(f"reviewer: {ev['reviewer']} is not the actor {ev['actor']}")
+        if str(item) in c.data["decisions"]:
+            raise E.ReviewRefused(f"item {item} of review campaign {c.name!r} is already decided "
+                                  f"({c.data['decisions'][str(item)]})")
+        c.data["decisions"][str(item)] = ev["decision"]
+        self._put(c)
+        return f"campaign/{c.name}"
+
+    def _on_ReviewClosed(self, ev: dict[str, Any]) -> str:
+        c = self._campaign(ev["campaign"])
+        if c.status != "open":
+            raise E.ReviewRefused(f"review campaign {c.name!r} is already closed")
+        c.status = "closed"
+        self._put(c)
+        return f"campaign/{c.name}"
+
 
 def _where(key: tuple[str, str, str, str]) -> str:
     out = f" in tenant {key[2]!r}" if key[2] else ""

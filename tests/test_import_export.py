@@ -65,6 +65,16 @@ HISTORY = [
     {"type": "TeamCreated", "at": "2026-01-08T00:00:00Z", "actor": "user:root", "team": "gone"},
     {"type": "TeamDeleted", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "team": "gone"},
     {"type": "TenantDeleted", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "tenant": "old"},
+    {"type": "ReviewStarted", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "campaign": "q1", "tenants": ["prod"],
+     "reviewer": "user:alice", "reviewers": ["team:research=user:alice"], "fallback_reviewer": "user:bob",
+     "privileged_only": False, "due": "2026-01-20T00:00:00Z", "as_of_position": 30, "items": 2,
+     "population_sha256": "3ffc2a66cade5d9f8429ea027b2db2ec8094bd1db01b66239b377a95e1298e7a"},
+    {"type": "ReviewDecided", "at": "2026-01-09T00:00:00Z", "actor": "user:alice", "campaign": "q1", "item": 2,
+     "decision": "revoke", "reviewer": "user:alice", "reason": "no longer needed"},
+    {"type": "ReviewClosed", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "campaign": "q1",
+     "undecided": "exception", "auto_revoke": True},
+    {"type": "RoleUnassigned", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "role": "viewer",
+     "principal": "user:bob", "tenant": "prod", "resource": "model/fraud", "reason": "access review q1 item 2: revoke"},
 ]
 
 

@@ -101,7 +101,7 @@ def _register() -> None:
     from ledger.cli import write
 
     write.register(app)
-    for name in ("ledger.cli.queries", "ledger.cli.audit", "ledger.cli.evidence", "ledger.cli.keys",
+    for name in ("ledger.cli.queries", "ledger.cli.audit", "ledger.cli.evidence", "ledger.cli.keys", "ledger.cli.review",
                  "ledger.cli.demo"):
         try:
             module = __import__(name, fromlist=["register"])

@@ -1,0 +1,275 @@
+"""Access review campaigns: review start, items, decide, close, status, list."""
+
+from __future__ import annotations
+
+import csv
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ledger.cli.common import (
+    ActorOption, AtOption, Format, FormatOption, OutOption, ReasonOption, check_actor, default_actor, emit, fail,
+    handled, open_ledger, when,
+)
+from ledger.errors import LedgerError, ReviewRefused, ValidationError
+from ledger.timeutil import CLI_TIME_HELP
+
+review_app = typer.Typer(help="Access review campaigns: start, list items, decide, close, status.",
+                         no_args_is_help=True)
+NameArg = Annotated[str, typer.Argument(help="The campaign's name.")]
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+
+
+class Decision(str, Enum):
+    keep = "keep"
+    revoke = "revoke"
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(review_app, name="review")
+
+
+def _campaign_rows(ctx: typer.Context, name: str) -> tuple[Any, list[dict[str, Any]]]:
+    """The campaign and its items as rows, the population re-derived and checked against its start event."""
+    from projections.pit import Timeline
+    from projections.reviews import campaign, derive, item_rows
+
+    led = open_ledger(ctx)
+    try:
+        c = campaign(led, name)
+        timeline = Timeline(led)
+        return c, item_rows(c, derive(led, c, timeline), timeline.current())
+    finally:
+        led.close()
+
+
+def _item_number(text: str, campaign: str) -> int:
+    if not text.strip().isdigit():
+        raise ValidationError(f"item {text!r} is not an item of review campaign {campaign!r} (items are numbers)")
+    return int(text)
+
+
+@review_app.command("start")
+def start(ctx: typer.Context, name: NameArg,
+          tenant: Annotated[list[str], typer.Option("--tenant", help="A tenant in scope (repeat for more).")],
+          reviewer: Annotated[str, typer.Option("--reviewer", help="Who reviews the items (user:NAME).")],
+          reviewer_for: Annotated[list[str] | None, typer.Option(
+              "--reviewer-for", help="team:NAME=user:NAME: who reviews that team's members (repeatable).")] = None,
+          fallback_reviewer: Annotated[str | None, typer.Option(
+              "--fallback-reviewer",
+              help="Who reviews items the assigned reviewer may not (own access or grant).")] = None,
+          privileged_only: Annotated[bool, typer.Option(
+              "--privileged-only", help="Only privileged assignments.")] = False,
+          due: Annotated[str | None, typer.Option("--due", help=f"When the review is due: {CLI_TIME_HELP}.")] = None,
+          at: AtOption = None, actor: ActorOption = None, reason: ReasonOption = None) -> None:
+    """Start a campaign: fix its population (every assignment in force in the tenants) and record it."""
+    from projections.reviews import start_event
+
+    for pair in reviewer_for or []:
+        if not pair.startswith("team:") or "=" not in pair:
+            fail(f"--reviewer-for: {pair!r} is not team:NAME=PRINCIPAL")
+    with handled():
+        at, due = when(at, "at"), when(due, "due")
+        led = open_ledger(ctx)
+        try:
+            who = default_actor(actor)
+            check_actor(led, who)
+            event, items = start_event(led, name, list(tenant), reviewer, list(reviewer_for or []), fallback_reviewer,
+                                       privileged_only, due, at, who, reason)
+            position = led.append(event)
+        finally:
+            led.close()
+    typer.echo(f"recorded at position {position}: campaign {name!r} with {len(items)} items "
+               f"(population sha256 {event['population_sha256']})")
+
+
+@review_app.command("items")
+def items(ctx: typer.Context, name: NameArg,
+          reviewer: Annotated[str | None, typer.Option("--reviewer", help="Only this reviewer's items.")] = None,
+          open_: Annotated[bool, typer.Option("--open", help="Only items not decided yet.")] = False,
+          fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """The campaign's items with their context, reviewer, decision and remediation."""
+    with handled():
+        _, rows = _campaign_rows(ctx, name)
+        if reviewer is not None:
+            rows = [r for r in rows if r["reviewer"] == reviewer]
+        if open_:
+            rows = [r for r in rows if r["decision"] is None]
+        emit(rows, fmt, out, title=f"review {name}")
+
+
+def _read_batch(path: Path, name: str) -> list[tuple[int, int, str, str | None]]:
+    """(line number, item, decision, reason) of each row of an item,decision,reason file."""
+    if path.stat().st_size > MAX_BATCH_BYTES:
+        raise ValidationError(f"{path}: larger than {MAX_BATCH_BYTES} bytes")
+    out = []
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        for n, row in enumerate(reader, 1):
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if n == 1 and [c.strip().lower() for c in row[:3]] == ["item", "decision", "reason"]:
+                continue
+            if len(row) not in (2, 3):
+                raise ValidationError(f"line {n}: expected item,decision,reason")
+            decision = row[1].strip()
+            if decision not in ("keep", "revoke"):
+                raise ValidationError(f"line {n}: decision {decision!r} is not keep or revoke")
+            try:
+                item = _item_number(row[0], name)
+            except ValidationError as exc:
+                raise ValidationError(f"line {n}: {exc}") from None
+            out.append((n, item, decision, (row[2].strip() or None) if len(row) == 3 else None))
+    return out
+
+
+@review_app.command("decide")
+def decide(ctx: typer.Context, name: NameArg,
+           item: Annotated[str | None, typer.Argument(help="The item's number (see `review items`).")] = None,
+           decision: Annotated[Decision | None, typer.Argument(help="keep or revoke.")] = None,
+           batch: Annotated[Path | None, typer.Option(
+               "--batch", help="CSV of item,decision,reason: all recorded, or none.")] = None,
+           actor: ActorOption = None, reason: ReasonOption = None) -> None:
+    """Record a reviewer's decision on an item (or a CSV of them, all or nothing)."""
+    from projections.reviews import campaign, decision_event, derive
+
+    if batch is not None and (item is not None or decision is not None):
+        fail("give ITEM DECISION or --batch FILE, not both")
+    if batch is None and (item is None or decision is None):
+        fail("give ITEM and keep|revoke, or --batch FILE")
+    with handled():
+        wanted = (_read_batch(batch, name) if batch is not None
+                  else [(0, _item_number(item or "", name), decision.value if decision else "", reason)])
+        led = open_ledger(ctx)
+        try:
+            who = default_actor(actor)
+            check_actor(led, who)
+            c = campaign(led, name)
+            population = derive(led, c)
+            events = []
+            seen: set[int] = set()
+            for n, number, what, why in wanted:
+                try:
+                    if number in seen:
+                        raise ValidationError(f"item {number} is given twice")
+                    seen.add(number)
+                    events.append(decision_event(c, population, number, what, why, who))
+                except LedgerError as exc:
+                    if batch is None:
+                        raise
+                    raise type(exc)(f"line {n}: {exc}") from None
+            if not events:
+                raise ValidationError(f"{batch}: no decisions in the file")
+            result = led.append_many(events)
+        finally:
+            led.close()
+    typer.echo(f"recorded {result.written} decision{'s' if result.written != 1 else ''} "
+               f"at positions {result.first}-{result.last}" if result.written > 1
+               else f"recorded at position {result.last}")
+
+
+@review_app.command("close")
+def close(ctx: typer.Context, name: NameArg,
+          revoke_undecided: Annotated[bool, typer.Option(
+              "--revoke-undecided", help="Undecided items are revoked.")] = False,
+          keep_undecided: Annotated[bool, typer.Option("--keep-undecided", help="Undecided items are kept.")] = False,
+          no_auto_revoke: Annotated[bool, typer.Option(
+              "--no-auto-revoke", help="Record no removals: each revoke stays open until its removal is recorded.")
+          ] = False,
+          actor: ActorOption = None, reason: ReasonOption = None) -> None:
+    """Close the campaign; its revocations are recorded in the same transaction (unless --no-auto-revoke)."""
+    from projections.pit import Timeline
+    from projections.reviews import campaign, derive, removals
+
+    if revoke_undecided and keep_undecided:
+        fail("give --revoke-undecided or --keep-undecided, not both")
+    undecided = "revoke" if revoke_undecided else "keep" if keep_undecided else "exception"
+    with handled():
+        led = open_ledger(ctx)
+        try:
+            who = default_actor(actor)
+            check_actor(led, who)
+            c = campaign(led, name)
+            if c.close is not None:
+                raise ReviewRefused(f"review campaign {name!r} is already closed")
+            timeline = Timeline(led)
+            population = derive(led, c, timeline)
+            close_event: dict[str, Any] = {"type": "ReviewClosed", "at": None, "actor": who, "campaign": name,
+                                           "undecided": undecided, "auto_revoke": not no_auto_revoke}
+            if reason:
+                close_event["reason"] = reason
+            removed = [] if no_auto_revoke else removals(c, population, undecided, timeline.current(), who)
+            result = led.append_many([close_event, *removed])
+        finally:
+            led.close()
+    typer.echo(f"closed campaign {name!r} at position {result.first}")
+    for n, ev in enumerate(removed, 1):
+        what = (f"unassigned {ev['role']} from {ev['principal']}" if ev["type"] == "RoleUnassigned"
+                else f"removed {ev['member']} from team {ev['team']}")
+        typer.echo(f"  position {result.first + n}: {what} ({ev['reason']})")
+
+
+def _summary(c: Any, rows: list[dict[str, Any]], now_at: str) -> dict[str, Any]:
+    decided = sum(1 for r in rows if r["decision"] is not None)
+    overdue = c.close is None and c.start.get("due") is not None and now_at > c.start["due"]
+    return {"campaign": c.name, "status": "closed" if c.close else ("overdue" if overdue else "open"),
+            "tenants": ",".join(c.start["tenants"]), "started_at": c.start["at"],
+            "as_of_position": c.start["as_of_position"],
+            "due": c.start.get("due"), "items": len(rows), "decided": decided,
+            "kept": sum(1 for r in rows if r["decision"] == "keep"),
+            "revoked": sum(1 for r in rows if r["decision"] == "revoke"),
+            "exceptions": sum(1 for r in rows if r["outcome"] == "exception"),
+            "revocations_open": sum(1 for r in rows if r["outcome"] == "revoke" and not r["removed"]),
+            "closed_at": c.close["at"] if c.close else None,
+            "population_sha256": c.start["population_sha256"]}
+
+
+@review_app.command("status")
+def status(ctx: typer.Context, name: NameArg, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """Progress per reviewer: items, decided, open, overdue, exceptions and revocations not carried out."""
+    from ledger.timeutil import format_instant, now
+
+    with handled():
+        c, rows = _campaign_rows(ctx, name)
+        now_at = format_instant(now())
+        overdue = c.close is None and c.start.get("due") is not None and now_at > c.start["due"]
+        per: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            p = per.setdefault(r["reviewer"], {"reviewer": r["reviewer"], "items": 0, "decided": 0, "open": 0,
+                                               "kept": 0, "revoked": 0, "overdue": 0, "exceptions": 0,
+                                               "revocations_open": 0})
+            p["items"] += 1
+            if r["decision"] is None:
+                p["open"] += 1
+                p["overdue"] += int(overdue)
+            else:
+                p["decided"] += 1
+                p["kept" if r["decision"] == "keep" else "revoked"] += 1
+            p["exceptions"] += int(r["outcome"] == "exception")
+            p["revocations_open"] += int(r["outcome"] == "revoke" and not r["removed"])
+        s = _summary(c, rows, now_at)
+        caption = (f"{s['status']}: {s['decided']} of {s['items']} decided, {s['exceptions']} exceptions, "
+                   f"{s['revocations_open']} revocations not carried out")
+        emit(sorted(per.values(), key=lambda p: p["reviewer"]), fmt, out, title=f"review {name}", caption=caption)
+
+
+@review_app.command("list")
+def list_(ctx: typer.Context, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """Every campaign: scope, status, progress."""
+    from ledger.timeutil import format_instant, now
+    from projections.pit import Timeline
+    from projections.reviews import campaigns, derive, item_rows
+
+    with handled():
+        led = open_ledger(ctx)
+        try:
+            timeline = Timeline(led)
+            current = timeline.current()
+            now_at = format_instant(now())
+            rows = [_summary(c, item_rows(c, derive(led, c, timeline), current), now_at)
+                    for c in campaigns(led).values()]
+        finally:
+            led.close()
+        emit(rows, fmt, out, title="review campaigns")

@@ -1,0 +1,250 @@
+"""Access review campaigns read from the log: the population, who reviews what, decisions, close.
+
+The population is never stored: it is re-derived from the permission state at the position its
+ReviewStarted event records and checked against the item count and SHA-256 recorded there, on
+every use (an edit of anything but the chained events changes no answer, DESIGN section 5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ledger import errors as E
+from projections.permissions import PermissionState
+
+if TYPE_CHECKING:
+    from ledger.app import AccessLedger
+
+REVIEW_TYPES = ("ReviewStarted", "ReviewDecided", "ReviewClosed")
+#: Actions that make an assignment privileged (beyond creating, reading and using).
+PRIVILEGED_ACTIONS = frozenset({"*", "read_secret_value", "delete", "update", "backup_restore", "write"})
+#: The population's facts, in the order they are hashed.
+FACTS = ("item", "principal", "role", "tenant", "resource", "via", "expires_at", "privileged", "principal_kind",
+         "deactivated")
+
+
+@dataclass
+class Campaign:
+    name: str
+    start_position: int
+    start: dict[str, Any]
+    decisions: dict[int, dict[str, Any]] = field(default_factory=dict)
+    decided_at: dict[int, int] = field(default_factory=dict)
+    close: dict[str, Any] | None = None
+    close_position: int | None = None
+
+
+def population(state: PermissionState, instant: str, tenants: list[str], privileged_only: bool) -> list[dict[str, Any]]:
+    """One item per assignment in force in `tenants` at `instant` (team assignments: one per member)."""
+    rows: list[dict[str, Any]] = []
+    for key, a in state.assignments.items():
+        if a.tenant not in tenants or not a.in_force(instant) or a.role not in state.roles:
+            continue
+        privileged = any(p.split(":", 1)[1] in PRIVILEGED_ACTIONS for p, _, _ in state.effective_permissions(a.role))
+        if privileged_only and not privileged:
+            continue
+        base = {"role": a.role, "tenant": a.tenant, "resource": a.resource, "expires_at": a.expires_at,
+                "privileged": privileged, "granted_by": a.source.actor}
+        if a.principal.startswith("team:"):
+            team = a.principal.split(":", 1)[1]
+            if not state.teams.get(team, False):
+                continue
+            for member, src in state.members.get(team, {}).items():
+                rows.append({**base, "principal": member, "via": team, "added_by": src.actor})
+        else:
+            rows.append({**base, "principal": a.principal, "via": None, "added_by": None})
+    rows.sort(key=lambda r: (r["principal"], r["role"], r["tenant"], r["resource"] or "", r["via"] or ""))
+    for n, r in enumerate(rows, 1):
+        r["item"] = n
+        r["principal_kind"] = "service_account" if r["principal"].startswith("service_account:") else "person"
+        r["deactivated"] = not state.principals.get(r["principal"], False)
+    return rows
+
+
+def population_sha256(items: list[dict[str, Any]]) -> str:
+    """SHA-256 of the population: one compact JSON array of its facts per item, newline-terminated."""
+    h = hashlib.sha256()
+    for r in items:
+        h.update(orjson.dumps([r[f] for f in FACTS]) + b"\n")
+    return h.hexdigest()
+
+
+def route(items: list[dict[str, Any]], state: PermissionState, reviewer: str, reviewers: list[str],
+          fallback: str | None) -> None:
+    """Set each item's reviewer: its team's, else the campaign's; the fallback when that one is conflicted."""
+    per_team = dict(pair.split("=", 1) for pair in reviewers)
+    for r in items:
+        chosen = per_team.get(f"team:{r['via']}") if r["via"] else None
+        if chosen is None:
+            for team in sorted(state.teams_of.get(r["principal"], ())):
+                if f"team:{team}" in per_team:
+                    chosen = per_team[f"team:{team}"]
+                    break
+        chosen = chosen or reviewer
+        r["reviewer"] = fallback if conflict(r, chosen) and fallback and not conflict(r, fallback) else chosen
+        r["conflicted"] = conflict(r, r["reviewer"])
+
+
+def conflict(item: dict[str, Any], reviewer: str) -> str | None:
+    """Why `reviewer` may not decide `item`, or None."""
+    if item["principal"] == reviewer:
+        return "it is about their own access"
+    if reviewer in (item["granted_by"], item["added_by"]):
+        return "it is a grant they made themselves"
+    return None
+
+
+def campaigns(led: AccessLedger) -> dict[str, Campaign]:
+    """Every campaign in the log, in start order."""
+    out: dict[str, Campaign] = {}
+    for pos, ev in led.read_changes():
+        t = ev["type"]
+        if t == "ReviewStarted":
+            out[ev["campaign"]] = Campaign(ev["campaign"], pos, ev)
+        elif t == "ReviewDecided":
+            out[ev["campaign"]].decisions[ev["item"]] = ev
+            out[ev["campaign"]].decided_at[ev["item"]] = pos
+        elif t == "ReviewClosed":
+            out[ev["campaign"]].close = ev
+            out[ev["campaign"]].close_position = pos
+    return out
+
+
+def campaign(led: AccessLedger, name: str) -> Campaign:
+    found = campaigns(led)
+    if name not in found:
+        known = ", ".join(sorted(found)[:5]) or "none yet"
+        raise E.UnknownEntity(f"unknown review campaign {name!r} (campaigns: {known})")
+    return found[name]
+
+
+def derive(led: AccessLedger, c: Campaign, timeline: Any = None) -> list[dict[str, Any]]:
+    """The campaign's items re-derived from the log at its start position, checked against the start event."""
+    from projections.pit import Timeline
+
+    s = c.start
+    state = (timeline or Timeline(led)).at_position(s["as_of_position"])
+    items = population(state, s["at"], s["tenants"], s["privileged_only"])
+    if len(items) != s["items"] or population_sha256(items) != s["population_sha256"]:
+        raise E.IntegrityFailure(f"review campaign {c.name!r}: the population re-derived at position "
+                                 f"{s['as_of_position']} does not match its start event (count or SHA-256): "
+                                 "run `access-ledger verify`")
+    route(items, state, s["reviewer"], s.get("reviewers", []), s.get("fallback_reviewer"))
+    return items
+
+
+def start_event(led: AccessLedger, name: str, tenants: list[str], reviewer: str, reviewers: list[str],
+                fallback: str | None, privileged_only: bool, due: str | None, at: str | None,
+                actor: str, reason: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ReviewStarted event for a campaign starting now (at the head), and its items."""
+    from ledger.timeutil import format_instant, now
+    from projections.pit import Timeline
+
+    if name in campaigns(led):
+        raise E.DuplicateEntity(f"review campaign {name!r} already exists")
+    position = led.head()
+    state = Timeline(led).at_position(position)
+    # An explicit time (never re-stamped at write): the population is in force at exactly this instant.
+    instant = at or max(format_instant(now()), led.newest_at() or "")
+    for t in tenants:
+        if t not in state.tenants:
+            raise E.UnknownEntity(f"unknown tenant {t!r}")
+    items = population(state, instant, tenants, privileged_only)
+    route(items, state, reviewer, reviewers, fallback)
+    for r in items:
+        if r["conflicted"]:
+            raise E.ReviewRefused(f"item {r['item']} ({r['principal']}, {r['role']} in {r['tenant']}) has no reviewer "
+                                  f"who may decide it: {r['reviewer']} may not ({conflict(r, r['reviewer'])}); "
+                                  "give --fallback-reviewer")
+    event = {"type": "ReviewStarted", "at": instant, "actor": actor, "campaign": name, "tenants": tenants,
+             "reviewer": reviewer, "reviewers": reviewers, "fallback_reviewer": fallback,
+             "privileged_only": privileged_only, "due": due, "as_of_position": position, "items": len(items),
+             "population_sha256": population_sha256(items)}
+    if reason:
+        event["reason"] = reason
+    return {k: v for k, v in event.items() if v is not None}, items
+
+
+def decision_event(c: Campaign, items: list[dict[str, Any]], item: int, decision: str, reason: str | None,
+                   actor: str) -> dict[str, Any]:
+    """The ReviewDecided event for `actor` deciding `item`, or the rule that refuses it."""
+    if c.close is not None:
+        raise E.ReviewRefused(f"review campaign {c.name!r} is closed: no decision after close")
+    if not 1 <= item <= len(items):
+        raise E.ReviewRefused(f"item {item} is not an item of review campaign {c.name!r} (it has {len(items)})")
+    r = items[item - 1]
+    why = conflict(r, actor)
+    if why:
+        raise E.ReviewRefused(f"{actor} may not decide item {item} of review campaign {c.name!r}: {why} "
+                              "(it goes to the fallback reviewer)")
+    if r["reviewer"] != actor:
+        raise E.ReviewRefused(f"item {item} of review campaign {c.name!r} is assigned to {r['reviewer']}, not {actor}")
+    if decision == "keep" and r["privileged"] and not (reason or "").strip():
+        raise E.ReviewRefused(f"item {item} is privileged ({r['role']} in {r['tenant']}): keeping it needs a reason")
+    if item in c.decisions:
+        raise E.ReviewRefused(f"item {item} of review campaign {c.name!r} is already decided "
+                              f"({c.decisions[item]['decision']})")
+    event = {"type": "ReviewDecided", "at": None, "actor": actor, "campaign": c.name, "item": item,
+             "decision": decision, "reviewer": actor}
+    if reason:
+        event["reason"] = reason
+    return event
+
+
+def outcome(c: Campaign, item: int, undecided: str) -> str:
+    """keep, revoke or exception: what the item comes to at close."""
+    if item in c.decisions:
+        return c.decisions[item]["decision"]
+    return undecided
+
+
+def removals(c: Campaign, items: list[dict[str, Any]], undecided: str, current: PermissionState,
+             actor: str) -> list[dict[str, Any]]:
+    """The removal events that carry out the campaign's revocations (those not already carried out)."""
+    direct: list[dict[str, Any]] = []
+    by_membership: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in items:
+        if outcome(c, r["item"], undecided) != "revoke" or carried_out(r, current):
+            continue
+        if r["via"]:
+            by_membership.setdefault((r["via"], r["principal"]), []).append(r)
+        else:
+            direct.append({"type": "RoleUnassigned", "at": None, "actor": actor, "role": r["role"],
+                           "principal": r["principal"], "tenant": r["tenant"], "resource": r["resource"],
+                           "reason": f"access review {c.name} item {r['item']}: revoke"})
+    for (team, member), rs in sorted(by_membership.items()):
+        numbers = ", ".join(str(r["item"]) for r in rs)
+        roles = ", ".join(f"{r['role']} in {r['tenant']}" for r in rs)
+        direct.append({"type": "TeamMemberRemoved", "at": None, "actor": actor, "team": team, "member": member,
+                       "reason": f"access review {c.name} item{'s' if len(rs) > 1 else ''} {numbers}: revoke "
+                                 f"(team membership removed: {roles} via team {team})"})
+    return [{k: v for k, v in ev.items() if v is not None} for ev in direct]
+
+
+def carried_out(r: dict[str, Any], current: PermissionState) -> bool:
+    """True when the item's access is gone from `current` (its assignment, or the team membership)."""
+    if r["via"]:
+        key = (r["role"], f"team:{r['via']}", r["tenant"], r["resource"])
+        return r["principal"] not in current.members.get(r["via"], {}) or key not in current.assignments
+    return (r["role"], r["principal"], r["tenant"], r["resource"]) not in current.assignments
+
+
+def item_rows(c: Campaign, items: list[dict[str, Any]], current: PermissionState) -> list[dict[str, Any]]:
+    """The items as rows for `review items`: population facts, reviewer, decision and remediation."""
+    undecided = c.close["undecided"] if c.close else "exception"
+    rows = []
+    for r in items:
+        d = c.decisions.get(r["item"])
+        state = outcome(c, r["item"], undecided) if c.close else (d["decision"] if d else "open")
+        removed = carried_out(r, current) if state == "revoke" else None
+        rows.append({"item": r["item"], "principal": r["principal"], "role": r["role"], "tenant": r["tenant"],
+                     "resource": r["resource"], "via": r["via"], "expires_at": r["expires_at"],
+                     "privileged": r["privileged"], "principal_kind": r["principal_kind"],
+                     "deactivated": r["deactivated"], "reviewer": r["reviewer"],
+                     "decision": d["decision"] if d else None, "decided_at": d["at"] if d else None,
+                     "reason": d.get("reason") if d else None, "outcome": state, "removed": removed})
+    return rows
