@@ -11,8 +11,8 @@ Prints each stage's time as the export reports it, the bundle's size, and `evide
 
 With --parts it then measures each part of the export alone, one after another in a fresh process
 (the warehouse synced): the log walk (verify and events.jsonl, the export's worker process), the
-Parquet file, every audit's query and its CSV and JSON files, the charts and the hashing. For each it
-prints the wall time and the CPU time (user + system, all threads). The sum of the CPU times, divided
+Parquet file, every audit's query and its CSV, Parquet and JSON files, the charts and the hashing.
+For each it prints the wall time and the CPU time (user + system, all threads). The sum of the CPU times, divided
 by the cores, is the least wall time the export can take on this machine, however its parts overlap.
 """
 
@@ -82,7 +82,7 @@ def measure_parts(db: Path, out: Path) -> None:
         after = resource.getrusage(resource.RUSAGE_SELF)
         cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
         rows.append((label, time.perf_counter() - start, cpu))
-        print(f"    {label:<34} wall {rows[-1][1]:5.1f} s   cpu {cpu:5.1f} s", flush=True)
+        print(f"    {label:<44} wall {rows[-1][1]:5.1f} s   cpu {cpu:5.1f} s", flush=True)
         return value
 
     for sub in ("events", "audits", "charts"):
@@ -101,7 +101,8 @@ def measure_parts(db: Path, out: Path) -> None:
             for name in AUDITS:
                 results[name] = part(f"audit {name}: query", lambda name=name: run_audit(
                     wh, name, at=end, start=start, end=end, sync=False))
-                part(f"audit {name}: csv + json", lambda name=name: evidence._write_audit(wh, results[name], out))
+                part(f"audit {name}: csv + parquet + json",
+                     lambda name=name: evidence._write_audit(wh, results[name], out))
             part("charts", lambda: evidence._charts(wh, results["secrets"], start, end, first, last, out))
         finally:
             wh.close()

@@ -7,7 +7,9 @@
     report.html            the report: self-contained, offline, charts and sortable tables
     events/events.jsonl    the period's events in the interchange format (imports after the history before the period)
     events/events.parquet  the same events as a table, one column per field, with positions
-    audits/NAME.csv|json   every audit of the period, every row
+    audits/NAME.csv        every audit of the period, every row (formula-safe)
+    audits/NAME.parquet    the same rows as a table (times as UTC TIMESTAMP)
+    audits/NAME.json       the audit's summary and its rows that need attention (not every row)
     charts/NAME.csv        the figures behind each chart
 
 The events are cut at the ledger's head when the export starts, so the JSONL, the Parquet file
@@ -214,7 +216,7 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
                 result = run_audit(wh, name, at=end_at, start=start_at, end=end_at, window=window, rules=rules,
                                    sync=False)
                 results[name] = result
-                files = [f"audits/{name}.csv", f"audits/{name}.json"]
+                files = [f"audits/{name}.{ext}" for ext in ("csv", "parquet", "json")]
                 attention = _write_audit(wh, result, folder)
                 audits_meta[name] = {"title": result.title, "description": result.description,
                                      "params": result.params, "columns": result.columns, "rows": len(result),
@@ -410,15 +412,38 @@ def _select_plain(table: pa.Table, name: str, csv: bool = False) -> str:
 
 
 def _write_audit(wh: Warehouse, result: AuditResult, folder: Path) -> int:
-    """Write one audit as CSV and JSON; return how many of its rows need attention."""
+    """Write one audit: every row as CSV (formula-safe) and Parquet, and as JSON its summary and the
+    rows that need attention (in audit order); return how many rows need attention.
+
+    The JSON file does not repeat every row (a year's secrets audit has millions, the CSV and the
+    Parquet file hold them); the report reads the rows from memory, not from these files.
+    """
+    import orjson
+
     view = f"evidence_{result.name.replace('-', '_')}"
+    audits = folder / "audits"
     wh.con.register(view, result.table)
     try:
-        _copy(wh, _select_plain(result.table, view, csv=True), folder / "audits" / f"{result.name}.csv", "csv")
-        _copy(wh, _select_plain(result.table, view), folder / "audits" / f"{result.name}.json", "json")
+        _copy(wh, _select_plain(result.table, view, csv=True), audits / f"{result.name}.csv", "csv")
+        _copy(wh, f"SELECT * FROM {view}", audits / f"{result.name}.parquet", "parquet")
+        findings: list[Any] = []
         if "finding" not in result.columns and ATTENTION.get(result.name) is not None:
-            return 0
-        return int(wh.con.execute(f"SELECT count(*) FROM {view} WHERE {attention_filter(result.name)}").fetchall()[0][0])
+            attention = 0
+        else:
+            rows = audits / f".{result.name}.findings.json"
+            _copy(wh, _select_plain(result.table, view) + f" WHERE {attention_filter(result.name)}", rows, "json")
+            try:
+                findings = orjson.loads(rows.read_bytes() or b"[]")
+            finally:
+                rows.unlink()
+            attention = len(findings)
+        summary = {"audit": result.name, "title": result.title, "description": result.description,
+                   "params": result.params, "columns": result.columns, "rows": len(result),
+                   "needs_attention": attention, "every_row": [f"audits/{result.name}.csv",
+                                                               f"audits/{result.name}.parquet"],
+                   "findings": findings}
+        write_private(audits / f"{result.name}.json", orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+        return attention
     finally:
         wh.con.unregister(view)
 

@@ -256,7 +256,8 @@ def _audit_section(name: str, result: AuditResult, attention: int) -> str:
     return (f'<h2 id="{escape(name)}">{escape(result.title)}</h2><p>{escape(result.description)}</p>'
             f'<p class="caption">Run with: {escape(params)}. '
             f"{'<strong>' + str(attention) + ' need attention</strong> (highlighted, first). ' if attention else ''}"
-            f"Every row is in <code>audits/{escape(name)}.csv</code> and <code>.json</code>.</p>"
+            f"Every row is in <code>audits/{escape(name)}.csv</code> and <code>.parquet</code>; "
+            f"<code>audits/{escape(name)}.json</code> holds the summary and the rows needing attention.</p>"
             + (f'<div class="chips">{chips}</div>' if chips else "")
             + _table(f"t-{name}", shown, columns, routine, len(result),
                      n_att, f"audits/{name}.csv"))
@@ -272,6 +273,9 @@ def _check_section(context: dict[str, Any], results: dict[str, AuditResult]) -> 
             "period, the command that made the bundle, the ledger's digest and the result of verifying the ledger "
             "when it was made. To check that nothing was changed, removed or added since:</p>"
             "<pre>access-ledger evidence verify PATH-OF-THIS-BUNDLE</pre>"
+            "<p>Each audit is in <code>audits/</code>: every row as CSV (a cell a spreadsheet would take for a "
+            "formula starts with <code>'</code>) and as Parquet (the exact values), and its summary with only the "
+            "rows needing attention as JSON.</p>"
             "<p>That also recomputes the hash chain over the bundle's events (<code>events/chain.jsonl</code> holds "
             "what the chain covers beside each line of <code>events/events.jsonl</code>, the manifest its start "
             "and end links). Nothing inside a bundle can vouch for itself: anchor it with what you hold outside "

@@ -19,6 +19,7 @@ import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -258,9 +259,10 @@ def test_no_csv_the_tool_writes_has_a_formula_leading_cell(ledger_db, bundle, tm
         planted += sum(cell.startswith(("'=", "'+", "'@", "'-", "'\t", "'\r")) for row in csv.reader(
             path.open(newline="", encoding="utf-8")) for cell in row)
     assert planted > 0  # the planted formulas did reach the CSV files, neutralised
-    # The JSON keeps the exact text.
-    text = "".join(p.read_text() for p in bundle.glob("audits/*.json"))
-    assert any(json.dumps(h)[1:-1] in text for h in HOSTILE)
+    # The Parquet files (every row) keep the exact text.
+    cells = {v for p in bundle.glob("audits/*.parquet") for row in pq.read_table(p).to_pylist()
+             for v in row.values() if isinstance(v, str)}
+    assert set(HOSTILE) & cells
 
 
 def test_csv_safe_follows_owasp():

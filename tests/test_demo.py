@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -34,6 +35,11 @@ def test_demo_finds_every_planted_incident_and_nothing_else(demo_run):
     assert "7 of 7 planted incidents found by their audits; nothing else flagged" in out
     seconds = float(re.search(r"done in ([\d.]+) s", out).group(1))
     assert seconds <= 60
+    # The file count the demo prints is the bundle's, and the README's.
+    files = len(json.loads((evidence / "manifest.json").read_text())["files"])
+    assert f"({files} files and manifest.json, report:" in out
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    assert f"({files} files and manifest.json, report:" in readme and f'says "{files} files match"' in readme
     assert verify_bundle(evidence).ok
 
     scenario = generate("small", END)
@@ -42,7 +48,8 @@ def test_demo_finds_every_planted_incident_and_nothing_else(demo_run):
     assert {i.kind for i in incidents} == {"unauthorised-secret-read", "self-grant", "sod-conflict", "dormant-admin",
                                            "expired-grant-not-revoked", "change-without-reason",
                                            "deactivated-with-grants"}
-    rows = {name: json.loads((evidence / "audits" / f"{name}.json").read_text())
+    # Each audit's JSON file holds its findings needing attention (every row is in its CSV and Parquet files).
+    rows = {name: json.loads((evidence / "audits" / f"{name}.json").read_text())["findings"]
             for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene")}
 
     def shows(row: dict, incident) -> bool:

@@ -11,6 +11,7 @@ import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 from ledger.app import AccessLedger
 from ledger.cli import app
 from ledger.generator import generate
-from reports.evidence import _Lines
+from reports.evidence import _Lines, needs_attention
 
 runner = CliRunner()
 END = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -59,10 +60,10 @@ def test_bundle_holds_events_audits_report_and_a_manifest_of_hashes(bundle, ledg
     assert set(manifest["files"]) == files
     assert {"report.html", "digest.json", "events/events.jsonl", "events/events.parquet"} <= files
     for name in AUDITS:
-        assert {f"audits/{name}.csv", f"audits/{name}.json"} <= files
+        assert {f"audits/{name}.csv", f"audits/{name}.parquet", f"audits/{name}.json"} <= files
         meta = manifest["audits"][name]
         assert meta["sql"] and all("SELECT" in text.upper() for text in meta["sql"].values())
-        assert meta["rows"] == len(json.loads((bundle / "audits" / f"{name}.json").read_text()))
+        assert meta["rows"] == pq.read_metadata(bundle / "audits" / f"{name}.parquet").num_rows
     for name, entry in manifest["files"].items():
         data = (bundle / name).read_bytes()
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
@@ -79,6 +80,32 @@ def test_bundle_holds_events_audits_report_and_a_manifest_of_hashes(bundle, ledg
         expected = b"".join(led.export_lines("2025-12-01T00:00:00Z", "2026-03-01T00:00:00Z"))
     assert (bundle / "events" / "events.jsonl").read_bytes() == expected
     assert manifest["period"]["events"] == last - first + 1 == expected.count(b"\n")
+
+
+
+def test_each_audit_is_every_row_as_csv_and_parquet_and_its_findings_as_json(bundle):
+    import csv
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for name in AUDITS:
+        meta = manifest["audits"][name]
+        rows = pq.read_table(bundle / "audits" / f"{name}.parquet").to_pylist()
+        with open(bundle / "audits" / f"{name}.csv", newline="", encoding="utf-8") as f:
+            table = list(csv.reader(f))
+        assert table[0] == meta["columns"] and len(table) - 1 == len(rows) == meta["rows"], name
+        assert [r[table[0].index("who")] for r in table[1:]] == [r["who"] or "" for r in rows], name
+        summary = json.loads((bundle / "audits" / f"{name}.json").read_text())
+        attention = [r for r in rows if needs_attention(name, r)]
+        assert {k: summary[k] for k in ("audit", "rows", "needs_attention", "columns")} == {
+            "audit": name, "rows": len(rows), "needs_attention": len(attention), "columns": meta["columns"]}
+        assert meta["needs_attention"] == len(attention) == len(summary["findings"]), name
+        # The findings needing attention, in audit order; never the review material around them.
+        assert [(r["who"], r.get("finding")) for r in summary["findings"]] == [
+            (r["who"], r.get("finding")) for r in attention], name
+        assert len(summary["findings"]) < len(rows) or len(attention) == len(rows), name
+    assert sum(manifest["audits"][n]["needs_attention"] for n in AUDITS) > 0
+    assert len(json.loads((bundle / "audits" / "secrets.json").read_text())["findings"]) < manifest["audits"][
+        "secrets"]["rows"]
 
 
 def _parquet_in_file_order(path: Path) -> list[tuple]:
@@ -318,10 +345,13 @@ def test_the_benchmarks_parts_are_the_exports_work(ledger_db, tmp_path):
     assert done.returncode == 0, done.stderr
     timed = [line.split(" wall ")[0].strip() for line in done.stdout.splitlines() if line.startswith("    ")]
     assert timed == ["log walk: verify + events.jsonl", "events.parquet",
-                     *[f"audit {a}: {step}" for a in AUDITS for step in ("query", "csv + json")],
+                     *[f"audit {a}: {step}" for a in AUDITS for step in ("query", "csv + parquet + json")],
                      "charts", "hashing (all but the jsonl)"]
     assert "the export takes at least" in done.stdout.splitlines()[-1]
     result = runner.invoke(app, ["--db", str(db), "evidence", "export", "--out", str(tmp_path / "all")])
     assert result.exit_code == 0, result.output
-    for rel in ("events/events.jsonl", "audits/secrets.csv", "audits/sod.json", "charts/grants.csv"):
+    for rel in ("events/events.jsonl", "audits/secrets.csv", "audits/sod.parquet", "charts/grants.csv"):
         assert (tmp_path / "parts" / rel).read_bytes() == (tmp_path / "all" / rel).read_bytes(), rel
+    # The summaries differ only in the moment each run took as the end of the period.
+    parts, whole = (json.loads((tmp_path / run / "audits" / "sod.json").read_text()) for run in ("parts", "all"))
+    assert parts["findings"] == whole["findings"] and parts["rows"] == whole["rows"]

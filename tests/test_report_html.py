@@ -12,6 +12,7 @@ from pathlib import Path
 
 from datetime import UTC, datetime
 
+import pyarrow.parquet as pq
 import pytest
 
 import reports.html
@@ -44,6 +45,11 @@ def _data(html: str, tid: str) -> dict:
     return json.loads(gzip.decompress(base64.b64decode(text)) if m.group(1) == "gzip-base64" else text)
 
 
+def _rows(bundle: Path, audit: str) -> list[dict]:
+    """Every row of an audit, from the bundle's Parquet file (its JSON file holds only the findings)."""
+    return pq.read_table(bundle / "audits" / f"{audit}.parquet").to_pylist()
+
+
 def _column(data: dict, name: str) -> list:
     values = data["values"][data["columns"].index(name)]
     return values if isinstance(values, list) else [None if i is None else values["d"][i] for i in values["i"]]
@@ -52,17 +58,28 @@ def _column(data: dict, name: str) -> list:
 def test_every_row_of_every_audit_is_in_the_page(ledger_db, tmp_path):
     html = _export(ledger_db, tmp_path / "b")
     for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene"):
-        rows = json.loads((tmp_path / "b" / "audits" / f"{name}.json").read_text())
+        rows = _rows(tmp_path / "b", name)
         data = _data(html, f"t-{name}")
         assert data["rows"] == len(rows), name
         assert sorted(filter(None, _column(data, "who"))) == sorted(r["who"] for r in rows if r["who"]), name
     assert "This table holds the first" not in html
 
 
+
+def test_every_audit_file_the_report_names_is_in_the_bundle(ledger_db, tmp_path):
+    html = _export(ledger_db, tmp_path / "b")
+    listed = set(json.loads((tmp_path / "b" / "manifest.json").read_text())["files"])
+    named = set(re.findall(r"<code>(audits/[\w-]+\.\w+)</code>", html)) - {"audits/NAME.csv"}  # the <noscript>
+    for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene"):
+        assert {f"audits/{name}.csv", f"audits/{name}.json"} <= named, name
+        assert f"Every row is in <code>audits/{name}.csv</code> and <code>.parquet</code>" in html
+    assert named <= listed
+    assert "every row as CSV" in html and "as Parquet" in html and "rows needing attention as JSON" in html
+
 def test_a_table_past_the_limit_says_so_and_names_its_csv(ledger_db, tmp_path, monkeypatch):
     monkeypatch.setattr(reports.html, "ROW_LIMIT", 50)
     html = _export(ledger_db, tmp_path / "b")
-    secrets = json.loads((tmp_path / "b" / "audits" / "secrets.json").read_text())
+    secrets = _rows(tmp_path / "b", "secrets")
     data = _data(html, "t-secrets")
     assert data["rows"] == 50
     # The findings needing attention come first, so the limit never hides one.
@@ -81,7 +98,7 @@ def test_big_tables_are_packed_and_unpack_to_the_same_rows(ledger_db, tmp_path, 
 
 def test_routine_rows_are_marked_for_the_switch(ledger_db, tmp_path):
     html = _export(ledger_db, tmp_path / "b")
-    secrets = json.loads((tmp_path / "b" / "audits" / "secrets.json").read_text())
+    secrets = _rows(tmp_path / "b", "secrets")
     routine = sum(r["finding"] == "authorised" for r in secrets)
     assert _data(html, "t-secrets")["routine"] == {"column": "finding", "values": ["authorised"], "rows": routine}
     assert f"all rows (also the {routine:,} routine authorised rows)" in html
@@ -91,7 +108,7 @@ def test_every_principal_named_by_an_audit_is_listed(ledger_db, tmp_path):
     html = _export(ledger_db, tmp_path / "b")
     named = set()
     for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene"):
-        named |= {r["who"] for r in json.loads((tmp_path / "b" / "audits" / f"{name}.json").read_text())
+        named |= {r["who"] for r in _rows(tmp_path / "b", name)
                   if r["who"] and r["who"].split(":")[0] in ("user", "team", "service_account")}
     assert set(_column(_data(html, "principals"), "who")) == named
 
