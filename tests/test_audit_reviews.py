@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_reviews import build, run
 
 from ledger.app import AccessLedger
@@ -86,6 +88,7 @@ def test_a_clean_campaign_is_flagged_for_nothing_and_its_completion_is_counted(l
     assert dana["due"] == t(30) and dana["since"] == t()
     assert dana["positions"] == [start_pos, decided[2], decided[3], closed]
     assert [(r["items"], r["decided"]) for r in (completion["user:carol"], completion["user:erin"])] == [(1, 1), (1, 1)]
+    assert [completion[w]["what"] for w in ("user:dana", "user:carol")] == ["3 items, 2 decided", "1 item, 1 decided"]
 
 
 def test_a_period_covers_campaigns_started_or_closed_in_it(ledger_url, tmp_path):
@@ -158,6 +161,44 @@ def test_nine_quick_decisions_are_no_rubber_stamp(ledger_url, tmp_path):
     assert findings(audit(ledger_url, tmp_path, "--at", t(2))) == []
 
 
+@pytest.fixture
+def staffed(ledger_url):
+    """The base history and 12 staging viewers; a counter gives each hypothesis example its own day."""
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        _staff(led, 12)
+    return ledger_url, iter(range(10**6))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(decisions=st.lists(st.tuples(st.integers(0, 8), st.sampled_from(["keep"] * 4 + ["revoke"])),
+                          min_size=1, max_size=12))
+def test_rubber_stamp_and_all_keep_match_an_oracle(staffed, tmp_path, decisions):
+    """Decisions `gap` seconds after the one before: flagged exactly when 10 consecutive ones span at most
+    30 seconds (positions: every decision of such a run); all-keep exactly when 10 or more, all keep."""
+    from reports.audits import run_audit
+    from reports.warehouse import Warehouse
+
+    url, examples = staffed
+    day = next(examples)
+    name = f"c{day}"
+    seconds = [sum(gap for gap, _ in decisions[:k + 1]) for k in range(len(decisions))]
+    with AccessLedger.open(url) as led:
+        start(led, name, ["staging"], "user:erin", t(day))
+        positions = decide(led, name, *((k + 1, d, "user:erin", t(day, 3600 + s))
+                                         for k, ((_, d), s) in enumerate(zip(decisions, seconds))))
+        with Warehouse.open(led, tmp_path / "w.duckdb") as wh:
+            rows = [r for r in run_audit(wh, "reviews", at=t(day, 7200)).rows if r["campaign"] == name]
+    stamped = sorted({k for i in range(len(seconds) - 9) if seconds[i + 9] - seconds[i] <= 30
+                      for k in range(i, i + 10)})
+    expected = []
+    if stamped:
+        expected.append(("rubber-stamp", "user:erin", name, [k + 1 for k in stamped], [positions[k] for k in stamped]))
+    if len(decisions) >= 10 and all(d == "keep" for _, d in decisions):
+        expected.append(("all-keep", "user:erin", name, list(range(1, len(decisions) + 1)), positions))
+    assert findings(rows) == expected
+
+
 def test_self_review_own_access_own_grant_and_own_team(ledger_url, tmp_path):
     build(ledger_url)
     with AccessLedger.open(ledger_url) as led:
@@ -179,7 +220,8 @@ def test_self_review_own_access_own_grant_and_own_team(ledger_url, tmp_path):
     assert by_item[3]["positions"] == sorted([member, team])
     assert by_item[5]["detail"] == "decided (keep) their own access"
     assert by_item[1]["detail"] == "decided (revoke) a grant they made"
-    assert by_item[3]["detail"] == "kept role editor via team research, which they held themselves through team research"
+    assert by_item[3]["detail"] == ("kept role editor via team research, which they held themselves through team "
+                                    "research")
     assert items[3]["principal"] == "user:bob"
 
 

@@ -49,13 +49,16 @@ WITH campaigns AS (
 ), completion AS (
     SELECT 'completion' AS finding, i.reviewer AS who,
            CASE WHEN count(DISTINCT i.tenant) = 1 THEN 'tenant:' || min(i.tenant) ELSE 'organization' END AS "where",
-           count(*) || ' items, ' || count(i.decision) || ' decided' AS what, i.campaign, i.reviewer,
+           count(*) || CASE WHEN count(*) = 1 THEN ' item, ' ELSE ' items, ' END || count(i.decision) || ' decided'
+               AS what, i.campaign, i.reviewer,
            min(i.started_at) AS since,
            CASE WHEN min(i.closed) IS NOT NULL THEN 'closed ' || iso(min(i.closed))
                 WHEN min(i.due) IS NOT NULL THEN 'open, due ' || iso(min(i.due)) ELSE 'open, no due date' END
-               || CASE WHEN count(*) FILTER (WHERE i.overdue) > 0 THEN '; ' || count(*) FILTER (WHERE i.overdue) || ' overdue' ELSE '' END AS detail,
+               || CASE WHEN count(*) FILTER (WHERE i.overdue) > 0
+                       THEN '; ' || count(*) FILTER (WHERE i.overdue) || ' overdue' ELSE '' END AS detail,
            count(*) AS items, count(i.decision) AS decided, count(*) - count(i.decision) AS "open",
-           count(*) FILTER (WHERE i.decision = 'keep') AS kept, count(*) FILTER (WHERE i.decision = 'revoke') AS revoked,
+           count(*) FILTER (WHERE i.decision = 'keep') AS kept,
+           count(*) FILTER (WHERE i.decision = 'revoke') AS revoked,
            count(*) FILTER (WHERE i.overdue) AS overdue, min(i.due) AS due, NULL::BIGINT[] AS item_numbers,
            list_sort(list_distinct(list_filter(
                flatten([[min(i.start_position)], list(i.decision_position), [min(i.closed_position)]]),
@@ -69,7 +72,8 @@ WITH campaigns AS (
            i.campaign, i.reviewer, min(i.due) AS since,
            concat_ws('; ',
                'due ' || iso(min(i.due)),
-               'decided late: ' || string_agg(i.item::VARCHAR, ', ' ORDER BY i.item) FILTER (WHERE i.decision IS NOT NULL),
+               'decided late: '
+                   || string_agg(i.item::VARCHAR, ', ' ORDER BY i.item) FILTER (WHERE i.decision IS NOT NULL),
                'never decided: ' || string_agg(i.item::VARCHAR, ', ' ORDER BY i.item) FILTER (WHERE i.decision IS NULL)
                    || CASE WHEN min(i.closed) IS NOT NULL THEN ' (closed ' || iso(min(i.closed)) || ')'
                            ELSE ' (still open at ' || iso($at::TIMESTAMP) || ')' END) AS detail,
@@ -101,7 +105,8 @@ WITH campaigns AS (
                || ', at least 10 of them within 30 seconds' AS detail,
            NULL::BIGINT AS items, NULL::BIGINT AS decided, NULL::BIGINT AS "open", NULL::BIGINT AS kept,
            NULL::BIGINT AS revoked, NULL::BIGINT AS overdue, NULL::TIMESTAMP AS due,
-           list(s.item ORDER BY s.item) AS item_numbers, list(s.decision_position ORDER BY s.decision_position) AS positions
+           list(s.item ORDER BY s.item) AS item_numbers,
+           list(s.decision_position ORDER BY s.decision_position) AS positions
     FROM stamped s
     GROUP BY s.campaign, s.decided_by
 ), all_keep AS (
@@ -112,7 +117,8 @@ WITH campaigns AS (
                || iso(max(d.decided_at)) AS detail,
            NULL::BIGINT AS items, NULL::BIGINT AS decided, NULL::BIGINT AS "open", NULL::BIGINT AS kept,
            NULL::BIGINT AS revoked, NULL::BIGINT AS overdue, NULL::TIMESTAMP AS due,
-           list(d.item ORDER BY d.item) AS item_numbers, list(d.decision_position ORDER BY d.decision_position) AS positions
+           list(d.item ORDER BY d.item) AS item_numbers,
+           list(d.decision_position ORDER BY d.decision_position) AS positions
     FROM decisions d
     GROUP BY d.campaign, d.decided_by
     HAVING count(*) >= 10 AND bool_and(d.decision = 'keep')
@@ -142,7 +148,8 @@ WITH campaigns AS (
            concat_ws('; ',
                CASE WHEN s.decided_by = s.principal THEN 'decided (' || s.decision || ') their own access' END,
                CASE WHEN s.decided_by = s.granted_by THEN 'decided (' || s.decision || ') a grant they made' END,
-               CASE WHEN s.decided_by = s.added_by THEN 'decided (' || s.decision || ') a team membership they added' END,
+               CASE WHEN s.decided_by = s.added_by
+                    THEN 'decided (' || s.decision || ') a team membership they added' END,
                CASE WHEN s.decision = 'keep' AND s.decided_by <> s.principal AND s.own_member_position IS NOT NULL
                     THEN 'kept ' || s.access || ', which they held themselves through team ' || s.via END) AS detail,
            NULL::BIGINT AS items, NULL::BIGINT AS decided, NULL::BIGINT AS "open", NULL::BIGINT AS kept,
