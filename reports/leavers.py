@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ledger.errors import ValidationError
-from reports.audits import AuditResult, _instant, _plain, _quote
+from reports.audits import SHARED_SQL, AuditResult, _instant, _plain, _quote
 from reports.errors import AuditParameterError
 from reports.sql_files import sql_text
 
@@ -210,4 +210,4 @@ def run_leavers(wh: Warehouse, hr_path: str | Path | HrFile, *, sla: str | timed
     shown = {"at": _plain(at_dt), "sla": sla if isinstance(sla, str) else f"{int(span.total_seconds())}s",
              "hr_file": hr.path, "hr_sha256": hr.sha256, "hr_rows": len(hr.rows)}
     return AuditResult(name=NAME, title=TITLE, description=DESCRIPTION, columns=list(table.column_names),
-                       sql={SQL_FILE: sql_text(SQL_FILE)}, params=shown, table=table)
+                       sql={f: sql_text(f) for f in (SQL_FILE, SHARED_SQL)}, params=shown, table=table)

@@ -255,9 +255,10 @@ def span(seconds: float) -> str | None:
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(toggles=st.lists(st.lists(st.integers(1, 3000), max_size=4), min_size=1, max_size=3),
-       terminated=st.lists(st.integers(0, 6000), min_size=3, max_size=3), sla=st.integers(1, 3000),
+# Several accounts a ledger: each example pays for one ledger and one warehouse.
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(toggles=st.lists(st.lists(st.integers(1, 3000), max_size=4), min_size=2, max_size=6),
+       terminated=st.lists(st.integers(0, 6000), min_size=6, max_size=6), sla=st.integers(1, 3000),
        at=st.integers(0, 9000))
 def test_late_deactivation_is_active_time_past_the_sla(tmp_path_factory, toggles, terminated, sla, at):
     """Oracle: a leaver is late iff the account was active at some moment in (termination + SLA, at];

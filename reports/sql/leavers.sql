@@ -129,7 +129,8 @@ WITH hr AS (
            h.terminated_at AS since,
            list_sort(list_distinct(list_filter(list_concat([d.position], gs.removals), lambda x: x IS NOT NULL)))
                AS positions,
-           h.terminated_at, d.deactivated_at, CASE WHEN gs.n > 0 AND gs.still = 0 THEN gs.last_removed END AS removed_at,
+           h.terminated_at, d.deactivated_at,
+           CASE WHEN gs.n > 0 AND gs.still = 0 THEN gs.last_removed END AS removed_at,
            span_text(o.seconds) AS late_by,
            concat_ws('; ',
                CASE WHEN d.deactivated_at IS NULL THEN 'not deactivated by ' || iso($at::TIMESTAMP)
@@ -163,8 +164,8 @@ WITH hr AS (
            'organization', h.deadline,
            list_filter(list_concat([d.position], o.reactivations), lambda x: x IS NOT NULL),
            h.terminated_at, d.deactivated_at, NULL, span_text(o.seconds),
-           'active ' || span_text(o.seconds) || ' past the deadline of ' || span_text(epoch($sla::INTERVAL))
-               || ' after the termination; '
+           'active ' || span_text(o.seconds) || ' past the SLA (' || span_text(epoch($sla::INTERVAL))
+               || ' after the termination); '
                || CASE WHEN d.deactivated_at IS NULL THEN 'still active at ' || iso($at::TIMESTAMP)
                        ELSE 'deactivated ' || iso(d.deactivated_at) END
                || coalesce(', reactivated ' || iso(o.reactivated_at), '')
