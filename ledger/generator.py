@@ -915,7 +915,7 @@ CAST: dict[str, tuple[str, list[tuple[str, str]], int]] = {
     "jun": ("product", [], 4),
     "sven": ("platform", [("mlops_platform_engineer", "research"), ("mlops_platform_engineer", "staging")], 150),
     "mei": ("research", [("data_scientist", "research")], 200),
-    "olga": ("product", [], 290),
+    "olga": ("product", [], 280),  # before the Q4 review: joined its team, reviewed in it
 }
 
 
