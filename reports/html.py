@@ -310,7 +310,7 @@ def _campaign(index: int, r: dict[str, Any]) -> str:
     p = r["progress"]
     per = "; ".join(f"{escape(who)} {n['decided']:,} of {n['items']:,}" for who, n in r["reviewers"].items())
     out.append(f"<dt>Progress</dt><dd>{p['decided']:,} of {p['items']:,} items decided ({p['kept']:,} kept, "
-               f"{p['decided'] - p['kept']:,} revoke); per reviewer: {per}</dd>")
+               f"{p['decided'] - p['kept']:,} revoked); per reviewer: {per}</dd>")
     waits = sorted(i["time_to_revoke_seconds"] for i in r["items"] if i["time_to_revoke_seconds"] is not None)
     out.append(f"<dt>Remediation</dt><dd>{p['carried_out']:,} of {p['revoked']:,} revocations carried out"
                + (f"; time to revoke: median {_duration(waits[len(waits) // 2])}, longest {_duration(waits[-1])}"

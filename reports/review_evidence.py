@@ -44,18 +44,23 @@ class _Removals:
     HEADS = {b'{"type":"%s"' % t.encode(): t for t in KEYS}
 
     def __init__(self) -> None:
-        self.by: dict[tuple[Any, ...], list[tuple[int, dict[str, Any]]]] = {}
+        self.raw: list[tuple[int, bytes]] = []  # decoded on first use: none at all when no campaign is exported
+        self._by: dict[tuple[Any, ...], list[tuple[int, dict[str, Any]]]] | None = None
 
-    def take(self, pos: int, raw: bytes) -> bool:
-        """Keep the event if it is a removal (False: it is not)."""
+    def take(self, pos: int, raw: bytes) -> None:
+        if raw[:raw.find(b'"', 9) + 1] in self.HEADS:
+            self.raw.append((pos, raw))
+
+    @property
+    def by(self) -> dict[tuple[Any, ...], list[tuple[int, dict[str, Any]]]]:
         from ledger.events import decode
 
-        t = self.HEADS.get(raw[:raw.find(b'"', 9) + 1])
-        if t is None:
-            return False
-        ev = decode(raw)
-        self.by.setdefault((t, *(ev.get(k) for k in self.KEYS[t])), []).append((pos, ev))
-        return True
+        if self._by is None:
+            self._by = {}
+            for pos, raw in self.raw:
+                ev = decode(raw)
+                self._by.setdefault((ev["type"], *(ev.get(k) for k in self.KEYS[ev["type"]])), []).append((pos, ev))
+        return self._by
 
     def first_after(self, position: int, r: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         """The first event after `position` that takes the item's access away (its assignment, its role,
