@@ -96,7 +96,7 @@ def render_report(context: dict[str, Any], results: dict[str, AuditResult], char
         '<nav><a href="#summary">Summary</a><a href="#charts">Charts</a><a href="#principals">People and '
         'accounts</a>'
         + "".join(f'<a href="#{escape(n)}">{escape(r.title)}</a>' for n, r in results.items())
-        + '<a href="#reviews">Access reviews</a><a href="#check">Checking this bundle</a></nav>',
+        + '<a href="#access-reviews">Access reviews</a><a href="#check">Checking this bundle</a></nav>',
         "</header><main>",
         '<noscript><p class="banner bad">The tables of this page are drawn by its script, which is off: every row '
         "is also in <code>audits/NAME.csv</code> beside this file.</p></noscript>",
@@ -271,7 +271,7 @@ REVIEW_COLUMNS = ("item", "principal", "role", "tenant", "resource", "via", "pri
 
 def _reviews_section(reviews: list[dict[str, Any]]) -> str:
     """Per access review campaign of the period: scope, population, progress, every decision, remediation, exceptions."""
-    head = ('<h2 id="reviews">Access reviews</h2><p>Each campaign of the period: who reviewed which access, '
+    head = ('<h2 id="access-reviews">Access reviews</h2><p>Each campaign of the period: who reviewed which access, '
             "every decision with its reviewer, time and reason, the removal event that carried out each revocation "
             "and how long after the decision it came, and what was left as an exception. The population was fixed "
             "when the campaign started; its file holds it exactly as hashed into the start event, so "

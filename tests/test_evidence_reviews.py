@@ -149,7 +149,7 @@ def test_a_revocation_not_recorded_by_the_end_of_the_period_is_an_exception(hist
 def test_the_report_shows_every_campaign(history, tmp_path):
     bundle = export(history, tmp_path / "b")
     html = (bundle / "report.html").read_text()
-    assert '<h2 id="reviews">Access reviews</h2>' in html and '<a href="#reviews">' in html
+    assert '<h2 id="access-reviews">Access reviews</h2>' in html and '<a href="#access-reviews">' in html
     assert "Campaign Q3" in html and "Campaign Q4" in html
     q3 = record(bundle, "Q3")
     assert q3["population"]["sha256"] in html and "<code>reviews/Q3.population.jsonl</code>" in html
