@@ -140,3 +140,13 @@ def hygiene(ctx: typer.Context, at: AtOption = None, start: FromOption = None, e
     """Self-grants, grants to deactivated principals, expired grants never revoked, roles with no holders, empty
     teams, admin counts, and changes without a reason (in the --from/--to period)."""
     _run(ctx, "hygiene", warehouse, fmt, out, at=at, start=start, end=end, period=period)
+
+
+@audit_app.command("reviews")
+def reviews(ctx: typer.Context, at: AtOption = None, start: FromOption = None, end: ToOption = None,
+            period: PeriodOption = None, warehouse: WarehouseOption = None, fmt: FormatOption = Format.table,
+            out: OutOption = None) -> None:
+    """Access review campaigns started or closed in the period: completion per reviewer, overdue items, rubber
+    stamps, all-keep reviewers, self-reviews, revocations not carried out or re-granted, and privileged access
+    no campaign closed in the 90 days before --at reviewed."""
+    _run(ctx, "reviews", warehouse, fmt, out, at=at, start=start, end=end, period=period)
