@@ -9,8 +9,8 @@
 --   rubber-stamp                 10 consecutive decisions of one reviewer in one campaign within 30 seconds
 --                                (positions: every decision in such a run)
 --   all-keep                     a reviewer who decided at least 10 items of a campaign and kept every one
---   self-review                  a decision about the decider's own access, a grant or team membership they
---                                made, or a keep of team access the decider held through the same team
+--   self-review                  a decision about the decider's own access, or a grant or team membership
+--                                they made
 --                                (the CLI refuses all of these: only a history written otherwise has them)
 --   revocation-not-carried-out   a revoke outcome of a campaign closed without auto-revoke whose access was
 --                                still in force at the due (no due: at the close)
@@ -130,16 +130,7 @@ WITH campaigns AS (
               AND g.tenant IS NOT DISTINCT FROM d.tenant AND g.resource IS NOT DISTINCT FROM d.resource
               AND g.from_position <= d.as_of_position) AS grant_position,
            (SELECT max(m.from_position) FROM memberships m
-            WHERE m.team = d.via AND m.member = d.principal AND m.from_position <= d.as_of_position) AS member_position,
-           -- The decider's own path to the same access through the same team, at the decision.
-           (SELECT max(m.from_position) FROM memberships m
-            JOIN teams tm ON tm.team = m.team AND holds_at(tm.valid_from, tm.valid_to, d.decided_at)
-            JOIN assignments g ON g.principal = 'team:' || m.team AND g.role = d.role
-                 AND g.tenant IS NOT DISTINCT FROM d.tenant AND g.resource IS NOT DISTINCT FROM d.resource
-                 AND holds_at(g.valid_from, g.valid_to, d.decided_at)
-                 AND (g.expires_at IS NULL OR d.decided_at < g.expires_at)
-            WHERE m.team = d.via AND m.member = d.decided_by AND holds_at(m.valid_from, m.valid_to, d.decided_at)
-              AND m.from_position < d.decision_position) AS own_member_position
+            WHERE m.team = d.via AND m.member = d.principal AND m.from_position <= d.as_of_position) AS member_position
     FROM decisions d
 ), self_review AS (
     SELECT 'self-review' AS finding, s.decided_by AS who, 'tenant:' || s.tenant AS "where",
@@ -149,20 +140,16 @@ WITH campaigns AS (
                CASE WHEN s.decided_by = s.principal THEN 'decided (' || s.decision || ') their own access' END,
                CASE WHEN s.decided_by = s.granted_by THEN 'decided (' || s.decision || ') a grant they made' END,
                CASE WHEN s.decided_by = s.added_by
-                    THEN 'decided (' || s.decision || ') a team membership they added' END,
-               CASE WHEN s.decision = 'keep' AND s.decided_by <> s.principal AND s.own_member_position IS NOT NULL
-                    THEN 'kept ' || s.access || ', which they held themselves through team ' || s.via END) AS detail,
+                    THEN 'decided (' || s.decision || ') a team membership they added' END) AS detail,
            NULL::BIGINT AS items, NULL::BIGINT AS decided, NULL::BIGINT AS "open", NULL::BIGINT AS kept,
            NULL::BIGINT AS revoked, NULL::BIGINT AS overdue, NULL::TIMESTAMP AS due, [s.item] AS item_numbers,
            list_sort(list_distinct(list_filter(
                [s.decision_position,
                 CASE WHEN s.decided_by = s.granted_by THEN s.grant_position END,
-                CASE WHEN s.decided_by = s.added_by THEN s.member_position END,
-                CASE WHEN s.decision = 'keep' AND s.decided_by <> s.principal THEN s.own_member_position END],
+                CASE WHEN s.decided_by = s.added_by THEN s.member_position END],
                lambda x: x IS NOT NULL))) AS positions
     FROM sources s
     WHERE s.decided_by = s.principal OR s.decided_by = s.granted_by OR s.decided_by = s.added_by
-       OR (s.decision = 'keep' AND s.own_member_position IS NOT NULL)
 ), revoked AS (
     SELECT i.*, coalesce(i.due, i.closed) AS deadline
     FROM items i
