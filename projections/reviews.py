@@ -40,28 +40,37 @@ class Campaign:
 
 def population(state: PermissionState, instant: str, tenants: list[str], privileged_only: bool) -> list[dict[str, Any]]:
     """One item per assignment in force in `tenants` at `instant` (team assignments: one per member)."""
+    scope = set(tenants)
+    privileged_of: dict[str, bool] = {}  # per role, not per assignment: a few hundred roles, 100k assignments
     rows: list[dict[str, Any]] = []
-    for key, a in state.assignments.items():
-        if a.tenant not in tenants or not a.in_force(instant) or a.role not in state.roles:
+    for a in state.assignments.values():
+        if a.tenant not in scope or not a.in_force(instant) or a.role not in state.roles:
             continue
-        privileged = any(p.split(":", 1)[1] in PRIVILEGED_ACTIONS for p, _, _ in state.effective_permissions(a.role))
+        privileged = privileged_of.get(a.role)
+        if privileged is None:
+            privileged = privileged_of[a.role] = any(p.split(":", 1)[1] in PRIVILEGED_ACTIONS
+                                                     for p, _, _ in state.effective_permissions(a.role))
         if privileged_only and not privileged:
             continue
-        base = {"role": a.role, "tenant": a.tenant, "resource": a.resource, "expires_at": a.expires_at,
-                "privileged": privileged, "granted_by": a.source.actor}
+        role, tenant, resource, expires_at = a.role, a.tenant, a.resource, a.expires_at
         if a.principal.startswith("team:"):
             team = a.principal.split(":", 1)[1]
             if not state.teams.get(team, False):
                 continue
             for member, src in state.members.get(team, {}).items():
-                rows.append({**base, "principal": member, "via": team, "added_by": src.actor})
+                rows.append({"role": role, "tenant": tenant, "resource": resource, "expires_at": expires_at,
+                             "privileged": privileged, "granted_by": a.source.actor, "principal": member,
+                             "via": team, "added_by": src.actor})
         else:
-            rows.append({**base, "principal": a.principal, "via": None, "added_by": None})
+            rows.append({"role": role, "tenant": tenant, "resource": resource, "expires_at": expires_at,
+                         "privileged": privileged, "granted_by": a.source.actor, "principal": a.principal,
+                         "via": None, "added_by": None})
     rows.sort(key=lambda r: (r["principal"], r["role"], r["tenant"], r["resource"] or "", r["via"] or ""))
+    active = state.principals
     for n, r in enumerate(rows, 1):
         r["item"] = n
         r["principal_kind"] = "service_account" if r["principal"].startswith("service_account:") else "person"
-        r["deactivated"] = not state.principals.get(r["principal"], False)
+        r["deactivated"] = not active.get(r["principal"], False)
     return rows
 
 
@@ -77,16 +86,21 @@ def route(items: list[dict[str, Any]], state: PermissionState, reviewer: str, re
           fallback: str | None) -> None:
     """Set each item's reviewer: its team's, else the campaign's; the fallback when that one is conflicted."""
     per_team = dict(pair.split("=", 1) for pair in reviewers)
+    of_teams: dict[str, str | None] = {}  # principal -> the reviewer of its first team that has one
     for r in items:
         chosen = per_team.get(f"team:{r['via']}") if r["via"] else None
-        if chosen is None:
-            for team in sorted(state.teams_of.get(r["principal"], ())):
-                if f"team:{team}" in per_team:
-                    chosen = per_team[f"team:{team}"]
-                    break
+        if chosen is None and per_team:
+            principal = r["principal"]
+            if principal not in of_teams:
+                of_teams[principal] = next((per_team[f"team:{t}"] for t in sorted(state.teams_of.get(principal, ()))
+                                            if f"team:{t}" in per_team), None)
+            chosen = of_teams[principal]
         chosen = chosen or reviewer
-        r["reviewer"] = fallback if conflict(r, chosen) and fallback and not conflict(r, fallback) else chosen
-        r["conflicted"] = conflict(r, r["reviewer"])
+        why = conflict(r, chosen)
+        if why and fallback and not conflict(r, fallback):
+            chosen, why = fallback, None
+        r["reviewer"] = chosen
+        r["conflicted"] = why
 
 
 def conflict(item: dict[str, Any], reviewer: str) -> str | None:
@@ -144,7 +158,9 @@ def start_event(led: AccessLedger, name: str, tenants: list[str], reviewer: str,
     from ledger.timeutil import format_instant, now
     from projections.pit import Timeline
 
-    if name in campaigns(led):
+    # Refused early, before the population is built; the write model refuses it again at the append,
+    # so the names come from it rather than from reading every change event of the log.
+    if any(c["name"] == name for c in led.entities("campaign")):
         raise E.DuplicateEntity(f"review campaign {name!r} already exists")
     position = led.head()
     state = Timeline(led).at_position(position)
