@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger import signing
 from ledger.errors import ValidationError
-from ledger.store import GENESIS_LINK, Cursor, Store, time_in
+from ledger.store import _AT_KEY, GENESIS_LINK, Cursor, Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -96,13 +96,29 @@ class _Walk:
 Rows = list[tuple[int, str, int, str, bytes, "str | None", "str | None"]]
 
 
-def _canonical(state: bytes) -> bool:
-    """Whether `state` is exactly what the ledger writes for the event it holds (orjson's encoding of
-    the parsed object: a repeated key, an escaped letter or other spacing give other bytes)."""
+def _canonical_at(state: bytes) -> str | None:
+    """The event's `at`, if `state` is exactly what the ledger writes for the event it holds: orjson's
+    encoding of the parsed object (a repeated key, an escaped letter or other spacing give other
+    bytes), laid out as `time_in` reads it (`type`, then `at`, near the start, no other `"at":`),
+    so that every reader finds the same time; else None. One parse for every event of every walk."""
     try:
-        return orjson.dumps(orjson.loads(state)) == state
+        event = orjson.loads(state)
     except orjson.JSONDecodeError:
-        return False
+        return None
+    if type(event) is not dict:
+        return None
+    at = event.get("at")
+    if type(at) is not str or type(event.get("type")) is not str or orjson.dumps(event) != state:
+        return None
+    keys = iter(event)
+    if next(keys) != "type" or next(keys, None) != "at":
+        return None
+    # `at` is the second key, so this is its key, its text unescaped and followed by its closing quote.
+    i = state.find(_AT_KEY, 0, 64) + len(_AT_KEY)
+    value = at.encode()
+    if i < len(_AT_KEY) or state[i:i + len(value) + 1] != value + b'"' or state.count(b'"at":') != 1:
+        return None
+    return at
 _ID_KEY = b',"id":"'
 
 
@@ -136,8 +152,8 @@ def _walk(store: Store, c: Cursor, start: int, link: str, seal_at: dict[int, tup
                     return failed(pos, f"position {pos} is not in the hash chain (inserted event)")
                 return failed(pos, f"position {pos} does not match its hash chain link (changed, inserted or "
                                    "reordered event)")
-            this_at = time_in(state)
-            if this_at is None or not _canonical(state):
+            this_at = _canonical_at(state)
+            if this_at is None:
                 return failed(pos, f"position {pos} holds bytes the ledger does not write (not a canonical event: "
                                    "a key given twice or escaped, or another layout, reads differently to "
                                    "different readers)")
