@@ -201,3 +201,8 @@ def test_export_import_round_trip_with_a_reassignment(started, url_factory, tmp_
     assert copied == items(started)
     assert [(r["item"], r["reviewer"], r["outcome"]) for r in copied if r["reviewer"] == "user:frank"] == [
         (3, "user:frank", "revoke"), (4, "user:frank", "exception")]
+    # The audits' warehouse takes the new event type in its sync like any other.
+    warehouse = str(tmp_path / "w.duckdb")
+    audit = run(other, "audit", "hygiene", "--format", "json", "--warehouse", warehouse)
+    assert audit.exit_code == 0, audit.output
+    assert run(other, "verify", "--warehouse", warehouse).exit_code == 0
