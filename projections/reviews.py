@@ -132,7 +132,7 @@ def derive(led: AccessLedger, c: Campaign, timeline: Any = None, *, context: boo
     """The campaign's items re-derived from the log at its start position, checked against the start event,
     each with its reviewer (as routed at the start, then as reassigned) and, with `context`, what a
     reviewer needs beside the facts (CONTEXT)."""
-    from projections.pit import Timeline
+    from projections.pit import Timeline, _quiet_gc
 
     s = c.start
     state = (timeline or Timeline(led)).at_position(s["as_of_position"])
@@ -147,7 +147,8 @@ def derive(led: AccessLedger, c: Campaign, timeline: Any = None, *, context: boo
             items[n - 1]["reviewer"] = ev["reviewer"]
             items[n - 1]["conflicted"] = conflict(items[n - 1], ev["reviewer"])
     if context:
-        add_context(led, items, state, s["at"], s["as_of_position"])
+        with _quiet_gc():  # many small objects, no cycles, beside the large state
+            add_context(led, items, state, s["at"], s["as_of_position"])
     return items
 
 
