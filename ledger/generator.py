@@ -5,14 +5,17 @@ guide told as a story: research, staging and production tenants; the seed scenar
 on the predefined ones; teams, CI service accounts, cloud connectors; a year of onboarding, role
 changes, leavers, time-bound grants, secret reads by pipelines and people, and resource usage.
 The other shapes (`LARGE`: 1M events, `HUGE`: 10M) are a population of the same kind generated
-from counts (users, tenants, roles, assignments, events).
+from counts (users, tenants, roles, assignments, events). Both years hold two quarterly access
+reviews, recorded as campaigns whose populations come from the ledger's own permission state,
+as the ledger re-derives them.
 
 Both are clean by construction: every usage reported as allowed is allowed at that instant,
 time-bound grants are revoked when they expire, leavers are cleaned up, every change has a
 reason, every role has a holder, every team a member, and every active account uses its access
 at least weekly. Then a handful of incidents is planted, each recorded in `Scenario.incidents`
 with the audit that must find it and the ledger position of the event behind it, so that a test
-can demand that the audits find exactly these.
+can demand that the audits find exactly these. `Scenario.terminations` is the HR system's
+list of leavers (`audit leavers --hr`).
 
 Lines are canonical JSONL (DESIGN section 4) in time order, built as dicts and encoded with
 orjson (no validation per event: the import validates), deterministic from the seed and the end.
@@ -29,6 +32,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+
+from projections.permissions import PermissionState
+from projections.reviews import Campaign, decision_event, population, population_sha256, removals, route
 
 DAY = 86_400
 CHANGES_FROM, CHANGES_TO = 8 * 3600, 10 * 3600  # changes happen 08:00-10:00 UTC; usage before and after
@@ -90,6 +96,9 @@ INCIDENT_AUDITS = {
     "expired-grant-not-revoked": "hygiene",
     "change-without-reason": "hygiene",
     "deactivated-with-grants": "hygiene",
+    "rubber-stamp-review": "reviews",
+    "revocation-not-carried-out": "reviews",
+    "late-leaver": "leavers",
 }
 
 
@@ -345,6 +354,7 @@ class Scenario:
     moments: dict[str, str] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     principals: list[str] = field(default_factory=list)
+    terminations: list[tuple[str, str]] = field(default_factory=list)  # (user:NAME, when HR ended the contract)
 
     def lines(self) -> Iterator[bytes]:
         """The events as canonical JSONL lines (bytes, no newline), oldest first."""
@@ -353,6 +363,10 @@ class Scenario:
 
     def events(self) -> list[dict[str, Any]]:
         return [orjson.loads(line) for line in self.lines()]
+
+    def terminations_csv(self) -> str:
+        """The HR system's leavers (`audit leavers --hr`): person,terminated_at, one line each."""
+        return "person,terminated_at\n" + "".join(f"{p},{at}\n" for p, at in self.terminations)
 
     def incidents_by_kind(self) -> dict[str, list[Incident]]:
         out: dict[str, list[Incident]] = {}
@@ -394,6 +408,7 @@ class _Engine:
         scenario.incidents.clear()
         scenario.moments.clear()
         scenario.counts.clear()
+        scenario.terminations.clear()
         last_day = int(datetime(scenario.end.year, scenario.end.month, scenario.end.day, tzinfo=UTC).timestamp())
         if scenario.end.timestamp() - last_day < CHANGES_FROM:  # keep every event before `end`
             last_day -= DAY
@@ -417,6 +432,11 @@ class _Engine:
         self.usage_per_day = 0.0
         self.extra_usage: list[tuple[int, dict[str, Any]]] = []
         self._active: list[str] | None = None
+        # The ledger's own permission state, kept only when the history has review campaigns (their
+        # populations are derived from it exactly as the ledger re-derives them).
+        self.mirror: PermissionState | None = None
+        self.reviews: dict[str, tuple[Campaign, list[dict[str, Any]]]] = {}
+        self.revoked: dict[Key, int] = {}  # key -> day a review's revocation removed it (not re-granted soon)
 
     # -- the calendar -------------------------------------------------------------------------
 
@@ -472,8 +492,12 @@ class _Engine:
         secs = sorted(self.rng.randrange(CHANGES_FROM, CHANGES_TO) for _ in self.changes)
         for ev, sec in zip(self.changes, secs):
             ev["at"] = _epoch(self.day_start, sec)
+            if ev["type"] == "ReviewStarted":
+                self._fix_population(ev)
             yield self._emit(ev)
             self.change_pos[ev["id"]] = (self.n, ev["at"])
+            if self.mirror is not None:
+                self.mirror.apply(self.n, ev)
         self.changes = []
 
     def _emit(self, ev: dict[str, Any]) -> bytes:
@@ -613,6 +637,80 @@ class _Engine:
             for team in sorted(self.w.teams_of.get(p, ())):
                 self.remove_member(team, p, actor, reason)
         return self.set_active(p, False, actor, reason)
+
+    # -- access reviews: recorded as `access-ledger review` records them -------------------------
+
+    def track_permissions(self) -> None:
+        """Keep the ledger's permission state from the first event on (campaigns need it)."""
+        self.mirror = PermissionState()
+
+    def review_start(self, name: str, tenants: list[str], reviewer: str, actor: str, reason: str, due_days: int,
+                     reviewers: tuple[str, ...] = (), fallback: str | None = None) -> None:
+        """Start a campaign today; its population is fixed when the event is written, at its position."""
+        if self.mirror is None:
+            raise AssertionError("a history with campaigns calls track_permissions() before its first event")
+        self.change("ReviewStarted", actor, reason, campaign=name, tenants=tenants, reviewer=reviewer,
+                    reviewers=list(reviewers), fallback_reviewer=fallback, privileged_only=False,
+                    due=self.instant(self.day + due_days, 0), as_of_position=0, items=0, population_sha256="")
+
+    def _fix_population(self, ev: dict[str, Any]) -> None:
+        """Count, hash and route the campaign's items as projections.reviews does at the event's position."""
+        assert self.mirror is not None
+        items = population(self.mirror, ev["at"], ev["tenants"], ev["privileged_only"])
+        route(items, self.mirror, ev["reviewer"], ev["reviewers"], ev.get("fallback_reviewer"))
+        stuck = [r for r in items if r["conflicted"]]
+        if stuck:
+            raise AssertionError(f"campaign {ev['campaign']}: no reviewer may decide {stuck[0]}")
+        ev.update(as_of_position=self.n, items=len(items), population_sha256=population_sha256(items))
+        self.reviews[ev["campaign"]] = (Campaign(ev["campaign"], self.n + 1, ev), items)
+
+    def review_items(self, name: str, reviewer: str) -> list[dict[str, Any]]:
+        return [r for r in self.reviews[name][1] if r["reviewer"] == reviewer]
+
+    def review_decide(self, name: str, reviewer: str, decisions: list[tuple[int, str, str]], sec: int,
+                      gap: tuple[int, int]) -> list[dict[str, Any]]:
+        """`reviewer` decides (item, decision, reason) today from `sec` on, `gap` seconds apart (a range).
+
+        Decisions change no permission, so they are written among the afternoon's usage.
+        """
+        c, items = self.reviews[name]
+        out = []
+        for item, decision, reason in decisions:
+            if sec >= DAY:
+                raise AssertionError(f"{reviewer}'s decisions run past midnight")
+            ev = decision_event(c, items, item, decision, reason, reviewer)
+            ev["id"] = self._next_id("chg")
+            c.decisions[item] = ev
+            self.extra_usage.append((sec, ev))
+            out.append(ev)
+            sec += gap[0] + _r(self.rng, gap[1] - gap[0] + 1)
+        return out
+
+    def review_close(self, name: str, actor: str, reason: str, *, auto_revoke: bool = True) -> None:
+        """Close the campaign (undecided items stay exceptions); with auto_revoke its removals follow at once."""
+        c, _ = self.reviews[name]
+        c.close = self.change("ReviewClosed", actor, reason, campaign=name, undecided="exception",
+                              auto_revoke=auto_revoke)
+        if auto_revoke:
+            self.review_remove(name, actor)
+
+    def review_remove(self, name: str, actor: str, spare: frozenset[str] = frozenset()) -> None:
+        """Record the removals that carry out the campaign's revocations (but those of `spare` principals)."""
+        assert self.mirror is not None
+        c, items = self.reviews[name]
+        for ev in removals(c, [r for r in items if r["principal"] not in spare], "exception", self.mirror, actor):
+            if ev["type"] == "RoleUnassigned":
+                key = (ev["role"], ev["principal"], ev.get("tenant") or "", ev.get("resource") or "")
+                if key in self.w.held:  # not removed earlier today
+                    self.unassign(key, actor, ev["reason"])
+                    self.revoked[key] = self.day
+            elif ev["member"] in self.w.members[ev["team"]]:
+                self.remove_member(ev["team"], ev["member"], actor, ev["reason"])
+
+    def terminate(self, p: str) -> None:
+        """HR ends `p`'s contract at midnight today: nothing of theirs is used from now on."""
+        self.sc.terminations.append((p, self.instant(self.day, 0)))
+        self.silence(p)
 
     # -- incidents ------------------------------------------------------------------------------
 
@@ -817,7 +915,7 @@ CAST: dict[str, tuple[str, list[tuple[str, str]], int]] = {
     "jun": ("product", [], 4),
     "sven": ("platform", [("mlops_platform_engineer", "research"), ("mlops_platform_engineer", "staging")], 150),
     "mei": ("research", [("data_scientist", "research")], 200),
-    "olga": ("product", [], 290),
+    "olga": ("product", [], 280),  # before the Q4 review: joined its team, reviewed in it
 }
 
 
@@ -828,7 +926,7 @@ class _AcmeCast:
         self.e = e
 
     def expected_changes(self) -> int:
-        return 260
+        return 320  # with the reviews' decisions
 
     def daily(self) -> None:
         pass
@@ -837,6 +935,7 @@ class _AcmeCast:
         e = self.e
         admin = e.admin
         on = e.on
+        e.track_permissions()
 
         def day0(e: _Engine) -> None:
             e.change("OrganizationCreated", "system", LAUNCH, name=ORG, preset="zenml-pro")
@@ -924,7 +1023,10 @@ class _AcmeCast:
         on(75, retire_jenkins)
         on(110, lambda e: e.change("TenantRenamed", admin, "IT-130 region in the name", tenant="production",
                                    display_name="Production (eu-west-1)"))
-        on(120, lambda e: e.offboard("user:rafael", admin, "HR-512 leaver: access removed"))
+        def rafael_leaves(e: _Engine) -> None:
+            e.terminate("user:rafael")
+            e.offboard("user:rafael", admin, "HR-512 leaver: access removed")
+        on(120, rafael_leaves)
 
         # A hackathon tenant, used for a month and cleaned up before deletion.
         def hackathon(e: _Engine) -> None:
@@ -996,6 +1098,7 @@ class _AcmeCast:
         on(250, no_reason)
 
         def leaver(e: _Engine) -> None:
+            e.terminate("user:bjorn")
             ev = e.offboard("user:bjorn", admin, "HR-588 leaver", keep_grants=True)
             e.incident("deactivated-with-grants", ev, "user:bjorn", None,
                        "deactivated as a leaver; his roles and team membership were never removed")
@@ -1003,7 +1106,9 @@ class _AcmeCast:
 
         on(300, lambda e: e.unauthorised_read("user:ivan", "production", "aws-prod", "local notebook"))
 
-        # The last quarter: a hire, a review, more time-bound access.
+        self.reviews()
+
+        # The last quarter: a hire, a late leaver, more time-bound access.
         def q4_hire(e: _Engine) -> None:
             why = "HR-702 onboarding"
             p = e.create_user("tomas", admin, why)
@@ -1012,11 +1117,14 @@ class _AcmeCast:
             e.assign("data_engineer", p, "research", admin, why)
         on(310, q4_hire)
 
-        def q4_review(e: _Engine) -> None:
-            why = "SEC-350 quarterly access review: unused access removed"
-            e.unassign(("data_engineer", "user:hana", "research", ""), admin, why)
-            e.unassign(("data_scientist", "user:amara", "staging", ""), admin, why)
-        on(318, q4_review)
+        # HR ended mei's contract on day 322; IT deactivated her four days later (the SLA is 24 h).
+        on(322, lambda e: e.terminate("user:mei"))
+
+        def late_leaver(e: _Engine) -> None:
+            ev = e.offboard("user:mei", admin, "HR-760 leaver: access removed")
+            e.incident("late-leaver", ev, "user:mei", None, "HR ended her contract on "
+                       f"{e.instant(322, 0)}; her account was deactivated four days later (SLA 24 h)")
+        on(326, late_leaver)
 
         def oncall(e: _Engine) -> None:
             e.assign("viewer", "user:chen", "production", admin, "INC-412 on-call shadowing", days=7)
@@ -1028,6 +1136,68 @@ class _AcmeCast:
             e.assign("ml_engineer", "user:farah", "research", admin, "MODEL-91 shadow deployment", days=14)
             e.revoke_on_expiry(("ml_engineer", "user:farah", "research", ""), "MODEL-91 shadow deployment done")
         on(346, launch)
+
+    def reviews(self) -> None:
+        """Two quarterly access reviews: Q3 of production, rubber-stamped by its reviewer; Q4 of every
+        tenant, decided with care, whose revocations the platform carries out (all but a leaver's)."""
+        e, admin, on = self.e, self.e.admin, self.e.on
+        afternoon = 14 * 3600
+
+        def q3_start(e: _Engine) -> None:
+            e.review_start("Q3-production", ["production"], "user:farah", admin,
+                           "SEC-400 quarterly access review of production", due_days=30, fallback="user:emeka")
+        on(200, q3_start)
+
+        def q3_rubber_stamp(e: _Engine) -> None:
+            mine = [(r["item"], "keep", "ok") for r in e.review_items("Q3-production", "user:farah")]
+            decided = e.review_decide("Q3-production", "user:farah", mine, afternoon + 1717, gap=(1, 2))
+            e.incident("rubber-stamp-review", decided[0], "user:farah", "production",
+                       f"kept all {len(decided)} of her items of Q3-production within a minute, one or two seconds "
+                       "apart")
+        on(203, q3_rubber_stamp)
+
+        def q3_fallback(e: _Engine) -> None:
+            theirs = [(r["item"], "keep", f"{r['role']} deploys the production models")
+                      for r in e.review_items("Q3-production", "user:emeka")]
+            e.review_decide("Q3-production", "user:emeka", theirs, afternoon + 600, gap=(240, 600))
+        on(204, q3_fallback)
+        on(210, lambda e: e.review_close("Q3-production", admin, "SEC-400 review complete"))
+
+        def q4_start(e: _Engine) -> None:
+            e.review_start("Q4-all-tenants", ["production", "research", "staging"], "user:emeka", admin,
+                           "SEC-450 quarterly access review of every tenant", due_days=21,
+                           reviewers=("team:research=user:amara", "team:data-eng=user:noor"), fallback="user:sven")
+        on(285, q4_start)
+        revoke = {("user:amara", "data_scientist", "staging"): "leads research now; staging runs go through the team",
+                  ("user:hana", "data_engineer", "research"): "works on the production pipelines only",
+                  ("user:sven", "mlops_platform_engineer", "research"): "research is supported through the "
+                                                                        "platform team's viewer role"}
+
+        def decide(r: dict[str, Any]) -> tuple[int, str, str]:
+            if r["principal"] == "user:bjorn":
+                return r["item"], "revoke", "left the company (HR-588)"
+            why = revoke.get((r["principal"], r["role"], r["tenant"]))
+            if why:
+                return r["item"], "revoke", why
+            return r["item"], "keep", f"{r['role']} in {r['tenant']} is needed for current work"
+
+        for day, reviewer in ((287, "user:amara"), (288, "user:noor"), (290, "user:emeka"), (292, "user:sven")):
+            def q4_decide(e: _Engine, reviewer: str = reviewer) -> None:
+                decided = e.review_decide("Q4-all-tenants", reviewer,
+                                          [decide(r) for r in e.review_items("Q4-all-tenants", reviewer)],
+                                          afternoon + _r(e.rng, 3600), gap=(150, 900))
+                left = next((ev for ev in decided if ev["decision"] == "revoke"
+                             and e.reviews["Q4-all-tenants"][1][ev["item"] - 1]["principal"] == "user:bjorn"), None)
+                if left is not None:
+                    e.incident("revocation-not-carried-out", left, "user:bjorn", "research",
+                               "Q4-all-tenants revoked the leaver's access; the platform never removed it")
+            on(day, q4_decide)
+
+        # The platform applies the revocations itself (no auto-revoke) and the ledger records them, all
+        # but the leaver's, still in force at the due date.
+        on(297, lambda e: e.review_close("Q4-all-tenants", admin, "SEC-450 review complete; the platform applies "
+                                         "the revocations", auto_revoke=False))
+        on(300, lambda e: e.review_remove("Q4-all-tenants", admin, spare=frozenset({"user:bjorn"})))
 
 
 # -- a population from counts (the benchmarks) ---------------------------------------------------
@@ -1054,9 +1224,12 @@ class _Population:
         self.owed = 0.0
         self.planted: set[str] = set()
         self.names: set[str] = set()
+        self.leaver = ""
+        self.reviewing: set[str] = set()
 
     def expected_changes(self) -> int:
-        return int(self.n_users * 2 + self.n_assign * 1.2 + self.n_tenants * 5 + self.n_roles)
+        # Review decisions: about three in four assignments are in force at the Q4 review.
+        return int(self.n_users * 2 + self.n_assign * 1.95 + self.n_tenants * 5 + self.n_roles)
 
     def _name(self) -> str:
         rng = self.rng
@@ -1070,6 +1243,7 @@ class _Population:
 
     def setup(self) -> None:
         e, rng, admin = self.e, self.rng, self.e.admin
+        e.track_permissions()
         tenants = list(TENANTS)
         envs = ("dev", "staging", "prod")
         i = 0
@@ -1162,7 +1336,7 @@ class _Population:
             role = "data_scientist"
         tenant = rng.choice(self.tenants_of[p])
         key = (role, p, tenant, "")
-        if key in e.w.held or tenant not in e.w.tenants:
+        if key in e.w.held or tenant not in e.w.tenants or e.day - e.revoked.get(key, -DAY) <= 31:
             return False
         if days and e.day + days >= e.shape.days:
             # It would expire on the day the history ends, before that day's changes are written:
@@ -1209,6 +1383,7 @@ class _Population:
             p = rng.choice(people)
             team = self.team_of[p]
             if len(e.w.members[team]) > 1 and all(e.w.holders[k[0]] > 1 for k in e.holds(p)):
+                e.terminate(p)
                 e.offboard(p, e.admin, f"HR-{rng.randrange(1000, 9999)} leaver: access removed")
 
     def _plan_incidents(self) -> None:
@@ -1260,6 +1435,8 @@ class _Population:
 
         def leaver(e: _Engine) -> None:
             p = person(e, "science", lambda q: len(e.w.members[self.team_of[q]]) > 1)
+            self.leaver = p
+            e.terminate(p)
             ev = e.offboard(p, admin, "HR-588 leaver", keep_grants=True)
             e.incident("deactivated-with-grants", ev, p, None, "deactivated as a leaver; roles and team "
                        "membership never removed")
@@ -1270,6 +1447,85 @@ class _Population:
                                                               e.day_start + DAY - 1))
             e.unauthorised_read(p, "production", "aws-production", "local notebook")
 
+        def late_leaver(e: _Engine) -> None:
+            p = person(e, "analysis", lambda q: len(e.w.members[self.team_of[q]]) > 1)
+            e.terminate(p)
+
+            def deactivate(e: _Engine) -> None:
+                ev = e.offboard(p, admin, "HR-760 leaver: access removed")
+                e.incident("late-leaver", ev, p, None, "deactivated four days after HR ended the contract (SLA 24 h)")
+            e.on(e.day + 4, deactivate)
+
         for frac, action in ((0.27, expired), (0.4, dormant), (0.52, sod), (0.62, self_grant), (0.68, no_reason),
-                             (0.74, leaver), (0.82, breach)):
+                             (0.74, leaver), (0.82, breach), (0.88, late_leaver)):
             e.on(int(days * frac), action)
+        self._plan_reviews(person)
+
+    def _plan_reviews(self, person: Callable[..., str]) -> None:
+        """Q3: the production tenant, rubber-stamped by its reviewer. Q4: every tenant, one reviewer per
+        team, each revoking something; the platform carries the revocations out, all but the leaver's."""
+        e, days, admin = self.e, self.e.shape.days, self.e.admin
+        afternoon = 12 * 3600
+        q3, q4 = int(days * 0.55), int(days * 0.78)
+
+        def q3_start(e: _Engine) -> None:
+            stamper, fallback = person(e, "deploy"), person(e, "platform")
+            e.review_start("Q3-production", ["production"], stamper, admin,
+                           "SEC-400 quarterly access review of production", due_days=30, fallback=fallback)
+
+            def rubber_stamp(e: _Engine) -> None:
+                mine = [(r["item"], "keep", "ok") for r in e.review_items("Q3-production", stamper)]
+                decided = e.review_decide("Q3-production", stamper, mine, afternoon, gap=(1, 2))
+                e.incident("rubber-stamp-review", decided[0], stamper, "production",
+                           f"kept all {len(decided)} of the items of Q3-production one or two seconds apart")
+                theirs = [(r["item"], "keep", f"{r['role']} is needed in production")
+                          for r in e.review_items("Q3-production", fallback)]
+                e.review_decide("Q3-production", fallback, theirs, afternoon + 3 * 3600, gap=(120, 300))
+            e.on(e.day + 2, rubber_stamp)
+            e.on(e.day + 7, lambda e: e.review_close("Q3-production", admin, "SEC-400 review complete"))
+        e.on(q3, q3_start)
+
+        def q4_start(e: _Engine) -> None:
+            default, fallback = person(e, "platform"), person(e, "platform")
+            reviewers = {}
+            for team in sorted(e.w.members):
+                member = next((m for m in sorted(e.w.members[team]) if e.w.active[m] and m not in self.planted), None)
+                if member is not None:
+                    reviewers[team] = member
+                    self.reviewing.add(member)
+                    self.planted.add(member)  # no changes of theirs while they review
+            e.review_start("Q4-all-tenants", sorted(e.w.tenants), default, admin,
+                           "SEC-450 quarterly access review of every tenant", due_days=30,
+                           reviewers=tuple(f"team:{t}={r}" for t, r in reviewers.items()), fallback=fallback)
+            e.on(e.day + 2, lambda e: self._q4_decisions(sorted({default, fallback, *reviewers.values()})))
+        e.on(q4, q4_start)
+        e.on(q4 + 20, lambda e: e.review_close("Q4-all-tenants", admin, "SEC-450 review complete; the platform "
+                                               "applies the revocations", auto_revoke=False))
+        e.on(q4 + 22, lambda e: e.review_remove("Q4-all-tenants", admin, spare=frozenset({self.leaver})))
+
+    def _q4_decisions(self, reviewers: list[str]) -> None:
+        """Each reviewer decides their items, at most 300 a day, a minute or so apart: keeps, the leaver's
+        access revoked, and one more revocation each that changes nothing else (a role of several, held
+        by others too; never a pipeline's credentials)."""
+        e = self.e
+        leaver_decision: dict[str, Any] | None = None
+        incidents = self.planted - self.reviewing
+        for reviewer in reviewers:
+            items = e.review_items("Q4-all-tenants", reviewer)
+            spare = next((r["item"] for r in items if r["via"] is None and r["principal"] != self.leaver
+                          and r["principal"] not in incidents and r["role"] != "connector_consumer"
+                          and e.w.holders[r["role"]] > 1 and len(e.holds(r["principal"])) > 1), None)
+            decisions = [(r["item"], "revoke", "left the company") if r["principal"] == self.leaver
+                         else (r["item"], "revoke", "no longer needed") if r["item"] == spare
+                         else (r["item"], "keep", f"{r['role']} in {r['tenant']} is needed") for r in items]
+            for n in range(0, len(decisions), 300):
+                def decide(e: _Engine, batch: list[tuple[int, str, str]] = decisions[n:n + 300],
+                           reviewer: str = reviewer) -> None:
+                    nonlocal leaver_decision
+                    for ev in e.review_decide("Q4-all-tenants", reviewer, batch, 12 * 3600 + _r(e.rng, 1800),
+                                              gap=(20, 90)):
+                        if ev["reason"] == "left the company" and leaver_decision is None:
+                            leaver_decision = ev
+                            e.incident("revocation-not-carried-out", ev, self.leaver, None,
+                                       "Q4-all-tenants revoked the leaver's access; the platform never removed it")
+                e.on(e.day + 1 + n // 300, decide)

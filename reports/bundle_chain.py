@@ -11,6 +11,9 @@ bundle, recomputes it with the standard library alone; `evidence verify` runs th
 - `--digest FILE`: the digest's position lies in the bundle and its link is the one recomputed there;
 - `--public-key FILE`: the manifest (which holds the end link) carries a valid signature by that key;
 - `--after A`: the bundle starts where bundle A ended (positions and links).
+
+With the chain, each access review's population file (reviews/NAME.population.jsonl) is checked
+against the count and SHA-256 of its campaign's ReviewStarted event among the chained events.
 """
 
 from __future__ import annotations
@@ -160,12 +163,15 @@ def check_anchors(path: Path, manifest: dict[str, Any], *, digest: Path | None =
     notes: list[str] = []
     d = read_digest(digest) if digest is not None else None
     want = (int(d["position"]),) if d is not None else ()
+    reviews: tuple[list[str], list[str]] = ([], [])
     try:
         with _members(path) as open_member:
             chain = check_bundle.recompute(manifest, open_member, want)
+            if chain.problem is None:
+                reviews = check_bundle.check_reviews(sorted(manifest["files"]), open_member, chain)
     except (OSError, KeyError, zipfile.BadZipFile):
         chain = check_bundle.Chain()
-        chain.problem = f"{check_bundle.EVENTS} or {CHAIN} cannot be read"
+        chain.problem = f"{check_bundle.EVENTS}, {CHAIN} or a file under {check_bundle.REVIEWS} cannot be read"
     anchored = digest is not None or public_key is not None or after is not None
     if chain.problem is not None:
         # A bundle of an earlier version carries no chain: a note, unless an anchor was asked for.
@@ -174,6 +180,8 @@ def check_anchors(path: Path, manifest: dict[str, Any], *, digest: Path | None =
         meta = manifest["chain"]
         notes.append(f"chain recomputed over positions {meta['first_position']:,}-{meta['last_position']:,}: "
                      f"end link {chain.end_link}")
+        problems += reviews[0]
+        notes += reviews[1]
     if seal_key() is not None and not isinstance(manifest.get("signature"), dict):
         problems.append(f"manifest.json carries no HMAC signature, but {KEY_ENV} is set (removed, or made without "
                         "the key)")

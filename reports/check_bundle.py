@@ -9,7 +9,9 @@ listed in manifest.json, recomputes the hash chain over events/events.jsonl from
 start link, naming the first event that does not match events/chain.jsonl, and compares the end
 link with the manifest's. --public-key: manifest.json must carry a valid Ed25519 signature by that
 key (it covers the end link). --digest: a digest of the ledger (access-ledger digest) at a position
-inside the bundle must name the link recomputed there. Exit 0: all checked; 1: a problem, named.
+inside the bundle must name the link recomputed there. Each population file of an access review,
+reviews/NAME.population.jsonl, must have the line count and SHA-256 that its campaign's ReviewStarted
+event among the events records. Exit 0: all checked; 1: a problem, named.
 
 The chain: link(p) = SHA-256 of "PREV\\nP\\nORIGINATOR\\nVERSION\\nTOPIC\\n" followed by the event's line
 (without its newline), where PREV is link(p - 1) in hex. Line i of events/chain.jsonl belongs to line i
@@ -26,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,6 +44,12 @@ CHAIN = "events/chain.jsonl"
 SIGNATURE_KEY = "signature_ed25519"
 GENESIS = "0" * 64
 LINK_CHARS = 16
+REVIEWS = "reviews/"
+POPULATION = ".population.jsonl"
+#: The only names a file under reviews/ may have: a campaign's population and its record.
+REVIEW_FILE = re.compile(r"reviews/([A-Za-z0-9][A-Za-z0-9_~-]{0,99})(\.population\.jsonl|\.json)\Z")
+_PLAIN_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,59}\Z")
+_REVIEW_STARTED = b'{"type":"ReviewStarted"'
 
 Opener = Callable[[str], IO[bytes]]
 
@@ -76,6 +85,8 @@ class Chain:
         self.end_link = ""
         self.problem: str | None = None
         self.first_bad: int | None = None
+        # campaign: (position, items, population SHA-256) of each ReviewStarted event among the events
+        self.review_starts: dict[str, tuple[int, int, str]] = {}
 
 
 def recompute(manifest: dict[str, Any], open_member: Opener, want: tuple[int, ...] = ()) -> Chain:
@@ -119,6 +130,8 @@ def recompute(manifest: dict[str, Any], open_member: Opener, want: tuple[int, ..
                                            "or reordered")
             if position in wanted:
                 out.links[position] = current
+            if state.startswith(_REVIEW_STARTED):
+                _take_start(out, position, state)
     if position != last:
         return _bad(out, position + 1, f"{EVENTS} ends at position {position:,}, the period at {last:,} "
                                        "(events removed)")
@@ -127,6 +140,58 @@ def recompute(manifest: dict[str, Any], open_member: Opener, want: tuple[int, ..
         return _bad(out, None, "the recomputed end link differs from the manifest's: events and chain were "
                                "rewritten together")
     return out
+
+
+def _take_start(out: Chain, position: int, state: bytes) -> None:
+    try:
+        event = json.loads(state)
+        out.review_starts[str(event["campaign"])] = (position, int(event["items"]), str(event["population_sha256"]))
+    except (ValueError, TypeError, KeyError):
+        return  # not a start event the ledger would have written: its campaign has no population file to match
+
+
+def review_stems(campaign: str) -> tuple[str, str]:
+    """The file stems a campaign's files under reviews/ may have: its name when that is a plain file name
+    (ASCII letters, digits, _ and -), and always its plain characters followed by ~ and a hash of the whole
+    name (used for any other name, and for names equal but for case, which one case-insensitive file system
+    would store as one file)."""
+    plain = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "_-") else "_" for ch in campaign)
+    plain = plain[:60].lstrip("_-") or "campaign"
+    hashed = f"{plain}~{hashlib.sha256(campaign.encode()).hexdigest()[:16]}"
+    return (campaign if _PLAIN_STEM.match(campaign) else hashed), hashed
+
+
+def check_reviews(names: list[str], open_member: Opener, chain: Chain) -> tuple[list[str], list[str]]:
+    """(problems, notes): every file under reviews/ has a review file's name, and each population file has
+    the line count and SHA-256 its campaign's ReviewStarted event (in the chained events) records."""
+    problems: list[str] = []
+    notes: list[str] = []
+    populations = {}
+    for name in sorted(n for n in names if n.startswith(REVIEWS)):
+        match = REVIEW_FILE.match(name)
+        if match is None:
+            problems.append(f"{name}: not a review file's name ({REVIEWS}NAME{POPULATION} or {REVIEWS}NAME.json)")
+        elif match.group(2) == POPULATION:
+            populations[match.group(1)] = name
+    for campaign, (position, items, sha) in sorted(chain.review_starts.items(), key=lambda kv: kv[1][0]):
+        stems = [s for s in review_stems(campaign) if s in populations]
+        if not stems:
+            problems.append(f"{REVIEWS}{review_stems(campaign)[0]}{POPULATION}: missing, although review campaign "
+                            f"{campaign!r} started at position {position}")
+            continue
+        name = populations.pop(stems[0])
+        h, lines = hashlib.sha256(), 0
+        with open_member(name) as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                lines += chunk.count(b"\n")
+        if lines != items or h.hexdigest() != sha:
+            problems.append(f"{name}: {lines} lines and SHA-256 {h.hexdigest()}, but the ReviewStarted event of "
+                            f"campaign {campaign!r} at position {position} records {items} items and SHA-256 {sha}")
+    for name in sorted(populations.values()):
+        notes.append(f"{name}: its campaign started before this bundle's events, so its start event (count and "
+                     "SHA-256) is not in the bundle: not checked against it")
+    return problems, notes
 
 
 def _bad(out: Chain, position: int | None, problem: str) -> Chain:
@@ -205,6 +270,7 @@ def main(argv: list[str]) -> int:
             args.append(arg)
     bundle = Path(args[0]) if args else Path(__file__).resolve().parent
     problems: list[str] = []
+    notes: list[str] = []
     try:
         open_member, names = _opener(bundle)
         with open_member(MANIFEST) as f:
@@ -229,7 +295,10 @@ def main(argv: list[str]) -> int:
         chain = recompute(manifest, open_member, want)
         if chain.problem:
             problems.append(chain.problem)
-        elif digest:
+        else:
+            found, notes = check_reviews(sorted(listed), open_member, chain)
+            problems += found
+        if digest and not chain.problem:
             meta, pos = manifest["chain"], int(digest["position"])
             if not meta["first_position"] - 1 <= pos <= meta["last_position"]:
                 problems.append(f"the digest is at position {pos}, outside this bundle's positions "
@@ -247,6 +316,8 @@ def main(argv: list[str]) -> int:
     if problems:
         print(f"FAILED: {len(problems)} problem(s) in {bundle}", file=sys.stderr)
         return 1
+    for note in notes:
+        print(f"note: {note}")
     anchored = [o for o in ("--public-key", "--digest") if options.get(o)]
     print(f"OK: {bundle}: every file matches manifest.json and the chain recomputes to its end link"
           + (f" (anchored by {' and '.join(anchored)})" if anchored else

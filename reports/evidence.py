@@ -11,6 +11,9 @@
     audits/NAME.parquet    the same rows as a table (times as UTC TIMESTAMP)
     audits/NAME.json       the audit's summary and its rows that need attention (not every row)
     charts/NAME.csv        the figures behind each chart
+    reviews/NAME.population.jsonl, reviews/NAME.json
+                           each access review campaign of the period: its population as hashed into its
+                           start event, and its decisions and remediation (reports/review_evidence.py)
 
 The events are cut at the ledger's head when the export starts, so the JSONL, the Parquet file
 and the audits describe the same log even if it grows meanwhile. The full verify and the JSONL
@@ -192,6 +195,7 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
 
     from reports.audits import AUDITS, run_audit
     from reports.html import render_report
+    from reports.review_evidence import write_reviews
     from reports.warehouse import Warehouse
 
     for sub in ("events", "audits", "charts"):
@@ -224,6 +228,11 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
             report("charts", 0.72)
             charts = _charts(wh, results.get("secrets"), start_at, end_at, first, last, folder)
             organization = _organization(wh)
+            report("access reviews", 0.74)
+            # The warehouse only says whether to read the log for campaigns: what is written comes from the log.
+            started = wh.con.execute("SELECT count(*) FROM events WHERE type = 'ReviewStarted' AND position <= ?",
+                                     [last]).fetchone()
+            reviews = write_reviews(led, folder, first, last) if started and started[0] else []
             report("hashing", 0.76)
             # While the worker finishes its pass over the log: the files written so far.
             hashes = {rel: _hash_entry(path) for rel, path in _bundle_files(folder)
@@ -240,7 +249,8 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
             context = {"organization": organization, "period": {"from": start_at, "to": end_at},
                        "generated_at": generated_at, "version": version("access-ledger"), "head": head,
                        "digest": digest, "verify": verified, "events": last - first + 1 if last >= first else 0}
-            html = render_report(context, results, charts, {n: m["needs_attention"] for n, m in audits_meta.items()})
+            html = render_report(context, results, charts, {n: m["needs_attention"] for n, m in audits_meta.items()},
+                                 reviews)
             findings = {name: split_rows(r, 1000, 0)[0] for name, r in results.items()}
             write_private(folder / "report.html", html)
         finally:
@@ -278,6 +288,8 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
         "audits": audits_meta,
         "charts": {name: {"title": c["title"], "file": f"charts/{name}.csv", "sql": c["sql"]}
                    for name, c in charts.items()},
+        "reviews": {r["campaign"]: {"file": r["file"], "population": r["population"],
+                                    "start_position": r["start_position"]} for r in reviews},
         "chain": chain,
         "files": files,
     }
@@ -638,7 +650,7 @@ def _parse_manifest(target: Path, raw: bytes) -> dict[str, Any]:
             raise BundleProblem(f"{MANIFEST}: file entry {name!r}: \"sha256\" is not 64 lowercase hex digits")
         if not (isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 1 << 53):
             raise BundleProblem(f"{MANIFEST}: file entry {name!r}: \"bytes\" is not a size in bytes")
-    for key in ("period", "ledger", "audits", "charts", "tool"):
+    for key in ("period", "ledger", "audits", "charts", "reviews", "tool"):
         if key in manifest and not isinstance(manifest[key], dict):
             raise BundleProblem(f"{MANIFEST}: \"{key}\" is not an object")
     if "signature" in manifest and not isinstance(manifest["signature"], dict):

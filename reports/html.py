@@ -74,8 +74,9 @@ def _template(name: str) -> str:
 
 
 def render_report(context: dict[str, Any], results: dict[str, AuditResult], charts: dict[str, dict[str, Any]],
-                  attention: dict[str, int]) -> str:
-    """The whole report page. `context`: organization, period, generated_at, version, head, digest, verify, events."""
+                  attention: dict[str, int], reviews: list[dict[str, Any]] | None = None) -> str:
+    """The whole report page. `context`: organization, period, generated_at, version, head, digest, verify, events;
+    `reviews`: the access review campaigns of the period (reports/review_evidence.py)."""
     org = context.get("organization", {}).get("name") or "the organization"
     period = context["period"]
     total = sum(attention.values())
@@ -95,7 +96,7 @@ def render_report(context: dict[str, Any], results: dict[str, AuditResult], char
         '<nav><a href="#summary">Summary</a><a href="#charts">Charts</a><a href="#principals">People and '
         'accounts</a>'
         + "".join(f'<a href="#{escape(n)}">{escape(r.title)}</a>' for n, r in results.items())
-        + '<a href="#check">Checking this bundle</a></nav>',
+        + '<a href="#access-reviews">Access reviews</a><a href="#check">Checking this bundle</a></nav>',
         "</header><main>",
         '<noscript><p class="banner bad">The tables of this page are drawn by its script, which is off: every row '
         "is also in <code>audits/NAME.csv</code> beside this file.</p></noscript>",
@@ -119,7 +120,7 @@ def render_report(context: dict[str, Any], results: dict[str, AuditResult], char
     ]
     for name, result in results.items():
         parts.append(_audit_section(name, result, attention.get(name, 0)))
-    parts += [_check_section(context, results), "</main>",
+    parts += [_reviews_section(reviews or []), _check_section(context, results), "</main>",
               f"<footer>access-ledger {escape(context['version'])} &middot; ledger head position "
               f"{context['head']:,} &middot; this page loads nothing from the network.</footer>",
               f"<script>{_template('report.js')}</script>", "</body></html>"]
@@ -261,6 +262,84 @@ def _audit_section(name: str, result: AuditResult, attention: int) -> str:
             + (f'<div class="chips">{chips}</div>' if chips else "")
             + _table(f"t-{name}", shown, columns, routine, len(result),
                      n_att, f"audits/{name}.csv"))
+
+
+REVIEW_COLUMNS = ("item", "principal", "role", "tenant", "resource", "via", "privileged", "reviewer", "decision",
+                  "decided_at", "decision_position", "reason", "outcome", "remediation", "removal_position",
+                  "removed_at", "seconds_to_revoke", "exception")
+
+
+def _reviews_section(reviews: list[dict[str, Any]]) -> str:
+    """Per access review campaign of the period: scope, population, progress, every decision, remediation, exceptions."""
+    head = ('<h2 id="access-reviews">Access reviews</h2><p>Each campaign of the period: who reviewed which access, '
+            "every decision with its reviewer, time and reason, the removal event that carried out each revocation "
+            "and how long after the decision it came, and what was left as an exception. The population was fixed "
+            "when the campaign started; its file holds it exactly as hashed into the start event, so "
+            "<code>sha256sum</code> of the file gives the SHA-256 shown, and <code>check_bundle.py</code> checks "
+            "it against the chained event.</p>")
+    if not reviews:
+        return head + "<p>No access review campaign was started or open in this period.</p>"
+    return head + "".join(_campaign(i, r) for i, r in enumerate(reviews, 1))
+
+
+def _campaign(index: int, r: dict[str, Any]) -> str:
+    import pyarrow as pa
+
+    scope, population, closed = r["scope"], r["population"], r["closed"]
+    teams = "".join(f"; {escape(pair.replace('=', ' reviewed by '))}" for pair in scope["reviewers"])
+    facts = [
+        ("Scope", f"tenants {escape(', '.join(scope['tenants']))}; "
+                  + ("privileged assignments only" if scope["privileged_only"] else "every assignment in force")),
+        ("Reviewers", escape(scope["reviewer"]) + teams
+         + (f"; fallback {escape(scope['fallback_reviewer'])}" if scope.get("fallback_reviewer") else "")),
+        ("Owner", escape(r["owner"])),
+        ("Started", f"{escape(r['started_at'])} (position {r['start_position']:,}; population as of position "
+                    f"{r['as_of_position']:,})" + (f"; due {escape(scope['due'])}" if scope.get("due") else "")),
+        ("Closed", "not by the end of the period" if closed is None else
+         f"{escape(closed['at'])} by {escape(closed['actor'])} (position {closed['position']:,}); undecided items: "
+         f"{escape(closed['undecided'])}; revocations " + ("applied by the close" if closed["auto_revoke"] else
+                                                            "left to be recorded when done")),
+        ("Population", f"{population['items']:,} items, SHA-256 <code>{escape(population['sha256'])}</code> in "
+                       f"<code>{escape(population['file'])}</code>"),
+    ]
+    out = [f'<h3 id="review-{index}">Campaign {escape(r["campaign"])}</h3>', '<dl class="meaning">']
+    out += [f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts]
+    if r.get("error"):
+        out.append(f'</dl><p class="banner bad">{escape(r["error"])}</p>')
+        return "".join(out)
+    p = r["progress"]
+    per = "; ".join(f"{escape(who)} {n['decided']:,} of {n['items']:,}" for who, n in r["reviewers"].items())
+    out.append(f"<dt>Progress</dt><dd>{p['decided']:,} of {p['items']:,} items decided ({p['kept']:,} kept, "
+               f"{p['decided'] - p['kept']:,} revoked); per reviewer: {per}</dd>")
+    waits = sorted(i["time_to_revoke_seconds"] for i in r["items"] if i["time_to_revoke_seconds"] is not None)
+    out.append(f"<dt>Remediation</dt><dd>{p['carried_out']:,} of {p['revoked']:,} revocations carried out"
+               + (f"; time to revoke: median {_duration(waits[len(waits) // 2])}, longest {_duration(waits[-1])}"
+                  if waits else "") + "</dd></dl>")
+    exceptions = r["exceptions"]
+    if exceptions:
+        out.append(f'<p class="limit"><strong>{len(exceptions):,} exception{"s" if len(exceptions) != 1 else ""}'
+                   "</strong> (first in the table): "
+                   + "; ".join(f"item {e['item']} ({escape(e['principal'])}, {escape(e['role'])} in "
+                               f"{escape(e['tenant'])}): {escape(e['exception'])}" for e in exceptions[:LIST_SHOWN])
+                   + (f"; and {len(exceptions) - LIST_SHOWN:,} more in <code>{escape(r['file'])}</code>"
+                      if len(exceptions) > LIST_SHOWN else "") + ".</p>")
+    else:
+        out.append("<p>No exception.</p>")
+    items = sorted(r["items"], key=lambda i: (i["exception"] is None, i["item"]))[:ROW_LIMIT]
+    rows = [{**{c: i.get(c) for c in REVIEW_COLUMNS}, "remediation": (i["remediation"] or {}).get("type"),
+             "removal_position": (i["remediation"] or {}).get("position"),
+             "removed_at": (i["remediation"] or {}).get("at"), "seconds_to_revoke": i["time_to_revoke_seconds"]}
+            for i in items]
+    out.append(_table(f"rv-{index}", pa.Table.from_pylist(rows), list(REVIEW_COLUMNS), None, len(r["items"]),
+                      len(exceptions), r["file"]))
+    return "".join(out)
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds} s"
 
 
 def _check_section(context: dict[str, Any], results: dict[str, AuditResult]) -> str:

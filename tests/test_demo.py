@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
 from ledger.cli import app
+from ledger.cli.demo import LEAVER_FINDINGS, TERMINATIONS
 from ledger.generator import generate
 from reports.evidence import needs_attention, verify_bundle
 
@@ -32,7 +35,9 @@ def test_demo_finds_every_planted_incident_and_nothing_else(demo_run):
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())
     assert "verify: intact" in out
-    assert "7 of 7 planted incidents found by their audits; nothing else flagged" in out
+    assert "10 of 10 planted incidents found by their audits; nothing else flagged" in out
+    hr = db.parent / TERMINATIONS
+    assert f"HR leavers file: {hr} (3 leavers, read by `audit leavers --hr`)" in out
     seconds = float(re.search(r"done in ([\d.]+) s", out).group(1))
     assert seconds <= 60
     # The file count the demo prints is the bundle's, and the README's.
@@ -47,36 +52,53 @@ def test_demo_finds_every_planted_incident_and_nothing_else(demo_run):
     incidents = scenario.incidents
     assert {i.kind for i in incidents} == {"unauthorised-secret-read", "self-grant", "sod-conflict", "dormant-admin",
                                            "expired-grant-not-revoked", "change-without-reason",
-                                           "deactivated-with-grants"}
+                                           "deactivated-with-grants", "rubber-stamp-review",
+                                           "revocation-not-carried-out", "late-leaver"}
+    # The HR file lists the year's leavers, as the scenario terminated them.
+    assert hr.read_text() == scenario.terminations_csv()
+    assert [line.split(",")[0] for line in hr.read_text().splitlines()] == ["person", "user:rafael", "user:bjorn",
+                                                                             "user:mei"]
     # Each audit's JSON file holds its findings needing attention (every row is in its CSV and Parquet files).
     rows = {name: json.loads((evidence / "audits" / f"{name}.json").read_text())["findings"]
-            for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene")}
+            for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews")}
+    from reports.leavers import run_leavers
+    from reports.warehouse import Warehouse
+
+    with AccessLedger.open(str(db)) as led, Warehouse.open(led) as wh:
+        rows["leavers"] = [r for r in run_leavers(wh, str(hr), sla="24h").rows if r.get("finding") in LEAVER_FINDINGS]
+
+    def attention(name: str, row: dict) -> bool:
+        return name == "leavers" or needs_attention(name, row)
 
     def shows(row: dict, incident) -> bool:
         return row.get("who") == incident.principal or incident.position in (row.get("positions") or [])
 
     expected = {"unauthorised-secret-read": "unauthorised-access", "self-grant": "self-grant",
                 "dormant-admin": "dormant-principal", "expired-grant-not-revoked": "expired-not-revoked",
-                "change-without-reason": "change-without-reason", "deactivated-with-grants": "grant-to-deactivated"}
+                "change-without-reason": "change-without-reason", "deactivated-with-grants": "grant-to-deactivated",
+                # A rubber stamp keeps everything: both rows name the reviewer.
+                "rubber-stamp-review": {"rubber-stamp", "all-keep"},
+                "revocation-not-carried-out": "revocation-not-carried-out", "late-leaver": "late-deactivation"}
     for incident in incidents:
-        found = [r for r in rows[incident.audit] if needs_attention(incident.audit, r) and shows(r, incident)]
+        found = [r for r in rows[incident.audit] if attention(incident.audit, r) and shows(r, incident)]
         assert found, f"{incident.kind} of {incident.principal} not in the {incident.audit} audit"
         if incident.kind in expected:
-            assert {r["finding"] for r in found} == {expected[incident.kind]}, incident
+            want = expected[incident.kind]
+            assert {r["finding"] for r in found} == (want if isinstance(want, set) else {want}), incident
     hana = [r for r in rows["sod"] if r["who"] == "user:hana"]
     assert [(r["rule"], r["tenant"]) for r in hana] == [("build-and-promote", "production")]
     # Nothing is reported as a violation that was not planted (the dormant admin's full control shows in sod too).
     for name, audit_rows in rows.items():
         for row in audit_rows:
-            if needs_attention(name, row):
+            if attention(name, row):
                 assert any(shows(row, i) for i in incidents), f"{name}: unplanted finding {row}"
 
 
 def test_demo_suggested_commands_answer_as_the_demo_said(demo_run):
     result, db, _ = demo_run
     commands = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("access-ledger --db")]
-    assert len(commands) == 3
-    check, explain, audit = (c.split()[1:] for c in commands)  # drop the program name
+    assert len(commands) == 5
+    check, explain, audit, reviews, leavers = (shlex.split(c)[1:] for c in commands)  # drop the program name
     denied = runner.invoke(app, check)
     assert denied.exit_code == 1, denied.output  # the unauthorised read was not allowed at that instant
     assert "no assignment" in denied.stdout
@@ -86,6 +108,28 @@ def test_demo_suggested_commands_answer_as_the_demo_said(demo_run):
     audited = runner.invoke(app, audit)
     assert audited.exit_code == 0, audited.output
     assert "self-grant" in audited.stdout
+    reviewed = runner.invoke(app, reviews)
+    assert reviewed.exit_code == 0, reviewed.output
+    assert "rubber-stamp" in reviewed.stdout and "revocation-not-carried-out" in reviewed.stdout
+    assert leavers[-2:] == ["--hr", str(db.parent / TERMINATIONS)]
+    left = runner.invoke(app, leavers)
+    assert left.exit_code == 0, left.output
+    assert "late-deactivation" in left.stdout and "user:mei" in left.stdout
+
+
+def test_demo_campaigns_are_in_the_ledger_as_planned(demo_run):
+    result, db, _ = demo_run
+    listed = runner.invoke(app, ["--db", str(db), "review", "list", "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    summary = {r["campaign"]: (r["status"], r["tenants"], r["decided"] == r["items"], r["revoked"], r["exceptions"],
+                               r["revocations_open"]) for r in json.loads(listed.stdout)}
+    # Q4's revocations were applied by the platform, all but the leaver's three (two roles, one team).
+    assert summary == {"Q3-production": ("closed", "production", True, 0, 0, 0),
+                       "Q4-all-tenants": ("closed", "production,research,staging", True, 6, 0, 3)}
+    status = runner.invoke(app, ["--db", str(db), "review", "status", "Q3-production", "--format", "json"])
+    assert status.exit_code == 0, status.output
+    per = {r["reviewer"]: (r["items"], r["kept"]) for r in json.loads(status.stdout)}
+    assert per["user:farah"][0] >= 10 and per["user:farah"][0] == per["user:farah"][1]  # the rubber stamp
 
 
 def test_demo_replaces_its_own_ledger_but_refuses_any_other(tmp_path):
@@ -98,6 +142,15 @@ def test_demo_replaces_its_own_ledger_but_refuses_any_other(tmp_path):
     with AccessLedger.open(str(db)) as led:
         assert led.head() == 1
     assert not (tmp_path / "ev").exists()
+
+
+def test_demo_without_the_leavers_audit_refuses_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "reports.leavers", None)  # as if reports/leavers.py were missing
+    result = runner.invoke(app, ["--db", str(tmp_path / "d.db"), "demo", "--evidence", str(tmp_path / "ev")])
+    assert result.exit_code == 2
+    assert result.stderr == ("Error: this build has no leavers audit (reports/leavers.py, `audit leavers`): the demo's "
+                             "planted late leaver could not be checked, so the demo does not run\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_demo_refuses_an_evidence_folder_that_is_not_a_bundle(tmp_path):

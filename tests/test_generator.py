@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
+from itertools import takewhile
 
 import orjson
 import pytest
@@ -12,6 +13,7 @@ from ledger.app import AccessLedger
 from ledger.events import encode, parse_json
 from ledger.generator import INCIDENT_AUDITS, SMALL, generate, is_generated
 from projections.permissions import PermissionState
+from projections.reviews import carried_out, population, population_sha256, route
 
 END = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 POPULATION = dict(events=30_000, users=300, tenants=12, roles=30, assignments=2_500)
@@ -93,25 +95,32 @@ def test_population_has_the_shape_asked_for(population_lines):
 
 
 def test_population_imports_and_its_audits_find_exactly_the_planted(tmp_path, population_lines):
+    from ledger.cli.demo import LEAVER_FINDINGS
     from reports.audits import AUDITS, run_audit
     from reports.evidence import needs_attention
+    from reports.leavers import run_leavers
     from reports.warehouse import Warehouse
 
     lines, scenario = population_lines
+    hr = tmp_path / "terminations.csv"
+    hr.write_text(scenario.terminations_csv())
     with AccessLedger.open(str(tmp_path / "p.db"), create=True) as led:
         assert led.import_lines(lines).written == len(lines)
         with Warehouse.open(led) as wh:
             wh.sync()
             results = {name: run_audit(wh, name, at="2026-03-01T12:00:00Z", sync=False).rows for name in AUDITS}
+            results["leavers"] = run_leavers(wh, str(hr), sla="24h", at="2026-03-01T12:00:00Z").rows
+
+    def attention(name, row):
+        return row.get("finding") in LEAVER_FINDINGS if name == "leavers" else needs_attention(name, row)
 
     def shows(row, incident):
         return row.get("who") == incident.principal or incident.position in (row.get("positions") or [])
     for incident in scenario.incidents:
-        assert any(needs_attention(incident.audit, r) and shows(r, incident) for r in results[incident.audit]), \
-            incident
+        assert any(attention(incident.audit, r) and shows(r, incident) for r in results[incident.audit]), incident
     for name, rows in results.items():
         for row in rows:
-            if needs_attention(name, row):
+            if attention(name, row):
                 assert any(shows(row, i) for i in scenario.incidents), (name, row)
 
 
@@ -135,3 +144,114 @@ def test_every_time_bound_grant_that_expired_was_revoked_except_the_planted(end_
                if i.kind == "expired-grant-not-revoked"}
     assert left == planted
     assert planted
+
+
+def _campaigns(lines: list[bytes]) -> tuple[dict[str, dict], PermissionState]:
+    """Replay the log as the ledger does: each campaign's population at its start position (checked
+    against the start event), its decisions and close; and the state at the end."""
+    state = PermissionState()
+    found: dict[str, dict] = {}
+    for position, line in enumerate(lines, 1):
+        ev = orjson.loads(line)
+        if ev["type"] == "ReviewStarted":
+            assert ev["as_of_position"] == position - 1
+            items = population(state, ev["at"], ev["tenants"], ev["privileged_only"])
+            assert (len(items), population_sha256(items)) == (ev["items"], ev["population_sha256"]), ev["campaign"]
+            route(items, state, ev["reviewer"], ev["reviewers"], ev.get("fallback_reviewer"))
+            found[ev["campaign"]] = {"start": ev, "items": items, "decisions": [], "close": None}
+        elif ev["type"] == "ReviewDecided":
+            c = found[ev["campaign"]]
+            assert c["close"] is None and ev["at"] < c["start"]["due"]
+            assert c["items"][ev["item"] - 1]["reviewer"] == ev["reviewer"]
+            c["decisions"].append((position, ev))
+        elif ev["type"] == "ReviewClosed":
+            found[ev["campaign"]]["close"] = (position, ev)
+        state.apply(position, ev)
+    return found, state
+
+
+def test_campaigns_re_derive_and_are_decided_as_planted(small_lines, population_lines):
+    """Two campaigns whose populations the ledger re-derives; every item decided before the due date by
+    its reviewer; one reviewer rubber-stamps (10 decisions within 30 s), everyone else works at a
+    person's pace and revokes something."""
+    for lines, scenario in (small_lines, population_lines):
+        campaigns, _ = _campaigns(lines)
+        assert sorted(campaigns) == ["Q3-production", "Q4-all-tenants"]
+        stamp = scenario.incidents_by_kind()["rubber-stamp-review"][0]
+        hurried = set()
+        for name, c in campaigns.items():
+            assert c["close"] is not None and c["close"][1]["at"] < c["start"]["due"]
+            assert sorted(ev["item"] for _, ev in c["decisions"]) == list(range(1, c["start"]["items"] + 1))
+            per: dict[str, list] = {}
+            for _, ev in c["decisions"]:
+                per.setdefault(ev["reviewer"], []).append(ev)
+            for reviewer, evs in per.items():
+                times = [datetime.fromisoformat(ev["at"]) for ev in evs]
+                if any((times[k + 9] - times[k]).total_seconds() <= 30 for k in range(len(times) - 9)):
+                    hurried.add((name, reviewer))
+                elif len(evs) >= 10:
+                    assert any(ev["decision"] == "revoke" for ev in evs), (name, reviewer)
+        assert hurried == {("Q3-production", stamp.principal)}
+        assert orjson.loads(lines[stamp.position - 1])["reviewer"] == stamp.principal
+
+
+def test_revocations_are_carried_out_but_the_planted_one_and_never_re_granted(small_lines, population_lines):
+    for lines, scenario in (small_lines, population_lines):
+        campaigns, _ = _campaigns(lines)
+        undone = scenario.incidents_by_kind()["revocation-not-carried-out"][0]
+        assert orjson.loads(lines[undone.position - 1])["decision"] == "revoke"
+        events = [orjson.loads(line) for line in lines]
+        left = set()
+        for c in campaigns.values():
+            revoked = [c["items"][ev["item"] - 1] for _, ev in c["decisions"] if ev["decision"] == "revoke"]
+            at_due = PermissionState().fold(takewhile(lambda p: p[1]["at"] <= c["start"]["due"],
+                                                      enumerate(events, 1)))
+            left |= {r["principal"] for r in revoked if not carried_out(r, at_due)}
+        assert left == {undone.principal}
+        removed: dict[tuple, str] = {}
+        for ev in events:
+            key = (ev.get("role"), ev.get("principal"), ev.get("tenant"), ev.get("resource"))
+            if ev["type"] == "RoleUnassigned" and ev.get("reason", "").startswith("access review "):
+                removed[key] = ev["at"]
+            elif ev["type"] == "RoleAssigned" and key in removed:
+                assert (datetime.fromisoformat(ev["at"]) - datetime.fromisoformat(removed[key])).days > 30, key
+        assert removed
+
+
+def test_leavers_are_deactivated_within_a_day_but_the_late_one_and_use_nothing_after(small_lines, population_lines):
+    for lines, scenario in (small_lines, population_lines):
+        terminated = dict(scenario.terminations)
+        assert len(terminated) >= 3
+        assert scenario.terminations_csv().splitlines()[0] == "person,terminated_at"
+        late = scenario.incidents_by_kind()["late-leaver"][0]
+        deactivated: dict[str, tuple[int, str]] = {}
+        for position, line in enumerate(lines, 1):
+            ev = orjson.loads(line)
+            who = ev.get("principal") if ev["type"] in ("ResourceAccessed", "ConnectorSecretAccessed") else None
+            if who in terminated:
+                assert ev["at"] < terminated[who], (who, ev)
+            if ev["type"] == "UserDeactivated" and f"user:{ev['user']}" in terminated:
+                deactivated.setdefault(f"user:{ev['user']}", (position, ev["at"]))
+        assert set(deactivated) == set(terminated)
+        slow = {p for p, (_, at) in deactivated.items()
+                if (datetime.fromisoformat(at) - datetime.fromisoformat(terminated[p])).total_seconds() > 86_400}
+        assert slow == {late.principal}
+        assert deactivated[late.principal][0] == late.position
+
+
+def test_every_privileged_access_older_than_90_days_was_reviewed_in_the_last_90(small_lines, population_lines):
+    """What `audit reviews` checks at the end of the history (privileged-not-reviewed)."""
+    end = "2026-03-01T12:00:00Z"
+    window = "2025-12-01T12:00:00Z"  # 90 days before the end
+    for lines, _ in (small_lines, population_lines):
+        campaigns, state = _campaigns(lines)
+        reviewed = {(r["principal"], r["role"], r["tenant"], r["resource"]) for c in campaigns.values()
+                    if window <= c["close"][1]["at"] <= end for r in c["items"]}
+        held = population(state, end, sorted(t for t, live in state.tenants.items() if live), True)
+        def since(r):  # held directly, or through a team since the later of the grant and the membership
+            holder = f"team:{r['via']}" if r["via"] else r["principal"]
+            granted = state.assignments[(r["role"], holder, r["tenant"], r["resource"])].source.at
+            return max(granted, state.members[r["via"]][r["principal"]].at) if r["via"] else granted
+        old = [r for r in held if since(r) < window]
+        assert old
+        assert [r for r in old if (r["principal"], r["role"], r["tenant"], r["resource"]) not in reviewed] == []

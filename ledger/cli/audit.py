@@ -140,3 +140,52 @@ def hygiene(ctx: typer.Context, at: AtOption = None, start: FromOption = None, e
     """Self-grants, grants to deactivated principals, expired grants never revoked, roles with no holders, empty
     teams, admin counts, and changes without a reason (in the --from/--to period)."""
     _run(ctx, "hygiene", warehouse, fmt, out, at=at, start=start, end=end, period=period)
+
+
+@audit_app.command("reviews")
+def reviews(ctx: typer.Context, at: AtOption = None, start: FromOption = None, end: ToOption = None,
+            period: PeriodOption = None, warehouse: WarehouseOption = None, fmt: FormatOption = Format.table,
+            out: OutOption = None) -> None:
+    """Access review campaigns started or closed in the period: completion per reviewer, overdue items, rubber
+    stamps, all-keep reviewers, self-reviews, revocations not carried out or re-granted, and privileged access
+    no campaign closed in the 90 days before --at reviewed."""
+    _run(ctx, "reviews", warehouse, fmt, out, at=at, start=start, end=end, period=period)
+
+
+HrOption = Annotated[Path, typer.Option(
+    "--hr", help="CSV of the people HR says have left: a header, then person (user:NAME, or a bare NAME) and "
+    "terminated_at (or termination_time): ISO-8601, a date (midnight UTC), or a time without zone (UTC).")]
+SlaOption = Annotated[str, typer.Option("--sla", help="How soon after the termination the account must be "
+                                                      "deactivated: 24h, 2d, 30min (the units of --window).")]
+
+
+@audit_app.command("leavers")
+def leavers(ctx: typer.Context, hr: HrOption, sla: SlaOption = "24h", at: AtOption = None,
+            warehouse: WarehouseOption = None, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+    """People HR says have left: when each account was deactivated and each grant removed, secret reads and
+    accesses after the termination, and deactivations later than the SLA."""
+    with handled():
+        from reports.leavers import BRIEF, read_hr, run_leavers, sla_span
+        from reports.warehouse import Warehouse
+
+        at = when(at, "at")
+        # A bad file or SLA is refused before a possibly long sync.
+        sla_span(sla)
+        people = read_hr(hr)
+        led = open_ledger(ctx)
+        try:
+            wh = Warehouse.open(led, warehouse)
+            try:
+                if wh.rebuilt:
+                    typer.echo(f"note: the warehouse {wh.path} is synced afresh: {wh.rebuilt}", err=True)
+                _sync(wh)
+                result = run_leavers(wh, people, sla=sla, at=at, sync=False)
+            finally:
+                wh.close()
+        finally:
+            led.close()
+        columns, caption = result.columns, None
+        if fmt is Format.table:
+            columns = [c for c in BRIEF if c in result.columns]
+            caption = f"{len(result.rows):,} row(s); --format csv|json|markdown shows every column"
+        emit(result.rows, fmt, out, columns=columns, title=result.title, caption=caption)

@@ -1,8 +1,9 @@
 """`access-ledger demo`: a year of a realistic ML platform, recorded, audited and exported as evidence.
 
 Everything goes through the paths a user's data takes: the bulk import, verify, the DuckDB
-warehouse, the audits and the evidence export. The ledger file is replaced only if it is an
-earlier demo's (its first event says it was generated); any other ledger needs --force.
+warehouse, the audits and the evidence export, and `audit leavers` over the HR system's
+terminations file the demo writes beside the bundle. The ledger file is replaced only if it is
+an earlier demo's (its first event says it was generated); any other ledger needs --force.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import typer
 from ledger.cli.common import Interrupted, db_url, fail, handled, is_interruption
 
 DEMO_EVIDENCE = "demo-evidence"
+TERMINATIONS = "access-ledger-demo-terminations.csv"  # beside the evidence folder
+#: The rows of `audit leavers` to act on (the rest lists each leaver's deactivation and removals).
+LEAVER_FINDINGS = frozenset({"late-deactivation", "access-after-termination"})
 
 
 class Size(str, Enum):
@@ -49,13 +53,16 @@ def demo(
 
     from ledger.app import AccessLedger
     from ledger.generator import SIZES, generate
+    from ledger.private import write_private
     from ledger.timeutil import now, parse_instant
 
     # Piped into a file or a pager, the summary keeps its table rows on one line each.
     console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
     url = db or db_url(ctx)
     started = time.perf_counter()
+    hr = evidence.parent / TERMINATIONS
     with handled():
+        run_leavers = _leavers_audit()  # before anything is written
         _make_room(url, evidence, force)
         scenario = generate(SIZES[size.value], parse_instant(end, "end") if end else now())
         led = AccessLedger.open(url, create=True)
@@ -67,7 +74,8 @@ def demo(
             console.print(f"[bold]access-ledger demo[/]: a year of {whose} ML platform, into {led.store.label}")
             _import(led, scenario, size)
             written = led.head()
-            result = _export(led, evidence, url)
+            write_private(hr, scenario.terminations_csv())
+            result, leavers = _export(led, evidence, url, hr, run_leavers)
             answer = _point_in_time(led, scenario)
         except BaseException as exc:
             if not is_interruption(exc):
@@ -81,11 +89,22 @@ def demo(
             raise Interrupted("interrupted: nothing was written; run the demo again") from None
         finally:
             led.close()
-    _summary(console, scenario, result, answer, size)
+    _summary(console, scenario, result, leavers, answer, hr)
     elapsed = time.perf_counter() - started
     console.print(f"\ndone in {elapsed:.1f} s. Next, try:")
-    for command in _next_commands(ctx, db, scenario):
+    for command in _next_commands(ctx, db, scenario, hr):
         console.print(f"  {command}", soft_wrap=True)
+
+
+def _leavers_audit() -> Any:
+    """reports.leavers.run_leavers, which checks the planted late leaver; without it the demo cannot
+    say what it found."""
+    try:
+        from reports.leavers import run_leavers
+    except ImportError:
+        fail("this build has no leavers audit (reports/leavers.py, `audit leavers`): the demo's planted late "
+             "leaver could not be checked, so the demo does not run")
+    return run_leavers
 
 
 def _make_room(url: str, evidence: Path, force: bool) -> None:
@@ -148,13 +167,18 @@ def _import(led: Any, scenario: Any, size: Size) -> None:
         led.import_lines(lines(), workers=default_workers() if size is Size.large else 0)
 
 
-def _export(led: Any, evidence: Path, url: str) -> Any:
+def _export(led: Any, evidence: Path, url: str, hr: Path, run_leavers: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """The evidence bundle, and the leavers of the HR file past their SLA (from the same warehouse)."""
     from ledger.cli.evidence import progress_bar
     from reports.evidence import export_bundle
+    from reports.warehouse import Warehouse
 
     command = "access-ledger" + (f" --db {shlex.quote(url)}" if url != "access-ledger.db" else "") + " demo"
-    with progress_bar("evidence") as report:
-        return export_bundle(led, evidence, command=command, progress=report, replace=True)
+    with Warehouse.open(led) as wh:
+        with progress_bar("evidence") as report:
+            result = export_bundle(led, evidence, command=command, progress=report, replace=True, warehouse=wh)
+        leavers = run_leavers(wh, str(hr), sla="24h")
+    return result, [r for r in leavers.rows if r.get("finding") in LEAVER_FINDINGS]
 
 
 def _point_in_time(led: Any, scenario: Any) -> dict[str, Any] | None:
@@ -176,7 +200,8 @@ def _connector(scenario: Any, incident: Any) -> str:
     return incident.detail.split("credentials of ", 1)[1].split(" ", 1)[0]
 
 
-def _summary(console: Any, scenario: Any, result: Any, answer: dict[str, Any] | None, size: Size) -> None:
+def _summary(console: Any, scenario: Any, result: Any, leavers: list[dict[str, Any]], answer: dict[str, Any] | None,
+             hr: Path) -> None:
     from rich.table import Table
 
     m = result.manifest
@@ -190,8 +215,9 @@ def _summary(console: Any, scenario: Any, result: Any, answer: dict[str, Any] | 
                   f"events, head link {verified['link'][:16]}...")
     planted_who = {i.principal for i in scenario.incidents}
     planted_at = {i.position for i in scenario.incidents}
+    findings = {**result.findings, "leavers": leavers}
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for name, rows in result.findings.items():
+    for name, rows in findings.items():
         for row in rows:
             groups.setdefault((name, row.get("who") or ""), []).append(row)
     total = sum(len(rows) for rows in groups.values())
@@ -206,7 +232,7 @@ def _summary(console: Any, scenario: Any, result: Any, answer: dict[str, Any] | 
         finding = kinds[0] if len(kinds) == 1 else f"{len(kinds)} rules" if name == "sod" else ", ".join(kinds)
         if len(rows) > 1:
             finding += f" ({len(rows)} rows)"
-        wheres = sorted({str(r.get("where")) for r in rows})
+        wheres = sorted({str(r.get("where") or "organization") for r in rows})
         where = ", ".join(w.replace("tenant:", "") for w in wheres[:3]) + (f" +{len(wheres) - 3}" if len(wheres) > 3
                                                                            else "")
         planted = who in planted_who or any(set(r.get("positions") or ()) & planted_at for r in rows)
@@ -216,7 +242,7 @@ def _summary(console: Any, scenario: Any, result: Any, answer: dict[str, Any] | 
     console.print(table)
     missed = [i for i in scenario.incidents
               if not any(r.get("who") == i.principal or i.position in (r.get("positions") or ())
-                         for r in result.findings.get(i.audit, ()))]
+                         for r in findings.get(i.audit, ()))]
     console.print(f"  {len(scenario.incidents) - len(missed)} of {len(scenario.incidents)} planted incidents found by "
                   "their audits; " + (f"[red]{unplanted} finding(s) not planted[/]" if unplanted
                                       else "nothing else flagged"))
@@ -224,11 +250,12 @@ def _summary(console: Any, scenario: Any, result: Any, answer: dict[str, Any] | 
         verdict = "allowed" if answer["allowed"] else f"no: {answer['why_not']}"
         console.print(f"  point in time: could {answer['principal']} read {answer['resource']} at {answer['at']}? "
                       f"{verdict}")
+    console.print(f"  HR leavers file: {hr} ({len(scenario.terminations)} leavers, read by `audit leavers --hr`)")
     console.print(f"  evidence bundle: {result.path}/ ({len(m['files'])} files and manifest.json, report: "
                   f"{result.path}/report.html)")
 
 
-def _next_commands(ctx: typer.Context, db: str | None, scenario: Any) -> list[str]:
+def _next_commands(ctx: typer.Context, db: str | None, scenario: Any, hr: Path) -> list[str]:
     chosen = db or (ctx.find_root().obj or {}).get("db")
     prefix = "access-ledger" + (f" --db {shlex.quote(chosen)}" if chosen else "")
     by_kind = {i.kind: i for i in scenario.incidents}
@@ -238,4 +265,6 @@ def _next_commands(ctx: typer.Context, db: str | None, scenario: Any) -> list[st
         f"--tenant {breach.tenant} --at {breach.at}",
         f"{prefix} explain {sod.principal} promote model_version/fraud-detector-v3 --tenant {sod.tenant}",
         f"{prefix} audit hygiene",
+        f"{prefix} audit reviews",
+        f"{prefix} audit leavers --hr {shlex.quote(str(hr))}",
     ]
