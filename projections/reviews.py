@@ -37,9 +37,9 @@ class Campaign:
     start: dict[str, Any]
     decisions: dict[int, dict[str, Any]] = field(default_factory=dict)
     decided_at: dict[int, int] = field(default_factory=dict)
-    reassignments: list[dict[str, Any]] = field(default_factory=list)  # in log order
     close: dict[str, Any] | None = None
     close_position: int | None = None
+    reassignments: list[dict[str, Any]] = field(default_factory=list)  # in log order
 
 
 def population(state: PermissionState, instant: str, tenants: list[str], privileged_only: bool) -> list[dict[str, Any]]:
