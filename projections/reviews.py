@@ -39,7 +39,7 @@ class Campaign:
     decided_at: dict[int, int] = field(default_factory=dict)
     close: dict[str, Any] | None = None
     close_position: int | None = None
-    reassignments: list[dict[str, Any]] = field(default_factory=list)  # in log order
+    reassignments: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (position, event), in log order
 
 
 def population(state: PermissionState, instant: str, tenants: list[str], privileged_only: bool) -> list[dict[str, Any]]:
@@ -113,7 +113,7 @@ def campaigns(led: AccessLedger) -> dict[str, Campaign]:
             out[ev["campaign"]].decisions[ev["item"]] = ev
             out[ev["campaign"]].decided_at[ev["item"]] = pos
         elif t == "ReviewReassigned":
-            out[ev["campaign"]].reassignments.append(ev)
+            out[ev["campaign"]].reassignments.append((pos, ev))
         elif t == "ReviewClosed":
             out[ev["campaign"]].close = ev
             out[ev["campaign"]].close_position = pos
@@ -142,7 +142,7 @@ def derive(led: AccessLedger, c: Campaign, timeline: Any = None, *, context: boo
                                  f"{s['as_of_position']} does not match its start event (count or SHA-256): "
                                  "run `access-ledger verify`")
     route(items, state, s["reviewer"], s.get("reviewers", []), s.get("fallback_reviewer"))
-    for ev in c.reassignments:
+    for _, ev in c.reassignments:
         for n in ev["items"]:
             items[n - 1]["reviewer"] = ev["reviewer"]
             items[n - 1]["conflicted"] = conflict(items[n - 1], ev["reviewer"])

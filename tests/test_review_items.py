@@ -18,7 +18,8 @@ ALICE = ["build-and-promote", "register-and-read-connector-secret", "define-role
 
 def build_with_use(url: str) -> None:
     """build()'s history, and: frank holds a role breaking build-and-promote in prod; zed holds viewer on
-    model/m in prod only; alice is an org_admin too; uses by alice, ci, frank and zed, allowed and denied, in and out of scope."""
+    model/m in prod only; alice is an org_admin too; uses by alice, ci, frank and zed, allowed and
+    denied, in and out of scope."""
     build(url)
     with AccessLedger.open(url) as led:
         led.create_user("frank", at=T.format(1))
@@ -121,7 +122,8 @@ def test_reassign_then_only_the_new_reviewer_decides(started):
      "user:frank may not review item 6 of review campaign 'Q3': it is about their own access"),
     (["1", "--to", "user:carol", "--actor", "user:erin"],
      "user:carol may not review item 1 of review campaign 'Q3': it is a grant they made themselves"),
-    (["2", "--to", "user:carol", "--actor", "user:erin"], "item 2 of review campaign 'Q3' is already assigned to user:carol"),
+    (["2", "--to", "user:carol", "--actor", "user:erin"],
+     "item 2 of review campaign 'Q3' is already assigned to user:carol"),
     (["2", "--to", "user:nobody", "--actor", "user:erin"], "unknown user 'nobody'"),
     (["2", "--to", "team:research", "--actor", "user:erin"],
      "reviewer: 'team:research' must be a user or a service account"),
