@@ -280,6 +280,13 @@ class ReviewDecided(_Event):
     reviewer: Principal
 
 
+class ReviewReassigned(_Event):
+    type: Literal["ReviewReassigned"]
+    campaign: Name
+    items: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=100_000)]
+    reviewer: Principal
+
+
 class ReviewClosed(_Event):
     type: Literal["ReviewClosed"]
     campaign: Name
@@ -294,7 +301,7 @@ MODELS: tuple[type[_Event], ...] = (
     TeamCreated, TeamDeleted, TeamMemberAdded, TeamMemberRemoved,
     RoleCreated, RolePermissionsChanged, RoleDeleted, RoleAssigned, RoleUnassigned,
     ConnectorRegistered, ConnectorDeleted, ConnectorSecretAccessed, ResourceAccessed,
-    ReviewStarted, ReviewDecided, ReviewClosed,
+    ReviewStarted, ReviewDecided, ReviewReassigned, ReviewClosed,
 )
 EVENT_TYPES: dict[str, type[_Event]] = {m.__name__: m for m in MODELS}
 #: The event's own fields in documented order, per type (excluding type/at/actor/reason/id).

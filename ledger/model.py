@@ -508,6 +508,31 @@ class WriteModel:
         self._put(c)
         return f"campaign/{c.name}"
 
+    def _on_ReviewReassigned(self, ev: dict[str, Any]) -> str:
+        c = self._campaign(ev["campaign"])
+        if ev["actor"] != c.data["owner"]:
+            raise E.ReviewRefused(f"actor: only the owner of review campaign {c.name!r} ({c.data['owner']}) "
+                                  f"reassigns its items, not {ev['actor']}")
+        if c.status != "open":
+            raise E.ReviewRefused(f"review campaign {c.name!r} is closed: no reassignment after close")
+        seen: set[int] = set()
+        for item in ev["items"]:
+            if item > c.data["items"]:
+                raise E.ReviewRefused(f"items: {item} is not an item of review campaign {c.name!r} "
+                                      f"(it has {c.data['items']})")
+            if item in seen:
+                raise E.ReviewRefused(f"items: item {item} is given twice")
+            seen.add(item)
+            if str(item) in c.data["decisions"]:
+                raise E.ReviewRefused(f"items: item {item} of review campaign {c.name!r} is already decided "
+                                      f"({c.data['decisions'][str(item)]})")
+        if ev["reviewer"].startswith("team:"):
+            raise E.ValidationError(f"reviewer: {ev['reviewer']!r} must be a user or a service account")
+        reviewer = self._principal(ev["reviewer"])
+        if reviewer.status != "active":
+            raise E.InactivePrincipal(f"reviewer: {ev['reviewer']} is deactivated")
+        return f"campaign/{c.name}"
+
     def _on_ReviewClosed(self, ev: dict[str, Any]) -> str:
         c = self._campaign(ev["campaign"])
         if c.status != "open":

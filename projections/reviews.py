@@ -19,12 +19,15 @@ from projections.permissions import PermissionState
 if TYPE_CHECKING:
     from ledger.app import AccessLedger
 
-REVIEW_TYPES = ("ReviewStarted", "ReviewDecided", "ReviewClosed")
+REVIEW_TYPES = ("ReviewStarted", "ReviewDecided", "ReviewReassigned", "ReviewClosed")
 #: Actions that make an assignment privileged (beyond creating, reading and using).
 PRIVILEGED_ACTIONS = frozenset({"*", "read_secret_value", "delete", "update", "backup_restore", "write"})
 #: The population's facts, in the order they are hashed.
 FACTS = ("item", "principal", "role", "tenant", "resource", "via", "expires_at", "privileged", "principal_kind",
          "deactivated")
+#: What a reviewer sees beside the facts, found at the start position too but never hashed.
+CONTEXT = ("permissions", "last_used", "sod_conflicts")
+_USAGE_PREFIXES = (b'{"type":"ResourceAccessed"', b'{"type":"ConnectorSecretAccessed"')
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Campaign:
     decided_at: dict[int, int] = field(default_factory=dict)
     close: dict[str, Any] | None = None
     close_position: int | None = None
+    reassignments: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (position, event), in log order
 
 
 def population(state: PermissionState, instant: str, tenants: list[str], privileged_only: bool) -> list[dict[str, Any]]:
@@ -122,6 +126,8 @@ def campaigns(led: AccessLedger) -> dict[str, Campaign]:
         elif t == "ReviewDecided":
             out[ev["campaign"]].decisions[ev["item"]] = ev
             out[ev["campaign"]].decided_at[ev["item"]] = pos
+        elif t == "ReviewReassigned":
+            out[ev["campaign"]].reassignments.append((pos, ev))
         elif t == "ReviewClosed":
             out[ev["campaign"]].close = ev
             out[ev["campaign"]].close_position = pos
@@ -136,9 +142,11 @@ def campaign(led: AccessLedger, name: str) -> Campaign:
     return found[name]
 
 
-def derive(led: AccessLedger, c: Campaign, timeline: Any = None) -> list[dict[str, Any]]:
-    """The campaign's items re-derived from the log at its start position, checked against the start event."""
-    from projections.pit import Timeline
+def derive(led: AccessLedger, c: Campaign, timeline: Any = None, *, context: bool = False) -> list[dict[str, Any]]:
+    """The campaign's items re-derived from the log at its start position, checked against the start event,
+    each with its reviewer (as routed at the start, then as reassigned) and, with `context`, what a
+    reviewer needs beside the facts (CONTEXT)."""
+    from projections.pit import Timeline, _quiet_gc
 
     s = c.start
     state = (timeline or Timeline(led)).at_position(s["as_of_position"])
@@ -148,7 +156,98 @@ def derive(led: AccessLedger, c: Campaign, timeline: Any = None) -> list[dict[st
                                  f"{s['as_of_position']} does not match its start event (count or SHA-256): "
                                  "run `access-ledger verify`")
     route(items, state, s["reviewer"], s.get("reviewers", []), s.get("fallback_reviewer"))
+    for _, ev in c.reassignments:
+        for n in ev["items"]:
+            items[n - 1]["reviewer"] = ev["reviewer"]
+            items[n - 1]["conflicted"] = conflict(items[n - 1], ev["reviewer"])
+    if context:
+        with _quiet_gc():  # many small objects, no cycles, beside the large state
+            add_context(led, items, state, s["at"], s["as_of_position"])
     return items
+
+
+def add_context(led: AccessLedger, items: list[dict[str, Any]], state: PermissionState, instant: str,
+                position: int) -> None:
+    """Set each item's permissions, last use and separation-of-duties conflicts as of `position`.
+
+    A principal holds in a tenant exactly what its items there give (the population is every
+    assignment in force), unless deactivated (then it holds nothing, as `audit sod` says); what it
+    holds in the organization comes from the organization's assignments (few), read once.
+    """
+    from ledger.vocabulary import vocabulary
+    from reports.sod import load_rules
+
+    scoped = {(r["principal"], r["tenant"], r["resource"]) for r in items if r["resource"]}
+    uses = last_uses(led, {r["principal"] for r in items}, {r["tenant"] for r in items}, scoped, position)
+    org_types = vocabulary(state.preset).org_types if state.preset else ()
+    rules = [(rule.id, (rule.left, rule.left.split(":", 1)[0] in org_types),
+              (rule.right, rule.right.split(":", 1)[0] in org_types)) for rule in load_rules(None)[0]]
+    sides = {side for _, left, right in rules for side, _ in (left, right)}
+    perms_of: dict[tuple[str, str | None], tuple[list[str], frozenset[str]]] = {}
+
+    def permissions(role: str, resource: str | None) -> tuple[list[str], frozenset[str]]:
+        """The role's permissions on the resource (all, without one), and the rule sides they cover."""
+        scope_type = resource.split("/", 1)[0] if resource else None
+        if (role, scope_type) not in perms_of:
+            perms = sorted({p for p, _, _ in state.effective_permissions(role)
+                            if scope_type is None or p.split(":", 1)[0] in ("*", scope_type)})
+            perms_of[(role, scope_type)] = perms, frozenset(s for s in sides if _covered(s, set(perms)))
+        return perms_of[(role, scope_type)]
+
+    held: dict[tuple[str, str | None], set[str]] = {}  # (principal, tenant or None) -> rule sides held
+    for a in state.assignments.values():
+        if a.tenant is not None or not a.in_force(instant) or a.role not in state.roles:
+            continue
+        team = a.principal.split(":", 1)[1] if a.principal.startswith("team:") else None
+        holders = (state.members.get(team, {}) if state.teams.get(team, False) else ()) if team else (a.principal,)
+        for h in holders:
+            if state.principals.get(h, False):
+                held.setdefault((h, None), set()).update(permissions(a.role, a.resource)[1])
+    for r in items:
+        perms, covered = permissions(r["role"], r["resource"])
+        r["permissions"] = perms
+        granted = set(perms)
+        used = uses.get((r["principal"], r["tenant"], r["resource"]), {})
+        r["last_used"] = max((at for use, at in used.items() if _covered(use, granted)), default=None)
+        mine = held.setdefault((r["principal"], r["tenant"]), set())
+        if not r["deactivated"]:
+            mine |= covered
+    for r in items:
+        where = {False: held[(r["principal"], r["tenant"])], True: held.get((r["principal"], None), set())}
+        r["sod_conflicts"] = [rule for rule, (left, left_org), (right, right_org) in rules
+                              if not (left_org and right_org) and left in where[left_org]
+                              and right in where[right_org]]
+
+
+def _covered(permission: str, granted: set[str]) -> bool:
+    """True if one of the `granted` permissions (wildcards count) covers `permission` (TYPE:ACTION)."""
+    rtype, action = permission.split(":", 1)
+    return bool(granted & {permission, f"*:{action}", f"{rtype}:*", "*:*"})
+
+
+def last_uses(led: AccessLedger, principals: set[str], tenants: set[str | None],
+              scoped: set[tuple[str, str, str]], position: int
+              ) -> dict[tuple[str, str | None, str | None], dict[str, str]]:
+    """The last allowed use of each TYPE:ACTION up to `position`, per (principal, tenant, None)
+    and, for the resources in `scoped`, per (principal, tenant, resource): one read of the log."""
+    out: dict[tuple[str, str | None, str | None], dict[str, str]] = {}
+    loads = orjson.loads
+    for _, data in led.read_bytes(1, position):
+        if not data.startswith(_USAGE_PREFIXES):
+            continue
+        ev = loads(data)
+        principal, tenant = ev["principal"], ev.get("tenant")
+        if ev["outcome"] != "allowed" or principal not in principals or tenant not in tenants:
+            continue
+        if ev["type"] == "ResourceAccessed":
+            resource = ev["resource"]
+            use = f"{resource.split('/', 1)[0]}:{ev['action']}"
+        else:
+            resource, use = f"service_connector/{ev['connector']}", "service_connector:read_secret_value"
+        out.setdefault((principal, tenant, None), {})[use] = ev["at"]  # times never decrease along positions
+        if scoped and (principal, tenant, resource) in scoped:
+            out.setdefault((principal, tenant, resource), {})[use] = ev["at"]
+    return out
 
 
 def start_event(led: AccessLedger, name: str, tenants: list[str], reviewer: str, reviewers: list[str],
@@ -211,6 +310,38 @@ def decision_event(c: Campaign, items: list[dict[str, Any]], item: int, decision
     return event
 
 
+def reassign_event(c: Campaign, items: list[dict[str, Any]], numbers: list[int], reviewer: str, actor: str,
+                   reason: str | None) -> dict[str, Any]:
+    """The ReviewReassigned event for the owner `actor` giving `numbers` to `reviewer`, or the rule that refuses
+    it (that `reviewer` is a live user or service account is the write model's rule)."""
+    if actor != c.start["actor"]:
+        raise E.ReviewRefused(f"only the owner of review campaign {c.name!r} ({c.start['actor']}) reassigns its "
+                              f"items, not {actor}")
+    if c.close is not None:
+        raise E.ReviewRefused(f"review campaign {c.name!r} is closed: no reassignment after close")
+    seen: set[int] = set()
+    for n in numbers:
+        if not 1 <= n <= len(items):
+            raise E.ReviewRefused(f"item {n} is not an item of review campaign {c.name!r} (it has {len(items)})")
+        if n in seen:
+            raise E.ReviewRefused(f"item {n} is given twice")
+        seen.add(n)
+        if n in c.decisions:
+            raise E.ReviewRefused(f"item {n} of review campaign {c.name!r} is already decided "
+                                  f"({c.decisions[n]['decision']})")
+        r = items[n - 1]
+        why = conflict(r, reviewer)
+        if why:
+            raise E.ReviewRefused(f"{reviewer} may not review item {n} of review campaign {c.name!r}: {why}")
+        if r["reviewer"] == reviewer:
+            raise E.ReviewRefused(f"item {n} of review campaign {c.name!r} is already assigned to {reviewer}")
+    event = {"type": "ReviewReassigned", "at": None, "actor": actor, "campaign": c.name, "items": numbers,
+             "reviewer": reviewer}
+    if reason:
+        event["reason"] = reason
+    return event
+
+
 def outcome(c: Campaign, item: int, undecided: str) -> str:
     """keep, revoke or exception: what the item comes to at close."""
     if item in c.decisions:
@@ -260,7 +391,7 @@ def item_rows(c: Campaign, items: list[dict[str, Any]], current: PermissionState
         rows.append({"item": r["item"], "principal": r["principal"], "role": r["role"], "tenant": r["tenant"],
                      "resource": r["resource"], "via": r["via"], "expires_at": r["expires_at"],
                      "privileged": r["privileged"], "principal_kind": r["principal_kind"],
-                     "deactivated": r["deactivated"], "reviewer": r["reviewer"],
+                     "deactivated": r["deactivated"], **{k: r.get(k) for k in CONTEXT}, "reviewer": r["reviewer"],
                      "decision": d["decision"] if d else None, "decided_at": d["at"] if d else None,
                      "reason": d.get("reason") if d else None, "outcome": state, "removed": removed})
     return rows

@@ -16,10 +16,13 @@ from ledger.cli.common import (
 from ledger.errors import LedgerError, ReviewRefused, ValidationError
 from ledger.timeutil import CLI_TIME_HELP
 
-review_app = typer.Typer(help="Access review campaigns: start, list items, decide, close, status.",
+review_app = typer.Typer(help="Access review campaigns: start, list items, reassign, decide, close, status.",
                          no_args_is_help=True)
 NameArg = Annotated[str, typer.Argument(help="The campaign's name.")]
 MAX_BATCH_BYTES = 64 * 1024 * 1024
+#: The columns `review items` shows as a table (json and csv give every column).
+TABLE_COLUMNS = ("item", "principal", "role", "tenant", "resource", "via", "privileged", "deactivated", "last_used",
+                 "sod_conflicts", "reviewer", "decision", "outcome")
 
 
 class Decision(str, Enum):
@@ -31,8 +34,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(review_app, name="review")
 
 
-def _campaign_rows(ctx: typer.Context, name: str) -> tuple[Any, list[dict[str, Any]]]:
-    """The campaign and its items as rows, the population re-derived and checked against its start event."""
+def _campaign_rows(ctx: typer.Context, name: str, *, context: bool = False) -> tuple[Any, list[dict[str, Any]]]:
+    """The campaign and its items as rows, the population re-derived and checked against its start event
+    (with `context`: each item's permissions, last use and separation-of-duties conflicts too)."""
     from projections.pit import Timeline
     from projections.reviews import campaign, derive, item_rows
 
@@ -40,7 +44,7 @@ def _campaign_rows(ctx: typer.Context, name: str) -> tuple[Any, list[dict[str, A
     try:
         c = campaign(led, name)
         timeline = Timeline(led)
-        return c, item_rows(c, derive(led, c, timeline), timeline.current())
+        return c, item_rows(c, derive(led, c, timeline, context=context), timeline.current())
     finally:
         led.close()
 
@@ -90,14 +94,38 @@ def items(ctx: typer.Context, name: NameArg,
           reviewer: Annotated[str | None, typer.Option("--reviewer", help="Only this reviewer's items.")] = None,
           open_: Annotated[bool, typer.Option("--open", help="Only items not decided yet.")] = False,
           fmt: FormatOption = Format.table, out: OutOption = None) -> None:
-    """The campaign's items with their context, reviewer, decision and remediation."""
+    """The campaign's items with their context at the start (permissions, last use, separation-of-duties
+    conflicts), reviewer, decision and remediation; a table shows a brief set of the columns."""
     with handled():
-        _, rows = _campaign_rows(ctx, name)
+        _, rows = _campaign_rows(ctx, name, context=True)
         if reviewer is not None:
             rows = [r for r in rows if r["reviewer"] == reviewer]
         if open_:
             rows = [r for r in rows if r["decision"] is None]
-        emit(rows, fmt, out, title=f"review {name}")
+        brief = fmt in (Format.table, Format.markdown)
+        emit(rows, fmt, out, columns=TABLE_COLUMNS if brief else None, title=f"review {name}")
+
+
+@review_app.command("reassign")
+def reassign(ctx: typer.Context, name: NameArg,
+             item: Annotated[list[str], typer.Argument(help="The items' numbers (see `review items`).")],
+             to: Annotated[str, typer.Option("--to", help="The new reviewer (user:NAME or service_account:NAME).")],
+             actor: ActorOption = None, reason: ReasonOption = None) -> None:
+    """Give undecided items to another reviewer (the campaign's owner only)."""
+    from projections.reviews import campaign, derive, reassign_event
+
+    with handled():
+        numbers = [_item_number(text, name) for text in item]
+        led = open_ledger(ctx)
+        try:
+            who = default_actor(actor)
+            check_actor(led, who)
+            c = campaign(led, name)
+            position = led.append(reassign_event(c, derive(led, c), numbers, to, who, reason))
+        finally:
+            led.close()
+    typer.echo(f"recorded at position {position}: {len(numbers)} item{'s' if len(numbers) != 1 else ''} "
+               f"of campaign {name!r} to {to}")
 
 
 def _read_batch(path: Path, name: str) -> list[tuple[int, int, str, str | None]]:
