@@ -62,7 +62,8 @@ def _upto(c: Campaign, last: int) -> Campaign | None:
     kept = {i: p for i, p in c.decided_at.items() if p <= last}
     closed = c.close_position is not None and c.close_position <= last
     return Campaign(c.name, c.start_position, c.start, {i: c.decisions[i] for i in kept}, kept,
-                    c.close if closed else None, c.close_position if closed else None)
+                    c.close if closed else None, c.close_position if closed else None,
+                    reassignments=[(p, ev) for p, ev in c.reassignments if p <= last])
 
 
 def _removal_keys(r: dict[str, Any]) -> list[tuple[Any, ...]]:

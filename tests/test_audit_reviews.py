@@ -91,6 +91,21 @@ def test_a_clean_campaign_is_flagged_for_nothing_and_its_completion_is_counted(l
     assert [completion[w]["what"] for w in ("user:dana", "user:carol")] == ["3 items, 2 decided", "1 item, 1 decided"]
 
 
+def test_a_reassigned_item_counts_for_its_new_reviewer(ledger_url, tmp_path):
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        items = start(led, "Q1", ["prod", "staging"], "user:carol", t(), due=t(30))
+        moved = next(n for n, r in items.items() if r["reviewer"] == "user:dana"
+                     and "user:carol" not in (r["principal"], r["granted_by"], r["added_by"]))
+        led.append({"type": "ReviewReassigned", "at": t(0, 30), "actor": "system", "campaign": "Q1",
+                    "items": [moved], "reviewer": "user:carol"})
+        decide(led, "Q1", (moved, "keep", "user:carol", t(1)))
+    completion = {r["reviewer"]: r for r in audit(ledger_url, tmp_path, "--at", t(2))}
+    dana = sum(r["reviewer"] == "user:dana" for r in items.values())
+    assert (completion["user:carol"]["items"], completion["user:carol"]["decided"]) == (2, 1)
+    assert completion["user:dana"]["items"] == dana - 1
+
+
 def test_a_period_covers_campaigns_started_or_closed_in_it(ledger_url, tmp_path):
     build(ledger_url)
     with AccessLedger.open(ledger_url) as led:
