@@ -122,9 +122,12 @@ def one_run(db: Path, work: Path, realistic: list[str], wide: list[str], team: s
     f["items_csv"], _ = cli(work, "review", "items", "Q3-wide", "--format", "csv", "--out", str(rows_csv))
     f["items_csv cpu"] = CPU["items"]
     by_reviewer: dict[str, list[str]] = {}
+    group: dict[str, str] = {}  # the items one team membership gives are decided alike (one outcome)
     with rows_csv.open(newline="") as fh:
         for row in csv.DictReader(fh):
             by_reviewer.setdefault(row["reviewer"], []).append(row["item"])
+            group[row["item"]] = f"{row['via']}/{row['principal']}" if row["via"] else row["item"]
+    draws: dict[str, float] = {}
     f["decide"], f["decide cpu"], f["decided"], f["revokes"] = 0.0, 0.0, 0, 0
     for reviewer, numbers in sorted(by_reviewer.items()):
         batch = work.parent / f"decisions-{reviewer.split(':', 1)[1]}.csv"
@@ -132,7 +135,7 @@ def one_run(db: Path, work: Path, realistic: list[str], wide: list[str], team: s
             w = csv.writer(fh)
             w.writerow(["item", "decision", "reason"])
             for number in numbers:
-                draw = rng.random()
+                draw = draws.setdefault(group[number], rng.random())
                 if draw < 0.05:
                     continue  # left undecided
                 revoke = draw < 0.15

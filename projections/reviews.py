@@ -40,6 +40,20 @@ class Campaign:
     close: dict[str, Any] | None = None
     close_position: int | None = None
     reassignments: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (position, event), in log order
+    #: Item numbers per (team, member): the items one team membership gives (filled on first use).
+    memberships: dict[tuple[str, str], list[int]] = field(default_factory=dict, repr=False, compare=False)
+
+
+def shared_membership(c: Campaign, items: list[dict[str, Any]], r: dict[str, Any]) -> list[int]:
+    """The other items that come from the same team membership as item `r` (a revoke of one removes
+    the membership, and with it all of them)."""
+    if not r["via"]:
+        return []
+    if not c.memberships:
+        for x in items:
+            if x["via"]:
+                c.memberships.setdefault((x["via"], x["principal"]), []).append(x["item"])
+    return [n for n in c.memberships.get((r["via"], r["principal"]), ()) if n != r["item"]]
 
 
 def population(state: PermissionState, instant: str, tenants: list[str], privileged_only: bool) -> list[dict[str, Any]]:
@@ -303,6 +317,11 @@ def decision_event(c: Campaign, items: list[dict[str, Any]], item: int, decision
     if item in c.decisions:
         raise E.ReviewRefused(f"item {item} of review campaign {c.name!r} is already decided "
                               f"({c.decisions[item]['decision']})")
+    for other in shared_membership(c, items, r):
+        if other in c.decisions and c.decisions[other]["decision"] != decision:
+            raise E.ReviewRefused(f"item {item} and item {other} (decided {c.decisions[other]['decision']}) both come "
+                                  f"from {r['principal']}'s membership of team {r['via']}: a revoke removes the "
+                                  "membership and both with it; decide them the same")
     event = {"type": "ReviewDecided", "at": None, "actor": actor, "campaign": c.name, "item": item,
              "decision": decision, "reviewer": actor}
     if reason:
@@ -354,10 +373,19 @@ def removals(c: Campaign, items: list[dict[str, Any]], undecided: str, current: 
     """The removal events that carry out the campaign's revocations (those not already carried out)."""
     direct: list[dict[str, Any]] = []
     by_membership: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    by_number = {r["item"]: r for r in items}
     for r in items:
         if outcome(c, r["item"], undecided) != "revoke" or carried_out(r, current):
             continue
         if r["via"]:
+            kept = [n for n in shared_membership(c, items, r) if n in by_number
+                    and outcome(c, n, undecided) != "revoke" and not carried_out(by_number[n], current)]
+            if kept:
+                raise E.ReviewRefused(
+                    f"item {r['item']} is revoked and item {kept[0]} "
+                    f"{'kept' if outcome(c, kept[0], undecided) == 'keep' else 'left as an exception'}, but both come "
+                    f"from {r['principal']}'s membership of team {r['via']}: removing it would take item {kept[0]} "
+                    "too; decide them the same (or close with --revoke-undecided / --no-auto-revoke)")
             by_membership.setdefault((r["via"], r["principal"]), []).append(r)
         else:
             direct.append({"type": "RoleUnassigned", "at": None, "actor": actor, "role": r["role"],

@@ -248,6 +248,38 @@ def test_revoke_undecided_removes_every_undecided_item(reviewed):
     assert members == {}
 
 
+def test_items_of_one_team_membership_are_decided_alike(ledger_url, tmp_path):
+    """A revoke of a team item removes the membership, and every item it gives with it: a keep and a
+    revoke of one membership are refused at decide (one at a time or in a batch) and at close."""
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        led.assign_role("viewer", "team:research", tenant="staging", at=T0)
+    assert run(ledger_url, "review", "start", "Q3", "--tenant", "prod", "--tenant", "staging", "--reviewer",
+               "user:dana", "--fallback-reviewer", "user:erin").exit_code == 0
+    rows = items(ledger_url)
+    bob = [r["item"] for r in rows if r["principal"] == "user:bob"]
+    assert len(bob) == 2 and all(r["via"] == "research" for r in rows if r["principal"] == "user:bob")
+    before = head(ledger_url)
+    path = tmp_path / "mixed.csv"
+    path.write_text(f"item,decision,reason\n{bob[0]},keep,on the team\n{bob[1]},revoke,not needed\n")
+    batch = run(ledger_url, "review", "decide", "Q3", "--batch", str(path), "--actor", "user:dana")
+    assert batch.exit_code == 2 and batch.stderr.count("\n") == 1, batch.output
+    assert f"line 3: item {bob[1]} and item {bob[0]} (decided keep) both come from user:bob's membership" in batch.stderr
+    assert head(ledger_url) == before
+    assert run(ledger_url, "review", "decide", "Q3", str(bob[0]), "revoke", "--actor", "user:dana").exit_code == 0
+    mixed = run(ledger_url, "review", "decide", "Q3", str(bob[1]), "keep", "--reason", "x", "--actor", "user:dana")
+    assert mixed.exit_code == 2 and "decide them the same" in mixed.stderr
+    # Closing with the other item undecided (an exception, or kept) would take it too: refused.
+    before = head(ledger_url)
+    for option in ((), ("--keep-undecided",)):
+        refused = run(ledger_url, "review", "close", "Q3", *option, "--actor", "user:dana")
+        assert refused.exit_code == 2 and f"item {bob[0]} is revoked and item {bob[1]}" in refused.stderr, option
+        assert head(ledger_url) == before
+    assert run(ledger_url, "review", "close", "Q3", "--revoke-undecided", "--actor", "user:dana").exit_code == 0
+    with AccessLedger.open(ledger_url) as led:
+        assert "user:bob" not in Timeline(led, persist=False).current().members["research"]
+
+
 def test_no_auto_revoke_leaves_revocations_open_until_recorded(reviewed):
     assert run(reviewed, "review", "decide", "Q3", "1", "revoke", "--actor", "user:erin").exit_code == 0
     count, _ = head(reviewed)

@@ -184,6 +184,7 @@ def decide(ctx: typer.Context, name: NameArg,
                         raise ValidationError(f"item {number} is given twice")
                     seen.add(number)
                     events.append(decision_event(c, population, number, what, why, who))
+                    c.decisions[number] = events[-1]  # the batch's later rows see it (one membership, one outcome)
                 except LedgerError as exc:
                     if batch is None:
                         raise
