@@ -50,6 +50,11 @@ POPULATION = ".population.jsonl"
 REVIEW_FILE = re.compile(r"reviews/([A-Za-z0-9][A-Za-z0-9_~-]{0,99})(\.population\.jsonl|\.json)\Z")
 _PLAIN_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,59}\Z")
 _REVIEW_STARTED = b'{"type":"ReviewStarted"'
+_REVIEW_DECIDED = b'{"type":"ReviewDecided"'
+#: The events that can carry a review's revocation out (their position, type and time are checked).
+_REMOVALS = tuple(b'{"type":"%s"' % t for t in (b"RoleUnassigned", b"TeamMemberRemoved", b"TeamDeleted", b"RoleDeleted"))
+#: A campaign's record (reviews/NAME.json) is read whole: larger than this is refused.
+MAX_REVIEW_RECORD = 1 << 30
 
 Opener = Callable[[str], IO[bytes]]
 
@@ -87,6 +92,11 @@ class Chain:
         self.first_bad: int | None = None
         # campaign: (position, items, population SHA-256) of each ReviewStarted event among the events
         self.review_starts: dict[str, tuple[int, int, str]] = {}
+        # position: (campaign, item, decision, actor, at, reason) of each ReviewDecided event
+        self.decisions: dict[int, tuple[Any, ...]] = {}
+        # position: (type, at) of each event that can carry a revocation out
+        self.removals: dict[int, tuple[str, str]] = {}
+        self.first = self.last = 0
 
 
 def recompute(manifest: dict[str, Any], open_member: Opener, want: tuple[int, ...] = ()) -> Chain:
@@ -132,10 +142,12 @@ def recompute(manifest: dict[str, Any], open_member: Opener, want: tuple[int, ..
                 out.links[position] = current
             if state.startswith(_REVIEW_STARTED):
                 _take_start(out, position, state)
+            elif state.startswith(_REVIEW_DECIDED) or state.startswith(_REMOVALS):
+                _take_review_event(out, position, state)
     if position != last:
         return _bad(out, position + 1, f"{EVENTS} ends at position {position:,}, the period at {last:,} "
                                        "(events removed)")
-    out.end_link = current
+    out.end_link, out.first, out.last = current, first, last
     if current != meta.get("end_link"):
         return _bad(out, None, "the recomputed end link differs from the manifest's: events and chain were "
                                "rewritten together")
@@ -150,6 +162,55 @@ def _take_start(out: Chain, position: int, state: bytes) -> None:
         return  # not a start event the ledger would have written: its campaign has no population file to match
 
 
+def _take_review_event(out: Chain, position: int, state: bytes) -> None:
+    try:
+        event = json.loads(state)
+        if event["type"] == "ReviewDecided":
+            out.decisions[position] = (event["campaign"], event["item"], event["decision"], event["actor"],
+                                       event["at"], event.get("reason"))
+        else:
+            out.removals[position] = (event["type"], event["at"])
+    except (ValueError, TypeError, KeyError):
+        return  # not an event the ledger would have written: no record can name it
+
+
+def check_record(name: str, record: Any, chain: Chain) -> list[str]:
+    """Problems of one campaign record (reviews/NAME.json) against the chained events: each decision it
+    lists is the ReviewDecided event at its position (campaign, item, decision, reviewer, time, reason),
+    every decision of the campaign among the events is listed, and each remediation it names is a removal
+    event of that type and time at that position. Positions outside the bundle's events are not checked."""
+    try:
+        campaign, items = record["campaign"], record["items"]
+        listed = {}
+        for it in items:
+            listed[it["item"]] = it
+    except (TypeError, KeyError):
+        return [f"{name}: not a campaign record (campaign, items)"]
+    inside = range(chain.first, chain.last + 1)
+    problems = []
+    for position, (camp, item, decision, actor, at, reason) in sorted(chain.decisions.items()):
+        it = listed.get(item) if camp == campaign else None
+        if camp == campaign and (it is None or it.get("decision_position") != position):
+            problems.append(f"{name}: the decision of item {item} at position {position} is not the one listed")
+        elif it is not None and (it.get("decision"), it.get("decided_by"), it.get("decided_at"), it.get("reason")) \
+                != (decision, actor, at, reason):
+            problems.append(f"{name}: item {item}'s decision differs from the ReviewDecided event at position "
+                            f"{position}")
+    for it in listed.values():
+        position = it.get("decision_position")
+        if position is None and it.get("decision") is not None:
+            problems.append(f"{name}: item {it['item']} lists a decision without its event's position")
+        elif isinstance(position, int) and position in inside and position not in chain.decisions:
+            problems.append(f"{name}: item {it['item']}'s decision names position {position}, which holds no "
+                            "decision")
+        done = it.get("remediation")
+        if isinstance(done, dict) and isinstance(done.get("position"), int) and done["position"] in inside \
+                and chain.removals.get(done["position"]) != (done.get("type"), done.get("at")):
+            problems.append(f"{name}: item {it['item']}'s remediation names position {done['position']}, which "
+                            f"holds no {done.get('type')} at {done.get('at')}")
+    return problems[:20]
+
+
 def review_stems(campaign: str) -> tuple[str, str]:
     """The file stems a campaign's files under reviews/ may have: its name when that is a plain file name
     (ASCII letters, digits, _ and -), and always its plain characters followed by ~ and a hash of the whole
@@ -162,17 +223,21 @@ def review_stems(campaign: str) -> tuple[str, str]:
 
 
 def check_reviews(names: list[str], open_member: Opener, chain: Chain) -> tuple[list[str], list[str]]:
-    """(problems, notes): every file under reviews/ has a review file's name, and each population file has
-    the line count and SHA-256 its campaign's ReviewStarted event (in the chained events) records."""
+    """(problems, notes): every file under reviews/ has a review file's name, each population file has
+    the line count and SHA-256 its campaign's ReviewStarted event (in the chained events) records, and each
+    campaign record agrees with the chained decisions and removals (check_record)."""
     problems: list[str] = []
     notes: list[str] = []
     populations = {}
+    records: list[str] = []
     for name in sorted(n for n in names if n.startswith(REVIEWS)):
         match = REVIEW_FILE.match(name)
         if match is None:
             problems.append(f"{name}: not a review file's name ({REVIEWS}NAME{POPULATION} or {REVIEWS}NAME.json)")
         elif match.group(2) == POPULATION:
             populations[match.group(1)] = name
+        else:
+            records.append(name)
     for campaign, (position, items, sha) in sorted(chain.review_starts.items(), key=lambda kv: kv[1][0]):
         stems = [s for s in review_stems(campaign) if s in populations]
         if not stems:
@@ -188,6 +253,14 @@ def check_reviews(names: list[str], open_member: Opener, chain: Chain) -> tuple[
         if lines != items or h.hexdigest() != sha:
             problems.append(f"{name}: {lines} lines and SHA-256 {h.hexdigest()}, but the ReviewStarted event of "
                             f"campaign {campaign!r} at position {position} records {items} items and SHA-256 {sha}")
+    for name in records:
+        with open_member(name) as f:
+            data = f.read(MAX_REVIEW_RECORD + 1)
+        try:
+            record = json.loads(data) if len(data) <= MAX_REVIEW_RECORD else None
+        except ValueError:
+            record = None
+        problems += check_record(name, record, chain) if record is not None else [f"{name}: not JSON, or too large"]
     for name in sorted(populations.values()):
         notes.append(f"{name}: its campaign started before this bundle's events, so its start event (count and "
                      "SHA-256) is not in the bundle: not checked against it")

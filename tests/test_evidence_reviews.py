@@ -189,6 +189,33 @@ def test_an_edited_and_rehashed_population_is_caught_by_both_checkers(history, t
     assert done.stderr.splitlines()[0] == problems[0].removeprefix("problem: ")
 
 
+@pytest.mark.parametrize("edit", ["decision", "reason", "dropped", "remediation"])
+def test_a_campaign_record_edited_and_rehashed_is_caught_by_both_checkers(history, tmp_path, edit):
+    bundle = export(history, tmp_path / "b")
+    name = "Q4" if edit == "remediation" else "Q3"
+    rec = record(bundle, name)
+    item = next(i for i in rec["items"] if i["decision"] == "revoke" or edit != "remediation")
+    if edit == "decision":
+        item["decision"] = "keep" if item["decision"] == "revoke" else "revoke"
+    elif edit == "reason":
+        item["reason"] = "approved by the CISO"
+    elif edit == "dropped":
+        rec["items"].remove(item)
+    else:  # a removal that never happened, named at the decision's own position
+        item["remediation"] = {"position": item["decision_position"], "type": "RoleUnassigned",
+                               "at": item["decided_at"], "reason": "done"}
+    (bundle / "reviews" / f"{name}.json").write_text(json.dumps(rec))
+    _rehash(bundle, f"reviews/{name}.json")
+    result = runner.invoke(app, ["evidence", "verify", str(bundle)])
+    assert result.exit_code == 1
+    problems = [line for line in result.stdout.splitlines() if line.startswith("problem:")]
+    assert len(problems) == 1 and problems[0].startswith(f"problem: reviews/{name}.json: item"
+                                                         if edit != "dropped" else f"problem: reviews/{name}.json: the")
+    done = subprocess.run([sys.executable, "-I", str(bundle / "check_bundle.py"), str(bundle)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.splitlines()[0] == problems[0].removeprefix("problem: ")
+
+
 def test_a_removed_population_file_and_a_stray_review_file_are_caught(history, tmp_path):
     bundle = export(history, tmp_path / "b")
     manifest = json.loads((bundle / "manifest.json").read_text())
