@@ -200,13 +200,27 @@ def _inputs(wh: Warehouse, name: str) -> AbstractContextManager[None]:
     return registered(wh)
 
 
+def query_table(wh: Warehouse, name: str, query: str, params: dict[str, Any]) -> pa.Table:
+    """An audit's query run on the warehouse, as Arrow, its instants as the ledger writes them (text, so every
+    output format shows the same thing); a DuckDB error as one WarehouseError line."""
+    import duckdb
+
+    from reports.errors import WarehouseError
+
+    try:
+        rel = wh.con.sql(query, params=params)
+        exprs = [f"iso({_quote(c)}) AS {_quote(c)}" if str(t).startswith("TIMESTAMP") else _quote(c)
+                 for c, t in zip(rel.columns, rel.types)]
+        return rel.project(", ".join(exprs)).to_arrow_table()
+    except duckdb.Error as exc:
+        raise WarehouseError(f"audit {name} failed: {str(exc).strip().splitlines()[0]}") from None
+
+
 def run_audit(wh: Warehouse, name: str, *, at: str | None = None, start: str | None = None, end: str | None = None,
               window: str | timedelta = "90d", rules: str | Path | None = None, principal: str | None = None,
               tenant: str | None = None, sync: bool = True) -> AuditResult:
     """Run one audit (syncing the warehouse first); `at` defaults to now, the period to all of history."""
     import duckdb
-
-    from reports.errors import WarehouseError
 
     audit = _audit(name)
     params = audit_params(name, at=at, start=start, end=end, window=window, principal=principal, tenant=tenant)
@@ -227,14 +241,7 @@ def run_audit(wh: Warehouse, name: str, *, at: str | None = None, start: str | N
 
         bound["privileged"] = sorted(PRIVILEGED_ACTIONS)
     with _inputs(wh, name):
-        try:
-            rel = wh.con.sql(statement.query, params=bound)
-            # Instants as the ledger writes them (text), so every output format shows the same thing.
-            exprs = [f"iso({_quote(c)}) AS {_quote(c)}" if str(t).startswith("TIMESTAMP") else _quote(c)
-                     for c, t in zip(rel.columns, rel.types)]
-            table = rel.project(", ".join(exprs)).to_arrow_table()
-        except duckdb.Error as exc:
-            raise WarehouseError(f"audit {name} failed: {str(exc).strip().splitlines()[0]}") from None
+        table = query_table(wh, name, statement.query, bound)
     wh.confirm()  # no result leaves before the file it was read from is proven (see Warehouse.confirm)
     return AuditResult(
         name=audit.name, title=audit.title, description=audit.description, columns=list(table.column_names),

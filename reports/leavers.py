@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ledger.errors import ValidationError
-from reports.audits import SHARED_SQL, AuditResult, _instant, _plain, _quote
+from reports.audits import SHARED_SQL, AuditResult, _instant, _plain, query_table
 from reports.errors import AuditParameterError
 from reports.sql_files import sql_text
 
@@ -195,17 +195,13 @@ def run_leavers(wh: Warehouse, hr_path: str | Path | HrFile, *, sla: str | timed
     try:
         for statement in statements[:-1]:
             wh.con.execute(statement)
-        wh.con.register(HR_TABLE, people)
-        try:
-            rel = wh.con.sql(statements[-1].query, params={"at": at_dt, "sla": span})
-            # Instants as the ledger writes them (text), as every other audit gives them.
-            exprs = [f"iso({_quote(c)}) AS {_quote(c)}" if str(t).startswith("TIMESTAMP") else _quote(c)
-                     for c, t in zip(rel.columns, rel.types)]
-            table = rel.project(", ".join(exprs)).to_arrow_table()
-        finally:
-            wh.con.unregister(HR_TABLE)
     except duckdb.Error as exc:
         raise WarehouseError(f"audit {NAME} failed: {str(exc).strip().splitlines()[0]}") from None
+    wh.con.register(HR_TABLE, people)
+    try:
+        table = query_table(wh, NAME, statements[-1].query, {"at": at_dt, "sla": span})
+    finally:
+        wh.con.unregister(HR_TABLE)
     wh.confirm()  # no result leaves before the file it was read from is proven (see Warehouse.confirm)
     shown = {"at": _plain(at_dt), "sla": sla if isinstance(sla, str) else f"{int(span.total_seconds())}s",
              "hr_file": hr.path, "hr_sha256": hr.sha256, "hr_rows": len(hr.rows)}

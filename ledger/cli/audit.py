@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,7 +49,6 @@ def _run(ctx: typer.Context, name: str, warehouse: Path | None, fmt: Format, out
     with handled():
         from ledger.names import require_recorded
         from reports.audits import AUDITS, audit_params, run_audit
-        from reports.warehouse import Warehouse
 
         if "at" in params:
             params["at"] = when(params["at"], "at")
@@ -60,25 +60,40 @@ def _run(ctx: typer.Context, name: str, warehouse: Path | None, fmt: Format, out
             from reports.sod import load_rules
 
             load_rules(params.get("rules"))
-        led = open_ledger(ctx)
+        result = _audited(ctx, warehouse, lambda wh: run_audit(wh, name, sync=False, **params),
+                          lambda led: require_recorded(led.store, principal=params.get("principal"),
+                                                       tenant=params.get("tenant")))
+        _show(result, AUDITS[name].brief, fmt, out, "finding(s)")
+
+
+def _audited(ctx: typer.Context, warehouse: Path | None, audit: Callable[[Any], Any],
+             check: Callable[[Any], None] | None = None) -> Any:
+    """Open the ledger (`check` it before a possibly long sync) and its warehouse, sync it, run `audit` on it."""
+    from reports.warehouse import Warehouse
+
+    led = open_ledger(ctx)
+    try:
+        if check is not None:
+            check(led)
+        wh = Warehouse.open(led, warehouse)
         try:
-            require_recorded(led.store, principal=params.get("principal"), tenant=params.get("tenant"))
-            wh = Warehouse.open(led, warehouse)
-            try:
-                if wh.rebuilt:
-                    typer.echo(f"note: the warehouse {wh.path} is synced afresh: {wh.rebuilt}", err=True)
-                _sync(wh)
-                result = run_audit(wh, name, sync=False, **params)
-            finally:
-                wh.close()
+            if wh.rebuilt:
+                typer.echo(f"note: the warehouse {wh.path} is synced afresh: {wh.rebuilt}", err=True)
+            _sync(wh)
+            return audit(wh)
         finally:
-            led.close()
-        columns, caption = result.columns, None
-        if fmt is Format.table:
-            # A terminal shows who, what, where, since and the events; the other formats carry every column.
-            columns = [c for c in AUDITS[name].brief if c in result.columns] or result.columns
-            caption = f"{len(result.rows):,} finding(s); --format csv|json|markdown shows every column"
-        emit(result.rows, fmt, out, columns=columns, title=result.title, caption=caption)
+            wh.close()
+    finally:
+        led.close()
+
+
+def _show(result: Any, brief: tuple[str, ...], fmt: Format, out: Path | None, counted: str) -> None:
+    """Print an audit's rows: a terminal table shows its brief columns, the other formats carry every column."""
+    columns, caption = result.columns, None
+    if fmt is Format.table:
+        columns = [c for c in brief if c in result.columns] or result.columns
+        caption = f"{len(result.rows):,} {counted}; --format csv|json|markdown shows every column"
+    emit(result.rows, fmt, out, columns=columns, title=result.title, caption=caption)
 
 
 def _sync(wh: Any) -> None:
@@ -166,26 +181,10 @@ def leavers(ctx: typer.Context, hr: HrOption, sla: SlaOption = "24h", at: AtOpti
     accesses after the termination, and deactivations later than the SLA."""
     with handled():
         from reports.leavers import BRIEF, read_hr, run_leavers, sla_span
-        from reports.warehouse import Warehouse
 
         at = when(at, "at")
         # A bad file or SLA is refused before a possibly long sync.
         sla_span(sla)
         people = read_hr(hr)
-        led = open_ledger(ctx)
-        try:
-            wh = Warehouse.open(led, warehouse)
-            try:
-                if wh.rebuilt:
-                    typer.echo(f"note: the warehouse {wh.path} is synced afresh: {wh.rebuilt}", err=True)
-                _sync(wh)
-                result = run_leavers(wh, people, sla=sla, at=at, sync=False)
-            finally:
-                wh.close()
-        finally:
-            led.close()
-        columns, caption = result.columns, None
-        if fmt is Format.table:
-            columns = [c for c in BRIEF if c in result.columns]
-            caption = f"{len(result.rows):,} row(s); --format csv|json|markdown shows every column"
-        emit(result.rows, fmt, out, columns=columns, title=result.title, caption=caption)
+        result = _audited(ctx, warehouse, lambda wh: run_leavers(wh, people, sla=sla, at=at, sync=False))
+        _show(result, BRIEF, fmt, out, "row(s)")
