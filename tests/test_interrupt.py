@@ -31,8 +31,12 @@ def _start(*args: str, cwd: Path) -> subprocess.Popen:
 
 
 def _writing(path: Path) -> bool:
-    """True while another connection holds the ledger's write lock (a write transaction is open)."""
-    if not path.exists():
+    """True while another connection holds the ledger's write lock (a write transaction is open).
+
+    Probed only once the ledger has its write-ahead log: a probe while the command is still creating
+    the file (switching it to WAL, which wants the database to itself) made that command fail with
+    "locked" instead of being interrupted."""
+    if not path.exists() or not Path(f"{path}-wal").exists():
         return False
     con = sqlite3.connect(path, timeout=0, isolation_level=None)
     try:
