@@ -9,7 +9,7 @@ from typing import Any
 
 from ledger import errors as E
 from ledger.events import USAGE_TYPES, decode, encode, parse_json, parse_obj
-from ledger.integrity import SEAL_EVERY, VerifyResult, make_digest, next_link, verify, write_seal
+from ledger.integrity import SEAL_EVERY, Segments, VerifyResult, make_digest, next_link, verify, write_seal
 from ledger.model import WriteModel
 from ledger.store import Snapshots, Store, stream_id, usage_stream
 from ledger.timeutil import canonical, format_instant, now
@@ -306,11 +306,11 @@ class AccessLedger:
 
     def verify(self, digest: dict[str, Any] | None = None, progress: Callable[[int], None] | None = None,
                workers: int | None = None, each_batch: Callable[[list[tuple[Any, ...]]], None] | None = None,
-               derived: bool = True) -> VerifyResult:
+               derived: bool = True, segments: Segments | None = None) -> VerifyResult:
         """Check the hash chain, seals, times and head (and the digest, if given), and with `derived` that the
         side tables agree with the events; `workers` processes for a large log (default: one per core, at
-        most 4). `each_batch`: see ledger.integrity.verify."""
-        return verify(self.store, digest, progress, workers, each_batch, derived)
+        most 4). `each_batch` and `segments`: see ledger.integrity.verify."""
+        return verify(self.store, digest, progress, workers, each_batch, derived, segments)
 
     def digest(self) -> dict[str, Any]:
         return make_digest(self.store, format_instant(now()))

@@ -16,7 +16,7 @@ import orjson
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger import signing
 from ledger.errors import ValidationError
@@ -201,9 +201,27 @@ PARALLEL_FROM = 1_000_000
 SEGMENT_MIN = 100_000
 
 
+class Segments(Protocol):
+    """What a parallel walk hands the rows it checked to (see `verify`'s `segments`). The object is
+    pickled to each worker process, where `open` is called once per segment; the result of the
+    segment's `close` comes back to `collect`, in this process, in the order segments finish."""
+
+    def open(self, start: int, until: int, link: str) -> SegmentPart: ...
+
+    def collect(self, start: int, until: int, result: Any) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+class SegmentPart(Protocol):
+    def take(self, rows: Rows) -> None: ...
+
+    def close(self) -> Any: ...
+
+
 def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callable[[int], None] | None = None,
            workers: int | None = None, each_batch: Callable[[Rows], None] | None = None,
-           derived: bool = True) -> VerifyResult:
+           derived: bool = True, segments: Segments | None = None) -> VerifyResult:
     """Recompute the chain from the stored events and compare with the chain, seals, head and digest.
 
     Every position's link is kept, so the log can be checked in segments, each starting from the
@@ -214,7 +232,11 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
 
     `each_batch` makes it one walk in this process that hands over the rows it checked, batch by
     batch, in position order (up to the first mismatch): a caller that needs the log's bytes
-    anyway, such as an evidence export, reads the log once.
+    anyway, such as an evidence export, reads the log once. With `segments` too, the walk may
+    still run in segments: each worker hands its segment's rows to its own `segments.open(...)`
+    part, and every part's result reaches `segments.collect`. Should the segmented walk not match
+    (or not run), `segments.discard()` is called and the single walk hands its rows to
+    `each_batch`, from position 1, as without `segments`.
 
     With `derived` (the default), the side tables are then compared with what the events imply
     (see _derived_problems); without it, only the log, its chain, times, seals and head are checked.
@@ -258,10 +280,12 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
 
         if workers is None:
             workers = min(4, os.cpu_count() or 1)
-        if (each_batch is None and workers > 1 and head_pos >= PARALLEL_FROM
+        if ((each_batch is None or segments is not None) and workers > 1 and head_pos >= PARALLEL_FROM
                 and store.max_position(c) == head_pos == chain_max):
-            walk = _walk_in_parallel(store, c, head_pos, seal_at, workers, count)
+            walk = _walk_in_parallel(store, c, head_pos, seal_at, workers, count, segments)
         if walk is None or walk.failure is not None or walk.link != head_link:
+            if segments is not None:
+                segments.discard()
             if reported and progress is not None:
                 progress(-reported)  # the walk starts over
             walk = _walk(store, c, 1, GENESIS_LINK, seal_at, key, progress=progress, each_batch=each_batch)
@@ -422,9 +446,11 @@ def _compare(table: str, expected: dict[Any, Any], stored: dict[Any, Any]) -> li
 
 
 def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tuple[str, str | None]],
-                      workers: int, progress: Callable[[int], None] | None) -> _Walk | None:
-    """Walk positions 1..head in segments in worker processes. None if that cannot be done here (an
-    in-memory store, or a stored link missing at a segment's start: the single walk then decides)."""
+                      workers: int, progress: Callable[[int], None] | None,
+                      segments: Segments | None = None) -> _Walk | None:
+    """Walk positions 1..head in segments in worker processes (handing each segment's rows to a part of
+    `segments`, if given). None if that cannot be done here (an in-memory store, or a stored link
+    missing at a segment's start: the single walk then decides)."""
     if store.url == ":memory:" or store.url.startswith("file:"):
         return None
     import multiprocessing
@@ -452,11 +478,11 @@ def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tup
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=ignore_interrupts) as pool:
-            futures = {pool.submit(_walk_segment, store.url, a, b, link, seals, at): (a, b)
+            futures = {pool.submit(_walk_segment, store.url, a, b, link, seals, at, segments): (a, b)
                        for a, b, link, seals, at in jobs}
             for future in as_completed(futures):
                 a, b = futures[future]
-                w = future.result()
+                w, part = future.result()
                 if w.failure is None and w.events != b - a + 1:
                     w.failure = (a + w.events, "short segment")  # rows missing: the single walk names them
                 walks[a] = w
@@ -464,6 +490,8 @@ def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tup
                     for f in futures:
                         f.cancel()
                     return w
+                if segments is not None:
+                    segments.collect(a, b, part)
                 if progress is not None:
                     progress(w.events)
     except Exception:  # noqa: BLE001 - workers that cannot start or read: the single walk decides
@@ -474,14 +502,25 @@ def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tup
 
 
 def _walk_segment(url: str, start: int, until: int, link: str, seal_at: dict[int, tuple[str, str | None]],
-                  at: str) -> _Walk:
-    """Worker process: walk one segment of the log at `url`."""
+                  at: str, segments: Segments | None = None) -> tuple[_Walk, Any]:
+    """Worker process: walk one segment of the log at `url`; (the walk, the result of its part of
+    `segments`, if given). A worker whose parent is gone (killed) stops at its next batch."""
+    parent = os.getppid()
+    part = segments.open(start, until, link) if segments is not None else None
+
+    def each_batch(rows: Rows) -> None:
+        if os.getppid() != parent:
+            os._exit(1)
+        if part is not None:
+            part.take(rows)
+
     store = Store(url)
     try:
         with store.transaction(write=False) as c:
-            return _walk(store, c, start, link, seal_at, seal_key(), until, at=at)
+            walk = _walk(store, c, start, link, seal_at, seal_key(), until, each_batch=each_batch, at=at)
     finally:
         store.close()
+    return walk, part.close() if part is not None else None
 
 
 def _link_at(store: Store, position: int) -> str:

@@ -45,7 +45,8 @@ class ChainWriter:
     """events/chain.jsonl for positions first..last, written from the verify walk's batches of
     (position, originator, version, topic, state, link, at) rows, which come in position order."""
 
-    def __init__(self, path: Path, first: int, last: int):
+    def __init__(self, path: Path, first: int, last: int, hashed: bool = True):
+        """Without `hashed`, the file is not hashed as it is written (a segment's part, hashed once joined)."""
         from ledger.app import TOPIC_PREFIX
         from ledger.store import GENESIS_LINK, usage_stream
 
@@ -58,7 +59,7 @@ class ChainWriter:
         self.start_link: str | None = GENESIS_LINK if first == 1 else None
         self.end_link: str | None = None
         self.size = 0
-        self.sha = hashlib.sha256()
+        self.sha = hashlib.sha256() if hashed else None
 
     def take(self, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
@@ -92,8 +93,14 @@ class ChainWriter:
     def _write(self, data: bytes) -> None:
         if data:
             self.f.write(data)
-            self.sha.update(data)
+            if self.sha is not None:
+                self.sha.update(data)
             self.size += len(data)
+
+    def close_part(self) -> dict[str, str | None]:
+        """Close the file of a segment: the link of position first - 1 and of position last, if it passed them."""
+        self.f.close()
+        return {"start_link": self.start_link, "end_link": self.end_link}
 
     def finish(self, led: AccessLedger) -> dict[str, Any]:
         """Close the file, after computing the rest from the stored rows when the walk stopped short (a
@@ -114,10 +121,19 @@ class ChainWriter:
                 computed.append((pos, oid, ver, topic, state, link))
             self.take(computed)
         self.f.close()
-        return {"file": CHAIN, "first_position": self.first, "last_position": self.last,
-                "start_link": self.start_link, "end_link": self.end_link if self.last >= self.first else self.start_link,
-                "topic_prefix": self.prefix, "usage_stream_prefix": self.usage, "link_chars": LINK_CHARS,
-                "sha256": self.sha.hexdigest(), "bytes": self.size}
+        assert self.sha is not None
+        return chain_entry(self.first, self.last, self.start_link, self.end_link, self.sha.hexdigest(), self.size)
+
+
+def chain_entry(first: int, last: int, start_link: str | None, end_link: str | None, sha256: str, size: int
+                ) -> dict[str, Any]:
+    """The manifest's `chain` entry (with the file's hash, which the caller moves to `files`)."""
+    from ledger.app import TOPIC_PREFIX
+    from ledger.store import usage_stream
+
+    return {"file": CHAIN, "first_position": first, "last_position": last, "start_link": start_link,
+            "end_link": end_link if last >= first else start_link, "topic_prefix": TOPIC_PREFIX,
+            "usage_stream_prefix": usage_stream(0)[:16], "link_chars": LINK_CHARS, "sha256": sha256, "bytes": size}
 
 
 def write_checker(folder: Path) -> None:

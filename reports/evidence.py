@@ -16,13 +16,15 @@
                            start event, and its decisions and remediation (reports/review_evidence.py)
 
 The events are cut at the ledger's head when the export starts, so the JSONL, the Parquet file
-and the audits describe the same log even if it grows meanwhile. The full verify and the JSONL
-file are one single-threaded pass over the log, made by a worker process while DuckDB does the
-rest.
+and the audits describe the same log even if it grows meanwhile. The full verify, the JSONL file
+and the chain file are one pass over the log, made by a worker process while DuckDB does the rest;
+on a log of ledger.integrity.PARALLEL_FROM events or more, that pass runs in segments in processes
+of its own, whose parts of the two files are joined in position order.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ledger.private import FOLDER_MODE, csv_safe_sql, make_private, open_private, private_umask, scrub, write_private
-from reports.bundle_chain import CHAIN, ChainWriter, check_anchors, sign_manifest, write_checker
+from reports.bundle_chain import CHAIN, ChainWriter, chain_entry, check_anchors, sign_manifest, write_checker
 from reports.bundle_reader import MANIFEST, MANIFEST_LIMIT, BundleError, BundleProblem, BundleReader, check_name
 from reports.errors import ReportError
 from reports.findings import ATTENTION, attention_filter, needs_attention, plain, split_rows
@@ -58,6 +60,8 @@ FORMAT = "access-ledger-evidence/1"
 HASH_CHUNK = 1 << 20
 #: From this many events in the ledger on, verify and the JSONL are written by a worker process.
 WORKER_FROM = 50_000
+EVENTS_FILE, CHAIN_FILE = "events.jsonl", "chain.jsonl"  # in events/
+PARTS = ".parts"  # events/.parts/: the segments of the log walk, until joined into the two files
 Progress = Callable[[str, float], None]  # (what is being done, fraction of the export done)
 
 
@@ -202,7 +206,7 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
         (folder / sub).mkdir(exist_ok=True)
     write_checker(folder)
     jsonl = folder / "events" / "events.jsonl"
-    # The single-threaded pass over the whole log (verify, and the JSONL) runs in a worker meanwhile.
+    # The pass over the whole log (verify, the JSONL and the chain file) runs in a worker meanwhile.
     pool, log_job = _start_worker(led, jsonl, first, last)
     try:
         digest = led.digest()
@@ -304,8 +308,8 @@ def _quote(arg: str) -> str:
 
 def _start_worker(led: AccessLedger, jsonl: Path, first: int, last: int
                   ) -> tuple[ProcessPoolExecutor | None, Future[dict[str, Any]] | None]:
-    """Verify the whole log and write the period's JSONL in one pass, in a worker process while
-    DuckDB does the rest (None: a small or in-memory ledger, done in this process, no start-up cost)."""
+    """Verify the whole log and write the period's JSONL and chain file in one pass, in a worker process
+    while DuckDB does the rest (None: a small or in-memory ledger, done in this process, no start-up cost)."""
     url = led.store.url
     if url == ":memory:" or url.startswith("file:") or led.head() < WORKER_FROM:
         return None, None
@@ -320,37 +324,56 @@ def _start_worker(led: AccessLedger, jsonl: Path, first: int, last: int
 
 def _verify_and_write(url: str, path: Path, first: int, last: int, led: AccessLedger | None = None
                       ) -> dict[str, Any]:
-    """Verify the log at `url` (one walk: the export's other work has the other cores) and write
-    positions first..last as JSONL as the walk passes them, so the log is read once. When the walk
-    stops short of `last` (a ledger that fails verification), the rest is copied as stored.
-    Returns {"verify": the verify result, "jsonl": {"sha256", "bytes"}}."""
+    """Verify the log at `url` and write positions first..last as JSONL, and their chain file, as the walk
+    passes them, so the log is read once. On a large log the walk runs in segments, in worker processes
+    (see _Parts); else, or should the segments not match, in one walk here. When that walk stops short
+    of `last` (a ledger that fails verification), the rest is copied as stored.
+    Returns {"verify": the verify result, "jsonl": {"sha256", "bytes"}, "chain": the manifest's entry}."""
     from ledger.app import AccessLedger
 
     own = led is None
     led = led or AccessLedger.open(url)
+    parts = _Parts(path.parent, first, last)
+    single: list[Any] = []  # the one walk's writers, once it starts: (JSONL file, _Lines, ChainWriter)
+
+    def start_single() -> None:
+        if not single:
+            f = open(path, "wb")
+            single.extend([f, _Lines(f, first, last), ChainWriter(path.parent / CHAIN_FILE, first, last)])
+
+    def each_batch(rows: list[tuple[Any, ...]]) -> None:
+        start_single()
+        single[1].take(rows)
+        single[2].take(rows)
+
     try:
-        with open(path, "wb") as f:
-            lines = _Lines(f, first, last)
-            chain = ChainWriter(path.parent / "chain.jsonl", first, last)
-            verified = led.verify(workers=1, each_batch=lambda rows: (lines.take(rows), chain.take(rows)),
-                                  derived=False).as_dict()
-            if lines.next <= last:
-                lines.copy_rest(led)
+        verified = led.verify(each_batch=each_batch, derived=False, segments=parts).as_dict()
+        if not single and parts.complete(verified["events"]):
+            return {"verify": verified, **parts.finish()}
+        parts.discard()
+        start_single()
+        f, lines, chain = single
+        if lines.next <= last:
+            lines.copy_rest(led)
+        f.close()
         return {"verify": verified, "jsonl": {"sha256": lines.sha.hexdigest(), "bytes": lines.size},
                 "chain": chain.finish(led)}
     finally:
+        if single:
+            single[0].close()
+        parts.discard()
         if own:
             led.close()
 
 
 class _Lines:
     """The JSONL file of positions first..last, written from the verify walk's batches (which come
-    in position order, each position once) and hashed as it is written."""
+    in position order, each position once) and hashed as it is written (unless not `hashed`)."""
 
-    def __init__(self, f: Any, first: int, last: int):
+    def __init__(self, f: Any, first: int, last: int, hashed: bool = True):
         self.f, self.first, self.last = f, first, last
         self.next = first  # the next position to write
-        self.sha = hashlib.sha256()
+        self.sha = hashlib.sha256() if hashed else None
         self.size = 0
 
     def take(self, rows: list[tuple[Any, ...]]) -> None:
@@ -374,9 +397,117 @@ class _Lines:
         if not states:
             return
         data = b"\n".join(states) + b"\n"
-        self.sha.update(data)
+        if self.sha is not None:
+            self.sha.update(data)
         self.f.write(data)
         self.size += len(data)
+
+
+class _Parts:
+    """The export's log walk in segments (a ledger.integrity.Segments). In each worker process, a
+    segment's lines of events.jsonl and chain.jsonl go to files of its own under events/.parts/
+    (_Part); here they are joined into the two files, in position order, as the segments finish,
+    and hashed as they are joined. A half-joined result is removed by `discard` (the one walk then
+    writes the files)."""
+
+    def __init__(self, folder: Path, first: int, last: int):
+        self.folder, self.first, self.last = folder, first, last
+        self._reset()
+
+    def _reset(self) -> None:
+        self.next = 1  # the segment to join next starts here
+        self.waiting: dict[int, tuple[int, dict[str, str | None]]] = {}
+        self.out: dict[str, Any] = {}  # file name: (open file, sha256, bytes written)
+        self.start_link: str | None = None
+        self.end_link: str | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # what a worker needs: no files, no hashes
+        return {"folder": self.folder, "first": self.first, "last": self.last}
+
+    def open(self, start: int, until: int, link: str) -> _Part:
+        return _Part(self.folder / PARTS, start, self.first, self.last)
+
+    def collect(self, start: int, until: int, result: dict[str, str | None]) -> None:
+        if not self.out:
+            for name in (EVENTS_FILE, CHAIN_FILE):
+                self.out[name] = [open_private(self.folder / name), hashlib.sha256(), 0]  # written through its fd
+        self.waiting[start] = (until, result)
+        while self.next in self.waiting:
+            until, result = self.waiting.pop(self.next)
+            for name in (EVENTS_FILE, CHAIN_FILE):
+                self._append(_Part.path(self.folder / PARTS, self.next, name), self.out[name])
+            self.start_link = self.start_link or result["start_link"]
+            self.end_link = self.end_link or result["end_link"]
+            self.next = until + 1
+
+    @staticmethod
+    def _append(part: Path, out: list[Any]) -> None:
+        """Hash the part and copy it (in the kernel) to the end of the joined file; remove the part."""
+        f, sha = out[0], out[1]
+        with open(part, "rb") as src:
+            while chunk := src.read(HASH_CHUNK * 4):
+                sha.update(chunk)
+            size = src.tell()
+            copied = 0
+            try:
+                while copied < size:
+                    n = os.copy_file_range(src.fileno(), f.fileno(), size - copied, copied)
+                    if n == 0:
+                        raise OSError(f"{part}: copied {copied} of {size} bytes")
+                    copied += n
+            except OSError as e:
+                if copied or e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                src.seek(0)  # a file system without copy_file_range
+                shutil.copyfileobj(src, f, HASH_CHUNK * 4)
+                f.flush()
+        out[2] += size
+        part.unlink()
+
+    def complete(self, events: int) -> bool:
+        """Were positions 1..events walked in segments and all joined?"""
+        return bool(self.out) and self.next == events + 1
+
+    def finish(self) -> dict[str, Any]:
+        for f, _, _ in self.out.values():
+            f.close()
+        (events_sha, events_size), (chain_sha, chain_size) = ((s.hexdigest(), n) for _, s, n in
+                                                              (self.out[EVENTS_FILE], self.out[CHAIN_FILE]))
+        self.out = {}
+        return {"jsonl": {"sha256": events_sha, "bytes": events_size},
+                "chain": chain_entry(self.first, self.last, self.start_link, self.end_link, chain_sha, chain_size)}
+
+    def discard(self) -> None:
+        """Remove the parts and whatever was joined of them."""
+        for name, (f, _, _) in self.out.items():
+            f.close()
+            (self.folder / name).unlink(missing_ok=True)
+        shutil.rmtree(self.folder / PARTS, ignore_errors=True)
+        self._reset()
+
+
+class _Part:
+    """One segment's lines of events.jsonl and chain.jsonl, written in a worker process (not hashed:
+    _Parts hashes them as it joins them)."""
+
+    def __init__(self, folder: Path, start: int, first: int, last: int):
+        folder.mkdir(mode=FOLDER_MODE, exist_ok=True)
+        self.f = open_private(self.path(folder, start, EVENTS_FILE))
+        self.lines = _Lines(self.f, max(first, start), last, hashed=False)
+        # The segment before passes position first - 1 when the period starts at this one.
+        self.chain = ChainWriter(self.path(folder, start, CHAIN_FILE), first, last, hashed=False)
+
+    @staticmethod
+    def path(folder: Path, start: int, name: str) -> Path:
+        return folder / f"{start:012d}.{name}"
+
+    def take(self, rows: list[tuple[Any, ...]]) -> None:
+        self.lines.take(rows)
+        self.chain.take(rows)
+
+    def close(self) -> dict[str, str | None]:
+        self.f.close()
+        return self.chain.close_part()
 
 
 def _copy(wh: Warehouse, select: str, path: Path, fmt: str) -> None:
@@ -541,8 +672,13 @@ def _sign(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bundle_files(folder: Path) -> list[tuple[str, Path]]:
-    """(name in the bundle, path) of every file but the manifest, sorted by name."""
-    paths = ((p.relative_to(folder).as_posix(), p) for p in folder.rglob("*") if p.is_file())
+    """(name in the bundle, path) of every file but the manifest, sorted by name (not the log walk's
+    parts, which a worker may be writing meanwhile)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d != PARTS]
+        found += [Path(root, name) for name in files]
+    paths = ((p.relative_to(folder).as_posix(), p) for p in found if p.is_file())
     return sorted((rel, p) for rel, p in paths if rel != MANIFEST)
 
 
