@@ -202,7 +202,10 @@ def check_anchors(path: Path, manifest: dict[str, Any], *, digest: Path | None =
         problems.append(f"manifest.json carries no HMAC signature, but {KEY_ENV} is set (removed, or made without "
                         "the key)")
     if d is not None:
-        problems += _digest_problems(manifest, chain, d, public_key)
+        found = _digest_problems(manifest, chain, d, public_key)
+        problems += found
+        if not found and chain.problem is None and "chain" in manifest:
+            notes.append(f"position {int(d['position']):,} matches the digest {digest}")
     if public_key is not None:
         from ledger.signing import load_public_key
 
@@ -213,7 +216,11 @@ def check_anchors(path: Path, manifest: dict[str, Any], *, digest: Path | None =
         else:
             notes.append(f"manifest.json (and the end link it holds) signed by {public_key}")
     if after is not None:
-        problems += _after_problems(manifest, after, verify)
+        found = _after_problems(manifest, after, verify)
+        problems += found
+        if not found and chain.problem is None and "chain" in manifest:
+            notes.append(f"starts where {after} ended: position {manifest['chain']['first_position'] - 1:,} and its "
+                         "link")
     if not anchored:
         notes.append(NO_ANCHOR)
     return problems, notes

@@ -162,6 +162,8 @@ def test_a_signed_bundle_verifies_against_each_anchor(signed, keys):
     result = _verify(signed["all"], "--digest", str(signed["digest"]), "--public-key", str(keys / "signing.pub"))
     assert result.exit_code == 0, result.output
     assert "nothing outside the bundle vouches" not in result.stdout
+    digest = json.loads(signed["digest"].read_text())
+    assert f"note: position {digest['position']:,} matches the digest {signed['digest']}\n" in result.stdout
     plain = _verify(signed["all"])
     assert plain.exit_code == 0 and "note: nothing outside the bundle vouches for it" in plain.stdout
 
@@ -237,6 +239,8 @@ def test_a_digest_later_than_the_bundle_cannot_vouch_for_it(signed):
 def test_after_accepts_the_next_quarter_and_catches_a_gap_and_an_overlap(signed, tmp_path):
     ok = _verify(signed["q2"], "--after", str(signed["q1"]))
     assert ok.exit_code == 0, ok.output
+    ended = json.loads((signed["q1"] / "manifest.json").read_text())["chain"]["last_position"]
+    assert f"note: starts where {signed['q1']} ended: position {ended:,} and its link\n" in ok.stdout
     overlap = _verify(signed["all"], "--after", str(signed["q1"]))
     assert overlap.exit_code == 1 and "overlap with" in overlap.stderr
     later = tmp_path / "later"
