@@ -456,7 +456,7 @@ def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tup
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from ledger.pipeline import ignore_interrupts
+    from ledger.pipeline import bound_to
 
     size = max(SEGMENT_MIN, -(-head // (workers * 4)))
     starts = list(range(1, head + 1, size))
@@ -474,24 +474,36 @@ def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tup
                 return None
             link = row[0]
         jobs.append((a, b, link, {p: v for p, v in seal_at.items() if a <= p <= b}, at))
+    # Each worker reads the log in a transaction of its own: the link and time a segment ends with must be
+    # the ones the next segment starts from, as read here, or segments read in different states of an
+    # edited log could each match.
+    ends = {a: (link, at) for (a, *_), (_, _, link, _, at) in zip(jobs, jobs[1:])}
     walks: dict[int, _Walk] = {}
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=ignore_interrupts) as pool:
-            futures = {pool.submit(_walk_segment, store.url, a, b, link, seals, at, segments): (a, b)
+                                 initializer=bound_to, initargs=(os.getpid(),)) as pool:
+            futures = {pool.submit(_walk_segment, store.url, a, b, link, seals, at, segments, os.getpid()): (a, b)
                        for a, b, link, seals, at in jobs}
             for future in as_completed(futures):
                 a, b = futures[future]
                 w, part = future.result()
                 if w.failure is None and w.events != b - a + 1:
                     w.failure = (a + w.events, "short segment")  # rows missing: the single walk names them
+                if w.failure is None and a in ends and (w.link, w.at) != ends[a]:
+                    w.failure = (b, f"position {b} reads differently in two transactions (the log changed while "
+                                    "it was verified)")  # the single walk, in one transaction, decides
                 walks[a] = w
                 if w.failure is not None:
                     for f in futures:
                         f.cancel()
                     return w
                 if segments is not None:
-                    segments.collect(a, b, part)
+                    try:
+                        segments.collect(a, b, part)
+                    except Exception:
+                        for f in futures:
+                            f.cancel()
+                        raise
                 if progress is not None:
                     progress(w.events)
     except Exception:  # noqa: BLE001 - workers that cannot start or read: the single walk decides
@@ -502,15 +514,21 @@ def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tup
 
 
 def _walk_segment(url: str, start: int, until: int, link: str, seal_at: dict[int, tuple[str, str | None]],
-                  at: str, segments: Segments | None = None) -> tuple[_Walk, Any]:
+                  at: str, segments: Segments | None = None, parent: int | None = None) -> tuple[_Walk, Any]:
     """Worker process: walk one segment of the log at `url`; (the walk, the result of its part of
-    `segments`, if given). A worker whose parent is gone (killed) stops at its next batch."""
-    parent = os.getppid()
+    `segments`, if given). A worker whose parent (the process `parent`) is gone stops at once, or at its
+    next batch (where the kernel does not end it: see ledger.pipeline.bound_to)."""
+    parent = os.getppid() if parent is None else parent
+
+    def orphaned() -> None:
+        if os.getppid() != parent:
+            os._exit(1)
+
+    orphaned()
     part = segments.open(start, until, link) if segments is not None else None
 
     def each_batch(rows: Rows) -> None:
-        if os.getppid() != parent:
-            os._exit(1)
+        orphaned()
         if part is not None:
             part.take(rows)
 
@@ -518,6 +536,10 @@ def _walk_segment(url: str, start: int, until: int, link: str, seal_at: dict[int
     try:
         with store.transaction(write=False) as c:
             walk = _walk(store, c, start, link, seal_at, seal_key(), until, each_batch=each_batch, at=at)
+    except BaseException:
+        if part is not None:
+            part.close()
+        raise
     finally:
         store.close()
     return walk, part.close() if part is not None else None

@@ -67,6 +67,26 @@ def ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def bound_to(parent: int) -> None:
+    """In a worker process started by process `parent`: ignore Ctrl-C (see ignore_interrupts), and end
+    when that process ends, however it ends (killed, or SIGTERM from the process above it): on Linux
+    the kernel kills the worker then (PR_SET_PDEATHSIG), even one idle between tasks; a worker whose
+    parent is already gone ends at once."""
+    import signal
+    import sys
+
+    ignore_interrupts()
+    if sys.platform == "linux":
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def _start_forkserver_deaf_to_ctrl_c() -> None:
     """Start the fork server with Ctrl-C ignored: an ignored signal stays ignored across exec, so a Ctrl-C
     while it is still importing (before its own handlers are set) cannot print its traceback; the workers

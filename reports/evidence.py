@@ -315,10 +315,10 @@ def _start_worker(led: AccessLedger, jsonl: Path, first: int, last: int
         return None, None
     import multiprocessing
 
-    from ledger.pipeline import ignore_interrupts
+    from ledger.pipeline import bound_to
 
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=ignore_interrupts)
+                               initializer=bound_to, initargs=(os.getpid(),))
     return pool, pool.submit(_verify_and_write, url, jsonl, first, last)
 
 
@@ -361,6 +361,7 @@ def _verify_and_write(url: str, path: Path, first: int, last: int, led: AccessLe
     finally:
         if single:
             single[0].close()
+            single[2].f.close()
         parts.discard()
         if own:
             led.close()

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -44,7 +45,7 @@ def generated(ledger_url: str) -> str:
 
 def _walk(monkeypatch: pytest.MonkeyPatch, mode: str, segment_min: int = 1) -> list[int]:
     """Make verify walk the log once, or in segments in two worker processes; the list fills with the
-    start of every segment joined by the export."""
+    start of every segment joined by the export, and 0 once the joined files are used."""
     monkeypatch.setattr(integrity, "PARALLEL_FROM", 1 if mode == "segments" else 10**12)
     monkeypatch.setattr(integrity, "SEGMENT_MIN", segment_min)
     monkeypatch.setattr(integrity.os, "cpu_count", lambda: 2)
@@ -56,6 +57,13 @@ def _walk(monkeypatch: pytest.MonkeyPatch, mode: str, segment_min: int = 1) -> l
         collect(self, start, until, result)
 
     monkeypatch.setattr(evidence._Parts, "collect", spy)
+    finish = evidence._Parts.finish
+
+    def used(self: evidence._Parts) -> dict:
+        joined.append(0)  # 0: the joined files were used
+        return finish(self)
+
+    monkeypatch.setattr(evidence._Parts, "finish", used)
     return joined
 
 
@@ -76,7 +84,7 @@ def test_segments_write_exactly_what_one_walk_writes(generated, tmp_path, monkey
         result = evidence._verify_and_write(generated, folder / "events.jsonl", first, last)
         files = {p.name: p.read_bytes() for p in folder.iterdir()}
         assert sorted(files) == ["chain.jsonl", "events.jsonl"]  # no part left behind
-        assert (len(joined) >= 2) == (mode == "segments"), joined
+        assert joined[-1:] == ([0] if mode == "segments" else []) and len(joined) >= (3 if mode == "segments" else 0)
         assert result["verify"]["ok"] is True and result["verify"]["events"] == head
         assert files["events.jsonl"] == stored
         assert result["jsonl"] == {"sha256": hashlib.sha256(stored).hexdigest(), "bytes": len(stored)}
@@ -146,7 +154,7 @@ def test_a_bundle_exported_in_segments_checks_out_and_holds_what_one_walk_writes
         result = runner.invoke(app, ["--db", generated, "evidence", "export", "--from", "2026-01-01T00:00:00Z",
                                      "--to", "2026-02-15T00:00:00Z", "--out", str(out)])
         assert result.exit_code == 0, result.output
-        assert (len(joined) >= 2) == (mode == "segments")
+        assert joined[-1:] == ([0] if mode == "segments" else []) and len(joined) >= (3 if mode == "segments" else 0)
         assert not (out / "events" / ".parts").exists()
         checked = runner.invoke(app, ["evidence", "verify", str(out)])
         assert checked.exit_code == 0 and checked.stdout.startswith("OK:"), checked.output
@@ -174,10 +182,11 @@ def test_a_segment_that_does_not_match_leaves_the_files_to_the_single_walk(gener
     _sql(generated, f"UPDATE stored_events SET state = ? WHERE {pos_col} = ?", (before.replace(b'"at"', b'"at" '), bad))
     written = {}
     for mode in ("one walk", "segments"):
-        _walk(monkeypatch, mode, 300)
         folder = tmp_path / mode.replace(" ", "-")
         folder.mkdir()
+        joined = _walk(monkeypatch, mode, 300)
         result = evidence._verify_and_write(generated, folder / "events.jsonl", 1, head)
+        assert 0 not in joined  # the one walk wrote the files
         assert result["verify"]["ok"] is False and result["verify"]["first_bad_position"] == bad
         written[mode] = (result, {p.name: p.read_bytes() for p in folder.iterdir()})
     assert written["segments"] == written["one walk"]
@@ -185,36 +194,210 @@ def test_a_segment_that_does_not_match_leaves_the_files_to_the_single_walk(gener
     assert len(lines) == head and lines[bad - 1] == before.replace(b'"at"', b'"at" ') + b"\n"
 
 
-def test_a_segment_walker_stops_once_its_parent_is_gone(generated, monkeypatch):
-    """The export's coordinator, killed (Ctrl-C ends it with SIGTERM), leaves no walker reading the log."""
+class _Editing:
+    """A Segments sink whose workers, before they read the log, find it edited: event `p` rewritten and the
+    chain links p..b recomputed to match, after verify's own transaction read the links the segments start
+    from. Each segment then matches the log it reads; only the seam at `b` shows the two states."""
 
-    class Exited(Exception):
+    def __init__(self, url: str, p: int, b: int, marker: str):
+        self.url, self.p, self.b, self.marker = url, p, b, marker
+
+    def open(self, start: int, until: int, link: str) -> _Editing:
+        import os
+        import time
+
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            while not os.path.exists(self.marker + ".done"):  # the other worker is editing
+                time.sleep(0.05)
+            return self
+        self._edit()
+        open(self.marker + ".done", "w").close()
+        return self
+
+    def _edit(self) -> None:
+        import orjson
+
+        from ledger.integrity import next_link
+
+        pos_col = "rowid" if "://" not in self.url else "notification_id"
+        oid = "originator_id" if "://" not in self.url else "replace(CAST(originator_id AS TEXT), '-', '')"
+        link = _sql(self.url, "SELECT link FROM al_chain WHERE position = ?", (self.p - 1,))[0][0]
+        rows = _sql(self.url, f"SELECT {pos_col}, {oid}, originator_version, topic, state FROM stored_events "
+                              f"WHERE {pos_col} BETWEEN ? AND ? ORDER BY {pos_col}", (self.p, self.b))
+        for pos, stream, version, topic, state in rows:
+            state = bytes(state)
+            if pos == self.p:
+                state = orjson.dumps({**orjson.loads(state), "reason": "rewritten"})
+                _sql(self.url, f"UPDATE stored_events SET state = ? WHERE {pos_col} = ?", (state, pos))
+            link = next_link(link, pos, str(stream).replace("-", ""), int(version), topic, state)
+            _sql(self.url, "UPDATE al_chain SET link = ? WHERE position = ?", (link, pos))
+
+    def take(self, rows: list) -> None:
         pass
 
-    def exit_(code: int) -> None:
-        raise Exited(code)
+    def close(self) -> None:
+        return None
 
-    parents = itertools.chain([4242, 4242], itertools.repeat(1))  # at the start, the first batch, then gone
-    monkeypatch.setattr(integrity.os, "getppid", lambda: next(parents))
-    monkeypatch.setattr(integrity.os, "_exit", exit_)
-    seen: list[int] = []
+    def collect(self, start: int, until: int, result: None) -> None:
+        pass
 
-    class Part:
-        def take(self, rows: list) -> None:
-            seen.append(rows[-1][0])
+    def discard(self) -> None:
+        pass
 
-        def close(self) -> None:
-            return None
 
-    class Sink:
-        def open(self, start: int, until: int, link: str) -> Part:
-            return Part()
+class _EditingParts(evidence._Parts):
+    """The export's parts, made by workers that first see the log edited (_Editing)."""
 
+    def __init__(self, folder: Path, first: int, last: int, editing: _Editing):
+        super().__init__(folder, first, last)
+        self.editing = editing
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "editing": self.editing}
+
+    def open(self, start: int, until: int, link: str) -> evidence._Part:
+        self.editing.open(start, until, link)
+        return super().open(start, until, link)
+
+
+def test_segments_that_read_the_log_in_two_states_are_not_used(generated, tmp_path, monkeypatch):
+    """Each segment is read in a transaction of its own. A log edited between the reads (here: after the
+    start links were read, before the walkers read) must not pass because each segment matches the state
+    it read: the seam between two segments is checked against the links the walk started them from, and
+    the files come from the one walk, in one transaction."""
+    joined = _walk(monkeypatch, "segments", 1_000)  # segments 1-1,000, 1,001-2,000, ...
     with AccessLedger.open(generated) as led:
         head = led.head()
-    with pytest.raises(Exited):
-        integrity._walk_segment(generated, 1, head, GENESIS_LINK, {}, "", Sink())  # type: ignore[arg-type]
-    assert seen == [integrity.WALK_BATCH]  # one batch handed over, then the walker stopped
+        assert head > 2_000
+    original = _user_event(generated, 900)
+    editing = _Editing(generated, 900, 1_000, str(tmp_path / "edited"))
+    monkeypatch.setattr(evidence, "_Parts", lambda folder, first, last: _EditingParts(folder, first, last, editing))
+    result = evidence._verify_and_write(generated, tmp_path / "events.jsonl", 1, head)
+    assert (tmp_path / "edited.done").exists() and _user_event(generated, 900) != original
+    assert 0 not in joined  # the segments' files were not used
+    line = (tmp_path / "events.jsonl").read_bytes().splitlines(keepends=True)[899]
+    if result["verify"]["ok"]:
+        assert line == original + b"\n"  # SQLite: the one walk read the log as it was when verify began
+    else:  # PostgreSQL (read committed): the one walk read the edit, and position 1,001 no longer chains
+        assert result["verify"]["first_bad_position"] == 1_001 and line != original + b"\n"
+
+
+class _Exited(Exception):
+    pass
+
+
+class _Recorder:
+    """A Segments sink that records the batches its part is given."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        self.opened = 0
+
+    def open(self, start: int, until: int, link: str) -> _Recorder:
+        self.opened += 1
+        return self
+
+    def take(self, rows: list) -> None:
+        self.seen.append(rows[-1][0])
+
+    def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("gone_after", [0, 2], ids=["gone-before-it-starts", "gone-after-a-batch"])
+def test_a_segment_walker_stops_once_its_parent_is_gone(generated, monkeypatch, gone_after):
+    """The export's coordinator, killed (Ctrl-C ends it with SIGTERM), leaves no walker reading the log:
+    where the kernel does not end the walker with its parent (ledger.pipeline.bound_to), it stops at its
+    start or at its next batch."""
+
+    def exit_(code: int) -> None:
+        raise _Exited(code)
+
+    parents = itertools.chain(itertools.repeat(4242, gone_after), itertools.repeat(1))
+    monkeypatch.setattr(integrity.os, "getppid", lambda: next(parents))
+    monkeypatch.setattr(integrity.os, "_exit", exit_)
+    sink = _Recorder()
+    with AccessLedger.open(generated) as led:
+        head = led.head()
+    with pytest.raises(_Exited):
+        integrity._walk_segment(generated, 1, head, GENESIS_LINK, {}, "", sink, 4242)  # type: ignore[arg-type]
+    assert sink.seen == ([] if gone_after == 0 else [integrity.WALK_BATCH])
+    assert sink.opened == (0 if gone_after == 0 else 1)
+
+
+def test_a_killed_coordinator_takes_its_walkers_with_it(generated, tmp_path):
+    """SIGKILL to the process that runs a segmented walk: its walker processes end too, the one still
+    walking and the one waiting for work (which no check of its own would end)."""
+    import os
+    import signal
+    import time
+
+    script = tmp_path / "coordinator.py"
+    script.write_text(
+        "import sys, time\n"
+        "import ledger.integrity as integrity\n"
+        "from ledger.app import AccessLedger\n"
+        "class Slow:\n"  # the first segment is walked at once (its walker then idles), the second slowly
+        "    def open(self, start, until, link):\n"
+        "        self.start = start\n"
+        "        return self\n"
+        "    def take(self, rows):\n"
+        "        time.sleep(0.5 if self.start > 1 else 0)\n"
+        "    def close(self):\n"
+        "        return None\n"
+        "    def collect(self, start, until, result):\n"
+        "        print('joined', start, flush=True)\n"
+        "    def discard(self):\n"
+        "        pass\n"
+        "if __name__ == '__main__':\n"
+        "    integrity.PARALLEL_FROM, integrity.SEGMENT_MIN = 1, 1_600\n"  # two segments
+        "    with AccessLedger.open(sys.argv[1]) as led:\n"
+        "        led.verify(workers=2, derived=False, segments=Slow())\n")
+    coordinator = subprocess.Popen([sys.executable, str(script), generated], stdout=subprocess.PIPE, text=True)
+    try:
+        assert coordinator.stdout is not None
+        assert coordinator.stdout.readline() == "joined 1\n"  # one walker idle now, the other walking slowly
+        walkers = [p for p in _children(coordinator.pid) if "spawn_main" in _command(p)]
+        assert len(walkers) == 2, walkers
+        os.kill(coordinator.pid, signal.SIGKILL)
+        coordinator.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in walkers):
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in walkers), "a walker outlived its coordinator"
+    finally:
+        coordinator.kill()
+        coordinator.wait()
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_the_parts_of_a_failed_export_go_with_it(generated, tmp_path, monkeypatch):
