@@ -10,7 +10,6 @@ import hashlib
 import itertools
 import json
 import pickle
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -195,14 +194,15 @@ def test_a_segment_that_does_not_match_leaves_the_files_to_the_single_walk(gener
 
 
 class _Editing:
-    """A Segments sink whose workers, before they read the log, find it edited: event `p` rewritten and the
-    chain links p..b recomputed to match, after verify's own transaction read the links the segments start
-    from. Each segment then matches the log it reads; only the seam at `b` shows the two states."""
+    """Before the first worker reads the log, edit it: event `p` rewritten and the chain links p..b recomputed
+    to match, after verify's own transaction read the links the segments start from. Each segment then
+    matches the log it reads; only the seam at `b` shows the two states."""
 
     def __init__(self, url: str, p: int, b: int, marker: str):
         self.url, self.p, self.b, self.marker = url, p, b, marker
 
-    def open(self, start: int, until: int, link: str) -> _Editing:
+    def once(self) -> None:
+        """In each worker, before it reads: the first one edits, the others wait for the edit."""
         import os
         import time
 
@@ -211,10 +211,9 @@ class _Editing:
         except FileExistsError:
             while not os.path.exists(self.marker + ".done"):  # the other worker is editing
                 time.sleep(0.05)
-            return self
+            return
         self._edit()
         open(self.marker + ".done", "w").close()
-        return self
 
     def _edit(self) -> None:
         import orjson
@@ -234,18 +233,6 @@ class _Editing:
             link = next_link(link, pos, str(stream).replace("-", ""), int(version), topic, state)
             _sql(self.url, "UPDATE al_chain SET link = ? WHERE position = ?", (link, pos))
 
-    def take(self, rows: list) -> None:
-        pass
-
-    def close(self) -> None:
-        return None
-
-    def collect(self, start: int, until: int, result: None) -> None:
-        pass
-
-    def discard(self) -> None:
-        pass
-
 
 class _EditingParts(evidence._Parts):
     """The export's parts, made by workers that first see the log edited (_Editing)."""
@@ -258,7 +245,7 @@ class _EditingParts(evidence._Parts):
         return {**super().__getstate__(), "editing": self.editing}
 
     def open(self, start: int, until: int, link: str) -> evidence._Part:
-        self.editing.open(start, until, link)
+        self.editing.once()
         return super().open(start, until, link)
 
 
@@ -415,4 +402,3 @@ def test_the_parts_of_a_failed_export_go_with_it(generated, tmp_path, monkeypatc
     result = runner.invoke(app, ["--db", generated, "evidence", "export", "--out", str(out)])
     assert result.exit_code != 0
     assert not out.exists() or not any(out.iterdir())
-    shutil.rmtree(out, ignore_errors=True)

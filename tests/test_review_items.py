@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_reviews import build, head, refused, run
+from test_reviews import build, head, items, refused, run
 
 from ledger.app import AccessLedger
 
@@ -51,12 +51,6 @@ def started(ledger_url):
         led.record_access("user:zed", "read", "model/m", "allowed", "prod")
         led.record_access("service_account:ci", "read", "pipeline/x", "allowed", "prod")
     return ledger_url
-
-
-def items(url: str, *args: str) -> list[dict]:
-    result = run(url, "review", "items", "Q3", "--format", "json", *args)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)
 
 
 def test_context_permissions_last_use_before_the_start_and_sod_conflicts(started):
