@@ -2,7 +2,7 @@
 
     python benchmarks/audit_bench.py --events 10000000
 
-Builds (through the bulk import, as `access-ledger import` does) ledger.generator's year of a large
+Builds (through the bulk import, as `access-ledger import` does) access_ledger.demo.generator's year of a large
 platform: 10,000 users, 500 tenants, 200 custom roles, about 100,000 role assignments; the rest
 are resource accesses and connector-secret reads. Then prints:
   - sync: events/s of a full sync into a new warehouse file (target >= 200,000/s), the file's size;

@@ -4,7 +4,7 @@
 
 Builds (through the bulk import; skipped when --db names a ledger that already has events) a
 year of 10,000 users in 500 tenants, 200 roles, ~100k assignments, the rest resource and
-connector-secret accesses, from ledger.generator. Then times `access-ledger evidence export` of
+connector-secret accesses, from access_ledger.demo.generator. Then times `access-ledger evidence export` of
 the whole year as a fresh process twice: first with no warehouse (the first sync of DuckDB is
 part of it), then again with the warehouse synced (the usual case: the audits keep it synced).
 Prints each stage's time as the export reports it, the bundle's size, and `evidence verify`.
@@ -145,7 +145,7 @@ def main() -> None:
         out = tmp / ("warm.zip" if args.zip else "warm")
         export(db, out, args.zip, "warm")
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "from ledger.cli import main; main()", "evidence", "verify", str(out)], check=True,
+        subprocess.run([sys.executable, "-c", "from access_ledger.cli import main; main()", "evidence", "verify", str(out)], check=True,
                        stdout=subprocess.DEVNULL)
         print(f"evidence verify of the bundle: {time.perf_counter() - start:.1f} s")
         if args.parts:

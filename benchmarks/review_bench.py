@@ -3,7 +3,7 @@
     python benchmarks/review_bench.py --db /work/bench/review-1m.db [--runs 3] [--profile DIR]
 
 Builds (through the bulk import; skipped when --db names a ledger that already has events)
-ledger.generator's year of 10,000 users and a CI service account per tenant in 40 tenants, 200
+access_ledger.demo.generator's year of 10,000 users and a CI service account per tenant in 40 tenants, 200
 roles, ~100k assignments, the rest resource and connector-secret accesses (40 tenants rather than
 500, so that a campaign over part of the platform reaches 50,000 items). The reviewers
 (user:review-carol, user:review-dana for one team, user:review-erin as the fallback) are added

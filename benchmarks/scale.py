@@ -126,13 +126,13 @@ def write_history(path: str, n: int, *, ids: bool = False, **shape: int) -> int:
 
 
 def generated_ledger(db: str, events: int, **shape: int) -> None:
-    """A ledger at `db` holding ledger.generator's year of a large platform (the demo's generator at scale:
+    """A ledger at `db` holding access_ledger.demo.generator's year of a large platform (the demo's generator at scale:
     10,000 users, 500 tenants, 200 roles, ~100k assignments, the rest resource and secret accesses).
     Built through the bulk import, as `access-ledger import` does; reused when `db` already has events."""
     import time as clock
 
     from ledger.app import AccessLedger
-    from ledger.generator import generate
+    from access_ledger.demo.generator import generate
     from ledger.pipeline import default_workers
 
     with AccessLedger.open(db, create=True) as led:

@@ -8,6 +8,7 @@ every use (an edit of anything but the chained events changes no answer, DESIGN 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -156,10 +157,11 @@ def campaign(led: AccessLedger, name: str) -> Campaign:
     return found[name]
 
 
-def derive(led: AccessLedger, c: Campaign, timeline: Any = None, *, context: bool = False) -> list[dict[str, Any]]:
+def derive(led: AccessLedger, c: Campaign, timeline: Any = None, *, context: bool = False,
+           sod_rules: Sequence[tuple[str, str, str]] = ()) -> list[dict[str, Any]]:
     """The campaign's items re-derived from the log at its start position, checked against the start event,
     each with its reviewer (as routed at the start, then as reassigned) and, with `context`, what a
-    reviewer needs beside the facts (CONTEXT)."""
+    reviewer needs beside the facts (CONTEXT), conflicts judged by `sod_rules` (id, left, right)."""
     from projections.pit import Timeline, _quiet_gc
 
     s = c.start
@@ -176,12 +178,12 @@ def derive(led: AccessLedger, c: Campaign, timeline: Any = None, *, context: boo
             items[n - 1]["conflicted"] = conflict(items[n - 1], ev["reviewer"])
     if context:
         with _quiet_gc():  # many small objects, no cycles, beside the large state
-            add_context(led, items, state, s["at"], s["as_of_position"])
+            add_context(led, items, state, s["at"], s["as_of_position"], sod_rules)
     return items
 
 
 def add_context(led: AccessLedger, items: list[dict[str, Any]], state: PermissionState, instant: str,
-                position: int) -> None:
+                position: int, sod_rules: Sequence[tuple[str, str, str]] = ()) -> None:
     """Set each item's permissions, last use and separation-of-duties conflicts as of `position`.
 
     A principal holds in a tenant exactly what its items there give (the population is every
@@ -189,13 +191,12 @@ def add_context(led: AccessLedger, items: list[dict[str, Any]], state: Permissio
     holds in the organization comes from the organization's assignments (few), read once.
     """
     from ledger.vocabulary import vocabulary
-    from reports.sod import load_rules
 
     scoped = {(r["principal"], r["tenant"], r["resource"]) for r in items if r["resource"]}
     uses = last_uses(led, {r["principal"] for r in items}, {r["tenant"] for r in items}, scoped, position)
     org_types = vocabulary(state.preset).org_types if state.preset else ()
-    rules = [(rule.id, (rule.left, rule.left.split(":", 1)[0] in org_types),
-              (rule.right, rule.right.split(":", 1)[0] in org_types)) for rule in load_rules(None)[0]]
+    rules = [(rule_id, (left, left.split(":", 1)[0] in org_types), (right, right.split(":", 1)[0] in org_types))
+             for rule_id, left, right in sod_rules]
     sides = {side for _, left, right in rules for side, _ in (left, right)}
     perms_of: dict[tuple[str, str | None], tuple[list[str], frozenset[str]]] = {}
 

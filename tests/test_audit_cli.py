@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
-from ledger.cli import app
+from access_ledger.cli import app
 from reports.warehouse import Warehouse
 
 runner = CliRunner()
@@ -112,6 +112,6 @@ def test_a_warehouse_in_a_missing_folder_is_one_clear_error(ledger, tmp_path):
 
 def test_audit_commands_do_not_slow_down_change_commands():
     # duckdb is imported only when an audit runs: a change command's start-up never pays for it
-    code = "import sys, ledger.cli; print('duckdb' in sys.modules, 'pyarrow' in sys.modules)"
+    code = "import sys, access_ledger.cli; print('duckdb' in sys.modules, 'pyarrow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

@@ -24,8 +24,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
-from ledger.cli import app
-from ledger.generator import generate
+from access_ledger.cli import app
+from access_ledger.demo.generator import generate
 from ledger.private import csv_safe, scrub
 
 runner = CliRunner()
@@ -69,7 +69,7 @@ def _verify(target: Path) -> tuple[int, str, str, int, float]:
     """Run `evidence verify` in a subprocess: (exit code, stdout, stderr without time's line, peak RSS kB, s)."""
     started = time.monotonic()
     measured = target.parent / f".time-{uuid.uuid4().hex[:8]}"
-    done = subprocess.run(["/usr/bin/time", "-o", str(measured), "-f", "maxrss=%M", sys.executable, "-c", "from ledger.cli import main; main()", "evidence",
+    done = subprocess.run(["/usr/bin/time", "-o", str(measured), "-f", "maxrss=%M", sys.executable, "-c", "from access_ledger.cli import main; main()", "evidence",
                            "verify", str(target)], capture_output=True, text=True, timeout=TIME_LIMIT * 2,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     seconds = time.monotonic() - started

@@ -18,8 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
-from ledger.cli import app
-from ledger.generator import generate
+from access_ledger.cli import app
+from access_ledger.demo.generator import generate
 from ledger.signing import SIGNING_ENV, check, digest_message, load_public_key
 
 runner = CliRunner()

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
-from ledger.cli import app
-from ledger.cli.common import Format, render
+from access_ledger.cli import app
+from access_ledger.cli.common import Format, render
 from ledger.errors import ValidationError
 from ledger.timeutil import cli_instant, parse_duration, parse_period
 

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
-from ledger.cli import app
-from ledger.cli.demo import LEAVER_FINDINGS, TERMINATIONS
-from ledger.generator import generate
+from access_ledger.cli import app
+from access_ledger.cli.demo import LEAVER_FINDINGS, TERMINATIONS
+from access_ledger.demo.generator import generate
 from reports.evidence import needs_attention, verify_bundle
 
 runner = CliRunner()

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
-from ledger.cli import app
-from ledger.generator import generate
+from access_ledger.cli import app
+from access_ledger.demo.generator import generate
 from reports.evidence import _Lines, needs_attention
 
 runner = CliRunner()

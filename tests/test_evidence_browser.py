@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ledger.app import AccessLedger
-from ledger.generator import generate
+from access_ledger.demo.generator import generate
 from reports.evidence import export_bundle
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

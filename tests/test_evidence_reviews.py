@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
-from ledger.cli import app
+from access_ledger.cli import app
 from projections.pit import Timeline
 from projections.reviews import campaign, decision_event, derive, removals, start_event
 from reports.check_bundle import REVIEW_FILE, review_stems

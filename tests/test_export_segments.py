@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 
 import ledger.integrity as integrity
 from ledger.app import AccessLedger
-from ledger.cli import app
-from ledger.generator import generate
+from access_ledger.cli import app
+from access_ledger.demo.generator import generate
 from ledger.store import GENESIS_LINK
 from reports import evidence
 from test_trust import _sql, _user_event

@@ -11,7 +11,7 @@ import pytest
 
 from ledger.app import AccessLedger
 from ledger.events import encode, parse_json
-from ledger.generator import INCIDENT_AUDITS, SMALL, generate, is_generated
+from access_ledger.demo.generator import INCIDENT_AUDITS, SMALL, generate, is_generated
 from projections.permissions import PermissionState
 from projections.reviews import carried_out, population, population_sha256, route
 
@@ -95,7 +95,7 @@ def test_population_has_the_shape_asked_for(population_lines):
 
 
 def test_population_imports_and_its_audits_find_exactly_the_planted(tmp_path, population_lines):
-    from ledger.cli.demo import LEAVER_FINDINGS
+    from access_ledger.cli.demo import LEAVER_FINDINGS
     from reports.audits import AUDITS, run_audit
     from reports.evidence import needs_attention
     from reports.leavers import run_leavers

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from ledger import errors as E
 from ledger.app import AccessLedger
-from ledger.cli import app
+from access_ledger.cli import app
 from ledger.events import encode, parse_json
 
 runner = CliRunner()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ledger.app import AccessLedger
-from ledger.generator import generate
+from access_ledger.demo.generator import generate
 
 EXE = shutil.which("access-ledger") or os.path.join(os.path.dirname(sys.executable), "access-ledger")
 END = "2026-03-31T00:00:00Z"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
-from ledger.cli import app
+from access_ledger.cli import app
 from reports.findings import needs_attention
 from reports.leavers import read_hr, run_leavers
 from reports.warehouse import Warehouse, foreign_objects

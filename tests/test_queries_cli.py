@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from access_ledger.cli import app
 
 runner = CliRunner()
 

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
-from ledger.cli import app
+from access_ledger.cli import app
 
 runner = CliRunner()
 STEPS = [

@@ -292,7 +292,7 @@ def test_fuzz_import_never_writes_part_of_a_refused_file(fuzz_ledger, lines):
 def test_fuzz_cli_arguments_end_in_success_or_one_error_line(tmp_path_factory, args, group):
     from typer.testing import CliRunner
 
-    from ledger.cli import app
+    from access_ledger.cli import app
 
     db = str(tmp_path_factory.getbasetemp() / "cli-fuzz.db")
     runner = CliRunner()

@@ -17,7 +17,7 @@ import pytest
 
 import reports.html
 from ledger.app import AccessLedger
-from ledger.generator import generate
+from access_ledger.demo.generator import generate
 from reports.evidence import export_bundle
 
 END = "2026-04-01T00:00:00Z"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
-from ledger.cli import app
+from access_ledger.cli import app
 from projections.pit import Timeline
 from projections.reviews import (
     campaign, carried_out, decision_event, derive, population, population_sha256, removals, start_event,

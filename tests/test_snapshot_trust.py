@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import projections.pit as pit
-from ledger.cli import app
+from access_ledger.cli import app
 from ledger.integrity import KEY_ENV
 from projections.permissions import BadSnapshot, PermissionState, state_from_data, state_to_data
 from projections.pit import CHECKPOINT, CURRENT, FORMAT, Timeline, check_snapshots, states

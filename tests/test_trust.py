@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
-from ledger.cli import app
+from access_ledger.cli import app
 from ledger.integrity import KEY_ENV, next_link, seal_mac
 
 runner = CliRunner()

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ledger.cli.common import (
+from access_ledger.cli.common import (
     ActorOption, AtOption, Format, FormatOption, OutOption, ReasonOption, check_actor, default_actor, emit, fail,
     handled, open_ledger, when,
 )
@@ -39,12 +39,14 @@ def _campaign_rows(ctx: typer.Context, name: str, *, context: bool = False) -> t
     (with `context`: each item's permissions, last use and separation-of-duties conflicts too)."""
     from projections.pit import Timeline
     from projections.reviews import campaign, derive, item_rows
+    from reports.sod import load_rules
 
     led = open_ledger(ctx)
     try:
         c = campaign(led, name)
         timeline = Timeline(led)
-        return c, item_rows(c, derive(led, c, timeline, context=context), timeline.current())
+        rules = [(rule.id, rule.left, rule.right) for rule in load_rules(None)[0]] if context else []
+        return c, item_rows(c, derive(led, c, timeline, context=context, sod_rules=rules), timeline.current())
     finally:
         led.close()
 

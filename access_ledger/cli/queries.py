@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from ledger.cli.common import Format, FormatOption, OutOption, emit, emit_text, fail, handled, open_ledger, when
+from access_ledger.cli.common import Format, FormatOption, OutOption, emit, emit_text, fail, handled, open_ledger, when
 from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 import typer  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
-from ledger.cli.common import Interrupted, is_interruption  # noqa: E402
+from access_ledger.cli.common import Interrupted, is_interruption  # noqa: E402
 from ledger.errors import LedgerError  # noqa: E402
 
 
@@ -98,11 +98,11 @@ def root(
 
 
 def _register() -> None:
-    from ledger.cli import write
+    from access_ledger.cli import write
 
     write.register(app)
-    for name in ("ledger.cli.queries", "ledger.cli.audit", "ledger.cli.evidence", "ledger.cli.keys", "ledger.cli.review",
-                 "ledger.cli.demo"):
+    for name in ("access_ledger.cli.queries", "access_ledger.cli.audit", "access_ledger.cli.evidence", "access_ledger.cli.keys", "access_ledger.cli.review",
+                 "access_ledger.cli.demo"):
         try:
             module = __import__(name, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ledger.cli.common import (
+from access_ledger.cli.common import (
     ActorOption, AtOption, Format, FormatOption, OutOption, ReasonOption, check_actor, default_actor, emit, emit_text,
     fail, handled, no_new_file_if_refused, open_ledger, when,
 )

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ledger.cli.common import Interrupted, db_url, fail, handled, is_interruption
+from access_ledger.cli.common import Interrupted, db_url, fail, handled, is_interruption
 
 DEMO_EVIDENCE = "demo-evidence"
 TERMINATIONS = "access-ledger-demo-terminations.csv"  # beside the evidence folder
@@ -52,7 +52,7 @@ def demo(
     from rich.console import Console
 
     from ledger.app import AccessLedger
-    from ledger.generator import SIZES, generate
+    from access_ledger.demo.generator import SIZES, generate
     from ledger.private import write_private
     from ledger.timeutil import now, parse_instant
 
@@ -110,7 +110,7 @@ def _leavers_audit() -> Any:
 def _make_room(url: str, evidence: Path, force: bool) -> None:
     """Remove an earlier demo's ledger, warehouse and bundle; refuse to touch anything else without --force."""
     from ledger.app import AccessLedger
-    from ledger.generator import is_generated
+    from access_ledger.demo.generator import is_generated
 
     postgres = url.startswith(("postgresql://", "postgres://"))
     if not postgres and os.path.exists(url):
@@ -154,7 +154,7 @@ def _unfinished_bundle(folder: Path) -> bool:
 
 
 def _import(led: Any, scenario: Any, size: Size) -> None:
-    from ledger.cli.evidence import progress_bar
+    from access_ledger.cli.evidence import progress_bar
     from ledger.pipeline import default_workers
 
     total = scenario.shape.events
@@ -169,7 +169,7 @@ def _import(led: Any, scenario: Any, size: Size) -> None:
 
 def _export(led: Any, evidence: Path, url: str, hr: Path, run_leavers: Any) -> tuple[Any, list[dict[str, Any]]]:
     """The evidence bundle, and the leavers of the HR file past their SLA (from the same warehouse)."""
-    from ledger.cli.evidence import progress_bar
+    from access_ledger.cli.evidence import progress_bar
     from reports.evidence import export_bundle
     from reports.warehouse import Warehouse
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ledger.cli.common import handled
+from access_ledger.cli.common import handled
 
 keys_app = typer.Typer(help="Signing keys: seals, digests and evidence bundles anyone can check with the public key.",
                        no_args_is_help=True)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ledger.cli.common import PeriodOption, fail, handled, open_ledger, period_or_range
+from access_ledger.cli.common import PeriodOption, fail, handled, open_ledger, period_or_range
 from ledger.private import scrub
 from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ledger.cli.common import (
+from access_ledger.cli.common import (
     Format, FormatOption, OutOption, PeriodOption, emit, handled, open_ledger, period_or_range, when,
 )
 from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN

@@ -1,0 +1,1 @@
+"""The demo's data: a year of an ML platform generated as events, with planted incidents."""
