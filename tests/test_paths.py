@@ -126,6 +126,30 @@ def test_audit_review_has_one_row_per_path(paths_ledger, tmp_path):
     assert secret == BEFORE_REVIEW
 
 
+def test_audit_review_table_tells_each_path_apart(paths_ledger, tmp_path):
+    """Two paths to one permission through the same role differ by resource scope or by the role in the
+    chain that holds it: the terminal table shows both, so no two of its rows read the same."""
+    later = "2026-01-07T00:00:00Z"
+    with AccessLedger.open(paths_ledger) as led:
+        led.create_user("carol", at=later)
+        led.create_role("lead", "tenant", ["service_connector:read_secret_value"], base="secret-reader", at=later)
+        led.assign_role("lead", "user:carol", tenant="prod", at=later)
+        led.assign_role("lead", "user:carol", tenant="prod", resource="service_connector/aws", at=later)
+    args = ["audit", "review", "--at", later, "--principal", "user:carol", "--warehouse", str(tmp_path / "w.duckdb")]
+    rows = json.loads(run(paths_ledger, *args, "--format", "json").stdout)
+    assert len(rows) == 4  # two scopes, each with the permission from lead and from its base
+    table = run(paths_ledger, *args)
+    assert table.exit_code == 0, table.output
+    header = next(line for line in table.stdout.splitlines() if "who" in line and "what" in line)
+    shown = [c.strip() for c in header.strip("┃│ ").replace("┃", "│").split("│")]
+    assert {"resource_scope", "from_role"} <= set(shown)
+    from reports.audits import AUDITS
+
+    assert shown == [c for c in AUDITS["review"].brief if c in rows[0]]
+    cells = [tuple(str(r[c]) for c in shown) for r in rows]
+    assert len(set(cells)) == len(cells)
+
+
 # -- against a plain fold -------------------------------------------------------------------------------
 
 class Fold:
