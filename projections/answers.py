@@ -106,7 +106,9 @@ def _paths_ignoring_expiry(state: PermissionState, principal: str, tenant: str |
 
 def who_can(state: PermissionState, action: str, resource: str, tenant: str | None,
             instant: str) -> list[dict[str, Any]]:
-    """Users and service accounts (teams expanded) allowed `action` on `resource`, with one path each."""
+    """Users and service accounts (teams expanded) allowed `action` on `resource`: one row per path
+    (principal, role, team it comes through, resource scope), with the first permission of the role's
+    chain that allows it and the grant behind the path."""
     validate(state, None, action, resource, tenant)
     rtype = split_resource(resource)[0]
     # Candidates: direct holders and members of holding teams; then each is checked exactly.
@@ -120,13 +122,19 @@ def who_can(state: PermissionState, action: str, resource: str, tenant: str | No
             candidates.add(a.principal)
     rows = []
     for principal in sorted(candidates):
+        # Every path, not only the first: a path hidden behind another (a direct admin beside a team
+        # role) is still access once the other is revoked. Several permissions of one role's chain may
+        # allow the action through the same path: that is one path.
+        seen: set[tuple[str, str | None, str | None]] = set()
         for perm, scope, a, via, chain, _src in state.grants(principal, instant, tenant):
+            if (a.role, via, scope) in seen:
+                continue
             if (scope is None or scope == resource) and permission_matches(perm, rtype, action):
+                seen.add((a.role, via, scope))
                 rows.append({"principal": principal, "role": a.role, "via_team": via, "permission": perm,
                              "resource_scope": scope, "expires_at": a.expires_at,
                              "granted_at": a.source.at, "granted_by": a.source.actor,
                              "position": a.source.position, "reason": a.source.reason})
-                break
     return rows
 
 

@@ -42,11 +42,14 @@ class Audit:
 
 AUDITS: dict[str, Audit] = {a.name: a for a in (
     Audit("review", "Access review",
-          "Everything each person and service account can do at the chosen moment, tenant by tenant: "
-          "which role gives it, whether it comes through a team, since when, and when it was last used. "
+          "Everything each person and service account can do at the chosen moment, tenant by tenant, one row "
+          "for each path to it: which role gives it, whether it comes through a team, on which resource, since "
+          "when, and when it was last used. "
           "This is the list a manager signs off in a periodic access review.",
           "review.sql", ("at",),
-          ("who", "tenant", "what", "role", "via_team", "since", "last_used", "positions")),
+          # scope and from_role tell apart two paths to one permission through the same role
+          ("who", "tenant", "what", "resource_scope", "role", "via_team", "from_role", "since", "last_used",
+           "positions")),
     Audit("least-privilege", "Least-privilege review",
           "Where access is wider than use. For each role a principal holds: the permissions nobody used in "
           "the window. Accounts that did nothing at all in the window (dormant). And for each principal, the "

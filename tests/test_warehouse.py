@@ -20,6 +20,7 @@ from ledger import errors as E
 from ledger.app import AccessLedger
 from projections.answers import what_can
 from projections.permissions import PermissionState
+from reports.audits import run_audit
 from reports.errors import WarehouseMismatch
 from reports.warehouse import Warehouse, default_path
 from strategies import COMMANDS, TENANTS, USERS, apply_commands
@@ -109,6 +110,10 @@ def test_effective_permissions_from_intervals_equal_the_projection(tmp_path_fact
         for instant in instants:
             expected = projection_rows(led, instant)
             assert warehouse_rows(wh, instant) == expected, instant
+            # The review audit: one row per path, the same paths as what-can's
+            reviewed = [(r["who"], r["tenant"], r["what"], r["resource_scope"], r["role"], r["via_team"],
+                         r["from_role"]) for r in run_audit(wh, "review", at=instant, sync=False).rows]
+            assert sorted(reviewed, key=repr) == sorted((row[:7] for row in expected), key=repr), instant
             event(f"rows: {'none' if not expected else 'some'}; through a team: {any(r[5] for r in expected)}; "
                   f"organization: {any(r[1] is None for r in expected)}; inherited: "
                   f"{any(r[6] != r[4] for r in expected)}; resource-scoped: {any(r[3] for r in expected)}")

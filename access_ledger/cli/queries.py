@@ -227,7 +227,8 @@ def who_can(ctx: typer.Context, action: Annotated[str, typer.Argument(help="The 
             resource: Annotated[str, typer.Argument(help="TYPE/ID.")],
             tenant: TenantQ = None, at: AtQ = None, position: PositionQ = None,
             fmt: FormatOption = Format.table, out: OutOption = None) -> None:
-    """Every user and service account (teams expanded) allowed ACTION on RESOURCE, and through what."""
+    """Every user and service account (teams expanded) allowed ACTION on RESOURCE: one row per path (role, via
+    team, resource scope), each with the grant behind it."""
     from projections.answers import who_can as ask
 
     with handled():

@@ -1,5 +1,6 @@
--- review: every user's and service account's effective permissions per tenant at $at, with the path
--- (role, through which team, which role in the chain grants it) and when each was last used.
+-- review: every user's and service account's effective permissions per tenant at $at, one row per path
+-- (role, through which team, resource scope, which role in the chain grants it: a permission held two
+-- ways is two rows, so revoking one leaves the other in sight) and when each was last used.
 -- Parameters: $at (TIMESTAMP), $principal and $tenant (VARCHAR, NULL for all), $totals (BOOLEAN: $at
 -- is at or after the newest event).
 -- A use is an allowed access (resource access or connector-secret read) at or before $at that the
