@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
-from ledger.cli import app
+from access_ledger.cli import app
 from ledger.vocabulary import predefined_roles
 from projections.answers import what_can, who_can
 from projections.pit import Timeline
