@@ -491,12 +491,14 @@ def _previous(previous: Path) -> tuple[dict[str, Any] | None, list[str]]:
 
 
 def check(bundle: Path, public_key: Path | None = None, digest_path: Path | None = None,
-          after: Path | None = None) -> tuple[list[str], list[str]]:
-    """(problems, notes) of a bundle checked against the anchors given; ValueError for an unusable anchor file."""
+          after: Path | None = None) -> tuple[list[str], list[str], dict[str, Any]]:
+    """(problems, notes, manifest) of a bundle checked against the anchors given; ValueError for an unusable
+    anchor file."""
     digest = read_digest(digest_path) if digest_path is not None else None
     public_pem = public_key.read_bytes() if public_key is not None else None
     problems: list[str] = []
     notes: list[str] = []
+    manifest: dict[str, Any] = {}
     try:
         manifest, open_member, problems = _files(bundle)
         listed = manifest["files"]
@@ -524,12 +526,9 @@ def check(bundle: Path, public_key: Path | None = None, digest_path: Path | None
             problems += found
             if not found and not chain.problem:
                 notes.append(after_note(manifest, after))
-        said = coverage(manifest)
-        if said:
-            notes.insert(0, f"coverage: {said}")
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         problems.append(f"cannot read the bundle: {exc}")
-    return problems, notes
+    return problems, notes, manifest
 
 
 def _parser() -> Any:
@@ -555,7 +554,7 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     bundle = args.bundle if args.bundle is not None else Path(__file__).resolve().parent
     try:
-        problems, notes = check(bundle, args.public_key, args.digest, args.after)
+        problems, notes, manifest = check(bundle, args.public_key, args.digest, args.after)
     except (OSError, ValueError) as exc:
         # An anchor file that cannot be used is a usage error, as for `evidence verify`.
         print(f"Error: {exc}", file=sys.stderr)
@@ -570,6 +569,9 @@ def main(argv: list[str]) -> int:
     print(f"OK: {bundle}: every file matches manifest.json and the chain recomputes to its end link"
           + (f" (anchored by {' and '.join(anchored)})" if anchored else
              "; nothing outside the bundle vouches for it: give --public-key, --digest or --after"))
+    said = coverage(manifest)
+    if said:
+        print(f"coverage: {said}")
     for note in notes:
         print(f"note: {note}")
     return 0
