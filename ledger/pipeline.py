@@ -87,6 +87,23 @@ def bound_to(parent: int) -> None:
         os._exit(1)
 
 
+def quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (if it is not running yet) with its standard error on
+    /dev/null. A worker ended on Ctrl-C (SIGTERM from its parent, or SIGKILL once the parent is gone)
+    cannot release the semaphores of the pool it runs itself; the tracker releases them when the
+    command ends, and would say so in a warning after the command's one line."""
+    from multiprocessing import resource_tracker
+
+    saved, quiet = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(quiet, 2)
+        resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(quiet)
+
+
 def _start_forkserver_deaf_to_ctrl_c() -> None:
     """Start the fork server with Ctrl-C ignored: an ignored signal stays ignored across exec, so a Ctrl-C
     while it is still importing (before its own handlers are set) cannot print its traceback; the workers
