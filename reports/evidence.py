@@ -342,12 +342,13 @@ def _start_worker(led: AccessLedger, jsonl: Path, first: int, last: int
         return None, None
     import multiprocessing
 
-    from ledger.pipeline import bound_to, quiet_resource_tracker
+    from ledger.pipeline import bound_to, children_deaf_to_ctrl_c, quiet_resource_tracker
 
     quiet_resource_tracker()  # the worker's own pool of segment walkers cannot clean up after Ctrl-C
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                initializer=bound_to, initargs=(os.getpid(),))
-    return pool, pool.submit(_verify_and_write, url, jsonl, first, last)
+    with children_deaf_to_ctrl_c():  # the worker starts in submit: deaf before it can run bound_to
+        return pool, pool.submit(_verify_and_write, url, jsonl, first, last)
 
 
 def _verify_and_write(url: str, path: Path, first: int, last: int, led: AccessLedger | None = None

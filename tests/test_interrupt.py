@@ -175,3 +175,37 @@ def test_ctrl_c_during_a_segmented_evidence_export_prints_one_line(tmp_path):
     assert proc.returncode == 130
     assert _one_line(err) == "interrupted: nothing was written"
     assert not (tmp_path / "ev").exists()
+
+
+SLOW_START = '''
+import os, sys, time
+
+# The export's worker process (spawned: "--multiprocessing-fork") takes its time to start.
+if "--multiprocessing-fork" in sys.argv:
+    open(os.environ["WORKER_STARTING"], "w").close()
+    time.sleep(5)
+else:
+    import reports.evidence as evidence
+
+    evidence.WORKER_FROM = 100
+'''
+
+
+def test_ctrl_c_while_the_exports_worker_starts_prints_one_line(tmp_path):
+    """A worker process still starting (before it can ignore Ctrl-C) prints no traceback of its own."""
+    db = tmp_path / "ledger.db"
+    with AccessLedger.open(str(db), create=True) as led:
+        led.import_lines(generate("large", datetime(2026, 3, 31, tzinfo=UTC), events=1_000, users=10, tenants=2,
+                                  roles=4, assignments=30, days=30).lines())
+    patch = tmp_path / "patch"
+    patch.mkdir()
+    (patch / "sitecustomize.py").write_text(SLOW_START)
+    starting = tmp_path / "worker-starting"
+    env = {**os.environ, "ACCESS_LEDGER_ACTOR": "system", "PYTHONPATH": str(patch), "WORKER_STARTING": str(starting)}
+    proc = subprocess.Popen([EXE, "--db", str(db), "evidence", "export", "--out", str(tmp_path / "ev")],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=env)
+    _, err = _interrupt_when(proc, starting.exists, then=0.5)
+
+    assert proc.returncode == 130
+    assert _one_line(err) == "interrupted: nothing was written"
