@@ -413,11 +413,18 @@ def after_note(manifest: dict[str, Any], previous: Path) -> str:
     return f"starts where {previous} ended: position {manifest['chain']['first_position'] - 1:,} and its link"
 
 
+def printable(value: Any, limit: int = 300) -> str:
+    """A value read from a bundle, safe to print on a terminal: control characters escaped, bounded."""
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return text + ("..." if len(value if isinstance(value, str) else text) > limit else "")
+
+
 def coverage(manifest: dict[str, Any]) -> str | None:
-    """What the manifest says of how much of its period the bundle covers (None: the whole period)."""
+    """What the manifest says of how much of its period the bundle covers (None: the whole period), printable."""
     period = manifest.get("period")
     text = period.get("coverage") if isinstance(period, dict) else None
-    return text if isinstance(text, str) else None
+    return printable(text) if isinstance(text, str) else None
 
 
 def coverage_problem(manifest: dict[str, Any], chain: Chain) -> str | None:
@@ -430,8 +437,8 @@ def coverage_problem(manifest: dict[str, Any], chain: Chain) -> str | None:
     if period.get("holds_no_events") and events > 0:
         return f"the manifest says the period holds no events, but the bundle holds {events:,}"
     if not period.get("complete") and events > 0 and period.get("covers_to") != chain.last_at:
-        return (f"the manifest says the bundle covers up to {period.get('covers_to')}, but its last event is at "
-                f"{chain.last_at}")
+        return (f"the manifest says the bundle covers up to {printable(period.get('covers_to'))}, but its last "
+                f"event is at {printable(chain.last_at)}")
     return None
 
 

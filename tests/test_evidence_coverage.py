@@ -92,3 +92,20 @@ def test_a_period_that_is_over_is_complete_and_an_edited_coverage_claim_fails(le
     checked = subprocess.run([sys.executable, "-I", str(current / "check_bundle.py"), str(current)],
                              capture_output=True, text=True, timeout=120)
     assert checked.returncode == 1 and "but its last event is at" in checked.stderr
+
+
+def test_a_coverage_line_from_an_edited_manifest_is_printed_as_data(ledger_url, tmp_path, monkeypatch):
+    """The manifest is untrusted input: terminal control sequences in it are escaped, never sent."""
+    monkeypatch.chdir(tmp_path)
+    _ledger(ledger_url)
+    bundle = tmp_path / "b"
+    assert runner.invoke(app, ["--db", ledger_url, "evidence", "export", "--out", str(bundle)]).exit_code == 0
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["period"]["coverage"] = "covers up to \x1b[2J\x1b]0;owned\x07 now"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    verified = runner.invoke(app, ["evidence", "verify", str(bundle)])
+    checked = subprocess.run([sys.executable, "-I", str(bundle / "check_bundle.py"), str(bundle)],
+                             capture_output=True, text=True, timeout=120)
+    for out in (verified.stdout, checked.stdout):
+        assert "\x1b" not in out and "\x07" not in out
+        assert "coverage: covers up to \\x1b[2J\\x1b]0;owned\\x07 now" in out
