@@ -347,8 +347,8 @@ def read_digest(path: Path) -> dict[str, Any]:
         raise ValueError(f"digest: no file {path}") from None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         raise ValueError(f"digest: {path} is not a digest file (JSON)") from None
-    if not isinstance(data, dict) or not isinstance(data.get("position"), int) or isinstance(data.get("position"), bool) \
-            or not isinstance(data.get("link"), str):
+    position = data.get("position") if isinstance(data, dict) else None
+    if not isinstance(position, int) or isinstance(position, bool) or not isinstance(data.get("link"), str):
         raise ValueError(f"digest: {path} has no position and link")
     return data
 
