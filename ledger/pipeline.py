@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -85,6 +86,37 @@ def bound_to(parent: int) -> None:
             pass
     if os.getppid() != parent:
         os._exit(1)
+
+
+@contextmanager
+def children_deaf_to_ctrl_c() -> Iterator[None]:
+    """Processes started inside ignore Ctrl-C from their first instruction: SIGINT is blocked in this
+    thread meanwhile, and the mask is inherited across fork and exec (bound_to then ignores it for good).
+    A Ctrl-C meanwhile is not lost: it reaches this process when the block ends."""
+    import signal
+
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (if it is not running yet) with its standard error on
+    /dev/null. A worker ended on Ctrl-C (SIGTERM from its parent, or SIGKILL once the parent is gone)
+    cannot release the semaphores of the pool it runs itself; the tracker releases them when the
+    command ends, and would say so in a warning after the command's one line."""
+    from multiprocessing import resource_tracker
+
+    saved, quiet = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(quiet, 2)
+        resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(quiet)
 
 
 def _start_forkserver_deaf_to_ctrl_c() -> None:

@@ -198,18 +198,22 @@ def check_anchors(path: Path, manifest: dict[str, Any], *, digest: Path | None =
                      f"end link {chain.end_link}")
         problems += reviews[0]
         notes += reviews[1]
+        wrong = check_bundle.coverage_problem(manifest, chain)
+        if wrong is not None:
+            problems.append(wrong)
     if seal_key() is not None and not isinstance(manifest.get("signature"), dict):
         problems.append(f"manifest.json carries no HMAC signature, but {KEY_ENV} is set (removed, or made without "
                         "the key)")
-    if d is not None:
-        found = _digest_problems(manifest, chain, d, public_key)
-        problems += found
-        if not found and chain.problem is None and "chain" in manifest:
-            notes.append(f"position {int(d['position']):,} matches the digest {digest}")
     if public_key is not None:
         from ledger.signing import load_public_key
 
         load_public_key(public_key)  # one clear line if the file is no Ed25519 public key
+    if d is not None:
+        found = check_bundle.digest_problems(manifest, chain, d, public_key.read_bytes() if public_key else None)
+        problems += found
+        if not found and chain.problem is None and "chain" in manifest:
+            notes.append(check_bundle.digest_note(d, digest))  # type: ignore[arg-type]
+    if public_key is not None:
         problem = check_bundle.check_signature(manifest, public_key.read_bytes())
         if problem is not None:
             problems.append(problem)
@@ -219,59 +223,22 @@ def check_anchors(path: Path, manifest: dict[str, Any], *, digest: Path | None =
         found = _after_problems(manifest, after, verify)
         problems += found
         if not found and chain.problem is None and "chain" in manifest:
-            notes.append(f"starts where {after} ended: position {manifest['chain']['first_position'] - 1:,} and its "
-                         "link")
+            notes.append(check_bundle.after_note(manifest, after))
     if not anchored:
         notes.append(NO_ANCHOR)
     return problems, notes
 
 
-def _digest_problems(manifest: dict[str, Any], chain: check_bundle.Chain, d: dict[str, Any],
-                     public_key: Path | None) -> list[str]:
-    problems = []
-    if public_key is not None and d.get("signature") is not None:
-        from ledger.signing import check, digest_message, load_public_key
-
-        problem = check(digest_message(d), d.get("signature"), load_public_key(public_key))
-        if problem is not None:
-            problems.append(f"the digest: {problem}")
-    meta = manifest.get("chain") or {}
-    pos, first, last = int(d["position"]), meta.get("first_position"), meta.get("last_position")
-    if chain.problem is not None or first is None or last is None:
-        return problems  # the chain's own failure is named already
-    if pos > last:
-        problems.append(f"the digest is at position {pos:,}, after this bundle's last position {last:,}: it cannot "
-                        "vouch for this bundle unless the events in between are given (export a bundle up to the "
-                        "digest's position, or verify with a digest taken at export time)")
-    elif pos < first - 1:
-        problems.append(f"the digest is at position {pos:,}, before this bundle's first position {first:,}: it "
-                        "cannot vouch for this bundle")
-    elif chain.links.get(pos) != d.get("link"):
-        problems.append(f"position {pos:,} does not match the digest: the bundle's events up to there were rewritten "
-                        "(with the chain file to match, so the first changed event cannot be named)")
-    return problems
-
-
 def _after_problems(manifest: dict[str, Any], previous: Path, verify: Callable[[Path], Any]) -> list[str]:
     check = verify(previous)
-    if not check.ok:
-        return [f"--after {previous}: that bundle does not match its own manifest"]
+    mismatch = [f"--after {previous}: that bundle does not match its own manifest"]
+    if check.changed or check.missing or check.added:
+        return mismatch
     prev_manifest = check.manifest
     with _members(previous) as open_member:
         prev_chain = check_bundle.recompute(prev_manifest, open_member)
-    if prev_chain.problem is not None:
+    if prev_chain.problem is not None:  # named as check_bundle.py names it
         return [f"--after {previous}: {prev_chain.problem}"]
-    a, b = prev_manifest["chain"], manifest.get("chain") or {}
-    if not b:
-        return []
-    if b["first_position"] > a["last_position"] + 1:
-        return [f"gap after {previous}: it ends at position {a['last_position']:,}, this bundle starts at "
-                f"{b['first_position']:,}: positions {a['last_position'] + 1:,}-{b['first_position'] - 1:,} are in "
-                "neither"]
-    if b["first_position"] <= a["last_position"]:
-        return [f"overlap with {previous}: it ends at position {a['last_position']:,}, this bundle starts at "
-                f"{b['first_position']:,}, inside it"]
-    if b["start_link"] != a["end_link"]:
-        return [f"this bundle does not continue {previous}: its link before position {b['first_position']:,} differs "
-                "from that bundle's end link (the log was rewritten between the two exports)"]
-    return []
+    if not check.ok:
+        return mismatch
+    return check_bundle.continuity_problems(manifest, prev_manifest, previous)

@@ -2,16 +2,19 @@
 """Check an access-ledger evidence bundle without access-ledger: Python's standard library only (and, for a
 signature, the `cryptography` package or the `openssl` command).
 
-    python3 check_bundle.py [BUNDLE] [--public-key signing.pub] [--digest digest.json]
+    python3 -I check_bundle.py [BUNDLE] [--public-key signing.pub] [--digest digest.json] [--after PREVIOUS]
 
 BUNDLE is the bundle folder or zip (default: the folder this file is in). It re-hashes every file
 listed in manifest.json, recomputes the hash chain over events/events.jsonl from the manifest's
 start link, naming the first event that does not match events/chain.jsonl, and compares the end
 link with the manifest's. --public-key: manifest.json must carry a valid Ed25519 signature by that
 key (it covers the end link). --digest: a digest of the ledger (access-ledger digest) at a position
-inside the bundle must name the link recomputed there. Each population file of an access review,
+inside the bundle must name the link recomputed there. --after: the bundle must start exactly where the
+bundle PREVIOUS (itself checked) ended. These verdicts are the ones `evidence verify` gives: it runs the same
+functions (digest_problems, continuity_problems). Each population file of an access review,
 reviews/NAME.population.jsonl, must have the line count and SHA-256 that its campaign's ReviewStarted
-event among the events records. Exit 0: all checked; 1: a problem, named.
+event among the events records. Exit 0: all checked; 1: a problem, named; 2: a usage error (an unknown
+option, an anchor file that cannot be read).
 
 The chain: link(p) = SHA-256 of "PREV\\nP\\nORIGINATOR\\nVERSION\\nTOPIC\\n" followed by the event's line
 (without its newline), where PREV is link(p - 1) in hex. Line i of events/chain.jsonl belongs to line i
@@ -97,6 +100,7 @@ class Chain:
         # position: (type, at) of each event that can carry a revocation out
         self.removals: dict[int, tuple[str, str]] = {}
         self.first = self.last = 0
+        self.last_at: str | None = None  # the time of the last event, if any
 
 
 def recompute(manifest: dict[str, Any], open_member: Opener, want: tuple[int, ...] = ()) -> Chain:
@@ -116,6 +120,7 @@ def recompute(manifest: dict[str, Any], open_member: Opener, want: tuple[int, ..
     wanted = set(want)
     out.links[first - 1] = current
     position = first - 1
+    state = None
     with open_member(EVENTS) as events, open_member(CHAIN) as chain:
         for state, entry in zip_longest(_lines(events), _lines(chain)):
             position += 1
@@ -148,6 +153,12 @@ def recompute(manifest: dict[str, Any], open_member: Opener, want: tuple[int, ..
         return _bad(out, position + 1, f"{EVENTS} ends at position {position:,}, the period at {last:,} "
                                        "(events removed)")
     out.end_link, out.first, out.last = current, first, last
+    if state is not None:
+        try:
+            at = json.loads(state).get("at")
+        except (ValueError, AttributeError):
+            at = None
+        out.last_at = at if isinstance(at, str) else None
     if current != meta.get("end_link"):
         return _bad(out, None, "the recomputed end link differs from the manifest's: events and chain were "
                                "rewritten together")
@@ -286,7 +297,11 @@ def check_signature(manifest: dict[str, Any], public_pem: bytes) -> str | None:
         value = bytes.fromhex(str(signature.get("value", "")))
     except ValueError:
         return "manifest.json's signature is not hex"
-    message = signed_bytes(manifest)
+    return _ed25519_problem(public_pem, signed_bytes(manifest), value)
+
+
+def _ed25519_problem(public_pem: bytes, message: bytes, value: bytes) -> str | None:
+    """None if `value` is an Ed25519 signature of `message` by the key in `public_pem`; else why not."""
     try:
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -316,6 +331,117 @@ def _openssl_verify(public_pem: bytes, message: bytes, value: bytes) -> str | No
     return None
 
 
+# -- anchors (evidence verify runs these too, so both give the same verdicts) ----------------------
+
+def digest_message(digest: dict[str, Any]) -> bytes:
+    """What a digest's signature covers (the same bytes as ledger.signing.digest_message)."""
+    return (f"access-ledger digest {digest.get('position')}:{digest.get('link')}:{digest.get('at')}:"
+            f"{digest.get('ledger')}").encode()
+
+
+def read_digest(path: Path) -> dict[str, Any]:
+    """A digest file (access-ledger digest --out); ValueError with the same words as ledger.integrity.read_digest."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"digest: no file {path}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        raise ValueError(f"digest: {path} is not a digest file (JSON)") from None
+    position = data.get("position") if isinstance(data, dict) else None
+    if not isinstance(position, int) or isinstance(position, bool) or not isinstance(data.get("link"), str):
+        raise ValueError(f"digest: {path} has no position and link")
+    return data
+
+
+def digest_problems(manifest: dict[str, Any], chain: Chain, digest: dict[str, Any],
+                    public_pem: bytes | None) -> list[str]:
+    """Does the digest vouch for the bundle: its position within the bundle's (or the one before) and its
+    link the one recomputed there; with a public key, a signed digest's signature valid."""
+    problems = []
+    if public_pem is not None and digest.get("signature") is not None:
+        signature = digest["signature"]
+        if not isinstance(signature, dict) or signature.get("algorithm") != "Ed25519":
+            problems.append("the digest: no Ed25519 signature")
+        else:
+            try:
+                value = bytes.fromhex(str(signature.get("value", "")))
+            except ValueError:
+                value = b""
+            if _ed25519_problem(public_pem, digest_message(digest), value) is not None:
+                problems.append("the digest: the Ed25519 signature does not match (signed data edited, or another "
+                                "key)")
+    meta = manifest.get("chain") or {}
+    pos, first, last = int(digest["position"]), meta.get("first_position"), meta.get("last_position")
+    if chain.problem is not None or first is None or last is None:
+        return problems  # the chain's own failure is named already
+    if pos > last:
+        problems.append(f"the digest is at position {pos:,}, after this bundle's last position {last:,}: it cannot "
+                        "vouch for this bundle unless the events in between are given (export a bundle up to the "
+                        "digest's position, or verify with a digest taken at export time)")
+    elif pos < first - 1:
+        problems.append(f"the digest is at position {pos:,}, before this bundle's first position {first:,}: it "
+                        "cannot vouch for this bundle")
+    elif chain.links.get(pos) != digest.get("link"):
+        problems.append(f"position {pos:,} does not match the digest: the bundle's events up to there were rewritten "
+                        "(with the chain file to match, so the first changed event cannot be named)")
+    return problems
+
+
+def continuity_problems(manifest: dict[str, Any], previous_manifest: dict[str, Any], previous: Path) -> list[str]:
+    """Does this bundle start exactly where the previous one (checked already) ended: positions and links."""
+    a, b = previous_manifest["chain"], manifest.get("chain") or {}
+    if not b:
+        return []
+    if b["first_position"] > a["last_position"] + 1:
+        return [f"gap after {previous}: it ends at position {a['last_position']:,}, this bundle starts at "
+                f"{b['first_position']:,}: positions {a['last_position'] + 1:,}-{b['first_position'] - 1:,} are in "
+                "neither"]
+    if b["first_position"] <= a["last_position"]:
+        return [f"overlap with {previous}: it ends at position {a['last_position']:,}, this bundle starts at "
+                f"{b['first_position']:,}, inside it"]
+    if b["start_link"] != a["end_link"]:
+        return [f"this bundle does not continue {previous}: its link before position {b['first_position']:,} differs "
+                "from that bundle's end link (the log was rewritten between the two exports)"]
+    return []
+
+
+def digest_note(digest: dict[str, Any], path: Path) -> str:
+    return f"position {int(digest['position']):,} matches the digest {path}"
+
+
+def after_note(manifest: dict[str, Any], previous: Path) -> str:
+    return f"starts where {previous} ended: position {manifest['chain']['first_position'] - 1:,} and its link"
+
+
+def printable(value: Any, limit: int = 300) -> str:
+    """A value read from a bundle, safe to print on a terminal: control characters escaped, bounded."""
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return text + ("..." if len(value if isinstance(value, str) else text) > limit else "")
+
+
+def coverage(manifest: dict[str, Any]) -> str | None:
+    """What the manifest says of how much of its period the bundle covers (None: the whole period), printable."""
+    period = manifest.get("period")
+    text = period.get("coverage") if isinstance(period, dict) else None
+    return printable(text) if isinstance(text, str) else None
+
+
+def coverage_problem(manifest: dict[str, Any], chain: Chain) -> str | None:
+    """A coverage claim the chained events contradict: "covers up to T" must name the time of the bundle's
+    last event, and "holds no events" a bundle without any."""
+    period = manifest.get("period")
+    if not isinstance(period, dict) or chain.problem is not None or "complete" not in period:
+        return None
+    events = chain.last - chain.first + 1
+    if period.get("holds_no_events") and events > 0:
+        return f"the manifest says the period holds no events, but the bundle holds {events:,}"
+    if not period.get("complete") and events > 0 and period.get("covers_to") != chain.last_at:
+        return (f"the manifest says the bundle covers up to {printable(period.get('covers_to'))}, but its last "
+                f"event is at {printable(chain.last_at)}")
+    return None
+
+
 # -- standalone use ------------------------------------------------------------------------------
 
 def _opener(bundle: Path) -> tuple[Opener, Callable[[], list[str]]]:
@@ -333,68 +459,128 @@ def _opener(bundle: Path) -> tuple[Opener, Callable[[], list[str]]]:
     return open_file, lambda: [p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()]
 
 
-def main(argv: list[str]) -> int:
-    args, options = [], {}
-    it = iter(argv)
-    for arg in it:
-        if arg in ("--public-key", "--digest"):
-            options[arg] = next(it, None)
-        else:
-            args.append(arg)
-    bundle = Path(args[0]) if args else Path(__file__).resolve().parent
+def _files(bundle: Path) -> tuple[dict[str, Any], Opener, list[str]]:
+    """The bundle's manifest, an opener of its members, and its files that differ from the manifest."""
+    problems = []
+    open_member, names = _opener(bundle)
+    with open_member(MANIFEST) as f:
+        manifest = json.loads(f.read())
+    listed = manifest["files"]
+    for name in sorted(set(names()) - set(listed) - {MANIFEST}):
+        problems.append(f"added: {name}")
+    for name, entry in sorted(listed.items()):
+        h, size = hashlib.sha256(), 0
+        try:
+            with open_member(name) as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+                    size += len(chunk)
+        except (OSError, KeyError):
+            problems.append(f"missing: {name}")
+            continue
+        if h.hexdigest() != entry.get("sha256") or size != entry.get("bytes"):
+            problems.append(f"changed: {name}")
+    return manifest, open_member, problems
+
+
+def _previous(previous: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """The manifest of the bundle given to --after, if its files and chain hold; else the problem."""
+    try:
+        manifest, open_member, problems = _files(previous)
+        if problems:
+            return None, [f"--after {previous}: that bundle does not match its own manifest"]
+        chain = recompute(manifest, open_member)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+        return None, [f"--after {previous}: that bundle does not match its own manifest"]
+    if chain.problem is not None:
+        return None, [f"--after {previous}: {chain.problem}"]
+    return manifest, []
+
+
+def check(bundle: Path, public_key: Path | None = None, digest_path: Path | None = None,
+          after: Path | None = None) -> tuple[list[str], list[str], dict[str, Any]]:
+    """(problems, notes, manifest) of a bundle checked against the anchors given; ValueError for an unusable
+    anchor file."""
+    digest = read_digest(digest_path) if digest_path is not None else None
+    public_pem = public_key.read_bytes() if public_key is not None else None
     problems: list[str] = []
     notes: list[str] = []
+    manifest: dict[str, Any] = {}
     try:
-        open_member, names = _opener(bundle)
-        with open_member(MANIFEST) as f:
-            manifest = json.loads(f.read())
+        manifest, open_member, problems = _files(bundle)
         listed = manifest["files"]
-        for name in sorted(set(names()) - set(listed) - {MANIFEST}):
-            problems.append(f"added: {name}")
-        for name, entry in sorted(listed.items()):
-            h, size = hashlib.sha256(), 0
-            try:
-                with open_member(name) as f:
-                    while chunk := f.read(1 << 20):
-                        h.update(chunk)
-                        size += len(chunk)
-            except (OSError, KeyError):
-                problems.append(f"missing: {name}")
-                continue
-            if h.hexdigest() != entry.get("sha256") or size != entry.get("bytes"):
-                problems.append(f"changed: {name}")
-        digest = json.loads(Path(options["--digest"]).read_text()) if options.get("--digest") else None
-        want = (int(digest["position"]),) if digest else ()
-        chain = recompute(manifest, open_member, want)
+        chain = recompute(manifest, open_member, (int(digest["position"]),) if digest else ())
         if chain.problem:
             problems.append(chain.problem)
         else:
             found, notes = check_reviews(sorted(listed), open_member, chain)
             problems += found
-        if digest and not chain.problem:
-            meta, pos = manifest["chain"], int(digest["position"])
-            if not meta["first_position"] - 1 <= pos <= meta["last_position"]:
-                problems.append(f"the digest is at position {pos}, outside this bundle's positions "
-                                f"{meta['first_position']}-{meta['last_position']}: it cannot vouch for it")
-            elif chain.links.get(pos) != digest.get("link"):
-                problems.append(f"position {pos} does not match the digest: the bundle's events were rewritten")
-        if options.get("--public-key"):
-            problem = check_signature(manifest, Path(options["--public-key"]).read_bytes())
+            wrong = coverage_problem(manifest, chain)
+            if wrong:
+                problems.append(wrong)
+        if digest is not None:
+            found = digest_problems(manifest, chain, digest, public_pem)
+            problems += found
+            if not found and not chain.problem:
+                notes.append(digest_note(digest, digest_path))  # type: ignore[arg-type]
+        if public_pem is not None:
+            problem = check_signature(manifest, public_pem)
             if problem:
                 problems.append(problem)
+        if after is not None:
+            previous, found = _previous(after)
+            found = found or continuity_problems(manifest, previous or {}, after)
+            problems += found
+            if not found and not chain.problem:
+                notes.append(after_note(manifest, after))
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         problems.append(f"cannot read the bundle: {exc}")
+    return problems, notes, manifest
+
+
+def _parser() -> Any:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="check_bundle.py", allow_abbrev=False,
+        description="Check an access-ledger evidence bundle with Python's standard library alone: every file "
+                    "against manifest.json, the hash chain over its events, and the anchors given.",
+        epilog="Exit 0: all checked; 1: a problem, named on stderr; 2: a usage error or an unreadable anchor file.")
+    parser.add_argument("bundle", nargs="?", type=Path, help="The bundle folder or zip (default: the folder this "
+                                                             "file is in).")
+    parser.add_argument("--public-key", type=Path, metavar="FILE", help="The signer's signing.pub: manifest.json "
+                        "(and the end link it holds) must carry a valid Ed25519 signature by it.")
+    parser.add_argument("--digest", type=Path, metavar="FILE", help="A digest you hold (access-ledger digest "
+                        "--out): its link must be the one the bundle's events recompute at its position.")
+    parser.add_argument("--after", type=Path, metavar="PREVIOUS", help="The bundle before this one: this one must "
+                        "start exactly where it ended (positions and links).")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    bundle = args.bundle if args.bundle is not None else Path(__file__).resolve().parent
+    try:
+        problems, notes, manifest = check(bundle, args.public_key, args.digest, args.after)
+    except (OSError, ValueError) as exc:
+        # An anchor file that cannot be used is a usage error, as for `evidence verify`.
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
         print(f"FAILED: {len(problems)} problem(s) in {bundle}", file=sys.stderr)
         return 1
-    for note in notes:
-        print(f"note: {note}")
-    anchored = [o for o in ("--public-key", "--digest") if options.get(o)]
+    anchored = [o for o, v in (("--public-key", args.public_key), ("--digest", args.digest), ("--after", args.after))
+                if v is not None]
     print(f"OK: {bundle}: every file matches manifest.json and the chain recomputes to its end link"
           + (f" (anchored by {' and '.join(anchored)})" if anchored else
-             "; nothing outside the bundle vouches for it: give --public-key or --digest"))
+             "; nothing outside the bundle vouches for it: give --public-key, --digest or --after"))
+    said = coverage(manifest)
+    if said:
+        print(f"coverage: {said}")
+    for note in notes:
+        print(f"note: {note}")
     return 0
 
 

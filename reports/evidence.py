@@ -45,7 +45,7 @@ from ledger.private import FOLDER_MODE, csv_safe_sql, make_private, open_private
 from reports.bundle_chain import CHAIN, ChainWriter, chain_entry, check_anchors, sign_manifest, write_checker
 from reports.bundle_reader import MANIFEST, MANIFEST_LIMIT, BundleError, BundleProblem, BundleReader, check_name
 from reports.errors import ReportError
-from reports.findings import ATTENTION, attention_filter, needs_attention, plain, split_rows
+from reports.findings import ATTENTION, attention_filter, needs_attention, plain, row_counts, split_rows
 
 __all__ = ["ATTENTION", "BundleError", "BundleProblem", "TamperedLedger", "export_bundle", "needs_attention", "split_rows", "verify_bundle"]
 
@@ -191,6 +191,29 @@ def _prepare(target: Path, as_zip: bool, replace: bool) -> Path:
     return target
 
 
+def period_coverage(start_at: str, end_at: str, begins: str, newest: str) -> dict[str, Any]:
+    """How much of the period [start_at, end_at] a bundle of a ledger whose events run from `begins` to
+    `newest` covers. The ledger still accepts events dated at or after its newest one, so a period ending
+    at or after it is not complete: the bundle covers up to the newest event. A period ending before the
+    first event holds no events. `coverage` says it in words (None: the whole period)."""
+    from ledger.timeutil import parse_instant
+
+    end, first, last = parse_instant(end_at), parse_instant(begins), parse_instant(newest)
+    empty = end < first
+    complete = end < last
+    words = []
+    if empty:
+        words.append(f"the ledger begins {begins}: this period holds no events")
+    else:
+        if parse_instant(start_at) < first:
+            words.append(f"the ledger begins {begins}")
+        if not complete:
+            words.append(f"covers up to {newest}, the newest event: the ledger may still record events of the "
+                         f"period, which runs to {end_at}")
+    return {"ledger_begins": begins, "newest_event": newest, "complete": complete, "holds_no_events": empty,
+            "covers_to": end_at if complete else newest, "coverage": "; ".join(words) or None}
+
+
 def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, first: int, last: int, head: int,
                   generated_at: str, command: str | None, warehouse: Warehouse | None, window: str,
                   rules: str | Path | None, report: Progress, allow_tampered: bool = False
@@ -205,6 +228,8 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
     for sub in ("events", "audits", "charts"):
         (folder / sub).mkdir(exist_ok=True)
     write_checker(folder)
+    # The head is cut when the export starts: its time is the newest event the bundle can cover.
+    coverage = period_coverage(start_at, end_at, led.time_of(1) or end_at, led.time_of(head) or end_at)
     jsonl = folder / "events" / "events.jsonl"
     # The pass over the whole log (verify, the JSONL and the chain file) runs in a worker meanwhile.
     pool, log_job = _start_worker(led, jsonl, first, last)
@@ -226,9 +251,11 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
                 results[name] = result
                 files = [f"audits/{name}.{ext}" for ext in ("csv", "parquet", "json")]
                 attention = _write_audit(wh, result, folder)
+                routine = row_counts(name, result)[1]
                 audits_meta[name] = {"title": result.title, "description": result.description,
                                      "params": result.params, "columns": result.columns, "rows": len(result),
-                                     "needs_attention": attention, "files": files, "sql": result.sql}
+                                     "needs_attention": attention, "routine": routine, "files": files,
+                                     "sql": result.sql}
             report("charts", 0.72)
             charts = _charts(wh, results.get("secrets"), start_at, end_at, first, last, folder)
             organization = _organization(wh)
@@ -250,7 +277,7 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
                                      f"{verified.get('problem')}; no bundle written (--allow-tampered exports it "
                                      "anyway, marked as such)")
             report("report.html", 0.9)
-            context = {"organization": organization, "period": {"from": start_at, "to": end_at},
+            context = {"organization": organization, "period": {"from": start_at, "to": end_at, **coverage},
                        "generated_at": generated_at, "version": version("access-ledger"), "head": head,
                        "digest": digest, "verify": verified, "events": last - first + 1 if last >= first else 0}
             html = render_report(context, results, charts, {n: m["needs_attention"] for n, m in audits_meta.items()},
@@ -286,7 +313,7 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
         "command": scrub(command if command is not None else " ".join(_quote(a) for a in [Path(sys.argv[0]).name,
                                                                                             *sys.argv[1:]])),
         "period": {"from": start_at, "to": end_at, "first_position": first, "last_position": last,
-                   "events": max(0, last - first + 1)},
+                   "events": max(0, last - first + 1), **coverage},
         "ledger": {"location": led.store.label, "organization": organization.get("name"),
                    "preset": organization.get("preset"), "head": head, "digest": digest, "verify": verified},
         "audits": audits_meta,
@@ -315,11 +342,13 @@ def _start_worker(led: AccessLedger, jsonl: Path, first: int, last: int
         return None, None
     import multiprocessing
 
-    from ledger.pipeline import bound_to
+    from ledger.pipeline import bound_to, children_deaf_to_ctrl_c, quiet_resource_tracker
 
+    quiet_resource_tracker()  # the worker's own pool of segment walkers cannot clean up after Ctrl-C
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                initializer=bound_to, initargs=(os.getpid(),))
-    return pool, pool.submit(_verify_and_write, url, jsonl, first, last)
+    with children_deaf_to_ctrl_c():  # the worker starts in submit: deaf before it can run bound_to
+        return pool, pool.submit(_verify_and_write, url, jsonl, first, last)
 
 
 def _verify_and_write(url: str, path: Path, first: int, last: int, led: AccessLedger | None = None

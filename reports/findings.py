@@ -28,6 +28,26 @@ ATTENTION: dict[str, frozenset[str] | None] = {
 ROUTINE: dict[str, frozenset[str]] = {"secrets": frozenset({"authorised"})}
 
 
+def row_counts(audit: str, result: AuditResult) -> tuple[int, int, int]:
+    """How many of an audit's rows need attention, are routine, and are the rest (review material)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = result.table
+    _, attention = attention_order(result)
+    routine = 0
+    if ROUTINE.get(audit) and "finding" in result.columns:
+        kinds = pa.array(sorted(ROUTINE[audit]))
+        routine = pc.sum(pc.is_in(table.column("finding"), value_set=kinds)).as_py() or 0
+    return attention, routine, table.num_rows - attention - routine
+
+
+def count_words(attention: int, routine: int = 0, review: int = 0) -> str:
+    """The report's words for counts of rows: "2 need attention, 9 routine" (and ", N to review")."""
+    return f"{attention:,} need attention" + (f", {routine:,} routine" if routine else "") + (
+        f", {review:,} to review" if review else "")
+
+
 def needs_attention(audit: str, row: dict[str, Any]) -> bool:
     """True if this audit row is a finding someone must act on (not review material)."""
     kinds = ATTENTION.get(audit, frozenset())

@@ -91,6 +91,8 @@ def render_report(context: dict[str, Any], results: dict[str, AuditResult], char
         "<header>",
         f"<h1>Access evidence for {escape(org)}</h1>",
         f"<p class=\"sub\">Period {escape(period['from'])} to {escape(period['to'])} &middot; "
+        + (f"<strong class=\"coverage\">{escape(period['coverage'])}</strong> &middot; " if period.get("coverage")
+           else "") +
         f"{context['events']:,} events &middot; generated {escape(context['generated_at'])} by access-ledger "
         f"{escape(context['version'])}</p>",
         '<nav><a href="#summary">Summary</a><a href="#charts">Charts</a><a href="#principals">People and '

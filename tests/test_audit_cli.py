@@ -115,3 +115,25 @@ def test_audit_commands_do_not_slow_down_change_commands():
     code = "import sys, access_ledger.cli; print('duckdb' in sys.modules, 'pyarrow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_footers_count_what_needs_attention_in_the_reports_words(ledger, tmp_path, monkeypatch):
+    """Not "N finding(s)" when most are routine authorised reads (#24 item 11): the report's words."""
+    monkeypatch.chdir(tmp_path)  # a PostgreSQL ledger's export keeps its warehouse in the working folder
+    for day in (4, 5, 6):
+        ledger.record_connector_access("aws", "prod", "user:alice", "allowed", at=d(day))
+    result = run(ledger, tmp_path, "audit", "secrets", "--from", d(1), "--to", d(9))
+    assert result.exit_code == 0, result.output
+    assert "1 need attention, 4 routine;" in result.stdout and "finding(s)" not in result.stdout
+    lp = run(ledger, tmp_path, "audit", "least-privilege", "--at", d(9))
+    assert lp.exit_code == 0, lp.output
+    assert "need attention" in lp.stdout and "finding(s)" not in lp.stdout
+    out = tmp_path / "bundle"
+    exported = runner.invoke(app, ["--db", ledger.store.url, "evidence", "export", "--from", d(1), "--to", d(9),
+                                   "--out", str(out)])
+    assert exported.exit_code == 0, exported.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    attention = sum(a["needs_attention"] for a in manifest["audits"].values())
+    assert manifest["audits"]["secrets"]["routine"] == 4
+    assert f"{attention} need attention, " in exported.stdout and "routine" in exported.stdout
+    assert "finding(s)" not in exported.stdout

@@ -165,11 +165,35 @@ def test_least_privilege_finds_unused_permissions_dormant_accounts_and_smallest_
          ["viewer"], [8]),
         ("smallest-role", "user:alice", "tenant:prod", "role model_owner (10 permissions)", d(5), None,
          ["model:promote", "model:read"], ["promoter"], [32, 27]),
-        ("smallest-role", "user:bob", "tenant:prod", "role secret_reader (1 permission)", d(4, 1), None,
-         ["service_connector:read_secret_value"], [], [33, 24]),
+        # bob's secret read was not authorised (he held viewer): no role is derived from it
         ("smallest-role", "user:carol", "tenant:prod", "role secret_reader (1 permission)", d(4), None,
          ["service_connector:read_secret_value"], ["admin"], [33, 23]),
     ]
+
+
+def test_least_privilege_counts_changes_as_activity_and_sizes_roles_on_authorised_uses_only(led, tmp_path):
+    """#24 item 8: an admin who only makes changes is not dormant; an unauthorised secret read, and uses
+    after a deactivation, do not make the smallest role bigger."""
+    led.create_tenant("prod", at=d(1))                                                          # 2
+    for user in ("ann", "vic", "lea"):                                                          # 3-5
+        led.create_user(user, at=d(1))
+    led.register_connector("aws", "prod", at=d(1))                                              # 6
+    led.assign_role("admin", "user:ann", tenant="prod", at=d(2))                                # 7
+    led.assign_role("viewer", "user:vic", tenant="prod", at=d(2))                               # 8
+    led.assign_role("viewer", "user:lea", tenant="prod", at=d(2))                               # 9
+    for i in range(5):                                                                          # 10-14
+        led.create_tenant(f"t{i}", at=d(3), actor="user:ann", reason="T-1")
+    led.record_access("user:vic", "read", "model/m", "allowed", tenant="prod", at=d(4))         # 15
+    led.record_access("user:lea", "read", "model/m", "allowed", tenant="prod", at=d(4))         # 16
+    led.record_connector_access("aws", "prod", "user:vic", "allowed", at=d(4, 1))               # 17
+    led.deactivate_user("lea", at=d(5))                                                         # 18
+    led.record_access("user:lea", "delete", "model/m", "allowed", tenant="prod", at=d(6))       # 19
+    with Warehouse.open(led, tmp_path / "w.duckdb") as warehouse:
+        rows = findings(warehouse, "least-privilege", ["finding", "who", "what", "used_permissions", "positions"],
+                        at=d(20), window="30d")
+    assert [r for r in rows if r[0] == "dormant-principal"] == []
+    assert [(r[1], r[2].split(" (")[0], r[3], r[4][-1]) for r in rows if r[0] == "smallest-role"] == [
+        ("user:lea", "role viewer", ["model:read"], 16), ("user:vic", "role viewer", ["model:read"], 15)]
 
 
 def test_least_privilege_with_a_short_window_finds_everyone_dormant(wh):
@@ -177,7 +201,8 @@ def test_least_privilege_with_a_short_window_finds_everyone_dormant(wh):
     rows = findings(wh, "least-privilege", columns, at=d(20), window="10d")
     assert [r for r in rows if r[0] == "dormant-principal"] == [
         ("dormant-principal", "service_account:ci", "no recorded activity", d(1), [8]),
-        ("dormant-principal", "user:alice", "no activity in the window", d(5, 1), [4, 27]),
+        # alice's last activity is the role change she made at d(7) (position 30), not her last use
+        ("dormant-principal", "user:alice", "no activity in the window", d(7), [4, 30]),
         ("dormant-principal", "user:bob", "no activity in the window", d(4, 1), [5, 24]),
         ("dormant-principal", "user:carol", "no activity in the window", d(4), [6, 23]),
     ]

@@ -292,3 +292,57 @@ def test_the_standalone_checker_passes_a_real_bundle_and_names_an_edited_event(s
     assert "signature does not match" in failed.stderr
     if shutil.which("openssl"):
         assert "signature does not match" in _checker(bundle, "--public-key", pub, no_site=True).stderr
+
+
+def test_the_checker_refuses_unknown_options_and_prints_its_usage(signed, keys):
+    """A typo of an anchor must not pass as an unanchored OK (#24 item 9)."""
+    pub = str(keys / "signing.pub")
+    for wrong in (["--publickey", pub], ["--bogus", "x"], ["--digest"]):
+        done = _checker(signed["all"], *wrong)
+        assert done.returncode == 2, (wrong, done.stdout, done.stderr)
+        assert "OK" not in done.stdout and "usage:" in done.stderr
+    helped = subprocess.run([sys.executable, "-I", str(signed["all"] / "check_bundle.py"), "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0, helped.stderr
+    assert helped.stdout.startswith("usage:")
+    for option in ("--public-key", "--digest", "--after"):
+        assert option in helped.stdout
+
+
+def _both(bundle: Path, *anchors: str) -> tuple[int, int, list[str], str]:
+    """evidence verify's and the standalone checker's exit codes, verify's problem lines, the checker's stderr."""
+    verified = _verify(bundle, *anchors)
+    checked = _checker(bundle, *anchors)
+    problems = [line.removeprefix("problem: ") for line in verified.stdout.splitlines()
+                if line.startswith(("problem: ", "changed: ", "missing: ", "added: "))]
+    return verified.exit_code, checked.returncode, problems, checked.stderr
+
+
+def test_the_checker_gives_evidence_verifys_verdict_for_after_and_digest(signed, keys, tmp_path):
+    """--after and --digest: same exit code from both checkers, and each problem evidence verify names is
+    named by check_bundle.py too."""
+    later = tmp_path / "later"
+    assert _run("--db", str(signed["db"]), "evidence", "export", "--from", "2026-02-01T00:00:00Z",
+                "--out", str(later)).exit_code == 0
+    rewritten = _copy(signed["all"], tmp_path)
+    _edit_event(rewritten, 40)
+    _rehash(rewritten, "events/events.jsonl")
+    digest, pub = str(signed["digest"]), str(keys / "signing.pub")
+    cases = [
+        (signed["q2"], ["--after", str(signed["q1"])], 0),
+        (signed["all"], ["--after", str(signed["q1"])], 1),  # overlap
+        (later, ["--after", str(signed["q1"])], 1),  # gap
+        (signed["q2"], ["--after", str(rewritten)], 1),  # the previous bundle is itself broken
+        (signed["all"], ["--digest", digest], 0),
+        (signed["q1"], ["--digest", digest], 1),  # the digest is later than the bundle
+        (rewritten, ["--digest", digest], 1),
+        (signed["q2"], ["--after", str(signed["q1"]), "--digest", digest, "--public-key", pub], 0),
+    ]
+    for bundle, anchors, expected in cases:
+        verify_code, checker_code, problems, stderr = _both(bundle, *anchors)
+        assert (verify_code, checker_code) == (expected, expected), (bundle, anchors, problems, stderr)
+        for problem in problems:
+            assert problem in stderr, (anchors, problem, stderr)
+    missing = _checker(signed["all"], "--digest", str(tmp_path / "nope.json"))
+    assert missing.returncode == _verify(signed["all"], "--digest", str(tmp_path / "nope.json")).exit_code == 2
+    assert "Traceback" not in missing.stderr

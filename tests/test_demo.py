@@ -172,3 +172,13 @@ def test_demo_runs_again_over_its_own_ledger(demo_run, tmp_path):
         assert led.verify().ok
         first = next(led.read(1, 1))[1]
     assert first["type"] == "OrganizationCreated"
+
+
+def test_demo_says_each_phase_as_it_ends_in_plain_text(demo_run):
+    """#24: not one line and then silence for minutes: a line per phase, with its time; no terminal codes
+    when the output is not a terminal."""
+    result, _, _ = demo_run
+    assert result.exit_code == 0, result.output
+    phases = [re.match(r"  (\d/4 [a-z ]+): .* in [\d.]+ s$", line) for line in result.stdout.splitlines()]
+    assert [m.group(1) for m in phases if m] == ["1/4 import", "2/4 evidence", "3/4 leavers", "4/4 point in time"]
+    assert "\x1b[" not in result.stdout

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,81 @@ def test_the_demo_replaces_what_a_killed_demo_left(tmp_path, leftover):
     done = subprocess.run([EXE, "--db", str(db), "demo", "--evidence", "ev", "--end", END], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+SLOW_SEGMENTS = '''
+import os, time
+import ledger.integrity as integrity
+import reports.evidence as evidence
+
+# A small ledger exported as a large one is: the log walk in a worker process, in segments walked by
+# processes of its own; each segment waits, so that Ctrl-C comes while they are all alive.
+integrity.PARALLEL_FROM, integrity.SEGMENT_MIN, evidence.WORKER_FROM = 100, 500, 100
+walk = integrity._walk_segment
+
+
+def _walk_segment(*args, **kwargs):
+    open(os.environ["SEGMENT_STARTED"], "w").close()
+    time.sleep(60)
+    return walk(*args, **kwargs)
+
+
+integrity._walk_segment = _walk_segment
+'''
+
+
+def test_ctrl_c_during_a_segmented_evidence_export_prints_one_line(tmp_path):
+    """#24 item 12: no multiprocessing "leaked semaphore objects" warning after the one line."""
+    db = tmp_path / "ledger.db"
+    with AccessLedger.open(str(db), create=True) as led:
+        led.import_lines(generate("large", datetime(2026, 3, 31, tzinfo=UTC), events=3_000, users=20, tenants=3,
+                                  roles=8, assignments=80,
+                                  days=60).lines())
+    patch = tmp_path / "patch"
+    patch.mkdir()
+    (patch / "sitecustomize.py").write_text(SLOW_SEGMENTS)
+    started = tmp_path / "segment-started"
+    env = {**os.environ, "ACCESS_LEDGER_ACTOR": "system", "PYTHONPATH": str(patch),
+           "SEGMENT_STARTED": str(started)}
+    proc = subprocess.Popen([EXE, "--db", str(db), "evidence", "export", "--out", str(tmp_path / "ev")],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=env)
+    _, err = _interrupt_when(proc, started.exists, then=0.5)
+
+    assert proc.returncode == 130
+    assert _one_line(err) == "interrupted: nothing was written"
+    assert not (tmp_path / "ev").exists()
+
+
+SLOW_START = '''
+import os, sys, time
+
+# The export's worker process (spawned: "--multiprocessing-fork") takes its time to start.
+if "--multiprocessing-fork" in sys.argv:
+    open(os.environ["WORKER_STARTING"], "w").close()
+    time.sleep(5)
+else:
+    import reports.evidence as evidence
+
+    evidence.WORKER_FROM = 100
+'''
+
+
+def test_ctrl_c_while_the_exports_worker_starts_prints_one_line(tmp_path):
+    """A worker process still starting (before it can ignore Ctrl-C) prints no traceback of its own."""
+    db = tmp_path / "ledger.db"
+    with AccessLedger.open(str(db), create=True) as led:
+        led.import_lines(generate("large", datetime(2026, 3, 31, tzinfo=UTC), events=1_000, users=10, tenants=2,
+                                  roles=4, assignments=30, days=30).lines())
+    patch = tmp_path / "patch"
+    patch.mkdir()
+    (patch / "sitecustomize.py").write_text(SLOW_START)
+    starting = tmp_path / "worker-starting"
+    env = {**os.environ, "ACCESS_LEDGER_ACTOR": "system", "PYTHONPATH": str(patch), "WORKER_STARTING": str(starting)}
+    proc = subprocess.Popen([EXE, "--db", str(db), "evidence", "export", "--out", str(tmp_path / "ev")],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=env)
+    _, err = _interrupt_when(proc, starting.exists, then=0.5)
+
+    assert proc.returncode == 130
+    assert _one_line(err) == "interrupted: nothing was written"

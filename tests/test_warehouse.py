@@ -429,3 +429,63 @@ def test_audits_from_the_use_totals_equal_audits_from_the_uses(tmp_path_factory,
     finally:
         wh.close()
         led.close()
+
+
+# -- least privilege sizes roles on the uses the projection authorises ------------------------------
+
+@settings(max_examples=int(os.environ.get("WAREHOUSE_EXAMPLES", "60")) // 2, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(commands=st.lists(st.integers(0, 3).flatmap(lambda k: (COMMANDS, SECRET_READS, ACCESSES, ACCESSES)[k]),
+                         min_size=8, max_size=60))
+def test_least_privilege_used_permissions_are_the_uses_the_projection_authorises(tmp_path_factory, commands):
+    """#24 item 8, against the oracle of DESIGN section 3: smallest-role's used permissions per principal
+    and tenant are exactly the TYPE:ACTION of the allowed uses that check() allows at their instant (so
+    neither an unauthorised read nor a use while deactivated)."""
+    from itertools import groupby
+
+    from projections.answers import Question, check
+    from reports.audits import run_audit
+
+    led = AccessLedger.open(str(tmp_path_factory.mktemp("wh") / "l.db"), create=True)
+    prelude(led)
+    for tenant in ("prod", "dev"):
+        led.register_connector("aws", tenant, at="2026-02-01T00:00:00Z")
+    led.assign_role("viewer", "team:ml", tenant="prod", at="2026-02-01T00:00:00Z")
+    led.assign_role("admin", "user:bob", tenant="dev", at="2026-02-01T00:00:00Z")
+    for i, (name, *args) in enumerate(commands):
+        try:
+            if name == "secret_read":
+                principal, tenant, outcome = args
+                led.record_connector_access("aws", tenant, principal, outcome, at=event_time(i))
+            elif name == "access":
+                principal, (action, resource), tenant, outcome = args
+                led.record_access(principal, action, resource, outcome, tenant=tenant, at=event_time(i))
+            else:
+                build(led, [(name, *args)], first=i)
+        except E.LedgerError:
+            pass
+    expected: dict[tuple[str, str], set[str]] = {}
+    state = PermissionState()
+    for instant, group in groupby(list(led.read()), key=lambda pe: pe[1]["at"]):
+        group = list(group)
+        for position, ev in group:
+            state.apply(position, ev)
+        for _, ev in group:
+            if ev["type"] not in ("ConnectorSecretAccessed", "ResourceAccessed") or ev["outcome"] != "allowed":
+                continue
+            if ev["type"] == "ConnectorSecretAccessed":
+                q = Question(ev["principal"], "read_secret_value", "service_connector/aws", ev["tenant"])
+            else:
+                q = Question(ev["principal"], ev["action"], ev["resource"], ev.get("tenant"))
+            if check(state, q, instant)["allowed"]:
+                kind = q.resource.split("/")[0]
+                expected.setdefault((q.principal, q.tenant or ""), set()).add(f"{kind}:{q.action}")
+    wh = Warehouse.open(led, ":memory:")
+    try:
+        rows = run_audit(wh, "least-privilege", at="2026-12-31T00:00:00Z", window="365d").rows
+    finally:
+        wh.close()
+        led.close()
+    got = {(r["who"], r["tenant"] or ""): set(r["used_permissions"]) for r in rows if r["finding"] == "smallest-role"}
+    assert got == expected
+    event(f"principals with authorised uses: {len(expected)}")

@@ -13,6 +13,8 @@ import shlex
 import sys
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -72,11 +74,15 @@ def demo(
                 fail(f"the ledger at {led.store.label} is not empty: the demo builds a new ledger (give --db NEW.db)")
             whose = "acme-ml's" if size is Size.small else "a large"
             console.print(f"[bold]access-ledger demo[/]: a year of {whose} ML platform, into {led.store.label}")
-            _import(led, scenario, size)
-            written = led.head()
+            with _phase(console, "1/4 import") as done:
+                _import(led, scenario, size)
+                written = led.head()
+                done(f"{written:,} events generated, validated and recorded")
             write_private(hr, scenario.terminations_csv())
-            result, leavers = _export(led, evidence, url, hr, run_leavers)
-            answer = _point_in_time(led, scenario)
+            result, leavers = _export(led, evidence, url, hr, run_leavers, console)
+            with _phase(console, "4/4 point in time") as done:
+                answer = _point_in_time(led, scenario)
+                done("the unauthorised read asked of the ledger as of its instant")
         except BaseException as exc:
             if not is_interruption(exc):
                 raise
@@ -167,7 +173,8 @@ def _import(led: Any, scenario: Any, size: Size) -> None:
         led.import_lines(lines(), workers=default_workers() if size is Size.large else 0)
 
 
-def _export(led: Any, evidence: Path, url: str, hr: Path, run_leavers: Any) -> tuple[Any, list[dict[str, Any]]]:
+def _export(led: Any, evidence: Path, url: str, hr: Path, run_leavers: Any, console: Any
+            ) -> tuple[Any, list[dict[str, Any]]]:
     """The evidence bundle, and the leavers of the HR file past their SLA (from the same warehouse)."""
     from access_ledger.cli.evidence import progress_bar
     from reports.evidence import export_bundle
@@ -175,10 +182,25 @@ def _export(led: Any, evidence: Path, url: str, hr: Path, run_leavers: Any) -> t
 
     command = "access-ledger" + (f" --db {shlex.quote(url)}" if url != "access-ledger.db" else "") + " demo"
     with Warehouse.open(led) as wh:
-        with progress_bar("evidence") as report:
+        with _phase(console, "2/4 evidence") as done, progress_bar("evidence") as report:
             result = export_bundle(led, evidence, command=command, progress=report, replace=True, warehouse=wh)
-        leavers = run_leavers(wh, str(hr), sla="24h")
+            done(f"verify, warehouse, {len(result.manifest['audits'])} audits, report and bundle")
+        with _phase(console, "3/4 leavers") as done, progress_bar("leavers") as report:
+            report("audit leavers --hr", 0.5)
+            leavers = run_leavers(wh, str(hr), sla="24h")
+            done("the HR terminations file reconciled with the ledger")
     return result, [r for r in leavers.rows if r.get("finding") in LEAVER_FINDINGS]
+
+
+@contextmanager
+def _phase(console: Any, label: str) -> Iterator[Callable[[str], None]]:
+    """A line once a phase of the demo is done, with what it did and how long it took (plain text when the
+    output is not a terminal; the phase's progress bar, on a terminal, is on stderr and goes away)."""
+    started = time.perf_counter()
+    said: list[str] = []
+    yield said.append
+    console.print(f"  {label}: {said[-1] if said else 'done'} in {time.perf_counter() - started:.1f} s",
+                  markup=False)
 
 
 def _point_in_time(led: Any, scenario: Any) -> dict[str, Any] | None:

@@ -60,6 +60,7 @@ def export(
 ) -> None:
     """Write the period's events, every audit, an offline HTML report and a manifest of SHA-256 hashes."""
     from reports.evidence import TamperedLedger, export_bundle
+    from reports.findings import count_words
 
     with handled():
         # The command recorded in the manifest names the instants the times typed resolved to.
@@ -81,8 +82,12 @@ def export(
             led.close()
     m = result.manifest
     attention = sum(a["needs_attention"] for a in m["audits"].values())
-    typer.echo(f"wrote {result.path}: {len(m['files'])} files and manifest.json, {result.events:,} events from {m['period']['from']} "
-               f"to {m['period']['to']}, {attention} finding(s) needing attention, in {result.seconds:.1f} s")
+    routine = sum(a.get("routine", 0) for a in m["audits"].values())
+    typer.echo(f"wrote {result.path}: {len(m['files'])} files and manifest.json, {result.events:,} events from "
+               f"{m['period']['from']} to {m['period']['to']}, {count_words(attention, routine)}, in "
+               f"{result.seconds:.1f} s")
+    if m["period"].get("coverage"):
+        typer.echo(f"coverage: {m['period']['coverage']}")
     typer.echo(f"ledger verify at export: {'intact' if m['ledger']['verify']['ok'] else 'FAILED'}; "
                f"manifest.json sha256 {result.manifest_sha256}")
     typer.echo(f"check it later with: access-ledger evidence verify {shlex.quote(str(result.path))}")
@@ -103,6 +108,7 @@ def verify(
 ) -> None:
     """Re-hash every file of a bundle against its manifest and recompute the chain over its events, checked
     against an anchor from outside when given; exit 1 naming each problem."""
+    from reports.check_bundle import coverage
     from reports.evidence import BundleProblem, verify_bundle
 
     with handled():
@@ -122,6 +128,9 @@ def verify(
         if check.ok:
             typer.echo(f"OK: {check.checked} files match the manifest of {bundle} (period {period.get('from')} to "
                        f"{period.get('to')}; manifest.json sha256 {check.manifest_sha256})")
+            said = coverage(check.manifest)
+            if said:
+                typer.echo(f"coverage: {said}")
         for note in check.notes:
             typer.echo(f"note: {note}")
         if not check.ok:

@@ -1,20 +1,61 @@
 -- least-privilege: where access is wider than use, over the window ($window_start, $at].
 --   unused-permissions  per assignment path held at $at (principal, tenant, role, team, resource scope):
 --                       the role's effective permissions with no allowed use in the window
---   dormant-principal   an active user or service account with no access at all (allowed or denied) in
---                       the window
---   smallest-role       per principal and tenant (or the organization) with allowed uses in the window:
---                       the existing role with the fewest concrete permissions (TYPE:ACTION of the
---                       preset's vocabulary) that covers every TYPE:ACTION they used
+--   dormant-principal   an active user or service account with no activity in the window: no access
+--                       (allowed or denied) and no event recorded with it as the actor (a change, a
+--                       review decision)
+--   smallest-role       per principal and tenant (or the organization) with authorised uses in the window
+--                       (allowed, by a principal active then, through a path that allowed it then): the
+--                       existing role with the fewest concrete permissions (TYPE:ACTION of the preset's
+--                       vocabulary) that covers every TYPE:ACTION they used
 -- Parameters: $at, $window_start (TIMESTAMP), $totals (BOOLEAN: $at is at or after the newest event).
 WITH paths AS (
     SELECT * FROM effective_at($at::TIMESTAMP)
+), live_uses AS MATERIALIZED (
+    -- The window's allowed uses by a principal active at that instant (a use after a deactivation is
+    -- a finding of other audits, never a measure of what the principal needs).
+    SELECT u.position, u."at", u.principal, u.tenant, coalesce(u.tenant, '') AS tenant_key, u.resource_type,
+           u.resource, u.action
+    FROM usage u
+    JOIN principal_status s ON s.principal = u.principal AND s.status = 'active'
+        AND holds_at(s.valid_from, s.valid_to, u."at")
+    WHERE u.outcome = 'allowed' AND u."at" > $window_start::TIMESTAMP AND u."at" <= $at::TIMESTAMP
+), use_memberships AS MATERIALIZED (
+    -- Memberships while their team existed.
+    SELECT m.member, m.team, greatest(m.valid_from, tm.valid_from) AS valid_from,
+           CASE WHEN m.valid_to IS NULL THEN tm.valid_to
+                WHEN tm.valid_to IS NULL THEN m.valid_to
+                ELSE least(m.valid_to, tm.valid_to) END AS valid_to
+    FROM memberships m
+    JOIN teams tm ON tm.team = m.team
+    WHERE (tm.valid_to IS NULL OR m.valid_from < tm.valid_to) AND (m.valid_to IS NULL OR tm.valid_from < m.valid_to)
+), use_holders AS (
+    -- Who could hold an assignment for each use: the principal, and the teams it was in then.
+    SELECT l.position, l."at", l.tenant_key, l.tenant, l.resource_type, l.resource, l.action, l.principal AS holder
+    FROM live_uses l
+    UNION ALL
+    SELECT l.position, l."at", l.tenant_key, l.tenant, l.resource_type, l.resource, l.action, 'team:' || m.team
+    FROM live_uses l
+    JOIN use_memberships m ON m.member = l.principal AND holds_at(m.valid_from, m.valid_to, l."at")
+), authorised_uses AS MATERIALIZED (
+    -- Uses some path authorised at their instant (DESIGN section 3, as the secrets audit judges a read):
+    -- only these say what a principal needs. A read the principal was not allowed to make is not a
+    -- reason to give them a role that allows it.
+    SELECT DISTINCT h.position
+    FROM use_holders h
+    JOIN assignments g ON g.principal = h.holder AND coalesce(g.tenant, '') = h.tenant_key
+        AND holds_at(g.valid_from, g.valid_to, h."at") AND (g.expires_at IS NULL OR h."at" < g.expires_at)
+        AND (g.resource IS NULL OR g.resource = h.resource)
+    JOIN role_grants rg ON rg.role = g.role AND holds_at(rg.valid_from, rg.valid_to, h."at")
+        AND covers(rg.permission_type, rg.permission_action, h.resource_type, h.action)
+    LEFT JOIN tenants tn ON tn.tenant = h.tenant
+    WHERE h.tenant IS NULL OR holds_at(tn.valid_from, tn.valid_to, h."at")
 ), window_uses AS MATERIALIZED (
-    SELECT principal, coalesce(tenant, '') AS tenant_key, resource_type, action,
+    SELECT principal, tenant_key, resource_type, action,
            min("at") AS first_used, max("at") AS last_used, max(position) AS last_position
-    FROM usage
-    WHERE outcome = 'allowed' AND "at" > $window_start::TIMESTAMP AND "at" <= $at::TIMESTAMP
-    GROUP BY ALL
+    FROM live_uses
+    WHERE position IN (SELECT position FROM authorised_uses)
+    GROUP BY principal, tenant_key, resource_type, action
 ), uses_by_pattern AS (
     -- Each use under the four permission patterns that cover it, so paths match it by equality
     -- (window_uses has one row per TYPE:ACTION already: only the wildcard patterns need a max).
@@ -75,15 +116,24 @@ WITH paths AS (
     GROUP BY principal, tenant, role, via_team, resource_scope
     HAVING count(*) FILTER (WHERE last_used IS NULL) > 0
 ), activity AS (
-    -- Last use of any kind; from the sync's use totals when $at is at or after the newest event.
-    SELECT principal, max(last_at) AS last_seen, max(last_position) AS last_position
-    FROM usage_totals
-    WHERE $totals::BOOLEAN
-    GROUP BY principal
-    UNION ALL
-    SELECT principal, max("at") AS last_seen, max(position) AS last_position
-    FROM usage
-    WHERE NOT $totals::BOOLEAN AND "at" <= $at::TIMESTAMP
+    -- Last activity of any kind: a use (allowed or denied; from the sync's use totals when $at is at or
+    -- after the newest event), or an event the principal recorded as its actor (changes, review decisions).
+    SELECT principal, max(last_seen) AS last_seen, max(last_position) AS last_position
+    FROM (SELECT principal, max(last_at) AS last_seen, max(last_position) AS last_position
+          FROM usage_totals
+          WHERE $totals::BOOLEAN
+          GROUP BY principal
+          UNION ALL
+          SELECT principal, max("at") AS last_seen, max(position) AS last_position
+          FROM usage
+          WHERE NOT $totals::BOOLEAN AND "at" <= $at::TIMESTAMP
+          GROUP BY principal
+          UNION ALL
+          SELECT actor, max("at"), max(position)
+          FROM events
+          WHERE type NOT IN ('ResourceAccessed', 'ConnectorSecretAccessed') AND "at" <= $at::TIMESTAMP
+            AND (actor LIKE 'user:%' OR actor LIKE 'service_account:%')
+          GROUP BY actor)
     GROUP BY principal
 ), dormant AS (
     SELECT 'dormant-principal' AS finding,
