@@ -13,7 +13,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from ledger.app import AccessLedger
-from ledger.cli import app
+from access_ledger.cli import app
 
 runner = CliRunner()
 
