@@ -8,8 +8,17 @@ from typing import Annotated
 import typer
 
 from access_ledger.cli.common import (
-    ActorOption, Format, FormatOption, OutOption, ReasonOption, check_actor, default_actor, emit, handled,
-    open_ledger, when,
+    ActorOption,
+    Format,
+    FormatOption,
+    OutOption,
+    ReasonOption,
+    check_actor,
+    default_actor,
+    emit,
+    handled,
+    open_ledger,
+    when,
 )
 from ledger.events import TOKEN_SCOPES
 from ledger.timeutil import CLI_TIME_HELP
