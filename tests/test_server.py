@@ -99,14 +99,14 @@ def build(url: str) -> dict[str, str]:
     return tokens
 
 
-def start(url: str, log: Path, tokens: dict[str, str]) -> Running:
+def start(url: str, log: Path, tokens: dict[str, str], *extra: str) -> Running:
     port = free_port()
     exe = Path(sys.executable).parent / "access-ledger"
     out = log.open("wb")
-    process = subprocess.Popen([str(exe), "--db", url, "serve", "--port", str(port)], stdout=out,
+    process = subprocess.Popen([str(exe), "--db", url, "serve", "--port", str(port), *extra], stdout=out,
                                stderr=subprocess.STDOUT, env={**os.environ, "PYDANTIC_DISABLE_PLUGINS": "__all__"})
     running = Running(url, f"http://127.0.0.1:{port}", log, tokens, process)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while True:
         try:
             if httpx.get(running.base + "/healthz", timeout=2).status_code == 200:
@@ -389,6 +389,20 @@ def test_the_token_is_never_in_the_events_the_export_or_the_log(svc):
         assert f"token={svc.tokens[name].split('.')[0]}".encode() in log
     assert b"guess" not in log
     assert b"Traceback" not in log
+
+
+def test_workers_serve_and_log_the_token_id(svc, tmp_path):
+    running = start(svc.url, tmp_path / "workers.log", svc.tokens, "--workers", "2")
+    try:
+        for _ in range(4):
+            got = running.get("/v1/what-can", params={"principal": "user:alice", "at": AT})
+            assert got.status_code == 200
+            assert got.json()["rows"] == _cli_json(svc.url, "what-can", "user:alice", "--at", AT)
+    finally:
+        stop(running)
+    log = running.log.read_text()
+    assert f"GET /v1/what-can 200 token={svc.tokens['read'].split('.')[0]}" in log
+    assert svc.tokens["read"].split(".", 1)[1] not in log
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ def serve(ctx: typer.Context,
           port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=0, max=65535)] = 8080,
           workers: Annotated[int, typer.Option("--workers", help="Worker processes.", min=1)] = 1) -> None:
     """Answer the ledger's questions and record events over HTTP, for holders of tokens (`token create`)."""
-    import logging
     import os
 
     import uvicorn
@@ -33,7 +32,9 @@ def serve(ctx: typer.Context,
         AccessLedger.open(url).close()  # a missing or unreadable ledger: one line now, not on the first request
     except LedgerError as exc:
         fail(str(exc))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from access_ledger.server.app import configure_logging
+
+    configure_logging()
     # The workers build the app from the environment (uvicorn imports it by name in each of them).
     os.environ["ACCESS_LEDGER_SERVE_DB"] = url
     uvicorn.run("access_ledger.server.main:app" if workers > 1 else _app(url), host=host, port=port,

@@ -18,6 +18,11 @@ MAX_BODY = 32 * 1024 * 1024  # bytes of one request body (a JSONL batch of some 
 access_log = logging.getLogger("access_ledger.access")
 
 
+def configure_logging() -> None:
+    """Log lines on stderr (each worker process of `serve --workers N` calls this too)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def create_app(db: str, *, max_body: int = MAX_BODY) -> FastAPI:
     """The service for the ledger at `db` (a SQLite path or a postgresql:// URL)."""
     from importlib.metadata import version

@@ -3,5 +3,7 @@
 import os
 
 from access_ledger.server import create_app
+from access_ledger.server.app import configure_logging
 
+configure_logging()
 app = create_app(os.environ["ACCESS_LEDGER_SERVE_DB"])

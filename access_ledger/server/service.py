@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ledger.app import AccessLedger
+from ledger.errors import IntegrityFailure, LedgerError, StorageError
 from projections.tokens import Token, TokenFollower, authenticate, require_scope
 
 
@@ -35,10 +36,9 @@ class Service:
             try:
                 yield self._led
             except Exception as exc:
-                from ledger.errors import LedgerError
-
-                if not isinstance(exc, LedgerError) or isinstance(exc, _REOPEN):
-                    self._close()  # a dropped connection: the next request opens the ledger again
+                if not isinstance(exc, LedgerError) or isinstance(exc, (StorageError, IntegrityFailure)):
+                    # A dropped connection, or a log that failed a check: the next request starts afresh.
+                    self._close()
                 raise
 
     def authenticate(self, presented: str | None, scopes: tuple[str, ...], instant: str) -> Token:
@@ -63,11 +63,3 @@ class Service:
         with self._lock:
             self._close()
 
-
-def _reopen_errors() -> tuple[type[Exception], ...]:
-    from ledger.errors import IntegrityFailure, StorageError
-
-    return (StorageError, IntegrityFailure)
-
-
-_REOPEN = _reopen_errors()
