@@ -355,6 +355,18 @@ def test_token_events_need_the_admin_scope(svc):
         assert token_id not in {e["name"] for e in led.entities("token")}
 
 
+def test_review_steps_cannot_be_reported_in_a_reviewers_name(svc):
+    decided = {"type": "ReviewDecided", "at": format_instant(now()), "actor": "user:alice", "campaign": "q1",
+               "item": 1, "decision": "keep", "reviewer": "user:alice"}
+    for token in ("report", "admin"):
+        refused = svc.post("/v1/events", token, content=json.dumps(_access(31)) + "\n" + json.dumps(decided))
+        assert refused.status_code == 403
+        assert refused.json()["detail"].startswith("line 2: ReviewDecided: review steps are not reported")
+    # A text that merely names a type is no token or review event.
+    named = svc.post("/v1/events", "report", json={**_access(32), "id": "acc-32 \"ReviewDecided\" \"TokenIssued\""})
+    assert named.status_code == 200, named.text
+
+
 def test_get_events_pages_through_the_log_as_export_writes_it(svc):
     with AccessLedger.open(svc.url) as led:
         exported = [json.loads(line) for line in led.export_lines()]

@@ -19,7 +19,10 @@ _BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"oneOf": [_EVENT, {"type": "array", "items": _EVENT}]}},
     "application/x-ndjson": {"schema": {"type": "string", "description": "JSONL: one event a line."}},
 }}}
-TOKEN_EVENTS = (b'"TokenIssued"', b'"TokenRevoked"')
+# Events a `report` token may not post: tokens need `admin` too (a TokenIssued names a hash its poster
+# chose), and review steps are decisions of a reviewer, never facts a platform reports in their name.
+MARKERS = (b'"Token', b'"Review')
+REVIEW_EVENTS = ("ReviewStarted", "ReviewDecided", "ReviewReassigned", "ReviewClosed")
 
 
 @router.post("/events", response_model=EventsWritten, openapi_extra=_BODY)
@@ -31,12 +34,9 @@ async def post_events(request: Request, token: Token = Depends(report_token)) ->
 
     def write() -> EventsWritten:
         lines = api.event_lines(body)
-        if "admin" not in token.scopes and any(t in line for line in lines for t in TOKEN_EVENTS):
-            # Whoever may report facts must not mint or revoke tokens (a TokenIssued names a hash they chose).
-            for n, line in enumerate(lines, 1):
-                if any(t in line for t in TOKEN_EVENTS) and _token_event(line):
-                    raise TokenRefused(403, "scope", f"line {n}: token {token.token_id} lacks the scope admin "
-                                                     "(token events)")
+        for n, line in enumerate(lines, 1):
+            if any(m in line for m in MARKERS):
+                _refuse_reserved(_type_of(line), n, token)
         with svc.ledger() as led:
             result = led.import_lines(lines)
             position, _, link = led.store.head()
@@ -46,13 +46,23 @@ async def post_events(request: Request, token: Token = Depends(report_token)) ->
     return await run_in_threadpool(write)
 
 
-def _token_event(line: bytes) -> bool:
-    """Is this line a token event (its type, not a text that happens to name one)?"""
+def _refuse_reserved(kind: str | None, n: int, token: Token) -> None:
+    """TokenRefused (403) for an event type this token may not post here."""
+    if kind in ("TokenIssued", "TokenRevoked") and "admin" not in token.scopes:
+        raise TokenRefused(403, "scope", f"line {n}: token {token.token_id} lacks the scope admin (token events)")
+    if kind in REVIEW_EVENTS:
+        raise TokenRefused(403, "scope", f"line {n}: {kind}: review steps are not reported through /v1/events "
+                                         "(a reviewer records them as themself)")
+
+
+def _type_of(line: bytes) -> str | None:
+    """The type of the event on this line (not a text that happens to name one); None if it is not an object."""
     from ledger.errors import ValidationError
     from ledger.events import load_json
 
     try:
         obj = load_json(line)
     except ValidationError:
-        return False  # not JSON: the import refuses it with its own message
-    return isinstance(obj, dict) and obj.get("type") in ("TokenIssued", "TokenRevoked")
+        return None  # not JSON: the import refuses it with its own message
+    kind = obj.get("type") if isinstance(obj, dict) else None
+    return kind if isinstance(kind, str) else None
