@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from access_ledger import api
+from access_ledger.cli import app as cli_app
 from access_ledger.server import create_app
 from ledger.app import AccessLedger
+from strategies import COMMANDS, apply_commands
+
+runner = CliRunner()
 
 
 @pytest.fixture
@@ -78,3 +87,39 @@ def test_a_bad_position_or_at_is_a_400_with_the_cli_message(small):
     assert got.status_code == 400 and got.json() == {"detail": "give --at or --position, not both"}
     got = client.get("/v1/what-can", params={"principal": "service_account:ci", "position": 99})
     assert got.status_code == 400 and got.json()["detail"].startswith("position: 99 is outside the log")
+
+
+# -- the same answers as the CLI over random histories (in process: one app per history) ----------
+
+QUESTION = st.tuples(st.sampled_from(["user:alice", "user:bob", "user:carol", "service_account:ci", "team:ml"]),
+                     st.sampled_from(["read", "update", "promote", "read_secret_value", "create"]),
+                     st.sampled_from(["model/m1", "pipeline/p1", "service_connector/aws", "secret/s"]),
+                     st.sampled_from(["prod", "dev"]), st.integers(0, 60))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(commands=st.lists(COMMANDS, max_size=40), questions=st.lists(QUESTION, min_size=1, max_size=6))
+def test_answers_over_random_histories_are_the_clis(tmp_path_factory, commands, questions):
+    url = str(tmp_path_factory.mktemp("h") / "l.db")
+    with AccessLedger.open(url, create=True) as led:
+        led.init(at="2026-01-01T00:00:00Z")
+        led.create_service_account("http-client", at="2026-01-01T00:00:00Z")  # no drawn command touches it
+        apply_commands(led, commands, lambda i: f"2026-02-{1 + i // 4:02d}T{i % 4:02d}:00:00Z")
+        token = api.create_token(led, "service_account:http-client", ["read"], actor="system")["token"]
+        head = led.head()
+    with TestClient(create_app(url), headers={"Authorization": f"Bearer {token}"}) as client:
+        for principal, action, resource, tenant, position in questions:
+            position = min(position, head)
+            asked = ["check", principal, action, resource, "--tenant", tenant, "--position", str(position)]
+            result = runner.invoke(cli_app, ["--db", url, *asked, "-f", "json"])
+            got = client.post("/v1/check", json={"principal": principal, "action": action, "resource": resource,
+                                                 "tenant": tenant, "position": position})
+            if result.exit_code == 2:
+                assert got.status_code == 400 and result.stderr.strip() == f"Error: {got.json()['detail']}"
+                continue
+            assert got.status_code == 200 and got.json() == json.loads(result.stdout)
+            rows = runner.invoke(cli_app, ["--db", url, "who-can", action, resource, "--tenant", tenant,
+                                           "--position", str(position), "-f", "json"])
+            who = client.get("/v1/who-can", params={"action": action, "resource": resource, "tenant": tenant,
+                                                    "position": position})
+            assert who.json()["rows"] == json.loads(rows.stdout)
