@@ -19,6 +19,7 @@ from pydantic import ValidationError as PydanticError
 
 from ledger.errors import IntegrityFailure, ValidationError
 from ledger.timeutil import canonical
+from ledger.tokens import TOKEN_SCOPES
 from ledger.vocabulary import check_name, nfkc, split_principal, split_resource
 
 MAX_TEXT = 2000
@@ -294,8 +295,6 @@ class ReviewClosed(_Event):
     auto_revoke: bool
 
 
-#: What a service token may be used for (DESIGN section 6, `token create --scope`).
-TOKEN_SCOPES = ("report", "change", "read", "audit", "review", "admin")
 _TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 

@@ -7,6 +7,8 @@ import hashlib
 import secrets
 
 ID_PREFIX = "tok_"
+#: What a service token may be used for (DESIGN section 6, `token create --scope`).
+TOKEN_SCOPES = ("report", "change", "read", "audit", "review", "admin")
 
 
 def new_token() -> tuple[str, str, str]:

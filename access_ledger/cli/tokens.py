@@ -20,8 +20,8 @@ from access_ledger.cli.common import (
     open_ledger,
     when,
 )
-from ledger.events import TOKEN_SCOPES
 from ledger.timeutil import CLI_TIME_HELP
+from ledger.tokens import TOKEN_SCOPES
 
 token_app = typer.Typer(help="Create, revoke and list the tokens that let clients use `serve`.", no_args_is_help=True)
 Scope = Enum("Scope", {s: s for s in TOKEN_SCOPES}, type=str)  # type: ignore[misc]
