@@ -19,6 +19,7 @@ from pydantic import ValidationError as PydanticError
 
 from ledger.errors import IntegrityFailure, ValidationError
 from ledger.timeutil import canonical
+from ledger.tokens import TOKEN_SCOPES
 from ledger.vocabulary import check_name, nfkc, split_principal, split_resource
 
 MAX_TEXT = 2000
@@ -294,6 +295,33 @@ class ReviewClosed(_Event):
     auto_revoke: bool
 
 
+_TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _token_id(value: str) -> str:
+    # A token is `ID.SECRET`: its id must never hold the dot, nor anything a header cannot carry.
+    if not _TOKEN_ID.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} is not a token id (1-64 letters, digits, - or _)")
+    return value
+
+
+TokenId = Annotated[str, AfterValidator(_token_id)]
+
+
+class TokenIssued(_Event):
+    type: Literal["TokenIssued"]
+    token_id: TokenId
+    principal: Principal
+    scopes: Annotated[list[Literal[TOKEN_SCOPES]], Field(min_length=1, max_length=len(TOKEN_SCOPES))]  # type: ignore[valid-type]
+    expires_at: Instant | None = None
+    secret_sha256: Sha256
+
+
+class TokenRevoked(_Event):
+    type: Literal["TokenRevoked"]
+    token_id: TokenId
+
+
 MODELS: tuple[type[_Event], ...] = (
     OrganizationCreated, TenantCreated, TenantRenamed, TenantDeleted,
     UserCreated, UserDeactivated, UserReactivated,
@@ -302,6 +330,7 @@ MODELS: tuple[type[_Event], ...] = (
     RoleCreated, RolePermissionsChanged, RoleDeleted, RoleAssigned, RoleUnassigned,
     ConnectorRegistered, ConnectorDeleted, ConnectorSecretAccessed, ResourceAccessed,
     ReviewStarted, ReviewDecided, ReviewReassigned, ReviewClosed,
+    TokenIssued, TokenRevoked,
 )
 EVENT_TYPES: dict[str, type[_Event]] = {m.__name__: m for m in MODELS}
 #: The event's own fields in documented order, per type (excluding type/at/actor/reason/id).
@@ -312,7 +341,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
 USAGE_TYPES = frozenset({"ConnectorSecretAccessed", "ResourceAccessed"})
 #: The event types with a list among their fields (every other field is a text). One missing here
 #: would only make parse_json re-parse its lines to look for repeated keys, never miss one.
-_WITH_LISTS = frozenset({"RoleCreated", "RolePermissionsChanged", "ReviewStarted"})
+_WITH_LISTS = frozenset({"RoleCreated", "RolePermissionsChanged", "ReviewStarted", "TokenIssued"})
 
 
 

@@ -541,6 +541,34 @@ class WriteModel:
         self._put(c)
         return f"campaign/{c.name}"
 
+    # -- service tokens (the secret itself never reaches the ledger: only its SHA-256) ---------
+
+    def _on_TokenIssued(self, ev: dict[str, Any]) -> str:
+        token_id = ev["token_id"]
+        if self.entity("token", token_id) is not None:
+            raise E.DuplicateEntity(f"token {token_id!r} already exists; a token id is never reused")
+        holder = self._principal(ev["principal"], allow_team=False)
+        if holder.status != "active":
+            raise E.InactivePrincipal(f"principal: {ev['principal']} is deactivated: no token for it")
+        if len(set(ev["scopes"])) != len(ev["scopes"]):
+            raise E.ValidationError("scopes: a scope is listed twice")
+        expires = ev.get("expires_at")
+        if expires is not None and expires <= ev["at"]:
+            raise E.ValidationError(f"expires_at: {expires} is not after the issue time {ev['at']}")
+        self._put(Entity("token", token_id, "active", ev["principal"], {
+            "scopes": list(ev["scopes"]), "expires_at": expires, "secret_sha256": ev["secret_sha256"]}))
+        return f"token/{token_id}"
+
+    def _on_TokenRevoked(self, ev: dict[str, Any]) -> str:
+        token = self.entity("token", ev["token_id"])
+        if token is None:
+            raise E.UnknownEntity(f"token_id: unknown token {ev['token_id']!r}")
+        if token.status == "revoked":
+            raise E.ValidationError(f"token_id: token {ev['token_id']!r} is already revoked")
+        token.status = "revoked"
+        self._put(token)
+        return f"token/{token.name}"
+
 
 def _where(key: tuple[str, str, str, str]) -> str:
     out = f" in tenant {key[2]!r}" if key[2] else ""

@@ -78,6 +78,10 @@ HISTORY = [
      "undecided": "exception", "auto_revoke": True},
     {"type": "RoleUnassigned", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "role": "viewer",
      "principal": "user:bob", "tenant": "prod", "resource": "model/fraud", "reason": "access review q1 item 2: revoke"},
+    {"type": "TokenIssued", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "token_id": "tok_ci",
+     "principal": "service_account:ci-bot", "scopes": ["read", "report"], "expires_at": "2026-02-01T00:00:00Z",
+     "secret_sha256": "5e" * 32, "reason": "PLAT-1"},
+    {"type": "TokenRevoked", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "token_id": "tok_ci"},
 ]
 
 

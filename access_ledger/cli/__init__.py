@@ -102,7 +102,7 @@ def _register() -> None:
 
     write.register(app)
     for name in ("access_ledger.cli.queries", "access_ledger.cli.audit", "access_ledger.cli.evidence", "access_ledger.cli.keys", "access_ledger.cli.review",
-                 "access_ledger.cli.demo"):
+                 "access_ledger.cli.demo", "access_ledger.cli.tokens", "access_ledger.cli.serve"):
         try:
             module = __import__(name, fromlist=["register"])
         except ModuleNotFoundError as exc:

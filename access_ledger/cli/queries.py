@@ -15,7 +15,6 @@ from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 
 if TYPE_CHECKING:
     from ledger.app import AccessLedger
-    from projections.permissions import PermissionState
 
 T = TypeVar("T")
 AtQ = Annotated[str | None, typer.Option("--at", help=f"Answer as of this instant (default now): {CLI_TIME_HELP}.")]
@@ -31,39 +30,11 @@ def register(app: typer.Typer) -> None:
     app.command("diff")(diff)
 
 
-def _state(led: AccessLedger, at: str | None, position: int | None,
-           principal: str | None = None) -> tuple[PermissionState, str]:
-    """The state and the instant a question is asked at (only `principal`'s part, when given)."""
-    from ledger.timeutil import format_instant, now
-    from projections.pit import Timeline
-
-    if at is not None and position is not None:
-        fail("give --at or --position, not both")
-    timeline = Timeline(led)
-    if position is not None:
-        if position < 0 or position > led.head():
-            fail(f"position: {position} is outside the log (1-{led.head()})")
-        state = timeline.for_principal(principal, position) if principal else timeline.at_position(position)
-        return state, state.at or format_instant(now())
-    if at is not None:
-        instant = when(at, "at")
-        target = led.position_at(instant)
-        return (timeline.for_principal(principal, target) if principal else timeline.at_position(target)), instant
-    return timeline.current(), format_instant(now())
-
-
-def _answer(ctx: typer.Context, at: str | None, position: int | None, principal: str | None,
-            ask: Callable[[PermissionState, str], T], tenant: str | None = None, resource: str | None = None) -> T:
-    """Open the ledger, take the state the question is asked of, answer it, close the ledger.
-
-    A principal, tenant or service connector the ledger never recorded is refused (a typo), not
-    answered "nobody".
-    """
+def _answer(ctx: typer.Context, ask: Callable[[AccessLedger], T]) -> T:
+    """Open the ledger, ask one call of access_ledger.api, close the ledger."""
     led = open_ledger(ctx)
     try:
-        _require_recorded(led, principal, tenant, resource)
-        state, instant = _state(led, at, position, principal)
-        return ask(state, instant)
+        return ask(led)
     finally:
         led.close()
 
@@ -87,12 +58,10 @@ def check(
         return
     if not (principal and action and resource):
         fail("check needs PRINCIPAL ACTION RESOURCE (or --batch FILE)")
-    from projections.answers import Question, check as ask
+    from access_ledger import api
 
     with handled():
-        answer = _answer(ctx, at, position, principal,
-                         lambda state, instant: ask(state, Question(principal, action, resource, tenant), instant),
-                         tenant, resource)
+        answer = _answer(ctx, lambda led: api.check(led, principal, action, resource, tenant, at, position))
     if fmt is Format.json:
         emit_text(json.dumps(answer, indent=2) + "\n", out)
     elif fmt is Format.table and out is None:
@@ -104,15 +73,6 @@ def check(
         emit([row], fmt, out)
     if not answer["allowed"]:
         raise typer.Exit(1)
-
-
-def _require_recorded(led: AccessLedger, principal: str | None, tenant: str | None, resource: str | None) -> None:
-    """Refuse a principal, a tenant, or a connector (`service_connector/ID` in a tenant) never recorded."""
-    from ledger.names import require_recorded
-
-    rtype, _, rid = (resource or "").partition("/")
-    connector = rid if rtype == "service_connector" and tenant is not None else None
-    require_recorded(led.store, principal=principal, tenant=tenant, connector=connector)
 
 
 def _verdict(answer: dict[str, Any]) -> str:
@@ -127,100 +87,18 @@ def _verdict(answer: dict[str, Any]) -> str:
 
 
 def _check_batch(ctx: typer.Context, batch: Path, out: Path | None) -> None:
-    from ledger.errors import ValidationError
-    from ledger.events import load_json
-    from ledger.timeutil import canonical, format_instant, now
-    from projections.answers import Question, check as ask
-    from projections.pit import Timeline
+    from access_ledger import api
 
     if str(batch) != "-" and not batch.is_file():
         fail(f"no file {batch}")
     with handled():
         data = sys.stdin.buffer.read() if str(batch) == "-" else batch.read_bytes()
-        try:
-            raw = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line_no = data.count(b"\n", 0, exc.start) + 1
-            raise ValidationError(f"line {line_no}: line is not valid UTF-8") from None
-        queries: list[dict[str, Any]] = []
-        for n, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                # A key given twice is refused (json.loads would keep the last one), and so is
-                # nesting too deep for the parser.
-                q = load_json(line)
-            except ValidationError as exc:
-                raise type(exc)(f"line {n}: {exc}") from None
-            if not isinstance(q, dict):
-                raise ValidationError(f"line {n}: line is not a JSON object")
-            unknown = set(q) - {"principal", "action", "resource", "tenant", "at", "position"}
-            if unknown:
-                raise ValidationError(f"line {n}: {sorted(unknown)[0]}: unknown field")
-            for key in ("principal", "action", "resource"):
-                if not isinstance(q.get(key), str):
-                    raise ValidationError(f"line {n}: {key}: required text field is missing")
-            if q.get("tenant") is not None and not isinstance(q["tenant"], str):
-                raise ValidationError(f"line {n}: tenant: must be a text (a tenant's name)")
-            if "at" in q and "position" in q:
-                raise ValidationError(f"line {n}: give at or position, not both")
-            if "at" in q:
-                try:
-                    q["_instant"] = canonical(q["at"])
-                except ValidationError as exc:
-                    raise ValidationError(f"line {n}: {exc}") from None
-            if "position" in q and (type(q["position"]) is not int or q["position"] < 0):  # true is no position
-                raise ValidationError(f"line {n}: position: must be a whole number >= 0")
-            q["_line"] = n
-            queries.append(q)
-        led = open_ledger(ctx)
-        try:
-            _require_recorded_names(led, queries)
-            head = led.head()
-            for q in queries:
-                if "_instant" in q:
-                    q["_position"] = led.position_at(q["_instant"])
-                elif "position" in q:
-                    q["_position"] = min(q["position"], head)
-                    q["_instant"] = led.time_of(q["_position"]) or format_instant(now())
-                else:
-                    q["_position"], q["_instant"] = head, format_instant(now())
-
-            def answer(state: PermissionState, q: dict[str, Any]) -> bool:
-                try:
-                    result = ask(state, Question(q["principal"], q["action"], q["resource"], q.get("tenant")),
-                                 q["_instant"])
-                except ValidationError as exc:
-                    raise ValidationError(f"line {q['_line']}: {exc}") from None
-                return bool(result["allowed"])
-
-            results = Timeline(led).sweep(queries, lambda q: q["_position"], answer)
-        finally:
-            led.close()
-    lines = []
-    for q, allowed in zip(queries, results):
-        shown = {k: v for k, v in q.items() if not k.startswith("_")}
-        lines.append(json.dumps({**shown, "allowed": allowed}))
+        queries = api.parse_questions(data)
+        answers = _answer(ctx, lambda led: api.check_batch(led, queries))
+    lines = [json.dumps({k: v for k, v in a.items() if not k.startswith("_")}) for a in answers]
     emit_text("".join(line + "\n" for line in lines), out)
-    if not all(results):
+    if not all(a["allowed"] for a in answers):
         raise typer.Exit(1)
-
-
-def _require_recorded_names(led: AccessLedger, queries: list[dict[str, Any]]) -> None:
-    """Refuse a batch naming a principal, tenant or connector never recorded (each looked up once)."""
-    from ledger.errors import LedgerError
-
-    seen: set[tuple[str | None, ...]] = set()
-    for q in queries:
-        connector = q["resource"] if q["resource"].startswith("service_connector/") else None
-        for names in ((q["principal"], None, None), (None, q.get("tenant"), connector)):
-            if names in seen:
-                continue
-            seen.add(names)
-            try:
-                _require_recorded(led, *names)
-            except LedgerError as exc:
-                raise type(exc)(f"line {q['_line']}: {exc}") from None
 
 
 def who_can(ctx: typer.Context, action: Annotated[str, typer.Argument(help="The action.")],
@@ -229,12 +107,11 @@ def who_can(ctx: typer.Context, action: Annotated[str, typer.Argument(help="The 
             fmt: FormatOption = Format.table, out: OutOption = None) -> None:
     """Every user and service account (teams expanded) allowed ACTION on RESOURCE: one row per path (role, via
     team, resource scope), each with the grant behind it."""
-    from projections.answers import who_can as ask
+    from access_ledger import api
 
     with handled():
-        instant, rows = _answer(ctx, at, position, None,
-                                lambda state, instant: (instant, ask(state, action, resource, tenant, instant)),
-                                tenant, resource)
+        got = _answer(ctx, lambda led: api.who_can(led, action, resource, tenant, at, position))
+        instant, rows = got["at"], got["rows"]
         emit(rows, fmt, out, ["principal", "role", "via_team", "permission", "resource_scope", "expires_at",
                               "granted_at", "granted_by", "position", "reason"],
              title=f"who can {action} {resource}{' in ' + tenant if tenant else ''} at {instant}")
@@ -245,11 +122,11 @@ def what_can(ctx: typer.Context, principal: Annotated[str, typer.Argument(help="
              tenant: TenantQ = None, at: AtQ = None, position: PositionQ = None,
              fmt: FormatOption = Format.table, out: OutOption = None) -> None:
     """Every permission PRINCIPAL holds (per tenant and in the organization), and through what."""
-    from projections.answers import what_can as ask
+    from access_ledger import api
 
     with handled():
-        instant, rows = _answer(ctx, at, position, principal,
-                                lambda state, instant: (instant, ask(state, principal, tenant, instant)), tenant)
+        got = _answer(ctx, lambda led: api.what_can(led, principal, tenant, at, position))
+        instant, rows = got["at"], got["rows"]
         emit(rows, fmt, out, ["tenant", "permission", "resource_scope", "role", "via_team", "from_role",
                               "expires_at", "granted_at", "granted_by", "position", "reason"],
              title=f"what {principal} can do at {instant}")
@@ -263,12 +140,10 @@ def explain(ctx: typer.Context,
             fmt: FormatOption = Format.table, out: OutOption = None) -> None:
     """Every path principal -> team -> role -> base role -> permission, each link with its event.
     Exit 0 allowed, 1 denied (saying why not, as check does)."""
-    from projections.answers import Question, check as ask
+    from access_ledger import api
 
     with handled():
-        answer = _answer(ctx, at, position, principal,
-                         lambda state, instant: ask(state, Question(principal, action, resource, tenant), instant),
-                         tenant, resource)
+        answer = _answer(ctx, lambda led: api.check(led, principal, action, resource, tenant, at, position))
         instant = answer["at"]
         if fmt is Format.json:
             emit_text(json.dumps(answer, indent=2) + "\n", out)

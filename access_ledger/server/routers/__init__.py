@@ -1,0 +1,1 @@
+"""One APIRouter per group of endpoints, each declaring its token scope once."""

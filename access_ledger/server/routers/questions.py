@@ -1,0 +1,68 @@
+"""The questions (scope `read`): check, who-can, what-can, explain; each the call `access-ledger` makes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Query
+
+from access_ledger import api
+from access_ledger.server.deps import read_token, service
+from access_ledger.server.models import (
+    BatchAnswer,
+    BatchAnswers,
+    CheckAnswer,
+    Problem,
+    Question,
+    WhatCan,
+    WhoCan,
+)
+from access_ledger.server.service import Service
+
+router = APIRouter(prefix="/v1", tags=["questions"], dependencies=[Depends(read_token)],
+                   responses={400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem}})
+
+Tenant = Annotated[str | None, Query(description="The tenant (omit for organization resources).")]
+At = Annotated[str | None, Query(description="Answer as of this instant (default now), as the CLI's --at.")]
+Position = Annotated[int | None, Query(ge=0, description="Answer as of this log position (not with at).")]
+
+
+@router.post("/check", response_model=CheckAnswer | BatchAnswers)
+def check(questions: Annotated[Question | list[Question], Body()],
+          svc: Service = Depends(service)) -> CheckAnswer | BatchAnswers:
+    """One question: allowed or not, with its paths or why not. A list: one answer each, as `check --batch`."""
+    with svc.ledger() as led:
+        if isinstance(questions, Question):
+            q = questions
+            return CheckAnswer(**api.check(led, q.principal, q.action, q.resource, q.tenant, q.at, q.position))
+        asked = [api.question(q.model_dump(exclude_none=True), n) for n, q in enumerate(questions, 1)]
+        answers = api.check_batch(led, asked)
+        links = {p: api.link_at(led, p) for p in {a["_position"] for a in answers}}
+    return BatchAnswers(answers=[
+        BatchAnswer(question={k: v for k, v in a.items() if not k.startswith("_") and k != "allowed"},
+                    allowed=a["allowed"], position=a["_position"], link=links[a["_position"]])
+        for a in answers])
+
+
+@router.get("/who-can", response_model=WhoCan)
+def who_can(action: str, resource: str, tenant: Tenant = None, at: At = None, position: Position = None,
+            svc: Service = Depends(service)) -> WhoCan:
+    """Every user and service account allowed ACTION on RESOURCE, and through what."""
+    with svc.ledger() as led:
+        return WhoCan(**api.who_can(led, action, resource, tenant, at, position))
+
+
+@router.get("/what-can", response_model=WhatCan)
+def what_can(principal: str, tenant: Tenant = None, at: At = None, position: Position = None,
+             svc: Service = Depends(service)) -> WhatCan:
+    """Every permission PRINCIPAL holds (per tenant and in the organization), and through what."""
+    with svc.ledger() as led:
+        return WhatCan(**api.what_can(led, principal, tenant, at, position))
+
+
+@router.get("/explain", response_model=CheckAnswer)
+def explain(principal: str, action: str, resource: str, tenant: Tenant = None, at: At = None,
+            position: Position = None, svc: Service = Depends(service)) -> CheckAnswer:
+    """Every path principal -> team -> role -> base role -> permission, each link with its event."""
+    with svc.ledger() as led:
+        return CheckAnswer(**api.check(led, principal, action, resource, tenant, at, position))

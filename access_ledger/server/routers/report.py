@@ -1,0 +1,68 @@
+"""Recording platform facts (scope `report`): events as `import` takes them, all or none, idempotent by id."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from access_ledger import api
+from access_ledger.server.deps import report_token, service
+from access_ledger.server.models import EventsWritten, Problem
+from projections.tokens import Token, TokenRefused
+
+router = APIRouter(prefix="/v1", tags=["events"], dependencies=[Depends(report_token)],
+                   responses={400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem},
+                              413: {"model": Problem}})
+
+_EVENT = {"type": "object", "description": "One event of DESIGN section 4 (as one line of `export`)."}
+_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"oneOf": [_EVENT, {"type": "array", "items": _EVENT}]}},
+    "application/x-ndjson": {"schema": {"type": "string", "description": "JSONL: one event a line."}},
+}}}
+# Events a `report` token may not post: tokens need `admin` too (a TokenIssued names a hash its poster
+# chose), and review steps are decisions of a reviewer, never facts a platform reports in their name.
+MARKERS = (b'"Token', b'"Review')
+REVIEW_EVENTS = ("ReviewStarted", "ReviewDecided", "ReviewReassigned", "ReviewClosed")
+
+
+@router.post("/events", response_model=EventsWritten, openapi_extra=_BODY)
+async def post_events(request: Request, token: Token = Depends(report_token)) -> EventsWritten:
+    """Record one event, a JSON array of events, or JSONL: every one of them or, at the first refused, none
+    (400 `line N: field: problem`, as `import` says it). An event whose `id` is recorded already is skipped."""
+    body = await request.body()
+    svc = service(request)
+
+    def write() -> EventsWritten:
+        lines = api.event_lines(body)
+        for n, line in enumerate(lines, 1):
+            if any(m in line for m in MARKERS):
+                _refuse_reserved(_type_of(line), n, token)
+        with svc.ledger() as led:
+            result = led.import_lines(lines)
+            position, _, link = led.store.head()
+        return EventsWritten(written=result.written, skipped=result.skipped, first=result.first, last=result.last,
+                             position=position, link=link)
+
+    return await run_in_threadpool(write)
+
+
+def _refuse_reserved(kind: str | None, n: int, token: Token) -> None:
+    """TokenRefused (403) for an event type this token may not post here."""
+    if kind in ("TokenIssued", "TokenRevoked") and "admin" not in token.scopes:
+        raise TokenRefused(403, "scope", f"line {n}: token {token.token_id} lacks the scope admin (token events)")
+    if kind in REVIEW_EVENTS:
+        raise TokenRefused(403, "scope", f"line {n}: {kind}: review steps are not reported through /v1/events "
+                                         "(a reviewer records them as themself)")
+
+
+def _type_of(line: bytes) -> str | None:
+    """The type of the event on this line (not a text that happens to name one); None if it is not an object."""
+    from ledger.errors import ValidationError
+    from ledger.events import load_json
+
+    try:
+        obj = load_json(line)
+    except ValidationError:
+        return None  # not JSON: the import refuses it with its own message
+    kind = obj.get("type") if isinstance(obj, dict) else None
+    return kind if isinstance(kind, str) else None

@@ -1,0 +1,65 @@
+"""What a running service holds: the open ledger, the lock that serialises its use, and the token follower.
+
+Tokens are looked up in `TokenFollower`'s state, folded from the stored events with the hash chain
+recomputed over each of them (see projections.tokens): no side table decides who may call the service,
+so a token written into the database by hand is refused (the chain breaks: 503 until `verify` has been
+run and the log repaired), and an edit of a token row in al_entities changes nothing here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ledger.app import AccessLedger
+from ledger.errors import IntegrityFailure, LedgerError, StorageError
+from projections.tokens import Token, TokenFollower, authenticate, require_scope
+
+
+class Service:
+    """One ledger, opened on first use and reopened after a failure, used by one request at a time."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._led: AccessLedger | None = None
+        self._follower: TokenFollower | None = None
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def ledger(self) -> Iterator[AccessLedger]:
+        """The open ledger, for the duration of one call (requests take turns)."""
+        with self._lock:
+            if self._led is None:
+                self._led = AccessLedger.open(self.url)
+                self._follower = TokenFollower(self._led.store)
+            try:
+                yield self._led
+            except Exception as exc:
+                if not isinstance(exc, LedgerError) or isinstance(exc, (StorageError, IntegrityFailure)):
+                    # A dropped connection, or a log that failed a check: the next request starts afresh.
+                    self._close()
+                raise
+
+    def authenticate(self, presented: str | None, scopes: tuple[str, ...], instant: str) -> Token:
+        """The token presented, if the ledger's current token state lets it use one of `scopes` (TokenRefused if not)."""
+        with self.ledger():
+            assert self._follower is not None
+            state = self._follower.catch_up()
+            token = authenticate(state, presented, instant)
+        require_scope(token, scopes)
+        return token
+
+    def _close(self) -> None:
+        if self._led is not None:
+            try:
+                self._led.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail too; it is dropped either way
+                pass
+        self._led = None
+        self._follower = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
