@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -242,3 +243,201 @@ def test_enforced_ledger_refuses_an_actor_never_recorded_on_import(url_factory):
         assert str(refused.value) == ("line 2: actor: user:ghost is not recorded in the ledger and may make no "
                                       "change (this ledger enforces authority)")
         assert led.head() == 0
+
+
+# -- against an independent implementation of the default rules (DESIGN section 3's table) -----------
+
+from datetime import datetime  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ledger.vocabulary import predefined_roles  # noqa: E402
+from strategies import commands  # noqa: E402
+
+# The table of DESIGN section 3, written out again: event -> (permission, may it be held in the event's tenant).
+TABLE = {
+    "TenantCreated": ("tenant:create", False), "TenantRenamed": ("tenant:update", False),
+    "TenantDeleted": ("tenant:delete", False),
+    "UserCreated": ("member:create", False), "ServiceAccountCreated": ("member:create", False),
+    **{f"{k}{w}": ("member:update", False) for k in ("User", "ServiceAccount") for w in ("Deactivated", "Reactivated")},
+    "TeamCreated": ("team:create", False), "TeamDeleted": ("team:delete", False),
+    "TeamMemberAdded": ("team:update", False), "TeamMemberRemoved": ("team:update", False),
+    "RoleCreated": ("role:create", False), "RolePermissionsChanged": ("role:update", False),
+    "RoleDeleted": ("role:delete", False),
+    "RoleAssigned": ("member:update", True), "RoleUnassigned": ("member:update", True),
+    "ConnectorRegistered": ("service_connector:create", True), "ConnectorDeleted": ("service_connector:delete", True),
+}
+ONLY_IN_TENANT = {"ConnectorRegistered", "ConnectorDeleted"}
+ACTORS = st.sampled_from(["system", "system", "user:alice", "user:bob", "user:carol", "service_account:ci",
+                          "user:ghost"])
+
+
+# Changes that meet the prelude's edges: the connector bob's admin is narrowed to, tenant dev of team ml.
+NEW_NAMES = st.sampled_from(["dan", "eve", "fay", "gus", "hal", "ivy", "jo", "kim"])
+EXTRA = st.one_of(
+    st.tuples(st.just("delete_connector"), st.just("aws"), st.just("prod")),
+    st.tuples(st.just("register_connector"), st.sampled_from(["aws", "gcp"]), st.sampled_from(["prod", "dev"])),
+    st.tuples(st.sampled_from(["assign_role", "unassign_role"]), st.sampled_from(["viewer", "editor"]),
+              st.sampled_from(["user:carol", "user:bob"]), st.sampled_from(["prod", "dev"])),
+    st.tuples(st.sampled_from(["assign_role", "unassign_role"]), st.sampled_from(["org_viewer", "o1"]),
+              st.sampled_from(["user:carol", "user:bob", "team:ml"])),
+    st.tuples(st.sampled_from(["create_user", "create_team"]), NEW_NAMES),
+    st.tuples(st.sampled_from(["add_team_member", "remove_team_member"]), st.just("ml"),
+              st.sampled_from(["user:bob", "user:carol", "service_account:ci"])),
+    st.tuples(st.sampled_from(["deactivate_user", "reactivate_user"]), st.sampled_from(["alice", "bob", "carol"])),
+)
+
+
+def _t(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class Oracle:
+    """A plain fold of the events and the default rules of DESIGN section 3, judged before each change."""
+
+    def __init__(self) -> None:
+        self.tenants: dict[str, bool] = {}
+        self.active: dict[str, bool] = {}
+        self.teams: dict[str, bool] = {}
+        self.members: dict[str, set[str]] = {}
+        self.roles: dict[str, tuple[str | None, list[str]]] = {}
+        self.grants: dict[tuple, str | None] = {}
+
+    def judge(self, ev: dict) -> tuple[str, str] | None:
+        """(finding, permission) if the change is forbidden, else None."""
+        if ev["type"] not in TABLE or ev["actor"] == "system":
+            return None
+        perm, tenant_too = TABLE[ev["type"]]
+        actor = ev["actor"]
+        if not self.active.get(actor, False):
+            return ("change-by-inactive-actor", perm)
+        holders = {actor} | {f"team:{t}" for t, ms in self.members.items() if actor in ms and self.teams.get(t)}
+        tenant = ev.get("tenant") if tenant_too else None
+        in_org = ev["type"] not in ONLY_IN_TENANT or tenant is None
+        ptype, paction = perm.split(":")
+        for (role, holder, gt, res), expires in self.grants.items():
+            if holder not in holders or (expires is not None and not _t(ev["at"]) < _t(expires)):
+                continue
+            if gt is None and not in_org:
+                continue
+            if gt is not None and (gt != tenant or not self.tenants.get(gt)):
+                continue
+            if res is not None and res != f"{ptype}/{ev.get('connector')}":
+                continue
+            chain, r = [], role
+            while r is not None and r in self.roles and r not in chain:
+                chain.append(r)
+                r = self.roles[r][0]
+            for have in (p for c in chain for p in self.roles[c][1]):
+                t, a = have.split(":")
+                if res is not None and t not in ("*", res.split("/")[0]):
+                    continue
+                if t in ("*", ptype) and a in ("*", paction):
+                    return None
+        return ("unauthorised-change", perm)
+
+    def apply(self, ev: dict) -> None:
+        k = ev["type"]
+        if k == "OrganizationCreated":
+            for r in predefined_roles(ev["preset"]).values():
+                self.roles[r.name] = (None, list(r.permissions))
+        elif k == "TenantCreated":
+            self.tenants[ev["tenant"]] = True
+        elif k == "TenantDeleted":
+            self.tenants[ev["tenant"]] = False
+        elif k in ("UserCreated", "UserReactivated"):
+            self.active[f"user:{ev['user']}"] = True
+        elif k == "UserDeactivated":
+            self.active[f"user:{ev['user']}"] = False
+        elif k in ("ServiceAccountCreated", "ServiceAccountReactivated"):
+            self.active[f"service_account:{ev['service_account']}"] = True
+        elif k == "ServiceAccountDeactivated":
+            self.active[f"service_account:{ev['service_account']}"] = False
+        elif k == "TeamCreated":
+            self.teams[ev["team"]] = True
+        elif k == "TeamDeleted":
+            self.teams[ev["team"]] = False
+        elif k == "TeamMemberAdded":
+            self.members.setdefault(ev["team"], set()).add(ev["member"])
+        elif k == "TeamMemberRemoved":
+            self.members[ev["team"]].discard(ev["member"])
+        elif k == "RoleCreated":
+            self.roles[ev["role"]] = (ev.get("base"), list(ev["permissions"]))
+        elif k == "RolePermissionsChanged":
+            base, perms = self.roles[ev["role"]]
+            perms = [p for p in perms if p not in ev.get("remove", [])] + list(ev.get("add", []))
+            self.roles[ev["role"]] = (base, perms)
+        elif k == "RoleDeleted":
+            del self.roles[ev["role"]]
+        elif k == "RoleAssigned":
+            self.grants[(ev["role"], ev["principal"], ev.get("tenant"), ev.get("resource"))] = ev.get("expires_at")
+        elif k == "RoleUnassigned":
+            del self.grants[(ev["role"], ev["principal"], ev.get("tenant"), ev.get("resource"))]
+
+
+def _history(led: AccessLedger, drawn: list) -> None:
+    """The random commands, each by a drawn actor, two events an instant; refused ones are skipped."""
+    at = "2026-02-01T00:00:00Z"
+    led.init(at=at)
+    # Powers that run out or are narrowed, so that random actors often stand at their edges.
+    for tenant in ("prod", "dev"):
+        led.create_tenant(tenant, at=at)
+    for user in ("alice", "bob", "carol"):
+        led.create_user(user, at=at)
+    led.create_service_account("ci", at=at)
+    led.create_team("ml", at=at)
+    led.add_team_member("ml", "user:alice", at=at)
+    led.register_connector("aws", "prod", at=at)
+    led.create_role("o1", "organization", ["member:*"], at=at)
+    led.assign_role("org_editor", "user:alice", expires_at="2026-02-02T09:00:00Z", at=at)
+    led.assign_role("admin", "user:bob", tenant="prod", resource="service_connector/aws", at=at)
+    led.assign_role("viewer", "user:bob", tenant="dev", at=at)
+    led.assign_role("admin", "team:ml", tenant="dev", expires_at="2026-02-02T18:00:00Z", at=at)
+    led.assign_role("o1", "service_account:ci", expires_at="2026-02-03T00:00:00Z", at=at)
+    led.assign_role("viewer", "user:carol", tenant="prod", at=at)
+    for i, ((name, *args), actor) in enumerate(drawn):
+        if name == "change_role":
+            role, add, remove = args
+            args = [role, [p for p in add if p not in remove], remove]
+        at = f"2026-02-{2 + i // 8:02d}T{i % 8 * 3:02d}:00:00Z"
+        try:
+            getattr(led, name)(*args, at=at, actor=actor)
+        except E.LedgerError:
+            pass
+
+
+@settings(max_examples=int(os.environ.get("AUTHORITY_EXAMPLES", "25")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(drawn=st.lists(st.tuples(st.one_of(commands(), EXTRA), ACTORS), min_size=20, max_size=70))
+def test_audit_authority_lists_exactly_the_changes_the_default_rules_forbid(url_factory, tmp_path_factory, drawn):
+    with AccessLedger.open(url_factory(), create=True) as led:
+        _history(led, drawn)
+        oracle, expected = Oracle(), []
+        for position, ev in led.read():
+            verdict = oracle.judge(ev)
+            if verdict is not None:
+                expected.append((position, *verdict))
+            oracle.apply(ev)
+        rows = authority(led, tmp_path_factory.mktemp("wh"))
+        assert [(r["position"], r["finding"], r["permission"]) for r in rows] == expected
+        exported = list(led.export_lines())
+    # The same history offered to a ledger that enforces authority: it records exactly what the rules allow.
+    with AccessLedger.open(url_factory(), create=True) as enforcing:
+        enforcing.init(at="2026-02-01T00:00:00Z", enforce_authority=True)
+        oracle = Oracle()
+        oracle.apply(json.loads(exported[0]))
+        for line in exported[1:]:
+            ev = json.loads(line)
+            verdict = oracle.judge(ev)
+            try:
+                enforcing.append(ev)
+            except E.Unauthorised as exc:
+                assert verdict is not None and verdict[1] in str(exc) or verdict[0] == "change-by-inactive-actor", exc
+                continue
+            except E.LedgerError:
+                assert verdict is None  # refused for another reason (an earlier change was not recorded)
+                continue
+            assert verdict is None, ev
+            oracle.apply(ev)
+        assert authority(enforcing, tmp_path_factory.mktemp("wh")) == []
