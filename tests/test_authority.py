@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from ledger import errors as E
 from ledger.app import AccessLedger
+from ledger.authority import default_rules_text
 from ledger.cli import app
 from ledger.timeutil import format_instant, now
 from reports.audits import run_audit
@@ -102,6 +103,50 @@ def test_audit_authority_command_lists_the_unauthorised_change(led, tmp_path):
     assert result.exit_code == 0, result.output
     assert brief(json.loads(result.stdout)) == [("unauthorised-change", "user:vera", 7, "RoleAssigned",
                                                  "member:update")]
+
+
+def test_a_rules_file_replaces_the_shipped_rules(led, tmp_path):
+    staff(led)
+    led.assign_role("org_editor", "user:vera", at=d(2))
+    led.create_user("zoe", at=d(3), actor="user:vera")                                      # 7: member:create, held
+    text = default_rules_text("zenml-pro").replace('permission = "member:create"', 'permission = "member:delete"')
+    rules = tmp_path / "strict.toml"
+    rules.write_text(text)
+    assert authority(led, tmp_path) == []
+    assert brief(authority(led, tmp_path, authority_rules=rules)) == [
+        ("unauthorised-change", "user:vera", 7, "UserCreated", "member:delete")]
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda t: t.replace('events = ["TeamDeleted"]', 'events = ["TeamDeletedX"]'),
+     "rule 7: 'TeamDeletedX' is not a change event"),
+    (lambda t: t.replace('[[rule]]\nevents = ["TeamDeleted"]\npermission = "team:delete"\nin = ["organization"]\n', ''),
+     "no rule for TeamDeleted (every change event needs one)"),
+    (lambda t: t.replace('permission = "tenant:create"', 'permission = "tenant:*"'),
+     "rule 1: permission 'tenant:*' is not TYPE:ACTION (no wildcards in rules)"),
+    (lambda t: default_rules_text("zenml-oss"),
+     "the rules are for the zenml-oss preset; this ledger uses zenml-pro"),
+])
+def test_audit_authority_refuses_a_bad_rules_file_in_one_line(led, tmp_path, change, message):
+    rules = tmp_path / "bad.toml"
+    rules.write_text(change(default_rules_text("zenml-pro")))
+    result = runner.invoke(app, ["--db", led.store.url, "audit", "authority", "--rules", str(rules),
+                                 "--warehouse", str(tmp_path / "w.duckdb")])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+
+
+def test_zenml_oss_changes_need_write(ledger_url, tmp_path):
+    with AccessLedger.open(ledger_url, create=True) as led:
+        led.init(preset="zenml-oss", at=d(1))
+        led.create_user("ada", at=d(1))
+        led.create_user("gus", at=d(1))
+        led.assign_role("admin", "user:ada", at=d(1))
+        led.assign_role("guest", "user:gus", at=d(1))
+        led.create_team("ml", at=d(2), actor="user:ada")                                   # 6: admin holds *:write
+        led.create_team("ops", at=d(2), actor="user:gus")                                  # 7: guest does not
+        assert brief(authority(led, tmp_path)) == [("unauthorised-change", "user:gus", 7, "TeamCreated",
+                                                    "organization:write")]
 
 
 # -- enforcement ---------------------------------------------------------------------------------
