@@ -486,3 +486,13 @@ def test_audit_authority_lists_exactly_the_changes_the_default_rules_forbid(url_
             assert verdict is None, ev
             oracle.apply(ev)
         assert authority(enforcing, tmp_path_factory.mktemp("wh")) == []
+
+
+def test_verify_replays_an_enforcing_ledger_and_catches_the_flag_edited_away(enforced):
+    with AccessLedger.open(enforced) as led:
+        assert led.verify().ok
+        with led.store.transaction(write=True) as c:
+            c.execute("UPDATE al_entities SET data = ? WHERE kind = 'organization'",
+                      (json.dumps({"name": "acme", "preset": "zenml-pro"}),))
+        result = led.verify()
+        assert not result.ok and "al_entities" in result.problem
