@@ -44,22 +44,33 @@ WITH changes AS MATERIALIZED (
         AND m.from_position < c.position AND (m.to_position IS NULL OR c.position <= m.to_position)
     JOIN teams t ON t.team = m.team
         AND t.from_position < c.position AND (t.to_position IS NULL OR c.position <= t.to_position)
+), covering AS MATERIALIZED (
+    -- Each role's effective permissions that cover a permission some rule asks for (a few hundred rows).
+    SELECT rg.role, n.permission, rg.permission_type, rg.from_position, rg.to_position
+    FROM role_grants rg
+    JOIN (SELECT DISTINCT permission, permission_type, permission_action FROM authority_rules) n
+        ON covers(rg.permission_type, rg.permission_action, n.permission_type, n.permission_action)
+), powers AS MATERIALIZED (
+    -- The assignments of those roles, each with the asked-for permission it can give (narrowed ones only
+    -- through a permission of the type they are narrowed to).
+    SELECT g.principal, g.tenant, g.resource, g.expires_at, g.from_position, g.to_position, k.permission,
+           k.from_position AS grant_from, k.to_position AS grant_to
+    FROM assignments g
+    JOIN covering k ON k.role = g.role
+    WHERE g.resource IS NULL OR k.permission_type IN ('*', split_part(g.resource, '/', 1))
 ), authorised AS (
     SELECT DISTINCT c.position
     FROM changes c
     JOIN holders h ON h.position = c.position
-    JOIN assignments g ON g.principal = h.holder
-        AND g.from_position < c.position AND (g.to_position IS NULL OR c.position <= g.to_position)
-        AND (g.expires_at IS NULL OR c."at" < g.expires_at)
-        AND (g.resource IS NULL OR g.resource = c.needed_resource)
-        AND ((g.tenant IS NULL AND c.in_org) OR g.tenant = c.tenant)
+    JOIN powers g ON g.principal = h.holder AND g.permission = c.permission
     LEFT JOIN tenants tn ON tn.tenant = g.tenant
-    JOIN role_grants rg ON rg.role = g.role
-        AND rg.from_position < c.position AND (rg.to_position IS NULL OR c.position <= rg.to_position)
-        AND covers(rg.permission_type, rg.permission_action, c.permission_type, c.permission_action)
-        AND (g.resource IS NULL OR rg.permission_type IN ('*', split_part(g.resource, '/', 1)))
-    WHERE g.tenant IS NULL
-       OR (tn.from_position < c.position AND (tn.to_position IS NULL OR c.position <= tn.to_position))
+    WHERE g.from_position < c.position AND (g.to_position IS NULL OR c.position <= g.to_position)
+      AND g.grant_from < c.position AND (g.grant_to IS NULL OR c.position <= g.grant_to)
+      AND (g.expires_at IS NULL OR c."at" < g.expires_at)
+      AND (g.resource IS NULL OR g.resource = c.needed_resource)
+      AND ((g.tenant IS NULL AND c.in_org) OR g.tenant = c.tenant)
+      AND (g.tenant IS NULL
+           OR (tn.from_position < c.position AND (tn.to_position IS NULL OR c.position <= tn.to_position)))
 ), left_before AS (
     -- For an inactive actor: the deactivation in force just before the change, if that is why.
     SELECT c.position, arg_max(s.valid_from, s.from_position) AS since, max(s.from_position) AS status_position
