@@ -150,9 +150,12 @@ def default_rules(preset: str) -> Rules:
     return parse_rules(default_rules_text(preset), f"default ({rules_file(preset)})")
 
 
-def load_rules(path: str | Path | None, preset: str) -> Rules:
-    """The rules of a file (or the preset's shipped rules); a file written for another preset is refused."""
+def load_rules(path: str | Path | None, preset: str | None) -> Rules:
+    """The rules of a file (or the preset's shipped rules); a file written for another preset is refused
+    (preset None: any preset, for a check before the ledger's is known)."""
     if path is None:
+        if preset is None:
+            raise RulesError("rules: no file given and no preset to take the shipped rules of")
         return default_rules(preset)
     p = Path(path)
     try:
@@ -169,7 +172,7 @@ def load_rules(path: str | Path | None, preset: str) -> Rules:
     except UnicodeDecodeError:
         raise RulesError(f"rules: {p} is not UTF-8 text") from None
     rules = parse_rules(text, str(p))
-    if rules.preset != preset:
+    if preset is not None and rules.preset != preset:
         raise RulesError(f"{p}: the rules are for the {rules.preset} preset; this ledger uses {preset}")
     return rules
 

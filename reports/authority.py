@@ -10,24 +10,17 @@ from reports.errors import RulesError
 if TYPE_CHECKING:
     from reports.warehouse import Warehouse
 
-def check_rules_file(path: str | Path | None, preset: str | None = None) -> None:
-    """Refuse an unusable rules file before a possibly long sync (the preset is checked once it is known)."""
+def check_rules_file(path: str | Path | None) -> None:
+    """Refuse an unusable rules file before a possibly long sync (its preset is checked once the ledger's is known)."""
     from ledger.authority import RulesError as LedgerRulesError
-    from ledger.authority import load_rules, parse_rules
+    from ledger.authority import load_rules
 
     if path is None:
         return
     try:
-        if preset is not None:
-            load_rules(path, preset)
-        else:
-            parse_rules(Path(path).read_text(encoding="utf-8"), str(path))
+        load_rules(path, None)
     except LedgerRulesError as exc:
         raise RulesError(str(exc)) from None
-    except FileNotFoundError:
-        raise RulesError(f"rules: no file {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RulesError(f"rules: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def install_rules(wh: Warehouse, path: str | Path | None) -> str:
