@@ -261,7 +261,9 @@ def _authority_line(console: Any, scenario: Any, rows: list[dict[str, Any]]) -> 
     planted = [i for i in scenario.incidents if i.audit == "authority"]
     found = [(i, r) for i in planted for r in rows if i.position in (r.get("positions") or ())]
     others = [r for r in rows if not any(i.position in (r.get("positions") or ()) for i in planted)]
-    shown = ", ".join(f"{r['finding']} by {r['who']} at position {r['position']}" for _, r in found)
+    from rich.markup import escape
+
+    shown = escape(", ".join(f"{r['finding']} by {r['who']} at position {r['position']}" for _, r in found))
     console.print(f"  audit authority: {len(found)} of {len(planted)} planted changes by actors not allowed to make "
                   f"them found ({shown}); " + (f"[red]{len(others)} other change(s) flagged[/]" if others
                                                else "nothing else flagged by it"), markup=True, highlight=False)
