@@ -104,6 +104,16 @@ class AccessLedger:
 
         return json.loads(row[0])["preset"]
 
+    @property
+    def enforces_authority(self) -> bool:
+        """True if the ledger was created with --enforce-authority (its first event says so)."""
+        import json
+
+        with self.store.transaction(write=False) as c:
+            c.execute("SELECT data FROM al_entities WHERE kind = 'organization'")
+            row = c.fetchone()
+        return row is not None and json.loads(row[0]).get("enforce_authority") is True
+
     def entities(self, kind: str) -> list[dict[str, Any]]:
         """Current entities of one kind (role, user, tenant, ...) from the write model."""
         import json
@@ -327,9 +337,11 @@ class AccessLedger:
             event["id"] = id
         return self.append(event)
 
-    def init(self, org: str = "default", preset: str = "zenml-pro", *, actor: str = "system",
-             reason: str | None = None, at: str | None = None, id: str | None = None) -> int:
-        return self._cmd("OrganizationCreated", actor, reason, at, id, name=org, preset=preset)
+    def init(self, org: str = "default", preset: str = "zenml-pro", *, enforce_authority: bool = False,
+             actor: str = "system", reason: str | None = None, at: str | None = None, id: str | None = None) -> int:
+        """Create the organization; with enforce_authority, every later change is judged by its actor's permissions."""
+        return self._cmd("OrganizationCreated", actor, reason, at, id, name=org, preset=preset,
+                         enforce_authority=True if enforce_authority else None)
 
     def create_tenant(self, tenant: str, display_name: str | None = None, *, actor: str = "system",
                       reason: str | None = None, at: str | None = None, id: str | None = None) -> int:

@@ -83,3 +83,7 @@ class IntegrityFailure(LedgerError):
 
 class ReviewRefused(LedgerError):
     """An access review step the campaign's rules do not allow (wrong reviewer, closed, no such item, ...)."""
+
+
+class Unauthorised(LedgerError):
+    """A ledger that enforces authority refuses a change its actor was not allowed to make."""

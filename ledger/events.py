@@ -107,6 +107,8 @@ class OrganizationCreated(_Event):
     type: Literal["OrganizationCreated"]
     name: Name
     preset: Literal["zenml-pro", "zenml-oss"]
+    # Present (and true) only on a ledger that refuses unauthorised changes (DESIGN section 3): one spelling.
+    enforce_authority: Literal[True] | None = None
 
 
 class TenantCreated(_Event):
@@ -457,7 +459,9 @@ def parse_json(line: str | bytes) -> dict[str, Any]:
         _refuse_duplicate_keys(line)  # a repeated key is the line's first problem, nested or not
         raise ValidationError(_problem(exc)) from None
     event = canonical_dict(model)
-    strings = len(event)  # every value is a text, or a list of texts (permissions)
+    strings = len(event)  # every value is a text, or a list of texts (permissions), or the one flag below
+    if event["type"] == "OrganizationCreated" and "enforce_authority" in event:
+        strings -= 1  # `true` has no quotes
     if event["type"] in _WITH_LISTS:
         strings += sum(len(v) - 1 for v in event.values() if type(v) is list)
     quotes = line.count('"') if isinstance(line, str) else line.count(b'"')

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import errors as E
+from ledger.authority import Need, Rules, default_rules, instant_key, need
 from ledger.store import Cursor
-from ledger.vocabulary import Vocabulary, predefined_roles, split_principal, split_resource, vocabulary
+from ledger.vocabulary import (
+    Vocabulary, permission_matches, predefined_roles, split_principal, split_resource, vocabulary,
+)
 
 _MISSING = object()
 CACHE_LIMIT = 500_000  # cached rows of the side tables; beyond it the cache is emptied (all is flushed)
@@ -52,6 +55,9 @@ class WriteModel:
         self._usage_connectors: set[tuple[Any, ...]] = set()
         org = self.entity("organization", "")
         self.vocab: Vocabulary | None = vocabulary(org.data["preset"]) if org else None
+        # A ledger created with --enforce-authority judges every change by its actor's permissions.
+        self.authority: Rules | None = (default_rules(org.data["preset"])
+                                        if org and org.data.get("enforce_authority") else None)
         self._rules: dict[str, Callable[[dict[str, Any]], str]] = {
             name[len("_on_"):]: getattr(self, name) for name in dir(self) if name.startswith("_on_")
         }
@@ -166,7 +172,73 @@ class WriteModel:
             self._usage_connectors.clear()
         elif kind == "ConnectorDeleted":
             self._usage_connectors.clear()
+        if self.authority is not None:
+            wanted = need(self.authority, ev)
+            if wanted is not None:
+                self._judge(ev["actor"], ev["at"], wanted)
         return self._rules[kind](ev)
+
+    # -- authority of a change (DESIGN section 3), on a ledger that enforces it ------------------
+
+    def _judge(self, actor: str, at: str, wanted: Need) -> None:
+        """Refuse the change unless `actor` holds what it needs in the state just before it (check semantics)."""
+        suffix = "(this ledger enforces authority)"
+        kind, name = split_principal(actor, "actor")
+        who = self.entity(kind, name)
+        if who is None:
+            raise E.Unauthorised(f"actor: {actor} is not recorded in the ledger and may make no change {suffix}")
+        if who.status != "active":
+            word = "was deleted" if kind == "team" else "is deactivated"
+            raise E.Unauthorised(f"actor: {actor} {word} and may make no change {suffix}")
+        if not self._holds(actor, kind, instant_key(at), wanted):
+            raise E.Unauthorised(f"actor: {actor} lacks {wanted.describe()} (needed for {wanted.event}; {suffix[1:]}")
+
+    def _holds(self, actor: str, kind: str, instant: str, wanted: Need) -> bool:
+        self.flush()  # the questions below are asked of the tables
+        holders = [actor]
+        if kind != "team":
+            self.c.execute("SELECT m.team FROM al_members m JOIN al_entities t ON t.kind = 'team' AND t.name = m.team "
+                           "AND t.status = 'active' WHERE m.member = ?", (actor,))
+            holders += [f"team:{team}" for (team,) in self.c.fetchall()]
+        tenant_live = False
+        if wanted.tenant is not None:
+            t = self.entity("tenant", wanted.tenant)
+            tenant_live = t is not None and t.status == "active"
+        marks = ", ".join("?" for _ in holders)
+        self.c.execute(f"SELECT role, tenant, resource, expires_at FROM al_grants WHERE principal IN ({marks})",
+                       tuple(holders))
+        rtype, action = wanted.permission.split(":", 1)
+        for role, tenant, resource, expires in self.c.fetchall():
+            if tenant == "":
+                if not wanted.in_organization:
+                    continue
+            elif not (tenant_live and tenant == wanted.tenant):
+                continue
+            if expires and not instant < instant_key(expires):
+                continue
+            if resource and resource != wanted.resource:
+                continue
+            scoped = resource.split("/", 1)[0] if resource else None
+            for perm in self._effective(role):
+                if scoped is not None and perm.split(":", 1)[0] not in ("*", scoped):
+                    continue
+                if permission_matches(perm, rtype, action):
+                    return True
+        return False
+
+    def _effective(self, role: str) -> list[str]:
+        """A role's permissions and its bases', live."""
+        out: list[str] = []
+        seen: set[str] = set()
+        current: str | None = role
+        while current is not None and current not in seen:
+            seen.add(current)
+            r = self.entity("role", current)
+            if r is None or r.status == "deleted":
+                break
+            out += r.data["permissions"]
+            current = r.ref
+        return out
 
     def _require(self, kind: str, name: str, label: str | None = None) -> Entity:
         e = self.entity(kind, name)
@@ -201,11 +273,15 @@ class WriteModel:
     def _on_OrganizationCreated(self, ev: dict[str, Any]) -> str:
         if self.vocab is not None:
             raise E.AlreadyInitialized("the ledger already has an organization")
-        self._put(Entity("organization", "", "active", None, {"name": ev["name"], "preset": ev["preset"]}))
+        data: dict[str, Any] = {"name": ev["name"], "preset": ev["preset"]}
+        if ev.get("enforce_authority"):
+            data["enforce_authority"] = True
+        self._put(Entity("organization", "", "active", None, data))
         for role in predefined_roles(ev["preset"]).values():
             self._put(Entity("role", role.name, "active", None,
                              {"scope": role.scope, "permissions": list(role.permissions), "predefined": True}))
         self.vocab = vocabulary(ev["preset"])
+        self.authority = default_rules(ev["preset"]) if ev.get("enforce_authority") else None
         return "organization"
 
     def _on_TenantCreated(self, ev: dict[str, Any]) -> str:

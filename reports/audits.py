@@ -88,6 +88,13 @@ AUDITS: dict[str, Audit] = {a.name: a for a in (
           "reviewed. Every population is re-derived from the ledger and checked against its start event.",
           "reviews.sql", ("at", "start", "end"),
           ("finding", "who", "where", "what", "campaign", "since", "detail", "positions")),
+    Audit("authority", "Authority of changes",
+          "Every change whose actor was not allowed to make it at that instant, by the authority rules: someone "
+          "who lacked the permission the change needs (for example a viewer granting admin), and changes made by "
+          "a deactivated account (a leaver) or by an actor the ledger never recorded. The actor system (the "
+          "bootstrap and the platform's automation) is exempt.",
+          "authority.sql", ("start", "end", "rules"),
+          ("finding", "who", "where", "what", "needed", "since", "positions")),
 )}
 
 
@@ -221,8 +228,9 @@ def query_table(wh: Warehouse, name: str, query: str, params: dict[str, Any]) ->
 
 def run_audit(wh: Warehouse, name: str, *, at: str | None = None, start: str | None = None, end: str | None = None,
               window: str | timedelta = "90d", rules: str | Path | None = None, principal: str | None = None,
-              tenant: str | None = None, sync: bool = True) -> AuditResult:
-    """Run one audit (syncing the warehouse first); `at` defaults to now, the period to all of history."""
+              tenant: str | None = None, sync: bool = True, authority_rules: str | Path | None = None) -> AuditResult:
+    """Run one audit (syncing the warehouse first); `at` defaults to now, the period to all of history.
+    `rules`: the separation-of-duties rules file; `authority_rules`: the authority rules file (default: shipped)."""
     import duckdb
 
     audit = _audit(name)
@@ -234,6 +242,10 @@ def run_audit(wh: Warehouse, name: str, *, at: str | None = None, start: str | N
         from reports.sod import install_rules
 
         shown["rules"] = install_rules(wh, rules)
+    elif name == "authority":
+        from reports.authority import install_rules as install_authority_rules
+
+        shown["rules"] = install_authority_rules(wh, authority_rules)
     text = sql_text(audit.sql_file)
     statement = duckdb.extract_statements(text)[-1]
     bound = {k: v for k, v in params.items() if k in statement.named_parameters}

@@ -23,6 +23,7 @@ ATTENTION: dict[str, frozenset[str] | None] = {
     "reviews": frozenset({"overdue-item", "rubber-stamp", "all-keep", "self-review", "revocation-not-carried-out",
                           "regranted-after-revoke", "privileged-not-reviewed"}),
     "leavers": frozenset({"late-deactivation", "access-after-termination"}),
+    "authority": None,  # every row: a change its actor was not allowed to make
 }
 #: Routine rows: review material the report hides until asked ("exceptions only / all rows").
 ROUTINE: dict[str, frozenset[str]] = {"secrets": frozenset({"authorised"})}

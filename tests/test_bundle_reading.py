@@ -245,7 +245,7 @@ def _formula_cells(path: Path) -> list[str]:
 
 def test_no_csv_the_tool_writes_has_a_formula_leading_cell(ledger_db, bundle, tmp_path):
     written = sorted(bundle.rglob("*.csv"))
-    for audit in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews"):
+    for audit in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews", "authority"):
         out = tmp_path / f"{audit}.csv"
         result = runner.invoke(app, ["--db", str(ledger_db), "audit", audit, "--format", "csv", "--out", str(out),
                                      *(["--from", "2025-01-01", "--to", "2026-04-01"] if audit in ("secrets",

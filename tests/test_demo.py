@@ -35,7 +35,7 @@ def test_demo_finds_every_planted_incident_and_nothing_else(demo_run):
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())
     assert "verify: intact" in out
-    assert "10 of 10 planted incidents found by their audits; nothing else flagged" in out
+    assert "12 of 12 planted incidents found by their audits; nothing else flagged" in out
     hr = db.parent / TERMINATIONS
     assert f"HR leavers file: {hr} (3 leavers, read by `audit leavers --hr`)" in out
     seconds = float(re.search(r"done in ([\d.]+) s", out).group(1))
@@ -53,14 +53,19 @@ def test_demo_finds_every_planted_incident_and_nothing_else(demo_run):
     assert {i.kind for i in incidents} == {"unauthorised-secret-read", "self-grant", "sod-conflict", "dormant-admin",
                                            "expired-grant-not-revoked", "change-without-reason",
                                            "deactivated-with-grants", "rubber-stamp-review",
-                                           "revocation-not-carried-out", "late-leaver"}
+                                           "revocation-not-carried-out", "late-leaver", "unauthorised-change",
+                                           "change-by-leaver"}
+    by_kind = {i.kind: i for i in incidents}
+    assert (f"audit authority: 2 of 2 planted changes by actors not allowed to make them found (change-by-inactive-actor "
+            f"by user:rafael at position {by_kind['change-by-leaver'].position}, unauthorised-change by user:jun at "
+            f"position {by_kind['unauthorised-change'].position}); nothing else flagged by it") in out
     # The HR file lists the year's leavers, as the scenario terminated them.
     assert hr.read_text() == scenario.terminations_csv()
     assert [line.split(",")[0] for line in hr.read_text().splitlines()] == ["person", "user:rafael", "user:bjorn",
                                                                              "user:mei"]
     # Each audit's JSON file holds its findings needing attention (every row is in its CSV and Parquet files).
     rows = {name: json.loads((evidence / "audits" / f"{name}.json").read_text())["findings"]
-            for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews")}
+            for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews", "authority")}
     from reports.leavers import run_leavers
     from reports.warehouse import Warehouse
 
@@ -78,7 +83,8 @@ def test_demo_finds_every_planted_incident_and_nothing_else(demo_run):
                 "change-without-reason": "change-without-reason", "deactivated-with-grants": "grant-to-deactivated",
                 # A rubber stamp keeps everything: both rows name the reviewer.
                 "rubber-stamp-review": {"rubber-stamp", "all-keep"},
-                "revocation-not-carried-out": "revocation-not-carried-out", "late-leaver": "late-deactivation"}
+                "revocation-not-carried-out": "revocation-not-carried-out", "late-leaver": "late-deactivation",
+                "unauthorised-change": "unauthorised-change", "change-by-leaver": "change-by-inactive-actor"}
     for incident in incidents:
         found = [r for r in rows[incident.audit] if attention(incident.audit, r) and shows(r, incident)]
         assert found, f"{incident.kind} of {incident.principal} not in the {incident.audit} audit"

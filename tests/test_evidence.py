@@ -25,7 +25,7 @@ from reports.evidence import _Lines, needs_attention
 runner = CliRunner()
 END = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SHAPE = dict(events=6_000, users=40, tenants=5, roles=12, assignments=250, days=120)
-AUDITS = ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews")
+AUDITS = ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews", "authority")
 
 
 @pytest.fixture(scope="module")

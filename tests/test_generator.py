@@ -255,3 +255,20 @@ def test_every_privileged_access_older_than_90_days_was_reviewed_in_the_last_90(
         old = [r for r in held if since(r) < window]
         assert old
         assert [r for r in old if (r["principal"], r["role"], r["tenant"], r["resource"]) not in reviewed] == []
+
+
+def test_every_change_is_authorised_but_the_two_planted(small_lines, population_lines):
+    from test_authority import Oracle
+
+    for lines, scenario in (small_lines, population_lines):
+        oracle, forbidden = Oracle(), {}
+        for position, line in enumerate(lines, 1):
+            ev = orjson.loads(line)
+            verdict = oracle.judge(ev)
+            if verdict is not None:
+                forbidden[position] = verdict[0]
+            oracle.apply(ev)
+        planted = {i.position: i for i in scenario.incidents if i.audit == "authority"}
+        assert sorted(i.kind for i in planted.values()) == ["change-by-leaver", "unauthorised-change"]
+        assert forbidden == {p: "change-by-inactive-actor" if i.kind == "change-by-leaver" else "unauthorised-change"
+                             for p, i in planted.items()}

@@ -57,7 +57,7 @@ def _column(data: dict, name: str) -> list:
 
 def test_every_row_of_every_audit_is_in_the_page(ledger_db, tmp_path):
     html = _export(ledger_db, tmp_path / "b")
-    for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews"):
+    for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews", "authority"):
         rows = _rows(tmp_path / "b", name)
         data = _data(html, f"t-{name}")
         assert data["rows"] == len(rows), name
@@ -70,7 +70,7 @@ def test_every_audit_file_the_report_names_is_in_the_bundle(ledger_db, tmp_path)
     html = _export(ledger_db, tmp_path / "b")
     listed = set(json.loads((tmp_path / "b" / "manifest.json").read_text())["files"])
     named = set(re.findall(r"<code>(audits/[\w-]+\.\w+)</code>", html)) - {"audits/NAME.csv"}  # the <noscript>
-    for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews"):
+    for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews", "authority"):
         assert {f"audits/{name}.csv", f"audits/{name}.json"} <= named, name
         assert f"Every row is in <code>audits/{name}.csv</code> and <code>.parquet</code>" in html
     assert named <= listed
@@ -107,7 +107,7 @@ def test_routine_rows_are_marked_for_the_switch(ledger_db, tmp_path):
 def test_every_principal_named_by_an_audit_is_listed(ledger_db, tmp_path):
     html = _export(ledger_db, tmp_path / "b")
     named = set()
-    for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews"):
+    for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews", "authority"):
         named |= {r["who"] for r in _rows(tmp_path / "b", name)
                   if r["who"] and r["who"].split(":")[0] in ("user", "team", "service_account")}
     assert set(_column(_data(html, "principals"), "who")) == named

@@ -55,11 +55,15 @@ def _run(ctx: typer.Context, name: str, warehouse: Path | None, fmt: Format, out
         if "start" in params:
             params["start"], params["end"] = period_or_range(params.pop("period"), params["start"], params["end"])
         # Bad arguments are refused before a possibly long sync.
-        audit_params(name, **{k: v for k, v in params.items() if k != "rules"})
+        audit_params(name, **{k: v for k, v in params.items() if k not in ("rules", "authority_rules")})
         if name == "sod":
             from reports.sod import load_rules
 
             load_rules(params.get("rules"))
+        elif name == "authority":
+            from reports.authority import check_rules_file
+
+            check_rules_file(params.get("authority_rules"))
         result = _audited(ctx, warehouse, lambda wh: run_audit(wh, name, sync=False, **params),
                           lambda led: require_recorded(led.store, principal=params.get("principal"),
                                                        tenant=params.get("tenant")))
@@ -168,6 +172,19 @@ def reviews(ctx: typer.Context, at: AtOption = None, start: FromOption = None, e
     stamps, all-keep reviewers, self-reviews, revocations not carried out or re-granted, and privileged access
     no campaign closed in the 90 days before --at reviewed."""
     _run(ctx, "reviews", warehouse, fmt, out, at=at, start=start, end=end, period=period)
+
+
+AuthorityRulesOption = Annotated[Path | None, typer.Option(
+    "--rules", help="A TOML file of authority rules (default: the shipped rules of the ledger's preset).")]
+
+
+@audit_app.command("authority")
+def authority(ctx: typer.Context, start: FromOption = None, end: ToOption = None, period: PeriodOption = None,
+              rules: AuthorityRulesOption = None, warehouse: WarehouseOption = None, fmt: FormatOption = Format.table,
+              out: OutOption = None) -> None:
+    """Changes in the period whose actor was not allowed to make them at that instant (lacked the permission the
+    authority rules ask for, or was deactivated or never recorded); system is exempt."""
+    _run(ctx, "authority", warehouse, fmt, out, start=start, end=end, period=period, authority_rules=rules)
 
 
 HrOption = Annotated[Path, typer.Option(

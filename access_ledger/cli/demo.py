@@ -268,6 +268,7 @@ def _summary(console: Any, scenario: Any, result: Any, leavers: list[dict[str, A
     console.print(f"  {len(scenario.incidents) - len(missed)} of {len(scenario.incidents)} planted incidents found by "
                   "their audits; " + (f"[red]{unplanted} finding(s) not planted[/]" if unplanted
                                       else "nothing else flagged"))
+    _authority_line(console, scenario, findings.get("authority", []))
     if answer is not None:
         verdict = "allowed" if answer["allowed"] else f"no: {answer['why_not']}"
         console.print(f"  point in time: could {answer['principal']} read {answer['resource']} at {answer['at']}? "
@@ -275,6 +276,19 @@ def _summary(console: Any, scenario: Any, result: Any, leavers: list[dict[str, A
     console.print(f"  HR leavers file: {hr} ({len(scenario.terminations)} leavers, read by `audit leavers --hr`)")
     console.print(f"  evidence bundle: {result.path}/ ({len(m['files'])} files and manifest.json, report: "
                   f"{result.path}/report.html)")
+
+
+def _authority_line(console: Any, scenario: Any, rows: list[dict[str, Any]]) -> None:
+    """What `audit authority` found of the planted unauthorised changes, and whether it flagged anything else."""
+    planted = [i for i in scenario.incidents if i.audit == "authority"]
+    found = [(i, r) for i in planted for r in rows if i.position in (r.get("positions") or ())]
+    others = [r for r in rows if not any(i.position in (r.get("positions") or ()) for i in planted)]
+    from rich.markup import escape
+
+    shown = escape(", ".join(f"{r['finding']} by {r['who']} at position {r['position']}" for _, r in found))
+    console.print(f"  audit authority: {len(found)} of {len(planted)} planted changes by actors not allowed to make "
+                  f"them found ({shown}); " + (f"[red]{len(others)} other change(s) flagged[/]" if others
+                                               else "nothing else flagged by it"), markup=True, highlight=False)
 
 
 def _next_commands(ctx: typer.Context, db: str | None, scenario: Any, hr: Path) -> list[str]:

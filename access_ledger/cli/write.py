@@ -68,9 +68,13 @@ def register(app: typer.Typer) -> None:
 def init(ctx: typer.Context,
          org: Annotated[str, typer.Option("--org", help="The organization's name.")] = "default",
          preset: Annotated[str, typer.Option("--preset", help="zenml-pro or zenml-oss.")] = "zenml-pro",
+         enforce_authority: Annotated[bool, typer.Option(
+             "--enforce-authority", help="Refuse every change whose actor lacks the permission the preset's "
+             "authority rules ask for (recorded in the chain, for the ledger's whole life).")] = False,
          actor: ActorOption = None, reason: ReasonOption = None, at: AtOption = None) -> None:
     """Create the ledger with its organization and the preset's predefined roles."""
-    _change(ctx, "init", org, preset, actor=actor, reason=reason, at=at, create=True)
+    _change(ctx, "init", org, preset, actor=actor, reason=reason, at=at, create=True,
+            enforce_authority=enforce_authority)
 
 
 # -- tenants, users, service accounts, teams ------------------------------------------------

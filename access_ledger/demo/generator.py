@@ -99,6 +99,8 @@ INCIDENT_AUDITS = {
     "rubber-stamp-review": "reviews",
     "revocation-not-carried-out": "reviews",
     "late-leaver": "leavers",
+    "unauthorised-change": "authority",
+    "change-by-leaver": "authority",
 }
 
 
@@ -946,12 +948,13 @@ class _AcmeCast:
             for spec in SEED_ROLES:
                 e.create_role(spec, admin, "SEC-110 roles of the access policy v1")
             e.create_service_account("access-bot", admin, "SEC-112 expiry of time-bound grants")
-            e.assign("org_viewer", "service_account:access-bot", None, admin, "SEC-112 reads grants to expire them")
+            e.assign("org_editor", "service_account:access-bot", None, admin,
+                     "SEC-112 removes time-bound grants when they expire")
             for team in ("research", "platform", "data-eng", "product"):
                 e.create_team(team, admin, "IT-102 teams from the org chart")
             for conn, tenant, kind in (("gcp-research", "research", "gcp"), ("aws-staging", "staging", "aws"),
                                        ("aws-prod", "production", "aws"), ("s3-datalake", "production", "aws")):
-                e.register_connector(conn, tenant, kind, admin, "PLAT-10 cloud accounts of the platform")
+                e.register_connector(conn, tenant, kind, "system", "PLAT-10 cloud accounts of the platform")
             e.assign("viewer", "team:research", "staging", admin, "SEC-113 researchers follow staging runs")
             e.assign("viewer", "team:platform", "research", admin, "SEC-113 platform supports research")
             e.assign("product_manager", "team:product", "production", admin, "SEC-114 product follows production")
@@ -983,6 +986,7 @@ class _AcmeCast:
                     e.assign(role, p, tenant, admin, why)
             on(day, hire)
         on(14, lambda e: e.assign("org_editor", "user:amara", None, admin, "SEC-120 research lead manages her team"))
+        on(20, lambda e: e.assign("org_editor", "user:emeka", None, admin, "SEC-121 platform lead manages members"))
 
         # Clean time-bound grants, revoked when they expire.
         def incident_review(e: _Engine) -> None:
@@ -1031,7 +1035,7 @@ class _AcmeCast:
         # A hackathon tenant, used for a month and cleaned up before deletion.
         def hackathon(e: _Engine) -> None:
             e.create_tenant("llm-hackathon", "LLM hackathon", admin, "IT-160 hackathon tenant")
-            e.register_connector("openai-sandbox", "llm-hackathon", "openai", admin, "IT-160 hackathon tenant")
+            e.register_connector("openai-sandbox", "llm-hackathon", "openai", "system", "IT-160 hackathon tenant")
             e.assign("editor", "team:research", "llm-hackathon", admin, "IT-160 hackathon tenant")
             e.assign("mlops_platform_engineer", "user:emeka", "llm-hackathon", admin, "IT-160 hackathon tenant")
         on(165, hackathon)
@@ -1039,7 +1043,7 @@ class _AcmeCast:
         def end_hackathon(e: _Engine) -> None:
             for key in sorted(k for k in e.w.held if k[2] == "llm-hackathon"):
                 e.unassign(key, admin, "IT-161 hackathon over")
-            e.change("ConnectorDeleted", admin, "IT-161 hackathon over", connector="openai-sandbox",
+            e.change("ConnectorDeleted", "system", "IT-161 hackathon over", connector="openai-sandbox",
                      tenant="llm-hackathon")
             e.w.connectors["llm-hackathon"] = []
             e.change("TenantDeleted", admin, "IT-161 hackathon over", tenant="llm-hackathon")
@@ -1105,6 +1109,24 @@ class _AcmeCast:
         on(270, leaver)
 
         on(300, lambda e: e.unauthorised_read("user:ivan", "production", "aws-prod", "local notebook"))
+
+        def unauthorised(e: _Engine) -> None:
+            ev = e.assign("admin", "user:chen", "staging", "user:jun", "helping chen debug a staging run")
+            e.incident("unauthorised-change", ev, "user:jun", "staging",
+                       "jun, who holds only viewer-level roles, assigned admin in staging to chen; granting roles "
+                       "needs member:update", role="admin")
+        on(140, unauthorised)
+        on(141, lambda e: e.unassign(("admin", "user:chen", "staging", ""), admin,
+                                     "SEC-190 grant made without authority reverted"))
+
+        def by_leaver(e: _Engine) -> None:
+            ev = e.assign("admin", "user:dilnoza", "research", "user:rafael", "handover before leaving")
+            e.incident("change-by-leaver", ev, "user:rafael", "research",
+                       "rafael's account, deactivated when he left on day 120, assigned admin in research to dilnoza",
+                       role="admin")
+        on(126, by_leaver)
+        on(127, lambda e: e.unassign(("admin", "user:dilnoza", "research", ""), admin,
+                                     "SEC-191 grant by a leaver's account reverted"))
 
         self.reviews()
 
@@ -1273,10 +1295,11 @@ class _Population:
             e.create_user("priya", "system", "IT-100 bootstrap administrator")
             e.assign("org_admin", admin, None, "system", "IT-100 bootstrap administrator")
             e.create_service_account("access-bot", admin, "SEC-112 expiry of time-bound grants")
-            e.assign("org_viewer", "service_account:access-bot", None, admin, "SEC-112 reads grants to expire them")
+            e.assign("org_editor", "service_account:access-bot", None, admin,
+                     "SEC-112 removes time-bound grants when they expire")
             for t in tenants:
                 e.create_tenant(t, t.replace("-", " ").title(), admin, "IT-101 tenant of the ML platform")
-                e.register_connector(f"aws-{t}", t, "aws", admin, "PLAT-10 cloud account of the tenant")
+                e.register_connector(f"aws-{t}", t, "aws", "system", "PLAT-10 cloud account of the tenant")
             for spec in SEED_ROLES + tuple(variants):
                 e.create_role(spec, admin, "SEC-110 roles of the access policy")
             for k in range(n_teams):
@@ -1420,6 +1443,7 @@ class _Population:
 
         def self_grant(e: _Engine) -> None:
             p = person(e, "platform")
+            e.assign("org_editor", p, None, admin, "SEC-121 platform on-call lead manages members")
             ev = e.assign("system_administrator", p, "staging", p, "PLAT-88 hotfix")
             e.incident("self-grant", ev, p, "staging", "granted themself system_administrator in staging",
                        role="system_administrator")
@@ -1456,8 +1480,33 @@ class _Population:
                 e.incident("late-leaver", ev, p, None, "deactivated four days after HR ended the contract (SLA 24 h)")
             e.on(e.day + 4, deactivate)
 
-        for frac, action in ((0.27, expired), (0.4, dormant), (0.52, sod), (0.62, self_grant), (0.68, no_reason),
-                             (0.74, leaver), (0.82, breach), (0.88, late_leaver)):
+        def unauthorised(e: _Engine) -> None:
+            p, colleague = person(e, "analysis"), person(e, "science")
+            t = self.tenants_of[colleague][0]
+            ev = e.assign("admin", colleague, t, p, "helping a colleague debug a run")
+            e.incident("unauthorised-change", ev, p, t, "holds only viewer-level roles and assigned admin to a "
+                       "colleague; granting roles needs member:update", role="admin")
+            e.on(e.day + 1, lambda e: e.unassign(("admin", colleague, t, ""), admin,
+                                                 "SEC-190 grant made without authority reverted"))
+
+        def by_leaver(e: _Engine) -> None:
+            p = person(e, "analysis", lambda q: len(e.w.members[self.team_of[q]]) > 1)
+            e.terminate(p)
+            e.offboard(p, admin, "HR-590 leaver: access removed")
+
+            def grant(e: _Engine) -> None:
+                colleague = person(e, "science")
+                t = self.tenants_of[colleague][0]
+                ev = e.assign("admin", colleague, t, p, "handover before leaving")
+                e.incident("change-by-leaver", ev, p, t, "a leaver's deactivated account assigned admin to a "
+                           "colleague", role="admin")
+                e.on(e.day + 1, lambda e: e.unassign(("admin", colleague, t, ""), admin,
+                                                     "SEC-191 grant by a leaver's account reverted"))
+            e.on(e.day + 5, grant)
+
+        for frac, action in ((0.27, expired), (0.3, unauthorised), (0.4, dormant), (0.45, by_leaver), (0.52, sod),
+                             (0.62, self_grant), (0.68, no_reason), (0.74, leaver), (0.82, breach),
+                             (0.88, late_leaver)):
             e.on(int(days * frac), action)
         self._plan_reviews(person)
 
