@@ -230,17 +230,21 @@ def render(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str] |
         return "\n".join(lines) + "\n"
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     cells = [[_cell(row.get(c)) for c in cols] for row in rows]
     widths, total = _column_widths([[c, *(r[i] for r in cells)] for i, c in enumerate(cols)],
                                    max(100, _terminal_width()))
-    table = Table(title=title, caption=caption, show_lines=False)
+    # Every string goes in as Text, which rich never parses: a name or reason `[/]` or `[b]otto` is data
+    # (as a string it is markup: an error, or `otto` shown beside the real one), `:smile:` no emoji.
+    table = Table(title=None if title is None else Text(title), caption=None if caption is None else Text(caption),
+                  show_lines=False)
     for c, width in zip(cols, widths):
-        table.add_column(c, width=width, overflow="fold")
+        table.add_column(Text(c), width=width, overflow="fold")
     for row_cells in cells:
-        table.add_row(*row_cells)
+        table.add_row(*(Text(cell) for cell in row_cells))
     buf = io.StringIO()
-    Console(file=buf, width=total, force_terminal=False).print(table)
+    Console(file=buf, width=total, force_terminal=False, markup=False, emoji=False, highlight=False).print(table)
     return buf.getvalue()
 
 
