@@ -62,8 +62,8 @@ def test_hygiene_sees_a_name_that_a_markup_reader_shows_as_another(ledger_url):
 
 
 # Text as a person may type it: brackets, slashes, colons and backslashes mixed with letters.
-TYPED = st.lists(st.sampled_from(list("ab[]/\\:@#=,.-_ *`<>") + ["[b]", "[/]", "[link=x]", ":smile:", "\u0430"]),
-                 min_size=1, max_size=12).map("".join)
+TYPED = st.lists(st.sampled_from([*"ab[]/\\:@#=,.-_ *`<>|&();!~+", "&amp;", "&copy;", "[x](y)", "[b]", "[/]",
+                                  "[link=x]", ":smile:", "\u0430"]), min_size=1, max_size=12).map("".join)
 
 
 @settings(max_examples=200, deadline=None)
@@ -91,3 +91,26 @@ def test_the_demo_names_paths_that_look_like_markup_as_typed(tmp_path):
     result = runner.invoke(app, ["demo", "--db", str(db), "--evidence", str(evidence), "--end", "2026-03-01T00:00:00Z"])
     assert result.exit_code == 0, result.output
     assert f"into {db}" in result.stdout and f"evidence bundle: {evidence}/" in result.stdout, result.stdout
+
+
+def _markdown_cells(text: str) -> list[list[str]]:
+    """The cells of the first table in markdown text as a CommonMark reader shows them; any markup read
+    in a cell (a link, emphasis, code, HTML) is kept as a marker, so a cell read as markup never matches."""
+    from markdown_it import MarkdownIt
+
+    rows: list[list[str]] = []
+    for token in MarkdownIt("commonmark").enable("table").parse(text):
+        if token.type == "tr_open":
+            rows.append([])
+        elif token.type == "inline" and rows:
+            rows[-1].append("".join(c.content if c.type == "text" else f"<{c.type}>" for c in token.children or ()))
+    return rows
+
+
+@settings(max_examples=200, deadline=None)
+@given(cells=st.lists(TYPED, min_size=1, max_size=4))
+def test_a_markdown_table_shows_every_cell_as_typed(cells):
+    rows = [{f"c{i}": cell for i, cell in enumerate(cells)}]
+    shown = _markdown_cells(render(rows, Format.markdown, title="t"))
+    assert [[" ".join(c.split()) for c in row] for row in shown] == [
+        [f"c{i}" for i in range(len(cells))], [" ".join(c.split()) for c in cells]]

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -207,6 +208,11 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+# What a markdown reader would take as markup (a link, emphasis, code, HTML, an entity, a cell's end):
+# escaped, so a name or reason is shown as typed. An underscore inside a word is plain text already.
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*\[\]<>&|~]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+
+
 def render(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str] | None = None,
            title: str | None = None, caption: str | None = None) -> str:
     """Render rows (dicts) as table, json, csv or markdown text."""
@@ -222,9 +228,9 @@ def render(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str] |
         return buf.getvalue()
     if fmt is Format.markdown:
         def esc(s: str) -> str:
-            return s.replace("|", "\\|").replace("\n", " ")
-        lines = [f"### {title}", ""] if title else []
-        lines.append("| " + " | ".join(cols) + " |")
+            return _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(), s).replace("\n", " ")
+        lines = [f"### {esc(title)}", ""] if title else []
+        lines.append("| " + " | ".join(esc(c) for c in cols) + " |")
         lines.append("|" + "|".join("---" for _ in cols) + "|")
         lines += ["| " + " | ".join(esc(_cell(row.get(c))) for c in cols) + " |" for row in rows]
         return "\n".join(lines) + "\n"
