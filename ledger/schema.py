@@ -66,37 +66,40 @@ POSTGRES_DEFAULTS = frozenset({("stored_events", "notification_id")})
 
 def postgres_problems(c: Any, columns: dict[str, dict[str, str]]) -> list[str]:
     """What on the ledger's tables in the current schema the ledger did not make (c: a store Cursor)."""
-    tables = list(columns)
-    ns = "c.relnamespace = current_schema()::regnamespace AND c.relname = ANY(?)"
+    # Looked up by key: the tables by (name, schema), then everything on them by their oids (the
+    # catalog of a shared server may hold many schemas).
+    c.execute("SELECT oid, relname, relkind, relrowsecurity OR relforcerowsecurity FROM pg_class WHERE relname = "
+              "ANY(?) AND relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) "
+              "ORDER BY relname", (list(columns),))
     problems: list[str] = []
-    c.execute(f"SELECT relname, relkind, relrowsecurity OR relforcerowsecurity FROM pg_class c WHERE {ns} "
-              "AND relkind NOT IN ('i', 'I', 'S', 'c') ORDER BY relname", (tables,))
-    present = set()
-    for name, kind, secured in c.fetchall():
-        present.add(name)
+    name: dict[int, str] = {}
+    for oid, relname, kind, secured in c.fetchall():
+        name[oid] = relname
         if kind != "r":
-            what = {"v": "view", "m": "materialized view", "f": "foreign table", "p": "partitioned table"}.get(kind, kind)
-            problems.append(f"{what} {name} in place of the ledger's table")
+            what = {"v": "view", "m": "materialized view", "f": "foreign table", "p": "partitioned table",
+                    "i": "index", "S": "sequence"}.get(kind, f"relation of kind {kind}")
+            problems.append(f"{what} {relname} in place of the ledger's table")
         elif secured:
-            problems.append(f"row-level security on {name}")
-    c.execute("SELECT 'trigger ' || t.tgname || ' on ' || c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = "
-              f"t.tgrelid WHERE {ns} AND NOT t.tgisinternal "
-              "UNION ALL SELECT 'rule ' || r.rulename || ' on ' || c.relname FROM pg_rewrite r JOIN pg_class c ON "
-              f"c.oid = r.ev_class WHERE {ns} AND c.relkind = 'r' "
-              "UNION ALL SELECT 'policy ' || p.polname || ' on ' || c.relname FROM pg_policy p JOIN pg_class c ON "
-              f"c.oid = p.polrelid WHERE {ns} "
-              "UNION ALL SELECT 'constraint ' || k.conname || ' on ' || c.relname FROM pg_constraint k JOIN pg_class c "
-              f"ON c.oid = k.conrelid WHERE {ns} AND k.contype NOT IN ('p', 'u', 'n') "
-              "UNION ALL SELECT 'index ' || i.relname || ' on ' || c.relname FROM pg_index x JOIN pg_class i ON "
-              f"i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid WHERE {ns} AND (NOT x.indisprimary "
-              "AND NOT i.relname = ANY(?) OR x.indexprs IS NOT NULL OR x.indpred IS NOT NULL) ORDER BY 1",
-              (tables, tables, tables, tables, tables, list(POSTGRES_INDEXES)))
-    problems.extend(r[0] for r in c.fetchall())
-    c.execute("SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attcollation IN (0, 100), "
-              "a.atthasdef, a.attgenerated <> '' FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-              f"WHERE {ns} AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped "
-              "ORDER BY c.relname, a.attnum", (tables,))
-    for table, column, kind, collation_ok, has_default, generated in c.fetchall():
+            problems.append(f"row-level security on {relname}")
+    oids = list(name)
+    if not oids:
+        return problems
+    # One catalog each, no join: planning a join of the catalogs costs more than running it.
+    c.execute("SELECT 'trigger ' || tgname, tgrelid FROM pg_trigger WHERE tgrelid = ANY(?::oid[]) AND NOT tgisinternal "
+              "UNION ALL SELECT 'rule ' || rulename, ev_class FROM pg_rewrite WHERE ev_class = ANY(?::oid[]) "
+              "AND rulename <> '_RETURN' "
+              "UNION ALL SELECT 'policy ' || polname, polrelid FROM pg_policy WHERE polrelid = ANY(?::oid[]) "
+              "UNION ALL SELECT 'constraint ' || conname, conrelid FROM pg_constraint WHERE conrelid = ANY(?::oid[]) "
+              "AND contype NOT IN ('p', 'u', 'n') "
+              "UNION ALL SELECT 'index ' || indexrelid::regclass::text, indrelid FROM pg_index WHERE "
+              "indrelid = ANY(?::oid[]) AND (NOT indisprimary AND NOT indexrelid::regclass::text = ANY(?) "
+              "OR indexprs IS NOT NULL OR indpred IS NOT NULL)", (oids, oids, oids, oids, oids, list(POSTGRES_INDEXES)))
+    problems.extend(sorted(f"{what} on {name[relid]}" for what, relid in c.fetchall()))
+    c.execute("SELECT attrelid, attname, format_type(atttypid, atttypmod), attcollation IN (0, 100), atthasdef, "
+              "attgenerated <> '' FROM pg_attribute WHERE attrelid = ANY(?::oid[]) AND attnum > 0 AND NOT attisdropped "
+              "ORDER BY attrelid, attnum", (oids,))
+    for relid, column, kind, collation_ok, has_default, generated in c.fetchall():
+        table = name[relid]
         want = columns[table].get(column)
         if want is None:
             problems.append(f"column {table}.{column}")
