@@ -115,7 +115,8 @@ def _plant_trigger(url: str) -> None:
         _sql(url, "CREATE FUNCTION keep_otto_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
                   "IF NEW.topic LIKE '%RoleUnassigned%' AND convert_from(NEW.state, 'UTF8') LIKE '%otto%' THEN "
                   "RAISE EXCEPTION 'database is locked'; END IF; RETURN NEW; END $$")
-        _sql(url, "CREATE TRIGGER keep_otto BEFORE INSERT ON stored_events FOR EACH ROW EXECUTE FUNCTION keep_otto_fn()")
+        _sql(url, "CREATE TRIGGER keep_otto BEFORE INSERT ON stored_events FOR EACH ROW "
+                  "EXECUTE FUNCTION keep_otto_fn()")
 
 
 def test_a_trigger_on_the_events_is_refused_on_open_and_named_by_verify(ledger_url):

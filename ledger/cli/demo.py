@@ -257,7 +257,8 @@ def _summary(console: Any, scenario: Any, result: Any, leavers: list[dict[str, A
         verdict = "allowed" if answer["allowed"] else f"no: {answer['why_not']}"
         console.print(escape(f"  point in time: could {answer['principal']} read {answer['resource']} at "
                              f"{answer['at']}? {verdict}"))
-    console.print(f"  HR leavers file: {escape(str(hr))} ({len(scenario.terminations)} leavers, read by `audit leavers --hr`)")
+    console.print(f"  HR leavers file: {escape(str(hr))} ({len(scenario.terminations)} leavers, read by "
+                  "`audit leavers --hr`)")
     console.print(f"  evidence bundle: {escape(str(result.path))}/ ({len(m['files'])} files and manifest.json, report: "
                   f"{escape(str(result.path))}/report.html)")
 
