@@ -813,14 +813,24 @@ def _untrusting_connections(pool: Any) -> None:
 
 def _regular_files(path: str) -> None:
     """The ledger file and its journals must be regular files (a FIFO would block every reader, a device
-    feed it endless bytes): StorageError otherwise. A journal that does not exist is fine."""
-    for name in (path, path + "-wal", path + "-shm", path + "-journal"):
+    feed it endless bytes): StorageError otherwise. A journal that does not exist is fine; one that is a
+    link is refused, wherever it points (SQLite would write, and truncate, the file it names). SQLite finds
+    the journals beside the file a linked ledger resolves to, so they are looked for there."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):  # dangling: SQLite would create its target wherever it points
+            raise StorageError(f"{path} is not a regular file (a link to nothing): the ledger is not opened") from None
+        mode = None
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise StorageError(f"{path} is not a regular file: the ledger is not opened")
+    real = os.path.realpath(path)
+    for name in (real + "-wal", real + "-shm", real + "-journal"):
         try:
-            mode = os.stat(name).st_mode
+            mode = os.lstat(name).st_mode
         except FileNotFoundError:
-            if os.path.islink(name):  # dangling: SQLite would create its target wherever it points
-                raise StorageError(f"{name} is not a regular file (a link to nothing): the ledger is not opened") \
-                    from None
             continue
         except OSError as exc:
             raise StorageError(f"cannot read {name}: {exc.strerror}") from None

@@ -257,21 +257,28 @@ def test_an_event_stored_far_past_the_others_is_a_gap_named_at_once(ledger_url, 
 
 # -- regular files only ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("suffix", ["", "-wal", "-shm", "-journal"])
-@pytest.mark.parametrize("kind", ["fifo", "device"])
-def test_a_fifo_or_device_as_the_ledger_or_a_journal_is_refused_without_blocking(tmp_path, suffix, kind):
-    url = str(tmp_path / "ledger.db")
+# A ledger file linked to a regular file is read where the link points; a journal never is.
+NOT_REGULAR = [(kind, suffix) for kind in ("fifo", "device", "link") for suffix in ("", "-wal", "-shm", "-journal")
+               if (kind, suffix) != ("link", "")]
+
+
+@pytest.mark.parametrize("kind, suffix", NOT_REGULAR, ids=[f"{k}{s or '-ledger'}" for k, s in NOT_REGULAR])
+def test_a_fifo_device_or_linked_journal_is_refused_without_blocking(tmp_path, kind, suffix):
+    url = os.path.realpath(tmp_path / "ledger.db")
     _history(url)
     target = Path(url + suffix)
     target.unlink(missing_ok=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("not the ledger's\n")
     if kind == "fifo":
         os.mkfifo(target)
     else:
-        target.symlink_to("/dev/zero")
+        target.symlink_to("/dev/zero" if kind == "device" else elsewhere)
     for args in (CHECK, UNASSIGN, ["verify"]):
         result = _run(url, *args, timeout=20)
         assert result.returncode == 2, (args, result.stderr)
         _refused(result, f"{target} is not a regular file")
+    assert elsewhere.read_text() == "not the ledger's\n"
 
 
 def test_an_event_removed_from_the_middle_is_named_by_a_whole_read(ledger_url):
