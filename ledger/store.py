@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import stat
 import struct
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -234,21 +235,46 @@ class Store:
         else:
             self._prepare_sqlite_file(create)
         try:
-            self.factory = InfrastructureFactory.construct(self.env)
+            # The tables are created below, once what the database already holds has been checked.
+            self.factory = InfrastructureFactory.construct({**self.env, "CREATE_TABLE": "false"})
             self.recorder = self.factory.application_recorder()
             self.datastore = self.recorder.datastore  # type: ignore[attr-defined]
             self.table = "stored_events"
             self.pos_col = "notification_id" if self.postgres else "rowid"
-            with self.transaction(write=True) as c:
-                for ddl in side_table_ddl(postgres=self.postgres):
-                    c.execute(ddl)
-        except StorageError:
+            if not self.postgres:
+                _untrusting_connections(self.datastore.pool)
+            self._open_schema()
+        except (StorageError, IntegrityFailure):
             raise
         except Exception as exc:
             raise self.translate(exc) from None
         finally:
             if guard is not None:
                 guard.close()  # ends the session, which releases its advisory lock
+
+    def _open_schema(self) -> None:
+        """Refuse a schema the ledger did not make (see ledger/schema.py), then create what is missing."""
+        from ledger import schema
+
+        if self.postgres:
+            with self.transaction(write=False) as c:
+                schema.refuse(schema.postgres_problems(c, _POSTGRES_COLUMNS))
+            self.recorder.create_table()  # type: ignore[attr-defined]
+            with self.transaction(write=True) as c:
+                for ddl in side_table_ddl(postgres=True):
+                    c.execute(ddl)
+            return
+        statements = [*self.recorder.create_table_statements, *side_table_ddl(postgres=False)]  # type: ignore
+        expected = schema.sqlite_expected(tuple(statements))
+        with self.transaction(write=False) as c:
+            rows = c.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
+        schema.refuse(schema.sqlite_problems(rows, expected))
+        if len(rows) < len(expected):
+            with self.transaction(write=True) as c:  # a new ledger (or one of an older layout with fewer tables)
+                schema.refuse(schema.sqlite_problems(c.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")
+                                                     .fetchall(), expected))
+                for ddl in statements:
+                    c.execute(ddl)
 
     @property
     def label(self) -> str:
@@ -263,6 +289,7 @@ class Store:
         path = self.env["SQLITE_DBNAME"]
         if path.startswith("file:"):
             return
+        _regular_files(path)
         if not os.path.exists(path):
             if not create:
                 raise StorageError(
@@ -392,6 +419,8 @@ class Store:
         from ledger.integrity import next_link
 
         rows = self.read_raw(c, max(1, position - 1), 2, position)
+        if position > 1 and (len(rows) < 2 or rows[0][0] != position - 1):
+            raise self.gap(c, position)
         before = rows[0][5] if len(rows) == 2 else GENESIS_LINK
         pos, oid, version, topic, state = rows[-1][:5]
         at = time_in(state)
@@ -400,6 +429,11 @@ class Store:
             raise IntegrityFailure(f"the head does not match the event at position {position}: the log or its "
                                    "chain was tampered with; run `access-ledger verify`")
         return position, at, link
+
+    def gap(self, c: Cursor, position: int) -> IntegrityFailure:
+        """The error for a log with a hole below `position` (positions are dense), naming the first missing one."""
+        c.execute(f"SELECT MAX({self.pos_col}) FROM {self.table} WHERE {self.pos_col} < ?", (position,))
+        return _gap(as_number(c.fetchone()[0] or 0, "a stored position") + 1)
 
     def _lock_head_row(self, c: Cursor) -> tuple[int, str, str]:
         if self.postgres:
@@ -557,7 +591,8 @@ class Store:
     def _read_range(self, start: int, stop: int, batch: int, where: str,
                     params: tuple[Any, ...] = ()) -> Iterator[tuple[int, bytes]]:
         """Rows of positions start..stop in batches. A batch with no rows skips to the next stored
-        position, so the number of batches is bounded by the stored events, whatever `stop` says."""
+        position, so the number of batches is bounded by the stored events, whatever `stop` says; read
+        whole (no topic left out), a hole in the positions is IntegrityFailure naming it."""
         position = start
         while position <= stop:
             upper = min(stop, position + batch - 1)
@@ -565,6 +600,15 @@ class Store:
                 c.execute(f"SELECT {self.pos_col}, state FROM {self.table} WHERE {self.pos_col} >= ? AND "
                           f"{self.pos_col} <= ?{where} ORDER BY {self.pos_col}", (position, upper, *params))
                 rows = c.fetchall()
+                if not where and len(rows) != upper - position + 1:
+                    # Every stored position holds an event: a hole is named, never walked over. A batch
+                    # ends short at the end of the log, or at a hole (then later events exist).
+                    missing = next((position + i for i, r in enumerate(rows) if r[0] != position + i),
+                                   position + len(rows))
+                    c.execute(f"SELECT 1 FROM {self.table} WHERE {self.pos_col} > ? LIMIT 1", (missing,))
+                    if c.fetchone() is not None:
+                        raise _gap(missing)
+                    stop = missing - 1
                 if not rows:
                     c.execute(f"SELECT MIN({self.pos_col}) FROM {self.table} WHERE {self.pos_col} > ?", (upper,))
                     following = c.fetchone()[0]
@@ -747,6 +791,51 @@ def as_number(value: Any, where: str) -> int:
     shown = repr(value if not isinstance(value, (bytes, memoryview)) else bytes(value))[:40]
     raise IntegrityFailure(f"{where} holds {shown} where a number belongs: the database was edited outside the "
                            "ledger; run `access-ledger verify`")
+
+
+def _gap(missing: int) -> IntegrityFailure:
+    return IntegrityFailure(f"no event at position {missing}, yet the log holds later ones: the log has a gap (events "
+                            "removed, or stored far past the others); run `access-ledger verify`")
+
+
+def _untrusting_connections(pool: Any) -> None:
+    """Every SQLite connection of the pool runs with `trusted_schema` off: a schema object may call no
+    function with side effects, nor a virtual table (a second line behind the schema check)."""
+    create = pool._create_connection
+
+    def untrusting() -> Any:
+        conn = create()
+        conn._sqlite_conn.execute("PRAGMA trusted_schema = OFF")
+        return conn
+
+    pool._create_connection = untrusting
+
+
+def _regular_files(path: str) -> None:
+    """The ledger file and its journals must be regular files (a FIFO would block every reader, a device
+    feed it endless bytes): StorageError otherwise. A journal that does not exist is fine; one that is a
+    link is refused, wherever it points (SQLite would write, and truncate, the file it names). SQLite finds
+    the journals beside the file a linked ledger resolves to, so they are looked for there."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):  # dangling: SQLite would create its target wherever it points
+            raise StorageError(f"{path} is not a regular file (a link to nothing): the ledger is not opened") from None
+        mode = None
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise StorageError(f"{path} is not a regular file: the ledger is not opened")
+    real = os.path.realpath(path)
+    for name in (real + "-wal", real + "-shm", real + "-journal"):
+        try:
+            mode = os.lstat(name).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StorageError(f"cannot read {name}: {exc.strerror}") from None
+        if not stat.S_ISREG(mode):
+            raise StorageError(f"{name} is not a regular file: the ledger is not opened")
 
 
 def _writable(path: str) -> bool:

@@ -209,9 +209,13 @@ class Timeline:
         """Record the state as it stands at `mark` (all changes at or before it are folded)."""
         if mark in self._checkpoints or mark in self._persisted():
             return
+        at = self.led.time_of(mark)
+        if at is None:  # a gap: name it now rather than walk every mark of the empty positions after it
+            with self.led.store.transaction(write=False) as c:
+                raise self.led.store.gap(c, mark)
         snap = _copy(state)
         snap.position = mark
-        snap.at = self.led.time_of(mark) or snap.at
+        snap.at = at
         self._checkpoints[mark] = _keep(snap)
         if self.persist:
             _save(self.led, f"{CHECKPOINT}{mark:012d}", snap)

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -207,6 +208,11 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+# What a markdown reader would take as markup (a link, emphasis, code, HTML, an entity, a cell's end):
+# escaped, so a name or reason is shown as typed. An underscore inside a word is plain text already.
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*\[\]<>&|~]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+
+
 def render(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str] | None = None,
            title: str | None = None, caption: str | None = None) -> str:
     """Render rows (dicts) as table, json, csv or markdown text."""
@@ -222,25 +228,29 @@ def render(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str] |
         return buf.getvalue()
     if fmt is Format.markdown:
         def esc(s: str) -> str:
-            return s.replace("|", "\\|").replace("\n", " ")
-        lines = [f"### {title}", ""] if title else []
-        lines.append("| " + " | ".join(cols) + " |")
+            return _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(), s).replace("\n", " ")
+        lines = [f"### {esc(title)}", ""] if title else []
+        lines.append("| " + " | ".join(esc(c) for c in cols) + " |")
         lines.append("|" + "|".join("---" for _ in cols) + "|")
         lines += ["| " + " | ".join(esc(_cell(row.get(c))) for c in cols) + " |" for row in rows]
         return "\n".join(lines) + "\n"
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     cells = [[_cell(row.get(c)) for c in cols] for row in rows]
     widths, total = _column_widths([[c, *(r[i] for r in cells)] for i, c in enumerate(cols)],
                                    max(100, _terminal_width()))
-    table = Table(title=title, caption=caption, show_lines=False)
+    # Every string goes in as Text, which rich never parses: a name or reason `[/]` or `[b]otto` is data
+    # (as a string it is markup: an error, or `otto` shown beside the real one), `:smile:` no emoji.
+    table = Table(title=None if title is None else Text(title), caption=None if caption is None else Text(caption),
+                  show_lines=False)
     for c, width in zip(cols, widths):
-        table.add_column(c, width=width, overflow="fold")
+        table.add_column(Text(c), width=width, overflow="fold")
     for row_cells in cells:
-        table.add_row(*row_cells)
+        table.add_row(*(Text(cell) for cell in row_cells))
     buf = io.StringIO()
-    Console(file=buf, width=total, force_terminal=False).print(table)
+    Console(file=buf, width=total, force_terminal=False, markup=False, emoji=False, highlight=False).print(table)
     return buf.getvalue()
 
 

@@ -73,7 +73,7 @@ def demo(
             if led.head():
                 fail(f"the ledger at {led.store.label} is not empty: the demo builds a new ledger (give --db NEW.db)")
             whose = "acme-ml's" if size is Size.small else "a large"
-            console.print(f"[bold]access-ledger demo[/]: a year of {whose} ML platform, into {led.store.label}")
+            console.print(f"[bold]access-ledger demo[/]: a year of {whose} ML platform, into {escape(led.store.label)}")
             with _phase(console, "1/4 import") as done:
                 _import(led, scenario, size)
                 written = led.head()
@@ -99,7 +99,7 @@ def demo(
     elapsed = time.perf_counter() - started
     console.print(f"\ndone in {elapsed:.1f} s. Next, try:")
     for command in _next_commands(ctx, db, scenario, hr):
-        console.print(f"  {command}", soft_wrap=True)
+        console.print(f"  {escape(command)}", soft_wrap=True)
 
 
 def _leavers_audit() -> Any:
@@ -222,6 +222,13 @@ def _connector(scenario: Any, incident: Any) -> str:
     return incident.detail.split("credentials of ", 1)[1].split(" ", 1)[0]
 
 
+def escape(text: str) -> str:
+    """A path or name as data in a rich console line (`[b]x.db` is not markup)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _summary(console: Any, scenario: Any, result: Any, leavers: list[dict[str, Any]], answer: dict[str, Any] | None,
              hr: Path) -> None:
     from rich.table import Table
@@ -259,7 +266,7 @@ def _summary(console: Any, scenario: Any, result: Any, leavers: list[dict[str, A
                                                                            else "")
         planted = who in planted_who or any(set(r.get("positions") or ()) & planted_at for r in rows)
         unplanted += not planted
-        table.add_row(name, finding, who, where, "yes" if planted else "[red]NO[/]")
+        table.add_row(escape(name), escape(finding), escape(who), escape(where), "yes" if planted else "[red]NO[/]")
     console.print()
     console.print(table)
     missed = [i for i in scenario.incidents
@@ -271,11 +278,12 @@ def _summary(console: Any, scenario: Any, result: Any, leavers: list[dict[str, A
     _authority_line(console, scenario, findings.get("authority", []))
     if answer is not None:
         verdict = "allowed" if answer["allowed"] else f"no: {answer['why_not']}"
-        console.print(f"  point in time: could {answer['principal']} read {answer['resource']} at {answer['at']}? "
-                      f"{verdict}")
-    console.print(f"  HR leavers file: {hr} ({len(scenario.terminations)} leavers, read by `audit leavers --hr`)")
-    console.print(f"  evidence bundle: {result.path}/ ({len(m['files'])} files and manifest.json, report: "
-                  f"{result.path}/report.html)")
+        console.print(escape(f"  point in time: could {answer['principal']} read {answer['resource']} at "
+                             f"{answer['at']}? {verdict}"))
+    console.print(f"  HR leavers file: {escape(str(hr))} ({len(scenario.terminations)} leavers, read by "
+                  "`audit leavers --hr`)")
+    console.print(f"  evidence bundle: {escape(str(result.path))}/ ({len(m['files'])} files and manifest.json, report: "
+                  f"{escape(str(result.path))}/report.html)")
 
 
 def _authority_line(console: Any, scenario: Any, rows: list[dict[str, Any]]) -> None:
@@ -283,8 +291,6 @@ def _authority_line(console: Any, scenario: Any, rows: list[dict[str, Any]]) -> 
     planted = [i for i in scenario.incidents if i.audit == "authority"]
     found = [(i, r) for i in planted for r in rows if i.position in (r.get("positions") or ())]
     others = [r for r in rows if not any(i.position in (r.get("positions") or ()) for i in planted)]
-    from rich.markup import escape
-
     shown = escape(", ".join(f"{r['finding']} by {r['who']} at position {r['position']}" for _, r in found))
     console.print(f"  audit authority: {len(found)} of {len(planted)} planted changes by actors not allowed to make "
                   f"them found ({shown}); " + (f"[red]{len(others)} other change(s) flagged[/]" if others

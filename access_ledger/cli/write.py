@@ -510,14 +510,17 @@ def verify(ctx: typer.Context,
 
     with handled():
         digest_data = read_digest(digest_file) if digest_file is not None else None
-        led = open_ledger(ctx)
+        led = None
         try:
+            # A schema the ledger did not make is refused on open: for verify, that is the finding.
+            led = open_ledger(ctx)
             result = _verify_all(led, digest_data, warehouse, quick)
         except IntegrityFailure as exc:  # a derived row a check relies on is itself wrong: that is the finding
             typer.echo(f"TAMPERED: {exc}", err=True)
             raise typer.Exit(1) from None
         finally:
-            led.close()
+            if led is not None:
+                led.close()
     if fmt is Format.table and out is None:
         if result.ok:
             typer.echo(f"ok: {result.events} events, chain intact up to position {result.head}, "

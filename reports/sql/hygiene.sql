@@ -12,7 +12,8 @@
 --   confusable-name          two principals of one kind whose names look alike: the same skeleton after
 --                            case folding (capital I also read as l) and mapping look-alike letters to
 --                            Latin ones (Cyrillic а е о р с х у і ј ѕ ԁ һ ӏ в н к м т, Greek ο α ι κ ν ρ τ
---                            υ χ, digits 0 1 to o l, rn to m);
+--                            υ χ, digits 0 1 to o l, rn to m), as displayed: markup-like tags ([b], [/],
+--                            [link=...]) left out, since a markup-reading display shows [b]otto as otto;
 --                            names are stored in NFKC form, so fullwidth and other compatibility forms are
 --                            already one name. Listed once per pair, with both names and the code points
 --                            of their non-ASCII characters.
@@ -144,7 +145,9 @@ WITH live_assignments AS (
     SELECT 'team:' || team, valid_from, from_position FROM teams WHERE holds_at(valid_from, valid_to, $at::TIMESTAMP)
 ), names AS (
     SELECT principal, split_part(principal, ':', 1) AS kind, since, position,
-           nfc_normalize(substr(principal, strpos(principal, ':') + 1)) AS name,
+           -- As displayed: a markup-reading display (rich, BBCode) shows [b]otto as otto, so tags are dropped.
+           regexp_replace(nfc_normalize(substr(principal, strpos(principal, ':') + 1)), '\[[A-Za-z#/@][^\[\]]*\]', '',
+                          'g') AS name,
            array_to_string(list_transform(list_filter(string_split(principal, ''), lambda c: unicode(c) > 127),
                                           lambda c: printf('U+%04X', unicode(c))), ' ') AS non_ascii
     FROM principals_at

@@ -1,0 +1,108 @@
+"""The ledger database's schema is the ledger's own: checked on every open, before any other query.
+
+Anyone who can write the database can add to its schema, and a schema object runs inside the
+ledger's own statements: a trigger can refuse some writes (worded as a lock) or rewrite them, a
+view or rule in place of a side table can reshape a read or never end, a check constraint, an
+expression index or a column default runs a function on every insert, row-level security hides
+rows. On SQLite, `sqlite_master` must hold nothing but the tables and indexes the ledger creates,
+each with the SQL it created it with; on PostgreSQL (whose schema may be shared with other
+objects), the ledger's tables must be plain tables with exactly their columns, types and default
+collations, with no trigger, rule, policy, row-level security, constraint beyond their keys, or
+index the ledger did not create. Anything else is named in one line and the ledger is not used.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from ledger.errors import IntegrityFailure
+
+
+class ForeignSchema(IntegrityFailure):
+    """The ledger's database holds schema objects the ledger did not make."""
+
+
+def refuse(problems: Sequence[str]) -> None:
+    """Raise ForeignSchema naming every problem, if there is any."""
+    if problems:
+        raise ForeignSchema(f"the ledger's database holds what the ledger did not make: {'; '.join(problems)}; "
+                            "it was edited outside the ledger, and nothing was read from it")
+
+
+@functools.cache
+def sqlite_expected(statements: tuple[str, ...]) -> dict[str, tuple[str, str, str | None]]:
+    """{name: (type, table, sql)} of what the statements leave in `sqlite_master`, as SQLite records it."""
+    scratch = sqlite3.connect(":memory:")
+    try:
+        for statement in statements:
+            scratch.execute(statement)
+        return {name: (kind, table, sql)
+                for kind, name, table, sql in scratch.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")}
+    finally:
+        scratch.close()
+
+
+def sqlite_problems(rows: Sequence[tuple[Any, ...]], expected: dict[str, tuple[str, str, str | None]]) -> list[str]:
+    """What in `sqlite_master` (its (type, name, tbl_name, sql) rows) the ledger did not make."""
+    problems = []
+    for kind, name, table, sql in rows:
+        want = expected.get(name)
+        if want is None:
+            problems.append(f"{kind} {name}" + (f" on {table}" if kind in ("index", "trigger") else ""))
+        elif (kind, table, sql) != want:
+            problems.append(f"{kind} {name} in place of the ledger's {want[0]}" if kind != want[0]
+                            else f"{kind} {name} altered")
+    return problems
+
+
+# Every index the ledger (and eventsourcing, for stored_events) creates on PostgreSQL.
+POSTGRES_INDEXES = frozenset({"stored_events_notification_id_idx", "al_entities_ref", "al_grants_principal"})
+# The one column default: eventsourcing's sequence (the ledger always names the position itself).
+POSTGRES_DEFAULTS = frozenset({("stored_events", "notification_id")})
+
+
+def postgres_problems(c: Any, columns: dict[str, dict[str, str]]) -> list[str]:
+    """What on the ledger's tables in the current schema the ledger did not make (c: a store Cursor)."""
+    # Looked up by key: the tables by (name, schema), then everything on them by their oids (the
+    # catalog of a shared server may hold many schemas).
+    c.execute("SELECT oid, relname, relkind, relrowsecurity OR relforcerowsecurity FROM pg_class WHERE relname = "
+              "ANY(?) AND relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) "
+              "ORDER BY relname", (list(columns),))
+    problems: list[str] = []
+    name: dict[int, str] = {}
+    for oid, relname, kind, secured in c.fetchall():
+        name[oid] = relname
+        if kind != "r":
+            what = {"v": "view", "m": "materialized view", "f": "foreign table", "p": "partitioned table",
+                    "i": "index", "S": "sequence"}.get(kind, f"relation of kind {kind}")
+            problems.append(f"{what} {relname} in place of the ledger's table")
+        elif secured:
+            problems.append(f"row-level security on {relname}")
+    oids = list(name)
+    if not oids:
+        return problems
+    # One catalog each, no join: planning a join of the catalogs costs more than running it.
+    c.execute("SELECT 'trigger ' || tgname, tgrelid FROM pg_trigger WHERE tgrelid = ANY(?::oid[]) AND NOT tgisinternal "
+              "UNION ALL SELECT 'rule ' || rulename, ev_class FROM pg_rewrite WHERE ev_class = ANY(?::oid[]) "
+              "AND rulename <> '_RETURN' "
+              "UNION ALL SELECT 'policy ' || polname, polrelid FROM pg_policy WHERE polrelid = ANY(?::oid[]) "
+              "UNION ALL SELECT 'constraint ' || conname, conrelid FROM pg_constraint WHERE conrelid = ANY(?::oid[]) "
+              "AND contype NOT IN ('p', 'u', 'n') "
+              "UNION ALL SELECT 'index ' || indexrelid::regclass::text, indrelid FROM pg_index WHERE "
+              "indrelid = ANY(?::oid[]) AND (NOT indisprimary AND NOT indexrelid::regclass::text = ANY(?) "
+              "OR indexprs IS NOT NULL OR indpred IS NOT NULL)", (oids, oids, oids, oids, oids, list(POSTGRES_INDEXES)))
+    problems.extend(sorted(f"{what} on {name[relid]}" for what, relid in c.fetchall()))
+    c.execute("SELECT attrelid, attname, format_type(atttypid, atttypmod), attcollation IN (0, 100), atthasdef, "
+              "attgenerated <> '' FROM pg_attribute WHERE attrelid = ANY(?::oid[]) AND attnum > 0 AND NOT attisdropped "
+              "ORDER BY attrelid, attnum", (oids,))
+    for relid, column, kind, collation_ok, has_default, generated in c.fetchall():
+        table = name[relid]
+        want = columns[table].get(column)
+        if want is None:
+            problems.append(f"column {table}.{column}")
+        elif kind != want or not collation_ok or generated or has_default != ((table, column) in POSTGRES_DEFAULTS):
+            problems.append(f"column {table}.{column} altered ({kind})")
+    return problems
