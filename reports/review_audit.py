@@ -128,7 +128,10 @@ def review_tables(led: AccessLedger, last: int) -> tuple[pa.Table, pa.Table]:
                 if row["outcome"] == "revoke":
                     if removals is None:
                         removals = _removals(led, last)
-                    after = [p for k in _removal_keys(r) for p in removals.get(k, ()) if p[0] > s["as_of_position"]]
+                    # Only a removal after the revoke (the decision, or the close for an undecided item) carries
+                    # it out: one before it, even with the access granted again since, removed nothing decided.
+                    since = c.decided_at[r["item"]] if d is not None else c.close_position
+                    after = [p for k in _removal_keys(r) for p in removals.get(k, ()) if p[0] > since]
                     removal = min(after, default=None)
                 item_out.append({
                     "campaign": c.name, "item": r["item"], "principal": r["principal"], "role": r["role"],

@@ -168,9 +168,11 @@ def _item(c: Campaign, r: dict[str, Any], removals: _Removals) -> dict[str, Any]
         outcome = d["decision"] if d else c.close["undecided"]
     else:
         outcome = "open"
-    # A revoke is carried out by the first removal of the access after the start (by close, or later by hand).
+    # A revoke is carried out by the first removal of the access after it (by close, or later by hand): after the
+    # decision, or after the close for an item left undecided; a removal before it removed nothing decided.
     revoking = outcome == "revoke" or (d is not None and d["decision"] == "revoke")
-    removal = removals.first_after(c.start_position, r) if revoking else None
+    since = c.decided_at[r["item"]] if d is not None else c.close_position
+    removal = removals.first_after(since, r) if revoking and since is not None else None
     decided_at = d["at"] if d else (c.close["at"] if c.close is not None and outcome == "revoke" else None)
     seconds = None
     if removal is not None and decided_at is not None:

@@ -353,3 +353,27 @@ def test_bad_arguments_are_refused_before_anything_runs(ledger_url, tmp_path, ar
     if message is not None:
         assert result.stderr == f"Error: {message}\n"
     assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_a_removal_before_the_revoke_decision_does_not_carry_it_out(ledger_url, tmp_path):
+    """ci's viewer is removed and granted again before erin decides to revoke it; nobody removes it after:
+    the revocation was never carried out (and nothing was re-granted after a revocation)."""
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        start(led, "Q1", ["prod"], "user:carol", t(), due=t(10))
+        led.unassign_role("viewer", "service_account:ci", tenant="prod", at=t(0, 60))
+        led.assign_role("viewer", "service_account:ci", tenant="prod", at=t(0, 120))
+        (ci,) = decide(led, "Q1", (1, "revoke", "user:erin", t(1)))
+        closed = close(led, "Q1", t(2), auto_revoke=False)
+    rows = audit(ledger_url, tmp_path, "--at", t(11))
+    assert findings(rows) == [("revocation-not-carried-out", "service_account:ci", "Q1", [1], [ci, closed])]
+    assert "never removed: still in force" in rows[0]["detail"]
+    status = run(ledger_url, "review", "status", "Q1")
+    assert "1 revocations not carried out" in status.stdout
+    # A removal after the decision (here, after the due too) is what carries it out, late.
+    with AccessLedger.open(ledger_url) as led:
+        late = led.append({"type": "RoleUnassigned", "at": t(12), "actor": "system", "role": "viewer",
+                           "principal": "service_account:ci", "tenant": "prod", "reason": "review Q1"})
+    rows = audit(ledger_url, tmp_path, "--at", t(13))
+    assert findings(rows) == [("revocation-not-carried-out", "service_account:ci", "Q1", [1], [ci, closed, late])]
+    assert f"removed late, at {t(12)} (position {late})" in rows[0]["detail"]
