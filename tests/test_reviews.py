@@ -383,3 +383,39 @@ def test_after_close_every_revoked_item_is_gone_and_every_other_is_unchanged(url
         after = Timeline(led, persist=False).current()
     for r, d in zip(population, choices):
         assert carried_out(r, after) == ((d or undecided) == "revoke"), (r, d, undecided)
+
+
+def test_the_exported_review_sheet_imports_back_as_a_batch(reviewed, tmp_path):
+    """`review items --format csv --out`, decisions filled in by a spreadsheet (UTF-8 BOM, CRLF, `Keep` and
+    `REVOKE`), then `review decide --batch` of the same file: the other columns are ignored, empty rows skipped."""
+    sheet = tmp_path / "items.csv"
+    exported = run(reviewed, "review", "items", "Q3", "--reviewer", "user:dana", "--open", "--format", "csv",
+                   "--out", str(sheet))
+    assert exported.exit_code == 0, exported.output
+    rows = list(csv.DictReader(io.StringIO(sheet.read_text(encoding="utf-8"))))
+    assert [r["item"] for r in rows] == ["3", "4", "5"]
+    rows[0]["decision"], rows[0]["reason"] = "REVOKE", "left the team"
+    rows[2]["decision"], rows[2]["reason"] = "Keep", "needs prod"  # item 4 left empty: not decided by this file
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    sheet.write_bytes(b"\xef\xbb\xbf" + out.getvalue().encode("utf-8"))
+    result = run(reviewed, "review", "decide", "Q3", "--batch", str(sheet), "--actor", "user:dana")
+    assert result.exit_code == 0, result.output
+    decided = {r["item"]: (r["decision"], r["reason"]) for r in items(reviewed)}
+    assert decided == {1: (None, None), 2: (None, None), 3: ("revoke", "left the team"), 4: (None, None),
+                       5: ("keep", "needs prod")}
+
+
+def test_a_sheet_without_a_decision_column_or_with_a_bad_decision_is_refused(reviewed, tmp_path):
+    for text, message in [
+        ("item,principal,role\n3,user:bob,editor\n", "line 1: a sheet needs the columns item and decision"),
+        ("\ufeffitem,principal,decision,reason\r\n3,user:bob,maybe,\r\n",
+         "line 2: decision 'maybe' is not keep or revoke"),
+        ("item,decision,decision\n3,keep,revoke\n", "line 1: the column decision is given twice"),
+        ("item,decision,reason\n", "no decisions in the file"),
+    ]:
+        path = write_batch(tmp_path, text)
+        message = message if message.startswith("line") else f"{path}: {message}"
+        refused(reviewed, "review", "decide", "Q3", "--batch", path, "--actor", "user:dana", message=message)
