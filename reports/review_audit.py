@@ -40,6 +40,7 @@ def _schemas() -> tuple[pa.Schema, pa.Schema]:
         ("resource", text), ("via", text), ("expires_at", ts), ("privileged", pa.bool_()), ("reviewer", text),
         ("decided_by", text), ("decision", text), ("decided_at", ts), ("decision_position", pos), ("reason", text),
         ("outcome", text), ("granted_by", text), ("added_by", text), ("removal_position", pos), ("removal_at", ts),
+        ("batch", text), ("batch_sha256", text), ("sent_at", ts),
     ])
     return campaigns, items
 
@@ -95,6 +96,16 @@ def _removals(led: AccessLedger, last: int) -> dict[tuple[Any, ...], list[tuple[
     return found
 
 
+def _sent_at(c: Campaign, item: int) -> str:
+    """When the item was last given to a reviewer before its decision (or now): the start, or a reassignment."""
+    decided = c.decided_at.get(item)
+    sent = c.start["at"]
+    for pos, ev in c.reassignments:
+        if (decided is None or pos < decided) and item in ev["items"]:
+            sent = ev["at"]
+    return sent
+
+
 def review_tables(led: AccessLedger, last: int) -> tuple[pa.Table, pa.Table]:
     """`review_campaigns` and `review_items` from the events up to position `last`, every population
     re-derived and checked (IntegrityFailure names a campaign whose start event does not match)."""
@@ -141,7 +152,9 @@ def review_tables(led: AccessLedger, last: int) -> tuple[pa.Table, pa.Table]:
                     "decided_at": _ts(row["decided_at"]), "decision_position": c.decided_at.get(r["item"]),
                     "reason": row["reason"], "outcome": row["outcome"], "granted_by": r["granted_by"],
                     "added_by": r["added_by"], "removal_position": removal[0] if removal else None,
-                    "removal_at": _ts(removal[1]) if removal else None})
+                    "removal_at": _ts(removal[1]) if removal else None,
+                    "batch": d.get("batch") if d else None, "batch_sha256": d.get("batch_sha256") if d else None,
+                    "sent_at": _ts(_sent_at(c, r["item"]))})
     return (pa.Table.from_pylist(camp_rows, schema=campaign_schema),
             pa.Table.from_pylist(item_out, schema=item_schema))
 

@@ -377,3 +377,85 @@ def test_a_removal_before_the_revoke_decision_does_not_carry_it_out(ledger_url, 
     rows = audit(ledger_url, tmp_path, "--at", t(13))
     assert findings(rows) == [("revocation-not-carried-out", "service_account:ci", "Q1", [1], [ci, closed, late])]
     assert f"removed late, at {t(12)} (position {late})" in rows[0]["detail"]
+
+
+def _batch_file(tmp_path, rows: list[tuple[int, str, str]]) -> str:
+    path = tmp_path / f"batch{len(list(tmp_path.glob('batch*')))}.csv"
+    path.write_text("item,decision,reason\n" + "".join(f"{n},{d},{why}\n" for n, d, why in rows))
+    return str(path)
+
+
+def test_a_considered_batch_is_no_rubber_stamp_and_is_recorded_as_one(ledger_url, tmp_path):
+    """12 decisions from one file, days after the items were sent, mixed and each with its own reason: recorded
+    at one instant as one batch (its id and the file's SHA-256 on each decision), and flagged for nothing."""
+    import hashlib
+
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        _staff(led, 12)
+        start(led, "Q", ["staging"], "user:erin", t())
+    path = _batch_file(tmp_path, [(k, "revoke" if k % 4 == 0 else "keep", f"checked u{k:02} with the lead")
+                                  for k in range(1, 13)])
+    result = run(ledger_url, "review", "decide", "Q", "--batch", path, "--actor", "user:erin")
+    assert result.exit_code == 0, result.output
+    assert [f for f in findings(audit(ledger_url, tmp_path)) if f[0] in ("rubber-stamp", "all-keep")] == []
+    with AccessLedger.open(ledger_url) as led:
+        decided = [ev for _, ev in led.read_changes() if ev["type"] == "ReviewDecided"]
+    assert len(decided) == 12
+    assert len({ev["batch"] for ev in decided}) == 1
+    assert {ev["batch_sha256"] for ev in decided} == {hashlib.sha256(open(path, "rb").read()).hexdigest()}
+
+
+def test_a_batch_is_a_rubber_stamp_when_it_shows_one_and_says_which(ledger_url, tmp_path):
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        _staff(led, 12)
+        start(led, "Q", ["staging"], "user:erin", t())
+    keeps = _batch_file(tmp_path, [(k, "keep", "ok") for k in range(1, 13)])
+    assert run(ledger_url, "review", "decide", "Q", "--batch", keeps, "--actor", "user:erin").exit_code == 0
+    # A campaign whose batch comes within seconds of its start: mixed decisions, reasons of their own.
+    assert run(ledger_url, "review", "start", "R", "--tenant", "staging", "--reviewer", "user:dana").exit_code == 0
+    quick = _batch_file(tmp_path, [(k, "revoke" if k % 3 == 0 else "keep", f"reason {k}") for k in range(1, 13)])
+    assert run(ledger_url, "review", "decide", "R", "--batch", quick, "--actor", "user:dana").exit_code == 0
+    rows = [r for r in audit(ledger_url, tmp_path) if r["finding"] == "rubber-stamp"]
+    with AccessLedger.open(ledger_url) as led:
+        batches = {ev["campaign"]: (ev["batch"], ev["batch_sha256"]) for _, ev in led.read_changes()
+                   if ev["type"] == "ReviewDecided"}
+    assert [(r["campaign"], r["who"], r["what"], r["item_numbers"]) for r in rows] == [
+        ("Q", "user:erin", "a batch of 12 decisions", list(range(1, 13))),
+        ("R", "user:dana", "a batch of 12 decisions", list(range(1, 13)))]
+    q, r = rows
+    assert q["detail"].startswith(f"batch {batches['Q'][0]} (file SHA-256 {batches['Q'][1]}), 12 decisions recorded")
+    assert q["detail"].endswith(": all keep; every reason identical")
+    assert r["detail"].endswith(": 12 decided within 30 seconds of their items being sent")
+
+
+def test_import_refuses_a_batch_that_is_not_one(ledger_url, tmp_path):
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        _staff(led, 3)
+        start(led, "Q", ["staging"], "user:erin", t())
+    batch, sha = "ab" * 16, "cd" * 32
+
+    def line(item: int, **extra) -> str:
+        return json.dumps({"type": "ReviewDecided", "at": t(1), "actor": "user:erin", "campaign": "Q", "item": item,
+                           "decision": "keep", "reviewer": "user:erin", **extra}) + "\n"
+
+    for text, message in [
+        (line(1, batch=batch), "line 1: line: batch and batch_sha256 go together: give both or neither"),
+        (line(1, batch=batch, batch_sha256=sha) + line(2, batch=batch, batch_sha256="ef" * 32),
+         f"line 2: batch: {batch} of review campaign 'Q' was recorded by user:erin from a file with "
+         f"SHA-256 {sha}: each of its decisions must say the same"),
+    ]:
+        path = tmp_path / "d.jsonl"
+        path.write_text(text)
+        before = run(ledger_url, "export").stdout
+        result = run(ledger_url, "import", str(path))
+        assert (result.exit_code, result.stderr) == (2, f"Error: {message}\n")
+        assert run(ledger_url, "export").stdout == before
+    path.write_text(line(1, batch=batch, batch_sha256=sha))
+    assert run(ledger_url, "import", str(path)).exit_code == 0
+    path.write_text(line(2, batch=batch, batch_sha256=sha))
+    result = run(ledger_url, "import", str(path))
+    assert result.stderr == (f"Error: line 1: batch: {batch} of review campaign 'Q' was recorded in an earlier "
+                             "write: a batch's decisions are recorded at once\n")

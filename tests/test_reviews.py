@@ -311,10 +311,13 @@ def test_status_and_list(reviewed):
 
 def test_export_import_round_trip_gives_the_same_chain(reviewed, url_factory, tmp_path):
     assert run(reviewed, "review", "decide", "Q3", "3", "revoke", "--actor", "user:dana").exit_code == 0
+    path = write_batch(tmp_path, "item,decision,reason\n4,keep,on call\n5,keep,needs prod\n")
+    assert run(reviewed, "review", "decide", "Q3", "--batch", path, "--actor", "user:dana").exit_code == 0
     assert run(reviewed, "review", "close", "Q3", "--actor", "user:carol").exit_code == 0
     exported = run(reviewed, "export")
     assert exported.exit_code == 0
     assert '"type":"ReviewStarted"' in exported.output and '"type":"ReviewClosed"' in exported.output
+    assert exported.output.count('"batch_sha256":') == 2  # the batch's two decisions
     path = tmp_path / "events.jsonl"
     path.write_text(exported.output)
     other = url_factory("copy")

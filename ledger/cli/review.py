@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import uuid
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -200,6 +201,7 @@ def decide(ctx: typer.Context, name: NameArg,
     with handled():
         if batch is not None:
             wanted, sha256 = _read_batch(batch, name)
+            batch_id = uuid.uuid4().hex  # one id for the file's decisions, recorded together
         else:
             wanted = [(0, _item_number(item or "", name), decision.value if decision else "", reason)]
         led = open_ledger(ctx)
@@ -216,6 +218,8 @@ def decide(ctx: typer.Context, name: NameArg,
                         raise ValidationError(f"item {number} is given twice")
                     seen.add(number)
                     events.append(decision_event(c, population, number, what, why, who))
+                    if batch is not None:
+                        events[-1].update(batch=batch_id, batch_sha256=sha256)
                     c.decisions[number] = events[-1]  # the batch's later rows see it (one membership, one outcome)
                 except LedgerError as exc:
                     if batch is None:

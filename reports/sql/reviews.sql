@@ -6,8 +6,12 @@
 --   overdue-item                 items still undecided when their campaign's due passed (decided after the
 --                                due, or never decided and the due is before $at or the close); one row per
 --                                campaign and reviewer
---   rubber-stamp                 10 consecutive decisions of one reviewer in one campaign within 30 seconds
---                                (positions: every decision in such a run)
+--   rubber-stamp                 10 consecutive decisions of one reviewer in one campaign within 30 seconds, of
+--                                those recorded one by one (positions: every decision in such a run); and a batch
+--                                (`review decide --batch`: one file recorded at once) of at least 10 decisions that
+--                                were all keep, all gave the same reason, or of which at least 10 were recorded
+--                                within 30 seconds of their items being sent to the reviewer (start or
+--                                reassignment), the detail saying which (positions: the batch's decisions)
 --   all-keep                     a reviewer who decided at least 10 items of a campaign and kept every one
 --   self-review                  a decision about the decider's own access, or a grant or team membership
 --                                they made
@@ -33,7 +37,7 @@ WITH campaigns AS (
            OR (c.closed_at >= $start::TIMESTAMP AND c.closed_at <= $end::TIMESTAMP AND c.closed_at <= $at::TIMESTAMP))
 ), items AS (
     SELECT i.campaign, i.item, i.principal, i.role, i.tenant, i.resource, i.via, i.expires_at, i.reviewer,
-           i.decided_by, i.granted_by, i.added_by,
+           i.decided_by, i.granted_by, i.added_by, i.batch, i.batch_sha256, i.sent_at, i.reason,
            CASE WHEN i.decided_at <= $at::TIMESTAMP THEN i.decision END AS decision,
            CASE WHEN i.decided_at <= $at::TIMESTAMP THEN i.decided_at END AS decided_at,
            CASE WHEN i.decided_at <= $at::TIMESTAMP THEN i.decision_position END AS decision_position,
@@ -87,16 +91,47 @@ WITH campaigns AS (
     WHERE i.overdue
     GROUP BY i.campaign, i.reviewer
 ), decisions AS (
-    SELECT i.*, row_number() OVER w AS n, lead(i.decided_at, 9) OVER w AS tenth_at
-    FROM items i
-    WHERE i.decision_position IS NOT NULL
-    WINDOW w AS (PARTITION BY i.campaign, i.decided_by ORDER BY i.decision_position)
+    SELECT i.* FROM items i WHERE i.decision_position IS NOT NULL
+), singles AS (
+    -- A batch's decisions share one instant by construction: the run of 10 is judged among the others.
+    SELECT d.*, row_number() OVER w AS n, lead(d.decided_at, 9) OVER w AS tenth_at
+    FROM decisions d
+    WHERE d.batch IS NULL
+    WINDOW w AS (PARTITION BY d.campaign, d.decided_by ORDER BY d.decision_position)
 ), bursts AS (
-    SELECT campaign, decided_by, n FROM decisions WHERE tenth_at - decided_at <= INTERVAL 30 SECOND
+    SELECT campaign, decided_by, n FROM singles WHERE tenth_at - decided_at <= INTERVAL 30 SECOND
 ), stamped AS (
     SELECT DISTINCT d.campaign, d.decided_by, d.item, d.tenant, d.decided_at, d.decision_position
-    FROM decisions d
+    FROM singles d
     JOIN bursts b ON b.campaign = d.campaign AND b.decided_by = d.decided_by AND d.n BETWEEN b.n AND b.n + 9
+), batches AS (
+    SELECT d.campaign, d.decided_by, d.batch, min(d.batch_sha256) AS batch_sha256, count(*) AS decisions,
+           min(d.decided_at) AS decided_at, bool_and(d.decision = 'keep') AS all_keep,
+           count(DISTINCT coalesce(d.reason, '')) = 1 AS same_reason,
+           count(*) FILTER (WHERE d.decided_at - d.sent_at <= INTERVAL 30 SECOND) AS quick,
+           CASE WHEN count(DISTINCT d.tenant) = 1 THEN 'tenant:' || min(d.tenant) ELSE 'organization' END AS "where",
+           list(d.item ORDER BY d.item) AS item_numbers,
+           list(d.decision_position ORDER BY d.decision_position) AS positions
+    FROM decisions d
+    WHERE d.batch IS NOT NULL
+    GROUP BY d.campaign, d.decided_by, d.batch
+    HAVING count(*) >= 10
+), batch_stamp AS (
+    SELECT 'rubber-stamp' AS finding, b.decided_by AS who, b."where",
+           'a batch of ' || b.decisions || ' decisions' AS what, b.campaign, b.decided_by AS reviewer,
+           b.decided_at AS since,
+           'batch ' || b.batch || ' (file SHA-256 ' || b.batch_sha256 || '), ' || b.decisions
+               || ' decisions recorded at ' || iso(b.decided_at) || ': '
+               || concat_ws('; ',
+                    CASE WHEN b.all_keep THEN 'all keep' END,
+                    CASE WHEN b.same_reason THEN 'every reason identical' END,
+                    CASE WHEN b.quick >= 10 THEN b.quick || ' decided within 30 seconds of their items being sent'
+                    END) AS detail,
+           NULL::BIGINT AS items, NULL::BIGINT AS decided, NULL::BIGINT AS "open", NULL::BIGINT AS kept,
+           NULL::BIGINT AS revoked, NULL::BIGINT AS overdue, NULL::TIMESTAMP AS due,
+           b.item_numbers, b.positions
+    FROM batches b
+    WHERE b.all_keep OR b.same_reason OR b.quick >= 10
 ), rubber_stamp AS (
     SELECT 'rubber-stamp' AS finding, s.decided_by AS who,
            CASE WHEN count(DISTINCT s.tenant) = 1 THEN 'tenant:' || min(s.tenant) ELSE 'organization' END AS "where",
@@ -243,6 +278,7 @@ FROM (
     SELECT * FROM completion
     UNION ALL SELECT * FROM overdue
     UNION ALL SELECT * FROM rubber_stamp
+    UNION ALL SELECT * FROM batch_stamp
     UNION ALL SELECT * FROM all_keep
     UNION ALL SELECT * FROM self_review
     UNION ALL SELECT * FROM not_carried_out
