@@ -361,6 +361,15 @@ def reassign_event(c: Campaign, items: list[dict[str, Any]], numbers: list[int],
     return event
 
 
+def close_refusal(c: Campaign, state: PermissionState, actor: str, instant: str) -> str | None:
+    """Why `actor` may not close the campaign at `instant`, or None: its owner may, and so may whoever holds
+    `member:update` in the organization then (and `system`, the platform's own automation)."""
+    if actor in (c.start["actor"], "system") or state.allows(actor, "update", "member/any", None, instant):
+        return None
+    return (f"only the owner of review campaign {c.name!r} ({c.start['actor']}) or a holder of member:update in "
+            f"the organization closes it, not {actor}")
+
+
 def outcome(c: Campaign, item: int, undecided: str) -> str:
     """keep, revoke or exception: what the item comes to at close."""
     if item in c.decisions:

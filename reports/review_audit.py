@@ -33,7 +33,7 @@ def _schemas() -> tuple[pa.Schema, pa.Schema]:
         ("campaign", text), ("owner", text), ("started_at", ts), ("start_position", pos), ("as_of_position", pos),
         ("tenants", pa.list_(text)), ("privileged_only", pa.bool_()), ("due", ts), ("items", pos),
         ("population_sha256", text), ("closed_at", ts), ("close_position", pos), ("undecided", text),
-        ("auto_revoke", pa.bool_()),
+        ("auto_revoke", pa.bool_()), ("closed_by", text), ("close_refused", text),
     ])
     items = pa.schema([
         ("campaign", text), ("item", pos), ("principal", text), ("role", text), ("tenant", text),
@@ -96,6 +96,16 @@ def _removals(led: AccessLedger, last: int) -> dict[tuple[Any, ...], list[tuple[
     return found
 
 
+def _close_refused(c: Campaign, timeline: Any) -> str | None:
+    """Why the close's actor could not have closed the campaign (`review close` refuses it; an imported history
+    may hold one), or None."""
+    from projections.reviews import close_refusal
+
+    if c.close is None or c.close["actor"] in (c.start["actor"], "system"):
+        return None  # the owner: no state needed
+    return close_refusal(c, timeline.at_position(c.close_position - 1), c.close["actor"], c.close["at"])
+
+
 def _sent_at(c: Campaign, item: int) -> str:
     """When the item was last given to a reviewer before its decision (or now): the start, or a reassignment."""
     decided = c.decided_at.get(item)
@@ -132,7 +142,9 @@ def review_tables(led: AccessLedger, last: int) -> tuple[pa.Table, pa.Table]:
                 "privileged_only": s["privileged_only"], "due": _ts(s.get("due")), "items": s["items"],
                 "population_sha256": s["population_sha256"], "closed_at": _ts(c.close["at"]) if c.close else None,
                 "close_position": c.close_position, "undecided": c.close["undecided"] if c.close else None,
-                "auto_revoke": c.close["auto_revoke"] if c.close else None})
+                "auto_revoke": c.close["auto_revoke"] if c.close else None,
+                "closed_by": c.close["actor"] if c.close else None,
+                "close_refused": _close_refused(c, timeline)})
             for r, row in zip(items, rows):
                 d = c.decisions.get(r["item"])
                 removal = None

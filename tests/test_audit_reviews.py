@@ -303,7 +303,7 @@ def test_campaigns_run_through_the_cli_are_audited(ledger_url, tmp_path):
                   "--reviewer-for", "team:research=user:dana", "--fallback-reviewer", "user:erin")
     assert started.exit_code == 0, started.output
     assert run(ledger_url, "review", "decide", "Q3", "3", "revoke", "--actor", "user:dana").exit_code == 0
-    assert run(ledger_url, "review", "close", "Q3", "--actor", "user:carol").exit_code == 0
+    assert run(ledger_url, "review", "close", "Q3", "--leave-exceptions", "--actor", "system").exit_code == 0
     rows = audit(ledger_url, tmp_path)
     assert findings(rows) == []
     assert {r["reviewer"]: (r["items"], r["decided"], r["revoked"]) for r in rows} == {
@@ -459,3 +459,40 @@ def test_import_refuses_a_batch_that_is_not_one(ledger_url, tmp_path):
     result = run(ledger_url, "import", str(path))
     assert result.stderr == (f"Error: line 1: batch: {batch} of review campaign 'Q' was recorded in an earlier "
                              "write: a batch's decisions are recorded at once\n")
+
+
+def test_a_close_by_someone_with_own_items_open_is_a_finding(ledger_url, tmp_path):
+    """carol starts and closes the campaign while her own access (items 4, 5) and an item she was to review (2)
+    are undecided: a finding naming both; erin's close of another campaign, her items decided, is none."""
+    build(ledger_url)
+    started = run(ledger_url, "review", "start", "Q3", "--tenant", "prod", "--reviewer", "user:carol",
+                  "--reviewer-for", "team:research=user:dana", "--fallback-reviewer", "user:erin",
+                  "--actor", "user:carol")
+    assert started.exit_code == 0, started.output
+    assert run(ledger_url, "review", "decide", "Q3", "3", "keep", "--actor", "user:dana").exit_code == 0
+    closed = run(ledger_url, "review", "close", "Q3", "--leave-exceptions", "--actor", "user:carol")
+    assert closed.exit_code == 0, closed.output
+    with AccessLedger.open(ledger_url) as led:
+        close_position = next(p for p, ev in led.read_changes() if ev["type"] == "ReviewClosed")
+    rows = [r for r in audit(ledger_url, tmp_path) if r["finding"] == "closed-with-own-items-open"]
+    assert [(r["who"], r["campaign"], r["item_numbers"], r["positions"]) for r in rows] == [
+        ("user:carol", "Q3", [2, 4, 5], [close_position])]
+    assert rows[0]["detail"].endswith("; about their own access: 4, 5; assigned to them: 2; "
+                                      "undecided items left as exceptions")
+
+
+def test_a_recorded_close_by_someone_who_may_not_close_is_a_finding(ledger_url, tmp_path):
+    """A history written otherwise (an import) holds a close by a reviewer: flagged; one by an org_admin is not."""
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        start(led, "Q1", ["staging"], "user:carol", t())
+        start(led, "Q2", ["staging"], "user:carol", t(1))
+        led.assign_role("org_admin", "user:zed", at=t(2))
+        dana = led.append({"type": "ReviewClosed", "at": t(3), "actor": "user:dana", "campaign": "Q1",
+                           "undecided": "keep", "auto_revoke": True})
+        led.append({"type": "ReviewClosed", "at": t(3), "actor": "user:zed", "campaign": "Q2", "undecided": "keep",
+                    "auto_revoke": True})
+    rows = [r for r in audit(ledger_url, tmp_path, "--at", t(4)) if r["finding"] == "unauthorised-close"]
+    assert [(r["who"], r["campaign"], r["positions"], r["detail"]) for r in rows] == [
+        ("user:dana", "Q1", [dana], "only the owner of review campaign 'Q1' (system) or a holder of member:update in "
+                                    "the organization closes it, not user:dana")]

@@ -193,7 +193,7 @@ def test_close_revokes_in_the_same_transaction_naming_campaign_and_item(reviewed
     assert run(reviewed, "review", "decide", "Q3", "3", "revoke", "--actor", "user:dana").exit_code == 0
     assert run(reviewed, "review", "decide", "Q3", "5", "keep", "--actor", "user:dana").exit_code == 0
     count, _ = head(reviewed)
-    result = run(reviewed, "review", "close", "Q3", "--actor", "user:carol")
+    result = run(reviewed, "review", "close", "Q3", "--leave-exceptions", "--actor", "system")
     assert result.exit_code == 0, result.output
     with AccessLedger.open(reviewed) as led:
         events = [ev for _, ev in led.read(count + 1)]
@@ -222,23 +222,24 @@ def test_close_revokes_in_the_same_transaction_naming_campaign_and_item(reviewed
 
 
 def test_no_decision_after_close_and_no_second_close(reviewed):
-    assert run(reviewed, "review", "close", "Q3", "--keep-undecided", "--actor", "user:carol").exit_code == 0
+    assert run(reviewed, "review", "close", "Q3", "--keep-undecided", "--actor", "system").exit_code == 0
     refused(reviewed, "review", "decide", "Q3", "3", "revoke", "--actor", "user:dana",
             message="review campaign 'Q3' is closed: no decision after close")
-    refused(reviewed, "review", "close", "Q3", "--actor", "user:carol",
+    refused(reviewed, "review", "close", "Q3", "--actor", "system",
             message="review campaign 'Q3' is already closed")
     assert [r["outcome"] for r in items(reviewed)] == ["keep"] * 5
 
 
 def test_close_refuses_both_undecided_options(reviewed):
-    refused(reviewed, "review", "close", "Q3", "--revoke-undecided", "--keep-undecided", "--actor", "user:carol",
-            message="give --revoke-undecided or --keep-undecided, not both")
+    refused(reviewed, "review", "close", "Q3", "--revoke-undecided", "--keep-undecided", "--actor", "system",
+            message="give one of --revoke-undecided, --keep-undecided, --leave-exceptions, not --revoke-undecided "
+                    "and --keep-undecided")
 
 
 def test_revoke_undecided_removes_every_undecided_item(reviewed):
     kept = run(reviewed, "review", "decide", "Q3", "2", "keep", "--reason", "sre", "--actor", "user:carol")
     assert kept.exit_code == 0, kept.output
-    result = run(reviewed, "review", "close", "Q3", "--revoke-undecided", "--actor", "user:carol")
+    result = run(reviewed, "review", "close", "Q3", "--revoke-undecided", "--actor", "system")
     assert result.exit_code == 0, result.output
     with AccessLedger.open(reviewed) as led:
         held = {(g["role"], g["principal"]) for g in led.grants()}
@@ -271,11 +272,11 @@ def test_items_of_one_team_membership_are_decided_alike(ledger_url, tmp_path):
     assert mixed.exit_code == 2 and "decide them the same" in mixed.stderr
     # Closing with the other item undecided (an exception, or kept) would take it too: refused.
     before = head(ledger_url)
-    for option in ((), ("--keep-undecided",)):
-        refused = run(ledger_url, "review", "close", "Q3", *option, "--actor", "user:dana")
+    for option in ("--leave-exceptions", "--keep-undecided"):
+        refused = run(ledger_url, "review", "close", "Q3", option, "--actor", "system")
         assert refused.exit_code == 2 and f"item {bob[0]} is revoked and item {bob[1]}" in refused.stderr, option
         assert head(ledger_url) == before
-    assert run(ledger_url, "review", "close", "Q3", "--revoke-undecided", "--actor", "user:dana").exit_code == 0
+    assert run(ledger_url, "review", "close", "Q3", "--revoke-undecided", "--actor", "system").exit_code == 0
     with AccessLedger.open(ledger_url) as led:
         assert "user:bob" not in Timeline(led, persist=False).current().members["research"]
 
@@ -283,7 +284,8 @@ def test_items_of_one_team_membership_are_decided_alike(ledger_url, tmp_path):
 def test_no_auto_revoke_leaves_revocations_open_until_recorded(reviewed):
     assert run(reviewed, "review", "decide", "Q3", "1", "revoke", "--actor", "user:erin").exit_code == 0
     count, _ = head(reviewed)
-    assert run(reviewed, "review", "close", "Q3", "--no-auto-revoke", "--actor", "user:carol").exit_code == 0
+    closed = run(reviewed, "review", "close", "Q3", "--no-auto-revoke", "--leave-exceptions", "--actor", "system")
+    assert closed.exit_code == 0, closed.output
     assert head(reviewed)[0] == count + 1  # the close alone
     status = run(reviewed, "review", "status", "Q3", "--format", "json")
     assert status.exit_code == 0, status.output
@@ -313,7 +315,7 @@ def test_export_import_round_trip_gives_the_same_chain(reviewed, url_factory, tm
     assert run(reviewed, "review", "decide", "Q3", "3", "revoke", "--actor", "user:dana").exit_code == 0
     path = write_batch(tmp_path, "item,decision,reason\n4,keep,on call\n5,keep,needs prod\n")
     assert run(reviewed, "review", "decide", "Q3", "--batch", path, "--actor", "user:dana").exit_code == 0
-    assert run(reviewed, "review", "close", "Q3", "--actor", "user:carol").exit_code == 0
+    assert run(reviewed, "review", "close", "Q3", "--leave-exceptions", "--actor", "system").exit_code == 0
     exported = run(reviewed, "export")
     assert exported.exit_code == 0
     assert '"type":"ReviewStarted"' in exported.output and '"type":"ReviewClosed"' in exported.output
@@ -422,3 +424,41 @@ def test_a_sheet_without_a_decision_column_or_with_a_bad_decision_is_refused(rev
         path = write_batch(tmp_path, text)
         message = message if message.startswith("line") else f"{path}: {message}"
         refused(reviewed, "review", "decide", "Q3", "--batch", path, "--actor", "user:dana", message=message)
+
+
+def test_only_the_owner_or_a_member_updater_closes_a_campaign(reviewed):
+    """The owner here is `system` (who started it). A reviewer may not close it; a holder of member:update in
+    the organization (org_admin) may."""
+    refused(reviewed, "review", "close", "Q3", "--actor", "user:dana",
+            message="only the owner of review campaign 'Q3' (system) or a holder of member:update in the "
+                    "organization closes it, not user:dana")
+    refused(reviewed, "review", "close", "Q3", "--leave-exceptions", "--actor", "user:alice",  # a tenant admin
+            message="only the owner of review campaign 'Q3' (system) or a holder of member:update in the "
+                    "organization closes it, not user:alice")
+    assert run(reviewed, "role", "assign", "org_admin", "--to", "user:zed").exit_code == 0
+    closed = run(reviewed, "review", "close", "Q3", "--leave-exceptions", "--actor", "user:zed")
+    assert closed.exit_code == 0, closed.output
+    with AccessLedger.open(reviewed) as led:
+        (close,) = [ev for _, ev in led.read_changes() if ev["type"] == "ReviewClosed"]
+    assert (close["actor"], close["undecided"]) == ("user:zed", "exception")
+
+
+def test_close_with_undecided_items_needs_to_be_told_what_they_become(reviewed):
+    refused(reviewed, "review", "close", "Q3", "--actor", "system",
+            message="review campaign 'Q3' has 5 undecided items: close with --revoke-undecided, --keep-undecided "
+                    "or --leave-exceptions")
+    refused(reviewed, "review", "close", "Q3", "--keep-undecided", "--leave-exceptions",
+            message="give one of --revoke-undecided, --keep-undecided, --leave-exceptions, not --keep-undecided "
+                    "and --leave-exceptions")
+    closed = run(reviewed, "review", "close", "Q3", "--leave-exceptions")
+    assert closed.exit_code == 0, closed.output
+    assert [r["outcome"] for r in items(reviewed)] == ["exception"] * 5
+
+
+def test_a_campaign_with_every_item_decided_closes_without_an_option(ledger_url):
+    build(ledger_url)
+    assert run(ledger_url, "review", "start", "A", "--tenant", "staging", "--reviewer", "user:carol").exit_code == 0
+    with AccessLedger.open(ledger_url) as led:
+        assert campaign(led, "A").start["items"] == 0
+    closed = run(ledger_url, "review", "close", "A")
+    assert closed.exit_code == 0, closed.output

@@ -240,16 +240,22 @@ def close(ctx: typer.Context, name: NameArg,
           revoke_undecided: Annotated[bool, typer.Option(
               "--revoke-undecided", help="Undecided items are revoked.")] = False,
           keep_undecided: Annotated[bool, typer.Option("--keep-undecided", help="Undecided items are kept.")] = False,
+          leave_exceptions: Annotated[bool, typer.Option(
+              "--leave-exceptions", help="Undecided items stay as exceptions (kept, and reported).")] = False,
           no_auto_revoke: Annotated[bool, typer.Option(
               "--no-auto-revoke", help="Record no removals: each revoke stays open until its removal is recorded.")
           ] = False,
           actor: ActorOption = None, reason: ReasonOption = None) -> None:
-    """Close the campaign; its revocations are recorded in the same transaction (unless --no-auto-revoke)."""
+    """Close the campaign (its owner, or a holder of member:update in the organization); with items undecided,
+    say what they come to. Its revocations are recorded in the same transaction (unless --no-auto-revoke)."""
+    from ledger.timeutil import format_instant, now
     from projections.pit import Timeline
-    from projections.reviews import campaign, derive, removals
+    from projections.reviews import campaign, close_refusal, derive, removals
 
-    if revoke_undecided and keep_undecided:
-        fail("give --revoke-undecided or --keep-undecided, not both")
+    chosen = [flag for flag, on in (("--revoke-undecided", revoke_undecided), ("--keep-undecided", keep_undecided),
+                                    ("--leave-exceptions", leave_exceptions)) if on]
+    if len(chosen) > 1:
+        fail(f"give one of --revoke-undecided, --keep-undecided, --leave-exceptions, not {' and '.join(chosen)}")
     undecided = "revoke" if revoke_undecided else "keep" if keep_undecided else "exception"
     with handled():
         led = open_ledger(ctx)
@@ -260,12 +266,21 @@ def close(ctx: typer.Context, name: NameArg,
             if c.close is not None:
                 raise ReviewRefused(f"review campaign {name!r} is already closed")
             timeline = Timeline(led)
+            current = timeline.current()
+            refusal = close_refusal(c, current, who, max(format_instant(now()), led.newest_at() or ""))
+            if refusal:
+                raise ReviewRefused(refusal)
+            open_items = c.start["items"] - len(c.decisions)
+            if open_items and not chosen:
+                raise ReviewRefused(f"review campaign {name!r} has {open_items} undecided "
+                                    f"item{'s' if open_items != 1 else ''}: close with --revoke-undecided, "
+                                    "--keep-undecided or --leave-exceptions")
             population = derive(led, c, timeline)
             close_event: dict[str, Any] = {"type": "ReviewClosed", "at": None, "actor": who, "campaign": name,
                                            "undecided": undecided, "auto_revoke": not no_auto_revoke}
             if reason:
                 close_event["reason"] = reason
-            removed = [] if no_auto_revoke else removals(c, population, undecided, timeline.current(), who)
+            removed = [] if no_auto_revoke else removals(c, population, undecided, current, who)
             result = led.append_many([close_event, *removed])
         finally:
             led.close()

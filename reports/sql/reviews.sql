@@ -16,6 +16,11 @@
 --   self-review                  a decision about the decider's own access, or a grant or team membership
 --                                they made
 --                                (the CLI refuses all of these: only a history written otherwise has them)
+--   closed-with-own-items-open   a close by a principal who then had undecided items about their own access or
+--                                assigned to them to review; one row per campaign (positions: the close)
+--   unauthorised-close           a close by neither the campaign's owner nor a holder of member:update in the
+--                                organization at that instant (`review close` refuses it; an imported history
+--                                may hold one)
 --   revocation-not-carried-out   a revoke outcome of a campaign closed without auto-revoke whose access was
 --                                still in force at the due (no due: at the close)
 --   regranted-after-revoke       access a campaign revocation removed, granted again to the same principal
@@ -46,6 +51,7 @@ WITH campaigns AS (
            CASE WHEN i.removal_at <= $at::TIMESTAMP THEN i.removal_position END AS removal_position,
            'role ' || i.role || coalesce(' on ' || i.resource, '') || coalesce(' via team ' || i.via, '') AS access,
            c.started_at, c.start_position, c.as_of_position, c.due, c.closed, c.closed_position, c.auto_revoke,
+           c.closed_by, c.undecided,
            c.due IS NOT NULL AND c.due < coalesce(c.closed, $at::TIMESTAMP)
                AND (i.decided_at IS NULL OR i.decided_at > c.due) AS overdue
     FROM review_items i
@@ -185,6 +191,33 @@ WITH campaigns AS (
                lambda x: x IS NOT NULL))) AS positions
     FROM sources s
     WHERE s.decided_by = s.principal OR s.decided_by = s.granted_by OR s.decided_by = s.added_by
+), own_open AS (
+    SELECT 'closed-with-own-items-open' AS finding, i.closed_by AS who,
+           CASE WHEN count(DISTINCT i.tenant) = 1 THEN 'tenant:' || min(i.tenant) ELSE 'organization' END AS "where",
+           count(*) || ' own undecided ' || CASE WHEN count(*) = 1 THEN 'item' ELSE 'items' END || ' at the close'
+               AS what, i.campaign, i.closed_by AS reviewer, min(i.closed) AS since,
+           concat_ws('; ',
+               'closed at ' || iso(min(i.closed)) || ' (position ' || min(i.closed_position) || ')',
+               'about their own access: '
+                   || string_agg(i.item::VARCHAR, ', ' ORDER BY i.item) FILTER (WHERE i.principal = i.closed_by),
+               'assigned to them: ' || string_agg(i.item::VARCHAR, ', ' ORDER BY i.item)
+                   FILTER (WHERE i.principal <> i.closed_by),
+               'undecided items ' || CASE min(i.undecided) WHEN 'revoke' THEN 'revoked' WHEN 'keep' THEN 'kept'
+                                                          ELSE 'left as exceptions' END) AS detail,
+           NULL::BIGINT AS items, NULL::BIGINT AS decided, NULL::BIGINT AS "open", NULL::BIGINT AS kept,
+           NULL::BIGINT AS revoked, NULL::BIGINT AS overdue, NULL::TIMESTAMP AS due,
+           list(i.item ORDER BY i.item) AS item_numbers, [min(i.closed_position)] AS positions
+    FROM items i
+    WHERE i.closed IS NOT NULL AND i.decision IS NULL AND (i.principal = i.closed_by OR i.reviewer = i.closed_by)
+    GROUP BY i.campaign, i.closed_by
+), unauthorised_close AS (
+    SELECT 'unauthorised-close' AS finding, c.closed_by AS who, c.scope AS "where", 'closed the campaign' AS what,
+           c.campaign, c.closed_by AS reviewer, c.closed AS since, c.close_refused AS detail,
+           NULL::BIGINT AS items, NULL::BIGINT AS decided, NULL::BIGINT AS "open", NULL::BIGINT AS kept,
+           NULL::BIGINT AS revoked, NULL::BIGINT AS overdue, NULL::TIMESTAMP AS due, NULL::BIGINT[] AS item_numbers,
+           [c.closed_position] AS positions
+    FROM campaigns c
+    WHERE c.closed IS NOT NULL AND c.close_refused IS NOT NULL
 ), revoked AS (
     SELECT i.*, coalesce(i.due, i.closed) AS deadline
     FROM items i
@@ -281,11 +314,14 @@ FROM (
     UNION ALL SELECT * FROM batch_stamp
     UNION ALL SELECT * FROM all_keep
     UNION ALL SELECT * FROM self_review
+    UNION ALL SELECT * FROM own_open
+    UNION ALL SELECT * FROM unauthorised_close
     UNION ALL SELECT * FROM not_carried_out
     UNION ALL SELECT * FROM regranted
     UNION ALL SELECT * FROM not_reviewed
 )
-ORDER BY CASE finding WHEN 'self-review' THEN 1 WHEN 'revocation-not-carried-out' THEN 2
+ORDER BY CASE finding WHEN 'self-review' THEN 1 WHEN 'unauthorised-close' THEN 1
+                      WHEN 'closed-with-own-items-open' THEN 1 WHEN 'revocation-not-carried-out' THEN 2
                       WHEN 'regranted-after-revoke' THEN 3 WHEN 'rubber-stamp' THEN 4 WHEN 'all-keep' THEN 5
                       WHEN 'overdue-item' THEN 6 WHEN 'privileged-not-reviewed' THEN 7 ELSE 8 END,
          campaign NULLS LAST, since, who, "where", what, positions, detail
