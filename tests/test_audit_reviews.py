@@ -287,7 +287,8 @@ def test_privileged_access_no_recent_campaign_reviewed(ledger_url, tmp_path):
     rows = audit(ledger_url, tmp_path, "--at", t(100))
     assert findings(rows) == [("privileged-not-reviewed", "user:alice", None, None,
                                [positions[("admin", "user:alice")]])]
-    assert (rows[0]["what"], rows[0]["where"], rows[0]["since"]) == ("admin", "tenant:prod", "2026-01-01T00:00:00Z")
+    assert (rows[0]["what"], rows[0]["where"], rows[0]["since"]) == (
+        "admin in prod", "tenant:prod", "2026-01-01T00:00:00Z")
     # A campaign closed in the 90 days before --at that had alice's admin role as an item covers it.
     with AccessLedger.open(ledger_url) as led:
         start(led, "Q2", ["prod"], "user:carol", t(101))
@@ -496,3 +497,22 @@ def test_a_recorded_close_by_someone_who_may_not_close_is_a_finding(ledger_url, 
     assert [(r["who"], r["campaign"], r["positions"], r["detail"]) for r in rows] == [
         ("user:dana", "Q1", [dana], "only the owner of review campaign 'Q1' (system) or a holder of member:update in "
                                     "the organization closes it, not user:dana")]
+
+
+def test_privileged_not_reviewed_is_judged_at_the_periods_end_once_per_principal(ledger_url, tmp_path):
+    """alice is admin of prod and of staging: one row for her, naming both. A period ending before the campaign
+    that reviewed her is judged at its end (she was not reviewed then), whatever comes after it."""
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        positions = {(g["role"], g["principal"]): p for p, g in led.read() if g["type"] == "RoleAssigned"}
+        staging = led.assign_role("admin", "user:alice", tenant="staging", at=t(-30))
+        start(led, "Q2", ["prod", "staging"], "user:carol", t(101))
+        close(led, "Q2", t(102), undecided="keep")
+    period = ("--at", t(110), "--from", t(0), "--to", t(100))
+    rows = [r for r in audit(ledger_url, tmp_path, *period) if r["finding"] == "privileged-not-reviewed"]
+    assert [(r["who"], r["what"], r["where"], r["positions"]) for r in rows] == [
+        ("user:alice", "admin in prod, admin in staging", "organization",
+         sorted([positions[("admin", "user:alice")], staging]))]
+    assert rows[0]["detail"] == (f"privileged since 2026-01-01T00:00:00Z; no campaign closed between {t(10)} and "
+                                 f"{t(100)} reviewed it")
+    assert [r for r in audit(ledger_url, tmp_path, "--at", t(110)) if r["finding"] == "privileged-not-reviewed"] == []

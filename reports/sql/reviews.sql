@@ -25,9 +25,10 @@
 --                                still in force at the due (no due: at the close)
 --   regranted-after-revoke       access a campaign revocation removed, granted again to the same principal
 --                                (directly or through a team) within 30 days of the removal
---   privileged-not-reviewed      privileged access in a tenant (an action in $privileged) held at $at, in force
---                                since before $at - 90 days, that no campaign closed in those 90 days reviewed
---                                (same principal, role and tenant); one row per principal and tenant
+--   privileged-not-reviewed      privileged access in a tenant (an action in $privileged) held at the period's end
+--                                ($end, or $at if earlier), in force since 90 days before it, that no campaign
+--                                closed in those 90 days reviewed (same principal, role and tenant); one row per
+--                                principal, naming each role and tenant
 -- Campaigns started or closed in [$start, $end] are covered; what happened after $at is not yet known
 -- (a later decision, close or removal counts as not there).
 -- Parameters: $at, $start, $end (TIMESTAMP), $privileged (VARCHAR[]).
@@ -278,32 +279,37 @@ WITH campaigns AS (
     FROM revoked r
     JOIN first_regrant f ON f.campaign = r.campaign AND f.item = r.item
 ), privileged AS (
+    -- Judged at the period's end (or $at, if the period is not over), so a finding means the same in any period.
     SELECT principal, tenant, role, min(since) AS since,
            list_distinct(flatten(list(list_filter([assignment_position, member_position], lambda x: x IS NOT NULL))))
                AS positions
-    FROM effective_at($at::TIMESTAMP)
+    FROM effective_at(least($at::TIMESTAMP, $end::TIMESTAMP))
     WHERE tenant IS NOT NULL AND list_contains($privileged::VARCHAR[], permission_action)
     GROUP BY principal, tenant, role
-    HAVING min(since) <= $at::TIMESTAMP - INTERVAL 90 DAY
+    HAVING min(since) <= least($at::TIMESTAMP, $end::TIMESTAMP) - INTERVAL 90 DAY
 ), reviewed AS (
-    -- Every campaign closed in the 90 days before $at counts, whatever the period.
+    -- Every campaign closed in the 90 days before the period's end counts, whenever it started.
     SELECT DISTINCT i.principal, i.tenant, i.role
     FROM review_items i
     JOIN review_campaigns c ON c.campaign = i.campaign
-    WHERE c.closed_at <= $at::TIMESTAMP AND c.closed_at > $at::TIMESTAMP - INTERVAL 90 DAY
+    WHERE c.closed_at <= least($at::TIMESTAMP, $end::TIMESTAMP)
+      AND c.closed_at > least($at::TIMESTAMP, $end::TIMESTAMP) - INTERVAL 90 DAY
 ), not_reviewed AS (
-    SELECT 'privileged-not-reviewed' AS finding, p.principal AS who, 'tenant:' || p.tenant AS "where",
-           string_agg(p.role, ', ' ORDER BY p.role) AS what, NULL::VARCHAR AS campaign, NULL::VARCHAR AS reviewer,
-           min(p.since) AS since,
-           'privileged since ' || iso(min(p.since)) || '; no campaign closed between ' ||
-               iso($at::TIMESTAMP - INTERVAL 90 DAY) || ' and ' || iso($at::TIMESTAMP) || ' reviewed it' AS detail,
+    -- One row per principal, however many roles and tenants.
+    SELECT 'privileged-not-reviewed' AS finding, p.principal AS who,
+           CASE WHEN count(DISTINCT p.tenant) = 1 THEN 'tenant:' || min(p.tenant) ELSE 'organization' END AS "where",
+           string_agg(p.role || ' in ' || p.tenant, ', ' ORDER BY p.tenant, p.role) AS what,
+           NULL::VARCHAR AS campaign, NULL::VARCHAR AS reviewer, min(p.since) AS since,
+           'privileged since ' || iso(min(p.since)) || '; no campaign closed between '
+               || iso(least($at::TIMESTAMP, $end::TIMESTAMP) - INTERVAL 90 DAY) || ' and '
+               || iso(least($at::TIMESTAMP, $end::TIMESTAMP)) || ' reviewed it' AS detail,
            NULL::BIGINT AS items, NULL::BIGINT AS decided, NULL::BIGINT AS "open", NULL::BIGINT AS kept,
            NULL::BIGINT AS revoked, NULL::BIGINT AS overdue, NULL::TIMESTAMP AS due, NULL::BIGINT[] AS item_numbers,
            list_sort(list_distinct(flatten(list(p.positions)))) AS positions
     FROM privileged p
     WHERE NOT EXISTS (SELECT 1 FROM reviewed r WHERE r.principal = p.principal AND r.tenant = p.tenant
                       AND r.role = p.role)
-    GROUP BY p.principal, p.tenant
+    GROUP BY p.principal
 )
 SELECT finding, who, "where", what, campaign, reviewer, since, detail, items, decided, "open", kept, revoked, overdue,
        due, item_numbers, positions
