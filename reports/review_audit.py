@@ -21,10 +21,6 @@ if TYPE_CHECKING:
     from projections.reviews import Campaign
     from reports.warehouse import Warehouse
 
-#: Events that end a population item's access: keyed as in `_removal_keys`.
-REMOVAL_TYPES = frozenset({"RoleUnassigned", "TeamMemberRemoved", "TeamDeleted", "TenantDeleted"})
-
-
 def _schemas() -> tuple[pa.Schema, pa.Schema]:
     import pyarrow as pa
 
@@ -67,32 +63,15 @@ def _upto(c: Campaign, last: int) -> Campaign | None:
                     reassignments=[(p, ev) for p, ev in c.reassignments if p <= last])
 
 
-def _removal_keys(r: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """The removal events that would end an item's access, as (type, fields...) keys."""
-    if r["via"]:
-        return [("TeamMemberRemoved", r["via"], r["principal"]), ("TeamDeleted", r["via"]),
-                ("RoleUnassigned", r["role"], f"team:{r['via']}", r["tenant"], r["resource"]),
-                ("TenantDeleted", r["tenant"])]
-    return [("RoleUnassigned", r["role"], r["principal"], r["tenant"], r["resource"]), ("TenantDeleted", r["tenant"])]
+def _access_events(led: AccessLedger, last: int) -> dict[tuple[Any, ...], list[tuple[int, str]]]:
+    """(position, at) of every event up to `last` that gives or takes away access (projections.reviews
+    ACCESS_EVENTS), by access_key, in position order."""
+    from projections.reviews import ACCESS_EVENTS, access_key
 
-
-def _event_key(ev: dict[str, Any]) -> tuple[Any, ...]:
-    t = ev["type"]
-    if t == "TeamMemberRemoved":
-        return (t, ev["team"], ev["member"])
-    if t == "TeamDeleted":
-        return (t, ev["team"])
-    if t == "TenantDeleted":
-        return (t, ev["tenant"])
-    return (t, ev["role"], ev["principal"], ev.get("tenant"), ev.get("resource"))
-
-
-def _removals(led: AccessLedger, last: int) -> dict[tuple[Any, ...], list[tuple[int, str]]]:
-    """(position, at) of every removal event up to `last`, by key, in position order."""
     found: dict[tuple[Any, ...], list[tuple[int, str]]] = {}
     for pos, ev in led.read_changes(1, last):
-        if ev["type"] in REMOVAL_TYPES:
-            found.setdefault(_event_key(ev), []).append((pos, ev["at"]))
+        if ev["type"] in ACCESS_EVENTS:
+            found.setdefault(access_key(ev), []).append((pos, ev["at"]))
     return found
 
 
@@ -122,7 +101,7 @@ def review_tables(led: AccessLedger, last: int) -> tuple[pa.Table, pa.Table]:
     import pyarrow as pa
 
     from projections.pit import Timeline
-    from projections.reviews import campaigns, derive, item_rows
+    from projections.reviews import campaigns, carrying_removal, derive, item_rows
 
     campaign_schema, item_schema = _schemas()
     camp_rows: list[dict[str, Any]] = []
@@ -131,7 +110,7 @@ def review_tables(led: AccessLedger, last: int) -> tuple[pa.Table, pa.Table]:
     if found:
         timeline = Timeline(led)
         current = timeline.current()
-        removals: dict[tuple[Any, ...], list[tuple[int, str]]] | None = None
+        access: dict[tuple[Any, ...], list[tuple[int, str]]] | None = None
         for c in found:
             s = c.start
             items = derive(led, c, timeline)
@@ -149,13 +128,12 @@ def review_tables(led: AccessLedger, last: int) -> tuple[pa.Table, pa.Table]:
                 d = c.decisions.get(r["item"])
                 removal = None
                 if row["outcome"] == "revoke":
-                    if removals is None:
-                        removals = _removals(led, last)
-                    # Only a removal after the revoke (the decision, or the close for an undecided item) carries
-                    # it out: one before it, even with the access granted again since, removed nothing decided.
-                    since = c.decided_at[r["item"]] if d is not None else c.close_position
-                    after = [p for k in _removal_keys(r) for p in removals.get(k, ()) if p[0] > since]
-                    removal = min(after, default=None)
+                    if access is None:
+                        access = _access_events(led, last)
+                    events = access
+                    # The revoke is the decision, or the close for an item left undecided.
+                    revoked = c.decided_at[r["item"]] if d is not None else c.close_position
+                    removal = carrying_removal(r, s["as_of_position"], revoked, lambda k: events.get(k, []))
                 item_out.append({
                     "campaign": c.name, "item": r["item"], "principal": r["principal"], "role": r["role"],
                     "tenant": r["tenant"], "resource": r["resource"], "via": r["via"],

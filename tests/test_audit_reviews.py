@@ -380,6 +380,22 @@ def test_a_removal_before_the_revoke_decision_does_not_carry_it_out(ledger_url, 
     assert f"removed late, at {t(12)} (position {late})" in rows[0]["detail"]
 
 
+def test_access_already_gone_at_the_revoke_decision_is_carried_out(ledger_url, tmp_path):
+    """carol's viewer is removed (and not granted again) before dana decides to revoke it: nothing is left to
+    remove, so the revocation stands carried out by that removal, and its re-grant is judged from there."""
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        start(led, "Q1", ["prod"], "user:carol", t(), due=t(10))
+        gone = led.unassign_role("viewer", "user:carol", tenant="prod", at=t(0, 60))
+        (carol,) = decide(led, "Q1", (5, "revoke", "user:dana", t(1)))
+        close(led, "Q1", t(2), auto_revoke=False)
+    assert findings(audit(ledger_url, tmp_path, "--at", t(11))) == []
+    with AccessLedger.open(ledger_url) as led:
+        again = led.assign_role("viewer", "user:carol", tenant="prod", at=t(12))
+    rows = audit(ledger_url, tmp_path, "--at", t(13))
+    assert findings(rows) == [("regranted-after-revoke", "user:carol", "Q1", [5], [gone, carol, again])]
+
+
 def _batch_file(tmp_path, rows: list[tuple[int, str, str]]) -> str:
     path = tmp_path / f"batch{len(list(tmp_path.glob('batch*')))}.csv"
     path.write_text("item,decision,reason\n" + "".join(f"{n},{d},{why}\n" for n, d, why in rows))
