@@ -14,7 +14,7 @@ from functools import cache
 from typing import Annotated, Any, Literal, Union
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic import ValidationError as PydanticError
 
 from ledger.errors import IntegrityFailure, ValidationError
@@ -275,12 +275,24 @@ class ReviewStarted(_Event):
     population_sha256: Sha256
 
 
+BatchId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+
+
 class ReviewDecided(_Event):
     type: Literal["ReviewDecided"]
     campaign: Name
     item: Annotated[int, Field(ge=1)]
     decision: Literal["keep", "revoke"]
     reviewer: Principal
+    #: A decision recorded from a file (`review decide --batch`): the batch it came in and the file's SHA-256.
+    batch: BatchId | None = None
+    batch_sha256: Sha256 | None = None
+
+    @model_validator(mode="after")
+    def _batch_whole(self) -> ReviewDecided:
+        if (self.batch is None) != (self.batch_sha256 is None):
+            raise ValueError("batch and batch_sha256 go together: give both or neither")
+        return self
 
 
 class ReviewReassigned(_Event):

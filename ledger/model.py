@@ -53,6 +53,7 @@ class WriteModel:
         self._usage_tenants: set[str | None] = set()
         self._usage_kinds: set[tuple[Any, ...]] = set()
         self._usage_connectors: set[tuple[Any, ...]] = set()
+        self._batches_here: set[tuple[str, str]] = set()  # (campaign, batch) first recorded in this write
         org = self.entity("organization", "")
         self.vocab: Vocabulary | None = vocabulary(org.data["preset"]) if org else None
         # A ledger created with --enforce-authority judges every change by its actor's permissions.
@@ -580,6 +581,21 @@ class WriteModel:
         if str(item) in c.data["decisions"]:
             raise E.ReviewRefused(f"item {item} of review campaign {c.name!r} is already decided "
                                   f"({c.data['decisions'][str(item)]})")
+        batch = ev.get("batch")
+        if batch is not None:
+            # A batch is one file recorded at once by one reviewer: every decision of it in one write,
+            # with one actor and file hash (what the rubber-stamp rule judges it by).
+            batches = c.data.setdefault("batches", {})
+            mine = [ev["actor"], ev["batch_sha256"]]
+            if batch in batches and (c.name, batch) not in self._batches_here:
+                raise E.ReviewRefused(f"batch: {batch} of review campaign {c.name!r} was recorded in an earlier "
+                                      "write: a batch's decisions are recorded at once")
+            if batches.get(batch, mine) != mine:
+                actor, sha = batches[batch]
+                raise E.ReviewRefused(f"batch: {batch} of review campaign {c.name!r} was recorded by {actor} "
+                                      f"from a file with SHA-256 {sha}: each of its decisions must say the same")
+            batches[batch] = mine
+            self._batches_here.add((c.name, batch))
         c.data["decisions"][str(item)] = ev["decision"]
         self._put(c)
         return f"campaign/{c.name}"

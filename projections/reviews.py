@@ -8,7 +8,7 @@ every use (an edit of anything but the chained events changes no answer, DESIGN 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -362,6 +362,15 @@ def reassign_event(c: Campaign, items: list[dict[str, Any]], numbers: list[int],
     return event
 
 
+def close_refusal(c: Campaign, state: PermissionState, actor: str, instant: str) -> str | None:
+    """Why `actor` may not close the campaign at `instant`, or None: its owner may, and so may whoever holds
+    `member:update` in the organization then (and `system`, the platform's own automation)."""
+    if actor in (c.start["actor"], "system") or state.allows(actor, "update", "member/any", None, instant):
+        return None
+    return (f"only the owner of review campaign {c.name!r} ({c.start['actor']}) or a holder of member:update in "
+            f"the organization closes it, not {actor}")
+
+
 def outcome(c: Campaign, item: int, undecided: str) -> str:
     """keep, revoke or exception: what the item comes to at close."""
     if item in c.decisions:
@@ -399,6 +408,55 @@ def removals(c: Campaign, items: list[dict[str, Any]], undecided: str, current: 
                        "reason": f"access review {c.name} item{'s' if len(rs) > 1 else ''} {numbers}: revoke "
                                  f"(team membership removed: {roles} via team {team})"})
     return [{k: v for k, v in ev.items() if v is not None} for ev in direct]
+
+
+#: The events that give an item's access (back) or take it away, by the part of the access they touch.
+ACCESS_EVENTS = frozenset({"RoleAssigned", "RoleUnassigned", "TeamMemberAdded", "TeamMemberRemoved", "TeamDeleted",
+                           "TenantDeleted"})
+
+
+def access_key(ev: dict[str, Any]) -> tuple[Any, ...]:
+    """The key of an ACCESS_EVENTS event, as `carrying_removal` looks it up."""
+    t = ev["type"]
+    if t in ("TeamMemberAdded", "TeamMemberRemoved"):
+        return (t, ev["team"], ev["member"])
+    if t == "TeamDeleted":
+        return (t, ev["team"])
+    if t == "TenantDeleted":
+        return (t, ev["tenant"])
+    return (t, ev["role"], ev["principal"], ev.get("tenant"), ev.get("resource"))
+
+
+def carrying_removal(r: dict[str, Any], start: int, revoked: int,
+                     events: Callable[[tuple[Any, ...]], list[tuple[int, Any]]]) -> tuple[int, Any] | None:
+    """The removal that carries out a revoke of item `r` recorded at position `revoked` (its decision, or the
+    close), or None: when the access was gone there (removed after the population's position `start` and not
+    given back), the removal that took it; else the first removal after `revoked`. A removal before the revoke
+    of access given back before it carried nothing out. `events(key)` lists (position, payload) of the
+    ACCESS_EVENTS with that key (access_key), in position order."""
+    holder = f"team:{r['via']}" if r["via"] else r["principal"]
+    grant = (r["role"], holder, r["tenant"], r["resource"])
+    parts: list[tuple[tuple[Any, ...], str, bool]] = [
+        (("RoleAssigned", *grant), "grant", True), (("RoleUnassigned", *grant), "grant", False),
+        (("TenantDeleted", r["tenant"]), "tenant", False)]
+    if r["via"]:
+        parts += [(("TeamMemberAdded", r["via"], r["principal"]), "member", True),
+                  (("TeamMemberRemoved", r["via"], r["principal"]), "member", False),
+                  (("TeamDeleted", r["via"]), "team", False)]
+    ordered = sorted(((pos, payload, part, on) for key, part, on in parts for pos, payload in events(key)
+                      if pos > start), key=lambda e: e[0])
+    state = {part: True for _, part, _ in parts}  # held at `start`: the population is what was in force there
+    last_off: tuple[int, Any] | None = None
+    for pos, payload, part, on in ordered:
+        held = all(state.values())
+        if pos > revoked and not held:
+            return last_off  # gone at the revoke and not given back before it
+        state[part] = on
+        if held and not all(state.values()):
+            if pos > revoked:
+                return pos, payload
+            last_off = pos, payload
+    return None if all(state.values()) else last_off
 
 
 def carried_out(r: dict[str, Any], current: PermissionState) -> bool:

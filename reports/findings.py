@@ -21,7 +21,8 @@ ATTENTION: dict[str, frozenset[str] | None] = {
     "hygiene": frozenset({"self-grant", "grant-to-deactivated", "expired-not-revoked", "role-without-holders",
                           "empty-team", "change-without-reason", "confusable-name"}),
     "reviews": frozenset({"overdue-item", "rubber-stamp", "all-keep", "self-review", "revocation-not-carried-out",
-                          "regranted-after-revoke", "privileged-not-reviewed"}),
+                          "regranted-after-revoke", "privileged-not-reviewed", "closed-with-own-items-open",
+                          "unauthorised-close"}),
     "leavers": frozenset({"late-deactivation", "access-after-termination"}),
     "authority": None,  # every row: a change its actor was not allowed to make
 }

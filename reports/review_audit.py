@@ -21,10 +21,6 @@ if TYPE_CHECKING:
     from projections.reviews import Campaign
     from reports.warehouse import Warehouse
 
-#: Events that end a population item's access: keyed as in `_removal_keys`.
-REMOVAL_TYPES = frozenset({"RoleUnassigned", "TeamMemberRemoved", "TeamDeleted", "TenantDeleted"})
-
-
 def _schemas() -> tuple[pa.Schema, pa.Schema]:
     import pyarrow as pa
 
@@ -33,13 +29,14 @@ def _schemas() -> tuple[pa.Schema, pa.Schema]:
         ("campaign", text), ("owner", text), ("started_at", ts), ("start_position", pos), ("as_of_position", pos),
         ("tenants", pa.list_(text)), ("privileged_only", pa.bool_()), ("due", ts), ("items", pos),
         ("population_sha256", text), ("closed_at", ts), ("close_position", pos), ("undecided", text),
-        ("auto_revoke", pa.bool_()),
+        ("auto_revoke", pa.bool_()), ("closed_by", text), ("close_refused", text),
     ])
     items = pa.schema([
         ("campaign", text), ("item", pos), ("principal", text), ("role", text), ("tenant", text),
         ("resource", text), ("via", text), ("expires_at", ts), ("privileged", pa.bool_()), ("reviewer", text),
         ("decided_by", text), ("decision", text), ("decided_at", ts), ("decision_position", pos), ("reason", text),
         ("outcome", text), ("granted_by", text), ("added_by", text), ("removal_position", pos), ("removal_at", ts),
+        ("batch", text), ("batch_sha256", text), ("sent_at", ts),
     ])
     return campaigns, items
 
@@ -66,33 +63,36 @@ def _upto(c: Campaign, last: int) -> Campaign | None:
                     reassignments=[(p, ev) for p, ev in c.reassignments if p <= last])
 
 
-def _removal_keys(r: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """The removal events that would end an item's access, as (type, fields...) keys."""
-    if r["via"]:
-        return [("TeamMemberRemoved", r["via"], r["principal"]), ("TeamDeleted", r["via"]),
-                ("RoleUnassigned", r["role"], f"team:{r['via']}", r["tenant"], r["resource"]),
-                ("TenantDeleted", r["tenant"])]
-    return [("RoleUnassigned", r["role"], r["principal"], r["tenant"], r["resource"]), ("TenantDeleted", r["tenant"])]
+def _access_events(led: AccessLedger, last: int) -> dict[tuple[Any, ...], list[tuple[int, str]]]:
+    """(position, at) of every event up to `last` that gives or takes away access (projections.reviews
+    ACCESS_EVENTS), by access_key, in position order."""
+    from projections.reviews import ACCESS_EVENTS, access_key
 
-
-def _event_key(ev: dict[str, Any]) -> tuple[Any, ...]:
-    t = ev["type"]
-    if t == "TeamMemberRemoved":
-        return (t, ev["team"], ev["member"])
-    if t == "TeamDeleted":
-        return (t, ev["team"])
-    if t == "TenantDeleted":
-        return (t, ev["tenant"])
-    return (t, ev["role"], ev["principal"], ev.get("tenant"), ev.get("resource"))
-
-
-def _removals(led: AccessLedger, last: int) -> dict[tuple[Any, ...], list[tuple[int, str]]]:
-    """(position, at) of every removal event up to `last`, by key, in position order."""
     found: dict[tuple[Any, ...], list[tuple[int, str]]] = {}
     for pos, ev in led.read_changes(1, last):
-        if ev["type"] in REMOVAL_TYPES:
-            found.setdefault(_event_key(ev), []).append((pos, ev["at"]))
+        if ev["type"] in ACCESS_EVENTS:
+            found.setdefault(access_key(ev), []).append((pos, ev["at"]))
     return found
+
+
+def _close_refused(c: Campaign, timeline: Any) -> str | None:
+    """Why the close's actor could not have closed the campaign (`review close` refuses it; an imported history
+    may hold one), or None."""
+    from projections.reviews import close_refusal
+
+    if c.close is None or c.close["actor"] in (c.start["actor"], "system"):
+        return None  # the owner: no state needed
+    return close_refusal(c, timeline.at_position(c.close_position - 1), c.close["actor"], c.close["at"])
+
+
+def _sent_at(c: Campaign, item: int) -> str:
+    """When the item was last given to a reviewer before its decision (or now): the start, or a reassignment."""
+    decided = c.decided_at.get(item)
+    sent = c.start["at"]
+    for pos, ev in c.reassignments:
+        if (decided is None or pos < decided) and item in ev["items"]:
+            sent = ev["at"]
+    return sent
 
 
 def review_tables(led: AccessLedger, last: int) -> tuple[pa.Table, pa.Table]:
@@ -101,7 +101,7 @@ def review_tables(led: AccessLedger, last: int) -> tuple[pa.Table, pa.Table]:
     import pyarrow as pa
 
     from projections.pit import Timeline
-    from projections.reviews import campaigns, derive, item_rows
+    from projections.reviews import campaigns, carrying_removal, derive, item_rows
 
     campaign_schema, item_schema = _schemas()
     camp_rows: list[dict[str, Any]] = []
@@ -110,7 +110,7 @@ def review_tables(led: AccessLedger, last: int) -> tuple[pa.Table, pa.Table]:
     if found:
         timeline = Timeline(led)
         current = timeline.current()
-        removals: dict[tuple[Any, ...], list[tuple[int, str]]] | None = None
+        access: dict[tuple[Any, ...], list[tuple[int, str]]] | None = None
         for c in found:
             s = c.start
             items = derive(led, c, timeline)
@@ -121,15 +121,19 @@ def review_tables(led: AccessLedger, last: int) -> tuple[pa.Table, pa.Table]:
                 "privileged_only": s["privileged_only"], "due": _ts(s.get("due")), "items": s["items"],
                 "population_sha256": s["population_sha256"], "closed_at": _ts(c.close["at"]) if c.close else None,
                 "close_position": c.close_position, "undecided": c.close["undecided"] if c.close else None,
-                "auto_revoke": c.close["auto_revoke"] if c.close else None})
+                "auto_revoke": c.close["auto_revoke"] if c.close else None,
+                "closed_by": c.close["actor"] if c.close else None,
+                "close_refused": _close_refused(c, timeline)})
             for r, row in zip(items, rows):
                 d = c.decisions.get(r["item"])
                 removal = None
                 if row["outcome"] == "revoke":
-                    if removals is None:
-                        removals = _removals(led, last)
-                    after = [p for k in _removal_keys(r) for p in removals.get(k, ()) if p[0] > s["as_of_position"]]
-                    removal = min(after, default=None)
+                    if access is None:
+                        access = _access_events(led, last)
+                    events = access
+                    # The revoke is the decision, or the close for an item left undecided.
+                    revoked = c.decided_at[r["item"]] if d is not None else c.close_position
+                    removal = carrying_removal(r, s["as_of_position"], revoked, lambda k: events.get(k, []))
                 item_out.append({
                     "campaign": c.name, "item": r["item"], "principal": r["principal"], "role": r["role"],
                     "tenant": r["tenant"], "resource": r["resource"], "via": r["via"],
@@ -138,7 +142,9 @@ def review_tables(led: AccessLedger, last: int) -> tuple[pa.Table, pa.Table]:
                     "decided_at": _ts(row["decided_at"]), "decision_position": c.decided_at.get(r["item"]),
                     "reason": row["reason"], "outcome": row["outcome"], "granted_by": r["granted_by"],
                     "added_by": r["added_by"], "removal_position": removal[0] if removal else None,
-                    "removal_at": _ts(removal[1]) if removal else None})
+                    "removal_at": _ts(removal[1]) if removal else None,
+                    "batch": d.get("batch") if d else None, "batch_sha256": d.get("batch_sha256") if d else None,
+                    "sent_at": _ts(_sent_at(c, r["item"]))})
     return (pa.Table.from_pylist(camp_rows, schema=campaign_schema),
             pa.Table.from_pylist(item_out, schema=item_schema))
 

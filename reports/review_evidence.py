@@ -16,7 +16,6 @@ name when that is a plain file name, else a hashed stem (check_bundle.review_ste
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,11 +36,12 @@ _REVIEW = b'{"type":"Review'
 
 
 class _Removals:
-    """The events that take access away, by what they remove: (position, event) lists in position order."""
+    """The events that give or take away access (projections.reviews ACCESS_EVENTS), by access_key:
+    (position, event) lists in position order. A tenant's deletion is not among them: the checkers take
+    a remediation to be a removal of the access itself (check_bundle._REMOVALS)."""
 
-    KEYS = {"RoleUnassigned": ("role", "principal", "tenant", "resource"), "TeamMemberRemoved": ("team", "member"),
-            "TeamDeleted": ("team",), "RoleDeleted": ("role",)}
-    HEADS = {b'{"type":"%s"' % t.encode(): t for t in KEYS}
+    HEADS = {b'{"type":"%s"' % t.encode(): t for t in ("RoleAssigned", "RoleUnassigned", "TeamMemberAdded",
+                                                      "TeamMemberRemoved", "TeamDeleted")}
 
     def __init__(self) -> None:
         self.raw: list[tuple[int, bytes]] = []  # decoded on first use: none at all when no campaign is exported
@@ -54,28 +54,21 @@ class _Removals:
     @property
     def by(self) -> dict[tuple[Any, ...], list[tuple[int, dict[str, Any]]]]:
         from ledger.events import decode
+        from projections.reviews import access_key
 
         if self._by is None:
             self._by = {}
             for pos, raw in self.raw:
                 ev = decode(raw)
-                self._by.setdefault((ev["type"], *(ev.get(k) for k in self.KEYS[ev["type"]])), []).append((pos, ev))
+                self._by.setdefault(access_key(ev), []).append((pos, ev))
         return self._by
 
-    def first_after(self, position: int, r: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
-        """The first event after `position` that takes the item's access away (its assignment, its role,
-        its team or its membership)."""
-        holder = f"team:{r['via']}" if r["via"] else r["principal"]
-        keys = [("RoleUnassigned", r["role"], holder, r["tenant"], r["resource"]), ("RoleDeleted", r["role"])]
-        if r["via"]:
-            keys += [("TeamMemberRemoved", r["via"], r["principal"]), ("TeamDeleted", r["via"])]
-        found = []
-        for key in keys:
-            events = self.by.get(key, [])
-            i = bisect.bisect_right(events, position, key=lambda e: e[0])
-            if i < len(events):
-                found.append(events[i])
-        return min(found, key=lambda e: e[0], default=None)
+    def carrying(self, r: dict[str, Any], start: int, revoked: int) -> tuple[int, dict[str, Any]] | None:
+        """The removal that carried out the item's revoke recorded at `revoked` (projections.reviews
+        carrying_removal): none before it of access given back before it."""
+        from projections.reviews import carrying_removal
+
+        return carrying_removal(r, start, revoked, lambda key: self.by.get(key, []))
 
 
 @dataclass
@@ -168,9 +161,12 @@ def _item(c: Campaign, r: dict[str, Any], removals: _Removals) -> dict[str, Any]
         outcome = d["decision"] if d else c.close["undecided"]
     else:
         outcome = "open"
-    # A revoke is carried out by the first removal of the access after the start (by close, or later by hand).
+    # The revoke is the decision, or the close for an item left undecided; what carries it out is a removal after
+    # it (by close, or later by hand), or the one before it when the access was gone by then.
     revoking = outcome == "revoke" or (d is not None and d["decision"] == "revoke")
-    removal = removals.first_after(c.start_position, r) if revoking else None
+    revoked = c.decided_at[r["item"]] if d is not None else c.close_position
+    removal = (removals.carrying(r, c.start["as_of_position"], revoked) if revoking and revoked is not None
+               else None)
     decided_at = d["at"] if d else (c.close["at"] if c.close is not None and outcome == "revoke" else None)
     seconds = None
     if removal is not None and decided_at is not None:

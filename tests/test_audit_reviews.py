@@ -287,7 +287,8 @@ def test_privileged_access_no_recent_campaign_reviewed(ledger_url, tmp_path):
     rows = audit(ledger_url, tmp_path, "--at", t(100))
     assert findings(rows) == [("privileged-not-reviewed", "user:alice", None, None,
                                [positions[("admin", "user:alice")]])]
-    assert (rows[0]["what"], rows[0]["where"], rows[0]["since"]) == ("admin", "tenant:prod", "2026-01-01T00:00:00Z")
+    assert (rows[0]["what"], rows[0]["where"], rows[0]["since"]) == (
+        "admin in prod", "tenant:prod", "2026-01-01T00:00:00Z")
     # A campaign closed in the 90 days before --at that had alice's admin role as an item covers it.
     with AccessLedger.open(ledger_url) as led:
         start(led, "Q2", ["prod"], "user:carol", t(101))
@@ -303,7 +304,7 @@ def test_campaigns_run_through_the_cli_are_audited(ledger_url, tmp_path):
                   "--reviewer-for", "team:research=user:dana", "--fallback-reviewer", "user:erin")
     assert started.exit_code == 0, started.output
     assert run(ledger_url, "review", "decide", "Q3", "3", "revoke", "--actor", "user:dana").exit_code == 0
-    assert run(ledger_url, "review", "close", "Q3", "--actor", "user:carol").exit_code == 0
+    assert run(ledger_url, "review", "close", "Q3", "--leave-exceptions", "--actor", "system").exit_code == 0
     rows = audit(ledger_url, tmp_path)
     assert findings(rows) == []
     assert {r["reviewer"]: (r["items"], r["decided"], r["revoked"]) for r in rows} == {
@@ -353,3 +354,181 @@ def test_bad_arguments_are_refused_before_anything_runs(ledger_url, tmp_path, ar
     if message is not None:
         assert result.stderr == f"Error: {message}\n"
     assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_a_removal_before_the_revoke_decision_does_not_carry_it_out(ledger_url, tmp_path):
+    """ci's viewer is removed and granted again before erin decides to revoke it; nobody removes it after:
+    the revocation was never carried out (and nothing was re-granted after a revocation)."""
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        start(led, "Q1", ["prod"], "user:carol", t(), due=t(10))
+        led.unassign_role("viewer", "service_account:ci", tenant="prod", at=t(0, 60))
+        led.assign_role("viewer", "service_account:ci", tenant="prod", at=t(0, 120))
+        (ci,) = decide(led, "Q1", (1, "revoke", "user:erin", t(1)))
+        closed = close(led, "Q1", t(2), auto_revoke=False)
+    rows = audit(ledger_url, tmp_path, "--at", t(11))
+    assert findings(rows) == [("revocation-not-carried-out", "service_account:ci", "Q1", [1], [ci, closed])]
+    assert "never removed: still in force" in rows[0]["detail"]
+    status = run(ledger_url, "review", "status", "Q1")
+    assert "1 revocations not carried out" in status.stdout
+    # A removal after the decision (here, after the due too) is what carries it out, late.
+    with AccessLedger.open(ledger_url) as led:
+        late = led.append({"type": "RoleUnassigned", "at": t(12), "actor": "system", "role": "viewer",
+                           "principal": "service_account:ci", "tenant": "prod", "reason": "review Q1"})
+    rows = audit(ledger_url, tmp_path, "--at", t(13))
+    assert findings(rows) == [("revocation-not-carried-out", "service_account:ci", "Q1", [1], [ci, closed, late])]
+    assert f"removed late, at {t(12)} (position {late})" in rows[0]["detail"]
+
+
+def test_access_already_gone_at_the_revoke_decision_is_carried_out(ledger_url, tmp_path):
+    """carol's viewer is removed (and not granted again) before dana decides to revoke it: nothing is left to
+    remove, so the revocation stands carried out by that removal, and its re-grant is judged from there."""
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        start(led, "Q1", ["prod"], "user:carol", t(), due=t(10))
+        gone = led.unassign_role("viewer", "user:carol", tenant="prod", at=t(0, 60))
+        (carol,) = decide(led, "Q1", (5, "revoke", "user:dana", t(1)))
+        close(led, "Q1", t(2), auto_revoke=False)
+    assert findings(audit(ledger_url, tmp_path, "--at", t(11))) == []
+    with AccessLedger.open(ledger_url) as led:
+        again = led.assign_role("viewer", "user:carol", tenant="prod", at=t(12))
+    rows = audit(ledger_url, tmp_path, "--at", t(13))
+    assert findings(rows) == [("regranted-after-revoke", "user:carol", "Q1", [5], [gone, carol, again])]
+
+
+def _batch_file(tmp_path, rows: list[tuple[int, str, str]]) -> str:
+    path = tmp_path / f"batch{len(list(tmp_path.glob('batch*')))}.csv"
+    path.write_text("item,decision,reason\n" + "".join(f"{n},{d},{why}\n" for n, d, why in rows))
+    return str(path)
+
+
+def test_a_considered_batch_is_no_rubber_stamp_and_is_recorded_as_one(ledger_url, tmp_path):
+    """12 decisions from one file, days after the items were sent, mixed and each with its own reason: recorded
+    at one instant as one batch (its id and the file's SHA-256 on each decision), and flagged for nothing."""
+    import hashlib
+
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        _staff(led, 12)
+        start(led, "Q", ["staging"], "user:erin", t())
+    path = _batch_file(tmp_path, [(k, "revoke" if k % 4 == 0 else "keep", f"checked u{k:02} with the lead")
+                                  for k in range(1, 13)])
+    result = run(ledger_url, "review", "decide", "Q", "--batch", path, "--actor", "user:erin")
+    assert result.exit_code == 0, result.output
+    assert [f for f in findings(audit(ledger_url, tmp_path)) if f[0] in ("rubber-stamp", "all-keep")] == []
+    with AccessLedger.open(ledger_url) as led:
+        decided = [ev for _, ev in led.read_changes() if ev["type"] == "ReviewDecided"]
+    assert len(decided) == 12
+    assert len({ev["batch"] for ev in decided}) == 1
+    assert {ev["batch_sha256"] for ev in decided} == {hashlib.sha256(open(path, "rb").read()).hexdigest()}
+
+
+def test_a_batch_is_a_rubber_stamp_when_it_shows_one_and_says_which(ledger_url, tmp_path):
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        _staff(led, 12)
+        start(led, "Q", ["staging"], "user:erin", t())
+    keeps = _batch_file(tmp_path, [(k, "keep", "ok") for k in range(1, 13)])
+    assert run(ledger_url, "review", "decide", "Q", "--batch", keeps, "--actor", "user:erin").exit_code == 0
+    # A campaign whose batch comes within seconds of its start: mixed decisions, reasons of their own.
+    assert run(ledger_url, "review", "start", "R", "--tenant", "staging", "--reviewer", "user:dana").exit_code == 0
+    quick = _batch_file(tmp_path, [(k, "revoke" if k % 3 == 0 else "keep", f"reason {k}") for k in range(1, 13)])
+    assert run(ledger_url, "review", "decide", "R", "--batch", quick, "--actor", "user:dana").exit_code == 0
+    rows = [r for r in audit(ledger_url, tmp_path) if r["finding"] == "rubber-stamp"]
+    with AccessLedger.open(ledger_url) as led:
+        batches = {ev["campaign"]: (ev["batch"], ev["batch_sha256"]) for _, ev in led.read_changes()
+                   if ev["type"] == "ReviewDecided"}
+    assert [(r["campaign"], r["who"], r["what"], r["item_numbers"]) for r in rows] == [
+        ("Q", "user:erin", "a batch of 12 decisions", list(range(1, 13))),
+        ("R", "user:dana", "a batch of 12 decisions", list(range(1, 13)))]
+    q, r = rows
+    assert q["detail"].startswith(f"batch {batches['Q'][0]} (file SHA-256 {batches['Q'][1]}), 12 decisions recorded")
+    assert q["detail"].endswith(": all keep; every reason identical")
+    assert r["detail"].endswith(": 12 decided within 30 seconds of their items being sent")
+
+
+def test_import_refuses_a_batch_that_is_not_one(ledger_url, tmp_path):
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        _staff(led, 3)
+        start(led, "Q", ["staging"], "user:erin", t())
+    batch, sha = "ab" * 16, "cd" * 32
+
+    def line(item: int, **extra) -> str:
+        return json.dumps({"type": "ReviewDecided", "at": t(1), "actor": "user:erin", "campaign": "Q", "item": item,
+                           "decision": "keep", "reviewer": "user:erin", **extra}) + "\n"
+
+    for text, message in [
+        (line(1, batch=batch), "line 1: line: batch and batch_sha256 go together: give both or neither"),
+        (line(1, batch=batch, batch_sha256=sha) + line(2, batch=batch, batch_sha256="ef" * 32),
+         f"line 2: batch: {batch} of review campaign 'Q' was recorded by user:erin from a file with "
+         f"SHA-256 {sha}: each of its decisions must say the same"),
+    ]:
+        path = tmp_path / "d.jsonl"
+        path.write_text(text)
+        before = run(ledger_url, "export").stdout
+        result = run(ledger_url, "import", str(path))
+        assert (result.exit_code, result.stderr) == (2, f"Error: {message}\n")
+        assert run(ledger_url, "export").stdout == before
+    path.write_text(line(1, batch=batch, batch_sha256=sha))
+    assert run(ledger_url, "import", str(path)).exit_code == 0
+    path.write_text(line(2, batch=batch, batch_sha256=sha))
+    result = run(ledger_url, "import", str(path))
+    assert result.stderr == (f"Error: line 1: batch: {batch} of review campaign 'Q' was recorded in an earlier "
+                             "write: a batch's decisions are recorded at once\n")
+
+
+def test_a_close_by_someone_with_own_items_open_is_a_finding(ledger_url, tmp_path):
+    """carol starts and closes the campaign while her own access (items 4, 5) and an item she was to review (2)
+    are undecided: a finding naming both; erin's close of another campaign, her items decided, is none."""
+    build(ledger_url)
+    started = run(ledger_url, "review", "start", "Q3", "--tenant", "prod", "--reviewer", "user:carol",
+                  "--reviewer-for", "team:research=user:dana", "--fallback-reviewer", "user:erin",
+                  "--actor", "user:carol")
+    assert started.exit_code == 0, started.output
+    assert run(ledger_url, "review", "decide", "Q3", "3", "keep", "--actor", "user:dana").exit_code == 0
+    closed = run(ledger_url, "review", "close", "Q3", "--leave-exceptions", "--actor", "user:carol")
+    assert closed.exit_code == 0, closed.output
+    with AccessLedger.open(ledger_url) as led:
+        close_position = next(p for p, ev in led.read_changes() if ev["type"] == "ReviewClosed")
+    rows = [r for r in audit(ledger_url, tmp_path) if r["finding"] == "closed-with-own-items-open"]
+    assert [(r["who"], r["campaign"], r["item_numbers"], r["positions"]) for r in rows] == [
+        ("user:carol", "Q3", [2, 4, 5], [close_position])]
+    assert rows[0]["detail"].endswith("; about their own access: 4, 5; assigned to them: 2; "
+                                      "undecided items left as exceptions")
+
+
+def test_a_recorded_close_by_someone_who_may_not_close_is_a_finding(ledger_url, tmp_path):
+    """A history written otherwise (an import) holds a close by a reviewer: flagged; one by an org_admin is not."""
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        start(led, "Q1", ["staging"], "user:carol", t())
+        start(led, "Q2", ["staging"], "user:carol", t(1))
+        led.assign_role("org_admin", "user:zed", at=t(2))
+        dana = led.append({"type": "ReviewClosed", "at": t(3), "actor": "user:dana", "campaign": "Q1",
+                           "undecided": "keep", "auto_revoke": True})
+        led.append({"type": "ReviewClosed", "at": t(3), "actor": "user:zed", "campaign": "Q2", "undecided": "keep",
+                    "auto_revoke": True})
+    rows = [r for r in audit(ledger_url, tmp_path, "--at", t(4)) if r["finding"] == "unauthorised-close"]
+    assert [(r["who"], r["campaign"], r["positions"], r["detail"]) for r in rows] == [
+        ("user:dana", "Q1", [dana], "only the owner of review campaign 'Q1' (system) or a holder of member:update in "
+                                    "the organization closes it, not user:dana")]
+
+
+def test_privileged_not_reviewed_is_judged_at_the_periods_end_once_per_principal(ledger_url, tmp_path):
+    """alice is admin of prod and of staging: one row for her, naming both. A period ending before the campaign
+    that reviewed her is judged at its end (she was not reviewed then), whatever comes after it."""
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        positions = {(g["role"], g["principal"]): p for p, g in led.read() if g["type"] == "RoleAssigned"}
+        staging = led.assign_role("admin", "user:alice", tenant="staging", at=t(-30))
+        start(led, "Q2", ["prod", "staging"], "user:carol", t(101))
+        close(led, "Q2", t(102), undecided="keep")
+    period = ("--at", t(110), "--from", t(0), "--to", t(100))
+    rows = [r for r in audit(ledger_url, tmp_path, *period) if r["finding"] == "privileged-not-reviewed"]
+    assert [(r["who"], r["what"], r["where"], r["positions"]) for r in rows] == [
+        ("user:alice", "admin in prod, admin in staging", "organization",
+         sorted([positions[("admin", "user:alice")], staging]))]
+    assert rows[0]["detail"] == (f"privileged since 2026-01-01T00:00:00Z; no campaign closed between {t(10)} and "
+                                 f"{t(100)} reviewed it")
+    assert [r for r in audit(ledger_url, tmp_path, "--at", t(110)) if r["finding"] == "privileged-not-reviewed"] == []

@@ -265,3 +265,20 @@ def test_review_file_stems_are_plain_file_names_and_hashed_ones_never_collide(na
     assert review_stems(names[0])[1] != review_stems(names[1])[1]
     plain = [review_stems(n)[0] for n in names]
     assert plain[0] != plain[1]
+
+
+def test_a_removal_before_the_revoke_decision_is_no_remediation(ledger_url, tmp_path):
+    """Removed and granted again before the reviewer decided revoke: the bundle names no remediation and
+    lists the revocation as not carried out."""
+    build(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        start(led, "Q4", "2026-03-01T00:00:00Z", "user:erin", [], "2026-03-15T00:00:00Z")
+        led.unassign_role("viewer", "user:carol", tenant="prod", at="2026-03-01T06:00:00Z")
+        led.assign_role("viewer", "user:carol", tenant="prod", at="2026-03-01T07:00:00Z")
+        decide(led, "Q4", 5, "revoke", "2026-03-02T00:00:00Z", "no longer needed")
+        close(led, "Q4", "2026-03-03T00:00:00Z", "keep", False)
+    q4 = record(export(ledger_url, tmp_path / "b"), "Q4")
+    revoked = q4["items"][4]
+    assert (revoked["principal"], revoked["outcome"], revoked["remediation"]) == ("user:carol", "revoke", None)
+    assert q4["exceptions"][0]["exception"] == "revocation not carried out (due 2026-03-15T00:00:00Z)"
+    assert q4["progress"]["carried_out"] == 0

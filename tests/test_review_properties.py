@@ -1,11 +1,13 @@
 """Access review campaigns against outside oracles (#18), on random histories run through the CLI:
-the population is `audit review --at` the start, row for row; after `review close` every item decided
+the population is `audit review --at` the start, row for row; each reviewer's file of decisions is recorded as
+one batch; after `review close` (by its owner) every item decided
 (or left) `revoke` is denied by `check` at the close instant and after, and every kept item answers
 `check` exactly as before the close."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
 import json
 
@@ -66,7 +68,7 @@ def _paths(state, item: dict, instant: str) -> list[tuple]:
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(drawn=grants, members=st.lists(st.sampled_from(PEOPLE), max_size=3, unique=True),
        decisions=st.lists(st.sampled_from(["keep", "revoke", None]), min_size=30, max_size=30),
-       undecided=st.sampled_from(["--keep-undecided", "--revoke-undecided", None]))
+       undecided=st.sampled_from(["--keep-undecided", "--revoke-undecided", "--leave-exceptions"]))
 def test_population_is_audit_review_and_close_revokes_exactly_the_revoked_items(
         url_factory, tmp_path, drawn, members, decisions, undecided):
     url = url_factory(f"prop{next(_examples)}")
@@ -88,6 +90,7 @@ def test_population_is_audit_review_and_close_revokes_exactly_the_revoked_items(
     # Decide some items, as their reviewers, in one batch each. The items one team membership gives are
     # decided alike (a revoke removes the membership: mixing them is refused, see test_reviews.py).
     group = {r["item"]: (r["via"], r["principal"]) if r["via"] else r["item"] for r in items}
+    files: dict[str, str] = {}  # reviewer -> SHA-256 of the file they decided
     first = {}
     for r, d in zip(items, decisions):
         first.setdefault(group[r["item"]], d)
@@ -103,16 +106,24 @@ def test_population_is_audit_review_and_close_revokes_exactly_the_revoked_items(
             w.writerows([r["item"], chosen[r["item"]], "checked"] for r in mine)
         decided = run(url, "review", "decide", "Q", "--batch", str(path), "--actor", reviewer)
         assert decided.exit_code == 0, decided.output
+        files[reviewer] = hashlib.sha256(path.read_bytes()).hexdigest()
 
     with AccessLedger.open(url) as led:
         before = Timeline(led, persist=False).current()
         instant = led.newest_at()
-    closed = run(url, "review", "close", "Q", *([undecided] if undecided else []), "--actor", "user:rev")
+        recorded = [ev for _, ev in led.read_changes() if ev["type"] == "ReviewDecided"]
+    # Each file is one batch: its decisions carry one id of their own and the file's SHA-256.
+    assert {ev["item"] for ev in recorded} == set(chosen)
+    assert {(ev["reviewer"], ev["batch_sha256"]) for ev in recorded} == set(files.items())
+    assert len({ev["batch"] for ev in recorded}) == len(files)
+    assert all(len({ev["batch"] for ev in recorded if ev["reviewer"] == who}) == 1 for who in files)
+    # The owner (`system`, who started it) closes it, saying what undecided items become.
+    closed = run(url, "review", "close", "Q", undecided)
     assert closed.exit_code == 0, closed.output
     with AccessLedger.open(url) as led:
         after = Timeline(led, persist=False).current()
         close_at = led.newest_at()
-    fallback = {None: None, "--keep-undecided": "keep", "--revoke-undecided": "revoke"}[undecided]
+    fallback = {"--leave-exceptions": None, "--keep-undecided": "keep", "--revoke-undecided": "revoke"}[undecided]
     for r in items:
         outcome = chosen.get(r["item"], fallback)
         mine = (r["role"], r["via"], r["tenant"])

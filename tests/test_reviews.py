@@ -193,7 +193,7 @@ def test_close_revokes_in_the_same_transaction_naming_campaign_and_item(reviewed
     assert run(reviewed, "review", "decide", "Q3", "3", "revoke", "--actor", "user:dana").exit_code == 0
     assert run(reviewed, "review", "decide", "Q3", "5", "keep", "--actor", "user:dana").exit_code == 0
     count, _ = head(reviewed)
-    result = run(reviewed, "review", "close", "Q3", "--actor", "user:carol")
+    result = run(reviewed, "review", "close", "Q3", "--leave-exceptions", "--actor", "system")
     assert result.exit_code == 0, result.output
     with AccessLedger.open(reviewed) as led:
         events = [ev for _, ev in led.read(count + 1)]
@@ -222,23 +222,24 @@ def test_close_revokes_in_the_same_transaction_naming_campaign_and_item(reviewed
 
 
 def test_no_decision_after_close_and_no_second_close(reviewed):
-    assert run(reviewed, "review", "close", "Q3", "--keep-undecided", "--actor", "user:carol").exit_code == 0
+    assert run(reviewed, "review", "close", "Q3", "--keep-undecided", "--actor", "system").exit_code == 0
     refused(reviewed, "review", "decide", "Q3", "3", "revoke", "--actor", "user:dana",
             message="review campaign 'Q3' is closed: no decision after close")
-    refused(reviewed, "review", "close", "Q3", "--actor", "user:carol",
+    refused(reviewed, "review", "close", "Q3", "--actor", "system",
             message="review campaign 'Q3' is already closed")
     assert [r["outcome"] for r in items(reviewed)] == ["keep"] * 5
 
 
 def test_close_refuses_both_undecided_options(reviewed):
-    refused(reviewed, "review", "close", "Q3", "--revoke-undecided", "--keep-undecided", "--actor", "user:carol",
-            message="give --revoke-undecided or --keep-undecided, not both")
+    refused(reviewed, "review", "close", "Q3", "--revoke-undecided", "--keep-undecided", "--actor", "system",
+            message="give one of --revoke-undecided, --keep-undecided, --leave-exceptions, not --revoke-undecided "
+                    "and --keep-undecided")
 
 
 def test_revoke_undecided_removes_every_undecided_item(reviewed):
     kept = run(reviewed, "review", "decide", "Q3", "2", "keep", "--reason", "sre", "--actor", "user:carol")
     assert kept.exit_code == 0, kept.output
-    result = run(reviewed, "review", "close", "Q3", "--revoke-undecided", "--actor", "user:carol")
+    result = run(reviewed, "review", "close", "Q3", "--revoke-undecided", "--actor", "system")
     assert result.exit_code == 0, result.output
     with AccessLedger.open(reviewed) as led:
         held = {(g["role"], g["principal"]) for g in led.grants()}
@@ -271,11 +272,11 @@ def test_items_of_one_team_membership_are_decided_alike(ledger_url, tmp_path):
     assert mixed.exit_code == 2 and "decide them the same" in mixed.stderr
     # Closing with the other item undecided (an exception, or kept) would take it too: refused.
     before = head(ledger_url)
-    for option in ((), ("--keep-undecided",)):
-        refused = run(ledger_url, "review", "close", "Q3", *option, "--actor", "user:dana")
+    for option in ("--leave-exceptions", "--keep-undecided"):
+        refused = run(ledger_url, "review", "close", "Q3", option, "--actor", "system")
         assert refused.exit_code == 2 and f"item {bob[0]} is revoked and item {bob[1]}" in refused.stderr, option
         assert head(ledger_url) == before
-    assert run(ledger_url, "review", "close", "Q3", "--revoke-undecided", "--actor", "user:dana").exit_code == 0
+    assert run(ledger_url, "review", "close", "Q3", "--revoke-undecided", "--actor", "system").exit_code == 0
     with AccessLedger.open(ledger_url) as led:
         assert "user:bob" not in Timeline(led, persist=False).current().members["research"]
 
@@ -283,7 +284,8 @@ def test_items_of_one_team_membership_are_decided_alike(ledger_url, tmp_path):
 def test_no_auto_revoke_leaves_revocations_open_until_recorded(reviewed):
     assert run(reviewed, "review", "decide", "Q3", "1", "revoke", "--actor", "user:erin").exit_code == 0
     count, _ = head(reviewed)
-    assert run(reviewed, "review", "close", "Q3", "--no-auto-revoke", "--actor", "user:carol").exit_code == 0
+    closed = run(reviewed, "review", "close", "Q3", "--no-auto-revoke", "--leave-exceptions", "--actor", "system")
+    assert closed.exit_code == 0, closed.output
     assert head(reviewed)[0] == count + 1  # the close alone
     status = run(reviewed, "review", "status", "Q3", "--format", "json")
     assert status.exit_code == 0, status.output
@@ -311,10 +313,13 @@ def test_status_and_list(reviewed):
 
 def test_export_import_round_trip_gives_the_same_chain(reviewed, url_factory, tmp_path):
     assert run(reviewed, "review", "decide", "Q3", "3", "revoke", "--actor", "user:dana").exit_code == 0
-    assert run(reviewed, "review", "close", "Q3", "--actor", "user:carol").exit_code == 0
+    path = write_batch(tmp_path, "item,decision,reason\n4,keep,on call\n5,keep,needs prod\n")
+    assert run(reviewed, "review", "decide", "Q3", "--batch", path, "--actor", "user:dana").exit_code == 0
+    assert run(reviewed, "review", "close", "Q3", "--leave-exceptions", "--actor", "system").exit_code == 0
     exported = run(reviewed, "export")
     assert exported.exit_code == 0
     assert '"type":"ReviewStarted"' in exported.output and '"type":"ReviewClosed"' in exported.output
+    assert exported.output.count('"batch_sha256":') == 2  # the batch's two decisions
     path = tmp_path / "events.jsonl"
     path.write_text(exported.output)
     other = url_factory("copy")
@@ -383,3 +388,77 @@ def test_after_close_every_revoked_item_is_gone_and_every_other_is_unchanged(url
         after = Timeline(led, persist=False).current()
     for r, d in zip(population, choices):
         assert carried_out(r, after) == ((d or undecided) == "revoke"), (r, d, undecided)
+
+
+def test_the_exported_review_sheet_imports_back_as_a_batch(reviewed, tmp_path):
+    """`review items --format csv --out`, decisions filled in by a spreadsheet (UTF-8 BOM, CRLF, `Keep` and
+    `REVOKE`), then `review decide --batch` of the same file: the other columns are ignored, empty rows skipped."""
+    sheet = tmp_path / "items.csv"
+    exported = run(reviewed, "review", "items", "Q3", "--reviewer", "user:dana", "--open", "--format", "csv",
+                   "--out", str(sheet))
+    assert exported.exit_code == 0, exported.output
+    rows = list(csv.DictReader(io.StringIO(sheet.read_text(encoding="utf-8"))))
+    assert [r["item"] for r in rows] == ["3", "4", "5"]
+    rows[0]["decision"], rows[0]["reason"] = "REVOKE", "left the team"
+    rows[2]["decision"], rows[2]["reason"] = "Keep", "needs prod"  # item 4 left empty: not decided by this file
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    sheet.write_bytes(b"\xef\xbb\xbf" + out.getvalue().encode("utf-8"))
+    result = run(reviewed, "review", "decide", "Q3", "--batch", str(sheet), "--actor", "user:dana")
+    assert result.exit_code == 0, result.output
+    decided = {r["item"]: (r["decision"], r["reason"]) for r in items(reviewed)}
+    assert decided == {1: (None, None), 2: (None, None), 3: ("revoke", "left the team"), 4: (None, None),
+                       5: ("keep", "needs prod")}
+
+
+def test_a_sheet_without_a_decision_column_or_with_a_bad_decision_is_refused(reviewed, tmp_path):
+    for text, message in [
+        ("item,principal,role\n3,user:bob,editor\n", "line 1: a sheet needs the columns item and decision"),
+        ("\ufeffitem,principal,decision,reason\r\n3,user:bob,maybe,\r\n",
+         "line 2: decision 'maybe' is not keep or revoke"),
+        ("item,decision,decision\n3,keep,revoke\n", "line 1: the column decision is given twice"),
+        ("item,decision,reason\n", "no decisions in the file"),
+    ]:
+        path = write_batch(tmp_path, text)
+        message = message if message.startswith("line") else f"{path}: {message}"
+        refused(reviewed, "review", "decide", "Q3", "--batch", path, "--actor", "user:dana", message=message)
+
+
+def test_only_the_owner_or_a_member_updater_closes_a_campaign(reviewed):
+    """The owner here is `system` (who started it). A reviewer may not close it; a holder of member:update in
+    the organization (org_admin) may."""
+    refused(reviewed, "review", "close", "Q3", "--actor", "user:dana",
+            message="only the owner of review campaign 'Q3' (system) or a holder of member:update in the "
+                    "organization closes it, not user:dana")
+    refused(reviewed, "review", "close", "Q3", "--leave-exceptions", "--actor", "user:alice",  # a tenant admin
+            message="only the owner of review campaign 'Q3' (system) or a holder of member:update in the "
+                    "organization closes it, not user:alice")
+    assert run(reviewed, "role", "assign", "org_admin", "--to", "user:zed").exit_code == 0
+    closed = run(reviewed, "review", "close", "Q3", "--leave-exceptions", "--actor", "user:zed")
+    assert closed.exit_code == 0, closed.output
+    with AccessLedger.open(reviewed) as led:
+        (close,) = [ev for _, ev in led.read_changes() if ev["type"] == "ReviewClosed"]
+    assert (close["actor"], close["undecided"]) == ("user:zed", "exception")
+
+
+def test_close_with_undecided_items_needs_to_be_told_what_they_become(reviewed):
+    refused(reviewed, "review", "close", "Q3", "--actor", "system",
+            message="review campaign 'Q3' has 5 undecided items: close with --revoke-undecided, --keep-undecided "
+                    "or --leave-exceptions")
+    refused(reviewed, "review", "close", "Q3", "--keep-undecided", "--leave-exceptions",
+            message="give one of --revoke-undecided, --keep-undecided, --leave-exceptions, not --keep-undecided "
+                    "and --leave-exceptions")
+    closed = run(reviewed, "review", "close", "Q3", "--leave-exceptions")
+    assert closed.exit_code == 0, closed.output
+    assert [r["outcome"] for r in items(reviewed)] == ["exception"] * 5
+
+
+def test_a_campaign_with_every_item_decided_closes_without_an_option(ledger_url):
+    build(ledger_url)
+    assert run(ledger_url, "review", "start", "A", "--tenant", "staging", "--reviewer", "user:carol").exit_code == 0
+    with AccessLedger.open(ledger_url) as led:
+        assert campaign(led, "A").start["items"] == 0
+    closed = run(ledger_url, "review", "close", "A")
+    assert closed.exit_code == 0, closed.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import uuid
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -130,29 +131,59 @@ def reassign(ctx: typer.Context, name: NameArg,
                f"of campaign {name!r} to {to}")
 
 
-def _read_batch(path: Path, name: str) -> list[tuple[int, int, str, str | None]]:
-    """(line number, item, decision, reason) of each row of an item,decision,reason file."""
+def _read_batch(path: Path, name: str) -> tuple[list[tuple[int, int, str, str | None]], str]:
+    """(line number, item, decision, reason) of each decided row of a batch file, and the file's SHA-256.
+
+    The file is either rows of item,decision[,reason] (an optional header of those three), or a sheet whose
+    header names the columns `item` and `decision` (and maybe `reason`) among others, as `review items
+    --format csv` writes it: its other columns are ignored and a row with no decision is left undecided.
+    A UTF-8 BOM and CRLF line ends (as spreadsheets save) are accepted; decisions in any case.
+    """
+    import hashlib
+    import io
+
     if path.stat().st_size > MAX_BATCH_BYTES:
         raise ValidationError(f"{path}: larger than {MAX_BATCH_BYTES} bytes")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValidationError(f"{path}: not UTF-8 text") from None
     out = []
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        for n, row in enumerate(reader, 1):
-            if not row or not any(cell.strip() for cell in row):
+    columns: dict[str, int] | None = None  # the sheet's columns, once its header is read
+    seen_first = False
+    for n, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if not seen_first:
+            seen_first = True
+            header = [c.strip().lower() for c in row]
+            if "item" in header:
+                wanted = ("item", "decision", "reason")
+                for col in wanted:
+                    if header.count(col) > 1:
+                        raise ValidationError(f"line {n}: the column {col} is given twice")
+                if "decision" not in header:
+                    raise ValidationError(f"line {n}: a sheet needs the columns item and decision")
+                columns = {col: header.index(col) for col in wanted if col in header}
                 continue
-            if n == 1 and [c.strip().lower() for c in row[:3]] == ["item", "decision", "reason"]:
-                continue
+        if columns is None:
             if len(row) not in (2, 3):
                 raise ValidationError(f"line {n}: expected item,decision,reason")
-            decision = row[1].strip()
-            if decision not in ("keep", "revoke"):
-                raise ValidationError(f"line {n}: decision {decision!r} is not keep or revoke")
-            try:
-                item = _item_number(row[0], name)
-            except ValidationError as exc:
-                raise ValidationError(f"line {n}: {exc}") from None
-            out.append((n, item, decision, (row[2].strip() or None) if len(row) == 3 else None))
-    return out
+            cells = {"item": row[0], "decision": row[1], "reason": row[2] if len(row) == 3 else ""}
+        else:
+            cells = {col: (row[i] if i < len(row) else "") for col, i in columns.items()}
+            if not cells["decision"].strip():
+                continue  # a row of the sheet the reviewer did not decide
+        decision = cells["decision"].strip().lower()
+        if decision not in ("keep", "revoke"):
+            raise ValidationError(f"line {n}: decision {cells['decision'].strip()!r} is not keep or revoke")
+        try:
+            item = _item_number(cells["item"], name)
+        except ValidationError as exc:
+            raise ValidationError(f"line {n}: {exc}") from None
+        out.append((n, item, decision, cells.get("reason", "").strip() or None))
+    return out, hashlib.sha256(data).hexdigest()
 
 
 @review_app.command("decide")
@@ -170,8 +201,11 @@ def decide(ctx: typer.Context, name: NameArg,
     if batch is None and (item is None or decision is None):
         fail("give ITEM and keep|revoke, or --batch FILE")
     with handled():
-        wanted = (_read_batch(batch, name) if batch is not None
-                  else [(0, _item_number(item or "", name), decision.value if decision else "", reason)])
+        if batch is not None:
+            wanted, sha256 = _read_batch(batch, name)
+            batch_id = uuid.uuid4().hex  # one id for the file's decisions, recorded together
+        else:
+            wanted = [(0, _item_number(item or "", name), decision.value if decision else "", reason)]
         led = open_ledger(ctx)
         try:
             who = default_actor(actor)
@@ -186,6 +220,8 @@ def decide(ctx: typer.Context, name: NameArg,
                         raise ValidationError(f"item {number} is given twice")
                     seen.add(number)
                     events.append(decision_event(c, population, number, what, why, who))
+                    if batch is not None:
+                        events[-1].update(batch=batch_id, batch_sha256=sha256)
                     c.decisions[number] = events[-1]  # the batch's later rows see it (one membership, one outcome)
                 except LedgerError as exc:
                     if batch is None:
@@ -206,16 +242,22 @@ def close(ctx: typer.Context, name: NameArg,
           revoke_undecided: Annotated[bool, typer.Option(
               "--revoke-undecided", help="Undecided items are revoked.")] = False,
           keep_undecided: Annotated[bool, typer.Option("--keep-undecided", help="Undecided items are kept.")] = False,
+          leave_exceptions: Annotated[bool, typer.Option(
+              "--leave-exceptions", help="Undecided items stay as exceptions (kept, and reported).")] = False,
           no_auto_revoke: Annotated[bool, typer.Option(
               "--no-auto-revoke", help="Record no removals: each revoke stays open until its removal is recorded.")
           ] = False,
           actor: ActorOption = None, reason: ReasonOption = None) -> None:
-    """Close the campaign; its revocations are recorded in the same transaction (unless --no-auto-revoke)."""
+    """Close the campaign (its owner, or a holder of member:update in the organization); with items undecided,
+    say what they come to. Its revocations are recorded in the same transaction (unless --no-auto-revoke)."""
+    from ledger.timeutil import format_instant, now
     from projections.pit import Timeline
-    from projections.reviews import campaign, derive, removals
+    from projections.reviews import campaign, close_refusal, derive, removals
 
-    if revoke_undecided and keep_undecided:
-        fail("give --revoke-undecided or --keep-undecided, not both")
+    chosen = [flag for flag, on in (("--revoke-undecided", revoke_undecided), ("--keep-undecided", keep_undecided),
+                                    ("--leave-exceptions", leave_exceptions)) if on]
+    if len(chosen) > 1:
+        fail(f"give one of --revoke-undecided, --keep-undecided, --leave-exceptions, not {' and '.join(chosen)}")
     undecided = "revoke" if revoke_undecided else "keep" if keep_undecided else "exception"
     with handled():
         led = open_ledger(ctx)
@@ -226,12 +268,21 @@ def close(ctx: typer.Context, name: NameArg,
             if c.close is not None:
                 raise ReviewRefused(f"review campaign {name!r} is already closed")
             timeline = Timeline(led)
+            current = timeline.current()
+            refusal = close_refusal(c, current, who, max(format_instant(now()), led.newest_at() or ""))
+            if refusal:
+                raise ReviewRefused(refusal)
+            open_items = c.start["items"] - len(c.decisions)
+            if open_items and not chosen:
+                raise ReviewRefused(f"review campaign {name!r} has {open_items} undecided "
+                                    f"item{'s' if open_items != 1 else ''}: close with --revoke-undecided, "
+                                    "--keep-undecided or --leave-exceptions")
             population = derive(led, c, timeline)
             close_event: dict[str, Any] = {"type": "ReviewClosed", "at": None, "actor": who, "campaign": name,
                                            "undecided": undecided, "auto_revoke": not no_auto_revoke}
             if reason:
                 close_event["reason"] = reason
-            removed = [] if no_auto_revoke else removals(c, population, undecided, timeline.current(), who)
+            removed = [] if no_auto_revoke else removals(c, population, undecided, current, who)
             result = led.append_many([close_event, *removed])
         finally:
             led.close()

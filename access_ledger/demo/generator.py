@@ -439,6 +439,7 @@ class _Engine:
         self.mirror: PermissionState | None = None
         self.reviews: dict[str, tuple[Campaign, list[dict[str, Any]]]] = {}
         self.revoked: dict[Key, int] = {}  # key -> day a review's revocation removed it (not re-granted soon)
+        self.revoking: set[Key] = set()  # direct grants a review decided to revoke, not removed since
 
     # -- the calendar -------------------------------------------------------------------------
 
@@ -603,6 +604,11 @@ class _Engine:
         role, p, tenant, resource = key
         ev = self.change("RoleUnassigned", actor, reason, role=role, principal=p, tenant=tenant or None,
                          resource=resource or None)
+        if key in self.revoking:
+            # Whoever removes it carries the review's revocation out: not granted again within 30 days
+            # (audit reviews would say regranted-after-revoke, a finding nobody planted).
+            self.revoking.discard(key)
+            self.revoked[key] = self.day
         del self.w.held[key]
         self.w.by_holder[p].discard(key)
         self.w.holders[role] -= 1
@@ -681,6 +687,9 @@ class _Engine:
             if sec >= DAY:
                 raise AssertionError(f"{reviewer}'s decisions run past midnight")
             ev = decision_event(c, items, item, decision, reason, reviewer)
+            r = items[item - 1]
+            if decision == "revoke" and r["via"] is None:
+                self.revoking.add((r["role"], r["principal"], r["tenant"] or "", r["resource"] or ""))
             ev["id"] = self._next_id("chg")
             c.decisions[item] = ev
             self.extra_usage.append((sec, ev))

@@ -6,19 +6,29 @@
 --   overdue-item                 items still undecided when their campaign's due passed (decided after the
 --                                due, or never decided and the due is before $at or the close); one row per
 --                                campaign and reviewer
---   rubber-stamp                 10 consecutive decisions of one reviewer in one campaign within 30 seconds
---                                (positions: every decision in such a run)
+--   rubber-stamp                 10 consecutive decisions of one reviewer in one campaign within 30 seconds, of
+--                                those recorded one by one (positions: every decision in such a run); and a batch
+--                                (`review decide --batch`: one file recorded at once) of at least 10 decisions that
+--                                were all keep, all gave the same reason, or of which at least 10 were recorded
+--                                within 30 seconds of their items being sent to the reviewer (start or
+--                                reassignment), the detail saying which (positions: the batch's decisions)
 --   all-keep                     a reviewer who decided at least 10 items of a campaign and kept every one
 --   self-review                  a decision about the decider's own access, or a grant or team membership
 --                                they made
 --                                (the CLI refuses all of these: only a history written otherwise has them)
+--   closed-with-own-items-open   a close by a principal who then had undecided items about their own access or
+--                                assigned to them to review; one row per campaign (positions: the close)
+--   unauthorised-close           a close by neither the campaign's owner nor a holder of member:update in the
+--                                organization at that instant (`review close` refuses it; an imported history
+--                                may hold one)
 --   revocation-not-carried-out   a revoke outcome of a campaign closed without auto-revoke whose access was
 --                                still in force at the due (no due: at the close)
 --   regranted-after-revoke       access a campaign revocation removed, granted again to the same principal
 --                                (directly or through a team) within 30 days of the removal
---   privileged-not-reviewed      privileged access in a tenant (an action in $privileged) held at $at, in force
---                                since before $at - 90 days, that no campaign closed in those 90 days reviewed
---                                (same principal, role and tenant); one row per principal and tenant
+--   privileged-not-reviewed      privileged access in a tenant (an action in $privileged) held at the period's end
+--                                ($end, or $at if earlier), in force since 90 days before it, that no campaign
+--                                closed in those 90 days reviewed (same principal, role and tenant); one row per
+--                                principal, naming each role and tenant
 -- Campaigns started or closed in [$start, $end] are covered; what happened after $at is not yet known
 -- (a later decision, close or removal counts as not there).
 -- Parameters: $at, $start, $end (TIMESTAMP), $privileged (VARCHAR[]).
@@ -33,7 +43,7 @@ WITH campaigns AS (
            OR (c.closed_at >= $start::TIMESTAMP AND c.closed_at <= $end::TIMESTAMP AND c.closed_at <= $at::TIMESTAMP))
 ), items AS (
     SELECT i.campaign, i.item, i.principal, i.role, i.tenant, i.resource, i.via, i.expires_at, i.reviewer,
-           i.decided_by, i.granted_by, i.added_by,
+           i.decided_by, i.granted_by, i.added_by, i.batch, i.batch_sha256, i.sent_at, i.reason,
            CASE WHEN i.decided_at <= $at::TIMESTAMP THEN i.decision END AS decision,
            CASE WHEN i.decided_at <= $at::TIMESTAMP THEN i.decided_at END AS decided_at,
            CASE WHEN i.decided_at <= $at::TIMESTAMP THEN i.decision_position END AS decision_position,
@@ -42,6 +52,7 @@ WITH campaigns AS (
            CASE WHEN i.removal_at <= $at::TIMESTAMP THEN i.removal_position END AS removal_position,
            'role ' || i.role || coalesce(' on ' || i.resource, '') || coalesce(' via team ' || i.via, '') AS access,
            c.started_at, c.start_position, c.as_of_position, c.due, c.closed, c.closed_position, c.auto_revoke,
+           c.closed_by, c.undecided,
            c.due IS NOT NULL AND c.due < coalesce(c.closed, $at::TIMESTAMP)
                AND (i.decided_at IS NULL OR i.decided_at > c.due) AS overdue
     FROM review_items i
@@ -87,16 +98,47 @@ WITH campaigns AS (
     WHERE i.overdue
     GROUP BY i.campaign, i.reviewer
 ), decisions AS (
-    SELECT i.*, row_number() OVER w AS n, lead(i.decided_at, 9) OVER w AS tenth_at
-    FROM items i
-    WHERE i.decision_position IS NOT NULL
-    WINDOW w AS (PARTITION BY i.campaign, i.decided_by ORDER BY i.decision_position)
+    SELECT i.* FROM items i WHERE i.decision_position IS NOT NULL
+), singles AS (
+    -- A batch's decisions share one instant by construction: the run of 10 is judged among the others.
+    SELECT d.*, row_number() OVER w AS n, lead(d.decided_at, 9) OVER w AS tenth_at
+    FROM decisions d
+    WHERE d.batch IS NULL
+    WINDOW w AS (PARTITION BY d.campaign, d.decided_by ORDER BY d.decision_position)
 ), bursts AS (
-    SELECT campaign, decided_by, n FROM decisions WHERE tenth_at - decided_at <= INTERVAL 30 SECOND
+    SELECT campaign, decided_by, n FROM singles WHERE tenth_at - decided_at <= INTERVAL 30 SECOND
 ), stamped AS (
     SELECT DISTINCT d.campaign, d.decided_by, d.item, d.tenant, d.decided_at, d.decision_position
-    FROM decisions d
+    FROM singles d
     JOIN bursts b ON b.campaign = d.campaign AND b.decided_by = d.decided_by AND d.n BETWEEN b.n AND b.n + 9
+), batches AS (
+    SELECT d.campaign, d.decided_by, d.batch, min(d.batch_sha256) AS batch_sha256, count(*) AS decisions,
+           min(d.decided_at) AS decided_at, bool_and(d.decision = 'keep') AS all_keep,
+           count(DISTINCT coalesce(d.reason, '')) = 1 AS same_reason,
+           count(*) FILTER (WHERE d.decided_at - d.sent_at <= INTERVAL 30 SECOND) AS quick,
+           CASE WHEN count(DISTINCT d.tenant) = 1 THEN 'tenant:' || min(d.tenant) ELSE 'organization' END AS "where",
+           list(d.item ORDER BY d.item) AS item_numbers,
+           list(d.decision_position ORDER BY d.decision_position) AS positions
+    FROM decisions d
+    WHERE d.batch IS NOT NULL
+    GROUP BY d.campaign, d.decided_by, d.batch
+    HAVING count(*) >= 10
+), batch_stamp AS (
+    SELECT 'rubber-stamp' AS finding, b.decided_by AS who, b."where",
+           'a batch of ' || b.decisions || ' decisions' AS what, b.campaign, b.decided_by AS reviewer,
+           b.decided_at AS since,
+           'batch ' || b.batch || ' (file SHA-256 ' || b.batch_sha256 || '), ' || b.decisions
+               || ' decisions recorded at ' || iso(b.decided_at) || ': '
+               || concat_ws('; ',
+                    CASE WHEN b.all_keep THEN 'all keep' END,
+                    CASE WHEN b.same_reason THEN 'every reason identical' END,
+                    CASE WHEN b.quick >= 10 THEN b.quick || ' decided within 30 seconds of their items being sent'
+                    END) AS detail,
+           NULL::BIGINT AS items, NULL::BIGINT AS decided, NULL::BIGINT AS "open", NULL::BIGINT AS kept,
+           NULL::BIGINT AS revoked, NULL::BIGINT AS overdue, NULL::TIMESTAMP AS due,
+           b.item_numbers, b.positions
+    FROM batches b
+    WHERE b.all_keep OR b.same_reason OR b.quick >= 10
 ), rubber_stamp AS (
     SELECT 'rubber-stamp' AS finding, s.decided_by AS who,
            CASE WHEN count(DISTINCT s.tenant) = 1 THEN 'tenant:' || min(s.tenant) ELSE 'organization' END AS "where",
@@ -150,6 +192,33 @@ WITH campaigns AS (
                lambda x: x IS NOT NULL))) AS positions
     FROM sources s
     WHERE s.decided_by = s.principal OR s.decided_by = s.granted_by OR s.decided_by = s.added_by
+), own_open AS (
+    SELECT 'closed-with-own-items-open' AS finding, i.closed_by AS who,
+           CASE WHEN count(DISTINCT i.tenant) = 1 THEN 'tenant:' || min(i.tenant) ELSE 'organization' END AS "where",
+           count(*) || ' own undecided ' || CASE WHEN count(*) = 1 THEN 'item' ELSE 'items' END || ' at the close'
+               AS what, i.campaign, i.closed_by AS reviewer, min(i.closed) AS since,
+           concat_ws('; ',
+               'closed at ' || iso(min(i.closed)) || ' (position ' || min(i.closed_position) || ')',
+               'about their own access: '
+                   || string_agg(i.item::VARCHAR, ', ' ORDER BY i.item) FILTER (WHERE i.principal = i.closed_by),
+               'assigned to them: ' || string_agg(i.item::VARCHAR, ', ' ORDER BY i.item)
+                   FILTER (WHERE i.principal <> i.closed_by),
+               'undecided items ' || CASE min(i.undecided) WHEN 'revoke' THEN 'revoked' WHEN 'keep' THEN 'kept'
+                                                          ELSE 'left as exceptions' END) AS detail,
+           NULL::BIGINT AS items, NULL::BIGINT AS decided, NULL::BIGINT AS "open", NULL::BIGINT AS kept,
+           NULL::BIGINT AS revoked, NULL::BIGINT AS overdue, NULL::TIMESTAMP AS due,
+           list(i.item ORDER BY i.item) AS item_numbers, [min(i.closed_position)] AS positions
+    FROM items i
+    WHERE i.closed IS NOT NULL AND i.decision IS NULL AND (i.principal = i.closed_by OR i.reviewer = i.closed_by)
+    GROUP BY i.campaign, i.closed_by
+), unauthorised_close AS (
+    SELECT 'unauthorised-close' AS finding, c.closed_by AS who, c.scope AS "where", 'closed the campaign' AS what,
+           c.campaign, c.closed_by AS reviewer, c.closed AS since, c.close_refused AS detail,
+           NULL::BIGINT AS items, NULL::BIGINT AS decided, NULL::BIGINT AS "open", NULL::BIGINT AS kept,
+           NULL::BIGINT AS revoked, NULL::BIGINT AS overdue, NULL::TIMESTAMP AS due, NULL::BIGINT[] AS item_numbers,
+           [c.closed_position] AS positions
+    FROM campaigns c
+    WHERE c.closed IS NOT NULL AND c.close_refused IS NOT NULL
 ), revoked AS (
     SELECT i.*, coalesce(i.due, i.closed) AS deadline
     FROM items i
@@ -210,32 +279,37 @@ WITH campaigns AS (
     FROM revoked r
     JOIN first_regrant f ON f.campaign = r.campaign AND f.item = r.item
 ), privileged AS (
+    -- Judged at the period's end (or $at, if the period is not over), so a finding means the same in any period.
     SELECT principal, tenant, role, min(since) AS since,
            list_distinct(flatten(list(list_filter([assignment_position, member_position], lambda x: x IS NOT NULL))))
                AS positions
-    FROM effective_at($at::TIMESTAMP)
+    FROM effective_at(least($at::TIMESTAMP, $end::TIMESTAMP))
     WHERE tenant IS NOT NULL AND list_contains($privileged::VARCHAR[], permission_action)
     GROUP BY principal, tenant, role
-    HAVING min(since) <= $at::TIMESTAMP - INTERVAL 90 DAY
+    HAVING min(since) <= least($at::TIMESTAMP, $end::TIMESTAMP) - INTERVAL 90 DAY
 ), reviewed AS (
-    -- Every campaign closed in the 90 days before $at counts, whatever the period.
+    -- Every campaign closed in the 90 days before the period's end counts, whenever it started.
     SELECT DISTINCT i.principal, i.tenant, i.role
     FROM review_items i
     JOIN review_campaigns c ON c.campaign = i.campaign
-    WHERE c.closed_at <= $at::TIMESTAMP AND c.closed_at > $at::TIMESTAMP - INTERVAL 90 DAY
+    WHERE c.closed_at <= least($at::TIMESTAMP, $end::TIMESTAMP)
+      AND c.closed_at > least($at::TIMESTAMP, $end::TIMESTAMP) - INTERVAL 90 DAY
 ), not_reviewed AS (
-    SELECT 'privileged-not-reviewed' AS finding, p.principal AS who, 'tenant:' || p.tenant AS "where",
-           string_agg(p.role, ', ' ORDER BY p.role) AS what, NULL::VARCHAR AS campaign, NULL::VARCHAR AS reviewer,
-           min(p.since) AS since,
-           'privileged since ' || iso(min(p.since)) || '; no campaign closed between ' ||
-               iso($at::TIMESTAMP - INTERVAL 90 DAY) || ' and ' || iso($at::TIMESTAMP) || ' reviewed it' AS detail,
+    -- One row per principal, however many roles and tenants.
+    SELECT 'privileged-not-reviewed' AS finding, p.principal AS who,
+           CASE WHEN count(DISTINCT p.tenant) = 1 THEN 'tenant:' || min(p.tenant) ELSE 'organization' END AS "where",
+           string_agg(p.role || ' in ' || p.tenant, ', ' ORDER BY p.tenant, p.role) AS what,
+           NULL::VARCHAR AS campaign, NULL::VARCHAR AS reviewer, min(p.since) AS since,
+           'privileged since ' || iso(min(p.since)) || '; no campaign closed between '
+               || iso(least($at::TIMESTAMP, $end::TIMESTAMP) - INTERVAL 90 DAY) || ' and '
+               || iso(least($at::TIMESTAMP, $end::TIMESTAMP)) || ' reviewed it' AS detail,
            NULL::BIGINT AS items, NULL::BIGINT AS decided, NULL::BIGINT AS "open", NULL::BIGINT AS kept,
            NULL::BIGINT AS revoked, NULL::BIGINT AS overdue, NULL::TIMESTAMP AS due, NULL::BIGINT[] AS item_numbers,
            list_sort(list_distinct(flatten(list(p.positions)))) AS positions
     FROM privileged p
     WHERE NOT EXISTS (SELECT 1 FROM reviewed r WHERE r.principal = p.principal AND r.tenant = p.tenant
                       AND r.role = p.role)
-    GROUP BY p.principal, p.tenant
+    GROUP BY p.principal
 )
 SELECT finding, who, "where", what, campaign, reviewer, since, detail, items, decided, "open", kept, revoked, overdue,
        due, item_numbers, positions
@@ -243,13 +317,17 @@ FROM (
     SELECT * FROM completion
     UNION ALL SELECT * FROM overdue
     UNION ALL SELECT * FROM rubber_stamp
+    UNION ALL SELECT * FROM batch_stamp
     UNION ALL SELECT * FROM all_keep
     UNION ALL SELECT * FROM self_review
+    UNION ALL SELECT * FROM own_open
+    UNION ALL SELECT * FROM unauthorised_close
     UNION ALL SELECT * FROM not_carried_out
     UNION ALL SELECT * FROM regranted
     UNION ALL SELECT * FROM not_reviewed
 )
-ORDER BY CASE finding WHEN 'self-review' THEN 1 WHEN 'revocation-not-carried-out' THEN 2
+ORDER BY CASE finding WHEN 'self-review' THEN 1 WHEN 'unauthorised-close' THEN 1
+                      WHEN 'closed-with-own-items-open' THEN 1 WHEN 'revocation-not-carried-out' THEN 2
                       WHEN 'regranted-after-revoke' THEN 3 WHEN 'rubber-stamp' THEN 4 WHEN 'all-keep' THEN 5
                       WHEN 'overdue-item' THEN 6 WHEN 'privileged-not-reviewed' THEN 7 ELSE 8 END,
          campaign NULLS LAST, since, who, "where", what, positions, detail
