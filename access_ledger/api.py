@@ -272,3 +272,141 @@ def list_tokens(led: AccessLedger) -> dict[str, Any]:
     state = TokenFollower(led.store).catch_up()
     instant = format_instant(now())
     return {"at": instant, "position": state.position, "link": state.link, "rows": token_rows(state, instant)}
+
+
+# -- changes between two instants, and the audits ----------------------------------------------
+
+def diff(led: AccessLedger, start: str, end: str | None = None) -> dict[str, Any]:
+    """Permissions gained and lost between two instants (as people type them; `end` default now), with the
+    events behind each: {from, to, position, link, rows}; position and link are the later instant's."""
+    from ledger.timeutil import cli_instant, format_instant, now
+    from projections.answers import diff as compare
+    from projections.pit import Timeline
+
+    t1 = cli_instant(start, "from")
+    t2 = cli_instant(end, "to") if end is not None else format_instant(now())
+    if t2 < t1:
+        raise ValidationError("to: must not be before --from")
+    timeline = Timeline(led)
+    p1, p2 = led.position_at(t1), led.position_at(t2)
+    events = list(led.read_changes(p1 + 1, p2)) if p2 > p1 else []
+    rows = compare(timeline.at_position(p1), timeline.at_position(p2), t1, t2, events)
+    return {"from": t1, "to": t2, "position": p2, "link": link_at(led, p2), "rows": rows}
+
+
+#: The parameters each audit takes, as the CLI names them (`from`/`to` are start/end here).
+AUDIT_OPTIONS: dict[str, frozenset[str]] = {
+    "review": frozenset({"at", "principal", "tenant"}),
+    "least-privilege": frozenset({"at", "window"}),
+    "secrets": frozenset({"start", "end", "period"}),
+    "sod": frozenset({"at", "rules"}),
+    "changes": frozenset({"start", "end", "period"}),
+    "hygiene": frozenset({"at", "start", "end", "period"}),
+    "reviews": frozenset({"at", "start", "end", "period"}),
+    "authority": frozenset({"start", "end", "period", "authority_rules"}),
+}
+_OPTION_NAMES = {"start": "from", "end": "to", "authority_rules": "rules"}
+
+
+def audit(led: AccessLedger, name: str, warehouse: Any = None, *, sync: Any = None, note: Any = None,
+          **options: Any) -> dict[str, Any]:
+    """Run audit `name` with the CLI's options (None where not given) on the synced warehouse: {audit, title,
+    description, params, position, link, columns, rows, result (the AuditResult)}. `sync(wh)` brings the
+    warehouse up to date (default wh.sync()); `note(text)` hears why a warehouse is synced afresh."""
+    from ledger.timeutil import cli_instant, parse_period
+    from reports.audits import audit_params, run_audit
+    from reports.errors import UnknownAudit
+    from reports.warehouse import Warehouse
+
+    if name not in AUDIT_OPTIONS:
+        raise UnknownAudit(f"no audit named {name!r} (choose from {', '.join(AUDIT_OPTIONS)}, or leavers with "
+                           "the CLI)")
+    given = {k: v for k, v in options.items() if v is not None}
+    extra = sorted(set(given) - AUDIT_OPTIONS[name])
+    if extra:
+        takes = ", ".join(sorted(_OPTION_NAMES.get(k, k) for k in AUDIT_OPTIONS[name]))
+        raise ValidationError(f"{_OPTION_NAMES.get(extra[0], extra[0])}: audit {name} takes no such parameter "
+                              f"(it takes {takes})")
+    params = dict(given)
+    if "at" in params:
+        params["at"] = cli_instant(params["at"], "at")
+    if "period" in params:
+        if "start" in params or "end" in params:
+            raise ValidationError("period: give --period or --from/--to, not both")
+        params["start"], params["end"] = parse_period(params.pop("period"))
+    else:
+        for key in ("start", "end"):
+            if key in params:
+                params[key] = cli_instant(params[key], _OPTION_NAMES[key])
+    # Bad arguments are refused before a possibly long sync.
+    audit_params(name, **{k: v for k, v in params.items() if k not in ("rules", "authority_rules")})
+    if name == "sod":
+        from reports.sod import load_rules
+
+        load_rules(params.get("rules"))
+    elif name == "authority":
+        from reports.authority import check_rules_file
+
+        check_rules_file(params.get("authority_rules"))
+    require_recorded(led, params.get("principal"), params.get("tenant"), None)
+    wh = Warehouse.open(led, warehouse)
+    try:
+        if wh.rebuilt and note is not None:
+            note(f"the warehouse {wh.path} is synced afresh: {wh.rebuilt}")
+        (sync or Warehouse.sync)(wh)
+        result = run_audit(wh, name, sync=False, **params)
+        position = wh.position
+    finally:
+        wh.close()
+    return {"audit": result.name, "title": result.title, "description": result.description, "params": result.params,
+            "position": position, "link": link_at(led, position), "columns": result.columns, "rows": result.rows,
+            "result": result}
+
+
+# -- tables (the CLI's table, CSV and markdown, and the service's CSV) -----------------------------
+
+WHO_CAN_COLUMNS = ("principal", "role", "via_team", "permission", "resource_scope", "expires_at", "granted_at",
+                   "granted_by", "position", "reason")
+WHAT_CAN_COLUMNS = ("tenant", "permission", "resource_scope", "role", "via_team", "from_role", "expires_at",
+                    "granted_at", "granted_by", "position", "reason")
+DIFF_COLUMNS = ("principal", "change", "tenant", "permission", "resource_scope", "events")
+
+
+def diff_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """diff's rows with their causes in one cell each ("#POSITION EVENT AT by ACTOR (REASON); ...")."""
+    return [{**{k: r[k] for k in DIFF_COLUMNS[:-1]},
+             "events": "; ".join(f"#{c['position'] or '-'} {c['event']} {c['at']} by {c['actor']}"
+                                 + (f" ({c['reason']})" if c["reason"] else "") for c in r["causes"])}
+            for r in rows]
+
+
+# -- CSV -----------------------------------------------------------------------------------------
+
+def csv_cell(value: Any) -> str:
+    """A value as one CSV cell's text: lists joined with ", ", yes/no, JSON for a mapping, "" for none."""
+    import json
+
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(csv_cell(v) for v in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def csv_text(rows: Any, columns: Any) -> str:
+    """Rows (dicts) as CSV with a header, every cell formula-safe (a spreadsheet opens it as text)."""
+    import csv
+    import io
+
+    from ledger.private import csv_safe
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([csv_safe(c) for c in columns])
+    for row in rows:
+        writer.writerow([csv_safe(csv_cell(row.get(c))) for c in columns])
+    return buf.getvalue()

@@ -77,7 +77,8 @@ AUDITS: dict[str, Audit] = {a.name: a for a in (
           "Housekeeping problems: people who granted access to themselves, access still held by deactivated "
           "accounts, time-bound grants that expired but were never removed, roles nobody holds, teams with "
           "no members, accounts or teams whose names look alike (one could pass for the other), the number "
-          "of administrators of each tenant and of the organization, and changes recorded without a reason.",
+          "of administrators of each tenant and of the organization, service tokens still in force for deactivated "
+          "accounts or with the admin scope, and changes recorded without a reason.",
           "hygiene.sql", ("at", "start", "end"),
           ("finding", "who", "where", "what", "since", "detail", "positions")),
     Audit("reviews", "Access review campaigns",

@@ -19,7 +19,8 @@ ATTENTION: dict[str, frozenset[str] | None] = {
     "sod": None,  # every row: a principal holding both sides of a rule
     "changes": frozenset(),
     "hygiene": frozenset({"self-grant", "grant-to-deactivated", "expired-not-revoked", "role-without-holders",
-                          "empty-team", "change-without-reason", "confusable-name"}),
+                          "empty-team", "change-without-reason", "confusable-name", "token-of-deactivated",
+                          "admin-token"}),
     "reviews": frozenset({"overdue-item", "rubber-stamp", "all-keep", "self-review", "revocation-not-carried-out",
                           "regranted-after-revoke", "privileged-not-reviewed", "closed-with-own-items-open",
                           "unauthorised-close"}),

@@ -58,6 +58,11 @@ MEANING = {
     "confusable-name": "Two accounts (or teams) whose names look alike, such as a Cyrillic а for a Latin a, 0 for o "
                        "or I for l: in a review or a log one passes for the other. Check that both are who they "
                        "claim to be; rename or deactivate the look-alike.",
+    "token-of-deactivated": "A service token that was never revoked and has not expired, held by an account that "
+                            "was deactivated. The service refuses it while the account stays deactivated; revoke "
+                            "it, or a reactivation makes it work again.",
+    "admin-token": "A service token with the admin scope, which can issue and revoke tokens: keep as few as "
+                   "possible, each with an expiry.",
     "change-without-reason": "An access change recorded without a ticket or justification.",
 }
 FIRST_COLUMNS = ("finding", "rule", "title", "who", "where", "what", "since", "detail")

@@ -30,7 +30,7 @@ from reports.sql_files import run_script, sql_text
 if TYPE_CHECKING:
     from ledger.app import AccessLedger
 
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 CHUNK = 250_000
 LOCK_WAIT = 30.0
 #: The fields of DESIGN section 4, as read from the JSONL bytes (lists are the permission lists).
@@ -38,9 +38,9 @@ FIELDS: tuple[str, ...] = (
     "type", "at", "actor", "reason", "id", "name", "preset", "tenant", "display_name", "user", "email",
     "service_account", "team", "member", "role", "scope", "base", "permissions", "description", "add",
     "remove", "principal", "resource", "expires_at", "connector", "connector_type", "outcome", "context",
-    "action",
+    "action", "token_id", "scopes",
 )
-LIST_FIELDS = frozenset({"permissions", "add", "remove"})
+LIST_FIELDS = frozenset({"permissions", "add", "remove", "scopes"})
 _JSON_COLUMNS = "{'position': 'BIGINT', " + ", ".join(
     f"'{f}': '{'VARCHAR[]' if f in LIST_FIELDS else 'VARCHAR'}'" for f in FIELDS) + "}"
 _LOAD = f"""
@@ -48,6 +48,7 @@ INSERT INTO events
 SELECT position, type, "at"::TIMESTAMP, actor, reason, id, name, preset, tenant, display_name, "user", email,
        service_account, team, member, role, scope, base, permissions, description, "add", "remove", principal,
        resource, expires_at::TIMESTAMP, connector, connector_type, outcome, context, action,
+       token_id, scopes,
        CASE
            WHEN type IN ('RoleAssigned', 'RoleUnassigned') THEN principal
            WHEN type IN ('TeamMemberAdded', 'TeamMemberRemoved') THEN member

@@ -413,3 +413,47 @@ def test_changes_agree_with_the_projections_diff(tmp_path_factory, data):
                for r in run_audit(wh, "changes", start=t1, end=t2).rows}
     assert got == expected
     led.close()
+
+
+def test_hygiene_lists_live_tokens_of_deactivated_principals_and_admin_tokens(led, tmp_path):
+    history(led)
+    sha = "0" * 64
+
+    def issue(token_id: str, principal: str, scopes: list[str], at: str, expires_at: str | None = None) -> int:
+        event = {"type": "TokenIssued", "at": at, "actor": "user:carol", "token_id": token_id,
+                 "principal": principal, "scopes": scopes, "secret_sha256": sha, "reason": "T"}
+        if expires_at:
+            event["expires_at"] = expires_at
+        return led.append(event)
+
+    ci = issue("tok-ci", "service_account:ci", ["report", "read"], d(10))
+    alice = issue("tok-alice", "user:alice", ["read", "admin"], d(10))
+    bob = issue("tok-bob", "user:bob", ["admin"], d(10))
+    issue("tok-carol", "user:carol", ["read"], d(10), expires_at=d(12))
+    expiring_admin = issue("tok-adm2", "user:alice", ["admin"], d(10), expires_at=d(15))
+    led.append({"type": "TokenRevoked", "at": d(11), "actor": "user:carol", "token_id": "tok-bob", "reason": "T"})
+    gone = led.deactivate_service_account("ci", at=d(12), reason="retired")
+    led.deactivate_user("bob", at=d(12), reason="leaver")
+    led.deactivate_user("carol", at=d(13), reason="leaver")
+    columns = ["finding", "who", "where", "what", "since", "positions", "detail"]
+    with Warehouse.open(led, tmp_path / "t.duckdb") as wh:
+        def tokens(at: str) -> list[tuple]:
+            return [r for r in findings(wh, "hygiene", columns, at=at, start=d(1), end=at)
+                    if r[0] in ("token-of-deactivated", "admin-token")]
+
+        assert tokens(d(14)) == [
+            ("token-of-deactivated", "service_account:ci", "organization", "token tok-ci", d(12), [ci, gone],
+             "token tok-ci (scopes report, read) is neither revoked nor expired but service_account:ci "
+             "was deactivated"),
+            ("admin-token", "user:alice", "organization", "token tok-adm2", d(10), [expiring_admin],
+             "token tok-adm2 has scope admin (scopes admin; expires 2026-01-15T00:00:00Z)"),
+            ("admin-token", "user:alice", "organization", "token tok-alice", d(10), [alice],
+             "token tok-alice has scope admin (scopes read, admin; no expiry)"),
+        ]
+        # Before its holder's deactivation the token is no finding; before its revocation bob's admin
+        # token is one; once expired, tok-adm2 is none.
+        assert [r[3] for r in tokens(d(10, 12))] == ["token tok-adm2", "token tok-alice", "token tok-bob"]
+        assert [r[3] for r in tokens(d(16))] == ["token tok-ci", "token tok-alice"]
+    from reports.findings import needs_attention
+    assert needs_attention("hygiene", {"finding": "token-of-deactivated"})
+    assert needs_attention("hygiene", {"finding": "admin-token"})

@@ -355,3 +355,27 @@ def test_the_benchmarks_parts_are_the_exports_work(ledger_db, tmp_path):
     # The summaries differ only in the moment each run took as the end of the period.
     parts, whole = (json.loads((tmp_path / run / "audits" / "sod.json").read_text()) for run in ("parts", "all"))
     assert parts["findings"] == whole["findings"] and parts["rows"] == whole["rows"]
+
+
+def test_the_bundle_lists_token_findings_and_holds_the_token_events(ledger_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a PostgreSQL ledger's export keeps its warehouse in the working folder
+    with AccessLedger.open(ledger_url, create=True) as led:
+        led.init(org="acme", at="2026-01-01T00:00:00Z")
+        led.create_service_account("ci", at="2026-01-02T00:00:00Z")
+        led.append({"type": "TokenIssued", "at": "2026-01-03T00:00:00Z", "actor": "system", "token_id": "tok-ci",
+                    "principal": "service_account:ci", "scopes": ["report", "admin"], "secret_sha256": "1" * 64})
+        led.deactivate_service_account("ci", at="2026-01-04T00:00:00Z", reason="retired")
+    out = tmp_path / "bundle"
+    result = runner.invoke(app, ["--db", ledger_url, "evidence", "export", "--from", "2026-01-01T00:00:00Z",
+                                 "--to", "2026-02-01T00:00:00Z", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    findings = json.loads((out / "audits" / "hygiene.json").read_text())["findings"]
+    assert [(f["finding"], f["who"], f["what"]) for f in findings if "token" in f["finding"]] == [
+        ("token-of-deactivated", "service_account:ci", "token tok-ci"),
+        ("admin-token", "service_account:ci", "token tok-ci")]
+    assert "token-of-deactivated" in (out / "audits" / "hygiene.csv").read_text()
+    report = (out / "report.html").read_text()
+    assert "token-of-deactivated" in report and "A service token that was never revoked" in report
+    events = [json.loads(line) for line in (out / "events" / "events.jsonl").read_text().splitlines()]
+    assert [e["token_id"] for e in events if e["type"] == "TokenIssued"] == ["tok-ci"]
+    assert all("secret" not in k or k == "secret_sha256" for e in events for k in e)

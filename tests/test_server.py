@@ -47,11 +47,13 @@ class Running:
     tokens: dict[str, str]  # name -> token
     process: subprocess.Popen
 
-    def get(self, path: str, token: str | None = "read", **kw) -> httpx.Response:
-        return httpx.get(self.base + path, headers=_auth(self.tokens.get(token, token)), timeout=30, **kw)
+    def get(self, path: str, token: str | None = "read", headers: dict | None = None, **kw) -> httpx.Response:
+        return httpx.get(self.base + path, headers={**_auth(self.tokens.get(token, token)), **(headers or {})},
+                         timeout=30, **kw)
 
-    def post(self, path: str, token: str | None = "read", **kw) -> httpx.Response:
-        return httpx.post(self.base + path, headers=_auth(self.tokens.get(token, token)), timeout=30, **kw)
+    def post(self, path: str, token: str | None = "read", headers: dict | None = None, **kw) -> httpx.Response:
+        return httpx.post(self.base + path, headers={**_auth(self.tokens.get(token, token)), **(headers or {})},
+                          timeout=30, **kw)
 
 
 def _auth(token: str | None) -> dict[str, str]:
@@ -103,8 +105,9 @@ def start(url: str, log: Path, tokens: dict[str, str], *extra: str) -> Running:
     port = free_port()
     exe = Path(sys.executable).parent / "access-ledger"
     out = log.open("wb")
+    # In the log's folder: a PostgreSQL ledger's audits keep their warehouse in the working folder.
     process = subprocess.Popen([str(exe), "--db", url, "serve", "--port", str(port), *extra], stdout=out,
-                               stderr=subprocess.STDOUT, env={**os.environ, "PYDANTIC_DISABLE_PLUGINS": "__all__"})
+                               stderr=subprocess.STDOUT, cwd=log.parent, env={**os.environ, "PYDANTIC_DISABLE_PLUGINS": "__all__"})
     running = Running(url, f"http://127.0.0.1:{port}", log, tokens, process)
     deadline = time.monotonic() + 60
     while True:
@@ -151,6 +154,8 @@ ENDPOINTS = [
     ("GET", "/v1/events", {"params": {"after": 0, "limit": 1}}, "audit"),
     ("POST", "/v1/events", {"content": b"[]"}, "report"),
     ("GET", "/openapi.json", {}, "audit"),
+    ("GET", "/v1/diff", {"params": {"from": "2026-01-01T00:00:00Z", "to": AT}}, "read"),
+    ("GET", "/v1/audits/hygiene", {"params": {"at": AT}}, "audit"),
 ]
 
 
@@ -303,6 +308,141 @@ def test_random_questions_get_the_cli_answer(svc, principal, action, resource, p
         assert got.status_code == 200 and got.json() == json.loads(result.stdout)
 
 
+# -- diff and the audits -----------------------------------------------------------------------
+
+AUDIT_CASES = [  # name, the service's parameters, the CLI's options
+    ("hygiene", {"at": AT, "from": "2026-01-01T00:00:00Z", "to": AT},
+     ["--at", AT, "--from", "2026-01-01T00:00:00Z", "--to", AT]),
+    ("review", {"at": AT, "principal": "user:alice"}, ["--at", AT, "--principal", "user:alice"]),
+    ("least-privilege", {"at": AT, "window": "30d"}, ["--at", AT, "--window", "30d"]),
+    ("secrets", {"period": "2026-01"}, ["--period", "2026-01"]),
+    ("changes", {"from": "2026-01-02T00:00:00Z", "to": AT}, ["--from", "2026-01-02T00:00:00Z", "--to", AT]),
+    ("sod", {"at": AT}, ["--at", AT]),
+    ("reviews", {"at": AT, "period": "2026-01"}, ["--at", AT, "--period", "2026-01"]),
+]
+
+
+def _head(url: str) -> tuple[int, str]:
+    with AccessLedger.open(url) as led:
+        head, _, link = led.store.head()
+    return head, link
+
+
+def test_diff_answers_as_the_cli_does_with_the_later_instants_position_and_link(svc):
+    for start, end in (("2026-01-01T00:00:00Z", AT), ("2026-01-02T12:00:00Z", "2026-02-11T00:00:00Z"),
+                       ("2026-01-03", "2026-01-03")):
+        got = svc.get("/v1/diff", params={"from": start, "to": end})
+        assert got.status_code == 200, got.text
+        body = got.json()
+        assert body["rows"] == _cli_json(svc.url, "diff", "--from", start, "--to", end)
+        assert body["rows"] or start == end
+        with AccessLedger.open(svc.url) as led:
+            assert body["position"] == led.position_at(body["to"]) and body["link"] == api.link_at(led,
+                                                                                                  body["position"])
+    csv_text = svc.get("/v1/diff", params={"from": "2026-01-01T00:00:00Z", "to": AT},
+                       headers={"Accept": "text/csv"}).text
+    assert csv_text == cli(svc.url, "diff", "--from", "2026-01-01T00:00:00Z", "--to", AT, "-f", "csv").stdout
+    for params, words in (({"from": "yesterday-ish"}, "from: "), ({"from": AT, "to": "2026-01-01T00:00:00Z"},
+                                                                  "to: must not be before --from")):
+        refused = svc.get("/v1/diff", params=params)
+        assert refused.status_code == 400 and refused.json()["detail"].startswith(words)
+        assert "\n" not in refused.json()["detail"]
+    assert svc.get("/v1/diff").status_code == 422
+
+
+@pytest.mark.parametrize("name, params, options", AUDIT_CASES)
+def test_each_audit_answers_as_the_cli_does(svc, name, params, options):
+    got = svc.get(f"/v1/audits/{name}", "audit", params=params)
+    assert got.status_code == 200, got.text
+    body = got.json()
+    expected = cli(svc.url, "audit", name, *options, "-f", "json")
+    assert expected.exit_code == 0, expected.output
+    assert body["rows"] == json.loads(expected.stdout)
+    assert body["audit"] == name and body["columns"] and body["title"]
+    with AccessLedger.open(svc.url) as led:
+        assert 0 < body["position"] <= led.head() and body["link"] == api.link_at(led, body["position"])
+    as_csv = svc.get(f"/v1/audits/{name}", "audit", params=params, headers={"Accept": "text/csv"})
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    assert as_csv.text == cli(svc.url, "audit", name, *options, "-f", "csv").stdout
+    assert int(as_csv.headers["x-ledger-position"]) >= body["position"] and len(as_csv.headers["x-ledger-link"]) == 64
+
+
+def test_an_audit_refuses_what_the_cli_would_and_what_only_the_cli_may(svc):
+    for path, params, words in (
+            ("/v1/audits/nope", {}, "no audit named 'nope'"),
+            ("/v1/audits/leavers", {}, "no audit named 'leavers'"),
+            ("/v1/audits/hygiene", {"window": "30d"}, "window: audit hygiene takes no such parameter"),
+            ("/v1/audits/hygiene", {"period": "2026-01", "from": AT}, "period: give --period or --from/--to"),
+            ("/v1/audits/least-privilege", {"window": "3m"}, "window: "),
+            ("/v1/audits/review", {"principal": "user:nobody"}, "unknown principal 'user:nobody'"),
+            ("/v1/audits/hygiene", {"at": "soon"}, "at: ")):
+        refused = svc.get(path, "audit", params=params)
+        assert refused.status_code == 400, (path, params, refused.text)
+        assert refused.json()["detail"].startswith(words) or words in refused.json()["detail"], refused.text
+    assert "rules" not in json.dumps(svc.get("/openapi.json", "audit").json()["paths"]["/v1/audits/{name}"])
+
+
+def test_tables_as_csv_are_the_clis_csv_and_formula_safe(svc):
+    assigned = svc.post("/v1/events", "report", json={
+        "type": "RoleAssigned", "at": format_instant(now()), "actor": "user:carol", "role": "viewer",
+        "principal": "user:carol", "tenant": "prod", "resource": "model/formula", "reason": "=HYPERLINK(\"x\")",
+        "id": "formula-1"})
+    assert assigned.status_code == 200, assigned.text
+    later = format_instant(now())
+    for path, params, args in (
+            ("/v1/who-can", {"action": "read", "resource": "model/formula", "tenant": "prod", "at": later},
+             ["who-can", "read", "model/formula", "--tenant", "prod", "--at", later]),
+            ("/v1/what-can", {"principal": "user:carol", "at": later}, ["what-can", "user:carol", "--at", later])):
+        got = svc.get(path, params=params, headers={"Accept": "application/json;q=0.5, text/csv"})
+        assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
+        assert got.text == cli(svc.url, *args, "-f", "csv").stdout
+        assert "'=HYPERLINK" in got.text and ",=HYPERLINK" not in got.text
+        as_json = svc.get(path, params=params).json()
+        assert got.headers["x-ledger-position"] == str(as_json["position"])
+        assert got.headers["x-ledger-link"] == as_json["link"]
+
+
+# -- min_position ------------------------------------------------------------------------------
+
+def test_a_read_waits_for_min_position_then_answers_or_says_409(svc):
+    import threading
+
+    head, _ = _head(svc.url)
+    params = {"principal": "user:alice", "at": AT}
+    assert svc.get("/v1/what-can", params={**params, "min_position": head}).status_code == 200
+    started = time.monotonic()
+    late = svc.get("/v1/what-can", params={**params, "min_position": head + 10_000})
+    waited = time.monotonic() - started
+    assert late.status_code == 409 and 4.5 <= waited < 15
+    assert late.json()["detail"].startswith(f"min_position: the ledger is at position ") and "\n" not in late.text
+    # Refusals of the token come first, without waiting.
+    started = time.monotonic()
+    assert svc.get("/v1/events", None, params={"min_position": head + 10_000}).status_code == 401
+    assert svc.get("/v1/audits/sod", "read", params={"min_position": head + 10_000}).status_code == 403
+    assert time.monotonic() - started < 2
+    # A write made meanwhile (here by the CLI, as by another worker) ends the wait.
+    answers: list[httpx.Response] = []
+    waiting = threading.Thread(target=lambda: answers.append(
+        svc.get("/v1/events", "audit", params={"after": head, "min_position": head + 1})))
+    waiting.start()
+    time.sleep(0.5)
+    assert waiting.is_alive()
+    written = svc.post("/v1/events", "report", json=_access(40))
+    waiting.join(10)
+    assert written.status_code == 200 and answers and answers[0].status_code == 200
+    page = answers[0].json()
+    assert page["position"] >= head + 1 and page["events"][0]["event"]["id"] == "acc-40"
+    for path, extra in (("/v1/who-can", {"action": "read", "resource": "model/x", "tenant": "prod"}),
+                        ("/v1/diff", {"from": "2026-01-01T00:00:00Z"}), ("/v1/audits/sod", {})):
+        token = "audit" if "audits" in path else "read"
+        assert svc.get(path, token, params={**extra, "min_position": head + 10_000}).status_code == 409, path
+    assert svc.post("/v1/check", params={"min_position": head + 10_000},
+                    json={"principal": "user:alice", "action": "read", "resource": "model/x",
+                          "tenant": "prod"}).status_code == 409
+    assert svc.get("/v1/who-can", params={"action": "read", "resource": "model/x", "min_position": -1}
+                   ).status_code == 422
+
+
 # -- the log -----------------------------------------------------------------------------------
 
 def _access(n: int, user: str = "alice", outcome: str = "allowed") -> dict:
@@ -442,6 +582,15 @@ def test_the_service_on_postgresql(tmp_path):
             assert running.get("/v1/who-can", "report", params={"action": "read", "resource": "tenant/prod"}
                                ).status_code == 403
             assert running.get("/v1/events", "revoked").json()["error"] == "revoked"
+            diff = running.get("/v1/diff", params={"from": "2026-01-01T00:00:00Z", "to": AT}).json()
+            assert diff["rows"] == _cli_json(url, "diff", "--from", "2026-01-01T00:00:00Z", "--to", AT)
+            hygiene = running.get("/v1/audits/hygiene", "audit", params={"at": AT})
+            assert hygiene.status_code == 200, hygiene.text
+            assert [r["finding"] for r in hygiene.json()["rows"]].count("token-of-deactivated") == 1
+            assert running.get("/v1/what-can", params={"principal": "user:bob",
+                                                       "min_position": written.json()["last"]}).status_code == 200
+            assert running.get("/v1/what-can", params={"principal": "user:bob", "min_position": 10_000}
+                               ).status_code == 409
             with AccessLedger.open(url) as led:
                 assert led.verify().ok
                 exported = b"".join(led.export_lines())

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from access_ledger.cli.common import (
-    Format, FormatOption, OutOption, PeriodOption, emit, handled, open_ledger, period_or_range, when,
+    Format, FormatOption, OutOption, PeriodOption, emit, handled, open_ledger, when,
 )
 from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 
@@ -45,29 +45,18 @@ def register(app: typer.Typer) -> None:
 
 def _run(ctx: typer.Context, name: str, warehouse: Path | None, fmt: Format, out: Path | None,
          **params: Any) -> None:
-    """Open the ledger and its warehouse, sync, run one audit, print the findings."""
+    """Open the ledger and its warehouse, sync, run one audit (the call the service makes), print the findings."""
+    from access_ledger import api
+    from reports.audits import AUDITS
+
     with handled():
-        from ledger.names import require_recorded
-        from reports.audits import AUDITS, audit_params, run_audit
-
-        if "at" in params:
-            params["at"] = when(params["at"], "at")
-        if "start" in params:
-            params["start"], params["end"] = period_or_range(params.pop("period"), params["start"], params["end"])
-        # Bad arguments are refused before a possibly long sync.
-        audit_params(name, **{k: v for k, v in params.items() if k not in ("rules", "authority_rules")})
-        if name == "sod":
-            from reports.sod import load_rules
-
-            load_rules(params.get("rules"))
-        elif name == "authority":
-            from reports.authority import check_rules_file
-
-            check_rules_file(params.get("authority_rules"))
-        result = _audited(ctx, warehouse, lambda wh: run_audit(wh, name, sync=False, **params),
-                          lambda led: require_recorded(led.store, principal=params.get("principal"),
-                                                       tenant=params.get("tenant")))
-        _show(result, AUDITS[name].brief, fmt, out)
+        led = open_ledger(ctx)
+        try:
+            answer = api.audit(led, name, warehouse, sync=_sync,
+                               note=lambda text: typer.echo(f"note: {text}", err=True), **params)
+        finally:
+            led.close()
+        _show(answer["result"], AUDITS[name].brief, fmt, out)
 
 
 def _audited(ctx: typer.Context, warehouse: Path | None, audit: Callable[[Any], Any],

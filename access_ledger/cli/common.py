@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from ledger.errors import LedgerError, UnknownEntity, ValidationError
-from ledger.private import csv_safe, scrub, write_private
+from ledger.private import scrub, write_private
 from ledger.timeutil import CLI_TIME_HELP, cli_instant, parse_period
 
 if TYPE_CHECKING:
@@ -197,15 +196,9 @@ def check_actor(led: AccessLedger, actor: str) -> None:
 
 
 def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_cell(v) for v in value)
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
+    from access_ledger.api import csv_cell
+
+    return csv_cell(value)  # one rendering of a cell for every format, the service's CSV included
 
 
 # What a markdown reader would take as markup (a link, emphasis, code, HTML, an entity, a cell's end):
@@ -220,12 +213,9 @@ def render(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str] |
     if fmt is Format.json:
         return json.dumps(list(rows), indent=2, default=str) + "\n"
     if fmt is Format.csv:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow([csv_safe(c) for c in cols])
-        for row in rows:
-            writer.writerow([csv_safe(_cell(row.get(c))) for c in cols])
-        return buf.getvalue()
+        from access_ledger.api import csv_text
+
+        return csv_text(rows, cols)  # the service's CSV too
     if fmt is Format.markdown:
         def esc(s: str) -> str:
             return _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(), s).replace("\n", " ")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from access_ledger.cli.common import Format, FormatOption, OutOption, emit, emit_text, fail, handled, open_ledger, when
+from access_ledger.cli.common import Format, FormatOption, OutOption, emit, emit_text, fail, handled, open_ledger
 from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 
 if TYPE_CHECKING:
@@ -112,8 +112,7 @@ def who_can(ctx: typer.Context, action: Annotated[str, typer.Argument(help="The 
     with handled():
         got = _answer(ctx, lambda led: api.who_can(led, action, resource, tenant, at, position))
         instant, rows = got["at"], got["rows"]
-        emit(rows, fmt, out, ["principal", "role", "via_team", "permission", "resource_scope", "expires_at",
-                              "granted_at", "granted_by", "position", "reason"],
+        emit(rows, fmt, out, api.WHO_CAN_COLUMNS,
              title=f"who can {action} {resource}{' in ' + tenant if tenant else ''} at {instant}")
 
 
@@ -127,8 +126,7 @@ def what_can(ctx: typer.Context, principal: Annotated[str, typer.Argument(help="
     with handled():
         got = _answer(ctx, lambda led: api.what_can(led, principal, tenant, at, position))
         instant, rows = got["at"], got["rows"]
-        emit(rows, fmt, out, ["tenant", "permission", "resource_scope", "role", "via_team", "from_role",
-                              "expires_at", "granted_at", "granted_by", "position", "reason"],
+        emit(rows, fmt, out, api.WHAT_CAN_COLUMNS,
              title=f"what {principal} can do at {instant}")
 
 
@@ -166,30 +164,17 @@ def diff(ctx: typer.Context,
                                                              f"{CLI_TIME_HELP_AGAIN}).")] = None,
          fmt: FormatOption = Format.table, out: OutOption = None) -> None:
     """Permissions gained and lost per principal between two instants, with the events behind each."""
-    from ledger.timeutil import format_instant, now
-    from projections.answers import diff as compare
-    from projections.pit import Timeline
+    from access_ledger import api
 
     with handled():
-        t1, t2 = when(from_, "from"), when(to, "to") or format_instant(now())
-        if t2 < t1:
-            fail("to: must not be before --from")
         led = open_ledger(ctx)
         try:
-            timeline = Timeline(led)
-            p1, p2 = led.position_at(t1), led.position_at(t2)
-            before = timeline.at_position(p1)
-            after = timeline.at_position(p2)
-            events = list(led.read_changes(p1 + 1, p2)) if p2 > p1 else []
-            rows = compare(before, after, t1, t2, events)
+            answer = api.diff(led, from_, to)
         finally:
             led.close()
+        rows, t1, t2 = answer["rows"], answer["from"], answer["to"]
         if fmt is Format.json:
             emit_text(json.dumps(rows, indent=2) + "\n", out)
             return
-        flat = [{**{k: r[k] for k in ("principal", "change", "tenant", "permission", "resource_scope")},
-                 "events": "; ".join(f"#{c['position'] or '-'} {c['event']} {c['at']} by {c['actor']}"
-                                     + (f" ({c['reason']})" if c["reason"] else "") for c in r["causes"])}
-                for r in rows]
-        emit(flat, fmt, out, ["principal", "change", "tenant", "permission", "resource_scope", "events"],
+        emit(api.diff_table(rows), fmt, out, api.DIFF_COLUMNS,
              title=f"changes of effective permissions from {t1} to {t2}")

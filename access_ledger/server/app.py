@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from access_ledger.server import errors
 from access_ledger.server.deps import LOG_KEY
-from access_ledger.server.routers import feed, health, meta, questions, report
+from access_ledger.server.routers import audits, feed, health, meta, questions, report
 from access_ledger.server.service import Service
 
 MAX_BODY = 32 * 1024 * 1024  # bytes of one request body (a JSONL batch of some 100,000 events)
@@ -42,7 +42,7 @@ def create_app(db: str, *, max_body: int = MAX_BODY) -> FastAPI:
                               "path but /healthz and /readyz needs `Authorization: Bearer TOKEN` "
                               "(`access-ledger token create`).")
     app.state.service = svc
-    for module in (health, meta, questions, feed, report):
+    for module in (health, meta, questions, feed, report, audits):
         app.include_router(module.router)
     errors.install(app, max_body)
     app.add_middleware(BodyLimit, limit=max_body)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated, Any
 
-from fastapi import Request, Security
+from fastapi import Query, Request, Security
+from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from access_ledger.server.service import Service
@@ -40,3 +42,31 @@ read_token = token_with("read")
 feed_token = token_with("read", "audit")
 report_token = token_with("report")
 any_token = token_with("report", "change", "read", "audit", "review", "admin")
+audit_token = token_with("audit")
+
+
+def caught_up(request: Request, min_position: Annotated[int | None, Query(
+        ge=0, description="Wait (at most 5 s, else 409) until the ledger holds this position: a write's "
+                          "position, made through another worker.")] = None) -> None:
+    """A read waits for the log to reach min_position (declared after the token, so 401/403 come first)."""
+    if min_position is not None:
+        service(request).wait_for(min_position)
+
+
+def wants_csv(request: Request) -> bool:
+    """True when the Accept header asks for text/csv (a table answer is then sent as CSV)."""
+    accept = request.headers.get("accept", "")
+    return any(part.split(";")[0].strip().lower() == "text/csv" for part in accept.split(","))
+
+
+def csv_response(rows: Any, columns: Any, position: int, link: str) -> Response:
+    """Rows as formula-safe CSV (as the CLI's --format csv), the position and link in headers."""
+    from access_ledger import api
+
+    return Response(api.csv_text(rows, columns), media_type="text/csv; charset=utf-8",
+                    headers={"X-Ledger-Position": str(position), "X-Ledger-Link": link})
+
+
+#: How a table answer's CSV form is described in /openapi.json.
+CSV_CONTENT = {"text/csv": {"schema": {"type": "string"}, "description": "With `Accept: text/csv`: the rows as "
+                            "CSV (formula-safe); X-Ledger-Position and X-Ledger-Link give where it stands."}}

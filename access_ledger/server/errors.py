@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ledger.errors import IntegrityFailure, LedgerError, StorageError
+from access_ledger.server.service import NotCaughtUp
 from projections.tokens import TokenRefused
 
 log = logging.getLogger("access_ledger.server")
@@ -32,6 +33,10 @@ def install(app: FastAPI, max_body: int) -> None:
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
         return JSONResponse({"detail": f"request body larger than {max_body} bytes"}, status_code=413)
+
+    @app.exception_handler(NotCaughtUp)
+    async def behind(request: Request, exc: NotCaughtUp) -> JSONResponse:
+        return JSONResponse({"detail": one_line(exc)}, status_code=409)
 
     @app.exception_handler(LedgerError)
     async def refused_by_ledger(request: Request, exc: LedgerError) -> JSONResponse:

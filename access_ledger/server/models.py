@@ -151,3 +151,48 @@ class EventsWritten(BaseModel):
     last: int | None
     position: int
     link: str
+
+
+class Cause(BaseModel):
+    """One event (or an expiry, position null) behind a change of permission."""
+
+    position: int | None
+    event: str
+    at: str | None
+    actor: str | None
+    reason: str | None
+
+
+class DiffRow(BaseModel):
+    principal: str
+    change: str = Field(description="gained or lost")
+    tenant: str | None
+    permission: str
+    resource_scope: str | None
+    causes: list[Cause]
+
+
+class Diff(BaseModel):
+    """Permissions gained and lost between two instants; position and link are the later instant's."""
+
+    from_: str = Field(alias="from")
+    to: str
+    position: int
+    link: str
+    rows: list[DiffRow]
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class AuditAnswer(BaseModel):
+    """One audit's rows (every column, as `audit NAME --format json`), computed on the warehouse synced up to
+    `position`, whose chain link is `link`."""
+
+    audit: str
+    title: str
+    description: str
+    params: dict[str, Any]
+    position: int
+    link: str
+    columns: list[str]
+    rows: list[dict[str, Any]]

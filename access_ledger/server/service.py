@@ -9,12 +9,20 @@ run and the log repaired), and an edit of a token row in al_entities changes not
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ledger.app import AccessLedger
 from ledger.errors import IntegrityFailure, LedgerError, StorageError
 from projections.tokens import Token, TokenFollower, authenticate, require_scope
+
+
+WAIT_FOR_POSITION = 5.0  # seconds a read with min_position waits for the log to reach it
+
+
+class NotCaughtUp(Exception):
+    """The log has not reached a read's min_position within the wait (409)."""
 
 
 class Service:
@@ -49,6 +57,20 @@ class Service:
             token = authenticate(state, presented, instant)
         require_scope(token, scopes)
         return token
+
+    def wait_for(self, position: int, timeout: float = WAIT_FOR_POSITION) -> None:
+        """Return once the ledger's head is at `position` or beyond (a write made through another worker or
+        service reaches every reader through the log); NotCaughtUp after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.ledger() as led:  # the lock is not held while waiting: other requests go on
+                head = led.head()
+            if head >= position:
+                return
+            if time.monotonic() >= deadline:
+                raise NotCaughtUp(f"min_position: the ledger is at position {head}, not at {position}, "
+                                  f"after waiting {timeout:g} s")
+            time.sleep(0.05)
 
     def _close(self) -> None:
         if self._led is not None:

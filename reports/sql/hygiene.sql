@@ -9,6 +9,9 @@
 --   admin-count              per tenant and for the organization: who has full control (the predefined
 --                            admin / org_admin role, or *:* unscoped)
 --   change-without-reason    a change event recorded without a reason
+--   token-of-deactivated     a service token neither revoked nor expired whose principal is deactivated (the
+--                            service refuses it while that lasts; a reactivation would make it work again)
+--   admin-token              a service token in force (neither revoked nor expired) with the `admin` scope
 --   confusable-name          two principals of one kind whose names look alike: the same skeleton after
 --                            case folding (capital I also read as l) and mapping look-alike letters to
 --                            Latin ones (Cyrillic а е о р с х у і ј ѕ ԁ һ ӏ в н к м т, Greek ο α ι κ ν ρ τ
@@ -170,6 +173,29 @@ WITH live_assignments AS (
     FROM skeletons a
     JOIN skeletons b ON a.kind = b.kind AND a.skeleton = b.skeleton AND a.principal < b.principal
     GROUP BY a.principal, b.principal, a.kind, a.since, b.since, a.position, b.position, a.non_ascii, b.non_ascii
+), live_tokens AS (
+    -- Tokens issued by $at and, at $at, neither revoked nor expired.
+    SELECT e.token_id, e.principal, e.scopes, e.expires_at, e."at", e.position
+    FROM events e
+    WHERE e.type = 'TokenIssued' AND e."at" <= $at::TIMESTAMP
+      AND (e.expires_at IS NULL OR $at::TIMESTAMP < e.expires_at)
+      AND NOT EXISTS (SELECT 1 FROM events r WHERE r.type = 'TokenRevoked' AND r.token_id = e.token_id
+                      AND r."at" <= $at::TIMESTAMP)
+), tokens AS (
+    SELECT 'token-of-deactivated' AS finding, t.principal AS who, 'organization' AS "where",
+           'token ' || t.token_id AS what, NULL::VARCHAR AS tenant, s.valid_from AS since,
+           [t.position, s.from_position] AS positions,
+           'token ' || t.token_id || ' (scopes ' || array_to_string(t.scopes, ', ')
+               || ') is neither revoked nor expired but ' || t.principal || ' was deactivated' AS detail
+    FROM live_tokens t
+    JOIN principal_status s ON s.principal = t.principal AND s.status = 'deactivated'
+        AND holds_at(s.valid_from, s.valid_to, $at::TIMESTAMP)
+    UNION ALL
+    SELECT 'admin-token', t.principal, 'organization', 'token ' || t.token_id, NULL, t."at", [t.position],
+           'token ' || t.token_id || ' has scope admin (scopes ' || array_to_string(t.scopes, ', ') || '; '
+               || coalesce('expires ' || strftime(t.expires_at, '%Y-%m-%dT%H:%M:%SZ'), 'no expiry') || ')'
+    FROM live_tokens t
+    WHERE list_contains(t.scopes, 'admin')
 )
 SELECT finding, who, "where", what, tenant, since, positions, detail
 FROM (
@@ -181,8 +207,10 @@ FROM (
     UNION ALL SELECT * FROM admin_counts
     UNION ALL SELECT * FROM no_reason
     UNION ALL SELECT * FROM confusable
+    UNION ALL SELECT * FROM tokens
 )
 ORDER BY CASE finding WHEN 'self-grant' THEN 1 WHEN 'grant-to-deactivated' THEN 2 WHEN 'expired-not-revoked' THEN 3
                       WHEN 'role-without-holders' THEN 4 WHEN 'empty-team' THEN 5 WHEN 'confusable-name' THEN 6
-                      WHEN 'admin-count' THEN 7 ELSE 8 END,
+                      WHEN 'token-of-deactivated' THEN 7 WHEN 'admin-token' THEN 8 WHEN 'admin-count' THEN 9
+                      ELSE 10 END,
          since, who, "where", what, positions, detail

@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS events (
     outcome VARCHAR,
     context VARCHAR,
     action VARCHAR,
+    token_id VARCHAR,
+    scopes VARCHAR[],
     subject VARCHAR,
     resource_type VARCHAR
 );

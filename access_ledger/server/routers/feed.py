@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from access_ledger import api
-from access_ledger.server.deps import feed_token, service
+from access_ledger.server.deps import caught_up, feed_token, service
 from access_ledger.server.models import EventsPage, Problem
 from access_ledger.server.service import Service
 
-router = APIRouter(prefix="/v1", tags=["events"], dependencies=[Depends(feed_token)],
-                   responses={400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem}})
+router = APIRouter(prefix="/v1", tags=["events"], dependencies=[Depends(feed_token), Depends(caught_up)],
+                   responses={400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem},
+                              409: {"model": Problem}})
 
 
 @router.get("/events", response_model=EventsPage)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.responses import Response
 
 from access_ledger import api
-from access_ledger.server.deps import read_token, service
+from access_ledger.server.deps import CSV_CONTENT, caught_up, csv_response, read_token, service, wants_csv
 from access_ledger.server.models import (
     BatchAnswer,
     BatchAnswers,
     CheckAnswer,
+    Diff,
     Problem,
     Question,
     WhatCan,
@@ -19,8 +21,9 @@ from access_ledger.server.models import (
 )
 from access_ledger.server.service import Service
 
-router = APIRouter(prefix="/v1", tags=["questions"], dependencies=[Depends(read_token)],
-                   responses={400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem}})
+router = APIRouter(prefix="/v1", tags=["questions"], dependencies=[Depends(read_token), Depends(caught_up)],
+                   responses={400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem},
+                              409: {"model": Problem}})
 
 Tenant = Annotated[str | None, Query(description="The tenant (omit for organization resources).")]
 At = Annotated[str | None, Query(description="Answer as of this instant (default now), as the CLI's --at.")]
@@ -44,20 +47,26 @@ def check(questions: Annotated[Question | list[Question], Body()],
         for a in answers])
 
 
-@router.get("/who-can", response_model=WhoCan)
-def who_can(action: str, resource: str, tenant: Tenant = None, at: At = None, position: Position = None,
-            svc: Service = Depends(service)) -> WhoCan:
+@router.get("/who-can", response_model=WhoCan, responses={200: {"content": CSV_CONTENT}})
+def who_can(request: Request, action: str, resource: str, tenant: Tenant = None, at: At = None,
+            position: Position = None, svc: Service = Depends(service)) -> WhoCan | Response:
     """Every user and service account allowed ACTION on RESOURCE, and through what."""
     with svc.ledger() as led:
-        return WhoCan(**api.who_can(led, action, resource, tenant, at, position))
+        got = api.who_can(led, action, resource, tenant, at, position)
+    if wants_csv(request):
+        return csv_response(got["rows"], api.WHO_CAN_COLUMNS, got["position"], got["link"])
+    return WhoCan(**got)
 
 
-@router.get("/what-can", response_model=WhatCan)
-def what_can(principal: str, tenant: Tenant = None, at: At = None, position: Position = None,
-             svc: Service = Depends(service)) -> WhatCan:
+@router.get("/what-can", response_model=WhatCan, responses={200: {"content": CSV_CONTENT}})
+def what_can(request: Request, principal: str, tenant: Tenant = None, at: At = None, position: Position = None,
+             svc: Service = Depends(service)) -> WhatCan | Response:
     """Every permission PRINCIPAL holds (per tenant and in the organization), and through what."""
     with svc.ledger() as led:
-        return WhatCan(**api.what_can(led, principal, tenant, at, position))
+        got = api.what_can(led, principal, tenant, at, position)
+    if wants_csv(request):
+        return csv_response(got["rows"], api.WHAT_CAN_COLUMNS, got["position"], got["link"])
+    return WhatCan(**got)
 
 
 @router.get("/explain", response_model=CheckAnswer)
@@ -66,3 +75,16 @@ def explain(principal: str, action: str, resource: str, tenant: Tenant = None, a
     """Every path principal -> team -> role -> base role -> permission, each link with its event."""
     with svc.ledger() as led:
         return CheckAnswer(**api.check(led, principal, action, resource, tenant, at, position))
+
+
+@router.get("/diff", response_model=Diff, response_model_by_alias=True, responses={200: {"content": CSV_CONTENT}})
+def diff(request: Request,
+         from_: Annotated[str, Query(alias="from", description="The earlier instant, as the CLI's --from.")],
+         to: Annotated[str | None, Query(description="The later instant (default now), as the CLI's --to.")] = None,
+         svc: Service = Depends(service)) -> Diff | Response:
+    """Permissions gained and lost per principal between two instants, with the events behind each (as `diff`)."""
+    with svc.ledger() as led:
+        got = api.diff(led, from_, to)
+    if wants_csv(request):
+        return csv_response(api.diff_table(got["rows"]), api.DIFF_COLUMNS, got["position"], got["link"])
+    return Diff(**got)
