@@ -1,0 +1,159 @@
+"""The standalone checker reads a hostile bundle with the limits of `evidence verify` (#25): regular files
+only, bounded sizes, a malformed manifest one FAILED line; both checkers give the same verdict, one line,
+no traceback, in bounded time and memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from access_ledger.demo.generator import generate
+from ledger.app import AccessLedger
+from ledger.signing import SIGNING_ENV
+
+CHECKER = Path(__file__).resolve().parent.parent / "reports" / "check_bundle.py"
+END = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+SHAPE = dict(events=300, users=8, tenants=2, roles=4, assignments=20, days=30)
+TIMEOUT = 30
+MEMORY = 512 << 20
+
+
+def _limit_memory() -> None:
+    """The standalone checker (standard library only) runs within 1 GiB of address space."""
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY * 2, MEMORY * 2))
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("limits")
+    db = root / "ledger.db"
+    with AccessLedger.open(str(db), create=True) as led:
+        led.import_lines(generate("large", END, **SHAPE).lines())
+    out = root / "bundle"
+    done = _cli("--db", str(db), "evidence", "export", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, SIGNING_ENV: ""}
+    # No address-space limit here: duckdb and pyarrow map far more than they use.
+    return subprocess.run([str(Path(sys.executable).with_name("access-ledger")), *args], capture_output=True,
+                          text=True, timeout=TIMEOUT, env=env)
+
+
+def checker(target: Path) -> subprocess.CompletedProcess[str]:
+    """The standalone checker as an auditor runs it: isolated, its own copy, never the bundle's."""
+    return subprocess.run([sys.executable, "-I", str(CHECKER), str(target)], capture_output=True, text=True,
+                          timeout=TIMEOUT, preexec_fn=_limit_memory)
+
+
+def verdicts(target: Path) -> tuple[int, int]:
+    """(standalone exit, `evidence verify` exit); each failure one line ending stderr, no traceback."""
+    a, b = checker(target), _cli("evidence", "verify", str(target))
+    for done in (a, b):
+        assert "Traceback" not in done.stderr and "unexpected" not in done.stderr, done.stderr
+        if done.returncode != 0:
+            assert done.stderr.strip().splitlines()[-1].startswith(("FAILED", "Error")), done.stderr
+    return a.returncode, b.returncode
+
+
+def _copy(bundle: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "b"
+    shutil.copytree(bundle, target)
+    return target
+
+
+def test_a_genuine_bundle_passes_both(bundle):
+    assert verdicts(bundle) == (0, 0)
+
+
+@pytest.mark.parametrize("member", ["report.html", "events/events.jsonl"])
+def test_a_member_symlinked_to_dev_zero_is_refused_at_once_by_both(bundle, tmp_path, member):
+    target = _copy(bundle, tmp_path)
+    (target / member).unlink()
+    os.symlink("/dev/zero", target / member)
+    assert verdicts(target) == (1, 1)
+    assert "not a regular file" in checker(target).stderr
+
+
+def test_a_fifo_member_is_refused_at_once_by_both(bundle, tmp_path):
+    target = _copy(bundle, tmp_path)
+    (target / "report.html").unlink()
+    os.mkfifo(target / "report.html")
+    assert verdicts(target) == (1, 1)
+
+
+def test_a_member_longer_than_listed_is_refused_without_reading_it_all(bundle, tmp_path):
+    target = _copy(bundle, tmp_path)
+    with open(target / "report.html", "ab") as f:
+        f.truncate(3 << 30)  # sparse: 3 GiB that cost nothing to write, a lot to read
+    assert verdicts(target) == (1, 1)
+
+
+def _zip(bundle: Path, out: Path, manifest_size: int | None = None) -> Path:
+    """The bundle as a zip; with `manifest_size`, a manifest.json of that many spaces (deflated)."""
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sorted(bundle.rglob("*")):
+            name = path.relative_to(bundle).as_posix()
+            if path.is_file() and not (name == "manifest.json" and manifest_size is not None):
+                z.write(path, name)
+        if manifest_size is not None:
+            with z.open("manifest.json", "w", force_zip64=True) as f:
+                block = b" " * (1 << 20)
+                for _ in range(manifest_size // len(block)):
+                    f.write(block)
+    return out
+
+
+def test_a_zip_whose_manifest_inflates_to_2_gib_is_refused_without_reading_it(bundle, tmp_path):
+    target = _zip(bundle, tmp_path / "b.zip", manifest_size=2 << 30)
+    assert verdicts(target) == (1, 1)
+    done = checker(target)
+    assert len(done.stderr.strip().splitlines()) == 1 and "manifest.json" in done.stderr, done.stderr
+
+
+def test_a_zip_bundle_passes_both(bundle, tmp_path):
+    assert verdicts(_zip(bundle, tmp_path / "b.zip")) == (0, 0)
+
+
+WRONG_TYPES = [
+    ("files", 5),
+    ("files", ["report.html"]),
+    ("files", {"report.html": 5}),
+    ("files", {"report.html": ["sha"]}),
+    ("files", {"report.html": {"sha256": 7, "bytes": 1}}),
+    ("files", {"report.html": {"sha256": "0" * 64, "bytes": "12"}}),
+    ("files", {"../x": {"sha256": "0" * 64, "bytes": 1}}),
+    ("period", ["a"]),
+    ("chain", 3),
+    ("chain", {"first_position": [1], "last_position": {}, "topic_prefix": 1, "usage_stream_prefix": 2,
+               "start_link": None}),
+    ("signature", "x"),
+    (None, [1, 2]),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), WRONG_TYPES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(WRONG_TYPES)])
+def test_a_manifest_entry_of_the_wrong_type_is_one_failed_line_in_both(bundle, tmp_path, key, value):
+    target = _copy(bundle, tmp_path)
+    manifest = json.loads((target / "manifest.json").read_text())
+    if key is None:
+        manifest = value
+    elif key == "files" and isinstance(value, dict):
+        manifest["files"].update(value)
+    else:
+        manifest[key] = value
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    assert verdicts(target) == (1, 1)
+    assert checker(target).stderr.strip().splitlines()[-1].startswith("FAILED")
+
