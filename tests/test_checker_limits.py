@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from access_ledger.demo.generator import generate
 from ledger.app import AccessLedger
@@ -22,7 +24,7 @@ from ledger.signing import SIGNING_ENV
 
 CHECKER = Path(__file__).resolve().parent.parent / "reports" / "check_bundle.py"
 END = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-SHAPE = dict(events=300, users=8, tenants=2, roles=4, assignments=20, days=30)
+SHAPE = {"events": 300, "users": 8, "tenants": 2, "roles": 4, "assignments": 20, "days": 30}
 TIMEOUT = 30
 MEMORY = 512 << 20
 
@@ -48,13 +50,13 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, SIGNING_ENV: ""}
     # No address-space limit here: duckdb and pyarrow map far more than they use.
     return subprocess.run([str(Path(sys.executable).with_name("access-ledger")), *args], capture_output=True,
-                          text=True, timeout=TIMEOUT, env=env)
+                          text=True, timeout=TIMEOUT, env=env, check=False)
 
 
 def checker(target: Path) -> subprocess.CompletedProcess[str]:
     """The standalone checker as an auditor runs it: isolated, its own copy, never the bundle's."""
     return subprocess.run([sys.executable, "-I", str(CHECKER), str(target)], capture_output=True, text=True,
-                          timeout=TIMEOUT, preexec_fn=_limit_memory)
+                          timeout=TIMEOUT, preexec_fn=_limit_memory, check=False)
 
 
 def verdicts(target: Path) -> tuple[int, int]:
@@ -157,3 +159,70 @@ def test_a_manifest_entry_of_the_wrong_type_is_one_failed_line_in_both(bundle, t
     assert verdicts(target) == (1, 1)
     assert checker(target).stderr.strip().splitlines()[-1].startswith("FAILED")
 
+
+
+# -- fuzz: the same hostile bundles to both checkers ------------------------------------------------
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                        max_size=3), max_leaves=6)
+MEMBERS = ["report.html", "events/events.jsonl", "events/chain.jsonl", "check_bundle.py"]
+MANIFEST_PATHS = [("format",), ("files",), ("chain",), ("period",), ("signature",), ("audits",),
+                  ("chain", "first_position"), ("chain", "last_position"), ("chain", "start_link"),
+                  ("chain", "end_link"), ("chain", "topic_prefix"), ("period", "coverage"), ("period", "complete"),
+                  *(("files", m) for m in MEMBERS), *(("files", m, k) for m in MEMBERS for k in ("sha256", "bytes"))]
+MUTATIONS = st.one_of(
+    st.tuples(st.just("set"), st.sampled_from(MANIFEST_PATHS), JSON_VALUES),
+    st.tuples(st.just("drop"), st.sampled_from(MANIFEST_PATHS), st.none()),
+    st.tuples(st.just("remove"), st.sampled_from(MEMBERS), st.none()),
+    st.tuples(st.just("add"), st.sampled_from(["extra.txt", "events/x.jsonl", "reviews/a.json"]), st.binary(max_size=9)),
+    st.tuples(st.just("symlink"), st.sampled_from(MEMBERS), st.sampled_from(["/dev/zero", "/etc/hostname", "."])),
+    st.tuples(st.just("fifo"), st.sampled_from(MEMBERS), st.none()),
+    st.tuples(st.just("grow"), st.sampled_from(MEMBERS), st.integers(1, 3 << 30)),
+    st.tuples(st.just("flip"), st.sampled_from(MEMBERS), st.integers(0, 200)),
+)
+
+
+def _mutate(target: Path, how: str, what, value) -> None:
+    manifest_path = target / "manifest.json"
+    if how in ("set", "drop"):
+        manifest = json.loads(manifest_path.read_text())
+        node = manifest
+        for key in what[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            if how == "set":
+                node[what[-1]] = value
+            else:
+                node.pop(what[-1], None)
+        manifest_path.write_text(json.dumps(manifest))
+    elif how == "add":
+        (target / what).parent.mkdir(exist_ok=True)
+        (target / what).write_bytes(value)
+    else:
+        member = target / what
+        if how == "grow":
+            with open(member, "ab") as f:
+                f.truncate(member.stat().st_size + value)
+        elif how == "flip":
+            data = bytearray(member.read_bytes())
+            data[value % len(data)] ^= 0x20
+            member.write_bytes(bytes(data))
+        else:
+            member.unlink()
+            if how == "symlink":
+                os.symlink(value, member)
+            elif how == "fifo":
+                os.mkfifo(member)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutations=st.lists(MUTATIONS, min_size=1, max_size=3), as_zip=st.booleans())
+def test_both_checkers_give_the_same_verdict_on_hostile_bundles(bundle, tmp_path_factory, mutations, as_zip):
+    target = _copy(bundle, tmp_path_factory.mktemp("fuzz"))
+    for how, what, value in mutations:
+        _mutate(target, how, what, value)
+    if as_zip and not any(how in ("symlink", "fifo", "grow") for how, _, _ in mutations):
+        target = _zip(target, target.with_suffix(".zip"))
+    standalone, verify = verdicts(target)
+    assert (standalone == 0) == (verify == 0), (mutations, standalone, verify)
