@@ -4,8 +4,10 @@ no traceback, in bounded time and memory."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 from access_ledger.demo.generator import generate
 from ledger.app import AccessLedger
 from ledger.signing import SIGNING_ENV
+from reports import check_bundle
 
 CHECKER = Path(__file__).resolve().parent.parent / "reports" / "check_bundle.py"
 END = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -233,3 +236,42 @@ def test_both_checkers_give_the_same_verdict_on_hostile_bundles(bundle, tmp_path
         target = _zip(target, target.with_suffix(".zip"))
     standalone, verify = verdicts(target)
     assert (standalone == 0) == (verify == 0), (mutations, standalone, verify)
+
+
+# -- the auditor's checker comes from outside the bundle ---------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_readme_publishes_the_sha256_of_this_checker():
+    published = re.findall(r"^    ([0-9a-f]{64})$", README.read_text(), re.M)
+    assert published == [hashlib.sha256(CHECKER.read_bytes()).hexdigest()]
+
+
+def test_evidence_checker_writes_this_versions_checker_and_prints_its_sha256(tmp_path):
+    out = tmp_path / "checker.py"
+    done = _cli("evidence", "checker", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    sha = hashlib.sha256(CHECKER.read_bytes()).hexdigest()
+    assert out.read_bytes() == CHECKER.read_bytes() and sha in done.stdout and "python3 -I" in done.stdout
+    again = _cli("evidence", "checker", "--out", str(out))
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "exists" in again.stderr
+    assert out.read_bytes() == CHECKER.read_bytes()
+
+
+def test_the_manifest_records_the_checkers_sha256_and_the_report_says_run_an_independent_one_isolated(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["checker"]["sha256"] == hashlib.sha256(CHECKER.read_bytes()).hexdigest()
+    assert "checker" in check_bundle.signed_bytes(manifest).decode()  # covered by the signature
+    report = (bundle / "report.html").read_text()
+    assert "evidence checker --out" in report and "python3 -I" in report
+    assert "python3 check_bundle.py" not in report and "python3 check_bundle.py" not in README.read_text()
+    assert "check_bundle.py q1" not in README.read_text()  # the tour never runs a bundle's own copy
+
+
+def test_a_manifest_with_a_checker_entry_of_the_wrong_type_fails_both(bundle, tmp_path):
+    target = _copy(bundle, tmp_path)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["checker"] = "trust me"
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    assert verdicts(target) == (1, 1)
