@@ -141,6 +141,18 @@ def write_checker(folder: Path) -> None:
     shutil.copyfile(check_bundle.__file__, folder / CHECKER)
 
 
+def checker_bytes() -> bytes:
+    """The standalone checker of this installed version (what `evidence checker --out` writes)."""
+    return Path(check_bundle.__file__).read_bytes()
+
+
+def checker_entry() -> dict[str, str]:
+    """The manifest's `checker`: the SHA-256 of this version's checker, which an auditor compares with the
+    one they obtained independently (the copy in the bundle travelled with the evidence: never run it)."""
+    return {"file": CHECKER, "sha256": hashlib.sha256(checker_bytes()).hexdigest(),
+            "run": "python3 -I CHECKER BUNDLE, with a checker from `access-ledger evidence checker --out CHECKER`"}
+
+
 def sign_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     """Add the Ed25519 signature of the manifest (it covers the chain's end link) when a signing key is set."""
     from ledger.signing import sign

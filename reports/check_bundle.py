@@ -28,20 +28,28 @@ This file is also the access-ledger module reports/check_bundle.py: `evidence ve
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import stat
+import struct
 import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from itertools import zip_longest
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 MANIFEST = "manifest.json"
+FORMAT = "access-ledger-evidence/1"
+#: manifest.json is read to at most this (a few hundred kB even for a 10M-event year), as by `evidence verify`.
+MANIFEST_LIMIT = 16 << 20
+CHUNK = 1 << 20
 EVENTS = "events/events.jsonl"
 CHAIN = "events/chain.jsonl"
 SIGNATURE_KEY = "signature_ed25519"
@@ -60,6 +68,9 @@ _REMOVALS = tuple(b'{"type":"%s"' % t for t in (b"RoleUnassigned", b"TeamMemberR
 MAX_REVIEW_RECORD = 1 << 30
 
 Opener = Callable[[str], IO[bytes]]
+#: What reading a hostile bundle may raise: each is a named problem, never a traceback.
+UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError, EOFError,
+              NotImplementedError, RuntimeError, struct.error, zlib.error, zipfile.BadZipFile)
 
 
 def signed_bytes(manifest: dict[str, Any]) -> bytes:
@@ -444,43 +455,226 @@ def coverage_problem(manifest: dict[str, Any], chain: Chain) -> str | None:
 
 # -- standalone use ------------------------------------------------------------------------------
 
-def _opener(bundle: Path) -> tuple[Opener, Callable[[], list[str]]]:
-    if bundle.is_file():
-        archive = zipfile.ZipFile(bundle)
-        return (lambda name: archive.open(name)), (lambda: [i.filename for i in archive.infolist()
-                                                          if not i.is_dir()])
+class Refused(ValueError):
+    """A bundle that cannot be read safely (not a regular file, too large, a malformed manifest): one line."""
 
-    def open_file(name: str) -> IO[bytes]:
-        rel = PurePosixPath(name)
-        if rel.is_absolute() or ".." in rel.parts:
-            raise ValueError(f"{name!r} is outside the bundle")
-        return open(bundle.joinpath(*rel.parts), "rb")
 
-    return open_file, lambda: [p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()]
+def check_name(name: str) -> str | None:
+    """Why a member name is unsafe, or None: relative, normalised, posix, no `..`."""
+    if not name or "\\" in name or "\x00" in name:
+        return "not a plain relative name"
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "an absolute name"
+    parts = name.split("/")
+    if any(p == ".." for p in parts):
+        return "a name leading outside the bundle (..)"
+    if any(p in ("", ".") for p in parts):
+        return "not a normalised name"
+    return None
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """Why a parsed manifest.json is unusable (an entry of the wrong type...), or None; the rules of
+    `evidence verify` (reports/evidence.py _parse_manifest)."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return f"{MANIFEST} is not an evidence manifest ({FORMAT})"
+    listed = manifest.get("files")
+    if not isinstance(listed, dict):
+        return f'{MANIFEST}: "files" is not an object of file entries'
+    for name, entry in listed.items():
+        why = check_name(name)
+        if why or name == MANIFEST:
+            return f"{MANIFEST}: file entry {printable(name)!r} is {why or 'the manifest itself'}"
+        if not isinstance(entry, dict):
+            return f"{MANIFEST}: file entry {printable(name)!r} is not an object"
+        sha, size = entry.get("sha256"), entry.get("bytes")
+        if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+            return f'{MANIFEST}: file entry {printable(name)!r}: "sha256" is not 64 lowercase hex digits'
+        if not (isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 1 << 53):
+            return f'{MANIFEST}: file entry {printable(name)!r}: "bytes" is not a size in bytes'
+    for key in ("period", "ledger", "audits", "charts", "reviews", "tool", "checker", "signature"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            return f'{MANIFEST}: "{key}" is not an object'
+    return None
+
+
+class _Bounded:
+    """A member opened for reading: never more than `limit` bytes (a longer member is refused)."""
+
+    def __init__(self, f: IO[bytes], name: str, limit: int):
+        self.f, self.name, self.left = f, name, limit
+
+    def __enter__(self) -> _Bounded:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.close()
+
+    def read(self, n: int = -1) -> bytes:
+        want = self.left + 1 if n < 0 else min(n, self.left + 1)
+        data = b"".join(_chunks(self.f, want))
+        self.left -= len(data)
+        if self.left < 0:
+            raise Refused(f"{self.name}: longer than the {len(data) + self.left - 1:,} bytes expected")
+        return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        rest = b""
+        while chunk := self.read(CHUNK):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                yield line + b"\n"
+        if rest:
+            yield rest
+
+
+def _chunks(f: IO[bytes], want: int) -> Iterator[bytes]:
+    while want > 0 and (chunk := f.read(min(CHUNK, want))):
+        want -= len(chunk)
+        yield chunk
+
+
+class Reader:
+    """A bundle folder or zip read as hostile input, as `evidence verify` reads it (reports/bundle_reader.py):
+    regular files only (no symlink followed, a FIFO never blocks), each member read to at most the size the
+    manifest gives it, the manifest to MANIFEST_LIMIT, zip members with unique safe names."""
+
+    def __init__(self, bundle: Path):
+        self.path = bundle
+        self.zip: zipfile.ZipFile | None = None
+        self.infos: dict[str, zipfile.ZipInfo] = {}
+        self.limits: dict[str, int] = {MANIFEST: MANIFEST_LIMIT}
+        st = os.stat(bundle)
+        if stat.S_ISDIR(st.st_mode):
+            return
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused(f"{bundle} is neither a bundle folder nor a zip file (not a regular file)")
+        try:
+            self.zip = zipfile.ZipFile(bundle)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, struct.error):
+            raise Refused(f"{bundle} is neither a bundle folder nor a readable zip file") from None
+        folders: set[str] = set()
+        for info in self.zip.infolist():
+            name = info.filename
+            why = check_name(name.rstrip("/") if info.is_dir() else name)
+            if why:
+                raise Refused(f"member {printable(name)!r} is {why}")
+            if info.is_dir():
+                folders.add(name.rstrip("/"))
+                continue
+            if name in self.infos:
+                raise Refused(f"member {printable(name)!r} appears more than once")
+            self.infos[name] = info
+            folders.update(str(p) for p in PurePosixPath(name).parents if str(p) != ".")
+        for name in self.infos:
+            if name in folders:
+                raise Refused(f"member {printable(name)!r} is both a file and a folder")
+
+    def close(self) -> None:
+        if self.zip is not None:
+            self.zip.close()
+
+    def names(self) -> list[str]:
+        """Every member that is not a folder (symlinks, FIFOs and devices in a folder included)."""
+        if self.zip is not None:
+            return sorted(self.infos)
+        out: list[str] = []
+        todo = [(str(self.path), "")]  # no recursion: a hostile folder may nest deeper than Python's stack
+        while todo:
+            folder, prefix = todo.pop()
+            with os.scandir(folder) as entries:
+                for e in entries:
+                    if e.is_dir(follow_symlinks=False):
+                        todo.append((e.path, prefix + e.name + "/"))
+                    else:
+                        out.append(prefix + e.name)
+        return sorted(out)
+
+    def open(self, name: str) -> _Bounded:
+        """A member listed in the manifest (or the manifest), bounded by its listed size."""
+        limit = self.limits.get(name)
+        if limit is None:
+            raise Refused(f"{name}: not listed in {MANIFEST}")
+        if self.zip is not None:
+            info = self.infos.get(name)
+            if info is None:
+                raise KeyError(name)
+            if stat.S_IFMT(info.external_attr >> 16) not in (0, stat.S_IFREG):
+                raise Refused(f"{name}: not a regular file (a zip member marked as a symlink or special file)")
+            if info.flag_bits & 0x1:
+                raise Refused(f"{name}: an encrypted member")
+            if info.file_size > limit:
+                raise Refused(f"{name}: {info.file_size:,} bytes, more than the {limit:,} expected")
+            return _Bounded(self.zip.open(info), name, limit)
+        why = check_name(name)
+        if why:
+            raise Refused(f"{name}: {why}")
+        parts, fd, opened = name.split("/"), os.open(self.path, os.O_RDONLY | os.O_DIRECTORY), []
+        opened.append(fd)
+        try:
+            for part in parts[:-1]:
+                fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                opened.append(fd)
+            leaf = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                raise Refused(f"{name}: not a regular file (a symlink on its path)") from None
+            raise
+        finally:
+            for d in opened:
+                os.close(d)
+        st = os.fstat(leaf)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(leaf)
+            raise Refused(f"{name}: not a regular file")
+        if st.st_size > limit:
+            os.close(leaf)
+            raise Refused(f"{name}: {st.st_size:,} bytes, more than the {limit:,} expected")
+        os.set_blocking(leaf, True)
+        return _Bounded(os.fdopen(leaf, "rb"), name, limit)
 
 
 def _files(bundle: Path) -> tuple[dict[str, Any], Opener, list[str]]:
-    """The bundle's manifest, an opener of its members, and its files that differ from the manifest."""
+    """The bundle's manifest, an opener of its members, and its files that differ from the manifest;
+    Refused for a bundle that cannot be read safely."""
     problems = []
-    open_member, names = _opener(bundle)
-    with open_member(MANIFEST) as f:
-        manifest = json.loads(f.read())
+    reader = Reader(bundle)
+    if MANIFEST not in reader.names():
+        raise Refused(f"no {MANIFEST}: not an evidence bundle")
+    with reader.open(MANIFEST) as f:
+        raw = f.read()
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise Refused(f"{MANIFEST} is not JSON") from None
+    why = manifest_problem(manifest)
+    if why:
+        raise Refused(why)
     listed = manifest["files"]
-    for name in sorted(set(names()) - set(listed) - {MANIFEST}):
-        problems.append(f"added: {name}")
+    reader.limits.update((name, entry["bytes"]) for name, entry in listed.items())
+    present = set(reader.names())
+    for name in sorted(present - set(listed) - {MANIFEST}):
+        problems.append(f"added: {printable(name)}")
     for name, entry in sorted(listed.items()):
+        if name not in present:
+            problems.append(f"missing: {printable(name)}")
+            continue
         h, size = hashlib.sha256(), 0
         try:
-            with open_member(name) as f:
-                while chunk := f.read(1 << 20):
+            with reader.open(name) as f:
+                while chunk := f.read(CHUNK):
                     h.update(chunk)
                     size += len(chunk)
-        except (OSError, KeyError):
-            problems.append(f"missing: {name}")
+        except Refused as exc:
+            problems.append(str(exc))
             continue
-        if h.hexdigest() != entry.get("sha256") or size != entry.get("bytes"):
-            problems.append(f"changed: {name}")
-    return manifest, open_member, problems
+        except (OSError, KeyError):
+            problems.append(f"missing: {printable(name)}")
+            continue
+        if h.hexdigest() != entry["sha256"] or size != entry["bytes"]:
+            problems.append(f"changed: {printable(name)}")
+    return manifest, reader.open, problems
 
 
 def _previous(previous: Path) -> tuple[dict[str, Any] | None, list[str]]:
@@ -490,7 +684,7 @@ def _previous(previous: Path) -> tuple[dict[str, Any] | None, list[str]]:
         if problems:
             return None, [f"--after {previous}: that bundle does not match its own manifest"]
         chain = recompute(manifest, open_member)
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+    except UNREADABLE:
         return None, [f"--after {previous}: that bundle does not match its own manifest"]
     if chain.problem is not None:
         return None, [f"--after {previous}: {chain.problem}"]
@@ -506,12 +700,15 @@ def check(bundle: Path, public_key: Path | None = None, digest_path: Path | None
     problems: list[str] = []
     notes: list[str] = []
     manifest: dict[str, Any] = {}
+    manifest, open_member, problems = _files(bundle)  # Refused: the bundle cannot be read safely at all
     try:
-        manifest, open_member, problems = _files(bundle)
         listed = manifest["files"]
         chain = recompute(manifest, open_member, (int(digest["position"]),) if digest else ())
         if chain.problem:
-            problems.append(chain.problem)
+            # A bundle of an earlier version carries no chain: a note, unless an anchor was asked for (as in
+            # evidence verify).
+            anchored = digest is not None or public_pem is not None or after is not None
+            (problems if anchored or "chain" in manifest else notes).append(chain.problem)
         else:
             found, notes = check_reviews(sorted(listed), open_member, chain)
             problems += found
@@ -533,8 +730,8 @@ def check(bundle: Path, public_key: Path | None = None, digest_path: Path | None
             problems += found
             if not found and not chain.problem:
                 notes.append(after_note(manifest, after))
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
-        problems.append(f"cannot read the bundle: {exc}")
+    except UNREADABLE as exc:
+        problems.append(f"cannot read the bundle: {printable(str(exc))}")
     return problems, notes, manifest
 
 
@@ -562,6 +759,9 @@ def main(argv: list[str]) -> int:
     bundle = args.bundle if args.bundle is not None else Path(__file__).resolve().parent
     try:
         problems, notes, manifest = check(bundle, args.public_key, args.digest, args.after)
+    except Refused as exc:
+        print(f"FAILED: {bundle}: {exc}", file=sys.stderr)  # one line: nothing more can be said of it
+        return 1
     except (OSError, ValueError) as exc:
         # An anchor file that cannot be used is a usage error, as for `evidence verify`.
         print(f"Error: {exc}", file=sys.stderr)
@@ -573,7 +773,8 @@ def main(argv: list[str]) -> int:
         return 1
     anchored = [o for o, v in (("--public-key", args.public_key), ("--digest", args.digest), ("--after", args.after))
                 if v is not None]
-    print(f"OK: {bundle}: every file matches manifest.json and the chain recomputes to its end link"
+    chained = "the chain recomputes to its end link" if "chain" in manifest else "it carries no chain"
+    print(f"OK: {bundle}: every file matches manifest.json and {chained}"
           + (f" (anchored by {' and '.join(anchored)})" if anchored else
              "; nothing outside the bundle vouches for it: give --public-key, --digest or --after"))
     said = coverage(manifest)

@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ledger.private import FOLDER_MODE, csv_safe_sql, make_private, open_private, private_umask, scrub, write_private
-from reports.bundle_chain import CHAIN, ChainWriter, chain_entry, check_anchors, sign_manifest, write_checker
+from reports.bundle_chain import (CHAIN, ChainWriter, chain_entry, check_anchors, checker_entry, sign_manifest,
+                                  write_checker)
 from reports.bundle_reader import MANIFEST, MANIFEST_LIMIT, BundleError, BundleProblem, BundleReader, check_name
 from reports.errors import ReportError
 from reports.findings import ATTENTION, attention_filter, needs_attention, plain, row_counts, split_rows
@@ -309,6 +310,7 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
         **warning,
         "format": FORMAT,
         "tool": {"name": "access-ledger", "version": version("access-ledger")},
+        "checker": checker_entry(),
         "generated_at": generated_at,
         "command": scrub(command if command is not None else " ".join(_quote(a) for a in [Path(sys.argv[0]).name,
                                                                                             *sys.argv[1:]])),
@@ -816,7 +818,7 @@ def _parse_manifest(target: Path, raw: bytes) -> dict[str, Any]:
             raise BundleProblem(f"{MANIFEST}: file entry {name!r}: \"sha256\" is not 64 lowercase hex digits")
         if not (isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 1 << 53):
             raise BundleProblem(f"{MANIFEST}: file entry {name!r}: \"bytes\" is not a size in bytes")
-    for key in ("period", "ledger", "audits", "charts", "reviews", "tool"):
+    for key in ("period", "ledger", "audits", "charts", "reviews", "tool", "checker"):
         if key in manifest and not isinstance(manifest[key], dict):
             raise BundleProblem(f"{MANIFEST}: \"{key}\" is not an object")
     if "signature" in manifest and not isinstance(manifest["signature"], dict):

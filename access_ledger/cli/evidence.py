@@ -140,3 +140,30 @@ def verify(
     if not check.ok:
         raise typer.Exit(code=1)
 
+
+
+@evidence_app.command("checker")
+def checker(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The file to write (refused if it exists).")],
+) -> None:
+    """Write the standalone checker of this installed version and print its SHA-256: run it as
+    `python3 -I FILE BUNDLE`, never the copy that travelled inside a bundle."""
+    import hashlib
+
+    from reports.bundle_chain import checker_bytes
+
+    data = checker_bytes()
+    with handled():
+        try:
+            with open(out, "xb") as f:
+                f.write(data)
+        except FileExistsError:
+            fail(f"{out} exists: give a new file")
+    typer.echo(f"wrote {out}: the checker of access-ledger {_version()}, SHA-256 {hashlib.sha256(data).hexdigest()}")
+    typer.echo(f"run it as: python3 -I {shlex.quote(str(out))} BUNDLE [--public-key FILE] [--digest FILE]")
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("access-ledger")
