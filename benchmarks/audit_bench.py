@@ -33,10 +33,11 @@ def main() -> None:
     parser.add_argument("--ledger", type=Path, help="keep the ledger here (reused if it exists)")
     args = parser.parse_args()
 
+    from scale import generated_ledger
+
     from ledger.app import AccessLedger
     from reports.audits import AUDITS, run_audit
     from reports.warehouse import Warehouse
-    from scale import generated_ledger
 
     with tempfile.TemporaryDirectory() as tmp:
         path = args.ledger or Path(tmp) / "ledger.db"

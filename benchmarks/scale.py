@@ -131,8 +131,8 @@ def generated_ledger(db: str, events: int, **shape: int) -> None:
     Built through the bulk import, as `access-ledger import` does; reused when `db` already has events."""
     import time as clock
 
-    from ledger.app import AccessLedger
     from access_ledger.demo.generator import generate
+    from ledger.app import AccessLedger
     from ledger.pipeline import default_workers
 
     with AccessLedger.open(db, create=True) as led:

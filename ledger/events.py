@@ -362,7 +362,8 @@ _WITH_LISTS = frozenset({"RoleCreated", "RolePermissionsChanged", "ReviewStarted
 @cache
 def _adapter() -> TypeAdapter[Any]:
     """The validator of any event line (built once, when first needed)."""
-    return TypeAdapter(Annotated[Union[MODELS], Field(discriminator="type")])  # type: ignore[valid-type]
+    # A Union over the tuple of models built above: `X | Y` cannot be spelt for a tuple.
+    return TypeAdapter(Annotated[Union[MODELS], Field(discriminator="type")])  # type: ignore[valid-type]  # noqa: UP007
 
 
 def _problem(exc: PydanticError) -> str:

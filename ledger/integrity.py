@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-
-import orjson
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
 
 from ledger import signing
 from ledger.errors import ValidationError

@@ -17,7 +17,12 @@ from ledger import errors as E
 from ledger.authority import Need, Rules, default_rules, instant_key, need
 from ledger.store import Cursor
 from ledger.vocabulary import (
-    Vocabulary, permission_matches, predefined_roles, split_principal, split_resource, vocabulary,
+    Vocabulary,
+    permission_matches,
+    predefined_roles,
+    split_principal,
+    split_resource,
+    vocabulary,
 )
 
 _MISSING = object()

@@ -113,7 +113,7 @@ def who_can(state: PermissionState, action: str, resource: str, tenant: str | No
     rtype = split_resource(resource)[0]
     # Candidates: direct holders and members of holding teams; then each is checked exactly.
     candidates: set[str] = set()
-    for key, a in state.assignments.items():
+    for a in state.assignments.values():
         if a.tenant != tenant:
             continue
         if a.principal.startswith("team:"):
@@ -126,7 +126,7 @@ def who_can(state: PermissionState, action: str, resource: str, tenant: str | No
         # role) is still access once the other is revoked. Several permissions of one role's chain may
         # allow the action through the same path: that is one path.
         seen: set[tuple[str, str | None, str | None]] = set()
-        for perm, scope, a, via, chain, _src in state.grants(principal, instant, tenant):
+        for perm, scope, a, via, _chain, _src in state.grants(principal, instant, tenant):
             if (a.role, via, scope) in seen:
                 continue
             if (scope is None or scope == resource) and permission_matches(perm, rtype, action):
@@ -149,7 +149,7 @@ def what_can(state: PermissionState, principal: str, tenant: str | None, instant
         tenants = [None, *sorted(t for t, live in state.tenants.items() if live)]
     rows = []
     for t in tenants:
-        for perm, scope, a, via, chain, src in state.grants(principal, instant, t):
+        for perm, scope, a, via, chain, _src in state.grants(principal, instant, t):
             rows.append({"principal": principal, "tenant": t, "permission": perm, "resource_scope": scope,
                          "role": a.role, "via_team": via, "from_role": chain[-1], "expires_at": a.expires_at,
                          "granted_at": a.source.at, "granted_by": a.source.actor, "position": a.source.position,

@@ -19,8 +19,8 @@ from __future__ import annotations
 import gc
 import hashlib
 import hmac
-from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson

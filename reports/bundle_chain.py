@@ -81,10 +81,10 @@ class ChainWriter:
                                            if topic.startswith(prefix) else b"\0")
                 if not state.startswith(head):
                     append(json.dumps([link[:LINK_CHARS], oid, ver, topic]) + "\n")
-                elif ver == 1 and oid.startswith(usage) and oid[16:] == "%016x" % pos:
-                    append('["%s"]\n' % link[:LINK_CHARS])
+                elif ver == 1 and oid.startswith(usage) and oid[16:] == f"{pos:016x}":
+                    append(f'["{link[:LINK_CHARS]}"]\n')
                 else:
-                    append('["%s","%s",%d]\n' % (link[:LINK_CHARS], oid, ver))
+                    append(f'["{link[:LINK_CHARS]}","{oid}",{ver:d}]\n')
                 if pos == last:
                     self.end_link = link
             self._write("".join(out).encode())

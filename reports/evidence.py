@@ -42,10 +42,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ledger.private import FOLDER_MODE, csv_safe_sql, make_private, open_private, private_umask, scrub, write_private
-from reports.bundle_chain import (CHAIN, ChainWriter, chain_entry, check_anchors, checker_entry, sign_manifest,
-                                  write_checker)
+from reports.bundle_chain import (
+    CHAIN,
+    ChainWriter,
+    chain_entry,
+    check_anchors,
+    checker_entry,
+    sign_manifest,
+    write_checker,
+)
 from reports.bundle_reader import MANIFEST, MANIFEST_LIMIT, BundleError, BundleProblem, BundleReader, check_name
-from reports.errors import ReportError
 from reports.findings import ATTENTION, attention_filter, needs_attention, plain, row_counts, split_rows
 
 __all__ = ["ATTENTION", "BundleError", "BundleProblem", "TamperedLedger", "export_bundle", "needs_attention", "split_rows", "verify_bundle"]

@@ -133,7 +133,7 @@ def review_tables(led: AccessLedger, last: int) -> tuple[pa.Table, pa.Table]:
                     events = access
                     # The revoke is the decision, or the close for an item left undecided.
                     revoked = c.decided_at[r["item"]] if d is not None else c.close_position
-                    removal = carrying_removal(r, s["as_of_position"], revoked, lambda k: events.get(k, []))
+                    removal = carrying_removal(r, s["as_of_position"], revoked, lambda k, events=events: events.get(k, []))
                 item_out.append({
                     "campaign": c.name, "item": r["item"], "principal": r["principal"], "role": r["role"],
                     "tenant": r["tenant"], "resource": r["resource"], "via": r["via"],

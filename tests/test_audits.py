@@ -8,6 +8,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import COMMANDS
+from test_warehouse import build, instants_of, prelude
 
 from ledger.app import AccessLedger
 from projections.answers import diff
@@ -15,8 +17,6 @@ from projections.pit import Timeline
 from reports.audits import AUDITS, run_audit
 from reports.errors import AuditParameterError, RulesError, UnknownAudit
 from reports.warehouse import Warehouse
-from strategies import COMMANDS
-from test_warehouse import build, instants_of, prelude
 
 
 def d(day: int, hour: int = 0) -> str:
@@ -428,7 +428,7 @@ def test_hygiene_lists_live_tokens_of_deactivated_principals_and_admin_tokens(le
 
     ci = issue("tok-ci", "service_account:ci", ["report", "read"], d(10))
     alice = issue("tok-alice", "user:alice", ["read", "admin"], d(10))
-    bob = issue("tok-bob", "user:bob", ["admin"], d(10))
+    issue("tok-bob", "user:bob", ["admin"], d(10))
     issue("tok-carol", "user:carol", ["read"], d(10), expires_at=d(12))
     expiring_admin = issue("tok-adm2", "user:alice", ["admin"], d(10), expires_at=d(15))
     led.append({"type": "TokenRevoked", "at": d(11), "actor": "user:carol", "token_id": "tok-bob", "reason": "T"})

@@ -8,10 +8,10 @@ import os
 import pytest
 from typer.testing import CliRunner
 
+from access_ledger.cli import app
 from ledger import errors as E
 from ledger.app import AccessLedger
 from ledger.authority import default_rules_text
-from access_ledger.cli import app
 from ledger.timeutil import format_instant, now
 from reports.audits import run_audit
 from reports.warehouse import Warehouse
@@ -296,9 +296,9 @@ from datetime import datetime  # noqa: E402
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from strategies import commands  # noqa: E402
 
 from ledger.vocabulary import predefined_roles  # noqa: E402
-from strategies import commands  # noqa: E402
 
 # The table of DESIGN section 3, written out again: event -> (permission, may it be held in the event's tenant).
 TABLE = {

@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from ledger.app import AccessLedger
 from access_ledger.cli import app
 from access_ledger.demo.generator import generate
+from ledger.app import AccessLedger
 from ledger.private import csv_safe, scrub
 
 runner = CliRunner()

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ledger.app import AccessLedger
 from access_ledger.cli import app
 from access_ledger.demo.generator import generate
+from ledger.app import AccessLedger
 from ledger.signing import SIGNING_ENV, check, digest_message, load_public_key
 
 runner = CliRunner()

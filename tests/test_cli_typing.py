@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from typer.testing import CliRunner
 
-from ledger.app import AccessLedger
 from access_ledger.cli import app
 from access_ledger.cli.common import Format, render
+from ledger.app import AccessLedger
 from ledger.errors import ValidationError
 from ledger.timeutil import cli_instant, parse_duration, parse_period
 

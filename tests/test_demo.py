@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ledger.app import AccessLedger
 from access_ledger.cli import app
 from access_ledger.cli.demo import LEAVER_FINDINGS, TERMINATIONS
 from access_ledger.demo.generator import generate
+from ledger.app import AccessLedger
 from reports.evidence import needs_attention, verify_bundle
 
 runner = CliRunner()

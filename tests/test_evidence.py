@@ -6,9 +6,9 @@ import json
 import shutil
 import subprocess
 import sys
-from itertools import pairwise
 import zipfile
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from ledger.app import AccessLedger
 from access_ledger.cli import app
 from access_ledger.demo.generator import generate
+from ledger.app import AccessLedger
 from reports.evidence import _Lines, needs_attention
 
 runner = CliRunner()

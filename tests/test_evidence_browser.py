@@ -21,8 +21,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from ledger.app import AccessLedger
 from access_ledger.demo.generator import generate
+from ledger.app import AccessLedger
 from reports.evidence import export_bundle
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

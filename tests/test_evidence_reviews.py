@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_reviews import build
 from typer.testing import CliRunner
 
-from ledger.app import AccessLedger
 from access_ledger.cli import app
+from ledger.app import AccessLedger
 from projections.pit import Timeline
 from projections.reviews import campaign, decision_event, derive, removals, start_event
 from reports.check_bundle import REVIEW_FILE, review_stems
 from reports.evidence import export_bundle
-from test_reviews import build
 
 runner = CliRunner()
 

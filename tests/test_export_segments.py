@@ -19,15 +19,15 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_trust import _sql, _user_event
 from typer.testing import CliRunner
 
 import ledger.integrity as integrity
-from ledger.app import AccessLedger
 from access_ledger.cli import app
 from access_ledger.demo.generator import generate
+from ledger.app import AccessLedger
 from ledger.store import GENESIS_LINK
 from reports import evidence
-from test_trust import _sql, _user_event
 
 runner = CliRunner()
 END = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

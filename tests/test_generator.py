@@ -9,9 +9,9 @@ from itertools import takewhile
 import orjson
 import pytest
 
+from access_ledger.demo.generator import INCIDENT_AUDITS, SMALL, generate, is_generated
 from ledger.app import AccessLedger
 from ledger.events import encode, parse_json
-from access_ledger.demo.generator import INCIDENT_AUDITS, SMALL, generate, is_generated
 from projections.permissions import PermissionState
 from projections.reviews import carried_out, population, population_sha256, route
 
@@ -204,8 +204,8 @@ def test_revocations_are_carried_out_but_the_planted_one_and_never_re_granted(sm
         left = set()
         for c in campaigns.values():
             revoked = [c["items"][ev["item"] - 1] for _, ev in c["decisions"] if ev["decision"] == "revoke"]
-            at_due = PermissionState().fold(takewhile(lambda p: p[1]["at"] <= c["start"]["due"],
-                                                      enumerate(events, 1)))
+            due = c["start"]["due"]
+            at_due = PermissionState().fold(takewhile(lambda p, due=due: p[1]["at"] <= due, enumerate(events, 1)))
             left |= {r["principal"] for r in revoked if not carried_out(r, at_due)}
         assert left == {undone.principal}
         # Removed by the review, or by anyone after a review decided to revoke it (that carries it out too).
@@ -253,7 +253,7 @@ def test_every_privileged_access_older_than_90_days_was_reviewed_in_the_last_90(
         reviewed = {(r["principal"], r["role"], r["tenant"], r["resource"]) for c in campaigns.values()
                     if window <= c["close"][1]["at"] <= end for r in c["items"]}
         held = population(state, end, sorted(t for t, live in state.tenants.items() if live), True)
-        def since(r):  # held directly, or through a team since the later of the grant and the membership
+        def since(r, state=state):  # held directly, or through a team since the later of the grant and the membership
             holder = f"team:{r['via']}" if r["via"] else r["principal"]
             granted = state.assignments[(r["role"], holder, r["tenant"], r["resource"])].source.at
             return max(granted, state.members[r["via"]][r["principal"]].at) if r["via"] else granted

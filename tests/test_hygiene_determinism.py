@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ledger.app import AccessLedger
 from access_ledger.cli import app
+from ledger.app import AccessLedger
 
 runner = CliRunner()
 AUDITS = ("review", "least-privilege", "secrets", "sod", "changes", "hygiene")

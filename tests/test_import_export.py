@@ -8,10 +8,10 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import apply_commands, commands
 
 from ledger import errors as E
 from ledger.app import AccessLedger
-from strategies import apply_commands, commands
 
 HISTORY = [
     {"type": "OrganizationCreated", "at": "2026-01-01T00:00:00Z", "actor": "system", "name": "acme",

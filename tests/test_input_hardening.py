@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from access_ledger.cli import app
 from ledger import errors as E
 from ledger.app import AccessLedger
-from access_ledger.cli import app
 from ledger.events import encode, parse_json
 
 runner = CliRunner()

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger.app import AccessLedger
 from access_ledger.demo.generator import generate
+from ledger.app import AccessLedger
 
 EXE = shutil.which("access-ledger") or os.path.join(os.path.dirname(sys.executable), "access-ledger")
 END = "2026-03-31T00:00:00Z"

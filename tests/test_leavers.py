@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from ledger.app import AccessLedger
 from access_ledger.cli import app
+from ledger.app import AccessLedger
 from reports.findings import needs_attention
 from reports.leavers import read_hr, run_leavers
 from reports.warehouse import Warehouse, foreign_objects
@@ -283,7 +283,7 @@ def test_late_deactivation_is_active_time_past_the_sla(tmp_path_factory, toggles
     with Warehouse.open(led, ":memory:") as wh:
         result = run_leavers(wh, hr, sla=f"{sla}min", at=(T0 + timedelta(minutes=at)).isoformat())
     led.close()
-    for i, gaps in enumerate(toggles):
+    for i in range(len(toggles)):
         changes = [m for m, user, _ in sorted(events) if user == f"u{i}" and m <= at]
         stretches = list(zip([0, *changes], [*changes, None]))  # even ones active, odd ones deactivated
         deadline = terminated[i] + sla

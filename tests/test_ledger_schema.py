@@ -24,8 +24,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from ledger.app import AccessLedger
 from access_ledger.cli import app
+from ledger.app import AccessLedger
 from ledger.integrity import GENESIS_LINK, next_link
 
 runner = CliRunner()

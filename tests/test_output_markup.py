@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from ledger.app import AccessLedger
 from access_ledger.cli import app
 from access_ledger.cli.common import Format, render
+from ledger.app import AccessLedger
 
 runner = CliRunner()
 AT = "2026-02-01T00:00:00Z"

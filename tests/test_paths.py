@@ -16,16 +16,16 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from strategies import COMMANDS, apply_commands
 from typer.testing import CliRunner
 
-from ledger.app import AccessLedger
 from access_ledger.cli import app
+from ledger.app import AccessLedger
 from ledger.vocabulary import predefined_roles
 from projections.answers import what_can, who_can
 from projections.pit import Timeline
 from reports.audits import run_audit
 from reports.warehouse import Warehouse
-from strategies import COMMANDS, apply_commands
 
 runner = CliRunner()
 T0 = "2026-01-01T00:00:00Z"

@@ -6,6 +6,7 @@ import casbin
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import COMMANDS, NAMES, TENANTS, apply_commands
 
 from ledger import errors as E
 from ledger.app import AccessLedger
@@ -13,7 +14,6 @@ from projections.answers import Question, check, diff, what_can, who_can
 from projections.casbin_export import policy_lines, request, write
 from projections.permissions import PermissionState
 from projections.pit import Timeline
-from strategies import COMMANDS, NAMES, TENANTS, apply_commands
 
 
 def d(day: int, hour: int = 0) -> str:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ledger.app import AccessLedger
 from access_ledger.cli import app
+from ledger.app import AccessLedger
 
 runner = CliRunner()
 STEPS = [

@@ -8,16 +8,15 @@ import base64
 import gzip
 import json
 import re
-from pathlib import Path
-
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 import reports.html
-from ledger.app import AccessLedger
 from access_ledger.demo.generator import generate
+from ledger.app import AccessLedger
 from reports.evidence import export_bundle
 
 END = "2026-04-01T00:00:00Z"

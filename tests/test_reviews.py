@@ -11,11 +11,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from ledger.app import AccessLedger
 from access_ledger.cli import app
+from ledger.app import AccessLedger
 from projections.pit import Timeline
 from projections.reviews import (
-    campaign, carried_out, decision_event, derive, population, population_sha256, removals, start_event,
+    campaign,
+    carried_out,
+    decision_event,
+    derive,
+    population,
+    population_sha256,
+    removals,
+    start_event,
 )
 
 runner = CliRunner()

@@ -414,7 +414,7 @@ def test_a_read_waits_for_min_position_then_answers_or_says_409(svc):
     late = svc.get("/v1/what-can", params={**params, "min_position": head + 10_000})
     waited = time.monotonic() - started
     assert late.status_code == 409 and 4.5 <= waited < 15
-    assert late.json()["detail"].startswith(f"min_position: the ledger is at position ") and "\n" not in late.text
+    assert late.json()["detail"].startswith("min_position: the ledger is at position ") and "\n" not in late.text
     # Refusals of the token come first, without waiting.
     started = time.monotonic()
     assert svc.get("/v1/events", None, params={"min_position": head + 10_000}).status_code == 401

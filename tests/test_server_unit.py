@@ -8,13 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import COMMANDS, apply_commands
 from typer.testing import CliRunner
 
 from access_ledger import api
 from access_ledger.cli import app as cli_app
 from access_ledger.server import create_app
 from ledger.app import AccessLedger
-from strategies import COMMANDS, apply_commands
 
 runner = CliRunner()
 

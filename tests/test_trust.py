@@ -20,8 +20,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from ledger.app import AccessLedger
 from access_ledger.cli import app
+from ledger.app import AccessLedger
 from ledger.integrity import KEY_ENV, next_link, seal_mac
 
 runner = CliRunner()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from strategies import COMMANDS, TENANTS, USERS, apply_commands
 
 from ledger import errors as E
 from ledger.app import AccessLedger
@@ -23,7 +24,6 @@ from projections.permissions import PermissionState
 from reports.audits import run_audit
 from reports.errors import WarehouseMismatch
 from reports.warehouse import Warehouse, default_path
-from strategies import COMMANDS, TENANTS, USERS, apply_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 

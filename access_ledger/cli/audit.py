@@ -10,7 +10,14 @@ from typing import Annotated, Any
 import typer
 
 from access_ledger.cli.common import (
-    Format, FormatOption, OutOption, PeriodOption, emit, handled, open_ledger, when,
+    Format,
+    FormatOption,
+    OutOption,
+    PeriodOption,
+    emit,
+    handled,
+    open_ledger,
+    when,
 )
 from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 

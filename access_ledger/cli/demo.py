@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,8 +53,8 @@ def demo(
     """Build a year of a realistic ML platform's access history, audit it, and export the evidence."""
     from rich.console import Console
 
-    from ledger.app import AccessLedger
     from access_ledger.demo.generator import SIZES, generate
+    from ledger.app import AccessLedger
     from ledger.private import write_private
     from ledger.timeutil import now, parse_instant
 
@@ -115,8 +115,8 @@ def _leavers_audit() -> Any:
 
 def _make_room(url: str, evidence: Path, force: bool) -> None:
     """Remove an earlier demo's ledger, warehouse and bundle; refuse to touch anything else without --force."""
-    from ledger.app import AccessLedger
     from access_ledger.demo.generator import is_generated
+    from ledger.app import AccessLedger
 
     postgres = url.startswith(("postgresql://", "postgres://"))
     if not postgres and os.path.exists(url):

@@ -11,8 +11,19 @@ from typing import Annotated, Any
 import typer
 
 from access_ledger.cli.common import (
-    ActorOption, AtOption, Format, FormatOption, OutOption, ReasonOption, check_actor, default_actor, emit, fail,
-    handled, open_ledger, when,
+    ActorOption,
+    AtOption,
+    Format,
+    FormatOption,
+    OutOption,
+    ReasonOption,
+    check_actor,
+    default_actor,
+    emit,
+    fail,
+    handled,
+    open_ledger,
+    when,
 )
 from ledger.errors import LedgerError, ReviewRefused, ValidationError
 from ledger.timeutil import CLI_TIME_HELP

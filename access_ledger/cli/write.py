@@ -15,8 +15,21 @@ from typing import Annotated, Any
 import typer
 
 from access_ledger.cli.common import (
-    ActorOption, AtOption, Format, FormatOption, OutOption, ReasonOption, check_actor, default_actor, emit, emit_text,
-    fail, handled, no_new_file_if_refused, open_ledger, when,
+    ActorOption,
+    AtOption,
+    Format,
+    FormatOption,
+    OutOption,
+    ReasonOption,
+    check_actor,
+    default_actor,
+    emit,
+    emit_text,
+    fail,
+    handled,
+    no_new_file_if_refused,
+    open_ledger,
+    when,
 )
 from ledger.errors import IntegrityFailure, StorageError, ValidationError
 from ledger.private import open_private

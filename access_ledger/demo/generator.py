@@ -28,7 +28,7 @@ import random
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -1171,7 +1171,7 @@ class _AcmeCast:
     def reviews(self) -> None:
         """Two quarterly access reviews: Q3 of production, rubber-stamped by its reviewer; Q4 of every
         tenant, decided with care, whose revocations the platform carries out (all but a leaver's)."""
-        e, admin, on = self.e, self.e.admin, self.e.on
+        admin, on = self.e.admin, self.e.on
         afternoon = 14 * 3600
 
         def q3_start(e: _Engine) -> None:

@@ -7,8 +7,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ledger.errors import IntegrityFailure, LedgerError, StorageError
 from access_ledger.server.service import NotCaughtUp
+from ledger.errors import IntegrityFailure, LedgerError, StorageError
 from projections.tokens import TokenRefused
 
 log = logging.getLogger("access_ledger.server")

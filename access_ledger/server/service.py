@@ -17,7 +17,6 @@ from ledger.app import AccessLedger
 from ledger.errors import IntegrityFailure, LedgerError, StorageError
 from projections.tokens import Token, TokenFollower, authenticate, require_scope
 
-
 WAIT_FOR_POSITION = 5.0  # seconds a read with min_position waits for the log to reach it
 
 
