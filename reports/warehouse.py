@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = "4"
 CHUNK = 250_000
+PART = 50_000  # events parsed and inserted at a time within a chunk
 LOCK_WAIT = 30.0
 #: The fields of DESIGN section 4, as read from the JSONL bytes (lists are the permission lists).
 FIELDS: tuple[str, ...] = (
@@ -521,11 +522,12 @@ class Warehouse:
         return head - position
 
     def _load(self, position: int, head: int, progress: Callable[[int], None] | None, chunk_size: int) -> None:
-        chunks: queue.Queue[Any] = queue.Queue(maxsize=1)
+        chunks: queue.Queue[Any] = queue.Queue(maxsize=2)
         stop = threading.Event()
         reader = threading.Thread(target=self._read_chunks, args=(position, head, chunk_size, chunks, stop),
                                   name="warehouse-reader", daemon=True)
         reader.start()
+        open_at: int | None = None  # the first position of the chunk whose transaction is open
         try:
             while True:
                 item = chunks.get()
@@ -533,18 +535,22 @@ class Warehouse:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                table, first, last, link = item
-                self.con.execute("BEGIN")
+                table, first, last, link, ends_chunk = item
+                if open_at is None:
+                    self.con.execute("BEGIN")
+                    open_at = first
                 self.con.register("sync_chunk", table)
                 try:
                     self.con.execute(_LOAD)
                 finally:
                     self.con.unregister("sync_chunk")
-                self.con.execute("UPDATE sync_state SET position = ?, chain_link = ?, synced_at = now() "
-                                 "WHERE id = 1", [last, link])
-                self.con.execute("COMMIT")
-                if progress is not None:
-                    progress(last - first + 1)
+                if ends_chunk:
+                    self.con.execute("UPDATE sync_state SET position = ?, chain_link = ?, synced_at = now() "
+                                     "WHERE id = 1", [last, link])
+                    self.con.execute("COMMIT")
+                    if progress is not None:
+                        progress(last - open_at + 1)
+                    open_at = None
         finally:
             stop.set()
             while reader.is_alive():
@@ -561,12 +567,14 @@ class Warehouse:
         try:
             first = position + 1
             while first <= head and not stop.is_set():
-                last = min(head, first + chunk_size - 1)
+                end = min(head, first + chunk_size - 1)  # the chunk: one transaction
+                # In parts, so that reading and parsing the next part overlaps DuckDB's insert of this one.
+                last = min(end, first + PART - 1)
                 data, link = _chunk_jsonl(self.led, first, last)
                 table = _parse_chunk(data)
                 while not stop.is_set():
                     try:
-                        chunks.put((table, first, last, link), timeout=0.1)
+                        chunks.put((table, first, last, link, last == end), timeout=0.1)
                         break
                     except queue.Full:
                         continue
@@ -844,7 +852,7 @@ def _parse_chunk(data: bytes) -> Any:
 
     import pyarrow.json as pj
 
-    return pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=1 << 24),
+    return pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=1 << 20),
                         parse_options=pj.ParseOptions(explicit_schema=_chunk_schema(),
                                                       unexpected_field_behavior="ignore"))
 
