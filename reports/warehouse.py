@@ -1,8 +1,8 @@
 """The DuckDB warehouse: the ledger's events in a flat table plus interval tables, synced exactly once.
 
 Sync reads the notification log from the warehouse's position on, a chunk at a time. A reader
-thread turns each chunk into a JSONL file (positions written into the lines) while the main thread
-loads the previous one with DuckDB's own JSON reader; each chunk is one DuckDB transaction that
+thread turns each part of a chunk into JSONL (positions written into the lines) and parses it with
+pyarrow, in memory, while the main thread inserts the previous part; each chunk is one DuckDB transaction that
 also records the new position, so an interrupted sync leaves whole chunks and the next run goes on
 from there. The interval tables are then brought up to the same position in one more transaction
 (rebuilding only the keys the new events touch).
