@@ -40,7 +40,7 @@ def install_rules(wh: Warehouse, path: str | Path | None) -> str:
             raise RulesError(str(exc)) from None
         source = rules.source
         rows = list(rules.by_event.values())
-    authority_rules_arrow = pa.table({  # noqa: F841 (read by SQL)
+    rules_table = pa.table({
         "event": pa.array([r.event for r in rows], pa.string()),
         "permission": pa.array([r.permission for r in rows], pa.string()),
         "permission_type": pa.array([r.type for r in rows], pa.string()),
@@ -48,5 +48,9 @@ def install_rules(wh: Warehouse, path: str | Path | None) -> str:
         "in_organization": pa.array(["organization" in r.places for r in rows], pa.bool_()),
         "in_tenant": pa.array(["tenant" in r.places for r in rows], pa.bool_()),
     })
-    wh.con.execute("CREATE OR REPLACE TEMP TABLE authority_rules AS SELECT * FROM authority_rules_arrow")
+    wh.con.register("authority_rules_rows", rules_table)  # (the warehouse's connection resolves no Python variables)
+    try:
+        wh.con.execute("CREATE OR REPLACE TEMP TABLE authority_rules AS SELECT * FROM authority_rules_rows")
+    finally:
+        wh.con.unregister("authority_rules_rows")
     return source

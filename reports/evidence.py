@@ -553,7 +553,7 @@ def _copy(wh: Warehouse, select: str, path: Path, fmt: str) -> None:
     target = str(path).replace("'", "''")
     options = {"parquet": "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1", "csv": "FORMAT csv, HEADER true",
                "json": "FORMAT json, ARRAY true"}[fmt]
-    wh.con.execute(f"COPY ({select}) TO '{target}' ({options})")
+    wh.copy_to(select, target, options)  # (the warehouse's own connection may write no file)
 
 
 def _write_events_parquet(wh: Warehouse, first: int, last: int, path: Path) -> None:
@@ -567,7 +567,7 @@ def _write_events_parquet(wh: Warehouse, first: int, last: int, path: Path) -> N
     select = f"SELECT * FROM events WHERE position BETWEEN {int(first)} AND {int(last)}"
     _copy(wh, select, path, "parquet")
     target = str(path).replace("'", "''")
-    rows, out_of_place = wh.con.execute(
+    rows, out_of_place = wh.writer().execute(
         f"SELECT count(*), count(*) FILTER (WHERE position <> {int(first)} + file_row_number) "
         f"FROM read_parquet('{target}', file_row_number = true)").fetchall()[0]
     if rows != max(0, last - first + 1) or out_of_place:

@@ -120,6 +120,10 @@ def install_rules(wh: Warehouse, path: str | Path | None) -> str:
     rules, source = load_rules(path)
     found = wh.con.execute("SELECT preset FROM events WHERE type = 'OrganizationCreated'").fetchall()
     rows = check_rules(rules, found[0][0], source, strict=path is not None) if found else []
-    rules_table = pa.table({c: pa.array([r[c] for r in rows], pa.string()) for c in _COLUMNS})  # noqa: F841 (read by SQL)
-    wh.con.execute("CREATE OR REPLACE TEMP TABLE sod_rules AS SELECT * FROM rules_table")
+    rules_table = pa.table({c: pa.array([r[c] for r in rows], pa.string()) for c in _COLUMNS})
+    wh.con.register("rules_table", rules_table)  # (the warehouse's connection resolves no Python variables)
+    try:
+        wh.con.execute("CREATE OR REPLACE TEMP TABLE sod_rules AS SELECT * FROM rules_table")
+    finally:
+        wh.con.unregister("rules_table")
     return source

@@ -1,11 +1,32 @@
 """The DuckDB warehouse: the ledger's events in a flat table plus interval tables, synced exactly once.
 
 Sync reads the notification log from the warehouse's position on, a chunk at a time. A reader
-thread turns each chunk into a JSONL file (positions written into the lines) while the main thread
-loads the previous one with DuckDB's own JSON reader; each chunk is one DuckDB transaction that
+thread turns each part of a chunk into JSONL (positions written into the lines) and parses it with
+pyarrow, in memory, while the main thread inserts the previous part; each chunk is one DuckDB transaction that
 also records the new position, so an interrupted sync leaves whole chunks and the next run goes on
 from there. The interval tables are then brought up to the same position in one more transaction
 (rebuilding only the keys the new events touch).
+
+The file is untrusted input (anyone who can write the folder can edit it), so before the first query:
+- Regular files only: the file and its write-ahead log must be regular files (a FIFO or a device would
+  block every reader), never followed through a symlink.
+- The file read is the file proven: it is opened here first (O_NOFOLLOW) and kept open; once DuckDB has
+  opened the path, /proc/locks must show the lock DuckDB takes on its database file held by this process
+  on that same inode (st_dev, st_ino). POSIX locks belong to a process and an inode, and DuckDB opens one
+  handle per database file, so a file swapped in while DuckDB opened the path (and swapped back after)
+  shows no lock of ours on the inode held here. The proof's hash is read through this descriptor, so the
+  bytes hashed are those of the inode the connection reads. (The descriptor stays open until DuckDB has
+  closed: closing any descriptor of an inode drops the process's POSIX locks on it.)
+- DuckDB runs with external access off, extension autoloading off and its configuration locked from the
+  first statement on (no query can read or write a local file; the sync hands DuckDB each chunk as an
+  Arrow table parsed in memory; audit files are written by a separate in-memory connection that holds
+  no catalog of the file, see `copy_to`).
+- The catalog is exactly the ledger's: every schema, table (its whole definition: column names, types,
+  collations, defaults, constraints), column, view, macro, type, sequence, index and constraint is
+  compared with those of warehouse.sql built in memory; anything else is refused and named by `verify`.
+  A file of a layout this version does not know (another schema_version, or no meta) is removed with its
+  write-ahead log and built from nothing, never dropped table by table (what a partial drop leaves, such as
+  a macro, would stay).
 """
 
 from __future__ import annotations
@@ -14,13 +35,14 @@ import hashlib
 import hmac
 import os
 import queue
-import shutil
+import stat
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +54,7 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = "5"
 CHUNK = 250_000
+PART = 50_000  # events parsed and inserted at a time within a chunk
 LOCK_WAIT = 30.0
 #: The fields of DESIGN section 4, as read from the JSONL bytes (lists are the permission lists).
 FIELDS: tuple[str, ...] = (
@@ -41,9 +64,7 @@ FIELDS: tuple[str, ...] = (
     "action", "token_id", "scopes",
 )
 LIST_FIELDS = frozenset({"permissions", "add", "remove", "scopes"})
-_JSON_COLUMNS = "{'position': 'BIGINT', " + ", ".join(
-    f"'{f}': '{'VARCHAR[]' if f in LIST_FIELDS else 'VARCHAR'}'" for f in FIELDS) + "}"
-_LOAD = f"""
+_LOAD = """
 INSERT INTO events
 SELECT position, type, "at"::TIMESTAMP, actor, reason, id, name, preset, tenant, display_name, "user", email,
        service_account, team, member, role, scope, base, permissions, description, "add", "remove", principal,
@@ -61,7 +82,7 @@ SELECT position, type, "at"::TIMESTAMP, actor, reason, id, name, preset, tenant,
            WHEN type = 'ResourceAccessed' THEN split_part(resource, '/', 1)
            WHEN type = 'ConnectorSecretAccessed' THEN 'service_connector'
        END
-FROM read_json($path, format = 'newline_delimited', columns = {_JSON_COLUMNS})
+FROM sync_chunk
 """
 _TABLES = ("meta", "sync_state", "events", "predefined_roles", "vocabulary", "principal_status", "tenants", "teams",
            "memberships", "roles", "role_permissions", "role_chain", "role_grants", "assignments", "connectors",
@@ -89,37 +110,126 @@ def _private_files() -> Iterator[None]:
         os.umask(old)
 
 
-def _connect(path: str) -> Any:
+def _regular(path: str, what: str = "warehouse") -> int | None:
+    """Open `path` for reading, never through a symlink, and only if it is a regular file (None: no file)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise WarehouseError(f"cannot open the {what} {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise WarehouseError(f"the {what} {path} is not a regular file (a symlink, FIFO or device): delete it")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise WarehouseError(f"the {what} {path} is not a regular file ({exc.strerror}): delete it") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise WarehouseError(f"the {what} {path} is not a regular file (a symlink, FIFO or device): delete it")
+    return fd
+
+
+def _check_journal(path: str) -> None:
+    """The write-ahead log DuckDB replays as it opens `path`: absent or a regular file."""
+    fd = _regular(path + ".wal", "warehouse's write-ahead log")
+    if fd is not None:
+        os.close(fd)
+
+
+def _locked_here(fd: int) -> bool:
+    """Whether this process holds a POSIX lock on the inode of `fd` (DuckDB locks the database file it opens)."""
+    st = os.fstat(fd)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pid = str(os.getpid())
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return True  # no /proc: nothing to bind the connection with (the hash by descriptor still holds)
+    for line in lines:
+        parts = line.split()
+        # "1: POSIX  ADVISORY  WRITE 4242 fe:00:4243915 0 EOF" (a waiter's line has "->" in second place)
+        if len(parts) >= 6 and parts[1] == "POSIX" and parts[4] == pid and parts[5].lower() == inode:
+            return True
+    return False
+
+
+def _bind(fd: int, path: str) -> None:
+    if not _locked_here(fd):
+        raise WarehouseMismatch(f"the warehouse {path} was replaced while it was being opened (DuckDB opened "
+                                "another file than the one proven): run the command again, and look for who "
+                                "writes that folder")
+
+
+def _lock_down(con: Any, allowed: list[str] | None = None) -> None:
+    """External access off and the configuration locked, before any other statement."""
+    con.execute("SET enable_progress_bar = false")  # it would write into the audit's output on stdout
+    if allowed:
+        con.execute("SET allowed_paths = ?", [allowed])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+_CONFIG = {"autoload_known_extensions": False, "autoinstall_known_extensions": False}
+
+
+def _connect(path: str, *, read_only: bool = False, allowed: list[str] | None = None) -> tuple[Any, int | None]:
+    """A locked-down connection to `path`, and this process's own descriptor of the file it reads."""
     import duckdb
 
+    fd = None
+    if path != ":memory:":
+        _check_journal(path)
+        fd = _regular(path)
     deadline = time.monotonic() + LOCK_WAIT
-    while True:
+    try:
+        while True:
+            try:
+                with _private_files():
+                    con = duckdb.connect(path, read_only=read_only, config=dict(_CONFIG))
+                break
+            except duckdb.IOException as exc:
+                text = str(exc)
+                if "lock" in text.lower() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                if "lock" in text.lower():
+                    raise WarehouseBusy(f"the warehouse {path} is in use by another process; try again when it is "
+                                        "done") from None
+                raise WarehouseError(f"cannot open the warehouse {path}: {_first_line(text)}") from None
+            except duckdb.Error as exc:
+                raise WarehouseError(f"cannot open the warehouse {path}: {_first_line(str(exc))}") from None
         try:
-            with _private_files():
-                con = duckdb.connect(path)
-            # DuckDB's own progress bar would write into the audit's output on stdout.
-            con.execute("SET enable_progress_bar = false")
-            return con
-        except duckdb.IOException as exc:
-            text = str(exc)
-            if "lock" in text.lower() and time.monotonic() < deadline:
-                time.sleep(0.2)
-                continue
-            if "lock" in text.lower():
-                raise WarehouseBusy(f"the warehouse {path} is in use by another process; try again when it is "
-                                    "done") from None
-            raise WarehouseError(f"cannot open the warehouse {path}: {_first_line(text)}") from None
-        except duckdb.Error as exc:
-            raise WarehouseError(f"cannot open the warehouse {path}: {_first_line(str(exc))}") from None
+            _lock_down(con, allowed)
+            if path != ":memory:":
+                if fd is None:  # created by DuckDB just now
+                    fd = _regular(path)
+                    if fd is None:
+                        raise WarehouseError(f"cannot open the warehouse {path}: it vanished as it was created")
+                _bind(fd, path)
+        except BaseException:
+            con.close()
+            raise
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        raise
+    return con, fd
 
 
 class Warehouse:
     """A DuckDB file of the ledger's events and interval tables; `con` answers read queries."""
 
-    def __init__(self, led: AccessLedger, con: Any, path: str):
+    def __init__(self, led: AccessLedger, con: Any, path: str, fd: int | None = None):
         self.led = led
         self.con = con
         self.path = path
+        self._writer: Any = None
+        self._allowed: list[str] | None = None
+        self._fd = fd  # this process's descriptor of the file the connection reads (see the module docstring)
         self.recorded = False  # proven against, and recorded in, the ledger's al_warehouses (see open)
         self.proven: str | None = None  # the file's SHA-256 as proven (or recorded) in this run
         self._proof: tuple[threading.Thread, list[Any], str, tuple[Any, ...]] | None = None  # a hash under way
@@ -127,12 +237,13 @@ class Warehouse:
         self.rebuilt: str | None = None  # why the file was emptied to be synced afresh, if it was
 
     @classmethod
-    def open(cls, led: AccessLedger, path: str | Path | None = None, *, scratch: bool = False) -> Warehouse:
+    def open(cls, led: AccessLedger, path: str | Path | None = None, *, scratch: bool = False,
+             allowed: list[str] | None = None) -> Warehouse:
         """Open (or create) the warehouse of `led` at `path` (default: see default_path).
 
         A warehouse file is proven before it is used (see `sync`): its bytes must be those the ledger
         recorded after the last sync. A `scratch` warehouse (built and read in one run, then deleted)
-        is neither proven nor recorded.
+        is neither proven nor recorded. `allowed`: the only files its queries may open (verify's ATTACH).
         """
         target = str(path) if path is not None else default_path(led)
         if target != ":memory:":
@@ -141,13 +252,14 @@ class Warehouse:
                 raise WarehouseError(f"cannot create the warehouse {target}: folder {parent} does not exist")
         # A write-ahead log beside the file is replayed by DuckDB as it opens: changes its bytes never show.
         replayed = target != ":memory:" and os.path.exists(target + ".wal") and os.path.getsize(target + ".wal") > 0
-        con = _connect(target)
-        wh = cls(led, con, target)
+        con, fd = _connect(target, allowed=allowed)
+        wh = cls(led, con, target, fd)
         wh.recorded = target != ":memory:" and not scratch
+        wh._allowed = allowed
         try:
             wh._prepare(replayed)
         except BaseException:
-            con.close()
+            wh.close()
             raise
         return wh
 
@@ -158,6 +270,12 @@ class Warehouse:
             self.con.close()
         except Exception:  # closing is best effort; every write was committed or rolled back
             pass
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._fd is not None:  # only now: closing it drops the lock DuckDB holds on the file
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> Warehouse:
         return self
@@ -170,40 +288,51 @@ class Warehouse:
     def _prepare(self, replayed: bool = False) -> None:
         import duckdb
 
-        con = self.con
         try:
             with _private_files():
-                exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta' "
-                                     "AND table_schema = 'main'").fetchall()[0][0]
-                version = None
-                if exists:
-                    rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-                    version = rows[0][0] if rows else None
-                if version != SCHEMA_VERSION:
-                    # Everything here is derived from the ledger: an old layout is dropped and synced again.
+                found = catalog(self.con)
+                version = _layout_version(self.con, found)
+                if found and version != SCHEMA_VERSION:
+                    # A layout this version does not know: a new file, built from nothing.
+                    self.rebuilt = (f"its layout (schema version {version}) is not this version's ({SCHEMA_VERSION})"
+                                    if version is not None else "its layout is not one this version knows")
+                    self._create()
+                elif not found:
                     self._create()
                 else:
-                    foreign = foreign_objects(con)
+                    foreign = differences(found)
                     if foreign:
                         raise WarehouseMismatch(
                             f"the warehouse {self.path} holds {', '.join(foreign[:3])}, which the ledger never "
                             "creates (it could change what the audits read): delete the file to rebuild it")
                     if self.recorded:
                         self._prove(replayed)
-                run_script(con, "effective.sql")
+                run_script(self.con, "effective.sql")
         except duckdb.Error as exc:
-            _rollback(con)
+            _rollback(self.con)
             raise WarehouseError(f"cannot prepare the warehouse {self.path}: {_first_line(str(exc))}") from None
 
     def _create(self) -> None:
-        """(Re)create every table, empty; the file gets a new id (its record in the ledger is keyed by it)."""
+        """A new file, every table empty (never a partial drop: what a drop leaves, such as a macro, would
+        stay); the file gets a new id (its record in the ledger is keyed by it)."""
+        if self.path != ":memory:" and catalog(self.con):
+            if self._proof is not None:
+                self._proof[0].join()
+                self._proof = None
+            self.con.close()
+            os.close(self._fd)
+            self._fd = None
+            for name in (self.path, self.path + ".wal"):
+                try:
+                    os.unlink(name)
+                except FileNotFoundError:
+                    pass
+            self.con, self._fd = _connect(self.path, allowed=self._allowed)
+            if catalog(self.con):
+                raise WarehouseMismatch(f"the warehouse {self.path} was replaced as it was being rebuilt: run "
+                                        "the command again, and look for who writes that folder")
         con = self.con
         con.execute("BEGIN")
-        for name, kind in con.execute(
-                "SELECT table_name, 'TABLE' FROM duckdb_tables() WHERE database_name = current_database() "
-                "UNION ALL SELECT view_name, 'VIEW' FROM duckdb_views() WHERE database_name = current_database() "
-                "AND NOT internal").fetchall():
-            con.execute(f'DROP {kind} IF EXISTS "{name}" CASCADE')
         run_script(con, "warehouse.sql")
         self._fill_presets()
         con.execute("INSERT INTO meta VALUES ('schema_version', ?), ('id', ?)", [SCHEMA_VERSION, uuid.uuid4().hex])
@@ -260,10 +389,11 @@ class Warehouse:
         # The file is hashed while the audit's query runs (hashlib leaves the other core to DuckDB);
         # `confirm` waits for it, and every audit result, and every change to the file, waits for that.
         result: list[Any] = []
+        fd = self._fd
 
         def digest() -> None:
             try:
-                result.append(_file_sha256(self.path))
+                result.append(_fd_sha256(fd))
             except BaseException as exc:  # handed to confirm()
                 result.append(exc)
 
@@ -296,7 +426,7 @@ class Warehouse:
         self.con.execute("CHECKPOINT")  # every change in the file itself, none in a write-ahead log
         file_id = self._file_id()
         position, link, _ = self._state()
-        digest = _file_sha256(self.path)
+        digest = _fd_sha256(self._fd)
         key = seal_key()
         mac = None if key is None else _record_mac(key, file_id, position, link or "", digest)
         try:
@@ -320,8 +450,12 @@ class Warehouse:
                  for t in v.types_for(scope) for a in v.actions]
         roles_tbl = pa.table(list(zip(*roles)), names=["preset", "role", "scope", "description", "permission"])
         vocab_tbl = pa.table(list(zip(*vocab)), names=["preset", "scope", "resource_type", "action"])
-        self.con.execute("INSERT INTO predefined_roles SELECT * FROM roles_tbl")
-        self.con.execute("INSERT INTO vocabulary SELECT * FROM vocab_tbl")
+        for name, table in (("predefined_roles", roles_tbl), ("vocabulary", vocab_tbl)):
+            self.con.register("preset_rows", table)  # (the connection resolves no Python variables by name)
+            try:
+                self.con.execute(f"INSERT INTO {name} SELECT * FROM preset_rows")
+            finally:
+                self.con.unregister("preset_rows")
 
     # -- state ----------------------------------------------------------------------------
 
@@ -389,18 +523,12 @@ class Warehouse:
         return head - position
 
     def _load(self, position: int, head: int, progress: Callable[[int], None] | None, chunk_size: int) -> None:
-        if self.path == ":memory:":
-            folder = tempfile.mkdtemp(prefix="access-ledger-sync-")
-        else:
-            # Beside the warehouse, whose lock this process holds: what a killed sync left there is cleared here.
-            folder = f"{self.path}.sync"
-            shutil.rmtree(folder, ignore_errors=True)
-            os.mkdir(folder, 0o700)
-        chunks: queue.Queue[Any] = queue.Queue(maxsize=1)
+        chunks: queue.Queue[Any] = queue.Queue(maxsize=2)
         stop = threading.Event()
-        reader = threading.Thread(target=self._read_chunks, args=(position, head, chunk_size, folder, chunks, stop),
+        reader = threading.Thread(target=self._read_chunks, args=(position, head, chunk_size, chunks, stop),
                                   name="warehouse-reader", daemon=True)
         reader.start()
+        open_at: int | None = None  # the first position of the chunk whose transaction is open
         try:
             while True:
                 item = chunks.get()
@@ -408,15 +536,22 @@ class Warehouse:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                path, first, last, link = item
-                self.con.execute("BEGIN")
-                self.con.execute(_LOAD, {"path": path})
-                self.con.execute("UPDATE sync_state SET position = ?, chain_link = ?, synced_at = now() "
-                                 "WHERE id = 1", [last, link])
-                self.con.execute("COMMIT")
-                os.unlink(path)
-                if progress is not None:
-                    progress(last - first + 1)
+                table, first, last, link, ends_chunk = item
+                if open_at is None:
+                    self.con.execute("BEGIN")
+                    open_at = first
+                self.con.register("sync_chunk", table)
+                try:
+                    self.con.execute(_LOAD)
+                finally:
+                    self.con.unregister("sync_chunk")
+                if ends_chunk:
+                    self.con.execute("UPDATE sync_state SET position = ?, chain_link = ?, synced_at = now() "
+                                     "WHERE id = 1", [last, link])
+                    self.con.execute("COMMIT")
+                    if progress is not None:
+                        progress(last - open_at + 1)
+                    open_at = None
         finally:
             stop.set()
             while reader.is_alive():
@@ -425,28 +560,26 @@ class Warehouse:
                 except queue.Empty:
                     pass
             reader.join()
-            shutil.rmtree(folder, ignore_errors=True)
 
-    def _read_chunks(self, position: int, head: int, chunk_size: int, folder: str, chunks: queue.Queue[Any],
+    def _read_chunks(self, position: int, head: int, chunk_size: int, chunks: queue.Queue[Any],
                      stop: threading.Event) -> None:
-        """Reader thread: write each chunk of the log as JSONL with its positions; hand over (path, first, last)."""
+        """Reader thread: parse each chunk of the log (JSONL with its positions) into an Arrow table, in memory
+        (DuckDB reads no file: its external access is off); hand over (table, first, last, link)."""
         try:
             first = position + 1
-            n = 0
             while first <= head and not stop.is_set():
-                last = min(head, first + chunk_size - 1)
+                end = min(head, first + chunk_size - 1)  # the chunk: one transaction
+                # In parts, so that reading and parsing the next part overlaps DuckDB's insert of this one.
+                last = min(end, first + PART - 1)
                 data, link = _chunk_jsonl(self.led, first, last)
-                path = os.path.join(folder, f"chunk-{n}.jsonl")  # in a folder only the owner can read
-                with open(path, "wb") as f:
-                    f.write(data)
+                table = _parse_chunk(data)
                 while not stop.is_set():
                     try:
-                        chunks.put((path, first, last, link), timeout=0.1)
+                        chunks.put((table, first, last, link, last == end), timeout=0.1)
                         break
                     except queue.Full:
                         continue
                 first = last + 1
-                n += 1
             chunks.put(None)
         except BaseException as exc:  # handed to the main thread, which raises it
             chunks.put(exc)
@@ -475,6 +608,30 @@ class Warehouse:
     def tables() -> tuple[str, ...]:
         return _TABLES
 
+    # -- files out ------------------------------------------------------------------------
+    #
+    # This connection can open no file; the audit files are written by another, in memory, that may
+    # write files but holds no catalog of the warehouse file (it reads the rows as an Arrow stream).
+
+    def writer(self) -> Any:
+        """The in-memory connection that writes (and reads back) output files."""
+        if self._writer is None:
+            import duckdb
+
+            self._writer = duckdb.connect(":memory:", config=dict(_CONFIG))
+            self._writer.execute("SET enable_progress_bar = false")
+        return self._writer
+
+    def copy_to(self, select: str, target: str, options: str) -> None:
+        """COPY the rows of `select`, read from the warehouse, to the file `target` (COPY `options`)."""
+        reader = self.con.sql(select).to_arrow_reader(1 << 17)
+        writer = self.writer()
+        writer.register("copy_rows", reader)
+        try:
+            writer.execute(f"COPY (SELECT * FROM copy_rows) TO '{target}' ({options})")
+        finally:
+            writer.unregister("copy_rows")
+
 
 def compare_with_events(led: AccessLedger, path: str | Path,
                         progress: Callable[[int], None] | None = None) -> list[str]:
@@ -488,78 +645,166 @@ def compare_with_events(led: AccessLedger, path: str | Path,
     import duckdb
 
     source = str(path)
+    problems: list[str] = []
     try:
-        probe = duckdb.connect(source, read_only=True)
+        with tempfile.TemporaryDirectory(prefix="access-ledger-verify-") as folder:
+            # The scratch connection may open the kept file (and its log) only, read-only; this process's
+            # own descriptor of it binds what DuckDB attaches to what is checked (as in Warehouse.open).
+            with Warehouse.open(led, os.path.join(folder, "scratch.duckdb"), scratch=True,
+                                allowed=[source, source + ".wal"]) as scratch:
+                _check_journal(source)
+                fd = _regular(source)
+                if fd is None:
+                    return [f"the warehouse {source} vanished while it was being checked"]
+                con = scratch.con
+                try:
+                    try:
+                        con.execute("ATTACH ? AS kept (READ_ONLY)", [source])
+                    except duckdb.Error as exc:
+                        return [f"the warehouse {source} cannot be read ({_first_line(str(exc))}): delete it to "
+                                "rebuild it"]
+                    try:
+                        _bind(fd, source)
+                        problems = _compare(led, scratch, source, progress)
+                    finally:
+                        con.execute("DETACH kept")
+                finally:
+                    os.close(fd)
+    except WarehouseError as exc:
+        return [str(exc)]
     except duckdb.Error as exc:
-        return [f"the warehouse {source} cannot be read ({_first_line(str(exc))}): delete it to rebuild it"]
+        return [f"the warehouse {source} cannot be checked ({_first_line(str(exc))}): delete it to rebuild it"]
+    return problems
+
+
+def _compare(led: AccessLedger, scratch: Warehouse, source: str, progress: Callable[[int], None] | None
+             ) -> list[str]:
+    """verify's comparison of the attached file `kept` with the scratch warehouse, synced here."""
+    import duckdb
+
+    con = scratch.con
+    found = catalog(con, "kept")
+    version = _layout_version(con, found, "kept")
+    if version != SCHEMA_VERSION:
+        shown = "it has none" if version is None else f"schema version {version}, this version's is {SCHEMA_VERSION}"
+        return [f"the warehouse {source} has a layout this version does not know ({shown}): the next audit builds "
+                "it afresh from nothing; delete it to rebuild it now"]
+    foreign = differences(found)
+    if foreign:
+        # Nothing more is read from it: its columns' collations and types would rule the comparison.
+        return [f"the warehouse {source} holds {', '.join(foreign)}, which the ledger never creates; delete it "
+                "to rebuild it"]
     try:
-        position, link, intervals_at = probe.execute(
-            "SELECT position, chain_link, intervals_position FROM sync_state WHERE id = 1").fetchall()[0]
-        version = probe.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-    except (duckdb.Error, IndexError) as exc:
-        return [f"the warehouse {source} has no sync state ({_first_line(str(exc))}): delete it to rebuild it"]
-    finally:
-        probe.close()
-    if not version or version[0][0] != SCHEMA_VERSION:
-        return []  # an older layout: it is dropped and synced again before any audit reads it
+        position, link, intervals_at = con.execute(
+            "SELECT position, chain_link, intervals_position FROM kept.main.sync_state WHERE id = 1").fetchall()[0]
+    except IndexError:
+        return [f"the warehouse {source} has no sync state: delete it to rebuild it"]
     if int(position) != int(intervals_at):
         return [f"the warehouse {source} holds events up to {position} but intervals up to {intervals_at}"]
     if int(position) > 0 and _link_at(led, int(position)) != link:
         return [f"the warehouse {source} does not match this ledger at position {position}"]
     problems: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="access-ledger-verify-") as folder:
-        with Warehouse.open(led, os.path.join(folder, "scratch.duckdb"), scratch=True) as scratch:
-            scratch.sync(progress, upto=int(position))
-            con = scratch.con
-            con.execute("ATTACH ? AS kept (READ_ONLY)", [source])
-            try:
-                foreign = foreign_objects(con, "kept")
-                if foreign:
-                    problems.append(f"the warehouse {source} holds {', '.join(foreign)}, which the ledger never "
-                                    "creates; delete it to rebuild it")
-                for table in _TABLES:
-                    if table == "sync_state":
-                        continue
-                    cols = ", ".join(f'"{r[0]}"' for r in con.execute(
-                        "SELECT column_name FROM information_schema.columns WHERE table_catalog = 'scratch' "
-                        "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall())
-                    # The file's id (a random key of its record in the ledger) is the one row not derived.
-                    only = " WHERE key <> 'id'" if table == "meta" else ""
-                    try:
-                        extra = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM kept.main.{table}{only} "
-                                            f"EXCEPT ALL SELECT {cols} FROM main.{table}{only})").fetchall()[0][0]
-                        missing = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM main.{table}{only} "
-                                              f"EXCEPT ALL SELECT {cols} FROM kept.main.{table}{only})"
-                                              ).fetchall()[0][0]
-                    except duckdb.Error as exc:
-                        problems.append(f"warehouse table {table} cannot be compared ({_first_line(str(exc))})")
-                        continue
-                    if extra or missing:
-                        problems.append(f"warehouse table {table}: {extra:,} row(s) that the events do not give and "
-                                        f"{missing:,} they give are missing (edited); delete {source} to rebuild it")
-            finally:
-                con.execute("DETACH kept")
+    scratch.sync(progress, upto=int(position))
+    for table in _TABLES:
+        if table == "sync_state":
+            continue
+        cols = ", ".join(f'"{r[0]}"' for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_catalog = 'scratch' "
+            "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall())
+        # The file's id (a random key of its record in the ledger) is the one row not derived.
+        only = " WHERE key <> 'id'" if table == "meta" else ""
+        try:
+            extra = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM kept.main.{table}{only} "
+                                f"EXCEPT ALL SELECT {cols} FROM main.{table}{only})").fetchall()[0][0]
+            missing = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM main.{table}{only} "
+                                  f"EXCEPT ALL SELECT {cols} FROM kept.main.{table}{only})").fetchall()[0][0]
+        except duckdb.Error as exc:
+            problems.append(f"warehouse table {table} cannot be compared ({_first_line(str(exc))})")
+            continue
+        if extra or missing:
+            problems.append(f"warehouse table {table}: {extra:,} row(s) that the events do not give and "
+                            f"{missing:,} they give are missing (edited); delete {source} to rebuild it")
     return problems
 
 
+# Every object of a database's catalog, each as (kind, name, definition). The catalog functions are
+# named with their schema: a macro of the file named like one would otherwise be called in its place.
+_CATALOG = (
+    ("schema", "SELECT schema_name, '' FROM system.main.duckdb_schemas() WHERE database_name = $db AND NOT internal"),
+    ("table", "SELECT schema_name || '.' || table_name, sql FROM system.main.duckdb_tables() WHERE database_name = $db"),
+    ("column", "SELECT schema_name || '.' || table_name || '.' || column_name, concat_ws('|', column_index, data_type, "
+               "column_default, is_nullable, numeric_precision, numeric_scale) FROM system.main.duckdb_columns() "
+               "WHERE database_name = $db"),
+    ("view", "SELECT schema_name || '.' || view_name, sql FROM system.main.duckdb_views() WHERE database_name = $db "
+             "AND NOT internal"),
+    ("macro", "SELECT schema_name || '.' || function_name, concat_ws('|', function_type, macro_definition, "
+              "parameters::VARCHAR) FROM system.main.duckdb_functions() WHERE database_name = $db AND NOT internal"),
+    ("type", "SELECT schema_name || '.' || type_name, logical_type FROM system.main.duckdb_types() "
+             "WHERE database_name = $db AND NOT internal"),
+    ("sequence", "SELECT schema_name || '.' || sequence_name, sql FROM system.main.duckdb_sequences() "
+                 "WHERE database_name = $db"),
+    ("index", "SELECT schema_name || '.' || index_name, concat_ws('|', table_name, sql) FROM "
+              "system.main.duckdb_indexes() WHERE database_name = $db"),
+    ("constraint", "SELECT schema_name || '.' || table_name || '.' || constraint_type, concat_ws('|', "
+                   "constraint_text, constraint_column_names::VARCHAR) FROM system.main.duckdb_constraints() "
+                   "WHERE database_name = $db"),
+)
+
+
+def catalog(con: Any, database: str | None = None) -> frozenset[tuple[str, str, str]]:
+    """Every object in the catalog of `database` (default: the connection's own file)."""
+    if database is None:
+        database = con.execute("SELECT system.main.current_database()").fetchall()[0][0]
+    found: set[tuple[str, str, str]] = set()
+    for kind, sql in _CATALOG:
+        found.update((kind, str(name), str(definition)) for name, definition in
+                     con.execute(sql, {"db": database}).fetchall())
+    return frozenset(found)
+
+
+@cache
+def expected_catalog() -> frozenset[tuple[str, str, str]]:
+    """The catalog warehouse.sql builds (in memory, once per process): the only one a file may have."""
+    import duckdb
+
+    con = duckdb.connect(":memory:", config=dict(_CONFIG))
+    try:
+        _lock_down(con)
+        run_script(con, "warehouse.sql")
+        return catalog(con)
+    finally:
+        con.close()
+
+
+def differences(found: frozenset[tuple[str, str, str]]) -> list[str]:
+    """The objects of a catalog that are not the ledger's own, or not as it makes them, one phrase each."""
+    expected = expected_catalog()
+    names = {(k, n) for k, n, _ in expected}
+    out = []
+    for kind, name, _ in sorted(found - expected):
+        shown = name.removeprefix("main.")
+        out.append(f"{kind} {shown!r}" + (" (changed)" if (kind, name) in names else ""))
+    for kind, name, _ in sorted(expected - found):
+        if not any((k, n) == (kind, name) for k, n, _ in found):
+            out.append(f"no {kind} {name[5:]!r}")
+    return list(dict.fromkeys(out))
+
+
+def _layout_version(con: Any, found: frozenset[tuple[str, str, str]], database: str = "main") -> str | None:
+    """The file's schema_version, read only when its meta table is exactly the ledger's (else None)."""
+    meta = {(k, n, d) for k, n, d in expected_catalog() if n == "main.meta" or n.startswith("main.meta.")}
+    if not meta <= found or {(k, n) for k, n, _ in found if n == "main.meta" or n.startswith("main.meta.")} != \
+            {(k, n) for k, n, _ in meta}:
+        return None
+    prefix = "" if database == "main" else f"{database}."
+    rows = con.execute(f"SELECT value FROM {prefix}main.meta WHERE key = 'schema_version'").fetchall()
+    return str(rows[0][0]) if rows else None
+
+
 def foreign_objects(con: Any, database: str | None = None) -> list[str]:
-    """Objects of the warehouse file (`database`: an attached one) that the ledger never creates: tables
-    not among its own, views and macros (a view or macro named like a table would be read in its place,
-    and could read files). The ledger's own views and macros are TEMP: in no file."""
-    db = "current_database()" if database is None else "?"
-    params = [] if database is None else [database]
-    found = [f"table {schema}.{name}" if schema != "main" else f"table {name}" for schema, name in con.execute(
-        f"SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = {db} ORDER BY 1, 2", params
-    ).fetchall() if schema != "main" or name not in _TABLES]
-    found += [f"view {name}" for (name,) in con.execute(
-        f"SELECT view_name FROM duckdb_views() WHERE database_name = {db} AND NOT internal ORDER BY 1", params
-    ).fetchall()]
-    found += [f"macro {name}" for (name,) in con.execute(
-        f"SELECT DISTINCT function_name FROM duckdb_functions() WHERE database_name = {db} AND NOT internal "
-        "AND function_type IN ('macro', 'table_macro') ORDER BY 1", params).fetchall()]
-    found += [f"sequence {name}" for (name,) in con.execute(
-        f"SELECT sequence_name FROM duckdb_sequences() WHERE database_name = {db} ORDER BY 1", params).fetchall()]
-    return found
+    """Objects of the warehouse file (`database`: an attached one) that the ledger never creates, or not
+    as it creates them."""
+    return differences(catalog(con, database))
 
 
 def _file_sha256(path: str) -> str:
@@ -567,6 +812,18 @@ def _file_sha256(path: str) -> str:
     with open(path, "rb") as f:
         while block := f.read(1 << 22):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def _fd_sha256(fd: int | None) -> str:
+    """The SHA-256 of the file behind `fd`, read with pread (no offset shared, the descriptor kept open)."""
+    if fd is None:
+        raise WarehouseError("the warehouse has no file to prove")
+    digest = hashlib.sha256()
+    offset = 0
+    while block := os.pread(fd, 1 << 22, offset):
+        digest.update(block)
+        offset += len(block)
     return digest.hexdigest()
 
 
@@ -580,6 +837,25 @@ def _link_at(led: AccessLedger, position: int) -> str | None:
         c.execute("SELECT link FROM al_chain WHERE position = ?", (position,))
         row = c.fetchone()
     return None if row is None else str(row[0])
+
+
+@cache
+def _chunk_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([("position", pa.int64())] + [
+        (f, pa.list_(pa.string()) if f in LIST_FIELDS else pa.string()) for f in FIELDS])
+
+
+def _parse_chunk(data: bytes) -> Any:
+    """JSONL bytes as an Arrow table of the FIELDS columns (fields not among them are ignored)."""
+    import io
+
+    import pyarrow.json as pj
+
+    return pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=1 << 20),
+                        parse_options=pj.ParseOptions(explicit_schema=_chunk_schema(),
+                                                      unexpected_field_behavior="ignore"))
 
 
 def _chunk_jsonl(led: AccessLedger, first: int, last: int) -> tuple[bytes, str | None]:

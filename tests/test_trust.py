@@ -345,11 +345,11 @@ def test_every_warehouse_table_edited_is_named_by_verify(ledger_url, tmp_path):
             con.close()
             result = runner.invoke(app, ["--db", ledger_url, "verify", "--warehouse", str(copy)])
             if table == "meta":
-                # The schema version is what meta holds: a warehouse whose version is not this one is
-                # dropped and synced again before anything reads it, so the edit changes no answer.
+                # The schema version is what meta holds: a warehouse whose layout is not this one's is named
+                # by verify and built afresh from nothing before anything reads it, so the edit changes no answer.
                 from reports.warehouse import Warehouse, compare_with_events
 
-                assert result.exit_code == 0, result.output
+                assert result.exit_code == 0 or "layout this version does not know" in result.stderr, result.output
                 with AccessLedger.open(ledger_url) as led:
                     Warehouse.open(led, copy).close()
                     assert compare_with_events(led, copy) == []

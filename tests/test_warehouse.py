@@ -281,7 +281,7 @@ def test_a_sync_killed_midway_and_run_again_gives_exactly_the_rows_of_an_uninter
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     leftovers = tmp_path / "killed.duckdb.sync"
-    assert any(leftovers.iterdir())  # chunk files the killed sync had written
+    assert not leftovers.exists()  # chunks are parsed in memory: no file a killed sync could leave behind
     import duckdb
 
     con = duckdb.connect(str(killed), read_only=True)
@@ -291,7 +291,6 @@ def test_a_sync_killed_midway_and_run_again_gives_exactly_the_rows_of_an_uninter
     with Warehouse.open(led, killed) as wh:
         assert wh.rebuilt is not None  # what a killed sync left is not proven: synced afresh
         assert wh.sync() == led.head()
-    assert not leftovers.exists()  # the next sync cleared them
     assert dump(killed) == dump(tmp_path / "whole.duckdb")
     led.close()
 
