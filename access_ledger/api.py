@@ -20,6 +20,7 @@ EVENTS_LIMIT = 10_000  # events one read of the log returns at most
 
 # -- where an answer stands --------------------------------------------------------------------
 
+
 def link_at(led: AccessLedger, position: int) -> str:
     """The chain link after the event at `position` (the genesis link at 0)."""
     from ledger.store import GENESIS_LINK
@@ -37,8 +38,9 @@ def link_at(led: AccessLedger, position: int) -> str:
     return row[0]
 
 
-def state_at(led: AccessLedger, at: str | None, position: int | None,
-             principal: str | None = None) -> tuple[PermissionState, str]:
+def state_at(
+    led: AccessLedger, at: str | None, position: int | None, principal: str | None = None
+) -> tuple[PermissionState, str]:
     """The state a question is asked of and the instant it is asked at (only `principal`'s part, when given)."""
     from ledger.timeutil import cli_instant, format_instant, now
     from projections.pit import Timeline
@@ -69,8 +71,16 @@ def require_recorded(led: AccessLedger, principal: str | None, tenant: str | Non
 
 # -- the questions -----------------------------------------------------------------------------
 
-def check(led: AccessLedger, principal: str, action: str, resource: str, tenant: str | None = None,
-          at: str | None = None, position: int | None = None) -> dict[str, Any]:
+
+def check(
+    led: AccessLedger,
+    principal: str,
+    action: str,
+    resource: str,
+    tenant: str | None = None,
+    at: str | None = None,
+    position: int | None = None,
+) -> dict[str, Any]:
     """May `principal` do `action` on `resource`? With every path that allows it, or why not (also `explain`)."""
     from projections.answers import Question
     from projections.answers import check as ask
@@ -82,8 +92,14 @@ def check(led: AccessLedger, principal: str, action: str, resource: str, tenant:
     return answer
 
 
-def who_can(led: AccessLedger, action: str, resource: str, tenant: str | None = None, at: str | None = None,
-            position: int | None = None) -> dict[str, Any]:
+def who_can(
+    led: AccessLedger,
+    action: str,
+    resource: str,
+    tenant: str | None = None,
+    at: str | None = None,
+    position: int | None = None,
+) -> dict[str, Any]:
     """Every user and service account allowed `action` on `resource`, one row per path: {at, position, link, rows}."""
     from projections.answers import who_can as ask
 
@@ -93,8 +109,9 @@ def who_can(led: AccessLedger, action: str, resource: str, tenant: str | None = 
     return {"at": instant, "position": state.position, "link": link_at(led, state.position), "rows": rows}
 
 
-def what_can(led: AccessLedger, principal: str, tenant: str | None = None, at: str | None = None,
-             position: int | None = None) -> dict[str, Any]:
+def what_can(
+    led: AccessLedger, principal: str, tenant: str | None = None, at: str | None = None, position: int | None = None
+) -> dict[str, Any]:
     """Every permission `principal` holds: {at, position, link, rows}."""
     from projections.answers import what_can as ask
 
@@ -179,8 +196,10 @@ def check_batch(led: AccessLedger, queries: list[dict[str, Any]]) -> list[dict[s
         return bool(result["allowed"])
 
     results = Timeline(led).sweep(queries, lambda q: q["_position"], answer)
-    return [{**{k: v for k, v in q.items() if not k.startswith("_")}, "allowed": allowed, "_position": q["_position"]}
-            for q, allowed in zip(queries, results)]
+    return [
+        {**{k: v for k, v in q.items() if not k.startswith("_")}, "allowed": allowed, "_position": q["_position"]}
+        for q, allowed in zip(queries, results)
+    ]
 
 
 def _require_recorded_names(led: AccessLedger, queries: list[dict[str, Any]]) -> None:
@@ -199,6 +218,7 @@ def _require_recorded_names(led: AccessLedger, queries: list[dict[str, Any]]) ->
 
 
 # -- the log -----------------------------------------------------------------------------------
+
 
 def event_lines(body: bytes) -> list[bytes]:
     """The events of a request body as JSONL lines: one JSON object, a JSON array of them, or JSONL."""
@@ -233,21 +253,39 @@ def read_events(led: AccessLedger, after: int = 0, limit: int = 1000) -> dict[st
         raise ValidationError(f"limit: must be between 1 and {EVENTS_LIMIT}")
     head, _, head_link = led.store.head()
     stop = min(head, after + limit)
-    events = [{"position": p, "event": decode(state)} for p, state in led.store.read(after + 1, stop)] \
-        if stop > after else []
+    events = (
+        [{"position": p, "event": decode(state)} for p, state in led.store.read(after + 1, stop)]
+        if stop > after
+        else []
+    )
     return {"position": head, "link": head_link, "events": events}
 
 
 # -- tokens ------------------------------------------------------------------------------------
 
-def create_token(led: AccessLedger, principal: str, scopes: list[str], expires_at: str | None = None, *,
-                 actor: str, reason: str | None = None) -> dict[str, Any]:
+
+def create_token(
+    led: AccessLedger,
+    principal: str,
+    scopes: list[str],
+    expires_at: str | None = None,
+    *,
+    actor: str,
+    reason: str | None = None,
+) -> dict[str, Any]:
     """Issue a token: {token (to show once, never stored), token_id, position}."""
     from ledger.tokens import new_token
 
     token, token_id, digest = new_token()
-    event: dict[str, Any] = {"type": "TokenIssued", "at": None, "actor": actor, "token_id": token_id,
-                             "principal": principal, "scopes": list(scopes), "secret_sha256": digest}
+    event: dict[str, Any] = {
+        "type": "TokenIssued",
+        "at": None,
+        "actor": actor,
+        "token_id": token_id,
+        "principal": principal,
+        "scopes": list(scopes),
+        "secret_sha256": digest,
+    }
     if expires_at is not None:
         event["expires_at"] = expires_at
     if reason:
@@ -275,6 +313,7 @@ def list_tokens(led: AccessLedger) -> dict[str, Any]:
 
 
 # -- changes between two instants, and the audits ----------------------------------------------
+
 
 def diff(led: AccessLedger, start: str, end: str | None = None) -> dict[str, Any]:
     """Permissions gained and lost between two instants (as people type them; `end` default now), with the
@@ -308,8 +347,9 @@ AUDIT_OPTIONS: dict[str, frozenset[str]] = {
 _OPTION_NAMES = {"start": "from", "end": "to", "authority_rules": "rules"}
 
 
-def audit(led: AccessLedger, name: str, warehouse: Any = None, *, sync: Any = None, note: Any = None,
-          **options: Any) -> dict[str, Any]:
+def audit(
+    led: AccessLedger, name: str, warehouse: Any = None, *, sync: Any = None, note: Any = None, **options: Any
+) -> dict[str, Any]:
     """Run audit `name` with the CLI's options (None where not given) on the synced warehouse: {audit, title,
     description, params, position, link, columns, rows, result (the AuditResult)}. `sync(wh)` brings the
     warehouse up to date (default wh.sync()); `note(text)` hears why a warehouse is synced afresh."""
@@ -319,14 +359,14 @@ def audit(led: AccessLedger, name: str, warehouse: Any = None, *, sync: Any = No
     from reports.warehouse import Warehouse
 
     if name not in AUDIT_OPTIONS:
-        raise UnknownAudit(f"no audit named {name!r} (choose from {', '.join(AUDIT_OPTIONS)}, or leavers with "
-                           "the CLI)")
+        raise UnknownAudit(f"no audit named {name!r} (choose from {', '.join(AUDIT_OPTIONS)}, or leavers with the CLI)")
     given = {k: v for k, v in options.items() if v is not None}
     extra = sorted(set(given) - AUDIT_OPTIONS[name])
     if extra:
         takes = ", ".join(sorted(_OPTION_NAMES.get(k, k) for k in AUDIT_OPTIONS[name]))
-        raise ValidationError(f"{_OPTION_NAMES.get(extra[0], extra[0])}: audit {name} takes no such parameter "
-                              f"(it takes {takes})")
+        raise ValidationError(
+            f"{_OPTION_NAMES.get(extra[0], extra[0])}: audit {name} takes no such parameter (it takes {takes})"
+        )
     params = dict(given)
     if "at" in params:
         params["at"] = cli_instant(params["at"], "at")
@@ -358,29 +398,66 @@ def audit(led: AccessLedger, name: str, warehouse: Any = None, *, sync: Any = No
         position = wh.position
     finally:
         wh.close()
-    return {"audit": result.name, "title": result.title, "description": result.description, "params": result.params,
-            "position": position, "link": link_at(led, position), "columns": result.columns, "rows": result.rows,
-            "result": result}
+    return {
+        "audit": result.name,
+        "title": result.title,
+        "description": result.description,
+        "params": result.params,
+        "position": position,
+        "link": link_at(led, position),
+        "columns": result.columns,
+        "rows": result.rows,
+        "result": result,
+    }
 
 
 # -- tables (the CLI's table, CSV and markdown, and the service's CSV) -----------------------------
 
-WHO_CAN_COLUMNS = ("principal", "role", "via_team", "permission", "resource_scope", "expires_at", "granted_at",
-                   "granted_by", "position", "reason")
-WHAT_CAN_COLUMNS = ("tenant", "permission", "resource_scope", "role", "via_team", "from_role", "expires_at",
-                    "granted_at", "granted_by", "position", "reason")
+WHO_CAN_COLUMNS = (
+    "principal",
+    "role",
+    "via_team",
+    "permission",
+    "resource_scope",
+    "expires_at",
+    "granted_at",
+    "granted_by",
+    "position",
+    "reason",
+)
+WHAT_CAN_COLUMNS = (
+    "tenant",
+    "permission",
+    "resource_scope",
+    "role",
+    "via_team",
+    "from_role",
+    "expires_at",
+    "granted_at",
+    "granted_by",
+    "position",
+    "reason",
+)
 DIFF_COLUMNS = ("principal", "change", "tenant", "permission", "resource_scope", "events")
 
 
 def diff_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """diff's rows with their causes in one cell each ("#POSITION EVENT AT by ACTOR (REASON); ...")."""
-    return [{**{k: r[k] for k in DIFF_COLUMNS[:-1]},
-             "events": "; ".join(f"#{c['position'] or '-'} {c['event']} {c['at']} by {c['actor']}"
-                                 + (f" ({c['reason']})" if c["reason"] else "") for c in r["causes"])}
-            for r in rows]
+    return [
+        {
+            **{k: r[k] for k in DIFF_COLUMNS[:-1]},
+            "events": "; ".join(
+                f"#{c['position'] or '-'} {c['event']} {c['at']} by {c['actor']}"
+                + (f" ({c['reason']})" if c["reason"] else "")
+                for c in r["causes"]
+            ),
+        }
+        for r in rows
+    ]
 
 
 # -- CSV -----------------------------------------------------------------------------------------
+
 
 def csv_cell(value: Any) -> str:
     """A value as one CSV cell's text: lists joined with ", ", yes/no, JSON for a mapping, "" for none."""

@@ -90,8 +90,10 @@ def main() -> None:
         wh = Warehouse.open(led, wh_path)
         result = run_audit(wh, "review", sync=False, **params["review"])
         took = time.perf_counter() - start
-        print(f"open + proof + audit review, as `access-ledger audit review` runs them: {took:.2f} s "
-              f"({result.table.num_rows:,} rows; the file is hashed while the query runs)   target <= 2 s")
+        print(
+            f"open + proof + audit review, as `access-ledger audit review` runs them: {took:.2f} s "
+            f"({result.table.num_rows:,} rows; the file is hashed while the query runs)   target <= 2 s"
+        )
 
         if built:
             led.import_lines(_tail(led, 1000))
@@ -109,8 +111,18 @@ def _tail(led, n: int):
     principal = "user:" + led.entities("user")[0]["name"]
     tenant = led.entities("tenant")[0]["name"]
     for _ in range(n):
-        yield orjson.dumps({"type": "ResourceAccessed", "at": at, "actor": "system", "principal": principal,
-                            "tenant": tenant, "resource": "model/m", "action": "read", "outcome": "allowed"})
+        yield orjson.dumps(
+            {
+                "type": "ResourceAccessed",
+                "at": at,
+                "actor": "system",
+                "principal": principal,
+                "tenant": tenant,
+                "resource": "model/m",
+                "action": "read",
+                "outcome": "allowed",
+            }
+        )
 
 
 def _size(path: Path) -> str:

@@ -48,7 +48,7 @@ def export(db: Path, out: Path, as_zip: bool, label: str) -> float:
         "prev = 0.0\n"
         "for what, at in marks:\n"
         "    print(f'    {at:6.1f} s  {what}')\n"
-        "print(f'    events {r.events:,}, verify ok {r.manifest[\"ledger\"][\"verify\"][\"ok\"]}')\n"
+        'print(f\'    events {r.events:,}, verify ok {r.manifest["ledger"]["verify"]["ok"]}\')\n'
     )
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", script, str(db), str(out), "1" if as_zip else "0"], check=True)
@@ -77,8 +77,10 @@ def measure_parts(db: Path, out: Path) -> None:
     rows: list[tuple[str, float, float]] = []
 
     def used() -> float:  # CPU seconds of this process and of the worker processes it has waited for
-        return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
-                                                       resource.getrusage(resource.RUSAGE_CHILDREN)))
+        return sum(
+            u.ru_utime + u.ru_stime
+            for u in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+        )
 
     def part(label: str, work: Callable[[], Any]) -> Any:
         before, start = used(), time.perf_counter()
@@ -93,28 +95,40 @@ def measure_parts(db: Path, out: Path) -> None:
     with AccessLedger.open(str(db)) as led:
         first, last = 1, led.head()
         start, end = led.time_of(first), format_instant(now().replace(microsecond=0))  # as the export does
-        part("log walk: verify + events.jsonl", lambda: evidence._verify_and_write(
-            led.store.url, out / "events" / "events.jsonl", first, last, led))
+        part(
+            "log walk: verify + events.jsonl",
+            lambda: evidence._verify_and_write(led.store.url, out / "events" / "events.jsonl", first, last, led),
+        )
         wh = Warehouse.open(led)
         try:
             wh.sync()
-            part("events.parquet", lambda: evidence._write_events_parquet(
-                wh, first, last, out / "events" / "events.parquet"))
+            part(
+                "events.parquet",
+                lambda: evidence._write_events_parquet(wh, first, last, out / "events" / "events.parquet"),
+            )
             results = {}
             for name in AUDITS:
-                results[name] = part(f"audit {name}: query", lambda name=name: run_audit(
-                    wh, name, at=end, start=start, end=end, sync=False))
-                part(f"audit {name}: csv + parquet + json",
-                     lambda name=name: evidence._write_audit(wh, results[name], out))
+                results[name] = part(
+                    f"audit {name}: query",
+                    lambda name=name: run_audit(wh, name, at=end, start=start, end=end, sync=False),
+                )
+                part(
+                    f"audit {name}: csv + parquet + json",
+                    lambda name=name: evidence._write_audit(wh, results[name], out),
+                )
             part("charts", lambda: evidence._charts(wh, results["secrets"], start, end, first, last, out))
         finally:
             wh.close()
-    part("hashing (all but the jsonl)", lambda: [evidence._hash_entry(p) for rel, p in evidence._bundle_files(out)
-                                                  if rel != "events/events.jsonl"])
+    part(
+        "hashing (all but the jsonl)",
+        lambda: [evidence._hash_entry(p) for rel, p in evidence._bundle_files(out) if rel != "events/events.jsonl"],
+    )
     cpu = sum(r[2] for r in rows)
     cores = os.cpu_count() or 1
-    print(f"  parts alone: {sum(r[1] for r in rows):.1f} s wall one after another, {cpu:.1f} s of CPU; "
-          f"on {cores} cores the export takes at least {cpu / cores:.1f} s   target <= 45 s warm")
+    print(
+        f"  parts alone: {sum(r[1] for r in rows):.1f} s wall one after another, {cpu:.1f} s of CPU; "
+        f"on {cores} cores the export takes at least {cpu / cores:.1f} s   target <= 45 s warm"
+    )
 
 
 def main() -> None:
@@ -145,14 +159,18 @@ def main() -> None:
         out = tmp / ("warm.zip" if args.zip else "warm")
         export(db, out, args.zip, "warm")
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "from access_ledger.cli import main; main()", "evidence", "verify", str(out)], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-c", "from access_ledger.cli import main; main()", "evidence", "verify", str(out)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         print(f"evidence verify of the bundle: {time.perf_counter() - start:.1f} s")
         if args.parts:
             _remove(out)
             print("each part of the export alone (fresh process, warehouse synced):")
-            subprocess.run([sys.executable, __file__, "--db", str(db), "--measure-parts", str(tmp / "parts")],
-                           check=True)
+            subprocess.run(
+                [sys.executable, __file__, "--db", str(db), "--measure-parts", str(tmp / "parts")], check=True
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

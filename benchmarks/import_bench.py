@@ -55,8 +55,24 @@ def change_command_ms(folder: Path, runs: int = 7) -> float:
     db = folder / "import.db"
     times = []
     for i in range(runs):
-        args = [str(exe), "--db", str(db), "role", "assign", "viewer", "--to", f"user:user-{i}", "--tenant",
-                "tenant-0", "--resource", f"model/bench-{i}", "--reason", "BENCH", "--actor", "system"]
+        args = [
+            str(exe),
+            "--db",
+            str(db),
+            "role",
+            "assign",
+            "viewer",
+            "--to",
+            f"user:user-{i}",
+            "--tenant",
+            "tenant-0",
+            "--resource",
+            f"model/bench-{i}",
+            "--reason",
+            "BENCH",
+            "--actor",
+            "system",
+        ]
         start = time.perf_counter()
         done = subprocess.run(args, capture_output=True, text=True)
         times.append((time.perf_counter() - start) * 1000)
@@ -95,8 +111,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=None, help="parser processes (default: cores - 1)")
-    parser.add_argument("--pg", metavar="URL", default=None,
-                        help="also import into PostgreSQL at this URL (postgresql://user@host:port/db)")
+    parser.add_argument(
+        "--pg",
+        metavar="URL",
+        default=None,
+        help="also import into PostgreSQL at this URL (postgresql://user@host:port/db)",
+    )
     args = parser.parse_args()
 
     from ledger.pipeline import default_workers
@@ -112,8 +132,10 @@ def main() -> None:
         peak_main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         assert result.written == lines, (result, lines)
         rate = result.written / elapsed
-        print(f"events imported:        {result.written:,} ({source.stat().st_size / 1e6:.0f} MB JSONL, "
-              f"{workers} parser process(es){', every event with an id' if args.pg else ''})")
+        print(
+            f"events imported:        {result.written:,} ({source.stat().st_size / 1e6:.0f} MB JSONL, "
+            f"{workers} parser process(es){', every event with an id' if args.pg else ''})"
+        )
         print(f"import rate (SQLite):   {rate:,.0f} events/s  ({elapsed:.1f} s)   target >= 50,000", flush=True)
         if args.pg:
             half = folder / "first-half.jsonl"
@@ -125,30 +147,37 @@ def main() -> None:
             again, took = timed_import(str(folder / "rerun.db"), source, workers, prefix=half)
             assert (again.written, again.skipped) == (lines - lines // 2, lines // 2), again
             sqlite_rerun = lines / took
-            print(f"re-run (SQLite):        {sqlite_rerun:,.0f} events/s  ({took:.1f} s: {again.skipped:,} "
-                  f"skipped by id, {again.written:,} written)", flush=True)
+            print(
+                f"re-run (SQLite):        {sqlite_rerun:,.0f} events/s  ({took:.1f} s: {again.skipped:,} "
+                f"skipped by id, {again.written:,} written)",
+                flush=True,
+            )
             tag = f"bench_{os.getpid()}"
             try:
                 pg_result, pg_took = timed_import(pg_schema_url(args.pg, tag + "_a"), source, workers)
                 assert pg_result.written == lines, pg_result
                 pg_rate = lines / pg_took
-                print(f"import rate (PostgreSQL): {pg_rate:,.0f} events/s  ({pg_took:.1f} s)   target >= 50,000; "
-                      f"{pg_rate / rate:.2f}x the SQLite rate", flush=True)
+                print(
+                    f"import rate (PostgreSQL): {pg_rate:,.0f} events/s  ({pg_took:.1f} s)   target >= 50,000; "
+                    f"{pg_rate / rate:.2f}x the SQLite rate",
+                    flush=True,
+                )
                 drop_schema(args.pg, tag + "_a")
-                pg_again, pg_again_took = timed_import(pg_schema_url(args.pg, tag + "_b"), source, workers,
-                                                       prefix=half)
+                pg_again, pg_again_took = timed_import(pg_schema_url(args.pg, tag + "_b"), source, workers, prefix=half)
                 assert (pg_again.written, pg_again.skipped) == (lines - lines // 2, lines // 2), pg_again
                 pg_rerun = lines / pg_again_took
-                print(f"re-run (PostgreSQL):    {pg_rerun:,.0f} events/s  ({pg_again_took:.1f} s: "
-                      f"{pg_again.skipped:,} skipped by id, {pg_again.written:,} written); "
-                      f"{pg_rerun / sqlite_rerun:.2f}x the SQLite re-run", flush=True)
+                print(
+                    f"re-run (PostgreSQL):    {pg_rerun:,.0f} events/s  ({pg_again_took:.1f} s: "
+                    f"{pg_again.skipped:,} skipped by id, {pg_again.written:,} written); "
+                    f"{pg_rerun / sqlite_rerun:.2f}x the SQLite re-run",
+                    flush=True,
+                )
             finally:
                 drop_schema(args.pg, tag + "_a")
                 drop_schema(args.pg, tag + "_b")
         base = baseline(result.written, folder)
         cmd_ms = change_command_ms(folder)
-        print(f"peak memory (importer): {peak_main:.0f} MB (the file is streamed; compare runs of different "
-              "--events)")
+        print(f"peak memory (importer): {peak_main:.0f} MB (the file is streamed; compare runs of different --events)")
         print(f"eventsourcing baseline: {base:,.0f} events/s  (trivial events, save() of 1000 aggregates)")
         print(f"ratio import/baseline:  {rate / base:.2f}x   target about 3x")
         print(f"change command (role assign, fresh process, median of 7): {cmd_ms:.0f} ms   target <= 250 ms")

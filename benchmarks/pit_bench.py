@@ -67,8 +67,12 @@ def main() -> None:
                 tenant = a.tenant or rng.choice(tenants)
             else:
                 principal, tenant = rng.choice(users), rng.choice(tenants)
-            return {"principal": principal, "action": rng.choice(actions),
-                    "resource": f"{rng.choice(types)}/r-{rng.randint(1, 200)}", "tenant": tenant}
+            return {
+                "principal": principal,
+                "action": rng.choice(actions),
+                "resource": f"{rng.choice(types)}/r-{rng.randint(1, 200)}",
+                "tenant": tenant,
+            }
 
         def random_instant() -> str:
             lo = time.mktime(time.strptime(first_at, "%Y-%m-%dT%H:%M:%SZ"))
@@ -83,8 +87,9 @@ def main() -> None:
         exe = Path(sys.executable).parent / "access-ledger"
         Timeline(led).at_position(led.head())  # the checkpoints exist, as on any ledger in use
         start = time.perf_counter()
-        done = subprocess.run([str(exe), "--db", str(db), "check", "--batch", str(batch)], capture_output=True,
-                              text=True)
+        done = subprocess.run(
+            [str(exe), "--db", str(db), "check", "--batch", str(batch)], capture_output=True, text=True
+        )
         batch_seconds = time.perf_counter() - start
         if done.returncode not in (0, 1):
             raise SystemExit(f"check --batch failed: {done.stderr.strip()}")
@@ -123,23 +128,32 @@ def main() -> None:
         our_rate = len(qs) / (time.perf_counter() - t0)
         casbin_qs = qs[:2000]
         t0 = time.perf_counter()
-        theirs = [enforcer.enforce(*request(q["principal"], q["action"], q["resource"], q["tenant"]))
-                  for q in casbin_qs]
+        theirs = [
+            enforcer.enforce(*request(q["principal"], q["action"], q["resource"], q["tenant"])) for q in casbin_qs
+        ]
         casbin_rate = len(casbin_qs) / (time.perf_counter() - t0)
         agree = sum(1 for a, b in zip(ours, theirs) if a == b)
         policy_lines = sum(1 for _ in open(policy))
         led.close()
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"ledger: {result.written:,} events ({len(users):,} users, {len(tenants)} tenants, "
-          f"{len(current.roles)} roles, {len(grants):,} assignments), imported in {built:.1f} s")
-    print(f"(a) check --batch, {answered:,} questions at random instants, end to end: {batch_seconds:.2f} s "
-          f"({allowed:,} allowed)   target <= 5 s")
-    print(f"(b) one check at a random instant after warm-up: median {statistics.median(singles) * 1000:.0f} ms, "
-          f"best {min(singles) * 1000:.0f} ms   target <= 50 ms")
-    print(f"(c) current-state checks: {our_rate:,.0f}/s vs pycasbin enforce() {casbin_rate:,.0f}/s on the same "
-          f"policy ({policy_lines:,} lines) = {our_rate / casbin_rate:.1f}x   target >= 2x; "
-          f"answers agree on {agree}/{len(casbin_qs)}")
+    print(
+        f"ledger: {result.written:,} events ({len(users):,} users, {len(tenants)} tenants, "
+        f"{len(current.roles)} roles, {len(grants):,} assignments), imported in {built:.1f} s"
+    )
+    print(
+        f"(a) check --batch, {answered:,} questions at random instants, end to end: {batch_seconds:.2f} s "
+        f"({allowed:,} allowed)   target <= 5 s"
+    )
+    print(
+        f"(b) one check at a random instant after warm-up: median {statistics.median(singles) * 1000:.0f} ms, "
+        f"best {min(singles) * 1000:.0f} ms   target <= 50 ms"
+    )
+    print(
+        f"(c) current-state checks: {our_rate:,.0f}/s vs pycasbin enforce() {casbin_rate:,.0f}/s on the same "
+        f"policy ({policy_lines:,} lines) = {our_rate / casbin_rate:.1f}x   target >= 2x; "
+        f"answers agree on {agree}/{len(casbin_qs)}"
+    )
     print(f"(d) peak memory: {peak:.0f} MB")
 
 

@@ -100,13 +100,35 @@ def cli(db: Path, *args: str, profile: Path | None = None) -> tuple[float, str]:
 
 
 def start_args(name: str, tenants: list[str], team: str) -> list[str]:
-    return ["review", "start", name, *[a for t in tenants for a in ("--tenant", t)], "--reviewer", REVIEWER,
-            "--reviewer-for", f"team:{team}={TEAM_REVIEWER}", "--fallback-reviewer", FALLBACK,
-            "--due", "2099-01-01T00:00:00Z", "--actor", REVIEWER, "--reason", "REV-2 quarterly access review"]
+    return [
+        "review",
+        "start",
+        name,
+        *[a for t in tenants for a in ("--tenant", t)],
+        "--reviewer",
+        REVIEWER,
+        "--reviewer-for",
+        f"team:{team}={TEAM_REVIEWER}",
+        "--fallback-reviewer",
+        FALLBACK,
+        "--due",
+        "2099-01-01T00:00:00Z",
+        "--actor",
+        REVIEWER,
+        "--reason",
+        "REV-2 quarterly access review",
+    ]
 
 
-def one_run(db: Path, work: Path, realistic: list[str], wide: list[str], team: str, rng: random.Random,
-            profiles: Path | None = None) -> dict[str, float | int]:
+def one_run(
+    db: Path,
+    work: Path,
+    realistic: list[str],
+    wide: list[str],
+    team: str,
+    rng: random.Random,
+    profiles: Path | None = None,
+) -> dict[str, float | int]:
     """Every timed command once, on a fresh copy of the ledger (with `profiles`, start and close of the
     wide campaign under cProfile: their times are then not figures)."""
     copy_ledger(db, work)
@@ -114,8 +136,7 @@ def one_run(db: Path, work: Path, realistic: list[str], wide: list[str], team: s
     f["start_realistic"], out = cli(work, *start_args("Q3-production", realistic, team))
     f["start_realistic cpu"] = CPU["start"]
     f["items_realistic"] = int(out.split(" with ", 1)[1].split(" items", 1)[0])
-    f["start_wide"], out = cli(work, *start_args("Q3-wide", wide, team),
-                               profile=profiles and profiles / "start.prof")
+    f["start_wide"], out = cli(work, *start_args("Q3-wide", wide, team), profile=profiles and profiles / "start.prof")
     f["start_wide cpu"] = CPU["start"]
     f["items_wide"] = int(out.split(" with ", 1)[1].split(" items", 1)[0])
     rows_csv = work.parent / "items.csv"
@@ -139,8 +160,13 @@ def one_run(db: Path, work: Path, realistic: list[str], wide: list[str], team: s
                 if draw < 0.05:
                     continue  # left undecided
                 revoke = draw < 0.15
-                w.writerow([number, "revoke" if revoke else "keep",
-                            "no longer on the project" if revoke else "still on the team"])
+                w.writerow(
+                    [
+                        number,
+                        "revoke" if revoke else "keep",
+                        "no longer on the project" if revoke else "still on the team",
+                    ]
+                )
                 f["decided"] += 1
                 f["revokes"] += int(revoke)
         took, _ = cli(work, "review", "decide", "Q3-wide", "--batch", str(batch), "--actor", reviewer)
@@ -148,8 +174,18 @@ def one_run(db: Path, work: Path, realistic: list[str], wide: list[str], team: s
         f["decide cpu"] += CPU["decide"]
     f["status"], _ = cli(work, "review", "status", "Q3-wide")
     f["status cpu"] = CPU["status"]
-    f["close"], out = cli(work, "review", "close", "Q3-wide", "--revoke-undecided", "--actor", REVIEWER,
-                          "--reason", "REV-2 review closed", profile=profiles and profiles / "close.prof")
+    f["close"], out = cli(
+        work,
+        "review",
+        "close",
+        "Q3-wide",
+        "--revoke-undecided",
+        "--actor",
+        REVIEWER,
+        "--reason",
+        "REV-2 review closed",
+        profile=profiles and profiles / "close.prof",
+    )
     f["close cpu"] = CPU["close"]
     f["removals"] = len(out.splitlines()) - 1
     return f
@@ -182,8 +218,10 @@ def main() -> None:
         with AccessLedger.open(str(db)) as led:
             head = led.head()
             principals = len(led.entities("user")) + len(led.entities("service_account"))
-        print(f"ledger: {head:,} events, {principals:,} principals (users and service accounts), "
-              f"{len(per_tenant)} tenants, {sum(per_tenant.values()):,} assignments in force as items")
+        print(
+            f"ledger: {head:,} events, {principals:,} principals (users and service accounts), "
+            f"{len(per_tenant)} tenants, {sum(per_tenant.values()):,} assignments in force as items"
+        )
         rng = random.Random(18)
         runs = []
         for n in range(args.runs):
@@ -198,16 +236,20 @@ def main() -> None:
             cpu = min(r[f"{key} cpu"] for r in runs)
             print(f"{label:<50} {min(r[key] for r in runs):6.2f} s (cpu {cpu:5.2f} s)   {target}   (runs: {each})")
 
-        print(f"campaigns: production and staging, {first['items_realistic']:,} items; "
-              f"{len(wide)} tenants, {first['items_wide']:,} items (team {team} to its own reviewer)")
+        print(
+            f"campaigns: production and staging, {first['items_realistic']:,} items; "
+            f"{len(wide)} tenants, {first['items_wide']:,} items (team {team} to its own reviewer)"
+        )
         line("review start, production + staging", "start_realistic", "target <= 5 s")
         line(f"review start, {first['items_wide']:,} items", "start_wide", "target <= 5 s")
         line("review items --format csv", "items_csv", "no target")
         line(f"review decide --batch ({first['decided']:,} decisions)", "decide", "no target")
         line("review status", "status", "no target")
         line(f"review close --revoke-undecided ({first['removals']:,} removals)", "close", "target <= 10 s")
-        print(f"({first['revokes']:,} revoke decisions, {first['items_wide'] - first['decided']:,} undecided; "
-              f"each command a fresh process; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end)")
+        print(
+            f"({first['revokes']:,} revoke decisions, {first['items_wide'] - first['decided']:,} undecided; "
+            f"each command a fresh process; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end)"
+        )
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
             one_run(db, folder / "profiled.db", realistic, wide, team, rng, args.profile)

@@ -15,9 +15,17 @@ import orjson
 RESOURCE_TYPES = ("model", "pipeline", "artifact", "stack", "secret")
 
 
-def history(n: int, *, users: int | None = None, tenants: int | None = None, roles: int | None = None,
-            assignments: int | None = None, seed: int = 7, start: int = 1_735_689_600,
-            ids: bool = False) -> Iterator[bytes]:
+def history(
+    n: int,
+    *,
+    users: int | None = None,
+    tenants: int | None = None,
+    roles: int | None = None,
+    assignments: int | None = None,
+    seed: int = 7,
+    start: int = 1_735_689_600,
+    ids: bool = False,
+) -> Iterator[bytes]:
     """About n events; by default the shape scales with n (1M: 10k users, 500 tenants, 200 roles, ~100k
     assignments). With `ids`, every event carries an idempotency id, so the file can be imported again
     (the re-run of an interrupted import); otherwise only the usage events do."""
@@ -52,15 +60,32 @@ def history(n: int, *, users: int | None = None, tenants: int | None = None, rol
     for tenant in tenant_names:
         stamp = at()
         yield emit(line(type="TenantCreated", at=stamp, actor="user:admin", tenant=tenant))
-        yield emit(line(type="ConnectorRegistered", at=stamp, actor="user:admin", connector="aws", tenant=tenant,
-                        connector_type="aws"))
+        yield emit(
+            line(
+                type="ConnectorRegistered",
+                at=stamp,
+                actor="user:admin",
+                connector="aws",
+                tenant=tenant,
+                connector_type="aws",
+            )
+        )
     role_names = ["viewer", "editor", "admin"]
     for i in range(roles):
         role = f"role-{i}"
-        perms = sorted({f"{r.choice(RESOURCE_TYPES)}:{r.choice(['promote', 'update', 'delete'])}"
-                        for _ in range(2)})
-        yield emit(line(type="RoleCreated", at=at(), actor="user:admin", role=role, scope="tenant",
-                        base=r.choice(role_names[:3] + role_names[3:][-5:]), permissions=perms, reason=f"SEC-{i}"))
+        perms = sorted({f"{r.choice(RESOURCE_TYPES)}:{r.choice(['promote', 'update', 'delete'])}" for _ in range(2)})
+        yield emit(
+            line(
+                type="RoleCreated",
+                at=at(),
+                actor="user:admin",
+                role=role,
+                scope="tenant",
+                base=r.choice(role_names[:3] + role_names[3:][-5:]),
+                permissions=perms,
+                reason=f"SEC-{i}",
+            )
+        )
         role_names.append(role)
     user_names: list[str] = []
     teams: list[str] = []
@@ -71,8 +96,9 @@ def history(n: int, *, users: int | None = None, tenants: int | None = None, rol
     k = 0
     while written < n:
         k += 1
-        if len(user_names) < users and (len(user_names) < 20 or r.random() < change_share * users / (
-                users + assignments)):
+        if len(user_names) < users and (
+            len(user_names) < 20 or r.random() < change_share * users / (users + assignments)
+        ):
             user = f"user-{len(user_names)}"
             user_names.append(user)
             yield emit(line(type="UserCreated", at=at(), actor="user:admin", user=user, email=f"{user}@example.com"))
@@ -84,15 +110,31 @@ def history(n: int, *, users: int | None = None, tenants: int | None = None, rol
                 membership = (r.choice(teams), f"user:{user}")
                 if membership not in members:
                     members.add(membership)
-                    yield emit(line(type="TeamMemberAdded", at=at(), actor="user:admin", team=membership[0],
-                                    member=membership[1]))
+                    yield emit(
+                        line(
+                            type="TeamMemberAdded",
+                            at=at(),
+                            actor="user:admin",
+                            team=membership[0],
+                            member=membership[1],
+                        )
+                    )
             continue
         if r.random() < change_share:
             if held and r.random() < 0.08:
                 key = held.pop(r.randrange(len(held)))
                 held_set.discard(key)
-                yield emit(line(type="RoleUnassigned", at=at(), actor="user:admin", role=key[0], principal=key[1],
-                                tenant=key[2], reason=f"REV-{k}"))
+                yield emit(
+                    line(
+                        type="RoleUnassigned",
+                        at=at(),
+                        actor="user:admin",
+                        role=key[0],
+                        principal=key[1],
+                        tenant=key[2],
+                        reason=f"REV-{k}",
+                    )
+                )
                 continue
             principal = f"team:{r.choice(teams)}" if teams and r.random() < 0.05 else f"user:{r.choice(user_names)}"
             key = (r.choice(role_names), principal, r.choice(tenant_names))
@@ -100,19 +142,50 @@ def history(n: int, *, users: int | None = None, tenants: int | None = None, rol
                 continue
             held.append(key)
             held_set.add(key)
-            extra = {"expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t + 30 * 86400))} \
-                if r.random() < 0.05 else {}
-            yield emit(line(type="RoleAssigned", at=at(), actor="user:admin", role=key[0], principal=key[1],
-                            tenant=key[2], reason=f"REQ-{k}", **extra))
+            extra = (
+                {"expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t + 30 * 86400))}
+                if r.random() < 0.05
+                else {}
+            )
+            yield emit(
+                line(
+                    type="RoleAssigned",
+                    at=at(),
+                    actor="user:admin",
+                    role=key[0],
+                    principal=key[1],
+                    tenant=key[2],
+                    reason=f"REQ-{k}",
+                    **extra,
+                )
+            )
         elif r.random() < 0.1:
-            yield emit(line(type="ConnectorSecretAccessed", at=at(), actor="system", connector="aws",
-                            tenant=r.choice(tenant_names), principal=f"user:{r.choice(user_names)}",
-                            outcome="allowed" if r.random() < 0.97 else "denied", id=f"s{k}"))
+            yield emit(
+                line(
+                    type="ConnectorSecretAccessed",
+                    at=at(),
+                    actor="system",
+                    connector="aws",
+                    tenant=r.choice(tenant_names),
+                    principal=f"user:{r.choice(user_names)}",
+                    outcome="allowed" if r.random() < 0.97 else "denied",
+                    id=f"s{k}",
+                )
+            )
         else:
-            yield emit(line(type="ResourceAccessed", at=at(), actor="system", principal=f"user:{r.choice(user_names)}",
-                            tenant=r.choice(tenant_names), resource=f"{r.choice(RESOURCE_TYPES)}/r-{r.randint(1, 200)}",
-                            action=r.choice(["read", "read", "read", "update", "create"]),
-                            outcome="allowed" if r.random() < 0.98 else "denied", id=f"a{k}"))
+            yield emit(
+                line(
+                    type="ResourceAccessed",
+                    at=at(),
+                    actor="system",
+                    principal=f"user:{r.choice(user_names)}",
+                    tenant=r.choice(tenant_names),
+                    resource=f"{r.choice(RESOURCE_TYPES)}/r-{r.randint(1, 200)}",
+                    action=r.choice(["read", "read", "read", "update", "create"]),
+                    outcome="allowed" if r.random() < 0.98 else "denied",
+                    id=f"a{k}",
+                )
+            )
 
 
 def write_history(path: str, n: int, *, ids: bool = False, **shape: int) -> int:
@@ -144,6 +217,8 @@ def generated_ledger(db: str, events: int, **shape: int) -> None:
         result = led.import_lines(scenario.lines(), workers=default_workers())
         took = clock.perf_counter() - start
         c = scenario.counts
-        print(f"ledger: {result.written:,} events ({c['UserCreated']:,} users, {c['TenantCreated']:,} tenants, "
-              f"{c['RoleCreated']:,} custom roles, {c['RoleAssigned']:,} assignments), generated and imported in "
-              f"{took:.0f} s ({result.written / took:,.0f}/s)")
+        print(
+            f"ledger: {result.written:,} events ({c['UserCreated']:,} users, {c['TenantCreated']:,} tenants, "
+            f"{c['RoleCreated']:,} custom roles, {c['RoleAssigned']:,} assignments), generated and imported in "
+            f"{took:.0f} s ({result.written / took:,.0f}/s)"
+        )

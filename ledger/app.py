@@ -131,8 +131,10 @@ class AccessLedger:
             params = (role,)
         with self.store.transaction(write=False) as c:
             c.execute(sql + " ORDER BY role, principal, tenant, resource", params)
-            return [{"role": r, "principal": p, "tenant": t or None, "resource": res or None, "expires_at": x}
-                    for r, p, t, res, x in c.fetchall()]
+            return [
+                {"role": r, "principal": p, "tenant": t or None, "resource": res or None, "expires_at": x}
+                for r, p, t, res, x in c.fetchall()
+            ]
 
     def count(self) -> int:
         return self.store.count()
@@ -152,8 +154,9 @@ class AccessLedger:
         """Validate events (each `at` defaulting to now) and record them in one transaction: all or none."""
         return self._write([[(0, _stamped(event)) for event in events]])
 
-    def import_lines(self, lines: Iterable[bytes | str], progress: Callable[[int], None] | None = None,
-                     workers: int = 0) -> WriteResult:
+    def import_lines(
+        self, lines: Iterable[bytes | str], progress: Callable[[int], None] | None = None, workers: int = 0
+    ) -> WriteResult:
         """Import JSONL lines atomically: all of them or, at the first bad line, none.
 
         With workers > 0, lines are parsed in that many worker processes beside the writer
@@ -260,15 +263,19 @@ class AccessLedger:
                                 ev["at"] = max(format_instant(now()), last_at)
                             state = ev.pop("\0state", None) or encode(ev)
                             event_id = ev.get("id")
-                            if (event_id is not None
-                                    and (event_id in pending_ids or event_id in handed_ids or event_id in known)
-                                    and _seen_id(event_id, state, pending_ids, handed_ids, known)):
+                            if (
+                                event_id is not None
+                                and (event_id in pending_ids or event_id in handed_ids or event_id in known)
+                                and _seen_id(event_id, state, pending_ids, handed_ids, known)
+                            ):
                                 skipped += 1
                                 continue
                             at = ev["at"]
                             if at < last_at:
-                                raise E.OutOfOrder(f"at: {at} is before the ledger's newest event ({last_at}); "
-                                                   "the ledger is append-only in time")
+                                raise E.OutOfOrder(
+                                    f"at: {at} is before the ledger's newest event ({last_at}); "
+                                    "the ledger is append-only in time"
+                                )
                             if at > latest:
                                 raise E.OutOfOrder(f"at: {at} is more than five minutes in the future")
                             etype = ev["type"]
@@ -303,7 +310,6 @@ class AccessLedger:
                 c.execute("UPDATE al_head SET position = ?, at = ?, link = ? WHERE id = 1", (pos, last_at, link))
         return WriteResult(pos - first + 1, skipped, first if pos >= first else None, pos if pos >= first else None)
 
-
     # -- export, integrity ---------------------------------------------------------------
 
     def export_lines(self, start: str | None = None, stop: str | None = None) -> Iterator[bytes]:
@@ -314,9 +320,15 @@ class AccessLedger:
         for _, state in self.store.read(first, last):
             yield state + b"\n"
 
-    def verify(self, digest: dict[str, Any] | None = None, progress: Callable[[int], None] | None = None,
-               workers: int | None = None, each_batch: Callable[[list[tuple[Any, ...]]], None] | None = None,
-               derived: bool = True, segments: Segments | None = None) -> VerifyResult:
+    def verify(
+        self,
+        digest: dict[str, Any] | None = None,
+        progress: Callable[[int], None] | None = None,
+        workers: int | None = None,
+        each_batch: Callable[[list[tuple[Any, ...]]], None] | None = None,
+        derived: bool = True,
+        segments: Segments | None = None,
+    ) -> VerifyResult:
         """Check the hash chain, seals, times and head (and the digest, if given), and with `derived` that the
         side tables agree with the events; `workers` processes for a large log (default: one per core, at
         most 4). `each_batch` and `segments`: see ledger.integrity.verify."""
@@ -327,8 +339,7 @@ class AccessLedger:
 
     # -- commands ------------------------------------------------------------------------
 
-    def _cmd(self, etype: str, actor: str, reason: str | None, at: str | None, id: str | None,
-             **fields: Any) -> int:
+    def _cmd(self, etype: str, actor: str, reason: str | None, at: str | None, id: str | None, **fields: Any) -> int:
         event: dict[str, Any] = {"type": etype, "at": at, "actor": actor}
         event.update({k: v for k, v in fields.items() if v is not None})
         if reason:
@@ -337,112 +348,354 @@ class AccessLedger:
             event["id"] = id
         return self.append(event)
 
-    def init(self, org: str = "default", preset: str = "zenml-pro", *, enforce_authority: bool = False,
-             actor: str = "system", reason: str | None = None, at: str | None = None, id: str | None = None) -> int:
+    def init(
+        self,
+        org: str = "default",
+        preset: str = "zenml-pro",
+        *,
+        enforce_authority: bool = False,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
         """Create the organization; with enforce_authority, every later change is judged by its actor's permissions."""
-        return self._cmd("OrganizationCreated", actor, reason, at, id, name=org, preset=preset,
-                         enforce_authority=True if enforce_authority else None)
+        return self._cmd(
+            "OrganizationCreated",
+            actor,
+            reason,
+            at,
+            id,
+            name=org,
+            preset=preset,
+            enforce_authority=True if enforce_authority else None,
+        )
 
-    def create_tenant(self, tenant: str, display_name: str | None = None, *, actor: str = "system",
-                      reason: str | None = None, at: str | None = None, id: str | None = None) -> int:
+    def create_tenant(
+        self,
+        tenant: str,
+        display_name: str | None = None,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
         return self._cmd("TenantCreated", actor, reason, at, id, tenant=tenant, display_name=display_name)
 
-    def rename_tenant(self, tenant: str, display_name: str, *, actor: str = "system", reason: str | None = None,
-                      at: str | None = None, id: str | None = None) -> int:
+    def rename_tenant(
+        self,
+        tenant: str,
+        display_name: str,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
         return self._cmd("TenantRenamed", actor, reason, at, id, tenant=tenant, display_name=display_name)
 
-    def delete_tenant(self, tenant: str, *, actor: str = "system", reason: str | None = None,
-                      at: str | None = None, id: str | None = None) -> int:
+    def delete_tenant(
+        self,
+        tenant: str,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
         return self._cmd("TenantDeleted", actor, reason, at, id, tenant=tenant)
 
-    def create_user(self, user: str, email: str | None = None, *, actor: str = "system", reason: str | None = None,
-                    at: str | None = None, id: str | None = None) -> int:
+    def create_user(
+        self,
+        user: str,
+        email: str | None = None,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
         return self._cmd("UserCreated", actor, reason, at, id, user=user, email=email)
 
-    def deactivate_user(self, user: str, *, actor: str = "system", reason: str | None = None,
-                        at: str | None = None, id: str | None = None) -> int:
+    def deactivate_user(
+        self,
+        user: str,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
         return self._cmd("UserDeactivated", actor, reason, at, id, user=user)
 
-    def reactivate_user(self, user: str, *, actor: str = "system", reason: str | None = None,
-                        at: str | None = None, id: str | None = None) -> int:
+    def reactivate_user(
+        self,
+        user: str,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
         return self._cmd("UserReactivated", actor, reason, at, id, user=user)
 
-    def create_service_account(self, name: str, *, actor: str = "system", reason: str | None = None,
-                               at: str | None = None, id: str | None = None) -> int:
+    def create_service_account(
+        self,
+        name: str,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
         return self._cmd("ServiceAccountCreated", actor, reason, at, id, service_account=name)
 
-    def deactivate_service_account(self, name: str, *, actor: str = "system", reason: str | None = None,
-                                   at: str | None = None, id: str | None = None) -> int:
+    def deactivate_service_account(
+        self,
+        name: str,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
         return self._cmd("ServiceAccountDeactivated", actor, reason, at, id, service_account=name)
 
-    def reactivate_service_account(self, name: str, *, actor: str = "system", reason: str | None = None,
-                                   at: str | None = None, id: str | None = None) -> int:
+    def reactivate_service_account(
+        self,
+        name: str,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
         return self._cmd("ServiceAccountReactivated", actor, reason, at, id, service_account=name)
 
-    def create_team(self, team: str, *, actor: str = "system", reason: str | None = None, at: str | None = None,
-                    id: str | None = None) -> int:
+    def create_team(
+        self,
+        team: str,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
         return self._cmd("TeamCreated", actor, reason, at, id, team=team)
 
-    def delete_team(self, team: str, *, actor: str = "system", reason: str | None = None, at: str | None = None,
-                    id: str | None = None) -> int:
+    def delete_team(
+        self,
+        team: str,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
         return self._cmd("TeamDeleted", actor, reason, at, id, team=team)
 
-    def add_team_member(self, team: str, member: str, *, actor: str = "system", reason: str | None = None,
-                        at: str | None = None, id: str | None = None) -> int:
+    def add_team_member(
+        self,
+        team: str,
+        member: str,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
         return self._cmd("TeamMemberAdded", actor, reason, at, id, team=team, member=member)
 
-    def remove_team_member(self, team: str, member: str, *, actor: str = "system", reason: str | None = None,
-                           at: str | None = None, id: str | None = None) -> int:
+    def remove_team_member(
+        self,
+        team: str,
+        member: str,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
         return self._cmd("TeamMemberRemoved", actor, reason, at, id, team=team, member=member)
 
-    def create_role(self, role: str, scope: str, permissions: Iterable[str], base: str | None = None,
-                    description: str | None = None, *, actor: str = "system", reason: str | None = None,
-                    at: str | None = None, id: str | None = None) -> int:
-        return self._cmd("RoleCreated", actor, reason, at, id, role=role, scope=scope, base=base,
-                         permissions=list(permissions), description=description)
+    def create_role(
+        self,
+        role: str,
+        scope: str,
+        permissions: Iterable[str],
+        base: str | None = None,
+        description: str | None = None,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
+        return self._cmd(
+            "RoleCreated",
+            actor,
+            reason,
+            at,
+            id,
+            role=role,
+            scope=scope,
+            base=base,
+            permissions=list(permissions),
+            description=description,
+        )
 
-    def change_role(self, role: str, add: Iterable[str] = (), remove: Iterable[str] = (), *, actor: str = "system",
-                    reason: str | None = None, at: str | None = None, id: str | None = None) -> int:
-        return self._cmd("RolePermissionsChanged", actor, reason, at, id, role=role, add=list(add),
-                         remove=list(remove))
+    def change_role(
+        self,
+        role: str,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
+        return self._cmd("RolePermissionsChanged", actor, reason, at, id, role=role, add=list(add), remove=list(remove))
 
-    def delete_role(self, role: str, *, actor: str = "system", reason: str | None = None, at: str | None = None,
-                    id: str | None = None) -> int:
+    def delete_role(
+        self,
+        role: str,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
         return self._cmd("RoleDeleted", actor, reason, at, id, role=role)
 
-    def assign_role(self, role: str, principal: str, tenant: str | None = None, resource: str | None = None,
-                    expires_at: str | None = None, *, actor: str = "system", reason: str | None = None,
-                    at: str | None = None, id: str | None = None) -> int:
-        return self._cmd("RoleAssigned", actor, reason, at, id, role=role, principal=principal, tenant=tenant,
-                         resource=resource, expires_at=expires_at)
+    def assign_role(
+        self,
+        role: str,
+        principal: str,
+        tenant: str | None = None,
+        resource: str | None = None,
+        expires_at: str | None = None,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
+        return self._cmd(
+            "RoleAssigned",
+            actor,
+            reason,
+            at,
+            id,
+            role=role,
+            principal=principal,
+            tenant=tenant,
+            resource=resource,
+            expires_at=expires_at,
+        )
 
-    def unassign_role(self, role: str, principal: str, tenant: str | None = None, resource: str | None = None, *,
-                      actor: str = "system", reason: str | None = None, at: str | None = None,
-                      id: str | None = None) -> int:
-        return self._cmd("RoleUnassigned", actor, reason, at, id, role=role, principal=principal, tenant=tenant,
-                         resource=resource)
+    def unassign_role(
+        self,
+        role: str,
+        principal: str,
+        tenant: str | None = None,
+        resource: str | None = None,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
+        return self._cmd(
+            "RoleUnassigned", actor, reason, at, id, role=role, principal=principal, tenant=tenant, resource=resource
+        )
 
-    def register_connector(self, connector: str, tenant: str, connector_type: str | None = None, *,
-                           actor: str = "system", reason: str | None = None, at: str | None = None,
-                           id: str | None = None) -> int:
-        return self._cmd("ConnectorRegistered", actor, reason, at, id, connector=connector, tenant=tenant,
-                         connector_type=connector_type)
+    def register_connector(
+        self,
+        connector: str,
+        tenant: str,
+        connector_type: str | None = None,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
+        return self._cmd(
+            "ConnectorRegistered",
+            actor,
+            reason,
+            at,
+            id,
+            connector=connector,
+            tenant=tenant,
+            connector_type=connector_type,
+        )
 
-    def delete_connector(self, connector: str, tenant: str, *, actor: str = "system", reason: str | None = None,
-                         at: str | None = None, id: str | None = None) -> int:
+    def delete_connector(
+        self,
+        connector: str,
+        tenant: str,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
         return self._cmd("ConnectorDeleted", actor, reason, at, id, connector=connector, tenant=tenant)
 
-    def record_connector_access(self, connector: str, tenant: str, principal: str, outcome: str,
-                                context: str | None = None, *, actor: str = "system", reason: str | None = None,
-                                at: str | None = None, id: str | None = None) -> int:
-        return self._cmd("ConnectorSecretAccessed", actor, reason, at, id, connector=connector, tenant=tenant,
-                         principal=principal, outcome=outcome, context=context)
+    def record_connector_access(
+        self,
+        connector: str,
+        tenant: str,
+        principal: str,
+        outcome: str,
+        context: str | None = None,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
+        return self._cmd(
+            "ConnectorSecretAccessed",
+            actor,
+            reason,
+            at,
+            id,
+            connector=connector,
+            tenant=tenant,
+            principal=principal,
+            outcome=outcome,
+            context=context,
+        )
 
-    def record_access(self, principal: str, action: str, resource: str, outcome: str, tenant: str | None = None, *,
-                      actor: str = "system", reason: str | None = None, at: str | None = None,
-                      id: str | None = None) -> int:
-        return self._cmd("ResourceAccessed", actor, reason, at, id, principal=principal, tenant=tenant,
-                         resource=resource, action=action, outcome=outcome)
+    def record_access(
+        self,
+        principal: str,
+        action: str,
+        resource: str,
+        outcome: str,
+        tenant: str | None = None,
+        *,
+        actor: str = "system",
+        reason: str | None = None,
+        at: str | None = None,
+        id: str | None = None,
+    ) -> int:
+        return self._cmd(
+            "ResourceAccessed",
+            actor,
+            reason,
+            at,
+            id,
+            principal=principal,
+            tenant=tenant,
+            resource=resource,
+            action=action,
+            outcome=outcome,
+        )
 
 
 def _stamped(event: dict[str, Any]) -> dict[str, Any]:
@@ -458,9 +711,14 @@ def _stamped(event: dict[str, Any]) -> dict[str, Any]:
     return canonical_event
 
 
-def _with_known_ids(c: Any, store: Store, chunks: Iterable[list[tuple[int, dict[str, Any]]]],
-                    before_lookup: Callable[[], None], after_lookup: Callable[[], None], size: int | None = None,
-                    ) -> Iterator[tuple[list[tuple[int, dict[str, Any]]], dict[str, tuple[int, bytes]]]]:
+def _with_known_ids(
+    c: Any,
+    store: Store,
+    chunks: Iterable[list[tuple[int, dict[str, Any]]]],
+    before_lookup: Callable[[], None],
+    after_lookup: Callable[[], None],
+    size: int | None = None,
+) -> Iterator[tuple[list[tuple[int, dict[str, Any]]], dict[str, tuple[int, bytes]]]]:
     """Pass events through in chunks of about `size`, each with the already-recorded ids among them."""
 
     def lookup(buffer: list[tuple[int, dict[str, Any]]]) -> dict[str, tuple[int, bytes]]:
@@ -500,8 +758,13 @@ def _write_rows(c: Any, store: Store, rows: list[Any], chain: list[Any], ids: li
     store.insert_rows(c, "al_ids", ("event_id", "position"), ids)
 
 
-def _seen_id(event_id: str, state: bytes, pending: dict[str, bytes], handed: dict[str, bytes],
-             known: dict[str, tuple[int, bytes]]) -> bool:
+def _seen_id(
+    event_id: str,
+    state: bytes,
+    pending: dict[str, bytes],
+    handed: dict[str, bytes],
+    known: dict[str, tuple[int, bytes]],
+) -> bool:
     """True if the id is already recorded with this event; IdConflict if with another."""
     for this_import in (pending, handed):
         if event_id in this_import:

@@ -20,16 +20,39 @@ from ledger.errors import ValidationError
 
 #: The change events judged (every event but the organization's creation, usage facts and review events).
 CHANGE_TYPES: tuple[str, ...] = (
-    "TenantCreated", "TenantRenamed", "TenantDeleted",
-    "UserCreated", "UserDeactivated", "UserReactivated",
-    "ServiceAccountCreated", "ServiceAccountDeactivated", "ServiceAccountReactivated",
-    "TeamCreated", "TeamDeleted", "TeamMemberAdded", "TeamMemberRemoved",
-    "RoleCreated", "RolePermissionsChanged", "RoleDeleted", "RoleAssigned", "RoleUnassigned",
-    "ConnectorRegistered", "ConnectorDeleted",
+    "TenantCreated",
+    "TenantRenamed",
+    "TenantDeleted",
+    "UserCreated",
+    "UserDeactivated",
+    "UserReactivated",
+    "ServiceAccountCreated",
+    "ServiceAccountDeactivated",
+    "ServiceAccountReactivated",
+    "TeamCreated",
+    "TeamDeleted",
+    "TeamMemberAdded",
+    "TeamMemberRemoved",
+    "RoleCreated",
+    "RolePermissionsChanged",
+    "RoleDeleted",
+    "RoleAssigned",
+    "RoleUnassigned",
+    "ConnectorRegistered",
+    "ConnectorDeleted",
 )
 #: The change events that name a tenant (where a rule `in = ["tenant"]` looks).
-WITH_TENANT = frozenset({"TenantCreated", "TenantRenamed", "TenantDeleted", "RoleAssigned", "RoleUnassigned",
-                         "ConnectorRegistered", "ConnectorDeleted"})
+WITH_TENANT = frozenset(
+    {
+        "TenantCreated",
+        "TenantRenamed",
+        "TenantDeleted",
+        "RoleAssigned",
+        "RoleUnassigned",
+        "ConnectorRegistered",
+        "ConnectorDeleted",
+    }
+)
 PLACES = ("organization", "tenant")
 MAX_RULES_BYTES = 1 << 20
 
@@ -73,7 +96,8 @@ class Need:
 
     def describe(self) -> str:
         places = (["the organization"] if self.in_organization else []) + (
-            [f"tenant {self.tenant!r}"] if self.tenant is not None else [])
+            [f"tenant {self.tenant!r}"] if self.tenant is not None else []
+        )
         return f"{self.permission} in " + " or in ".join(places)
 
 
@@ -123,8 +147,12 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
             raise RulesError(f"{where}: permission {perm!r}: {rtype!r} is not a resource type of the {preset} preset")
         if action not in vocab.actions:
             raise RulesError(f"{where}: permission {perm!r}: {action!r} is not an action of the {preset} preset")
-        if (not isinstance(places, list) or not places or any(p not in PLACES for p in places)
-                or len(set(places)) != len(places)):
+        if (
+            not isinstance(places, list)
+            or not places
+            or any(p not in PLACES for p in places)
+            or len(set(places)) != len(places)
+        ):
             raise RulesError(f"{where}: in must list organization and/or tenant")
         description = entry.get("description", "")
         if not isinstance(description, str):
@@ -184,8 +212,13 @@ def need(rules: Rules, ev: dict[str, Any]) -> Need | None:
         return None
     tenant = ev.get("tenant") if "tenant" in rule.places else None
     connector = ev.get("connector")
-    return Need(ev["type"], rule.permission, "organization" in rule.places or tenant is None, tenant,
-                f"{rule.type}/{connector}" if connector is not None else None)
+    return Need(
+        ev["type"],
+        rule.permission,
+        "organization" in rule.places or tenant is None,
+        tenant,
+        f"{rule.type}/{connector}" if connector is not None else None,
+    )
 
 
 def instant_key(text: str) -> str:

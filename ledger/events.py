@@ -337,14 +337,35 @@ class TokenRevoked(_Event):
 
 
 MODELS: tuple[type[_Event], ...] = (
-    OrganizationCreated, TenantCreated, TenantRenamed, TenantDeleted,
-    UserCreated, UserDeactivated, UserReactivated,
-    ServiceAccountCreated, ServiceAccountDeactivated, ServiceAccountReactivated,
-    TeamCreated, TeamDeleted, TeamMemberAdded, TeamMemberRemoved,
-    RoleCreated, RolePermissionsChanged, RoleDeleted, RoleAssigned, RoleUnassigned,
-    ConnectorRegistered, ConnectorDeleted, ConnectorSecretAccessed, ResourceAccessed,
-    ReviewStarted, ReviewDecided, ReviewReassigned, ReviewClosed,
-    TokenIssued, TokenRevoked,
+    OrganizationCreated,
+    TenantCreated,
+    TenantRenamed,
+    TenantDeleted,
+    UserCreated,
+    UserDeactivated,
+    UserReactivated,
+    ServiceAccountCreated,
+    ServiceAccountDeactivated,
+    ServiceAccountReactivated,
+    TeamCreated,
+    TeamDeleted,
+    TeamMemberAdded,
+    TeamMemberRemoved,
+    RoleCreated,
+    RolePermissionsChanged,
+    RoleDeleted,
+    RoleAssigned,
+    RoleUnassigned,
+    ConnectorRegistered,
+    ConnectorDeleted,
+    ConnectorSecretAccessed,
+    ResourceAccessed,
+    ReviewStarted,
+    ReviewDecided,
+    ReviewReassigned,
+    ReviewClosed,
+    TokenIssued,
+    TokenRevoked,
 )
 EVENT_TYPES: dict[str, type[_Event]] = {m.__name__: m for m in MODELS}
 #: The event's own fields in documented order, per type (excluding type/at/actor/reason/id).
@@ -356,7 +377,6 @@ USAGE_TYPES = frozenset({"ConnectorSecretAccessed", "ResourceAccessed"})
 #: The event types with a list among their fields (every other field is a text). One missing here
 #: would only make parse_json re-parse its lines to look for repeated keys, never miss one.
 _WITH_LISTS = frozenset({"RoleCreated", "RolePermissionsChanged", "ReviewStarted", "TokenIssued"})
-
 
 
 @cache
@@ -385,7 +405,7 @@ def _problem(exc: PydanticError) -> str:
     if not loc and kind in ("dict_type", "model_type", "model_attributes_type"):
         return "line is not a JSON object"
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     field = ".".join(loc) if loc else "line"
     return f"{field}: {msg}"
 
@@ -508,6 +528,7 @@ def decode(data: bytes | str) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         event = None
     if type(event) is not dict or type(event.get("type")) is not str:
-        raise IntegrityFailure(f"a stored event is not an event ({data[:40]!r}): the log was tampered with; run "
-                               "`access-ledger verify`")
+        raise IntegrityFailure(
+            f"a stored event is not an event ({data[:40]!r}): the log was tampered with; run `access-ledger verify`"
+        )
     return event

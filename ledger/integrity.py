@@ -36,8 +36,9 @@ KEY_ENV = "ACCESS_LEDGER_SEAL_KEY"
 
 def next_link(prev: str, position: int, originator_hex: str, version: int, topic: str, state: bytes) -> str:
     """SHA-256 of `prev\nposition\noriginator\nversion\ntopic\n` followed by the state bytes."""
-    return _sha256(b"%s\n%d\n%s\n%d\n%s\n%s" % (prev.encode(), position, originator_hex.encode(), version,
-                                                 topic.encode(), state)).hexdigest()
+    return _sha256(
+        b"%s\n%d\n%s\n%d\n%s\n%s" % (prev.encode(), position, originator_hex.encode(), version, topic.encode(), state)
+    ).hexdigest()
 
 
 def seal_key() -> bytes | None:
@@ -57,8 +58,10 @@ def write_seal(c: Cursor, position: int, link: str, sealed_at: str) -> None:
     mac = seal_mac(position, link, seal_key())
     if signing.configured():
         mac = signing.join_seal(mac, signing.seal_signature(position, link))
-    c.execute("INSERT INTO al_seals (position, link, mac, sealed_at) VALUES (?, ?, ?, ?) "
-              "ON CONFLICT (position) DO NOTHING", (position, link, mac, sealed_at))
+    c.execute(
+        "INSERT INTO al_seals (position, link, mac, sealed_at) VALUES (?, ?, ?, ?) ON CONFLICT (position) DO NOTHING",
+        (position, link, mac, sealed_at),
+    )
 
 
 @dataclass
@@ -74,9 +77,17 @@ class VerifyResult:
     derived: list[str] = field(default_factory=list)  # derived rows that disagree with the events
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "events": self.events, "head": self.head, "link": self.link, "seals": self.seals,
-                "first_bad_position": self.first_bad, "problem": self.problem, "notes": self.notes,
-                "derived_problems": self.derived}
+        return {
+            "ok": self.ok,
+            "events": self.events,
+            "head": self.head,
+            "link": self.link,
+            "seals": self.seals,
+            "first_bad_position": self.first_bad,
+            "problem": self.problem,
+            "notes": self.notes,
+            "derived_problems": self.derived,
+        }
 
 
 @dataclass
@@ -84,6 +95,7 @@ class _Walk:
     """How far a walk along the log got: events checked, the link reached, seals whose HMAC could
     not be checked for want of the key, the first failure (position, problem), if any, the time of the
     last event, and how many events carry an id."""
+
     events: int
     link: str
     unkeyed: int = 0
@@ -116,15 +128,26 @@ def _canonical_at(state: bytes) -> str | None:
     # `at` is the second key, so this is its key, its text unescaped and followed by its closing quote.
     i = state.find(_AT_KEY, 0, 64) + len(_AT_KEY)
     value = at.encode()
-    if i < len(_AT_KEY) or state[i:i + len(value) + 1] != value + b'"' or state.count(b'"at":') != 1:
+    if i < len(_AT_KEY) or state[i : i + len(value) + 1] != value + b'"' or state.count(b'"at":') != 1:
         return None
     return at
+
+
 _ID_KEY = b',"id":"'
 
 
-def _walk(store: Store, c: Cursor, start: int, link: str, seal_at: dict[int, tuple[str, str | None]],
-          key: bytes | None, until: int | None = None, progress: Callable[[int], None] | None = None,
-          each_batch: Callable[[Rows], None] | None = None, at: str = "") -> _Walk:
+def _walk(
+    store: Store,
+    c: Cursor,
+    start: int,
+    link: str,
+    seal_at: dict[int, tuple[str, str | None]],
+    key: bytes | None,
+    until: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    each_batch: Callable[[Rows], None] | None = None,
+    at: str = "",
+) -> _Walk:
     """Recompute the chain from position `start` (whose previous link is `link`, and previous time `at`)
     to `until` or the last stored event, comparing every link with the stored chain and the seals, and
     every time with the one before it and with the chain's copy. `each_batch` is given every batch of
@@ -150,20 +173,29 @@ def _walk(store: Store, c: Cursor, start: int, link: str, seal_at: dict[int, tup
             if stored != link:
                 if stored is None:
                     return failed(pos, f"position {pos} is not in the hash chain (inserted event)")
-                return failed(pos, f"position {pos} does not match its hash chain link (changed, inserted or "
-                                   "reordered event)")
+                return failed(
+                    pos, f"position {pos} does not match its hash chain link (changed, inserted or reordered event)"
+                )
             this_at = _canonical_at(state)
             if this_at is None:
-                return failed(pos, f"position {pos} holds bytes the ledger does not write (not a canonical event: "
-                                   "a key given twice or escaped, or another layout, reads differently to "
-                                   "different readers)")
+                return failed(
+                    pos,
+                    f"position {pos} holds bytes the ledger does not write (not a canonical event: "
+                    "a key given twice or escaped, or another layout, reads differently to "
+                    "different readers)",
+                )
             if this_at < at:
-                return failed(pos, f"position {pos} is dated {this_at}, before position {pos - 1} ({at}): "
-                                   "time went backwards (backdated event)")
+                return failed(
+                    pos,
+                    f"position {pos} is dated {this_at}, before position {pos - 1} ({at}): "
+                    "time went backwards (backdated event)",
+                )
             at = this_at
             if stored_at != at:
-                return failed(pos, f"al_chain says position {pos} happened at {stored_at}, its event says {at} "
-                                   "(derived data edited)")
+                return failed(
+                    pos,
+                    f"al_chain says position {pos} happened at {stored_at}, its event says {at} (derived data edited)",
+                )
             if _ID_KEY in state and state.endswith(b'"}'):
                 ids += 1
             if pos in seal_at:
@@ -181,8 +213,11 @@ def _walk(store: Store, c: Cursor, start: int, link: str, seal_at: dict[int, tup
                         return failed(pos, problem)
                 if s_mac is None:
                     if key is not None:
-                        return failed(pos, f"seal at position {pos} has no HMAC, but {KEY_ENV} is set: the seal "
-                                           "was stripped, or written without the key")
+                        return failed(
+                            pos,
+                            f"seal at position {pos} has no HMAC, but {KEY_ENV} is set: the seal "
+                            "was stripped, or written without the key",
+                        )
                 elif key is None:
                     w.unkeyed += 1
                 elif not hmac.compare_digest(s_mac, seal_mac(pos, link, key) or ""):
@@ -219,9 +254,15 @@ class SegmentPart(Protocol):
     def close(self) -> Any: ...
 
 
-def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callable[[int], None] | None = None,
-           workers: int | None = None, each_batch: Callable[[Rows], None] | None = None,
-           derived: bool = True, segments: Segments | None = None) -> VerifyResult:
+def verify(
+    store: Store,
+    digest: dict[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
+    each_batch: Callable[[Rows], None] | None = None,
+    derived: bool = True,
+    segments: Segments | None = None,
+) -> VerifyResult:
     """Recompute the chain from the stored events and compare with the chain, seals, head and digest.
 
     Every position's link is kept, so the log can be checked in segments, each starting from the
@@ -245,8 +286,9 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
     with store.transaction(write=False) as c:
         altered = store.altered_columns(c)
         if altered:
-            return VerifyResult(False, 0, 0, GENESIS_LINK, 0, None,
-                                f"the ledger's schema was altered: {'; '.join(altered)}")
+            return VerifyResult(
+                False, 0, 0, GENESIS_LINK, 0, None, f"the ledger's schema was altered: {'; '.join(altered)}"
+            )
         c.execute("SELECT position, at, link FROM al_head WHERE id = 1")
         row = c.fetchone()
         head_pos, head_at, head_link = (0, "", GENESIS_LINK) if row is None else row
@@ -256,8 +298,7 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
         chain_max = c.fetchone()[0] or 0
 
         def fail(pos: int | None, problem: str, events: int, link: str) -> VerifyResult:
-            return VerifyResult(False, events, head_pos if type(head_pos) is int else 0, link, len(seals), pos,
-                                problem)
+            return VerifyResult(False, events, head_pos if type(head_pos) is int else 0, link, len(seals), pos, problem)
 
         # A position someone rewrote as text or a blob is named, not converted.
         if type(head_pos) is not int:
@@ -280,8 +321,12 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
 
         if workers is None:
             workers = min(4, os.cpu_count() or 1)
-        if ((each_batch is None or segments is not None) and workers > 1 and head_pos >= PARALLEL_FROM
-                and store.max_position(c) == head_pos == chain_max):
+        if (
+            (each_batch is None or segments is not None)
+            and workers > 1
+            and head_pos >= PARALLEL_FROM
+            and store.max_position(c) == head_pos == chain_max
+        ):
             walk = _walk_in_parallel(store, c, head_pos, seal_at, workers, count, segments)
         if walk is None or walk.failure is not None or walk.link != head_link:
             if segments is not None:
@@ -294,17 +339,26 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
             return fail(walk.failure[0], walk.failure[1], events, link)
         last = events  # positions 1..last, each checked
         if last < head_pos or chain_max > last:
-            return fail(last + 1, f"position {last + 1} is missing from the log (truncated tail; the head says "
-                                  f"{head_pos})", events, link)
+            return fail(
+                last + 1,
+                f"position {last + 1} is missing from the log (truncated tail; the head says {head_pos})",
+                events,
+                link,
+            )
         if last > head_pos:
-            return fail(head_pos + 1, f"position {head_pos + 1} is beyond the recorded head (inserted event)",
-                        events, link)
+            return fail(
+                head_pos + 1, f"position {head_pos + 1} is beyond the recorded head (inserted event)", events, link
+            )
         if link != head_link:
             return fail(head_pos, "the head's link does not match the log", events, link)
         beyond = [p for p in seal_at if p > last]
         if beyond:
-            return fail(last + 1, f"a seal exists at position {beyond[0]}, beyond the end of the log "
-                                  "(truncated tail)", events, link)
+            return fail(
+                last + 1,
+                f"a seal exists at position {beyond[0]}, beyond the end of the log (truncated tail)",
+                events,
+                link,
+            )
         if key is not None or signing.configured():
             # With a key (HMAC or signing), every SEAL_EVERY-th position and the head carry a keyed seal
             # (each write seals the head): one missing was deleted, or written by someone without the key.
@@ -312,38 +366,76 @@ def verify(store: Store, digest: dict[str, Any] | None = None, progress: Callabl
             missing = next((p for p in required if p not in seal_at), None)
             if missing is not None:
                 env = KEY_ENV if key is not None else signing.SIGNING_ENV
-                return fail(missing, f"no seal at position {missing}: with {env} set, every {SEAL_EVERY:,}th "
-                                     "position and the head are sealed (seal deleted, or events appended without "
-                                     "the key)", events, link)
+                return fail(
+                    missing,
+                    f"no seal at position {missing}: with {env} set, every {SEAL_EVERY:,}th "
+                    "position and the head are sealed (seal deleted, or events appended without "
+                    "the key)",
+                    events,
+                    link,
+                )
         derived_rows = _derived_problems(store, c, walk, head_at) if derived else []
     notes: list[str] = []
     if unkeyed:
         notes.append(f"{unkeyed} seal(s) carry an HMAC but {KEY_ENV} is not set: their keys were not checked")
     if walk.unsigned:
-        notes.append(f"{walk.unsigned} seal(s) carry no Ed25519 signature although {signing.SIGNING_ENV} is set: "
-                     f"written before it was set, or stripped (with {KEY_ENV} set, a stripped seal's missing HMAC "
-                     "fails verify)")
+        notes.append(
+            f"{walk.unsigned} seal(s) carry no Ed25519 signature although {signing.SIGNING_ENV} is set: "
+            f"written before it was set, or stripped (with {KEY_ENV} set, a stripped seal's missing HMAC "
+            "fails verify)"
+        )
     if digest is not None:
         d_pos, d_link = int(digest["position"]), str(digest["link"])
         if d_pos > last:
-            return VerifyResult(False, events, head_pos, link, len(seals), last + 1,
-                                f"the digest covers position {d_pos} but the log ends at {last} (truncated tail)",
-                                notes)
+            return VerifyResult(
+                False,
+                events,
+                head_pos,
+                link,
+                len(seals),
+                last + 1,
+                f"the digest covers position {d_pos} but the log ends at {last} (truncated tail)",
+                notes,
+            )
         if signing.configured():
             key_now = signing.signing_key()
             problem = signing.check(signing.digest_message(digest), digest.get("signature"), key_now.public_key())
             if problem is not None:
-                return VerifyResult(False, events, head_pos, link, len(seals), None,
-                                    f"the digest: {problem} ({signing.SIGNING_ENV} is set)", notes)
+                return VerifyResult(
+                    False,
+                    events,
+                    head_pos,
+                    link,
+                    len(seals),
+                    None,
+                    f"the digest: {problem} ({signing.SIGNING_ENV} is set)",
+                    notes,
+                )
         d_actual = _link_at(store, d_pos)
         if d_actual != d_link:
-            return VerifyResult(False, events, head_pos, link, len(seals), d_pos,
-                                f"position {d_pos} does not match the digest (the log was rewritten)", notes)
+            return VerifyResult(
+                False,
+                events,
+                head_pos,
+                link,
+                len(seals),
+                d_pos,
+                f"position {d_pos} does not match the digest (the log was rewritten)",
+                notes,
+            )
         notes.append(f"digest at position {d_pos} matches")
     if derived_rows:
-        return VerifyResult(False, events, head_pos, link, len(seals), None,
-                            f"the log is intact, but {len(derived_rows)} derived row(s) disagree with its events: "
-                            f"{derived_rows[0]}", notes, derived_rows)
+        return VerifyResult(
+            False,
+            events,
+            head_pos,
+            link,
+            len(seals),
+            None,
+            f"the log is intact, but {len(derived_rows)} derived row(s) disagree with its events: {derived_rows[0]}",
+            notes,
+            derived_rows,
+        )
     return VerifyResult(True, events, head_pos, link, len(seals), None, None, notes)
 
 
@@ -362,8 +454,9 @@ def _derived_problems(store: Store, c: Cursor, walk: _Walk, head_at: str) -> lis
     """
     problems: list[str] = []
     if head_at != walk.at:
-        problems.append(f"al_head says the newest event happened at {head_at or 'nothing'}, the event says "
-                        f"{walk.at or 'nothing'}")
+        problems.append(
+            f"al_head says the newest event happened at {head_at or 'nothing'}, the event says {walk.at or 'nothing'}"
+        )
     # al_ids is right when it has one row per event that carries an id, and each row's id is in the
     # event at its position (ids are unique, an event carries one): then the rows and the events
     # correspond one to one. Both counts are taken by the database.
@@ -372,8 +465,10 @@ def _derived_problems(store: Store, c: Cursor, walk: _Walk, head_at: str) -> lis
     wrong = store.ids_not_in_their_events(c)
     if count != walk.ids or wrong:
         detail = f"; e.g. id {wrong[0][0]!r} points at position {wrong[0][1]}, which does not carry it" if wrong else ""
-        problems.append(f"al_ids holds {count:,} id row(s) for the {walk.ids:,} events that carry an id{detail} "
-                        "(rows deleted, added or pointed elsewhere: a re-import could skip or duplicate events)")
+        problems.append(
+            f"al_ids holds {count:,} id row(s) for the {walk.ids:,} events that carry an id{detail} "
+            "(rows deleted, added or pointed elsewhere: a re-import could skip or duplicate events)"
+        )
     problems.extend(_write_model_problems(store, c))
     return problems
 
@@ -402,9 +497,11 @@ def _write_model_problems(store: Store, c: Cursor) -> list[str]:
                 return [f"the event at position {position} is refused by the ledger's rules on replay ({exc})"]
         model.flush()
         problems: list[str] = []
-        for table, columns, key_len in (("al_entities", "kind, name, status, ref, data", 2),
-                                        ("al_grants", "role, principal, tenant, resource, expires_at", 4),
-                                        ("al_members", "team, member", 2)):
+        for table, columns, key_len in (
+            ("al_entities", "kind, name, status, ref, data", 2),
+            ("al_grants", "role, principal, tenant, resource, expires_at", 4),
+            ("al_members", "team, member", 2),
+        ):
             sql = f"SELECT {columns} FROM {table}"
             expected = _keyed(scratch.execute(sql).fetchall(), key_len)
             c.execute(sql)
@@ -445,9 +542,15 @@ def _compare(table: str, expected: dict[Any, Any], stored: dict[Any, Any]) -> li
     return out
 
 
-def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tuple[str, str | None]],
-                      workers: int, progress: Callable[[int], None] | None,
-                      segments: Segments | None = None) -> _Walk | None:
+def _walk_in_parallel(
+    store: Store,
+    c: Cursor,
+    head: int,
+    seal_at: dict[int, tuple[str, str | None]],
+    workers: int,
+    progress: Callable[[int], None] | None,
+    segments: Segments | None = None,
+) -> _Walk | None:
     """Walk positions 1..head in segments in worker processes (handing each segment's rows to a part of
     `segments`, if given). None if that cannot be done here (an in-memory store, or a stored link
     missing at a segment's start: the single walk then decides)."""
@@ -480,18 +583,26 @@ def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tup
     ends = {a: (link, at) for (a, *_), (_, _, link, _, at) in zip(jobs, jobs[1:])}
     walks: dict[int, _Walk] = {}
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=bound_to, initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(_walk_segment, store.url, a, b, link, seals, at, segments, os.getpid()): (a, b)
-                       for a, b, link, seals, at in jobs}
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=bound_to,
+            initargs=(os.getpid(),),
+        ) as pool:
+            futures = {
+                pool.submit(_walk_segment, store.url, a, b, link, seals, at, segments, os.getpid()): (a, b)
+                for a, b, link, seals, at in jobs
+            }
             for future in as_completed(futures):
                 a, b = futures[future]
                 w, part = future.result()
                 if w.failure is None and w.events != b - a + 1:
                     w.failure = (a + w.events, "short segment")  # rows missing: the single walk names them
                 if w.failure is None and a in ends and (w.link, w.at) != ends[a]:
-                    w.failure = (b, f"position {b} reads differently in two transactions (the log changed while "
-                                    "it was verified)")  # the single walk, in one transaction, decides
+                    w.failure = (
+                        b,
+                        f"position {b} reads differently in two transactions (the log changed while it was verified)",
+                    )  # the single walk, in one transaction, decides
                 walks[a] = w
                 if w.failure is not None:
                     for f in futures:
@@ -509,12 +620,26 @@ def _walk_in_parallel(store: Store, c: Cursor, head: int, seal_at: dict[int, tup
     except Exception:  # noqa: BLE001 - workers that cannot start or read: the single walk decides
         return None
     last = walks[starts[-1]]
-    return _Walk(head, last.link, sum(w.unkeyed for w in walks.values()), at=last.at,
-                 ids=sum(w.ids for w in walks.values()), unsigned=sum(w.unsigned for w in walks.values()))
+    return _Walk(
+        head,
+        last.link,
+        sum(w.unkeyed for w in walks.values()),
+        at=last.at,
+        ids=sum(w.ids for w in walks.values()),
+        unsigned=sum(w.unsigned for w in walks.values()),
+    )
 
 
-def _walk_segment(url: str, start: int, until: int, link: str, seal_at: dict[int, tuple[str, str | None]],
-                  at: str, segments: Segments | None = None, parent: int | None = None) -> tuple[_Walk, Any]:
+def _walk_segment(
+    url: str,
+    start: int,
+    until: int,
+    link: str,
+    seal_at: dict[int, tuple[str, str | None]],
+    at: str,
+    segments: Segments | None = None,
+    parent: int | None = None,
+) -> tuple[_Walk, Any]:
     """Worker process: walk one segment of the log at `url`; (the walk, the result of its part of
     `segments`, if given). A worker whose parent (the process `parent`) is gone stops at once, or at its
     next batch (where the kernel does not end it: see ledger.pipeline.bound_to)."""
@@ -556,8 +681,16 @@ def _link_at(store: Store, position: int) -> str:
 
 def make_digest(store: Store, generated_at: str) -> dict[str, Any]:
     pos, at, link = store.head()
-    return signing.sign_digest({"ledger": "access-ledger", "position": pos, "at": at or None, "link": link,
-                                "mac": seal_mac(pos, link, seal_key()), "generated_at": generated_at})
+    return signing.sign_digest(
+        {
+            "ledger": "access-ledger",
+            "position": pos,
+            "at": at or None,
+            "link": link,
+            "mac": seal_mac(pos, link, seal_key()),
+            "generated_at": generated_at,
+        }
+    )
 
 
 def read_digest(path: Path) -> dict[str, Any]:

@@ -62,10 +62,11 @@ class WriteModel:
         org = self.entity("organization", "")
         self.vocab: Vocabulary | None = vocabulary(org.data["preset"]) if org else None
         # A ledger created with --enforce-authority judges every change by its actor's permissions.
-        self.authority: Rules | None = (default_rules(org.data["preset"])
-                                        if org and org.data.get("enforce_authority") else None)
+        self.authority: Rules | None = (
+            default_rules(org.data["preset"]) if org and org.data.get("enforce_authority") else None
+        )
         self._rules: dict[str, Callable[[dict[str, Any]], str]] = {
-            name[len("_on_"):]: getattr(self, name) for name in dir(self) if name.startswith("_on_")
+            name[len("_on_") :]: getattr(self, name) for name in dir(self) if name.startswith("_on_")
         }
 
     # -- reading and caching --------------------------------------------------------------
@@ -90,8 +91,9 @@ class WriteModel:
         if key not in self._grants:
             if self._complete:
                 return _MISSING
-            self.c.execute("SELECT expires_at FROM al_grants WHERE role = ? AND principal = ? AND tenant = ? "
-                           "AND resource = ?", key)
+            self.c.execute(
+                "SELECT expires_at FROM al_grants WHERE role = ? AND principal = ? AND tenant = ? AND resource = ?", key
+            )
             row = self.c.fetchone()
             self._grants[key] = _MISSING if row is None else (row[0] or "")
         return self._grants[key]
@@ -115,7 +117,9 @@ class WriteModel:
         self.c.executemany(
             "INSERT INTO al_entities (kind, name, status, ref, data) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (kind, name) DO UPDATE SET status = excluded.status, ref = excluded.ref, "
-            "data = excluded.data", entities)
+            "data = excluded.data",
+            entities,
+        )
         self._dirty_entities.clear()
         upserts, deletes = [], []
         for key in self._dirty_grants:
@@ -124,11 +128,15 @@ class WriteModel:
                 deletes.append(key)
             else:
                 upserts.append((*key, value or None))
-        self.c.executemany("DELETE FROM al_grants WHERE role = ? AND principal = ? AND tenant = ? AND resource = ?",
-                           deletes)
-        self.c.executemany("INSERT INTO al_grants (role, principal, tenant, resource, expires_at) "
-                           "VALUES (?, ?, ?, ?, ?) ON CONFLICT (role, principal, tenant, resource) "
-                           "DO UPDATE SET expires_at = excluded.expires_at", upserts)
+        self.c.executemany(
+            "DELETE FROM al_grants WHERE role = ? AND principal = ? AND tenant = ? AND resource = ?", deletes
+        )
+        self.c.executemany(
+            "INSERT INTO al_grants (role, principal, tenant, resource, expires_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (role, principal, tenant, resource) "
+            "DO UPDATE SET expires_at = excluded.expires_at",
+            upserts,
+        )
         self._dirty_grants.clear()
         adds = [k for k in self._dirty_members if self._members[k]]
         removes = [k for k in self._dirty_members if not self._members[k]]
@@ -148,8 +156,10 @@ class WriteModel:
         """Check `ev` against the rules and apply it; return the key of the stream it belongs to."""
         kind = ev["type"]
         if kind != "OrganizationCreated" and self.vocab is None:
-            raise E.NotInitialized("the ledger has no organization yet: run `access-ledger init` first "
-                                   "(or import a file that starts with OrganizationCreated)")
+            raise E.NotInitialized(
+                "the ledger has no organization yet: run `access-ledger init` first "
+                "(or import a file that starts with OrganizationCreated)"
+            )
         if kind in _USAGE_KEY:
             # Usage events change nothing, so each part of a verdict (this principal exists, this
             # tenant is live, this type takes this action there) holds until the next deletion;
@@ -203,16 +213,20 @@ class WriteModel:
         self.flush()  # the questions below are asked of the tables
         holders = [actor]
         if kind != "team":
-            self.c.execute("SELECT m.team FROM al_members m JOIN al_entities t ON t.kind = 'team' AND t.name = m.team "
-                           "AND t.status = 'active' WHERE m.member = ?", (actor,))
+            self.c.execute(
+                "SELECT m.team FROM al_members m JOIN al_entities t ON t.kind = 'team' AND t.name = m.team "
+                "AND t.status = 'active' WHERE m.member = ?",
+                (actor,),
+            )
             holders += [f"team:{team}" for (team,) in self.c.fetchall()]
         tenant_live = False
         if wanted.tenant is not None:
             t = self.entity("tenant", wanted.tenant)
             tenant_live = t is not None and t.status == "active"
         marks = ", ".join("?" for _ in holders)
-        self.c.execute(f"SELECT role, tenant, resource, expires_at FROM al_grants WHERE principal IN ({marks})",
-                       tuple(holders))
+        self.c.execute(
+            f"SELECT role, tenant, resource, expires_at FROM al_grants WHERE principal IN ({marks})", tuple(holders)
+        )
         rtype, action = wanted.permission.split(":", 1)
         for role, tenant, resource, expires in self.c.fetchall():
             if tenant == "":
@@ -284,8 +298,15 @@ class WriteModel:
             data["enforce_authority"] = True
         self._put(Entity("organization", "", "active", None, data))
         for role in predefined_roles(ev["preset"]).values():
-            self._put(Entity("role", role.name, "active", None,
-                             {"scope": role.scope, "permissions": list(role.permissions), "predefined": True}))
+            self._put(
+                Entity(
+                    "role",
+                    role.name,
+                    "active",
+                    None,
+                    {"scope": role.scope, "permissions": list(role.permissions), "predefined": True},
+                )
+            )
         self.vocab = vocabulary(ev["preset"])
         self.authority = default_rules(ev["preset"]) if ev.get("enforce_authority") else None
         return "organization"
@@ -443,8 +464,9 @@ class WriteModel:
         if held is not None:
             where = f" in tenant {held[1]!r}" if held[1] else ""
             raise E.RoleInUse(f"role {role.name!r} is assigned (to {held[0]}{where}): unassign it first")
-        self.c.execute("SELECT name FROM al_entities WHERE kind = 'role' AND ref = ? AND status = 'active' LIMIT 1",
-                       (role.name,))
+        self.c.execute(
+            "SELECT name FROM al_entities WHERE kind = 'role' AND ref = ? AND status = 'active' LIMIT 1", (role.name,)
+        )
         derived = self.c.fetchone()
         if derived is not None:
             raise E.RoleInUse(f"role {role.name!r} is the base of role {derived[0]!r}")
@@ -483,8 +505,10 @@ class WriteModel:
         if expires is not None and expires <= ev["at"]:
             raise E.ValidationError(f"expires_at: {expires} is not after the assignment time {ev['at']}")
         if self.grant(key) is not _MISSING:
-            raise E.AlreadyAssigned(f"{ev['principal']} already holds role {key[0]!r}{_where(key)}"
-                                    " (unassign it first, even if it has expired)")
+            raise E.AlreadyAssigned(
+                f"{ev['principal']} already holds role {key[0]!r}{_where(key)}"
+                " (unassign it first, even if it has expired)"
+            )
         self._grants[key] = expires or ""
         self._dirty_grants.add(key)
         return self._grant_stream(key)
@@ -569,8 +593,15 @@ class WriteModel:
             self._reviewer(ev["fallback_reviewer"])
         if ev.get("due") is not None and ev["due"] <= ev["at"]:
             raise E.ValidationError(f"due: {ev['due']} is not after the start {ev['at']}")
-        self._put(Entity("campaign", name, "open", None, {
-            "owner": ev["actor"], "items": ev["items"], "as_of_position": ev["as_of_position"], "decisions": {}}))
+        self._put(
+            Entity(
+                "campaign",
+                name,
+                "open",
+                None,
+                {"owner": ev["actor"], "items": ev["items"], "as_of_position": ev["as_of_position"], "decisions": {}},
+            )
+        )
         return f"campaign/{name}"
 
     def _on_ReviewDecided(self, ev: dict[str, Any]) -> str:
@@ -579,13 +610,15 @@ class WriteModel:
             raise E.ReviewRefused(f"review campaign {c.name!r} is closed: no decision after close")
         item = ev["item"]
         if item > c.data["items"]:
-            raise E.ReviewRefused(f"item: {item} is not an item of review campaign {c.name!r} "
-                                  f"(it has {c.data['items']})")
+            raise E.ReviewRefused(
+                f"item: {item} is not an item of review campaign {c.name!r} (it has {c.data['items']})"
+            )
         if ev["reviewer"] != ev["actor"]:
             raise E.ReviewRefused(f"reviewer: {ev['reviewer']} is not the actor {ev['actor']}")
         if str(item) in c.data["decisions"]:
-            raise E.ReviewRefused(f"item {item} of review campaign {c.name!r} is already decided "
-                                  f"({c.data['decisions'][str(item)]})")
+            raise E.ReviewRefused(
+                f"item {item} of review campaign {c.name!r} is already decided ({c.data['decisions'][str(item)]})"
+            )
         batch = ev.get("batch")
         if batch is not None:
             # A batch is one file recorded at once by one reviewer: every decision of it in one write,
@@ -593,12 +626,16 @@ class WriteModel:
             batches = c.data.setdefault("batches", {})
             mine = [ev["actor"], ev["batch_sha256"]]
             if batch in batches and (c.name, batch) not in self._batches_here:
-                raise E.ReviewRefused(f"batch: {batch} of review campaign {c.name!r} was recorded in an earlier "
-                                      "write: a batch's decisions are recorded at once")
+                raise E.ReviewRefused(
+                    f"batch: {batch} of review campaign {c.name!r} was recorded in an earlier "
+                    "write: a batch's decisions are recorded at once"
+                )
             if batches.get(batch, mine) != mine:
                 actor, sha = batches[batch]
-                raise E.ReviewRefused(f"batch: {batch} of review campaign {c.name!r} was recorded by {actor} "
-                                      f"from a file with SHA-256 {sha}: each of its decisions must say the same")
+                raise E.ReviewRefused(
+                    f"batch: {batch} of review campaign {c.name!r} was recorded by {actor} "
+                    f"from a file with SHA-256 {sha}: each of its decisions must say the same"
+                )
             batches[batch] = mine
             self._batches_here.add((c.name, batch))
         c.data["decisions"][str(item)] = ev["decision"]
@@ -608,21 +645,26 @@ class WriteModel:
     def _on_ReviewReassigned(self, ev: dict[str, Any]) -> str:
         c = self._campaign(ev["campaign"])
         if ev["actor"] != c.data["owner"]:
-            raise E.ReviewRefused(f"actor: only the owner of review campaign {c.name!r} ({c.data['owner']}) "
-                                  f"reassigns its items, not {ev['actor']}")
+            raise E.ReviewRefused(
+                f"actor: only the owner of review campaign {c.name!r} ({c.data['owner']}) "
+                f"reassigns its items, not {ev['actor']}"
+            )
         if c.status != "open":
             raise E.ReviewRefused(f"review campaign {c.name!r} is closed: no reassignment after close")
         seen: set[int] = set()
         for item in ev["items"]:
             if item > c.data["items"]:
-                raise E.ReviewRefused(f"items: {item} is not an item of review campaign {c.name!r} "
-                                      f"(it has {c.data['items']})")
+                raise E.ReviewRefused(
+                    f"items: {item} is not an item of review campaign {c.name!r} (it has {c.data['items']})"
+                )
             if item in seen:
                 raise E.ReviewRefused(f"items: item {item} is given twice")
             seen.add(item)
             if str(item) in c.data["decisions"]:
-                raise E.ReviewRefused(f"items: item {item} of review campaign {c.name!r} is already decided "
-                                      f"({c.data['decisions'][str(item)]})")
+                raise E.ReviewRefused(
+                    f"items: item {item} of review campaign {c.name!r} is already decided "
+                    f"({c.data['decisions'][str(item)]})"
+                )
         if ev["reviewer"].startswith("team:"):
             raise E.ValidationError(f"reviewer: {ev['reviewer']!r} must be a user or a service account")
         reviewer = self._principal(ev["reviewer"])
@@ -652,8 +694,15 @@ class WriteModel:
         expires = ev.get("expires_at")
         if expires is not None and expires <= ev["at"]:
             raise E.ValidationError(f"expires_at: {expires} is not after the issue time {ev['at']}")
-        self._put(Entity("token", token_id, "active", ev["principal"], {
-            "scopes": list(ev["scopes"]), "expires_at": expires, "secret_sha256": ev["secret_sha256"]}))
+        self._put(
+            Entity(
+                "token",
+                token_id,
+                "active",
+                ev["principal"],
+                {"scopes": list(ev["scopes"]), "expires_at": expires, "secret_sha256": ev["secret_sha256"]},
+            )
+        )
         return f"token/{token_id}"
 
     def _on_TokenRevoked(self, ev: dict[str, Any]) -> str:

@@ -25,8 +25,9 @@ class NeverRecorded(UnknownEntity):
     """A tenant, principal, role, team or connector that never existed in the ledger (most likely a typo)."""
 
 
-def closest(c: Cursor, kinds: tuple[str, ...], name: str, *, as_principal: bool, cutoff: float = 0.75,
-            with_kind: bool = False) -> list[str]:
+def closest(
+    c: Cursor, kinds: tuple[str, ...], name: str, *, as_principal: bool, cutoff: float = 0.75, with_kind: bool = False
+) -> list[str]:
     """The recorded names of these kinds that look most like `name` (`kind:NAME` when `as_principal`).
 
     Names are compared without their kind, which every principal shares (`user:nobody` is not close
@@ -46,8 +47,14 @@ def recorded(c: Cursor, kind: str, name: str) -> bool:
     return c.fetchone() is not None
 
 
-def require_recorded(store: Store, *, principal: str | None = None, tenant: str | None = None,
-                     role: str | None = None, connector: str | None = None) -> None:
+def require_recorded(
+    store: Store,
+    *,
+    principal: str | None = None,
+    tenant: str | None = None,
+    role: str | None = None,
+    connector: str | None = None,
+) -> None:
     """Refuse any given name the ledger never recorded, naming the closest ones ("did you mean ...?").
 
     A malformed principal reference is refused as malformed; `connector` needs its `tenant`.
@@ -74,8 +81,12 @@ def require_recorded(store: Store, *, principal: str | None = None, tenant: str 
             if not recorded(c, "connector", key):
                 c.execute("SELECT name FROM al_entities WHERE kind = 'connector' AND ref = ?", (nfkc(tenant),))
                 known = sorted(n.split("/", 1)[1] for (n,) in c.fetchall())
-                _refuse("service connector", connector,
-                        difflib.get_close_matches(nfkc(connector), known, n=3, cutoff=0.75), f" in tenant {tenant!r}")
+                _refuse(
+                    "service connector",
+                    connector,
+                    difflib.get_close_matches(nfkc(connector), known, n=3, cutoff=0.75),
+                    f" in tenant {tenant!r}",
+                )
 
 
 def _refuse(label: str, name: str, close: list[str], where: str = "") -> None:

@@ -148,15 +148,17 @@ def default_workers() -> int:
     return max(1, min(3, (os.cpu_count() or 1) - 1))
 
 
-def parse_parallel(lines: Iterable[bytes | str], progress: Callable[[int], None] | None,
-                   workers: int) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+def parse_parallel(
+    lines: Iterable[bytes | str], progress: Callable[[int], None] | None, workers: int
+) -> Iterator[list[tuple[int, dict[str, Any]]]]:
     """Chunks of (line number, canonical event) for the non-blank lines, parsed by `workers` processes."""
     loads = orjson.loads
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["ledger.events"])
     _start_forkserver_deaf_to_ctrl_c()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_watch_importer,
-                             initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_watch_importer, initargs=(os.getpid(),)
+    ) as pool:
         pending: deque[tuple[int, Future]] = deque()
         lineno = 1
         chunk: list[bytes] = []

@@ -99,5 +99,7 @@ def csv_safe_sql(q: str) -> str:
     """The same rule as csv_safe, as a DuckDB SQL expression over the text expression `q` (cheap on
     millions of cells: one comparison of the first character for nearly all of them)."""
     number = f"(TRY_CAST({q} AS DOUBLE) IS NOT NULL AND {q} = trim({q}) AND NOT regexp_matches(lower({q}), 'inf|nan'))"
-    return (f"CASE WHEN left({q}, 1) IN ('=', '+', '@', chr(9), chr(13)) OR (left({q}, 1) = '-' AND NOT {number}) "
-            f"THEN '''' || {q} ELSE {q} END")
+    return (
+        f"CASE WHEN left({q}, 1) IN ('=', '+', '@', chr(9), chr(13)) OR (left({q}, 1) = '-' AND NOT {number}) "
+        f"THEN '''' || {q} ELSE {q} END"
+    )

@@ -28,8 +28,10 @@ class ForeignSchema(IntegrityFailure):
 def refuse(problems: Sequence[str]) -> None:
     """Raise ForeignSchema naming every problem, if there is any."""
     if problems:
-        raise ForeignSchema(f"the ledger's database holds what the ledger did not make: {'; '.join(problems)}; "
-                            "it was edited outside the ledger, and nothing was read from it")
+        raise ForeignSchema(
+            f"the ledger's database holds what the ledger did not make: {'; '.join(problems)}; "
+            "it was edited outside the ledger, and nothing was read from it"
+        )
 
 
 @functools.cache
@@ -39,8 +41,10 @@ def sqlite_expected(statements: tuple[str, ...]) -> dict[str, tuple[str, str, st
     try:
         for statement in statements:
             scratch.execute(statement)
-        return {name: (kind, table, sql)
-                for kind, name, table, sql in scratch.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")}
+        return {
+            name: (kind, table, sql)
+            for kind, name, table, sql in scratch.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")
+        }
     finally:
         scratch.close()
 
@@ -53,8 +57,9 @@ def sqlite_problems(rows: Sequence[tuple[Any, ...]], expected: dict[str, tuple[s
         if want is None:
             problems.append(f"{kind} {name}" + (f" on {table}" if kind in ("index", "trigger") else ""))
         elif (kind, table, sql) != want:
-            problems.append(f"{kind} {name} in place of the ledger's {want[0]}" if kind != want[0]
-                            else f"{kind} {name} altered")
+            problems.append(
+                f"{kind} {name} in place of the ledger's {want[0]}" if kind != want[0] else f"{kind} {name} altered"
+            )
     return problems
 
 
@@ -68,16 +73,25 @@ def postgres_problems(c: Any, columns: dict[str, dict[str, str]]) -> list[str]:
     """What on the ledger's tables in the current schema the ledger did not make (c: a store Cursor)."""
     # Looked up by key: the tables by (name, schema), then everything on them by their oids (the
     # catalog of a shared server may hold many schemas).
-    c.execute("SELECT oid, relname, relkind, relrowsecurity OR relforcerowsecurity FROM pg_class WHERE relname = "
-              "ANY(?) AND relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) "
-              "ORDER BY relname", (list(columns),))
+    c.execute(
+        "SELECT oid, relname, relkind, relrowsecurity OR relforcerowsecurity FROM pg_class WHERE relname = "
+        "ANY(?) AND relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) "
+        "ORDER BY relname",
+        (list(columns),),
+    )
     problems: list[str] = []
     name: dict[int, str] = {}
     for oid, relname, kind, secured in c.fetchall():
         name[oid] = relname
         if kind != "r":
-            what = {"v": "view", "m": "materialized view", "f": "foreign table", "p": "partitioned table",
-                    "i": "index", "S": "sequence"}.get(kind, f"relation of kind {kind}")
+            what = {
+                "v": "view",
+                "m": "materialized view",
+                "f": "foreign table",
+                "p": "partitioned table",
+                "i": "index",
+                "S": "sequence",
+            }.get(kind, f"relation of kind {kind}")
             problems.append(f"{what} {relname} in place of the ledger's table")
         elif secured:
             problems.append(f"row-level security on {relname}")
@@ -85,19 +99,25 @@ def postgres_problems(c: Any, columns: dict[str, dict[str, str]]) -> list[str]:
     if not oids:
         return problems
     # One catalog each, no join: planning a join of the catalogs costs more than running it.
-    c.execute("SELECT 'trigger ' || tgname, tgrelid FROM pg_trigger WHERE tgrelid = ANY(?::oid[]) AND NOT tgisinternal "
-              "UNION ALL SELECT 'rule ' || rulename, ev_class FROM pg_rewrite WHERE ev_class = ANY(?::oid[]) "
-              "AND rulename <> '_RETURN' "
-              "UNION ALL SELECT 'policy ' || polname, polrelid FROM pg_policy WHERE polrelid = ANY(?::oid[]) "
-              "UNION ALL SELECT 'constraint ' || conname, conrelid FROM pg_constraint WHERE conrelid = ANY(?::oid[]) "
-              "AND contype NOT IN ('p', 'u', 'n') "
-              "UNION ALL SELECT 'index ' || indexrelid::regclass::text, indrelid FROM pg_index WHERE "
-              "indrelid = ANY(?::oid[]) AND (NOT indisprimary AND NOT indexrelid::regclass::text = ANY(?) "
-              "OR indexprs IS NOT NULL OR indpred IS NOT NULL)", (oids, oids, oids, oids, oids, list(POSTGRES_INDEXES)))
+    c.execute(
+        "SELECT 'trigger ' || tgname, tgrelid FROM pg_trigger WHERE tgrelid = ANY(?::oid[]) AND NOT tgisinternal "
+        "UNION ALL SELECT 'rule ' || rulename, ev_class FROM pg_rewrite WHERE ev_class = ANY(?::oid[]) "
+        "AND rulename <> '_RETURN' "
+        "UNION ALL SELECT 'policy ' || polname, polrelid FROM pg_policy WHERE polrelid = ANY(?::oid[]) "
+        "UNION ALL SELECT 'constraint ' || conname, conrelid FROM pg_constraint WHERE conrelid = ANY(?::oid[]) "
+        "AND contype NOT IN ('p', 'u', 'n') "
+        "UNION ALL SELECT 'index ' || indexrelid::regclass::text, indrelid FROM pg_index WHERE "
+        "indrelid = ANY(?::oid[]) AND (NOT indisprimary AND NOT indexrelid::regclass::text = ANY(?) "
+        "OR indexprs IS NOT NULL OR indpred IS NOT NULL)",
+        (oids, oids, oids, oids, oids, list(POSTGRES_INDEXES)),
+    )
     problems.extend(sorted(f"{what} on {name[relid]}" for what, relid in c.fetchall()))
-    c.execute("SELECT attrelid, attname, format_type(atttypid, atttypmod), attcollation IN (0, 100), atthasdef, "
-              "attgenerated <> '' FROM pg_attribute WHERE attrelid = ANY(?::oid[]) AND attnum > 0 AND NOT attisdropped "
-              "ORDER BY attrelid, attnum", (oids,))
+    c.execute(
+        "SELECT attrelid, attname, format_type(atttypid, atttypmod), attcollation IN (0, 100), atthasdef, "
+        "attgenerated <> '' FROM pg_attribute WHERE attrelid = ANY(?::oid[]) AND attnum > 0 AND NOT attisdropped "
+        "ORDER BY attrelid, attnum",
+        (oids,),
+    )
     for relid, column, kind, collation_ok, has_default, generated in c.fetchall():
         table = name[relid]
         want = columns[table].get(column)

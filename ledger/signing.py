@@ -41,10 +41,10 @@ def create_keys(out: Path) -> tuple[Path, Path]:
     if not out.parent.is_dir():
         raise ValidationError(f"keys: folder {out.parent} does not exist")
     key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     if not out.exists():
         out.mkdir(mode=0o700)
         os.chmod(out, 0o700)  # whatever the umask; a folder that existed keeps its mode (the key is 0600)
@@ -80,8 +80,9 @@ def _load_private(path: str) -> Any:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
-        raise ValidationError(f"{SIGNING_ENV}: {path} is not an unencrypted PEM private key "
-                              "(make one with `access-ledger keys create`)") from None
+        raise ValidationError(
+            f"{SIGNING_ENV}: {path} is not an unencrypted PEM private key (make one with `access-ledger keys create`)"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ValidationError(f"{SIGNING_ENV}: {path} is not an Ed25519 key")
     return key
@@ -135,6 +136,7 @@ def check(message: bytes, signature: Any, public_key: Any) -> str | None:
 
 # -- seals ------------------------------------------------------------------------------------
 
+
 def seal_message(position: int, link: str) -> bytes:
     return f"access-ledger seal {position}:{link}".encode()
 
@@ -152,7 +154,7 @@ def split_seal(mac: str | None) -> tuple[str | None, str | None]:
     hmac_hex = sig = None
     for part in mac.split(" "):
         if part.startswith(SEAL_SIG_PREFIX):
-            sig = part[len(SEAL_SIG_PREFIX):]
+            sig = part[len(SEAL_SIG_PREFIX) :]
         elif part:
             hmac_hex = part
     return hmac_hex, sig
@@ -170,18 +172,22 @@ def check_seal(position: int, link: str, sig_hex: str | None) -> str | None:
     if key is None:
         return None
     if sig_hex is None:
-        return (f"seal at position {position} has no Ed25519 signature, but {SIGNING_ENV} is set: the seal was "
-                "stripped, or written without the key")
+        return (
+            f"seal at position {position} has no Ed25519 signature, but {SIGNING_ENV} is set: the seal was "
+            "stripped, or written without the key"
+        )
     problem = check(seal_message(position, link), {"algorithm": ALGORITHM, "value": sig_hex}, key.public_key())
     return None if problem is None else f"seal at position {position}: {problem}"
 
 
 # -- digests ----------------------------------------------------------------------------------
 
+
 def digest_message(digest: dict[str, Any]) -> bytes:
     """What a digest's signature covers: its position and link (and the time and ledger they name)."""
-    return (f"access-ledger digest {digest.get('position')}:{digest.get('link')}:{digest.get('at')}:"
-            f"{digest.get('ledger')}").encode()
+    return (
+        f"access-ledger digest {digest.get('position')}:{digest.get('link')}:{digest.get('at')}:{digest.get('ledger')}"
+    ).encode()
 
 
 def sign_digest(digest: dict[str, Any]) -> dict[str, Any]:

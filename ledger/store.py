@@ -60,8 +60,13 @@ _POSTGRES_TYPES = {"blob": "BYTEA", "pos_key": "BIGINT", "keyed": ""}
 # Every column's type as the ledger creates it on PostgreSQL (verify names any that differs).
 _T, _B = "text", "bigint"
 _POSTGRES_COLUMNS: dict[str, dict[str, str]] = {
-    "stored_events": {"originator_id": "uuid", "originator_version": _B, "topic": _T, "state": "bytea",
-                      "notification_id": _B},
+    "stored_events": {
+        "originator_id": "uuid",
+        "originator_version": _B,
+        "topic": _T,
+        "state": "bytea",
+        "notification_id": _B,
+    },
     "al_head": {"id": "integer", "position": _B, "at": _T, "link": _T},
     "al_chain": {"position": _B, "at": _T, "link": _T},
     "al_seals": {"position": _B, "link": _T, "mac": _T, "sealed_at": _T},
@@ -131,7 +136,7 @@ def parse_url(url: str) -> dict[str, str]:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", env["POSTGRES_SCHEMA"]):
             raise StorageError(f"db: schema {env['POSTGRES_SCHEMA']!r} is not a plain SQL identifier")
         return env
-    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
+    path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else url
     if path == ":memory:":
         path = f"file:access-ledger-{uuid.uuid4().hex}?mode=memory&cache=shared"
     return {
@@ -271,8 +276,11 @@ class Store:
         schema.refuse(schema.sqlite_problems(rows, expected))
         if len(rows) < len(expected):
             with self.transaction(write=True) as c:  # a new ledger (or one of an older layout with fewer tables)
-                schema.refuse(schema.sqlite_problems(c.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")
-                                                     .fetchall(), expected))
+                schema.refuse(
+                    schema.sqlite_problems(
+                        c.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall(), expected
+                    )
+                )
                 for ddl in statements:
                     c.execute(ddl)
 
@@ -294,7 +302,8 @@ class Store:
             if not create:
                 raise StorageError(
                     f"no ledger at {path} (run `access-ledger init`, or import a file that starts with "
-                    "OrganizationCreated)")
+                    "OrganizationCreated)"
+                )
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
                 raise StorageError(f"cannot create the ledger {path}: folder {parent} does not exist")
@@ -314,8 +323,9 @@ class Store:
             wal = path + "-wal"
             immutable = not _writable(folder) and not (os.path.exists(wal) and os.path.getsize(wal))
             self.read_only_path = path
-            self.env["SQLITE_DBNAME"] = (f"file:{quote(os.path.abspath(path))}?mode=ro"
-                                         + ("&immutable=1" if immutable else ""))
+            self.env["SQLITE_DBNAME"] = f"file:{quote(os.path.abspath(path))}?mode=ro" + (
+                "&immutable=1" if immutable else ""
+            )
 
     def _schema_guard(self) -> Any:
         """A session holding an advisory lock while the tables are created.
@@ -328,9 +338,15 @@ class Store:
         e = self.env
         schema = e["POSTGRES_SCHEMA"]
         try:
-            conn = psycopg.connect(host=e["POSTGRES_HOST"], port=int(e["POSTGRES_PORT"]),
-                                   dbname=e["POSTGRES_DBNAME"], user=e["POSTGRES_USER"],
-                                   password=e["POSTGRES_PASSWORD"], connect_timeout=10, autocommit=True)
+            conn = psycopg.connect(
+                host=e["POSTGRES_HOST"],
+                port=int(e["POSTGRES_PORT"]),
+                dbname=e["POSTGRES_DBNAME"],
+                user=e["POSTGRES_USER"],
+                password=e["POSTGRES_PASSWORD"],
+                connect_timeout=10,
+                autocommit=True,
+            )
             try:
                 conn.execute("SELECT pg_advisory_lock(hashtext('access-ledger schema'))")
                 if schema != "public":
@@ -383,8 +399,9 @@ class Store:
         if "disk is full" in low or "no space" in low:
             return StorageError(f"no space left for the ledger {self.label}: nothing was written")
         if "locked" in low or "lock timeout" in low or "could not obtain lock" in low:
-            return ConcurrentWrite(f"another writer held the ledger {self.label} too long: nothing was written; "
-                                   "try again")
+            return ConcurrentWrite(
+                f"another writer held the ledger {self.label} too long: nothing was written; try again"
+            )
         if "terminating connection" in low or "server closed the connection" in low:
             return StorageError(f"the database server ended the session of {self.label} ({msg}): nothing was written")
         if "unable to open" in low or "connection" in low or "could not" in low:
@@ -412,8 +429,10 @@ class Store:
         position = as_number(position, "al_head.position")
         last = self.max_position(c)
         if position != last:
-            raise IntegrityFailure(f"the head says position {position} but the newest stored event is at {last}: "
-                                   "the log or its head was tampered with; run `access-ledger verify`")
+            raise IntegrityFailure(
+                f"the head says position {position} but the newest stored event is at {last}: "
+                "the log or its head was tampered with; run `access-ledger verify`"
+            )
         if position == 0:
             return 0, "", GENESIS_LINK
         from ledger.integrity import next_link
@@ -424,10 +443,16 @@ class Store:
         before = rows[0][5] if len(rows) == 2 else GENESIS_LINK
         pos, oid, version, topic, state = rows[-1][:5]
         at = time_in(state)
-        if (not isinstance(before, str) or at is None or not isinstance(link, str)
-                or next_link(before, pos, oid, version, topic, state) != link):
-            raise IntegrityFailure(f"the head does not match the event at position {position}: the log or its "
-                                   "chain was tampered with; run `access-ledger verify`")
+        if (
+            not isinstance(before, str)
+            or at is None
+            or not isinstance(link, str)
+            or next_link(before, pos, oid, version, topic, state) != link
+        ):
+            raise IntegrityFailure(
+                f"the head does not match the event at position {position}: the log or its "
+                "chain was tampered with; run `access-ledger verify`"
+            )
         return position, at, link
 
     def gap(self, c: Cursor, position: int) -> IntegrityFailure:
@@ -450,8 +475,10 @@ class Store:
         row = c.fetchone()
         if row is None:
             if self.max_position(c):
-                raise IntegrityFailure("the log holds events but its head row is missing: the ledger was tampered "
-                                       "with; run `access-ledger verify`")
+                raise IntegrityFailure(
+                    "the log holds events but its head row is missing: the ledger was tampered "
+                    "with; run `access-ledger verify`"
+                )
             c.execute("INSERT INTO al_head (id, position, at, link) VALUES (1, 0, '', ?)", (GENESIS_LINK,))
             return 0, "", GENESIS_LINK
         return row[0], row[1], row[2]
@@ -481,12 +508,17 @@ class Store:
                 parts.append(size(len(state)))
                 parts.append(state)
             parts.append(_COPY_TRAILER)
-            with c.raw.copy(f"COPY {self.table} (notification_id, originator_id, originator_version, topic, "
-                            "state) FROM STDIN (FORMAT BINARY)") as copy:
+            with c.raw.copy(
+                f"COPY {self.table} (notification_id, originator_id, originator_version, topic, "
+                "state) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
                 copy.write(b"".join(parts))
         else:
-            c.executemany(f"INSERT INTO {self.table} (rowid, originator_id, originator_version, topic, state) "
-                          "VALUES (?, ?, ?, ?, ?)", rows)
+            c.executemany(
+                f"INSERT INTO {self.table} (rowid, originator_id, originator_version, topic, state) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
 
     def insert_rows(self, c: Cursor, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Append rows to a side table: COPY on PostgreSQL, one prepared INSERT on SQLite."""
@@ -497,8 +529,7 @@ class Store:
                 for row in rows:
                     copy.write_row(row)
         else:
-            c.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                          rows)
+            c.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
 
     def known_ids(self, c: Cursor, ids: Sequence[str]) -> dict[str, tuple[int, bytes]]:
         """{id: (position, stored bytes)} for the given idempotency ids that are already recorded.
@@ -509,12 +540,13 @@ class Store:
         """
         found: dict[str, tuple[int, bytes]] = {}
         for i in range(0, len(ids), 1000):
-            part = list(ids[i:i + 1000])
+            part = list(ids[i : i + 1000])
             if self.postgres:
                 c.execute("SELECT event_id, position FROM al_ids WHERE event_id = ANY(?)", (part,))
             else:
-                c.execute(f"SELECT event_id, position FROM al_ids WHERE event_id IN ({', '.join('?' * len(part))})",
-                          part)
+                c.execute(
+                    f"SELECT event_id, position FROM al_ids WHERE event_id IN ({', '.join('?' * len(part))})", part
+                )
             position_of = {r[0]: as_number(r[1], f"al_ids' row for id {r[0]!r}") for r in c.fetchall()}
             if not position_of:
                 continue
@@ -531,26 +563,38 @@ class Store:
         value in any column, and every reader checks the values it reads instead)."""
         if not self.postgres:
             return []
-        c.execute("SELECT table_name, column_name, data_type FROM information_schema.columns "
-                  "WHERE table_schema = current_schema() AND table_name = ANY(?)", (list(_POSTGRES_COLUMNS),))
+        c.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ANY(?)",
+            (list(_POSTGRES_COLUMNS),),
+        )
         found = {(t, col): kind for t, col, kind in c.fetchall()}
-        return [f"{t}.{col} is {found.get((t, col), 'missing')}, not {kind}"
-                for t, columns in _POSTGRES_COLUMNS.items() for col, kind in columns.items()
-                if found.get((t, col)) != kind]
+        return [
+            f"{t}.{col} is {found.get((t, col), 'missing')}, not {kind}"
+            for t, columns in _POSTGRES_COLUMNS.items()
+            for col, kind in columns.items()
+            if found.get((t, col)) != kind
+        ]
 
     def ids_not_in_their_events(self, c: Cursor, limit: int = 5) -> list[tuple[str, int]]:
         """(id, position) rows of al_ids whose position holds no event ending with that id (as the ledger
         writes it: `,"id":<the id as JSON>}`), at most `limit`. One pass, in the database."""
         if self.postgres:
-            c.execute(f"SELECT i.event_id, i.position FROM al_ids i LEFT JOIN {self.table} e "
-                      f"ON e.{self.pos_col} = i.position WHERE e.state IS NULL OR right(convert_from(e.state, "
-                      "'UTF8'), char_length(',\"id\":' || to_json(i.event_id)::text || '}')) "
-                      "IS DISTINCT FROM ',\"id\":' || to_json(i.event_id)::text || '}' LIMIT ?", (limit,))
+            c.execute(
+                f"SELECT i.event_id, i.position FROM al_ids i LEFT JOIN {self.table} e "
+                f"ON e.{self.pos_col} = i.position WHERE e.state IS NULL OR right(convert_from(e.state, "
+                "'UTF8'), char_length(',\"id\":' || to_json(i.event_id)::text || '}')) "
+                "IS DISTINCT FROM ',\"id\":' || to_json(i.event_id)::text || '}' LIMIT ?",
+                (limit,),
+            )
         else:
-            c.execute(f"SELECT i.event_id, i.position FROM al_ids i LEFT JOIN {self.table} e "
-                      f"ON e.{self.pos_col} = i.position WHERE e.state IS NULL OR typeof(i.event_id) <> 'text' OR "
-                      "substr(CAST(e.state AS TEXT), -length(',\"id\":' || json_quote(CAST(i.event_id AS TEXT)) || "
-                      "'}')) IS NOT ',\"id\":' || json_quote(CAST(i.event_id AS TEXT)) || '}' LIMIT ?", (limit,))
+            c.execute(
+                f"SELECT i.event_id, i.position FROM al_ids i LEFT JOIN {self.table} e "
+                f"ON e.{self.pos_col} = i.position WHERE e.state IS NULL OR typeof(i.event_id) <> 'text' OR "
+                "substr(CAST(e.state AS TEXT), -length(',\"id\":' || json_quote(CAST(i.event_id AS TEXT)) || "
+                "'}')) IS NOT ',\"id\":' || json_quote(CAST(i.event_id AS TEXT)) || '}' LIMIT ?",
+                (limit,),
+            )
         # Shown as stored (an id or position someone rewrote with another type is named, not converted).
         return [(str(r[0]), r[1]) for r in c.fetchall()]
 
@@ -558,12 +602,15 @@ class Store:
         """(position, stored bytes) of the given positions, each fetched by its key."""
         out: list[tuple[int, bytes]] = []
         for i in range(0, len(positions), 1000):
-            part = list(positions[i:i + 1000])
+            part = list(positions[i : i + 1000])
             if self.postgres:
                 c.execute(f"SELECT {self.pos_col}, state FROM {self.table} WHERE {self.pos_col} = ANY(?)", (part,))
             else:
-                c.execute(f"SELECT {self.pos_col}, state FROM {self.table} WHERE {self.pos_col} IN "
-                          f"({', '.join('?' * len(part))})", part)
+                c.execute(
+                    f"SELECT {self.pos_col}, state FROM {self.table} WHERE {self.pos_col} IN "
+                    f"({', '.join('?' * len(part))})",
+                    part,
+                )
             out.extend((int(p), _as_bytes(state)) for p, state in c.fetchall())
         return out
 
@@ -582,14 +629,17 @@ class Store:
             stop = self.head()[0]
         yield from self._read_range(start, stop, batch, "")
 
-    def read_topics_excluding(self, start: int, stop: int, topics: Sequence[str],
-                              batch: int = 50_000) -> Iterator[tuple[int, bytes]]:
+    def read_topics_excluding(
+        self, start: int, stop: int, topics: Sequence[str], batch: int = 50_000
+    ) -> Iterator[tuple[int, bytes]]:
         """(position, bytes) from start to stop inclusive, leaving out events of the given topics."""
-        yield from self._read_range(start, stop, batch, f" AND topic NOT IN ({', '.join('?' * len(topics))})",
-                                    tuple(topics))
+        yield from self._read_range(
+            start, stop, batch, f" AND topic NOT IN ({', '.join('?' * len(topics))})", tuple(topics)
+        )
 
-    def _read_range(self, start: int, stop: int, batch: int, where: str,
-                    params: tuple[Any, ...] = ()) -> Iterator[tuple[int, bytes]]:
+    def _read_range(
+        self, start: int, stop: int, batch: int, where: str, params: tuple[Any, ...] = ()
+    ) -> Iterator[tuple[int, bytes]]:
         """Rows of positions start..stop in batches. A batch with no rows skips to the next stored
         position, so the number of batches is bounded by the stored events, whatever `stop` says; read
         whole (no topic left out), a hole in the positions is IntegrityFailure naming it."""
@@ -597,14 +647,18 @@ class Store:
         while position <= stop:
             upper = min(stop, position + batch - 1)
             with self.transaction(write=False) as c:
-                c.execute(f"SELECT {self.pos_col}, state FROM {self.table} WHERE {self.pos_col} >= ? AND "
-                          f"{self.pos_col} <= ?{where} ORDER BY {self.pos_col}", (position, upper, *params))
+                c.execute(
+                    f"SELECT {self.pos_col}, state FROM {self.table} WHERE {self.pos_col} >= ? AND "
+                    f"{self.pos_col} <= ?{where} ORDER BY {self.pos_col}",
+                    (position, upper, *params),
+                )
                 rows = c.fetchall()
                 if not where and len(rows) != upper - position + 1:
                     # Every stored position holds an event: a hole is named, never walked over. A batch
                     # ends short at the end of the log, or at a hole (then later events exist).
-                    missing = next((position + i for i, r in enumerate(rows) if r[0] != position + i),
-                                   position + len(rows))
+                    missing = next(
+                        (position + i for i, r in enumerate(rows) if r[0] != position + i), position + len(rows)
+                    )
                     c.execute(f"SELECT 1 FROM {self.table} WHERE {self.pos_col} > ? LIMIT 1", (missing,))
                     if c.fetchone() is not None:
                         raise _gap(missing)
@@ -620,23 +674,28 @@ class Store:
                 yield int(pos), _as_bytes(state)
             position = upper + 1
 
-    def read_raw(self, c: Cursor, start: int, limit: int, until: int | None = None
-                 ) -> list[tuple[int, str, int, str, bytes, str | None]]:
+    def read_raw(
+        self, c: Cursor, start: int, limit: int, until: int | None = None
+    ) -> list[tuple[int, str, int, str, bytes, str | None]]:
         """(position, originator_id as hex, version, topic, state, chain link or None) rows from `start`
         (up to `until`, if given) for verification; the link is the one `al_chain` holds there."""
         # Typed (and never NULL) in SQL: a column someone rewrote with another type, or emptied, still
         # hashes, and fails, cleanly.
         blob = "''::BYTEA" if self.postgres else "x''"
-        c.execute(f"SELECT e.{self.pos_col}, coalesce(replace(CAST(e.originator_id AS TEXT), '-', ''), ''), "
-                  f"coalesce(CAST(e.originator_version AS BIGINT), -1), coalesce(CAST(e.topic AS TEXT), ''), "
-                  f"coalesce({'e.state' if self.postgres else 'CAST(e.state AS BLOB)'}, {blob}), ch.link, "
-                  f"CAST(ch.at AS TEXT) FROM {self.table} e LEFT JOIN al_chain ch ON ch.position = e.{self.pos_col} "
-                  f"WHERE e.{self.pos_col} >= ? AND e.{self.pos_col} <= ? ORDER BY e.{self.pos_col} LIMIT ?",
-                  (start, until if until is not None else 2**62, limit))
+        c.execute(
+            f"SELECT e.{self.pos_col}, coalesce(replace(CAST(e.originator_id AS TEXT), '-', ''), ''), "
+            f"coalesce(CAST(e.originator_version AS BIGINT), -1), coalesce(CAST(e.topic AS TEXT), ''), "
+            f"coalesce({'e.state' if self.postgres else 'CAST(e.state AS BLOB)'}, {blob}), ch.link, "
+            f"CAST(ch.at AS TEXT) FROM {self.table} e LEFT JOIN al_chain ch ON ch.position = e.{self.pos_col} "
+            f"WHERE e.{self.pos_col} >= ? AND e.{self.pos_col} <= ? ORDER BY e.{self.pos_col} LIMIT ?",
+            (start, until if until is not None else 2**62, limit),
+        )
         rows = c.fetchall()
         if self.postgres:
-            return [(int(pos), oid, int(ver), topic, _as_bytes(state), link, at)
-                    for pos, oid, ver, topic, state, link, at in rows]
+            return [
+                (int(pos), oid, int(ver), topic, _as_bytes(state), link, at)
+                for pos, oid, ver, topic, state, link, at in rows
+            ]
         return rows
 
     def head(self) -> tuple[int, str, str]:
@@ -650,8 +709,10 @@ class Store:
         row = c.fetchone()
         if row is None:
             if self.max_position(c):
-                raise IntegrityFailure("the log holds events but its head row is missing: the ledger was "
-                                       "tampered with; run `access-ledger verify`")
+                raise IntegrityFailure(
+                    "the log holds events but its head row is missing: the ledger was "
+                    "tampered with; run `access-ledger verify`"
+                )
             return 0, "", GENESIS_LINK
         return self._checked_head(c, row[0], row[1])
 
@@ -743,8 +804,10 @@ class Snapshots:
     def names(self, prefix: str = "") -> list[tuple[str, Any]]:
         """(name, position as stored) of the snapshots whose name starts with `prefix`."""
         with self.store.transaction(write=False) as c:
-            c.execute("SELECT name, position FROM al_snapshots WHERE name LIKE ? ESCAPE '\\' ORDER BY position",
-                      (prefix.replace("%", r"\%").replace("_", r"\_") + "%",))
+            c.execute(
+                "SELECT name, position FROM al_snapshots WHERE name LIKE ? ESCAPE '\\' ORDER BY position",
+                (prefix.replace("%", r"\%").replace("_", r"\_") + "%",),
+            )
             return [(str(r[0]), r[1]) for r in c.fetchall()]
 
     def delete(self, name: str) -> None:
@@ -772,7 +835,7 @@ def time_in(state: bytes) -> str | None:
     j = state.find(b'"', i + 8)
     if j < 0 or state.count(b'"at":') != 1:
         return None
-    return state[i + 8:j].decode("utf-8", "replace")
+    return state[i + 8 : j].decode("utf-8", "replace")
 
 
 def _as_bytes(value: Any) -> bytes:
@@ -789,13 +852,17 @@ def as_number(value: Any, where: str) -> int:
     if type(value) is int:
         return value
     shown = repr(value if not isinstance(value, (bytes, memoryview)) else bytes(value))[:40]
-    raise IntegrityFailure(f"{where} holds {shown} where a number belongs: the database was edited outside the "
-                           "ledger; run `access-ledger verify`")
+    raise IntegrityFailure(
+        f"{where} holds {shown} where a number belongs: the database was edited outside the "
+        "ledger; run `access-ledger verify`"
+    )
 
 
 def _gap(missing: int) -> IntegrityFailure:
-    return IntegrityFailure(f"no event at position {missing}, yet the log holds later ones: the log has a gap (events "
-                            "removed, or stored far past the others); run `access-ledger verify`")
+    return IntegrityFailure(
+        f"no event at position {missing}, yet the log holds later ones: the log has a gap (events "
+        "removed, or stored far past the others); run `access-ledger verify`"
+    )
 
 
 def _untrusting_connections(pool: Any) -> None:

@@ -16,12 +16,15 @@ _PER_UNIT = {"mo": 30, "y": 365}
 _OFFSET = re.compile(r"^([+-])(\d+[a-z]+)$")
 _PERIOD = re.compile(r"^(\d{4})(?:-(?:(\d{2})|[Qq]([1-4])))?$")
 #: Said once in the help of every time option of the command line.
-CLI_TIME_HELP = ("ISO-8601, a time without zone being UTC; or a date (midnight UTC), now, today, yesterday, "
-                 "or an offset from now such as -7d, +30d, -12h, -30min, -2w")
+CLI_TIME_HELP = (
+    "ISO-8601, a time without zone being UTC; or a date (midnight UTC), now, today, yesterday, "
+    "or an offset from now such as -7d, +30d, -12h, -30min, -2w"
+)
 #: The same, short, for an option beside one that says it in full (--to beside --from).
 CLI_TIME_HELP_AGAIN = "the forms --from takes, UTC when no zone"
-_NOT_A_TIME = ("is not a time: give 2026-03-15T10:00:00Z, 2026-03-15T10:00 (UTC), 2026-03-15, now, today, yesterday "
-               "or -7d")
+_NOT_A_TIME = (
+    "is not a time: give 2026-03-15T10:00:00Z, 2026-03-15T10:00 (UTC), 2026-03-15, now, today, yesterday or -7d"
+)
 #: The longest duration accepted: more than the span of the years allowed, less than datetime's range.
 MAX_DURATION = timedelta(days=365 * 1000)
 #: Canonical text of an instant in the years MIN_YEAR to MAX_YEAR - 1 (9999 is outside, as parse_instant says).

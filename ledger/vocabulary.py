@@ -10,16 +10,42 @@ from functools import lru_cache
 from ledger.errors import ValidationError
 
 TENANT_TYPES: tuple[str, ...] = (
-    "action", "artifact", "artifact_version", "code_repository", "event_source",
-    "flavor", "model", "model_version", "pipeline", "pipeline_run",
-    "pipeline_deployment", "pipeline_build", "run_template", "service",
-    "run_metadata", "secret", "service_account", "service_connector", "stack",
-    "stack_component", "tag", "trigger", "trigger_execution",
+    "action",
+    "artifact",
+    "artifact_version",
+    "code_repository",
+    "event_source",
+    "flavor",
+    "model",
+    "model_version",
+    "pipeline",
+    "pipeline_run",
+    "pipeline_deployment",
+    "pipeline_build",
+    "run_template",
+    "service",
+    "run_metadata",
+    "secret",
+    "service_account",
+    "service_connector",
+    "stack",
+    "stack_component",
+    "tag",
+    "trigger",
+    "trigger_execution",
 )
 ORG_TYPES: tuple[str, ...] = ("organization", "tenant", "member", "team", "role", "billing")
 ACTIONS: tuple[str, ...] = (
-    "create", "read", "update", "delete", "share", "read_secret_value", "prune",
-    "client", "promote", "backup_restore",
+    "create",
+    "read",
+    "update",
+    "delete",
+    "share",
+    "read_secret_value",
+    "prune",
+    "client",
+    "promote",
+    "backup_restore",
 )
 OSS_ACTIONS: tuple[str, ...] = ("read", "write", "me")
 
@@ -32,7 +58,9 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: they show as nothing (fillers, grapheme joiner, variation selectors, blank braille pattern).
 _INVISIBLE = frozenset(
     [0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x2800, 0x3164, 0xFFA0]
-    + list(range(0x180B, 0x1810)) + list(range(0xFE00, 0xFE10)) + list(range(0xE0100, 0xE01F0))
+    + list(range(0x180B, 0x1810))
+    + list(range(0xFE00, 0xFE10))
+    + list(range(0xE0100, 0xE01F0))
 )
 #: Bidirectional marks, embeddings, overrides and isolates: they reorder how a name is shown.
 _BIDI = frozenset([0x061C, 0x200E, 0x200F] + list(range(0x202A, 0x202F)) + list(range(0x2066, 0x206A)))
@@ -61,8 +89,7 @@ def _char_problem(value: str) -> str | None:
         if category == "Cc":
             return f"contains the control character {shown}"
         if code in _BIDI:
-            return (f"contains {shown}, a bidirectional control character "
-                    "(it changes how the name is displayed)")
+            return f"contains {shown}, a bidirectional control character (it changes how the name is displayed)"
         if category == "Cs":
             return f"contains {shown}, which is not a character (was the text valid UTF-8?)"
         if category in ("Cf", "Zl", "Zp", "Co") or code in _INVISIBLE:
@@ -193,15 +220,23 @@ def _zenml_pro_roles() -> tuple[PredefinedRole, ...]:
     org_viewer = tuple(f"{t}:read" for t in ORG_TYPES if t != "billing")
     editor = tuple(f"*:{a}" for a in ("create", "read", "share"))
     return (
-        PredefinedRole("org_admin", "organization", tuple(f"{t}:*" for t in ORG_TYPES),
-                       "Full control over the organization, its members, tenants and billing"),
-        PredefinedRole("org_editor", "organization", org_editor,
-                       "Manage tenants, members and teams; no billing"),
-        PredefinedRole("org_viewer", "organization", org_viewer,
-                       "Read the organization's tenants, members, teams and roles"),
+        PredefinedRole(
+            "org_admin",
+            "organization",
+            tuple(f"{t}:*" for t in ORG_TYPES),
+            "Full control over the organization, its members, tenants and billing",
+        ),
+        PredefinedRole("org_editor", "organization", org_editor, "Manage tenants, members and teams; no billing"),
+        PredefinedRole(
+            "org_viewer", "organization", org_viewer, "Read the organization's tenants, members, teams and roles"
+        ),
         PredefinedRole("admin", "tenant", ("*:*",), "Full control over a tenant"),
-        PredefinedRole("editor", "tenant", editor,
-                       "Create, read and share everything in a tenant; no update, delete or secret values"),
+        PredefinedRole(
+            "editor",
+            "tenant",
+            editor,
+            "Create, read and share everything in a tenant; no update, delete or secret values",
+        ),
         PredefinedRole("viewer", "tenant", ("*:read",), "Read everything in a tenant"),
     )
 

@@ -22,8 +22,9 @@ class Question:
     tenant: str | None
 
 
-def validate(state: PermissionState, principal: str | None, action: str | None, resource: str | None,
-             tenant: str | None) -> None:
+def validate(
+    state: PermissionState, principal: str | None, action: str | None, resource: str | None, tenant: str | None
+) -> None:
     """Refuse malformed questions with one clear message (unknown names are answered, not refused)."""
     if state.preset is None:
         raise QueryError("the ledger has no organization at that point")
@@ -41,13 +42,19 @@ def validate(state: PermissionState, principal: str | None, action: str | None, 
                 raise ValidationError(f"resource: {rtype!r} is an organization type: give no --tenant")
 
 
-def _path(state: PermissionState, principal: str, a: Assignment, via: str | None, chain: list[str],
-          perm: str, perm_src: Source) -> dict[str, Any]:
+def _path(
+    state: PermissionState,
+    principal: str,
+    a: Assignment,
+    via: str | None,
+    chain: list[str],
+    perm: str,
+    perm_src: Source,
+) -> dict[str, Any]:
     """One path principal -> team -> role -> base roles -> permission, each link with its event."""
     links: list[dict[str, Any]] = []
     if via is not None:
-        links.append({"link": f"{principal} is a member of team:{via}",
-                      **state.members[via][principal].as_dict()})
+        links.append({"link": f"{principal} is a member of team:{via}", **state.members[via][principal].as_dict()})
     holder = f"team:{via}" if via else principal
     where = f" in tenant {a.tenant}" if a.tenant else " in the organization"
     scope = f" on {a.resource}" if a.resource else ""
@@ -56,8 +63,16 @@ def _path(state: PermissionState, principal: str, a: Assignment, via: str | None
     for child, base in zip(chain, chain[1:]):
         links.append({"link": f"role {child} is built on role {base}", **state.roles[child].source.as_dict()})
     links.append({"link": f"role {chain[-1]} allows {perm}", **perm_src.as_dict()})
-    return {"role": a.role, "via_team": via, "tenant": a.tenant, "resource": a.resource,
-            "expires_at": a.expires_at, "permission": perm, "granted_by_role": chain[-1], "links": links}
+    return {
+        "role": a.role,
+        "via_team": via,
+        "tenant": a.tenant,
+        "resource": a.resource,
+        "expires_at": a.expires_at,
+        "permission": perm,
+        "granted_by_role": chain[-1],
+        "links": links,
+    }
 
 
 def check(state: PermissionState, q: Question, instant: str) -> dict[str, Any]:
@@ -69,9 +84,17 @@ def check(state: PermissionState, q: Question, instant: str) -> dict[str, Any]:
         for perm, scope, a, via, chain, src in state.grants(q.principal, instant, q.tenant)
         if (scope is None or scope == q.resource) and permission_matches(perm, rtype, q.action)
     ]
-    return {"principal": q.principal, "action": q.action, "resource": q.resource, "tenant": q.tenant,
-            "at": instant, "position": state.position, "allowed": bool(paths), "paths": paths,
-            "why_not": None if paths else why_not(state, q, instant)}
+    return {
+        "principal": q.principal,
+        "action": q.action,
+        "resource": q.resource,
+        "tenant": q.tenant,
+        "at": instant,
+        "position": state.position,
+        "allowed": bool(paths),
+        "paths": paths,
+        "why_not": None if paths else why_not(state, q, instant),
+    }
 
 
 def why_not(state: PermissionState, q: Question, instant: str) -> str:
@@ -95,8 +118,9 @@ def why_not(state: PermissionState, q: Question, instant: str) -> str:
 
 
 def _paths_ignoring_expiry(state: PermissionState, principal: str, tenant: str | None):
-    holders = [(principal, None)] + [(f"team:{t}", t) for t in sorted(state.teams_of.get(principal, ()))
-                                     if state.teams.get(t, False)]
+    holders = [(principal, None)] + [
+        (f"team:{t}", t) for t in sorted(state.teams_of.get(principal, ())) if state.teams.get(t, False)
+    ]
     for holder, via in holders:
         for key in state.held_by.get(holder, ()):
             a = state.assignments[key]
@@ -104,8 +128,9 @@ def _paths_ignoring_expiry(state: PermissionState, principal: str, tenant: str |
                 yield a, via
 
 
-def who_can(state: PermissionState, action: str, resource: str, tenant: str | None,
-            instant: str) -> list[dict[str, Any]]:
+def who_can(
+    state: PermissionState, action: str, resource: str, tenant: str | None, instant: str
+) -> list[dict[str, Any]]:
     """Users and service accounts (teams expanded) allowed `action` on `resource`: one row per path
     (principal, role, team it comes through, resource scope), with the first permission of the role's
     chain that allows it and the grant behind the path."""
@@ -131,15 +156,26 @@ def who_can(state: PermissionState, action: str, resource: str, tenant: str | No
                 continue
             if (scope is None or scope == resource) and permission_matches(perm, rtype, action):
                 seen.add((a.role, via, scope))
-                rows.append({"principal": principal, "role": a.role, "via_team": via, "permission": perm,
-                             "resource_scope": scope, "expires_at": a.expires_at,
-                             "granted_at": a.source.at, "granted_by": a.source.actor,
-                             "position": a.source.position, "reason": a.source.reason})
+                rows.append(
+                    {
+                        "principal": principal,
+                        "role": a.role,
+                        "via_team": via,
+                        "permission": perm,
+                        "resource_scope": scope,
+                        "expires_at": a.expires_at,
+                        "granted_at": a.source.at,
+                        "granted_by": a.source.actor,
+                        "position": a.source.position,
+                        "reason": a.source.reason,
+                    }
+                )
     return rows
 
 
-def what_can(state: PermissionState, principal: str, tenant: str | None, instant: str,
-             all_tenants: bool = False) -> list[dict[str, Any]]:
+def what_can(
+    state: PermissionState, principal: str, tenant: str | None, instant: str, all_tenants: bool = False
+) -> list[dict[str, Any]]:
     """Every permission `principal` holds at `instant`: per tenant (all live ones unless given) and org."""
     validate(state, principal, None, None, None)
     tenants: list[str | None]
@@ -150,10 +186,22 @@ def what_can(state: PermissionState, principal: str, tenant: str | None, instant
     rows = []
     for t in tenants:
         for perm, scope, a, via, chain, _src in state.grants(principal, instant, t):
-            rows.append({"principal": principal, "tenant": t, "permission": perm, "resource_scope": scope,
-                         "role": a.role, "via_team": via, "from_role": chain[-1], "expires_at": a.expires_at,
-                         "granted_at": a.source.at, "granted_by": a.source.actor, "position": a.source.position,
-                         "reason": a.source.reason})
+            rows.append(
+                {
+                    "principal": principal,
+                    "tenant": t,
+                    "permission": perm,
+                    "resource_scope": scope,
+                    "role": a.role,
+                    "via_team": via,
+                    "from_role": chain[-1],
+                    "expires_at": a.expires_at,
+                    "granted_at": a.source.at,
+                    "granted_by": a.source.actor,
+                    "position": a.source.position,
+                    "reason": a.source.reason,
+                }
+            )
     return rows
 
 
@@ -168,8 +216,9 @@ def effective_set(state: PermissionState, instant: str) -> dict[str, set[tuple[s
     return out
 
 
-def diff(before: PermissionState, after: PermissionState, t1: str, t2: str,
-         events: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+def diff(
+    before: PermissionState, after: PermissionState, t1: str, t2: str, events: list[tuple[int, dict[str, Any]]]
+) -> list[dict[str, Any]]:
     """Permissions gained and lost per principal between t1 and t2, with the events that caused them."""
     a, b = effective_set(before, t1), effective_set(after, t2)
     rows = []
@@ -179,14 +228,31 @@ def diff(before: PermissionState, after: PermissionState, t1: str, t2: str,
         for change, items in (("gained", gained), ("lost", lost)):
             for tenant, scope, perm in sorted(items, key=lambda x: (x[0] or "", x[1] or "", x[2])):
                 causes = _causes(before, after, principal, tenant, scope, perm, change, events, t1, t2)
-                rows.append({"principal": principal, "change": change, "tenant": tenant, "permission": perm,
-                             "resource_scope": scope, "causes": causes})
+                rows.append(
+                    {
+                        "principal": principal,
+                        "change": change,
+                        "tenant": tenant,
+                        "permission": perm,
+                        "resource_scope": scope,
+                        "causes": causes,
+                    }
+                )
     return rows
 
 
-def _causes(before: PermissionState, after: PermissionState, principal: str, tenant: str | None,
-            scope: str | None, perm: str, change: str, events: list[tuple[int, dict[str, Any]]], t1: str,
-            t2: str) -> list[dict[str, Any]]:
+def _causes(
+    before: PermissionState,
+    after: PermissionState,
+    principal: str,
+    tenant: str | None,
+    scope: str | None,
+    perm: str,
+    change: str,
+    events: list[tuple[int, dict[str, Any]]],
+    t1: str,
+    t2: str,
+) -> list[dict[str, Any]]:
     """The events between the two times that touch the paths of this permission (or an expiry)."""
     state, instant = (after, t2) if change == "gained" else (before, t1)
     roles: set[str] = set()
@@ -200,23 +266,35 @@ def _causes(before: PermissionState, after: PermissionState, principal: str, ten
                 teams.add(via)
             keys.add((a.role, a.principal, a.tenant, a.resource))
             if change == "lost" and a.expires_at and t1 < a.expires_at <= t2:
-                expiries.append({"position": None, "at": a.expires_at, "event": "Expired", "actor": "system",
-                                 "reason": f"assignment of {a.role} to {a.principal} expired (no event)"})
+                expiries.append(
+                    {
+                        "position": None,
+                        "at": a.expires_at,
+                        "event": "Expired",
+                        "actor": "system",
+                        "reason": f"assignment of {a.role} to {a.principal} expired (no event)",
+                    }
+                )
     out = []
     for position, ev in events:
         kind = ev["type"]
         hit = (
-            (kind in ("RoleAssigned", "RoleUnassigned")
-             and (ev["role"], ev["principal"], ev.get("tenant"), ev.get("resource")) in keys)
+            (
+                kind in ("RoleAssigned", "RoleUnassigned")
+                and (ev["role"], ev["principal"], ev.get("tenant"), ev.get("resource")) in keys
+            )
             or (kind in ("TeamMemberAdded", "TeamMemberRemoved") and ev["team"] in teams and ev["member"] == principal)
             or (kind in ("RolePermissionsChanged", "RoleCreated", "RoleDeleted") and ev["role"] in roles)
             or (kind in ("UserDeactivated", "UserReactivated") and f"user:{ev['user']}" == principal)
-            or (kind in ("ServiceAccountDeactivated", "ServiceAccountReactivated")
-                and f"service_account:{ev['service_account']}" == principal)
+            or (
+                kind in ("ServiceAccountDeactivated", "ServiceAccountReactivated")
+                and f"service_account:{ev['service_account']}" == principal
+            )
             or (kind in ("TeamDeleted",) and ev["team"] in teams)
             or (kind == "TenantDeleted" and ev["tenant"] == tenant)
         )
         if hit:
-            out.append({"position": position, "at": ev["at"], "event": kind, "actor": ev["actor"],
-                        "reason": ev.get("reason")})
+            out.append(
+                {"position": position, "at": ev["at"], "event": kind, "actor": ev["actor"], "reason": ev.get("reason")}
+            )
     return out + expiries

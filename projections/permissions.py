@@ -26,8 +26,13 @@ class Source(NamedTuple):
     type: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"position": self.position, "at": self.at, "actor": self.actor, "reason": self.reason,
-                "event": self.type}
+        return {
+            "position": self.position,
+            "at": self.at,
+            "actor": self.actor,
+            "reason": self.reason,
+            "event": self.type,
+        }
 
 
 PREDEFINED = Source(0, "", "system", "predefined role of the preset", "Preset")
@@ -134,8 +139,9 @@ class PermissionState:
                     continue
                 yield a, via
 
-    def grants(self, principal: str, instant: str, tenant: str | None
-               ) -> Iterator[tuple[str, str | None, Assignment, str | None, list[str], Source]]:
+    def grants(
+        self, principal: str, instant: str, tenant: str | None
+    ) -> Iterator[tuple[str, str | None, Assignment, str | None, list[str], Source]]:
         """Every (permission, resource scope, assignment, team, role chain, permission source) in force."""
         for a, via in self.paths(principal, instant, tenant):
             scope_type = a.resource.split("/", 1)[0] if a.resource else None
@@ -169,8 +175,10 @@ class PermissionState:
         sub.principals = {principal: self.principals[principal]} if principal in self.principals else {}
         sub.members = {t: dict(self.members.get(t, {})) for t in teams}
         sub.teams_of = {principal: set(self.teams_of.get(principal, ()))}
-        sub.roles = {name: Role(r.name, r.scope, r.base, dict(r.permissions), r.source, r.predefined)
-                     for name, r in self.roles.items()}
+        sub.roles = {
+            name: Role(r.name, r.scope, r.base, dict(r.permissions), r.source, r.predefined)
+            for name, r in self.roles.items()
+        }
         sub.held_by = {h: set(self.held_by.get(h, ())) for h in holders}
         sub.assignments = {k: self.assignments[k] for h in holders for k in sub.held_by[h]}
         sub.created = {k: v for k, v in self.created.items() if k in holders}
@@ -184,12 +192,16 @@ class PermissionState:
 
 # -- plain data (snapshots) ---------------------------------------------------------------------
 
+
 class BadSnapshot(ValueError):
     """Stored data that is not a permission state: whoever reads it rebuilds the state instead."""
 
 
 _DATA_FIELDS = frozenset(f.name for f in fields(PermissionState)) - {"teams_of", "held_by"} | {
-    "sources", "member_refs", "holders"}
+    "sources",
+    "member_refs",
+    "holders",
+}
 
 
 def state_to_data(s: PermissionState) -> dict[str, Any]:
@@ -208,14 +220,21 @@ def state_to_data(s: PermissionState) -> dict[str, Any]:
         return i
 
     data = {
-        "position": s.position, "at": s.at, "preset": s.preset,
-        "tenants": s.tenants, "principals": s.principals, "teams": s.teams,
+        "position": s.position,
+        "at": s.at,
+        "preset": s.preset,
+        "tenants": s.tenants,
+        "principals": s.principals,
+        "teams": s.teams,
         "members": {t: {m: ref(src) for m, src in ms.items()} for t, ms in s.members.items()},
         "member_refs": list(s.teams_of),
-        "roles": [[r.name, r.scope, r.base, {p: ref(src) for p, src in r.permissions.items()}, ref(r.source),
-                   r.predefined] for r in s.roles.values()],
-        "assignments": [[a.role, a.principal, a.tenant, a.resource, a.expires_at, ref(a.source)]
-                        for a in s.assignments.values()],
+        "roles": [
+            [r.name, r.scope, r.base, {p: ref(src) for p, src in r.permissions.items()}, ref(r.source), r.predefined]
+            for r in s.roles.values()
+        ],
+        "assignments": [
+            [a.role, a.principal, a.tenant, a.resource, a.expires_at, ref(a.source)] for a in s.assignments.values()
+        ],
         "holders": list(s.held_by),
         "created": {k: ref(src) for k, src in s.created.items()},
         "status_source": {k: ref(src) for k, src in s.status_source.items()},
@@ -236,8 +255,10 @@ def state_from_data(d: Any) -> PermissionState:
     _ensure(min(map(itemgetter(0), items), default=0) >= 0, "a source's position is negative")
     sources = list(map(Source._make, items))
     s = PermissionState(position=d["position"], at=d["at"], preset=d["preset"])
-    _ensure(type(s.position) is int and s.position >= 0 and type(s.at) is str and type(s.preset) in _OPT_STR,
-            "position, at or preset of the wrong type")
+    _ensure(
+        type(s.position) is int and s.position >= 0 and type(s.at) is str and type(s.preset) in _OPT_STR,
+        "position, at or preset of the wrong type",
+    )
     s.tenants = _flags(d["tenants"], "tenants")
     s.principals = _flags(d["principals"], "principals")
     s.teams = _flags(d["teams"], "teams")
@@ -254,8 +275,10 @@ def state_from_data(d: Any) -> PermissionState:
     s.held_by = {h: set() for h in _names(d["holders"], "holders")}
     assignments, held_by, count = s.assignments, s.held_by, len(sources)
     for role, principal, tenant, resource, expires_at, source in _rows(
-            d["assignments"], _ASSIGNMENT, "an assignment that is not [role, principal, tenant, resource, "
-                                           "expires_at, source]"):
+        d["assignments"],
+        _ASSIGNMENT,
+        "an assignment that is not [role, principal, tenant, resource, expires_at, source]",
+    ):
         key = (role, principal, tenant, resource)
         if key in assignments or principal not in held_by or not 0 <= source < count:
             raise BadSnapshot("an assignment twice, of no holder or of no source")
@@ -280,8 +303,10 @@ def _ensure(condition: bool, problem: str) -> None:
 def _rows(value: Any, types: frozenset[tuple[type, ...]], problem: str) -> list[list[Any]]:
     """A list of lists whose items have one of the tuples of types given (looped over in C: the
     snapshot of a large ledger holds some 100k rows)."""
-    _ensure(type(value) is list and _types(value) <= {list}
-            and types.issuperset(map(tuple, map(map, repeat(type), value))), problem)
+    _ensure(
+        type(value) is list and _types(value) <= {list} and types.issuperset(map(tuple, map(map, repeat(type), value))),
+        problem,
+    )
     return value
 
 
@@ -297,8 +322,10 @@ def _dict(value: Any, what: str) -> dict[str, Any]:
 def _refs(value: Any, sources: list[Source], what: str) -> dict[str, Source]:
     """An object whose values index the table of sources, with the sources in their place."""
     indexes = _dict(value, what).values()
-    _ensure(_types(indexes) <= {int} and min(indexes, default=0) >= 0 and max(indexes, default=0) < len(sources),
-            f"{what} refers to a source that is not in the table")
+    _ensure(
+        _types(indexes) <= {int} and min(indexes, default=0) >= 0 and max(indexes, default=0) < len(sources),
+        f"{what} refers to a source that is not in the table",
+    )
     return {k: sources[i] for k, i in value.items()}
 
 
@@ -308,8 +335,10 @@ def _flags(value: Any, what: str) -> dict[str, bool]:
 
 
 def _names(value: Any, what: str) -> list[str]:
-    _ensure(type(value) is list and _types(value) <= {str} and len(set(value)) == len(value),
-            f"{what} is not a list of distinct strings")
+    _ensure(
+        type(value) is list and _types(value) <= {str} and len(set(value)) == len(value),
+        f"{what} is not a list of distinct strings",
+    )
     return value
 
 
@@ -318,6 +347,7 @@ def _key_order(key: AssignmentKey) -> tuple[str, str, str, str]:
 
 
 # -- handlers, one per event type -------------------------------------------------------------
+
 
 def _org(s: PermissionState, ev: dict[str, Any], src: Source) -> None:
     s.preset = ev["preset"]
@@ -340,6 +370,7 @@ def _principal_created(kind: str, field_name: str):
         ref = f"{kind}:{ev[field_name]}"
         s.principals[ref] = True
         s.created[ref] = src
+
     return handler
 
 
@@ -348,6 +379,7 @@ def _principal_status(kind: str, field_name: str, active: bool):
         ref = f"{kind}:{ev[field_name]}"
         s.principals[ref] = active
         s.status_source[ref] = src
+
     return handler
 
 
@@ -394,8 +426,9 @@ def _key(ev: dict[str, Any]) -> AssignmentKey:
 
 def _assigned(s: PermissionState, ev: dict[str, Any], src: Source) -> None:
     key = _key(ev)
-    s.assignments[key] = Assignment(ev["role"], ev["principal"], ev.get("tenant"), ev.get("resource"),
-                                    ev.get("expires_at"), src)
+    s.assignments[key] = Assignment(
+        ev["role"], ev["principal"], ev.get("tenant"), ev.get("resource"), ev.get("expires_at"), src
+    )
     s.held_by.setdefault(ev["principal"], set()).add(key)
 
 

@@ -34,9 +34,21 @@ if TYPE_CHECKING:
 
 VERSION = "v1"
 # Events that concern one principal (or its team membership): what a principal's subset may skip.
-_ABOUT_SOMEONE = tuple(f'{{"type":"{t}"'.encode() for t in (
-    "RoleAssigned", "RoleUnassigned", "TeamMemberAdded", "TeamMemberRemoved", "UserCreated", "UserDeactivated",
-    "UserReactivated", "ServiceAccountCreated", "ServiceAccountDeactivated", "ServiceAccountReactivated"))
+_ABOUT_SOMEONE = tuple(
+    f'{{"type":"{t}"'.encode()
+    for t in (
+        "RoleAssigned",
+        "RoleUnassigned",
+        "TeamMemberAdded",
+        "TeamMemberRemoved",
+        "UserCreated",
+        "UserDeactivated",
+        "UserReactivated",
+        "ServiceAccountCreated",
+        "ServiceAccountDeactivated",
+        "ServiceAccountReactivated",
+    )
+)
 CURRENT = f"projection/{VERSION}/current"
 CHECKPOINT = f"projection/{VERSION}/at/"
 CHECKPOINT_EVERY = 50_000
@@ -74,13 +86,22 @@ def _copy(s: PermissionState) -> PermissionState:
     Sources are tuples and an Assignment is replaced, never changed, by the fold: both are shared.
     """
     return PermissionState(
-        position=s.position, at=s.at, preset=s.preset, tenants=dict(s.tenants), principals=dict(s.principals),
-        teams=dict(s.teams), members={t: dict(ms) for t, ms in s.members.items()},
+        position=s.position,
+        at=s.at,
+        preset=s.preset,
+        tenants=dict(s.tenants),
+        principals=dict(s.principals),
+        teams=dict(s.teams),
+        members={t: dict(ms) for t, ms in s.members.items()},
         teams_of={m: set(ts) for m, ts in s.teams_of.items()},
-        roles={n: Role(r.name, r.scope, r.base, dict(r.permissions), r.source, r.predefined)
-               for n, r in s.roles.items()},
-        assignments=dict(s.assignments), held_by={h: set(keys) for h, keys in s.held_by.items()},
-        created=dict(s.created), status_source=dict(s.status_source))
+        roles={
+            n: Role(r.name, r.scope, r.base, dict(r.permissions), r.source, r.predefined) for n, r in s.roles.items()
+        },
+        assignments=dict(s.assignments),
+        held_by={h: set(keys) for h, keys in s.held_by.items()},
+        created=dict(s.created),
+        status_source=dict(s.status_source),
+    )
 
 
 def _mac(key: bytes, position: int, body: bytes) -> bytes:
@@ -134,8 +155,10 @@ def _position_of(name: str, row_position: int) -> int:
 def _link_at(led: AccessLedger, position: int) -> str | None:
     """The chain link at `position` (None beyond the head: no state there to trust)."""
     with led.store.transaction(write=False) as c:
-        c.execute("SELECT link FROM al_chain WHERE position = ? AND position <= (SELECT position FROM al_head "
-                  "WHERE id = 1)", (position,))
+        c.execute(
+            "SELECT link FROM al_chain WHERE position = ? AND position <= (SELECT position FROM al_head WHERE id = 1)",
+            (position,),
+        )
         row = c.fetchone()
     # A link rewritten with another type matches nothing: no snapshot is trusted or saved there.
     return row[0] if row is not None and isinstance(row[0], str) else None
@@ -201,8 +224,15 @@ class Timeline:
     def _persisted(self) -> set[int]:
         """Positions of the stored checkpoints (rows whose name and position disagree are never read)."""
         if self._saved is None:
-            self._saved = {mark for name, mark in self.led.snapshots.names(CHECKPOINT)
-                           if type(mark) is int and name == f"{CHECKPOINT}{mark:012d}"} if self.persist else set()
+            self._saved = (
+                {
+                    mark
+                    for name, mark in self.led.snapshots.names(CHECKPOINT)
+                    if type(mark) is int and name == f"{CHECKPOINT}{mark:012d}"
+                }
+                if self.persist
+                else set()
+            )
         return self._saved
 
     def _checkpoint(self, state: PermissionState, mark: int) -> None:
@@ -307,8 +337,9 @@ class Timeline:
 
     # -- batches -------------------------------------------------------------------------
 
-    def sweep(self, items: Iterable[T], position_of: Callable[[T], int],
-              answer: Callable[[PermissionState, T], Any]) -> list[Any]:
+    def sweep(
+        self, items: Iterable[T], position_of: Callable[[T], int], answer: Callable[[PermissionState, T], Any]
+    ) -> list[Any]:
         """Answer items in one forward pass over the log: sorted by position, results in the given order.
 
         One read of the change events from the nearest checkpoint to the last position asked
@@ -356,8 +387,7 @@ def check_snapshots(led: AccessLedger) -> list[str]:
     rows: list[tuple[int, str]] = []
     for name, row_position in led.snapshots.names():
         if name != CURRENT and not name.startswith(CHECKPOINT):
-            problems.append(f"snapshot {name} (position {row_position!r:.40}) is not one this version uses: never "
-                            "read")
+            problems.append(f"snapshot {name} (position {row_position!r:.40}) is not one this version uses: never read")
         elif type(row_position) is not int:
             problems.append(f"snapshot {name} holds the position {row_position!r:.40}, not a number: never read")
         else:
@@ -371,14 +401,17 @@ def check_snapshots(led: AccessLedger) -> list[str]:
             try:
                 snapshot = _read(led, name, *loaded)
             except BadSnapshot as exc:
-                problems.append(f"snapshot {name} (position {row_position}) cannot be used ({exc}): "
-                                "rebuilt on next use")
+                problems.append(
+                    f"snapshot {name} (position {row_position}) cannot be used ({exc}): rebuilt on next use"
+                )
                 continue
             if row_position > folded:
                 state.fold(led.read_changes(folded + 1, row_position))
                 folded = row_position
             state.position, state.at = row_position, led.time_of(row_position) or state.at
             if snapshot != state:
-                problems.append(f"snapshot {name} (position {row_position}) does not match the events: answers "
-                                "that start from it are wrong until it is deleted (it is rebuilt on next use)")
+                problems.append(
+                    f"snapshot {name} (position {row_position}) does not match the events: answers "
+                    "that start from it are wrong until it is deleted (it is rebuilt on next use)"
+                )
     return problems

@@ -24,8 +24,18 @@ REVIEW_TYPES = ("ReviewStarted", "ReviewDecided", "ReviewReassigned", "ReviewClo
 #: Actions that make an assignment privileged (beyond creating, reading and using).
 PRIVILEGED_ACTIONS = frozenset({"*", "read_secret_value", "delete", "update", "backup_restore", "write"})
 #: The population's facts, in the order they are hashed.
-FACTS = ("item", "principal", "role", "tenant", "resource", "via", "expires_at", "privileged", "principal_kind",
-         "deactivated")
+FACTS = (
+    "item",
+    "principal",
+    "role",
+    "tenant",
+    "resource",
+    "via",
+    "expires_at",
+    "privileged",
+    "principal_kind",
+    "deactivated",
+)
 #: What a reviewer sees beside the facts, found at the start position too but never hashed.
 CONTEXT = ("permissions", "last_used", "sod_conflicts")
 _USAGE_PREFIXES = (b'{"type":"ResourceAccessed"', b'{"type":"ConnectorSecretAccessed"')
@@ -67,8 +77,9 @@ def population(state: PermissionState, instant: str, tenants: list[str], privile
             continue
         privileged = privileged_of.get(a.role)
         if privileged is None:
-            privileged = privileged_of[a.role] = any(p.split(":", 1)[1] in PRIVILEGED_ACTIONS
-                                                     for p, _, _ in state.effective_permissions(a.role))
+            privileged = privileged_of[a.role] = any(
+                p.split(":", 1)[1] in PRIVILEGED_ACTIONS for p, _, _ in state.effective_permissions(a.role)
+            )
         if privileged_only and not privileged:
             continue
         role, tenant, resource, expires_at = a.role, a.tenant, a.resource, a.expires_at
@@ -77,13 +88,33 @@ def population(state: PermissionState, instant: str, tenants: list[str], privile
             if not state.teams.get(team, False):
                 continue
             for member, src in state.members.get(team, {}).items():
-                rows.append({"role": role, "tenant": tenant, "resource": resource, "expires_at": expires_at,
-                             "privileged": privileged, "granted_by": a.source.actor, "principal": member,
-                             "via": team, "added_by": src.actor})
+                rows.append(
+                    {
+                        "role": role,
+                        "tenant": tenant,
+                        "resource": resource,
+                        "expires_at": expires_at,
+                        "privileged": privileged,
+                        "granted_by": a.source.actor,
+                        "principal": member,
+                        "via": team,
+                        "added_by": src.actor,
+                    }
+                )
         else:
-            rows.append({"role": role, "tenant": tenant, "resource": resource, "expires_at": expires_at,
-                         "privileged": privileged, "granted_by": a.source.actor, "principal": a.principal,
-                         "via": None, "added_by": None})
+            rows.append(
+                {
+                    "role": role,
+                    "tenant": tenant,
+                    "resource": resource,
+                    "expires_at": expires_at,
+                    "privileged": privileged,
+                    "granted_by": a.source.actor,
+                    "principal": a.principal,
+                    "via": None,
+                    "added_by": None,
+                }
+            )
     rows.sort(key=lambda r: (r["principal"], r["role"], r["tenant"], r["resource"] or "", r["via"] or ""))
     active = state.principals
     for n, r in enumerate(rows, 1):
@@ -101,8 +132,9 @@ def population_sha256(items: list[dict[str, Any]]) -> str:
     return h.hexdigest()
 
 
-def route(items: list[dict[str, Any]], state: PermissionState, reviewer: str, reviewers: list[str],
-          fallback: str | None) -> None:
+def route(
+    items: list[dict[str, Any]], state: PermissionState, reviewer: str, reviewers: list[str], fallback: str | None
+) -> None:
     """Set each item's reviewer: its team's, else the campaign's; the fallback when that one is conflicted."""
     per_team = dict(pair.split("=", 1) for pair in reviewers)
     of_teams: dict[str, str | None] = {}  # principal -> the reviewer of its first team that has one
@@ -111,8 +143,14 @@ def route(items: list[dict[str, Any]], state: PermissionState, reviewer: str, re
         if chosen is None and per_team:
             principal = r["principal"]
             if principal not in of_teams:
-                of_teams[principal] = next((per_team[f"team:{t}"] for t in sorted(state.teams_of.get(principal, ()))
-                                            if f"team:{t}" in per_team), None)
+                of_teams[principal] = next(
+                    (
+                        per_team[f"team:{t}"]
+                        for t in sorted(state.teams_of.get(principal, ()))
+                        if f"team:{t}" in per_team
+                    ),
+                    None,
+                )
             chosen = of_teams[principal]
         chosen = chosen or reviewer
         why = conflict(r, chosen)
@@ -157,8 +195,14 @@ def campaign(led: AccessLedger, name: str) -> Campaign:
     return found[name]
 
 
-def derive(led: AccessLedger, c: Campaign, timeline: Any = None, *, context: bool = False,
-           sod_rules: Sequence[tuple[str, str, str]] = ()) -> list[dict[str, Any]]:
+def derive(
+    led: AccessLedger,
+    c: Campaign,
+    timeline: Any = None,
+    *,
+    context: bool = False,
+    sod_rules: Sequence[tuple[str, str, str]] = (),
+) -> list[dict[str, Any]]:
     """The campaign's items re-derived from the log at its start position, checked against the start event,
     each with its reviewer (as routed at the start, then as reassigned) and, with `context`, what a
     reviewer needs beside the facts (CONTEXT), conflicts judged by `sod_rules` (id, left, right)."""
@@ -168,9 +212,11 @@ def derive(led: AccessLedger, c: Campaign, timeline: Any = None, *, context: boo
     state = (timeline or Timeline(led)).at_position(s["as_of_position"])
     items = population(state, s["at"], s["tenants"], s["privileged_only"])
     if len(items) != s["items"] or population_sha256(items) != s["population_sha256"]:
-        raise E.IntegrityFailure(f"review campaign {c.name!r}: the population re-derived at position "
-                                 f"{s['as_of_position']} does not match its start event (count or SHA-256): "
-                                 "run `access-ledger verify`")
+        raise E.IntegrityFailure(
+            f"review campaign {c.name!r}: the population re-derived at position "
+            f"{s['as_of_position']} does not match its start event (count or SHA-256): "
+            "run `access-ledger verify`"
+        )
     route(items, state, s["reviewer"], s.get("reviewers", []), s.get("fallback_reviewer"))
     for _, ev in c.reassignments:
         for n in ev["items"]:
@@ -182,8 +228,14 @@ def derive(led: AccessLedger, c: Campaign, timeline: Any = None, *, context: boo
     return items
 
 
-def add_context(led: AccessLedger, items: list[dict[str, Any]], state: PermissionState, instant: str,
-                position: int, sod_rules: Sequence[tuple[str, str, str]] = ()) -> None:
+def add_context(
+    led: AccessLedger,
+    items: list[dict[str, Any]],
+    state: PermissionState,
+    instant: str,
+    position: int,
+    sod_rules: Sequence[tuple[str, str, str]] = (),
+) -> None:
     """Set each item's permissions, last use and separation-of-duties conflicts as of `position`.
 
     A principal holds in a tenant exactly what its items there give (the population is every
@@ -195,8 +247,10 @@ def add_context(led: AccessLedger, items: list[dict[str, Any]], state: Permissio
     scoped = {(r["principal"], r["tenant"], r["resource"]) for r in items if r["resource"]}
     uses = last_uses(led, {r["principal"] for r in items}, {r["tenant"] for r in items}, scoped, position)
     org_types = vocabulary(state.preset).org_types if state.preset else ()
-    rules = [(rule_id, (left, left.split(":", 1)[0] in org_types), (right, right.split(":", 1)[0] in org_types))
-             for rule_id, left, right in sod_rules]
+    rules = [
+        (rule_id, (left, left.split(":", 1)[0] in org_types), (right, right.split(":", 1)[0] in org_types))
+        for rule_id, left, right in sod_rules
+    ]
     sides = {side for _, left, right in rules for side, _ in (left, right)}
     perms_of: dict[tuple[str, str | None], tuple[list[str], frozenset[str]]] = {}
 
@@ -204,8 +258,13 @@ def add_context(led: AccessLedger, items: list[dict[str, Any]], state: Permissio
         """The role's permissions on the resource (all, without one), and the rule sides they cover."""
         scope_type = resource.split("/", 1)[0] if resource else None
         if (role, scope_type) not in perms_of:
-            perms = sorted({p for p, _, _ in state.effective_permissions(role)
-                            if scope_type is None or p.split(":", 1)[0] in ("*", scope_type)})
+            perms = sorted(
+                {
+                    p
+                    for p, _, _ in state.effective_permissions(role)
+                    if scope_type is None or p.split(":", 1)[0] in ("*", scope_type)
+                }
+            )
             perms_of[(role, scope_type)] = perms, frozenset(s for s in sides if _covered(s, set(perms)))
         return perms_of[(role, scope_type)]
 
@@ -229,9 +288,11 @@ def add_context(led: AccessLedger, items: list[dict[str, Any]], state: Permissio
             mine |= covered
     for r in items:
         where = {False: held[(r["principal"], r["tenant"])], True: held.get((r["principal"], None), set())}
-        r["sod_conflicts"] = [rule for rule, (left, left_org), (right, right_org) in rules
-                              if not (left_org and right_org) and left in where[left_org]
-                              and right in where[right_org]]
+        r["sod_conflicts"] = [
+            rule
+            for rule, (left, left_org), (right, right_org) in rules
+            if not (left_org and right_org) and left in where[left_org] and right in where[right_org]
+        ]
 
 
 def _covered(permission: str, granted: set[str]) -> bool:
@@ -240,9 +301,9 @@ def _covered(permission: str, granted: set[str]) -> bool:
     return bool(granted & {permission, f"*:{action}", f"{rtype}:*", "*:*"})
 
 
-def last_uses(led: AccessLedger, principals: set[str], tenants: set[str | None],
-              scoped: set[tuple[str, str, str]], position: int
-              ) -> dict[tuple[str, str | None, str | None], dict[str, str]]:
+def last_uses(
+    led: AccessLedger, principals: set[str], tenants: set[str | None], scoped: set[tuple[str, str, str]], position: int
+) -> dict[tuple[str, str | None, str | None], dict[str, str]]:
     """The last allowed use of each TYPE:ACTION up to `position`, per (principal, tenant, None)
     and, for the resources in `scoped`, per (principal, tenant, resource): one read of the log."""
     out: dict[tuple[str, str | None, str | None], dict[str, str]] = {}
@@ -265,9 +326,19 @@ def last_uses(led: AccessLedger, principals: set[str], tenants: set[str | None],
     return out
 
 
-def start_event(led: AccessLedger, name: str, tenants: list[str], reviewer: str, reviewers: list[str],
-                fallback: str | None, privileged_only: bool, due: str | None, at: str | None,
-                actor: str, reason: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def start_event(
+    led: AccessLedger,
+    name: str,
+    tenants: list[str],
+    reviewer: str,
+    reviewers: list[str],
+    fallback: str | None,
+    privileged_only: bool,
+    due: str | None,
+    at: str | None,
+    actor: str,
+    reason: str | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ReviewStarted event for a campaign starting now (at the head), and its items."""
     from ledger.timeutil import format_instant, now
     from projections.pit import Timeline
@@ -287,20 +358,34 @@ def start_event(led: AccessLedger, name: str, tenants: list[str], reviewer: str,
     route(items, state, reviewer, reviewers, fallback)
     for r in items:
         if r["conflicted"]:
-            raise E.ReviewRefused(f"item {r['item']} ({r['principal']}, {r['role']} in {r['tenant']}) has no reviewer "
-                                  f"who may decide it: {r['reviewer']} may not ({conflict(r, r['reviewer'])}); "
-                                  "give --fallback-reviewer")
-    event = {"type": "ReviewStarted", "at": instant, "actor": actor, "campaign": name, "tenants": tenants,
-             "reviewer": reviewer, "reviewers": reviewers, "fallback_reviewer": fallback,
-             "privileged_only": privileged_only, "due": due, "as_of_position": position, "items": len(items),
-             "population_sha256": population_sha256(items)}
+            raise E.ReviewRefused(
+                f"item {r['item']} ({r['principal']}, {r['role']} in {r['tenant']}) has no reviewer "
+                f"who may decide it: {r['reviewer']} may not ({conflict(r, r['reviewer'])}); "
+                "give --fallback-reviewer"
+            )
+    event = {
+        "type": "ReviewStarted",
+        "at": instant,
+        "actor": actor,
+        "campaign": name,
+        "tenants": tenants,
+        "reviewer": reviewer,
+        "reviewers": reviewers,
+        "fallback_reviewer": fallback,
+        "privileged_only": privileged_only,
+        "due": due,
+        "as_of_position": position,
+        "items": len(items),
+        "population_sha256": population_sha256(items),
+    }
     if reason:
         event["reason"] = reason
     return {k: v for k, v in event.items() if v is not None}, items
 
 
-def decision_event(c: Campaign, items: list[dict[str, Any]], item: int, decision: str, reason: str | None,
-                   actor: str) -> dict[str, Any]:
+def decision_event(
+    c: Campaign, items: list[dict[str, Any]], item: int, decision: str, reason: str | None, actor: str
+) -> dict[str, Any]:
     """The ReviewDecided event for `actor` deciding `item`, or the rule that refuses it."""
     if c.close is not None:
         raise E.ReviewRefused(f"review campaign {c.name!r} is closed: no decision after close")
@@ -309,34 +394,48 @@ def decision_event(c: Campaign, items: list[dict[str, Any]], item: int, decision
     r = items[item - 1]
     why = conflict(r, actor)
     if why:
-        raise E.ReviewRefused(f"{actor} may not decide item {item} of review campaign {c.name!r}: {why} "
-                              "(it goes to the fallback reviewer)")
+        raise E.ReviewRefused(
+            f"{actor} may not decide item {item} of review campaign {c.name!r}: {why} "
+            "(it goes to the fallback reviewer)"
+        )
     if r["reviewer"] != actor:
         raise E.ReviewRefused(f"item {item} of review campaign {c.name!r} is assigned to {r['reviewer']}, not {actor}")
     if decision == "keep" and r["privileged"] and not (reason or "").strip():
         raise E.ReviewRefused(f"item {item} is privileged ({r['role']} in {r['tenant']}): keeping it needs a reason")
     if item in c.decisions:
-        raise E.ReviewRefused(f"item {item} of review campaign {c.name!r} is already decided "
-                              f"({c.decisions[item]['decision']})")
+        raise E.ReviewRefused(
+            f"item {item} of review campaign {c.name!r} is already decided ({c.decisions[item]['decision']})"
+        )
     for other in shared_membership(c, items, r):
         if other in c.decisions and c.decisions[other]["decision"] != decision:
-            raise E.ReviewRefused(f"item {item} and item {other} (decided {c.decisions[other]['decision']}) both come "
-                                  f"from {r['principal']}'s membership of team {r['via']}: a revoke removes the "
-                                  "membership and both with it; decide them the same")
-    event = {"type": "ReviewDecided", "at": None, "actor": actor, "campaign": c.name, "item": item,
-             "decision": decision, "reviewer": actor}
+            raise E.ReviewRefused(
+                f"item {item} and item {other} (decided {c.decisions[other]['decision']}) both come "
+                f"from {r['principal']}'s membership of team {r['via']}: a revoke removes the "
+                "membership and both with it; decide them the same"
+            )
+    event = {
+        "type": "ReviewDecided",
+        "at": None,
+        "actor": actor,
+        "campaign": c.name,
+        "item": item,
+        "decision": decision,
+        "reviewer": actor,
+    }
     if reason:
         event["reason"] = reason
     return event
 
 
-def reassign_event(c: Campaign, items: list[dict[str, Any]], numbers: list[int], reviewer: str, actor: str,
-                   reason: str | None) -> dict[str, Any]:
+def reassign_event(
+    c: Campaign, items: list[dict[str, Any]], numbers: list[int], reviewer: str, actor: str, reason: str | None
+) -> dict[str, Any]:
     """The ReviewReassigned event for the owner `actor` giving `numbers` to `reviewer`, or the rule that refuses
     it (that `reviewer` is a live user or service account is the write model's rule)."""
     if actor != c.start["actor"]:
-        raise E.ReviewRefused(f"only the owner of review campaign {c.name!r} ({c.start['actor']}) reassigns its "
-                              f"items, not {actor}")
+        raise E.ReviewRefused(
+            f"only the owner of review campaign {c.name!r} ({c.start['actor']}) reassigns its items, not {actor}"
+        )
     if c.close is not None:
         raise E.ReviewRefused(f"review campaign {c.name!r} is closed: no reassignment after close")
     seen: set[int] = set()
@@ -347,16 +446,23 @@ def reassign_event(c: Campaign, items: list[dict[str, Any]], numbers: list[int],
             raise E.ReviewRefused(f"item {n} is given twice")
         seen.add(n)
         if n in c.decisions:
-            raise E.ReviewRefused(f"item {n} of review campaign {c.name!r} is already decided "
-                                  f"({c.decisions[n]['decision']})")
+            raise E.ReviewRefused(
+                f"item {n} of review campaign {c.name!r} is already decided ({c.decisions[n]['decision']})"
+            )
         r = items[n - 1]
         why = conflict(r, reviewer)
         if why:
             raise E.ReviewRefused(f"{reviewer} may not review item {n} of review campaign {c.name!r}: {why}")
         if r["reviewer"] == reviewer:
             raise E.ReviewRefused(f"item {n} of review campaign {c.name!r} is already assigned to {reviewer}")
-    event = {"type": "ReviewReassigned", "at": None, "actor": actor, "campaign": c.name, "items": numbers,
-             "reviewer": reviewer}
+    event = {
+        "type": "ReviewReassigned",
+        "at": None,
+        "actor": actor,
+        "campaign": c.name,
+        "items": numbers,
+        "reviewer": reviewer,
+    }
     if reason:
         event["reason"] = reason
     return event
@@ -367,8 +473,10 @@ def close_refusal(c: Campaign, state: PermissionState, actor: str, instant: str)
     `member:update` in the organization then (and `system`, the platform's own automation)."""
     if actor in (c.start["actor"], "system") or state.allows(actor, "update", "member/any", None, instant):
         return None
-    return (f"only the owner of review campaign {c.name!r} ({c.start['actor']}) or a holder of member:update in "
-            f"the organization closes it, not {actor}")
+    return (
+        f"only the owner of review campaign {c.name!r} ({c.start['actor']}) or a holder of member:update in "
+        f"the organization closes it, not {actor}"
+    )
 
 
 def outcome(c: Campaign, item: int, undecided: str) -> str:
@@ -378,8 +486,9 @@ def outcome(c: Campaign, item: int, undecided: str) -> str:
     return undecided
 
 
-def removals(c: Campaign, items: list[dict[str, Any]], undecided: str, current: PermissionState,
-             actor: str) -> list[dict[str, Any]]:
+def removals(
+    c: Campaign, items: list[dict[str, Any]], undecided: str, current: PermissionState, actor: str
+) -> list[dict[str, Any]]:
     """The removal events that carry out the campaign's revocations (those not already carried out)."""
     direct: list[dict[str, Any]] = []
     by_membership: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -388,31 +497,53 @@ def removals(c: Campaign, items: list[dict[str, Any]], undecided: str, current: 
         if outcome(c, r["item"], undecided) != "revoke" or carried_out(r, current):
             continue
         if r["via"]:
-            kept = [n for n in shared_membership(c, items, r) if n in by_number
-                    and outcome(c, n, undecided) != "revoke" and not carried_out(by_number[n], current)]
+            kept = [
+                n
+                for n in shared_membership(c, items, r)
+                if n in by_number and outcome(c, n, undecided) != "revoke" and not carried_out(by_number[n], current)
+            ]
             if kept:
                 raise E.ReviewRefused(
                     f"item {r['item']} is revoked and item {kept[0]} "
                     f"{'kept' if outcome(c, kept[0], undecided) == 'keep' else 'left as an exception'}, but both come "
                     f"from {r['principal']}'s membership of team {r['via']}: removing it would take item {kept[0]} "
-                    "too; decide them the same (or close with --revoke-undecided / --no-auto-revoke)")
+                    "too; decide them the same (or close with --revoke-undecided / --no-auto-revoke)"
+                )
             by_membership.setdefault((r["via"], r["principal"]), []).append(r)
         else:
-            direct.append({"type": "RoleUnassigned", "at": None, "actor": actor, "role": r["role"],
-                           "principal": r["principal"], "tenant": r["tenant"], "resource": r["resource"],
-                           "reason": f"access review {c.name} item {r['item']}: revoke"})
+            direct.append(
+                {
+                    "type": "RoleUnassigned",
+                    "at": None,
+                    "actor": actor,
+                    "role": r["role"],
+                    "principal": r["principal"],
+                    "tenant": r["tenant"],
+                    "resource": r["resource"],
+                    "reason": f"access review {c.name} item {r['item']}: revoke",
+                }
+            )
     for (team, member), rs in sorted(by_membership.items()):
         numbers = ", ".join(str(r["item"]) for r in rs)
         roles = ", ".join(f"{r['role']} in {r['tenant']}" for r in rs)
-        direct.append({"type": "TeamMemberRemoved", "at": None, "actor": actor, "team": team, "member": member,
-                       "reason": f"access review {c.name} item{'s' if len(rs) > 1 else ''} {numbers}: revoke "
-                                 f"(team membership removed: {roles} via team {team})"})
+        direct.append(
+            {
+                "type": "TeamMemberRemoved",
+                "at": None,
+                "actor": actor,
+                "team": team,
+                "member": member,
+                "reason": f"access review {c.name} item{'s' if len(rs) > 1 else ''} {numbers}: revoke "
+                f"(team membership removed: {roles} via team {team})",
+            }
+        )
     return [{k: v for k, v in ev.items() if v is not None} for ev in direct]
 
 
 #: The events that give an item's access (back) or take it away, by the part of the access they touch.
-ACCESS_EVENTS = frozenset({"RoleAssigned", "RoleUnassigned", "TeamMemberAdded", "TeamMemberRemoved", "TeamDeleted",
-                           "TenantDeleted"})
+ACCESS_EVENTS = frozenset(
+    {"RoleAssigned", "RoleUnassigned", "TeamMemberAdded", "TeamMemberRemoved", "TeamDeleted", "TenantDeleted"}
+)
 
 
 def access_key(ev: dict[str, Any]) -> tuple[Any, ...]:
@@ -427,8 +558,9 @@ def access_key(ev: dict[str, Any]) -> tuple[Any, ...]:
     return (t, ev["role"], ev["principal"], ev.get("tenant"), ev.get("resource"))
 
 
-def carrying_removal(r: dict[str, Any], start: int, revoked: int,
-                     events: Callable[[tuple[Any, ...]], list[tuple[int, Any]]]) -> tuple[int, Any] | None:
+def carrying_removal(
+    r: dict[str, Any], start: int, revoked: int, events: Callable[[tuple[Any, ...]], list[tuple[int, Any]]]
+) -> tuple[int, Any] | None:
     """The removal that carries out a revoke of item `r` recorded at position `revoked` (its decision, or the
     close), or None: when the access was gone there (removed after the population's position `start` and not
     given back), the removal that took it; else the first removal after `revoked`. A removal before the revoke
@@ -437,14 +569,20 @@ def carrying_removal(r: dict[str, Any], start: int, revoked: int,
     holder = f"team:{r['via']}" if r["via"] else r["principal"]
     grant = (r["role"], holder, r["tenant"], r["resource"])
     parts: list[tuple[tuple[Any, ...], str, bool]] = [
-        (("RoleAssigned", *grant), "grant", True), (("RoleUnassigned", *grant), "grant", False),
-        (("TenantDeleted", r["tenant"]), "tenant", False)]
+        (("RoleAssigned", *grant), "grant", True),
+        (("RoleUnassigned", *grant), "grant", False),
+        (("TenantDeleted", r["tenant"]), "tenant", False),
+    ]
     if r["via"]:
-        parts += [(("TeamMemberAdded", r["via"], r["principal"]), "member", True),
-                  (("TeamMemberRemoved", r["via"], r["principal"]), "member", False),
-                  (("TeamDeleted", r["via"]), "team", False)]
-    ordered = sorted(((pos, payload, part, on) for key, part, on in parts for pos, payload in events(key)
-                      if pos > start), key=lambda e: e[0])
+        parts += [
+            (("TeamMemberAdded", r["via"], r["principal"]), "member", True),
+            (("TeamMemberRemoved", r["via"], r["principal"]), "member", False),
+            (("TeamDeleted", r["via"]), "team", False),
+        ]
+    ordered = sorted(
+        ((pos, payload, part, on) for key, part, on in parts for pos, payload in events(key) if pos > start),
+        key=lambda e: e[0],
+    )
     state = {part: True for _, part, _ in parts}  # held at `start`: the population is what was in force there
     last_off: tuple[int, Any] | None = None
     for pos, payload, part, on in ordered:
@@ -475,10 +613,25 @@ def item_rows(c: Campaign, items: list[dict[str, Any]], current: PermissionState
         d = c.decisions.get(r["item"])
         state = outcome(c, r["item"], undecided) if c.close else (d["decision"] if d else "open")
         removed = carried_out(r, current) if state == "revoke" else None
-        rows.append({"item": r["item"], "principal": r["principal"], "role": r["role"], "tenant": r["tenant"],
-                     "resource": r["resource"], "via": r["via"], "expires_at": r["expires_at"],
-                     "privileged": r["privileged"], "principal_kind": r["principal_kind"],
-                     "deactivated": r["deactivated"], **{k: r.get(k) for k in CONTEXT}, "reviewer": r["reviewer"],
-                     "decision": d["decision"] if d else None, "decided_at": d["at"] if d else None,
-                     "reason": d.get("reason") if d else None, "outcome": state, "removed": removed})
+        rows.append(
+            {
+                "item": r["item"],
+                "principal": r["principal"],
+                "role": r["role"],
+                "tenant": r["tenant"],
+                "resource": r["resource"],
+                "via": r["via"],
+                "expires_at": r["expires_at"],
+                "privileged": r["privileged"],
+                "principal_kind": r["principal_kind"],
+                "deactivated": r["deactivated"],
+                **{k: r.get(k) for k in CONTEXT},
+                "reviewer": r["reviewer"],
+                "decision": d["decision"] if d else None,
+                "decided_at": d["at"] if d else None,
+                "reason": d.get("reason") if d else None,
+                "outcome": state,
+                "removed": removed,
+            }
+        )
     return rows

@@ -27,8 +27,11 @@ from ledger.store import GENESIS_LINK, Store
 from ledger.tokens import secret_sha256, split_token
 
 _STATUS = {
-    "UserCreated": ("user", True), "UserDeactivated": ("user", False), "UserReactivated": ("user", True),
-    "ServiceAccountCreated": ("service_account", True), "ServiceAccountDeactivated": ("service_account", False),
+    "UserCreated": ("user", True),
+    "UserDeactivated": ("user", False),
+    "UserReactivated": ("user", True),
+    "ServiceAccountCreated": ("service_account", True),
+    "ServiceAccountDeactivated": ("service_account", False),
     "ServiceAccountReactivated": ("service_account", True),
 }
 # The events the fold needs, told by their first bytes (canonical form starts with the type): the rest,
@@ -78,8 +81,16 @@ class TokenState:
             self.active[f"{prefix}:{ev[prefix]}"] = active
         elif kind == "TokenIssued":
             self.tokens[ev["token_id"]] = Token(
-                ev["token_id"], ev["principal"], tuple(ev["scopes"]), ev.get("expires_at"), ev["secret_sha256"],
-                ev["at"], ev["actor"], position, ev.get("reason"))
+                ev["token_id"],
+                ev["principal"],
+                tuple(ev["scopes"]),
+                ev.get("expires_at"),
+                ev["secret_sha256"],
+                ev["at"],
+                ev["actor"],
+                position,
+                ev.get("reason"),
+            )
         elif kind == "TokenRevoked":
             token = self.tokens.get(ev["token_id"])
             if token is not None:
@@ -108,8 +119,10 @@ class TokenFollower:
         head, head_at, head_link = self.store.head()
         s = self.state
         if head < s.position:
-            raise IntegrityFailure(f"the log's head moved back from position {s.position} to {head}: the ledger "
-                                   "was tampered with; run `access-ledger verify`")
+            raise IntegrityFailure(
+                f"the log's head moved back from position {s.position} to {head}: the ledger "
+                "was tampered with; run `access-ledger verify`"
+            )
         position, link = s.position, s.link
         while position < head:
             with self.store.transaction(write=False) as c:
@@ -118,19 +131,24 @@ class TokenFollower:
                 break
             for pos, oid, version, topic, state, stored_link, _at in rows:
                 if pos != position + 1:
-                    raise IntegrityFailure(f"the log has no event at position {position + 1}: the ledger was "
-                                           "tampered with; run `access-ledger verify`")
+                    raise IntegrityFailure(
+                        f"the log has no event at position {position + 1}: the ledger was "
+                        "tampered with; run `access-ledger verify`"
+                    )
                 link = next_link(link, pos, oid, version, topic, state)
                 if stored_link != link:
-                    raise IntegrityFailure(f"the chain breaks at position {pos}: the ledger was tampered with; "
-                                           "run `access-ledger verify`")
+                    raise IntegrityFailure(
+                        f"the chain breaks at position {pos}: the ledger was tampered with; run `access-ledger verify`"
+                    )
                 if state.startswith(_WANTED):
                     s.apply(pos, orjson.loads(state))
                 position = pos
             s.position, s.link = position, link  # what is folded is kept, whatever comes next
         if position != head or link != head_link:
-            raise IntegrityFailure(f"the log ends at position {position}, not at its head {head} with its link: "
-                                   "the ledger was tampered with; run `access-ledger verify`")
+            raise IntegrityFailure(
+                f"the log ends at position {position}, not at its head {head} with its link: "
+                "the ledger was tampered with; run `access-ledger verify`"
+            )
         s.at = head_at
         return s
 
@@ -160,14 +178,25 @@ def require_scope(token: Token, scopes: tuple[str, ...]) -> None:
     """TokenRefused (403) unless the token holds one of `scopes`."""
     if not any(s in token.scopes for s in scopes):
         wanted = " or ".join(scopes)
-        raise TokenRefused(403, "scope", f"token {token.token_id} lacks the scope {wanted} "
-                                         f"(it has {', '.join(token.scopes)})")
+        raise TokenRefused(
+            403, "scope", f"token {token.token_id} lacks the scope {wanted} (it has {', '.join(token.scopes)})"
+        )
 
 
 def token_rows(state: TokenState, instant: str) -> list[dict[str, Any]]:
     """One row per token ever issued, with its status at `instant` (never its secret or hash)."""
-    return [{"token_id": t.token_id, "principal": t.principal, "scopes": list(t.scopes),
-             "status": state.status(t, instant), "expires_at": t.expires_at, "issued_at": t.issued_at,
-             "issued_by": t.issued_by, "position": t.issued_position, "revoked_at": t.revoked_at,
-             "reason": t.reason}
-            for t in sorted(state.tokens.values(), key=lambda t: t.issued_position)]
+    return [
+        {
+            "token_id": t.token_id,
+            "principal": t.principal,
+            "scopes": list(t.scopes),
+            "status": state.status(t, instant),
+            "expires_at": t.expires_at,
+            "issued_at": t.issued_at,
+            "issued_by": t.issued_by,
+            "position": t.issued_position,
+            "revoked_at": t.revoked_at,
+            "reason": t.reason,
+        }
+        for t in sorted(state.tokens.values(), key=lambda t: t.issued_position)
+    ]

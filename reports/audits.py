@@ -40,63 +40,108 @@ class Audit:
         return (self.sql_file, SHARED_SQL)
 
 
-AUDITS: dict[str, Audit] = {a.name: a for a in (
-    Audit("review", "Access review",
-          "Everything each person and service account can do at the chosen moment, tenant by tenant, one row "
-          "for each path to it: which role gives it, whether it comes through a team, on which resource, since "
-          "when, and when it was last used. "
-          "This is the list a manager signs off in a periodic access review.",
-          "review.sql", ("at",),
-          # scope and from_role tell apart two paths to one permission through the same role
-          ("who", "tenant", "what", "resource_scope", "role", "via_team", "from_role", "since", "last_used",
-           "positions")),
-    Audit("least-privilege", "Least-privilege review",
-          "Where access is wider than use. For each role a principal holds: the permissions nobody used in "
-          "the window. Accounts that did nothing at all in the window (dormant). And for each principal, the "
-          "smallest existing role that would still cover everything they actually used.",
-          "least_privilege.sql", ("at", "window"),
-          ("finding", "who", "where", "what", "unused_permissions", "last_used", "positions")),
-    Audit("secrets", "Connector-secret accesses",
-          "Every read of a service connector's credentials in the period: who, which connector, where, and "
-          "whether their roles allowed it at that very moment. Reads that were not authorised and "
-          "attempts that were denied are marked.",
-          "secrets.sql", ("start", "end"),
-          ("finding", "who", "connector", "tenant", "since", "outcome", "authorised", "positions")),
-    Audit("sod", "Separation of duties",
-          "People and service accounts who hold both sides of a conflicting pair of permissions (for example, "
-          "building pipelines and promoting model versions to production), by rule, with the roles that give "
-          "each side.",
-          "sod.sql", ("at", "rules"),
-          ("rule", "who", "tenant", "what", "left_paths", "right_paths", "since", "positions")),
-    Audit("changes", "Permission changes",
-          "Every permission gained or lost between two moments, per principal and tenant, with the events "
-          "that caused each change (or the expiry of a time-bound grant), who made them and why.",
-          "changes.sql", ("start", "end"),
-          ("finding", "who", "tenant", "what", "since", "events", "actors", "reasons", "positions")),
-    Audit("hygiene", "Access hygiene",
-          "Housekeeping problems: people who granted access to themselves, access still held by deactivated "
-          "accounts, time-bound grants that expired but were never removed, roles nobody holds, teams with "
-          "no members, accounts or teams whose names look alike (one could pass for the other), the number "
-          "of administrators of each tenant and of the organization, service tokens still in force for deactivated "
-          "accounts or with the admin scope, and changes recorded without a reason.",
-          "hygiene.sql", ("at", "start", "end"),
-          ("finding", "who", "where", "what", "since", "detail", "positions")),
-    Audit("reviews", "Access review campaigns",
-          "How the periodic access reviews went: completion per campaign and reviewer, items left undecided past "
-          "the due date, decisions taken faster than anyone could read them, reviewers who kept everything, "
-          "decisions about the reviewer's own access or grants, revocations not carried out, access granted again "
-          "within 30 days of its revocation, and privileged access no campaign closed in the last 90 days "
-          "reviewed. Every population is re-derived from the ledger and checked against its start event.",
-          "reviews.sql", ("at", "start", "end"),
-          ("finding", "who", "where", "what", "campaign", "since", "detail", "positions")),
-    Audit("authority", "Authority of changes",
-          "Every change whose actor was not allowed to make it at that instant, by the authority rules: someone "
-          "who lacked the permission the change needs (for example a viewer granting admin), and changes made by "
-          "a deactivated account (a leaver) or by an actor the ledger never recorded. The actor system (the "
-          "bootstrap and the platform's automation) is exempt.",
-          "authority.sql", ("start", "end", "rules"),
-          ("finding", "who", "where", "what", "needed", "since", "positions")),
-)}
+AUDITS: dict[str, Audit] = {
+    a.name: a
+    for a in (
+        Audit(
+            "review",
+            "Access review",
+            "Everything each person and service account can do at the chosen moment, tenant by tenant, one row "
+            "for each path to it: which role gives it, whether it comes through a team, on which resource, since "
+            "when, and when it was last used. "
+            "This is the list a manager signs off in a periodic access review.",
+            "review.sql",
+            ("at",),
+            # scope and from_role tell apart two paths to one permission through the same role
+            (
+                "who",
+                "tenant",
+                "what",
+                "resource_scope",
+                "role",
+                "via_team",
+                "from_role",
+                "since",
+                "last_used",
+                "positions",
+            ),
+        ),
+        Audit(
+            "least-privilege",
+            "Least-privilege review",
+            "Where access is wider than use. For each role a principal holds: the permissions nobody used in "
+            "the window. Accounts that did nothing at all in the window (dormant). And for each principal, the "
+            "smallest existing role that would still cover everything they actually used.",
+            "least_privilege.sql",
+            ("at", "window"),
+            ("finding", "who", "where", "what", "unused_permissions", "last_used", "positions"),
+        ),
+        Audit(
+            "secrets",
+            "Connector-secret accesses",
+            "Every read of a service connector's credentials in the period: who, which connector, where, and "
+            "whether their roles allowed it at that very moment. Reads that were not authorised and "
+            "attempts that were denied are marked.",
+            "secrets.sql",
+            ("start", "end"),
+            ("finding", "who", "connector", "tenant", "since", "outcome", "authorised", "positions"),
+        ),
+        Audit(
+            "sod",
+            "Separation of duties",
+            "People and service accounts who hold both sides of a conflicting pair of permissions (for example, "
+            "building pipelines and promoting model versions to production), by rule, with the roles that give "
+            "each side.",
+            "sod.sql",
+            ("at", "rules"),
+            ("rule", "who", "tenant", "what", "left_paths", "right_paths", "since", "positions"),
+        ),
+        Audit(
+            "changes",
+            "Permission changes",
+            "Every permission gained or lost between two moments, per principal and tenant, with the events "
+            "that caused each change (or the expiry of a time-bound grant), who made them and why.",
+            "changes.sql",
+            ("start", "end"),
+            ("finding", "who", "tenant", "what", "since", "events", "actors", "reasons", "positions"),
+        ),
+        Audit(
+            "hygiene",
+            "Access hygiene",
+            "Housekeeping problems: people who granted access to themselves, access still held by deactivated "
+            "accounts, time-bound grants that expired but were never removed, roles nobody holds, teams with "
+            "no members, accounts or teams whose names look alike (one could pass for the other), the number "
+            "of administrators of each tenant and of the organization, service tokens still in force for deactivated "
+            "accounts or with the admin scope, and changes recorded without a reason.",
+            "hygiene.sql",
+            ("at", "start", "end"),
+            ("finding", "who", "where", "what", "since", "detail", "positions"),
+        ),
+        Audit(
+            "reviews",
+            "Access review campaigns",
+            "How the periodic access reviews went: completion per campaign and reviewer, items left undecided past "
+            "the due date, decisions taken faster than anyone could read them, reviewers who kept everything, "
+            "decisions about the reviewer's own access or grants, revocations not carried out, access granted again "
+            "within 30 days of its revocation, and privileged access no campaign closed in the last 90 days "
+            "reviewed. Every population is re-derived from the ledger and checked against its start event.",
+            "reviews.sql",
+            ("at", "start", "end"),
+            ("finding", "who", "where", "what", "campaign", "since", "detail", "positions"),
+        ),
+        Audit(
+            "authority",
+            "Authority of changes",
+            "Every change whose actor was not allowed to make it at that instant, by the authority rules: someone "
+            "who lacked the permission the change needs (for example a viewer granting admin), and changes made by "
+            "a deactivated account (a leaver) or by an actor the ledger never recorded. The actor system (the "
+            "bootstrap and the platform's automation) is exempt.",
+            "authority.sql",
+            ("start", "end", "rules"),
+            ("finding", "who", "where", "what", "needed", "since", "positions"),
+        ),
+    )
+}
 
 
 @dataclass
@@ -164,9 +209,16 @@ def _window(text: str | timedelta) -> timedelta:
         raise AuditParameterError(str(exc)) from None
 
 
-def audit_params(name: str, *, at: str | None = None, start: str | None = None, end: str | None = None,
-                 window: str | timedelta = "90d", principal: str | None = None,
-                 tenant: str | None = None) -> dict[str, Any]:
+def audit_params(
+    name: str,
+    *,
+    at: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    window: str | timedelta = "90d",
+    principal: str | None = None,
+    tenant: str | None = None,
+) -> dict[str, Any]:
     """The parameters one audit runs with, defaults filled in (now, the beginning, 90 days)."""
     audit = _audit(name)
     now = datetime.now(UTC).replace(tzinfo=None)
@@ -220,16 +272,29 @@ def query_table(wh: Warehouse, name: str, query: str, params: dict[str, Any]) ->
 
     try:
         rel = wh.con.sql(query, params=params)
-        exprs = [f"iso({_quote(c)}) AS {_quote(c)}" if str(t).startswith("TIMESTAMP") else _quote(c)
-                 for c, t in zip(rel.columns, rel.types)]
+        exprs = [
+            f"iso({_quote(c)}) AS {_quote(c)}" if str(t).startswith("TIMESTAMP") else _quote(c)
+            for c, t in zip(rel.columns, rel.types)
+        ]
         return rel.project(", ".join(exprs)).to_arrow_table()
     except duckdb.Error as exc:
         raise WarehouseError(f"audit {name} failed: {str(exc).strip().splitlines()[0]}") from None
 
 
-def run_audit(wh: Warehouse, name: str, *, at: str | None = None, start: str | None = None, end: str | None = None,
-              window: str | timedelta = "90d", rules: str | Path | None = None, principal: str | None = None,
-              tenant: str | None = None, sync: bool = True, authority_rules: str | Path | None = None) -> AuditResult:
+def run_audit(
+    wh: Warehouse,
+    name: str,
+    *,
+    at: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    window: str | timedelta = "90d",
+    rules: str | Path | None = None,
+    principal: str | None = None,
+    tenant: str | None = None,
+    sync: bool = True,
+    authority_rules: str | Path | None = None,
+) -> AuditResult:
     """Run one audit (syncing the warehouse first); `at` defaults to now, the period to all of history.
     `rules`: the separation-of-duties rules file; `authority_rules`: the authority rules file (default: shipped)."""
     import duckdb
@@ -260,5 +325,11 @@ def run_audit(wh: Warehouse, name: str, *, at: str | None = None, start: str | N
         table = query_table(wh, name, statement.query, bound)
     wh.confirm()  # no result leaves before the file it was read from is proven (see Warehouse.confirm)
     return AuditResult(
-        name=audit.name, title=audit.title, description=audit.description, columns=list(table.column_names),
-        sql={f: sql_text(f) for f in audit.sql_files}, params=shown, table=table)
+        name=audit.name,
+        title=audit.title,
+        description=audit.description,
+        columns=list(table.column_names),
+        sql={f: sql_text(f) for f in audit.sql_files},
+        params=shown,
+        table=table,
+    )

@@ -10,6 +10,7 @@ from reports.errors import RulesError
 if TYPE_CHECKING:
     from reports.warehouse import Warehouse
 
+
 def check_rules_file(path: str | Path | None) -> None:
     """Refuse an unusable rules file before a possibly long sync (its preset is checked once the ledger's is known)."""
     from ledger.authority import RulesError as LedgerRulesError
@@ -40,14 +41,16 @@ def install_rules(wh: Warehouse, path: str | Path | None) -> str:
             raise RulesError(str(exc)) from None
         source = rules.source
         rows = list(rules.by_event.values())
-    rules_table = pa.table({
-        "event": pa.array([r.event for r in rows], pa.string()),
-        "permission": pa.array([r.permission for r in rows], pa.string()),
-        "permission_type": pa.array([r.type for r in rows], pa.string()),
-        "permission_action": pa.array([r.action for r in rows], pa.string()),
-        "in_organization": pa.array(["organization" in r.places for r in rows], pa.bool_()),
-        "in_tenant": pa.array(["tenant" in r.places for r in rows], pa.bool_()),
-    })
+    rules_table = pa.table(
+        {
+            "event": pa.array([r.event for r in rows], pa.string()),
+            "permission": pa.array([r.permission for r in rows], pa.string()),
+            "permission_type": pa.array([r.type for r in rows], pa.string()),
+            "permission_action": pa.array([r.action for r in rows], pa.string()),
+            "in_organization": pa.array(["organization" in r.places for r in rows], pa.bool_()),
+            "in_tenant": pa.array(["tenant" in r.places for r in rows], pa.bool_()),
+        }
+    )
     wh.con.register("authority_rules_rows", rules_table)  # (the warehouse's connection resolves no Python variables)
     try:
         wh.con.execute("CREATE OR REPLACE TEMP TABLE authority_rules AS SELECT * FROM authority_rules_rows")

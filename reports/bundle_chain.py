@@ -34,12 +34,15 @@ if TYPE_CHECKING:
     from ledger.app import AccessLedger
 
 CHECKER = "check_bundle.py"
-NO_ANCHOR = ("nothing outside the bundle vouches for it: whoever exported it could have rewritten events, chain "
-             "and manifest together; check it against a digest you hold (--digest), the signer's public key "
-             "(--public-key) or the bundle before it (--after)")
+NO_ANCHOR = (
+    "nothing outside the bundle vouches for it: whoever exported it could have rewritten events, chain "
+    "and manifest together; check it against a digest you hold (--digest), the signer's public key "
+    "(--public-key) or the bundle before it (--after)"
+)
 
 
 # -- export ------------------------------------------------------------------------------------
+
 
 class ChainWriter:
     """events/chain.jsonl for positions first..last, written from the verify walk's batches of
@@ -77,8 +80,9 @@ class ChainWriter:
                     continue
                 head = heads.get(topic)
                 if head is None:
-                    head = heads[topic] = (b'{"type":"%s"' % topic[len(prefix):].encode()
-                                           if topic.startswith(prefix) else b"\0")
+                    head = heads[topic] = (
+                        b'{"type":"%s"' % topic[len(prefix) :].encode() if topic.startswith(prefix) else b"\0"
+                    )
                 if not state.startswith(head):
                     append(json.dumps([link[:LINK_CHARS], oid, ver, topic]) + "\n")
                 elif ver == 1 and oid.startswith(usage) and oid[16:] == f"{pos:016x}":
@@ -125,15 +129,25 @@ class ChainWriter:
         return chain_entry(self.first, self.last, self.start_link, self.end_link, self.sha.hexdigest(), self.size)
 
 
-def chain_entry(first: int, last: int, start_link: str | None, end_link: str | None, sha256: str, size: int
-                ) -> dict[str, Any]:
+def chain_entry(
+    first: int, last: int, start_link: str | None, end_link: str | None, sha256: str, size: int
+) -> dict[str, Any]:
     """The manifest's `chain` entry (with the file's hash, which the caller moves to `files`)."""
     from ledger.app import TOPIC_PREFIX
     from ledger.store import usage_stream
 
-    return {"file": CHAIN, "first_position": first, "last_position": last, "start_link": start_link,
-            "end_link": end_link if last >= first else start_link, "topic_prefix": TOPIC_PREFIX,
-            "usage_stream_prefix": usage_stream(0)[:16], "link_chars": LINK_CHARS, "sha256": sha256, "bytes": size}
+    return {
+        "file": CHAIN,
+        "first_position": first,
+        "last_position": last,
+        "start_link": start_link,
+        "end_link": end_link if last >= first else start_link,
+        "topic_prefix": TOPIC_PREFIX,
+        "usage_stream_prefix": usage_stream(0)[:16],
+        "link_chars": LINK_CHARS,
+        "sha256": sha256,
+        "bytes": size,
+    }
 
 
 def write_checker(folder: Path) -> None:
@@ -149,8 +163,11 @@ def checker_bytes() -> bytes:
 def checker_entry() -> dict[str, str]:
     """The manifest's `checker`: the SHA-256 of this version's checker, which an auditor compares with the
     one they obtained independently (the copy in the bundle travelled with the evidence: never run it)."""
-    return {"file": CHECKER, "sha256": hashlib.sha256(checker_bytes()).hexdigest(),
-            "run": "python3 -I CHECKER BUNDLE, with a checker from `access-ledger evidence checker --out CHECKER`"}
+    return {
+        "file": CHECKER,
+        "sha256": hashlib.sha256(checker_bytes()).hexdigest(),
+        "run": "python3 -I CHECKER BUNDLE, with a checker from `access-ledger evidence checker --out CHECKER`",
+    }
 
 
 def sign_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -164,6 +181,7 @@ def sign_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- verify ------------------------------------------------------------------------------------
+
 
 @contextmanager
 def _members(path: Path) -> Any:
@@ -180,9 +198,15 @@ def _members(path: Path) -> Any:
     yield open_file
 
 
-def check_anchors(path: Path, manifest: dict[str, Any], *, digest: Path | None = None,
-                  public_key: Path | None = None, after: Path | None = None,
-                  verify: Callable[[Path], Any]) -> tuple[list[str], list[str]]:
+def check_anchors(
+    path: Path,
+    manifest: dict[str, Any],
+    *,
+    digest: Path | None = None,
+    public_key: Path | None = None,
+    after: Path | None = None,
+    verify: Callable[[Path], Any],
+) -> tuple[list[str], list[str]]:
     """Recompute the bundle's chain and check the anchors given: (problems, notes). `verify` checks the
     files of the bundle named by --after against its manifest (evidence verify's own check)."""
     from ledger.integrity import KEY_ENV, read_digest, seal_key
@@ -206,16 +230,19 @@ def check_anchors(path: Path, manifest: dict[str, Any], *, digest: Path | None =
         (problems if anchored or "chain" in manifest else notes).append(chain.problem)
     else:
         meta = manifest["chain"]
-        notes.append(f"chain recomputed over positions {meta['first_position']:,}-{meta['last_position']:,}: "
-                     f"end link {chain.end_link}")
+        notes.append(
+            f"chain recomputed over positions {meta['first_position']:,}-{meta['last_position']:,}: "
+            f"end link {chain.end_link}"
+        )
         problems += reviews[0]
         notes += reviews[1]
         wrong = check_bundle.coverage_problem(manifest, chain)
         if wrong is not None:
             problems.append(wrong)
     if seal_key() is not None and not isinstance(manifest.get("signature"), dict):
-        problems.append(f"manifest.json carries no HMAC signature, but {KEY_ENV} is set (removed, or made without "
-                        "the key)")
+        problems.append(
+            f"manifest.json carries no HMAC signature, but {KEY_ENV} is set (removed, or made without the key)"
+        )
     if public_key is not None:
         from ledger.signing import load_public_key
 

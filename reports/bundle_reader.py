@@ -203,8 +203,16 @@ class BundleReader:
             try:
                 with self.zip.open(info) as f:
                     yield from _bounded(f, name, limit)
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError, ValueError,
-                    struct.error) as exc:
+            except (
+                zipfile.BadZipFile,
+                zlib.error,
+                EOFError,
+                NotImplementedError,
+                RuntimeError,
+                OSError,
+                ValueError,
+                struct.error,
+            ) as exc:
                 raise BundleProblem(f"{name}: unreadable zip member ({_first_line(exc)})") from None
             return
         with self._open_file(name) as f:
@@ -236,9 +244,14 @@ def _bounded(f: IO[bytes], name: str, limit: int) -> Iterator[bytes]:
 
 
 def _kind(mode: int) -> str:
-    for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"),
-                       (stat.S_ISLNK, "a symlink")):
+    for test, what in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISLNK, "a symlink"),
+    ):
         if test(mode):
             return what
     return "not a regular file"

@@ -63,14 +63,29 @@ _PLAIN_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,59}\Z")
 _REVIEW_STARTED = b'{"type":"ReviewStarted"'
 _REVIEW_DECIDED = b'{"type":"ReviewDecided"'
 #: The events that can carry a review's revocation out (their position, type and time are checked).
-_REMOVALS = tuple(b'{"type":"%s"' % t for t in (b"RoleUnassigned", b"TeamMemberRemoved", b"TeamDeleted", b"RoleDeleted"))
+_REMOVALS = tuple(
+    b'{"type":"%s"' % t for t in (b"RoleUnassigned", b"TeamMemberRemoved", b"TeamDeleted", b"RoleDeleted")
+)
 #: A campaign's record (reviews/NAME.json) is read whole: larger than this is refused.
 MAX_REVIEW_RECORD = 1 << 30
 
 Opener = Callable[[str], IO[bytes]]
 #: What reading a hostile bundle may raise: each is a named problem, never a traceback.
-UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError, EOFError,
-              NotImplementedError, RuntimeError, struct.error, zlib.error, zipfile.BadZipFile)
+UNREADABLE = (
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    RecursionError,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    struct.error,
+    zlib.error,
+    zipfile.BadZipFile,
+)
 
 
 def signed_bytes(manifest: dict[str, Any]) -> bytes:
@@ -80,8 +95,9 @@ def signed_bytes(manifest: dict[str, Any]) -> bytes:
 
 
 def link(prev: str, position: int, originator: str, version: int, topic: str, state: bytes) -> str:
-    return hashlib.sha256(b"%s\n%d\n%s\n%d\n%s\n%s" % (prev.encode(), position, originator.encode(), version,
-                                                        topic.encode(), state)).hexdigest()
+    return hashlib.sha256(
+        b"%s\n%d\n%s\n%d\n%s\n%s" % (prev.encode(), position, originator.encode(), version, topic.encode(), state)
+    ).hexdigest()
 
 
 def _type_of(state: bytes) -> str | None:
@@ -136,9 +152,13 @@ def recompute(manifest: dict[str, Any], open_member: Opener, want: tuple[int, ..
         for state, entry in zip_longest(_lines(events), _lines(chain)):
             position += 1
             if state is None or entry is None or position > last:
-                return _bad(out, position, f"{EVENTS} and {CHAIN} do not hold the {last - first + 1:,} events of "
-                                           f"positions {first:,} to {last:,}: line {position - first + 1} is "
-                                           "missing from one of them or added")
+                return _bad(
+                    out,
+                    position,
+                    f"{EVENTS} and {CHAIN} do not hold the {last - first + 1:,} events of "
+                    f"positions {first:,} to {last:,}: line {position - first + 1} is "
+                    "missing from one of them or added",
+                )
             try:
                 item = json.loads(entry)
                 short = item[0]
@@ -151,9 +171,13 @@ def recompute(manifest: dict[str, Any], open_member: Opener, want: tuple[int, ..
                 return _bad(out, position, f"line {position - first + 1} of {CHAIN} is not a chain entry")
             current = link(current, position, originator, version, topic, state)
             if current[:LINK_CHARS] != short:
-                return _bad(out, position, f"the event at position {position} (line {position - first + 1} of "
-                                           f"{EVENTS}) does not match its chain link: changed, inserted, removed "
-                                           "or reordered")
+                return _bad(
+                    out,
+                    position,
+                    f"the event at position {position} (line {position - first + 1} of "
+                    f"{EVENTS}) does not match its chain link: changed, inserted, removed "
+                    "or reordered",
+                )
             if position in wanted:
                 out.links[position] = current
             if state.startswith(_REVIEW_STARTED):
@@ -161,8 +185,9 @@ def recompute(manifest: dict[str, Any], open_member: Opener, want: tuple[int, ..
             elif state.startswith(_REVIEW_DECIDED) or state.startswith(_REMOVALS):
                 _take_review_event(out, position, state)
     if position != last:
-        return _bad(out, position + 1, f"{EVENTS} ends at position {position:,}, the period at {last:,} "
-                                       "(events removed)")
+        return _bad(
+            out, position + 1, f"{EVENTS} ends at position {position:,}, the period at {last:,} (events removed)"
+        )
     out.end_link, out.first, out.last = current, first, last
     if state is not None:
         try:
@@ -171,8 +196,9 @@ def recompute(manifest: dict[str, Any], open_member: Opener, want: tuple[int, ..
             at = None
         out.last_at = at if isinstance(at, str) else None
     if current != meta.get("end_link"):
-        return _bad(out, None, "the recomputed end link differs from the manifest's: events and chain were "
-                               "rewritten together")
+        return _bad(
+            out, None, "the recomputed end link differs from the manifest's: events and chain were rewritten together"
+        )
     return out
 
 
@@ -188,8 +214,14 @@ def _take_review_event(out: Chain, position: int, state: bytes) -> None:
     try:
         event = json.loads(state)
         if event["type"] == "ReviewDecided":
-            out.decisions[position] = (event["campaign"], event["item"], event["decision"], event["actor"],
-                                       event["at"], event.get("reason"))
+            out.decisions[position] = (
+                event["campaign"],
+                event["item"],
+                event["decision"],
+                event["actor"],
+                event["at"],
+                event.get("reason"),
+            )
         else:
             out.removals[position] = (event["type"], event["at"])
     except (ValueError, TypeError, KeyError):
@@ -214,22 +246,32 @@ def check_record(name: str, record: Any, chain: Chain) -> list[str]:
         it = listed.get(item) if camp == campaign else None
         if camp == campaign and (it is None or it.get("decision_position") != position):
             problems.append(f"{name}: the decision of item {item} at position {position} is not the one listed")
-        elif it is not None and (it.get("decision"), it.get("decided_by"), it.get("decided_at"), it.get("reason")) \
-                != (decision, actor, at, reason):
-            problems.append(f"{name}: item {item}'s decision differs from the ReviewDecided event at position "
-                            f"{position}")
+        elif it is not None and (it.get("decision"), it.get("decided_by"), it.get("decided_at"), it.get("reason")) != (
+            decision,
+            actor,
+            at,
+            reason,
+        ):
+            problems.append(
+                f"{name}: item {item}'s decision differs from the ReviewDecided event at position {position}"
+            )
     for it in listed.values():
         position = it.get("decision_position")
         if position is None and it.get("decision") is not None:
             problems.append(f"{name}: item {it['item']} lists a decision without its event's position")
         elif isinstance(position, int) and position in inside and position not in chain.decisions:
-            problems.append(f"{name}: item {it['item']}'s decision names position {position}, which holds no "
-                            "decision")
+            problems.append(f"{name}: item {it['item']}'s decision names position {position}, which holds no decision")
         done = it.get("remediation")
-        if isinstance(done, dict) and isinstance(done.get("position"), int) and done["position"] in inside \
-                and chain.removals.get(done["position"]) != (done.get("type"), done.get("at")):
-            problems.append(f"{name}: item {it['item']}'s remediation names position {done['position']}, which "
-                            f"holds no {done.get('type')} at {done.get('at')}")
+        if (
+            isinstance(done, dict)
+            and isinstance(done.get("position"), int)
+            and done["position"] in inside
+            and chain.removals.get(done["position"]) != (done.get("type"), done.get("at"))
+        ):
+            problems.append(
+                f"{name}: item {it['item']}'s remediation names position {done['position']}, which "
+                f"holds no {done.get('type')} at {done.get('at')}"
+            )
     return problems[:20]
 
 
@@ -263,8 +305,10 @@ def check_reviews(names: list[str], open_member: Opener, chain: Chain) -> tuple[
     for campaign, (position, items, sha) in sorted(chain.review_starts.items(), key=lambda kv: kv[1][0]):
         stems = [s for s in review_stems(campaign) if s in populations]
         if not stems:
-            problems.append(f"{REVIEWS}{review_stems(campaign)[0]}{POPULATION}: missing, although review campaign "
-                            f"{campaign!r} started at position {position}")
+            problems.append(
+                f"{REVIEWS}{review_stems(campaign)[0]}{POPULATION}: missing, although review campaign "
+                f"{campaign!r} started at position {position}"
+            )
             continue
         name = populations.pop(stems[0])
         h, lines = hashlib.sha256(), 0
@@ -273,8 +317,10 @@ def check_reviews(names: list[str], open_member: Opener, chain: Chain) -> tuple[
                 h.update(chunk)
                 lines += chunk.count(b"\n")
         if lines != items or h.hexdigest() != sha:
-            problems.append(f"{name}: {lines} lines and SHA-256 {h.hexdigest()}, but the ReviewStarted event of "
-                            f"campaign {campaign!r} at position {position} records {items} items and SHA-256 {sha}")
+            problems.append(
+                f"{name}: {lines} lines and SHA-256 {h.hexdigest()}, but the ReviewStarted event of "
+                f"campaign {campaign!r} at position {position} records {items} items and SHA-256 {sha}"
+            )
     for name in records:
         with open_member(name) as f:
             data = f.read(MAX_REVIEW_RECORD + 1)
@@ -284,8 +330,10 @@ def check_reviews(names: list[str], open_member: Opener, chain: Chain) -> tuple[
             record = None
         problems += check_record(name, record, chain) if record is not None else [f"{name}: not JSON, or too large"]
     for name in sorted(populations.values()):
-        notes.append(f"{name}: its campaign started before this bundle's events, so its start event (count and "
-                     "SHA-256) is not in the bundle: not checked against it")
+        notes.append(
+            f"{name}: its campaign started before this bundle's events, so its start event (count and "
+            "SHA-256) is not in the bundle: not checked against it"
+        )
     return problems, notes
 
 
@@ -333,8 +381,22 @@ def _openssl_verify(public_pem: bytes, message: bytes, value: bytes) -> str | No
             with open(paths[name], "wb") as f:
                 f.write(data)
         try:
-            done = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", paths["pub"], "-rawin",
-                                   "-in", paths["msg"], "-sigfile", paths["sig"]], capture_output=True)
+            done = subprocess.run(
+                [
+                    "openssl",
+                    "pkeyutl",
+                    "-verify",
+                    "-pubin",
+                    "-inkey",
+                    paths["pub"],
+                    "-rawin",
+                    "-in",
+                    paths["msg"],
+                    "-sigfile",
+                    paths["sig"],
+                ],
+                capture_output=True,
+            )
         except OSError:
             return "cannot check the signature: neither the cryptography package nor openssl is available"
     if done.returncode != 0:
@@ -344,10 +406,12 @@ def _openssl_verify(public_pem: bytes, message: bytes, value: bytes) -> str | No
 
 # -- anchors (evidence verify runs these too, so both give the same verdicts) ----------------------
 
+
 def digest_message(digest: dict[str, Any]) -> bytes:
     """What a digest's signature covers (the same bytes as ledger.signing.digest_message)."""
-    return (f"access-ledger digest {digest.get('position')}:{digest.get('link')}:{digest.get('at')}:"
-            f"{digest.get('ledger')}").encode()
+    return (
+        f"access-ledger digest {digest.get('position')}:{digest.get('link')}:{digest.get('at')}:{digest.get('ledger')}"
+    ).encode()
 
 
 def read_digest(path: Path) -> dict[str, Any]:
@@ -364,8 +428,9 @@ def read_digest(path: Path) -> dict[str, Any]:
     return data
 
 
-def digest_problems(manifest: dict[str, Any], chain: Chain, digest: dict[str, Any],
-                    public_pem: bytes | None) -> list[str]:
+def digest_problems(
+    manifest: dict[str, Any], chain: Chain, digest: dict[str, Any], public_pem: bytes | None
+) -> list[str]:
     """Does the digest vouch for the bundle: its position within the bundle's (or the one before) and its
     link the one recomputed there; with a public key, a signed digest's signature valid."""
     problems = []
@@ -379,22 +444,27 @@ def digest_problems(manifest: dict[str, Any], chain: Chain, digest: dict[str, An
             except ValueError:
                 value = b""
             if _ed25519_problem(public_pem, digest_message(digest), value) is not None:
-                problems.append("the digest: the Ed25519 signature does not match (signed data edited, or another "
-                                "key)")
+                problems.append("the digest: the Ed25519 signature does not match (signed data edited, or another key)")
     meta = manifest.get("chain") or {}
     pos, first, last = int(digest["position"]), meta.get("first_position"), meta.get("last_position")
     if chain.problem is not None or first is None or last is None:
         return problems  # the chain's own failure is named already
     if pos > last:
-        problems.append(f"the digest is at position {pos:,}, after this bundle's last position {last:,}: it cannot "
-                        "vouch for this bundle unless the events in between are given (export a bundle up to the "
-                        "digest's position, or verify with a digest taken at export time)")
+        problems.append(
+            f"the digest is at position {pos:,}, after this bundle's last position {last:,}: it cannot "
+            "vouch for this bundle unless the events in between are given (export a bundle up to the "
+            "digest's position, or verify with a digest taken at export time)"
+        )
     elif pos < first - 1:
-        problems.append(f"the digest is at position {pos:,}, before this bundle's first position {first:,}: it "
-                        "cannot vouch for this bundle")
+        problems.append(
+            f"the digest is at position {pos:,}, before this bundle's first position {first:,}: it "
+            "cannot vouch for this bundle"
+        )
     elif chain.links.get(pos) != digest.get("link"):
-        problems.append(f"position {pos:,} does not match the digest: the bundle's events up to there were rewritten "
-                        "(with the chain file to match, so the first changed event cannot be named)")
+        problems.append(
+            f"position {pos:,} does not match the digest: the bundle's events up to there were rewritten "
+            "(with the chain file to match, so the first changed event cannot be named)"
+        )
     return problems
 
 
@@ -404,15 +474,21 @@ def continuity_problems(manifest: dict[str, Any], previous_manifest: dict[str, A
     if not b:
         return []
     if b["first_position"] > a["last_position"] + 1:
-        return [f"gap after {previous}: it ends at position {a['last_position']:,}, this bundle starts at "
-                f"{b['first_position']:,}: positions {a['last_position'] + 1:,}-{b['first_position'] - 1:,} are in "
-                "neither"]
+        return [
+            f"gap after {previous}: it ends at position {a['last_position']:,}, this bundle starts at "
+            f"{b['first_position']:,}: positions {a['last_position'] + 1:,}-{b['first_position'] - 1:,} are in "
+            "neither"
+        ]
     if b["first_position"] <= a["last_position"]:
-        return [f"overlap with {previous}: it ends at position {a['last_position']:,}, this bundle starts at "
-                f"{b['first_position']:,}, inside it"]
+        return [
+            f"overlap with {previous}: it ends at position {a['last_position']:,}, this bundle starts at "
+            f"{b['first_position']:,}, inside it"
+        ]
     if b["start_link"] != a["end_link"]:
-        return [f"this bundle does not continue {previous}: its link before position {b['first_position']:,} differs "
-                "from that bundle's end link (the log was rewritten between the two exports)"]
+        return [
+            f"this bundle does not continue {previous}: its link before position {b['first_position']:,} differs "
+            "from that bundle's end link (the log was rewritten between the two exports)"
+        ]
     return []
 
 
@@ -448,12 +524,15 @@ def coverage_problem(manifest: dict[str, Any], chain: Chain) -> str | None:
     if period.get("holds_no_events") and events > 0:
         return f"the manifest says the period holds no events, but the bundle holds {events:,}"
     if not period.get("complete") and events > 0 and period.get("covers_to") != chain.last_at:
-        return (f"the manifest says the bundle covers up to {printable(period.get('covers_to'))}, but its last "
-                f"event is at {printable(chain.last_at)}")
+        return (
+            f"the manifest says the bundle covers up to {printable(period.get('covers_to'))}, but its last "
+            f"event is at {printable(chain.last_at)}"
+        )
     return None
 
 
 # -- standalone use ------------------------------------------------------------------------------
+
 
 class Refused(ValueError):
     """A bundle that cannot be read safely (not a regular file, too large, a malformed manifest): one line."""
@@ -691,8 +770,9 @@ def _previous(previous: Path) -> tuple[dict[str, Any] | None, list[str]]:
     return manifest, []
 
 
-def check(bundle: Path, public_key: Path | None = None, digest_path: Path | None = None,
-          after: Path | None = None) -> tuple[list[str], list[str], dict[str, Any]]:
+def check(
+    bundle: Path, public_key: Path | None = None, digest_path: Path | None = None, after: Path | None = None
+) -> tuple[list[str], list[str], dict[str, Any]]:
     """(problems, notes, manifest) of a bundle checked against the anchors given; ValueError for an unusable
     anchor file."""
     digest = read_digest(digest_path) if digest_path is not None else None
@@ -739,18 +819,35 @@ def _parser() -> Any:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="check_bundle.py", allow_abbrev=False,
+        prog="check_bundle.py",
+        allow_abbrev=False,
         description="Check an access-ledger evidence bundle with Python's standard library alone: every file "
-                    "against manifest.json, the hash chain over its events, and the anchors given.",
-        epilog="Exit 0: all checked; 1: a problem, named on stderr; 2: a usage error or an unreadable anchor file.")
-    parser.add_argument("bundle", nargs="?", type=Path, help="The bundle folder or zip (default: the folder this "
-                                                             "file is in).")
-    parser.add_argument("--public-key", type=Path, metavar="FILE", help="The signer's signing.pub: manifest.json "
-                        "(and the end link it holds) must carry a valid Ed25519 signature by it.")
-    parser.add_argument("--digest", type=Path, metavar="FILE", help="A digest you hold (access-ledger digest "
-                        "--out): its link must be the one the bundle's events recompute at its position.")
-    parser.add_argument("--after", type=Path, metavar="PREVIOUS", help="The bundle before this one: this one must "
-                        "start exactly where it ended (positions and links).")
+        "against manifest.json, the hash chain over its events, and the anchors given.",
+        epilog="Exit 0: all checked; 1: a problem, named on stderr; 2: a usage error or an unreadable anchor file.",
+    )
+    parser.add_argument(
+        "bundle", nargs="?", type=Path, help="The bundle folder or zip (default: the folder this file is in)."
+    )
+    parser.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="FILE",
+        help="The signer's signing.pub: manifest.json "
+        "(and the end link it holds) must carry a valid Ed25519 signature by it.",
+    )
+    parser.add_argument(
+        "--digest",
+        type=Path,
+        metavar="FILE",
+        help="A digest you hold (access-ledger digest "
+        "--out): its link must be the one the bundle's events recompute at its position.",
+    )
+    parser.add_argument(
+        "--after",
+        type=Path,
+        metavar="PREVIOUS",
+        help="The bundle before this one: this one must start exactly where it ended (positions and links).",
+    )
     return parser
 
 
@@ -771,12 +868,20 @@ def main(argv: list[str]) -> int:
     if problems:
         print(f"FAILED: {len(problems)} problem(s) in {bundle}", file=sys.stderr)
         return 1
-    anchored = [o for o, v in (("--public-key", args.public_key), ("--digest", args.digest), ("--after", args.after))
-                if v is not None]
+    anchored = [
+        o
+        for o, v in (("--public-key", args.public_key), ("--digest", args.digest), ("--after", args.after))
+        if v is not None
+    ]
     chained = "the chain recomputes to its end link" if "chain" in manifest else "it carries no chain"
-    print(f"OK: {bundle}: every file matches manifest.json and {chained}"
-          + (f" (anchored by {' and '.join(anchored)})" if anchored else
-             "; nothing outside the bundle vouches for it: give --public-key, --digest or --after"))
+    print(
+        f"OK: {bundle}: every file matches manifest.json and {chained}"
+        + (
+            f" (anchored by {' and '.join(anchored)})"
+            if anchored
+            else "; nothing outside the bundle vouches for it: give --public-key, --digest or --after"
+        )
+    )
     said = coverage(manifest)
     if said:
         print(f"coverage: {said}")

@@ -54,7 +54,16 @@ from reports.bundle_chain import (
 from reports.bundle_reader import MANIFEST, MANIFEST_LIMIT, BundleError, BundleProblem, BundleReader, check_name
 from reports.findings import ATTENTION, attention_filter, needs_attention, plain, row_counts, split_rows
 
-__all__ = ["ATTENTION", "BundleError", "BundleProblem", "TamperedLedger", "export_bundle", "needs_attention", "split_rows", "verify_bundle"]
+__all__ = [
+    "ATTENTION",
+    "BundleError",
+    "BundleProblem",
+    "TamperedLedger",
+    "export_bundle",
+    "needs_attention",
+    "split_rows",
+    "verify_bundle",
+]
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -106,17 +115,37 @@ class BundleCheck:
     manifest: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"bundle": str(self.path), "ok": self.ok, "files_checked": self.checked, "changed": self.changed,
-                "missing": self.missing, "added": self.added, "problems": self.problems, "notes": self.notes,
-                "manifest_sha256": self.manifest_sha256}
+        return {
+            "bundle": str(self.path),
+            "ok": self.ok,
+            "files_checked": self.checked,
+            "changed": self.changed,
+            "missing": self.missing,
+            "added": self.added,
+            "problems": self.problems,
+            "notes": self.notes,
+            "manifest_sha256": self.manifest_sha256,
+        }
 
 
 # -- export ------------------------------------------------------------------------------------
 
-def export_bundle(led: AccessLedger, out: str | Path, *, start: str | None = None, end: str | None = None,
-                  as_zip: bool = False, command: str | None = None, warehouse: Warehouse | None = None,
-                  window: str = "90d", rules: str | Path | None = None, progress: Progress | None = None,
-                  replace: bool = False, allow_tampered: bool = False) -> ExportResult:
+
+def export_bundle(
+    led: AccessLedger,
+    out: str | Path,
+    *,
+    start: str | None = None,
+    end: str | None = None,
+    as_zip: bool = False,
+    command: str | None = None,
+    warehouse: Warehouse | None = None,
+    window: str = "90d",
+    rules: str | Path | None = None,
+    progress: Progress | None = None,
+    replace: bool = False,
+    allow_tampered: bool = False,
+) -> ExportResult:
     """Write the evidence bundle of the period [start, end] (default: all of history up to now) to `out`.
 
     `out` is a folder (created; it must not exist or be empty unless `replace`), or with `as_zip`
@@ -147,8 +176,22 @@ def export_bundle(led: AccessLedger, out: str | Path, *, start: str | None = Non
         folder = _prepare(target, as_zip, replace)
     try:
         with private_umask():
-            manifest, findings = _write_bundle(led, folder, start_at, end_at, first, last, head, generated_at,
-                                               command, warehouse, window, rules, report, allow_tampered)
+            manifest, findings = _write_bundle(
+                led,
+                folder,
+                start_at,
+                end_at,
+                first,
+                last,
+                head,
+                generated_at,
+                command,
+                warehouse,
+                window,
+                rules,
+                report,
+                allow_tampered,
+            )
         report("manifest", 0.97)
         data = _manifest_bytes(manifest)
         write_private(folder / MANIFEST, data)
@@ -215,16 +258,36 @@ def period_coverage(start_at: str, end_at: str, begins: str, newest: str) -> dic
         if parse_instant(start_at) < first:
             words.append(f"the ledger begins {begins}")
         if not complete:
-            words.append(f"covers up to {newest}, the newest event: the ledger may still record events of the "
-                         f"period, which runs to {end_at}")
-    return {"ledger_begins": begins, "newest_event": newest, "complete": complete, "holds_no_events": empty,
-            "covers_to": end_at if complete else newest, "coverage": "; ".join(words) or None}
+            words.append(
+                f"covers up to {newest}, the newest event: the ledger may still record events of the "
+                f"period, which runs to {end_at}"
+            )
+    return {
+        "ledger_begins": begins,
+        "newest_event": newest,
+        "complete": complete,
+        "holds_no_events": empty,
+        "covers_to": end_at if complete else newest,
+        "coverage": "; ".join(words) or None,
+    }
 
 
-def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, first: int, last: int, head: int,
-                  generated_at: str, command: str | None, warehouse: Warehouse | None, window: str,
-                  rules: str | Path | None, report: Progress, allow_tampered: bool = False
-                  ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+def _write_bundle(
+    led: AccessLedger,
+    folder: Path,
+    start_at: str,
+    end_at: str,
+    first: int,
+    last: int,
+    head: int,
+    generated_at: str,
+    command: str | None,
+    warehouse: Warehouse | None,
+    window: str,
+    rules: str | Path | None,
+    report: Progress,
+    allow_tampered: bool = False,
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     from importlib.metadata import version
 
     from reports.audits import AUDITS, run_audit
@@ -253,42 +316,65 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
             audits_meta: dict[str, Any] = {}
             for i, name in enumerate(AUDITS):
                 report(f"audit {name}", 0.3 + 0.4 * i / len(AUDITS))
-                result = run_audit(wh, name, at=end_at, start=start_at, end=end_at, window=window, rules=rules,
-                                   sync=False)
+                result = run_audit(
+                    wh, name, at=end_at, start=start_at, end=end_at, window=window, rules=rules, sync=False
+                )
                 results[name] = result
                 files = [f"audits/{name}.{ext}" for ext in ("csv", "parquet", "json")]
                 attention = _write_audit(wh, result, folder)
                 routine = row_counts(name, result)[1]
-                audits_meta[name] = {"title": result.title, "description": result.description,
-                                     "params": result.params, "columns": result.columns, "rows": len(result),
-                                     "needs_attention": attention, "routine": routine, "files": files,
-                                     "sql": result.sql}
+                audits_meta[name] = {
+                    "title": result.title,
+                    "description": result.description,
+                    "params": result.params,
+                    "columns": result.columns,
+                    "rows": len(result),
+                    "needs_attention": attention,
+                    "routine": routine,
+                    "files": files,
+                    "sql": result.sql,
+                }
             report("charts", 0.72)
             charts = _charts(wh, results.get("secrets"), start_at, end_at, first, last, folder)
             organization = _organization(wh)
             report("access reviews", 0.74)
             # The warehouse only says whether to read the log for campaigns: what is written comes from the log.
-            started = wh.con.execute("SELECT count(*) FROM events WHERE type = 'ReviewStarted' AND position <= ?",
-                                     [last]).fetchone()
+            started = wh.con.execute(
+                "SELECT count(*) FROM events WHERE type = 'ReviewStarted' AND position <= ?", [last]
+            ).fetchone()
             reviews = write_reviews(led, folder, first, last) if started and started[0] else []
             report("hashing", 0.76)
             # While the worker finishes its pass over the log: the files written so far.
-            hashes = {rel: _hash_entry(path) for rel, path in _bundle_files(folder)
-                      if rel not in ("events/events.jsonl", CHAIN)}
+            hashes = {
+                rel: _hash_entry(path)
+                for rel, path in _bundle_files(folder)
+                if rel not in ("events/events.jsonl", CHAIN)
+            }
             report("verify, events.jsonl", 0.8)
-            log_pass = log_job.result() if log_job is not None else _verify_and_write(led.store.url, jsonl, first,
-                                                                                        last, led)
+            log_pass = (
+                log_job.result() if log_job is not None else _verify_and_write(led.store.url, jsonl, first, last, led)
+            )
             verified = log_pass["verify"]
             if not verified.get("ok") and not allow_tampered:
-                raise TamperedLedger(f"the ledger fails verify at position {verified.get('first_bad_position')}: "
-                                     f"{verified.get('problem')}; no bundle written (--allow-tampered exports it "
-                                     "anyway, marked as such)")
+                raise TamperedLedger(
+                    f"the ledger fails verify at position {verified.get('first_bad_position')}: "
+                    f"{verified.get('problem')}; no bundle written (--allow-tampered exports it "
+                    "anyway, marked as such)"
+                )
             report("report.html", 0.9)
-            context = {"organization": organization, "period": {"from": start_at, "to": end_at, **coverage},
-                       "generated_at": generated_at, "version": version("access-ledger"), "head": head,
-                       "digest": digest, "verify": verified, "events": last - first + 1 if last >= first else 0}
-            html = render_report(context, results, charts, {n: m["needs_attention"] for n, m in audits_meta.items()},
-                                 reviews)
+            context = {
+                "organization": organization,
+                "period": {"from": start_at, "to": end_at, **coverage},
+                "generated_at": generated_at,
+                "version": version("access-ledger"),
+                "head": head,
+                "digest": digest,
+                "verify": verified,
+                "events": last - first + 1 if last >= first else 0,
+            }
+            html = render_report(
+                context, results, charts, {n: m["needs_attention"] for n, m in audits_meta.items()}, reviews
+            )
             findings = {name: split_rows(r, 1000, 0)[0] for name, r in results.items()}
             write_private(folder / "report.html", html)
         finally:
@@ -309,26 +395,48 @@ def _write_bundle(led: AccessLedger, folder: Path, start_at: str, end_at: str, f
     hashes[CHAIN] = {"sha256": chain.pop("sha256"), "bytes": chain.pop("bytes")}
     hashes["report.html"] = _hash_entry(folder / "report.html")
     files = {rel: hashes[rel] if rel in hashes else _hash_entry(path) for rel, path in _bundle_files(folder)}
-    warning = ({"warning": f"TAMPERED LEDGER: verify failed at export (position "
-                           f"{verified.get('first_bad_position')}: {verified.get('problem')}); exported anyway "
-                           "with --allow-tampered"} if not verified.get("ok") else {})
+    warning = (
+        {
+            "warning": f"TAMPERED LEDGER: verify failed at export (position "
+            f"{verified.get('first_bad_position')}: {verified.get('problem')}); exported anyway "
+            "with --allow-tampered"
+        }
+        if not verified.get("ok")
+        else {}
+    )
     manifest: dict[str, Any] = {
         **warning,
         "format": FORMAT,
         "tool": {"name": "access-ledger", "version": version("access-ledger")},
         "checker": checker_entry(),
         "generated_at": generated_at,
-        "command": scrub(command if command is not None else " ".join(_quote(a) for a in [Path(sys.argv[0]).name,
-                                                                                            *sys.argv[1:]])),
-        "period": {"from": start_at, "to": end_at, "first_position": first, "last_position": last,
-                   "events": max(0, last - first + 1), **coverage},
-        "ledger": {"location": led.store.label, "organization": organization.get("name"),
-                   "preset": organization.get("preset"), "head": head, "digest": digest, "verify": verified},
+        "command": scrub(
+            command if command is not None else " ".join(_quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+        ),
+        "period": {
+            "from": start_at,
+            "to": end_at,
+            "first_position": first,
+            "last_position": last,
+            "events": max(0, last - first + 1),
+            **coverage,
+        },
+        "ledger": {
+            "location": led.store.label,
+            "organization": organization.get("name"),
+            "preset": organization.get("preset"),
+            "head": head,
+            "digest": digest,
+            "verify": verified,
+        },
         "audits": audits_meta,
-        "charts": {name: {"title": c["title"], "file": f"charts/{name}.csv", "sql": c["sql"]}
-                   for name, c in charts.items()},
-        "reviews": {r["campaign"]: {"file": r["file"], "population": r["population"],
-                                    "start_position": r["start_position"]} for r in reviews},
+        "charts": {
+            name: {"title": c["title"], "file": f"charts/{name}.csv", "sql": c["sql"]} for name, c in charts.items()
+        },
+        "reviews": {
+            r["campaign"]: {"file": r["file"], "population": r["population"], "start_position": r["start_position"]}
+            for r in reviews
+        },
         "chain": chain,
         "files": files,
     }
@@ -341,8 +449,9 @@ def _quote(arg: str) -> str:
     return shlex.quote(arg)
 
 
-def _start_worker(led: AccessLedger, jsonl: Path, first: int, last: int
-                  ) -> tuple[ProcessPoolExecutor | None, Future[dict[str, Any]] | None]:
+def _start_worker(
+    led: AccessLedger, jsonl: Path, first: int, last: int
+) -> tuple[ProcessPoolExecutor | None, Future[dict[str, Any]] | None]:
     """Verify the whole log and write the period's JSONL and chain file in one pass, in a worker process
     while DuckDB does the rest (None: a small or in-memory ledger, done in this process, no start-up cost)."""
     url = led.store.url
@@ -353,14 +462,14 @@ def _start_worker(led: AccessLedger, jsonl: Path, first: int, last: int
     from ledger.pipeline import bound_to, children_deaf_to_ctrl_c, quiet_resource_tracker
 
     quiet_resource_tracker()  # the worker's own pool of segment walkers cannot clean up after Ctrl-C
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=bound_to, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=bound_to, initargs=(os.getpid(),)
+    )
     with children_deaf_to_ctrl_c():  # the worker starts in submit: deaf before it can run bound_to
         return pool, pool.submit(_verify_and_write, url, jsonl, first, last)
 
 
-def _verify_and_write(url: str, path: Path, first: int, last: int, led: AccessLedger | None = None
-                      ) -> dict[str, Any]:
+def _verify_and_write(url: str, path: Path, first: int, last: int, led: AccessLedger | None = None) -> dict[str, Any]:
     """Verify the log at `url` and write positions first..last as JSONL, and their chain file, as the walk
     passes them, so the log is read once. On a large log the walk runs in segments, in worker processes
     (see _Parts); else, or should the segments not match, in one walk here. When that walk stops short
@@ -393,8 +502,11 @@ def _verify_and_write(url: str, path: Path, first: int, last: int, led: AccessLe
         if lines.next <= last:
             lines.copy_rest(led)
         f.close()
-        return {"verify": verified, "jsonl": {"sha256": lines.sha.hexdigest(), "bytes": lines.size},
-                "chain": chain.finish(led)}
+        return {
+            "verify": verified,
+            "jsonl": {"sha256": lines.sha.hexdigest(), "bytes": lines.size},
+            "chain": chain.finish(led),
+        }
     finally:
         if single:
             single[0].close()
@@ -509,11 +621,14 @@ class _Parts:
     def finish(self) -> dict[str, Any]:
         for f, _, _ in self.out.values():
             f.close()
-        (events_sha, events_size), (chain_sha, chain_size) = ((s.hexdigest(), n) for _, s, n in
-                                                              (self.out[EVENTS_FILE], self.out[CHAIN_FILE]))
+        (events_sha, events_size), (chain_sha, chain_size) = (
+            (s.hexdigest(), n) for _, s, n in (self.out[EVENTS_FILE], self.out[CHAIN_FILE])
+        )
         self.out = {}
-        return {"jsonl": {"sha256": events_sha, "bytes": events_size},
-                "chain": chain_entry(self.first, self.last, self.start_link, self.end_link, chain_sha, chain_size)}
+        return {
+            "jsonl": {"sha256": events_sha, "bytes": events_size},
+            "chain": chain_entry(self.first, self.last, self.start_link, self.end_link, chain_sha, chain_size),
+        }
 
     def discard(self) -> None:
         """Remove the parts and whatever was joined of them."""
@@ -551,8 +666,11 @@ class _Part:
 def _copy(wh: Warehouse, select: str, path: Path, fmt: str) -> None:
     """COPY a query's rows to a file (parquet, csv or json); times as canonical UTC text in csv and json."""
     target = str(path).replace("'", "''")
-    options = {"parquet": "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1", "csv": "FORMAT csv, HEADER true",
-               "json": "FORMAT json, ARRAY true"}[fmt]
+    options = {
+        "parquet": "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1",
+        "csv": "FORMAT csv, HEADER true",
+        "json": "FORMAT json, ARRAY true",
+    }[fmt]
     wh.copy_to(select, target, options)  # (the warehouse's own connection may write no file)
 
 
@@ -567,9 +685,14 @@ def _write_events_parquet(wh: Warehouse, first: int, last: int, path: Path) -> N
     select = f"SELECT * FROM events WHERE position BETWEEN {int(first)} AND {int(last)}"
     _copy(wh, select, path, "parquet")
     target = str(path).replace("'", "''")
-    rows, out_of_place = wh.writer().execute(
-        f"SELECT count(*), count(*) FILTER (WHERE position <> {int(first)} + file_row_number) "
-        f"FROM read_parquet('{target}', file_row_number = true)").fetchall()[0]
+    rows, out_of_place = (
+        wh.writer()
+        .execute(
+            f"SELECT count(*), count(*) FILTER (WHERE position <> {int(first)} + file_row_number) "
+            f"FROM read_parquet('{target}', file_row_number = true)"
+        )
+        .fetchall()[0]
+    )
     if rows != max(0, last - first + 1) or out_of_place:
         _copy(wh, select + " ORDER BY position", path, "parquet")
 
@@ -583,8 +706,10 @@ def _select_plain(table: pa.Table, name: str, csv: bool = False) -> str:
     for f in table.schema:
         q = '"' + f.name.replace('"', '""') + '"'
         if pa.types.is_timestamp(f.type):
-            cols.append(f"CASE WHEN microsecond({q}) % 1000000 = 0 THEN strftime({q}, '%Y-%m-%dT%H:%M:%SZ') "
-                        f"ELSE strftime({q}, '%Y-%m-%dT%H:%M:%S.%fZ') END AS {q}")
+            cols.append(
+                f"CASE WHEN microsecond({q}) % 1000000 = 0 THEN strftime({q}, '%Y-%m-%dT%H:%M:%SZ') "
+                f"ELSE strftime({q}, '%Y-%m-%dT%H:%M:%S.%fZ') END AS {q}"
+            )
         elif csv and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)):
             cols.append(f"{csv_safe_sql(q)} AS {q}")
         else:
@@ -618,11 +743,17 @@ def _write_audit(wh: Warehouse, result: AuditResult, folder: Path) -> int:
             finally:
                 rows.unlink()
             attention = len(findings)
-        summary = {"audit": result.name, "title": result.title, "description": result.description,
-                   "params": result.params, "columns": result.columns, "rows": len(result),
-                   "needs_attention": attention, "every_row": [f"audits/{result.name}.csv",
-                                                               f"audits/{result.name}.parquet"],
-                   "findings": findings}
+        summary = {
+            "audit": result.name,
+            "title": result.title,
+            "description": result.description,
+            "params": result.params,
+            "columns": result.columns,
+            "rows": len(result),
+            "needs_attention": attention,
+            "every_row": [f"audits/{result.name}.csv", f"audits/{result.name}.parquet"],
+            "findings": findings,
+        }
         write_private(audits / f"{result.name}.json", orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
         return attention
     finally:
@@ -635,6 +766,7 @@ def _organization(wh: Warehouse) -> dict[str, Any]:
 
 
 # -- charts ------------------------------------------------------------------------------------
+
 
 def _chart_sql() -> dict[str, str]:
     """The named statements of templates/charts.sql (each starts with a `-- name: NAME` line)."""
@@ -659,8 +791,9 @@ CHART_TITLES = {
 }
 
 
-def _charts(wh: Warehouse, secrets: AuditResult | None, start_at: str, end_at: str, first: int, last: int,
-            folder: Path) -> dict[str, dict[str, Any]]:
+def _charts(
+    wh: Warehouse, secrets: AuditResult | None, start_at: str, end_at: str, first: int, last: int, folder: Path
+) -> dict[str, dict[str, Any]]:
     """The figures behind the report's three charts, each also written as charts/NAME.csv."""
     import duckdb
 
@@ -669,9 +802,11 @@ def _charts(wh: Warehouse, secrets: AuditResult | None, start_at: str, end_at: s
     if secrets is not None:
         wh.con.register("secrets_audit", secrets.table)
     else:
-        wh.con.execute("CREATE OR REPLACE TEMP VIEW secrets_audit AS SELECT NULL::VARCHAR AS finding, "
-                       "NULL::TIMESTAMP AS since, NULL::VARCHAR AS who, NULL::VARCHAR AS connector, "
-                       "NULL::VARCHAR AS tenant WHERE FALSE")
+        wh.con.execute(
+            "CREATE OR REPLACE TEMP VIEW secrets_audit AS SELECT NULL::VARCHAR AS finding, "
+            "NULL::TIMESTAMP AS since, NULL::VARCHAR AS who, NULL::VARCHAR AS connector, "
+            "NULL::VARCHAR AS tenant WHERE FALSE"
+        )
     try:
         charts = {}
         for name, sql in statements.items():
@@ -693,6 +828,7 @@ def _charts(wh: Warehouse, secrets: AuditResult | None, start_at: str, end_at: s
 
 # -- signing, hashing, zipping -----------------------------------------------------------------
 
+
 def _canonical(manifest: dict[str, Any]) -> bytes:
     body = {k: v for k, v in manifest.items() if k != "signature"}
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
@@ -704,8 +840,11 @@ def _sign(manifest: dict[str, Any]) -> dict[str, Any]:
 
     key = seal_key()
     if key is not None:
-        manifest["signature"] = {"algorithm": "HMAC-SHA256", "key": "ACCESS_LEDGER_SEAL_KEY",
-                                 "mac": hmac.new(key, _canonical(manifest), hashlib.sha256).hexdigest()}
+        manifest["signature"] = {
+            "algorithm": "HMAC-SHA256",
+            "key": "ACCESS_LEDGER_SEAL_KEY",
+            "mac": hmac.new(key, _canonical(manifest), hashlib.sha256).hexdigest(),
+        }
     return manifest
 
 
@@ -735,8 +874,10 @@ def _sha256_file(path: Path) -> str:
 def _zip(folder: Path, target: Path) -> None:
     partial = target.with_name(target.name + ".partial")
     try:
-        with open_private(partial) as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1,
-                             allowZip64=True) as z:
+        with (
+            open_private(partial) as raw,
+            zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1, allowZip64=True) as z,
+        ):
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 rel = path.relative_to(folder).as_posix()
                 # Parquet is compressed already: stored as is, it zips in no time.
@@ -749,6 +890,7 @@ def _zip(folder: Path, target: Path) -> None:
 
 
 # -- verify ------------------------------------------------------------------------------------
+
 
 def verify_bundle(path: str | Path, **anchors: Path | None) -> BundleCheck:
     """Re-hash every file of a bundle (folder or zip) against its manifest: changed, missing, added; then
@@ -786,10 +928,12 @@ def verify_bundle(path: str | Path, **anchors: Path | None) -> BundleCheck:
     key = seal_key()
     if signature is not None:
         if key is None:
-            check.notes.append("the manifest is signed (HMAC) but ACCESS_LEDGER_SEAL_KEY is not set: signature not "
-                               "checked")
-        elif not hmac.compare_digest(str(signature.get("mac", "")),
-                                     hmac.new(key, _canonical(manifest), hashlib.sha256).hexdigest()):
+            check.notes.append(
+                "the manifest is signed (HMAC) but ACCESS_LEDGER_SEAL_KEY is not set: signature not checked"
+            )
+        elif not hmac.compare_digest(
+            str(signature.get("mac", "")), hmac.new(key, _canonical(manifest), hashlib.sha256).hexdigest()
+        ):
             check.changed.append(MANIFEST)
             check.notes.append("the manifest's signature does not match (manifest edited, or another key)")
         else:
@@ -812,7 +956,7 @@ def _parse_manifest(target: Path, raw: bytes) -> dict[str, Any]:
         raise BundleProblem(f"{target}: {MANIFEST} is not an evidence manifest ({FORMAT})")
     listed = manifest.get("files")
     if not isinstance(listed, dict):
-        raise BundleProblem(f"{target}: {MANIFEST}: \"files\" is not an object of file entries")
+        raise BundleProblem(f'{target}: {MANIFEST}: "files" is not an object of file entries')
     for name, entry in listed.items():
         why = check_name(name)
         if why or name == MANIFEST:
@@ -821,14 +965,14 @@ def _parse_manifest(target: Path, raw: bytes) -> dict[str, Any]:
             raise BundleProblem(f"{MANIFEST}: file entry {name!r} is not an object")
         sha, size = entry.get("sha256"), entry.get("bytes")
         if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
-            raise BundleProblem(f"{MANIFEST}: file entry {name!r}: \"sha256\" is not 64 lowercase hex digits")
+            raise BundleProblem(f'{MANIFEST}: file entry {name!r}: "sha256" is not 64 lowercase hex digits')
         if not (isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 1 << 53):
-            raise BundleProblem(f"{MANIFEST}: file entry {name!r}: \"bytes\" is not a size in bytes")
+            raise BundleProblem(f'{MANIFEST}: file entry {name!r}: "bytes" is not a size in bytes')
     for key in ("period", "ledger", "audits", "charts", "reviews", "tool", "checker"):
         if key in manifest and not isinstance(manifest[key], dict):
-            raise BundleProblem(f"{MANIFEST}: \"{key}\" is not an object")
+            raise BundleProblem(f'{MANIFEST}: "{key}" is not an object')
     if "signature" in manifest and not isinstance(manifest["signature"], dict):
-        raise BundleProblem(f"{MANIFEST}: \"signature\" is not an object")
+        raise BundleProblem(f'{MANIFEST}: "signature" is not an object')
     return manifest
 
 
@@ -837,4 +981,3 @@ def _naive(text: str) -> datetime:
     from ledger.timeutil import parse_instant
 
     return parse_instant(text).astimezone(UTC).replace(tzinfo=None)
-

@@ -18,12 +18,32 @@ ATTENTION: dict[str, frozenset[str] | None] = {
     "secrets": frozenset({"unauthorised-access", "denied-although-authorised"}),
     "sod": None,  # every row: a principal holding both sides of a rule
     "changes": frozenset(),
-    "hygiene": frozenset({"self-grant", "grant-to-deactivated", "expired-not-revoked", "role-without-holders",
-                          "empty-team", "change-without-reason", "confusable-name", "token-of-deactivated",
-                          "admin-token"}),
-    "reviews": frozenset({"overdue-item", "rubber-stamp", "all-keep", "self-review", "revocation-not-carried-out",
-                          "regranted-after-revoke", "privileged-not-reviewed", "closed-with-own-items-open",
-                          "unauthorised-close"}),
+    "hygiene": frozenset(
+        {
+            "self-grant",
+            "grant-to-deactivated",
+            "expired-not-revoked",
+            "role-without-holders",
+            "empty-team",
+            "change-without-reason",
+            "confusable-name",
+            "token-of-deactivated",
+            "admin-token",
+        }
+    ),
+    "reviews": frozenset(
+        {
+            "overdue-item",
+            "rubber-stamp",
+            "all-keep",
+            "self-review",
+            "revocation-not-carried-out",
+            "regranted-after-revoke",
+            "privileged-not-reviewed",
+            "closed-with-own-items-open",
+            "unauthorised-close",
+        }
+    ),
     "leavers": frozenset({"late-deactivation", "access-after-termination"}),
     "authority": None,  # every row: a change its actor was not allowed to make
 }
@@ -47,8 +67,11 @@ def row_counts(audit: str, result: AuditResult) -> tuple[int, int, int]:
 
 def count_words(attention: int, routine: int = 0, review: int = 0) -> str:
     """The report's words for counts of rows: "2 need attention, 9 routine" (and ", N to review")."""
-    return f"{attention:,} need attention" + (f", {routine:,} routine" if routine else "") + (
-        f", {review:,} to review" if review else "")
+    return (
+        f"{attention:,} need attention"
+        + (f", {routine:,} routine" if routine else "")
+        + (f", {review:,} to review" if review else "")
+    )
 
 
 def needs_attention(audit: str, row: dict[str, Any]) -> bool:
@@ -93,12 +116,15 @@ def first_rows(result: AuditResult, limit: int) -> tuple[pa.Table, int]:
     if parts is None:
         return result.table.slice(0, limit), min(n_att, limit)
     att, rest = parts
-    return (result.table.take(pa.concat_arrays([att.slice(0, limit), rest.slice(0, max(0, limit - len(att)))])),
-            min(n_att, limit))
+    return (
+        result.table.take(pa.concat_arrays([att.slice(0, limit), rest.slice(0, max(0, limit - len(att)))])),
+        min(n_att, limit),
+    )
 
 
-def split_rows(result: AuditResult, attention_cap: int, other_cap: int
-               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def split_rows(
+    result: AuditResult, attention_cap: int, other_cap: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The first rows needing attention and the first other rows of an audit, as plain dicts."""
     parts, n_att = attention_order(result)
     table = result.table

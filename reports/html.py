@@ -41,28 +41,28 @@ GRANT, REVOKE, EXPIRE = "#1b6e3a", "#7b8794", "#c25e00"
 ALLOWED, DENIED, BAD = "#1f5fae", "#e37400", "#b3261e"
 MEANING = {
     "unauthorised-access": "A connector's cloud credentials were read by someone whom no role allowed to read them "
-                           "at that moment. Find out how, and whether the credentials must be rotated.",
+    "at that moment. Find out how, and whether the credentials must be rotated.",
     "denied-although-authorised": "The platform refused a read the roles allowed: the platform and the access "
-                                  "policy disagree.",
+    "policy disagree.",
     "dormant-principal": "An active account that used nothing during the review window. Deactivate it or remove "
-                         "its roles; an unused administrator is the most valuable account to an attacker.",
+    "its roles; an unused administrator is the most valuable account to an attacker.",
     "separation-of-duties": "One person or service account holds both sides of a pair of duties that should be "
-                            "split between two people (the rule is named in the row).",
+    "split between two people (the rule is named in the row).",
     "self-grant": "Someone gave access to themselves. Even when justified, a second person should approve it.",
     "grant-to-deactivated": "A deactivated account (typically a leaver) still holds roles or team memberships. They "
-                            "grant nothing while it stays deactivated, but a reactivation would restore them all.",
+    "grant nothing while it stays deactivated, but a reactivation would restore them all.",
     "expired-not-revoked": "A time-bound grant reached its end date but was never removed. It grants nothing now; "
-                           "remove it so the records say what is true.",
+    "remove it so the records say what is true.",
     "role-without-holders": "A custom role nobody holds: delete it or document why it is kept.",
     "empty-team": "A team with no members.",
     "confusable-name": "Two accounts (or teams) whose names look alike, such as a Cyrillic а for a Latin a, 0 for o "
-                       "or I for l: in a review or a log one passes for the other. Check that both are who they "
-                       "claim to be; rename or deactivate the look-alike.",
+    "or I for l: in a review or a log one passes for the other. Check that both are who they "
+    "claim to be; rename or deactivate the look-alike.",
     "token-of-deactivated": "A service token that was never revoked and has not expired, held by an account that "
-                            "was deactivated. The service refuses it while the account stays deactivated; revoke "
-                            "it, or a reactivation makes it work again.",
+    "was deactivated. The service refuses it while the account stays deactivated; revoke "
+    "it, or a reactivation makes it work again.",
     "admin-token": "A service token with the admin scope, which can issue and revoke tokens: keep as few as "
-                   "possible, each with an expiry.",
+    "possible, each with an expiry.",
     "change-without-reason": "An access change recorded without a ticket or justification.",
 }
 FIRST_COLUMNS = ("finding", "rule", "title", "who", "where", "what", "since", "detail")
@@ -78,8 +78,13 @@ def _template(name: str) -> str:
     return resources.files("reports").joinpath("templates", name).read_text(encoding="utf-8")
 
 
-def render_report(context: dict[str, Any], results: dict[str, AuditResult], charts: dict[str, dict[str, Any]],
-                  attention: dict[str, int], reviews: list[dict[str, Any]] | None = None) -> str:
+def render_report(
+    context: dict[str, Any],
+    results: dict[str, AuditResult],
+    charts: dict[str, dict[str, Any]],
+    attention: dict[str, int],
+    reviews: list[dict[str, Any]] | None = None,
+) -> str:
     """The whole report page. `context`: organization, period, generated_at, version, head, digest, verify, events;
     `reviews`: the access review campaigns of the period (reports/review_evidence.py)."""
     org = context.get("organization", {}).get("name") or "the organization"
@@ -95,13 +100,16 @@ def render_report(context: dict[str, Any], results: dict[str, AuditResult], char
         _tampered(context),
         "<header>",
         f"<h1>Access evidence for {escape(org)}</h1>",
-        f"<p class=\"sub\">Period {escape(period['from'])} to {escape(period['to'])} &middot; "
-        + (f"<strong class=\"coverage\">{escape(period['coverage'])}</strong> &middot; " if period.get("coverage")
-           else "") +
-        f"{context['events']:,} events &middot; generated {escape(context['generated_at'])} by access-ledger "
+        f'<p class="sub">Period {escape(period["from"])} to {escape(period["to"])} &middot; '
+        + (
+            f'<strong class="coverage">{escape(period["coverage"])}</strong> &middot; '
+            if period.get("coverage")
+            else ""
+        )
+        + f"{context['events']:,} events &middot; generated {escape(context['generated_at'])} by access-ledger "
         f"{escape(context['version'])}</p>",
         '<nav><a href="#summary">Summary</a><a href="#charts">Charts</a><a href="#principals">People and '
-        'accounts</a>'
+        "accounts</a>"
         + "".join(f'<a href="#{escape(n)}">{escape(r.title)}</a>' for n, r in results.items())
         + '<a href="#access-reviews">Access reviews</a><a href="#check">Checking this bundle</a></nav>',
         "</header><main>",
@@ -115,8 +123,9 @@ def render_report(context: dict[str, Any], results: dict[str, AuditResult], char
         "be changed afterwards without detection. Six audits read those events. Findings marked in red need "
         "someone to act; the rest is the material a reviewer signs off. Every name is a link to what that person "
         "or account holds, where from, when they last used it and their findings.</p>",
-        f"<p><strong>{total}</strong> finding{'s' if total != 1 else ''} need{'s' if total == 1 else ''} "
-        "attention.</p>" if total else "<p>No finding needs attention.</p>",
+        f"<p><strong>{total}</strong> finding{'s' if total != 1 else ''} need{'s' if total == 1 else ''} attention.</p>"
+        if total
+        else "<p>No finding needs attention.</p>",
         _cards(results, attention),
         _attention_table(findings),
         '<h2 id="charts">Charts</h2>',
@@ -127,36 +136,48 @@ def render_report(context: dict[str, Any], results: dict[str, AuditResult], char
     ]
     for name, result in results.items():
         parts.append(_audit_section(name, result, attention.get(name, 0)))
-    parts += [_reviews_section(reviews or []), _check_section(context, results), "</main>",
-              f"<footer>access-ledger {escape(context['version'])} &middot; ledger head position "
-              f"{context['head']:,} &middot; this page loads nothing from the network.</footer>",
-              f"<script>{_template('report.js')}</script>", "</body></html>"]
+    parts += [
+        _reviews_section(reviews or []),
+        _check_section(context, results),
+        "</main>",
+        f"<footer>access-ledger {escape(context['version'])} &middot; ledger head position "
+        f"{context['head']:,} &middot; this page loads nothing from the network.</footer>",
+        f"<script>{_template('report.js')}</script>",
+        "</body></html>",
+    ]
     return "\n".join(parts) + "\n"
 
 
 # -- sections ----------------------------------------------------------------------------------
+
 
 def _tampered(context: dict[str, Any]) -> str:
     """The page's first banner when the ledger failed verify at export (exported with --allow-tampered)."""
     v = context["verify"]
     if v.get("ok"):
         return ""
-    return (f'<div class="banner bad" id="tampered"><strong>TAMPERED LEDGER.</strong><span>verify failed at export '
-            f"(position {escape(str(v.get('first_bad_position')))}: {escape(str(v.get('problem')))}); this bundle "
-            "was exported anyway with --allow-tampered. Nothing in it can be relied on.</span></div>")
+    return (
+        f'<div class="banner bad" id="tampered"><strong>TAMPERED LEDGER.</strong><span>verify failed at export '
+        f"(position {escape(str(v.get('first_bad_position')))}: {escape(str(v.get('problem')))}); this bundle "
+        "was exported anyway with --allow-tampered. Nothing in it can be relied on.</span></div>"
+    )
 
 
 def _integrity(context: dict[str, Any]) -> str:
     v = context["verify"]
     link = escape(str(v.get("link", ""))[:16])
     if v.get("ok"):
-        return (f'<div class="banner"><strong>Record intact.</strong><span>At export time the hash chain over all '
-                f"{v.get('events', 0):,} events of the ledger verified (head position {v.get('head', 0):,}, link "
-                f"<code>{link}&hellip;</code>). The ledger digest is in <code>digest.json</code>: keep a copy "
-                "outside the ledger to detect any later rewrite.</span></div>")
-    return (f'<div class="banner bad"><strong>Record NOT intact.</strong><span>At export time verify failed at '
-            f"position {escape(str(v.get('first_bad_position')))}: {escape(str(v.get('problem')))}. Treat every "
-            "finding below with suspicion.</span></div>")
+        return (
+            f'<div class="banner"><strong>Record intact.</strong><span>At export time the hash chain over all '
+            f"{v.get('events', 0):,} events of the ledger verified (head position {v.get('head', 0):,}, link "
+            f"<code>{link}&hellip;</code>). The ledger digest is in <code>digest.json</code>: keep a copy "
+            "outside the ledger to detect any later rewrite.</span></div>"
+        )
+    return (
+        f'<div class="banner bad"><strong>Record NOT intact.</strong><span>At export time verify failed at '
+        f"position {escape(str(v.get('first_bad_position')))}: {escape(str(v.get('problem')))}. Treat every "
+        "finding below with suspicion.</span></div>"
+    )
 
 
 def _cards(results: dict[str, AuditResult], attention: dict[str, int]) -> str:
@@ -166,10 +187,12 @@ def _cards(results: dict[str, AuditResult], attention: dict[str, int]) -> str:
         review = name in ("review", "changes")
         cls = "bad" if n else ("info" if review else "")
         figure = f"{len(r):,}" if review else str(n)
-        label = ("rows to review" if review else ("need attention" if n else "nothing to act on"))
-        out.append(f'<div class="card {cls}"><a href="#{escape(name)}"><div class="t">{escape(r.title)}</div>'
-                   f'<div class="n">{figure}</div><div class="d">{label} &middot; {len(r):,} rows in all</div></a>'
-                   "</div>")
+        label = "rows to review" if review else ("need attention" if n else "nothing to act on")
+        out.append(
+            f'<div class="card {cls}"><a href="#{escape(name)}"><div class="t">{escape(r.title)}</div>'
+            f'<div class="n">{figure}</div><div class="d">{label} &middot; {len(r):,} rows in all</div></a>'
+            "</div>"
+        )
     out.append("</div>")
     return "".join(out)
 
@@ -184,9 +207,18 @@ def _attention_rows(results: dict[str, AuditResult]) -> list[dict[str, Any]]:
             detail = row.get("detail") or row.get("title") or row.get("context") or ""
             if name == "least-privilege" and row.get("held_roles"):
                 detail = "holds " + ", ".join(row["held_roles"])
-            rows.append({"audit": result.title, "finding": kind, "who": row.get("who"), "where": row.get("where"),
-                         "what": row.get("what"), "since": plain(row.get("since")), "detail": detail,
-                         "positions": row.get("positions")})
+            rows.append(
+                {
+                    "audit": result.title,
+                    "finding": kind,
+                    "who": row.get("who"),
+                    "where": row.get("where"),
+                    "what": row.get("what"),
+                    "since": plain(row.get("since")),
+                    "detail": detail,
+                    "positions": row.get("positions"),
+                }
+            )
     return rows
 
 
@@ -198,11 +230,13 @@ def _attention_table(rows: list[dict[str, Any]]) -> str:
     kinds = {r["finding"] for r in rows}
     legend = "".join(f"<dt>{escape(k)}</dt><dd>{escape(MEANING[k])}</dd>" for k in sorted(kinds) if k in MEANING)
     columns = ["audit", "finding", "who", "where", "what", "since", "detail", "positions"]
-    return ("<h3>Findings to act on</h3><p>One row per finding, from every audit. Click a column to sort, a name "
-            "for everything about that principal. Positions are the ledger positions of the events behind each "
-            "finding (see <code>events/events.jsonl</code>).</p>"
-            + _table("attention", pa.Table.from_pylist(rows), columns, None, len(rows), len(rows), None)
-            + f'<dl class="meaning">{legend}</dl>')
+    return (
+        "<h3>Findings to act on</h3><p>One row per finding, from every audit. Click a column to sort, a name "
+        "for everything about that principal. Positions are the ledger positions of the events behind each "
+        "finding (see <code>events/events.jsonl</code>).</p>"
+        + _table("attention", pa.Table.from_pylist(rows), columns, None, len(rows), len(rows), None)
+        + f'<dl class="meaning">{legend}</dl>'
+    )
 
 
 def _principals_section(results: dict[str, AuditResult], findings: list[dict[str, Any]]) -> str:
@@ -221,10 +255,13 @@ def _principals_section(results: dict[str, AuditResult], findings: list[dict[str
     held: dict[str, tuple[int, list[str], str | None]] = {}
     review = results.get("review")
     if review is not None and {"who", "where", "last_used"} <= set(review.columns):
-        grouped = review.table.group_by("who").aggregate([("who", "count"), ("where", "distinct"),
-                                                          ("last_used", "max")])
-        for who, n, where, last in zip(*(grouped.column(c).to_pylist() for c in
-                                         ("who", "who_count", "where_distinct", "last_used_max")), strict=True):
+        grouped = review.table.group_by("who").aggregate(
+            [("who", "count"), ("where", "distinct"), ("last_used", "max")]
+        )
+        for who, n, where, last in zip(
+            *(grouped.column(c).to_pylist() for c in ("who", "who_count", "where_distinct", "last_used_max")),
+            strict=True,
+        ):
             held[who] = (n, sorted(w for w in where if w), last)
     counts: dict[str, int] = {}
     for row in findings:
@@ -232,14 +269,25 @@ def _principals_section(results: dict[str, AuditResult], findings: list[dict[str
     rows = []
     for who in sorted(audits):
         n, where, last = held.get(who, (0, [], None))
-        rows.append({"who": who, "kind": who.split(":", 1)[0], "permissions": n, "where": where, "last_used": last,
-                     "findings": counts.get(who, 0), "audits": audits[who]})
+        rows.append(
+            {
+                "who": who,
+                "kind": who.split(":", 1)[0],
+                "permissions": n,
+                "where": where,
+                "last_used": last,
+                "findings": counts.get(who, 0),
+                "audits": audits[who],
+            }
+        )
     table = pa.Table.from_pylist(rows)
-    return ('<h2 id="principals">People and accounts</h2><p>Every user, team and service account the audits name, '
-            "with how many permissions the access review shows them holding, where, their last use of any, and "
-            "their findings. A name opens everything about that principal: what they hold and where from (role, "
-            "team), when each was last used, and every row of every audit that names them.</p>"
-            + _table("principals", table, list(table.column_names), None, len(rows), 0, None))
+    return (
+        '<h2 id="principals">People and accounts</h2><p>Every user, team and service account the audits name, '
+        "with how many permissions the access review shows them holding, where, their last use of any, and "
+        "their findings. A name opens everything about that principal: what they hold and where from (role, "
+        "team), when each was last used, and every row of every audit that names them.</p>"
+        + _table("principals", table, list(table.column_names), None, len(rows), 0, None)
+    )
 
 
 def _audit_section(name: str, result: AuditResult, attention: int) -> str:
@@ -247,10 +295,15 @@ def _audit_section(name: str, result: AuditResult, attention: int) -> str:
     if "finding" in result.columns:
         for pair in result.table.column("finding").value_counts().to_pylist():
             counts[pair["values"]] = pair["counts"]
-    chips = "".join(f'<span class="chip{" bad" if needs_attention(name, {"finding": k}) else ""}">{escape(str(k))}: '
-                    f"{v:,}</span>" for k, v in sorted(counts.items(), key=lambda kv: str(kv[0])))
-    params = ", ".join(f"{k} {v}" for k, v in result.params.items() if k not in ("principal", "tenant") and v
-                       is not None and k != "window_start")
+    chips = "".join(
+        f'<span class="chip{" bad" if needs_attention(name, {"finding": k}) else ""}">{escape(str(k))}: {v:,}</span>'
+        for k, v in sorted(counts.items(), key=lambda kv: str(kv[0]))
+    )
+    params = ", ".join(
+        f"{k} {v}"
+        for k, v in result.params.items()
+        if k not in ("principal", "tenant") and v is not None and k != "window_start"
+    )
     columns = [c for c in FIRST_COLUMNS if c in result.columns] + [c for c in result.columns if c not in FIRST_COLUMNS]
     shown, n_att = first_rows(result, ROW_LIMIT)
     routine = None
@@ -261,29 +314,49 @@ def _audit_section(name: str, result: AuditResult, attention: int) -> str:
         kinds = pa.array(sorted(ROUTINE[name]))
         hidden = pc.sum(pc.is_in(shown.column("finding"), value_set=kinds)).as_py() or 0  # of the rows in the page
         routine = {"column": "finding", "values": kinds.to_pylist(), "rows": hidden}
-    return (f'<h2 id="{escape(name)}">{escape(result.title)}</h2><p>{escape(result.description)}</p>'
-            f'<p class="caption">Run with: {escape(params)}. '
-            f"{'<strong>' + str(attention) + ' need attention</strong> (highlighted, first). ' if attention else ''}"
-            f"Every row is in <code>audits/{escape(name)}.csv</code> and <code>.parquet</code>; "
-            f"<code>audits/{escape(name)}.json</code> holds the summary and the rows needing attention.</p>"
-            + (f'<div class="chips">{chips}</div>' if chips else "")
-            + _table(f"t-{name}", shown, columns, routine, len(result),
-                     n_att, f"audits/{name}.csv"))
+    return (
+        f'<h2 id="{escape(name)}">{escape(result.title)}</h2><p>{escape(result.description)}</p>'
+        f'<p class="caption">Run with: {escape(params)}. '
+        f"{'<strong>' + str(attention) + ' need attention</strong> (highlighted, first). ' if attention else ''}"
+        f"Every row is in <code>audits/{escape(name)}.csv</code> and <code>.parquet</code>; "
+        f"<code>audits/{escape(name)}.json</code> holds the summary and the rows needing attention.</p>"
+        + (f'<div class="chips">{chips}</div>' if chips else "")
+        + _table(f"t-{name}", shown, columns, routine, len(result), n_att, f"audits/{name}.csv")
+    )
 
 
-REVIEW_COLUMNS = ("item", "principal", "role", "tenant", "resource", "via", "privileged", "reviewer", "decision",
-                  "decided_at", "decision_position", "reason", "outcome", "remediation", "removal_position",
-                  "removed_at", "seconds_to_revoke", "exception")
+REVIEW_COLUMNS = (
+    "item",
+    "principal",
+    "role",
+    "tenant",
+    "resource",
+    "via",
+    "privileged",
+    "reviewer",
+    "decision",
+    "decided_at",
+    "decision_position",
+    "reason",
+    "outcome",
+    "remediation",
+    "removal_position",
+    "removed_at",
+    "seconds_to_revoke",
+    "exception",
+)
 
 
 def _reviews_section(reviews: list[dict[str, Any]]) -> str:
     """Per access review campaign of the period: scope, population, progress, every decision, remediation, exceptions."""
-    head = ('<h2 id="access-reviews">Access reviews</h2><p>Each campaign of the period: who reviewed which access, '
-            "every decision with its reviewer, time and reason, the removal event that carried out each revocation "
-            "and how long after the decision it came, and what was left as an exception. The population was fixed "
-            "when the campaign started; its file holds it exactly as hashed into the start event, so "
-            "<code>sha256sum</code> of the file gives the SHA-256 shown, and <code>check_bundle.py</code> checks "
-            "it against the chained event.</p>")
+    head = (
+        '<h2 id="access-reviews">Access reviews</h2><p>Each campaign of the period: who reviewed which access, '
+        "every decision with its reviewer, time and reason, the removal event that carried out each revocation "
+        "and how long after the decision it came, and what was left as an exception. The population was fixed "
+        "when the campaign started; its file holds it exactly as hashed into the start event, so "
+        "<code>sha256sum</code> of the file gives the SHA-256 shown, and <code>check_bundle.py</code> checks "
+        "it against the chained event.</p>"
+    )
     if not reviews:
         return head + "<p>No access review campaign was started or open in this period.</p>"
     return head + "".join(_campaign(i, r) for i, r in enumerate(reviews, 1))
@@ -295,19 +368,36 @@ def _campaign(index: int, r: dict[str, Any]) -> str:
     scope, population, closed = r["scope"], r["population"], r["closed"]
     teams = "".join(f"; {escape(pair.replace('=', ' reviewed by '))}" for pair in scope["reviewers"])
     facts = [
-        ("Scope", f"tenants {escape(', '.join(scope['tenants']))}; "
-                  + ("privileged assignments only" if scope["privileged_only"] else "every assignment in force")),
-        ("Reviewers", escape(scope["reviewer"]) + teams
-         + (f"; fallback {escape(scope['fallback_reviewer'])}" if scope.get("fallback_reviewer") else "")),
+        (
+            "Scope",
+            f"tenants {escape(', '.join(scope['tenants']))}; "
+            + ("privileged assignments only" if scope["privileged_only"] else "every assignment in force"),
+        ),
+        (
+            "Reviewers",
+            escape(scope["reviewer"])
+            + teams
+            + (f"; fallback {escape(scope['fallback_reviewer'])}" if scope.get("fallback_reviewer") else ""),
+        ),
         ("Owner", escape(r["owner"])),
-        ("Started", f"{escape(r['started_at'])} (position {r['start_position']:,}; population as of position "
-                    f"{r['as_of_position']:,})" + (f"; due {escape(scope['due'])}" if scope.get("due") else "")),
-        ("Closed", "not by the end of the period" if closed is None else
-         f"{escape(closed['at'])} by {escape(closed['actor'])} (position {closed['position']:,}); undecided items: "
-         f"{escape(closed['undecided'])}; revocations " + ("applied by the close" if closed["auto_revoke"] else
-                                                            "left to be recorded when done")),
-        ("Population", f"{population['items']:,} items, SHA-256 <code>{escape(population['sha256'])}</code> in "
-                       f"<code>{escape(population['file'])}</code>"),
+        (
+            "Started",
+            f"{escape(r['started_at'])} (position {r['start_position']:,}; population as of position "
+            f"{r['as_of_position']:,})" + (f"; due {escape(scope['due'])}" if scope.get("due") else ""),
+        ),
+        (
+            "Closed",
+            "not by the end of the period"
+            if closed is None
+            else f"{escape(closed['at'])} by {escape(closed['actor'])} (position {closed['position']:,}); undecided items: "
+            f"{escape(closed['undecided'])}; revocations "
+            + ("applied by the close" if closed["auto_revoke"] else "left to be recorded when done"),
+        ),
+        (
+            "Population",
+            f"{population['items']:,} items, SHA-256 <code>{escape(population['sha256'])}</code> in "
+            f"<code>{escape(population['file'])}</code>",
+        ),
     ]
     out = [f'<h3 id="review-{index}">Campaign {escape(r["campaign"])}</h3>', '<dl class="meaning">']
     out += [f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts]
@@ -316,29 +406,61 @@ def _campaign(index: int, r: dict[str, Any]) -> str:
         return "".join(out)
     p = r["progress"]
     per = "; ".join(f"{escape(who)} {n['decided']:,} of {n['items']:,}" for who, n in r["reviewers"].items())
-    out.append(f"<dt>Progress</dt><dd>{p['decided']:,} of {p['items']:,} items decided ({p['kept']:,} kept, "
-               f"{p['decided'] - p['kept']:,} revoked); per reviewer: {per}</dd>")
+    out.append(
+        f"<dt>Progress</dt><dd>{p['decided']:,} of {p['items']:,} items decided ({p['kept']:,} kept, "
+        f"{p['decided'] - p['kept']:,} revoked); per reviewer: {per}</dd>"
+    )
     waits = sorted(i["time_to_revoke_seconds"] for i in r["items"] if i["time_to_revoke_seconds"] is not None)
-    out.append(f"<dt>Remediation</dt><dd>{p['carried_out']:,} of {p['revoked']:,} revocations carried out"
-               + (f"; time to revoke: median {_duration(waits[len(waits) // 2])}, longest {_duration(waits[-1])}"
-                  if waits else "") + "</dd></dl>")
+    out.append(
+        f"<dt>Remediation</dt><dd>{p['carried_out']:,} of {p['revoked']:,} revocations carried out"
+        + (
+            f"; time to revoke: median {_duration(waits[len(waits) // 2])}, longest {_duration(waits[-1])}"
+            if waits
+            else ""
+        )
+        + "</dd></dl>"
+    )
     exceptions = r["exceptions"]
     if exceptions:
-        out.append(f'<p class="limit"><strong>{len(exceptions):,} exception{"s" if len(exceptions) != 1 else ""}'
-                   "</strong> (first in the table): "
-                   + "; ".join(f"item {e['item']} ({escape(e['principal'])}, {escape(e['role'])} in "
-                               f"{escape(e['tenant'])}): {escape(e['exception'])}" for e in exceptions[:LIST_SHOWN])
-                   + (f"; and {len(exceptions) - LIST_SHOWN:,} more in <code>{escape(r['file'])}</code>"
-                      if len(exceptions) > LIST_SHOWN else "") + ".</p>")
+        out.append(
+            f'<p class="limit"><strong>{len(exceptions):,} exception{"s" if len(exceptions) != 1 else ""}'
+            "</strong> (first in the table): "
+            + "; ".join(
+                f"item {e['item']} ({escape(e['principal'])}, {escape(e['role'])} in "
+                f"{escape(e['tenant'])}): {escape(e['exception'])}"
+                for e in exceptions[:LIST_SHOWN]
+            )
+            + (
+                f"; and {len(exceptions) - LIST_SHOWN:,} more in <code>{escape(r['file'])}</code>"
+                if len(exceptions) > LIST_SHOWN
+                else ""
+            )
+            + ".</p>"
+        )
     else:
         out.append("<p>No exception.</p>")
     items = sorted(r["items"], key=lambda i: (i["exception"] is None, i["item"]))[:ROW_LIMIT]
-    rows = [{**{c: i.get(c) for c in REVIEW_COLUMNS}, "remediation": (i["remediation"] or {}).get("type"),
-             "removal_position": (i["remediation"] or {}).get("position"),
-             "removed_at": (i["remediation"] or {}).get("at"), "seconds_to_revoke": i["time_to_revoke_seconds"]}
-            for i in items]
-    out.append(_table(f"rv-{index}", pa.Table.from_pylist(rows), list(REVIEW_COLUMNS), None, len(r["items"]),
-                      len(exceptions), r["file"]))
+    rows = [
+        {
+            **{c: i.get(c) for c in REVIEW_COLUMNS},
+            "remediation": (i["remediation"] or {}).get("type"),
+            "removal_position": (i["remediation"] or {}).get("position"),
+            "removed_at": (i["remediation"] or {}).get("at"),
+            "seconds_to_revoke": i["time_to_revoke_seconds"],
+        }
+        for i in items
+    ]
+    out.append(
+        _table(
+            f"rv-{index}",
+            pa.Table.from_pylist(rows),
+            list(REVIEW_COLUMNS),
+            None,
+            len(r["items"]),
+            len(exceptions),
+            r["file"],
+        )
+    )
     return "".join(out)
 
 
@@ -350,40 +472,46 @@ def _duration(seconds: int) -> str:
 
 
 def _check_section(context: dict[str, Any], results: dict[str, AuditResult]) -> str:
-    sql = "".join(f"<details><summary>{escape(r.title)}: {escape(', '.join(r.sql))}</summary>"
-                  + "".join(f"<h3>{escape(f)}</h3><pre>{escape(text)}</pre>" for f, text in r.sql.items())
-                  + "</details>" for r in results.values())
+    sql = "".join(
+        f"<details><summary>{escape(r.title)}: {escape(', '.join(r.sql))}</summary>"
+        + "".join(f"<h3>{escape(f)}</h3><pre>{escape(text)}</pre>" for f, text in r.sql.items())
+        + "</details>"
+        for r in results.values()
+    )
     digest = context["digest"]
-    return ('<h2 id="check">Checking this bundle</h2>'
-            "<p><code>manifest.json</code> lists every other file of this bundle with its SHA-256, and records the "
-            "period, the command that made the bundle, the ledger's digest and the result of verifying the ledger "
-            "when it was made. To check that nothing was changed, removed or added since:</p>"
-            "<pre>access-ledger evidence verify PATH-OF-THIS-BUNDLE</pre>"
-            "<p>Each audit is in <code>audits/</code>: every row as CSV (a cell a spreadsheet would take for a "
-            "formula starts with <code>'</code>) and as Parquet (the exact values), and its summary with only the "
-            "rows needing attention as JSON.</p>"
-            "<p>That also recomputes the hash chain over the bundle's events (<code>events/chain.jsonl</code> holds "
-            "what the chain covers beside each line of <code>events/events.jsonl</code>, the manifest its start "
-            "and end links). Nothing inside a bundle can vouch for itself: anchor it with what you hold outside "
-            "it, <code>--digest</code> a digest taken at export time, <code>--public-key signing.pub</code> the "
-            "signer's public key (the manifest must carry its signature), or <code>--after PREVIOUS-BUNDLE</code> "
-            "(this one must start exactly where that one ended). Without access-ledger installed, the bundle "
-            "is checked with Python alone (and <code>cryptography</code> or <code>openssl</code> for the "
-            "signature) by a checker you obtained independently, never by the <code>check_bundle.py</code> "
-            "that travelled inside this bundle: write one with <code>access-ledger evidence checker --out "
-            "check_bundle.py</code> on an installation you trust, or compare its SHA-256 with the one the "
-            "access-ledger README publishes (the manifest's <code>checker</code> names the exporter's). Always "
-            "run it isolated (<code>-I</code>), so no file beside it is imported:</p>"
-            "<pre>python3 -I YOUR-CHECKER.py PATH-OF-THIS-BUNDLE --public-key signing.pub --digest "
-            "YOUR-DIGEST.json</pre>"
-            "<p>To check the ledger itself has not been rewritten since this export (run where the ledger is):</p>"
-            "<pre>access-ledger verify --digest digest.json</pre>"
-            f"<p>Digest: position {digest.get('position'):,}, link <code>{escape(str(digest.get('link')))}</code>"
-            "</p><h3>The queries</h3><p>Each audit is a SQL query over the event log, run with DuckDB; the text "
-            "of each, as run, is below and in the manifest.</p>" + sql)
+    return (
+        '<h2 id="check">Checking this bundle</h2>'
+        "<p><code>manifest.json</code> lists every other file of this bundle with its SHA-256, and records the "
+        "period, the command that made the bundle, the ledger's digest and the result of verifying the ledger "
+        "when it was made. To check that nothing was changed, removed or added since:</p>"
+        "<pre>access-ledger evidence verify PATH-OF-THIS-BUNDLE</pre>"
+        "<p>Each audit is in <code>audits/</code>: every row as CSV (a cell a spreadsheet would take for a "
+        "formula starts with <code>'</code>) and as Parquet (the exact values), and its summary with only the "
+        "rows needing attention as JSON.</p>"
+        "<p>That also recomputes the hash chain over the bundle's events (<code>events/chain.jsonl</code> holds "
+        "what the chain covers beside each line of <code>events/events.jsonl</code>, the manifest its start "
+        "and end links). Nothing inside a bundle can vouch for itself: anchor it with what you hold outside "
+        "it, <code>--digest</code> a digest taken at export time, <code>--public-key signing.pub</code> the "
+        "signer's public key (the manifest must carry its signature), or <code>--after PREVIOUS-BUNDLE</code> "
+        "(this one must start exactly where that one ended). Without access-ledger installed, the bundle "
+        "is checked with Python alone (and <code>cryptography</code> or <code>openssl</code> for the "
+        "signature) by a checker you obtained independently, never by the <code>check_bundle.py</code> "
+        "that travelled inside this bundle: write one with <code>access-ledger evidence checker --out "
+        "check_bundle.py</code> on an installation you trust, or compare its SHA-256 with the one the "
+        "access-ledger README publishes (the manifest's <code>checker</code> names the exporter's). Always "
+        "run it isolated (<code>-I</code>), so no file beside it is imported:</p>"
+        "<pre>python3 -I YOUR-CHECKER.py PATH-OF-THIS-BUNDLE --public-key signing.pub --digest "
+        "YOUR-DIGEST.json</pre>"
+        "<p>To check the ledger itself has not been rewritten since this export (run where the ledger is):</p>"
+        "<pre>access-ledger verify --digest digest.json</pre>"
+        f"<p>Digest: position {digest.get('position'):,}, link <code>{escape(str(digest.get('link')))}</code>"
+        "</p><h3>The queries</h3><p>Each audit is a SQL query over the event log, run with DuckDB; the text "
+        "of each, as run, is below and in the manifest.</p>" + sql
+    )
 
 
 # -- tables ------------------------------------------------------------------------------------
+
 
 def _text(value: Any) -> str | None:
     """The text a cell shows for one value (None: empty)."""
@@ -448,20 +576,33 @@ def _joined(lists: pa.Array) -> pa.Array:
     lengths = pc.fill_null(pc.list_value_length(lists), 0)
     if not pc.any(pc.greater(lengths, LIST_SHOWN)).as_py():
         return text
-    more = pc.if_else(pc.greater(lengths, LIST_SHOWN),
-                      pc.binary_join_element_wise(
-                          " (+", pc.cast(pc.subtract(lengths, LIST_SHOWN), pa.string()), " more)", ""), "")
+    more = pc.if_else(
+        pc.greater(lengths, LIST_SHOWN),
+        pc.binary_join_element_wise(" (+", pc.cast(pc.subtract(lengths, LIST_SHOWN), pa.string()), " more)", ""),
+        "",
+    )
     return pc.binary_join_element_wise(text, more, "")
 
 
-def _table(tid: str, table: pa.Table, columns: list[str], routine: dict[str, Any] | None, total: int,
-           attention: int, csv: str | None) -> str:
+def _table(
+    tid: str,
+    table: pa.Table,
+    columns: list[str],
+    routine: dict[str, Any] | None,
+    total: int,
+    attention: int,
+    csv: str | None,
+) -> str:
     """A table's frame, filled by report.js from its data (the rows in `table`, already in order:
     those needing attention first, `attention` of them)."""
     if total == 0:
         return '<p class="caption">No rows.</p>'
-    data: dict[str, Any] = {"columns": columns, "rows": table.num_rows, "attention": attention,
-                            "values": [_column(table.column(c)) for c in columns]}
+    data: dict[str, Any] = {
+        "columns": columns,
+        "rows": table.num_rows,
+        "attention": attention,
+        "values": [_column(table.column(c)) for c in columns],
+    }
     if routine:
         data["routine"] = routine
     raw = orjson.dumps(data)
@@ -473,18 +614,24 @@ def _table(tid: str, table: pa.Table, columns: list[str], routine: dict[str, Any
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     limit = ""
     if total > table.num_rows:
-        limit = (f'<p class="limit">This table holds the first {table.num_rows:,} of {total:,} rows (findings '
-                 f"needing attention first): a report table stops at {ROW_LIMIT:,} rows. Every row is in "
-                 f"<code>{escape(csv or '')}</code> beside this report.</p>")
+        limit = (
+            f'<p class="limit">This table holds the first {table.num_rows:,} of {total:,} rows (findings '
+            f"needing attention first): a report table stops at {ROW_LIMIT:,} rows. Every row is in "
+            f"<code>{escape(csv or '')}</code> beside this report.</p>"
+        )
     switch = ""
     if routine:
-        switch = (f'<label class="switch"><input type="checkbox" id="{tid}-all"> all rows (also the '
-                  f"{routine['rows']:,} routine {escape(', '.join(routine['values']))} rows)</label>")
-    return (f'<div class="tools"><input id="{tid}-filter" type="search" placeholder="Search all rows" '
-            f'aria-label="Search all rows">{switch}<span id="{tid}-count" class="count"></span></div>'
-            f'<div class="tablebox"><table id="{tid}" class="sortable" data-total="{total}"><thead><tr>{head}</tr>'
-            f'</thead><tbody></tbody></table></div><div class="pager" id="{tid}-pager"></div>{limit}'
-            f'<script type="application/json" id="{tid}-data" data-encoding="{encoding}">{text}</script>')
+        switch = (
+            f'<label class="switch"><input type="checkbox" id="{tid}-all"> all rows (also the '
+            f"{routine['rows']:,} routine {escape(', '.join(routine['values']))} rows)</label>"
+        )
+    return (
+        f'<div class="tools"><input id="{tid}-filter" type="search" placeholder="Search all rows" '
+        f'aria-label="Search all rows">{switch}<span id="{tid}-count" class="count"></span></div>'
+        f'<div class="tablebox"><table id="{tid}" class="sortable" data-total="{total}"><thead><tr>{head}</tr>'
+        f'</thead><tbody></tbody></table></div><div class="pager" id="{tid}-pager"></div>{limit}'
+        f'<script type="application/json" id="{tid}-data" data-encoding="{encoding}">{text}</script>'
+    )
 
 
 # -- charts ------------------------------------------------------------------------------------
@@ -510,36 +657,47 @@ def _x_labels(days: list[str], x: Any) -> str:
             if x(i) + 7.0 * len(label) > W:  # would be cut at the right edge
                 break
             free_from = x(i) + 7.0 * len(label) + 10  # 11px system-ui: under 7px a character
-            out.append(f'<line x1="{x(i):.1f}" y1="{H - BOTTOM}" x2="{x(i):.1f}" y2="{H - BOTTOM + 4}" '
-                       f'stroke="#9aa5b1"/><text class="month" x="{x(i):.1f}" y="{H - BOTTOM + 16}" font-size="11" '
-                       f'fill="#5f6b7a">{label}</text>')
+            out.append(
+                f'<line x1="{x(i):.1f}" y1="{H - BOTTOM}" x2="{x(i):.1f}" y2="{H - BOTTOM + 4}" '
+                f'stroke="#9aa5b1"/><text class="month" x="{x(i):.1f}" y="{H - BOTTOM + 16}" font-size="11" '
+                f'fill="#5f6b7a">{label}</text>'
+            )
     return "".join(out)
 
 
 def _y_axis(lo: float, hi: float, y: Any) -> str:
     span = max(1.0, hi - lo)
-    step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10_000, 50_000,
-                            100_000, 10**9) if span / s <= 6)
+    step = next(
+        s
+        for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10_000, 50_000, 100_000, 10**9)
+        if span / s <= 6
+    )
     out = []
     v = math.ceil(lo / step) * step  # the lowest tick inside the plot
     while v <= hi:
-        out.append(f'<line x1="{LEFT}" y1="{y(v):.1f}" x2="{W - RIGHT}" y2="{y(v):.1f}" stroke="#eef0f3"/>'
-                   f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" font-size="11" text-anchor="end" fill="#5f6b7a">'
-                   f"{abs(v):,}</text>")
+        out.append(
+            f'<line x1="{LEFT}" y1="{y(v):.1f}" x2="{W - RIGHT}" y2="{y(v):.1f}" stroke="#eef0f3"/>'
+            f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" font-size="11" text-anchor="end" fill="#5f6b7a">'
+            f"{abs(v):,}</text>"
+        )
         v += step
     return "".join(out)
 
 
 def _svg(label: str, body: str) -> str:
-    return (f'<svg viewBox="0 0 {W} {H}" role="img" aria-label="{escape(label)}" '
-            f'font-family="system-ui, sans-serif">{body}'
-            f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT}" y2="{H - BOTTOM}" stroke="#9aa5b1"/></svg>')
+    return (
+        f'<svg viewBox="0 0 {W} {H}" role="img" aria-label="{escape(label)}" '
+        f'font-family="system-ui, sans-serif">{body}'
+        f'<line x1="{LEFT}" y1="{H - BOTTOM}" x2="{W - RIGHT}" y2="{H - BOTTOM}" stroke="#9aa5b1"/></svg>'
+    )
 
 
 def _figure(cid: str, title: str, caption: str, svg: str, legend: list[tuple[str, str]]) -> str:
     keys = "".join(f'<span style="--c:{c}">{escape(t)}</span>' for t, c in legend)
-    return (f'<figure class="chart" id="chart-{cid}"><h3>{escape(title)}</h3><p class="caption">{caption}</p>'
-            f'{svg}<div class="legend">{keys}</div></figure>')
+    return (
+        f'<figure class="chart" id="chart-{cid}"><h3>{escape(title)}</h3><p class="caption">{caption}</p>'
+        f'{svg}<div class="legend">{keys}</div></figure>'
+    )
 
 
 def _scales(n: int, lo: float, hi: float) -> tuple[Any, Any]:
@@ -551,6 +709,7 @@ def _scales(n: int, lo: float, hi: float) -> tuple[Any, Any]:
 
     def y(v: float) -> float:
         return TOP + height * (hi - v) / max(1e-9, hi - lo)
+
     return x, y
 
 
@@ -558,17 +717,24 @@ def _privileged_chart(chart: dict[str, Any] | None) -> str:
     title = "Who could read cloud credentials, per tenant"
     rows = (chart or {}).get("rows") or []
     days = sorted({r["at"] for r in rows})
-    caption = ("Each line is a tenant; its height is the number of people and service accounts that, at the end of "
-               "that day, could read the tenant's cloud credentials (connector secrets), which full control of the "
-               "tenant includes. Service accounts of pipelines are expected here; a step up that does not come back "
-               "down is access that stayed. Hover a line or a day for names.")
+    caption = (
+        "Each line is a tenant; its height is the number of people and service accounts that, at the end of "
+        "that day, could read the tenant's cloud credentials (connector secrets), which full control of the "
+        "tenant includes. Service accounts of pipelines are expected here; a step up that does not come back "
+        "down is access that stayed. Hover a line or a day for names."
+    )
     if not days:
-        return _figure("privileged", title, caption, _svg(title, '<text x="60" y="120">No privileged access in '
-                                                                 "this period.</text>"), [])
+        return _figure(
+            "privileged",
+            title,
+            caption,
+            _svg(title, '<text x="60" y="120">No privileged access in this period.</text>'),
+            [],
+        )
     peak: dict[str, int] = {}
     for r in rows:
         peak[r["tenant"]] = max(peak.get(r["tenant"], 0), r["principals"])
-    tenants = sorted(peak, key=lambda t: (-peak[t], t))[:len(PALETTE)]
+    tenants = sorted(peak, key=lambda t: (-peak[t], t))[: len(PALETTE)]
     index = {d: i for i, d in enumerate(days)}
     values = {t: [0] * len(days) for t in tenants}
     who: dict[tuple[str, str], str] = {}
@@ -586,18 +752,31 @@ def _privileged_chart(chart: dict[str, Any] | None) -> str:
         pts = []
         for i, v in enumerate(values[t]):
             pts.append(f"{x(i - 0.5):.1f},{y(v) + shift[t]:.1f} {x(i + 0.5):.1f},{y(v) + shift[t]:.1f}")
-        body.append(f'<polyline class="series" fill="none" stroke="{PALETTE[k]}" stroke-width="2" '
-                    f'points="{" ".join(pts)}"><title>{escape(t)}</title></polyline>')
+        body.append(
+            f'<polyline class="series" fill="none" stroke="{PALETTE[k]}" stroke-width="2" '
+            f'points="{" ".join(pts)}"><title>{escape(t)}</title></polyline>'
+        )
     step = (W - LEFT - RIGHT) / len(days)
     for i, d in enumerate(days):
-        lines = [f"{t}: {values[t][i]}" + (f" ({_short(who.get((d, t), ''))})" if values[t][i] else "")
-                 for t in tenants]
-        body.append(f'<rect x="{x(i) - step / 2:.1f}" y="{TOP}" width="{step:.2f}" height="{H - TOP - BOTTOM}" '
-                    f'fill="transparent"><title>{escape(_day(d))}\n{escape(chr(10).join(lines))}</title></rect>')
-    more = f" The {len(tenants)} tenants with the most are drawn; all are in charts/privileged.csv." \
-        if len(peak) > len(tenants) else ""
-    return _figure("privileged", title, caption + more, _svg(title, "".join(body)),
-                   [(t, PALETTE[k]) for k, t in enumerate(tenants)])
+        lines = [
+            f"{t}: {values[t][i]}" + (f" ({_short(who.get((d, t), ''))})" if values[t][i] else "") for t in tenants
+        ]
+        body.append(
+            f'<rect x="{x(i) - step / 2:.1f}" y="{TOP}" width="{step:.2f}" height="{H - TOP - BOTTOM}" '
+            f'fill="transparent"><title>{escape(_day(d))}\n{escape(chr(10).join(lines))}</title></rect>'
+        )
+    more = (
+        f" The {len(tenants)} tenants with the most are drawn; all are in charts/privileged.csv."
+        if len(peak) > len(tenants)
+        else ""
+    )
+    return _figure(
+        "privileged",
+        title,
+        caption + more,
+        _svg(title, "".join(body)),
+        [(t, PALETTE[k]) for k, t in enumerate(tenants)],
+    )
 
 
 def _short(names: str, n: int = 6) -> str:
@@ -608,9 +787,11 @@ def _short(names: str, n: int = 6) -> str:
 def _grants_chart(chart: dict[str, Any] | None) -> str:
     title = "Grants and revocations per week"
     rows = (chart or {}).get("rows") or []
-    caption = ("Above the line: roles given to people, teams and service accounts each week. Below: roles taken "
-               "away, and time-bound roles that reached their end date. Grants with no matching removals over "
-               "time mean access only grows.")
+    caption = (
+        "Above the line: roles given to people, teams and service accounts each week. Below: roles taken "
+        "away, and time-bound roles that reached their end date. Grants with no matching removals over "
+        "time mean access only grows."
+    )
     legend = [("grants", GRANT), ("revocations", REVOKE), ("expiries of time-bound grants", EXPIRE)]
     if not rows:
         return _figure("grants", title, caption, _svg(title, ""), legend)
@@ -619,22 +800,29 @@ def _grants_chart(chart: dict[str, Any] | None) -> str:
     hi, lo = max(1, up) * 1.1, -max(1, down) * 1.1
     x, y = _scales(len(rows), lo, hi)
     bw = (W - LEFT - RIGHT) / len(rows) * 0.7
-    body = [_y_axis(lo, hi, y), _x_labels([r["week"] for r in rows], x),
-            f'<line x1="{LEFT}" y1="{y(0):.1f}" x2="{W - RIGHT}" y2="{y(0):.1f}" stroke="#5f6b7a"/>']
+    body = [
+        _y_axis(lo, hi, y),
+        _x_labels([r["week"] for r in rows], x),
+        f'<line x1="{LEFT}" y1="{y(0):.1f}" x2="{W - RIGHT}" y2="{y(0):.1f}" stroke="#5f6b7a"/>',
+    ]
     for i, r in enumerate(rows):
         g, rv, ex = r["grants"], r["revocations"], r["expiries"]
         tip = escape(f"Week of {_day(r['week'])}: {g} grants, {rv} revocations, {ex} expiries")
         left = x(i) - bw / 2
         body.append(f'<g class="bar"><title>{tip}</title>')
         if g:
-            body.append(f'<rect x="{left:.1f}" y="{y(g):.1f}" width="{bw:.1f}" height="{y(0) - y(g):.1f}" '
-                        f'fill="{GRANT}"/>')
+            body.append(
+                f'<rect x="{left:.1f}" y="{y(g):.1f}" width="{bw:.1f}" height="{y(0) - y(g):.1f}" fill="{GRANT}"/>'
+            )
         if rv:
-            body.append(f'<rect x="{left:.1f}" y="{y(0):.1f}" width="{bw:.1f}" height="{y(-rv) - y(0):.1f}" '
-                        f'fill="{REVOKE}"/>')
+            body.append(
+                f'<rect x="{left:.1f}" y="{y(0):.1f}" width="{bw:.1f}" height="{y(-rv) - y(0):.1f}" fill="{REVOKE}"/>'
+            )
         if ex:
-            body.append(f'<rect x="{left:.1f}" y="{y(-rv):.1f}" width="{bw:.1f}" height="{y(-rv - ex) - y(-rv):.1f}" '
-                        f'fill="{EXPIRE}"/>')
+            body.append(
+                f'<rect x="{left:.1f}" y="{y(-rv):.1f}" width="{bw:.1f}" height="{y(-rv - ex) - y(-rv):.1f}" '
+                f'fill="{EXPIRE}"/>'
+            )
         body.append("</g>")
     return _figure("grants", title, caption, _svg(title, "".join(body)), legend)
 
@@ -642,10 +830,12 @@ def _grants_chart(chart: dict[str, Any] | None) -> str:
 def _secrets_chart(chart: dict[str, Any] | None) -> str:
     title = "Connector-secret accesses per day"
     rows = (chart or {}).get("rows") or []
-    caption = ("Reads of the cloud credentials held by service connectors, per day: allowed reads above the line, "
-               "in blue; reads the platform refused below it, in orange (drawn at least a few pixels high, so a "
-               "single one shows). A red marker is a day with a read that <strong>no role authorised</strong> at "
-               "that instant; hover it for who, which connector and when.")
+    caption = (
+        "Reads of the cloud credentials held by service connectors, per day: allowed reads above the line, "
+        "in blue; reads the platform refused below it, in orange (drawn at least a few pixels high, so a "
+        "single one shows). A red marker is a day with a read that <strong>no role authorised</strong> at "
+        "that instant; hover it for who, which connector and when."
+    )
     legend = [("allowed", ALLOWED), ("denied by the platform", DENIED), ("not authorised by any role", BAD)]
     if not rows:
         return _figure("secrets", title, caption, _svg(title, ""), legend)
@@ -655,8 +845,11 @@ def _secrets_chart(chart: dict[str, Any] | None) -> str:
     lo = -max(1.0, down, hi * 0.15)  # room below the line for denied reads, even when they are few
     x, y = _scales(len(rows), lo, hi)
     bw = max(1.0, (W - LEFT - RIGHT) / len(rows) * 0.8)
-    body = [_y_axis(lo, hi, y), _x_labels([r["day"] for r in rows], x),
-            f'<line x1="{LEFT}" y1="{y(0):.1f}" x2="{W - RIGHT}" y2="{y(0):.1f}" stroke="#5f6b7a"/>']
+    body = [
+        _y_axis(lo, hi, y),
+        _x_labels([r["day"] for r in rows], x),
+        f'<line x1="{LEFT}" y1="{y(0):.1f}" x2="{W - RIGHT}" y2="{y(0):.1f}" stroke="#5f6b7a"/>',
+    ]
     marks = []
     for i, r in enumerate(rows):
         a, d, u = r["allowed"], r["denied"], r["unauthorised"]
@@ -667,24 +860,31 @@ def _secrets_chart(chart: dict[str, Any] | None) -> str:
         bars = []
         if a:
             top = min(y(a), y(0) - MIN_BAR)
-            bars.append(f'<rect x="{left:.1f}" y="{top:.1f}" width="{bw:.2f}" height="{y(0) - top:.1f}" '
-                        f'fill="{ALLOWED}"/>')
+            bars.append(
+                f'<rect x="{left:.1f}" y="{top:.1f}" width="{bw:.2f}" height="{y(0) - top:.1f}" fill="{ALLOWED}"/>'
+            )
         if d:
             height = max(MIN_BAR, y(-d) - y(0))
-            bars.append(f'<rect class="denied" x="{left:.1f}" y="{y(0):.1f}" width="{bw:.2f}" height="{height:.1f}" '
-                        f'fill="{DENIED}"/>')
+            bars.append(
+                f'<rect class="denied" x="{left:.1f}" y="{y(0):.1f}" width="{bw:.2f}" height="{height:.1f}" '
+                f'fill="{DENIED}"/>'
+            )
         body.append(f'<g class="bar"><title>{escape(tip)}</title>{"".join(bars)}</g>')
         if u:
             cy = y(a) - 12
-            marks.append(f'<g class="unauthorised"><title>{escape(tip)}</title>'
-                         f'<line x1="{x(i):.1f}" y1="{TOP}" x2="{x(i):.1f}" y2="{H - BOTTOM}" stroke="{BAD}" '
-                         f'stroke-dasharray="3 3"/><circle cx="{x(i):.1f}" cy="{max(TOP + 6, cy):.1f}" r="6" '
-                         f'fill="{BAD}"/></g>')
+            marks.append(
+                f'<g class="unauthorised"><title>{escape(tip)}</title>'
+                f'<line x1="{x(i):.1f}" y1="{TOP}" x2="{x(i):.1f}" y2="{H - BOTTOM}" stroke="{BAD}" '
+                f'stroke-dasharray="3 3"/><circle cx="{x(i):.1f}" cy="{max(TOP + 6, cy):.1f}" r="6" '
+                f'fill="{BAD}"/></g>'
+            )
             if len(marks) <= 3:
                 label = escape(_short(r["detail"] or "", 1).split(" at ")[0])
                 anchor = "end" if x(i) > W * 0.7 else "start"
                 dx = -10 if anchor == "end" else 10
-                marks.append(f'<text x="{x(i) + dx:.1f}" y="{max(TOP + 10, cy + 4):.1f}" font-size="12" '
-                             f'fill="{BAD}" text-anchor="{anchor}" font-weight="600" stroke="#fff" stroke-width="4" '
-                             f'paint-order="stroke">{label}</text>')
+                marks.append(
+                    f'<text x="{x(i) + dx:.1f}" y="{max(TOP + 10, cy + 4):.1f}" font-size="12" '
+                    f'fill="{BAD}" text-anchor="{anchor}" font-weight="600" stroke="#fff" stroke-width="4" '
+                    f'paint-order="stroke">{label}</text>'
+                )
     return _figure("secrets", title, caption, _svg(title, "".join(body + marks)), legend)

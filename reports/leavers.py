@@ -26,9 +26,11 @@ if TYPE_CHECKING:
 
 NAME = "leavers"
 TITLE = "Leavers"
-DESCRIPTION = ("The people HR says have left, as the ledger knows them: when each account was deactivated, "
-               "which grants it held at the termination and when each was removed, every secret read and "
-               "allowed access after the termination, and deactivations later than the SLA.")
+DESCRIPTION = (
+    "The people HR says have left, as the ledger knows them: when each account was deactivated, "
+    "which grants it held at the termination and when each was removed, every secret read and "
+    "allowed access after the termination, and deactivations later than the SLA."
+)
 SQL_FILE = "leavers.sql"
 #: The columns a terminal table shows (csv, json, markdown show them all).
 BRIEF = ("finding", "who", "what", "where", "since", "late_by", "positions")
@@ -91,15 +93,17 @@ def read_hr(path: str | Path) -> HrFile:
                 raise ValidationError(f"{name} line {line}: {len(cells)} cell(s), the header names {len(columns)}")
             person = _person(cells[columns[PERSON]], f"{name} line {line}")
             if person in first_line:
-                raise ValidationError(f"{name} line {line}: {person} is given twice (first on line "
-                                      f"{first_line[person]})")
+                raise ValidationError(
+                    f"{name} line {line}: {person} is given twice (first on line {first_line[person]})"
+                )
             first_line[person] = line
             rows.append(Termination(line, person, _time(cells[columns["time"]], f"{name} line {line}")))
     except csv.Error as exc:
         raise ValidationError(f"{name} line {reader.line_num}: {exc}") from None
     if columns is None:
-        raise ValidationError(f"{name} line 1: no header: the first line must name the columns person and "
-                              "terminated_at")
+        raise ValidationError(
+            f"{name} line 1: no header: the first line must name the columns person and terminated_at"
+        )
     return HrFile(name, hashlib.sha256(data).hexdigest(), tuple(rows))
 
 
@@ -108,17 +112,23 @@ def _header(cells: list[str], where: str) -> dict[str, int]:
     names = [c.strip().lower() for c in cells]
     known = (PERSON, *TIME_COLUMNS)
     if not any(n in known for n in names):
-        raise ValidationError(f"{where}: no header: the first line must name the columns person and terminated_at "
-                              f"(it holds {', '.join(repr(c) for c in cells)})")
+        raise ValidationError(
+            f"{where}: no header: the first line must name the columns person and terminated_at "
+            f"(it holds {', '.join(repr(c) for c in cells)})"
+        )
     columns: dict[str, int] = {}
     for i, n in enumerate(names):
         if n not in known:
-            raise ValidationError(f"{where}: unknown column {cells[i]!r} (the columns are person and terminated_at, "
-                                  "or termination_time)")
+            raise ValidationError(
+                f"{where}: unknown column {cells[i]!r} (the columns are person and terminated_at, or termination_time)"
+            )
         key = "time" if n in TIME_COLUMNS else n
         if key in columns:
-            raise ValidationError(f"{where}: the column {n} is given twice" if n in names[:i] else
-                                  f"{where}: give terminated_at or termination_time, not both")
+            raise ValidationError(
+                f"{where}: the column {n} is given twice"
+                if n in names[:i]
+                else f"{where}: give terminated_at or termination_time, not both"
+            )
         columns[key] = i
     for key, shown in ((PERSON, PERSON), ("time", "terminated_at")):
         if key not in columns:
@@ -138,8 +148,9 @@ def _person(cell: str, where: str) -> str:
     except ValidationError as exc:
         raise ValidationError(f"{where}: {exc}") from None
     if kind != "user":
-        raise ValidationError(f"{where}: person {cell.strip()!r} is a {kind.replace('_', ' ')}, not a person "
-                              "(give user:NAME or NAME)")
+        raise ValidationError(
+            f"{where}: person {cell.strip()!r} is a {kind.replace('_', ' ')}, not a person (give user:NAME or NAME)"
+        )
     return f"user:{name}"
 
 
@@ -174,8 +185,14 @@ def sla_span(sla: str | timedelta) -> timedelta:
         raise AuditParameterError(str(exc)) from None
 
 
-def run_leavers(wh: Warehouse, hr_path: str | Path | HrFile, *, sla: str | timedelta = "24h",
-                at: str | None = None, sync: bool = True) -> AuditResult:
+def run_leavers(
+    wh: Warehouse,
+    hr_path: str | Path | HrFile,
+    *,
+    sla: str | timedelta = "24h",
+    at: str | None = None,
+    sync: bool = True,
+) -> AuditResult:
     """Run the leavers audit over the warehouse (syncing it first) for the people of an HR file (a path,
     or one read_hr has read); `at` defaults to now, `sla` to 24 hours."""
     import duckdb
@@ -189,9 +206,13 @@ def run_leavers(wh: Warehouse, hr_path: str | Path | HrFile, *, sla: str | timed
     if sync:
         wh.sync()
     statements = duckdb.extract_statements(sql_text(SQL_FILE))
-    people = pa.table({"line": pa.array([r.line for r in hr.rows], pa.int64()),
-                       "person": pa.array([r.person for r in hr.rows], pa.string()),
-                       "terminated_at": pa.array([r.terminated_at for r in hr.rows], pa.timestamp("us"))})
+    people = pa.table(
+        {
+            "line": pa.array([r.line for r in hr.rows], pa.int64()),
+            "person": pa.array([r.person for r in hr.rows], pa.string()),
+            "terminated_at": pa.array([r.terminated_at for r in hr.rows], pa.timestamp("us")),
+        }
+    )
     try:
         for statement in statements[:-1]:
             wh.con.execute(statement)
@@ -203,7 +224,19 @@ def run_leavers(wh: Warehouse, hr_path: str | Path | HrFile, *, sla: str | timed
     finally:
         wh.con.unregister(HR_TABLE)
     wh.confirm()  # no result leaves before the file it was read from is proven (see Warehouse.confirm)
-    shown = {"at": _plain(at_dt), "sla": sla if isinstance(sla, str) else f"{int(span.total_seconds())}s",
-             "hr_file": hr.path, "hr_sha256": hr.sha256, "hr_rows": len(hr.rows)}
-    return AuditResult(name=NAME, title=TITLE, description=DESCRIPTION, columns=list(table.column_names),
-                       sql={f: sql_text(f) for f in (SQL_FILE, SHARED_SQL)}, params=shown, table=table)
+    shown = {
+        "at": _plain(at_dt),
+        "sla": sla if isinstance(sla, str) else f"{int(span.total_seconds())}s",
+        "hr_file": hr.path,
+        "hr_sha256": hr.sha256,
+        "hr_rows": len(hr.rows),
+    }
+    return AuditResult(
+        name=NAME,
+        title=TITLE,
+        description=DESCRIPTION,
+        columns=list(table.column_names),
+        sql={f: sql_text(f) for f in (SQL_FILE, SHARED_SQL)},
+        params=shown,
+        table=table,
+    )

@@ -21,23 +21,58 @@ if TYPE_CHECKING:
     from projections.reviews import Campaign
     from reports.warehouse import Warehouse
 
+
 def _schemas() -> tuple[pa.Schema, pa.Schema]:
     import pyarrow as pa
 
     ts, text, pos = pa.timestamp("us"), pa.string(), pa.int64()
-    campaigns = pa.schema([
-        ("campaign", text), ("owner", text), ("started_at", ts), ("start_position", pos), ("as_of_position", pos),
-        ("tenants", pa.list_(text)), ("privileged_only", pa.bool_()), ("due", ts), ("items", pos),
-        ("population_sha256", text), ("closed_at", ts), ("close_position", pos), ("undecided", text),
-        ("auto_revoke", pa.bool_()), ("closed_by", text), ("close_refused", text),
-    ])
-    items = pa.schema([
-        ("campaign", text), ("item", pos), ("principal", text), ("role", text), ("tenant", text),
-        ("resource", text), ("via", text), ("expires_at", ts), ("privileged", pa.bool_()), ("reviewer", text),
-        ("decided_by", text), ("decision", text), ("decided_at", ts), ("decision_position", pos), ("reason", text),
-        ("outcome", text), ("granted_by", text), ("added_by", text), ("removal_position", pos), ("removal_at", ts),
-        ("batch", text), ("batch_sha256", text), ("sent_at", ts),
-    ])
+    campaigns = pa.schema(
+        [
+            ("campaign", text),
+            ("owner", text),
+            ("started_at", ts),
+            ("start_position", pos),
+            ("as_of_position", pos),
+            ("tenants", pa.list_(text)),
+            ("privileged_only", pa.bool_()),
+            ("due", ts),
+            ("items", pos),
+            ("population_sha256", text),
+            ("closed_at", ts),
+            ("close_position", pos),
+            ("undecided", text),
+            ("auto_revoke", pa.bool_()),
+            ("closed_by", text),
+            ("close_refused", text),
+        ]
+    )
+    items = pa.schema(
+        [
+            ("campaign", text),
+            ("item", pos),
+            ("principal", text),
+            ("role", text),
+            ("tenant", text),
+            ("resource", text),
+            ("via", text),
+            ("expires_at", ts),
+            ("privileged", pa.bool_()),
+            ("reviewer", text),
+            ("decided_by", text),
+            ("decision", text),
+            ("decided_at", ts),
+            ("decision_position", pos),
+            ("reason", text),
+            ("outcome", text),
+            ("granted_by", text),
+            ("added_by", text),
+            ("removal_position", pos),
+            ("removal_at", ts),
+            ("batch", text),
+            ("batch_sha256", text),
+            ("sent_at", ts),
+        ]
+    )
     return campaigns, items
 
 
@@ -58,9 +93,16 @@ def _upto(c: Campaign, last: int) -> Campaign | None:
         return None
     kept = {i: p for i, p in c.decided_at.items() if p <= last}
     closed = c.close_position is not None and c.close_position <= last
-    return Campaign(c.name, c.start_position, c.start, {i: c.decisions[i] for i in kept}, kept,
-                    c.close if closed else None, c.close_position if closed else None,
-                    reassignments=[(p, ev) for p, ev in c.reassignments if p <= last])
+    return Campaign(
+        c.name,
+        c.start_position,
+        c.start,
+        {i: c.decisions[i] for i in kept},
+        kept,
+        c.close if closed else None,
+        c.close_position if closed else None,
+        reassignments=[(p, ev) for p, ev in c.reassignments if p <= last],
+    )
 
 
 def _access_events(led: AccessLedger, last: int) -> dict[tuple[Any, ...], list[tuple[int, str]]]:
@@ -115,15 +157,26 @@ def review_tables(led: AccessLedger, last: int) -> tuple[pa.Table, pa.Table]:
             s = c.start
             items = derive(led, c, timeline)
             rows = item_rows(c, items, current)
-            camp_rows.append({
-                "campaign": c.name, "owner": s["actor"], "started_at": _ts(s["at"]),
-                "start_position": c.start_position, "as_of_position": s["as_of_position"], "tenants": s["tenants"],
-                "privileged_only": s["privileged_only"], "due": _ts(s.get("due")), "items": s["items"],
-                "population_sha256": s["population_sha256"], "closed_at": _ts(c.close["at"]) if c.close else None,
-                "close_position": c.close_position, "undecided": c.close["undecided"] if c.close else None,
-                "auto_revoke": c.close["auto_revoke"] if c.close else None,
-                "closed_by": c.close["actor"] if c.close else None,
-                "close_refused": _close_refused(c, timeline)})
+            camp_rows.append(
+                {
+                    "campaign": c.name,
+                    "owner": s["actor"],
+                    "started_at": _ts(s["at"]),
+                    "start_position": c.start_position,
+                    "as_of_position": s["as_of_position"],
+                    "tenants": s["tenants"],
+                    "privileged_only": s["privileged_only"],
+                    "due": _ts(s.get("due")),
+                    "items": s["items"],
+                    "population_sha256": s["population_sha256"],
+                    "closed_at": _ts(c.close["at"]) if c.close else None,
+                    "close_position": c.close_position,
+                    "undecided": c.close["undecided"] if c.close else None,
+                    "auto_revoke": c.close["auto_revoke"] if c.close else None,
+                    "closed_by": c.close["actor"] if c.close else None,
+                    "close_refused": _close_refused(c, timeline),
+                }
+            )
             for r, row in zip(items, rows):
                 d = c.decisions.get(r["item"])
                 removal = None
@@ -133,20 +186,37 @@ def review_tables(led: AccessLedger, last: int) -> tuple[pa.Table, pa.Table]:
                     events = access
                     # The revoke is the decision, or the close for an item left undecided.
                     revoked = c.decided_at[r["item"]] if d is not None else c.close_position
-                    removal = carrying_removal(r, s["as_of_position"], revoked, lambda k, events=events: events.get(k, []))
-                item_out.append({
-                    "campaign": c.name, "item": r["item"], "principal": r["principal"], "role": r["role"],
-                    "tenant": r["tenant"], "resource": r["resource"], "via": r["via"],
-                    "expires_at": _ts(r["expires_at"]), "privileged": r["privileged"], "reviewer": r["reviewer"],
-                    "decided_by": d["reviewer"] if d else None, "decision": row["decision"],
-                    "decided_at": _ts(row["decided_at"]), "decision_position": c.decided_at.get(r["item"]),
-                    "reason": row["reason"], "outcome": row["outcome"], "granted_by": r["granted_by"],
-                    "added_by": r["added_by"], "removal_position": removal[0] if removal else None,
-                    "removal_at": _ts(removal[1]) if removal else None,
-                    "batch": d.get("batch") if d else None, "batch_sha256": d.get("batch_sha256") if d else None,
-                    "sent_at": _ts(_sent_at(c, r["item"]))})
-    return (pa.Table.from_pylist(camp_rows, schema=campaign_schema),
-            pa.Table.from_pylist(item_out, schema=item_schema))
+                    removal = carrying_removal(
+                        r, s["as_of_position"], revoked, lambda k, events=events: events.get(k, [])
+                    )
+                item_out.append(
+                    {
+                        "campaign": c.name,
+                        "item": r["item"],
+                        "principal": r["principal"],
+                        "role": r["role"],
+                        "tenant": r["tenant"],
+                        "resource": r["resource"],
+                        "via": r["via"],
+                        "expires_at": _ts(r["expires_at"]),
+                        "privileged": r["privileged"],
+                        "reviewer": r["reviewer"],
+                        "decided_by": d["reviewer"] if d else None,
+                        "decision": row["decision"],
+                        "decided_at": _ts(row["decided_at"]),
+                        "decision_position": c.decided_at.get(r["item"]),
+                        "reason": row["reason"],
+                        "outcome": row["outcome"],
+                        "granted_by": r["granted_by"],
+                        "added_by": r["added_by"],
+                        "removal_position": removal[0] if removal else None,
+                        "removal_at": _ts(removal[1]) if removal else None,
+                        "batch": d.get("batch") if d else None,
+                        "batch_sha256": d.get("batch_sha256") if d else None,
+                        "sent_at": _ts(_sent_at(c, r["item"])),
+                    }
+                )
+    return (pa.Table.from_pylist(camp_rows, schema=campaign_schema), pa.Table.from_pylist(item_out, schema=item_schema))
 
 
 @contextmanager

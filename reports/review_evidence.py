@@ -40,15 +40,17 @@ class _Removals:
     (position, event) lists in position order. A tenant's deletion is not among them: the checkers take
     a remediation to be a removal of the access itself (check_bundle._REMOVALS)."""
 
-    HEADS = {b'{"type":"%s"' % t.encode(): t for t in ("RoleAssigned", "RoleUnassigned", "TeamMemberAdded",
-                                                      "TeamMemberRemoved", "TeamDeleted")}
+    HEADS = {
+        b'{"type":"%s"' % t.encode(): t
+        for t in ("RoleAssigned", "RoleUnassigned", "TeamMemberAdded", "TeamMemberRemoved", "TeamDeleted")
+    }
 
     def __init__(self) -> None:
         self.raw: list[tuple[int, bytes]] = []  # decoded on first use: none at all when no campaign is exported
         self._by: dict[tuple[Any, ...], list[tuple[int, dict[str, Any]]]] | None = None
 
     def take(self, pos: int, raw: bytes) -> None:
-        if raw[:raw.find(b'"', 9) + 1] in self.HEADS:
+        if raw[: raw.find(b'"', 9) + 1] in self.HEADS:
             self.raw.append((pos, raw))
 
     @property
@@ -113,23 +115,39 @@ def write_reviews(led: AccessLedger, folder: Path, first: int, last: int) -> lis
     return records
 
 
-def _write_campaign(led: AccessLedger, c: Campaign, stem: str, timeline: Any,
-                    removals: _Removals, folder: Path) -> dict[str, Any]:
+def _write_campaign(
+    led: AccessLedger, c: Campaign, stem: str, timeline: Any, removals: _Removals, folder: Path
+) -> dict[str, Any]:
     from projections.reviews import FACTS, derive
 
     s = c.start
     population_file = f"{REVIEWS}{stem}{POPULATION}"
     record: dict[str, Any] = {
-        "campaign": c.name, "file": f"{REVIEWS}{stem}.json",
-        "scope": {"tenants": s["tenants"], "privileged_only": s.get("privileged_only", False),
-                  "reviewer": s["reviewer"], "reviewers": s.get("reviewers", []),
-                  "fallback_reviewer": s.get("fallback_reviewer"), "due": s.get("due")},
-        "owner": s["actor"], "started_at": s["at"], "start_position": c.start_position,
-        "as_of_position": s["as_of_position"], "reason": s.get("reason"),
+        "campaign": c.name,
+        "file": f"{REVIEWS}{stem}.json",
+        "scope": {
+            "tenants": s["tenants"],
+            "privileged_only": s.get("privileged_only", False),
+            "reviewer": s["reviewer"],
+            "reviewers": s.get("reviewers", []),
+            "fallback_reviewer": s.get("fallback_reviewer"),
+            "due": s.get("due"),
+        },
+        "owner": s["actor"],
+        "started_at": s["at"],
+        "start_position": c.start_position,
+        "as_of_position": s["as_of_position"],
+        "reason": s.get("reason"),
         "population": {"items": s["items"], "sha256": s["population_sha256"], "file": population_file},
-        "closed": None if c.close is None else {"position": c.close_position, "at": c.close["at"],
-                                                 "actor": c.close["actor"], "undecided": c.close["undecided"],
-                                                 "auto_revoke": c.close["auto_revoke"]},
+        "closed": None
+        if c.close is None
+        else {
+            "position": c.close_position,
+            "at": c.close["at"],
+            "actor": c.close["actor"],
+            "undecided": c.close["undecided"],
+            "auto_revoke": c.close["auto_revoke"],
+        },
     }
     try:
         items = derive(led, c, timeline)
@@ -146,8 +164,17 @@ def _write_campaign(led: AccessLedger, c: Campaign, stem: str, timeline: Any,
     record["progress"] = _progress(rows)
     record["reviewers"] = _per_reviewer(rows)
     record["items"] = rows
-    record["exceptions"] = [{"item": r["item"], "principal": r["principal"], "role": r["role"],
-                             "tenant": r["tenant"], "exception": r["exception"]} for r in rows if r["exception"]]
+    record["exceptions"] = [
+        {
+            "item": r["item"],
+            "principal": r["principal"],
+            "role": r["role"],
+            "tenant": r["tenant"],
+            "exception": r["exception"],
+        }
+        for r in rows
+        if r["exception"]
+    ]
     _write_json(folder / record["file"], record)
     return record
 
@@ -165,8 +192,7 @@ def _item(c: Campaign, r: dict[str, Any], removals: _Removals) -> dict[str, Any]
     # it (by close, or later by hand), or the one before it when the access was gone by then.
     revoking = outcome == "revoke" or (d is not None and d["decision"] == "revoke")
     revoked = c.decided_at[r["item"]] if d is not None else c.close_position
-    removal = (removals.carrying(r, c.start["as_of_position"], revoked) if revoking and revoked is not None
-               else None)
+    removal = removals.carrying(r, c.start["as_of_position"], revoked) if revoking and revoked is not None else None
     decided_at = d["at"] if d else (c.close["at"] if c.close is not None and outcome == "revoke" else None)
     seconds = None
     if removal is not None and decided_at is not None:
@@ -177,24 +203,48 @@ def _item(c: Campaign, r: dict[str, Any], removals: _Removals) -> dict[str, Any]
     elif outcome == "revoke" and removal is None:
         due = c.start.get("due")
         exception = "revocation not carried out" + (f" (due {due})" if due else "")
-    return {"item": r["item"], "principal": r["principal"], "principal_kind": r["principal_kind"], "role": r["role"],
-            "tenant": r["tenant"], "resource": r["resource"], "via": r["via"], "expires_at": r["expires_at"],
-            "privileged": r["privileged"], "deactivated": r["deactivated"], "reviewer": r["reviewer"],
-            "decision": d["decision"] if d else None, "decided_by": d["actor"] if d else None,
-            "decided_at": d["at"] if d else None, "decision_position": c.decided_at.get(r["item"]),
-            "reason": d.get("reason") if d else None, "outcome": outcome,
-            "remediation": None if removal is None else {"position": removal[0], "type": removal[1]["type"],
-                                                         "at": removal[1]["at"],
-                                                         "reason": removal[1].get("reason")},
-            "time_to_revoke_seconds": seconds, "exception": exception}
+    return {
+        "item": r["item"],
+        "principal": r["principal"],
+        "principal_kind": r["principal_kind"],
+        "role": r["role"],
+        "tenant": r["tenant"],
+        "resource": r["resource"],
+        "via": r["via"],
+        "expires_at": r["expires_at"],
+        "privileged": r["privileged"],
+        "deactivated": r["deactivated"],
+        "reviewer": r["reviewer"],
+        "decision": d["decision"] if d else None,
+        "decided_by": d["actor"] if d else None,
+        "decided_at": d["at"] if d else None,
+        "decision_position": c.decided_at.get(r["item"]),
+        "reason": d.get("reason") if d else None,
+        "outcome": outcome,
+        "remediation": None
+        if removal is None
+        else {
+            "position": removal[0],
+            "type": removal[1]["type"],
+            "at": removal[1]["at"],
+            "reason": removal[1].get("reason"),
+        },
+        "time_to_revoke_seconds": seconds,
+        "exception": exception,
+    }
 
 
 def _progress(rows: list[dict[str, Any]]) -> dict[str, int]:
     decided = [r for r in rows if r["decision"]]
-    return {"items": len(rows), "decided": len(decided), "undecided": len(rows) - len(decided),
-            "kept": sum(r["decision"] == "keep" for r in rows), "revoked": sum(r["outcome"] == "revoke" for r in rows),
-            "carried_out": sum(r["remediation"] is not None for r in rows if r["outcome"] == "revoke"),
-            "exceptions": sum(r["exception"] is not None for r in rows)}
+    return {
+        "items": len(rows),
+        "decided": len(decided),
+        "undecided": len(rows) - len(decided),
+        "kept": sum(r["decision"] == "keep" for r in rows),
+        "revoked": sum(r["outcome"] == "revoke" for r in rows),
+        "carried_out": sum(r["remediation"] is not None for r in rows if r["outcome"] == "revoke"),
+        "exceptions": sum(r["exception"] is not None for r in rows),
+    }
 
 
 def _per_reviewer(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:

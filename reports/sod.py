@@ -63,8 +63,9 @@ def parse_rules(text: str, source: str = "rules") -> list[Rule]:
             perm = entry[side]
             if perm.count(":") != 1 or not all(perm.split(":")) or "*" in perm:
                 raise RulesError(f"{where}: {side} {perm!r} is not TYPE:ACTION (no wildcards in rules)")
-        rules.append(Rule(rule_id, entry.get("title", rule_id), entry.get("description", ""),
-                          entry["left"], entry["right"]))
+        rules.append(
+            Rule(rule_id, entry.get("title", rule_id), entry.get("description", ""), entry["left"], entry["right"])
+        )
     return rules
 
 
@@ -102,15 +103,32 @@ def check_rules(rules: list[Rule], preset: str, source: str, *, strict: bool) ->
                 if strict:
                     raise RulesError(f"{source}: rule {rule.id!r}: {side} {perm!r}: {problem}")
                 usable = False
-            row.update({f"{side}_permission": perm, f"{side}_type": rtype, f"{side}_action": action,
-                        f"{side}_scope": "organization" if rtype in vocab.org_types else "tenant"})
+            row.update(
+                {
+                    f"{side}_permission": perm,
+                    f"{side}_type": rtype,
+                    f"{side}_action": action,
+                    f"{side}_scope": "organization" if rtype in vocab.org_types else "tenant",
+                }
+            )
         if usable:
             rows.append(row)
     return rows
 
 
-_COLUMNS = ("rule", "title", "description", "left_permission", "left_type", "left_action", "left_scope",
-            "right_permission", "right_type", "right_action", "right_scope")
+_COLUMNS = (
+    "rule",
+    "title",
+    "description",
+    "left_permission",
+    "left_type",
+    "left_action",
+    "left_scope",
+    "right_permission",
+    "right_type",
+    "right_action",
+    "right_scope",
+)
 
 
 def install_rules(wh: Warehouse, path: str | Path | None) -> str:

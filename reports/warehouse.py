@@ -58,10 +58,37 @@ PART = 50_000  # events parsed and inserted at a time within a chunk
 LOCK_WAIT = 30.0
 #: The fields of DESIGN section 4, as read from the JSONL bytes (lists are the permission lists).
 FIELDS: tuple[str, ...] = (
-    "type", "at", "actor", "reason", "id", "name", "preset", "tenant", "display_name", "user", "email",
-    "service_account", "team", "member", "role", "scope", "base", "permissions", "description", "add",
-    "remove", "principal", "resource", "expires_at", "connector", "connector_type", "outcome", "context",
-    "action", "token_id", "scopes",
+    "type",
+    "at",
+    "actor",
+    "reason",
+    "id",
+    "name",
+    "preset",
+    "tenant",
+    "display_name",
+    "user",
+    "email",
+    "service_account",
+    "team",
+    "member",
+    "role",
+    "scope",
+    "base",
+    "permissions",
+    "description",
+    "add",
+    "remove",
+    "principal",
+    "resource",
+    "expires_at",
+    "connector",
+    "connector_type",
+    "outcome",
+    "context",
+    "action",
+    "token_id",
+    "scopes",
 )
 LIST_FIELDS = frozenset({"permissions", "add", "remove", "scopes"})
 _LOAD = """
@@ -84,9 +111,24 @@ SELECT position, type, "at"::TIMESTAMP, actor, reason, id, name, preset, tenant,
        END
 FROM sync_chunk
 """
-_TABLES = ("meta", "sync_state", "events", "predefined_roles", "vocabulary", "principal_status", "tenants", "teams",
-           "memberships", "roles", "role_permissions", "role_chain", "role_grants", "assignments", "connectors",
-           "usage_totals")
+_TABLES = (
+    "meta",
+    "sync_state",
+    "events",
+    "predefined_roles",
+    "vocabulary",
+    "principal_status",
+    "tenants",
+    "teams",
+    "memberships",
+    "roles",
+    "role_permissions",
+    "role_chain",
+    "role_grants",
+    "assignments",
+    "connectors",
+    "usage_totals",
+)
 
 
 def default_path(led: AccessLedger) -> str:
@@ -159,9 +201,11 @@ def _locked_here(fd: int) -> bool:
 
 def _bind(fd: int, path: str) -> None:
     if not _locked_here(fd):
-        raise WarehouseMismatch(f"the warehouse {path} was replaced while it was being opened (DuckDB opened "
-                                "another file than the one proven): run the command again, and look for who "
-                                "writes that folder")
+        raise WarehouseMismatch(
+            f"the warehouse {path} was replaced while it was being opened (DuckDB opened "
+            "another file than the one proven): run the command again, and look for who "
+            "writes that folder"
+        )
 
 
 def _lock_down(con: Any, allowed: list[str] | None = None) -> None:
@@ -197,8 +241,9 @@ def _connect(path: str, *, read_only: bool = False, allowed: list[str] | None = 
                     time.sleep(0.2)
                     continue
                 if "lock" in text.lower():
-                    raise WarehouseBusy(f"the warehouse {path} is in use by another process; try again when it is "
-                                        "done") from None
+                    raise WarehouseBusy(
+                        f"the warehouse {path} is in use by another process; try again when it is done"
+                    ) from None
                 raise WarehouseError(f"cannot open the warehouse {path}: {_first_line(text)}") from None
             except duckdb.Error as exc:
                 raise WarehouseError(f"cannot open the warehouse {path}: {_first_line(str(exc))}") from None
@@ -237,8 +282,14 @@ class Warehouse:
         self.rebuilt: str | None = None  # why the file was emptied to be synced afresh, if it was
 
     @classmethod
-    def open(cls, led: AccessLedger, path: str | Path | None = None, *, scratch: bool = False,
-             allowed: list[str] | None = None) -> Warehouse:
+    def open(
+        cls,
+        led: AccessLedger,
+        path: str | Path | None = None,
+        *,
+        scratch: bool = False,
+        allowed: list[str] | None = None,
+    ) -> Warehouse:
         """Open (or create) the warehouse of `led` at `path` (default: see default_path).
 
         A warehouse file is proven before it is used (see `sync`): its bytes must be those the ledger
@@ -294,8 +345,11 @@ class Warehouse:
                 version = _layout_version(self.con, found)
                 if found and version != SCHEMA_VERSION:
                     # A layout this version does not know: a new file, built from nothing.
-                    self.rebuilt = (f"its layout (schema version {version}) is not this version's ({SCHEMA_VERSION})"
-                                    if version is not None else "its layout is not one this version knows")
+                    self.rebuilt = (
+                        f"its layout (schema version {version}) is not this version's ({SCHEMA_VERSION})"
+                        if version is not None
+                        else "its layout is not one this version knows"
+                    )
                     self._create()
                 elif not found:
                     self._create()
@@ -304,7 +358,8 @@ class Warehouse:
                     if foreign:
                         raise WarehouseMismatch(
                             f"the warehouse {self.path} holds {', '.join(foreign[:3])}, which the ledger never "
-                            "creates (it could change what the audits read): delete the file to rebuild it")
+                            "creates (it could change what the audits read): delete the file to rebuild it"
+                        )
                     if self.recorded:
                         self._prove(replayed)
                 run_script(self.con, "effective.sql")
@@ -329,8 +384,10 @@ class Warehouse:
                     pass
             self.con, self._fd = _connect(self.path, allowed=self._allowed)
             if catalog(self.con):
-                raise WarehouseMismatch(f"the warehouse {self.path} was replaced as it was being rebuilt: run "
-                                        "the command again, and look for who writes that folder")
+                raise WarehouseMismatch(
+                    f"the warehouse {self.path} was replaced as it was being rebuilt: run "
+                    "the command again, and look for who writes that folder"
+                )
         con = self.con
         con.execute("BEGIN")
         run_script(con, "warehouse.sql")
@@ -368,14 +425,20 @@ class Warehouse:
         # A warehouse of another ledger (or of this one before a rewrite) is refused, never emptied.
         self._check_same_ledger(position, link, self.led.head())
         record = self._record_row(file_id) if file_id is not None else None
-        unproven = ("it has no id" if file_id is None else
-                    "a write-ahead log was replayed into it as it opened" if replayed else
-                    "the ledger holds no record of it" if record is None else
-                    f"it holds position {position}, the ledger recorded {record[0]} (an interrupted sync)"
-                    if (record[0], record[1]) != (position, link or "") or intervals_at != position else
-                    # (a record made before the key was set; one stripped of its MAC gains nothing either)
-                    f"its record has no MAC and {KEY_ENV} is set" if seal_key() is not None and record[3] is None
-                    else None)
+        unproven = (
+            "it has no id"
+            if file_id is None
+            else "a write-ahead log was replayed into it as it opened"
+            if replayed
+            else "the ledger holds no record of it"
+            if record is None
+            else f"it holds position {position}, the ledger recorded {record[0]} (an interrupted sync)"
+            if (record[0], record[1]) != (position, link or "") or intervals_at != position
+            # (a record made before the key was set; one stripped of its MAC gains nothing either)
+            else f"its record has no MAC and {KEY_ENV} is set"
+            if seal_key() is not None and record[3] is None
+            else None
+        )
         if unproven is not None:
             self.rebuilt = unproven
             self._create()
@@ -385,7 +448,8 @@ class Warehouse:
             raise WarehouseMismatch(
                 f"the warehouse {self.path} was edited since its last sync (its record's MAC is missing or wrong "
                 f"for the ledger's record at position {position}): delete the file to rebuild it, and run "
-                "`access-ledger verify`")
+                "`access-ledger verify`"
+            )
         # The file is hashed while the audit's query runs (hashlib leaves the other core to DuckDB);
         # `confirm` waits for it, and every audit result, and every change to the file, waits for that.
         result: list[Any] = []
@@ -415,7 +479,8 @@ class Warehouse:
         if result[0] != recorded:
             raise WarehouseMismatch(
                 f"the warehouse {self.path} was edited since its last sync (its bytes are not those the ledger "
-                f"recorded at position {position}): delete the file to rebuild it, and run `access-ledger verify`")
+                f"recorded at position {position}): delete the file to rebuild it, and run `access-ledger verify`"
+            )
         self.proven = result[0]
 
     def _record(self) -> None:
@@ -432,8 +497,10 @@ class Warehouse:
         try:
             with self.led.store.transaction(write=True) as c:
                 c.execute("DELETE FROM al_warehouses WHERE id = ?", (file_id,))
-                c.execute("INSERT INTO al_warehouses (id, position, link, sha256, mac) VALUES (?, ?, ?, ?, ?)",
-                          (file_id, position, link or "", digest, mac))
+                c.execute(
+                    "INSERT INTO al_warehouses (id, position, link, sha256, mac) VALUES (?, ?, ?, ?, ?)",
+                    (file_id, position, link or "", digest, mac),
+                )
         except StorageError:
             return  # a ledger this user may only read: the file stays unproven and is synced afresh next time
         self.proven = digest
@@ -444,10 +511,19 @@ class Warehouse:
 
         from ledger.vocabulary import PREDEFINED, VOCABULARIES
 
-        roles = [(preset, r.name, r.scope, r.description, p) for preset, defs in PREDEFINED.items()
-                 for r in defs for p in r.permissions]
-        vocab = [(preset, scope, t, a) for preset, v in VOCABULARIES.items() for scope in ("organization", "tenant")
-                 for t in v.types_for(scope) for a in v.actions]
+        roles = [
+            (preset, r.name, r.scope, r.description, p)
+            for preset, defs in PREDEFINED.items()
+            for r in defs
+            for p in r.permissions
+        ]
+        vocab = [
+            (preset, scope, t, a)
+            for preset, v in VOCABULARIES.items()
+            for scope in ("organization", "tenant")
+            for t in v.types_for(scope)
+            for a in v.actions
+        ]
         roles_tbl = pa.table(list(zip(*roles)), names=["preset", "role", "scope", "description", "permission"])
         vocab_tbl = pa.table(list(zip(*vocab)), names=["preset", "scope", "resource_type", "action"])
         for name, table in (("predefined_roles", roles_tbl), ("vocabulary", vocab_tbl)):
@@ -471,8 +547,9 @@ class Warehouse:
 
     def _state(self) -> tuple[int, str | None, int]:
         with _duckdb_errors(f"cannot read the warehouse {self.path}"):
-            row = self.con.execute("SELECT position, chain_link, intervals_position FROM sync_state WHERE id = 1"
-                                   ).fetchall()[0]
+            row = self.con.execute(
+                "SELECT position, chain_link, intervals_position FROM sync_state WHERE id = 1"
+            ).fetchall()[0]
         return int(row[0]), row[1], int(row[2])
 
     def _check_same_ledger(self, position: int, link: str | None, head: int) -> None:
@@ -481,17 +558,20 @@ class Warehouse:
         if head < position:
             raise WarehouseMismatch(
                 f"the warehouse {self.path} holds {position} events but the ledger has {head}: it was synced from "
-                "another ledger (or the ledger was replaced); delete the warehouse file to rebuild it")
+                "another ledger (or the ledger was replaced); delete the warehouse file to rebuild it"
+            )
         if _link_at(self.led, position) != link:
             raise WarehouseMismatch(
                 f"the warehouse {self.path} does not match this ledger at position {position}: it was synced from "
                 "another ledger (or the ledger was rewritten; run `access-ledger verify`); delete the warehouse "
-                "file to rebuild it")
+                "file to rebuild it"
+            )
 
     # -- sync -----------------------------------------------------------------------------
 
-    def sync(self, progress: Callable[[int], None] | None = None, *, chunk_size: int = CHUNK,
-             upto: int | None = None) -> int:
+    def sync(
+        self, progress: Callable[[int], None] | None = None, *, chunk_size: int = CHUNK, upto: int | None = None
+    ) -> int:
         """Bring the warehouse up to the ledger's head (or to position `upto`); return the number of new
         events synced.
 
@@ -525,8 +605,12 @@ class Warehouse:
     def _load(self, position: int, head: int, progress: Callable[[int], None] | None, chunk_size: int) -> None:
         chunks: queue.Queue[Any] = queue.Queue(maxsize=2)
         stop = threading.Event()
-        reader = threading.Thread(target=self._read_chunks, args=(position, head, chunk_size, chunks, stop),
-                                  name="warehouse-reader", daemon=True)
+        reader = threading.Thread(
+            target=self._read_chunks,
+            args=(position, head, chunk_size, chunks, stop),
+            name="warehouse-reader",
+            daemon=True,
+        )
         reader.start()
         open_at: int | None = None  # the first position of the chunk whose transaction is open
         try:
@@ -546,8 +630,10 @@ class Warehouse:
                 finally:
                     self.con.unregister("sync_chunk")
                 if ends_chunk:
-                    self.con.execute("UPDATE sync_state SET position = ?, chain_link = ?, synced_at = now() "
-                                     "WHERE id = 1", [last, link])
+                    self.con.execute(
+                        "UPDATE sync_state SET position = ?, chain_link = ?, synced_at = now() WHERE id = 1",
+                        [last, link],
+                    )
                     self.con.execute("COMMIT")
                     if progress is not None:
                         progress(last - open_at + 1)
@@ -561,8 +647,9 @@ class Warehouse:
                     pass
             reader.join()
 
-    def _read_chunks(self, position: int, head: int, chunk_size: int, chunks: queue.Queue[Any],
-                     stop: threading.Event) -> None:
+    def _read_chunks(
+        self, position: int, head: int, chunk_size: int, chunks: queue.Queue[Any], stop: threading.Event
+    ) -> None:
         """Reader thread: parse each chunk of the log (JSONL with its positions) into an Arrow table, in memory
         (DuckDB reads no file: its external access is off); hand over (table, first, last, link)."""
         try:
@@ -633,8 +720,9 @@ class Warehouse:
             writer.unregister("copy_rows")
 
 
-def compare_with_events(led: AccessLedger, path: str | Path,
-                        progress: Callable[[int], None] | None = None) -> list[str]:
+def compare_with_events(
+    led: AccessLedger, path: str | Path, progress: Callable[[int], None] | None = None
+) -> list[str]:
     """The full check of a warehouse (for `verify`): one line per table whose rows differ from those a
     fresh sync of the same events gives; empty when every row of every table is the same.
 
@@ -650,8 +738,9 @@ def compare_with_events(led: AccessLedger, path: str | Path,
         with tempfile.TemporaryDirectory(prefix="access-ledger-verify-") as folder:
             # The scratch connection may open the kept file (and its log) only, read-only; this process's
             # own descriptor of it binds what DuckDB attaches to what is checked (as in Warehouse.open).
-            with Warehouse.open(led, os.path.join(folder, "scratch.duckdb"), scratch=True,
-                                allowed=[source, source + ".wal"]) as scratch:
+            with Warehouse.open(
+                led, os.path.join(folder, "scratch.duckdb"), scratch=True, allowed=[source, source + ".wal"]
+            ) as scratch:
                 _check_journal(source)
                 fd = _regular(source)
                 if fd is None:
@@ -661,8 +750,9 @@ def compare_with_events(led: AccessLedger, path: str | Path,
                     try:
                         con.execute("ATTACH ? AS kept (READ_ONLY)", [source])
                     except duckdb.Error as exc:
-                        return [f"the warehouse {source} cannot be read ({_first_line(str(exc))}): delete it to "
-                                "rebuild it"]
+                        return [
+                            f"the warehouse {source} cannot be read ({_first_line(str(exc))}): delete it to rebuild it"
+                        ]
                     try:
                         _bind(fd, source)
                         problems = _compare(led, scratch, source, progress)
@@ -677,8 +767,7 @@ def compare_with_events(led: AccessLedger, path: str | Path,
     return problems
 
 
-def _compare(led: AccessLedger, scratch: Warehouse, source: str, progress: Callable[[int], None] | None
-             ) -> list[str]:
+def _compare(led: AccessLedger, scratch: Warehouse, source: str, progress: Callable[[int], None] | None) -> list[str]:
     """verify's comparison of the attached file `kept` with the scratch warehouse, synced here."""
     import duckdb
 
@@ -687,16 +776,21 @@ def _compare(led: AccessLedger, scratch: Warehouse, source: str, progress: Calla
     version = _layout_version(con, found, "kept")
     if version != SCHEMA_VERSION:
         shown = "it has none" if version is None else f"schema version {version}, this version's is {SCHEMA_VERSION}"
-        return [f"the warehouse {source} has a layout this version does not know ({shown}): the next audit builds "
-                "it afresh from nothing; delete it to rebuild it now"]
+        return [
+            f"the warehouse {source} has a layout this version does not know ({shown}): the next audit builds "
+            "it afresh from nothing; delete it to rebuild it now"
+        ]
     foreign = differences(found)
     if foreign:
         # Nothing more is read from it: its columns' collations and types would rule the comparison.
-        return [f"the warehouse {source} holds {', '.join(foreign)}, which the ledger never creates; delete it "
-                "to rebuild it"]
+        return [
+            f"the warehouse {source} holds {', '.join(foreign)}, which the ledger never creates; delete it "
+            "to rebuild it"
+        ]
     try:
         position, link, intervals_at = con.execute(
-            "SELECT position, chain_link, intervals_position FROM kept.main.sync_state WHERE id = 1").fetchall()[0]
+            "SELECT position, chain_link, intervals_position FROM kept.main.sync_state WHERE id = 1"
+        ).fetchall()[0]
     except IndexError:
         return [f"the warehouse {source} has no sync state: delete it to rebuild it"]
     if int(position) != int(intervals_at):
@@ -708,22 +802,33 @@ def _compare(led: AccessLedger, scratch: Warehouse, source: str, progress: Calla
     for table in _TABLES:
         if table == "sync_state":
             continue
-        cols = ", ".join(f'"{r[0]}"' for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_catalog = 'scratch' "
-            "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall())
+        cols = ", ".join(
+            f'"{r[0]}"'
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_catalog = 'scratch' "
+                "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+                [table],
+            ).fetchall()
+        )
         # The file's id (a random key of its record in the ledger) is the one row not derived.
         only = " WHERE key <> 'id'" if table == "meta" else ""
         try:
-            extra = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM kept.main.{table}{only} "
-                                f"EXCEPT ALL SELECT {cols} FROM main.{table}{only})").fetchall()[0][0]
-            missing = con.execute(f"SELECT count(*) FROM (SELECT {cols} FROM main.{table}{only} "
-                                  f"EXCEPT ALL SELECT {cols} FROM kept.main.{table}{only})").fetchall()[0][0]
+            extra = con.execute(
+                f"SELECT count(*) FROM (SELECT {cols} FROM kept.main.{table}{only} "
+                f"EXCEPT ALL SELECT {cols} FROM main.{table}{only})"
+            ).fetchall()[0][0]
+            missing = con.execute(
+                f"SELECT count(*) FROM (SELECT {cols} FROM main.{table}{only} "
+                f"EXCEPT ALL SELECT {cols} FROM kept.main.{table}{only})"
+            ).fetchall()[0][0]
         except duckdb.Error as exc:
             problems.append(f"warehouse table {table} cannot be compared ({_first_line(str(exc))})")
             continue
         if extra or missing:
-            problems.append(f"warehouse table {table}: {extra:,} row(s) that the events do not give and "
-                            f"{missing:,} they give are missing (edited); delete {source} to rebuild it")
+            problems.append(
+                f"warehouse table {table}: {extra:,} row(s) that the events do not give and "
+                f"{missing:,} they give are missing (edited); delete {source} to rebuild it"
+            )
     return problems
 
 
@@ -731,23 +836,46 @@ def _compare(led: AccessLedger, scratch: Warehouse, source: str, progress: Calla
 # named with their schema: a macro of the file named like one would otherwise be called in its place.
 _CATALOG = (
     ("schema", "SELECT schema_name, '' FROM system.main.duckdb_schemas() WHERE database_name = $db AND NOT internal"),
-    ("table", "SELECT schema_name || '.' || table_name, sql FROM system.main.duckdb_tables() WHERE database_name = $db"),
-    ("column", "SELECT schema_name || '.' || table_name || '.' || column_name, concat_ws('|', column_index, data_type, "
-               "column_default, is_nullable, numeric_precision, numeric_scale) FROM system.main.duckdb_columns() "
-               "WHERE database_name = $db"),
-    ("view", "SELECT schema_name || '.' || view_name, sql FROM system.main.duckdb_views() WHERE database_name = $db "
-             "AND NOT internal"),
-    ("macro", "SELECT schema_name || '.' || function_name, concat_ws('|', function_type, macro_definition, "
-              "parameters::VARCHAR) FROM system.main.duckdb_functions() WHERE database_name = $db AND NOT internal"),
-    ("type", "SELECT schema_name || '.' || type_name, logical_type FROM system.main.duckdb_types() "
-             "WHERE database_name = $db AND NOT internal"),
-    ("sequence", "SELECT schema_name || '.' || sequence_name, sql FROM system.main.duckdb_sequences() "
-                 "WHERE database_name = $db"),
-    ("index", "SELECT schema_name || '.' || index_name, concat_ws('|', table_name, sql) FROM "
-              "system.main.duckdb_indexes() WHERE database_name = $db"),
-    ("constraint", "SELECT schema_name || '.' || table_name || '.' || constraint_type, concat_ws('|', "
-                   "constraint_text, constraint_column_names::VARCHAR) FROM system.main.duckdb_constraints() "
-                   "WHERE database_name = $db"),
+    (
+        "table",
+        "SELECT schema_name || '.' || table_name, sql FROM system.main.duckdb_tables() WHERE database_name = $db",
+    ),
+    (
+        "column",
+        "SELECT schema_name || '.' || table_name || '.' || column_name, concat_ws('|', column_index, data_type, "
+        "column_default, is_nullable, numeric_precision, numeric_scale) FROM system.main.duckdb_columns() "
+        "WHERE database_name = $db",
+    ),
+    (
+        "view",
+        "SELECT schema_name || '.' || view_name, sql FROM system.main.duckdb_views() WHERE database_name = $db "
+        "AND NOT internal",
+    ),
+    (
+        "macro",
+        "SELECT schema_name || '.' || function_name, concat_ws('|', function_type, macro_definition, "
+        "parameters::VARCHAR) FROM system.main.duckdb_functions() WHERE database_name = $db AND NOT internal",
+    ),
+    (
+        "type",
+        "SELECT schema_name || '.' || type_name, logical_type FROM system.main.duckdb_types() "
+        "WHERE database_name = $db AND NOT internal",
+    ),
+    (
+        "sequence",
+        "SELECT schema_name || '.' || sequence_name, sql FROM system.main.duckdb_sequences() WHERE database_name = $db",
+    ),
+    (
+        "index",
+        "SELECT schema_name || '.' || index_name, concat_ws('|', table_name, sql) FROM "
+        "system.main.duckdb_indexes() WHERE database_name = $db",
+    ),
+    (
+        "constraint",
+        "SELECT schema_name || '.' || table_name || '.' || constraint_type, concat_ws('|', "
+        "constraint_text, constraint_column_names::VARCHAR) FROM system.main.duckdb_constraints() "
+        "WHERE database_name = $db",
+    ),
 )
 
 
@@ -757,8 +885,9 @@ def catalog(con: Any, database: str | None = None) -> frozenset[tuple[str, str, 
         database = con.execute("SELECT system.main.current_database()").fetchall()[0][0]
     found: set[tuple[str, str, str]] = set()
     for kind, sql in _CATALOG:
-        found.update((kind, str(name), str(definition)) for name, definition in
-                     con.execute(sql, {"db": database}).fetchall())
+        found.update(
+            (kind, str(name), str(definition)) for name, definition in con.execute(sql, {"db": database}).fetchall()
+        )
     return frozenset(found)
 
 
@@ -793,8 +922,9 @@ def differences(found: frozenset[tuple[str, str, str]]) -> list[str]:
 def _layout_version(con: Any, found: frozenset[tuple[str, str, str]], database: str = "main") -> str | None:
     """The file's schema_version, read only when its meta table is exactly the ledger's (else None)."""
     meta = {(k, n, d) for k, n, d in expected_catalog() if n == "main.meta" or n.startswith("main.meta.")}
-    if not meta <= found or {(k, n) for k, n, _ in found if n == "main.meta" or n.startswith("main.meta.")} != \
-            {(k, n) for k, n, _ in meta}:
+    if not meta <= found or {(k, n) for k, n, _ in found if n == "main.meta" or n.startswith("main.meta.")} != {
+        (k, n) for k, n, _ in meta
+    }:
         return None
     prefix = "" if database == "main" else f"{database}."
     rows = con.execute(f"SELECT value FROM {prefix}main.meta WHERE key = 'schema_version'").fetchall()
@@ -843,8 +973,9 @@ def _link_at(led: AccessLedger, position: int) -> str | None:
 def _chunk_schema() -> Any:
     import pyarrow as pa
 
-    return pa.schema([("position", pa.int64())] + [
-        (f, pa.list_(pa.string()) if f in LIST_FIELDS else pa.string()) for f in FIELDS])
+    return pa.schema(
+        [("position", pa.int64())] + [(f, pa.list_(pa.string()) if f in LIST_FIELDS else pa.string()) for f in FIELDS]
+    )
 
 
 def _parse_chunk(data: bytes) -> Any:
@@ -853,9 +984,11 @@ def _parse_chunk(data: bytes) -> Any:
 
     import pyarrow.json as pj
 
-    return pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=1 << 20),
-                        parse_options=pj.ParseOptions(explicit_schema=_chunk_schema(),
-                                                      unexpected_field_behavior="ignore"))
+    return pj.read_json(
+        io.BytesIO(data),
+        read_options=pj.ReadOptions(block_size=1 << 20),
+        parse_options=pj.ParseOptions(explicit_schema=_chunk_schema(), unexpected_field_behavior="ignore"),
+    )
 
 
 def _chunk_jsonl(led: AccessLedger, first: int, last: int) -> tuple[bytes, str | None]:

@@ -25,8 +25,16 @@ BACKENDS = ["sqlite"] + (["postgres"] if PG else [])
 # statement that runs away (or a transaction left idle) instead of hanging the run: libpq reads
 # PGOPTIONS. The largest statement of the suite takes well under a second.
 if PG:
-    os.environ["PGOPTIONS"] = " ".join(filter(None, [
-        os.environ.get("PGOPTIONS", ""), "-c statement_timeout=120s", "-c idle_in_transaction_session_timeout=300s"]))
+    os.environ["PGOPTIONS"] = " ".join(
+        filter(
+            None,
+            [
+                os.environ.get("PGOPTIONS", ""),
+                "-c statement_timeout=120s",
+                "-c idle_in_transaction_session_timeout=300s",
+            ],
+        )
+    )
 
 
 def _drop_schema(schema: str) -> None:
@@ -38,9 +46,12 @@ def _drop_schema(schema: str) -> None:
     with psycopg.connect(PG, autocommit=True) as conn:
         conn.execute("SET lock_timeout = '10s'")
         for attempt in range(5):
-            conn.execute("SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-                         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
-                         "AND l.pid <> pg_backend_pid() GROUP BY l.pid", (schema,))
+            conn.execute(
+                "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+                "AND l.pid <> pg_backend_pid() GROUP BY l.pid",
+                (schema,),
+            )
             try:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
                 return

@@ -20,14 +20,36 @@ MEMBERS = st.one_of(USERS, st.just("service_account:ci"))
 TENANTS = st.sampled_from(["prod", "dev"])
 TENANT_ROLES = st.sampled_from(["viewer", "editor", "admin", "c1", "c2", "c3"])
 ORG_ROLES = st.sampled_from(["org_viewer", "org_admin", "o1"])
-PERMS = st.lists(st.sampled_from(["model:read", "model:promote", "pipeline:*", "*:update", "secret:read",
-                                  "service_connector:read_secret_value", "*:*"]), unique=True, max_size=3)
-ORG_PERMS = st.lists(st.sampled_from(["tenant:read", "member:*", "*:update", "role:update"]), unique=True,
-                     max_size=2)
+PERMS = st.lists(
+    st.sampled_from(
+        [
+            "model:read",
+            "model:promote",
+            "pipeline:*",
+            "*:update",
+            "secret:read",
+            "service_connector:read_secret_value",
+            "*:*",
+        ]
+    ),
+    unique=True,
+    max_size=3,
+)
+ORG_PERMS = st.lists(st.sampled_from(["tenant:read", "member:*", "*:update", "role:update"]), unique=True, max_size=2)
 RESOURCES = st.sampled_from([None, None, None, "model/m1", "pipeline/p1", "service_connector/aws"])
 # Expiry instants that coincide with event times (hours 0 and 12 of the days events use).
-EXPIRES = st.sampled_from([None, None, None, "2026-02-03T00:00:00Z", "2026-02-04T12:00:00Z", "2026-02-06T00:00:00Z",
-                           "2026-02-09T12:00:00Z", "2026-02-14T00:00:00Z"])
+EXPIRES = st.sampled_from(
+    [
+        None,
+        None,
+        None,
+        "2026-02-03T00:00:00Z",
+        "2026-02-04T12:00:00Z",
+        "2026-02-06T00:00:00Z",
+        "2026-02-09T12:00:00Z",
+        "2026-02-14T00:00:00Z",
+    ]
+)
 
 
 def commands(names: st.SearchStrategy[str] = NAMES) -> st.SearchStrategy[tuple[Any, ...]]:
@@ -77,8 +99,9 @@ def commands(names: st.SearchStrategy[str] = NAMES) -> st.SearchStrategy[tuple[A
 COMMANDS = commands()
 
 
-def apply_commands(led: AccessLedger, drawn: Iterable[tuple[Any, ...]], time: Callable[[int], str],
-                   first: int = 0) -> None:
+def apply_commands(
+    led: AccessLedger, drawn: Iterable[tuple[Any, ...]], time: Callable[[int], str], first: int = 0
+) -> None:
     """Apply drawn commands in order, the i-th (counting from `first`) at time(i); refused ones are skipped."""
     for i, (name, *args) in enumerate(drawn, first):
         if name == "change_role":

@@ -43,7 +43,9 @@ def test_secrets_as_json_names_the_unauthorised_read(ledger, tmp_path):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [(r["who"], r["finding"], r["positions"]) for r in rows] == [
-        ("user:alice", "authorised", [7, 6]), ("user:bob", "unauthorised-access", [8])]
+        ("user:alice", "authorised", [7, 6]),
+        ("user:bob", "unauthorised-access", [8]),
+    ]
 
 
 def test_every_format_and_out_file(ledger, tmp_path):
@@ -53,7 +55,8 @@ def test_every_format_and_out_file(ledger, tmp_path):
     assert result.stdout == ""
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert [(r["who"], r["where"], r["what"], r["last_used"], r["positions"]) for r in rows] == [
-        ("user:alice", "tenant:prod", "*:*", d(3), "6, 1")]
+        ("user:alice", "tenant:prod", "*:*", d(3), "6, 1")
+    ]
     markdown = run(ledger, tmp_path, "audit", "review", "--at", d(9), "-f", "markdown")
     assert markdown.exit_code == 0
     assert markdown.stdout.startswith("### Access review\n\n| who | where | what |")
@@ -72,31 +75,52 @@ def test_the_audit_syncs_new_events_first(ledger, tmp_path):
 
 
 def test_each_audit_command_runs(ledger, tmp_path):
-    for command in (["review"], ["least-privilege", "--window", "30d"], ["secrets"], ["sod"], ["changes"],
-                    ["hygiene"]):
+    for command in (["review"], ["least-privilege", "--window", "30d"], ["secrets"], ["sod"], ["changes"], ["hygiene"]):
         result = run(ledger, tmp_path, "audit", *command, "--format", "json")
         assert result.exit_code == 0, (command, result.output)
         assert isinstance(json.loads(result.stdout), list)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["least-privilege", "--window", "ninety"],
-     "Error: window: 'ninety' is not a duration like 90d, 12h, 2w, 30min, 3mo or 1y\n"),
-    (["least-privilege", "--window", "3m"], "Error: window: '3m' is ambiguous: say 3min (minutes) or 3mo (months)\n"),
-    (["review", "--at", "lastweek"], "Error: at: 'lastweek' is not a time: give 2026-03-15T10:00:00Z, "
-     "2026-03-15T10:00 (UTC), 2026-03-15, now, today, yesterday or -7d\n"),
-    (["changes", "--period", "2026-Q1", "--from", d(1)], "Error: period: give --period or --from/--to, not both\n"),
-    (["secrets", "--period", "2026-Q5"], "Error: period: '2026-Q5' is not a period like 2026, 2026-03 or 2026-Q1\n"),
-    (["review", "--tenant", "prd"],
-     "Error: unknown tenant 'prd': never recorded in this ledger (did you mean prod?)\n"),
-    (["review", "--principal", "user:alise"],
-     "Error: unknown principal 'user:alise': never recorded in this ledger (did you mean user:alice?)\n"),
-    (["review", "--principal", "user:nobody"],
-     "Error: unknown principal 'user:nobody': never recorded in this ledger (no recorded name is close)\n"),
-    (["changes", "--from", d(5), "--to", d(4)],
-     "Error: from: 2026-01-05T00:00:00Z is after to: 2026-01-04T00:00:00Z\n"),
-    (["sod", "--rules", "/no/such/rules.toml"], "Error: rules: no file /no/such/rules.toml\n"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["least-privilege", "--window", "ninety"],
+            "Error: window: 'ninety' is not a duration like 90d, 12h, 2w, 30min, 3mo or 1y\n",
+        ),
+        (
+            ["least-privilege", "--window", "3m"],
+            "Error: window: '3m' is ambiguous: say 3min (minutes) or 3mo (months)\n",
+        ),
+        (
+            ["review", "--at", "lastweek"],
+            "Error: at: 'lastweek' is not a time: give 2026-03-15T10:00:00Z, "
+            "2026-03-15T10:00 (UTC), 2026-03-15, now, today, yesterday or -7d\n",
+        ),
+        (["changes", "--period", "2026-Q1", "--from", d(1)], "Error: period: give --period or --from/--to, not both\n"),
+        (
+            ["secrets", "--period", "2026-Q5"],
+            "Error: period: '2026-Q5' is not a period like 2026, 2026-03 or 2026-Q1\n",
+        ),
+        (
+            ["review", "--tenant", "prd"],
+            "Error: unknown tenant 'prd': never recorded in this ledger (did you mean prod?)\n",
+        ),
+        (
+            ["review", "--principal", "user:alise"],
+            "Error: unknown principal 'user:alise': never recorded in this ledger (did you mean user:alice?)\n",
+        ),
+        (
+            ["review", "--principal", "user:nobody"],
+            "Error: unknown principal 'user:nobody': never recorded in this ledger (no recorded name is close)\n",
+        ),
+        (
+            ["changes", "--from", d(5), "--to", d(4)],
+            "Error: from: 2026-01-05T00:00:00Z is after to: 2026-01-04T00:00:00Z\n",
+        ),
+        (["sod", "--rules", "/no/such/rules.toml"], "Error: rules: no file /no/such/rules.toml\n"),
+    ],
+)
 def test_bad_arguments_give_one_line_and_exit_2(ledger, tmp_path, args, message):
     result = run(ledger, tmp_path, "audit", *args)
     assert result.exit_code == 2
@@ -104,8 +128,9 @@ def test_bad_arguments_give_one_line_and_exit_2(ledger, tmp_path, args, message)
 
 
 def test_a_warehouse_in_a_missing_folder_is_one_clear_error(ledger, tmp_path):
-    result = runner.invoke(app, ["--db", ledger.store.url, "audit", "review", "--warehouse",
-                                 str(tmp_path / "nope" / "w.duckdb")])
+    result = runner.invoke(
+        app, ["--db", ledger.store.url, "audit", "review", "--warehouse", str(tmp_path / "nope" / "w.duckdb")]
+    )
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: cannot create the warehouse ")
 
@@ -129,8 +154,9 @@ def test_footers_count_what_needs_attention_in_the_reports_words(ledger, tmp_pat
     assert lp.exit_code == 0, lp.output
     assert "need attention" in lp.stdout and "finding(s)" not in lp.stdout
     out = tmp_path / "bundle"
-    exported = runner.invoke(app, ["--db", ledger.store.url, "evidence", "export", "--from", d(1), "--to", d(9),
-                                   "--out", str(out)])
+    exported = runner.invoke(
+        app, ["--db", ledger.store.url, "evidence", "export", "--from", d(1), "--to", d(9), "--out", str(out)]
+    )
     assert exported.exit_code == 0, exported.output
     manifest = json.loads((out / "manifest.json").read_text())
     attention = sum(a["needs_attention"] for a in manifest["audits"].values())

@@ -41,8 +41,8 @@ def staff(led: AccessLedger) -> None:
 
 def test_a_viewer_assigning_admin_is_an_unauthorised_change(led, tmp_path):
     staff(led)
-    led.assign_role("viewer", "user:vera", tenant="prod", at=d(2))                        # 6
-    led.assign_role("admin", "user:bob", tenant="prod", at=d(3), actor="user:vera")        # 7
+    led.assign_role("viewer", "user:vera", tenant="prod", at=d(2))  # 6
+    led.assign_role("admin", "user:bob", tenant="prod", at=d(3), actor="user:vera")  # 7
     rows = authority(led, tmp_path)
     assert brief(rows) == [("unauthorised-change", "user:vera", 7, "RoleAssigned", "member:update")]
     row = rows[0]
@@ -54,42 +54,46 @@ def test_a_viewer_assigning_admin_is_an_unauthorised_change(led, tmp_path):
 
 def test_a_leaver_granting_admin_is_a_change_by_an_inactive_actor(led, tmp_path):
     staff(led)
-    led.assign_role("org_admin", "user:lee", at=d(2))                                       # 6
-    led.assign_role("viewer", "user:bob", tenant="prod", at=d(3), actor="user:lee")         # 7: allowed
-    led.deactivate_user("lee", at=d(4), reason="HR-1 leaver")                               # 8
-    led.assign_role("admin", "user:bob", tenant="prod", at=d(5), actor="user:lee")          # 9
-    led.create_user("mallory", at=d(6), actor="user:ghost")                                 # 10
+    led.assign_role("org_admin", "user:lee", at=d(2))  # 6
+    led.assign_role("viewer", "user:bob", tenant="prod", at=d(3), actor="user:lee")  # 7: allowed
+    led.deactivate_user("lee", at=d(4), reason="HR-1 leaver")  # 8
+    led.assign_role("admin", "user:bob", tenant="prod", at=d(5), actor="user:lee")  # 9
+    led.create_user("mallory", at=d(6), actor="user:ghost")  # 10
     rows = authority(led, tmp_path)
-    assert brief(rows) == [("change-by-inactive-actor", "user:lee", 9, "RoleAssigned", "member:update"),
-                           ("change-by-inactive-actor", "user:ghost", 10, "UserCreated", "member:create")]
+    assert brief(rows) == [
+        ("change-by-inactive-actor", "user:lee", 9, "RoleAssigned", "member:update"),
+        ("change-by-inactive-actor", "user:ghost", 10, "UserCreated", "member:create"),
+    ]
     assert rows[0]["detail"] == f"user:lee was deactivated at {d(4)} (position 8)"
     assert rows[1]["detail"] == "user:ghost is not recorded in the ledger at that instant"
 
 
 def test_system_is_exempt_and_held_permissions_authorise(led, tmp_path):
     staff(led)
-    led.register_connector("aws", "prod", at=d(1), actor="system")                          # 6
-    led.assign_role("admin", "user:vera", tenant="prod", at=d(2))                           # 7
-    led.assign_role("org_editor", "user:bob", at=d(2))                                      # 8
+    led.register_connector("aws", "prod", at=d(1), actor="system")  # 6
+    led.assign_role("admin", "user:vera", tenant="prod", at=d(2))  # 7
+    led.assign_role("org_editor", "user:bob", at=d(2))  # 8
     # vera's tenant admin (*:*) matches member:update in prod and service_connector:delete there ...
-    led.assign_role("viewer", "user:lee", tenant="prod", at=d(3), actor="user:vera")        # 9
-    led.delete_connector("aws", "prod", at=d(3), actor="user:vera")                         # 10
+    led.assign_role("viewer", "user:lee", tenant="prod", at=d(3), actor="user:vera")  # 9
+    led.delete_connector("aws", "prod", at=d(3), actor="user:vera")  # 10
     # ... and bob's org_editor creates tenants and users, but cannot delete a tenant.
-    led.create_tenant("dev", at=d(4), actor="user:bob")                                     # 11
-    led.create_user("zoe", at=d(4), actor="user:bob")                                       # 12
-    led.delete_tenant("dev", at=d(5), actor="user:bob")                                     # 13
+    led.create_tenant("dev", at=d(4), actor="user:bob")  # 11
+    led.create_user("zoe", at=d(4), actor="user:bob")  # 12
+    led.delete_tenant("dev", at=d(5), actor="user:bob")  # 13
     # vera's admin in prod does not reach the organization: no org role assignment.
-    led.assign_role("org_viewer", "user:lee", at=d(5), actor="user:vera")                   # 14
+    led.assign_role("org_viewer", "user:lee", at=d(5), actor="user:vera")  # 14
     rows = authority(led, tmp_path)
-    assert brief(rows) == [("unauthorised-change", "user:bob", 13, "TenantDeleted", "tenant:delete"),
-                           ("unauthorised-change", "user:vera", 14, "RoleAssigned", "member:update")]
+    assert brief(rows) == [
+        ("unauthorised-change", "user:bob", 13, "TenantDeleted", "tenant:delete"),
+        ("unauthorised-change", "user:vera", 14, "RoleAssigned", "member:update"),
+    ]
     assert rows[1]["needed"] == "member:update in the organization"
 
 
 def test_the_period_bounds_the_changes_judged(led, tmp_path):
     staff(led)
-    led.create_user("x", at=d(3), actor="user:vera")                                        # 6
-    led.create_user("y", at=d(5), actor="user:vera")                                        # 7
+    led.create_user("x", at=d(3), actor="user:vera")  # 6
+    led.create_user("y", at=d(5), actor="user:vera")  # 7
     assert [r["position"] for r in authority(led, tmp_path, start=d(4))] == [7]
     assert [r["position"] for r in authority(led, tmp_path, end=d(4))] == [6]
 
@@ -98,40 +102,70 @@ def test_audit_authority_command_lists_the_unauthorised_change(led, tmp_path):
     staff(led)
     led.assign_role("viewer", "user:vera", tenant="prod", at=d(2))
     led.assign_role("admin", "user:bob", tenant="prod", at=d(3), actor="user:vera")
-    result = runner.invoke(app, ["--db", led.store.url, "audit", "authority", "--period", "2026-01",
-                                 "--warehouse", str(tmp_path / "w.duckdb"), "--format", "json"])
+    result = runner.invoke(
+        app,
+        [
+            "--db",
+            led.store.url,
+            "audit",
+            "authority",
+            "--period",
+            "2026-01",
+            "--warehouse",
+            str(tmp_path / "w.duckdb"),
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert brief(json.loads(result.stdout)) == [("unauthorised-change", "user:vera", 7, "RoleAssigned",
-                                                 "member:update")]
+    assert brief(json.loads(result.stdout)) == [
+        ("unauthorised-change", "user:vera", 7, "RoleAssigned", "member:update")
+    ]
 
 
 def test_a_rules_file_replaces_the_shipped_rules(led, tmp_path):
     staff(led)
     led.assign_role("org_editor", "user:vera", at=d(2))
-    led.create_user("zoe", at=d(3), actor="user:vera")                                      # 7: member:create, held
+    led.create_user("zoe", at=d(3), actor="user:vera")  # 7: member:create, held
     text = default_rules_text("zenml-pro").replace('permission = "member:create"', 'permission = "member:delete"')
     rules = tmp_path / "strict.toml"
     rules.write_text(text)
     assert authority(led, tmp_path) == []
     assert brief(authority(led, tmp_path, authority_rules=rules)) == [
-        ("unauthorised-change", "user:vera", 7, "UserCreated", "member:delete")]
+        ("unauthorised-change", "user:vera", 7, "UserCreated", "member:delete")
+    ]
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda t: t.replace('events = ["TeamDeleted"]', 'events = ["TeamDeletedX"]'),
-     "rule 7: 'TeamDeletedX' is not a change event"),
-    (lambda t: t.replace('[[rule]]\nevents = ["TeamDeleted"]\npermission = "team:delete"\nin = ["organization"]\n', ''),
-     "no rule for TeamDeleted (every change event needs one)"),
-    (lambda t: t.replace('permission = "tenant:create"', 'permission = "tenant:*"'),
-     "rule 1: permission 'tenant:*' is not TYPE:ACTION (no wildcards in rules)"),
-    (lambda t: default_rules_text("zenml-oss"),
-     "the rules are for the zenml-oss preset; this ledger uses zenml-pro"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (
+            lambda t: t.replace('events = ["TeamDeleted"]', 'events = ["TeamDeletedX"]'),
+            "rule 7: 'TeamDeletedX' is not a change event",
+        ),
+        (
+            lambda t: t.replace(
+                '[[rule]]\nevents = ["TeamDeleted"]\npermission = "team:delete"\nin = ["organization"]\n', ""
+            ),
+            "no rule for TeamDeleted (every change event needs one)",
+        ),
+        (
+            lambda t: t.replace('permission = "tenant:create"', 'permission = "tenant:*"'),
+            "rule 1: permission 'tenant:*' is not TYPE:ACTION (no wildcards in rules)",
+        ),
+        (
+            lambda t: default_rules_text("zenml-oss"),
+            "the rules are for the zenml-oss preset; this ledger uses zenml-pro",
+        ),
+    ],
+)
 def test_audit_authority_refuses_a_bad_rules_file_in_one_line(led, tmp_path, change, message):
     rules = tmp_path / "bad.toml"
     rules.write_text(change(default_rules_text("zenml-pro")))
-    result = runner.invoke(app, ["--db", led.store.url, "audit", "authority", "--rules", str(rules),
-                                 "--warehouse", str(tmp_path / "w.duckdb")])
+    result = runner.invoke(
+        app,
+        ["--db", led.store.url, "audit", "authority", "--rules", str(rules), "--warehouse", str(tmp_path / "w.duckdb")],
+    )
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
 
@@ -143,13 +177,15 @@ def test_zenml_oss_changes_need_write(ledger_url, tmp_path):
         led.create_user("gus", at=d(1))
         led.assign_role("admin", "user:ada", at=d(1))
         led.assign_role("guest", "user:gus", at=d(1))
-        led.create_team("ml", at=d(2), actor="user:ada")                                   # 6: admin holds *:write
-        led.create_team("ops", at=d(2), actor="user:gus")                                  # 7: guest does not
-        assert brief(authority(led, tmp_path)) == [("unauthorised-change", "user:gus", 7, "TeamCreated",
-                                                    "organization:write")]
+        led.create_team("ml", at=d(2), actor="user:ada")  # 6: admin holds *:write
+        led.create_team("ops", at=d(2), actor="user:gus")  # 7: guest does not
+        assert brief(authority(led, tmp_path)) == [
+            ("unauthorised-change", "user:gus", 7, "TeamCreated", "organization:write")
+        ]
 
 
 # -- enforcement ---------------------------------------------------------------------------------
+
 
 def cli(url: str, *args: str):
     return runner.invoke(app, ["--db", url, *args])
@@ -190,15 +226,27 @@ REFUSED = [
     (["team", "create", "ops"], "team:create in the organization", "TeamCreated"),
     (["team", "add-member", "ml", "user:bob"], "team:update in the organization", "TeamMemberAdded"),
     (["team", "delete", "ml"], "team:delete in the organization", "TeamDeleted"),
-    (["role", "create", "r1", "--scope", "tenant", "-p", "model:read"], "role:create in the organization",
-     "RoleCreated"),
-    (["role", "assign", "admin", "--to", "user:bob", "--tenant", "prod"],
-     "member:update in the organization or in tenant 'prod'", "RoleAssigned"),
+    (
+        ["role", "create", "r1", "--scope", "tenant", "-p", "model:read"],
+        "role:create in the organization",
+        "RoleCreated",
+    ),
+    (
+        ["role", "assign", "admin", "--to", "user:bob", "--tenant", "prod"],
+        "member:update in the organization or in tenant 'prod'",
+        "RoleAssigned",
+    ),
     (["role", "assign", "org_admin", "--to", "user:vera"], "member:update in the organization", "RoleAssigned"),
-    (["role", "unassign", "viewer", "--from", "user:vera", "--tenant", "prod"],
-     "member:update in the organization or in tenant 'prod'", "RoleUnassigned"),
-    (["connector", "register", "aws", "--tenant", "prod"], "service_connector:create in tenant 'prod'",
-     "ConnectorRegistered"),
+    (
+        ["role", "unassign", "viewer", "--from", "user:vera", "--tenant", "prod"],
+        "member:update in the organization or in tenant 'prod'",
+        "RoleUnassigned",
+    ),
+    (
+        ["connector", "register", "aws", "--tenant", "prod"],
+        "service_connector:create in tenant 'prod'",
+        "ConnectorRegistered",
+    ),
 ]
 
 
@@ -215,11 +263,13 @@ def test_enforced_ledger_refuses_a_leaver_and_accepts_an_authorised_actor(enforc
     before = snapshot(enforced)
     result = cli(enforced, "role", "assign", "admin", "--to", "user:bob", "--tenant", "prod", "--actor", "user:lee")
     assert result.exit_code != 0
-    assert result.stderr.strip() == ("Error: actor: user:lee is deactivated and may make no change "
-                                     "(this ledger enforces authority)")
+    assert result.stderr.strip() == (
+        "Error: actor: user:lee is deactivated and may make no change (this ledger enforces authority)"
+    )
     assert snapshot(enforced) == before
-    result = cli(enforced, "role", "assign", "editor", "--to", "user:bob", "--tenant", "prod",
-                 "--actor", "service_account:ops")
+    result = cli(
+        enforced, "role", "assign", "editor", "--to", "user:bob", "--tenant", "prod", "--actor", "service_account:ops"
+    )
     assert result.exit_code == 0, result.output
     result = cli(enforced, "connector", "register", "aws", "--tenant", "prod", "--actor", "service_account:ops")
     assert result.exit_code == 0, result.output
@@ -228,22 +278,45 @@ def test_enforced_ledger_refuses_a_leaver_and_accepts_an_authorised_actor(enforc
 def test_enforced_import_refuses_the_whole_file_at_an_unauthorised_line(enforced, tmp_path):
     before = snapshot(enforced)
     at = format_instant(now())
-    lines = [{"type": "UserCreated", "at": at, "actor": "system", "user": "amy"},
-             {"type": "RoleAssigned", "at": at, "actor": "service_account:ops", "role": "viewer",
-              "principal": "user:amy", "tenant": "prod"},
-             {"type": "RoleAssigned", "at": at, "actor": "user:vera", "role": "admin",
-              "principal": "user:amy", "tenant": "prod"}]
+    lines = [
+        {"type": "UserCreated", "at": at, "actor": "system", "user": "amy"},
+        {
+            "type": "RoleAssigned",
+            "at": at,
+            "actor": "service_account:ops",
+            "role": "viewer",
+            "principal": "user:amy",
+            "tenant": "prod",
+        },
+        {
+            "type": "RoleAssigned",
+            "at": at,
+            "actor": "user:vera",
+            "role": "admin",
+            "principal": "user:amy",
+            "tenant": "prod",
+        },
+    ]
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     result = cli(enforced, "import", str(path))
     assert result.exit_code != 0
-    assert result.stderr.strip() == ("Error: line 3: " + LACKS.format(
-        "member:update in the organization or in tenant 'prod'", "RoleAssigned"))
+    assert result.stderr.strip() == (
+        "Error: line 3: " + LACKS.format("member:update in the organization or in tenant 'prod'", "RoleAssigned")
+    )
     assert snapshot(enforced) == before
     # Within one import, what the earlier lines granted counts: amy, given admin by ops, may assign.
     lines[2]["actor"] = "service_account:ops"
-    lines.append({"type": "RoleAssigned", "at": at, "actor": "user:amy", "role": "editor",
-                  "principal": "user:bob", "tenant": "prod"})
+    lines.append(
+        {
+            "type": "RoleAssigned",
+            "at": at,
+            "actor": "user:amy",
+            "role": "editor",
+            "principal": "user:bob",
+            "tenant": "prod",
+        }
+    )
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     result = cli(enforced, "import", str(path))
     assert result.exit_code == 0, result.output
@@ -279,14 +352,24 @@ def test_without_enforcement_mirrored_history_is_accepted(led):
 
 def test_enforced_ledger_refuses_an_actor_never_recorded_on_import(url_factory):
     url = url_factory()
-    lines = [{"type": "OrganizationCreated", "at": d(1), "actor": "system", "name": "acme", "preset": "zenml-pro",
-              "enforce_authority": True},
-             {"type": "TenantCreated", "at": d(1), "actor": "user:ghost", "tenant": "prod"}]
+    lines = [
+        {
+            "type": "OrganizationCreated",
+            "at": d(1),
+            "actor": "system",
+            "name": "acme",
+            "preset": "zenml-pro",
+            "enforce_authority": True,
+        },
+        {"type": "TenantCreated", "at": d(1), "actor": "user:ghost", "tenant": "prod"},
+    ]
     with AccessLedger.open(url, create=True) as led:
         with pytest.raises(E.Unauthorised) as refused:
             led.import_lines([json.dumps(x) for x in lines])
-        assert str(refused.value) == ("line 2: actor: user:ghost is not recorded in the ledger and may make no "
-                                      "change (this ledger enforces authority)")
+        assert str(refused.value) == (
+            "line 2: actor: user:ghost is not recorded in the ledger and may make no "
+            "change (this ledger enforces authority)"
+        )
         assert led.head() == 0
 
 
@@ -302,20 +385,28 @@ from ledger.vocabulary import predefined_roles  # noqa: E402
 
 # The table of DESIGN section 3, written out again: event -> (permission, may it be held in the event's tenant).
 TABLE = {
-    "TenantCreated": ("tenant:create", False), "TenantRenamed": ("tenant:update", False),
+    "TenantCreated": ("tenant:create", False),
+    "TenantRenamed": ("tenant:update", False),
     "TenantDeleted": ("tenant:delete", False),
-    "UserCreated": ("member:create", False), "ServiceAccountCreated": ("member:create", False),
+    "UserCreated": ("member:create", False),
+    "ServiceAccountCreated": ("member:create", False),
     **{f"{k}{w}": ("member:update", False) for k in ("User", "ServiceAccount") for w in ("Deactivated", "Reactivated")},
-    "TeamCreated": ("team:create", False), "TeamDeleted": ("team:delete", False),
-    "TeamMemberAdded": ("team:update", False), "TeamMemberRemoved": ("team:update", False),
-    "RoleCreated": ("role:create", False), "RolePermissionsChanged": ("role:update", False),
+    "TeamCreated": ("team:create", False),
+    "TeamDeleted": ("team:delete", False),
+    "TeamMemberAdded": ("team:update", False),
+    "TeamMemberRemoved": ("team:update", False),
+    "RoleCreated": ("role:create", False),
+    "RolePermissionsChanged": ("role:update", False),
     "RoleDeleted": ("role:delete", False),
-    "RoleAssigned": ("member:update", True), "RoleUnassigned": ("member:update", True),
-    "ConnectorRegistered": ("service_connector:create", True), "ConnectorDeleted": ("service_connector:delete", True),
+    "RoleAssigned": ("member:update", True),
+    "RoleUnassigned": ("member:update", True),
+    "ConnectorRegistered": ("service_connector:create", True),
+    "ConnectorDeleted": ("service_connector:delete", True),
 }
 ONLY_IN_TENANT = {"ConnectorRegistered", "ConnectorDeleted"}
-ACTORS = st.sampled_from(["system", "system", "user:alice", "user:bob", "user:carol", "service_account:ci",
-                          "user:ghost"])
+ACTORS = st.sampled_from(
+    ["system", "system", "user:alice", "user:bob", "user:carol", "service_account:ci", "user:ghost"]
+)
 
 
 # Changes that meet the prelude's edges: the connector bob's admin is narrowed to, tenant dev of team ml.
@@ -323,13 +414,23 @@ NEW_NAMES = st.sampled_from(["dan", "eve", "fay", "gus", "hal", "ivy", "jo", "ki
 EXTRA = st.one_of(
     st.tuples(st.just("delete_connector"), st.just("aws"), st.just("prod")),
     st.tuples(st.just("register_connector"), st.sampled_from(["aws", "gcp"]), st.sampled_from(["prod", "dev"])),
-    st.tuples(st.sampled_from(["assign_role", "unassign_role"]), st.sampled_from(["viewer", "editor"]),
-              st.sampled_from(["user:carol", "user:bob"]), st.sampled_from(["prod", "dev"])),
-    st.tuples(st.sampled_from(["assign_role", "unassign_role"]), st.sampled_from(["org_viewer", "o1"]),
-              st.sampled_from(["user:carol", "user:bob", "team:ml"])),
+    st.tuples(
+        st.sampled_from(["assign_role", "unassign_role"]),
+        st.sampled_from(["viewer", "editor"]),
+        st.sampled_from(["user:carol", "user:bob"]),
+        st.sampled_from(["prod", "dev"]),
+    ),
+    st.tuples(
+        st.sampled_from(["assign_role", "unassign_role"]),
+        st.sampled_from(["org_viewer", "o1"]),
+        st.sampled_from(["user:carol", "user:bob", "team:ml"]),
+    ),
     st.tuples(st.sampled_from(["create_user", "create_team"]), NEW_NAMES),
-    st.tuples(st.sampled_from(["add_team_member", "remove_team_member"]), st.just("ml"),
-              st.sampled_from(["user:bob", "user:carol", "service_account:ci"])),
+    st.tuples(
+        st.sampled_from(["add_team_member", "remove_team_member"]),
+        st.just("ml"),
+        st.sampled_from(["user:bob", "user:carol", "service_account:ci"]),
+    ),
     st.tuples(st.sampled_from(["deactivate_user", "reactivate_user"]), st.sampled_from(["alice", "bob", "carol"])),
 )
 
@@ -452,8 +553,11 @@ def _history(led: AccessLedger, drawn: list) -> None:
             pass
 
 
-@settings(max_examples=int(os.environ.get("AUTHORITY_EXAMPLES", "25")), deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("AUTHORITY_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(drawn=st.lists(st.tuples(st.one_of(commands(), EXTRA), ACTORS), min_size=20, max_size=70))
 def test_audit_authority_lists_exactly_the_changes_the_default_rules_forbid(url_factory, tmp_path_factory, drawn):
     with AccessLedger.open(url_factory(), create=True) as led:
@@ -492,7 +596,9 @@ def test_verify_replays_an_enforcing_ledger_and_catches_the_flag_edited_away(enf
     with AccessLedger.open(enforced) as led:
         assert led.verify().ok
         with led.store.transaction(write=True) as c:
-            c.execute("UPDATE al_entities SET data = ? WHERE kind = 'organization'",
-                      (json.dumps({"name": "acme", "preset": "zenml-pro"}),))
+            c.execute(
+                "UPDATE al_entities SET data = ? WHERE kind = 'organization'",
+                (json.dumps({"name": "acme", "preset": "zenml-pro"}),),
+            )
         result = led.verify()
         assert not result.ok and "al_entities" in result.problem

@@ -69,9 +69,25 @@ def _verify(target: Path) -> tuple[int, str, str, int, float]:
     """Run `evidence verify` in a subprocess: (exit code, stdout, stderr without time's line, peak RSS kB, s)."""
     started = time.monotonic()
     measured = target.parent / f".time-{uuid.uuid4().hex[:8]}"
-    done = subprocess.run(["/usr/bin/time", "-o", str(measured), "-f", "maxrss=%M", sys.executable, "-c", "from access_ledger.cli import main; main()", "evidence",
-                           "verify", str(target)], capture_output=True, text=True, timeout=TIME_LIMIT * 2,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    done = subprocess.run(
+        [
+            "/usr/bin/time",
+            "-o",
+            str(measured),
+            "-f",
+            "maxrss=%M",
+            sys.executable,
+            "-c",
+            "from access_ledger.cli import main; main()",
+            "evidence",
+            "verify",
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIME_LIMIT * 2,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
     seconds = time.monotonic() - started
     rss = int(measured.read_text().splitlines()[-1].removeprefix("maxrss="))
     measured.unlink()
@@ -89,8 +105,14 @@ def _assert_refused(target: Path, member: str) -> str:
     return out + err
 
 
-def _zip_of(bundle: Path, target: Path, *, extra: list[tuple[str, bytes]] = (), skip: set[str] = frozenset(),
-            manifest: bytes | None = None) -> Path:
+def _zip_of(
+    bundle: Path,
+    target: Path,
+    *,
+    extra: list[tuple[str, bytes]] = (),
+    skip: set[str] = frozenset(),
+    manifest: bytes | None = None,
+) -> Path:
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for path in sorted(p for p in bundle.rglob("*") if p.is_file()):
             rel = path.relative_to(bundle).as_posix()
@@ -207,7 +229,10 @@ def test_an_encrypted_member_names_the_member(bundle, tmp_path):
     data = bytearray(target.read_bytes())
     data[info.header_offset + 6] |= 0x01  # the local header's "encrypted" flag
     central = data.find(b"PK\x01\x02")
-    while data[central + 46:central + 46 + int.from_bytes(data[central + 28:central + 30], "little")] != b"report.html":
+    while (
+        data[central + 46 : central + 46 + int.from_bytes(data[central + 28 : central + 30], "little")]
+        != b"report.html"
+    ):
         central = data.find(b"PK\x01\x02", central + 4)
         assert central >= 0
     data[central + 8] |= 0x01  # and the central directory's
@@ -215,17 +240,29 @@ def test_an_encrypted_member_names_the_member(bundle, tmp_path):
     assert "encrypted" in _assert_refused(target, "report.html")
 
 
-@pytest.mark.parametrize("edit, member", [
-    (lambda m: m.update(files=[]), '"files"'),
-    (lambda m: m["files"]["digest.json"].update(bytes="12"), "digest.json"),
-    (lambda m: m["files"]["digest.json"].update(bytes=True), "digest.json"),
-    (lambda m: m["files"]["report.html"].update(sha256=5), "report.html"),
-    (lambda m: m["files"].update({"charts/x.csv": "abc"}), "charts/x.csv"),
-    (lambda m: m["files"].update({"../x": m["files"]["digest.json"]}), "../x"),
-    (lambda m: m.update(period=[1]), '"period"'),
-    (lambda m: m.update(signature="x"), '"signature"'),
-], ids=["files-list", "bytes-text", "bytes-bool", "sha-number", "entry-text", "entry-traversal", "period-list",
-        "signature-text"])
+@pytest.mark.parametrize(
+    "edit, member",
+    [
+        (lambda m: m.update(files=[]), '"files"'),
+        (lambda m: m["files"]["digest.json"].update(bytes="12"), "digest.json"),
+        (lambda m: m["files"]["digest.json"].update(bytes=True), "digest.json"),
+        (lambda m: m["files"]["report.html"].update(sha256=5), "report.html"),
+        (lambda m: m["files"].update({"charts/x.csv": "abc"}), "charts/x.csv"),
+        (lambda m: m["files"].update({"../x": m["files"]["digest.json"]}), "../x"),
+        (lambda m: m.update(period=[1]), '"period"'),
+        (lambda m: m.update(signature="x"), '"signature"'),
+    ],
+    ids=[
+        "files-list",
+        "bytes-text",
+        "bytes-bool",
+        "sha-number",
+        "entry-text",
+        "entry-traversal",
+        "period-list",
+        "signature-text",
+    ],
+)
 def test_manifest_entries_of_the_wrong_type_are_named(bundle, tmp_path, edit, member):
     manifest = json.loads((bundle / "manifest.json").read_text())
     edit(manifest)
@@ -238,6 +275,7 @@ def test_manifest_entries_of_the_wrong_type_are_named(bundle, tmp_path, edit, me
 
 # -- CSV: no cell a spreadsheet takes for a formula -------------------------------------------
 
+
 def _formula_cells(path: Path) -> list[str]:
     with open(path, newline="", encoding="utf-8") as f:
         return [cell for row in csv.reader(f) for cell in row if cell != csv_safe(cell)]
@@ -247,41 +285,74 @@ def test_no_csv_the_tool_writes_has_a_formula_leading_cell(ledger_db, bundle, tm
     written = sorted(bundle.rglob("*.csv"))
     for audit in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews", "authority"):
         out = tmp_path / f"{audit}.csv"
-        result = runner.invoke(app, ["--db", str(ledger_db), "audit", audit, "--format", "csv", "--out", str(out),
-                                     *(["--from", "2025-01-01", "--to", "2026-04-01"] if audit in ("secrets",
-                                                                                                   "changes") else [])])
+        result = runner.invoke(
+            app,
+            [
+                "--db",
+                str(ledger_db),
+                "audit",
+                audit,
+                "--format",
+                "csv",
+                "--out",
+                str(out),
+                *(["--from", "2025-01-01", "--to", "2026-04-01"] if audit in ("secrets", "changes") else []),
+            ],
+        )
         assert result.exit_code == 0, result.output
         written.append(out)
     assert len(written) > 10
     planted = 0
     for path in written:
         assert _formula_cells(path) == [], path
-        planted += sum(cell.startswith(("'=", "'+", "'@", "'-", "'\t", "'\r")) for row in csv.reader(
-            path.open(newline="", encoding="utf-8")) for cell in row)
+        planted += sum(
+            cell.startswith(("'=", "'+", "'@", "'-", "'\t", "'\r"))
+            for row in csv.reader(path.open(newline="", encoding="utf-8"))
+            for cell in row
+        )
     assert planted > 0  # the planted formulas did reach the CSV files, neutralised
     # The Parquet files (every row) keep the exact text.
-    cells = {v for p in bundle.glob("audits/*.parquet") for row in pq.read_table(p).to_pylist()
-             for v in row.values() if isinstance(v, str)}
+    cells = {
+        v
+        for p in bundle.glob("audits/*.parquet")
+        for row in pq.read_table(p).to_pylist()
+        for v in row.values()
+        if isinstance(v, str)
+    }
     assert set(HOSTILE) & cells
 
 
 def test_csv_safe_follows_owasp():
     assert [csv_safe(t) for t in ["=1", "+1", "@a", "\tx", "\rx", "-x", "-5", "-0.25", "-inf", "a=b", ""]] == [
-        "'=1", "'+1", "'@a", "'\tx", "'\rx", "'-x", "-5", "-0.25", "'-inf", "a=b", ""]
+        "'=1",
+        "'+1",
+        "'@a",
+        "'\tx",
+        "'\rx",
+        "'-x",
+        "-5",
+        "-0.25",
+        "'-inf",
+        "a=b",
+        "",
+    ]
 
 
 # -- owner-only files -------------------------------------------------------------------------
+
 
 def test_every_file_written_is_owner_only_under_umask_022(ledger_db, tmp_path):
     old = os.umask(0o022)
     try:
         out = tmp_path / "out"
         out.mkdir()
-        commands = [["evidence", "export", "--out", str(out / "bundle")],
-                    ["evidence", "export", "--zip", "--out", str(out / "bundle.zip")],
-                    ["export", "--out", str(out / "events.jsonl")],
-                    ["audit", "hygiene", "--format", "csv", "--out", str(out / "hygiene.csv")],
-                    ["digest", "--out", str(out / "digest.json")]]
+        commands = [
+            ["evidence", "export", "--out", str(out / "bundle")],
+            ["evidence", "export", "--zip", "--out", str(out / "bundle.zip")],
+            ["export", "--out", str(out / "events.jsonl")],
+            ["audit", "hygiene", "--format", "csv", "--out", str(out / "hygiene.csv")],
+            ["digest", "--out", str(out / "digest.json")],
+        ]
         (out / "digest.json").write_text("{}")  # an existing 0644 file is made owner-only too
         os.chmod(out / "digest.json", 0o644)
         for command in commands:
@@ -298,9 +369,12 @@ def test_every_file_written_is_owner_only_under_umask_022(ledger_db, tmp_path):
 
 # -- no password written ----------------------------------------------------------------------
 
+
 def test_scrub_removes_every_password_of_a_url():
-    line = ("access-ledger --db 'postgresql://alice:s3cr%40t@db:5432/l?sslmode=require' evidence export --rules "
-            "https://bob:pw2@host/r.toml --x 'host=db password=pw3 user=u'")
+    line = (
+        "access-ledger --db 'postgresql://alice:s3cr%40t@db:5432/l?sslmode=require' evidence export --rules "
+        "https://bob:pw2@host/r.toml --x 'host=db password=pw3 user=u'"
+    )
     clean = scrub(line)
     for secret in ("s3cr%40t", "pw2", "pw3"):
         assert secret not in clean
@@ -325,11 +399,13 @@ def test_no_password_of_a_db_url_appears_in_any_output(tmp_path):
         out = tmp_path / "out"
         out.mkdir()
         outputs = []
-        for command in (["evidence", "export", "--out", str(out / "bundle")],
-                        ["evidence", "export", "--zip", "--out", str(out / "bundle.zip")],
-                        ["export", "--out", str(out / "events.jsonl")],
-                        ["audit", "hygiene", "--format", "json", "--out", str(out / "hygiene.json")],
-                        ["digest", "--out", str(out / "digest.json")]):
+        for command in (
+            ["evidence", "export", "--out", str(out / "bundle")],
+            ["evidence", "export", "--zip", "--out", str(out / "bundle.zip")],
+            ["export", "--out", str(out / "events.jsonl")],
+            ["audit", "hygiene", "--format", "json", "--out", str(out / "hygiene.json")],
+            ["digest", "--out", str(out / "digest.json")],
+        ):
             result = runner.invoke(app, ["--db", url, *command])
             assert result.exit_code == 0, (command, result.output)
             outputs.append(result.output)
@@ -347,6 +423,7 @@ def test_no_password_of_a_db_url_appears_in_any_output(tmp_path):
 
 # -- the events file imports into a ledger holding the history before the period ---------------
 
+
 def test_a_bundles_events_import_after_the_history_before_its_period(ledger_db, tmp_path):
     with AccessLedger.open(str(ledger_db)) as led:
         head, digest = led.head(), led.digest()
@@ -360,14 +437,17 @@ def test_a_bundles_events_import_after_the_history_before_its_period(ledger_db, 
     events = (out / "events" / "events.jsonl").read_bytes()
     empty = tmp_path / "empty.db"
     refused = runner.invoke(app, ["--db", str(empty), "import", str(out / "events" / "events.jsonl")])
-    assert refused.exit_code != 0 and len(refused.stderr.splitlines()) == 1  # alone, the period's events do not make a ledger: the README says so
+    assert (
+        refused.exit_code != 0 and len(refused.stderr.splitlines()) == 1
+    )  # alone, the period's events do not make a ledger: the README says so
     rebuilt = tmp_path / "rebuilt.db"
     with AccessLedger.open(str(ledger_db)) as led, AccessLedger.open(str(rebuilt), create=True) as new:
         new.import_lines(line for _, line in led.read_bytes(1, first - 1))
         new.import_lines(events.splitlines())
         rebuilt_digest = new.digest()
     assert {k: v for k, v in rebuilt_digest.items() if k != "generated_at"} == {
-        k: v for k, v in digest.items() if k != "generated_at"}  # the same chain, link for link
+        k: v for k, v in digest.items() if k != "generated_at"
+    }  # the same chain, link for link
 
 
 def test_the_sql_rule_is_the_python_rule():
@@ -375,8 +455,29 @@ def test_the_sql_rule_is_the_python_rule():
 
     from ledger.private import csv_safe_sql
 
-    samples = ["=1", "+1", "@a", "\tx", "\rx", "-x", "-5", "-0.25", "-1e3", "-inf", "-nan", "-5 ", "- 5", "-", "a=b",
-               "", " =1", "x", "-2+3", "+5", "'=1"]
+    samples = [
+        "=1",
+        "+1",
+        "@a",
+        "\tx",
+        "\rx",
+        "-x",
+        "-5",
+        "-0.25",
+        "-1e3",
+        "-inf",
+        "-nan",
+        "-5 ",
+        "- 5",
+        "-",
+        "a=b",
+        "",
+        " =1",
+        "x",
+        "-2+3",
+        "+5",
+        "'=1",
+    ]
     con = duckdb.connect()
     got = [con.execute(f"SELECT {csv_safe_sql('$t')}", {"t": t}).fetchone()[0] for t in samples]
     assert got == [csv_safe(t) for t in samples]
@@ -394,8 +495,11 @@ def test_a_zip_with_random_bytes_changed_ends_in_a_result_or_one_bundle_error(bu
         data = bytearray(source)
         for _ in range(rng.randint(1, 8)):  # mostly the headers and the central directory
             where = rng.choice(["start", "end", "end", "any"])
-            pos = {"start": rng.randrange(4000), "end": len(data) - 1 - rng.randrange(3000),
-                   "any": rng.randrange(len(data))}[where]
+            pos = {
+                "start": rng.randrange(4000),
+                "end": len(data) - 1 - rng.randrange(3000),
+                "any": rng.randrange(len(data)),
+            }[where]
             data[pos] = rng.randrange(256)
         target.write_bytes(bytes(data))
         try:

@@ -94,6 +94,7 @@ def _verify(bundle: Path, *anchors: str):
 
 # -- keys, seals, digests ----------------------------------------------------------------------
 
+
 def test_keys_create_writes_an_owner_only_private_key_and_a_public_key(tmp_path):
     old = os.umask(0o022)
     try:
@@ -111,7 +112,9 @@ def test_keys_create_writes_an_owner_only_private_key_and_a_public_key(tmp_path)
     assert (tmp_path / "k" / "signing.key").read_bytes() == before
 
 
-def test_seals_are_signed_a_stripped_signature_is_said_and_a_foreign_one_fails_verify(signed, keys, tmp_path, monkeypatch):
+def test_seals_are_signed_a_stripped_signature_is_said_and_a_foreign_one_fails_verify(
+    signed, keys, tmp_path, monkeypatch
+):
     db = tmp_path / "ledger.db"
     shutil.copy(signed["db"], db)
     with sqlite3.connect(db) as con:
@@ -145,8 +148,9 @@ def test_a_signed_digest_verifies_and_an_edited_one_does_not(signed, keys):
     digest = json.loads(signed["digest"].read_text())
     public = load_public_key(keys / "signing.pub")
     assert check(digest_message(digest), digest["signature"], public) is None
-    result = _run("--db", str(signed["db"]), "verify", "--quick", "--digest", str(signed["digest"]),
-                  key=keys / "signing.key")
+    result = _run(
+        "--db", str(signed["db"]), "verify", "--quick", "--digest", str(signed["digest"]), key=keys / "signing.key"
+    )
     assert result.exit_code == 0, result.output
     assert "digest at position" in result.stdout
     digest["position"] -= 1
@@ -154,6 +158,7 @@ def test_a_signed_digest_verifies_and_an_edited_one_does_not(signed, keys):
 
 
 # -- bundles -----------------------------------------------------------------------------------
+
 
 def test_a_signed_bundle_verifies_against_each_anchor(signed, keys):
     manifest = json.loads((signed["all"] / "manifest.json").read_text())
@@ -226,8 +231,9 @@ def test_a_removed_hmac_signature_fails_when_the_seal_key_is_set(signed, monkeyp
     assert "signature" not in manifest  # exported without the seal key
     monkeypatch.setenv("ACCESS_LEDGER_SEAL_KEY", "auditor-secret")
     problems, _ = check_anchors(signed["all"], manifest, verify=verify_bundle)
-    assert problems == ["manifest.json carries no HMAC signature, but ACCESS_LEDGER_SEAL_KEY is set (removed, or "
-                        "made without the key)"]
+    assert problems == [
+        "manifest.json carries no HMAC signature, but ACCESS_LEDGER_SEAL_KEY is set (removed, or made without the key)"
+    ]
 
 
 def test_a_digest_later_than_the_bundle_cannot_vouch_for_it(signed):
@@ -244,16 +250,19 @@ def test_after_accepts_the_next_quarter_and_catches_a_gap_and_an_overlap(signed,
     overlap = _verify(signed["all"], "--after", str(signed["q1"]))
     assert overlap.exit_code == 1 and "overlap with" in overlap.stderr
     later = tmp_path / "later"
-    assert _run("--db", str(signed["db"]), "evidence", "export", "--from", "2026-02-01T00:00:00Z",
-                "--out", str(later)).exit_code == 0
+    assert (
+        _run(
+            "--db", str(signed["db"]), "evidence", "export", "--from", "2026-02-01T00:00:00Z", "--out", str(later)
+        ).exit_code
+        == 0
+    )
     gap = _verify(later, "--after", str(signed["q1"]))
     assert gap.exit_code == 1 and "gap after" in gap.stderr and "are in neither" in gap.stderr
 
 
 def test_a_zip_bundle_verifies_against_the_public_key(signed, keys, tmp_path):
     out = tmp_path / "all.zip"
-    result = _run("--db", str(signed["db"]), "evidence", "export", "--zip", "--out", str(out),
-                  key=keys / "signing.key")
+    result = _run("--db", str(signed["db"]), "evidence", "export", "--zip", "--out", str(out), key=keys / "signing.key")
     assert result.exit_code == 0, result.output
     verified = _verify(out, "--public-key", str(keys / "signing.pub"), "--digest", str(signed["digest"]))
     assert verified.exit_code == 0, verified.output
@@ -261,12 +270,18 @@ def test_a_zip_bundle_verifies_against_the_public_key(signed, keys, tmp_path):
 
 # -- the standalone checker --------------------------------------------------------------------
 
+
 def _checker(bundle: Path, *args: str, no_site: bool = False) -> subprocess.CompletedProcess[str]:
     """check_bundle.py run isolated (-I: no PYTHONPATH, no current folder; -S also without site-packages,
     so without `cryptography`: the signature is then checked by openssl), from an empty folder."""
     flags = ["-I", "-S"] if no_site else ["-I"]
-    return subprocess.run([sys.executable, *flags, str(bundle / "check_bundle.py"), str(bundle), *args],
-                          capture_output=True, text=True, cwd=bundle.parent, timeout=120)
+    return subprocess.run(
+        [sys.executable, *flags, str(bundle / "check_bundle.py"), str(bundle), *args],
+        capture_output=True,
+        text=True,
+        cwd=bundle.parent,
+        timeout=120,
+    )
 
 
 def test_the_standalone_checker_passes_a_real_bundle_and_names_an_edited_event(signed, keys, tmp_path):
@@ -301,8 +316,12 @@ def test_the_checker_refuses_unknown_options_and_prints_its_usage(signed, keys):
         done = _checker(signed["all"], *wrong)
         assert done.returncode == 2, (wrong, done.stdout, done.stderr)
         assert "OK" not in done.stdout and "usage:" in done.stderr
-    helped = subprocess.run([sys.executable, "-I", str(signed["all"] / "check_bundle.py"), "--help"],
-                            capture_output=True, text=True, timeout=60)
+    helped = subprocess.run(
+        [sys.executable, "-I", str(signed["all"] / "check_bundle.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert helped.returncode == 0, helped.stderr
     assert helped.stdout.startswith("usage:")
     for option in ("--public-key", "--digest", "--after"):
@@ -313,8 +332,11 @@ def _both(bundle: Path, *anchors: str) -> tuple[int, int, list[str], str]:
     """evidence verify's and the standalone checker's exit codes, verify's problem lines, the checker's stderr."""
     verified = _verify(bundle, *anchors)
     checked = _checker(bundle, *anchors)
-    problems = [line.removeprefix("problem: ") for line in verified.stdout.splitlines()
-                if line.startswith(("problem: ", "changed: ", "missing: ", "added: "))]
+    problems = [
+        line.removeprefix("problem: ")
+        for line in verified.stdout.splitlines()
+        if line.startswith(("problem: ", "changed: ", "missing: ", "added: "))
+    ]
     return verified.exit_code, checked.returncode, problems, checked.stderr
 
 
@@ -322,8 +344,12 @@ def test_the_checker_gives_evidence_verifys_verdict_for_after_and_digest(signed,
     """--after and --digest: same exit code from both checkers, and each problem evidence verify names is
     named by check_bundle.py too."""
     later = tmp_path / "later"
-    assert _run("--db", str(signed["db"]), "evidence", "export", "--from", "2026-02-01T00:00:00Z",
-                "--out", str(later)).exit_code == 0
+    assert (
+        _run(
+            "--db", str(signed["db"]), "evidence", "export", "--from", "2026-02-01T00:00:00Z", "--out", str(later)
+        ).exit_code
+        == 0
+    )
     rewritten = _copy(signed["all"], tmp_path)
     _edit_event(rewritten, 40)
     _rehash(rewritten, "events/events.jsonl")

@@ -53,14 +53,26 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, SIGNING_ENV: ""}
     # No address-space limit here: duckdb and pyarrow map far more than they use.
-    return subprocess.run([str(Path(sys.executable).with_name("access-ledger")), *args], capture_output=True,
-                          text=True, timeout=CLI_TIMEOUT, env=env, check=False)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("access-ledger")), *args],
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        env=env,
+        check=False,
+    )
 
 
 def checker(target: Path) -> subprocess.CompletedProcess[str]:
     """The standalone checker as an auditor runs it: isolated, its own copy, never the bundle's."""
-    return subprocess.run([sys.executable, "-I", str(CHECKER), str(target)], capture_output=True, text=True,
-                          timeout=TIMEOUT, preexec_fn=_limit_memory, check=False)
+    return subprocess.run(
+        [sys.executable, "-I", str(CHECKER), str(target)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        preexec_fn=_limit_memory,
+        check=False,
+    )
 
 
 def verdicts(target: Path) -> tuple[int, int]:
@@ -142,8 +154,10 @@ WRONG_TYPES = [
     ("files", {"../x": {"sha256": "0" * 64, "bytes": 1}}),
     ("period", ["a"]),
     ("chain", 3),
-    ("chain", {"first_position": [1], "last_position": {}, "topic_prefix": 1, "usage_stream_prefix": 2,
-               "start_link": None}),
+    (
+        "chain",
+        {"first_position": [1], "last_position": {}, "topic_prefix": 1, "usage_stream_prefix": 2, "start_link": None},
+    ),
     ("signature", "x"),
     (None, [1, 2]),
 ]
@@ -164,22 +178,38 @@ def test_a_manifest_entry_of_the_wrong_type_is_one_failed_line_in_both(bundle, t
     assert checker(target).stderr.strip().splitlines()[-1].startswith("FAILED")
 
 
-
 # -- fuzz: the same hostile bundles to both checkers ------------------------------------------------
 
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                                        max_size=3), max_leaves=6)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
 MEMBERS = ["report.html", "events/events.jsonl", "events/chain.jsonl", "check_bundle.py"]
-MANIFEST_PATHS = [("format",), ("files",), ("chain",), ("period",), ("signature",), ("audits",),
-                  ("chain", "first_position"), ("chain", "last_position"), ("chain", "start_link"),
-                  ("chain", "end_link"), ("chain", "topic_prefix"), ("period", "coverage"), ("period", "complete"),
-                  *(("files", m) for m in MEMBERS), *(("files", m, k) for m in MEMBERS for k in ("sha256", "bytes"))]
+MANIFEST_PATHS = [
+    ("format",),
+    ("files",),
+    ("chain",),
+    ("period",),
+    ("signature",),
+    ("audits",),
+    ("chain", "first_position"),
+    ("chain", "last_position"),
+    ("chain", "start_link"),
+    ("chain", "end_link"),
+    ("chain", "topic_prefix"),
+    ("period", "coverage"),
+    ("period", "complete"),
+    *(("files", m) for m in MEMBERS),
+    *(("files", m, k) for m in MEMBERS for k in ("sha256", "bytes")),
+]
 MUTATIONS = st.one_of(
     st.tuples(st.just("set"), st.sampled_from(MANIFEST_PATHS), JSON_VALUES),
     st.tuples(st.just("drop"), st.sampled_from(MANIFEST_PATHS), st.none()),
     st.tuples(st.just("remove"), st.sampled_from(MEMBERS), st.none()),
-    st.tuples(st.just("add"), st.sampled_from(["extra.txt", "events/x.jsonl", "reviews/a.json"]), st.binary(max_size=9)),
+    st.tuples(
+        st.just("add"), st.sampled_from(["extra.txt", "events/x.jsonl", "reviews/a.json"]), st.binary(max_size=9)
+    ),
     st.tuples(st.just("symlink"), st.sampled_from(MEMBERS), st.sampled_from(["/dev/zero", "/etc/hostname", "."])),
     st.tuples(st.just("fifo"), st.sampled_from(MEMBERS), st.none()),
     st.tuples(st.just("grow"), st.sampled_from(MEMBERS), st.integers(1, 3 << 30)),

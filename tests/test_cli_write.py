@@ -30,8 +30,7 @@ def cli_ledger(ledger_url):
         ["tenant", "create", "prod"],
         ["user", "create", "alice", "--email", "alice@example.com"],
         ["user", "create", "bob"],
-        ["role", "create", "ds", "--scope", "tenant", "--base", "editor", "-p", "model:promote",
-         "--reason", "SEC-1"],
+        ["role", "create", "ds", "--scope", "tenant", "--base", "editor", "-p", "model:promote", "--reason", "SEC-1"],
         ["role", "assign", "ds", "--to", "user:alice", "--tenant", "prod", "--reason", "SEC-2"],
     ]
     for step in steps:
@@ -62,28 +61,45 @@ def state(url: str) -> tuple[int, str, bool, str]:
 REFUSALS = [
     (["role", "assign", "ghost", "--to", "user:bob", "--tenant", "prod"], "Error: unknown role 'ghost'"),
     (["role", "assign", "viewer", "--to", "user:bob", "--tenant", "qa"], "Error: unknown tenant 'qa'"),
-    (["role", "assign", "ds", "--to", "user:alice", "--tenant", "prod"],
-     "Error: user:alice already holds role 'ds' in tenant 'prod' (unassign it first, even if it has expired)"),
-    (["role", "unassign", "viewer", "--from", "user:bob", "--tenant", "prod"],
-     "Error: user:bob does not hold role 'viewer' in tenant 'prod'"),
+    (
+        ["role", "assign", "ds", "--to", "user:alice", "--tenant", "prod"],
+        "Error: user:alice already holds role 'ds' in tenant 'prod' (unassign it first, even if it has expired)",
+    ),
+    (
+        ["role", "unassign", "viewer", "--from", "user:bob", "--tenant", "prod"],
+        "Error: user:bob does not hold role 'viewer' in tenant 'prod'",
+    ),
     (["role", "delete", "ds"], "Error: role 'ds' is assigned (to user:alice in tenant 'prod'): unassign it first"),
     (["role", "delete", "editor"], "Error: role 'editor' is predefined and cannot be changed"),
     (["role", "change", "admin", "--add", "model:read"], "Error: role 'admin' is predefined and cannot be changed"),
-    (["role", "create", "x", "--scope", "organization", "--base", "viewer"],
-     "Error: base role 'viewer' has tenant scope, not organization"),
+    (
+        ["role", "create", "x", "--scope", "organization", "--base", "viewer"],
+        "Error: base role 'viewer' has tenant scope, not organization",
+    ),
     (["user", "create", "carol", "--at", "2000-01-01T00:00:00Z"], None),
     (["user", "create", "carol", "--at", "2999-01-01T00:00:00Z"], None),
-    (["user", "create", "carol", "--at", "soon"], "Error: at: 'soon' is not a time: give 2026-03-15T10:00:00Z, "
-     "2026-03-15T10:00 (UTC), 2026-03-15, now, today, yesterday or -7d"),
+    (
+        ["user", "create", "carol", "--at", "soon"],
+        "Error: at: 'soon' is not a time: give 2026-03-15T10:00:00Z, "
+        "2026-03-15T10:00 (UTC), 2026-03-15, now, today, yesterday or -7d",
+    ),
     (["user", "create", "carol", "--at", "yesterday"], None),  # before the newest event
-    (["user", "create", "carol smith"],
-     "Error: user: 'carol smith' holds white space: a principal's name is one word, e.g. 'carol.smith'"),
-    (["user", "create", "carol", "--email", "carol.example.com"],
-     "Error: email: 'carol.example.com' is not an email address (NAME@DOMAIN)"),
-    (["service-account", "create", "ci deployer"],
-     "Error: service account: 'ci deployer' holds white space: a principal's name is one word, e.g. 'ci.deployer'"),
-    (["role", "assign", "ds", "--to", "alice", "--tenant", "prod"],
-     "Error: principal: 'alice' is not user:NAME, team:NAME or service_account:NAME"),
+    (
+        ["user", "create", "carol smith"],
+        "Error: user: 'carol smith' holds white space: a principal's name is one word, e.g. 'carol.smith'",
+    ),
+    (
+        ["user", "create", "carol", "--email", "carol.example.com"],
+        "Error: email: 'carol.example.com' is not an email address (NAME@DOMAIN)",
+    ),
+    (
+        ["service-account", "create", "ci deployer"],
+        "Error: service account: 'ci deployer' holds white space: a principal's name is one word, e.g. 'ci.deployer'",
+    ),
+    (
+        ["role", "assign", "ds", "--to", "alice", "--tenant", "prod"],
+        "Error: principal: 'alice' is not user:NAME, team:NAME or service_account:NAME",
+    ),
     (["role", "assign", "ds", "--tenant", "prod"], "Error: Missing option '--to'."),
     (["tenant", "create", "prod"], "Error: tenant 'prod' already exists"),
     (["init"], "Error: the ledger already has an organization"),
@@ -109,8 +125,10 @@ def test_refused_command_prints_one_line_and_writes_nothing(cli_ledger, args, me
 def test_commands_on_a_missing_ledger_say_so(tmp_path):
     result = run(str(tmp_path / "none.db"), "tenant", "create", "prod")
     assert result.exit_code == 2
-    assert result.stderr.strip() == (f"Error: no ledger at {tmp_path / 'none.db'} (run `access-ledger init`, or "
-                                     "import a file that starts with OrganizationCreated)")
+    assert result.stderr.strip() == (
+        f"Error: no ledger at {tmp_path / 'none.db'} (run `access-ledger init`, or "
+        "import a file that starts with OrganizationCreated)"
+    )
     assert not (tmp_path / "none.db").exists()
 
 
@@ -118,8 +136,15 @@ def test_change_commands_record_actor_and_reason(cli_ledger):
     led = AccessLedger.open(cli_ledger)
     events = [e for _, e in led.read()]
     led.close()
-    assert events[-1] == {"type": "RoleAssigned", "at": events[-1]["at"], "actor": "system", "role": "ds",
-                          "principal": "user:alice", "tenant": "prod", "reason": "SEC-2"}
+    assert events[-1] == {
+        "type": "RoleAssigned",
+        "at": events[-1]["at"],
+        "actor": "system",
+        "role": "ds",
+        "principal": "user:alice",
+        "tenant": "prod",
+        "reason": "SEC-2",
+    }
 
 
 def test_role_show_and_list_in_json(cli_ledger):
@@ -128,8 +153,9 @@ def test_role_show_and_list_in_json(cli_ledger):
     info = json.loads(result.stdout)
     assert info["base_chain"] == ["editor"]
     assert info["effective"] == ["model:promote", "*:create", "*:read", "*:share"]
-    assert info["holders"] == [{"role": "ds", "principal": "user:alice", "tenant": "prod", "resource": None,
-                                "expires_at": None}]
+    assert info["holders"] == [
+        {"role": "ds", "principal": "user:alice", "tenant": "prod", "resource": None, "expires_at": None}
+    ]
     listing = json.loads(run(cli_ledger, "role", "list", "--format", "json").stdout)
     assert {r["role"]: r["assignments"] for r in listing}["ds"] == 1
 
@@ -151,8 +177,10 @@ def test_import_export_verify_digest_round_trip(cli_ledger, url_factory, tmp_pat
 
 def test_import_bad_line_writes_nothing(cli_ledger, tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"type":"UserCreated","at":"2030-01-01T00:00:00Z","actor":"system","user":"zed"}\n'
-                   '{"type":"UserCreated","actor":"system","user":"zed2"}\n')
+    bad.write_text(
+        '{"type":"UserCreated","at":"2030-01-01T00:00:00Z","actor":"system","user":"zed"}\n'
+        '{"type":"UserCreated","actor":"system","user":"zed2"}\n'
+    )
     before = state(cli_ledger)
     result = run(cli_ledger, "import", str(bad))
     assert result.exit_code == 2
@@ -197,8 +225,12 @@ def test_read_only_ledger_gives_a_clear_error_and_no_change(tmp_path):
     if immutable:
         subprocess.run(["chattr", "+i", str(db)], check=True)
     try:
-        done = subprocess.run([exe, "--db", str(db), "user", "create", "x", "--actor", "system"],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [exe, "--db", str(db), "user", "create", "x", "--actor", "system"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         if immutable:
             subprocess.run(["chattr", "-i", str(db)], check=True)
@@ -214,8 +246,12 @@ def test_installed_entry_point_runs(tmp_path):
     done = subprocess.run([exe, "--db", db, "init"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "recorded at position 1"
-    bad = subprocess.run([exe, "--db", db, "role", "assign", "ghost", "--to", "user:x", "--tenant", "t",
-                          "--actor", "system"], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [exe, "--db", db, "role", "assign", "ghost", "--to", "user:x", "--tenant", "t", "--actor", "system"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2
     assert bad.stderr == "Error: unknown role 'ghost'\n"
     assert "Traceback" not in bad.stderr
@@ -227,8 +263,13 @@ def test_the_entry_point_builds_only_the_invoked_command_and_still_helps_with_al
     db = str(tmp_path / "p.db")
 
     def run_exe(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([exe, *args], capture_output=True, text=True, timeout=60,
-                              env={**os.environ, "ACCESS_LEDGER_ACTOR": "system"})
+        return subprocess.run(
+            [exe, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "ACCESS_LEDGER_ACTOR": "system"},
+        )
 
     assert run_exe("--db", db, "init").returncode == 0
     assert run_exe("--db", db, "tenant", "create", "prod").returncode == 0

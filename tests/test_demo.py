@@ -50,22 +50,39 @@ def test_demo_finds_every_planted_incident_and_nothing_else(demo_run):
     scenario = generate("small", END)
     scenario.events()  # runs the generator: incidents are complete
     incidents = scenario.incidents
-    assert {i.kind for i in incidents} == {"unauthorised-secret-read", "self-grant", "sod-conflict", "dormant-admin",
-                                           "expired-grant-not-revoked", "change-without-reason",
-                                           "deactivated-with-grants", "rubber-stamp-review",
-                                           "revocation-not-carried-out", "late-leaver", "unauthorised-change",
-                                           "change-by-leaver"}
+    assert {i.kind for i in incidents} == {
+        "unauthorised-secret-read",
+        "self-grant",
+        "sod-conflict",
+        "dormant-admin",
+        "expired-grant-not-revoked",
+        "change-without-reason",
+        "deactivated-with-grants",
+        "rubber-stamp-review",
+        "revocation-not-carried-out",
+        "late-leaver",
+        "unauthorised-change",
+        "change-by-leaver",
+    }
     by_kind = {i.kind: i for i in incidents}
-    assert (f"audit authority: 2 of 2 planted changes by actors not allowed to make them found (change-by-inactive-actor "
-            f"by user:rafael at position {by_kind['change-by-leaver'].position}, unauthorised-change by user:jun at "
-            f"position {by_kind['unauthorised-change'].position}); nothing else flagged by it") in out
+    assert (
+        f"audit authority: 2 of 2 planted changes by actors not allowed to make them found (change-by-inactive-actor "
+        f"by user:rafael at position {by_kind['change-by-leaver'].position}, unauthorised-change by user:jun at "
+        f"position {by_kind['unauthorised-change'].position}); nothing else flagged by it"
+    ) in out
     # The HR file lists the year's leavers, as the scenario terminated them.
     assert hr.read_text() == scenario.terminations_csv()
-    assert [line.split(",")[0] for line in hr.read_text().splitlines()] == ["person", "user:rafael", "user:bjorn",
-                                                                             "user:mei"]
+    assert [line.split(",")[0] for line in hr.read_text().splitlines()] == [
+        "person",
+        "user:rafael",
+        "user:bjorn",
+        "user:mei",
+    ]
     # Each audit's JSON file holds its findings needing attention (every row is in its CSV and Parquet files).
-    rows = {name: json.loads((evidence / "audits" / f"{name}.json").read_text())["findings"]
-            for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews", "authority")}
+    rows = {
+        name: json.loads((evidence / "audits" / f"{name}.json").read_text())["findings"]
+        for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews", "authority")
+    }
     from reports.leavers import run_leavers
     from reports.warehouse import Warehouse
 
@@ -78,13 +95,20 @@ def test_demo_finds_every_planted_incident_and_nothing_else(demo_run):
     def shows(row: dict, incident) -> bool:
         return row.get("who") == incident.principal or incident.position in (row.get("positions") or [])
 
-    expected = {"unauthorised-secret-read": "unauthorised-access", "self-grant": "self-grant",
-                "dormant-admin": "dormant-principal", "expired-grant-not-revoked": "expired-not-revoked",
-                "change-without-reason": "change-without-reason", "deactivated-with-grants": "grant-to-deactivated",
-                # A rubber stamp keeps everything: both rows name the reviewer.
-                "rubber-stamp-review": {"rubber-stamp", "all-keep"},
-                "revocation-not-carried-out": "revocation-not-carried-out", "late-leaver": "late-deactivation",
-                "unauthorised-change": "unauthorised-change", "change-by-leaver": "change-by-inactive-actor"}
+    expected = {
+        "unauthorised-secret-read": "unauthorised-access",
+        "self-grant": "self-grant",
+        "dormant-admin": "dormant-principal",
+        "expired-grant-not-revoked": "expired-not-revoked",
+        "change-without-reason": "change-without-reason",
+        "deactivated-with-grants": "grant-to-deactivated",
+        # A rubber stamp keeps everything: both rows name the reviewer.
+        "rubber-stamp-review": {"rubber-stamp", "all-keep"},
+        "revocation-not-carried-out": "revocation-not-carried-out",
+        "late-leaver": "late-deactivation",
+        "unauthorised-change": "unauthorised-change",
+        "change-by-leaver": "change-by-inactive-actor",
+    }
     for incident in incidents:
         found = [r for r in rows[incident.audit] if attention(incident.audit, r) and shows(r, incident)]
         assert found, f"{incident.kind} of {incident.principal} not in the {incident.audit} audit"
@@ -127,11 +151,22 @@ def test_demo_campaigns_are_in_the_ledger_as_planned(demo_run):
     result, db, _ = demo_run
     listed = runner.invoke(app, ["--db", str(db), "review", "list", "--format", "json"])
     assert listed.exit_code == 0, listed.output
-    summary = {r["campaign"]: (r["status"], r["tenants"], r["decided"] == r["items"], r["revoked"], r["exceptions"],
-                               r["revocations_open"]) for r in json.loads(listed.stdout)}
+    summary = {
+        r["campaign"]: (
+            r["status"],
+            r["tenants"],
+            r["decided"] == r["items"],
+            r["revoked"],
+            r["exceptions"],
+            r["revocations_open"],
+        )
+        for r in json.loads(listed.stdout)
+    }
     # Q4's revocations were applied by the platform, all but the leaver's three (two roles, one team).
-    assert summary == {"Q3-production": ("closed", "production", True, 0, 0, 0),
-                       "Q4-all-tenants": ("closed", "production,research,staging", True, 6, 0, 3)}
+    assert summary == {
+        "Q3-production": ("closed", "production", True, 0, 0, 0),
+        "Q4-all-tenants": ("closed", "production,research,staging", True, 6, 0, 3),
+    }
     status = runner.invoke(app, ["--db", str(db), "review", "status", "Q3-production", "--format", "json"])
     assert status.exit_code == 0, status.output
     per = {r["reviewer"]: (r["items"], r["kept"]) for r in json.loads(status.stdout)}
@@ -143,8 +178,10 @@ def test_demo_replaces_its_own_ledger_but_refuses_any_other(tmp_path):
     assert runner.invoke(app, ["--db", str(db), "init"]).exit_code == 0
     result = runner.invoke(app, ["--db", str(db), "demo", "--evidence", str(tmp_path / "ev")])
     assert result.exit_code == 2
-    assert result.stderr.strip() == (f"Error: {db} already exists and is not a demo ledger: the demo builds a new one "
-                                     "(give --db NEW.db, or --force to replace it)")
+    assert result.stderr.strip() == (
+        f"Error: {db} already exists and is not a demo ledger: the demo builds a new one "
+        "(give --db NEW.db, or --force to replace it)"
+    )
     with AccessLedger.open(str(db)) as led:
         assert led.head() == 1
     assert not (tmp_path / "ev").exists()
@@ -154,8 +191,10 @@ def test_demo_without_the_leavers_audit_refuses_and_writes_nothing(tmp_path, mon
     monkeypatch.setitem(sys.modules, "reports.leavers", None)  # as if reports/leavers.py were missing
     result = runner.invoke(app, ["--db", str(tmp_path / "d.db"), "demo", "--evidence", str(tmp_path / "ev")])
     assert result.exit_code == 2
-    assert result.stderr == ("Error: this build has no leavers audit (reports/leavers.py, `audit leavers`): the demo's "
-                             "planted late leaver could not be checked, so the demo does not run\n")
+    assert result.stderr == (
+        "Error: this build has no leavers audit (reports/leavers.py, `audit leavers`): the demo's "
+        "planted late leaver could not be checked, so the demo does not run\n"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -171,8 +210,10 @@ def test_demo_refuses_an_evidence_folder_that_is_not_a_bundle(tmp_path):
 
 def test_demo_runs_again_over_its_own_ledger(demo_run, tmp_path):
     _, db, _ = demo_run
-    again = runner.invoke(app, ["demo", "--db", str(db), "--evidence", str(tmp_path / "ev"), "--end",
-                                (END + timedelta(days=1)).isoformat()])
+    again = runner.invoke(
+        app,
+        ["demo", "--db", str(db), "--evidence", str(tmp_path / "ev"), "--end", (END + timedelta(days=1)).isoformat()],
+    )
     assert again.exit_code == 0, again.output
     with AccessLedger.open(str(db)) as led:
         assert led.verify().ok

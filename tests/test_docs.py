@@ -50,10 +50,11 @@ def test_readme_names_the_two_commands():
 
 # -- the tour, typed in order ------------------------------------------------------------------
 
+
 def tour_commands() -> list[tuple[str, int]]:
     """The shell lines of the README's tour, continuations joined, with the exit each one implies:
     0, unless a comment on it or right below it starts `exit N:`."""
-    tour = README[README.index("## A tour of the commands"):README.index("## The event format")]
+    tour = README[README.index("## A tour of the commands") : README.index("## The event format")]
     commands: list[list] = []
     for block in tour.split("```bash\n")[1:]:
         lines = iter(block.split("```\n", 1)[0].splitlines())
@@ -74,7 +75,8 @@ def tour_commands() -> list[tuple[str, int]]:
 
 def test_the_tour_marks_its_denied_question():
     assert [line.split(" --")[0] for line, code in tour_commands() if code] == [
-        "access-ledger check service_account:ci-deployer create pipeline_deployment/fraud"]
+        "access-ledger check service_account:ci-deployer create pipeline_deployment/fraud"
+    ]
 
 
 def test_the_readme_tour_runs_in_order_as_written(tmp_path):
@@ -85,8 +87,9 @@ def test_the_readme_tour_runs_in_order_as_written(tmp_path):
         if export:
             env[export.group(1)] = export.group(2)
             continue
-        result = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True,
-                                timeout=300)
+        result = subprocess.run(
+            ["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
         assert result.returncode == expected, f"{line}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
         assert "Traceback" not in result.stderr, line
     assert env["ACCESS_LEDGER_ACTOR"] == "user:carol"

@@ -39,8 +39,21 @@ def ledger_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def bundle(ledger_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "q1"
-    result = runner.invoke(app, ["--db", str(ledger_db), "evidence", "export", "--from", "2025-12-01T00:00:00Z",
-                                 "--to", "2026-03-01T00:00:00Z", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "--db",
+            str(ledger_db),
+            "evidence",
+            "export",
+            "--from",
+            "2025-12-01T00:00:00Z",
+            "--to",
+            "2026-03-01T00:00:00Z",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert f"check it later with: access-ledger evidence verify {out}" in result.stdout
     return out
@@ -69,8 +82,10 @@ def test_bundle_holds_events_audits_report_and_a_manifest_of_hashes(bundle, ledg
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     assert manifest["period"]["from"] == "2025-12-01T00:00:00Z" and manifest["period"]["to"] == "2026-03-01T00:00:00Z"
     assert manifest["tool"]["name"] == "access-ledger" and manifest["tool"]["version"]
-    assert manifest["command"] == (f"access-ledger --db {ledger_db} evidence export --from 2025-12-01T00:00:00Z "
-                                   f"--to 2026-03-01T00:00:00Z --out {bundle}")
+    assert manifest["command"] == (
+        f"access-ledger --db {ledger_db} evidence export --from 2025-12-01T00:00:00Z "
+        f"--to 2026-03-01T00:00:00Z --out {bundle}"
+    )
     assert manifest["generated_at"].endswith("Z")
     with AccessLedger.open(str(ledger_db)) as led:
         assert manifest["ledger"]["verify"]["ok"] is True
@@ -80,7 +95,6 @@ def test_bundle_holds_events_audits_report_and_a_manifest_of_hashes(bundle, ledg
         expected = b"".join(led.export_lines("2025-12-01T00:00:00Z", "2026-03-01T00:00:00Z"))
     assert (bundle / "events" / "events.jsonl").read_bytes() == expected
     assert manifest["period"]["events"] == last - first + 1 == expected.count(b"\n")
-
 
 
 def test_each_audit_is_every_row_as_csv_and_parquet_and_its_findings_as_json(bundle):
@@ -97,22 +111,30 @@ def test_each_audit_is_every_row_as_csv_and_parquet_and_its_findings_as_json(bun
         summary = json.loads((bundle / "audits" / f"{name}.json").read_text())
         attention = [r for r in rows if needs_attention(name, r)]
         assert {k: summary[k] for k in ("audit", "rows", "needs_attention", "columns")} == {
-            "audit": name, "rows": len(rows), "needs_attention": len(attention), "columns": meta["columns"]}
+            "audit": name,
+            "rows": len(rows),
+            "needs_attention": len(attention),
+            "columns": meta["columns"],
+        }
         assert meta["needs_attention"] == len(attention) == len(summary["findings"]), name
         # The findings needing attention, in audit order; never the review material around them.
         assert [(r["who"], r.get("finding")) for r in summary["findings"]] == [
-            (r["who"], r.get("finding")) for r in attention], name
+            (r["who"], r.get("finding")) for r in attention
+        ], name
         assert len(summary["findings"]) < len(rows) or len(attention) == len(rows), name
     assert sum(manifest["audits"][n]["needs_attention"] for n in AUDITS) > 0
-    assert len(json.loads((bundle / "audits" / "secrets.json").read_text())["findings"]) < manifest["audits"][
-        "secrets"]["rows"]
+    assert (
+        len(json.loads((bundle / "audits" / "secrets.json").read_text())["findings"])
+        < manifest["audits"]["secrets"]["rows"]
+    )
 
 
 def _parquet_in_file_order(path: Path) -> list[tuple]:
     import duckdb
 
-    return duckdb.sql(f"SELECT position, type, actor FROM read_parquet('{path}', file_row_number = true) "
-                      "ORDER BY file_row_number").fetchall()
+    return duckdb.sql(
+        f"SELECT position, type, actor FROM read_parquet('{path}', file_row_number = true) ORDER BY file_row_number"
+    ).fetchall()
 
 
 def test_parquet_events_match_the_jsonl(bundle):
@@ -137,13 +159,16 @@ def test_parquet_is_in_position_order_even_from_a_warehouse_stored_out_of_order(
             wh.con.execute("INSERT INTO events SELECT * FROM shuffled")
             stored = [r[0] for r in wh.con.execute("SELECT position FROM events LIMIT 50").fetchall()]
             assert stored != sorted(stored)  # the table is out of order now
-            result = export_bundle(led, tmp_path / "b", start="2025-12-01T00:00:00Z", end="2026-03-01T00:00:00Z",
-                                   warehouse=wh)
+            result = export_bundle(
+                led, tmp_path / "b", start="2025-12-01T00:00:00Z", end="2026-03-01T00:00:00Z", warehouse=wh
+            )
             first, last = led.positions_between("2025-12-01T00:00:00Z", "2026-03-01T00:00:00Z")
     rows = _parquet_in_file_order(tmp_path / "b" / "events" / "events.parquet")
     assert [r[0] for r in rows] == list(range(first, last + 1))
-    assert result.manifest["files"]["events/events.parquet"]["bytes"] == (tmp_path / "b" / "events" /
-                                                                          "events.parquet").stat().st_size
+    assert (
+        result.manifest["files"]["events/events.parquet"]["bytes"]
+        == (tmp_path / "b" / "events" / "events.parquet").stat().st_size
+    )
 
 
 def test_verify_accepts_an_untouched_bundle(bundle):
@@ -216,8 +241,21 @@ def test_export_refuses_a_folder_that_is_not_empty_and_a_bad_period(ledger_db, b
     result = runner.invoke(app, ["--db", str(ledger_db), "evidence", "export", "--out", str(bundle)])
     assert result.exit_code == 2
     assert result.stderr == f"Error: {bundle} is not empty: an evidence bundle goes into a new folder\n"
-    result = runner.invoke(app, ["--db", str(ledger_db), "evidence", "export", "--out", str(bundle.parent / "x"),
-                                 "--from", "2026-03-01T00:00:00Z", "--to", "2026-01-01T00:00:00Z"])
+    result = runner.invoke(
+        app,
+        [
+            "--db",
+            str(ledger_db),
+            "evidence",
+            "export",
+            "--out",
+            str(bundle.parent / "x"),
+            "--from",
+            "2026-03-01T00:00:00Z",
+            "--to",
+            "2026-01-01T00:00:00Z",
+        ],
+    )
     assert result.exit_code == 2
     assert result.stderr == "Error: from: 2026-03-01T00:00:00Z is after to: 2026-01-01T00:00:00Z\n"
 
@@ -232,8 +270,14 @@ def test_report_is_self_contained_and_explains_each_section(bundle):
     html = (bundle / "report.html").read_text()
     for marker in ("<script src", "<link ", "http://", "https://", "@import", "url("):
         assert marker not in html
-    for section in ("Summary", "Who could read cloud credentials, per tenant", "Grants and revocations per week",
-                    "Connector-secret accesses per day", "Checking this bundle", "access-ledger evidence verify"):
+    for section in (
+        "Summary",
+        "Who could read cloud credentials, per tenant",
+        "Grants and revocations per week",
+        "Connector-secret accesses per day",
+        "Checking this bundle",
+        "access-ledger evidence verify",
+    ):
         assert section in html
     assert html.count("<svg") == 3
 
@@ -255,10 +299,10 @@ def test_jsonl_written_from_the_walks_batches_is_the_periods_lines(n, data):
     for a, b in pairwise(cuts):
         if b > stop:
             break
-        lines.take(rows[a - 1:b - 1])
+        lines.take(rows[a - 1 : b - 1])
     if lines.next <= last:
         lines.copy_rest(_Stored(rows))
-    expected = b"".join(r[4] + b"\n" for r in rows[first - 1:last])
+    expected = b"".join(r[4] + b"\n" for r in rows[first - 1 : last])
     assert f.getvalue() == expected
     assert (lines.sha.hexdigest(), lines.size) == (hashlib.sha256(expected).hexdigest(), len(expected))
 
@@ -268,12 +312,13 @@ class _Stored:
         self.rows = rows
 
     def read_bytes(self, start: int, stop: int):
-        return ((r[0], r[4]) for r in self.rows[start - 1:stop])
+        return ((r[0], r[4]) for r in self.rows[start - 1 : stop])
 
 
 @pytest.mark.parametrize("in_worker", [False, True], ids=["in-process", "worker-process"])
-def test_export_of_a_tampered_ledger_says_so_and_still_holds_every_event_of_the_period(ledger_db, tmp_path,
-                                                                                       monkeypatch, in_worker):
+def test_export_of_a_tampered_ledger_says_so_and_still_holds_every_event_of_the_period(
+    ledger_db, tmp_path, monkeypatch, in_worker
+):
     import sqlite3
 
     from reports import evidence
@@ -290,13 +335,25 @@ def test_export_of_a_tampered_ledger_says_so_and_still_holds_every_event_of_the_
     con.close()
     monkeypatch.setattr(evidence, "WORKER_FROM", 0 if in_worker else 10**9)
     out = tmp_path / "bundle"
-    command = ["--db", str(db), "evidence", "export", "--from", "2025-12-01T00:00:00Z", "--to",
-               "2026-03-01T00:00:00Z", "--out", str(out)]
+    command = [
+        "--db",
+        str(db),
+        "evidence",
+        "export",
+        "--from",
+        "2025-12-01T00:00:00Z",
+        "--to",
+        "2026-03-01T00:00:00Z",
+        "--out",
+        str(out),
+    ]
     refused = runner.invoke(app, command)  # refused, nothing left behind
     assert refused.exit_code == 1
-    assert refused.stderr == (f"Error: the ledger fails verify at position {bad}: position {bad} does not match its "
-                              "hash chain link (changed, inserted or reordered event); no bundle written "
-                              "(--allow-tampered exports it anyway, marked as such)\n")
+    assert refused.stderr == (
+        f"Error: the ledger fails verify at position {bad}: position {bad} does not match its "
+        "hash chain link (changed, inserted or reordered event); no bundle written "
+        "(--allow-tampered exports it anyway, marked as such)\n"
+    )
     assert not out.exists() or not any(out.iterdir())
     result = runner.invoke(app, [*command, "--allow-tampered"])
     assert result.exit_code == 0, result.output
@@ -311,13 +368,19 @@ def test_export_of_a_tampered_ledger_says_so_and_still_holds_every_event_of_the_
     lines = (out / "events" / "events.jsonl").read_bytes().splitlines(keepends=True)
     assert len(lines) == last - first + 1
     assert lines[bad - first] == before.replace(b'"at"', b'"at" ') + b"\n"
-    assert b"".join(lines[:bad - first]) == b"".join(expected_lines.splitlines(keepends=True)[:bad - first])
+    assert b"".join(lines[: bad - first]) == b"".join(expected_lines.splitlines(keepends=True)[: bad - first])
     assert runner.invoke(app, ["evidence", "verify", str(out)]).exit_code == 0
 
 
-@given(st.sampled_from(AUDITS), st.lists(st.sampled_from(["self-grant", "unauthorised-access", "authorised",
-                                                          "dormant-principal", "gained", None]), max_size=40),
-       st.integers(0, 8), st.integers(0, 8))
+@given(
+    st.sampled_from(AUDITS),
+    st.lists(
+        st.sampled_from(["self-grant", "unauthorised-access", "authorised", "dormant-principal", "gained", None]),
+        max_size=40,
+    ),
+    st.integers(0, 8),
+    st.integers(0, 8),
+)
 @settings(max_examples=150, deadline=None)
 def test_split_rows_takes_the_first_rows_needing_attention_and_the_first_others(audit, findings, cap_a, cap_o):
     import pyarrow as pa
@@ -326,8 +389,9 @@ def test_split_rows_takes_the_first_rows_needing_attention_and_the_first_others(
     from reports.evidence import ATTENTION, split_rows
 
     table = pa.table({"finding": pa.array(findings, pa.string()), "n": list(range(len(findings)))})
-    result = AuditResult(name=audit, title="t", description="d", columns=["finding", "n"], sql={}, params={},
-                         table=table)
+    result = AuditResult(
+        name=audit, title="t", description="d", columns=["finding", "n"], sql={}, params={}, table=table
+    )
     kinds = ATTENTION[audit]
     rows = table.to_pylist()
     needs = [r for r in rows if kinds is None or r["finding"] in (kinds or ())]
@@ -340,13 +404,22 @@ def test_the_benchmarks_parts_are_the_exports_work(ledger_db, tmp_path):
     db = tmp_path / "ledger.db"
     shutil.copy(ledger_db, db)
     bench = Path(__file__).resolve().parent.parent / "benchmarks" / "evidence_bench.py"
-    done = subprocess.run([sys.executable, str(bench), "--db", str(db), "--measure-parts", str(tmp_path / "parts")],
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, str(bench), "--db", str(db), "--measure-parts", str(tmp_path / "parts")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     timed = [line.split(" wall ")[0].strip() for line in done.stdout.splitlines() if line.startswith("    ")]
-    assert timed == ["log walk: verify + events.jsonl", "events.parquet",
-                     *[f"audit {a}: {step}" for a in AUDITS for step in ("query", "csv + parquet + json")],
-                     "charts", "hashing (all but the jsonl)"]
+    assert timed == [
+        "log walk: verify + events.jsonl",
+        "events.parquet",
+        *[f"audit {a}: {step}" for a in AUDITS for step in ("query", "csv + parquet + json")],
+        "charts",
+        "hashing (all but the jsonl)",
+    ]
     assert "the export takes at least" in done.stdout.splitlines()[-1]
     result = runner.invoke(app, ["--db", str(db), "evidence", "export", "--out", str(tmp_path / "all")])
     assert result.exit_code == 0, result.output
@@ -362,17 +435,40 @@ def test_the_bundle_lists_token_findings_and_holds_the_token_events(ledger_url, 
     with AccessLedger.open(ledger_url, create=True) as led:
         led.init(org="acme", at="2026-01-01T00:00:00Z")
         led.create_service_account("ci", at="2026-01-02T00:00:00Z")
-        led.append({"type": "TokenIssued", "at": "2026-01-03T00:00:00Z", "actor": "system", "token_id": "tok-ci",
-                    "principal": "service_account:ci", "scopes": ["report", "admin"], "secret_sha256": "1" * 64})
+        led.append(
+            {
+                "type": "TokenIssued",
+                "at": "2026-01-03T00:00:00Z",
+                "actor": "system",
+                "token_id": "tok-ci",
+                "principal": "service_account:ci",
+                "scopes": ["report", "admin"],
+                "secret_sha256": "1" * 64,
+            }
+        )
         led.deactivate_service_account("ci", at="2026-01-04T00:00:00Z", reason="retired")
     out = tmp_path / "bundle"
-    result = runner.invoke(app, ["--db", ledger_url, "evidence", "export", "--from", "2026-01-01T00:00:00Z",
-                                 "--to", "2026-02-01T00:00:00Z", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "--db",
+            ledger_url,
+            "evidence",
+            "export",
+            "--from",
+            "2026-01-01T00:00:00Z",
+            "--to",
+            "2026-02-01T00:00:00Z",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     findings = json.loads((out / "audits" / "hygiene.json").read_text())["findings"]
     assert [(f["finding"], f["who"], f["what"]) for f in findings if "token" in f["finding"]] == [
         ("token-of-deactivated", "service_account:ci", "token tok-ci"),
-        ("admin-token", "service_account:ci", "token tok-ci")]
+        ("admin-token", "service_account:ci", "token tok-ci"),
+    ]
     assert "token-of-deactivated" in (out / "audits" / "hygiene.csv").read_text()
     report = (out / "report.html").read_text()
     assert "token-of-deactivated" in report and "A service token that was never revoked" in report

@@ -49,18 +49,34 @@ class Browser:
         self.port = _free_port()
         self.log = open(profile.parent / "chromium.log", "wb")
         self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--no-default-browser-check",
-             "--disable-extensions", f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1",
-             f"--remote-debugging-port={self.port}", "--remote-allow-origins=*", "about:blank"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-extensions",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-address=127.0.0.1",
+                f"--remote-debugging-port={self.port}",
+                "--remote-allow-origins=*",
+                "about:blank",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self.ws = websocket.create_connection(self._page_socket(), timeout=30)
         self.next_id = 0
         self.events: list[dict[str, Any]] = []
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.call(f"{domain}.enable")
-        self.call("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1,
-                  uploadThroughput=-1)
+        self.call(
+            "Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1
+        )
 
     def _page_socket(self) -> str:
         deadline = time.monotonic() + 30
@@ -131,8 +147,12 @@ class Browser:
 
     def network_requests(self) -> list[str]:
         """URLs the page tried to fetch from anywhere but the file itself (file:, data:)."""
-        return [e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"
-                and not e["params"]["request"]["url"].startswith(("file:", "data:"))]
+        return [
+            e["params"]["request"]["url"]
+            for e in self.events
+            if e["method"] == "Network.requestWillBeSent"
+            and not e["params"]["request"]["url"].startswith(("file:", "data:"))
+        ]
 
     def screenshot(self, path: Path) -> bytes:
         size = self.call("Page.getLayoutMetrics")["cssContentSize"]
@@ -213,8 +233,10 @@ def test_report_tables_sort_and_filter(browser, bundle):
 
 
 def _type(browser: Browser, box: str, text: str) -> None:
-    browser.evaluate(f"(() => {{ const b = document.getElementById({json.dumps(box)}); b.value = {json.dumps(text)}; "
-                     "b.dispatchEvent(new Event('input')); })()")
+    browser.evaluate(
+        f"(() => {{ const b = document.getElementById({json.dumps(box)}); b.value = {json.dumps(text)}; "
+        "b.dispatchEvent(new Event('input')); })()"
+    )
 
 
 def _count(browser: Browser, tid: str) -> str:
@@ -251,8 +273,10 @@ def test_search_finds_a_name_past_row_200_and_its_link_opens_the_principal(brows
         .map(r => r.textContent)""")
     assert len(cells) == held and all(name in c for c in cells)
 
-    browser.evaluate(f"document.querySelector('#t-review tbody a.who[href=\"#who=' + "
-                     f"encodeURIComponent({json.dumps(name)}) + '\"]').click()")
+    browser.evaluate(
+        f"document.querySelector('#t-review tbody a.who[href=\"#who=' + "
+        f"encodeURIComponent({json.dumps(name)}) + '\"]').click()"
+    )
     browser.evaluate("new Promise(r => setTimeout(r, 200))")
     view = browser.evaluate("""(() => { const s = document.getElementById('principal');
         return {hidden: s.hidden, name: s.querySelector('h2').textContent, summary: s.querySelector('.summary').textContent,
@@ -276,8 +300,9 @@ def test_every_row_is_reachable_by_paging_and_routine_rows_by_the_switch(browser
     assert review[-1]["what"] in last and review[-1]["who"] in last
 
     shown = len(secrets) - routine
-    assert _count(browser, "t-secrets") == (f"rows 1–{shown} of {shown} ({routine:,} routine rows hidden); "
-                                            f"{len(secrets):,} in all")
+    assert _count(browser, "t-secrets") == (
+        f"rows 1–{shown} of {shown} ({routine:,} routine rows hidden); {len(secrets):,} in all"
+    )
     browser.evaluate("document.getElementById('t-secrets-all').click()")
     assert _count(browser, "t-secrets") == f"rows 1–100 of {len(secrets):,}"
     assert browser.errors() == []
@@ -297,8 +322,9 @@ def test_a_packed_table_is_unpacked_in_the_browser(browser, tmp_path, monkeypatc
     assert 'id="t-secrets-data" data-encoding="gzip-base64"' in html
     secrets = _rows(out, "secrets")
     browser.open((out / "report.html").as_uri())
-    browser.evaluate("new Promise(r => { const w = () => document.documentElement.dataset.ready ? r() : "
-                     "setTimeout(w, 50); w(); })")
+    browser.evaluate(
+        "new Promise(r => { const w = () => document.documentElement.dataset.ready ? r() : setTimeout(w, 50); w(); })"
+    )
     browser.evaluate("document.getElementById('t-secrets-all').click()")
     assert _count(browser, "t-secrets") == f"rows 1–100 of 3,000; {len(secrets):,} in all, the first 3,000 in this page"
     browser.evaluate("location.hash = '#who=user%3Aivan'")
@@ -310,8 +336,10 @@ def test_a_packed_table_is_unpacked_in_the_browser(browser, tmp_path, monkeypatc
 
 def test_the_harness_sees_console_errors_and_network_attempts(browser, tmp_path):
     page = tmp_path / "broken.html"
-    page.write_text("<!DOCTYPE html><html><head><script src='https://cdn.example.com/chart.js'></script></head>"
-                    "<body><script>console.error('deliberate'); notDefined();</script></body></html>")
+    page.write_text(
+        "<!DOCTYPE html><html><head><script src='https://cdn.example.com/chart.js'></script></head>"
+        "<body><script>console.error('deliberate'); notDefined();</script></body></html>"
+    )
     browser.open(page.as_uri())
     errors = browser.errors()
     assert any("deliberate" in e for e in errors)

@@ -40,8 +40,12 @@ def _said_everywhere(url: str, bundle: Path, sentence: str, export_output: str) 
     verified = runner.invoke(app, ["evidence", "verify", str(bundle)])
     assert verified.exit_code == 0, verified.output
     assert sentence in verified.stdout
-    checked = subprocess.run([sys.executable, "-I", str(bundle / "check_bundle.py"), str(bundle)],
-                             capture_output=True, text=True, timeout=120)
+    checked = subprocess.run(
+        [sys.executable, "-I", str(bundle / "check_bundle.py"), str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert checked.returncode == 0, checked.stderr
     assert sentence in checked.stdout
 
@@ -51,8 +55,10 @@ def test_a_period_not_over_covers_up_to_the_newest_event(ledger_url, tmp_path, m
     first, newest = _ledger(ledger_url)
     year, month = int(newest[:4]), int(newest[5:7])
     bundle = tmp_path / "current"
-    result = runner.invoke(app, ["--db", ledger_url, "evidence", "export", "--period",
-                                 f"{year}-Q{(month - 1) // 3 + 1}", "--out", str(bundle)])
+    result = runner.invoke(
+        app,
+        ["--db", ledger_url, "evidence", "export", "--period", f"{year}-Q{(month - 1) // 3 + 1}", "--out", str(bundle)],
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["period"]["complete"] is False and manifest["period"]["covers_to"] == newest
@@ -63,8 +69,9 @@ def test_a_period_before_the_ledger_says_it_holds_no_events(ledger_url, tmp_path
     monkeypatch.chdir(tmp_path)
     first, newest = _ledger(ledger_url)
     bundle = tmp_path / "before"
-    result = runner.invoke(app, ["--db", ledger_url, "evidence", "export", "--period", str(int(first[:4]) - 1),
-                                 "--out", str(bundle)])
+    result = runner.invoke(
+        app, ["--db", ledger_url, "evidence", "export", "--period", str(int(first[:4]) - 1), "--out", str(bundle)]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((bundle / "manifest.json").read_text())["period"]["events"] == 0
     _said_everywhere(ledger_url, bundle, f"the ledger begins {first}: this period holds no events", result.stdout)
@@ -74,9 +81,21 @@ def test_a_period_that_is_over_is_complete_and_an_edited_coverage_claim_fails(le
     monkeypatch.chdir(tmp_path)
     first, newest = _ledger(ledger_url)
     bundle = tmp_path / "over"
-    result = runner.invoke(app, ["--db", ledger_url, "evidence", "export", "--from", first, "--to",
-                                 _iso(datetime.fromisoformat(newest.replace("Z", "+00:00")) - timedelta(minutes=1)),
-                                 "--out", str(bundle)])
+    result = runner.invoke(
+        app,
+        [
+            "--db",
+            ledger_url,
+            "evidence",
+            "export",
+            "--from",
+            first,
+            "--to",
+            _iso(datetime.fromisoformat(newest.replace("Z", "+00:00")) - timedelta(minutes=1)),
+            "--out",
+            str(bundle),
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["period"]["complete"] is True and manifest["period"]["coverage"] is None
@@ -89,8 +108,12 @@ def test_a_period_that_is_over_is_complete_and_an_edited_coverage_claim_fails(le
     (current / "manifest.json").write_text(json.dumps(manifest))
     verified = runner.invoke(app, ["evidence", "verify", str(current)])
     assert verified.exit_code == 1 and "but its last event is at" in verified.stdout
-    checked = subprocess.run([sys.executable, "-I", str(current / "check_bundle.py"), str(current)],
-                             capture_output=True, text=True, timeout=120)
+    checked = subprocess.run(
+        [sys.executable, "-I", str(current / "check_bundle.py"), str(current)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert checked.returncode == 1 and "but its last event is at" in checked.stderr
 
 
@@ -104,8 +127,12 @@ def test_a_coverage_line_from_an_edited_manifest_is_printed_as_data(ledger_url, 
     manifest["period"]["coverage"] = "covers up to \x1b[2J\x1b]0;owned\x07 now"
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     verified = runner.invoke(app, ["evidence", "verify", str(bundle)])
-    checked = subprocess.run([sys.executable, "-I", str(bundle / "check_bundle.py"), str(bundle)],
-                             capture_output=True, text=True, timeout=120)
+    checked = subprocess.run(
+        [sys.executable, "-I", str(bundle / "check_bundle.py"), str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     for out in (verified.stdout, checked.stdout):
         assert "\x1b" not in out and "\x07" not in out
         assert "coverage: covers up to \\x1b[2J\\x1b]0;owned\\x07 now" in out

@@ -34,15 +34,32 @@ def decide(led: AccessLedger, name: str, item: int, decision: str, at: str, reas
 
 def close(led: AccessLedger, name: str, at: str, undecided: str, auto_revoke: bool) -> None:
     c = campaign(led, name)
-    event = {"type": "ReviewClosed", "at": at, "actor": "user:carol", "campaign": name, "undecided": undecided,
-             "auto_revoke": auto_revoke}
+    event = {
+        "type": "ReviewClosed",
+        "at": at,
+        "actor": "user:carol",
+        "campaign": name,
+        "undecided": undecided,
+        "auto_revoke": auto_revoke,
+    }
     done = removals(c, derive(led, c), undecided, Timeline(led).current(), "user:carol") if auto_revoke else []
     led.append_many([event, *(dict(ev, at=at) for ev in done)])
 
 
 def start(led: AccessLedger, name: str, at: str, reviewer: str, reviewers: list[str], due: str | None) -> None:
-    event, _ = start_event(led, name, ["prod", "staging"] if name == "Q3" else ["prod"], reviewer, reviewers,
-                           "user:erin", False, due, at, "user:carol", None)
+    event, _ = start_event(
+        led,
+        name,
+        ["prod", "staging"] if name == "Q3" else ["prod"],
+        reviewer,
+        reviewers,
+        "user:erin",
+        False,
+        due,
+        at,
+        "user:carol",
+        None,
+    )
     led.append(event)
 
 
@@ -87,7 +104,11 @@ def test_each_campaign_has_its_population_file_hashing_to_its_start_event(histor
     manifest = json.loads((bundle / "manifest.json").read_text())
     starts = {ev["campaign"]: (pos, ev) for pos, ev in positions(history)["ReviewStarted"]}
     assert sorted(p.name for p in (bundle / "reviews").iterdir()) == [
-        "Q3.json", "Q3.population.jsonl", "Q4.json", "Q4.population.jsonl"]
+        "Q3.json",
+        "Q3.population.jsonl",
+        "Q4.json",
+        "Q4.population.jsonl",
+    ]
     for name, (pos, ev) in starts.items():
         data = (bundle / "reviews" / f"{name}.population.jsonl").read_bytes()
         assert hashlib.sha256(data).hexdigest() == ev["population_sha256"]
@@ -96,10 +117,23 @@ def test_each_campaign_has_its_population_file_hashing_to_its_start_event(histor
             assert manifest["files"][rel]["sha256"] == hashlib.sha256((bundle / rel).read_bytes()).hexdigest()
         r = record(bundle, name)
         assert (r["start_position"], r["population"]["items"], r["population"]["sha256"]) == (
-            pos, ev["items"], ev["population_sha256"])
+            pos,
+            ev["items"],
+            ev["population_sha256"],
+        )
         assert manifest["reviews"][name]["file"] == f"reviews/{name}.json"
-    assert json.loads(data.splitlines()[0]) == [1, "user:alice", "admin", "prod", None, None, None, True, "person",
-                                                False]
+    assert json.loads(data.splitlines()[0]) == [
+        1,
+        "user:alice",
+        "admin",
+        "prod",
+        None,
+        None,
+        None,
+        True,
+        "person",
+        False,
+    ]
 
 
 def test_decisions_remediation_and_time_to_revoke(history, tmp_path):
@@ -107,13 +141,23 @@ def test_decisions_remediation_and_time_to_revoke(history, tmp_path):
     events = positions(history)
     (close_q3, _), (close_q4, _) = events["ReviewClosed"]
     q3 = record(bundle, "Q3")
-    assert q3["scope"] == {"tenants": ["prod", "staging"], "privileged_only": False, "reviewer": "user:carol",
-                           "reviewers": ["team:research=user:dana"], "fallback_reviewer": "user:erin", "due": None}
+    assert q3["scope"] == {
+        "tenants": ["prod", "staging"],
+        "privileged_only": False,
+        "reviewer": "user:carol",
+        "reviewers": ["team:research=user:dana"],
+        "fallback_reviewer": "user:erin",
+        "due": None,
+    }
     assert q3["owner"] == "user:carol" and q3["closed"]["position"] == close_q3
     items = q3["items"]
     assert [(i["reviewer"], i["decision"], i["outcome"]) for i in items] == [
-        ("user:erin", "revoke", "revoke"), ("user:carol", "keep", "keep"), ("user:dana", "revoke", "revoke"),
-        ("user:dana", None, "exception"), ("user:dana", "keep", "keep")]
+        ("user:erin", "revoke", "revoke"),
+        ("user:carol", "keep", "keep"),
+        ("user:dana", "revoke", "revoke"),
+        ("user:dana", None, "exception"),
+        ("user:dana", "keep", "keep"),
+    ]
     assert (items[1]["reason"], items[1]["decided_at"]) == ("on call", "2026-02-03T10:00:00Z")
     decided = {ev["item"]: pos for pos, ev in events["ReviewDecided"] if ev["campaign"] == "Q3"}
     assert {i["item"]: i["decision_position"] for i in items if i["decision"]} == decided
@@ -122,14 +166,33 @@ def test_decisions_remediation_and_time_to_revoke(history, tmp_path):
     assert items[0]["remediation"]["type"] == "RoleUnassigned"
     assert items[2]["remediation"]["position"] == close_q3 + 2
     assert items[2]["remediation"]["type"] == "TeamMemberRemoved"
-    assert [i["time_to_revoke_seconds"] for i in items] == [3 * 86400 + 2 * 3600, None, 2 * 86400 + 3 * 3600, None,
-                                                            None]
-    assert q3["exceptions"] == [{"item": 4, "principal": "user:carol", "role": "editor", "tenant": "prod",
-                                 "exception": "undecided at close: left as an exception"}]
-    assert q3["progress"] == {"items": 5, "decided": 4, "undecided": 1, "kept": 2, "revoked": 2, "carried_out": 2,
-                              "exceptions": 1}
+    assert [i["time_to_revoke_seconds"] for i in items] == [
+        3 * 86400 + 2 * 3600,
+        None,
+        2 * 86400 + 3 * 3600,
+        None,
+        None,
+    ]
+    assert q3["exceptions"] == [
+        {
+            "item": 4,
+            "principal": "user:carol",
+            "role": "editor",
+            "tenant": "prod",
+            "exception": "undecided at close: left as an exception",
+        }
+    ]
+    assert q3["progress"] == {
+        "items": 5,
+        "decided": 4,
+        "undecided": 1,
+        "kept": 2,
+        "revoked": 2,
+        "carried_out": 2,
+        "exceptions": 1,
+    }
     q4 = record(bundle, "Q4")
-    (removal, _), = [(p, ev) for p, ev in events["RoleUnassigned"] if ev["principal"] == "user:carol"]
+    ((removal, _),) = [(p, ev) for p, ev in events["RoleUnassigned"] if ev["principal"] == "user:carol"]
     assert q4["closed"]["auto_revoke"] is False and removal > close_q4
     revoked = q4["items"][2]
     assert (revoked["principal"], revoked["role"], revoked["outcome"]) == ("user:carol", "viewer", "revoke")
@@ -179,12 +242,18 @@ def test_an_edited_and_rehashed_population_is_caught_by_both_checkers(history, t
     result = runner.invoke(app, ["evidence", "verify", str(bundle)])
     assert result.exit_code == 1
     problems = [line for line in result.stdout.splitlines() if line.startswith("problem:")]
-    assert problems == [f"problem: reviews/Q3.population.jsonl: 4 lines and SHA-256 "
-                        f"{hashlib.sha256(path.read_bytes()).hexdigest()}, but the ReviewStarted event of campaign "
-                        f"'Q3' at position {record(bundle, 'Q3')['start_position']} records 5 items and SHA-256 "
-                        f"{record(bundle, 'Q3')['population']['sha256']}"]
-    done = subprocess.run([sys.executable, "-I", str(bundle / "check_bundle.py"), str(bundle)], capture_output=True,
-                          text=True, timeout=120)
+    assert problems == [
+        f"problem: reviews/Q3.population.jsonl: 4 lines and SHA-256 "
+        f"{hashlib.sha256(path.read_bytes()).hexdigest()}, but the ReviewStarted event of campaign "
+        f"'Q3' at position {record(bundle, 'Q3')['start_position']} records 5 items and SHA-256 "
+        f"{record(bundle, 'Q3')['population']['sha256']}"
+    ]
+    done = subprocess.run(
+        [sys.executable, "-I", str(bundle / "check_bundle.py"), str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1
     assert done.stderr.splitlines()[0] == problems[0].removeprefix("problem: ")
 
@@ -202,17 +271,26 @@ def test_a_campaign_record_edited_and_rehashed_is_caught_by_both_checkers(histor
     elif edit == "dropped":
         rec["items"].remove(item)
     else:  # a removal that never happened, named at the decision's own position
-        item["remediation"] = {"position": item["decision_position"], "type": "RoleUnassigned",
-                               "at": item["decided_at"], "reason": "done"}
+        item["remediation"] = {
+            "position": item["decision_position"],
+            "type": "RoleUnassigned",
+            "at": item["decided_at"],
+            "reason": "done",
+        }
     (bundle / "reviews" / f"{name}.json").write_text(json.dumps(rec))
     _rehash(bundle, f"reviews/{name}.json")
     result = runner.invoke(app, ["evidence", "verify", str(bundle)])
     assert result.exit_code == 1
     problems = [line for line in result.stdout.splitlines() if line.startswith("problem:")]
-    assert len(problems) == 1 and problems[0].startswith(f"problem: reviews/{name}.json: item"
-                                                         if edit != "dropped" else f"problem: reviews/{name}.json: the")
-    done = subprocess.run([sys.executable, "-I", str(bundle / "check_bundle.py"), str(bundle)], capture_output=True,
-                          text=True, timeout=120)
+    assert len(problems) == 1 and problems[0].startswith(
+        f"problem: reviews/{name}.json: item" if edit != "dropped" else f"problem: reviews/{name}.json: the"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", str(bundle / "check_bundle.py"), str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and done.stderr.splitlines()[0] == problems[0].removeprefix("problem: ")
 
 
@@ -224,13 +302,15 @@ def test_a_removed_population_file_and_a_stray_review_file_are_caught(history, t
     (bundle / "reviews" / "notes.txt").write_text("x\n")
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     _rehash(bundle, "reviews/notes.txt")
-    done = subprocess.run([sys.executable, "-I", str(bundle / "check_bundle.py")], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-I", str(bundle / "check_bundle.py")], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1
     assert done.stderr.splitlines()[:2] == [
         "reviews/notes.txt: not a review file's name (reviews/NAME.population.jsonl or reviews/NAME.json)",
         "reviews/Q4.population.jsonl: missing, although review campaign 'Q4' started at position "
-        f"{record(bundle, 'Q4')['start_position']}"]
+        f"{record(bundle, 'Q4')['start_position']}",
+    ]
 
 
 def test_a_campaign_started_before_the_period_is_noted_not_failed(history, tmp_path):
@@ -238,10 +318,13 @@ def test_a_campaign_started_before_the_period_is_noted_not_failed(history, tmp_p
     assert sorted(p.name for p in (bundle / "reviews").iterdir()) == ["Q4.json", "Q4.population.jsonl"]
     result = runner.invoke(app, ["evidence", "verify", str(bundle)])
     assert result.exit_code == 0, result.output
-    assert ("note: reviews/Q4.population.jsonl: its campaign started before this bundle's events, so its start "
-            "event (count and SHA-256) is not in the bundle: not checked against it") in result.stdout
-    done = subprocess.run([sys.executable, "-I", str(bundle / "check_bundle.py")], capture_output=True, text=True,
-                          timeout=120)
+    assert (
+        "note: reviews/Q4.population.jsonl: its campaign started before this bundle's events, so its start "
+        "event (count and SHA-256) is not in the bundle: not checked against it"
+    ) in result.stdout
+    done = subprocess.run(
+        [sys.executable, "-I", str(bundle / "check_bundle.py")], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "note: reviews/Q4.population.jsonl" in done.stdout
 

@@ -37,8 +37,9 @@ _runs = itertools.count()
 @pytest.fixture
 def generated(ledger_url: str) -> str:
     with AccessLedger.open(ledger_url, create=True) as led:
-        led.import_lines(generate("large", END, events=3_000, users=20, tenants=3, roles=8, assignments=100,
-                                  days=60).lines())
+        led.import_lines(
+            generate("large", END, events=3_000, users=20, tenants=3, roles=8, assignments=100, days=60).lines()
+        )
     return ledger_url
 
 
@@ -94,6 +95,7 @@ def test_segments_write_exactly_what_one_walk_writes(generated, tmp_path, monkey
     assert written["segments"] == written["one walk"]
     chain = written["segments"][0]["chain"]
     with AccessLedger.open(generated) as led, led.store.transaction(write=False) as c:
+
         def link(position: int) -> str:
             if position == 0:
                 return GENESIS_LINK
@@ -114,8 +116,18 @@ def test_parts_are_joined_in_position_order_whatever_order_the_segments_finish_i
     cuts = sorted(data.draw(st.sets(st.integers(2, n), max_size=6), label="segment starts"))
     first = data.draw(st.integers(1, n), label="first")
     last = data.draw(st.integers(first - 1, n), label="last")
-    rows = [(p, f"{p:032x}", 1 + p % 3, "ledger.events:UserCreated", b'{"type":"UserCreated","at":"%d"}' % p,
-             f"{p:064x}", str(p)) for p in range(1, n + 1)]
+    rows = [
+        (
+            p,
+            f"{p:032x}",
+            1 + p % 3,
+            "ledger.events:UserCreated",
+            b'{"type":"UserCreated","at":"%d"}' % p,
+            f"{p:064x}",
+            str(p),
+        )
+        for p in range(1, n + 1)
+    ]
     folder = tmp_path_factory.mktemp("parts")
     one = folder / "one"
     one.mkdir()
@@ -130,7 +142,7 @@ def test_parts_are_joined_in_position_order_whatever_order_the_segments_finish_i
     results = {}
     for a, b in segments:
         part = pickle.loads(pickle.dumps(parts)).open(a, b, f"{a - 1:064x}")  # as in a worker process
-        part.take(rows[a - 1:b])
+        part.take(rows[a - 1 : b])
         results[a] = (b, part.close())
     for a in data.draw(st.permutations(list(results)), label="finishing order"):
         parts.collect(a, results[a][0], results[a][1])
@@ -150,15 +162,29 @@ def test_a_bundle_exported_in_segments_checks_out_and_holds_what_one_walk_writes
         joined = _walk(monkeypatch, mode, 400)
         monkeypatch.setattr(evidence, "WORKER_FROM", 10**9)  # the walk's coordinator is this process
         out = tmp_path / mode.replace(" ", "-")
-        result = runner.invoke(app, ["--db", generated, "evidence", "export", "--from", "2026-01-01T00:00:00Z",
-                                     "--to", "2026-02-15T00:00:00Z", "--out", str(out)])
+        result = runner.invoke(
+            app,
+            [
+                "--db",
+                generated,
+                "evidence",
+                "export",
+                "--from",
+                "2026-01-01T00:00:00Z",
+                "--to",
+                "2026-02-15T00:00:00Z",
+                "--out",
+                str(out),
+            ],
+        )
         assert result.exit_code == 0, result.output
         assert joined[-1:] == ([0] if mode == "segments" else []) and len(joined) >= (3 if mode == "segments" else 0)
         assert not (out / "events" / ".parts").exists()
         checked = runner.invoke(app, ["evidence", "verify", str(out)])
         assert checked.exit_code == 0 and checked.stdout.startswith("OK:"), checked.output
-        alone = subprocess.run([sys.executable, "-I", str(out / "check_bundle.py"), str(out)], capture_output=True,
-                               text=True, cwd=tmp_path)
+        alone = subprocess.run(
+            [sys.executable, "-I", str(out / "check_bundle.py"), str(out)], capture_output=True, text=True, cwd=tmp_path
+        )
         assert alone.returncode == 0, alone.stdout + alone.stderr
         bundles[mode] = out
     manifests = [json.loads((b / "manifest.json").read_text()) for b in bundles.values()]
@@ -223,8 +249,12 @@ class _Editing:
         pos_col = "rowid" if "://" not in self.url else "notification_id"
         oid = "originator_id" if "://" not in self.url else "replace(CAST(originator_id AS TEXT), '-', '')"
         link = _sql(self.url, "SELECT link FROM al_chain WHERE position = ?", (self.p - 1,))[0][0]
-        rows = _sql(self.url, f"SELECT {pos_col}, {oid}, originator_version, topic, state FROM stored_events "
-                              f"WHERE {pos_col} BETWEEN ? AND ? ORDER BY {pos_col}", (self.p, self.b))
+        rows = _sql(
+            self.url,
+            f"SELECT {pos_col}, {oid}, originator_version, topic, state FROM stored_events "
+            f"WHERE {pos_col} BETWEEN ? AND ? ORDER BY {pos_col}",
+            (self.p, self.b),
+        )
         for pos, stream, version, topic, state in rows:
             state = bytes(state)
             if pos == self.p:
@@ -341,7 +371,8 @@ def test_a_killed_coordinator_takes_its_walkers_with_it(generated, tmp_path):
         "if __name__ == '__main__':\n"
         "    integrity.PARALLEL_FROM, integrity.SEGMENT_MIN = 1, 1_600\n"  # two segments
         "    with AccessLedger.open(sys.argv[1]) as led:\n"
-        "        led.verify(workers=2, derived=False, segments=Slow())\n")
+        "        led.verify(workers=2, derived=False, segments=Slow())\n"
+    )
     coordinator = subprocess.Popen([sys.executable, str(script), generated], stdout=subprocess.PIPE, text=True)
     try:
         assert coordinator.stdout is not None

@@ -57,8 +57,9 @@ def test_every_allowed_use_is_authorised_except_the_planted_read(small_lines, po
         for position, line in enumerate(lines, 1):
             ev = orjson.loads(line)
             if ev["type"] == "ConnectorSecretAccessed":
-                allowed = state.allows(ev["principal"], "read_secret_value", f"service_connector/{ev['connector']}",
-                                       ev["tenant"], ev["at"])
+                allowed = state.allows(
+                    ev["principal"], "read_secret_value", f"service_connector/{ev['connector']}", ev["tenant"], ev["at"]
+                )
             elif ev["type"] == "ResourceAccessed":
                 allowed = state.allows(ev["principal"], ev["action"], ev["resource"], ev.get("tenant"), ev["at"])
             else:
@@ -116,6 +117,7 @@ def test_population_imports_and_its_audits_find_exactly_the_planted(tmp_path, po
 
     def shows(row, incident):
         return row.get("who") == incident.principal or incident.position in (row.get("positions") or [])
+
     for incident in scenario.incidents:
         assert any(attention(incident.audit, r) and shows(r, incident) for r in results[incident.audit]), incident
     for name, rows in results.items():
@@ -140,8 +142,9 @@ def test_every_time_bound_grant_that_expired_was_revoked_except_the_planted(end_
             held.pop(key, None)
     # The demo audits at the end (now): anything expired by then must have been revoked.
     left = {k for k, expires in held.items() if expires <= end.strftime("%Y-%m-%dT%H:%M:%SZ")}
-    planted = {(i.role, i.principal, i.tenant, None) for i in scenario.incidents
-               if i.kind == "expired-grant-not-revoked"}
+    planted = {
+        (i.role, i.principal, i.tenant, None) for i in scenario.incidents if i.kind == "expired-grant-not-revoked"
+    }
     assert left == planted
     assert planted
 
@@ -209,14 +212,20 @@ def test_revocations_are_carried_out_but_the_planted_one_and_never_re_granted(sm
             left |= {r["principal"] for r in revoked if not carried_out(r, at_due)}
         assert left == {undone.principal}
         # Removed by the review, or by anyone after a review decided to revoke it (that carries it out too).
-        decided = {(r["role"], r["principal"], r["tenant"], r["resource"]): ev["at"] for c in campaigns.values()
-                   for _, ev in c["decisions"] if ev["decision"] == "revoke"
-                   for r in [c["items"][ev["item"] - 1]] if r["via"] is None}
+        decided = {
+            (r["role"], r["principal"], r["tenant"], r["resource"]): ev["at"]
+            for c in campaigns.values()
+            for _, ev in c["decisions"]
+            if ev["decision"] == "revoke"
+            for r in [c["items"][ev["item"] - 1]]
+            if r["via"] is None
+        }
         removed: dict[tuple, str] = {}
         for ev in events:
             key = (ev.get("role"), ev.get("principal"), ev.get("tenant"), ev.get("resource"))
-            if ev["type"] == "RoleUnassigned" and (ev.get("reason", "").startswith("access review ")
-                                                   or ev["at"] >= decided.get(key, "9")):
+            if ev["type"] == "RoleUnassigned" and (
+                ev.get("reason", "").startswith("access review ") or ev["at"] >= decided.get(key, "9")
+            ):
                 removed[key] = ev["at"]
             elif ev["type"] == "RoleAssigned" and key in removed:
                 assert (datetime.fromisoformat(ev["at"]) - datetime.fromisoformat(removed[key])).days > 30, key
@@ -238,8 +247,11 @@ def test_leavers_are_deactivated_within_a_day_but_the_late_one_and_use_nothing_a
             if ev["type"] == "UserDeactivated" and f"user:{ev['user']}" in terminated:
                 deactivated.setdefault(f"user:{ev['user']}", (position, ev["at"]))
         assert set(deactivated) == set(terminated)
-        slow = {p for p, (_, at) in deactivated.items()
-                if (datetime.fromisoformat(at) - datetime.fromisoformat(terminated[p])).total_seconds() > 86_400}
+        slow = {
+            p
+            for p, (_, at) in deactivated.items()
+            if (datetime.fromisoformat(at) - datetime.fromisoformat(terminated[p])).total_seconds() > 86_400
+        }
         assert slow == {late.principal}
         assert deactivated[late.principal][0] == late.position
 
@@ -250,13 +262,19 @@ def test_every_privileged_access_older_than_90_days_was_reviewed_in_the_last_90(
     window = "2025-12-01T12:00:00Z"  # 90 days before the end
     for lines, _ in (small_lines, population_lines):
         campaigns, state = _campaigns(lines)
-        reviewed = {(r["principal"], r["role"], r["tenant"], r["resource"]) for c in campaigns.values()
-                    if window <= c["close"][1]["at"] <= end for r in c["items"]}
+        reviewed = {
+            (r["principal"], r["role"], r["tenant"], r["resource"])
+            for c in campaigns.values()
+            if window <= c["close"][1]["at"] <= end
+            for r in c["items"]
+        }
         held = population(state, end, sorted(t for t, live in state.tenants.items() if live), True)
+
         def since(r, state=state):  # held directly, or through a team since the later of the grant and the membership
             holder = f"team:{r['via']}" if r["via"] else r["principal"]
             granted = state.assignments[(r["role"], holder, r["tenant"], r["resource"])].source.at
             return max(granted, state.members[r["via"]][r["principal"]].at) if r["via"] else granted
+
         old = [r for r in held if since(r) < window]
         assert old
         assert [r for r in old if (r["principal"], r["role"], r["tenant"], r["resource"]) not in reviewed] == []
@@ -275,5 +293,7 @@ def test_every_change_is_authorised_but_the_two_planted(small_lines, population_
             oracle.apply(ev)
         planted = {i.position: i for i in scenario.incidents if i.audit == "authority"}
         assert sorted(i.kind for i in planted.values()) == ["change-by-leaver", "unauthorised-change"]
-        assert forbidden == {p: "change-by-inactive-actor" if i.kind == "change-by-leaver" else "unauthorised-change"
-                             for p, i in planted.items()}
+        assert forbidden == {
+            p: "change-by-inactive-actor" if i.kind == "change-by-leaver" else "unauthorised-change"
+            for p, i in planted.items()
+        }

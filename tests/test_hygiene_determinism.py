@@ -19,8 +19,9 @@ AUDITS = ("review", "least-privilege", "secrets", "sod", "changes", "hygiene")
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     folder = tmp_path_factory.mktemp("demo-determinism")
     db = str(folder / "demo.db")
-    result = runner.invoke(app, ["demo", "--db", db, "--evidence", str(folder / "evidence"),
-                                 "--end", "2026-06-01T00:00:00Z"])
+    result = runner.invoke(
+        app, ["demo", "--db", db, "--evidence", str(folder / "evidence"), "--end", "2026-06-01T00:00:00Z"]
+    )
     assert result.exit_code == 0, result.output
     return db
 
@@ -49,8 +50,10 @@ def ties(tmp_path: Path) -> str:
     """A ledger whose hygiene findings tie on everything but their positions: the same actor creating
     many users and teams at the same instant, without a reason."""
     db = str(tmp_path / "ties.db")
-    lines = [b'{"type":"OrganizationCreated","at":"2026-01-01T00:00:00Z","actor":"system","name":"acme",'
-             b'"preset":"zenml-pro"}']
+    lines = [
+        b'{"type":"OrganizationCreated","at":"2026-01-01T00:00:00Z","actor":"system","name":"acme",'
+        b'"preset":"zenml-pro"}'
+    ]
     for i in range(300):
         lines.append(b'{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"user:root","user":"u%d"}' % i)
         lines.append(b'{"type":"TeamCreated","at":"2026-01-02T00:00:00Z","actor":"user:root","team":"t%d"}' % i)
@@ -92,12 +95,21 @@ def test_hygiene_flags_principals_whose_names_look_alike(look_alikes):
     rows = json.loads(audit(look_alikes, "hygiene", "--at", "2026-02-01T00:00:00Z", "--format", "json"))
     found = [(r["who"], r["what"], r["detail"]) for r in rows if r["finding"] == "confusable-name"]
     assert found == [
-        ("service_account:ci-b0t", "service_account:ci-bot",
-         "service_account:ci-b0t and service_account:ci-bot look alike (both read as service_account:ci-bot)"),
-        ("team:ops", "team:\u03bfps",
-         "team:ops and team:\u03bfps look alike (both read as team:ops); non-ASCII: team:\u03bfps has U+03BF"),
+        (
+            "service_account:ci-b0t",
+            "service_account:ci-bot",
+            "service_account:ci-b0t and service_account:ci-bot look alike (both read as service_account:ci-bot)",
+        ),
+        (
+            "team:ops",
+            "team:\u03bfps",
+            "team:ops and team:\u03bfps look alike (both read as team:ops); non-ASCII: team:\u03bfps has U+03BF",
+        ),
         ("user:admin1", "user:adminl", "user:admin1 and user:adminl look alike (both read as user:adminl)"),
-        ("user:alice", "user:\u0430lice",
-         "user:alice and user:\u0430lice look alike (both read as user:alice); non-ASCII: user:\u0430lice has U+0430"),
+        (
+            "user:alice",
+            "user:\u0430lice",
+            "user:alice and user:\u0430lice look alike (both read as user:alice); non-ASCII: user:\u0430lice has U+0430",
+        ),
         ("user:malIory", "user:mallory", "user:malIory and user:mallory look alike (both read as user:mallory)"),
     ]

@@ -14,73 +14,238 @@ from ledger import errors as E
 from ledger.app import AccessLedger
 
 HISTORY = [
-    {"type": "OrganizationCreated", "at": "2026-01-01T00:00:00Z", "actor": "system", "name": "acme",
-     "preset": "zenml-pro"},
-    {"type": "TenantCreated", "at": "2026-01-01T00:00:00Z", "actor": "user:root", "tenant": "prod",
-     "display_name": "Production"},
+    {
+        "type": "OrganizationCreated",
+        "at": "2026-01-01T00:00:00Z",
+        "actor": "system",
+        "name": "acme",
+        "preset": "zenml-pro",
+    },
+    {
+        "type": "TenantCreated",
+        "at": "2026-01-01T00:00:00Z",
+        "actor": "user:root",
+        "tenant": "prod",
+        "display_name": "Production",
+    },
     {"type": "TenantCreated", "at": "2026-01-01T00:00:01Z", "actor": "user:root", "tenant": "old"},
-    {"type": "TenantRenamed", "at": "2026-01-01T00:00:02Z", "actor": "user:root", "tenant": "prod",
-     "display_name": "Prod"},
-    {"type": "UserCreated", "at": "2026-01-02T00:00:00Z", "actor": "user:root", "user": "alice",
-     "email": "alice@example.com"},
+    {
+        "type": "TenantRenamed",
+        "at": "2026-01-01T00:00:02Z",
+        "actor": "user:root",
+        "tenant": "prod",
+        "display_name": "Prod",
+    },
+    {
+        "type": "UserCreated",
+        "at": "2026-01-02T00:00:00Z",
+        "actor": "user:root",
+        "user": "alice",
+        "email": "alice@example.com",
+    },
     {"type": "UserCreated", "at": "2026-01-02T00:00:00Z", "actor": "user:root", "user": "bob"},
-    {"type": "ServiceAccountCreated", "at": "2026-01-02T00:00:00Z", "actor": "user:root",
-     "service_account": "ci-bot"},
+    {"type": "ServiceAccountCreated", "at": "2026-01-02T00:00:00Z", "actor": "user:root", "service_account": "ci-bot"},
     {"type": "TeamCreated", "at": "2026-01-02T00:00:00Z", "actor": "user:root", "team": "research"},
-    {"type": "TeamMemberAdded", "at": "2026-01-02T00:00:00Z", "actor": "user:root", "team": "research",
-     "member": "user:alice"},
-    {"type": "TeamMemberAdded", "at": "2026-01-02T00:00:00Z", "actor": "user:root", "team": "research",
-     "member": "service_account:ci-bot"},
-    {"type": "RoleCreated", "at": "2026-01-03T00:00:00Z", "actor": "user:root", "role": "ds", "scope": "tenant",
-     "base": "editor", "permissions": ["model:promote"], "description": "Data Scientist", "reason": "SEC-1"},
-    {"type": "RolePermissionsChanged", "at": "2026-01-03T00:00:00Z", "actor": "user:root", "role": "ds",
-     "add": ["model_version:promote"], "remove": ["model:promote"]},
-    {"type": "RoleAssigned", "at": "2026-01-04T00:00:00Z", "actor": "user:root", "role": "ds",
-     "principal": "team:research", "tenant": "prod", "reason": "SEC-2", "id": "grant-1"},
-    {"type": "RoleAssigned", "at": "2026-01-04T00:00:00Z", "actor": "user:root", "role": "viewer",
-     "principal": "user:bob", "tenant": "prod", "resource": "model/fraud", "expires_at": "2026-02-01T00:00:00Z"},
-    {"type": "RoleAssigned", "at": "2026-01-04T00:00:00Z", "actor": "user:root", "role": "org_viewer",
-     "principal": "user:bob"},
-    {"type": "ConnectorRegistered", "at": "2026-01-05T00:00:00Z", "actor": "user:root", "connector": "aws-prod",
-     "tenant": "prod", "connector_type": "aws"},
-    {"type": "ConnectorSecretAccessed", "at": "2026-01-05T00:00:00Z", "actor": "system", "connector": "aws-prod",
-     "tenant": "prod", "principal": "service_account:ci-bot", "outcome": "allowed", "context": "run 17"},
-    {"type": "ResourceAccessed", "at": "2026-01-05T00:00:00Z", "actor": "system", "principal": "user:bob",
-     "tenant": "prod", "resource": "model/fraud", "action": "read", "outcome": "denied", "id": "acc-1"},
-    {"type": "RoleUnassigned", "at": "2026-01-06T00:00:00Z", "actor": "user:root", "role": "org_viewer",
-     "principal": "user:bob"},
+    {
+        "type": "TeamMemberAdded",
+        "at": "2026-01-02T00:00:00Z",
+        "actor": "user:root",
+        "team": "research",
+        "member": "user:alice",
+    },
+    {
+        "type": "TeamMemberAdded",
+        "at": "2026-01-02T00:00:00Z",
+        "actor": "user:root",
+        "team": "research",
+        "member": "service_account:ci-bot",
+    },
+    {
+        "type": "RoleCreated",
+        "at": "2026-01-03T00:00:00Z",
+        "actor": "user:root",
+        "role": "ds",
+        "scope": "tenant",
+        "base": "editor",
+        "permissions": ["model:promote"],
+        "description": "Data Scientist",
+        "reason": "SEC-1",
+    },
+    {
+        "type": "RolePermissionsChanged",
+        "at": "2026-01-03T00:00:00Z",
+        "actor": "user:root",
+        "role": "ds",
+        "add": ["model_version:promote"],
+        "remove": ["model:promote"],
+    },
+    {
+        "type": "RoleAssigned",
+        "at": "2026-01-04T00:00:00Z",
+        "actor": "user:root",
+        "role": "ds",
+        "principal": "team:research",
+        "tenant": "prod",
+        "reason": "SEC-2",
+        "id": "grant-1",
+    },
+    {
+        "type": "RoleAssigned",
+        "at": "2026-01-04T00:00:00Z",
+        "actor": "user:root",
+        "role": "viewer",
+        "principal": "user:bob",
+        "tenant": "prod",
+        "resource": "model/fraud",
+        "expires_at": "2026-02-01T00:00:00Z",
+    },
+    {
+        "type": "RoleAssigned",
+        "at": "2026-01-04T00:00:00Z",
+        "actor": "user:root",
+        "role": "org_viewer",
+        "principal": "user:bob",
+    },
+    {
+        "type": "ConnectorRegistered",
+        "at": "2026-01-05T00:00:00Z",
+        "actor": "user:root",
+        "connector": "aws-prod",
+        "tenant": "prod",
+        "connector_type": "aws",
+    },
+    {
+        "type": "ConnectorSecretAccessed",
+        "at": "2026-01-05T00:00:00Z",
+        "actor": "system",
+        "connector": "aws-prod",
+        "tenant": "prod",
+        "principal": "service_account:ci-bot",
+        "outcome": "allowed",
+        "context": "run 17",
+    },
+    {
+        "type": "ResourceAccessed",
+        "at": "2026-01-05T00:00:00Z",
+        "actor": "system",
+        "principal": "user:bob",
+        "tenant": "prod",
+        "resource": "model/fraud",
+        "action": "read",
+        "outcome": "denied",
+        "id": "acc-1",
+    },
+    {
+        "type": "RoleUnassigned",
+        "at": "2026-01-06T00:00:00Z",
+        "actor": "user:root",
+        "role": "org_viewer",
+        "principal": "user:bob",
+    },
     {"type": "UserDeactivated", "at": "2026-01-06T00:00:00Z", "actor": "user:root", "user": "bob"},
     {"type": "UserReactivated", "at": "2026-01-07T00:00:00Z", "actor": "user:root", "user": "bob"},
-    {"type": "ServiceAccountDeactivated", "at": "2026-01-07T00:00:00Z", "actor": "user:root",
-     "service_account": "ci-bot"},
-    {"type": "ServiceAccountReactivated", "at": "2026-01-07T00:00:00Z", "actor": "user:root",
-     "service_account": "ci-bot"},
-    {"type": "TeamMemberRemoved", "at": "2026-01-08T00:00:00Z", "actor": "user:root", "team": "research",
-     "member": "user:alice"},
-    {"type": "ConnectorDeleted", "at": "2026-01-08T00:00:00Z", "actor": "user:root", "connector": "aws-prod",
-     "tenant": "prod"},
-    {"type": "RoleCreated", "at": "2026-01-08T00:00:00Z", "actor": "user:root", "role": "tmp", "scope": "tenant",
-     "permissions": []},
+    {
+        "type": "ServiceAccountDeactivated",
+        "at": "2026-01-07T00:00:00Z",
+        "actor": "user:root",
+        "service_account": "ci-bot",
+    },
+    {
+        "type": "ServiceAccountReactivated",
+        "at": "2026-01-07T00:00:00Z",
+        "actor": "user:root",
+        "service_account": "ci-bot",
+    },
+    {
+        "type": "TeamMemberRemoved",
+        "at": "2026-01-08T00:00:00Z",
+        "actor": "user:root",
+        "team": "research",
+        "member": "user:alice",
+    },
+    {
+        "type": "ConnectorDeleted",
+        "at": "2026-01-08T00:00:00Z",
+        "actor": "user:root",
+        "connector": "aws-prod",
+        "tenant": "prod",
+    },
+    {
+        "type": "RoleCreated",
+        "at": "2026-01-08T00:00:00Z",
+        "actor": "user:root",
+        "role": "tmp",
+        "scope": "tenant",
+        "permissions": [],
+    },
     {"type": "RoleDeleted", "at": "2026-01-08T00:00:00Z", "actor": "user:root", "role": "tmp"},
     {"type": "TeamCreated", "at": "2026-01-08T00:00:00Z", "actor": "user:root", "team": "gone"},
     {"type": "TeamDeleted", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "team": "gone"},
     {"type": "TenantDeleted", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "tenant": "old"},
-    {"type": "ReviewStarted", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "campaign": "q1", "tenants": ["prod"],
-     "reviewer": "user:alice", "reviewers": ["team:research=user:alice"], "fallback_reviewer": "user:bob",
-     "privileged_only": False, "due": "2026-01-20T00:00:00Z", "as_of_position": 30, "items": 2,
-     "population_sha256": "3ffc2a66cade5d9f8429ea027b2db2ec8094bd1db01b66239b377a95e1298e7a"},
+    {
+        "type": "ReviewStarted",
+        "at": "2026-01-09T00:00:00Z",
+        "actor": "user:root",
+        "campaign": "q1",
+        "tenants": ["prod"],
+        "reviewer": "user:alice",
+        "reviewers": ["team:research=user:alice"],
+        "fallback_reviewer": "user:bob",
+        "privileged_only": False,
+        "due": "2026-01-20T00:00:00Z",
+        "as_of_position": 30,
+        "items": 2,
+        "population_sha256": "3ffc2a66cade5d9f8429ea027b2db2ec8094bd1db01b66239b377a95e1298e7a",
+    },
     {"type": "UserCreated", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "user": "carol"},
-    {"type": "ReviewReassigned", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "campaign": "q1", "items": [1],
-     "reviewer": "user:carol", "reason": "alice is away"},
-    {"type": "ReviewDecided", "at": "2026-01-09T00:00:00Z", "actor": "user:alice", "campaign": "q1", "item": 2,
-     "decision": "revoke", "reviewer": "user:alice", "reason": "no longer needed"},
-    {"type": "ReviewClosed", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "campaign": "q1",
-     "undecided": "exception", "auto_revoke": True},
-    {"type": "RoleUnassigned", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "role": "viewer",
-     "principal": "user:bob", "tenant": "prod", "resource": "model/fraud", "reason": "access review q1 item 2: revoke"},
-    {"type": "TokenIssued", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "token_id": "tok_ci",
-     "principal": "service_account:ci-bot", "scopes": ["read", "report"], "expires_at": "2026-02-01T00:00:00Z",
-     "secret_sha256": "5e" * 32, "reason": "PLAT-1"},
+    {
+        "type": "ReviewReassigned",
+        "at": "2026-01-09T00:00:00Z",
+        "actor": "user:root",
+        "campaign": "q1",
+        "items": [1],
+        "reviewer": "user:carol",
+        "reason": "alice is away",
+    },
+    {
+        "type": "ReviewDecided",
+        "at": "2026-01-09T00:00:00Z",
+        "actor": "user:alice",
+        "campaign": "q1",
+        "item": 2,
+        "decision": "revoke",
+        "reviewer": "user:alice",
+        "reason": "no longer needed",
+    },
+    {
+        "type": "ReviewClosed",
+        "at": "2026-01-09T00:00:00Z",
+        "actor": "user:root",
+        "campaign": "q1",
+        "undecided": "exception",
+        "auto_revoke": True,
+    },
+    {
+        "type": "RoleUnassigned",
+        "at": "2026-01-09T00:00:00Z",
+        "actor": "user:root",
+        "role": "viewer",
+        "principal": "user:bob",
+        "tenant": "prod",
+        "resource": "model/fraud",
+        "reason": "access review q1 item 2: revoke",
+    },
+    {
+        "type": "TokenIssued",
+        "at": "2026-01-09T00:00:00Z",
+        "actor": "user:root",
+        "token_id": "tok_ci",
+        "principal": "service_account:ci-bot",
+        "scopes": ["read", "report"],
+        "expires_at": "2026-02-01T00:00:00Z",
+        "secret_sha256": "5e" * 32,
+        "reason": "PLAT-1",
+    },
     {"type": "TokenRevoked", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "token_id": "tok_ci"},
 ]
 
@@ -128,24 +293,43 @@ def test_export_period_is_inclusive_of_both_ends(url_factory):
     led.close()
 
 
-@pytest.mark.parametrize("bad_line, message", [
-    (b"{not json", "line 3: line is not valid JSON"),
-    (b"[1, 2]", "line 3: line is not a JSON object"),
-    (b'{"type": "UserCreated", "at": "2026-01-02T00:00:00Z", "actor": "system"}',
-     "line 3: user: required field is missing"),
-    (b'{"type": "UserCreated", "at": "2026-01-02T00:00:00", "actor": "system", "user": "x"}',
-     "line 3: at: '2026-01-02T00:00:00' has no time zone (add Z or +00:00)"),
-    (b'{"type": "UserCreated", "at": "2026-01-02T00:00:00Z", "actor": "system", "user": "x", "password": "p"}',
-     "line 3: password: unknown field (the ledger stores only the documented fields, never secret values)"),
-    (b'{"type": "Nope", "at": "2026-01-02T00:00:00Z", "actor": "system"}', "line 3: type: 'Nope' is not an event type"),
-    (b'{"type": "UserCreated", "at": "2026-01-02T00:00:00Z", "actor": "system", "user": 7}',
-     "line 3: user: Input should be a valid string"),
-    (b'{"type": "RoleAssigned", "at": "2026-01-02T00:00:00Z", "actor": "system", "role": "ghost", '
-     b'"principal": "user:a", "tenant": "prod"}', "line 3: role: unknown role 'ghost'"),
-    (b'{"type": "UserCreated", "at": "2025-12-31T00:00:00Z", "actor": "system", "user": "x"}',
-     "line 3: at: 2025-12-31T00:00:00Z is before the ledger's newest event (2026-01-01T00:00:00Z); the ledger is "
-     "append-only in time"),
-])
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [
+        (b"{not json", "line 3: line is not valid JSON"),
+        (b"[1, 2]", "line 3: line is not a JSON object"),
+        (
+            b'{"type": "UserCreated", "at": "2026-01-02T00:00:00Z", "actor": "system"}',
+            "line 3: user: required field is missing",
+        ),
+        (
+            b'{"type": "UserCreated", "at": "2026-01-02T00:00:00", "actor": "system", "user": "x"}',
+            "line 3: at: '2026-01-02T00:00:00' has no time zone (add Z or +00:00)",
+        ),
+        (
+            b'{"type": "UserCreated", "at": "2026-01-02T00:00:00Z", "actor": "system", "user": "x", "password": "p"}',
+            "line 3: password: unknown field (the ledger stores only the documented fields, never secret values)",
+        ),
+        (
+            b'{"type": "Nope", "at": "2026-01-02T00:00:00Z", "actor": "system"}',
+            "line 3: type: 'Nope' is not an event type",
+        ),
+        (
+            b'{"type": "UserCreated", "at": "2026-01-02T00:00:00Z", "actor": "system", "user": 7}',
+            "line 3: user: Input should be a valid string",
+        ),
+        (
+            b'{"type": "RoleAssigned", "at": "2026-01-02T00:00:00Z", "actor": "system", "role": "ghost", '
+            b'"principal": "user:a", "tenant": "prod"}',
+            "line 3: role: unknown role 'ghost'",
+        ),
+        (
+            b'{"type": "UserCreated", "at": "2025-12-31T00:00:00Z", "actor": "system", "user": "x"}',
+            "line 3: at: 2025-12-31T00:00:00Z is before the ledger's newest event (2026-01-01T00:00:00Z); the ledger is "
+            "append-only in time",
+        ),
+    ],
+)
 @pytest.mark.parametrize("workers", [0, 1])
 def test_bad_line_is_reported_with_its_number_and_nothing_is_written(url_factory, bad_line, message, workers):
     led = AccessLedger.open(url_factory(), create=True)
@@ -169,8 +353,17 @@ def test_reimporting_events_with_ids_is_a_no_op(url_factory):
 
 def test_an_id_repeated_within_one_file_is_recorded_once(url_factory):
     led = AccessLedger.open(url_factory(), create=True)
-    access = {"type": "ResourceAccessed", "at": "2026-01-09T00:00:00Z", "actor": "system", "principal": "user:bob",
-              "tenant": "prod", "resource": "model/fraud", "action": "read", "outcome": "allowed", "id": "dup"}
+    access = {
+        "type": "ResourceAccessed",
+        "at": "2026-01-09T00:00:00Z",
+        "actor": "system",
+        "principal": "user:bob",
+        "tenant": "prod",
+        "resource": "model/fraud",
+        "action": "read",
+        "outcome": "allowed",
+        "id": "dup",
+    }
     # The repeat lands in a later chunk than the first, across a flush.
     filler = [dict(access, id=f"f{i}") for i in range(6000)]
     result = led.import_lines(jsonl(HISTORY + [access] + filler + [access]))
@@ -207,16 +400,38 @@ def test_round_trip_property(tmp_path_factory, commands):
     b.close()
 
 
-@pytest.mark.parametrize("access", [
-    {"type": "ConnectorSecretAccessed", "at": "2026-01-05T00:00:00Z", "actor": "system", "connector": "aws-prod",
-     "tenant": "prod", "principal": "user:alice", "outcome": "allowed"},
-    {"type": "ResourceAccessed", "at": "2026-01-05T00:00:00Z", "actor": "system", "principal": "user:alice",
-     "tenant": "prod", "resource": "model/fraud", "action": "read", "outcome": "allowed"},
-], ids=["secret", "resource"])
+@pytest.mark.parametrize(
+    "access",
+    [
+        {
+            "type": "ConnectorSecretAccessed",
+            "at": "2026-01-05T00:00:00Z",
+            "actor": "system",
+            "connector": "aws-prod",
+            "tenant": "prod",
+            "principal": "user:alice",
+            "outcome": "allowed",
+        },
+        {
+            "type": "ResourceAccessed",
+            "at": "2026-01-05T00:00:00Z",
+            "actor": "system",
+            "principal": "user:alice",
+            "tenant": "prod",
+            "resource": "model/fraud",
+            "action": "read",
+            "outcome": "allowed",
+        },
+    ],
+    ids=["secret", "resource"],
+)
 def test_usage_after_its_tenant_is_deleted_in_the_same_import_is_refused(url_factory, access):
     led = AccessLedger.open(url_factory(), create=True)
-    lines = HISTORY[:16] + [access, {"type": "TenantDeleted", "at": "2026-01-05T00:00:00Z", "actor": "system",
-                                     "tenant": "prod"}, access]
+    lines = HISTORY[:16] + [
+        access,
+        {"type": "TenantDeleted", "at": "2026-01-05T00:00:00Z", "actor": "system", "tenant": "prod"},
+        access,
+    ]
     with pytest.raises(E.DeletedTenant) as info:
         led.import_lines(jsonl(lines))
     assert str(info.value) == "line 19: tenant: tenant 'prod' was deleted: nothing may target it"
@@ -226,10 +441,26 @@ def test_usage_after_its_tenant_is_deleted_in_the_same_import_is_refused(url_fac
 
 def test_secret_access_after_its_connector_is_deleted_in_the_same_import_is_refused(url_factory):
     led = AccessLedger.open(url_factory(), create=True)
-    access = {"type": "ConnectorSecretAccessed", "at": "2026-01-05T00:00:00Z", "actor": "system",
-              "connector": "aws-prod", "tenant": "prod", "principal": "user:alice", "outcome": "allowed"}
-    lines = HISTORY[:16] + [access, {"type": "ConnectorDeleted", "at": "2026-01-05T00:00:00Z", "actor": "system",
-                                     "connector": "aws-prod", "tenant": "prod"}, access]
+    access = {
+        "type": "ConnectorSecretAccessed",
+        "at": "2026-01-05T00:00:00Z",
+        "actor": "system",
+        "connector": "aws-prod",
+        "tenant": "prod",
+        "principal": "user:alice",
+        "outcome": "allowed",
+    }
+    lines = HISTORY[:16] + [
+        access,
+        {
+            "type": "ConnectorDeleted",
+            "at": "2026-01-05T00:00:00Z",
+            "actor": "system",
+            "connector": "aws-prod",
+            "tenant": "prod",
+        },
+        access,
+    ]
     with pytest.raises(E.UnknownEntity) as info:
         led.import_lines(jsonl(lines))
     assert str(info.value) == "line 19: connector: unknown service connector 'aws-prod' in tenant 'prod'"
@@ -241,8 +472,9 @@ def test_secret_access_after_its_connector_is_deleted_in_the_same_import_is_refu
 
 EV_NAMES = st.sampled_from(["alice", "bob", "carol"])
 EV_TENANTS = st.sampled_from(["prod", "dev"])
-EV_PRINCIPALS = st.one_of(EV_NAMES.map("user:{}".format),
-                          st.sampled_from(["team:ml", "service_account:ci", "user:nobody"]))
+EV_PRINCIPALS = st.one_of(
+    EV_NAMES.map("user:{}".format), st.sampled_from(["team:ml", "service_account:ci", "user:nobody"])
+)
 EV_RESOURCES = st.sampled_from(["model/fraud", "stack/gpu", "secret/aws", "team/ml", "role/x", "bogus/y"])
 
 RAW_EVENTS = st.one_of(
@@ -255,28 +487,66 @@ RAW_EVENTS = st.one_of(
     st.just({"type": "TeamDeleted", "team": "ml"}),
     st.builds(lambda n: {"type": "TeamMemberAdded", "team": "ml", "member": f"user:{n}"}, EV_NAMES),
     st.builds(lambda n: {"type": "TeamMemberRemoved", "team": "ml", "member": f"user:{n}"}, EV_NAMES),
-    st.builds(lambda r, b: {"type": "RoleCreated", "role": r, "scope": "tenant", "permissions": ["model:read"],
-                            **({"base": b} if b else {})},
-              st.sampled_from(["custom_a", "custom_b"]), st.sampled_from([None, "viewer", "custom_a"])),
+    st.builds(
+        lambda r, b: {
+            "type": "RoleCreated",
+            "role": r,
+            "scope": "tenant",
+            "permissions": ["model:read"],
+            **({"base": b} if b else {}),
+        },
+        st.sampled_from(["custom_a", "custom_b"]),
+        st.sampled_from([None, "viewer", "custom_a"]),
+    ),
     st.builds(lambda r: {"type": "RoleDeleted", "role": r}, st.sampled_from(["custom_a", "custom_b"])),
-    st.builds(lambda r, p, t: {"type": "RoleAssigned", "role": r, "principal": p, "tenant": t},
-              st.sampled_from(["viewer", "custom_a", "custom_b"]), EV_PRINCIPALS, EV_TENANTS),
-    st.builds(lambda r, p, t: {"type": "RoleUnassigned", "role": r, "principal": p, "tenant": t},
-              st.sampled_from(["viewer", "custom_a", "custom_b"]), EV_PRINCIPALS, EV_TENANTS),
+    st.builds(
+        lambda r, p, t: {"type": "RoleAssigned", "role": r, "principal": p, "tenant": t},
+        st.sampled_from(["viewer", "custom_a", "custom_b"]),
+        EV_PRINCIPALS,
+        EV_TENANTS,
+    ),
+    st.builds(
+        lambda r, p, t: {"type": "RoleUnassigned", "role": r, "principal": p, "tenant": t},
+        st.sampled_from(["viewer", "custom_a", "custom_b"]),
+        EV_PRINCIPALS,
+        EV_TENANTS,
+    ),
     st.builds(lambda t: {"type": "ConnectorRegistered", "connector": "aws", "tenant": t}, EV_TENANTS),
     st.builds(lambda t: {"type": "ConnectorDeleted", "connector": "aws", "tenant": t}, EV_TENANTS),
-    st.builds(lambda t, p: {"type": "ConnectorSecretAccessed", "connector": "aws", "tenant": t, "principal": p,
-                            "outcome": "allowed"}, EV_TENANTS, EV_PRINCIPALS),
-    st.builds(lambda p, t, r, a: {"type": "ResourceAccessed", "principal": p, "resource": r, "action": a,
-                                  "outcome": "allowed", **({"tenant": t} if t else {})},
-              EV_PRINCIPALS, st.one_of(st.none(), EV_TENANTS), EV_RESOURCES, st.sampled_from(["read", "fly"])),
+    st.builds(
+        lambda t, p: {
+            "type": "ConnectorSecretAccessed",
+            "connector": "aws",
+            "tenant": t,
+            "principal": p,
+            "outcome": "allowed",
+        },
+        EV_TENANTS,
+        EV_PRINCIPALS,
+    ),
+    st.builds(
+        lambda p, t, r, a: {
+            "type": "ResourceAccessed",
+            "principal": p,
+            "resource": r,
+            "action": a,
+            "outcome": "allowed",
+            **({"tenant": t} if t else {}),
+        },
+        EV_PRINCIPALS,
+        st.one_of(st.none(), EV_TENANTS),
+        EV_RESOURCES,
+        st.sampled_from(["read", "fly"]),
+    ),
 )
 
 
 def _dated(events: list[dict]) -> list[dict]:
     head = {"type": "OrganizationCreated", "name": "acme", "preset": "zenml-pro"}
-    return [dict(ev, at=f"2026-02-{1 + i // 24:02d}T{i % 24:02d}:00:00Z", actor="user:root")
-            for i, ev in enumerate([head, *events])]
+    return [
+        dict(ev, at=f"2026-02-{1 + i // 24:02d}T{i % 24:02d}:00:00Z", actor="user:root")
+        for i, ev in enumerate([head, *events])
+    ]
 
 
 def _one_at_a_time(url: str, events: list[dict]) -> tuple[list[bytes], tuple[int, type, str] | None]:
@@ -321,8 +591,9 @@ def _check_import_against_oracle(oracle_url: str, url: str, events: list[dict], 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=st.lists(RAW_EVENTS, max_size=30), small=st.booleans(), split=st.integers(0, 3))
-def test_one_import_accepts_and_refuses_exactly_as_one_command_at_a_time(tmp_path_factory, monkeypatch, events,
-                                                                         small, split):
+def test_one_import_accepts_and_refuses_exactly_as_one_command_at_a_time(
+    tmp_path_factory, monkeypatch, events, small, split
+):
     """Into an empty ledger the import looks nothing up (the caches hold all there is) and usage
     events are checked by parts seen valid; with tiny limits the caches are trimmed and flushed
     every few events. Either way, the import accepts and refuses exactly what single commands do."""
@@ -334,8 +605,7 @@ def test_one_import_accepts_and_refuses_exactly_as_one_command_at_a_time(tmp_pat
             m.setattr("ledger.model.USAGE_LIMIT", 2)
         tmp = tmp_path_factory.mktemp("oracle")
         events = _dated(events)
-        _check_import_against_oracle(str(tmp / "one.db"), str(tmp / "import.db"), events,
-                                     split=min(split, len(events)))
+        _check_import_against_oracle(str(tmp / "one.db"), str(tmp / "import.db"), events, split=min(split, len(events)))
 
 
 def test_import_with_trimmed_caches_matches_one_command_at_a_time(url_factory, monkeypatch):
@@ -345,21 +615,35 @@ def test_import_with_trimmed_caches_matches_one_command_at_a_time(url_factory, m
     monkeypatch.setattr("ledger.app.STREAM_CACHE", 3)
     monkeypatch.setattr("ledger.model.CACHE_LIMIT", 6)
     monkeypatch.setattr("ledger.model.USAGE_LIMIT", 2)
-    events = [{"type": "TenantCreated", "tenant": "prod"}, {"type": "ConnectorRegistered", "connector": "aws",
-                                                             "tenant": "prod"}]
+    events = [
+        {"type": "TenantCreated", "tenant": "prod"},
+        {"type": "ConnectorRegistered", "connector": "aws", "tenant": "prod"},
+    ]
     for i in range(12):
         user = f"u{i % 5}"
         if i < 5:
             events.append({"type": "UserCreated", "user": user})
         events += [
             {"type": "RoleAssigned", "role": "viewer", "principal": f"user:{user}", "tenant": "prod"},
-            {"type": "ConnectorSecretAccessed", "connector": "aws", "tenant": "prod", "principal": f"user:{user}",
-             "outcome": "allowed"},
+            {
+                "type": "ConnectorSecretAccessed",
+                "connector": "aws",
+                "tenant": "prod",
+                "principal": f"user:{user}",
+                "outcome": "allowed",
+            },
             {"type": "RoleUnassigned", "role": "viewer", "principal": f"user:{user}", "tenant": "prod"},
         ]
     events.append({"type": "TenantDeleted", "tenant": "prod"})
-    events.append({"type": "ConnectorSecretAccessed", "connector": "aws", "tenant": "prod", "principal": "user:u1",
-                   "outcome": "allowed"})
+    events.append(
+        {
+            "type": "ConnectorSecretAccessed",
+            "connector": "aws",
+            "tenant": "prod",
+            "principal": "user:u1",
+            "outcome": "allowed",
+        }
+    )
     events = _dated(events)
     for split in (0, 4):
         _check_import_against_oracle(url_factory(), url_factory(), events, split=split)

@@ -65,20 +65,35 @@ def write_lines(path: Path, *lines: str | bytes) -> Path:
 # -- 1. duplicate keys ------------------------------------------------------------------------
 
 DUPLICATES = [
-    ('{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"system","user":"alice2","user":"mallory"}',
-     "duplicate key 'user'"),
-    ('{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"system","user":"carl", "user" : "mallory"}',
-     "duplicate key 'user'"),
-    ('{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"system","user":"carl","us\\u0065r":"mallory"}',
-     "duplicate key 'user'"),
-    ('{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"system","actor":"user:root","user":"carl"}',
-     "duplicate key 'actor'"),
-    ('{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"system","user":"carl","reason":"x","reason":null}',
-     "duplicate key 'reason'"),
-    ('{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"system","user":{"name":"a","name":"b"}}',
-     "duplicate key 'name'"),
-    ('{"type":"RoleCreated","at":"2026-01-02T00:00:00Z","actor":"system","role":"r","scope":"tenant",'
-     '"permissions":["model:read"],"permissions":[]}', "duplicate key 'permissions'"),
+    (
+        '{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"system","user":"alice2","user":"mallory"}',
+        "duplicate key 'user'",
+    ),
+    (
+        '{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"system","user":"carl", "user" : "mallory"}',
+        "duplicate key 'user'",
+    ),
+    (
+        '{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"system","user":"carl","us\\u0065r":"mallory"}',
+        "duplicate key 'user'",
+    ),
+    (
+        '{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"system","actor":"user:root","user":"carl"}',
+        "duplicate key 'actor'",
+    ),
+    (
+        '{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"system","user":"carl","reason":"x","reason":null}',
+        "duplicate key 'reason'",
+    ),
+    (
+        '{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"system","user":{"name":"a","name":"b"}}',
+        "duplicate key 'name'",
+    ),
+    (
+        '{"type":"RoleCreated","at":"2026-01-02T00:00:00Z","actor":"system","role":"r","scope":"tenant",'
+        '"permissions":["model:read"],"permissions":[]}',
+        "duplicate key 'permissions'",
+    ),
 ]
 
 
@@ -102,11 +117,15 @@ def test_the_parallel_import_refuses_a_duplicate_key_too(cli_ledger):
 
 
 def test_check_batch_refuses_a_duplicate_key_with_its_line_number(cli_ledger, tmp_path):
-    batch = write_lines(tmp_path / "q.jsonl", '{"principal":"user:alice","action":"read","resource":"model/m"}',
-                        '{"principal":"user:alice","action":"read","resource":"model/m","principal":"user:root"}')
+    batch = write_lines(
+        tmp_path / "q.jsonl",
+        '{"principal":"user:alice","action":"read","resource":"model/m"}',
+        '{"principal":"user:alice","action":"read","resource":"model/m","principal":"user:root"}',
+    )
     refused(cli_ledger, run(cli_ledger, "check", "--batch", str(batch)), "Error: line 2: duplicate key 'principal'")
-    nested = write_lines(tmp_path / "n.jsonl", '{"principal":"user:alice","action":"read","resource":"model/m",'
-                                               '"tenant":{"a":1,"a":2}}')
+    nested = write_lines(
+        tmp_path / "n.jsonl", '{"principal":"user:alice","action":"read","resource":"model/m","tenant":{"a":1,"a":2}}'
+    )
     refused(cli_ledger, run(cli_ledger, "check", "--batch", str(nested)), "Error: line 1: duplicate key 'a'")
 
 
@@ -114,22 +133,49 @@ def _object_text(pairs: list[tuple[str, object]]) -> str:
     return "{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in pairs) + "}"
 
 
-KEYS = st.sampled_from(["type", "at", "actor", "user", "reason", "id", "role", "scope", "permissions", "add",
-                        "remove", "tenant", "email"])
-LEAVES = st.one_of(st.sampled_from(["UserCreated", "RoleCreated", "RolePermissionsChanged", T0, "system", "tenant",
-                                    'a"b', 'x": "y', "\\", "u", "model:read"]),
-                   st.none(), st.integers(), st.lists(st.sampled_from(["model:read", '"', ":"]), max_size=3))
+KEYS = st.sampled_from(
+    ["type", "at", "actor", "user", "reason", "id", "role", "scope", "permissions", "add", "remove", "tenant", "email"]
+)
+LEAVES = st.one_of(
+    st.sampled_from(
+        [
+            "UserCreated",
+            "RoleCreated",
+            "RolePermissionsChanged",
+            T0,
+            "system",
+            "tenant",
+            'a"b',
+            'x": "y',
+            "\\",
+            "u",
+            "model:read",
+        ]
+    ),
+    st.none(),
+    st.integers(),
+    st.lists(st.sampled_from(["model:read", '"', ":"]), max_size=3),
+)
 
 
 @settings(max_examples=3000, deadline=None)
-@given(pairs=st.lists(st.tuples(KEYS, LEAVES), min_size=1, max_size=9),
-       base=st.sampled_from(["user", "role", "change"]))
+@given(
+    pairs=st.lists(st.tuples(KEYS, LEAVES), min_size=1, max_size=9), base=st.sampled_from(["user", "role", "change"])
+)
 def test_fuzz_a_line_with_a_repeated_key_is_always_refused_and_only_then(pairs, base):
     """The one-count shortcut of parse_json never misses a repeated key, whatever the values hold."""
-    start = {"user": [("type", "UserCreated"), ("at", T0), ("actor", "system"), ("user", "u")],
-             "role": [("type", "RoleCreated"), ("at", T0), ("actor", "system"), ("role", "r"), ("scope", "tenant"),
-                      ("permissions", ["model:read"])],
-             "change": [("type", "RolePermissionsChanged"), ("at", T0), ("actor", "system"), ("role", "r")]}[base]
+    start = {
+        "user": [("type", "UserCreated"), ("at", T0), ("actor", "system"), ("user", "u")],
+        "role": [
+            ("type", "RoleCreated"),
+            ("at", T0),
+            ("actor", "system"),
+            ("role", "r"),
+            ("scope", "tenant"),
+            ("permissions", ["model:read"]),
+        ],
+        "change": [("type", "RolePermissionsChanged"), ("at", T0), ("actor", "system"), ("role", "r")],
+    }[base]
     all_pairs = start + pairs
     repeated = len({k for k, _ in all_pairs}) < len(all_pairs)
     for text in (_object_text(all_pairs), _object_text(all_pairs).replace(":", " : ")):
@@ -143,17 +189,31 @@ def test_fuzz_a_line_with_a_repeated_key_is_always_refused_and_only_then(pairs, 
 
 # -- 2. actors --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("actor, message", [
-    ("user:nobody", "Error: actor: unknown principal 'user:nobody' (never recorded in this ledger; use system or "
-                    "a recorded user:NAME or service_account:NAME)"),
-    ("user:alicf", "Error: actor: unknown principal 'user:alicf' (never recorded in this ledger; closest: "
-                   "user:alice)"),
-    ("service_account:cj", "Error: actor: unknown principal 'service_account:cj' (never recorded in this ledger; "
-                           "closest: service_account:ci)"),
-    ("team:admins", "Error: actor: 'team:admins' is a team; a change is made by a user or service account "
-                    "(or system)"),
-    ("nobody", "Error: actor: 'nobody' is not user:NAME, team:NAME or service_account:NAME"),
-])
+
+@pytest.mark.parametrize(
+    "actor, message",
+    [
+        (
+            "user:nobody",
+            "Error: actor: unknown principal 'user:nobody' (never recorded in this ledger; use system or "
+            "a recorded user:NAME or service_account:NAME)",
+        ),
+        (
+            "user:alicf",
+            "Error: actor: unknown principal 'user:alicf' (never recorded in this ledger; closest: user:alice)",
+        ),
+        (
+            "service_account:cj",
+            "Error: actor: unknown principal 'service_account:cj' (never recorded in this ledger; "
+            "closest: service_account:ci)",
+        ),
+        (
+            "team:admins",
+            "Error: actor: 'team:admins' is a team; a change is made by a user or service account (or system)",
+        ),
+        ("nobody", "Error: actor: 'nobody' is not user:NAME, team:NAME or service_account:NAME"),
+    ],
+)
 def test_a_change_by_an_actor_the_ledger_never_recorded_is_refused(cli_ledger, actor, message):
     before = state(cli_ledger)
     refused(cli_ledger, run(cli_ledger, "tenant", "create", "qa", "--actor", actor), message)
@@ -195,12 +255,21 @@ BAD_CHARACTERS = [
     ("\u2064", "contains U+2064 (INVISIBLE PLUS), an invisible or non-printing character"),
     ("\ufeff", "contains U+FEFF (ZERO WIDTH NO-BREAK SPACE), an invisible or non-printing character"),
     ("\u00ad", "contains U+00AD (SOFT HYPHEN), an invisible or non-printing character"),
-    ("\u200e", "contains U+200E (LEFT-TO-RIGHT MARK), a bidirectional control character (it changes how the "
-               "name is displayed)"),
-    ("\u202e", "contains U+202E (RIGHT-TO-LEFT OVERRIDE), a bidirectional control character (it changes how "
-               "the name is displayed)"),
-    ("\u2067", "contains U+2067 (RIGHT-TO-LEFT ISOLATE), a bidirectional control character (it changes how "
-               "the name is displayed)"),
+    (
+        "\u200e",
+        "contains U+200E (LEFT-TO-RIGHT MARK), a bidirectional control character (it changes how the "
+        "name is displayed)",
+    ),
+    (
+        "\u202e",
+        "contains U+202E (RIGHT-TO-LEFT OVERRIDE), a bidirectional control character (it changes how "
+        "the name is displayed)",
+    ),
+    (
+        "\u2067",
+        "contains U+2067 (RIGHT-TO-LEFT ISOLATE), a bidirectional control character (it changes how "
+        "the name is displayed)",
+    ),
     ("\x07", "contains the control character U+0007"),
     ("\x85", "contains the control character U+0085"),
 ]
@@ -211,13 +280,33 @@ def test_an_identifier_with_an_invisible_or_reordering_character_is_refused(cli_
     before = state(cli_ledger)
     refused(cli_ledger, run(cli_ledger, "user", "create", f"ev{char}e"), f"Error: user: {problem}")
     refused(cli_ledger, run(cli_ledger, "tenant", "create", f"q{char}a"), f"Error: tenant: {problem}")
-    refused(cli_ledger, run(cli_ledger, "access", "record", "user:alice", "read", f"model/m{char}1", "--tenant",
-                            "prod", "--outcome", "allowed"), f"Error: resource: {problem}")
-    refused(cli_ledger, run(cli_ledger, "role", "assign", "viewer", "--to", f"user:al{char}ice", "--tenant", "prod"),
-            f"Error: principal: {problem}")
+    refused(
+        cli_ledger,
+        run(
+            cli_ledger,
+            "access",
+            "record",
+            "user:alice",
+            "read",
+            f"model/m{char}1",
+            "--tenant",
+            "prod",
+            "--outcome",
+            "allowed",
+        ),
+        f"Error: resource: {problem}",
+    )
+    refused(
+        cli_ledger,
+        run(cli_ledger, "role", "assign", "viewer", "--to", f"user:al{char}ice", "--tenant", "prod"),
+        f"Error: principal: {problem}",
+    )
     lines = [orjson.dumps(event(user="fine")), orjson.dumps(event(user=f"ev{char}e"))]
-    refused(cli_ledger, run(cli_ledger, "import", str(write_lines(tmp_path / "x.jsonl", *lines))),
-            f"Error: line 2: user: {problem}")
+    refused(
+        cli_ledger,
+        run(cli_ledger, "import", str(write_lines(tmp_path / "x.jsonl", *lines))),
+        f"Error: line 2: user: {problem}",
+    )
     assert state(cli_ledger) == before
 
 
@@ -233,13 +322,16 @@ def test_identifiers_are_stored_in_nfkc_form(cli_ledger):
     assert events[-1]["tenant"] == "prod"
 
 
-@pytest.mark.parametrize("line", [
-    '{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"system","user":"alice"}',
-    '{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"user:root","user":"ünïcødé","email":"ü@x.de"}',
-    '{"type":"RoleAssigned","at":"2026-01-02T00:00:00.123456Z","actor":"system","role":"viewer",'
-    '"principal":"user:Ärger","tenant":"prod","resource":"model/größe-1","reason":"SEC-1 \u202e text","id":"k-1"}',
-    '{"type":"TeamCreated","at":"2026-01-02T00:00:00Z","actor":"system","team":"日本語チーム"}',
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"system","user":"alice"}',
+        '{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"user:root","user":"ünïcødé","email":"ü@x.de"}',
+        '{"type":"RoleAssigned","at":"2026-01-02T00:00:00.123456Z","actor":"system","role":"viewer",'
+        '"principal":"user:Ärger","tenant":"prod","resource":"model/größe-1","reason":"SEC-1 \u202e text","id":"k-1"}',
+        '{"type":"TeamCreated","at":"2026-01-02T00:00:00Z","actor":"system","team":"日本語チーム"}',
+    ],
+)
 def test_a_canonical_event_encodes_to_the_same_bytes_as_before(line):
     """Existing ledgers still verify: an event already in canonical (and NFKC) form is unchanged."""
     assert encode(parse_json(line.encode())) == line.encode()
@@ -247,8 +339,15 @@ def test_a_canonical_event_encodes_to_the_same_bytes_as_before(line):
 
 # -- 5. times at the limits, deep nesting -----------------------------------------------------
 
-LIMIT_TIMES = ["9999-12-31T23:59:59-01:00", "9999-12-31T23:59:59Z", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59.999999-23:59",
-               "0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59+00:00", "0001-01-01T00:00:00Z"]
+LIMIT_TIMES = [
+    "9999-12-31T23:59:59-01:00",
+    "9999-12-31T23:59:59Z",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59.999999-23:59",
+    "0001-01-01T00:00:00+23:59",
+    "9999-12-31T23:59:59+00:00",
+    "0001-01-01T00:00:00Z",
+]
 
 
 @pytest.mark.parametrize("when", LIMIT_TIMES)
@@ -256,24 +355,53 @@ def test_an_instant_at_the_calendars_limits_is_refused_with_its_line_number(cli_
     before = state(cli_ledger)
     outside = f"'{when}' is outside the years 1970-9998"
     lines = [orjson.dumps(event(user="fine")), orjson.dumps(event(user="zed", at=when))]
-    refused(cli_ledger, run(cli_ledger, "import", str(write_lines(tmp_path / "t.jsonl", *lines))),
-            f"Error: line 2: at: {outside}")
-    assign = {"type": "RoleAssigned", "at": "2026-01-02T00:00:00Z", "actor": "system", "role": "viewer",
-              "principal": "user:alice", "tenant": "prod", "expires_at": when}
-    refused(cli_ledger, run(cli_ledger, "import", str(write_lines(tmp_path / "x.jsonl", orjson.dumps(assign)))),
-            f"Error: line 1: expires_at: {outside}")
+    refused(
+        cli_ledger,
+        run(cli_ledger, "import", str(write_lines(tmp_path / "t.jsonl", *lines))),
+        f"Error: line 2: at: {outside}",
+    )
+    assign = {
+        "type": "RoleAssigned",
+        "at": "2026-01-02T00:00:00Z",
+        "actor": "system",
+        "role": "viewer",
+        "principal": "user:alice",
+        "tenant": "prod",
+        "expires_at": when,
+    }
+    refused(
+        cli_ledger,
+        run(cli_ledger, "import", str(write_lines(tmp_path / "x.jsonl", orjson.dumps(assign)))),
+        f"Error: line 1: expires_at: {outside}",
+    )
     refused(cli_ledger, run(cli_ledger, "user", "create", "zed", "--at", when), f"Error: at: {outside}")
-    refused(cli_ledger, run(cli_ledger, "check", "user:alice", "read", "model/m", "--tenant", "prod", "--at", when),
-            f"Error: at: {outside}")
-    batch = write_lines(tmp_path / "q.jsonl", json.dumps({"principal": "user:alice", "action": "read",
-                                                          "resource": "model/m", "at": when}))
+    refused(
+        cli_ledger,
+        run(cli_ledger, "check", "user:alice", "read", "model/m", "--tenant", "prod", "--at", when),
+        f"Error: at: {outside}",
+    )
+    batch = write_lines(
+        tmp_path / "q.jsonl",
+        json.dumps({"principal": "user:alice", "action": "read", "resource": "model/m", "at": when}),
+    )
     refused(cli_ledger, run(cli_ledger, "check", "--batch", str(batch)), f"Error: line 1: at: {outside}")
     assert state(cli_ledger) == before
 
 
 def test_a_window_longer_than_the_calendar_is_refused(cli_ledger, tmp_path):
-    result = runner.invoke(app, ["--db", cli_ledger, "audit", "least-privilege", "--window", "99999999999999d",
-                                 "--warehouse", str(tmp_path / "w.duckdb")])
+    result = runner.invoke(
+        app,
+        [
+            "--db",
+            cli_ledger,
+            "audit",
+            "least-privilege",
+            "--window",
+            "99999999999999d",
+            "--warehouse",
+            str(tmp_path / "w.duckdb"),
+        ],
+    )
     refused(cli_ledger, result, "Error: window: '99999999999999d' is longer than 1000 years")
 
 
@@ -284,11 +412,18 @@ NESTED = "line is nested too deeply (JSON arrays and objects within each other)"
 def test_deeply_nested_json_is_one_clear_error(cli_ledger, tmp_path, depth):
     before = state(cli_ledger)
     deep = "[" * depth + "]" * depth
-    lines = [orjson.dumps(event(user="fine")).decode(),
-             '{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"system","user":' + deep + "}"]
-    refused(cli_ledger, run(cli_ledger, "import", str(write_lines(tmp_path / "d.jsonl", *lines))),
-            f"Error: line 2: {NESTED}")
-    refused(cli_ledger, run(cli_ledger, "import", str(write_lines(tmp_path / "e.jsonl", deep))), f"Error: line 1: {NESTED}")
+    lines = [
+        orjson.dumps(event(user="fine")).decode(),
+        '{"type":"UserCreated","at":"2026-01-02T00:00:00Z","actor":"system","user":' + deep + "}",
+    ]
+    refused(
+        cli_ledger,
+        run(cli_ledger, "import", str(write_lines(tmp_path / "d.jsonl", *lines))),
+        f"Error: line 2: {NESTED}",
+    )
+    refused(
+        cli_ledger, run(cli_ledger, "import", str(write_lines(tmp_path / "e.jsonl", deep))), f"Error: line 1: {NESTED}"
+    )
     question = '{"principal":"user:alice","action":"read","resource":"model/m"}'
     batch = write_lines(tmp_path / "q.jsonl", question, '{"principal":' + deep + "}")
     refused(cli_ledger, run(cli_ledger, "check", "--batch", str(batch)), f"Error: line 2: {NESTED}")
@@ -300,7 +435,7 @@ def test_deeply_nested_json_is_one_clear_error(cli_ledger, tmp_path, depth):
 def test_check_batch_refuses_invalid_utf8_and_odd_values_in_one_line(cli_ledger, tmp_path):
     question = b'{"principal":"user:alice","action":"read","resource":"model/m"'
     cases = [
-        (question + b'}\n' + question + b',"tenant":"pr\xffod"}\n', "Error: line 2: line is not valid UTF-8"),
+        (question + b"}\n" + question + b',"tenant":"pr\xffod"}\n', "Error: line 2: line is not valid UTF-8"),
         (question + b',"tenant":5}\n', "Error: line 1: tenant: must be a text (a tenant's name)"),
         (question + b',"position":true}\n', "Error: line 1: position: must be a whole number >= 0"),
         (question + b',"position":1e999}\n', "Error: line 1: position: must be a whole number >= 0"),
@@ -314,11 +449,25 @@ def test_check_batch_refuses_invalid_utf8_and_odd_values_in_one_line(cli_ledger,
 # -- fuzz: times at the limits, nesting, repeated keys -----------------------------------------
 
 EDGE_TIMES = st.one_of(
-    st.sampled_from(LIMIT_TIMES + ["1970-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "1970-01-01T00:00:00+00:01",
-                                   "9998-12-31T23:59:59Z", "9998-12-31T23:59:59-01:00", "2026-01-02T00:00:00Z",
-                                   "2026-01-02T00:00:00-24:00", "2026-01-02T00:00:00+25:00", "99999-01-01T00:00:00Z"]),
-    st.builds(lambda y, off: f"{y:04d}-12-31T23:59:59{off}", st.sampled_from([1, 1969, 1970, 9998, 9999]),
-              st.sampled_from(["Z", "+00:00", "-00:01", "+00:01", "-23:59", "+23:59", "-12:00", "+14:00"])),
+    st.sampled_from(
+        LIMIT_TIMES
+        + [
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "1970-01-01T00:00:00+00:01",
+            "9998-12-31T23:59:59Z",
+            "9998-12-31T23:59:59-01:00",
+            "2026-01-02T00:00:00Z",
+            "2026-01-02T00:00:00-24:00",
+            "2026-01-02T00:00:00+25:00",
+            "99999-01-01T00:00:00Z",
+        ]
+    ),
+    st.builds(
+        lambda y, off: f"{y:04d}-12-31T23:59:59{off}",
+        st.sampled_from([1, 1969, 1970, 9998, 9999]),
+        st.sampled_from(["Z", "+00:00", "-00:01", "+00:01", "-23:59", "+23:59", "-12:00", "+14:00"]),
+    ),
 )
 
 
@@ -336,8 +485,15 @@ def nested(draw) -> str:
 def hostile_lines(draw) -> bytes:
     obj = event(user=draw(st.sampled_from(["u", "\uff55", "u\u200b", "u\u202e"])), at=draw(EDGE_TIMES))
     if draw(st.booleans()):
-        obj = {"type": "RoleAssigned", "at": draw(EDGE_TIMES), "actor": "system", "role": "viewer",
-               "principal": "user:alice", "tenant": "prod", "expires_at": draw(EDGE_TIMES)}
+        obj = {
+            "type": "RoleAssigned",
+            "at": draw(EDGE_TIMES),
+            "actor": "system",
+            "role": "viewer",
+            "principal": "user:alice",
+            "tenant": "prod",
+            "expires_at": draw(EDGE_TIMES),
+        }
     text = orjson.dumps(obj).decode()
     choice = draw(st.integers(0, 3))
     if choice == 1:

@@ -64,10 +64,19 @@ def test_changed_bytes_are_caught_at_their_position(sqlite_ledger):
     assert "does not match its hash chain link" in result.problem
 
 
-@pytest.mark.parametrize("column, value", [
-    ("state", None), ("state", 42), ("topic", None), ("topic", 7), ("originator_version", "x"),
-    ("originator_version", None), ("originator_id", None), ("originator_id", 3.5),
-])
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        ("state", None),
+        ("state", 42),
+        ("topic", None),
+        ("topic", 7),
+        ("originator_version", "x"),
+        ("originator_version", None),
+        ("originator_id", None),
+        ("originator_id", 3.5),
+    ],
+)
 def test_a_column_rewritten_with_another_type_or_emptied_is_caught_at_its_position(sqlite_ledger, column, value):
     path, led = sqlite_ledger
     with raw(path) as con:
@@ -94,11 +103,17 @@ def test_a_long_untouched_ledger_verifies_clean_with_its_seals(tmp_path, monkeyp
     monkeypatch.setenv(integrity.KEY_ENV, "k")
     led = build(str(tmp_path / "s.db"), 40)
     result = led.verify()
-    assert (result.ok, result.events, result.head, result.seals) == (True, 42, 42, 42)  # every write seals its last position
+    assert (result.ok, result.events, result.head, result.seals) == (
+        True,
+        42,
+        42,
+        42,
+    )  # every write seals its last position
     assert result.link == led.store.head()[2]
     monkeypatch.delenv(integrity.KEY_ENV)
-    assert led.verify().notes == ["42 seal(s) carry an HMAC but ACCESS_LEDGER_SEAL_KEY is not set: their keys "
-                                  "were not checked"]
+    assert led.verify().notes == [
+        "42 seal(s) carry an HMAC but ACCESS_LEDGER_SEAL_KEY is not set: their keys were not checked"
+    ]
     led.close()
 
 
@@ -114,10 +129,14 @@ def test_deleted_row_is_caught_at_its_position(sqlite_ledger):
 def test_inserted_row_is_caught(sqlite_ledger):
     path, led = sqlite_ledger
     with raw(path) as con:
-        state = json.dumps({"type": "UserCreated", "at": "2026-01-03T00:00:00Z", "actor": "system",
-                            "user": "mallory"}).encode()
-        con.execute("INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) "
-                    "VALUES (33, 'abc', 1, 'ledger.events:UserCreated', ?)", (state,))
+        state = json.dumps(
+            {"type": "UserCreated", "at": "2026-01-03T00:00:00Z", "actor": "system", "user": "mallory"}
+        ).encode()
+        con.execute(
+            "INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) "
+            "VALUES (33, 'abc', 1, 'ledger.events:UserCreated', ?)",
+            (state,),
+        )
     result = led.verify()
     assert (result.ok, result.first_bad) == (False, 33)
 
@@ -125,15 +144,21 @@ def test_inserted_row_is_caught(sqlite_ledger):
 def test_swapped_rows_are_caught_at_the_first(sqlite_ledger):
     path, led = sqlite_ledger
     with raw(path) as con:
-        a = con.execute("SELECT originator_id, originator_version, topic, state FROM stored_events "
-                        "WHERE rowid = 5").fetchone()
-        b = con.execute("SELECT originator_id, originator_version, topic, state FROM stored_events "
-                        "WHERE rowid = 9").fetchone()
+        a = con.execute(
+            "SELECT originator_id, originator_version, topic, state FROM stored_events WHERE rowid = 5"
+        ).fetchone()
+        b = con.execute(
+            "SELECT originator_id, originator_version, topic, state FROM stored_events WHERE rowid = 9"
+        ).fetchone()
         con.execute("DELETE FROM stored_events WHERE rowid IN (5, 9)")
-        con.execute("INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) "
-                    "VALUES (5, ?, ?, ?, ?)", b)
-        con.execute("INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) "
-                    "VALUES (9, ?, ?, ?, ?)", a)
+        con.execute(
+            "INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) VALUES (5, ?, ?, ?, ?)",
+            b,
+        )
+        con.execute(
+            "INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) VALUES (9, ?, ?, ?, ?)",
+            a,
+        )
     result = led.verify()
     assert (result.ok, result.first_bad) == (False, 5)
 
@@ -146,9 +171,11 @@ def test_rewritten_chain_is_caught_by_seals_when_keyed(tmp_path, monkeypatch):
         # An attacker edits an event and recomputes the whole chain and the seal links, but cannot forge MACs.
         con.execute("UPDATE stored_events SET state = replace(state, 'u3', 'zz') WHERE rowid = 6")
         from ledger.integrity import next_link
+
         link = "0" * 64
-        rows = con.execute("SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "
-                           "ORDER BY rowid").fetchall()
+        rows = con.execute(
+            "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events ORDER BY rowid"
+        ).fetchall()
         for pos, oid, ver, topic, state in rows:
             link = next_link(link, pos, oid, ver, topic, state.encode() if isinstance(state, str) else state)
             con.execute("UPDATE al_chain SET link = ? WHERE position = ?", (link, pos))

@@ -27,8 +27,15 @@ END = "2026-03-31T00:00:00Z"
 
 
 def _start(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([EXE, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "ACCESS_LEDGER_ACTOR": "system"})
+    return subprocess.Popen(
+        [EXE, *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "ACCESS_LEDGER_ACTOR": "system"},
+    )
 
 
 def _writing(path: Path) -> bool:
@@ -128,12 +135,17 @@ def test_the_demo_replaces_what_a_killed_demo_left(tmp_path, leftover):
     else:
         (tmp_path / "ev" / "audits").mkdir(parents=True)
         (tmp_path / "ev" / "digest.json").write_text("{}")
-    done = subprocess.run([EXE, "--db", str(db), "demo", "--evidence", "ev", "--end", END], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [EXE, "--db", str(db), "demo", "--evidence", "ev", "--end", END],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
 
 
-SLOW_SEGMENTS = '''
+SLOW_SEGMENTS = """
 import os, time
 import ledger.integrity as integrity
 import reports.evidence as evidence
@@ -151,25 +163,39 @@ def _walk_segment(*args, **kwargs):
 
 
 integrity._walk_segment = _walk_segment
-'''
+"""
 
 
 def test_ctrl_c_during_a_segmented_evidence_export_prints_one_line(tmp_path):
     """#24 item 12: no multiprocessing "leaked semaphore objects" warning after the one line."""
     db = tmp_path / "ledger.db"
     with AccessLedger.open(str(db), create=True) as led:
-        led.import_lines(generate("large", datetime(2026, 3, 31, tzinfo=UTC), events=3_000, users=20, tenants=3,
-                                  roles=8, assignments=80,
-                                  days=60).lines())
+        led.import_lines(
+            generate(
+                "large",
+                datetime(2026, 3, 31, tzinfo=UTC),
+                events=3_000,
+                users=20,
+                tenants=3,
+                roles=8,
+                assignments=80,
+                days=60,
+            ).lines()
+        )
     patch = tmp_path / "patch"
     patch.mkdir()
     (patch / "sitecustomize.py").write_text(SLOW_SEGMENTS)
     started = tmp_path / "segment-started"
-    env = {**os.environ, "ACCESS_LEDGER_ACTOR": "system", "PYTHONPATH": str(patch),
-           "SEGMENT_STARTED": str(started)}
-    proc = subprocess.Popen([EXE, "--db", str(db), "evidence", "export", "--out", str(tmp_path / "ev")],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=env)
+    env = {**os.environ, "ACCESS_LEDGER_ACTOR": "system", "PYTHONPATH": str(patch), "SEGMENT_STARTED": str(started)}
+    proc = subprocess.Popen(
+        [EXE, "--db", str(db), "evidence", "export", "--out", str(tmp_path / "ev")],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
     _, err = _interrupt_when(proc, started.exists, then=0.5)
 
     assert proc.returncode == 130
@@ -177,7 +203,7 @@ def test_ctrl_c_during_a_segmented_evidence_export_prints_one_line(tmp_path):
     assert not (tmp_path / "ev").exists()
 
 
-SLOW_START = '''
+SLOW_START = """
 import os, sys, time
 
 # The export's worker process (spawned: "--multiprocessing-fork") takes its time to start.
@@ -188,23 +214,39 @@ else:
     import reports.evidence as evidence
 
     evidence.WORKER_FROM = 100
-'''
+"""
 
 
 def test_ctrl_c_while_the_exports_worker_starts_prints_one_line(tmp_path):
     """A worker process still starting (before it can ignore Ctrl-C) prints no traceback of its own."""
     db = tmp_path / "ledger.db"
     with AccessLedger.open(str(db), create=True) as led:
-        led.import_lines(generate("large", datetime(2026, 3, 31, tzinfo=UTC), events=1_000, users=10, tenants=2,
-                                  roles=4, assignments=30, days=30).lines())
+        led.import_lines(
+            generate(
+                "large",
+                datetime(2026, 3, 31, tzinfo=UTC),
+                events=1_000,
+                users=10,
+                tenants=2,
+                roles=4,
+                assignments=30,
+                days=30,
+            ).lines()
+        )
     patch = tmp_path / "patch"
     patch.mkdir()
     (patch / "sitecustomize.py").write_text(SLOW_START)
     starting = tmp_path / "worker-starting"
     env = {**os.environ, "ACCESS_LEDGER_ACTOR": "system", "PYTHONPATH": str(patch), "WORKER_STARTING": str(starting)}
-    proc = subprocess.Popen([EXE, "--db", str(db), "evidence", "export", "--out", str(tmp_path / "ev")],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=env)
+    proc = subprocess.Popen(
+        [EXE, "--db", str(db), "evidence", "export", "--out", str(tmp_path / "ev")],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
     _, err = _interrupt_when(proc, starting.exists, then=0.5)
 
     assert proc.returncode == 130

@@ -67,8 +67,18 @@ def _history(url: str) -> None:
         led.close()
 
 
-_TABLES = ["stored_events", "al_head", "al_chain", "al_seals", "al_ids", "al_entities", "al_members", "al_grants",
-           "al_snapshots", "al_warehouses"]
+_TABLES = [
+    "stored_events",
+    "al_head",
+    "al_chain",
+    "al_seals",
+    "al_ids",
+    "al_entities",
+    "al_members",
+    "al_grants",
+    "al_snapshots",
+    "al_warehouses",
+]
 
 
 def _content(url: str) -> str:
@@ -78,8 +88,11 @@ def _content(url: str) -> str:
         if "://" not in url:
             plain = _sql(url, "SELECT type FROM sqlite_master WHERE name = ?", (table,)) == [("table",)]
         else:
-            plain = _sql(url, "SELECT relkind FROM pg_class WHERE relname = ? AND relnamespace = "
-                              "current_schema()::regnamespace", (table,)) == [("r",)]
+            plain = _sql(
+                url,
+                "SELECT relkind FROM pg_class WHERE relname = ? AND relnamespace = current_schema()::regnamespace",
+                (table,),
+            ) == [("r",)]
         source = table if plain else f"{table}_kept"
         for row in sorted(repr(r) for r in _sql(url, f"SELECT * FROM {source}")):
             h.update(row.encode())
@@ -106,17 +119,25 @@ def _refused(result: Any, *named: str) -> None:
 
 # -- a trigger: attacker SQL inside every write ----------------------------------------------------
 
+
 def _plant_trigger(url: str) -> None:
     """Any removal of otto's access fails, worded as a transient lock."""
     if "://" not in url:
-        _sql(url, "CREATE TRIGGER keep_otto BEFORE INSERT ON stored_events WHEN NEW.topic LIKE '%RoleUnassigned%' "
-                  "AND CAST(NEW.state AS TEXT) LIKE '%otto%' BEGIN SELECT RAISE(ABORT, 'database is locked'); END")
+        _sql(
+            url,
+            "CREATE TRIGGER keep_otto BEFORE INSERT ON stored_events WHEN NEW.topic LIKE '%RoleUnassigned%' "
+            "AND CAST(NEW.state AS TEXT) LIKE '%otto%' BEGIN SELECT RAISE(ABORT, 'database is locked'); END",
+        )
     else:
-        _sql(url, "CREATE FUNCTION keep_otto_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                  "IF NEW.topic LIKE '%RoleUnassigned%' AND convert_from(NEW.state, 'UTF8') LIKE '%otto%' THEN "
-                  "RAISE EXCEPTION 'database is locked'; END IF; RETURN NEW; END $$")
-        _sql(url, "CREATE TRIGGER keep_otto BEFORE INSERT ON stored_events FOR EACH ROW "
-                  "EXECUTE FUNCTION keep_otto_fn()")
+        _sql(
+            url,
+            "CREATE FUNCTION keep_otto_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.topic LIKE '%RoleUnassigned%' AND convert_from(NEW.state, 'UTF8') LIKE '%otto%' THEN "
+            "RAISE EXCEPTION 'database is locked'; END IF; RETURN NEW; END $$",
+        )
+        _sql(
+            url, "CREATE TRIGGER keep_otto BEFORE INSERT ON stored_events FOR EACH ROW EXECUTE FUNCTION keep_otto_fn()"
+        )
 
 
 def test_a_trigger_on_the_events_is_refused_on_open_and_named_by_verify(ledger_url):
@@ -195,13 +216,21 @@ def test_sqlite_connections_run_with_trusted_schema_off(tmp_path):
 # -- PostgreSQL: what runs inside a write or reshapes a read ------------------------------------------
 
 FOREIGN_POSTGRES = {
-    "rule": ("CREATE RULE keep_otto AS ON INSERT TO stored_events WHERE convert_from(NEW.state, 'UTF8') LIKE '%otto%'"
-             " DO INSTEAD NOTHING", "rule keep_otto"),
-    "policy": ("ALTER TABLE stored_events ENABLE ROW LEVEL SECURITY; ALTER TABLE stored_events FORCE ROW LEVEL "
-               "SECURITY; CREATE POLICY hide ON stored_events USING (convert_from(state, 'UTF8') NOT LIKE '%otto%')",
-               "row-level security on stored_events"),
-    "check": ("ALTER TABLE stored_events ADD CONSTRAINT keep_otto CHECK (convert_from(state, 'UTF8') NOT LIKE "
-              "'%RoleUnassigned%otto%')", "constraint keep_otto"),
+    "rule": (
+        "CREATE RULE keep_otto AS ON INSERT TO stored_events WHERE convert_from(NEW.state, 'UTF8') LIKE '%otto%'"
+        " DO INSTEAD NOTHING",
+        "rule keep_otto",
+    ),
+    "policy": (
+        "ALTER TABLE stored_events ENABLE ROW LEVEL SECURITY; ALTER TABLE stored_events FORCE ROW LEVEL "
+        "SECURITY; CREATE POLICY hide ON stored_events USING (convert_from(state, 'UTF8') NOT LIKE '%otto%')",
+        "row-level security on stored_events",
+    ),
+    "check": (
+        "ALTER TABLE stored_events ADD CONSTRAINT keep_otto CHECK (convert_from(state, 'UTF8') NOT LIKE "
+        "'%RoleUnassigned%otto%')",
+        "constraint keep_otto",
+    ),
     "index": ("CREATE INDEX planted ON al_grants ((lower(principal)))", "index planted"),
     "column": ("ALTER TABLE al_ids ADD COLUMN planted TEXT DEFAULT md5(random()::text)", "column al_ids.planted"),
 }
@@ -226,6 +255,7 @@ def test_any_object_that_runs_code_or_reshapes_a_read_is_refused_on_postgres(led
 
 # -- one event far past the others ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("count", [1, 2], ids=["one", "two"])
 def test_an_event_stored_far_past_the_others_is_a_gap_named_at_once(ledger_url, count):
     _history(ledger_url)
@@ -236,11 +266,19 @@ def test_an_event_stored_far_past_the_others_is_a_gap_named_at_once(ledger_url, 
         state = orjson.dumps({"type": "UserCreated", "at": LATER, "actor": "system", "user": f"m{position}"})
         oid, topic = f"{position:032x}", "ledger.events:UserCreated"
         if "://" in ledger_url:
-            _sql(ledger_url, "INSERT INTO stored_events (originator_id, originator_version, topic, state, "
-                             "notification_id) VALUES (?, 1, ?, ?, ?)", (oid, topic, state, position))
+            _sql(
+                ledger_url,
+                "INSERT INTO stored_events (originator_id, originator_version, topic, state, "
+                "notification_id) VALUES (?, 1, ?, ?, ?)",
+                (oid, topic, state, position),
+            )
         else:
-            _sql(ledger_url, "INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) "
-                             "VALUES (?, ?, 1, ?, ?)", (position, oid, topic, state))
+            _sql(
+                ledger_url,
+                "INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) "
+                "VALUES (?, ?, 1, ?, ?)",
+                (position, oid, topic, state),
+            )
         # Chained as the head check reads it: from nothing, or from the event just before.
         link = next_link(link, position, oid, 1, topic, state)
         _sql(ledger_url, "INSERT INTO al_chain (position, at, link) VALUES (?, ?, ?)", (position, LATER, link))
@@ -258,8 +296,12 @@ def test_an_event_stored_far_past_the_others_is_a_gap_named_at_once(ledger_url, 
 # -- regular files only ---------------------------------------------------------------------------
 
 # A ledger file linked to a regular file is read where the link points; a journal never is.
-NOT_REGULAR = [(kind, suffix) for kind in ("fifo", "device", "link") for suffix in ("", "-wal", "-shm", "-journal")
-               if (kind, suffix) != ("link", "")]
+NOT_REGULAR = [
+    (kind, suffix)
+    for kind in ("fifo", "device", "link")
+    for suffix in ("", "-wal", "-shm", "-journal")
+    if (kind, suffix) != ("link", "")
+]
 
 
 @pytest.mark.parametrize("kind, suffix", NOT_REGULAR, ids=[f"{k}{s or '-ledger'}" for k, s in NOT_REGULAR])

@@ -62,8 +62,13 @@ def test_hygiene_sees_a_name_that_a_markup_reader_shows_as_another(ledger_url):
 
 
 # Text as a person may type it: brackets, slashes, colons and backslashes mixed with letters.
-TYPED = st.lists(st.sampled_from([*"ab[]/\\:@#=,.-_ *`<>|&();!~+", "&amp;", "&copy;", "[x](y)", "[b]", "[/]",
-                                  "[link=x]", ":smile:", "\u0430"]), min_size=1, max_size=12).map("".join)
+TYPED = st.lists(
+    st.sampled_from(
+        [*"ab[]/\\:@#=,.-_ *`<>|&();!~+", "&amp;", "&copy;", "[x](y)", "[b]", "[/]", "[link=x]", ":smile:", "\u0430"]
+    ),
+    min_size=1,
+    max_size=12,
+).map("".join)
 
 
 @settings(max_examples=200, deadline=None)
@@ -79,7 +84,7 @@ def test_a_table_shows_every_cell_and_its_title_as_typed(title, cells):
 
     # Title and caption may be folded to the table's width: as typed once the folding is undone.
     assert squeezed(title) in squeezed("".join(lines[:top])), lines
-    assert squeezed(title) in squeezed("".join(lines[bottom + 1:])), lines
+    assert squeezed(title) in squeezed("".join(lines[bottom + 1 :])), lines
     # A cell may be folded across lines at its spaces, never inside a word: each word is on a line as typed.
     for cell in cells:
         for word in cell.split():
@@ -113,4 +118,6 @@ def test_a_markdown_table_shows_every_cell_as_typed(cells):
     rows = [{f"c{i}": cell for i, cell in enumerate(cells)}]
     shown = _markdown_cells(render(rows, Format.markdown, title="t"))
     assert [[" ".join(c.split()) for c in row] for row in shown] == [
-        [f"c{i}" for i in range(len(cells))], [" ".join(c.split()) for c in cells]]
+        [f"c{i}" for i in range(len(cells))],
+        [" ".join(c.split()) for c in cells],
+    ]

@@ -54,31 +54,43 @@ def paths_ledger(ledger_url) -> str:
         led.assign_role("admin", "user:alice", tenant="prod", actor="user:alice", reason="self", at=GRANTED)
         led.assign_role("secret-reader", "team:platform", tenant="prod", reason="SEC-1", at=GRANTED)
         led.assign_role("connector-ops", "team:platform", tenant="prod", reason="SEC-2", at=GRANTED)
-        led.assign_role("secret-reader", "user:bob", tenant="prod", resource="service_connector/aws",
-                        reason="SEC-3", at=GRANTED)
+        led.assign_role(
+            "secret-reader", "user:bob", tenant="prod", resource="service_connector/aws", reason="SEC-3", at=GRANTED
+        )
         led.unassign_role("admin", "user:alice", tenant="prod", reason="review Q4", at=REVOKED)
     return ledger_url
 
 
-TEAM_PATHS = {("user:alice", "connector-ops", "platform", None), ("user:alice", "secret-reader", "platform", None),
-              ("user:bob", "connector-ops", "platform", None), ("user:bob", "secret-reader", "platform", None),
-              ("user:bob", "secret-reader", None, "service_connector/aws")}
+TEAM_PATHS = {
+    ("user:alice", "connector-ops", "platform", None),
+    ("user:alice", "secret-reader", "platform", None),
+    ("user:bob", "connector-ops", "platform", None),
+    ("user:bob", "secret-reader", "platform", None),
+    ("user:bob", "secret-reader", None, "service_connector/aws"),
+}
 BEFORE_REVIEW = TEAM_PATHS | {("user:alice", "admin", None, None)}
 WHO_CAN = ["who-can", "read_secret_value", "service_connector/aws", "--tenant", "prod"]
 
 
-@pytest.mark.parametrize("at, expected", [("2026-01-03T00:00:00Z", BEFORE_REVIEW), ("2026-01-06T00:00:00Z", TEAM_PATHS)],
-                         ids=["with-admin", "admin-revoked"])
+@pytest.mark.parametrize(
+    "at, expected",
+    [("2026-01-03T00:00:00Z", BEFORE_REVIEW), ("2026-01-06T00:00:00Z", TEAM_PATHS)],
+    ids=["with-admin", "admin-revoked"],
+)
 def test_who_can_lists_every_path_in_json(paths_ledger, at, expected):
     result = run(paths_ledger, *WHO_CAN, "--at", at, "--format", "json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [(r["principal"], r["role"], r["via_team"], r["resource_scope"]) for r in rows] == sorted(
-        expected, key=lambda p: (p[0], p[2] or "", p[1], p[3] or ""))
+        expected, key=lambda p: (p[0], p[2] or "", p[1], p[3] or "")
+    )
     # Each row keeps the grant behind it: the assignment's position, actor and reason.
     with AccessLedger.open(paths_ledger) as led:
-        grants = {(e["role"], e["principal"], e.get("resource")): (pos, e["actor"], e.get("reason"))
-                  for pos, e in led.read() if e["type"] == "RoleAssigned"}
+        grants = {
+            (e["role"], e["principal"], e.get("resource")): (pos, e["actor"], e.get("reason"))
+            for pos, e in led.read()
+            if e["type"] == "RoleAssigned"
+        }
     for r in rows:
         holder = f"team:{r['via_team']}" if r["via_team"] else r["principal"]
         assert (r["position"], r["granted_by"], r["reason"]) == grants[(r["role"], holder, r["resource_scope"])]
@@ -88,8 +100,9 @@ def test_who_can_lists_every_path_in_csv_and_table(paths_ledger):
     result = run(paths_ledger, *WHO_CAN, "--at", "2026-01-03T00:00:00Z", "--format", "csv")
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert {(r["principal"], r["role"], r["via_team"] or None, r["resource_scope"] or None)
-            for r in rows} == BEFORE_REVIEW
+    assert {
+        (r["principal"], r["role"], r["via_team"] or None, r["resource_scope"] or None) for r in rows
+    } == BEFORE_REVIEW
     assert len(rows) == len(BEFORE_REVIEW)
     table = run(paths_ledger, *WHO_CAN, "--at", "2026-01-06T00:00:00Z")
     assert table.exit_code == 0, table.output
@@ -101,28 +114,56 @@ def test_who_can_lists_every_path_in_csv_and_table(paths_ledger):
 
 
 def test_what_can_lists_the_direct_and_team_paths(paths_ledger):
-    result = run(paths_ledger, "what-can", "user:alice", "--tenant", "prod", "--at", "2026-01-03T00:00:00Z",
-                 "--format", "json")
+    result = run(
+        paths_ledger, "what-can", "user:alice", "--tenant", "prod", "--at", "2026-01-03T00:00:00Z", "--format", "json"
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert {(r["permission"], r["role"], r["via_team"], r["resource_scope"]) for r in rows} == {
-        ("*:*", "admin", None, None), ("service_connector:read_secret_value", "secret-reader", "platform", None),
-        ("service_connector:*", "connector-ops", "platform", None)}
-    later = json.loads(run(paths_ledger, "what-can", "user:alice", "--tenant", "prod", "--at",
-                           "2026-01-06T00:00:00Z", "--format", "json").stdout)
+        ("*:*", "admin", None, None),
+        ("service_connector:read_secret_value", "secret-reader", "platform", None),
+        ("service_connector:*", "connector-ops", "platform", None),
+    }
+    later = json.loads(
+        run(
+            paths_ledger,
+            "what-can",
+            "user:alice",
+            "--tenant",
+            "prod",
+            "--at",
+            "2026-01-06T00:00:00Z",
+            "--format",
+            "json",
+        ).stdout
+    )
     assert {(r["role"], r["via_team"]) for r in later} == {("secret-reader", "platform"), ("connector-ops", "platform")}
 
 
 def test_audit_review_has_one_row_per_path(paths_ledger, tmp_path):
-    result = run(paths_ledger, "audit", "review", "--at", "2026-01-03T00:00:00Z", "--tenant", "prod",
-                 "--warehouse", str(tmp_path / "w.duckdb"), "--format", "json")
+    result = run(
+        paths_ledger,
+        "audit",
+        "review",
+        "--at",
+        "2026-01-03T00:00:00Z",
+        "--tenant",
+        "prod",
+        "--warehouse",
+        str(tmp_path / "w.duckdb"),
+        "--format",
+        "json",
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     keys = [(r["who"], r["what"], r["role"], r["via_team"], r["resource_scope"], r["from_role"]) for r in rows]
     assert len(keys) == len(set(keys))
-    secret = {(r["who"], r["role"], r["via_team"], r["resource_scope"]) for r in rows
-              if r["what"].split(":")[0] in ("*", "service_connector") and r["what"].split(":")[1] in
-              ("*", "read_secret_value")}
+    secret = {
+        (r["who"], r["role"], r["via_team"], r["resource_scope"])
+        for r in rows
+        if r["what"].split(":")[0] in ("*", "service_connector")
+        and r["what"].split(":")[1] in ("*", "read_secret_value")
+    }
     assert secret == BEFORE_REVIEW
 
 
@@ -152,6 +193,7 @@ def test_audit_review_table_tells_each_path_apart(paths_ledger, tmp_path):
 
 # -- against a plain fold -------------------------------------------------------------------------------
 
+
 class Fold:
     """The state at an instant, folded here from the events by DESIGN section 3 (no projections code)."""
 
@@ -169,20 +211,47 @@ class Fold:
         for r in predefined_roles(ev["preset"]).values():
             self.roles[r.name] = (None, set(r.permissions))
 
-    def TenantCreated(self, ev): self.tenants[ev["tenant"]] = True
-    def TenantDeleted(self, ev): self.tenants[ev["tenant"]] = False
-    def UserCreated(self, ev): self.active[f"user:{ev['user']}"] = True
-    def UserDeactivated(self, ev): self.active[f"user:{ev['user']}"] = False
-    def UserReactivated(self, ev): self.active[f"user:{ev['user']}"] = True
-    def ServiceAccountCreated(self, ev): self.active[f"service_account:{ev['service_account']}"] = True
-    def ServiceAccountDeactivated(self, ev): self.active[f"service_account:{ev['service_account']}"] = False
-    def ServiceAccountReactivated(self, ev): self.active[f"service_account:{ev['service_account']}"] = True
-    def TeamCreated(self, ev): self.teams[ev["team"]] = True
-    def TeamDeleted(self, ev): self.teams[ev["team"]] = False
-    def TeamMemberAdded(self, ev): self.members.add((ev["team"], ev["member"]))
-    def TeamMemberRemoved(self, ev): self.members.discard((ev["team"], ev["member"]))
-    def RoleCreated(self, ev): self.roles[ev["role"]] = (ev.get("base"), set(ev["permissions"]))
-    def RoleDeleted(self, ev): del self.roles[ev["role"]]
+    def TenantCreated(self, ev):
+        self.tenants[ev["tenant"]] = True
+
+    def TenantDeleted(self, ev):
+        self.tenants[ev["tenant"]] = False
+
+    def UserCreated(self, ev):
+        self.active[f"user:{ev['user']}"] = True
+
+    def UserDeactivated(self, ev):
+        self.active[f"user:{ev['user']}"] = False
+
+    def UserReactivated(self, ev):
+        self.active[f"user:{ev['user']}"] = True
+
+    def ServiceAccountCreated(self, ev):
+        self.active[f"service_account:{ev['service_account']}"] = True
+
+    def ServiceAccountDeactivated(self, ev):
+        self.active[f"service_account:{ev['service_account']}"] = False
+
+    def ServiceAccountReactivated(self, ev):
+        self.active[f"service_account:{ev['service_account']}"] = True
+
+    def TeamCreated(self, ev):
+        self.teams[ev["team"]] = True
+
+    def TeamDeleted(self, ev):
+        self.teams[ev["team"]] = False
+
+    def TeamMemberAdded(self, ev):
+        self.members.add((ev["team"], ev["member"]))
+
+    def TeamMemberRemoved(self, ev):
+        self.members.discard((ev["team"], ev["member"]))
+
+    def RoleCreated(self, ev):
+        self.roles[ev["role"]] = (ev.get("base"), set(ev["permissions"]))
+
+    def RoleDeleted(self, ev):
+        del self.roles[ev["role"]]
 
     def RolePermissionsChanged(self, ev):
         base, perms = self.roles[ev["role"]]
@@ -209,8 +278,9 @@ class Fold:
         for principal, active in self.active.items():
             if not active:
                 continue
-            holders = [(principal, None)] + [(f"team:{t}", t) for t, m in self.members
-                                             if m == principal and self.teams.get(t)]
+            holders = [(principal, None)] + [
+                (f"team:{t}", t) for t, m in self.members if m == principal and self.teams.get(t)
+            ]
             for holder, via in holders:
                 for (role, held_by, tenant, scope), expires in self.assignments.items():
                     if held_by != holder or role not in self.roles:
@@ -255,14 +325,22 @@ def prelude(led: AccessLedger) -> None:
     led.assign_role("admin", "user:alice", tenant="prod", at=at)
 
 
-QUESTIONS = [("read_secret_value", "service_connector/aws"), ("promote", "model/m1"), ("read", "model/m1"),
-             ("update", "pipeline/p1"), ("delete", "secret/s")]
+QUESTIONS = [
+    ("read_secret_value", "service_connector/aws"),
+    ("promote", "model/m1"),
+    ("read", "model/m1"),
+    ("update", "pipeline/p1"),
+    ("delete", "secret/s"),
+]
 ORG_QUESTIONS = [("update", "member/x"), ("read", "tenant/prod")]
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "25"))
 
 
-@settings(max_examples=EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(commands=st.lists(COMMANDS, min_size=5, max_size=40), data=st.data())
 def test_every_path_equals_a_plain_fold(url_factory, commands, data):
     led = AccessLedger.open(url_factory("paths"), create=True)
@@ -271,8 +349,9 @@ def test_every_path_equals_a_plain_fold(url_factory, commands, data):
         apply_commands(led, commands, event_time)
         events = [e for _, e in led.read()]
         times = sorted({e["at"] for e in events} | {e["expires_at"] for e in events if e.get("expires_at")})
-        instants = data.draw(st.lists(st.sampled_from(times + ["2026-12-31T00:00:00Z"]), min_size=1, max_size=4,
-                                      unique=True))
+        instants = data.draw(
+            st.lists(st.sampled_from(times + ["2026-12-31T00:00:00Z"]), min_size=1, max_size=4, unique=True)
+        )
         timeline = Timeline(led)
         with Warehouse.open(led, ":memory:") as wh:
             wh.sync()
@@ -283,19 +362,27 @@ def test_every_path_equals_a_plain_fold(url_factory, commands, data):
                 for tenant in ("prod", "dev", None):
                     for action, resource in ORG_QUESTIONS if tenant is None else QUESTIONS:
                         rtype = resource.split("/")[0]
-                        want = {(p, role, via, scope) for p, t, perm, scope, role, via, _ in expected
-                                if t == tenant and (scope is None or scope == resource) and covers(perm, rtype, action)}
+                        want = {
+                            (p, role, via, scope)
+                            for p, t, perm, scope, role, via, _ in expected
+                            if t == tenant and (scope is None or scope == resource) and covers(perm, rtype, action)
+                        }
                         rows = who_can(state, action, resource, tenant, instant)
                         got = [(r["principal"], r["role"], r["via_team"], r["resource_scope"]) for r in rows]
                         assert len(got) == len(set(got)), (instant, tenant, action, resource)
                         assert set(got) == want, (instant, tenant, action, resource)
                         event(f"a principal with several paths: {len({p for p, *_ in got}) < len(got)}")
-                what = {(p, r["tenant"], r["permission"], r["resource_scope"], r["role"], r["via_team"], r["from_role"])
-                        for p in state.subjects() for r in what_can(state, p, None, instant)}
+                what = {
+                    (p, r["tenant"], r["permission"], r["resource_scope"], r["role"], r["via_team"], r["from_role"])
+                    for p in state.subjects()
+                    for r in what_can(state, p, None, instant)
+                }
                 assert what == expected, instant
                 review = run_audit(wh, "review", at=instant, sync=False).rows
-                keys = [(r["who"], r["tenant"], r["what"], r["resource_scope"], r["role"], r["via_team"],
-                         r["from_role"]) for r in review]
+                keys = [
+                    (r["who"], r["tenant"], r["what"], r["resource_scope"], r["role"], r["via_team"], r["from_role"])
+                    for r in review
+                ]
                 assert len(keys) == len(set(keys)), instant
                 assert set(keys) == expected, instant
     finally:

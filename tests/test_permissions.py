@@ -163,7 +163,9 @@ def test_who_can_expands_teams_and_what_can_lists_paths(org):
     state = Timeline(org).current()
     who = who_can(state, "promote", "model/m", "prod", d(5))
     assert [(r["principal"], r["role"], r["via_team"]) for r in who] == [
-        ("service_account:ci", "ds", "research"), ("user:bob", "ds", "research")]
+        ("service_account:ci", "ds", "research"),
+        ("user:bob", "ds", "research"),
+    ]
     rows = what_can(state, "user:carol", "prod", d(5))
     assert [(r["permission"], r["role"]) for r in rows] == [("*:read", "viewer")]
 
@@ -197,7 +199,10 @@ def test_diff_names_gains_losses_and_their_causes(org):
     assert [(r["principal"], r["permission"]) for r in lost] == [("user:alice", "*:read")]
     assert lost[0]["causes"][0]["event"] == "Expired"
     assert {(r["principal"], r["permission"]) for r in gained} == {
-        ("user:bob", "*:create"), ("user:bob", "*:read"), ("user:bob", "*:share")}
+        ("user:bob", "*:create"),
+        ("user:bob", "*:read"),
+        ("user:bob", "*:share"),
+    }
     assert all(r["causes"][0]["event"] == "RoleAssigned" and r["causes"][0]["reason"] == "R2" for r in gained)
 
 
@@ -215,6 +220,7 @@ def test_zenml_oss_preset_checks(ledger_url):
 
 # -- the point-in-time machinery against plain replay ----------------------------------------
 
+
 def build(led: AccessLedger, commands) -> None:
     led.init(at="2026-02-01T00:00:00Z")
     apply_commands(led, commands, lambda i: f"2026-02-{2 + i // 3:02d}T{i % 3 * 8:02d}:00:00Z")
@@ -224,7 +230,11 @@ def replay(led: AccessLedger, stop: int) -> PermissionState:
     return PermissionState().fold(led.read(1, stop)) if stop else PermissionState()
 
 
-SETTINGS = settings(max_examples=int(__import__("os").environ.get("PROPERTY_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=int(__import__("os").environ.get("PROPERTY_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 @SETTINGS
@@ -233,7 +243,7 @@ def test_incremental_catch_up_equals_full_replay(tmp_path_factory, commands, cut
     led = AccessLedger.open(str(tmp_path_factory.mktemp("pit") / "l.db"), create=True)
     build(led, commands[: int(len(commands) * cut)])
     Timeline(led).current()  # persists the current projection at this head
-    build_more = commands[int(len(commands) * cut):]
+    build_more = commands[int(len(commands) * cut) :]
     apply_commands(led, build_more, lambda i: f"2026-03-{1 + i // 3:02d}T{i % 3 * 8:02d}:00:00Z")
     caught_up = Timeline(led).current()
     assert caught_up == replay(led, led.head())
@@ -264,11 +274,19 @@ def test_state_at_position_n_equals_replay_of_the_first_n_events(tmp_path_factor
 
 
 @SETTINGS
-@given(commands=st.lists(COMMANDS, min_size=1, max_size=45),
-       questions=st.lists(st.tuples(st.one_of(NAMES.map("user:{}".format), st.just("service_account:ci")),
-                                    st.sampled_from(["read", "update", "promote", "delete", "create"]),
-                                    st.sampled_from(["model/m1", "model/m2", "pipeline/p1", "secret/s"]),
-                                    TENANTS), min_size=1, max_size=25))
+@given(
+    commands=st.lists(COMMANDS, min_size=1, max_size=45),
+    questions=st.lists(
+        st.tuples(
+            st.one_of(NAMES.map("user:{}".format), st.just("service_account:ci")),
+            st.sampled_from(["read", "update", "promote", "delete", "create"]),
+            st.sampled_from(["model/m1", "model/m2", "pipeline/p1", "secret/s"]),
+            TENANTS,
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+)
 def test_check_agrees_with_pycasbin_loaded_from_the_export(tmp_path_factory, commands, questions):
     folder = tmp_path_factory.mktemp("casbin")
     led = AccessLedger.open(str(folder / "l.db"), create=True)
@@ -281,8 +299,12 @@ def test_check_agrees_with_pycasbin_loaded_from_the_export(tmp_path_factory, com
     assert (len(enforcer.get_policy()), len(enforcer.get_grouping_policy())) == (len(p_rows), len(g_rows))
     for principal, action, resource, tenant in questions:
         ours = check(state, Question(principal, action, resource, tenant), instant)["allowed"]
-        assert enforcer.enforce(*request(principal, action, resource, tenant)) == ours, (principal, action,
-                                                                                         resource, tenant)
+        assert enforcer.enforce(*request(principal, action, resource, tenant)) == ours, (
+            principal,
+            action,
+            resource,
+            tenant,
+        )
     led.close()
 
 

@@ -26,10 +26,32 @@ def q(ledger_url):
         ["team", "create", "research", "--at", "2026-01-01T00:00:00Z"],
         ["team", "add-member", "research", "user:alice", "--at", "2026-01-02T00:00:00Z"],
         ["role", "create", "ds", "--base", "editor", "-p", "model:promote", "--at", "2026-01-02T00:00:00Z"],
-        ["role", "assign", "ds", "--to", "team:research", "--tenant", "prod", "--reason", "SEC-7",
-         "--at", "2026-01-03T00:00:00Z"],
-        ["role", "assign", "viewer", "--to", "user:bob", "--tenant", "prod", "--expires-at",
-         "2026-01-10T00:00:00Z", "--at", "2026-01-03T00:00:00Z"],
+        [
+            "role",
+            "assign",
+            "ds",
+            "--to",
+            "team:research",
+            "--tenant",
+            "prod",
+            "--reason",
+            "SEC-7",
+            "--at",
+            "2026-01-03T00:00:00Z",
+        ],
+        [
+            "role",
+            "assign",
+            "viewer",
+            "--to",
+            "user:bob",
+            "--tenant",
+            "prod",
+            "--expires-at",
+            "2026-01-10T00:00:00Z",
+            "--at",
+            "2026-01-03T00:00:00Z",
+        ],
     ]
     for step in steps:
         result = run(ledger_url, *step)
@@ -75,7 +97,8 @@ def test_check_batch_answers_each_line_in_order(q, tmp_path):
         '"at": "2026-01-02T00:00:00Z"}\n'
         '{"principal": "user:alice", "action": "promote", "resource": "model/x", "tenant": "prod", "position": 8}\n'
         '{"principal": "user:bob", "action": "read", "resource": "model/x", "tenant": "prod", '
-        '"at": "2026-01-05T00:00:00Z"}\n')
+        '"at": "2026-01-05T00:00:00Z"}\n'
+    )
     result = run(q, "check", "--batch", str(batch))
     assert result.exit_code == 1  # some are denied
     answers = [json.loads(line) for line in result.stdout.splitlines()]
@@ -85,8 +108,10 @@ def test_check_batch_answers_each_line_in_order(q, tmp_path):
 
 def test_check_batch_bad_line_is_one_error(q, tmp_path):
     batch = tmp_path / "q.jsonl"
-    batch.write_text('{"principal": "user:bob", "action": "read", "resource": "model/x", "tenant": "prod"}\n'
-                     '{"principal": "user:bob", "action": "read"}\n')
+    batch.write_text(
+        '{"principal": "user:bob", "action": "read", "resource": "model/x", "tenant": "prod"}\n'
+        '{"principal": "user:bob", "action": "read"}\n'
+    )
     result = run(q, "check", "--batch", str(batch))
     assert result.exit_code == 2
     assert result.stderr.strip() == "Error: line 2: resource: required text field is missing"
@@ -96,14 +121,16 @@ def test_check_batch_bad_line_is_one_error(q, tmp_path):
 def test_who_can_what_can_explain_diff(q):
     who = json.loads(run(q, "who-can", "promote", "model/x", "--tenant", "prod", "-f", "json").stdout)
     assert [(r["principal"], r["via_team"]) for r in who] == [("user:alice", "research")]
-    what = json.loads(run(q, "what-can", "user:bob", "--tenant", "prod", "--at", "2026-01-05T00:00:00Z",
-                          "-f", "json").stdout)
+    what = json.loads(
+        run(q, "what-can", "user:bob", "--tenant", "prod", "--at", "2026-01-05T00:00:00Z", "-f", "json").stdout
+    )
     assert [(r["permission"], r["expires_at"]) for r in what] == [("*:read", "2026-01-10T00:00:00Z")]
     explained = run(q, "explain", "user:alice", "promote", "model/x", "--tenant", "prod", "-f", "csv")
     assert explained.exit_code == 0
     assert "user:alice is a member of team:research" in explained.stdout
-    changes = json.loads(run(q, "diff", "--from", "2026-01-02T12:00:00Z", "--to", "2026-01-11T00:00:00Z",
-                             "-f", "json").stdout)
+    changes = json.loads(
+        run(q, "diff", "--from", "2026-01-02T12:00:00Z", "--to", "2026-01-11T00:00:00Z", "-f", "json").stdout
+    )
     assert {(r["principal"], r["change"]) for r in changes} == {("user:alice", "gained")}
 
 

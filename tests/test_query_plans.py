@@ -34,8 +34,16 @@ def _history(path: Path, n: int) -> int:
     ]
     while len(lines) < n:
         i = len(lines)
-        lines.append({"type": "ResourceAccessed", "principal": f"user:u{i % 50}", "tenant": "prod",
-                      "resource": f"model/m{i % 13}", "action": "read", "outcome": "allowed"})
+        lines.append(
+            {
+                "type": "ResourceAccessed",
+                "principal": f"user:u{i % 50}",
+                "tenant": "prod",
+                "resource": f"model/m{i % 13}",
+                "action": "read",
+                "outcome": "allowed",
+            }
+        )
     with open(path, "wb") as f:
         for i, event in enumerate(lines):
             stamp = f"2026-01-{1 + i // 86400:02d}T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z"

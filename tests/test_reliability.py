@@ -41,10 +41,22 @@ def _writer(url: str, tag: str, singles: int, batches: int, batch: int, out) -> 
     for b in range(batches):
         while True:
             stamp = format_instant(now())  # stamped just before sending, as the platform would
-            lines = [orjson.dumps({"type": "ResourceAccessed", "at": stamp, "actor": "system",
-                                   "principal": f"user:{tag}-{b % singles}", "tenant": "prod",
-                                   "resource": "model/m", "action": "read", "outcome": "allowed",
-                                   "id": f"{tag}-{b}-{k}"}) for k in range(batch)]
+            lines = [
+                orjson.dumps(
+                    {
+                        "type": "ResourceAccessed",
+                        "at": stamp,
+                        "actor": "system",
+                        "principal": f"user:{tag}-{b % singles}",
+                        "tenant": "prod",
+                        "resource": "model/m",
+                        "action": "read",
+                        "outcome": "allowed",
+                        "id": f"{tag}-{b}-{k}",
+                    }
+                )
+                for k in range(batch)
+            ]
             try:
                 led.import_lines(lines)
                 break
@@ -96,18 +108,50 @@ def test_two_processes_appending_at_once_lose_and_duplicate_nothing(ledger_url):
 
 def _big_history(path: Path, n: int) -> None:
     with open(path, "wb") as f:
-        f.write(orjson.dumps({"type": "OrganizationCreated", "at": "2026-01-01T00:00:00Z", "actor": "system",
-                              "name": "acme", "preset": "zenml-pro", "id": "org"}) + b"\n")
-        f.write(orjson.dumps({"type": "TenantCreated", "at": "2026-01-01T00:00:00Z", "actor": "system",
-                              "tenant": "prod", "id": "t"}) + b"\n")
-        f.write(orjson.dumps({"type": "UserCreated", "at": "2026-01-01T00:00:00Z", "actor": "system",
-                              "user": "alice", "id": "u"}) + b"\n")
+        f.write(
+            orjson.dumps(
+                {
+                    "type": "OrganizationCreated",
+                    "at": "2026-01-01T00:00:00Z",
+                    "actor": "system",
+                    "name": "acme",
+                    "preset": "zenml-pro",
+                    "id": "org",
+                }
+            )
+            + b"\n"
+        )
+        f.write(
+            orjson.dumps(
+                {"type": "TenantCreated", "at": "2026-01-01T00:00:00Z", "actor": "system", "tenant": "prod", "id": "t"}
+            )
+            + b"\n"
+        )
+        f.write(
+            orjson.dumps(
+                {"type": "UserCreated", "at": "2026-01-01T00:00:00Z", "actor": "system", "user": "alice", "id": "u"}
+            )
+            + b"\n"
+        )
         for i in range(n):
-            f.write(orjson.dumps({"type": "ResourceAccessed", "at": f"2026-01-02T{i // 3600 % 24:02d}:"
-                                  f"{i // 60 % 60:02d}:{i % 60:02d}Z" if i < 86400 else "2026-01-03T00:00:00Z",
-                                  "actor": "system", "principal": "user:alice", "tenant": "prod",
-                                  "resource": f"model/m{i % 7}", "action": "read", "outcome": "allowed",
-                                  "id": f"a{i}"}) + b"\n")
+            f.write(
+                orjson.dumps(
+                    {
+                        "type": "ResourceAccessed",
+                        "at": f"2026-01-02T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z"
+                        if i < 86400
+                        else "2026-01-03T00:00:00Z",
+                        "actor": "system",
+                        "principal": "user:alice",
+                        "tenant": "prod",
+                        "resource": f"model/m{i % 7}",
+                        "action": "read",
+                        "outcome": "allowed",
+                        "id": f"a{i}",
+                    }
+                )
+                + b"\n"
+            )
 
 
 def _exe() -> str:
@@ -135,10 +179,12 @@ def _writer_is_inside_its_transaction(url: str) -> bool:
     base, _, query = url.partition("?")
     schema = dict(part.split("=", 1) for part in query.split("&"))["schema"]
     with psycopg.connect(base, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-                           "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
-                           "AND c.relname = 'al_head' AND l.mode = 'RowShareLock' AND l.granted",
-                           (schema,)).fetchone()
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+            "AND c.relname = 'al_head' AND l.mode = 'RowShareLock' AND l.granted",
+            (schema,),
+        ).fetchone()
     return bool(row and row[0])
 
 
@@ -147,8 +193,12 @@ def _kill_import_midway(url: str, history: Path) -> None:
     inside its write transaction with most of the file read: it cannot have committed, whatever the timing."""
     data = history.read_bytes()
     cut = data.rfind(b"\n", 0, len(data) * 85 // 100) + 1
-    proc = subprocess.Popen([_exe(), "--db", url, "import", "-"], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [_exe(), "--db", url, "import", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert proc.stdin is not None
         proc.stdin.write(data[:cut])  # returns once the importer has read all but a pipe's worth
@@ -186,7 +236,7 @@ def test_a_killed_import_leaves_the_ledger_as_it_was_and_its_rerun_completes(url
     before = 0
     if already == "first half":
         half = tmp_path / "half.jsonl"
-        half.write_bytes(b"".join(lines[:len(lines) // 2]))
+        half.write_bytes(b"".join(lines[: len(lines) // 2]))
         _import(killed, half)
         before = len(lines) // 2
     else:
@@ -214,21 +264,89 @@ def test_a_killed_import_leaves_the_ledger_as_it_was_and_its_rerun_completes(url
 
 # -- hostile input ------------------------------------------------------------------------
 
-NASTY = st.sampled_from([
-    "", " ", "a" * 5000, "x\x00y", "tab\tname", "new\nline", "'; DROP TABLE stored_events; --", "$(rm -rf /)",
-    "`id`", '"quoted"', "semi;colon", "back\\slash", "ünïcødé", "\u202e", "user:", ":", "/", "model/", "*",
-])
-TIMES = st.sampled_from([
-    "2026-01-05T00:00:00Z", "2026-01-05T00:00:00", "2026-01-05", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z",
-    "2999-01-01T00:00:00+00:00", "2025-12-31T23:59:59Z", "not a time", "2026-02-30T00:00:00Z",
-    "2026-01-05T00:00:00+14:00", "2026-01-05T00:00:00.123456Z",
-])
-VALUES = st.one_of(NASTY, TIMES, st.integers(), st.floats(allow_nan=True), st.booleans(), st.none(),
-                   st.lists(NASTY, max_size=3), st.dictionaries(NASTY, NASTY, max_size=2), st.text(max_size=30))
-TYPES = st.sampled_from(["UserCreated", "RoleAssigned", "RoleCreated", "TenantCreated", "ConnectorSecretAccessed",
-                         "ResourceAccessed", "TeamMemberAdded", "Bogus", ""])
-FIELDS = st.sampled_from(["user", "role", "principal", "tenant", "resource", "scope", "permissions", "connector",
-                          "outcome", "member", "team", "action", "expires_at", "secret", "password", "reason", "id"])
+NASTY = st.sampled_from(
+    [
+        "",
+        " ",
+        "a" * 5000,
+        "x\x00y",
+        "tab\tname",
+        "new\nline",
+        "'; DROP TABLE stored_events; --",
+        "$(rm -rf /)",
+        "`id`",
+        '"quoted"',
+        "semi;colon",
+        "back\\slash",
+        "ünïcødé",
+        "\u202e",
+        "user:",
+        ":",
+        "/",
+        "model/",
+        "*",
+    ]
+)
+TIMES = st.sampled_from(
+    [
+        "2026-01-05T00:00:00Z",
+        "2026-01-05T00:00:00",
+        "2026-01-05",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "2999-01-01T00:00:00+00:00",
+        "2025-12-31T23:59:59Z",
+        "not a time",
+        "2026-02-30T00:00:00Z",
+        "2026-01-05T00:00:00+14:00",
+        "2026-01-05T00:00:00.123456Z",
+    ]
+)
+VALUES = st.one_of(
+    NASTY,
+    TIMES,
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.none(),
+    st.lists(NASTY, max_size=3),
+    st.dictionaries(NASTY, NASTY, max_size=2),
+    st.text(max_size=30),
+)
+TYPES = st.sampled_from(
+    [
+        "UserCreated",
+        "RoleAssigned",
+        "RoleCreated",
+        "TenantCreated",
+        "ConnectorSecretAccessed",
+        "ResourceAccessed",
+        "TeamMemberAdded",
+        "Bogus",
+        "",
+    ]
+)
+FIELDS = st.sampled_from(
+    [
+        "user",
+        "role",
+        "principal",
+        "tenant",
+        "resource",
+        "scope",
+        "permissions",
+        "connector",
+        "outcome",
+        "member",
+        "team",
+        "action",
+        "expires_at",
+        "secret",
+        "password",
+        "reason",
+        "id",
+    ]
+)
 
 
 @st.composite
@@ -284,11 +402,29 @@ def test_fuzz_import_never_writes_part_of_a_refused_file(fuzz_ledger, lines):
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(args=st.lists(st.one_of(NASTY, TIMES, st.sampled_from(["--tenant", "--to", "--at", "--resource", "-p",
-                                                              "--expires-at", "prod", "user:root", "viewer"])),
-                     max_size=6),
-       group=st.sampled_from([["role", "assign"], ["role", "create"], ["user", "create"], ["tenant", "create"],
-                              ["access", "record"], ["connector", "access"], ["team", "add-member"]]))
+@given(
+    args=st.lists(
+        st.one_of(
+            NASTY,
+            TIMES,
+            st.sampled_from(
+                ["--tenant", "--to", "--at", "--resource", "-p", "--expires-at", "prod", "user:root", "viewer"]
+            ),
+        ),
+        max_size=6,
+    ),
+    group=st.sampled_from(
+        [
+            ["role", "assign"],
+            ["role", "create"],
+            ["user", "create"],
+            ["tenant", "create"],
+            ["access", "record"],
+            ["connector", "access"],
+            ["team", "add-member"],
+        ]
+    ),
+)
 def test_fuzz_cli_arguments_end_in_success_or_one_error_line(tmp_path_factory, args, group):
     from typer.testing import CliRunner
 
@@ -343,11 +479,11 @@ def test_full_disk_gives_a_clear_error_and_no_corruption(tiny_disk, tmp_path):
     _big_history(history, 20_000)  # far more than 1 MiB once stored
     small = tmp_path / "small.jsonl"
     small.write_bytes(b"".join(history.open("rb").readlines()[:3]))
-    first = subprocess.run([_exe(), "--db", str(db), "import", str(small)], capture_output=True, text=True,
-                           timeout=120)
+    first = subprocess.run([_exe(), "--db", str(db), "import", str(small)], capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
-    done = subprocess.run([_exe(), "--db", str(db), "import", str(history)], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [_exe(), "--db", str(db), "import", str(history)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 2
     assert done.stderr == f"Error: no space left for the ledger {db}: nothing was written\n"
     led = AccessLedger.open(str(db))
@@ -368,8 +504,9 @@ def test_an_import_whose_input_pauses_inside_its_transaction_completes(url_facto
     cut = data.rfind(b"\n", 0, len(data) // 2) + 1
     url = url_factory("paused")
     AccessLedger.open(url, create=True).close()
-    proc = subprocess.Popen([_exe(), "--db", url, "import", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [_exe(), "--db", url, "import", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert proc.stdin is not None
     proc.stdin.write(data[:cut])
     proc.stdin.flush()

@@ -37,8 +37,9 @@ def _export(ledger_db: Path, out: Path) -> str:
 
 
 def _data(html: str, tid: str) -> dict:
-    m = re.search(rf'<script type="application/json" id="{tid}-data" data-encoding="([^"]+)">(.*?)</script>', html,
-                  re.S)
+    m = re.search(
+        rf'<script type="application/json" id="{tid}-data" data-encoding="([^"]+)">(.*?)</script>', html, re.S
+    )
     assert m, tid
     text = m.group(2)
     return json.loads(gzip.decompress(base64.b64decode(text)) if m.group(1) == "gzip-base64" else text)
@@ -64,7 +65,6 @@ def test_every_row_of_every_audit_is_in_the_page(ledger_db, tmp_path):
     assert "This table holds the first" not in html
 
 
-
 def test_every_audit_file_the_report_names_is_in_the_bundle(ledger_db, tmp_path):
     html = _export(ledger_db, tmp_path / "b")
     listed = set(json.loads((tmp_path / "b" / "manifest.json").read_text())["files"])
@@ -75,6 +75,7 @@ def test_every_audit_file_the_report_names_is_in_the_bundle(ledger_db, tmp_path)
     assert named <= listed
     assert "every row as CSV" in html and "as Parquet" in html and "rows needing attention as JSON" in html
 
+
 def test_a_table_past_the_limit_says_so_and_names_its_csv(ledger_db, tmp_path, monkeypatch):
     monkeypatch.setattr(reports.html, "ROW_LIMIT", 50)
     html = _export(ledger_db, tmp_path / "b")
@@ -83,8 +84,10 @@ def test_a_table_past_the_limit_says_so_and_names_its_csv(ledger_db, tmp_path, m
     assert data["rows"] == 50
     # The findings needing attention come first, so the limit never hides one.
     assert _column(data, "finding")[0] == "unauthorised-access" and data["attention"] >= 1
-    assert (f"This table holds the first 50 of {len(secrets):,} rows (findings needing attention first): a "
-            "report table stops at 50 rows. Every row is in <code>audits/secrets.csv</code>") in html
+    assert (
+        f"This table holds the first 50 of {len(secrets):,} rows (findings needing attention first): a "
+        "report table stops at 50 rows. Every row is in <code>audits/secrets.csv</code>"
+    ) in html
 
 
 def test_big_tables_are_packed_and_unpack_to_the_same_rows(ledger_db, tmp_path, monkeypatch):
@@ -107,8 +110,11 @@ def test_every_principal_named_by_an_audit_is_listed(ledger_db, tmp_path):
     html = _export(ledger_db, tmp_path / "b")
     named = set()
     for name in ("review", "least-privilege", "secrets", "sod", "changes", "hygiene", "reviews", "authority"):
-        named |= {r["who"] for r in _rows(tmp_path / "b", name)
-                  if r["who"] and r["who"].split(":")[0] in ("user", "team", "service_account")}
+        named |= {
+            r["who"]
+            for r in _rows(tmp_path / "b", name)
+            if r["who"] and r["who"].split(":")[0] in ("user", "team", "service_account")
+        }
     assert set(_column(_data(html, "principals"), "who")) == named
 
 
@@ -117,8 +123,9 @@ def _labels(svg: str) -> list[tuple[float, str]]:
 
 
 def test_month_labels_never_overlap():
-    days = [f"2025-{m:02d}-{d:02d}" for m in range(11, 13) for d in range(1, 29)] + \
-           [f"2026-{m:02d}-{d:02d}" for m in range(1, 6) for d in range(1, 29)]
+    days = [f"2025-{m:02d}-{d:02d}" for m in range(11, 13) for d in range(1, 29)] + [
+        f"2026-{m:02d}-{d:02d}" for m in range(1, 6) for d in range(1, 29)
+    ]
     for n in (len(days), 60, 20):
         svg = reports.html._x_labels(days[:n], reports.html._scales(n, 0, 1)[0])
         labels = _labels(svg)
@@ -129,16 +136,21 @@ def test_month_labels_never_overlap():
 
 
 def test_lines_of_equal_value_are_drawn_apart():
-    rows = [{"at": f"2026-01-{d:02d}", "tenant": t, "principals": 2, "who": "user:a, user:b"}
-            for d in range(1, 11) for t in ("prod", "staging", "research")]
+    rows = [
+        {"at": f"2026-01-{d:02d}", "tenant": t, "principals": 2, "who": "user:a, user:b"}
+        for d in range(1, 11)
+        for t in ("prod", "staging", "research")
+    ]
     svg = reports.html._privileged_chart({"rows": rows})
     heights = {re.findall(r'points="[\d.]+,([\d.]+)', line)[0] for line in re.findall(r"<polyline[^>]*>", svg)}
     assert len(heights) == 3
 
 
 def test_a_single_denied_read_among_many_allowed_is_visible():
-    rows = [{"day": f"2026-01-{d:02d}", "allowed": 500, "denied": 1 if d == 5 else 0, "unauthorised": 0,
-             "detail": None} for d in range(1, 29)]
+    rows = [
+        {"day": f"2026-01-{d:02d}", "allowed": 500, "denied": 1 if d == 5 else 0, "unauthorised": 0, "detail": None}
+        for d in range(1, 29)
+    ]
     svg = reports.html._secrets_chart({"rows": rows})
     denied = re.findall(r'<rect class="denied"[^>]*height="([\d.]+)"[^>]*fill="([^"]+)"', svg)
     assert len(denied) == 1

@@ -12,8 +12,13 @@ from ledger.app import AccessLedger
 T = "2026-01-01T{:02d}:00:00Z"
 #: admin (*:*) in prod breaks every rule with tenant sides; with org_admin (role:*), the one with an
 #: organization side too.
-ALICE = ["build-and-promote", "register-and-read-connector-secret", "define-roles-and-read-connector-secret",
-         "deploy-and-change-stacks", "manage-secrets-and-read-them"]
+ALICE = [
+    "build-and-promote",
+    "register-and-read-connector-secret",
+    "define-roles-and-read-connector-secret",
+    "deploy-and-change-stacks",
+    "manage-secrets-and-read-them",
+]
 
 
 def build_with_use(url: str) -> None:
@@ -42,9 +47,24 @@ def build_with_use(url: str) -> None:
 @pytest.fixture
 def started(ledger_url):
     build_with_use(ledger_url)
-    result = run(ledger_url, "review", "start", "Q3", "--tenant", "prod", "--tenant", "staging",
-                 "--reviewer", "user:carol", "--reviewer-for", "team:research=user:dana",
-                 "--fallback-reviewer", "user:erin", "--actor", "user:erin")
+    result = run(
+        ledger_url,
+        "review",
+        "start",
+        "Q3",
+        "--tenant",
+        "prod",
+        "--tenant",
+        "staging",
+        "--reviewer",
+        "user:carol",
+        "--reviewer-for",
+        "team:research=user:dana",
+        "--fallback-reviewer",
+        "user:erin",
+        "--actor",
+        "user:erin",
+    )
     assert result.exit_code == 0, result.output
     assert "campaign 'Q3' with 7 items" in result.output
     with AccessLedger.open(ledger_url) as led:  # uses after the start count for nothing
@@ -56,9 +76,14 @@ def started(ledger_url):
 def test_context_permissions_last_use_before_the_start_and_sod_conflicts(started):
     rows = {r["item"]: r for r in items(started)}
     assert [(r["principal"], r["role"], r["resource"]) for r in rows.values()] == [
-        ("service_account:ci", "viewer", None), ("user:alice", "admin", None), ("user:bob", "editor", None),
-        ("user:carol", "editor", None), ("user:carol", "viewer", None), ("user:frank", "builder", None),
-        ("user:zed", "viewer", "model/m")]
+        ("service_account:ci", "viewer", None),
+        ("user:alice", "admin", None),
+        ("user:bob", "editor", None),
+        ("user:carol", "editor", None),
+        ("user:carol", "viewer", None),
+        ("user:frank", "builder", None),
+        ("user:zed", "viewer", "model/m"),
+    ]
     assert rows[6]["permissions"] == ["model_version:promote", "pipeline:create"]
     assert rows[2]["permissions"] == ["*:*"] and rows[7]["permissions"] == ["*:read"]
     # alice: the secret read in prod (the staging read and the denied delete come after or elsewhere)
@@ -87,14 +112,35 @@ def test_context_is_not_hashed_and_the_table_is_brief(started):
 
 
 def test_reassign_then_only_the_new_reviewer_decides(started):
-    result = run(started, "review", "reassign", "Q3", "2", "3", "--to", "user:frank", "--actor", "user:erin",
-                 "--reason", "carol and dana are on leave")
+    result = run(
+        started,
+        "review",
+        "reassign",
+        "Q3",
+        "2",
+        "3",
+        "--to",
+        "user:frank",
+        "--actor",
+        "user:erin",
+        "--reason",
+        "carol and dana are on leave",
+    )
     assert result.exit_code == 0, result.output
     assert result.output.endswith("2 items of campaign 'Q3' to user:frank\n")
     assert [r["item"] for r in items(started, "--reviewer", "user:frank")] == [2, 3]
     assert [r["item"] for r in items(started, "--reviewer", "user:dana")] == [4, 5]
-    refused(started, "review", "decide", "Q3", "3", "keep", "--actor", "user:dana",
-            message="item 3 of review campaign 'Q3' is assigned to user:frank, not user:dana")
+    refused(
+        started,
+        "review",
+        "decide",
+        "Q3",
+        "3",
+        "keep",
+        "--actor",
+        "user:dana",
+        message="item 3 of review campaign 'Q3' is assigned to user:frank, not user:dana",
+    )
     decided = run(started, "review", "decide", "Q3", "3", "revoke", "--actor", "user:frank")
     assert decided.exit_code == 0, decided.output
     status = json.loads(run(started, "review", "status", "Q3", "--format", "json").output)
@@ -105,26 +151,46 @@ def test_reassign_then_only_the_new_reviewer_decides(started):
     assert items(started)[1]["reviewer"] == "user:carol"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["2", "--to", "user:frank", "--actor", "user:carol"],
-     "only the owner of review campaign 'Q3' (user:erin) reassigns its items, not user:carol"),
-    (["99", "--to", "user:frank", "--actor", "user:erin"], "item 99 is not an item of review campaign 'Q3' (it has 7)"),
-    (["x", "--to", "user:frank", "--actor", "user:erin"],
-     "item 'x' is not an item of review campaign 'Q3' (items are numbers)"),
-    (["2", "2", "--to", "user:frank", "--actor", "user:erin"], "item 2 is given twice"),
-    (["6", "--to", "user:frank", "--actor", "user:erin"],
-     "user:frank may not review item 6 of review campaign 'Q3': it is about their own access"),
-    (["1", "--to", "user:carol", "--actor", "user:erin"],
-     "user:carol may not review item 1 of review campaign 'Q3': it is a grant they made themselves"),
-    (["2", "--to", "user:carol", "--actor", "user:erin"],
-     "item 2 of review campaign 'Q3' is already assigned to user:carol"),
-    (["2", "--to", "user:nobody", "--actor", "user:erin"], "unknown user 'nobody'"),
-    (["2", "--to", "team:research", "--actor", "user:erin"],
-     "reviewer: 'team:research' must be a user or a service account"),
-    (["2", "--to", "user:gone", "--actor", "user:erin"], "reviewer: user:gone is deactivated"),
-    (["2", "--to", "user:frank", "--actor", "user:erin", "--reason", "x" * 2001],
-     "reason: longer than 2000 characters"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["2", "--to", "user:frank", "--actor", "user:carol"],
+            "only the owner of review campaign 'Q3' (user:erin) reassigns its items, not user:carol",
+        ),
+        (
+            ["99", "--to", "user:frank", "--actor", "user:erin"],
+            "item 99 is not an item of review campaign 'Q3' (it has 7)",
+        ),
+        (
+            ["x", "--to", "user:frank", "--actor", "user:erin"],
+            "item 'x' is not an item of review campaign 'Q3' (items are numbers)",
+        ),
+        (["2", "2", "--to", "user:frank", "--actor", "user:erin"], "item 2 is given twice"),
+        (
+            ["6", "--to", "user:frank", "--actor", "user:erin"],
+            "user:frank may not review item 6 of review campaign 'Q3': it is about their own access",
+        ),
+        (
+            ["1", "--to", "user:carol", "--actor", "user:erin"],
+            "user:carol may not review item 1 of review campaign 'Q3': it is a grant they made themselves",
+        ),
+        (
+            ["2", "--to", "user:carol", "--actor", "user:erin"],
+            "item 2 of review campaign 'Q3' is already assigned to user:carol",
+        ),
+        (["2", "--to", "user:nobody", "--actor", "user:erin"], "unknown user 'nobody'"),
+        (
+            ["2", "--to", "team:research", "--actor", "user:erin"],
+            "reviewer: 'team:research' must be a user or a service account",
+        ),
+        (["2", "--to", "user:gone", "--actor", "user:erin"], "reviewer: user:gone is deactivated"),
+        (
+            ["2", "--to", "user:frank", "--actor", "user:erin", "--reason", "x" * 2001],
+            "reason: longer than 2000 characters",
+        ),
+    ],
+)
 def test_reassign_refusals_are_one_line_and_write_nothing(started, args, message):
     with AccessLedger.open(started) as led:
         led.create_user("gone")
@@ -134,31 +200,69 @@ def test_reassign_refusals_are_one_line_and_write_nothing(started, args, message
 
 def test_no_reassignment_of_a_decided_item_nor_after_close(started):
     assert run(started, "review", "decide", "Q3", "3", "keep", "--actor", "user:dana").exit_code == 0
-    refused(started, "review", "reassign", "Q3", "2", "3", "--to", "user:frank", "--actor", "user:erin",
-            message="item 3 of review campaign 'Q3' is already decided (keep)")
+    refused(
+        started,
+        "review",
+        "reassign",
+        "Q3",
+        "2",
+        "3",
+        "--to",
+        "user:frank",
+        "--actor",
+        "user:erin",
+        message="item 3 of review campaign 'Q3' is already decided (keep)",
+    )
     assert run(started, "review", "close", "Q3", "--leave-exceptions", "--actor", "system").exit_code == 0
-    refused(started, "review", "reassign", "Q3", "2", "--to", "user:frank", "--actor", "user:erin",
-            message="review campaign 'Q3' is closed: no reassignment after close")
+    refused(
+        started,
+        "review",
+        "reassign",
+        "Q3",
+        "2",
+        "--to",
+        "user:frank",
+        "--actor",
+        "user:erin",
+        message="review campaign 'Q3' is closed: no reassignment after close",
+    )
 
 
 def _line(**fields) -> str:
     from ledger.timeutil import format_instant, now
 
-    return json.dumps({"type": "ReviewReassigned", "at": format_instant(now()), "actor": "user:erin",
-                       "campaign": "Q3", "items": [2], "reviewer": "user:frank", **fields}) + "\n"
+    return (
+        json.dumps(
+            {
+                "type": "ReviewReassigned",
+                "at": format_instant(now()),
+                "actor": "user:erin",
+                "campaign": "Q3",
+                "items": [2],
+                "reviewer": "user:frank",
+                **fields,
+            }
+        )
+        + "\n"
+    )
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"actor": "user:carol"},
-     "actor: only the owner of review campaign 'Q3' (user:erin) reassigns its items, not user:carol"),
-    ({"items": [8]}, "items: 8 is not an item of review campaign 'Q3' (it has 7)"),
-    ({"items": [2, 2]}, "items: item 2 is given twice"),
-    ({"items": [3]}, "items: item 3 of review campaign 'Q3' is already decided (keep)"),
-    ({"items": []}, "items: List should have at least 1 item after validation, not 0"),
-    ({"reviewer": "user:zed"}, "reviewer: user:zed is deactivated"),
-    ({"reviewer": "team:research"}, "reviewer: 'team:research' must be a user or a service account"),
-    ({"campaign": "Q4"}, "campaign: unknown review campaign 'Q4'"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (
+            {"actor": "user:carol"},
+            "actor: only the owner of review campaign 'Q3' (user:erin) reassigns its items, not user:carol",
+        ),
+        ({"items": [8]}, "items: 8 is not an item of review campaign 'Q3' (it has 7)"),
+        ({"items": [2, 2]}, "items: item 2 is given twice"),
+        ({"items": [3]}, "items: item 3 of review campaign 'Q3' is already decided (keep)"),
+        ({"items": []}, "items: List should have at least 1 item after validation, not 0"),
+        ({"reviewer": "user:zed"}, "reviewer: user:zed is deactivated"),
+        ({"reviewer": "team:research"}, "reviewer: 'team:research' must be a user or a service account"),
+        ({"campaign": "Q4"}, "campaign: unknown review campaign 'Q4'"),
+    ],
+)
 def test_import_refuses_a_reassignment_the_campaign_cannot_take(started, tmp_path, fields, message):
     assert run(started, "review", "decide", "Q3", "3", "keep", "--actor", "user:dana").exit_code == 0
     with AccessLedger.open(started) as led:
@@ -172,19 +276,40 @@ def test_import_refuses_a_reassignment_after_close(started, tmp_path):
     assert run(started, "review", "close", "Q3", "--leave-exceptions", "--actor", "system").exit_code == 0
     path = tmp_path / "reassign.jsonl"
     path.write_text(_line())
-    refused(started, "import", str(path),
-            message="line 1: campaign: review campaign 'Q3' is closed: no reassignment after close")
+    refused(
+        started,
+        "import",
+        str(path),
+        message="line 1: campaign: review campaign 'Q3' is closed: no reassignment after close",
+    )
 
 
 def test_export_import_round_trip_with_a_reassignment(started, url_factory, tmp_path):
-    assert run(started, "review", "reassign", "Q3", "3", "4", "--to", "user:frank", "--actor", "user:erin",
-               "--reason", "dana is on leave").exit_code == 0
+    assert (
+        run(
+            started,
+            "review",
+            "reassign",
+            "Q3",
+            "3",
+            "4",
+            "--to",
+            "user:frank",
+            "--actor",
+            "user:erin",
+            "--reason",
+            "dana is on leave",
+        ).exit_code
+        == 0
+    )
     assert run(started, "review", "decide", "Q3", "3", "revoke", "--actor", "user:frank").exit_code == 0
     assert run(started, "review", "close", "Q3", "--leave-exceptions", "--actor", "system").exit_code == 0
     exported = run(started, "export")
     assert exported.exit_code == 0
-    assert ('"type":"ReviewReassigned","at":' in exported.output
-            and '"campaign":"Q3","items":[3,4],"reviewer":"user:frank","reason":"dana is on leave"' in exported.output)
+    assert (
+        '"type":"ReviewReassigned","at":' in exported.output
+        and '"campaign":"Q3","items":[3,4],"reviewer":"user:frank","reason":"dana is on leave"' in exported.output
+    )
     path = tmp_path / "events.jsonl"
     path.write_text(exported.output)
     other = url_factory("copy")
@@ -196,7 +321,9 @@ def test_export_import_round_trip_with_a_reassignment(started, url_factory, tmp_
     copied = items(other)
     assert copied == items(started)
     assert [(r["item"], r["reviewer"], r["outcome"]) for r in copied if r["reviewer"] == "user:frank"] == [
-        (3, "user:frank", "revoke"), (4, "user:frank", "exception")]
+        (3, "user:frank", "revoke"),
+        (4, "user:frank", "exception"),
+    ]
     # The audits' warehouse takes the new event type in its sync like any other.
     warehouse = str(tmp_path / "w.duckdb")
     audit = run(other, "audit", "hygiene", "--format", "json", "--warehouse", warehouse)

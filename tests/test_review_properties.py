@@ -28,8 +28,12 @@ TENANTS = ("prod", "staging")
 _examples = itertools.count()
 
 # A grant: (role, holder: a person, the CI service account or the team, tenant).
-grants = st.lists(st.tuples(st.sampled_from(ROLES), st.sampled_from((*PEOPLE, "ci", "team")), st.sampled_from(TENANTS)),
-                  min_size=1, max_size=8, unique=True)
+grants = st.lists(
+    st.tuples(st.sampled_from(ROLES), st.sampled_from((*PEOPLE, "ci", "team")), st.sampled_from(TENANTS)),
+    min_size=1,
+    max_size=8,
+    unique=True,
+)
 
 
 def _holder(name: str) -> str:
@@ -66,15 +70,33 @@ def _paths(state, item: dict, instant: str) -> list[tuple]:
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(drawn=grants, members=st.lists(st.sampled_from(PEOPLE), max_size=3, unique=True),
-       decisions=st.lists(st.sampled_from(["keep", "revoke", None]), min_size=30, max_size=30),
-       undecided=st.sampled_from(["--keep-undecided", "--revoke-undecided", "--leave-exceptions"]))
+@given(
+    drawn=grants,
+    members=st.lists(st.sampled_from(PEOPLE), max_size=3, unique=True),
+    decisions=st.lists(st.sampled_from(["keep", "revoke", None]), min_size=30, max_size=30),
+    undecided=st.sampled_from(["--keep-undecided", "--revoke-undecided", "--leave-exceptions"]),
+)
 def test_population_is_audit_review_and_close_revokes_exactly_the_revoked_items(
-        url_factory, tmp_path, drawn, members, decisions, undecided):
+    url_factory, tmp_path, drawn, members, decisions, undecided
+):
     url = url_factory(f"prop{next(_examples)}")
     _build(url, drawn, members)
-    started = run(url, "review", "start", "Q", "--tenant", "prod", "--tenant", "staging", "--reviewer", "user:rev",
-                  "--fallback-reviewer", "user:fallback", "--at", START)
+    started = run(
+        url,
+        "review",
+        "start",
+        "Q",
+        "--tenant",
+        "prod",
+        "--tenant",
+        "staging",
+        "--reviewer",
+        "user:rev",
+        "--fallback-reviewer",
+        "user:fallback",
+        "--at",
+        START,
+    )
     assert started.exit_code == 0, started.output
     items = json.loads(run(url, "review", "items", "Q", "--format", "json").stdout)
 
@@ -82,8 +104,9 @@ def test_population_is_audit_review_and_close_revokes_exactly_the_revoked_items(
     warehouse = str(tmp_path / f"w{next(_examples)}.duckdb")
     listed = run(url, "audit", "review", "--at", START, "--format", "json", "--warehouse", warehouse)
     assert listed.exit_code == 0, listed.output
-    held = {(r["who"], r["role"], r["tenant"], r["via_team"]) for r in json.loads(listed.stdout)
-            if r["tenant"] in TENANTS}
+    held = {
+        (r["who"], r["role"], r["tenant"], r["via_team"]) for r in json.loads(listed.stdout) if r["tenant"] in TENANTS
+    }
     assert sorted(held, key=str) == sorted({(r["principal"], r["role"], r["tenant"], r["via"]) for r in items}, key=str)
     assert len(items) == len({(r["principal"], r["role"], r["tenant"], r["via"]) for r in items})
 

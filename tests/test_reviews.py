@@ -62,9 +62,24 @@ def build(url: str) -> None:
 @pytest.fixture
 def reviewed(ledger_url):
     build(ledger_url)
-    result = run(ledger_url, "review", "start", "Q3", "--tenant", "prod", "--tenant", "staging",
-                 "--reviewer", "user:carol", "--reviewer-for", "team:research=user:dana",
-                 "--fallback-reviewer", "user:erin", "--due", "+30d")
+    result = run(
+        ledger_url,
+        "review",
+        "start",
+        "Q3",
+        "--tenant",
+        "prod",
+        "--tenant",
+        "staging",
+        "--reviewer",
+        "user:carol",
+        "--reviewer-for",
+        "team:research=user:dana",
+        "--fallback-reviewer",
+        "user:erin",
+        "--due",
+        "+30d",
+    )
     assert result.exit_code == 0, result.output
     assert "campaign 'Q3' with 5 items" in result.output
     return ledger_url
@@ -120,18 +135,31 @@ def test_reviewer_filter_and_open_filter(reviewed):
     assert list(csv.DictReader(io.StringIO(result.output)))[2]["decision"] == "keep"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["1", "keep", "--actor", "user:carol"],
-     "user:carol may not decide item 1 of review campaign 'Q3': it is a grant they made themselves "
-     "(it goes to the fallback reviewer)"),
-    (["5", "keep", "--actor", "user:carol"],
-     "user:carol may not decide item 5 of review campaign 'Q3': it is about their own access "
-     "(it goes to the fallback reviewer)"),
-    (["1", "keep", "--actor", "user:dana"], "item 1 of review campaign 'Q3' is assigned to user:erin, not user:dana"),
-    (["2", "keep", "--actor", "user:carol"], "item 2 is privileged (admin in prod): keeping it needs a reason"),
-    (["9", "revoke", "--actor", "user:dana"], "item 9 is not an item of review campaign 'Q3' (it has 5)"),
-    (["x", "revoke", "--actor", "user:dana"], "item 'x' is not an item of review campaign 'Q3' (items are numbers)"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["1", "keep", "--actor", "user:carol"],
+            "user:carol may not decide item 1 of review campaign 'Q3': it is a grant they made themselves "
+            "(it goes to the fallback reviewer)",
+        ),
+        (
+            ["5", "keep", "--actor", "user:carol"],
+            "user:carol may not decide item 5 of review campaign 'Q3': it is about their own access "
+            "(it goes to the fallback reviewer)",
+        ),
+        (
+            ["1", "keep", "--actor", "user:dana"],
+            "item 1 of review campaign 'Q3' is assigned to user:erin, not user:dana",
+        ),
+        (["2", "keep", "--actor", "user:carol"], "item 2 is privileged (admin in prod): keeping it needs a reason"),
+        (["9", "revoke", "--actor", "user:dana"], "item 9 is not an item of review campaign 'Q3' (it has 5)"),
+        (
+            ["x", "revoke", "--actor", "user:dana"],
+            "item 'x' is not an item of review campaign 'Q3' (items are numbers)",
+        ),
+    ],
+)
 def test_decide_refusals_are_one_line_and_write_nothing(reviewed, args, message):
     refused(reviewed, "review", "decide", "Q3", *args, message=message)
 
@@ -141,29 +169,76 @@ def test_decide_records_the_reviewer_and_reason_and_refuses_a_second_decision(re
     assert result.exit_code == 0, result.output
     row = items(reviewed)[1]
     assert (row["decision"], row["reason"], row["outcome"]) == ("keep", "on call", "keep")
-    refused(reviewed, "review", "decide", "Q3", "2", "revoke", "--actor", "user:carol",
-            message="item 2 of review campaign 'Q3' is already decided (keep)")
+    refused(
+        reviewed,
+        "review",
+        "decide",
+        "Q3",
+        "2",
+        "revoke",
+        "--actor",
+        "user:carol",
+        message="item 2 of review campaign 'Q3' is already decided (keep)",
+    )
 
 
 def test_unknown_campaign_and_duplicate_name_are_refused(reviewed):
-    refused(reviewed, "review", "decide", "Q4", "1", "keep", "--actor", "user:erin",
-            message="unknown review campaign 'Q4' (campaigns: Q3)")
-    refused(reviewed, "review", "start", "Q3", "--tenant", "prod", "--reviewer", "user:erin",
-            message="review campaign 'Q3' already exists")
-    refused(reviewed, "review", "start", "Q4", "--tenant", "prod", "--reviewer", "user:erin",
-            "--reviewer-for", "research=user:dana",
-            message="--reviewer-for: 'research=user:dana' is not team:NAME=PRINCIPAL")
+    refused(
+        reviewed,
+        "review",
+        "decide",
+        "Q4",
+        "1",
+        "keep",
+        "--actor",
+        "user:erin",
+        message="unknown review campaign 'Q4' (campaigns: Q3)",
+    )
+    refused(
+        reviewed,
+        "review",
+        "start",
+        "Q3",
+        "--tenant",
+        "prod",
+        "--reviewer",
+        "user:erin",
+        message="review campaign 'Q3' already exists",
+    )
+    refused(
+        reviewed,
+        "review",
+        "start",
+        "Q4",
+        "--tenant",
+        "prod",
+        "--reviewer",
+        "user:erin",
+        "--reviewer-for",
+        "research=user:dana",
+        message="--reviewer-for: 'research=user:dana' is not team:NAME=PRINCIPAL",
+    )
 
 
 def test_start_without_a_reviewer_who_may_decide_every_item_is_refused(reviewed):
-    refused(reviewed, "review", "start", "Q4", "--tenant", "prod", "--reviewer", "user:carol",
-            message="item 1 (service_account:ci, viewer in prod) has no reviewer who may decide it: "
-                    "user:carol may not (it is a grant they made themselves); give --fallback-reviewer")
+    refused(
+        reviewed,
+        "review",
+        "start",
+        "Q4",
+        "--tenant",
+        "prod",
+        "--reviewer",
+        "user:carol",
+        message="item 1 (service_account:ci, viewer in prod) has no reviewer who may decide it: "
+        "user:carol may not (it is a grant they made themselves); give --fallback-reviewer",
+    )
 
 
 def test_start_privileged_only_takes_only_privileged_items(reviewed):
-    result = run(reviewed, "review", "start", "admins", "--tenant", "prod", "--reviewer", "user:dana",
-                 "--privileged-only")
+    result = run(
+        reviewed, "review", "start", "admins", "--tenant", "prod", "--reviewer", "user:dana", "--privileged-only"
+    )
     assert result.exit_code == 0, result.output
     out = run(reviewed, "review", "items", "admins", "--format", "json")
     assert [(r["principal"], r["role"]) for r in json.loads(out.output)] == [("user:alice", "admin")]
@@ -186,8 +261,10 @@ def test_batch_records_every_decision_in_one_transaction(reviewed, tmp_path):
 def test_batch_with_one_refused_row_writes_nothing(reviewed, tmp_path):
     for text, message in [
         ("item,decision,reason\n3,revoke,left\n3,keep,\n", "line 3: item 3 is given twice"),
-        ("3,revoke,left\n1,keep,fine\n",
-         "line 2: item 1 of review campaign 'Q3' is assigned to user:erin, not user:dana"),
+        (
+            "3,revoke,left\n1,keep,fine\n",
+            "line 2: item 1 of review campaign 'Q3' is assigned to user:erin, not user:dana",
+        ),
         ("3,maybe,\n", "line 1: decision 'maybe' is not keep or revoke"),
     ]:
         path = write_batch(tmp_path, text)
@@ -210,8 +287,9 @@ def test_close_revokes_in_the_same_transaction_naming_campaign_and_item(reviewed
     assert len(events) == 3  # one write: the close and its removals, nothing between
     assert events[0]["undecided"] == "exception" and events[0]["auto_revoke"] is True
     assert events[1]["reason"] == "access review Q3 item 1: revoke"
-    assert events[2]["reason"] == ("access review Q3 item 3: revoke "
-                                   "(team membership removed: editor in prod via team research)")
+    assert events[2]["reason"] == (
+        "access review Q3 item 3: revoke (team membership removed: editor in prod via team research)"
+    )
     assert ("viewer", "service_account:ci", "prod") not in held
     assert "user:bob" not in state.members["research"]
     assert not state.allows("user:bob", "read", "model/m", "prod", events[-1]["at"])
@@ -230,17 +308,34 @@ def test_close_revokes_in_the_same_transaction_naming_campaign_and_item(reviewed
 
 def test_no_decision_after_close_and_no_second_close(reviewed):
     assert run(reviewed, "review", "close", "Q3", "--keep-undecided", "--actor", "system").exit_code == 0
-    refused(reviewed, "review", "decide", "Q3", "3", "revoke", "--actor", "user:dana",
-            message="review campaign 'Q3' is closed: no decision after close")
-    refused(reviewed, "review", "close", "Q3", "--actor", "system",
-            message="review campaign 'Q3' is already closed")
+    refused(
+        reviewed,
+        "review",
+        "decide",
+        "Q3",
+        "3",
+        "revoke",
+        "--actor",
+        "user:dana",
+        message="review campaign 'Q3' is closed: no decision after close",
+    )
+    refused(reviewed, "review", "close", "Q3", "--actor", "system", message="review campaign 'Q3' is already closed")
     assert [r["outcome"] for r in items(reviewed)] == ["keep"] * 5
 
 
 def test_close_refuses_both_undecided_options(reviewed):
-    refused(reviewed, "review", "close", "Q3", "--revoke-undecided", "--keep-undecided", "--actor", "system",
-            message="give one of --revoke-undecided, --keep-undecided, --leave-exceptions, not --revoke-undecided "
-                    "and --keep-undecided")
+    refused(
+        reviewed,
+        "review",
+        "close",
+        "Q3",
+        "--revoke-undecided",
+        "--keep-undecided",
+        "--actor",
+        "system",
+        message="give one of --revoke-undecided, --keep-undecided, --leave-exceptions, not --revoke-undecided "
+        "and --keep-undecided",
+    )
 
 
 def test_revoke_undecided_removes_every_undecided_item(reviewed):
@@ -251,8 +346,12 @@ def test_revoke_undecided_removes_every_undecided_item(reviewed):
     with AccessLedger.open(reviewed) as led:
         held = {(g["role"], g["principal"]) for g in led.grants()}
         members = Timeline(led, persist=False).current().members["research"]
-    assert held == {("admin", "user:alice"), ("editor", "team:research"), ("viewer", "user:alice"),
-                    ("viewer", "user:zed")}
+    assert held == {
+        ("admin", "user:alice"),
+        ("editor", "team:research"),
+        ("viewer", "user:alice"),
+        ("viewer", "user:zed"),
+    }
     assert members == {}
 
 
@@ -262,8 +361,23 @@ def test_items_of_one_team_membership_are_decided_alike(ledger_url, tmp_path):
     build(ledger_url)
     with AccessLedger.open(ledger_url) as led:
         led.assign_role("viewer", "team:research", tenant="staging", at=T0)
-    assert run(ledger_url, "review", "start", "Q3", "--tenant", "prod", "--tenant", "staging", "--reviewer",
-               "user:dana", "--fallback-reviewer", "user:erin").exit_code == 0
+    assert (
+        run(
+            ledger_url,
+            "review",
+            "start",
+            "Q3",
+            "--tenant",
+            "prod",
+            "--tenant",
+            "staging",
+            "--reviewer",
+            "user:dana",
+            "--fallback-reviewer",
+            "user:erin",
+        ).exit_code
+        == 0
+    )
     rows = items(ledger_url)
     bob = [r["item"] for r in rows if r["principal"] == "user:bob"]
     assert len(bob) == 2 and all(r["via"] == "research" for r in rows if r["principal"] == "user:bob")
@@ -272,7 +386,9 @@ def test_items_of_one_team_membership_are_decided_alike(ledger_url, tmp_path):
     path.write_text(f"item,decision,reason\n{bob[0]},keep,on the team\n{bob[1]},revoke,not needed\n")
     batch = run(ledger_url, "review", "decide", "Q3", "--batch", str(path), "--actor", "user:dana")
     assert batch.exit_code == 2 and batch.stderr.count("\n") == 1, batch.output
-    assert f"line 3: item {bob[1]} and item {bob[0]} (decided keep) both come from user:bob's membership" in batch.stderr
+    assert (
+        f"line 3: item {bob[1]} and item {bob[0]} (decided keep) both come from user:bob's membership" in batch.stderr
+    )
     assert head(ledger_url) == before
     assert run(ledger_url, "review", "decide", "Q3", str(bob[0]), "revoke", "--actor", "user:dana").exit_code == 0
     mixed = run(ledger_url, "review", "decide", "Q3", str(bob[1]), "keep", "--reason", "x", "--actor", "user:dana")
@@ -315,7 +431,12 @@ def test_status_and_list(reviewed):
     assert listed.exit_code == 0
     (row,) = json.loads(listed.output)
     assert (row["campaign"], row["status"], row["tenants"], row["items"], row["decided"]) == (
-        "Q3", "open", "prod,staging", 5, 1)
+        "Q3",
+        "open",
+        "prod,staging",
+        5,
+        1,
+    )
 
 
 def test_export_import_round_trip_gives_the_same_chain(reviewed, url_factory, tmp_path):
@@ -341,8 +462,15 @@ def test_export_import_round_trip_gives_the_same_chain(reviewed, url_factory, tm
 def test_import_refuses_a_decision_the_campaign_cannot_take(reviewed, tmp_path):
     from ledger.timeutil import format_instant, now
 
-    line = {"type": "ReviewDecided", "at": format_instant(now()), "actor": "user:dana", "campaign": "Q3",
-            "item": 6, "decision": "keep", "reviewer": "user:dana"}
+    line = {
+        "type": "ReviewDecided",
+        "at": format_instant(now()),
+        "actor": "user:dana",
+        "campaign": "Q3",
+        "item": 6,
+        "decision": "keep",
+        "reviewer": "user:dana",
+    }
     path = tmp_path / "late.jsonl"
     path.write_text(json.dumps(line) + "\n")
     refused(reviewed, "import", str(path), message="line 1: item: 6 is not an item of review campaign 'Q3' (it has 5)")
@@ -358,39 +486,68 @@ def test_an_imported_campaign_is_re_derived_and_a_wrong_population_hash_is_caugh
     assert listed.exit_code == 0, listed.output
     (row,) = json.loads(listed.output)
     assert (row["campaign"], row["status"], row["items"], row["revoked"], row["revocations_open"]) == (
-        "q1", "closed", 2, 1, 0)
+        "q1",
+        "closed",
+        2,
+        1,
+        0,
+    )
     forged = [dict(e, population_sha256="0" * 64) if e["type"] == "ReviewStarted" else e for e in HISTORY]
     other = url_factory("forged")
     with AccessLedger.open(other, create=True) as led:
         led.import_lines(jsonl(forged))
     result = run(other, "review", "items", "q1")
     assert result.exit_code == 2
-    assert result.stderr == ("Error: review campaign 'q1': the population re-derived at position 30 does not match "
-                             "its start event (count or SHA-256): run `access-ledger verify`\n")
+    assert result.stderr == (
+        "Error: review campaign 'q1': the population re-derived at position 30 does not match "
+        "its start event (count or SHA-256): run `access-ledger verify`\n"
+    )
 
 
 _examples = iter(range(10**6))
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(choices=st.lists(st.sampled_from(["keep", "revoke", None]), min_size=5, max_size=5),
-       undecided=st.sampled_from(["keep", "revoke", "exception"]))
+@given(
+    choices=st.lists(st.sampled_from(["keep", "revoke", None]), min_size=5, max_size=5),
+    undecided=st.sampled_from(["keep", "revoke", "exception"]),
+)
 def test_after_close_every_revoked_item_is_gone_and_every_other_is_unchanged(url_factory, choices, undecided):
     url = url_factory(f"p{next(_examples)}")
     build(url)
     with AccessLedger.open(url) as led:
-        event, _ = start_event(led, "Q", ["prod", "staging"], "user:carol", ["team:research=user:dana"],
-                               "user:erin", False, None, None, "system", None)
+        event, _ = start_event(
+            led,
+            "Q",
+            ["prod", "staging"],
+            "user:carol",
+            ["team:research=user:dana"],
+            "user:erin",
+            False,
+            None,
+            None,
+            "system",
+            None,
+        )
         led.append(event)
         c = campaign(led, "Q")
         population = derive(led, c)
-        decisions = [decision_event(c, population, r["item"], d, "why", r["reviewer"])
-                     for r, d in zip(population, choices) if d is not None]
+        decisions = [
+            decision_event(c, population, r["item"], d, "why", r["reviewer"])
+            for r, d in zip(population, choices)
+            if d is not None
+        ]
         if decisions:
             led.append_many(decisions)
         c = campaign(led, "Q")
-        close = {"type": "ReviewClosed", "at": None, "actor": "system", "campaign": "Q", "undecided": undecided,
-                 "auto_revoke": True}
+        close = {
+            "type": "ReviewClosed",
+            "at": None,
+            "actor": "system",
+            "campaign": "Q",
+            "undecided": undecided,
+            "auto_revoke": True,
+        }
         led.append_many([close, *removals(c, population, undecided, Timeline(led).current(), "system")])
         after = Timeline(led, persist=False).current()
     for r, d in zip(population, choices):
@@ -401,8 +558,9 @@ def test_the_exported_review_sheet_imports_back_as_a_batch(reviewed, tmp_path):
     """`review items --format csv --out`, decisions filled in by a spreadsheet (UTF-8 BOM, CRLF, `Keep` and
     `REVOKE`), then `review decide --batch` of the same file: the other columns are ignored, empty rows skipped."""
     sheet = tmp_path / "items.csv"
-    exported = run(reviewed, "review", "items", "Q3", "--reviewer", "user:dana", "--open", "--format", "csv",
-                   "--out", str(sheet))
+    exported = run(
+        reviewed, "review", "items", "Q3", "--reviewer", "user:dana", "--open", "--format", "csv", "--out", str(sheet)
+    )
     assert exported.exit_code == 0, exported.output
     rows = list(csv.DictReader(io.StringIO(sheet.read_text(encoding="utf-8"))))
     assert [r["item"] for r in rows] == ["3", "4", "5"]
@@ -416,15 +574,22 @@ def test_the_exported_review_sheet_imports_back_as_a_batch(reviewed, tmp_path):
     result = run(reviewed, "review", "decide", "Q3", "--batch", str(sheet), "--actor", "user:dana")
     assert result.exit_code == 0, result.output
     decided = {r["item"]: (r["decision"], r["reason"]) for r in items(reviewed)}
-    assert decided == {1: (None, None), 2: (None, None), 3: ("revoke", "left the team"), 4: (None, None),
-                       5: ("keep", "needs prod")}
+    assert decided == {
+        1: (None, None),
+        2: (None, None),
+        3: ("revoke", "left the team"),
+        4: (None, None),
+        5: ("keep", "needs prod"),
+    }
 
 
 def test_a_sheet_without_a_decision_column_or_with_a_bad_decision_is_refused(reviewed, tmp_path):
     for text, message in [
         ("item,principal,role\n3,user:bob,editor\n", "line 1: a sheet needs the columns item and decision"),
-        ("\ufeffitem,principal,decision,reason\r\n3,user:bob,maybe,\r\n",
-         "line 2: decision 'maybe' is not keep or revoke"),
+        (
+            "\ufeffitem,principal,decision,reason\r\n3,user:bob,maybe,\r\n",
+            "line 2: decision 'maybe' is not keep or revoke",
+        ),
         ("item,decision,decision\n3,keep,revoke\n", "line 1: the column decision is given twice"),
         ("item,decision,reason\n", "no decisions in the file"),
     ]:
@@ -436,12 +601,27 @@ def test_a_sheet_without_a_decision_column_or_with_a_bad_decision_is_refused(rev
 def test_only_the_owner_or_a_member_updater_closes_a_campaign(reviewed):
     """The owner here is `system` (who started it). A reviewer may not close it; a holder of member:update in
     the organization (org_admin) may."""
-    refused(reviewed, "review", "close", "Q3", "--actor", "user:dana",
-            message="only the owner of review campaign 'Q3' (system) or a holder of member:update in the "
-                    "organization closes it, not user:dana")
-    refused(reviewed, "review", "close", "Q3", "--leave-exceptions", "--actor", "user:alice",  # a tenant admin
-            message="only the owner of review campaign 'Q3' (system) or a holder of member:update in the "
-                    "organization closes it, not user:alice")
+    refused(
+        reviewed,
+        "review",
+        "close",
+        "Q3",
+        "--actor",
+        "user:dana",
+        message="only the owner of review campaign 'Q3' (system) or a holder of member:update in the "
+        "organization closes it, not user:dana",
+    )
+    refused(
+        reviewed,
+        "review",
+        "close",
+        "Q3",
+        "--leave-exceptions",
+        "--actor",
+        "user:alice",  # a tenant admin
+        message="only the owner of review campaign 'Q3' (system) or a holder of member:update in the "
+        "organization closes it, not user:alice",
+    )
     assert run(reviewed, "role", "assign", "org_admin", "--to", "user:zed").exit_code == 0
     closed = run(reviewed, "review", "close", "Q3", "--leave-exceptions", "--actor", "user:zed")
     assert closed.exit_code == 0, closed.output
@@ -451,12 +631,26 @@ def test_only_the_owner_or_a_member_updater_closes_a_campaign(reviewed):
 
 
 def test_close_with_undecided_items_needs_to_be_told_what_they_become(reviewed):
-    refused(reviewed, "review", "close", "Q3", "--actor", "system",
-            message="review campaign 'Q3' has 5 undecided items: close with --revoke-undecided, --keep-undecided "
-                    "or --leave-exceptions")
-    refused(reviewed, "review", "close", "Q3", "--keep-undecided", "--leave-exceptions",
-            message="give one of --revoke-undecided, --keep-undecided, --leave-exceptions, not --keep-undecided "
-                    "and --leave-exceptions")
+    refused(
+        reviewed,
+        "review",
+        "close",
+        "Q3",
+        "--actor",
+        "system",
+        message="review campaign 'Q3' has 5 undecided items: close with --revoke-undecided, --keep-undecided "
+        "or --leave-exceptions",
+    )
+    refused(
+        reviewed,
+        "review",
+        "close",
+        "Q3",
+        "--keep-undecided",
+        "--leave-exceptions",
+        message="give one of --revoke-undecided, --keep-undecided, --leave-exceptions, not --keep-undecided "
+        "and --leave-exceptions",
+    )
     closed = run(reviewed, "review", "close", "Q3", "--leave-exceptions")
     assert closed.exit_code == 0, closed.output
     assert [r["outcome"] for r in items(reviewed)] == ["exception"] * 5

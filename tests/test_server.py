@@ -48,12 +48,14 @@ class Running:
     process: subprocess.Popen
 
     def get(self, path: str, token: str | None = "read", headers: dict | None = None, **kw) -> httpx.Response:
-        return httpx.get(self.base + path, headers={**_auth(self.tokens.get(token, token)), **(headers or {})},
-                         timeout=30, **kw)
+        return httpx.get(
+            self.base + path, headers={**_auth(self.tokens.get(token, token)), **(headers or {})}, timeout=30, **kw
+        )
 
     def post(self, path: str, token: str | None = "read", headers: dict | None = None, **kw) -> httpx.Response:
-        return httpx.post(self.base + path, headers={**_auth(self.tokens.get(token, token)), **(headers or {})},
-                          timeout=30, **kw)
+        return httpx.post(
+            self.base + path, headers={**_auth(self.tokens.get(token, token)), **(headers or {})}, timeout=30, **kw
+        )
 
 
 def _auth(token: str | None) -> dict[str, str]:
@@ -76,26 +78,46 @@ def build(url: str) -> dict[str, str]:
         led.add_team_member("research", "user:alice", at="2026-01-02T00:00:00Z")
         led.create_role("ds", "tenant", ["model:promote"], base="editor", at="2026-01-02T00:00:00Z")
         led.assign_role("ds", "team:research", tenant="prod", reason="SEC-7", at="2026-01-03T00:00:00Z")
-        led.assign_role("viewer", "user:bob", tenant="prod", expires_at="2026-02-10T00:00:00Z",
-                        at="2026-01-03T00:00:00Z")
+        led.assign_role(
+            "viewer", "user:bob", tenant="prod", expires_at="2026-02-10T00:00:00Z", at="2026-01-03T00:00:00Z"
+        )
         led.assign_role("org_viewer", "user:carol", at="2026-01-04T00:00:00Z")
-        led.assign_role("admin", "service_account:ci", tenant="prod", resource="model/fraud",
-                        at="2026-01-04T00:00:00Z")
+        led.assign_role("admin", "service_account:ci", tenant="prod", resource="model/fraud", at="2026-01-04T00:00:00Z")
         token, token_id, digest = new_token()
-        led.append({"type": "TokenIssued", "at": "2026-01-05T00:00:00Z", "actor": "system", "token_id": token_id,
-                    "principal": "service_account:ci", "scopes": ["read"], "expires_at": "2026-01-06T00:00:00Z",
-                    "secret_sha256": digest})
+        led.append(
+            {
+                "type": "TokenIssued",
+                "at": "2026-01-05T00:00:00Z",
+                "actor": "system",
+                "token_id": token_id,
+                "principal": "service_account:ci",
+                "scopes": ["read"],
+                "expires_at": "2026-01-06T00:00:00Z",
+                "secret_sha256": digest,
+            }
+        )
         tokens["expired"] = token
         token, token_id, digest = new_token()
-        led.append({"type": "TokenIssued", "at": "2026-01-05T00:00:00Z", "actor": "system", "token_id": token_id,
-                    "principal": "user:dave", "scopes": ["read"], "secret_sha256": digest})
+        led.append(
+            {
+                "type": "TokenIssued",
+                "at": "2026-01-05T00:00:00Z",
+                "actor": "system",
+                "token_id": token_id,
+                "principal": "user:dave",
+                "scopes": ["read"],
+                "secret_sha256": digest,
+            }
+        )
         tokens["inactive"] = token
         led.deactivate_user("dave", at="2026-01-07T00:00:00Z")
-        for name, principal, scopes in (("read", "service_account:ci", ["read"]),
-                                        ("report", "service_account:platform", ["report"]),
-                                        ("audit", "service_account:auditor", ["audit"]),
-                                        ("admin", "service_account:root", ["admin", "report"]),
-                                        ("revoked", "service_account:ci", ["read"])):
+        for name, principal, scopes in (
+            ("read", "service_account:ci", ["read"]),
+            ("report", "service_account:platform", ["report"]),
+            ("audit", "service_account:auditor", ["audit"]),
+            ("admin", "service_account:root", ["admin", "report"]),
+            ("revoked", "service_account:ci", ["read"]),
+        ):
             tokens[name] = api.create_token(led, principal, scopes, actor="system")["token"]
         api.revoke_token(led, tokens["revoked"].split(".")[0], actor="system")
     return tokens
@@ -106,8 +128,13 @@ def start(url: str, log: Path, tokens: dict[str, str], *extra: str) -> Running:
     exe = Path(sys.executable).parent / "access-ledger"
     out = log.open("wb")
     # In the log's folder: a PostgreSQL ledger's audits keep their warehouse in the working folder.
-    process = subprocess.Popen([str(exe), "--db", url, "serve", "--port", str(port), *extra], stdout=out,
-                               stderr=subprocess.STDOUT, cwd=log.parent, env={**os.environ, "PYDANTIC_DISABLE_PLUGINS": "__all__"})
+    process = subprocess.Popen(
+        [str(exe), "--db", url, "serve", "--port", str(port), *extra],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=log.parent,
+        env={**os.environ, "PYDANTIC_DISABLE_PLUGINS": "__all__"},
+    )
     running = Running(url, f"http://127.0.0.1:{port}", log, tokens, process)
     deadline = time.monotonic() + 60
     while True:
@@ -146,10 +173,18 @@ def svc(tmp_path_factory) -> Iterator[Running]:
 ENDPOINTS = [
     ("GET", "/v1/who-can", {"params": {"action": "read", "resource": "model/x", "tenant": "prod"}}, "read"),
     ("GET", "/v1/what-can", {"params": {"principal": "user:alice"}}, "read"),
-    ("GET", "/v1/explain", {"params": {"principal": "user:alice", "action": "read", "resource": "model/x",
-                                       "tenant": "prod"}}, "read"),
-    ("POST", "/v1/check", {"json": {"principal": "user:alice", "action": "read", "resource": "model/x",
-                                    "tenant": "prod"}}, "read"),
+    (
+        "GET",
+        "/v1/explain",
+        {"params": {"principal": "user:alice", "action": "read", "resource": "model/x", "tenant": "prod"}},
+        "read",
+    ),
+    (
+        "POST",
+        "/v1/check",
+        {"json": {"principal": "user:alice", "action": "read", "resource": "model/x", "tenant": "prod"}},
+        "read",
+    ),
     ("GET", "/v1/events", {"params": {"after": 0, "limit": 1}}, "read"),
     ("GET", "/v1/events", {"params": {"after": 0, "limit": 1}}, "audit"),
     ("POST", "/v1/events", {"content": b"[]"}, "report"),
@@ -188,8 +223,11 @@ def test_every_other_path_refuses_a_missing_or_unknown_token(svc, method, path, 
 
 @pytest.mark.parametrize("method, path, kw, scope", ENDPOINTS)
 def test_a_token_without_the_scope_is_forbidden(svc, method, path, kw, scope):
-    others = {"read", "report", "audit"} - {scope} - ({"read", "audit"} if path == "/v1/events" and method == "GET"
-                                                       else set())
+    others = (
+        {"read", "report", "audit"}
+        - {scope}
+        - ({"read", "audit"} if path == "/v1/events" and method == "GET" else set())
+    )
     if path == "/openapi.json":
         others = set()  # any valid token reads the description
     for other in sorted(others):
@@ -198,8 +236,14 @@ def test_a_token_without_the_scope_is_forbidden(svc, method, path, kw, scope):
         assert refused.json()["error"] == "scope" and "lacks the scope" in refused.json()["detail"]
 
 
-@pytest.mark.parametrize("kind, words", [("revoked", "revoked token tok_"), ("expired", "expired token tok_"),
-                                         ("inactive", "its principal user:dave is deactivated")])
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("revoked", "revoked token tok_"),
+        ("expired", "expired token tok_"),
+        ("inactive", "its principal user:dave is deactivated"),
+    ],
+)
 def test_revoked_expired_and_deactivated_tokens_are_refused(svc, kind, words):
     for method, path, kw, _ in ENDPOINTS[:5]:
         refused = call(svc, method, path, kw, svc.tokens[kind])
@@ -220,9 +264,12 @@ def test_a_token_revoked_by_the_cli_is_refused_on_the_next_request(svc):
 # -- the same answers as the CLI ---------------------------------------------------------------
 
 QUESTIONS = [
-    ("user:alice", "promote", "model/x", "prod"), ("user:bob", "read", "model/x", "prod"),
-    ("user:carol", "read", "tenant/prod", None), ("service_account:ci", "update", "model/fraud", "prod"),
-    ("service_account:ci", "update", "model/other", "prod"), ("user:dave", "read", "model/x", "prod"),
+    ("user:alice", "promote", "model/x", "prod"),
+    ("user:bob", "read", "model/x", "prod"),
+    ("user:carol", "read", "tenant/prod", None),
+    ("service_account:ci", "update", "model/fraud", "prod"),
+    ("service_account:ci", "update", "model/other", "prod"),
+    ("user:dave", "read", "model/x", "prod"),
     ("team:research", "create", "pipeline/p", "prod"),
 ]
 
@@ -243,16 +290,23 @@ def test_check_and_explain_answer_as_the_cli_does(svc, at):
         assert got.status_code == 200, got.text
         assert got.json() == expected
         params = {k: v for k, v in body.items() if v is not None}
-        assert svc.get("/v1/explain", params=params).json() == _cli_json(svc.url, "explain", principal, action,
-                                                                         resource, *where, "--at", at)
+        assert svc.get("/v1/explain", params=params).json() == _cli_json(
+            svc.url, "explain", principal, action, resource, *where, "--at", at
+        )
 
 
 def test_who_can_and_what_can_answer_as_the_cli_does(svc):
-    for action, resource, tenant in (("read", "model/x", "prod"), ("promote", "model/x", "prod"),
-                                     ("update", "model/fraud", "prod"), ("read", "tenant/prod", None)):
+    for action, resource, tenant in (
+        ("read", "model/x", "prod"),
+        ("promote", "model/x", "prod"),
+        ("update", "model/fraud", "prod"),
+        ("read", "tenant/prod", None),
+    ):
         where = ["--tenant", tenant] if tenant else []
-        got = svc.get("/v1/who-can", params={"action": action, "resource": resource, "at": AT,
-                                            **({"tenant": tenant} if tenant else {})}).json()
+        got = svc.get(
+            "/v1/who-can",
+            params={"action": action, "resource": resource, "at": AT, **({"tenant": tenant} if tenant else {})},
+        ).json()
         assert got["rows"] == _cli_json(svc.url, "who-can", action, resource, *where, "--at", AT)
         assert got["at"] == AT and got["position"] > 0 and len(got["link"]) == 64
     for principal in ("user:alice", "user:bob", "user:carol", "service_account:ci", "team:research"):
@@ -261,8 +315,10 @@ def test_who_can_and_what_can_answer_as_the_cli_does(svc):
 
 
 def test_answers_carry_the_position_and_link_they_were_computed_at(svc):
-    got = svc.post("/v1/check", json={"principal": "user:alice", "action": "promote", "resource": "model/x",
-                                      "tenant": "prod", "position": 10}).json()
+    got = svc.post(
+        "/v1/check",
+        json={"principal": "user:alice", "action": "promote", "resource": "model/x", "tenant": "prod", "position": 10},
+    ).json()
     with AccessLedger.open(svc.url) as led:
         assert got["position"] == 10 and got["link"] == api.link_at(led, 10)
         with led.store.transaction(write=False) as c:
@@ -271,8 +327,9 @@ def test_answers_carry_the_position_and_link_they_were_computed_at(svc):
 
 
 def test_a_batch_check_answers_as_check_batch(svc, tmp_path):
-    questions = [{"principal": p, "action": a, "resource": r, **({"tenant": t} if t else {})}
-                 for p, a, r, t in QUESTIONS]
+    questions = [
+        {"principal": p, "action": a, "resource": r, **({"tenant": t} if t else {})} for p, a, r, t in QUESTIONS
+    ]
     questions[1]["at"] = "2026-02-01T00:00:00Z"
     questions[2]["position"] = 5
     batch = tmp_path / "q.jsonl"
@@ -284,24 +341,31 @@ def test_a_batch_check_answers_as_check_batch(svc, tmp_path):
     answers = got.json()["answers"]
     assert [{**a["question"], "allowed": a["allowed"]} for a in answers] == expected
     assert answers[2]["position"] == 5
-    bad = svc.post("/v1/check", json=[questions[0], {"principal": "user:nobody", "action": "read",
-                                                     "resource": "model/x", "tenant": "prod"}])
+    bad = svc.post(
+        "/v1/check",
+        json=[questions[0], {"principal": "user:nobody", "action": "read", "resource": "model/x", "tenant": "prod"}],
+    )
     assert bad.status_code == 400 and bad.json()["detail"].startswith("line 2: unknown principal 'user:nobody'")
     assert svc.post("/v1/check", json={"principal": "user:alice"}).status_code == 422
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(principal=st.sampled_from(["user:alice", "user:bob", "user:carol", "user:dave", "service_account:ci",
-                                  "team:research"]),
-       action=st.sampled_from(["read", "update", "promote", "create", "read_secret_value"]),
-       resource=st.sampled_from(["model/x", "model/fraud", "pipeline/p", "service_connector/aws", "tenant/prod"]),
-       position=st.integers(0, 22))
+@given(
+    principal=st.sampled_from(
+        ["user:alice", "user:bob", "user:carol", "user:dave", "service_account:ci", "team:research"]
+    ),
+    action=st.sampled_from(["read", "update", "promote", "create", "read_secret_value"]),
+    resource=st.sampled_from(["model/x", "model/fraud", "pipeline/p", "service_connector/aws", "tenant/prod"]),
+    position=st.integers(0, 22),
+)
 def test_random_questions_get_the_cli_answer(svc, principal, action, resource, position):
     tenant = None if resource.startswith("tenant/") else "prod"
     where = ["--tenant", tenant] if tenant else []
     result = cli(svc.url, "check", principal, action, resource, *where, "--position", str(position), "-f", "json")
-    got = svc.post("/v1/check", json={"principal": principal, "action": action, "resource": resource,
-                                      "tenant": tenant, "position": position})
+    got = svc.post(
+        "/v1/check",
+        json={"principal": principal, "action": action, "resource": resource, "tenant": tenant, "position": position},
+    )
     if result.exit_code == 2:  # refused (a connector never recorded): the same line, as a 400
         assert got.status_code == 400 and result.stderr.strip() == f"Error: {got.json()['detail']}"
     else:
@@ -311,8 +375,11 @@ def test_random_questions_get_the_cli_answer(svc, principal, action, resource, p
 # -- diff and the audits -----------------------------------------------------------------------
 
 AUDIT_CASES = [  # name, the service's parameters, the CLI's options
-    ("hygiene", {"at": AT, "from": "2026-01-01T00:00:00Z", "to": AT},
-     ["--at", AT, "--from", "2026-01-01T00:00:00Z", "--to", AT]),
+    (
+        "hygiene",
+        {"at": AT, "from": "2026-01-01T00:00:00Z", "to": AT},
+        ["--at", AT, "--from", "2026-01-01T00:00:00Z", "--to", AT],
+    ),
     ("review", {"at": AT, "principal": "user:alice"}, ["--at", AT, "--principal", "user:alice"]),
     ("least-privilege", {"at": AT, "window": "30d"}, ["--at", AT, "--window", "30d"]),
     ("secrets", {"period": "2026-01"}, ["--period", "2026-01"]),
@@ -329,21 +396,28 @@ def _head(url: str) -> tuple[int, str]:
 
 
 def test_diff_answers_as_the_cli_does_with_the_later_instants_position_and_link(svc):
-    for start, end in (("2026-01-01T00:00:00Z", AT), ("2026-01-02T12:00:00Z", "2026-02-11T00:00:00Z"),
-                       ("2026-01-03", "2026-01-03")):
+    for start, end in (
+        ("2026-01-01T00:00:00Z", AT),
+        ("2026-01-02T12:00:00Z", "2026-02-11T00:00:00Z"),
+        ("2026-01-03", "2026-01-03"),
+    ):
         got = svc.get("/v1/diff", params={"from": start, "to": end})
         assert got.status_code == 200, got.text
         body = got.json()
         assert body["rows"] == _cli_json(svc.url, "diff", "--from", start, "--to", end)
         assert body["rows"] or start == end
         with AccessLedger.open(svc.url) as led:
-            assert body["position"] == led.position_at(body["to"]) and body["link"] == api.link_at(led,
-                                                                                                  body["position"])
-    csv_text = svc.get("/v1/diff", params={"from": "2026-01-01T00:00:00Z", "to": AT},
-                       headers={"Accept": "text/csv"}).text
+            assert body["position"] == led.position_at(body["to"]) and body["link"] == api.link_at(
+                led, body["position"]
+            )
+    csv_text = svc.get(
+        "/v1/diff", params={"from": "2026-01-01T00:00:00Z", "to": AT}, headers={"Accept": "text/csv"}
+    ).text
     assert csv_text == cli(svc.url, "diff", "--from", "2026-01-01T00:00:00Z", "--to", AT, "-f", "csv").stdout
-    for params, words in (({"from": "yesterday-ish"}, "from: "), ({"from": AT, "to": "2026-01-01T00:00:00Z"},
-                                                                  "to: must not be before --from")):
+    for params, words in (
+        ({"from": "yesterday-ish"}, "from: "),
+        ({"from": AT, "to": "2026-01-01T00:00:00Z"}, "to: must not be before --from"),
+    ):
         refused = svc.get("/v1/diff", params=params)
         assert refused.status_code == 400 and refused.json()["detail"].startswith(words)
         assert "\n" not in refused.json()["detail"]
@@ -369,13 +443,14 @@ def test_each_audit_answers_as_the_cli_does(svc, name, params, options):
 
 def test_an_audit_refuses_what_the_cli_would_and_what_only_the_cli_may(svc):
     for path, params, words in (
-            ("/v1/audits/nope", {}, "no audit named 'nope'"),
-            ("/v1/audits/leavers", {}, "no audit named 'leavers'"),
-            ("/v1/audits/hygiene", {"window": "30d"}, "window: audit hygiene takes no such parameter"),
-            ("/v1/audits/hygiene", {"period": "2026-01", "from": AT}, "period: give --period or --from/--to"),
-            ("/v1/audits/least-privilege", {"window": "3m"}, "window: "),
-            ("/v1/audits/review", {"principal": "user:nobody"}, "unknown principal 'user:nobody'"),
-            ("/v1/audits/hygiene", {"at": "soon"}, "at: ")):
+        ("/v1/audits/nope", {}, "no audit named 'nope'"),
+        ("/v1/audits/leavers", {}, "no audit named 'leavers'"),
+        ("/v1/audits/hygiene", {"window": "30d"}, "window: audit hygiene takes no such parameter"),
+        ("/v1/audits/hygiene", {"period": "2026-01", "from": AT}, "period: give --period or --from/--to"),
+        ("/v1/audits/least-privilege", {"window": "3m"}, "window: "),
+        ("/v1/audits/review", {"principal": "user:nobody"}, "unknown principal 'user:nobody'"),
+        ("/v1/audits/hygiene", {"at": "soon"}, "at: "),
+    ):
         refused = svc.get(path, "audit", params=params)
         assert refused.status_code == 400, (path, params, refused.text)
         assert refused.json()["detail"].startswith(words) or words in refused.json()["detail"], refused.text
@@ -383,16 +458,31 @@ def test_an_audit_refuses_what_the_cli_would_and_what_only_the_cli_may(svc):
 
 
 def test_tables_as_csv_are_the_clis_csv_and_formula_safe(svc):
-    assigned = svc.post("/v1/events", "report", json={
-        "type": "RoleAssigned", "at": format_instant(now()), "actor": "user:carol", "role": "viewer",
-        "principal": "user:carol", "tenant": "prod", "resource": "model/formula", "reason": "=HYPERLINK(\"x\")",
-        "id": "formula-1"})
+    assigned = svc.post(
+        "/v1/events",
+        "report",
+        json={
+            "type": "RoleAssigned",
+            "at": format_instant(now()),
+            "actor": "user:carol",
+            "role": "viewer",
+            "principal": "user:carol",
+            "tenant": "prod",
+            "resource": "model/formula",
+            "reason": '=HYPERLINK("x")',
+            "id": "formula-1",
+        },
+    )
     assert assigned.status_code == 200, assigned.text
     later = format_instant(now())
     for path, params, args in (
-            ("/v1/who-can", {"action": "read", "resource": "model/formula", "tenant": "prod", "at": later},
-             ["who-can", "read", "model/formula", "--tenant", "prod", "--at", later]),
-            ("/v1/what-can", {"principal": "user:carol", "at": later}, ["what-can", "user:carol", "--at", later])):
+        (
+            "/v1/who-can",
+            {"action": "read", "resource": "model/formula", "tenant": "prod", "at": later},
+            ["who-can", "read", "model/formula", "--tenant", "prod", "--at", later],
+        ),
+        ("/v1/what-can", {"principal": "user:carol", "at": later}, ["what-can", "user:carol", "--at", later]),
+    ):
         got = svc.get(path, params=params, headers={"Accept": "application/json;q=0.5, text/csv"})
         assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
         assert got.text == cli(svc.url, *args, "-f", "csv").stdout
@@ -403,6 +493,7 @@ def test_tables_as_csv_are_the_clis_csv_and_formula_safe(svc):
 
 
 # -- min_position ------------------------------------------------------------------------------
+
 
 def test_a_read_waits_for_min_position_then_answers_or_says_409(svc):
     import threading
@@ -422,8 +513,9 @@ def test_a_read_waits_for_min_position_then_answers_or_says_409(svc):
     assert time.monotonic() - started < 2
     # A write made meanwhile (here by the CLI, as by another worker) ends the wait.
     answers: list[httpx.Response] = []
-    waiting = threading.Thread(target=lambda: answers.append(
-        svc.get("/v1/events", "audit", params={"after": head, "min_position": head + 1})))
+    waiting = threading.Thread(
+        target=lambda: answers.append(svc.get("/v1/events", "audit", params={"after": head, "min_position": head + 1}))
+    )
     waiting.start()
     time.sleep(0.5)
     assert waiting.is_alive()
@@ -432,23 +524,41 @@ def test_a_read_waits_for_min_position_then_answers_or_says_409(svc):
     assert written.status_code == 200 and answers and answers[0].status_code == 200
     page = answers[0].json()
     assert page["position"] >= head + 1 and page["events"][0]["event"]["id"] == "acc-40"
-    for path, extra in (("/v1/who-can", {"action": "read", "resource": "model/x", "tenant": "prod"}),
-                        ("/v1/diff", {"from": "2026-01-01T00:00:00Z"}), ("/v1/audits/sod", {})):
+    for path, extra in (
+        ("/v1/who-can", {"action": "read", "resource": "model/x", "tenant": "prod"}),
+        ("/v1/diff", {"from": "2026-01-01T00:00:00Z"}),
+        ("/v1/audits/sod", {}),
+    ):
         token = "audit" if "audits" in path else "read"
         assert svc.get(path, token, params={**extra, "min_position": head + 10_000}).status_code == 409, path
-    assert svc.post("/v1/check", params={"min_position": head + 10_000},
-                    json={"principal": "user:alice", "action": "read", "resource": "model/x",
-                          "tenant": "prod"}).status_code == 409
-    assert svc.get("/v1/who-can", params={"action": "read", "resource": "model/x", "min_position": -1}
-                   ).status_code == 422
+    assert (
+        svc.post(
+            "/v1/check",
+            params={"min_position": head + 10_000},
+            json={"principal": "user:alice", "action": "read", "resource": "model/x", "tenant": "prod"},
+        ).status_code
+        == 409
+    )
+    assert (
+        svc.get("/v1/who-can", params={"action": "read", "resource": "model/x", "min_position": -1}).status_code == 422
+    )
 
 
 # -- the log -----------------------------------------------------------------------------------
 
+
 def _access(n: int, user: str = "alice", outcome: str = "allowed") -> dict:
-    return {"type": "ResourceAccessed", "at": format_instant(now()), "actor": "service_account:platform",
-            "principal": f"user:{user}", "tenant": "prod", "resource": f"model/m{n}", "action": "read",
-            "outcome": outcome, "id": f"acc-{n}"}
+    return {
+        "type": "ResourceAccessed",
+        "at": format_instant(now()),
+        "actor": "service_account:platform",
+        "principal": f"user:{user}",
+        "tenant": "prod",
+        "resource": f"model/m{n}",
+        "action": "read",
+        "outcome": outcome,
+        "id": f"acc-{n}",
+    }
 
 
 def test_post_events_one_array_or_jsonl_all_or_nothing_and_idempotent(svc):
@@ -474,7 +584,10 @@ def test_post_events_one_array_or_jsonl_all_or_nothing_and_idempotent(svc):
 
 
 def test_post_events_says_what_import_says(svc, tmp_path):
-    lines = [json.dumps(_access(20)), '{"type": "UserCreated", "at": "' + format_instant(now()) + '", "actor": "system"}']
+    lines = [
+        json.dumps(_access(20)),
+        '{"type": "UserCreated", "at": "' + format_instant(now()) + '", "actor": "system"}',
+    ]
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n")
     result = cli(svc.url, "import", str(path))
@@ -485,25 +598,41 @@ def test_post_events_says_what_import_says(svc, tmp_path):
 
 def test_token_events_need_the_admin_scope(svc):
     _, token_id, digest = new_token()
-    minted = {"type": "TokenIssued", "at": format_instant(now()), "actor": "system", "token_id": token_id,
-              "principal": "service_account:platform", "scopes": ["admin"], "secret_sha256": digest}
+    minted = {
+        "type": "TokenIssued",
+        "at": format_instant(now()),
+        "actor": "system",
+        "token_id": token_id,
+        "principal": "service_account:platform",
+        "scopes": ["admin"],
+        "secret_sha256": digest,
+    }
     refused = svc.post("/v1/events", "report", json=[_access(30), minted])
     assert refused.status_code == 403
-    assert refused.json() == {"detail": f"line 2: token {svc.tokens['report'].split('.')[0]} lacks the scope admin "
-                                        "(token events)", "error": "scope"}
+    assert refused.json() == {
+        "detail": f"line 2: token {svc.tokens['report'].split('.')[0]} lacks the scope admin (token events)",
+        "error": "scope",
+    }
     with AccessLedger.open(svc.url) as led:
         assert token_id not in {e["name"] for e in led.entities("token")}
 
 
 def test_review_steps_cannot_be_reported_in_a_reviewers_name(svc):
-    decided = {"type": "ReviewDecided", "at": format_instant(now()), "actor": "user:alice", "campaign": "q1",
-               "item": 1, "decision": "keep", "reviewer": "user:alice"}
+    decided = {
+        "type": "ReviewDecided",
+        "at": format_instant(now()),
+        "actor": "user:alice",
+        "campaign": "q1",
+        "item": 1,
+        "decision": "keep",
+        "reviewer": "user:alice",
+    }
     for token in ("report", "admin"):
         refused = svc.post("/v1/events", token, content=json.dumps(_access(31)) + "\n" + json.dumps(decided))
         assert refused.status_code == 403
         assert refused.json()["detail"].startswith("line 2: ReviewDecided: review steps are not reported")
     # A text that merely names a type is no token or review event.
-    named = svc.post("/v1/events", "report", json={**_access(32), "id": "acc-32 \"ReviewDecided\" \"TokenIssued\""})
+    named = svc.post("/v1/events", "report", json={**_access(32), "id": 'acc-32 "ReviewDecided" "TokenIssued"'})
     assert named.status_code == 200, named.text
 
 
@@ -518,11 +647,12 @@ def test_get_events_pages_through_the_log_as_export_writes_it(svc):
         assert [e["position"] for e in page["events"]] == list(range(after + 1, after + 1 + len(page["events"])))
         seen += [e["event"] for e in page["events"]]
         after = page["events"][-1]["position"]
-    assert seen[:len(exported)] == exported
+    assert seen[: len(exported)] == exported
     assert svc.get("/v1/events", params={"limit": 0}).status_code == 422
 
 
 # -- what the service must never show ----------------------------------------------------------
+
 
 def test_the_token_is_never_in_the_events_the_export_or_the_log(svc):
     for name in ("read", "audit", "report", "revoked", "expired"):
@@ -559,6 +689,7 @@ def test_workers_serve_and_log_the_token_id(svc, tmp_path):
 
 # -- PostgreSQL --------------------------------------------------------------------------------
 
+
 @pytest.mark.skipif(not os.environ.get("ACCESS_LEDGER_TEST_PG"), reason="ACCESS_LEDGER_TEST_PG is not set")
 def test_the_service_on_postgresql(tmp_path):
     from tests.conftest import _drop_schema, make_url
@@ -569,8 +700,10 @@ def test_the_service_on_postgresql(tmp_path):
         try:
             for principal, action, resource, tenant in QUESTIONS:
                 where = ["--tenant", tenant] if tenant else []
-                got = running.post("/v1/check", json={"principal": principal, "action": action,
-                                                      "resource": resource, "tenant": tenant, "at": AT})
+                got = running.post(
+                    "/v1/check",
+                    json={"principal": principal, "action": action, "resource": resource, "tenant": tenant, "at": AT},
+                )
                 assert got.json() == _cli_json(url, "check", principal, action, resource, *where, "--at", AT)
             written = running.post("/v1/events", "report", json=[_access(1), _access(2)])
             assert written.status_code == 200 and written.json()["written"] == 2
@@ -579,18 +712,25 @@ def test_the_service_on_postgresql(tmp_path):
             page = running.get("/v1/events", "audit", params={"after": written.json()["first"] - 1}).json()
             assert [e["event"]["id"] for e in page["events"]] == ["acc-1", "acc-2"]
             assert page["position"] == written.json()["last"]
-            assert running.get("/v1/who-can", "report", params={"action": "read", "resource": "tenant/prod"}
-                               ).status_code == 403
+            assert (
+                running.get("/v1/who-can", "report", params={"action": "read", "resource": "tenant/prod"}).status_code
+                == 403
+            )
             assert running.get("/v1/events", "revoked").json()["error"] == "revoked"
             diff = running.get("/v1/diff", params={"from": "2026-01-01T00:00:00Z", "to": AT}).json()
             assert diff["rows"] == _cli_json(url, "diff", "--from", "2026-01-01T00:00:00Z", "--to", AT)
             hygiene = running.get("/v1/audits/hygiene", "audit", params={"at": AT})
             assert hygiene.status_code == 200, hygiene.text
             assert [r["finding"] for r in hygiene.json()["rows"]].count("token-of-deactivated") == 1
-            assert running.get("/v1/what-can", params={"principal": "user:bob",
-                                                       "min_position": written.json()["last"]}).status_code == 200
-            assert running.get("/v1/what-can", params={"principal": "user:bob", "min_position": 10_000}
-                               ).status_code == 409
+            assert (
+                running.get(
+                    "/v1/what-can", params={"principal": "user:bob", "min_position": written.json()["last"]}
+                ).status_code
+                == 200
+            )
+            assert (
+                running.get("/v1/what-can", params={"principal": "user:bob", "min_position": 10_000}).status_code == 409
+            )
             with AccessLedger.open(url) as led:
                 assert led.verify().ok
                 exported = b"".join(led.export_lines())

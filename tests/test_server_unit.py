@@ -74,16 +74,25 @@ def test_a_tampered_log_makes_the_service_refuse_every_token(small):
             c.execute(f"UPDATE {led.store.table} SET state = ? WHERE {led.store.pos_col} = ?", (edited, position))
     got = client.get("/v1/events")
     assert got.status_code == 503
-    assert got.json() == {"detail": f"the chain breaks at position {position}: the ledger was tampered with; run "
-                                    "`access-ledger verify`"}
+    assert got.json() == {
+        "detail": f"the chain breaks at position {position}: the ledger was tampered with; run `access-ledger verify`"
+    }
     fresh = TestClient(create_app(url), raise_server_exceptions=False, headers=dict(client.headers))
     assert fresh.get("/v1/events").status_code == 503  # a service started afresh checks the chain from its start
 
 
 def test_a_bad_position_or_at_is_a_400_with_the_cli_message(small):
     _, client = small
-    got = client.post("/v1/check", json={"principal": "service_account:ci", "action": "read",
-                                         "resource": "tenant/x", "at": "2026-01-01", "position": 1})
+    got = client.post(
+        "/v1/check",
+        json={
+            "principal": "service_account:ci",
+            "action": "read",
+            "resource": "tenant/x",
+            "at": "2026-01-01",
+            "position": 1,
+        },
+    )
     assert got.status_code == 400 and got.json() == {"detail": "give --at or --position, not both"}
     got = client.get("/v1/what-can", params={"principal": "service_account:ci", "position": 99})
     assert got.status_code == 400 and got.json()["detail"].startswith("position: 99 is outside the log")
@@ -91,10 +100,13 @@ def test_a_bad_position_or_at_is_a_400_with_the_cli_message(small):
 
 # -- the same answers as the CLI over random histories (in process: one app per history) ----------
 
-QUESTION = st.tuples(st.sampled_from(["user:alice", "user:bob", "user:carol", "service_account:ci", "team:ml"]),
-                     st.sampled_from(["read", "update", "promote", "read_secret_value", "create"]),
-                     st.sampled_from(["model/m1", "pipeline/p1", "service_connector/aws", "secret/s"]),
-                     st.sampled_from(["prod", "dev"]), st.integers(0, 60))
+QUESTION = st.tuples(
+    st.sampled_from(["user:alice", "user:bob", "user:carol", "service_account:ci", "team:ml"]),
+    st.sampled_from(["read", "update", "promote", "read_secret_value", "create"]),
+    st.sampled_from(["model/m1", "pipeline/p1", "service_connector/aws", "secret/s"]),
+    st.sampled_from(["prod", "dev"]),
+    st.integers(0, 60),
+)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -112,14 +124,37 @@ def test_answers_over_random_histories_are_the_clis(tmp_path_factory, commands, 
             position = min(position, head)
             asked = ["check", principal, action, resource, "--tenant", tenant, "--position", str(position)]
             result = runner.invoke(cli_app, ["--db", url, *asked, "-f", "json"])
-            got = client.post("/v1/check", json={"principal": principal, "action": action, "resource": resource,
-                                                 "tenant": tenant, "position": position})
+            got = client.post(
+                "/v1/check",
+                json={
+                    "principal": principal,
+                    "action": action,
+                    "resource": resource,
+                    "tenant": tenant,
+                    "position": position,
+                },
+            )
             if result.exit_code == 2:
                 assert got.status_code == 400 and result.stderr.strip() == f"Error: {got.json()['detail']}"
                 continue
             assert got.status_code == 200 and got.json() == json.loads(result.stdout)
-            rows = runner.invoke(cli_app, ["--db", url, "who-can", action, resource, "--tenant", tenant,
-                                           "--position", str(position), "-f", "json"])
-            who = client.get("/v1/who-can", params={"action": action, "resource": resource, "tenant": tenant,
-                                                    "position": position})
+            rows = runner.invoke(
+                cli_app,
+                [
+                    "--db",
+                    url,
+                    "who-can",
+                    action,
+                    resource,
+                    "--tenant",
+                    tenant,
+                    "--position",
+                    str(position),
+                    "-f",
+                    "json",
+                ],
+            )
+            who = client.get(
+                "/v1/who-can", params={"action": action, "resource": resource, "tenant": tenant, "position": position}
+            )
             assert who.json()["rows"] == json.loads(rows.stdout)

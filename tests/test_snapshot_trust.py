@@ -58,8 +58,9 @@ def build(led, monkeypatch):
         if i % 5 == 0:
             led.record_access(f"user:{user}", "read", "model/m1", "allowed", "prod", at=minute(next(tick)))
         if i % 7 == 3:
-            led.unassign_role("ds" if i % 2 else "editor", f"user:{user}", "prod" if i % 3 else "dev",
-                              at=minute(next(tick)))
+            led.unassign_role(
+                "ds" if i % 2 else "editor", f"user:{user}", "prod" if i % 3 else "dev", at=minute(next(tick))
+            )
         if i % 9 == 4:
             led.deactivate_user(user, at=minute(next(tick)))
     led.assign_role("ds", "team:research", "dev", at=minute(next(tick)))
@@ -106,10 +107,12 @@ def answers(led, url: str, *, persist: bool = True) -> dict:
         "sweep": timeline().sweep(ps, lambda p: p, lambda state, p: copy.deepcopy(state)),
     }
     if persist:
-        cli = [["check", "user:eve", "delete", "secret/s", "--tenant", "prod", "--at", LATER, "--format", "json"],
-               ["check", "user:u4", "read", "secret/s", "--tenant", "dev", "--position", "120", "--format", "json"],
-               ["who-can", "delete", "secret/s", "--tenant", "prod", "--at", LATER, "--format", "json"],
-               ["who-can", "read", "model/m1", "--tenant", "dev", "--position", "75", "--format", "json"]]
+        cli = [
+            ["check", "user:eve", "delete", "secret/s", "--tenant", "prod", "--at", LATER, "--format", "json"],
+            ["check", "user:u4", "read", "secret/s", "--tenant", "dev", "--position", "120", "--format", "json"],
+            ["who-can", "delete", "secret/s", "--tenant", "prod", "--at", LATER, "--format", "json"],
+            ["who-can", "read", "model/m1", "--tenant", "dev", "--position", "75", "--format", "json"],
+        ]
         out["cli"] = [(r.exit_code, r.output) for r in (runner.invoke(app, ["--db", url, *args]) for args in cli)]
     return out
 
@@ -149,6 +152,7 @@ def _set(path: list, value):
         for step in path[:-1]:
             node = node[step]
         node[path[-1]] = value
+
     return change
 
 
@@ -165,7 +169,8 @@ JUNK = {
     "position a boolean": lambda data, other, marker: rebody(data, _set(["state", "position"], True)),
     "position a float": lambda data, other, marker: rebody(data, _set(["position"], 50.0)),
     "source index out of range": lambda data, other, marker: rebody(
-        data, _set(["state", "created", "user:eve"], 10**6)),
+        data, _set(["state", "created", "user:eve"], 10**6)
+    ),
     "negative source index": lambda data, other, marker: rebody(data, _set(["state", "created", "user:eve"], -1)),
     "short source": lambda data, other, marker: rebody(data, _set(["state", "sources", 0], [0, "", "system"])),
     "assignment of no holder": lambda data, other, marker: rebody(data, _set(["state", "holders"], [])),
@@ -183,7 +188,7 @@ def test_junk_in_any_snapshot_runs_no_code_and_changes_no_answer(built, junk, tm
     saved = rows(led)
     for i, (name, position, data) in enumerate(saved):
         other = saved[(i + 1) % len(saved)][2]
-        put(led, saved[:i] + [(name, position, JUNK[junk](data, other, marker))] + saved[i + 1:])
+        put(led, saved[:i] + [(name, position, JUNK[junk](data, other, marker))] + saved[i + 1 :])
         reported = check_snapshots(led)
         assert len(reported) == 1 and f"snapshot {name} (position {position}) cannot be used" in reported[0], reported
         assert answers(led, url) == want, name
@@ -203,7 +208,7 @@ def grant_admin(body: dict) -> None:
 
 def forged_rows(saved, i):
     name, position, data = saved[i]
-    return saved[:i] + [(name, position, rebody(data, grant_admin))] + saved[i + 1:]
+    return saved[:i] + [(name, position, rebody(data, grant_admin))] + saved[i + 1 :]
 
 
 def test_a_forged_grant_is_named_by_check_snapshots(built):
@@ -212,8 +217,10 @@ def test_a_forged_grant_is_named_by_check_snapshots(built):
     for i, (name, position, _) in enumerate(saved):
         put(led, forged_rows(saved, i))
         reported = check_snapshots(led)
-        assert reported == [f"snapshot {name} (position {position}) does not match the events: answers that start "
-                            "from it are wrong until it is deleted (it is rebuilt on next use)"]
+        assert reported == [
+            f"snapshot {name} (position {position}) does not match the events: answers that start "
+            "from it are wrong until it is deleted (it is rebuilt on next use)"
+        ]
         # Without a seal key the forgery decodes and is used: verify is what catches it, and
         # deleting the row undoes it.
         assert ("admin", "user:eve", "prod", None) in Timeline(led).at_position(position).assignments
@@ -231,8 +238,9 @@ def test_with_a_seal_key_a_forged_grant_changes_no_answer(led, ledger_url, monke
     for i, (name, position, _) in enumerate(saved):
         put(led, forged_rows(saved, i))
         reported = check_snapshots(led)
-        assert reported == [f"snapshot {name} (position {position}) cannot be used (its MAC is missing or wrong): "
-                            "rebuilt on next use"]
+        assert reported == [
+            f"snapshot {name} (position {position}) cannot be used (its MAC is missing or wrong): rebuilt on next use"
+        ]
         assert answers(led, ledger_url) == want, name
         assert check_snapshots(led) == []
     put(led, saved)
@@ -266,8 +274,7 @@ def test_a_row_whose_name_or_position_does_not_match_its_data_is_not_trusted(bui
     p50, d50 = by_name[f"{CHECKPOINT}{50:012d}"]
     p100, d100 = by_name[f"{CHECKPOINT}{100:012d}"]
     cases = {
-        "a checkpoint's data under another checkpoint's name and position":
-            [(f"{CHECKPOINT}{100:012d}", p100, d50)],
+        "a checkpoint's data under another checkpoint's name and position": [(f"{CHECKPOINT}{100:012d}", p100, d50)],
         "a checkpoint whose position says another": [(f"{CHECKPOINT}{50:012d}", 100, d50)],
         "the current projection moved beyond the head": [(CURRENT, head + 5, by_name[CURRENT][1])],
     }
@@ -278,8 +285,9 @@ def test_a_row_whose_name_or_position_does_not_match_its_data_is_not_trusted(bui
         assert len(reported) == 1 and "cannot be used" in reported[0], (case, reported)
         assert answers(led, url) == want, case
     put(led, saved + [("projection/v0/current", 3, b"old")])
-    assert check_snapshots(led) == ["snapshot projection/v0/current (position 3) is not one this version uses: "
-                                    "never read"]
+    assert check_snapshots(led) == [
+        "snapshot projection/v0/current (position 3) is not one this version uses: never read"
+    ]
     assert answers(led, url) == want
 
 
@@ -291,10 +299,13 @@ def test_snapshots_round_trip_and_copies_are_independent(built):
         copied = pit._copy(state)
         assert copied == state
     copied = pit._copy(state)
-    copied.apply(led.head() + 1, {"type": "RolePermissionsChanged", "at": LATER, "actor": "x", "role": "ds",
-                                  "add": ["secret:delete"]})
-    copied.apply(led.head() + 2, {"type": "TeamMemberAdded", "at": LATER, "actor": "x", "team": "research",
-                                  "member": "user:eve"})
+    copied.apply(
+        led.head() + 1,
+        {"type": "RolePermissionsChanged", "at": LATER, "actor": "x", "role": "ds", "add": ["secret:delete"]},
+    )
+    copied.apply(
+        led.head() + 2, {"type": "TeamMemberAdded", "at": LATER, "actor": "x", "team": "research", "member": "user:eve"}
+    )
     assert "secret:delete" not in state.roles["ds"].permissions
     assert "user:eve" not in state.members["research"] and "research" not in state.teams_of.get("user:eve", ())
 
@@ -337,9 +348,16 @@ def test_any_change_to_a_snapshots_data_decodes_or_is_refused(built):
 def test_no_module_in_projections_uses_pickle():
     for path in Path(pit.__file__).parent.rglob("*.py"):
         source = path.read_text()
-        imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(source))
-                    if isinstance(node, ast.Import) for alias in node.names}
-        imported |= {(node.module or "").split(".")[0] for node in ast.walk(ast.parse(source))
-                     if isinstance(node, ast.ImportFrom)}
+        imported = {
+            alias.name.split(".")[0]
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        }
+        imported |= {
+            (node.module or "").split(".")[0]
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.ImportFrom)
+        }
         assert not imported & {"pickle", "_pickle", "cPickle", "dill", "shelve", "marshal", "copyreg"}, path
         assert "pickle" not in source, path

@@ -35,8 +35,16 @@ def tled(led):
 
 
 def issued(token_id: str = "t1", principal: str = "service_account:ci", scopes=("read",), **extra) -> dict:
-    return {"type": "TokenIssued", "at": "2026-01-02T00:00:00Z", "actor": "system", "token_id": token_id,
-            "principal": principal, "scopes": list(scopes), "secret_sha256": SHA, **extra}
+    return {
+        "type": "TokenIssued",
+        "at": "2026-01-02T00:00:00Z",
+        "actor": "system",
+        "token_id": token_id,
+        "principal": principal,
+        "scopes": list(scopes),
+        "secret_sha256": SHA,
+        **extra,
+    }
 
 
 def test_create_token_records_only_the_secrets_sha256(tled):
@@ -52,18 +60,26 @@ def test_create_token_records_only_the_secrets_sha256(tled):
     assert tled.verify().ok
 
 
-@pytest.mark.parametrize("event, message", [
-    (issued(principal="service_account:nobody"), "unknown service account 'nobody'"),
-    (issued(principal="team:ops"), "principal: 'team:ops' must be a user or a service account"),
-    (issued(scopes=("read", "read")), "scopes: a scope is listed twice"),
-    (issued(expires_at="2026-01-01T12:00:00Z"), "expires_at: 2026-01-01T12:00:00Z is not after the issue time"),
-    (issued(scopes=("root",)), "scopes.0: Input should be 'report', 'change', 'read', 'audit', 'review' or 'admin'"),
-    (issued(scopes=()), "scopes: List should have at least 1 item"),
-    (issued(token_id="a.b"), "token_id: 'a.b' is not a token id"),
-    (issued(secret="hunter2"), "secret: unknown field (the ledger stores only the documented fields"),
-    ({"type": "TokenRevoked", "at": "2026-01-02T00:00:00Z", "actor": "system", "token_id": "t9"},
-     "token_id: unknown token 't9'"),
-])
+@pytest.mark.parametrize(
+    "event, message",
+    [
+        (issued(principal="service_account:nobody"), "unknown service account 'nobody'"),
+        (issued(principal="team:ops"), "principal: 'team:ops' must be a user or a service account"),
+        (issued(scopes=("read", "read")), "scopes: a scope is listed twice"),
+        (issued(expires_at="2026-01-01T12:00:00Z"), "expires_at: 2026-01-01T12:00:00Z is not after the issue time"),
+        (
+            issued(scopes=("root",)),
+            "scopes.0: Input should be 'report', 'change', 'read', 'audit', 'review' or 'admin'",
+        ),
+        (issued(scopes=()), "scopes: List should have at least 1 item"),
+        (issued(token_id="a.b"), "token_id: 'a.b' is not a token id"),
+        (issued(secret="hunter2"), "secret: unknown field (the ledger stores only the documented fields"),
+        (
+            {"type": "TokenRevoked", "at": "2026-01-02T00:00:00Z", "actor": "system", "token_id": "t9"},
+            "token_id: unknown token 't9'",
+        ),
+    ],
+)
 def test_token_events_are_refused_and_nothing_is_written(tled, event, message):
     head = tled.head()
     with pytest.raises(E.LedgerError) as exc:
@@ -115,7 +131,9 @@ def test_warehouse_sync_accepts_token_events(tled):
     api.revoke_token(tled, got["token_id"], actor="system")
     with Warehouse.open(tled, ":memory:") as wh:
         wh.sync()
-        rows = wh.con.execute("SELECT type, principal FROM events WHERE type LIKE 'Token%' ORDER BY position").fetchall()
+        rows = wh.con.execute(
+            "SELECT type, principal FROM events WHERE type LIKE 'Token%' ORDER BY position"
+        ).fetchall()
     assert rows == [("TokenIssued", "service_account:ci"), ("TokenRevoked", None)]
 
 
@@ -172,8 +190,21 @@ def test_follower_refuses_an_edited_token_event(tled, backend):
 def test_token_cli_prints_the_token_once_and_never_stores_it(ledger_url, backend, tmp_path):
     assert run(ledger_url, "init").exit_code == 0
     assert run(ledger_url, "service-account", "create", "ci").exit_code == 0
-    created = run(ledger_url, "token", "create", "--for", "service_account:ci", "--scope", "read", "--scope",
-                  "report", "--expires-at", "+30d", "--reason", "CI-7")
+    created = run(
+        ledger_url,
+        "token",
+        "create",
+        "--for",
+        "service_account:ci",
+        "--scope",
+        "read",
+        "--scope",
+        "report",
+        "--expires-at",
+        "+30d",
+        "--reason",
+        "CI-7",
+    )
     assert created.exit_code == 0, created.output
     token = created.stdout.strip()
     token_id, secret = token.split(".", 1)
@@ -181,8 +212,12 @@ def test_token_cli_prints_the_token_once_and_never_stores_it(ledger_url, backend
     listed = run(ledger_url, "token", "list", "-f", "json")
     assert listed.exit_code == 0
     [row] = json.loads(listed.stdout)
-    assert (row["token_id"], row["scopes"], row["status"], row["reason"]) == (token_id, ["read", "report"],
-                                                                              "active", "CI-7")
+    assert (row["token_id"], row["scopes"], row["status"], row["reason"]) == (
+        token_id,
+        ["read", "report"],
+        "active",
+        "CI-7",
+    )
     assert secret not in listed.stdout
     assert run(ledger_url, "token", "revoke", token_id).exit_code == 0
     assert json.loads(run(ledger_url, "token", "list", "-f", "json").stdout)[0]["status"] == "revoked"
@@ -204,8 +239,11 @@ def test_token_cli_prints_the_token_once_and_never_stores_it(ledger_url, backend
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=st.lists(st.tuples(st.sampled_from(["issue", "revoke", "deactivate", "reactivate"]),
-                              st.integers(0, 3)), max_size=12))
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["issue", "revoke", "deactivate", "reactivate"]), st.integers(0, 3)), max_size=12
+    )
+)
 def test_token_list_matches_a_model_of_the_operations(tmp_path_factory, ops):
     """Oracle: a dict of token -> revoked, and the principal's status, kept beside the ledger."""
     with AccessLedger.open(str(tmp_path_factory.mktemp("p") / "l.db"), create=True) as led:

@@ -66,13 +66,13 @@ def _history(url: str) -> None:
             led.create_user(name, at="2026-01-02T00:00:00Z", actor="user:root", id=f"u-{name}")
         led.create_team("ml", at="2026-01-02T00:00:00Z")
         led.add_team_member("ml", "user:bob", at="2026-01-02T00:00:00Z")
-        led.create_role("deployer", "tenant", ["pipeline:create", "model:promote"], base="viewer",
-                        at="2026-01-03T00:00:00Z")
+        led.create_role(
+            "deployer", "tenant", ["pipeline:create", "model:promote"], base="viewer", at="2026-01-03T00:00:00Z"
+        )
         led.assign_role("deployer", "user:alice", tenant="prod", at="2026-01-03T00:00:00Z", reason="REQ-1")
         led.assign_role("viewer", "team:ml", tenant="prod", at="2026-01-03T00:00:00Z")
         led.register_connector("aws-prod", "prod", at="2026-01-04T00:00:00Z")
-        led.record_connector_access("aws-prod", "prod", "user:alice", "allowed", at="2026-01-05T00:00:00Z",
-                                    id="s-1")
+        led.record_connector_access("aws-prod", "prod", "user:alice", "allowed", at="2026-01-05T00:00:00Z", id="s-1")
     finally:
         led.close()
 
@@ -101,11 +101,18 @@ def _columns(url: str) -> list[tuple[str, str]]:
     """(table, column) for every TEXT or BLOB column of the ledger's own side tables."""
     if "://" not in url:
         tables = [r[0] for r in _sql(url, "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'al_%'")]
-        return [(t, r[1]) for t in sorted(tables) for r in _sql(url, f"PRAGMA table_info({t})")
-                if r[2].upper() in ("TEXT", "BLOB")]
-    rows = _sql(url, "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = "
-                     "current_schema() AND left(table_name, 3) = 'al_' AND data_type IN ('text', 'bytea') "
-                     "ORDER BY table_name, column_name")
+        return [
+            (t, r[1])
+            for t in sorted(tables)
+            for r in _sql(url, f"PRAGMA table_info({t})")
+            if r[2].upper() in ("TEXT", "BLOB")
+        ]
+    rows = _sql(
+        url,
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = "
+        "current_schema() AND left(table_name, 3) = 'al_' AND data_type IN ('text', 'bytea') "
+        "ORDER BY table_name, column_name",
+    )
     return [(t, c) for t, c in rows]
 
 
@@ -154,7 +161,9 @@ def test_every_side_table_column_edited_runs_nothing_and_is_caught_or_harmless(u
             assert not marker.exists(), f"{what}: the planted pickle ran"
             for result in (verify, write):
                 assert result.exit_code in (0, 1, 2), f"{what}: {result.output}"
-                assert "Traceback" not in result.output and "unexpected" not in result.output, f"{what}: {result.output}"
+                assert "Traceback" not in result.output and "unexpected" not in result.output, (
+                    f"{what}: {result.output}"
+                )
             caught = verify.exit_code == 1 or write.exit_code != 0
             assert caught or answers == expected, f"{what}: not caught by verify, and the answers changed"
             # When a seal was written is evidence of nothing; a seal's MAC is checked when the key is given
@@ -170,8 +179,12 @@ def _rechain_from(url: str, position: int, new_state: bytes) -> None:
     link = rows[0][1] if rows else "0" * 64
     pos_col = "rowid" if "://" not in url else "notification_id"
     oid_col = "originator_id" if "://" not in url else "replace(CAST(originator_id AS TEXT), '-', '')"
-    events = _sql(url, f"SELECT {pos_col}, {oid_col}, originator_version, topic, state FROM stored_events "
-                       f"WHERE {pos_col} >= ? ORDER BY {pos_col}", (position,))
+    events = _sql(
+        url,
+        f"SELECT {pos_col}, {oid_col}, originator_version, topic, state FROM stored_events "
+        f"WHERE {pos_col} >= ? ORDER BY {pos_col}",
+        (position,),
+    )
     for pos, oid, version, topic, state in events:
         state = new_state if pos == position else bytes(state)
         if pos == position:
@@ -227,22 +240,35 @@ def test_an_unsealed_event_appended_at_the_tail_fails_verify_with_the_key(ledger
     state = orjson.dumps({"type": "UserCreated", "at": "2026-01-06T00:00:00Z", "actor": "system", "user": "mallory"})
     oid, topic = "0" * 31 + "1", "ledger.events:UserCreated"
     if "://" in ledger_url:
-        _sql(ledger_url, "INSERT INTO stored_events (originator_id, originator_version, topic, state, notification_id)"
-                         " VALUES (?, 1, ?, ?, ?)", (oid, topic, state, head + 1))
+        _sql(
+            ledger_url,
+            "INSERT INTO stored_events (originator_id, originator_version, topic, state, notification_id)"
+            " VALUES (?, 1, ?, ?, ?)",
+            (oid, topic, state, head + 1),
+        )
     else:
-        _sql(ledger_url, "INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) "
-                         "VALUES (?, ?, 1, ?, ?)", (head + 1, oid, topic, state))
+        _sql(
+            ledger_url,
+            "INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) VALUES (?, ?, 1, ?, ?)",
+            (head + 1, oid, topic, state),
+        )
     new_link = next_link(link, head + 1, oid, 1, topic, state)
-    _sql(ledger_url, "INSERT INTO al_chain (position, at, link) VALUES (?, ?, ?)",
-         (head + 1, "2026-01-06T00:00:00Z", new_link))
+    _sql(
+        ledger_url,
+        "INSERT INTO al_chain (position, at, link) VALUES (?, ?, ?)",
+        (head + 1, "2026-01-06T00:00:00Z", new_link),
+    )
     _sql(ledger_url, "UPDATE al_head SET position = ?, link = ?, at = ?", (head + 1, new_link, "2026-01-06T00:00:00Z"))
     with AccessLedger.open(ledger_url) as led:
         result = led.verify()
     assert (result.ok, result.first_bad) == (False, head + 1)
     assert f"no seal at position {head + 1}" in result.problem
     # A seal with a MAC made without the key fails too.
-    _sql(ledger_url, "INSERT INTO al_seals (position, link, mac, sealed_at) VALUES (?, ?, ?, ?)",
-         (head + 1, new_link, seal_mac(head + 1, new_link, b"guess"), "2026-01-06T00:00:00Z"))
+    _sql(
+        ledger_url,
+        "INSERT INTO al_seals (position, link, mac, sealed_at) VALUES (?, ?, ?, ?)",
+        (head + 1, new_link, seal_mac(head + 1, new_link, b"guess"), "2026-01-06T00:00:00Z"),
+    )
     with AccessLedger.open(ledger_url) as led:
         result = led.verify()
     assert (result.ok, result.first_bad) == (False, head + 1) and "wrong HMAC" in result.problem
@@ -299,8 +325,11 @@ def test_an_id_row_pointing_at_another_event_is_named_by_verify(ledger_url):
 
 def test_an_edited_grant_is_named_by_verify(ledger_url):
     _history(ledger_url)
-    _sql(ledger_url, "INSERT INTO al_grants (role, principal, tenant, resource, expires_at) VALUES "
-                     "('admin', 'user:carol', 'prod', '', NULL)")
+    _sql(
+        ledger_url,
+        "INSERT INTO al_grants (role, principal, tenant, resource, expires_at) VALUES "
+        "('admin', 'user:carol', 'prod', '', NULL)",
+    )
     result = runner.invoke(app, ["--db", ledger_url, "verify"])
     assert result.exit_code == 1
     assert "al_grants row ('admin', 'user:carol', 'prod', '') is not implied by the events" in result.output
@@ -323,11 +352,24 @@ def test_every_warehouse_table_edited_is_named_by_verify(ledger_url, tmp_path):
     clean = runner.invoke(app, ["--db", ledger_url, "verify", "--warehouse", str(path)])
     assert clean.exit_code == 0, clean.output
     con = duckdb.connect(str(path), read_only=True)
-    tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-                                        "AND table_name <> 'sync_state' AND table_type = 'BASE TABLE'").fetchall()]
-    varchar = {t: [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ? "
-                                             "AND data_type = 'VARCHAR' ORDER BY ordinal_position", [t]).fetchall()]
-               for t in tables}
+    tables = [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+            "AND table_name <> 'sync_state' AND table_type = 'BASE TABLE'"
+        ).fetchall()
+    ]
+    varchar = {
+        t: [
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                "AND data_type = 'VARCHAR' ORDER BY ordinal_position",
+                [t],
+            ).fetchall()
+        ]
+        for t in tables
+    }
     counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in tables}
     con.close()
     assert "events" in tables and counts["events"] == 12
@@ -335,9 +377,11 @@ def test_every_warehouse_table_edited_is_named_by_verify(ledger_url, tmp_path):
     for table in tables:
         if not counts[table] or not varchar[table]:
             continue
-        for edit in (f"UPDATE {table} SET \"{varchar[table][0]}\" = 'x' || coalesce(\"{varchar[table][0]}\", '') "
-                     f"WHERE rowid = (SELECT min(rowid) FROM {table})",
-                     f"DELETE FROM {table} WHERE rowid = (SELECT max(rowid) FROM {table})"):
+        for edit in (
+            f"UPDATE {table} SET \"{varchar[table][0]}\" = 'x' || coalesce(\"{varchar[table][0]}\", '') "
+            f"WHERE rowid = (SELECT min(rowid) FROM {table})",
+            f"DELETE FROM {table} WHERE rowid = (SELECT max(rowid) FROM {table})",
+        ):
             copy = tmp_path / f"{table}-{edited}.duckdb"
             copy.write_bytes(path.read_bytes())
             con = duckdb.connect(str(copy))
@@ -380,12 +424,18 @@ def _duck(path: Path, *statements: str) -> None:
         con.close()
 
 
-@pytest.mark.parametrize("plant", [
-    ("ALTER TABLE assignments RENAME TO assignments_real",
-     "CREATE VIEW assignments AS SELECT * FROM assignments_real WHERE principal <> 'user:alice'"),
-    ("CREATE MACRO leak(p) AS TABLE SELECT * FROM read_text(p)",),
-    ("CREATE TABLE notes AS SELECT 1 AS n",),
-], ids=["view-in-place-of-a-table", "macro", "table"])
+@pytest.mark.parametrize(
+    "plant",
+    [
+        (
+            "ALTER TABLE assignments RENAME TO assignments_real",
+            "CREATE VIEW assignments AS SELECT * FROM assignments_real WHERE principal <> 'user:alice'",
+        ),
+        ("CREATE MACRO leak(p) AS TABLE SELECT * FROM read_text(p)",),
+        ("CREATE TABLE notes AS SELECT 1 AS n",),
+    ],
+    ids=["view-in-place-of-a-table", "macro", "table"],
+)
 def test_an_object_planted_in_the_warehouse_is_refused_by_the_audit_and_named_by_verify(ledger_url, tmp_path, plant):
     _history(ledger_url)
     path = tmp_path / "warehouse.duckdb"
@@ -448,8 +498,12 @@ def test_with_the_key_a_warehouse_and_its_record_edited_together_are_refused(led
 
 # -- the head bounds every read -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("edit", ["UPDATE al_head SET position = 1000000000000", "UPDATE al_head SET position = 7",
-                                  "DELETE FROM al_head"], ids=["far-ahead", "set-back", "deleted"])
+
+@pytest.mark.parametrize(
+    "edit",
+    ["UPDATE al_head SET position = 1000000000000", "UPDATE al_head SET position = 7", "DELETE FROM al_head"],
+    ids=["far-ahead", "set-back", "deleted"],
+)
 def test_a_head_moved_or_deleted_is_refused_by_every_reader_and_named_by_verify(ledger_url, edit):
     _history(ledger_url)
     _sql(ledger_url, edit)
@@ -465,9 +519,16 @@ def test_a_head_moved_or_deleted_is_refused_by_every_reader_and_named_by_verify(
 
 # -- a column rewritten with a value of another type --------------------------------------------------
 
-RETYPED = [("al_head", "position", "x"), ("al_seals", "position", "x"), ("al_ids", "position", "x"),
-           ("al_snapshots", "position", "x"), ("al_snapshots", "data", "x"), ("al_chain", "link", b"\x00x"),
-           ("al_ids", "event_id", b"u-bob"), ("stored_events", "state", 10**12)]
+RETYPED = [
+    ("al_head", "position", "x"),
+    ("al_seals", "position", "x"),
+    ("al_ids", "position", "x"),
+    ("al_snapshots", "position", "x"),
+    ("al_snapshots", "data", "x"),
+    ("al_chain", "link", b"\x00x"),
+    ("al_ids", "event_id", b"u-bob"),
+    ("stored_events", "state", 10**12),
+]
 
 
 @pytest.mark.parametrize("table, column, value", RETYPED, ids=[f"{t}.{c}" for t, c, _ in RETYPED])
@@ -497,6 +558,7 @@ def test_a_column_rewritten_with_another_type_ends_in_one_line(ledger_url, table
 
 
 # -- the stored bytes are the ledger's own encoding ---------------------------------------------------
+
 
 def test_an_event_rewritten_with_a_repeated_key_fails_verify_even_when_rechained(ledger_url):
     _history(ledger_url)

@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import event as note_event
 from hypothesis import strategies as st
 from strategies import COMMANDS, TENANTS, USERS, apply_commands
 
@@ -33,6 +34,7 @@ def d(day: int, hour: int = 0) -> str:
 
 
 # -- the projection and the warehouse agree, row for row ------------------------------------------
+
 
 def event_time(i: int) -> str:
     # Two events per instant: events at exactly the same time as an expiry or another event.
@@ -68,15 +70,28 @@ def projection_rows(led: AccessLedger, instant: str) -> list[tuple]:
     rows = []
     for principal in state.subjects():
         for r in what_can(state, principal, None, instant):
-            rows.append((principal, r["tenant"], r["permission"], r["resource_scope"], r["role"], r["via_team"],
-                         r["from_role"], r["position"]))
+            rows.append(
+                (
+                    principal,
+                    r["tenant"],
+                    r["permission"],
+                    r["resource_scope"],
+                    r["role"],
+                    r["via_team"],
+                    r["from_role"],
+                    r["position"],
+                )
+            )
     return sorted(rows, key=repr)
 
 
 def warehouse_rows(wh: Warehouse, instant: str) -> list[tuple]:
     at = datetime.fromisoformat(instant).astimezone(UTC).replace(tzinfo=None)
-    rows = wh.con.execute("SELECT principal, tenant, permission, resource_scope, role, via_team, from_role, "
-                          "assignment_position FROM effective_at($at::TIMESTAMP)", {"at": at}).fetchall()
+    rows = wh.con.execute(
+        "SELECT principal, tenant, permission, resource_scope, role, via_team, from_role, "
+        "assignment_position FROM effective_at($at::TIMESTAMP)",
+        {"at": at},
+    ).fetchall()
     return sorted(rows, key=repr)
 
 
@@ -92,8 +107,11 @@ def instants_of(led: AccessLedger) -> list[str]:
     return sorted(out)
 
 
-@settings(max_examples=int(os.environ.get("WAREHOUSE_EXAMPLES", "60")), deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("WAREHOUSE_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(commands=st.lists(COMMANDS, min_size=8, max_size=60), cut=st.floats(0, 1), data=st.data())
 def test_effective_permissions_from_intervals_equal_the_projection(tmp_path_factory, commands, cut, data):
     folder = tmp_path_factory.mktemp("wh")
@@ -111,18 +129,23 @@ def test_effective_permissions_from_intervals_equal_the_projection(tmp_path_fact
             expected = projection_rows(led, instant)
             assert warehouse_rows(wh, instant) == expected, instant
             # The review audit: one row per path, the same paths as what-can's
-            reviewed = [(r["who"], r["tenant"], r["what"], r["resource_scope"], r["role"], r["via_team"],
-                         r["from_role"]) for r in run_audit(wh, "review", at=instant, sync=False).rows]
+            reviewed = [
+                (r["who"], r["tenant"], r["what"], r["resource_scope"], r["role"], r["via_team"], r["from_role"])
+                for r in run_audit(wh, "review", at=instant, sync=False).rows
+            ]
             assert sorted(reviewed, key=repr) == sorted((row[:7] for row in expected), key=repr), instant
-            event(f"rows: {'none' if not expected else 'some'}; through a team: {any(r[5] for r in expected)}; "
-                  f"organization: {any(r[1] is None for r in expected)}; inherited: "
-                  f"{any(r[6] != r[4] for r in expected)}; resource-scoped: {any(r[3] for r in expected)}")
+            note_event(
+                f"rows: {'none' if not expected else 'some'}; through a team: {any(r[5] for r in expected)}; "
+                f"organization: {any(r[1] is None for r in expected)}; inherited: "
+                f"{any(r[6] != r[4] for r in expected)}; resource-scoped: {any(r[3] for r in expected)}"
+            )
     finally:
         wh.close()
         led.close()
 
 
 # -- sync --------------------------------------------------------------------------------------------
+
 
 def small_history(led: AccessLedger) -> None:
     led.create_tenant("prod", at=d(1))
@@ -145,7 +168,8 @@ def test_sync_is_exactly_once_and_incremental(led, tmp_path):
         assert wh.sync() == 1
         assert wh.position == led.head()
         count, distinct, low, high = wh.con.execute(
-            "SELECT count(*), count(DISTINCT position), min(position), max(position) FROM events").fetchall()[0]
+            "SELECT count(*), count(DISTINCT position), min(position), max(position) FROM events"
+        ).fetchall()[0]
         assert (count, distinct, low, high) == (led.head(), led.head(), 1, led.head())
 
 
@@ -153,16 +177,30 @@ def test_warehouse_rows_match_the_events(led, tmp_path):
     small_history(led)
     with Warehouse.open(led, tmp_path / "w.duckdb") as wh:
         wh.sync()
-        stored = wh.query("SELECT position, type, role, base, permissions, principal, tenant FROM events "
-                          "WHERE position = 6")
-        assert stored == [{"position": 6, "type": "RoleCreated", "role": "ds", "base": "editor",
-                           "permissions": ["model:promote"], "principal": None, "tenant": None}]
+        stored = wh.query(
+            "SELECT position, type, role, base, permissions, principal, tenant FROM events WHERE position = 6"
+        )
+        assert stored == [
+            {
+                "position": 6,
+                "type": "RoleCreated",
+                "role": "ds",
+                "base": "editor",
+                "permissions": ["model:promote"],
+                "principal": None,
+                "tenant": None,
+            }
+        ]
         assert wh.query("SELECT principal, tenant, role, from_position, valid_to FROM assignments") == [
-            {"principal": "team:ml", "tenant": "prod", "role": "ds", "from_position": 7, "valid_to": None}]
+            {"principal": "team:ml", "tenant": "prod", "role": "ds", "from_position": 7, "valid_to": None}
+        ]
         assert wh.query("SELECT ancestor, depth FROM role_chain WHERE role = 'ds' ORDER BY depth") == [
-            {"ancestor": "ds", "depth": 0}, {"ancestor": "editor", "depth": 1}]
-        assert wh.query("SELECT count(*) AS n FROM usage WHERE resource = 'service_connector/aws' "
-                        "AND action = 'read_secret_value'") == [{"n": 10}]
+            {"ancestor": "ds", "depth": 0},
+            {"ancestor": "editor", "depth": 1},
+        ]
+        assert wh.query(
+            "SELECT count(*) AS n FROM usage WHERE resource = 'service_connector/aws' AND action = 'read_secret_value'"
+        ) == [{"n": 10}]
 
 
 def test_default_path_is_beside_the_sqlite_ledger(tmp_path):
@@ -220,11 +258,34 @@ def many_events(led: AccessLedger, n: int) -> None:
 
     lines = [orjson.dumps({"type": "TenantCreated", "at": d(1), "actor": "system", "tenant": "prod"})]
     lines += [orjson.dumps({"type": "UserCreated", "at": d(1), "actor": "system", "user": f"u{i}"}) for i in range(50)]
-    lines += [orjson.dumps({"type": "RoleAssigned", "at": d(2), "actor": "system", "role": "viewer",
-                            "principal": f"user:u{i}", "tenant": "prod"}) for i in range(50)]
-    lines += [orjson.dumps({"type": "ResourceAccessed", "at": d(3), "actor": "system", "principal": f"user:u{i % 50}",
-                            "tenant": "prod", "resource": "model/m", "action": "read", "outcome": "allowed"})
-              for i in range(n)]
+    lines += [
+        orjson.dumps(
+            {
+                "type": "RoleAssigned",
+                "at": d(2),
+                "actor": "system",
+                "role": "viewer",
+                "principal": f"user:u{i}",
+                "tenant": "prod",
+            }
+        )
+        for i in range(50)
+    ]
+    lines += [
+        orjson.dumps(
+            {
+                "type": "ResourceAccessed",
+                "at": d(3),
+                "actor": "system",
+                "principal": f"user:u{i % 50}",
+                "tenant": "prod",
+                "resource": "model/m",
+                "action": "read",
+                "outcome": "allowed",
+            }
+        )
+        for i in range(n)
+    ]
     led.import_lines(lines)
 
 
@@ -246,8 +307,10 @@ def test_a_sync_interrupted_between_chunks_is_synced_afresh_to_the_same_rows(led
     # Nothing proves the chunks a cut sync left (the ledger records a file's hash after a whole sync):
     # the file is emptied and synced afresh, and says why.
     with Warehouse.open(led, tmp_path / "cut.duckdb") as wh:
-        assert wh.rebuilt == "it holds position 900, the ledger recorded 0 (an interrupted sync)" or \
-            wh.rebuilt == "the ledger holds no record of it"
+        assert (
+            wh.rebuilt == "it holds position 900, the ledger recorded 0 (an interrupted sync)"
+            or wh.rebuilt == "the ledger holds no record of it"
+        )
         assert wh.sync(chunk_size=300) == led.head()
     assert dump(tmp_path / "cut.duckdb") == dump(tmp_path / "whole.duckdb")
 
@@ -273,8 +336,9 @@ def test_a_sync_killed_midway_and_run_again_gives_exactly_the_rows_of_an_uninter
     with Warehouse.open(led, tmp_path / "whole.duckdb") as wh:
         wh.sync(chunk_size=400)
     killed = tmp_path / "killed.duckdb"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_SYNC, url, str(killed), "400"], stdout=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SYNC, url, str(killed), "400"], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "400"  # one chunk committed, the next one under way
     time.sleep(0.1)
@@ -297,14 +361,20 @@ def test_a_sync_killed_midway_and_run_again_gives_exactly_the_rows_of_an_uninter
 
 # -- the secrets audit agrees with the projection's check at every access -----------------------------
 
-SECRET_READS = st.tuples(st.just("secret_read"), st.one_of(USERS, st.just("service_account:ci")), TENANTS,
-                         st.sampled_from(["allowed", "allowed", "denied"]))
+SECRET_READS = st.tuples(
+    st.just("secret_read"),
+    st.one_of(USERS, st.just("service_account:ci")),
+    TENANTS,
+    st.sampled_from(["allowed", "allowed", "denied"]),
+)
 
 
-@settings(max_examples=int(os.environ.get("WAREHOUSE_EXAMPLES", "60")) // 2, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(commands=st.lists(st.integers(0, 2).flatmap(lambda k: SECRET_READS if k else COMMANDS), min_size=8,
-                         max_size=60))
+@settings(
+    max_examples=int(os.environ.get("WAREHOUSE_EXAMPLES", "60")) // 2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(commands=st.lists(st.integers(0, 2).flatmap(lambda k: SECRET_READS if k else COMMANDS), min_size=8, max_size=60))
 def test_secrets_audit_authorisation_equals_the_projection_check(tmp_path_factory, commands):
     from itertools import groupby
 
@@ -320,8 +390,14 @@ def test_secrets_audit_authorisation_equals_the_projection_check(tmp_path_factor
     led.create_role("reader", "tenant", ["service_connector:read_secret_value"], at="2026-02-01T00:00:00Z")
     led.assign_role("reader", "team:ml", tenant="prod", at="2026-02-01T00:00:00Z")
     led.assign_role("admin", "user:bob", tenant="dev", at="2026-02-01T00:00:00Z")
-    led.assign_role("reader", "user:carol", tenant="prod", resource="service_connector/aws",
-                    expires_at="2026-02-08T00:00:00Z", at="2026-02-01T00:00:00Z")
+    led.assign_role(
+        "reader",
+        "user:carol",
+        tenant="prod",
+        resource="service_connector/aws",
+        expires_at="2026-02-08T00:00:00Z",
+        at="2026-02-01T00:00:00Z",
+    )
     for i, (name, *args) in enumerate(commands):
         if name == "secret_read":
             principal, tenant, outcome = args
@@ -351,25 +427,39 @@ def test_secrets_audit_authorisation_equals_the_projection_check(tmp_path_factor
         led.close()
     got = {r["positions"][0]: r["authorised"] for r in rows}
     assert got == expected
-    event(f"reads authorised: {any(expected.values())}; not authorised: {not all(expected.values())}")
+    note_event(f"reads authorised: {any(expected.values())}; not authorised: {not all(expected.values())}")
     for r in rows:
-        want = {(True, "allowed"): "authorised", (False, "allowed"): "unauthorised-access",
-                (True, "denied"): "denied-although-authorised", (False, "denied"): "denied"}
+        want = {
+            (True, "allowed"): "authorised",
+            (False, "allowed"): "unauthorised-access",
+            (True, "denied"): "denied-although-authorised",
+            (False, "denied"): "denied",
+        }
         assert r["finding"] == want[(r["authorised"], r["outcome"])]
 
 
 # -- the use totals the sync keeps answer like a scan of the uses -----------------------------------
 
-ACCESSES = st.tuples(st.just("access"), st.one_of(USERS, st.just("service_account:ci")),
-                     st.sampled_from([("read", "model/m1"), ("promote", "model/m1"), ("create", "pipeline/p1"),
-                                      ("read", "artifact/a")]),
-                     st.sampled_from(["prod", "dev", None]), st.sampled_from(["allowed", "allowed", "denied"]))
+ACCESSES = st.tuples(
+    st.just("access"),
+    st.one_of(USERS, st.just("service_account:ci")),
+    st.sampled_from([("read", "model/m1"), ("promote", "model/m1"), ("create", "pipeline/p1"), ("read", "artifact/a")]),
+    st.sampled_from(["prod", "dev", None]),
+    st.sampled_from(["allowed", "allowed", "denied"]),
+)
 
 
-@settings(max_examples=int(os.environ.get("WAREHOUSE_EXAMPLES", "60")) // 2, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(commands=st.lists(st.integers(0, 3).flatmap(lambda k: (COMMANDS, SECRET_READS, ACCESSES, ACCESSES)[k]),
-                         min_size=8, max_size=60), cut=st.floats(0, 1))
+@settings(
+    max_examples=int(os.environ.get("WAREHOUSE_EXAMPLES", "60")) // 2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    commands=st.lists(
+        st.integers(0, 3).flatmap(lambda k: (COMMANDS, SECRET_READS, ACCESSES, ACCESSES)[k]), min_size=8, max_size=60
+    ),
+    cut=st.floats(0, 1),
+)
 def test_audits_from_the_use_totals_equal_audits_from_the_uses(tmp_path_factory, commands, cut):
     import duckdb
 
@@ -406,8 +496,9 @@ def test_audits_from_the_use_totals_equal_audits_from_the_uses(tmp_path_factory,
         run(commands[split:], split)
         wh.sync()
         scratch = wh.con.execute(
-            "SELECT principal, coalesce(tenant, ''), resource_type, action, outcome, min(\"at\"), max(\"at\"), "
-            "max(position), count(*) FROM usage GROUP BY ALL").fetchall()
+            'SELECT principal, coalesce(tenant, \'\'), resource_type, action, outcome, min("at"), max("at"), '
+            "max(position), count(*) FROM usage GROUP BY ALL"
+        ).fetchall()
         assert wh.table_rows("usage_totals") == sorted(scratch, key=repr)
         query = duckdb.extract_statements(sql_text("review.sql"))[-1].query
         at = datetime(2026, 12, 31)
@@ -422,9 +513,11 @@ def test_audits_from_the_use_totals_equal_audits_from_the_uses(tmp_path_factory,
         lp = duckdb.extract_statements(sql_text("least_privilege.sql"))[-1].query
         for window_start in (datetime(2026, 1, 1), datetime(2026, 2, 10)):
             params = {"at": at, "window_start": window_start}
-            assert (wh.con.sql(lp, params={**params, "totals": True}).fetchall()
-                    == wh.con.sql(lp, params={**params, "totals": False}).fetchall())
-        event(f"uses: {bool(scratch)}; reviewed rows with a use: {used}")
+            assert (
+                wh.con.sql(lp, params={**params, "totals": True}).fetchall()
+                == wh.con.sql(lp, params={**params, "totals": False}).fetchall()
+            )
+        note_event(f"uses: {bool(scratch)}; reviewed rows with a use: {used}")
     finally:
         wh.close()
         led.close()
@@ -432,10 +525,17 @@ def test_audits_from_the_use_totals_equal_audits_from_the_uses(tmp_path_factory,
 
 # -- least privilege sizes roles on the uses the projection authorises ------------------------------
 
-@settings(max_examples=int(os.environ.get("WAREHOUSE_EXAMPLES", "60")) // 2, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(commands=st.lists(st.integers(0, 3).flatmap(lambda k: (COMMANDS, SECRET_READS, ACCESSES, ACCESSES)[k]),
-                         min_size=8, max_size=60))
+
+@settings(
+    max_examples=int(os.environ.get("WAREHOUSE_EXAMPLES", "60")) // 2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    commands=st.lists(
+        st.integers(0, 3).flatmap(lambda k: (COMMANDS, SECRET_READS, ACCESSES, ACCESSES)[k]), min_size=8, max_size=60
+    )
+)
 def test_least_privilege_used_permissions_are_the_uses_the_projection_authorises(tmp_path_factory, commands):
     """#24 item 8, against the oracle of DESIGN section 3: smallest-role's used permissions per principal
     and tenant are exactly the TYPE:ACTION of the allowed uses that check() allows at their instant (so
@@ -487,4 +587,4 @@ def test_least_privilege_used_permissions_are_the_uses_the_projection_authorises
         led.close()
     got = {(r["who"], r["tenant"] or ""): set(r["used_permissions"]) for r in rows if r["finding"] == "smallest-role"}
     assert got == expected
-    event(f"principals with authorised uses: {len(expected)}")
+    note_event(f"principals with authorised uses: {len(expected)}")

@@ -68,8 +68,9 @@ def _user_objects(path: Path) -> list[Any]:
 
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return con.execute("SELECT function_name FROM duckdb_functions() WHERE NOT internal AND database_name = "
-                           "current_database()").fetchall()
+        return con.execute(
+            "SELECT function_name FROM duckdb_functions() WHERE NOT internal AND database_name = current_database()"
+        ).fetchall()
     finally:
         con.close()
 
@@ -79,8 +80,12 @@ def test_a_macro_in_a_file_of_an_older_layout_does_not_survive_the_rebuild(ledge
     path = tmp_path / "warehouse.duckdb"
     clean = _audit(ledger_url, path)
     assert clean.exit_code == 0, clean.output
-    _duck(path, "UPDATE meta SET value = '3' WHERE key = 'schema_version'", "CREATE MACRO epoch(x) AS 0",
-          "CREATE MACRO leak(p) AS TABLE SELECT * FROM read_text(p)")
+    _duck(
+        path,
+        "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
+        "CREATE MACRO epoch(x) AS 0",
+        "CREATE MACRO leak(p) AS TABLE SELECT * FROM read_text(p)",
+    )
     verify = _verify(ledger_url, path)
     assert verify.exit_code == 1 and "layout" in verify.stderr, verify.output
     again = _audit(ledger_url, path)
@@ -89,15 +94,22 @@ def test_a_macro_in_a_file_of_an_older_layout_does_not_survive_the_rebuild(ledge
     assert _verify(ledger_url, path).exit_code == 0
 
 
-@pytest.mark.parametrize("plant", [
-    ("ALTER TABLE assignments ALTER resource SET DATA TYPE VARCHAR COLLATE NOCASE",),
-    ("ALTER TABLE assignments ADD COLUMN tenant_from TIMESTAMP", "ALTER TABLE assignments ADD COLUMN tenant_position "
-     "BIGINT DEFAULT 1", "UPDATE assignments SET tenant_position = 2"),
-    ("ALTER TABLE assignments ALTER actor SET DEFAULT 'user:root'",),
-    ("CREATE TYPE principal AS ENUM ('user:alice')",),
-    ("CREATE SEQUENCE s",),
-    ("CREATE INDEX i ON assignments (principal)",),
-], ids=["collation", "shadow-columns", "default", "type", "sequence", "index"])
+@pytest.mark.parametrize(
+    "plant",
+    [
+        ("ALTER TABLE assignments ALTER resource SET DATA TYPE VARCHAR COLLATE NOCASE",),
+        (
+            "ALTER TABLE assignments ADD COLUMN tenant_from TIMESTAMP",
+            "ALTER TABLE assignments ADD COLUMN tenant_position BIGINT DEFAULT 1",
+            "UPDATE assignments SET tenant_position = 2",
+        ),
+        ("ALTER TABLE assignments ALTER actor SET DEFAULT 'user:root'",),
+        ("CREATE TYPE principal AS ENUM ('user:alice')",),
+        ("CREATE SEQUENCE s",),
+        ("CREATE INDEX i ON assignments (principal)",),
+    ],
+    ids=["collation", "shadow-columns", "default", "type", "sequence", "index"],
+)
 def test_a_changed_column_or_object_is_refused_before_any_query_and_named_by_verify(ledger_url, tmp_path, plant):
     _history(ledger_url)
     path = tmp_path / "warehouse.duckdb"
@@ -162,33 +174,35 @@ def test_a_fifo_at_the_warehouse_or_its_log_is_refused_at_once(ledger_url, tmp_p
 
 # -- property: random DDL is refused before any query, or changes no audit output ------------------------
 
-_DDL = st.sampled_from([
-    "CREATE MACRO strftime(a, b) AS 'x'",
-    "CREATE MACRO epoch(x) AS 0",
-    "CREATE MACRO coalesce2(a) AS a",
-    "CREATE MACRO read_all(p) AS TABLE SELECT * FROM read_text(p)",
-    "CREATE VIEW v AS SELECT 1 AS a",
-    "CREATE TYPE mood AS ENUM ('a', 'b')",
-    "CREATE SEQUENCE seq START 5",
-    "CREATE SCHEMA other",
-    "CREATE TABLE other_table (a INTEGER)",
-    "CREATE INDEX ix ON events (position)",
-    "ALTER TABLE assignments ALTER principal SET DATA TYPE VARCHAR COLLATE NOCASE",
-    "ALTER TABLE assignments ALTER resource SET DATA TYPE VARCHAR COLLATE NOCASE",
-    "ALTER TABLE role_grants ALTER permission SET DATA TYPE VARCHAR COLLATE NOCASE",
-    "ALTER TABLE assignments ADD COLUMN tenant_from TIMESTAMP",
-    "ALTER TABLE events ADD COLUMN extra VARCHAR",
-    "ALTER TABLE assignments ALTER reason SET DEFAULT 'x'",
-    "ALTER TABLE assignments ALTER reason SET DATA TYPE VARCHAR(10)",
-    "ALTER TABLE usage_totals ALTER uses SET DATA TYPE DOUBLE",
-    "ALTER TABLE role_chain ALTER depth SET DATA TYPE BIGINT",
-    "ALTER TABLE memberships DROP COLUMN reason",
-    "ALTER TABLE teams RENAME COLUMN created_by TO deleted_by2",
-    "ALTER TABLE connectors RENAME TO connectors_old",
-    "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
-    "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
-    "DELETE FROM meta WHERE key = 'schema_version'",
-])
+_DDL = st.sampled_from(
+    [
+        "CREATE MACRO strftime(a, b) AS 'x'",
+        "CREATE MACRO epoch(x) AS 0",
+        "CREATE MACRO coalesce2(a) AS a",
+        "CREATE MACRO read_all(p) AS TABLE SELECT * FROM read_text(p)",
+        "CREATE VIEW v AS SELECT 1 AS a",
+        "CREATE TYPE mood AS ENUM ('a', 'b')",
+        "CREATE SEQUENCE seq START 5",
+        "CREATE SCHEMA other",
+        "CREATE TABLE other_table (a INTEGER)",
+        "CREATE INDEX ix ON events (position)",
+        "ALTER TABLE assignments ALTER principal SET DATA TYPE VARCHAR COLLATE NOCASE",
+        "ALTER TABLE assignments ALTER resource SET DATA TYPE VARCHAR COLLATE NOCASE",
+        "ALTER TABLE role_grants ALTER permission SET DATA TYPE VARCHAR COLLATE NOCASE",
+        "ALTER TABLE assignments ADD COLUMN tenant_from TIMESTAMP",
+        "ALTER TABLE events ADD COLUMN extra VARCHAR",
+        "ALTER TABLE assignments ALTER reason SET DEFAULT 'x'",
+        "ALTER TABLE assignments ALTER reason SET DATA TYPE VARCHAR(10)",
+        "ALTER TABLE usage_totals ALTER uses SET DATA TYPE DOUBLE",
+        "ALTER TABLE role_chain ALTER depth SET DATA TYPE BIGINT",
+        "ALTER TABLE memberships DROP COLUMN reason",
+        "ALTER TABLE teams RENAME COLUMN created_by TO deleted_by2",
+        "ALTER TABLE connectors RENAME TO connectors_old",
+        "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
+        "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+        "DELETE FROM meta WHERE key = 'schema_version'",
+    ]
+)
 
 
 @pytest.fixture(scope="module")

@@ -87,11 +87,17 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    db: Annotated[str | None, typer.Option(
-        "--db", help="SQLite file or postgresql://user:pass@host:port/db "
-        "(default: $ACCESS_LEDGER_DB, else ./access-ledger.db).")] = None,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Show the version and exit.")] = False,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="SQLite file or postgresql://user:pass@host:port/db "
+            "(default: $ACCESS_LEDGER_DB, else ./access-ledger.db).",
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ) -> None:
     """Record every access-control change as an immutable, verifiable event; ask who could do what, when."""
     ctx.obj = {"db": db}
@@ -101,8 +107,16 @@ def _register() -> None:
     from access_ledger.cli import write
 
     write.register(app)
-    for name in ("access_ledger.cli.queries", "access_ledger.cli.audit", "access_ledger.cli.evidence", "access_ledger.cli.keys", "access_ledger.cli.review",
-                 "access_ledger.cli.demo", "access_ledger.cli.tokens", "access_ledger.cli.serve"):
+    for name in (
+        "access_ledger.cli.queries",
+        "access_ledger.cli.audit",
+        "access_ledger.cli.evidence",
+        "access_ledger.cli.keys",
+        "access_ledger.cli.review",
+        "access_ledger.cli.demo",
+        "access_ledger.cli.tokens",
+        "access_ledger.cli.serve",
+    ):
         try:
             module = __import__(name, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -21,21 +21,39 @@ from access_ledger.cli.common import (
 )
 from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
 
-WarehouseOption = Annotated[Path | None, typer.Option(
-    "--warehouse", help="The DuckDB warehouse file (default: beside a SQLite ledger, <ledger>.duckdb; "
-    "./access-ledger-warehouse.duckdb for PostgreSQL).")]
-AtOption = Annotated[str | None, typer.Option("--at", help=f"The moment the audit looks at (default now): "
-                                                            f"{CLI_TIME_HELP}.")]
-FromOption = Annotated[str | None, typer.Option("--from", help=f"Start of the period, inclusive (default: the "
-                                                                f"beginning of the ledger): {CLI_TIME_HELP}.")]
-ToOption = Annotated[str | None, typer.Option("--to", help=f"End of the period, inclusive (default now; "
-                                                            f"{CLI_TIME_HELP_AGAIN}).")]
-WindowOption = Annotated[str, typer.Option("--window", help="How far back use counts: 90d, 12w, 36h, 30min, 3mo "
-                                                            "(30 days each), 1y (365 days); a bare m is refused.")]
-RulesOption = Annotated[Path | None, typer.Option("--rules", help="A TOML file of separation-of-duties rules "
-                                                                  "(default: the shipped set).")]
-PrincipalOption = Annotated[str | None, typer.Option("--principal", help="Only this user:NAME or "
-                                                                         "service_account:NAME.")]
+WarehouseOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--warehouse",
+        help="The DuckDB warehouse file (default: beside a SQLite ledger, <ledger>.duckdb; "
+        "./access-ledger-warehouse.duckdb for PostgreSQL).",
+    ),
+]
+AtOption = Annotated[
+    str | None, typer.Option("--at", help=f"The moment the audit looks at (default now): {CLI_TIME_HELP}.")
+]
+FromOption = Annotated[
+    str | None,
+    typer.Option(
+        "--from", help=f"Start of the period, inclusive (default: the beginning of the ledger): {CLI_TIME_HELP}."
+    ),
+]
+ToOption = Annotated[
+    str | None, typer.Option("--to", help=f"End of the period, inclusive (default now; {CLI_TIME_HELP_AGAIN}).")
+]
+WindowOption = Annotated[
+    str,
+    typer.Option(
+        "--window",
+        help="How far back use counts: 90d, 12w, 36h, 30min, 3mo (30 days each), 1y (365 days); a bare m is refused.",
+    ),
+]
+RulesOption = Annotated[
+    Path | None, typer.Option("--rules", help="A TOML file of separation-of-duties rules (default: the shipped set).")
+]
+PrincipalOption = Annotated[
+    str | None, typer.Option("--principal", help="Only this user:NAME or service_account:NAME.")
+]
 TenantOption = Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")]
 
 SHOW_PROGRESS_FROM = 100_000
@@ -50,8 +68,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")
 
 
-def _run(ctx: typer.Context, name: str, warehouse: Path | None, fmt: Format, out: Path | None,
-         **params: Any) -> None:
+def _run(ctx: typer.Context, name: str, warehouse: Path | None, fmt: Format, out: Path | None, **params: Any) -> None:
     """Open the ledger and its warehouse, sync, run one audit (the call the service makes), print the findings."""
     from access_ledger import api
     from reports.audits import AUDITS
@@ -59,15 +76,17 @@ def _run(ctx: typer.Context, name: str, warehouse: Path | None, fmt: Format, out
     with handled():
         led = open_ledger(ctx)
         try:
-            answer = api.audit(led, name, warehouse, sync=_sync,
-                               note=lambda text: typer.echo(f"note: {text}", err=True), **params)
+            answer = api.audit(
+                led, name, warehouse, sync=_sync, note=lambda text: typer.echo(f"note: {text}", err=True), **params
+            )
         finally:
             led.close()
         _show(answer["result"], AUDITS[name].brief, fmt, out)
 
 
-def _audited(ctx: typer.Context, warehouse: Path | None, audit: Callable[[Any], Any],
-             check: Callable[[Any], None] | None = None) -> Any:
+def _audited(
+    ctx: typer.Context, warehouse: Path | None, audit: Callable[[Any], Any], check: Callable[[Any], None] | None = None
+) -> Any:
     """Open the ledger (`check` it before a possibly long sync) and its warehouse, sync it, run `audit` on it."""
     from reports.warehouse import Warehouse
 
@@ -108,91 +127,168 @@ def _sync(wh: Any) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("syncing the warehouse"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("syncing the warehouse"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("events"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("sync", total=pending)
         wh.sync(lambda n: bar.advance(task, n))
 
 
 @audit_app.command("review")
-def review(ctx: typer.Context, at: AtOption = None, principal: PrincipalOption = None, tenant: TenantOption = None,
-           warehouse: WarehouseOption = None, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+def review(
+    ctx: typer.Context,
+    at: AtOption = None,
+    principal: PrincipalOption = None,
+    tenant: TenantOption = None,
+    warehouse: WarehouseOption = None,
+    fmt: FormatOption = Format.table,
+    out: OutOption = None,
+) -> None:
     """Every principal's effective permissions per tenant, the path to each, and when each was last used."""
     _run(ctx, "review", warehouse, fmt, out, at=at, principal=principal, tenant=tenant)
 
 
 @audit_app.command("least-privilege")
-def least_privilege(ctx: typer.Context, at: AtOption = None, window: WindowOption = "90d",
-                    warehouse: WarehouseOption = None, fmt: FormatOption = Format.table,
-                    out: OutOption = None) -> None:
+def least_privilege(
+    ctx: typer.Context,
+    at: AtOption = None,
+    window: WindowOption = "90d",
+    warehouse: WarehouseOption = None,
+    fmt: FormatOption = Format.table,
+    out: OutOption = None,
+) -> None:
     """Permissions held but unused in the window, dormant principals, and the smallest role covering each one's use."""
     _run(ctx, "least-privilege", warehouse, fmt, out, at=at, window=window)
 
 
 @audit_app.command("secrets")
-def secrets(ctx: typer.Context, start: FromOption = None, end: ToOption = None, period: PeriodOption = None,
-            warehouse: WarehouseOption = None, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+def secrets(
+    ctx: typer.Context,
+    start: FromOption = None,
+    end: ToOption = None,
+    period: PeriodOption = None,
+    warehouse: WarehouseOption = None,
+    fmt: FormatOption = Format.table,
+    out: OutOption = None,
+) -> None:
     """Every connector-secret access in the period, whether it was authorised at that instant, and denied attempts."""
     _run(ctx, "secrets", warehouse, fmt, out, start=start, end=end, period=period)
 
 
 @audit_app.command("sod")
-def sod(ctx: typer.Context, at: AtOption = None, rules: RulesOption = None, warehouse: WarehouseOption = None,
-        fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+def sod(
+    ctx: typer.Context,
+    at: AtOption = None,
+    rules: RulesOption = None,
+    warehouse: WarehouseOption = None,
+    fmt: FormatOption = Format.table,
+    out: OutOption = None,
+) -> None:
     """Principals holding both sides of a separation-of-duties rule."""
     _run(ctx, "sod", warehouse, fmt, out, at=at, rules=rules)
 
 
 @audit_app.command("changes")
-def changes(ctx: typer.Context, start: FromOption = None, end: ToOption = None, period: PeriodOption = None,
-            warehouse: WarehouseOption = None, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+def changes(
+    ctx: typer.Context,
+    start: FromOption = None,
+    end: ToOption = None,
+    period: PeriodOption = None,
+    warehouse: WarehouseOption = None,
+    fmt: FormatOption = Format.table,
+    out: OutOption = None,
+) -> None:
     """Permissions gained and lost between two times, with the events, actors and reasons behind each."""
     _run(ctx, "changes", warehouse, fmt, out, start=start, end=end, period=period)
 
 
 @audit_app.command("hygiene")
-def hygiene(ctx: typer.Context, at: AtOption = None, start: FromOption = None, end: ToOption = None,
-            period: PeriodOption = None, warehouse: WarehouseOption = None, fmt: FormatOption = Format.table,
-            out: OutOption = None) -> None:
+def hygiene(
+    ctx: typer.Context,
+    at: AtOption = None,
+    start: FromOption = None,
+    end: ToOption = None,
+    period: PeriodOption = None,
+    warehouse: WarehouseOption = None,
+    fmt: FormatOption = Format.table,
+    out: OutOption = None,
+) -> None:
     """Self-grants, grants to deactivated principals, expired grants never revoked, roles with no holders, empty
     teams, admin counts, and changes without a reason (in the --from/--to period)."""
     _run(ctx, "hygiene", warehouse, fmt, out, at=at, start=start, end=end, period=period)
 
 
 @audit_app.command("reviews")
-def reviews(ctx: typer.Context, at: AtOption = None, start: FromOption = None, end: ToOption = None,
-            period: PeriodOption = None, warehouse: WarehouseOption = None, fmt: FormatOption = Format.table,
-            out: OutOption = None) -> None:
+def reviews(
+    ctx: typer.Context,
+    at: AtOption = None,
+    start: FromOption = None,
+    end: ToOption = None,
+    period: PeriodOption = None,
+    warehouse: WarehouseOption = None,
+    fmt: FormatOption = Format.table,
+    out: OutOption = None,
+) -> None:
     """Access review campaigns started or closed in the period: completion per reviewer, overdue items, rubber
     stamps, all-keep reviewers, self-reviews, revocations not carried out or re-granted, and privileged access
     no campaign closed in the 90 days before --at reviewed."""
     _run(ctx, "reviews", warehouse, fmt, out, at=at, start=start, end=end, period=period)
 
 
-AuthorityRulesOption = Annotated[Path | None, typer.Option(
-    "--rules", help="A TOML file of authority rules (default: the shipped rules of the ledger's preset).")]
+AuthorityRulesOption = Annotated[
+    Path | None,
+    typer.Option("--rules", help="A TOML file of authority rules (default: the shipped rules of the ledger's preset)."),
+]
 
 
 @audit_app.command("authority")
-def authority(ctx: typer.Context, start: FromOption = None, end: ToOption = None, period: PeriodOption = None,
-              rules: AuthorityRulesOption = None, warehouse: WarehouseOption = None, fmt: FormatOption = Format.table,
-              out: OutOption = None) -> None:
+def authority(
+    ctx: typer.Context,
+    start: FromOption = None,
+    end: ToOption = None,
+    period: PeriodOption = None,
+    rules: AuthorityRulesOption = None,
+    warehouse: WarehouseOption = None,
+    fmt: FormatOption = Format.table,
+    out: OutOption = None,
+) -> None:
     """Changes in the period whose actor was not allowed to make them at that instant (lacked the permission the
     authority rules ask for, or was deactivated or never recorded); system is exempt."""
     _run(ctx, "authority", warehouse, fmt, out, start=start, end=end, period=period, authority_rules=rules)
 
 
-HrOption = Annotated[Path, typer.Option(
-    "--hr", help="CSV of the people HR says have left: a header, then person (user:NAME, or a bare NAME) and "
-    "terminated_at (or termination_time): ISO-8601, a date (midnight UTC), or a time without zone (UTC).")]
-SlaOption = Annotated[str, typer.Option("--sla", help="How soon after the termination the account must be "
-                                                      "deactivated: 24h, 2d, 30min (the units of --window).")]
+HrOption = Annotated[
+    Path,
+    typer.Option(
+        "--hr",
+        help="CSV of the people HR says have left: a header, then person (user:NAME, or a bare NAME) and "
+        "terminated_at (or termination_time): ISO-8601, a date (midnight UTC), or a time without zone (UTC).",
+    ),
+]
+SlaOption = Annotated[
+    str,
+    typer.Option(
+        "--sla",
+        help="How soon after the termination the account must be deactivated: 24h, 2d, 30min (the units of --window).",
+    ),
+]
 
 
 @audit_app.command("leavers")
-def leavers(ctx: typer.Context, hr: HrOption, sla: SlaOption = "24h", at: AtOption = None,
-            warehouse: WarehouseOption = None, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+def leavers(
+    ctx: typer.Context,
+    hr: HrOption,
+    sla: SlaOption = "24h",
+    at: AtOption = None,
+    warehouse: WarehouseOption = None,
+    fmt: FormatOption = Format.table,
+    out: OutOption = None,
+) -> None:
     """People HR says have left: when each account was deactivated and each grant removed, secret reads and
     accesses after the termination, and deactivations later than the SLA."""
     with handled():

@@ -36,15 +36,22 @@ OutOption = Annotated[
 ]
 ActorOption = Annotated[
     str | None,
-    typer.Option("--actor", help="Who makes the change: system, or a user:NAME or service_account:NAME this "
-                 "ledger has recorded (deactivated ones too; init takes any). Imported JSONL may name any "
-                 "actor, since histories name platform admins never recorded as users "
-                 "(default: $ACCESS_LEDGER_ACTOR, else user:<OS user>)."),
+    typer.Option(
+        "--actor",
+        help="Who makes the change: system, or a user:NAME or service_account:NAME this "
+        "ledger has recorded (deactivated ones too; init takes any). Imported JSONL may name any "
+        "actor, since histories name platform admins never recorded as users "
+        "(default: $ACCESS_LEDGER_ACTOR, else user:<OS user>).",
+    ),
 ]
 ReasonOption = Annotated[str | None, typer.Option("--reason", help="Why: a ticket or a justification.")]
 AtOption = Annotated[str | None, typer.Option("--at", help=f"When it happened (default now): {CLI_TIME_HELP}.")]
-PeriodOption = Annotated[str | None, typer.Option(
-    "--period", help="A named period, 2026, 2026-03 or 2026-Q1, in UTC: sets --from and --to (not with them).")]
+PeriodOption = Annotated[
+    str | None,
+    typer.Option(
+        "--period", help="A named period, 2026, 2026-03 or 2026-Q1, in UTC: sets --from and --to (not with them)."
+    ),
+]
 
 
 def when(text: str | None, what: str) -> str | None:
@@ -72,8 +79,11 @@ class Interrupted(Exception):
 
 def is_interruption(exc: BaseException) -> bool:
     """Ctrl-C, as Python raises it or as DuckDB reports it when it stopped a query."""
-    return (isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "InterruptException"
-            or (isinstance(exc, RuntimeError) and str(exc) == "Query interrupted"))
+    return (
+        isinstance(exc, KeyboardInterrupt)
+        or type(exc).__name__ == "InterruptException"
+        or (isinstance(exc, RuntimeError) and str(exc) == "Query interrupted")
+    )
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -183,8 +193,7 @@ def check_actor(led: AccessLedger, actor: str) -> None:
     except ValidationError:
         return
     if kind == "team":
-        raise UnknownActor(f"actor: {actor!r} is a team; a change is made by a user or service account "
-                           "(or system)")
+        raise UnknownActor(f"actor: {actor!r} is a team; a change is made by a user or service account (or system)")
     from ledger.names import closest, recorded
 
     with led.store.transaction(write=False) as c:
@@ -206,8 +215,13 @@ def _cell(value: Any) -> str:
 _MARKDOWN_SPECIAL = re.compile(r"[\\`*\[\]<>&|~]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
 
 
-def render(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str] | None = None,
-           title: str | None = None, caption: str | None = None) -> str:
+def render(
+    rows: Sequence[dict[str, Any]],
+    fmt: Format,
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+    caption: str | None = None,
+) -> str:
     """Render rows (dicts) as table, json, csv or markdown text."""
     cols = list(columns) if columns else (list(rows[0].keys()) if rows else [])
     if fmt is Format.json:
@@ -217,8 +231,10 @@ def render(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str] |
 
         return csv_text(rows, cols)  # the service's CSV too
     if fmt is Format.markdown:
+
         def esc(s: str) -> str:
             return _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(), s).replace("\n", " ")
+
         lines = [f"### {esc(title)}", ""] if title else []
         lines.append("| " + " | ".join(esc(c) for c in cols) + " |")
         lines.append("|" + "|".join("---" for _ in cols) + "|")
@@ -229,12 +245,16 @@ def render(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str] |
     from rich.text import Text
 
     cells = [[_cell(row.get(c)) for c in cols] for row in rows]
-    widths, total = _column_widths([[c, *(r[i] for r in cells)] for i, c in enumerate(cols)],
-                                   max(100, _terminal_width()))
+    widths, total = _column_widths(
+        [[c, *(r[i] for r in cells)] for i, c in enumerate(cols)], max(100, _terminal_width())
+    )
     # Every string goes in as Text, which rich never parses: a name or reason `[/]` or `[b]otto` is data
     # (as a string it is markup: an error, or `otto` shown beside the real one), `:smile:` no emoji.
-    table = Table(title=None if title is None else Text(title), caption=None if caption is None else Text(caption),
-                  show_lines=False)
+    table = Table(
+        title=None if title is None else Text(title),
+        caption=None if caption is None else Text(caption),
+        show_lines=False,
+    )
     for c, width in zip(cols, widths):
         table.add_column(Text(c), width=width, overflow="fold")
     for row_cells in cells:
@@ -252,8 +272,10 @@ def _column_widths(columns: list[list[str]], room: int) -> tuple[list[int], int]
     that, in proportion; when even the longest words do not fit, the table runs wider than `room`.
     """
     lows = [max((len(w) for text in texts for w in text.split()), default=1) for texts in columns]
-    highs = [max(max((len(line) for text in texts for line in text.splitlines()), default=1), low)
-             for texts, low in zip(columns, lows)]
+    highs = [
+        max(max((len(line) for text in texts for line in text.splitlines()), default=1), low)
+        for texts, low in zip(columns, lows)
+    ]
     frame = 3 * len(columns) + 1  # padding and a border per column, and the last border
     if sum(highs) + frame <= room:
         return highs, room
@@ -270,8 +292,14 @@ def _terminal_width() -> int:
         return 160
 
 
-def emit(rows: Sequence[dict[str, Any]], fmt: Format, out: Path | None,
-         columns: Sequence[str] | None = None, title: str | None = None, caption: str | None = None) -> None:
+def emit(
+    rows: Sequence[dict[str, Any]],
+    fmt: Format,
+    out: Path | None,
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+    caption: str | None = None,
+) -> None:
     """Render and write to --out or stdout."""
     emit_text(render(rows, fmt, columns, title, caption), out)
 

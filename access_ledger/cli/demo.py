@@ -40,15 +40,27 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     ctx: typer.Context,
-    db: Annotated[str | None, typer.Option("--db", help="Where to build the demo ledger (default: the global --db, "
-                                           "else ./access-ledger.db).")] = None,
-    size: Annotated[Size, typer.Option("--size", help="small: a 20-person platform, about 20,000 events; large: "
-                                       "10,000 users and 500 tenants, about 1,000,000 events.")] = Size.small,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db", help="Where to build the demo ledger (default: the global --db, else ./access-ledger.db)."
+        ),
+    ] = None,
+    size: Annotated[
+        Size,
+        typer.Option(
+            "--size",
+            help="small: a 20-person platform, about 20,000 events; large: "
+            "10,000 users and 500 tenants, about 1,000,000 events.",
+        ),
+    ] = Size.small,
     evidence: Annotated[Path, typer.Option("--evidence", help="Folder for the evidence bundle.")] = Path(DEMO_EVIDENCE),
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing ledger that is not a demo's "
-                                        "(SQLite only).")] = False,
-    end: Annotated[str | None, typer.Option("--end", hidden=True, help="End the history here instead of now "
-                                            "(reproducible runs).")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing ledger that is not a demo's (SQLite only).")
+    ] = False,
+    end: Annotated[
+        str | None, typer.Option("--end", hidden=True, help="End the history here instead of now (reproducible runs).")
+    ] = None,
 ) -> None:
     """Build a year of a realistic ML platform's access history, audit it, and export the evidence."""
     from rich.console import Console
@@ -87,8 +99,10 @@ def demo(
             if not is_interruption(exc):
                 raise
             if written:
-                raise Interrupted(f"interrupted: the demo ledger {led.store.label} was written ({written:,} events), "
-                                  f"its evidence bundle was not; run the demo again to replace both") from None
+                raise Interrupted(
+                    f"interrupted: the demo ledger {led.store.label} was written ({written:,} events), "
+                    f"its evidence bundle was not; run the demo again to replace both"
+                ) from None
             led.close()
             if not url.startswith(("postgresql://", "postgres://")):
                 _remove_ledger(url)  # the empty file this run created
@@ -108,8 +122,10 @@ def _leavers_audit() -> Any:
     try:
         from reports.leavers import run_leavers
     except ImportError:
-        fail("this build has no leavers audit (reports/leavers.py, `audit leavers`): the demo's planted late "
-             "leaver could not be checked, so the demo does not run")
+        fail(
+            "this build has no leavers audit (reports/leavers.py, `audit leavers`): the demo's planted late "
+            "leaver could not be checked, so the demo does not run"
+        )
     return run_leavers
 
 
@@ -130,8 +146,10 @@ def _make_room(url: str, evidence: Path, force: bool) -> None:
         except Exception:  # unreadable: certainly not a demo ledger we may replace
             demo_made = False
         if not demo_made and not force:
-            fail(f"{url} already exists and is not a demo ledger: the demo builds a new one (give --db NEW.db, or "
-                 "--force to replace it)")
+            fail(
+                f"{url} already exists and is not a demo ledger: the demo builds a new one (give --db NEW.db, or "
+                "--force to replace it)"
+            )
         _remove_ledger(url)
     if evidence.exists():
         if evidence.is_dir() and not any(evidence.iterdir()):
@@ -154,8 +172,14 @@ def _remove_ledger(path: str) -> None:
 def _unfinished_bundle(folder: Path) -> bool:
     """A folder holding only what an evidence export writes before its manifest (an export that
     was killed before it could clean up)."""
-    layout = {"digest.json": False, "report.html": False, "check_bundle.py": False, "events": True, "audits": True,
-              "charts": True}
+    layout = {
+        "digest.json": False,
+        "report.html": False,
+        "check_bundle.py": False,
+        "events": True,
+        "audits": True,
+        "charts": True,
+    }
     return folder.is_dir() and all(layout.get(p.name) == p.is_dir() for p in folder.iterdir())
 
 
@@ -165,16 +189,19 @@ def _import(led: Any, scenario: Any, size: Size) -> None:
 
     total = scenario.shape.events
     with progress_bar("import") as report:
+
         def lines() -> Any:
             for n, line in enumerate(scenario.lines(), 1):
                 if n % 5000 == 0:
                     report(f"{n:,} events", min(0.99, n / total))
                 yield line
+
         led.import_lines(lines(), workers=default_workers() if size is Size.large else 0)
 
 
-def _export(led: Any, evidence: Path, url: str, hr: Path, run_leavers: Any, console: Any
-            ) -> tuple[Any, list[dict[str, Any]]]:
+def _export(
+    led: Any, evidence: Path, url: str, hr: Path, run_leavers: Any, console: Any
+) -> tuple[Any, list[dict[str, Any]]]:
     """The evidence bundle, and the leavers of the HR file past their SLA (from the same warehouse)."""
     from access_ledger.cli.evidence import progress_bar
     from reports.evidence import export_bundle
@@ -199,8 +226,7 @@ def _phase(console: Any, label: str) -> Iterator[Callable[[str], None]]:
     started = time.perf_counter()
     said: list[str] = []
     yield said.append
-    console.print(f"  {label}: {said[-1] if said else 'done'} in {time.perf_counter() - started:.1f} s",
-                  markup=False)
+    console.print(f"  {label}: {said[-1] if said else 'done'} in {time.perf_counter() - started:.1f} s", markup=False)
 
 
 def _point_in_time(led: Any, scenario: Any) -> dict[str, Any] | None:
@@ -213,8 +239,11 @@ def _point_in_time(led: Any, scenario: Any) -> dict[str, Any] | None:
         return None
     connector = _connector(scenario, breach)
     state = Timeline(led).for_principal(breach.principal, led.position_at(breach.at))
-    answer = check(state, Question(breach.principal, "read_secret_value", f"service_connector/{connector}",
-                                   breach.tenant), breach.at)
+    answer = check(
+        state,
+        Question(breach.principal, "read_secret_value", f"service_connector/{connector}", breach.tenant),
+        breach.at,
+    )
     return answer
 
 
@@ -229,19 +258,24 @@ def escape(text: str) -> str:
     return rich_escape(text)
 
 
-def _summary(console: Any, scenario: Any, result: Any, leavers: list[dict[str, Any]], answer: dict[str, Any] | None,
-             hr: Path) -> None:
+def _summary(
+    console: Any, scenario: Any, result: Any, leavers: list[dict[str, Any]], answer: dict[str, Any] | None, hr: Path
+) -> None:
     from rich.table import Table
 
     m = result.manifest
     verified = m["ledger"]["verify"]
     c = scenario.counts
-    console.print(f"  recorded {m['period']['events']:,} events: {c['TenantCreated'] - c['TenantDeleted']:,} tenants, "
-                  f"{c['UserCreated']:,} people, {c['ServiceAccountCreated']:,} service accounts, "
-                  f"{c['ConnectorRegistered'] - c['ConnectorDeleted']:,} cloud connectors, "
-                  f"{c['RoleCreated']:,} custom roles, {c['RoleAssigned']:,} role assignments")
-    console.print(f"  verify: {'intact' if verified['ok'] else 'TAMPERED'}, hash chain over {verified['events']:,} "
-                  f"events, head link {verified['link'][:16]}...")
+    console.print(
+        f"  recorded {m['period']['events']:,} events: {c['TenantCreated'] - c['TenantDeleted']:,} tenants, "
+        f"{c['UserCreated']:,} people, {c['ServiceAccountCreated']:,} service accounts, "
+        f"{c['ConnectorRegistered'] - c['ConnectorDeleted']:,} cloud connectors, "
+        f"{c['RoleCreated']:,} custom roles, {c['RoleAssigned']:,} role assignments"
+    )
+    console.print(
+        f"  verify: {'intact' if verified['ok'] else 'TAMPERED'}, hash chain over {verified['events']:,} "
+        f"events, head link {verified['link'][:16]}..."
+    )
     planted_who = {i.principal for i in scenario.incidents}
     planted_at = {i.position for i in scenario.incidents}
     findings = {**result.findings, "leavers": leavers}
@@ -251,8 +285,11 @@ def _summary(console: Any, scenario: Any, result: Any, leavers: list[dict[str, A
             groups.setdefault((name, row.get("who") or ""), []).append(row)
     total = sum(len(rows) for rows in groups.values())
     # One row per audit and principal: the report and the bundle's audits list each finding.
-    table = Table(title=f"Findings that need attention: {total}, in {len(groups)} rows (one per audit and "
-                  "principal; report.html lists each)", title_justify="left")
+    table = Table(
+        title=f"Findings that need attention: {total}, in {len(groups)} rows (one per audit and "
+        "principal; report.html lists each)",
+        title_justify="left",
+    )
     for col in ("audit", "finding", "who", "where", "planted"):
         table.add_column(col, overflow="fold", no_wrap=col != "where")
     unplanted = 0
@@ -262,28 +299,40 @@ def _summary(console: Any, scenario: Any, result: Any, leavers: list[dict[str, A
         if len(rows) > 1:
             finding += f" ({len(rows)} rows)"
         wheres = sorted({str(r.get("where") or "organization") for r in rows})
-        where = ", ".join(w.replace("tenant:", "") for w in wheres[:3]) + (f" +{len(wheres) - 3}" if len(wheres) > 3
-                                                                           else "")
+        where = ", ".join(w.replace("tenant:", "") for w in wheres[:3]) + (
+            f" +{len(wheres) - 3}" if len(wheres) > 3 else ""
+        )
         planted = who in planted_who or any(set(r.get("positions") or ()) & planted_at for r in rows)
         unplanted += not planted
         table.add_row(escape(name), escape(finding), escape(who), escape(where), "yes" if planted else "[red]NO[/]")
     console.print()
     console.print(table)
-    missed = [i for i in scenario.incidents
-              if not any(r.get("who") == i.principal or i.position in (r.get("positions") or ())
-                         for r in findings.get(i.audit, ()))]
-    console.print(f"  {len(scenario.incidents) - len(missed)} of {len(scenario.incidents)} planted incidents found by "
-                  "their audits; " + (f"[red]{unplanted} finding(s) not planted[/]" if unplanted
-                                      else "nothing else flagged"))
+    missed = [
+        i
+        for i in scenario.incidents
+        if not any(
+            r.get("who") == i.principal or i.position in (r.get("positions") or ()) for r in findings.get(i.audit, ())
+        )
+    ]
+    console.print(
+        f"  {len(scenario.incidents) - len(missed)} of {len(scenario.incidents)} planted incidents found by "
+        "their audits; " + (f"[red]{unplanted} finding(s) not planted[/]" if unplanted else "nothing else flagged")
+    )
     _authority_line(console, scenario, findings.get("authority", []))
     if answer is not None:
         verdict = "allowed" if answer["allowed"] else f"no: {answer['why_not']}"
-        console.print(escape(f"  point in time: could {answer['principal']} read {answer['resource']} at "
-                             f"{answer['at']}? {verdict}"))
-    console.print(f"  HR leavers file: {escape(str(hr))} ({len(scenario.terminations)} leavers, read by "
-                  "`audit leavers --hr`)")
-    console.print(f"  evidence bundle: {escape(str(result.path))}/ ({len(m['files'])} files and manifest.json, report: "
-                  f"{escape(str(result.path))}/report.html)")
+        console.print(
+            escape(
+                f"  point in time: could {answer['principal']} read {answer['resource']} at {answer['at']}? {verdict}"
+            )
+        )
+    console.print(
+        f"  HR leavers file: {escape(str(hr))} ({len(scenario.terminations)} leavers, read by `audit leavers --hr`)"
+    )
+    console.print(
+        f"  evidence bundle: {escape(str(result.path))}/ ({len(m['files'])} files and manifest.json, report: "
+        f"{escape(str(result.path))}/report.html)"
+    )
 
 
 def _authority_line(console: Any, scenario: Any, rows: list[dict[str, Any]]) -> None:
@@ -292,9 +341,13 @@ def _authority_line(console: Any, scenario: Any, rows: list[dict[str, Any]]) -> 
     found = [(i, r) for i in planted for r in rows if i.position in (r.get("positions") or ())]
     others = [r for r in rows if not any(i.position in (r.get("positions") or ()) for i in planted)]
     shown = escape(", ".join(f"{r['finding']} by {r['who']} at position {r['position']}" for _, r in found))
-    console.print(f"  audit authority: {len(found)} of {len(planted)} planted changes by actors not allowed to make "
-                  f"them found ({shown}); " + (f"[red]{len(others)} other change(s) flagged[/]" if others
-                                               else "nothing else flagged by it"), markup=True, highlight=False)
+    console.print(
+        f"  audit authority: {len(found)} of {len(planted)} planted changes by actors not allowed to make "
+        f"them found ({shown}); "
+        + (f"[red]{len(others)} other change(s) flagged[/]" if others else "nothing else flagged by it"),
+        markup=True,
+        highlight=False,
+    )
 
 
 def _next_commands(ctx: typer.Context, db: str | None, scenario: Any, hr: Path) -> list[str]:

@@ -29,8 +29,14 @@ def progress_bar(label: str) -> Iterator[Callable[[str, float], None]]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    with Progress(TextColumn(f"{label} [progress.description]{{task.description}}"), BarColumn(),
-                  TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:
+    with Progress(
+        TextColumn(f"{label} [progress.description]{{task.description}}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
         task = bar.add_task("", total=1.0)
         yield lambda what, done: bar.update(task, completed=done, description=what)
 
@@ -46,17 +52,24 @@ def _command(ctx: typer.Context, argv: list[str]) -> str:
 def export(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create (or, with --zip, the zip file).")],
-    start: Annotated[str | None, typer.Option("--from", help=f"Start of the period (default: the first event): "
-                                                              f"{CLI_TIME_HELP}.")] = None,
-    end: Annotated[str | None, typer.Option("--to", help=f"End of the period (default: now; "
-                                                         f"{CLI_TIME_HELP_AGAIN}).")] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help=f"Start of the period (default: the first event): {CLI_TIME_HELP}.")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help=f"End of the period (default: now; {CLI_TIME_HELP_AGAIN}).")
+    ] = None,
     period: PeriodOption = None,
     as_zip: Annotated[bool, typer.Option("--zip", help="Write one zip file instead of a folder.")] = False,
     window: Annotated[str, typer.Option("--window", help="Least-privilege window ending at --to.")] = "90d",
     rules: Annotated[Path | None, typer.Option("--rules", help="Separation-of-duties rules (TOML).")] = None,
-    allow_tampered: Annotated[bool, typer.Option(
-        "--allow-tampered", help="Export a ledger that fails verify anyway; the manifest's first line and the "
-                                 "report's first banner say so.")] = False,
+    allow_tampered: Annotated[
+        bool,
+        typer.Option(
+            "--allow-tampered",
+            help="Export a ledger that fails verify anyway; the manifest's first line and the "
+            "report's first banner say so.",
+        ),
+    ] = False,
 ) -> None:
     """Write the period's events, every audit, an offline HTML report and a manifest of SHA-256 hashes."""
     from reports.evidence import TamperedLedger, export_bundle
@@ -68,14 +81,30 @@ def export(
         start, end = period_or_range(period, start, end)
         if not period:
             named = (["--from", start] if start else []) + (["--to", end] if end else [])
-        argv = ["evidence", "export"] + named + ["--out", str(out)] + (["--zip"] if as_zip else []) + (
-            ["--window", window] if window != "90d" else []) + (["--rules", str(rules)] if rules else []) + (
-            ["--allow-tampered"] if allow_tampered else [])
+        argv = (
+            ["evidence", "export"]
+            + named
+            + ["--out", str(out)]
+            + (["--zip"] if as_zip else [])
+            + (["--window", window] if window != "90d" else [])
+            + (["--rules", str(rules)] if rules else [])
+            + (["--allow-tampered"] if allow_tampered else [])
+        )
         led = open_ledger(ctx)
         try:
             with progress_bar("evidence") as report:
-                result = export_bundle(led, out, start=start, end=end, as_zip=as_zip, command=_command(ctx, argv),
-                                       window=window, rules=rules, progress=report, allow_tampered=allow_tampered)
+                result = export_bundle(
+                    led,
+                    out,
+                    start=start,
+                    end=end,
+                    as_zip=as_zip,
+                    command=_command(ctx, argv),
+                    window=window,
+                    rules=rules,
+                    progress=report,
+                    allow_tampered=allow_tampered,
+                )
         except TamperedLedger as exc:
             fail(str(exc), code=1)
         finally:
@@ -83,13 +112,17 @@ def export(
     m = result.manifest
     attention = sum(a["needs_attention"] for a in m["audits"].values())
     routine = sum(a.get("routine", 0) for a in m["audits"].values())
-    typer.echo(f"wrote {result.path}: {len(m['files'])} files and manifest.json, {result.events:,} events from "
-               f"{m['period']['from']} to {m['period']['to']}, {count_words(attention, routine)}, in "
-               f"{result.seconds:.1f} s")
+    typer.echo(
+        f"wrote {result.path}: {len(m['files'])} files and manifest.json, {result.events:,} events from "
+        f"{m['period']['from']} to {m['period']['to']}, {count_words(attention, routine)}, in "
+        f"{result.seconds:.1f} s"
+    )
     if m["period"].get("coverage"):
         typer.echo(f"coverage: {m['period']['coverage']}")
-    typer.echo(f"ledger verify at export: {'intact' if m['ledger']['verify']['ok'] else 'FAILED'}; "
-               f"manifest.json sha256 {result.manifest_sha256}")
+    typer.echo(
+        f"ledger verify at export: {'intact' if m['ledger']['verify']['ok'] else 'FAILED'}; "
+        f"manifest.json sha256 {result.manifest_sha256}"
+    )
     typer.echo(f"check it later with: access-ledger evidence verify {shlex.quote(str(result.path))}")
 
 
@@ -97,14 +130,26 @@ def export(
 def verify(
     bundle: Annotated[Path, typer.Argument(help="The bundle folder or zip file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    digest: Annotated[Path | None, typer.Option("--digest", help="A digest you hold (access-ledger digest --out): "
-                                                                 "its link must be the one the bundle's events "
-                                                                 "recompute at its position.")] = None,
-    public_key: Annotated[Path | None, typer.Option("--public-key", help="The signer's signing.pub: the manifest "
-                                                                         "and its end link must carry a valid "
-                                                                         "signature by it.")] = None,
-    after: Annotated[Path | None, typer.Option("--after", help="The bundle before this one: this one must start "
-                                                               "exactly where it ended.")] = None,
+    digest: Annotated[
+        Path | None,
+        typer.Option(
+            "--digest",
+            help="A digest you hold (access-ledger digest --out): "
+            "its link must be the one the bundle's events "
+            "recompute at its position.",
+        ),
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            help="The signer's signing.pub: the manifest and its end link must carry a valid signature by it.",
+        ),
+    ] = None,
+    after: Annotated[
+        Path | None,
+        typer.Option("--after", help="The bundle before this one: this one must start exactly where it ended."),
+    ] = None,
 ) -> None:
     """Re-hash every file of a bundle against its manifest and recompute the chain over its events, checked
     against an anchor from outside when given; exit 1 naming each problem."""
@@ -126,8 +171,10 @@ def verify(
             typer.echo(f"problem: {problem}")
         period = check.manifest.get("period", {})
         if check.ok:
-            typer.echo(f"OK: {check.checked} files match the manifest of {bundle} (period {period.get('from')} to "
-                       f"{period.get('to')}; manifest.json sha256 {check.manifest_sha256})")
+            typer.echo(
+                f"OK: {check.checked} files match the manifest of {bundle} (period {period.get('from')} to "
+                f"{period.get('to')}; manifest.json sha256 {check.manifest_sha256})"
+            )
             said = coverage(check.manifest)
             if said:
                 typer.echo(f"coverage: {said}")
@@ -139,7 +186,6 @@ def verify(
             typer.echo(f"FAILED: {problems} difference(s) from the manifest of {bundle}{first}", err=True)
     if not check.ok:
         raise typer.Exit(code=1)
-
 
 
 @evidence_app.command("checker")

@@ -9,8 +9,9 @@ import typer
 
 from access_ledger.cli.common import handled
 
-keys_app = typer.Typer(help="Signing keys: seals, digests and evidence bundles anyone can check with the public key.",
-                       no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Signing keys: seals, digests and evidence bundles anyone can check with the public key.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -18,8 +19,11 @@ def register(app: typer.Typer) -> None:
 
 
 @keys_app.command("create")
-def create(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for signing.key and signing.pub "
-                                                                  "(created owner-only).")]) -> None:
+def create(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for signing.key and signing.pub (created owner-only).")
+    ],
+) -> None:
     """Write a new Ed25519 key pair: DIR/signing.key (owner-only; name it in $ACCESS_LEDGER_SIGNING_KEY) and
     DIR/signing.pub (give it to auditors: `evidence verify --public-key`)."""
     from ledger.signing import SIGNING_ENV, create_keys

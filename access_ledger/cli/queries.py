@@ -44,11 +44,18 @@ def check(
     principal: Annotated[str | None, typer.Argument(help="user:NAME, team:NAME or service_account:NAME.")] = None,
     action: Annotated[str | None, typer.Argument(help="e.g. read, update, read_secret_value.")] = None,
     resource: Annotated[str | None, typer.Argument(help="TYPE/ID, e.g. service_connector/aws-prod.")] = None,
-    tenant: TenantQ = None, at: AtQ = None, position: PositionQ = None,
-    batch: Annotated[Path | None, typer.Option("--batch", help="JSONL of questions: {principal, action, resource, "
-                                                               "tenant?, at? | position?}; one JSON answer a line.")]
-    = None,
-    fmt: FormatOption = Format.table, out: OutOption = None,
+    tenant: TenantQ = None,
+    at: AtQ = None,
+    position: PositionQ = None,
+    batch: Annotated[
+        Path | None,
+        typer.Option(
+            "--batch",
+            help="JSONL of questions: {principal, action, resource, tenant?, at? | position?}; one JSON answer a line.",
+        ),
+    ] = None,
+    fmt: FormatOption = Format.table,
+    out: OutOption = None,
 ) -> None:
     """May PRINCIPAL do ACTION on RESOURCE? Exit 0 allowed, 1 denied (batch: 1 if any denied)."""
     if batch is not None:
@@ -67,8 +74,9 @@ def check(
     elif fmt is Format.table and out is None:
         typer.echo(_verdict(answer))
     else:
-        row = {k: answer[k] for k in ("principal", "action", "resource", "tenant", "at", "position", "allowed",
-                                       "why_not")}
+        row = {
+            k: answer[k] for k in ("principal", "action", "resource", "tenant", "at", "position", "allowed", "why_not")
+        }
         row["roles"] = sorted({p["role"] for p in answer["paths"]})
         emit([row], fmt, out)
     if not answer["allowed"]:
@@ -80,8 +88,9 @@ def _verdict(answer: dict[str, Any]) -> str:
     where = f" in tenant {answer['tenant']}" if answer["tenant"] else ""
     asked = f"{answer['action']} {answer['resource']}{where} at {answer['at']}"
     if answer["allowed"]:
-        roles = ", ".join(sorted({p["role"] + (f" via team:{p['via_team']}" if p["via_team"] else "")
-                                  for p in answer["paths"]}))
+        roles = ", ".join(
+            sorted({p["role"] + (f" via team:{p['via_team']}" if p["via_team"] else "") for p in answer["paths"]})
+        )
         return f"allowed: {answer['principal']} may {asked} (role {roles})"
     return f"denied: {answer['principal']} may not {asked}: {answer['why_not']}"
 
@@ -101,10 +110,16 @@ def _check_batch(ctx: typer.Context, batch: Path, out: Path | None) -> None:
         raise typer.Exit(1)
 
 
-def who_can(ctx: typer.Context, action: Annotated[str, typer.Argument(help="The action.")],
-            resource: Annotated[str, typer.Argument(help="TYPE/ID.")],
-            tenant: TenantQ = None, at: AtQ = None, position: PositionQ = None,
-            fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+def who_can(
+    ctx: typer.Context,
+    action: Annotated[str, typer.Argument(help="The action.")],
+    resource: Annotated[str, typer.Argument(help="TYPE/ID.")],
+    tenant: TenantQ = None,
+    at: AtQ = None,
+    position: PositionQ = None,
+    fmt: FormatOption = Format.table,
+    out: OutOption = None,
+) -> None:
     """Every user and service account (teams expanded) allowed ACTION on RESOURCE: one row per path (role, via
     team, resource scope), each with the grant behind it."""
     from access_ledger import api
@@ -112,30 +127,44 @@ def who_can(ctx: typer.Context, action: Annotated[str, typer.Argument(help="The 
     with handled():
         got = _answer(ctx, lambda led: api.who_can(led, action, resource, tenant, at, position))
         instant, rows = got["at"], got["rows"]
-        emit(rows, fmt, out, api.WHO_CAN_COLUMNS,
-             title=f"who can {action} {resource}{' in ' + tenant if tenant else ''} at {instant}")
+        emit(
+            rows,
+            fmt,
+            out,
+            api.WHO_CAN_COLUMNS,
+            title=f"who can {action} {resource}{' in ' + tenant if tenant else ''} at {instant}",
+        )
 
 
-def what_can(ctx: typer.Context, principal: Annotated[str, typer.Argument(help="user:NAME, team:NAME or "
-                                                                              "service_account:NAME.")],
-             tenant: TenantQ = None, at: AtQ = None, position: PositionQ = None,
-             fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+def what_can(
+    ctx: typer.Context,
+    principal: Annotated[str, typer.Argument(help="user:NAME, team:NAME or service_account:NAME.")],
+    tenant: TenantQ = None,
+    at: AtQ = None,
+    position: PositionQ = None,
+    fmt: FormatOption = Format.table,
+    out: OutOption = None,
+) -> None:
     """Every permission PRINCIPAL holds (per tenant and in the organization), and through what."""
     from access_ledger import api
 
     with handled():
         got = _answer(ctx, lambda led: api.what_can(led, principal, tenant, at, position))
         instant, rows = got["at"], got["rows"]
-        emit(rows, fmt, out, api.WHAT_CAN_COLUMNS,
-             title=f"what {principal} can do at {instant}")
+        emit(rows, fmt, out, api.WHAT_CAN_COLUMNS, title=f"what {principal} can do at {instant}")
 
 
-def explain(ctx: typer.Context,
-            principal: Annotated[str, typer.Argument(help="user:NAME, team:NAME or service_account:NAME.")],
-            action: Annotated[str, typer.Argument(help="The action.")],
-            resource: Annotated[str, typer.Argument(help="TYPE/ID.")],
-            tenant: TenantQ = None, at: AtQ = None, position: PositionQ = None,
-            fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+def explain(
+    ctx: typer.Context,
+    principal: Annotated[str, typer.Argument(help="user:NAME, team:NAME or service_account:NAME.")],
+    action: Annotated[str, typer.Argument(help="The action.")],
+    resource: Annotated[str, typer.Argument(help="TYPE/ID.")],
+    tenant: TenantQ = None,
+    at: AtQ = None,
+    position: PositionQ = None,
+    fmt: FormatOption = Format.table,
+    out: OutOption = None,
+) -> None:
     """Every path principal -> team -> role -> base role -> permission, each link with its event.
     Exit 0 allowed, 1 denied (saying why not, as check does)."""
     from access_ledger import api
@@ -148,21 +177,40 @@ def explain(ctx: typer.Context,
         elif fmt is Format.table and out is None and not answer["allowed"]:
             typer.echo(_verdict(answer))  # no path to show: why not, as check says it
         else:
-            rows = [{"path": i, "link": link["link"], "event": link["event"], "position": link["position"] or None,
-                     "at": link["at"] or None, "actor": link["actor"], "reason": link["reason"]}
-                    for i, path in enumerate(answer["paths"], 1) for link in path["links"]]
+            rows = [
+                {
+                    "path": i,
+                    "link": link["link"],
+                    "event": link["event"],
+                    "position": link["position"] or None,
+                    "at": link["at"] or None,
+                    "actor": link["actor"],
+                    "reason": link["reason"],
+                }
+                for i, path in enumerate(answer["paths"], 1)
+                for link in path["links"]
+            ]
             verdict = "allowed" if answer["allowed"] else f"denied ({answer['why_not']})"
-            emit(rows, fmt, out, ["path", "link", "event", "position", "at", "actor", "reason"],
-                 title=f"{principal} {action} {resource}{' in ' + tenant if tenant else ''} at {instant}: {verdict}")
+            emit(
+                rows,
+                fmt,
+                out,
+                ["path", "link", "event", "position", "at", "actor", "reason"],
+                title=f"{principal} {action} {resource}{' in ' + tenant if tenant else ''} at {instant}: {verdict}",
+            )
     if not answer["allowed"]:
         raise typer.Exit(1)
 
 
-def diff(ctx: typer.Context,
-         from_: Annotated[str, typer.Option("--from", help=f"The earlier instant: {CLI_TIME_HELP}.")],
-         to: Annotated[str | None, typer.Option("--to", help=f"The later instant (default now; "
-                                                             f"{CLI_TIME_HELP_AGAIN}).")] = None,
-         fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+def diff(
+    ctx: typer.Context,
+    from_: Annotated[str, typer.Option("--from", help=f"The earlier instant: {CLI_TIME_HELP}.")],
+    to: Annotated[
+        str | None, typer.Option("--to", help=f"The later instant (default now; {CLI_TIME_HELP_AGAIN}).")
+    ] = None,
+    fmt: FormatOption = Format.table,
+    out: OutOption = None,
+) -> None:
     """Permissions gained and lost per principal between two instants, with the events behind each."""
     from access_ledger import api
 
@@ -176,5 +224,10 @@ def diff(ctx: typer.Context,
         if fmt is Format.json:
             emit_text(json.dumps(rows, indent=2) + "\n", out)
             return
-        emit(api.diff_table(rows), fmt, out, api.DIFF_COLUMNS,
-             title=f"changes of effective permissions from {t1} to {t2}")
+        emit(
+            api.diff_table(rows),
+            fmt,
+            out,
+            api.DIFF_COLUMNS,
+            title=f"changes of effective permissions from {t1} to {t2}",
+        )

@@ -28,13 +28,27 @@ from access_ledger.cli.common import (
 from ledger.errors import LedgerError, ReviewRefused, ValidationError
 from ledger.timeutil import CLI_TIME_HELP
 
-review_app = typer.Typer(help="Access review campaigns: start, list items, reassign, decide, close, status.",
-                         no_args_is_help=True)
+review_app = typer.Typer(
+    help="Access review campaigns: start, list items, reassign, decide, close, status.", no_args_is_help=True
+)
 NameArg = Annotated[str, typer.Argument(help="The campaign's name.")]
 MAX_BATCH_BYTES = 64 * 1024 * 1024
 #: The columns `review items` shows as a table (json and csv give every column).
-TABLE_COLUMNS = ("item", "principal", "role", "tenant", "resource", "via", "privileged", "deactivated", "last_used",
-                 "sod_conflicts", "reviewer", "decision", "outcome")
+TABLE_COLUMNS = (
+    "item",
+    "principal",
+    "role",
+    "tenant",
+    "resource",
+    "via",
+    "privileged",
+    "deactivated",
+    "last_used",
+    "sod_conflicts",
+    "reviewer",
+    "decision",
+    "outcome",
+)
 
 
 class Decision(str, Enum):
@@ -70,18 +84,27 @@ def _item_number(text: str, campaign: str) -> int:
 
 
 @review_app.command("start")
-def start(ctx: typer.Context, name: NameArg,
-          tenant: Annotated[list[str], typer.Option("--tenant", help="A tenant in scope (repeat for more).")],
-          reviewer: Annotated[str, typer.Option("--reviewer", help="Who reviews the items (user:NAME).")],
-          reviewer_for: Annotated[list[str] | None, typer.Option(
-              "--reviewer-for", help="team:NAME=user:NAME: who reviews that team's members (repeatable).")] = None,
-          fallback_reviewer: Annotated[str | None, typer.Option(
-              "--fallback-reviewer",
-              help="Who reviews items the assigned reviewer may not (own access or grant).")] = None,
-          privileged_only: Annotated[bool, typer.Option(
-              "--privileged-only", help="Only privileged assignments.")] = False,
-          due: Annotated[str | None, typer.Option("--due", help=f"When the review is due: {CLI_TIME_HELP}.")] = None,
-          at: AtOption = None, actor: ActorOption = None, reason: ReasonOption = None) -> None:
+def start(
+    ctx: typer.Context,
+    name: NameArg,
+    tenant: Annotated[list[str], typer.Option("--tenant", help="A tenant in scope (repeat for more).")],
+    reviewer: Annotated[str, typer.Option("--reviewer", help="Who reviews the items (user:NAME).")],
+    reviewer_for: Annotated[
+        list[str] | None,
+        typer.Option("--reviewer-for", help="team:NAME=user:NAME: who reviews that team's members (repeatable)."),
+    ] = None,
+    fallback_reviewer: Annotated[
+        str | None,
+        typer.Option(
+            "--fallback-reviewer", help="Who reviews items the assigned reviewer may not (own access or grant)."
+        ),
+    ] = None,
+    privileged_only: Annotated[bool, typer.Option("--privileged-only", help="Only privileged assignments.")] = False,
+    due: Annotated[str | None, typer.Option("--due", help=f"When the review is due: {CLI_TIME_HELP}.")] = None,
+    at: AtOption = None,
+    actor: ActorOption = None,
+    reason: ReasonOption = None,
+) -> None:
     """Start a campaign: fix its population (every assignment in force in the tenants) and record it."""
     from projections.reviews import start_event
 
@@ -94,20 +117,37 @@ def start(ctx: typer.Context, name: NameArg,
         try:
             who = default_actor(actor)
             check_actor(led, who)
-            event, items = start_event(led, name, list(tenant), reviewer, list(reviewer_for or []), fallback_reviewer,
-                                       privileged_only, due, at, who, reason)
+            event, items = start_event(
+                led,
+                name,
+                list(tenant),
+                reviewer,
+                list(reviewer_for or []),
+                fallback_reviewer,
+                privileged_only,
+                due,
+                at,
+                who,
+                reason,
+            )
             position = led.append(event)
         finally:
             led.close()
-    typer.echo(f"recorded at position {position}: campaign {name!r} with {len(items)} items "
-               f"(population sha256 {event['population_sha256']})")
+    typer.echo(
+        f"recorded at position {position}: campaign {name!r} with {len(items)} items "
+        f"(population sha256 {event['population_sha256']})"
+    )
 
 
 @review_app.command("items")
-def items(ctx: typer.Context, name: NameArg,
-          reviewer: Annotated[str | None, typer.Option("--reviewer", help="Only this reviewer's items.")] = None,
-          open_: Annotated[bool, typer.Option("--open", help="Only items not decided yet.")] = False,
-          fmt: FormatOption = Format.table, out: OutOption = None) -> None:
+def items(
+    ctx: typer.Context,
+    name: NameArg,
+    reviewer: Annotated[str | None, typer.Option("--reviewer", help="Only this reviewer's items.")] = None,
+    open_: Annotated[bool, typer.Option("--open", help="Only items not decided yet.")] = False,
+    fmt: FormatOption = Format.table,
+    out: OutOption = None,
+) -> None:
     """The campaign's items with their context at the start (permissions, last use, separation-of-duties
     conflicts), reviewer, decision and remediation; a table shows a brief set of the columns."""
     with handled():
@@ -121,10 +161,14 @@ def items(ctx: typer.Context, name: NameArg,
 
 
 @review_app.command("reassign")
-def reassign(ctx: typer.Context, name: NameArg,
-             item: Annotated[list[str], typer.Argument(help="The items' numbers (see `review items`).")],
-             to: Annotated[str, typer.Option("--to", help="The new reviewer (user:NAME or service_account:NAME).")],
-             actor: ActorOption = None, reason: ReasonOption = None) -> None:
+def reassign(
+    ctx: typer.Context,
+    name: NameArg,
+    item: Annotated[list[str], typer.Argument(help="The items' numbers (see `review items`).")],
+    to: Annotated[str, typer.Option("--to", help="The new reviewer (user:NAME or service_account:NAME).")],
+    actor: ActorOption = None,
+    reason: ReasonOption = None,
+) -> None:
     """Give undecided items to another reviewer (the campaign's owner only)."""
     from projections.reviews import campaign, derive, reassign_event
 
@@ -138,8 +182,10 @@ def reassign(ctx: typer.Context, name: NameArg,
             position = led.append(reassign_event(c, derive(led, c), numbers, to, who, reason))
         finally:
             led.close()
-    typer.echo(f"recorded at position {position}: {len(numbers)} item{'s' if len(numbers) != 1 else ''} "
-               f"of campaign {name!r} to {to}")
+    typer.echo(
+        f"recorded at position {position}: {len(numbers)} item{'s' if len(numbers) != 1 else ''} "
+        f"of campaign {name!r} to {to}"
+    )
 
 
 def _read_batch(path: Path, name: str) -> tuple[list[tuple[int, int, str, str | None]], str]:
@@ -198,12 +244,17 @@ def _read_batch(path: Path, name: str) -> tuple[list[tuple[int, int, str, str | 
 
 
 @review_app.command("decide")
-def decide(ctx: typer.Context, name: NameArg,
-           item: Annotated[str | None, typer.Argument(help="The item's number (see `review items`).")] = None,
-           decision: Annotated[Decision | None, typer.Argument(help="keep or revoke.")] = None,
-           batch: Annotated[Path | None, typer.Option(
-               "--batch", help="CSV of item,decision,reason: all recorded, or none.")] = None,
-           actor: ActorOption = None, reason: ReasonOption = None) -> None:
+def decide(
+    ctx: typer.Context,
+    name: NameArg,
+    item: Annotated[str | None, typer.Argument(help="The item's number (see `review items`).")] = None,
+    decision: Annotated[Decision | None, typer.Argument(help="keep or revoke.")] = None,
+    batch: Annotated[
+        Path | None, typer.Option("--batch", help="CSV of item,decision,reason: all recorded, or none.")
+    ] = None,
+    actor: ActorOption = None,
+    reason: ReasonOption = None,
+) -> None:
     """Record a reviewer's decision on an item (or a CSV of them, all or nothing)."""
     from projections.reviews import campaign, decision_event, derive
 
@@ -243,30 +294,47 @@ def decide(ctx: typer.Context, name: NameArg,
             result = led.append_many(events)
         finally:
             led.close()
-    typer.echo(f"recorded {result.written} decision{'s' if result.written != 1 else ''} "
-               f"at positions {result.first}-{result.last}" if result.written > 1
-               else f"recorded at position {result.last}")
+    typer.echo(
+        f"recorded {result.written} decision{'s' if result.written != 1 else ''} "
+        f"at positions {result.first}-{result.last}"
+        if result.written > 1
+        else f"recorded at position {result.last}"
+    )
 
 
 @review_app.command("close")
-def close(ctx: typer.Context, name: NameArg,
-          revoke_undecided: Annotated[bool, typer.Option(
-              "--revoke-undecided", help="Undecided items are revoked.")] = False,
-          keep_undecided: Annotated[bool, typer.Option("--keep-undecided", help="Undecided items are kept.")] = False,
-          leave_exceptions: Annotated[bool, typer.Option(
-              "--leave-exceptions", help="Undecided items stay as exceptions (kept, and reported).")] = False,
-          no_auto_revoke: Annotated[bool, typer.Option(
-              "--no-auto-revoke", help="Record no removals: each revoke stays open until its removal is recorded.")
-          ] = False,
-          actor: ActorOption = None, reason: ReasonOption = None) -> None:
+def close(
+    ctx: typer.Context,
+    name: NameArg,
+    revoke_undecided: Annotated[bool, typer.Option("--revoke-undecided", help="Undecided items are revoked.")] = False,
+    keep_undecided: Annotated[bool, typer.Option("--keep-undecided", help="Undecided items are kept.")] = False,
+    leave_exceptions: Annotated[
+        bool, typer.Option("--leave-exceptions", help="Undecided items stay as exceptions (kept, and reported).")
+    ] = False,
+    no_auto_revoke: Annotated[
+        bool,
+        typer.Option(
+            "--no-auto-revoke", help="Record no removals: each revoke stays open until its removal is recorded."
+        ),
+    ] = False,
+    actor: ActorOption = None,
+    reason: ReasonOption = None,
+) -> None:
     """Close the campaign (its owner, or a holder of member:update in the organization); with items undecided,
     say what they come to. Its revocations are recorded in the same transaction (unless --no-auto-revoke)."""
     from ledger.timeutil import format_instant, now
     from projections.pit import Timeline
     from projections.reviews import campaign, close_refusal, derive, removals
 
-    chosen = [flag for flag, on in (("--revoke-undecided", revoke_undecided), ("--keep-undecided", keep_undecided),
-                                    ("--leave-exceptions", leave_exceptions)) if on]
+    chosen = [
+        flag
+        for flag, on in (
+            ("--revoke-undecided", revoke_undecided),
+            ("--keep-undecided", keep_undecided),
+            ("--leave-exceptions", leave_exceptions),
+        )
+        if on
+    ]
     if len(chosen) > 1:
         fail(f"give one of --revoke-undecided, --keep-undecided, --leave-exceptions, not {' and '.join(chosen)}")
     undecided = "revoke" if revoke_undecided else "keep" if keep_undecided else "exception"
@@ -285,12 +353,20 @@ def close(ctx: typer.Context, name: NameArg,
                 raise ReviewRefused(refusal)
             open_items = c.start["items"] - len(c.decisions)
             if open_items and not chosen:
-                raise ReviewRefused(f"review campaign {name!r} has {open_items} undecided "
-                                    f"item{'s' if open_items != 1 else ''}: close with --revoke-undecided, "
-                                    "--keep-undecided or --leave-exceptions")
+                raise ReviewRefused(
+                    f"review campaign {name!r} has {open_items} undecided "
+                    f"item{'s' if open_items != 1 else ''}: close with --revoke-undecided, "
+                    "--keep-undecided or --leave-exceptions"
+                )
             population = derive(led, c, timeline)
-            close_event: dict[str, Any] = {"type": "ReviewClosed", "at": None, "actor": who, "campaign": name,
-                                           "undecided": undecided, "auto_revoke": not no_auto_revoke}
+            close_event: dict[str, Any] = {
+                "type": "ReviewClosed",
+                "at": None,
+                "actor": who,
+                "campaign": name,
+                "undecided": undecided,
+                "auto_revoke": not no_auto_revoke,
+            }
             if reason:
                 close_event["reason"] = reason
             removed = [] if no_auto_revoke else removals(c, population, undecided, current, who)
@@ -299,24 +375,33 @@ def close(ctx: typer.Context, name: NameArg,
             led.close()
     typer.echo(f"closed campaign {name!r} at position {result.first}")
     for n, ev in enumerate(removed, 1):
-        what = (f"unassigned {ev['role']} from {ev['principal']}" if ev["type"] == "RoleUnassigned"
-                else f"removed {ev['member']} from team {ev['team']}")
+        what = (
+            f"unassigned {ev['role']} from {ev['principal']}"
+            if ev["type"] == "RoleUnassigned"
+            else f"removed {ev['member']} from team {ev['team']}"
+        )
         typer.echo(f"  position {result.first + n}: {what} ({ev['reason']})")
 
 
 def _summary(c: Any, rows: list[dict[str, Any]], now_at: str) -> dict[str, Any]:
     decided = sum(1 for r in rows if r["decision"] is not None)
     overdue = c.close is None and c.start.get("due") is not None and now_at > c.start["due"]
-    return {"campaign": c.name, "status": "closed" if c.close else ("overdue" if overdue else "open"),
-            "tenants": ",".join(c.start["tenants"]), "started_at": c.start["at"],
-            "as_of_position": c.start["as_of_position"],
-            "due": c.start.get("due"), "items": len(rows), "decided": decided,
-            "kept": sum(1 for r in rows if r["decision"] == "keep"),
-            "revoked": sum(1 for r in rows if r["decision"] == "revoke"),
-            "exceptions": sum(1 for r in rows if r["outcome"] == "exception"),
-            "revocations_open": sum(1 for r in rows if r["outcome"] == "revoke" and not r["removed"]),
-            "closed_at": c.close["at"] if c.close else None,
-            "population_sha256": c.start["population_sha256"]}
+    return {
+        "campaign": c.name,
+        "status": "closed" if c.close else ("overdue" if overdue else "open"),
+        "tenants": ",".join(c.start["tenants"]),
+        "started_at": c.start["at"],
+        "as_of_position": c.start["as_of_position"],
+        "due": c.start.get("due"),
+        "items": len(rows),
+        "decided": decided,
+        "kept": sum(1 for r in rows if r["decision"] == "keep"),
+        "revoked": sum(1 for r in rows if r["decision"] == "revoke"),
+        "exceptions": sum(1 for r in rows if r["outcome"] == "exception"),
+        "revocations_open": sum(1 for r in rows if r["outcome"] == "revoke" and not r["removed"]),
+        "closed_at": c.close["at"] if c.close else None,
+        "population_sha256": c.start["population_sha256"],
+    }
 
 
 @review_app.command("status")
@@ -330,9 +415,20 @@ def status(ctx: typer.Context, name: NameArg, fmt: FormatOption = Format.table, 
         overdue = c.close is None and c.start.get("due") is not None and now_at > c.start["due"]
         per: dict[str, dict[str, Any]] = {}
         for r in rows:
-            p = per.setdefault(r["reviewer"], {"reviewer": r["reviewer"], "items": 0, "decided": 0, "open": 0,
-                                               "kept": 0, "revoked": 0, "overdue": 0, "exceptions": 0,
-                                               "revocations_open": 0})
+            p = per.setdefault(
+                r["reviewer"],
+                {
+                    "reviewer": r["reviewer"],
+                    "items": 0,
+                    "decided": 0,
+                    "open": 0,
+                    "kept": 0,
+                    "revoked": 0,
+                    "overdue": 0,
+                    "exceptions": 0,
+                    "revocations_open": 0,
+                },
+            )
             p["items"] += 1
             if r["decision"] is None:
                 p["open"] += 1
@@ -343,8 +439,10 @@ def status(ctx: typer.Context, name: NameArg, fmt: FormatOption = Format.table, 
             p["exceptions"] += int(r["outcome"] == "exception")
             p["revocations_open"] += int(r["outcome"] == "revoke" and not r["removed"])
         s = _summary(c, rows, now_at)
-        caption = (f"{s['status']}: {s['decided']} of {s['items']} decided, {s['exceptions']} exceptions, "
-                   f"{s['revocations_open']} revocations not carried out")
+        caption = (
+            f"{s['status']}: {s['decided']} of {s['items']} decided, {s['exceptions']} exceptions, "
+            f"{s['revocations_open']} revocations not carried out"
+        )
         emit(sorted(per.values(), key=lambda p: p["reviewer"]), fmt, out, title=f"review {name}", caption=caption)
 
 
@@ -361,8 +459,9 @@ def list_(ctx: typer.Context, fmt: FormatOption = Format.table, out: OutOption =
             timeline = Timeline(led)
             current = timeline.current()
             now_at = format_instant(now())
-            rows = [_summary(c, item_rows(c, derive(led, c, timeline), current), now_at)
-                    for c in campaigns(led).values()]
+            rows = [
+                _summary(c, item_rows(c, derive(led, c, timeline), current), now_at) for c in campaigns(led).values()
+            ]
         finally:
             led.close()
         emit(rows, fmt, out, title="review campaigns")

@@ -13,12 +13,16 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
 
 
-def serve(ctx: typer.Context,
-          db: Annotated[str | None, typer.Option("--db", help="The ledger (default: the global --db, "
-                                                               "$ACCESS_LEDGER_DB, else ./access-ledger.db).")] = None,
-          host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-          port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=0, max=65535)] = 8080,
-          workers: Annotated[int, typer.Option("--workers", help="Worker processes.", min=1)] = 1) -> None:
+def serve(
+    ctx: typer.Context,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="The ledger (default: the global --db, $ACCESS_LEDGER_DB, else ./access-ledger.db)."),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=0, max=65535)] = 8080,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes.", min=1)] = 1,
+) -> None:
     """Answer the ledger's questions and record events over HTTP, for holders of tokens (`token create`)."""
     import os
 
@@ -37,8 +41,15 @@ def serve(ctx: typer.Context,
     configure_logging()
     # The workers build the app from the environment (uvicorn imports it by name in each of them).
     os.environ["ACCESS_LEDGER_SERVE_DB"] = url
-    uvicorn.run("access_ledger.server.main:app" if workers > 1 else _app(url), host=host, port=port,
-                workers=workers, access_log=False, log_config=None, server_header=False)
+    uvicorn.run(
+        "access_ledger.server.main:app" if workers > 1 else _app(url),
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_config=None,
+        server_header=False,
+    )
 
 
 def _app(url: str):

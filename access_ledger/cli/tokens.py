@@ -34,13 +34,19 @@ def register(app: typer.Typer) -> None:
 @token_app.command("create")
 def token_create(
     ctx: typer.Context,
-    principal: Annotated[str, typer.Option("--for", help="The token's principal: service_account:NAME or "
-                                                         "user:NAME (recorded and active).")],
-    scope: Annotated[list[Scope], typer.Option("--scope", help="What it may do (repeat for several): "
-                                                               + ", ".join(TOKEN_SCOPES) + ".")],
-    expires_at: Annotated[str | None, typer.Option("--expires-at", help=f"Unusable from then on: {CLI_TIME_HELP}.")]
-    = None,
-    actor: ActorOption = None, reason: ReasonOption = None,
+    principal: Annotated[
+        str,
+        typer.Option("--for", help="The token's principal: service_account:NAME or user:NAME (recorded and active)."),
+    ],
+    scope: Annotated[
+        list[Scope],
+        typer.Option("--scope", help="What it may do (repeat for several): " + ", ".join(TOKEN_SCOPES) + "."),
+    ],
+    expires_at: Annotated[
+        str | None, typer.Option("--expires-at", help=f"Unusable from then on: {CLI_TIME_HELP}.")
+    ] = None,
+    actor: ActorOption = None,
+    reason: ReasonOption = None,
 ) -> None:
     """Issue a token and print it, once: only its SHA-256 is recorded, so it cannot be shown again."""
     from access_ledger import api
@@ -54,14 +60,20 @@ def token_create(
             issued = api.create_token(led, principal, [s.value for s in scope], expires, actor=who, reason=reason)
         finally:
             led.close()
-    typer.echo(f"token {issued['token_id']} for {principal} recorded at position {issued['position']}; "
-               "it is shown only now:", err=True)
+    typer.echo(
+        f"token {issued['token_id']} for {principal} recorded at position {issued['position']}; it is shown only now:",
+        err=True,
+    )
     typer.echo(issued["token"])
 
 
 @token_app.command("revoke")
-def token_revoke(ctx: typer.Context, token_id: Annotated[str, typer.Argument(help="The token's id (tok_...).")],
-                 actor: ActorOption = None, reason: ReasonOption = None) -> None:
+def token_revoke(
+    ctx: typer.Context,
+    token_id: Annotated[str, typer.Argument(help="The token's id (tok_...).")],
+    actor: ActorOption = None,
+    reason: ReasonOption = None,
+) -> None:
     """Revoke a token: the service refuses it from now on."""
     from access_ledger import api
 
@@ -87,6 +99,21 @@ def token_list(ctx: typer.Context, fmt: FormatOption = Format.table, out: OutOpt
             got = api.list_tokens(led)
         finally:
             led.close()
-        emit(got["rows"], fmt, out, ["token_id", "principal", "scopes", "status", "expires_at", "issued_at",
-                                     "issued_by", "position", "revoked_at", "reason"],
-             title=f"tokens at {got['at']} (position {got['position']})")
+        emit(
+            got["rows"],
+            fmt,
+            out,
+            [
+                "token_id",
+                "principal",
+                "scopes",
+                "status",
+                "expires_at",
+                "issued_at",
+                "issued_by",
+                "position",
+                "revoked_at",
+                "reason",
+            ],
+            title=f"tokens at {got['at']} (position {got['position']})",
+        )

@@ -106,6 +106,7 @@ INCIDENT_AUDITS = {
 
 # -- roles -------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class RoleSpec:
     name: str
@@ -131,54 +132,115 @@ def _p(text: str) -> tuple[str, ...]:
 # values (pipelines do, through Connector Consumer narrowed to one connector), who deploys does not
 # change stacks. Only the System Administrator holds everything, so holders of it are kept few.
 SEED_ROLES: tuple[RoleSpec, ...] = (
-    RoleSpec("data_scientist", "viewer", _p(
-        "pipeline:create pipeline:update pipeline_run:create pipeline_run:delete run_template:create artifact:create "
-        "artifact_version:create model:create model_version:create stack_component:create run_metadata:create "
-        "tag:create code_repository:create service_connector:client"),
+    RoleSpec(
+        "data_scientist",
+        "viewer",
+        _p(
+            "pipeline:create pipeline:update pipeline_run:create pipeline_run:delete run_template:create artifact:create "
+            "artifact_version:create model:create model_version:create stack_component:create run_metadata:create "
+            "tag:create code_repository:create service_connector:client"
+        ),
         "Data Scientist: develops and runs pipelines; uses connectors without seeing their credentials",
-        _p("pipeline_run:create pipeline_run:create pipeline_run:read pipeline_run:read model:read "
-           "model_version:create model_version:read artifact_version:read artifact_version:create pipeline:update "
-           "run_metadata:create stack:read service_connector:client"), "science"),
-    RoleSpec("data_science_lead", "data_scientist", _p(
-        "pipeline:delete model:update model_version:update run_template:update artifact:update tag:update "
-        "pipeline_run:prune"),
+        _p(
+            "pipeline_run:create pipeline_run:create pipeline_run:read pipeline_run:read model:read "
+            "model_version:create model_version:read artifact_version:read artifact_version:create pipeline:update "
+            "run_metadata:create stack:read service_connector:client"
+        ),
+        "science",
+    ),
+    RoleSpec(
+        "data_science_lead",
+        "data_scientist",
+        _p(
+            "pipeline:delete model:update model_version:update run_template:update artifact:update tag:update "
+            "pipeline_run:prune"
+        ),
         "Data Science Lead: a Data Scientist who also curates models and cleans up pipelines",
-        _p("pipeline_run:read model_version:update model:update model:read pipeline_run:create pipeline:delete "
-           "artifact_version:read"), "science"),
-    RoleSpec("ml_engineer", "viewer", _p(
-        "pipeline_deployment:create pipeline_deployment:update pipeline_deployment:delete pipeline_build:create "
-        "pipeline_run:create model_version:promote model_version:update service:create service:update "
-        "service:delete run_template:create trigger:create trigger:update service_connector:client"),
+        _p(
+            "pipeline_run:read model_version:update model:update model:read pipeline_run:create pipeline:delete "
+            "artifact_version:read"
+        ),
+        "science",
+    ),
+    RoleSpec(
+        "ml_engineer",
+        "viewer",
+        _p(
+            "pipeline_deployment:create pipeline_deployment:update pipeline_deployment:delete pipeline_build:create "
+            "pipeline_run:create model_version:promote model_version:update service:create service:update "
+            "service:delete run_template:create trigger:create trigger:update service_connector:client"
+        ),
         "ML Engineer: builds, deploys and promotes models; does not author pipelines",
-        _p("pipeline_deployment:create pipeline_build:create model_version:promote model_version:read "
-           "service:update service:read pipeline_run:create pipeline_run:read"), "deploy"),
-    RoleSpec("data_engineer", "viewer", _p(
-        "pipeline:create pipeline:update pipeline_run:create artifact:create artifact:update artifact_version:create "
-        "run_metadata:create stack_component:create code_repository:create trigger:create service_connector:client"),
+        _p(
+            "pipeline_deployment:create pipeline_build:create model_version:promote model_version:read "
+            "service:update service:read pipeline_run:create pipeline_run:read"
+        ),
+        "deploy",
+    ),
+    RoleSpec(
+        "data_engineer",
+        "viewer",
+        _p(
+            "pipeline:create pipeline:update pipeline_run:create artifact:create artifact:update artifact_version:create "
+            "run_metadata:create stack_component:create code_repository:create trigger:create service_connector:client"
+        ),
         "Data Engineer: builds and runs the data pipelines and the feature artifacts",
-        _p("pipeline_run:create pipeline_run:create pipeline:update artifact_version:create artifact_version:create "
-           "artifact:read pipeline_run:read run_metadata:create"), "data"),
-    RoleSpec("research_analyst", "viewer", _p("run_metadata:create tag:create artifact_version:share"),
-             "Research Analyst: reads experiment results and model metrics, annotates runs",
-             _p("model_version:read pipeline_run:read artifact_version:read artifact_version:read "
-                "run_metadata:create run_metadata:read"), "analysis"),
-    RoleSpec("product_manager", "viewer", _p("model:share tag:create"),
-             "Product Manager: follows model performance; changes nothing",
-             _p("model:read model:read model_version:read pipeline_run:read tag:create"), "product"),
-    RoleSpec("mlops_platform_engineer", "viewer", _p(
-        "service_connector:create service_connector:update service_connector:delete service_connector:share "
-        "service_connector:client stack:* stack_component:* flavor:* secret:create secret:update secret:delete "
-        "service:* pipeline_build:* code_repository:update"),
+        _p(
+            "pipeline_run:create pipeline_run:create pipeline:update artifact_version:create artifact_version:create "
+            "artifact:read pipeline_run:read run_metadata:create"
+        ),
+        "data",
+    ),
+    RoleSpec(
+        "research_analyst",
+        "viewer",
+        _p("run_metadata:create tag:create artifact_version:share"),
+        "Research Analyst: reads experiment results and model metrics, annotates runs",
+        _p(
+            "model_version:read pipeline_run:read artifact_version:read artifact_version:read "
+            "run_metadata:create run_metadata:read"
+        ),
+        "analysis",
+    ),
+    RoleSpec(
+        "product_manager",
+        "viewer",
+        _p("model:share tag:create"),
+        "Product Manager: follows model performance; changes nothing",
+        _p("model:read model:read model_version:read pipeline_run:read tag:create"),
+        "product",
+    ),
+    RoleSpec(
+        "mlops_platform_engineer",
+        "viewer",
+        _p(
+            "service_connector:create service_connector:update service_connector:delete service_connector:share "
+            "service_connector:client stack:* stack_component:* flavor:* secret:create secret:update secret:delete "
+            "service:* pipeline_build:* code_repository:update"
+        ),
         "MLOps Platform Engineer: runs the stacks and the service connectors; sets credentials, never reads them back",
-        _p("stack:update stack_component:update stack_component:create service_connector:update "
-           "service_connector:read secret:update flavor:read service:read pipeline_run:read stack:read"), "platform"),
-    RoleSpec("system_administrator", "admin", (),
-             "System Administrator: full control of a tenant (break-glass; keep the holders few)",
-             _p("stack:read stack:update service_connector:read pipeline_run:read secret:read model:read"), "admin"),
-    RoleSpec("connector_consumer", None, _p("service_connector:read service_connector:read_secret_value"),
-             "Connector Consumer: reads one connector's credentials; assign it narrowed to service_connector/NAME",
-             _p("service_connector:read_secret_value service_connector:read_secret_value service_connector:read"),
-             "connector"),
+        _p(
+            "stack:update stack_component:update stack_component:create service_connector:update "
+            "service_connector:read secret:update flavor:read service:read pipeline_run:read stack:read"
+        ),
+        "platform",
+    ),
+    RoleSpec(
+        "system_administrator",
+        "admin",
+        (),
+        "System Administrator: full control of a tenant (break-glass; keep the holders few)",
+        _p("stack:read stack:update service_connector:read pipeline_run:read secret:read model:read"),
+        "admin",
+    ),
+    RoleSpec(
+        "connector_consumer",
+        None,
+        _p("service_connector:read service_connector:read_secret_value"),
+        "Connector Consumer: reads one connector's credentials; assign it narrowed to service_connector/NAME",
+        _p("service_connector:read_secret_value service_connector:read_secret_value service_connector:read"),
+        "connector",
+    ),
 )
 PREDEFINED_USES: dict[str, tuple[str, ...]] = {
     "viewer": _p("model:read pipeline_run:read artifact_version:read model_version:read pipeline:read"),
@@ -191,8 +253,10 @@ PREDEFINED_USES: dict[str, tuple[str, ...]] = {
 PREDEFINED_PERMS: dict[str, tuple[str, ...]] = {}  # filled lazily from ledger.vocabulary
 # Permissions a generated variant of a seed role may add: none of them is a side of a
 # separation-of-duties pair or a privilege (update/delete of infrastructure, secrets).
-SAFE_EXTRAS = _p("tag:update tag:create run_metadata:create artifact_version:share model:share artifact:share "
-                 "trigger:read event_source:read action:read run_template:create pipeline_run:prune")
+SAFE_EXTRAS = _p(
+    "tag:update tag:create run_metadata:create artifact_version:share model:share artifact:share "
+    "trigger:read event_source:read action:read run_template:create pipeline_run:prune"
+)
 FAMILIES = {  # family: (weight among people, roles of the family a person may hold)
     "science": (40, ("data_scientist", "data_science_lead")),
     "deploy": (14, ("ml_engineer",)),
@@ -204,17 +268,25 @@ FAMILIES = {  # family: (weight among people, roles of the family a person may h
 
 # -- names -------------------------------------------------------------------------------------
 
-FIRST = _p("amara bjorn chen dilnoza emeka farah goran hana ivan jun kofi lucia mei noor olga priya rafael sven "
-           "otto tomas ulla vikram wen xavier yara zainab aiko bruno carla dmitri elif femi gita hugo ines jonas "
-           "kiri leon maya nils oskar paula quinn rosa sami tara umar vera wanjiru yusuf zora anil beatriz cyrus "
-           "daria eitan fatima")
-LAST = _p("okafor larsen wang karimova eze haddad petrovic sato ivanov park mensah romero li hassan novak sharma "
-          "silva berg lind horvat nilsson rao zhang dubois costa abubakar tanaka rossi moreau yilmaz adeyemi "
-          "gupta fischer lopez weber kim nakamura ortiz schmidt jensen")
-MODELS = _p("fraud-detector churn-predictor recsys-ranker demand-forecast credit-risk support-assistant "
-            "image-tagger price-optimizer")
-PROJECTS = _p("fraud payments search ads risk vision nlp forecasting pricing recsys growth support ranking "
-              "maps speech churn credit catalog logistics health")
+FIRST = _p(
+    "amara bjorn chen dilnoza emeka farah goran hana ivan jun kofi lucia mei noor olga priya rafael sven "
+    "otto tomas ulla vikram wen xavier yara zainab aiko bruno carla dmitri elif femi gita hugo ines jonas "
+    "kiri leon maya nils oskar paula quinn rosa sami tara umar vera wanjiru yusuf zora anil beatriz cyrus "
+    "daria eitan fatima"
+)
+LAST = _p(
+    "okafor larsen wang karimova eze haddad petrovic sato ivanov park mensah romero li hassan novak sharma "
+    "silva berg lind horvat nilsson rao zhang dubois costa abubakar tanaka rossi moreau yilmaz adeyemi "
+    "gupta fischer lopez weber kim nakamura ortiz schmidt jensen"
+)
+MODELS = _p(
+    "fraud-detector churn-predictor recsys-ranker demand-forecast credit-risk support-assistant "
+    "image-tagger price-optimizer"
+)
+PROJECTS = _p(
+    "fraud payments search ads risk vision nlp forecasting pricing recsys growth support ranking "
+    "maps speech churn credit catalog logistics health"
+)
 
 
 def _ids_for(rtype: str, rng: random.Random) -> list[str]:
@@ -230,8 +302,14 @@ def _ids_for(rtype: str, rng: random.Random) -> list[str]:
         "artifact": [f"{x}-{k}" for x in m for k in ("features", "dataset", "eval-report")],
         "artifact_version": [f"{x}-features-{n}" for x in m for n in range(1, 30)],
         "stack": ["gcp-vertex", "aws-sagemaker", "k8s-prod", "k8s-staging", "local-docker"],
-        "stack_component": ["s3-artifact-store", "gcs-artifact-store", "mlflow-tracker", "kubeflow-orchestrator",
-                            "ecr-registry", "seldon-deployer"],
+        "stack_component": [
+            "s3-artifact-store",
+            "gcs-artifact-store",
+            "mlflow-tracker",
+            "kubeflow-orchestrator",
+            "ecr-registry",
+            "seldon-deployer",
+        ],
         "service": [f"{x}-endpoint" for x in m],
         "run_template": [f"retrain-{x}" for x in m],
         "run_metadata": [f"train-{x}-{n}" for x in m for n in range(1, 20)],
@@ -573,25 +651,50 @@ class _Engine:
         self.w.forget(p)
 
     def create_role(self, spec: RoleSpec, actor: str, reason: str) -> None:
-        self.change("RoleCreated", actor, reason, role=spec.name, scope="tenant", base=spec.base,
-                    permissions=list(spec.permissions), description=spec.description)
+        self.change(
+            "RoleCreated",
+            actor,
+            reason,
+            role=spec.name,
+            scope="tenant",
+            base=spec.base,
+            permissions=list(spec.permissions),
+            description=spec.description,
+        )
         w = self.w
         w.base[spec.name], w.perms[spec.name], w.scope[spec.name] = spec.base, set(spec.permissions), "tenant"
         w.uses[spec.name] = tuple(tuple(u.split(":")) for u in spec.uses)  # type: ignore[misc]
 
-    def change_role(self, role: str, actor: str, reason: str, add: tuple[str, ...] = (),
-                    remove: tuple[str, ...] = ()) -> None:
+    def change_role(
+        self, role: str, actor: str, reason: str, add: tuple[str, ...] = (), remove: tuple[str, ...] = ()
+    ) -> None:
         self.change("RolePermissionsChanged", actor, reason, role=role, add=list(add), remove=list(remove))
         self.w.perms[role] = (self.w.perms[role] | set(add)) - set(remove)
         kept = [u for u in self.w.uses[role] if ":".join(u) not in remove]
         self.w.uses[role] = tuple(kept)
         self.w.forget()
 
-    def assign(self, role: str, p: str, tenant: str | None, actor: str, reason: str | None,
-               resource: str | None = None, days: int | None = None) -> dict[str, Any]:
+    def assign(
+        self,
+        role: str,
+        p: str,
+        tenant: str | None,
+        actor: str,
+        reason: str | None,
+        resource: str | None = None,
+        days: int | None = None,
+    ) -> dict[str, Any]:
         expires = self.first_day + (self.day + days) * DAY + CHANGES_FROM if days else None
-        ev = self.change("RoleAssigned", actor, reason, role=role, principal=p, tenant=tenant, resource=resource,
-                         expires_at=_epoch(expires, 0) if expires else None)
+        ev = self.change(
+            "RoleAssigned",
+            actor,
+            reason,
+            role=role,
+            principal=p,
+            tenant=tenant,
+            resource=resource,
+            expires_at=_epoch(expires, 0) if expires else None,
+        )
         key = (role, p, tenant or "", resource or "")
         self.grant_events[key] = ev
         self.w.held[key] = expires
@@ -602,8 +705,9 @@ class _Engine:
 
     def unassign(self, key: Key, actor: str, reason: str) -> dict[str, Any]:
         role, p, tenant, resource = key
-        ev = self.change("RoleUnassigned", actor, reason, role=role, principal=p, tenant=tenant or None,
-                         resource=resource or None)
+        ev = self.change(
+            "RoleUnassigned", actor, reason, role=role, principal=p, tenant=tenant or None, resource=resource or None
+        )
         if key in self.revoking:
             # Whoever removes it carries the review's revocation out: not granted again within 30 days
             # (audit reviews would say regranted-after-revoke, a finding nobody planted).
@@ -626,6 +730,7 @@ class _Engine:
         def revoke(e: _Engine) -> None:
             if key in e.w.held:
                 e.unassign(key, "service_account:access-bot", reason)
+
         self.on(day, revoke)
 
     def create_tenant(self, tenant: str, display: str, actor: str, reason: str) -> None:
@@ -652,14 +757,35 @@ class _Engine:
         """Keep the ledger's permission state from the first event on (campaigns need it)."""
         self.mirror = PermissionState()
 
-    def review_start(self, name: str, tenants: list[str], reviewer: str, actor: str, reason: str, due_days: int,
-                     reviewers: tuple[str, ...] = (), fallback: str | None = None) -> None:
+    def review_start(
+        self,
+        name: str,
+        tenants: list[str],
+        reviewer: str,
+        actor: str,
+        reason: str,
+        due_days: int,
+        reviewers: tuple[str, ...] = (),
+        fallback: str | None = None,
+    ) -> None:
         """Start a campaign today; its population is fixed when the event is written, at its position."""
         if self.mirror is None:
             raise AssertionError("a history with campaigns calls track_permissions() before its first event")
-        self.change("ReviewStarted", actor, reason, campaign=name, tenants=tenants, reviewer=reviewer,
-                    reviewers=list(reviewers), fallback_reviewer=fallback, privileged_only=False,
-                    due=self.instant(self.day + due_days, 0), as_of_position=0, items=0, population_sha256="")
+        self.change(
+            "ReviewStarted",
+            actor,
+            reason,
+            campaign=name,
+            tenants=tenants,
+            reviewer=reviewer,
+            reviewers=list(reviewers),
+            fallback_reviewer=fallback,
+            privileged_only=False,
+            due=self.instant(self.day + due_days, 0),
+            as_of_position=0,
+            items=0,
+            population_sha256="",
+        )
 
     def _fix_population(self, ev: dict[str, Any]) -> None:
         """Count, hash and route the campaign's items as projections.reviews does at the event's position."""
@@ -675,8 +801,9 @@ class _Engine:
     def review_items(self, name: str, reviewer: str) -> list[dict[str, Any]]:
         return [r for r in self.reviews[name][1] if r["reviewer"] == reviewer]
 
-    def review_decide(self, name: str, reviewer: str, decisions: list[tuple[int, str, str]], sec: int,
-                      gap: tuple[int, int]) -> list[dict[str, Any]]:
+    def review_decide(
+        self, name: str, reviewer: str, decisions: list[tuple[int, str, str]], sec: int, gap: tuple[int, int]
+    ) -> list[dict[str, Any]]:
         """`reviewer` decides (item, decision, reason) today from `sec` on, `gap` seconds apart (a range).
 
         Decisions change no permission, so they are written among the afternoon's usage.
@@ -700,8 +827,9 @@ class _Engine:
     def review_close(self, name: str, actor: str, reason: str, *, auto_revoke: bool = True) -> None:
         """Close the campaign (undecided items stay exceptions); with auto_revoke its removals follow at once."""
         c, _ = self.reviews[name]
-        c.close = self.change("ReviewClosed", actor, reason, campaign=name, undecided="exception",
-                              auto_revoke=auto_revoke)
+        c.close = self.change(
+            "ReviewClosed", actor, reason, campaign=name, undecided="exception", auto_revoke=auto_revoke
+        )
         if auto_revoke:
             self.review_remove(name, actor)
 
@@ -725,8 +853,15 @@ class _Engine:
 
     # -- incidents ------------------------------------------------------------------------------
 
-    def incident(self, kind: str, ev: dict[str, Any] | None, principal: str, tenant: str | None, detail: str,
-                 role: str | None = None) -> Incident:
+    def incident(
+        self,
+        kind: str,
+        ev: dict[str, Any] | None,
+        principal: str,
+        tenant: str | None,
+        detail: str,
+        role: str | None = None,
+    ) -> Incident:
         inc = Incident(kind, INCIDENT_AUDITS[kind], principal, tenant, detail, role=role)
         if ev is not None:
             inc.event_id = ev["id"]
@@ -740,31 +875,59 @@ class _Engine:
     def secret_read(self, p: str, tenant: str, connector: str, context: str) -> None:
         """A person reads a connector's credentials today, as their roles allow."""
         sec = CHANGES_TO + _r(self.rng, 4 * 3600)
-        if not self.w.allows(p, tenant, "service_connector", "read_secret_value", f"service_connector/{connector}",
-                             self.day_start + sec):
+        if not self.w.allows(
+            p, tenant, "service_connector", "read_secret_value", f"service_connector/{connector}", self.day_start + sec
+        ):
             raise AssertionError(f"secret read by {p} would not be authorised")
-        ev = {"type": "ConnectorSecretAccessed", "at": None, "actor": "system", "connector": connector,
-              "tenant": tenant, "principal": p, "outcome": "allowed", "context": context,
-              "id": self._next_id("use")}
+        ev = {
+            "type": "ConnectorSecretAccessed",
+            "at": None,
+            "actor": "system",
+            "connector": connector,
+            "tenant": tenant,
+            "principal": p,
+            "outcome": "allowed",
+            "context": context,
+            "id": self._next_id("use"),
+        }
         self.extra_usage.append((sec, ev))
 
     def unauthorised_read(self, p: str, tenant: str, connector: str, context: str) -> None:
         sec = CHANGES_TO + self.rng.randrange(DAY - CHANGES_TO)
-        if self.w.allows(p, tenant, "service_connector", "read_secret_value", f"service_connector/{connector}",
-                         self.day_start + sec):
+        if self.w.allows(
+            p, tenant, "service_connector", "read_secret_value", f"service_connector/{connector}", self.day_start + sec
+        ):
             raise AssertionError(f"planted unauthorised read by {p} would be authorised")
-        ev = {"type": "ConnectorSecretAccessed", "at": None, "actor": "system", "connector": connector,
-              "tenant": tenant, "principal": p, "outcome": "allowed", "context": context,
-              "id": self._next_id("use")}
+        ev = {
+            "type": "ConnectorSecretAccessed",
+            "at": None,
+            "actor": "system",
+            "connector": connector,
+            "tenant": tenant,
+            "principal": p,
+            "outcome": "allowed",
+            "context": context,
+            "id": self._next_id("use"),
+        }
         self.extra_usage.append((sec, ev))
-        self.incident("unauthorised-secret-read", ev, p, tenant,
-                      f"read the credentials of {connector} with no role allowing it (reported as allowed)")
+        self.incident(
+            "unauthorised-secret-read",
+            ev,
+            p,
+            tenant,
+            f"read the credentials of {connector} with no role allowing it (reported as allowed)",
+        )
         self.sc.moments["breach"] = _epoch(self.day_start, sec)
 
     # -- usage ----------------------------------------------------------------------------------
 
-    def _usage(self, lo: int, hi: int, share: float, services_only: bool = False,
-               ) -> list[tuple[int, dict[str, Any]]]:
+    def _usage(
+        self,
+        lo: int,
+        hi: int,
+        share: float,
+        services_only: bool = False,
+    ) -> list[tuple[int, dict[str, Any]]]:
         """Usage in [lo, hi) of today: service-account runs, every account at least weekly, people at random.
 
         Authorisation is judged at the block's start: changes happen only between blocks, and a
@@ -812,14 +975,28 @@ class _Engine:
     def _pick(self, rtype: str) -> str:
         pool = self.ids.get(rtype)
         if pool is None:
-            org = {"member": [p.split(":", 1)[1] for p in self.people[:200]], "team": sorted(self.w.members)[:200],
-                   "tenant": sorted(self.w.tenants)[:200], "role": sorted(self.w.uses)[:200],
-                   "organization": [ORG], "billing": [ORG]}
+            org = {
+                "member": [p.split(":", 1)[1] for p in self.people[:200]],
+                "team": sorted(self.w.members)[:200],
+                "tenant": sorted(self.w.tenants)[:200],
+                "role": sorted(self.w.uses)[:200],
+                "organization": [ORG],
+                "billing": [ORG],
+            }
             pool = self.ids[rtype] = org.get(rtype) or _ids_for(rtype, self.rng)
         return pool[_r(self.rng, len(pool))]
 
-    def _use(self, p: str, tenant: str | None, scope: str | None, rtype: str, action: str, sec: int,
-             out: list[tuple[int, dict[str, Any]]], context: str | None = None) -> None:
+    def _use(
+        self,
+        p: str,
+        tenant: str | None,
+        scope: str | None,
+        rtype: str,
+        action: str,
+        sec: int,
+        out: list[tuple[int, dict[str, Any]]],
+        context: str | None = None,
+    ) -> None:
         if rtype == "service_connector":
             conns = self.w.connectors.get(tenant or "", ())
             if scope:
@@ -829,10 +1006,19 @@ class _Engine:
             else:
                 return
             if action == "read_secret_value":
-                ev = {"type": "ConnectorSecretAccessed", "at": None, "actor": "system",
-                      "connector": resource.split("/", 1)[1], "tenant": tenant, "principal": p,
-                      "outcome": "allowed", "context": context or self.rng.choice(
-                          ("credential rotation", "debugging a stack component", "verifying connector access"))}
+                ev = {
+                    "type": "ConnectorSecretAccessed",
+                    "at": None,
+                    "actor": "system",
+                    "connector": resource.split("/", 1)[1],
+                    "tenant": tenant,
+                    "principal": p,
+                    "outcome": "allowed",
+                    "context": context
+                    or self.rng.choice(
+                        ("credential rotation", "debugging a stack component", "verifying connector access")
+                    ),
+                }
                 if self.shape.ids:
                     ev["id"] = self._next_id("use")
                 out.append((sec, ev))
@@ -867,8 +1053,9 @@ class _Engine:
         sec = lo + _r(rng, hi - lo)
         tenant, connector = self.jobs[s][_r(rng, len(self.jobs[s]))]
         run = f"{s.split(':', 1)[1]} run {10_000 + _r(rng, 89_999)}"
-        self._use(s, tenant, f"service_connector/{connector}", "service_connector", "read_secret_value", sec, out,
-                  context=run)
+        self._use(
+            s, tenant, f"service_connector/{connector}", "service_connector", "read_secret_value", sec, out, context=run
+        )
         entries = [e for e in self.w.usable(s) if e[0] == tenant and e[1] is None and (e[3] is None or t < e[3])]
         for _ in range(1 + (rng.random() < 0.6)):
             if entries:
@@ -888,18 +1075,35 @@ class _Engine:
         if conns and self.rng.random() < 0.5:
             c = self.rng.choice(conns)
             if not self.w.allows(p, tenant, "service_connector", "read_secret_value", f"service_connector/{c}", t):
-                ev = {"type": "ConnectorSecretAccessed", "at": None, "actor": "system", "connector": c,
-                      "tenant": tenant, "principal": p, "outcome": "denied", "context": "notebook session"}
+                ev = {
+                    "type": "ConnectorSecretAccessed",
+                    "at": None,
+                    "actor": "system",
+                    "connector": c,
+                    "tenant": tenant,
+                    "principal": p,
+                    "outcome": "denied",
+                    "context": "notebook session",
+                }
                 if self.shape.ids:
                     ev["id"] = self._next_id("use")
                 out.append((sec, ev))
             return
-        rtype, action = self.rng.choice((("model_version", "promote"), ("stack", "delete"), ("secret", "update"),
-                                         ("pipeline_deployment", "delete")))
+        rtype, action = self.rng.choice(
+            (("model_version", "promote"), ("stack", "delete"), ("secret", "update"), ("pipeline_deployment", "delete"))
+        )
         resource = f"{rtype}/{self._pick(rtype)}"
         if not self.w.allows(p, tenant, rtype, action, resource, t):
-            ev = {"type": "ResourceAccessed", "at": None, "actor": "system", "principal": p, "tenant": tenant,
-                  "resource": resource, "action": action, "outcome": "denied"}
+            ev = {
+                "type": "ResourceAccessed",
+                "at": None,
+                "actor": "system",
+                "principal": p,
+                "tenant": tenant,
+                "resource": resource,
+                "action": action,
+                "outcome": "denied",
+            }
             if self.shape.ids:
                 ev["id"] = self._next_id("use")
             out.append((sec, ev))
@@ -957,12 +1161,21 @@ class _AcmeCast:
             for spec in SEED_ROLES:
                 e.create_role(spec, admin, "SEC-110 roles of the access policy v1")
             e.create_service_account("access-bot", admin, "SEC-112 expiry of time-bound grants")
-            e.assign("org_editor", "service_account:access-bot", None, admin,
-                     "SEC-112 removes time-bound grants when they expire")
+            e.assign(
+                "org_editor",
+                "service_account:access-bot",
+                None,
+                admin,
+                "SEC-112 removes time-bound grants when they expire",
+            )
             for team in ("research", "platform", "data-eng", "product"):
                 e.create_team(team, admin, "IT-102 teams from the org chart")
-            for conn, tenant, kind in (("gcp-research", "research", "gcp"), ("aws-staging", "staging", "aws"),
-                                       ("aws-prod", "production", "aws"), ("s3-datalake", "production", "aws")):
+            for conn, tenant, kind in (
+                ("gcp-research", "research", "gcp"),
+                ("aws-staging", "staging", "aws"),
+                ("aws-prod", "production", "aws"),
+                ("s3-datalake", "production", "aws"),
+            ):
                 e.register_connector(conn, tenant, kind, "system", "PLAT-10 cloud accounts of the platform")
             e.assign("viewer", "team:research", "staging", admin, "SEC-113 researchers follow staging runs")
             e.assign("viewer", "team:platform", "research", admin, "SEC-113 platform supports research")
@@ -970,8 +1183,11 @@ class _AcmeCast:
             e.assign("product_manager", "team:product", "staging", admin, "SEC-114 product follows production")
             e.assign("org_viewer", "team:product", None, admin, "SEC-114 product sees the tenants")
             for sa, grants, jobs in (
-                ("ci-deployer", [("ml_engineer", "staging"), ("ml_engineer", "production")],
-                 [("staging", "aws-staging"), ("production", "aws-prod")]),
+                (
+                    "ci-deployer",
+                    [("ml_engineer", "staging"), ("ml_engineer", "production")],
+                    [("staging", "aws-staging"), ("production", "aws-prod")],
+                ),
                 ("nightly-training", [("data_scientist", "research")], [("research", "gcp-research")]),
                 ("feature-etl", [("data_engineer", "production")], [("production", "s3-datalake")]),
                 ("jenkins-legacy", [("ml_engineer", "staging")], [("staging", "aws-staging")]),
@@ -980,19 +1196,28 @@ class _AcmeCast:
                 for role, tenant in grants:
                     e.assign(role, s, tenant, admin, "PLAT-20 CI service account")
                 for tenant, conn in jobs:
-                    e.assign("connector_consumer", s, tenant, admin, "PLAT-21 pipeline credentials",
-                             resource=f"service_connector/{conn}")
+                    e.assign(
+                        "connector_consumer",
+                        s,
+                        tenant,
+                        admin,
+                        "PLAT-21 pipeline credentials",
+                        resource=f"service_connector/{conn}",
+                    )
                 e.jobs[s] = jobs
+
         on(0, day0)
 
         ticket = iter(range(200, 10_000))
         for name, (team, grants, day) in CAST.items():
+
             def hire(e: _Engine, name: str = name, team: str = team, grants: list[tuple[str, str]] = grants) -> None:
                 why = f"HR-{next(ticket)} onboarding"
                 p = e.create_user(name, admin, why)
                 e.add_member(team, p, admin, why)
                 for role, tenant in grants:
                     e.assign(role, p, tenant, admin, why)
+
             on(day, hire)
         on(14, lambda e: e.assign("org_editor", "user:amara", None, admin, "SEC-120 research lead manages her team"))
         on(20, lambda e: e.assign("org_editor", "user:emeka", None, admin, "SEC-121 platform lead manages members"))
@@ -1001,44 +1226,83 @@ class _AcmeCast:
         def incident_review(e: _Engine) -> None:
             e.assign("viewer", "user:chen", "production", admin, "INC-204 incident review", days=7)
             e.revoke_on_expiry(("viewer", "user:chen", "production", ""), "INC-204 closed: time-bound grant ended")
+
         on(40, incident_review)
 
         def migration(e: _Engine) -> None:
             e.assign("system_administrator", "user:farah", "staging", admin, "CHG-1182 database migration", days=2)
             e.revoke_on_expiry(("system_administrator", "user:farah", "staging", ""), "CHG-1182 done")
+
         on(95, migration)
 
         def break_glass(e: _Engine) -> None:
             why = "INC-330 break-glass: check the production credentials"
-            e.assign("connector_consumer", "user:emeka", "production", admin, why, resource="service_connector/aws-prod",
-                     days=1)
-            e.revoke_on_expiry(("connector_consumer", "user:emeka", "production", "service_connector/aws-prod"),
-                               "INC-330 closed: break-glass access ended")
+            e.assign(
+                "connector_consumer",
+                "user:emeka",
+                "production",
+                admin,
+                why,
+                resource="service_connector/aws-prod",
+                days=1,
+            )
+            e.revoke_on_expiry(
+                ("connector_consumer", "user:emeka", "production", "service_connector/aws-prod"),
+                "INC-330 closed: break-glass access ended",
+            )
             e.secret_read("user:emeka", "production", "aws-prod", "INC-330 verifying the rotated key")
             e.secret_read("user:emeka", "production", "aws-prod", "INC-330 verifying the rotated key")
+
         on(205, break_glass)
 
         def launch_review(e: _Engine) -> None:
             e.assign("viewer", "user:amara", "production", admin, "MODEL-77 launch review", days=30)
             e.revoke_on_expiry(("viewer", "user:amara", "production", ""), "MODEL-77 launch review ended")
+
         on(130, launch_review)
 
         # The access policy evolves.
-        on(60, lambda e: e.change_role("data_scientist", admin, "SEC-140 scientists annotate model versions",
-                                       add=("model_version:update",)))
-        on(180, lambda e: e.change_role("ml_engineer", admin, "SEC-171 least privilege: services are not deleted "
-                                        "by hand", remove=("service:delete",)))
-        on(240, lambda e: e.change_role("product_manager", admin, "PM-12 product managers curate tags",
-                                        add=("tag:update",)))
+        on(
+            60,
+            lambda e: e.change_role(
+                "data_scientist", admin, "SEC-140 scientists annotate model versions", add=("model_version:update",)
+            ),
+        )
+        on(
+            180,
+            lambda e: e.change_role(
+                "ml_engineer",
+                admin,
+                "SEC-171 least privilege: services are not deleted by hand",
+                remove=("service:delete",),
+            ),
+        )
+        on(
+            240,
+            lambda e: e.change_role(
+                "product_manager", admin, "PM-12 product managers curate tags", add=("tag:update",)
+            ),
+        )
 
         def retire_jenkins(e: _Engine) -> None:
             e.offboard("service_account:jenkins-legacy", admin, "PLAT-45 Jenkins retired")
+
         on(75, retire_jenkins)
-        on(110, lambda e: e.change("TenantRenamed", admin, "IT-130 region in the name", tenant="production",
-                                   display_name="Production (eu-west-1)"))
+        on(
+            110,
+            lambda e: e.change(
+                "TenantRenamed",
+                admin,
+                "IT-130 region in the name",
+                tenant="production",
+                display_name="Production (eu-west-1)",
+            ),
+        )
+
         def rafael_leaves(e: _Engine) -> None:
             e.terminate("user:rafael")
             e.offboard("user:rafael", admin, "HR-512 leaver: access removed")
+
         on(120, rafael_leaves)
 
         # A hackathon tenant, used for a month and cleaned up before deletion.
@@ -1047,17 +1311,24 @@ class _AcmeCast:
             e.register_connector("openai-sandbox", "llm-hackathon", "openai", "system", "IT-160 hackathon tenant")
             e.assign("editor", "team:research", "llm-hackathon", admin, "IT-160 hackathon tenant")
             e.assign("mlops_platform_engineer", "user:emeka", "llm-hackathon", admin, "IT-160 hackathon tenant")
+
         on(165, hackathon)
 
         def end_hackathon(e: _Engine) -> None:
             for key in sorted(k for k in e.w.held if k[2] == "llm-hackathon"):
                 e.unassign(key, admin, "IT-161 hackathon over")
-            e.change("ConnectorDeleted", "system", "IT-161 hackathon over", connector="openai-sandbox",
-                     tenant="llm-hackathon")
+            e.change(
+                "ConnectorDeleted",
+                "system",
+                "IT-161 hackathon over",
+                connector="openai-sandbox",
+                tenant="llm-hackathon",
+            )
             e.w.connectors["llm-hackathon"] = []
             e.change("TenantDeleted", admin, "IT-161 hackathon over", tenant="llm-hackathon")
             e.w.tenants.discard("llm-hackathon")
             e.w.forget()
+
         on(196, end_hackathon)
 
         # Parental leave: deactivated and back, grants kept meanwhile.
@@ -1071,71 +1342,137 @@ class _AcmeCast:
             e.remove_member("platform", "user:lucia", admin, why)
             e.add_member("research", "user:lucia", admin, why)
             e.assign("data_science_lead", "user:lucia", "research", admin, why)
+
         on(215, lucia_moves)
 
         # -- the planted incidents --
         def expired(e: _Engine) -> None:
             ev = e.assign("data_engineer", "user:kofi", "production", admin, "DATA-77 backfill", days=14)
-            e.incident("expired-grant-not-revoked", ev, "user:kofi", "production",
-                       "data_engineer in production for the DATA-77 backfill expired 14 days later and was never "
-                       "removed", role="data_engineer")
+            e.incident(
+                "expired-grant-not-revoked",
+                ev,
+                "user:kofi",
+                "production",
+                "data_engineer in production for the DATA-77 backfill expired 14 days later and was never removed",
+                role="data_engineer",
+            )
+
         on(100, expired)
 
         def dormant(e: _Engine) -> None:
             e.silence("user:otto")
-            e.incident("dormant-admin", e.grant_events[("system_administrator", "user:otto", "production", "")],
-                       "user:otto", "production", "holds system_administrator in production and staging; has used "
-                       f"nothing since {e.instant(e.day)[:10]}", role="system_administrator")
+            e.incident(
+                "dormant-admin",
+                e.grant_events[("system_administrator", "user:otto", "production", "")],
+                "user:otto",
+                "production",
+                f"holds system_administrator in production and staging; has used nothing since {e.instant(e.day)[:10]}",
+                role="system_administrator",
+            )
             e.sc.moments["dormant_since"] = e.instant(e.day)
+
         on(160, dormant)
 
         def sod(e: _Engine) -> None:
             ev = e.assign("ml_engineer", "user:hana", "production", admin, "DATA-310 release help")
-            e.incident("sod-conflict", ev, "user:hana", "production",
-                       "a data engineer (pipeline:create) who was also given ml_engineer (model_version:promote)",
-                       role="ml_engineer")
+            e.incident(
+                "sod-conflict",
+                ev,
+                "user:hana",
+                "production",
+                "a data engineer (pipeline:create) who was also given ml_engineer (model_version:promote)",
+                role="ml_engineer",
+            )
+
         on(190, sod)
 
         def self_grant(e: _Engine) -> None:
             ev = e.assign("system_administrator", "user:emeka", "production", "user:emeka", "PLAT-88 hotfix")
-            e.incident("self-grant", ev, "user:emeka", "production",
-                       "emeka granted himself system_administrator in production", role="system_administrator")
+            e.incident(
+                "self-grant",
+                ev,
+                "user:emeka",
+                "production",
+                "emeka granted himself system_administrator in production",
+                role="system_administrator",
+            )
+
         on(228, self_grant)
-        on(231, lambda e: e.unassign(("system_administrator", "user:emeka", "production", ""), admin,
-                                     "PLAT-88 review: self-granted admin removed"))
+        on(
+            231,
+            lambda e: e.unassign(
+                ("system_administrator", "user:emeka", "production", ""),
+                admin,
+                "PLAT-88 review: self-granted admin removed",
+            ),
+        )
 
         def no_reason(e: _Engine) -> None:
             ev = e.assign("data_scientist", "user:dilnoza", "staging", admin, None)
-            e.incident("change-without-reason", ev, "user:dilnoza", "staging",
-                       "data_scientist in staging assigned with no ticket or justification", role="data_scientist")
+            e.incident(
+                "change-without-reason",
+                ev,
+                "user:dilnoza",
+                "staging",
+                "data_scientist in staging assigned with no ticket or justification",
+                role="data_scientist",
+            )
+
         on(250, no_reason)
 
         def leaver(e: _Engine) -> None:
             e.terminate("user:bjorn")
             ev = e.offboard("user:bjorn", admin, "HR-588 leaver", keep_grants=True)
-            e.incident("deactivated-with-grants", ev, "user:bjorn", None,
-                       "deactivated as a leaver; his roles and team membership were never removed")
+            e.incident(
+                "deactivated-with-grants",
+                ev,
+                "user:bjorn",
+                None,
+                "deactivated as a leaver; his roles and team membership were never removed",
+            )
+
         on(270, leaver)
 
         on(300, lambda e: e.unauthorised_read("user:ivan", "production", "aws-prod", "local notebook"))
 
         def unauthorised(e: _Engine) -> None:
             ev = e.assign("admin", "user:chen", "staging", "user:jun", "helping chen debug a staging run")
-            e.incident("unauthorised-change", ev, "user:jun", "staging",
-                       "jun, who holds only viewer-level roles, assigned admin in staging to chen; granting roles "
-                       "needs member:update", role="admin")
+            e.incident(
+                "unauthorised-change",
+                ev,
+                "user:jun",
+                "staging",
+                "jun, who holds only viewer-level roles, assigned admin in staging to chen; granting roles "
+                "needs member:update",
+                role="admin",
+            )
+
         on(140, unauthorised)
-        on(141, lambda e: e.unassign(("admin", "user:chen", "staging", ""), admin,
-                                     "SEC-190 grant made without authority reverted"))
+        on(
+            141,
+            lambda e: e.unassign(
+                ("admin", "user:chen", "staging", ""), admin, "SEC-190 grant made without authority reverted"
+            ),
+        )
 
         def by_leaver(e: _Engine) -> None:
             ev = e.assign("admin", "user:dilnoza", "research", "user:rafael", "handover before leaving")
-            e.incident("change-by-leaver", ev, "user:rafael", "research",
-                       "rafael's account, deactivated when he left on day 120, assigned admin in research to dilnoza",
-                       role="admin")
+            e.incident(
+                "change-by-leaver",
+                ev,
+                "user:rafael",
+                "research",
+                "rafael's account, deactivated when he left on day 120, assigned admin in research to dilnoza",
+                role="admin",
+            )
+
         on(126, by_leaver)
-        on(127, lambda e: e.unassign(("admin", "user:dilnoza", "research", ""), admin,
-                                     "SEC-191 grant by a leaver's account reverted"))
+        on(
+            127,
+            lambda e: e.unassign(
+                ("admin", "user:dilnoza", "research", ""), admin, "SEC-191 grant by a leaver's account reverted"
+            ),
+        )
 
         self.reviews()
 
@@ -1146,6 +1483,7 @@ class _AcmeCast:
             e.add_member("data-eng", p, admin, why)
             e.assign("data_engineer", p, "staging", admin, why)
             e.assign("data_engineer", p, "research", admin, why)
+
         on(310, q4_hire)
 
         # HR ended mei's contract on day 322; IT deactivated her four days later (the SLA is 24 h).
@@ -1153,19 +1491,27 @@ class _AcmeCast:
 
         def late_leaver(e: _Engine) -> None:
             ev = e.offboard("user:mei", admin, "HR-760 leaver: access removed")
-            e.incident("late-leaver", ev, "user:mei", None, "HR ended her contract on "
-                       f"{e.instant(322, 0)}; her account was deactivated four days later (SLA 24 h)")
+            e.incident(
+                "late-leaver",
+                ev,
+                "user:mei",
+                None,
+                f"HR ended her contract on {e.instant(322, 0)}; her account was deactivated four days later (SLA 24 h)",
+            )
+
         on(326, late_leaver)
 
         def oncall(e: _Engine) -> None:
             e.assign("viewer", "user:chen", "production", admin, "INC-412 on-call shadowing", days=7)
             e.revoke_on_expiry(("viewer", "user:chen", "production", ""), "INC-412 on-call week ended")
+
         on(326, oncall)
         on(340, lambda e: e.assign("viewer", "team:product", "research", admin, "PM-30 product follows experiments"))
 
         def launch(e: _Engine) -> None:
             e.assign("ml_engineer", "user:farah", "research", admin, "MODEL-91 shadow deployment", days=14)
             e.revoke_on_expiry(("ml_engineer", "user:farah", "research", ""), "MODEL-91 shadow deployment done")
+
         on(346, launch)
 
     def reviews(self) -> None:
@@ -1175,34 +1521,60 @@ class _AcmeCast:
         afternoon = 14 * 3600
 
         def q3_start(e: _Engine) -> None:
-            e.review_start("Q3-production", ["production"], "user:farah", admin,
-                           "SEC-400 quarterly access review of production", due_days=30, fallback="user:emeka")
+            e.review_start(
+                "Q3-production",
+                ["production"],
+                "user:farah",
+                admin,
+                "SEC-400 quarterly access review of production",
+                due_days=30,
+                fallback="user:emeka",
+            )
+
         on(200, q3_start)
 
         def q3_rubber_stamp(e: _Engine) -> None:
             mine = [(r["item"], "keep", "ok") for r in e.review_items("Q3-production", "user:farah")]
             decided = e.review_decide("Q3-production", "user:farah", mine, afternoon + 1717, gap=(1, 2))
-            e.incident("rubber-stamp-review", decided[0], "user:farah", "production",
-                       f"kept all {len(decided)} of her items of Q3-production within a minute, one or two seconds "
-                       "apart")
+            e.incident(
+                "rubber-stamp-review",
+                decided[0],
+                "user:farah",
+                "production",
+                f"kept all {len(decided)} of her items of Q3-production within a minute, one or two seconds apart",
+            )
+
         on(203, q3_rubber_stamp)
 
         def q3_fallback(e: _Engine) -> None:
-            theirs = [(r["item"], "keep", f"{r['role']} deploys the production models")
-                      for r in e.review_items("Q3-production", "user:emeka")]
+            theirs = [
+                (r["item"], "keep", f"{r['role']} deploys the production models")
+                for r in e.review_items("Q3-production", "user:emeka")
+            ]
             e.review_decide("Q3-production", "user:emeka", theirs, afternoon + 600, gap=(240, 600))
+
         on(204, q3_fallback)
         on(210, lambda e: e.review_close("Q3-production", admin, "SEC-400 review complete"))
 
         def q4_start(e: _Engine) -> None:
-            e.review_start("Q4-all-tenants", ["production", "research", "staging"], "user:emeka", admin,
-                           "SEC-450 quarterly access review of every tenant", due_days=21,
-                           reviewers=("team:research=user:amara", "team:data-eng=user:noor"), fallback="user:sven")
+            e.review_start(
+                "Q4-all-tenants",
+                ["production", "research", "staging"],
+                "user:emeka",
+                admin,
+                "SEC-450 quarterly access review of every tenant",
+                due_days=21,
+                reviewers=("team:research=user:amara", "team:data-eng=user:noor"),
+                fallback="user:sven",
+            )
+
         on(285, q4_start)
-        revoke = {("user:amara", "data_scientist", "staging"): "leads research now; staging runs go through the team",
-                  ("user:hana", "data_engineer", "research"): "works on the production pipelines only",
-                  ("user:sven", "mlops_platform_engineer", "research"): "research is supported through the "
-                                                                        "platform team's viewer role"}
+        revoke = {
+            ("user:amara", "data_scientist", "staging"): "leads research now; staging runs go through the team",
+            ("user:hana", "data_engineer", "research"): "works on the production pipelines only",
+            ("user:sven", "mlops_platform_engineer", "research"): "research is supported through the "
+            "platform team's viewer role",
+        }
 
         def decide(r: dict[str, Any]) -> tuple[int, str, str]:
             if r["principal"] == "user:bjorn":
@@ -1213,25 +1585,51 @@ class _AcmeCast:
             return r["item"], "keep", f"{r['role']} in {r['tenant']} is needed for current work"
 
         for day, reviewer in ((287, "user:amara"), (288, "user:noor"), (290, "user:emeka"), (292, "user:sven")):
+
             def q4_decide(e: _Engine, reviewer: str = reviewer) -> None:
-                decided = e.review_decide("Q4-all-tenants", reviewer,
-                                          [decide(r) for r in e.review_items("Q4-all-tenants", reviewer)],
-                                          afternoon + _r(e.rng, 3600), gap=(150, 900))
-                left = next((ev for ev in decided if ev["decision"] == "revoke"
-                             and e.reviews["Q4-all-tenants"][1][ev["item"] - 1]["principal"] == "user:bjorn"), None)
+                decided = e.review_decide(
+                    "Q4-all-tenants",
+                    reviewer,
+                    [decide(r) for r in e.review_items("Q4-all-tenants", reviewer)],
+                    afternoon + _r(e.rng, 3600),
+                    gap=(150, 900),
+                )
+                left = next(
+                    (
+                        ev
+                        for ev in decided
+                        if ev["decision"] == "revoke"
+                        and e.reviews["Q4-all-tenants"][1][ev["item"] - 1]["principal"] == "user:bjorn"
+                    ),
+                    None,
+                )
                 if left is not None:
-                    e.incident("revocation-not-carried-out", left, "user:bjorn", "research",
-                               "Q4-all-tenants revoked the leaver's access; the platform never removed it")
+                    e.incident(
+                        "revocation-not-carried-out",
+                        left,
+                        "user:bjorn",
+                        "research",
+                        "Q4-all-tenants revoked the leaver's access; the platform never removed it",
+                    )
+
             on(day, q4_decide)
 
         # The platform applies the revocations itself (no auto-revoke) and the ledger records them, all
         # but the leaver's, still in force at the due date.
-        on(297, lambda e: e.review_close("Q4-all-tenants", admin, "SEC-450 review complete; the platform applies "
-                                         "the revocations", auto_revoke=False))
+        on(
+            297,
+            lambda e: e.review_close(
+                "Q4-all-tenants",
+                admin,
+                "SEC-450 review complete; the platform applies the revocations",
+                auto_revoke=False,
+            ),
+        )
         on(300, lambda e: e.review_remove("Q4-all-tenants", admin, spare=frozenset({"user:bjorn"})))
 
 
 # -- a population from counts (the benchmarks) ---------------------------------------------------
+
 
 class _Population:
     """Users, tenants, roles and assignments in the numbers asked for; the same incidents, planted at random."""
@@ -1289,8 +1687,16 @@ class _Population:
             seed = seeds[k % len(seeds)]
             extras = tuple(sorted(set(rng.sample(SAFE_EXTRAS, rng.randint(1, 3)))))
             name = f"{seed.name}_{PROJECTS[(k // len(seeds)) % len(PROJECTS)]}{k // (len(seeds) * len(PROJECTS)) or ''}"
-            variants.append(RoleSpec(name, seed.name, extras, f"{seed.description.split(':')[0]} ({name})",
-                                     seed.uses + extras, seed.family))
+            variants.append(
+                RoleSpec(
+                    name,
+                    seed.name,
+                    extras,
+                    f"{seed.description.split(':')[0]} ({name})",
+                    seed.uses + extras,
+                    seed.family,
+                )
+            )
             self.family_roles[seed.family].append(name)
         self.variants = variants
         initial = int(self.n_users * 0.85)
@@ -1304,8 +1710,13 @@ class _Population:
             e.create_user("priya", "system", "IT-100 bootstrap administrator")
             e.assign("org_admin", admin, None, "system", "IT-100 bootstrap administrator")
             e.create_service_account("access-bot", admin, "SEC-112 expiry of time-bound grants")
-            e.assign("org_editor", "service_account:access-bot", None, admin,
-                     "SEC-112 removes time-bound grants when they expire")
+            e.assign(
+                "org_editor",
+                "service_account:access-bot",
+                None,
+                admin,
+                "SEC-112 removes time-bound grants when they expire",
+            )
             for t in tenants:
                 e.create_tenant(t, t.replace("-", " ").title(), admin, "IT-101 tenant of the ML platform")
                 e.register_connector(f"aws-{t}", t, "aws", "system", "PLAT-10 cloud account of the tenant")
@@ -1324,8 +1735,14 @@ class _Population:
                 fam = "deploy" if t.endswith(("prod", "production", "staging")) else "science"
                 role = self.family_roles[fam][j % len(self.family_roles[fam])]
                 e.assign(role, s, t, admin, "PLAT-20 CI service account")
-                e.assign("connector_consumer", s, t, admin, "PLAT-21 pipeline credentials",
-                         resource=f"service_connector/aws-{t}")
+                e.assign(
+                    "connector_consumer",
+                    s,
+                    t,
+                    admin,
+                    "PLAT-21 pipeline credentials",
+                    resource=f"service_connector/aws-{t}",
+                )
                 e.jobs[s] = [(t, f"aws-{t}")]
             for k in range(initial):  # the first hires fill every team, so that none is empty
                 team = list(self.team_family)[k] if k < n_teams else None
@@ -1341,10 +1758,15 @@ class _Population:
                     key = (spec.name, f"team:{team}", self.team_tenants[team][0], "")
                     if key not in e.w.held:
                         e.assign(spec.name, f"team:{team}", key[2], admin, "SEC-115 team role")
+
         e.on(0, day0)
         for d in hire_days:
-            e.on(d, lambda e: self._hire(e, rng.choices(fam_names, fam_weights)[0], f"HR-{rng.randrange(1000, 9999)} "
-                                         "onboarding"))
+            e.on(
+                d,
+                lambda e: self._hire(
+                    e, rng.choices(fam_names, fam_weights)[0], f"HR-{rng.randrange(1000, 9999)} onboarding"
+                ),
+            )
         self.grants_per_day = -1.0
         self._plan_incidents()
 
@@ -1423,8 +1845,14 @@ class _Population:
 
         def person(e: _Engine, family: str, need: Callable[[str], bool] = lambda p: True) -> str:
             """The first active person of the family not already in an incident (hired if none)."""
-            found = next((p for p in e.people if self.family.get(p) == family and e.w.active[p]
-                          and p not in self.planted and need(p)), None)
+            found = next(
+                (
+                    p
+                    for p in e.people
+                    if self.family.get(p) == family and e.w.active[p] and p not in self.planted and need(p)
+                ),
+                None,
+            )
             p = found or self._hire(e, family, "IT-103 onboarding")
             self.planted.add(p)
             return p
@@ -1433,51 +1861,96 @@ class _Population:
             p = person(e, "science")
             t = next(t for t in self.tenants if ("data_engineer", p, t, "") not in e.w.held)
             ev = e.assign("data_engineer", p, t, admin, "DATA-77 backfill", days=14)
-            e.incident("expired-grant-not-revoked", ev, p, t,
-                       "data_engineer for a backfill expired 14 days later and was never removed", role="data_engineer")
+            e.incident(
+                "expired-grant-not-revoked",
+                ev,
+                p,
+                t,
+                "data_engineer for a backfill expired 14 days later and was never removed",
+                role="data_engineer",
+            )
 
         def dormant(e: _Engine) -> None:
             p = person(e, "platform")
             ev = e.assign("system_administrator", p, "production", admin, "SEC-131 platform on-call admin")
             e.silence(p)
-            e.incident("dormant-admin", ev, p, "production",
-                       "holds system_administrator in production and has used nothing since", role="system_administrator")
+            e.incident(
+                "dormant-admin",
+                ev,
+                p,
+                "production",
+                "holds system_administrator in production and has used nothing since",
+                role="system_administrator",
+            )
 
         def sod(e: _Engine) -> None:
             p = person(e, "data")
             t = next(k[2] for k in e.holds(p) if k[2] and e.w.held[k] is None)  # where they build pipelines
             ev = e.assign("ml_engineer", p, t, admin, "DATA-310 release help")
-            e.incident("sod-conflict", ev, p, t, "a data engineer who was also given ml_engineer "
-                       "(model_version:promote)", role="ml_engineer")
+            e.incident(
+                "sod-conflict",
+                ev,
+                p,
+                t,
+                "a data engineer who was also given ml_engineer (model_version:promote)",
+                role="ml_engineer",
+            )
 
         def self_grant(e: _Engine) -> None:
             p = person(e, "platform")
             e.assign("org_editor", p, None, admin, "SEC-121 platform on-call lead manages members")
             ev = e.assign("system_administrator", p, "staging", p, "PLAT-88 hotfix")
-            e.incident("self-grant", ev, p, "staging", "granted themself system_administrator in staging",
-                       role="system_administrator")
-            e.on(e.day + 3, lambda e: e.unassign(("system_administrator", p, "staging", ""), admin,
-                                                 "PLAT-88 review: self-granted admin removed"))
+            e.incident(
+                "self-grant",
+                ev,
+                p,
+                "staging",
+                "granted themself system_administrator in staging",
+                role="system_administrator",
+            )
+            e.on(
+                e.day + 3,
+                lambda e: e.unassign(
+                    ("system_administrator", p, "staging", ""), admin, "PLAT-88 review: self-granted admin removed"
+                ),
+            )
 
         def no_reason(e: _Engine) -> None:
             p = person(e, "analysis")
             t = self.tenants_of[p][0]
             ev = e.assign("viewer", p, t, admin, None) if ("viewer", p, t, "") not in e.w.held else None
-            e.incident("change-without-reason", ev, p, t, "viewer assigned with no ticket or justification",
-                       role="viewer")
+            e.incident(
+                "change-without-reason", ev, p, t, "viewer assigned with no ticket or justification", role="viewer"
+            )
 
         def leaver(e: _Engine) -> None:
             p = person(e, "science", lambda q: len(e.w.members[self.team_of[q]]) > 1)
             self.leaver = p
             e.terminate(p)
             ev = e.offboard(p, admin, "HR-588 leaver", keep_grants=True)
-            e.incident("deactivated-with-grants", ev, p, None, "deactivated as a leaver; roles and team "
-                       "membership never removed")
+            e.incident(
+                "deactivated-with-grants",
+                ev,
+                p,
+                None,
+                "deactivated as a leaver; roles and team membership never removed",
+            )
 
         def breach(e: _Engine) -> None:
-            p = person(e, "analysis", lambda q: not e.w.allows(q, "production", "service_connector",
-                                                              "read_secret_value", "service_connector/aws-production",
-                                                              e.day_start + DAY - 1))
+            p = person(
+                e,
+                "analysis",
+                lambda q: (
+                    not e.w.allows(
+                        q,
+                        "production",
+                        "service_connector",
+                        "read_secret_value",
+                        "service_connector/aws-production",
+                        e.day_start + DAY - 1,
+                    )
+                ),
+            )
             e.unauthorised_read(p, "production", "aws-production", "local notebook")
 
         def late_leaver(e: _Engine) -> None:
@@ -1487,16 +1960,27 @@ class _Population:
             def deactivate(e: _Engine) -> None:
                 ev = e.offboard(p, admin, "HR-760 leaver: access removed")
                 e.incident("late-leaver", ev, p, None, "deactivated four days after HR ended the contract (SLA 24 h)")
+
             e.on(e.day + 4, deactivate)
 
         def unauthorised(e: _Engine) -> None:
             p, colleague = person(e, "analysis"), person(e, "science")
             t = self.tenants_of[colleague][0]
             ev = e.assign("admin", colleague, t, p, "helping a colleague debug a run")
-            e.incident("unauthorised-change", ev, p, t, "holds only viewer-level roles and assigned admin to a "
-                       "colleague; granting roles needs member:update", role="admin")
-            e.on(e.day + 1, lambda e: e.unassign(("admin", colleague, t, ""), admin,
-                                                 "SEC-190 grant made without authority reverted"))
+            e.incident(
+                "unauthorised-change",
+                ev,
+                p,
+                t,
+                "holds only viewer-level roles and assigned admin to a colleague; granting roles needs member:update",
+                role="admin",
+            )
+            e.on(
+                e.day + 1,
+                lambda e: e.unassign(
+                    ("admin", colleague, t, ""), admin, "SEC-190 grant made without authority reverted"
+                ),
+            )
 
         def by_leaver(e: _Engine) -> None:
             p = person(e, "analysis", lambda q: len(e.w.members[self.team_of[q]]) > 1)
@@ -1507,15 +1991,35 @@ class _Population:
                 colleague = person(e, "science")
                 t = self.tenants_of[colleague][0]
                 ev = e.assign("admin", colleague, t, p, "handover before leaving")
-                e.incident("change-by-leaver", ev, p, t, "a leaver's deactivated account assigned admin to a "
-                           "colleague", role="admin")
-                e.on(e.day + 1, lambda e: e.unassign(("admin", colleague, t, ""), admin,
-                                                     "SEC-191 grant by a leaver's account reverted"))
+                e.incident(
+                    "change-by-leaver",
+                    ev,
+                    p,
+                    t,
+                    "a leaver's deactivated account assigned admin to a colleague",
+                    role="admin",
+                )
+                e.on(
+                    e.day + 1,
+                    lambda e: e.unassign(
+                        ("admin", colleague, t, ""), admin, "SEC-191 grant by a leaver's account reverted"
+                    ),
+                )
+
             e.on(e.day + 5, grant)
 
-        for frac, action in ((0.27, expired), (0.3, unauthorised), (0.4, dormant), (0.45, by_leaver), (0.52, sod),
-                             (0.62, self_grant), (0.68, no_reason), (0.74, leaver), (0.82, breach),
-                             (0.88, late_leaver)):
+        for frac, action in (
+            (0.27, expired),
+            (0.3, unauthorised),
+            (0.4, dormant),
+            (0.45, by_leaver),
+            (0.52, sod),
+            (0.62, self_grant),
+            (0.68, no_reason),
+            (0.74, leaver),
+            (0.82, breach),
+            (0.88, late_leaver),
+        ):
             e.on(int(days * frac), action)
         self._plan_reviews(person)
 
@@ -1528,19 +2032,35 @@ class _Population:
 
         def q3_start(e: _Engine) -> None:
             stamper, fallback = person(e, "deploy"), person(e, "platform")
-            e.review_start("Q3-production", ["production"], stamper, admin,
-                           "SEC-400 quarterly access review of production", due_days=30, fallback=fallback)
+            e.review_start(
+                "Q3-production",
+                ["production"],
+                stamper,
+                admin,
+                "SEC-400 quarterly access review of production",
+                due_days=30,
+                fallback=fallback,
+            )
 
             def rubber_stamp(e: _Engine) -> None:
                 mine = [(r["item"], "keep", "ok") for r in e.review_items("Q3-production", stamper)]
                 decided = e.review_decide("Q3-production", stamper, mine, afternoon, gap=(1, 2))
-                e.incident("rubber-stamp-review", decided[0], stamper, "production",
-                           f"kept all {len(decided)} of the items of Q3-production one or two seconds apart")
-                theirs = [(r["item"], "keep", f"{r['role']} is needed in production")
-                          for r in e.review_items("Q3-production", fallback)]
+                e.incident(
+                    "rubber-stamp-review",
+                    decided[0],
+                    stamper,
+                    "production",
+                    f"kept all {len(decided)} of the items of Q3-production one or two seconds apart",
+                )
+                theirs = [
+                    (r["item"], "keep", f"{r['role']} is needed in production")
+                    for r in e.review_items("Q3-production", fallback)
+                ]
                 e.review_decide("Q3-production", fallback, theirs, afternoon + 3 * 3600, gap=(120, 300))
+
             e.on(e.day + 2, rubber_stamp)
             e.on(e.day + 7, lambda e: e.review_close("Q3-production", admin, "SEC-400 review complete"))
+
         e.on(q3, q3_start)
 
         def q4_start(e: _Engine) -> None:
@@ -1552,13 +2072,28 @@ class _Population:
                     reviewers[team] = member
                     self.reviewing.add(member)
                     self.planted.add(member)  # no changes of theirs while they review
-            e.review_start("Q4-all-tenants", sorted(e.w.tenants), default, admin,
-                           "SEC-450 quarterly access review of every tenant", due_days=30,
-                           reviewers=tuple(f"team:{t}={r}" for t, r in reviewers.items()), fallback=fallback)
+            e.review_start(
+                "Q4-all-tenants",
+                sorted(e.w.tenants),
+                default,
+                admin,
+                "SEC-450 quarterly access review of every tenant",
+                due_days=30,
+                reviewers=tuple(f"team:{t}={r}" for t, r in reviewers.items()),
+                fallback=fallback,
+            )
             e.on(e.day + 2, lambda e: self._q4_decisions(sorted({default, fallback, *reviewers.values()})))
+
         e.on(q4, q4_start)
-        e.on(q4 + 20, lambda e: e.review_close("Q4-all-tenants", admin, "SEC-450 review complete; the platform "
-                                               "applies the revocations", auto_revoke=False))
+        e.on(
+            q4 + 20,
+            lambda e: e.review_close(
+                "Q4-all-tenants",
+                admin,
+                "SEC-450 review complete; the platform applies the revocations",
+                auto_revoke=False,
+            ),
+        )
         e.on(q4 + 22, lambda e: e.review_remove("Q4-all-tenants", admin, spare=frozenset({self.leaver})))
 
     def _q4_decisions(self, reviewers: list[str]) -> None:
@@ -1570,20 +2105,44 @@ class _Population:
         incidents = self.planted - self.reviewing
         for reviewer in reviewers:
             items = e.review_items("Q4-all-tenants", reviewer)
-            spare = next((r["item"] for r in items if r["via"] is None and r["principal"] != self.leaver
-                          and r["principal"] not in incidents and r["role"] != "connector_consumer"
-                          and e.w.holders[r["role"]] > 1 and len(e.holds(r["principal"])) > 1), None)
-            decisions = [(r["item"], "revoke", "left the company") if r["principal"] == self.leaver
-                         else (r["item"], "revoke", "no longer needed") if r["item"] == spare
-                         else (r["item"], "keep", f"{r['role']} in {r['tenant']} is needed") for r in items]
+            spare = next(
+                (
+                    r["item"]
+                    for r in items
+                    if r["via"] is None
+                    and r["principal"] != self.leaver
+                    and r["principal"] not in incidents
+                    and r["role"] != "connector_consumer"
+                    and e.w.holders[r["role"]] > 1
+                    and len(e.holds(r["principal"])) > 1
+                ),
+                None,
+            )
+            decisions = [
+                (r["item"], "revoke", "left the company")
+                if r["principal"] == self.leaver
+                else (r["item"], "revoke", "no longer needed")
+                if r["item"] == spare
+                else (r["item"], "keep", f"{r['role']} in {r['tenant']} is needed")
+                for r in items
+            ]
             for n in range(0, len(decisions), 300):
-                def decide(e: _Engine, batch: list[tuple[int, str, str]] = decisions[n:n + 300],
-                           reviewer: str = reviewer) -> None:
+
+                def decide(
+                    e: _Engine, batch: list[tuple[int, str, str]] = decisions[n : n + 300], reviewer: str = reviewer
+                ) -> None:
                     nonlocal leaver_decision
-                    for ev in e.review_decide("Q4-all-tenants", reviewer, batch, 12 * 3600 + _r(e.rng, 1800),
-                                              gap=(20, 90)):
+                    for ev in e.review_decide(
+                        "Q4-all-tenants", reviewer, batch, 12 * 3600 + _r(e.rng, 1800), gap=(20, 90)
+                    ):
                         if ev["reason"] == "left the company" and leaver_decision is None:
                             leaver_decision = ev
-                            e.incident("revocation-not-carried-out", ev, self.leaver, None,
-                                       "Q4-all-tenants revoked the leaver's access; the platform never removed it")
+                            e.incident(
+                                "revocation-not-carried-out",
+                                ev,
+                                self.leaver,
+                                None,
+                                "Q4-all-tenants revoked the leaver's access; the platform never removed it",
+                            )
+
                 e.on(e.day + 1 + n // 300, decide)

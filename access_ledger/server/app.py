@@ -36,11 +36,17 @@ def create_app(db: str, *, max_body: int = MAX_BODY) -> FastAPI:
         yield
         svc.close()
 
-    app = FastAPI(title="access-ledger", version=version("access-ledger"), lifespan=lifespan,
-                  openapi_url=None, docs_url=None, redoc_url=None,
-                  description="Who could do what, when: the ledger's answers and its log over HTTP. Every "
-                              "path but /healthz and /readyz needs `Authorization: Bearer TOKEN` "
-                              "(`access-ledger token create`).")
+    app = FastAPI(
+        title="access-ledger",
+        version=version("access-ledger"),
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        description="Who could do what, when: the ledger's answers and its log over HTTP. Every "
+        "path but /healthz and /readyz needs `Authorization: Bearer TOKEN` "
+        "(`access-ledger token create`).",
+    )
     app.state.service = svc
     for module in (health, meta, questions, feed, report, audits):
         app.include_router(module.router)
@@ -105,5 +111,13 @@ class AccessLog:
         finally:
             client = scope.get("client") or ("-", 0)
             # The path only: a query string holds what clients ask about, and no credential belongs there.
-            access_log.info("%s:%s %s %s %d token=%s %.1fms", client[0], client[1], scope["method"],
-                            scope["path"], status, noted.get("token_id", "-"), (time.perf_counter() - start) * 1000)
+            access_log.info(
+                "%s:%s %s %s %d token=%s %.1fms",
+                client[0],
+                client[1],
+                scope["method"],
+                scope["path"],
+                status,
+                noted.get("token_id", "-"),
+                (time.perf_counter() - start) * 1000,
+            )

@@ -24,8 +24,7 @@ def service(request: Request) -> Service:
 def token_with(*scopes: str) -> Callable[..., Token]:
     """A dependency admitting a token that may be used now and holds one of `scopes`."""
 
-    def dependency(request: Request,
-                   credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Token:
+    def dependency(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Token:
         from ledger.timeutil import format_instant, now
 
         presented = credentials.credentials if credentials is not None else None
@@ -45,9 +44,17 @@ any_token = token_with("report", "change", "read", "audit", "review", "admin")
 audit_token = token_with("audit")
 
 
-def caught_up(request: Request, min_position: Annotated[int | None, Query(
-        ge=0, description="Wait (at most 5 s, else 409) until the ledger holds this position: a write's "
-                          "position, made through another worker.")] = None) -> None:
+def caught_up(
+    request: Request,
+    min_position: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            description="Wait (at most 5 s, else 409) until the ledger holds this position: a write's "
+            "position, made through another worker.",
+        ),
+    ] = None,
+) -> None:
     """A read waits for the log to reach min_position (declared after the token, so 401/403 come first)."""
     if min_position is not None:
         service(request).wait_for(min_position)
@@ -63,10 +70,18 @@ def csv_response(rows: Any, columns: Any, position: int, link: str) -> Response:
     """Rows as formula-safe CSV (as the CLI's --format csv), the position and link in headers."""
     from access_ledger import api
 
-    return Response(api.csv_text(rows, columns), media_type="text/csv; charset=utf-8",
-                    headers={"X-Ledger-Position": str(position), "X-Ledger-Link": link})
+    return Response(
+        api.csv_text(rows, columns),
+        media_type="text/csv; charset=utf-8",
+        headers={"X-Ledger-Position": str(position), "X-Ledger-Link": link},
+    )
 
 
 #: How a table answer's CSV form is described in /openapi.json.
-CSV_CONTENT = {"text/csv": {"schema": {"type": "string"}, "description": "With `Accept: text/csv`: the rows as "
-                            "CSV (formula-safe); X-Ledger-Position and X-Ledger-Link give where it stands."}}
+CSV_CONTENT = {
+    "text/csv": {
+        "schema": {"type": "string"},
+        "description": "With `Accept: text/csv`: the rows as "
+        "CSV (formula-safe); X-Ledger-Position and X-Ledger-Link give where it stands.",
+    }
+}

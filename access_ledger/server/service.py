@@ -67,8 +67,9 @@ class Service:
             if head >= position:
                 return
             if time.monotonic() >= deadline:
-                raise NotCaughtUp(f"min_position: the ledger is at position {head}, not at {position}, "
-                                  f"after waiting {timeout:g} s")
+                raise NotCaughtUp(
+                    f"min_position: the ledger is at position {head}, not at {position}, after waiting {timeout:g} s"
+                )
             time.sleep(0.05)
 
     def _close(self) -> None:
@@ -83,4 +84,3 @@ class Service:
     def close(self) -> None:
         with self._lock:
             self._close()
-

@@ -10,15 +10,23 @@ from access_ledger.server.deps import report_token, service
 from access_ledger.server.models import EventsWritten, Problem
 from projections.tokens import Token, TokenRefused
 
-router = APIRouter(prefix="/v1", tags=["events"], dependencies=[Depends(report_token)],
-                   responses={400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem},
-                              413: {"model": Problem}})
+router = APIRouter(
+    prefix="/v1",
+    tags=["events"],
+    dependencies=[Depends(report_token)],
+    responses={400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem}, 413: {"model": Problem}},
+)
 
 _EVENT = {"type": "object", "description": "One event of DESIGN section 4 (as one line of `export`)."}
-_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"oneOf": [_EVENT, {"type": "array", "items": _EVENT}]}},
-    "application/x-ndjson": {"schema": {"type": "string", "description": "JSONL: one event a line."}},
-}}}
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"oneOf": [_EVENT, {"type": "array", "items": _EVENT}]}},
+            "application/x-ndjson": {"schema": {"type": "string", "description": "JSONL: one event a line."}},
+        },
+    }
+}
 # Events a `report` token may not post: tokens need `admin` too (a TokenIssued names a hash its poster
 # chose), and review steps are decisions of a reviewer, never facts a platform reports in their name.
 MARKERS = (b'"Token', b'"Review')
@@ -40,8 +48,14 @@ async def post_events(request: Request, token: Token = Depends(report_token)) ->
         with svc.ledger() as led:
             result = led.import_lines(lines)
             position, _, link = led.store.head()
-        return EventsWritten(written=result.written, skipped=result.skipped, first=result.first, last=result.last,
-                             position=position, link=link)
+        return EventsWritten(
+            written=result.written,
+            skipped=result.skipped,
+            first=result.first,
+            last=result.last,
+            position=position,
+            link=link,
+        )
 
     return await run_in_threadpool(write)
 
@@ -51,8 +65,11 @@ def _refuse_reserved(kind: str | None, n: int, token: Token) -> None:
     if kind in ("TokenIssued", "TokenRevoked") and "admin" not in token.scopes:
         raise TokenRefused(403, "scope", f"line {n}: token {token.token_id} lacks the scope admin (token events)")
     if kind in REVIEW_EVENTS:
-        raise TokenRefused(403, "scope", f"line {n}: {kind}: review steps are not reported through /v1/events "
-                                         "(a reviewer records them as themself)")
+        raise TokenRefused(
+            403,
+            "scope",
+            f"line {n}: {kind}: review steps are not reported through /v1/events (a reviewer records them as themself)",
+        )
 
 
 def _type_of(line: bytes) -> str | None:
