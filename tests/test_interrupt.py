@@ -166,27 +166,17 @@ integrity._walk_segment = _walk_segment
 """
 
 
-def test_ctrl_c_during_a_segmented_evidence_export_prints_one_line(tmp_path):
-    """#24 item 12: no multiprocessing "leaked semaphore objects" warning after the one line."""
+def _interrupted_export(tmp_path, size: dict[str, int], patch_code: str, flag: str) -> tuple[subprocess.Popen, str]:
+    """An evidence export of a generated ledger of `size`, run with `patch_code` as its sitecustomize, sent Ctrl-C
+    once the file named by the environment variable `flag` exists: the process and its stderr."""
     db = tmp_path / "ledger.db"
     with AccessLedger.open(str(db), create=True) as led:
-        led.import_lines(
-            generate(
-                "large",
-                datetime(2026, 3, 31, tzinfo=UTC),
-                events=3_000,
-                users=20,
-                tenants=3,
-                roles=8,
-                assignments=80,
-                days=60,
-            ).lines()
-        )
+        led.import_lines(generate("large", datetime(2026, 3, 31, tzinfo=UTC), **size).lines())
     patch = tmp_path / "patch"
     patch.mkdir()
-    (patch / "sitecustomize.py").write_text(SLOW_SEGMENTS)
-    started = tmp_path / "segment-started"
-    env = {**os.environ, "ACCESS_LEDGER_ACTOR": "system", "PYTHONPATH": str(patch), "SEGMENT_STARTED": str(started)}
+    (patch / "sitecustomize.py").write_text(patch_code)
+    marker = tmp_path / flag.lower()
+    env = {**os.environ, "ACCESS_LEDGER_ACTOR": "system", "PYTHONPATH": str(patch), flag: str(marker)}
     proc = subprocess.Popen(
         [EXE, "--db", str(db), "evidence", "export", "--out", str(tmp_path / "ev")],
         cwd=tmp_path,
@@ -196,7 +186,14 @@ def test_ctrl_c_during_a_segmented_evidence_export_prints_one_line(tmp_path):
         start_new_session=True,
         env=env,
     )
-    _, err = _interrupt_when(proc, started.exists, then=0.5)
+    _, err = _interrupt_when(proc, marker.exists, then=0.5)
+    return proc, err
+
+
+def test_ctrl_c_during_a_segmented_evidence_export_prints_one_line(tmp_path):
+    """#24 item 12: no multiprocessing "leaked semaphore objects" warning after the one line."""
+    size = {"events": 3_000, "users": 20, "tenants": 3, "roles": 8, "assignments": 80, "days": 60}
+    proc, err = _interrupted_export(tmp_path, size, SLOW_SEGMENTS, "SEGMENT_STARTED")
 
     assert proc.returncode == 130
     assert _one_line(err) == "interrupted: nothing was written"
@@ -219,35 +216,8 @@ else:
 
 def test_ctrl_c_while_the_exports_worker_starts_prints_one_line(tmp_path):
     """A worker process still starting (before it can ignore Ctrl-C) prints no traceback of its own."""
-    db = tmp_path / "ledger.db"
-    with AccessLedger.open(str(db), create=True) as led:
-        led.import_lines(
-            generate(
-                "large",
-                datetime(2026, 3, 31, tzinfo=UTC),
-                events=1_000,
-                users=10,
-                tenants=2,
-                roles=4,
-                assignments=30,
-                days=30,
-            ).lines()
-        )
-    patch = tmp_path / "patch"
-    patch.mkdir()
-    (patch / "sitecustomize.py").write_text(SLOW_START)
-    starting = tmp_path / "worker-starting"
-    env = {**os.environ, "ACCESS_LEDGER_ACTOR": "system", "PYTHONPATH": str(patch), "WORKER_STARTING": str(starting)}
-    proc = subprocess.Popen(
-        [EXE, "--db", str(db), "evidence", "export", "--out", str(tmp_path / "ev")],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env=env,
-    )
-    _, err = _interrupt_when(proc, starting.exists, then=0.5)
+    size = {"events": 1_000, "users": 10, "tenants": 2, "roles": 4, "assignments": 30, "days": 30}
+    proc, err = _interrupted_export(tmp_path, size, SLOW_START, "WORKER_STARTING")
 
     assert proc.returncode == 130
     assert _one_line(err) == "interrupted: nothing was written"
