@@ -264,8 +264,15 @@ class WriteModel:
         e = self.entity(kind, name)
         label = label or kind.replace("_", " ")
         if e is None:
-            raise E.UnknownEntity(f"unknown {label} {name!r}")
+            raise E.UnknownEntity(f"unknown {label} {name!r}{self._did_you_mean(kind, name)}")
         return e
+
+    def _did_you_mean(self, kind: str, name: str) -> str:
+        """The closest recorded names of this kind, as the queries name them (the error path only)."""
+        from ledger.names import closest
+
+        close = closest(self.c, (kind,), name, as_principal=False)
+        return f" (did you mean {' or '.join(repr(n) for n in close)}?)" if close else ""
 
     def _tenant(self, name: str) -> Entity:
         e = self._require("tenant", name)

@@ -30,9 +30,68 @@ class Format(str, Enum):
     markdown = "markdown"
 
 
-FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+# --out FILE names its format by its extension; a --format given beside it must agree.
+OUT_SUFFIXES: dict[str, Format] = {
+    ".json": Format.json,
+    ".csv": Format.csv,
+    ".md": Format.markdown,
+    ".markdown": Format.markdown,
+}
+
+
+def _reconcile_out(ctx: typer.Context) -> None:
+    """Once both --format and --out are parsed (in either order), infer or check the format from the file name."""
+    if "fmt" not in ctx.params or "out" not in ctx.params or ctx.params["out"] is None:
+        return
+    out, fmt = Path(ctx.params["out"]), ctx.params["fmt"]
+    wanted = OUT_SUFFIXES.get(out.suffix.lower())
+    if wanted is None or not isinstance(fmt, Format) or fmt is wanted:
+        return
+    source = ctx.get_parameter_source("fmt")
+    if source is None or source.name in ("DEFAULT", "DEFAULT_MAP", "ENVIRONMENT"):
+        ctx.params["fmt"] = wanted
+        return
+    raise typer.BadParameter(
+        f"{out.name} names {wanted.value} output, but --format {fmt.value} was asked: "
+        f"drop --format, or name the file {out.stem}{_suffix_of(fmt)}",
+        param_hint="'--out'",
+    )
+
+
+def _suffix_of(fmt: Format) -> str:
+    return {Format.json: ".json", Format.csv: ".csv", Format.markdown: ".md", Format.table: ".txt"}[fmt]
+
+
+def _format_given(ctx: typer.Context, value: Format) -> Format:
+    ctx.params["fmt"] = value
+    _reconcile_out(ctx)
+    return ctx.params["fmt"]
+
+
+def _out_given(ctx: typer.Context, value: Path | None) -> Path | None:
+    ctx.params["out"] = value
+    _reconcile_out(ctx)
+    return value
+
+
+FormatOption = Annotated[
+    Format,
+    typer.Option(
+        "--format",
+        "-f",
+        help="Output format (default: from the --out file's extension, .json .csv .md, else table).",
+        callback=_format_given,
+    ),
+]
 OutOption = Annotated[
-    Path | None, typer.Option("--out", "-o", help="Write the output to this file instead of standard output.")
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Write the output to this file instead of standard output; .json, .csv or .md "
+        "chooses the format (a --format given beside it must agree).",
+        callback=_out_given,
+    ),
 ]
 ActorOption = Annotated[
     str | None,
@@ -301,12 +360,15 @@ def emit(
     caption: str | None = None,
 ) -> None:
     """Render and write to --out or stdout."""
-    emit_text(render(rows, fmt, columns, title, caption), out)
+    what = f"{len(rows):,} row{'' if len(rows) == 1 else 's'} as {fmt.value}"
+    emit_text(render(rows, fmt, columns, title, caption), out, what)
 
 
-def emit_text(text: str, out: Path | None) -> None:
-    """Write to stdout, or to --out as an owner-only file (0600 whatever the umask)."""
+def emit_text(text: str, out: Path | None, what: str | None = None) -> None:
+    """Write to stdout, or to --out as an owner-only file (0600 whatever the umask), and say what was written."""
     if out is None:
         sys.stdout.write(text)
     else:
         write_private(out, text)
+        size = len(text.encode("utf-8"))
+        typer.echo(f"wrote {out}: {what or f'{size:,} bytes'}", err=True)
