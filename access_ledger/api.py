@@ -334,17 +334,27 @@ def diff(led: AccessLedger, start: str, end: str | None = None) -> dict[str, Any
 
 
 #: The parameters each audit takes, as the CLI names them (`from`/`to` are start/end here).
+# Every audit takes --principal and --tenant (its rows' `who` and `where`); --connector and --role where its rows
+# name one.
+_FILTERS = frozenset({"principal", "tenant"})
 AUDIT_OPTIONS: dict[str, frozenset[str]] = {
-    "review": frozenset({"at", "principal", "tenant"}),
-    "least-privilege": frozenset({"at", "window"}),
-    "secrets": frozenset({"start", "end", "period"}),
-    "sod": frozenset({"at", "rules"}),
-    "changes": frozenset({"start", "end", "period"}),
-    "hygiene": frozenset({"at", "start", "end", "period"}),
-    "reviews": frozenset({"at", "start", "end", "period"}),
-    "authority": frozenset({"start", "end", "period", "authority_rules"}),
+    "review": frozenset({"at", "role"}) | _FILTERS,
+    "least-privilege": frozenset({"at", "window", "role"}) | _FILTERS,
+    "secrets": frozenset({"start", "end", "period", "connector", "role"}) | _FILTERS,
+    "sod": frozenset({"at", "rules"}) | _FILTERS,
+    "changes": frozenset({"start", "end", "period"}) | _FILTERS,
+    "hygiene": frozenset({"at", "start", "end", "period"}) | _FILTERS,
+    "reviews": frozenset({"at", "start", "end", "period"}) | _FILTERS,
+    "authority": frozenset({"start", "end", "period", "authority_rules"}) | _FILTERS,
 }
 _OPTION_NAMES = {"start": "from", "end": "to", "authority_rules": "rules"}
+
+
+def require_filters(led: AccessLedger, connector: str | None, tenant: str | None, role: str | None) -> None:
+    """Refuse a --connector or --role the ledger never recorded (a typo would filter every row away)."""
+    from ledger.names import require_recorded as require
+
+    require(led.store, role=role, connector=connector, tenant=tenant)
 
 
 def audit(
@@ -379,7 +389,9 @@ def audit(
             if key in params:
                 params[key] = cli_instant(params[key], _OPTION_NAMES[key])
     # Bad arguments are refused before a possibly long sync.
-    audit_params(name, **{k: v for k, v in params.items() if k not in ("rules", "authority_rules")})
+    audit_params(
+        name, **{k: v for k, v in params.items() if k not in ("rules", "authority_rules", "connector", "role")}
+    )
     if name == "sod":
         from reports.sod import load_rules
 
@@ -389,6 +401,7 @@ def audit(
 
         check_rules_file(params.get("authority_rules"))
     require_recorded(led, params.get("principal"), params.get("tenant"), None)
+    require_filters(led, params.get("connector"), params.get("tenant"), params.get("role"))
     wh = Warehouse.open(led, warehouse)
     try:
         if wh.rebuilt and note is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING
 
-from ledger.errors import UnknownEntity, ValidationError
+from ledger.errors import UnknownEntity
 from ledger.vocabulary import nfkc, split_principal
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def require_recorded(
 ) -> None:
     """Refuse any given name the ledger never recorded, naming the closest ones ("did you mean ...?").
 
-    A malformed principal reference is refused as malformed; `connector` needs its `tenant`.
+    A malformed principal reference is refused as malformed; a `connector` without its `tenant` may be in any tenant.
     """
     asked: list[tuple[str, str, str, tuple[str, ...]]] = []  # (label, kind, name, kinds to suggest from)
     if principal is not None:
@@ -74,9 +74,14 @@ def require_recorded(
             if not recorded(c, kind, name):
                 shown = f"{kind}:{name}" if label == "principal" else name
                 _refuse(label, shown, closest(c, kinds, shown, as_principal=label == "principal"))
-        if connector is not None:
-            if tenant is None:
-                raise ValidationError("connector: give its --tenant")
+        if connector is not None and tenant is None:  # any tenant's connector of that name
+            c.execute("SELECT name FROM al_entities WHERE kind = 'connector'")
+            known = sorted({n.split("/", 1)[1] for (n,) in c.fetchall()})
+            if nfkc(connector) not in known:
+                _refuse(
+                    "service connector", connector, difflib.get_close_matches(nfkc(connector), known, n=3, cutoff=0.75)
+                )
+        elif connector is not None:
             key = f"{nfkc(tenant)}/{nfkc(connector)}"
             if not recorded(c, "connector", key):
                 c.execute("SELECT name FROM al_entities WHERE kind = 'connector' AND ref = ?", (nfkc(tenant),))

@@ -281,6 +281,37 @@ def query_table(wh: Warehouse, name: str, query: str, params: dict[str, Any]) ->
         raise WarehouseError(f"audit {name} failed: {str(exc).strip().splitlines()[0]}") from None
 
 
+def filter_findings(
+    name: str,
+    table: pa.Table,
+    *,
+    principal: str | None = None,
+    tenant: str | None = None,
+    connector: str | None = None,
+    role: str | None = None,
+) -> pa.Table:
+    """Keep the findings about one principal (`who`), one tenant (`where`), one connector or one role.
+
+    A filter an audit's rows cannot answer is refused rather than silently ignored: a sample that
+    looks narrowed but is not would mislead the auditor."""
+    import pyarrow.compute as pc
+
+    wanted = {
+        "who": principal,
+        "where": None if tenant is None else f"tenant:{tenant}",
+        "connector": connector,
+        "role": role,
+    }
+    option = {"who": "principal", "where": "tenant", "connector": "connector", "role": "role"}
+    for column, value in wanted.items():
+        if value is None:
+            continue
+        if column not in table.column_names:
+            raise AuditParameterError(f"{option[column]}: audit {name} has no {column} column to filter on")
+        table = table.filter(pc.equal(table[column], value))
+    return table
+
+
 def run_audit(
     wh: Warehouse,
     name: str,
@@ -292,6 +323,8 @@ def run_audit(
     rules: str | Path | None = None,
     principal: str | None = None,
     tenant: str | None = None,
+    connector: str | None = None,
+    role: str | None = None,
     sync: bool = True,
     authority_rules: str | Path | None = None,
 ) -> AuditResult:
@@ -323,6 +356,9 @@ def run_audit(
         bound["privileged"] = sorted(PRIVILEGED_ACTIONS)
     with _inputs(wh, name):
         table = query_table(wh, name, statement.query, bound)
+    filters = {"principal": principal, "tenant": tenant, "connector": connector, "role": role}
+    table = filter_findings(name, table, **filters)
+    shown.update({k: v for k, v in filters.items() if v is not None})
     wh.confirm()  # no result leaves before the file it was read from is proven (see Warehouse.confirm)
     return AuditResult(
         name=audit.name,

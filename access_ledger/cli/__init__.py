@@ -117,6 +117,7 @@ def _register() -> None:
         "access_ledger.cli.tokens",
         "access_ledger.cli.serve",
         "access_ledger.cli.vocabulary",
+        "access_ledger.cli.history",
     ):
         try:
             module = __import__(name, fromlist=["register"])

@@ -54,7 +54,13 @@ RulesOption = Annotated[
 PrincipalOption = Annotated[
     str | None, typer.Option("--principal", help="Only this user:NAME or service_account:NAME.")
 ]
-TenantOption = Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")]
+TenantOption = Annotated[
+    str | None, typer.Option("--tenant", help="Only findings in this tenant (organization-wide ones are left out).")
+]
+ConnectorOption = Annotated[
+    str | None, typer.Option("--connector", help="Only this service connector (in any tenant, or in --tenant).")
+]
+RoleOption = Annotated[str | None, typer.Option("--role", help="Only findings about this role.")]
 
 SHOW_PROGRESS_FROM = 100_000
 
@@ -145,12 +151,13 @@ def review(
     at: AtOption = None,
     principal: PrincipalOption = None,
     tenant: TenantOption = None,
+    role: RoleOption = None,
     warehouse: WarehouseOption = None,
     fmt: FormatOption = Format.table,
     out: OutOption = None,
 ) -> None:
     """Every principal's effective permissions per tenant, the path to each, and when each was last used."""
-    _run(ctx, "review", warehouse, fmt, out, at=at, principal=principal, tenant=tenant)
+    _run(ctx, "review", warehouse, fmt, out, at=at, principal=principal, tenant=tenant, role=role)
 
 
 @audit_app.command("least-privilege")
@@ -158,12 +165,17 @@ def least_privilege(
     ctx: typer.Context,
     at: AtOption = None,
     window: WindowOption = "90d",
+    principal: PrincipalOption = None,
+    tenant: TenantOption = None,
+    role: RoleOption = None,
     warehouse: WarehouseOption = None,
     fmt: FormatOption = Format.table,
     out: OutOption = None,
 ) -> None:
     """Permissions held but unused in the window, dormant principals, and the smallest role covering each one's use."""
-    _run(ctx, "least-privilege", warehouse, fmt, out, at=at, window=window)
+    _run(
+        ctx, "least-privilege", warehouse, fmt, out, at=at, window=window, principal=principal, tenant=tenant, role=role
+    )
 
 
 @audit_app.command("secrets")
@@ -172,12 +184,29 @@ def secrets(
     start: FromOption = None,
     end: ToOption = None,
     period: PeriodOption = None,
+    principal: PrincipalOption = None,
+    tenant: TenantOption = None,
+    connector: ConnectorOption = None,
+    role: RoleOption = None,
     warehouse: WarehouseOption = None,
     fmt: FormatOption = Format.table,
     out: OutOption = None,
 ) -> None:
     """Every connector-secret access in the period, whether it was authorised at that instant, and denied attempts."""
-    _run(ctx, "secrets", warehouse, fmt, out, start=start, end=end, period=period)
+    _run(
+        ctx,
+        "secrets",
+        warehouse,
+        fmt,
+        out,
+        start=start,
+        end=end,
+        period=period,
+        principal=principal,
+        tenant=tenant,
+        connector=connector,
+        role=role,
+    )
 
 
 @audit_app.command("sod")
@@ -185,12 +214,14 @@ def sod(
     ctx: typer.Context,
     at: AtOption = None,
     rules: RulesOption = None,
+    principal: PrincipalOption = None,
+    tenant: TenantOption = None,
     warehouse: WarehouseOption = None,
     fmt: FormatOption = Format.table,
     out: OutOption = None,
 ) -> None:
     """Principals holding both sides of a separation-of-duties rule."""
-    _run(ctx, "sod", warehouse, fmt, out, at=at, rules=rules)
+    _run(ctx, "sod", warehouse, fmt, out, at=at, rules=rules, principal=principal, tenant=tenant)
 
 
 @audit_app.command("changes")
@@ -199,12 +230,14 @@ def changes(
     start: FromOption = None,
     end: ToOption = None,
     period: PeriodOption = None,
+    principal: PrincipalOption = None,
+    tenant: TenantOption = None,
     warehouse: WarehouseOption = None,
     fmt: FormatOption = Format.table,
     out: OutOption = None,
 ) -> None:
     """Permissions gained and lost between two times, with the events, actors and reasons behind each."""
-    _run(ctx, "changes", warehouse, fmt, out, start=start, end=end, period=period)
+    _run(ctx, "changes", warehouse, fmt, out, start=start, end=end, period=period, principal=principal, tenant=tenant)
 
 
 @audit_app.command("hygiene")
@@ -214,13 +247,27 @@ def hygiene(
     start: FromOption = None,
     end: ToOption = None,
     period: PeriodOption = None,
+    principal: PrincipalOption = None,
+    tenant: TenantOption = None,
     warehouse: WarehouseOption = None,
     fmt: FormatOption = Format.table,
     out: OutOption = None,
 ) -> None:
     """Self-grants, grants to deactivated principals, expired grants never revoked, roles with no holders, empty
     teams, admin counts, and changes without a reason (in the --from/--to period)."""
-    _run(ctx, "hygiene", warehouse, fmt, out, at=at, start=start, end=end, period=period)
+    _run(
+        ctx,
+        "hygiene",
+        warehouse,
+        fmt,
+        out,
+        at=at,
+        start=start,
+        end=end,
+        period=period,
+        principal=principal,
+        tenant=tenant,
+    )
 
 
 @audit_app.command("reviews")
@@ -230,6 +277,8 @@ def reviews(
     start: FromOption = None,
     end: ToOption = None,
     period: PeriodOption = None,
+    principal: PrincipalOption = None,
+    tenant: TenantOption = None,
     warehouse: WarehouseOption = None,
     fmt: FormatOption = Format.table,
     out: OutOption = None,
@@ -237,7 +286,19 @@ def reviews(
     """Access review campaigns started or closed in the period: completion per reviewer, overdue items, rubber
     stamps, all-keep reviewers, self-reviews, revocations not carried out or re-granted, and privileged access
     no campaign closed in the 90 days before --at reviewed."""
-    _run(ctx, "reviews", warehouse, fmt, out, at=at, start=start, end=end, period=period)
+    _run(
+        ctx,
+        "reviews",
+        warehouse,
+        fmt,
+        out,
+        at=at,
+        start=start,
+        end=end,
+        period=period,
+        principal=principal,
+        tenant=tenant,
+    )
 
 
 AuthorityRulesOption = Annotated[
@@ -253,13 +314,27 @@ def authority(
     end: ToOption = None,
     period: PeriodOption = None,
     rules: AuthorityRulesOption = None,
+    principal: PrincipalOption = None,
+    tenant: TenantOption = None,
     warehouse: WarehouseOption = None,
     fmt: FormatOption = Format.table,
     out: OutOption = None,
 ) -> None:
     """Changes in the period whose actor was not allowed to make them at that instant (lacked the permission the
     authority rules ask for, or was deactivated or never recorded); system is exempt."""
-    _run(ctx, "authority", warehouse, fmt, out, start=start, end=end, period=period, authority_rules=rules)
+    _run(
+        ctx,
+        "authority",
+        warehouse,
+        fmt,
+        out,
+        start=start,
+        end=end,
+        period=period,
+        authority_rules=rules,
+        principal=principal,
+        tenant=tenant,
+    )
 
 
 HrOption = Annotated[
@@ -299,4 +374,43 @@ def leavers(
         sla_span(sla)
         people = read_hr(hr)
         result = _audited(ctx, warehouse, lambda wh: run_leavers(wh, people, sla=sla, at=at, sync=False))
+        _show(result, BRIEF, fmt, out)
+
+
+@audit_app.command("expiring")
+def expiring(
+    ctx: typer.Context,
+    within: Annotated[
+        str, typer.Option("--within", help="How far ahead to look: 7d, 2w, 36h (the units of --window).")
+    ] = "7d",
+    at: AtOption = None,
+    principal: PrincipalOption = None,
+    tenant: TenantOption = None,
+    role: RoleOption = None,
+    warehouse: WarehouseOption = None,
+    fmt: FormatOption = Format.table,
+    out: OutOption = None,
+) -> None:
+    """Time-bound grants ending within --within after --at (default now), one row per grant, with who granted it,
+    why, and its holder's last use of it."""
+    with handled():
+        from access_ledger import api
+        from reports.audits import _window
+        from reports.expiring import BRIEF, run_expiring
+
+        at = when(at, "at")
+        _window(within)  # a bad window is refused before a possibly long sync
+        led = open_ledger(ctx)
+        try:
+            api.require_recorded(led, principal, tenant, None)
+            api.require_filters(led, None, tenant, role)
+        finally:
+            led.close()
+        result = _audited(
+            ctx,
+            warehouse,
+            lambda wh: run_expiring(
+                wh, within=within, at=at, principal=principal, tenant=tenant, role=role, sync=False
+            ),
+        )
         _show(result, BRIEF, fmt, out)

@@ -36,8 +36,12 @@ def audit(
     to: Annotated[str | None, Query(description="End of the period (default now).")] = None,
     period: Annotated[str | None, Query(description="2026, 2026-03 or 2026-Q1 (not with from/to).")] = None,
     window: Annotated[str | None, Query(description="least-privilege: how far back use counts (90d).")] = None,
-    principal: Annotated[str | None, Query(description="review: only this principal.")] = None,
-    tenant: Annotated[str | None, Query(description="review: only this tenant.")] = None,
+    principal: Annotated[str | None, Query(description="Only findings about this principal.")] = None,
+    tenant: Annotated[
+        str | None, Query(description="Only findings in this tenant (organization-wide ones are left out).")
+    ] = None,
+    connector: Annotated[str | None, Query(description="secrets: only this service connector.")] = None,
+    role: Annotated[str | None, Query(description="review, least-privilege, secrets: only this role.")] = None,
     svc: Service = Depends(service),
 ) -> AuditAnswer | Response:
     """One audit's rows, every column (as `audit NAME --format json`), on the warehouse synced first."""
@@ -54,6 +58,8 @@ def audit(
             window=window,
             principal=principal,
             tenant=tenant,
+            connector=connector,
+            role=role,
         )
     if wants_csv(request):
         return csv_response(got["rows"], got["columns"], got["position"], got["link"])
