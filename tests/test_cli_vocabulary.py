@@ -139,3 +139,11 @@ def test_change_commands_name_the_closest_recorded_name(small, args, hint):
         assert after.count() == count
     finally:
         after.close()
+
+
+def test_export_out_says_what_it_wrote(small, tmp_path):
+    out = tmp_path / "events.jsonl"
+    result = run(small, "export", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert f"wrote {out}: {len(lines)} events as jsonl" in result.stderr

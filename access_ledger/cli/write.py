@@ -664,17 +664,20 @@ def export(
             first, last = led.positions_between(from_, to)
             sink = sys.stdout.buffer if out is None else open_private(out)  # noqa: SIM115
             try:
+                written = 0
                 with _progress("exporting", max(0, last - first + 1), unit="events") as bar:
                     task = bar.add_task("export", total=max(0, last - first + 1))
-                    for n, line in enumerate(led.export_lines(from_, to), 1):
+                    for written, line in enumerate(led.export_lines(from_, to), 1):
                         sink.write(line)
-                        if n % 10_000 == 0:
-                            bar.update(task, completed=n)
+                        if written % 10_000 == 0:
+                            bar.update(task, completed=written)
             finally:
                 if out is not None:
                     sink.close()
                 else:
                     sink.flush()
+            if out is not None:
+                typer.echo(f"wrote {out}: {written:,} event{'' if written == 1 else 's'} as jsonl", err=True)
         finally:
             led.close()
 
