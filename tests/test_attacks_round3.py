@@ -1,0 +1,123 @@
+"""Round 3 of the attacks on the whole surface (#25): what got through, each as a test.
+
+Tried as an attacker who can write the ledger's folder or its PostgreSQL schema, as a token holder
+of the service, and as whoever carries a bundle to the auditor. Each test here failed on the code
+it was written against; those still marked xfail name what is left to build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from access_ledger import api
+from access_ledger.server import create_app
+from ledger.app import AccessLedger
+from ledger.timeutil import format_instant, now
+
+runner = CliRunner()
+CHECKER = Path(__file__).resolve().parent.parent / "reports" / "check_bundle.py"
+EXE = str(Path(sys.executable).with_name("access-ledger"))
+
+
+def _sql(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """Run one statement on the ledger's PostgreSQL schema as a role that may write it would."""
+    import psycopg
+
+    base, _, query = url.partition("?")
+    schema = dict(part.split("=", 1) for part in query.split("&"))["schema"]
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
+        cur = conn.execute(sql)
+        return cur.fetchall() if cur.description else []
+
+
+def _history(url: str) -> None:
+    with AccessLedger.open(url, create=True) as led:
+        led.init(org="acme", at="2026-01-01T00:00:00Z")
+        led.create_tenant("prod", at="2026-01-01T00:00:00Z")
+        for name in ("alice", "ivan"):
+            led.create_user(name, at="2026-01-02T00:00:00Z", actor="system", id=f"u-{name}")
+        led.assign_role("admin", "user:alice", tenant="prod", at="2026-01-03T00:00:00Z", reason="REQ-1", id="g-1")
+        led.create_service_account("platform", at="2026-01-04T00:00:00Z")
+
+
+# -- the service: a report token -------------------------------------------------------------------
+
+
+@pytest.fixture
+def service(ledger_url):
+    _history(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        token = api.create_token(led, "service_account:platform", ["report"], actor="system")["token"]
+    client = TestClient(create_app(ledger_url), raise_server_exceptions=False)
+    client.headers["Authorization"] = f"Bearer {token}"
+    return ledger_url, client
+
+
+def test_a_token_or_review_event_spelt_with_json_escapes_needs_what_its_plain_spelling_needs(service):
+    url, client = service
+    digest = hashlib.sha256(b"chosen-by-the-poster").hexdigest()
+    at = format_instant(now())
+    token = {"token_id": "tok_0123456789abcdef", "principal": "service_account:platform", "scopes": ["admin"]}
+    minted = json.dumps({"type": "TokenIssued", "at": at, "actor": "system", **token, "secret_sha256": digest})
+    decided = json.dumps(
+        {"type": "ReviewDecided", "at": at, "actor": "user:alice", "campaign": "q1", "item": 1, "decision": "keep"}
+        | {"reviewer": "user:alice"}
+    )
+    # The same types, spelt with a JSON escape: bytes that never hold `"Token` or `"Review`.
+    minted = minted.replace('"TokenIssued"', '"\\u0054okenIssued"')
+    decided = decided.replace('"ReviewDecided"', '"\\u0052eviewDecided"')
+    assert "\\u0054okenIssued" in minted and "\\u0052eviewDecided" in decided
+    with AccessLedger.open(url) as led:
+        head = led.head()
+    for body, refusal in ((minted, "lacks the scope admin"), (decided, "review steps are not reported")):
+        for content in (body, body + "\n"):  # one object, and JSONL
+            refused = client.post("/v1/events", content=content)
+            assert refused.status_code == 403, refused.text
+            assert refusal in refused.json()["detail"]
+    with AccessLedger.open(url) as led:
+        assert led.head() == head
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a report token may post any change event naming any actor (system too, exempt from authority); "
+    "the scope `change` is never asked for: binding the actor to the token's principal is a design change",
+)
+def test_a_report_token_cannot_grant_org_admin_in_the_name_of_system(service):
+    url, client = service
+    grant = {
+        "type": "RoleAssigned",
+        "at": format_instant(now()),
+        "actor": "system",
+        "role": "org_admin",
+        "principal": "service_account:platform",
+    }
+    refused = client.post("/v1/events", json=grant)
+    assert refused.status_code == 403, refused.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the service folds tokens over the hash chain only: with the seal key set, a TokenIssued written "
+    "into the database without the key (no head seal) is honoured until `verify` runs",
+)
+def test_with_the_seal_key_a_token_written_without_it_is_not_honoured(tmp_path, monkeypatch):
+    url = str(tmp_path / "l.db")
+    monkeypatch.setenv("ACCESS_LEDGER_SEAL_KEY", "the-services-key")
+    _history(url)
+    client = TestClient(create_app(url), raise_server_exceptions=False)
+    monkeypatch.delenv("ACCESS_LEDGER_SEAL_KEY")
+    with AccessLedger.open(url) as led:
+        forged = api.create_token(led, "service_account:platform", ["audit"], actor="system")["token"]
+    monkeypatch.setenv("ACCESS_LEDGER_SEAL_KEY", "the-services-key")
+    got = client.get("/v1/audits/hygiene", headers={"Authorization": f"Bearer {forged}"})
+    assert got.status_code in (401, 503), got.text
