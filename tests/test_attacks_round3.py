@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from access_ledger import api
+from access_ledger.cli import app
 from access_ledger.server import create_app
 from ledger.app import AccessLedger
 from ledger.timeutil import format_instant, now
@@ -121,3 +122,54 @@ def test_with_the_seal_key_a_token_written_without_it_is_not_honoured(tmp_path, 
     monkeypatch.setenv("ACCESS_LEDGER_SEAL_KEY", "the-services-key")
     got = client.get("/v1/audits/hygiene", headers={"Authorization": f"Bearer {forged}"})
     assert got.status_code in (401, 503), got.text
+
+
+# -- PostgreSQL: objects beside the ledger's tables ---------------------------------------------------
+
+
+@pytest.fixture
+def postgres_url(tmp_path):
+    from conftest import PG, _drop_schema, make_url
+
+    if not PG:
+        pytest.skip("set ACCESS_LEDGER_TEST_PG to run the PostgreSQL-only checks")
+    url, schema = make_url("postgres", tmp_path)
+    yield url
+    _drop_schema(schema)
+
+
+def test_functions_shadowing_built_ins_are_refused_and_named_by_verify(postgres_url):
+    url = postgres_url
+    _history(url)
+    with AccessLedger.open(url) as led:
+        led.create_user("otto", at="2026-01-05T00:00:00Z", actor="system", id="u-otto")
+    # al_ids points two ids at each other's events; two functions make the id check read as it should.
+    _sql(url, "UPDATE al_ids SET position = position + 1 WHERE event_id = 'u-alice'")
+    _sql(url, "UPDATE al_ids SET position = position - 1 WHERE event_id = 'u-ivan'")
+    _sql(url, "CREATE FUNCTION convert_from(bytea, text) RETURNS text LANGUAGE sql AS $$ SELECT ',\"id\":null}' $$")
+    _sql(url, "CREATE FUNCTION to_json(text) RETURNS json LANGUAGE sql AS $$ SELECT 'null'::json $$")
+    verify = runner.invoke(app, ["--db", url, "verify"])
+    assert verify.exit_code == 1, verify.output
+    assert "function to_json" in verify.stderr and "function convert_from" in verify.stderr, verify.stderr
+    used = runner.invoke(app, ["--db", url, "check", "user:alice", "read", "model/m", "--tenant", "prod"])
+    assert used.exit_code == 2 and "function to_json" in used.stderr, used.output
+
+
+def test_a_table_inheriting_from_the_events_is_refused_before_it_answers(postgres_url):
+    url = postgres_url
+    _history(url)
+    question = ["check", "user:ivan", "read", "model/m", "--tenant", "prod", "--at", "2026-01-05T00:00:00Z"]
+    assert runner.invoke(app, ["--db", url, *question]).exit_code == 1
+    # A child table's rows are read with its parent's: ivan's copy of alice's grant, at the same position.
+    _sql(url, "CREATE TABLE zz_events () INHERITS (stored_events)")
+    _sql(
+        url,
+        "INSERT INTO zz_events SELECT originator_id, originator_version, topic, convert_to(replace("
+        "convert_from(state, 'UTF8'), 'user:alice', 'user:ivan'), 'UTF8'), notification_id FROM stored_events "
+        "WHERE convert_from(state, 'UTF8') LIKE '%\"RoleAssigned\"%'",
+    )
+    answer = runner.invoke(app, ["--db", url, *question])
+    assert answer.exit_code == 2, answer.output
+    assert "zz_events" in answer.stderr and "allowed" not in answer.output
+    verify = runner.invoke(app, ["--db", url, "verify"])
+    assert verify.exit_code == 1 and "zz_events" in verify.stderr, verify.output
