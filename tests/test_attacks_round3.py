@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from access_ledger import api
 from access_ledger.cli import app
 from access_ledger.server import create_app
 from ledger.app import AccessLedger
+from ledger.signing import SIGNING_ENV
 from ledger.timeutil import format_instant, now
 
 runner = CliRunner()
@@ -173,3 +177,116 @@ def test_a_table_inheriting_from_the_events_is_refused_before_it_answers(postgre
     assert "zz_events" in answer.stderr and "allowed" not in answer.output
     verify = runner.invoke(app, ["--db", url, "verify"])
     assert verify.exit_code == 1 and "zz_events" in verify.stderr, verify.output
+
+
+# -- a bundle in transit --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("round3")
+    db = str(root / "l.db")
+    _history(db)
+    out = root / "bundle"
+    done = subprocess.run(
+        [EXE, "--db", db, "evidence", "export", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, SIGNING_ENV: ""},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    digest = subprocess.run(
+        [EXE, "--db", db, "digest", "--out", str(root / "digest.json")], capture_output=True, timeout=120, check=False
+    )
+    assert digest.returncode == 0
+    return out
+
+
+def _checker(target: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-I", str(CHECKER), str(target), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def _zip(folder: Path, target: Path) -> None:
+    with zipfile.ZipFile(target, "w") as z:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                z.write(path, path.relative_to(folder).as_posix())
+
+
+def test_evidence_verify_prints_a_member_name_as_data_never_as_lines_or_terminal_codes(bundle, tmp_path):
+    import shutil
+
+    target = tmp_path / "b"
+    shutil.copytree(bundle, target)
+    (target / "audits" / "x\nOK: every file matches\x1b[8m").write_text("planted")
+    done = runner.invoke(app, ["evidence", "verify", str(target)])
+    assert done.exit_code == 1
+    assert "\x1b" not in done.output and not any(line.startswith("OK") for line in done.output.splitlines())
+    assert "added: audits/x\\nOK: every file matches\\x1b[8m" in done.output, done.output
+
+
+def _local_header(data: bytes, name: bytes) -> int:
+    """Where the zip's local header of `name` puts the name (30 bytes past its signature)."""
+    at = 0
+    while (at := data.find(b"PK\x03\x04", at)) >= 0:
+        if data[at + 30 : at + 30 + len(name)] == name:
+            return at + 30
+        at += 4
+    raise AssertionError(f"no local header for {name!r}")
+
+
+@pytest.mark.parametrize("edit", ["header-name", "manifest-crc"])
+def test_the_checker_names_a_zip_member_that_disagrees_with_its_directory_in_one_line(bundle, tmp_path, edit):
+    target = tmp_path / "b.zip"
+    _zip(bundle, target)
+    data = bytearray(target.read_bytes())
+    if edit == "header-name":
+        at, name = _local_header(data, b"report.html"), "report.html"
+        data[at : at + 11] = b"REPORT.html"
+    else:  # one byte of the (stored) manifest changed: its CRC no longer matches
+        at, name = _local_header(data, b"manifest.json") + 13 + 40, "manifest.json"
+        data[at] ^= 0x01
+    target.write_bytes(bytes(data))
+    done = _checker(target)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert name in done.stderr and done.stderr.strip().splitlines()[-1].startswith("FAILED"), done.stderr
+    verify = runner.invoke(app, ["evidence", "verify", str(target)])
+    assert verify.exit_code == 1 and name in verify.output, verify.output
+
+
+def test_a_manifest_with_a_key_given_twice_is_refused_by_both_checkers(bundle, tmp_path):
+    import shutil
+
+    target = tmp_path / "b"
+    shutil.copytree(bundle, target)
+    text = (target / "manifest.json").read_text()
+    # A reader that keeps the first of two equal keys sees a manifest listing no files at all.
+    (target / "manifest.json").write_text('{"files": {}, ' + text.lstrip()[1:])
+    done = _checker(target)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    verify = runner.invoke(app, ["evidence", "verify", str(target)])
+    assert verify.exit_code == 1, verify.output
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="--recompute is not built yet: an audit file rewritten and re-hashed passes --digest, and neither "
+    "checker says that only a signature could vouch for the audit files",
+)
+def test_with_only_a_digest_a_rewritten_audit_is_caught_or_said_to_be_unvouched(bundle, tmp_path):
+    import shutil
+
+    target = tmp_path / "b"
+    shutil.copytree(bundle, target)
+    csv = target / "audits" / "review.csv"
+    csv.write_text(csv.read_text().splitlines()[0] + "\n")  # every row removed
+    manifest = json.loads((target / "manifest.json").read_text())
+    data = csv.read_bytes()
+    manifest["files"]["audits/review.csv"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    done = runner.invoke(app, ["evidence", "verify", str(target), "--digest", str(bundle.parent / "digest.json")])
+    assert done.exit_code == 1 or "audits/" in done.output, done.output
