@@ -192,6 +192,21 @@ def test_a_refusal_naming_a_word_of_a_database_error_is_said_as_it_is(ledger_url
         assert "cannot open the ledger" not in refused.stderr, refused.stderr
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="--out follows a symbolic link: one planted where an output will be written overwrites the file it "
+    "names (a fix must still let --out name /dev/stdout, itself a link)",
+)
+def test_an_output_is_never_written_through_a_link_planted_in_its_place(tmp_path):
+    db = str(tmp_path / "l.db")
+    _history(db)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("kept\n")
+    (tmp_path / "digest.json").symlink_to(precious)
+    done = runner.invoke(app, ["--db", db, "digest", "--out", str(tmp_path / "digest.json")])
+    assert precious.read_text() == "kept\n", done.output
+
+
 # -- PostgreSQL: objects beside the ledger's tables ---------------------------------------------------
 
 
