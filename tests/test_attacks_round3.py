@@ -374,11 +374,6 @@ def test_with_only_a_digest_a_rewritten_audit_is_caught_or_said_to_be_unvouched(
 # -- the warehouse ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the warehouse's record holds no size: a file grown by a sparse tail is hashed to its end "
-    "(50 GiB of zeros) before it is refused",
-)
 def test_a_warehouse_grown_by_a_sparse_tail_is_refused_without_reading_it_all(tmp_path):
     db = str(tmp_path / "l.db")
     _history(db)
