@@ -7,8 +7,10 @@ expression index or a column default runs a function on every insert, row-level 
 rows. On SQLite, `sqlite_master` must hold nothing but the tables and indexes the ledger creates,
 each with the SQL it created it with; on PostgreSQL (whose schema may be shared with other
 objects), the ledger's tables must be plain tables with exactly their columns, types and default
-collations, with no trigger, rule, policy, row-level security, constraint beyond their keys, or
-index the ledger did not create. Anything else is named in one line and the ledger is not used.
+collations, with no trigger, rule, policy, row-level security, constraint beyond their keys,
+index the ledger did not create, or table inheriting from them; and no function or operator in that
+schema may bear a built-in's name (one taking the exact types of a call wins over pg_catalog's).
+Anything else is named in one line and the ledger is not used.
 """
 
 from __future__ import annotations
@@ -69,6 +71,20 @@ POSTGRES_INDEXES = frozenset({"stored_events_notification_id_idx", "al_entities_
 POSTGRES_DEFAULTS = frozenset({("stored_events", "notification_id")})
 
 
+_SCHEMA_OID = "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+# Functions (aggregates, procedures) and operators of the ledger's schema named as a built-in is.
+_SHADOWING = (
+    "SELECT CASE p.prokind WHEN 'a' THEN 'aggregate ' WHEN 'p' THEN 'procedure ' ELSE 'function ' END || p.proname "
+    f"FROM pg_proc p WHERE p.pronamespace = {_SCHEMA_OID} AND EXISTS (SELECT 1 FROM pg_proc b "
+    "WHERE b.proname = p.proname AND b.pronamespace = 'pg_catalog'::regnamespace) AND NOT EXISTS (SELECT 1 "
+    "FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e') "
+    "UNION SELECT 'operator ' || o.oprname FROM pg_operator o "
+    f"WHERE o.oprnamespace = {_SCHEMA_OID} AND EXISTS (SELECT 1 FROM pg_operator b "
+    "WHERE b.oprname = o.oprname AND b.oprnamespace = 'pg_catalog'::regnamespace) AND NOT EXISTS (SELECT 1 "
+    "FROM pg_depend d WHERE d.classid = 'pg_operator'::regclass AND d.objid = o.oid AND d.deptype = 'e')"
+)
+
+
 def postgres_problems(c: Any, columns: dict[str, dict[str, str]]) -> list[str]:
     """What on the ledger's tables in the current schema the ledger did not make (c: a store Cursor)."""
     # Looked up by key: the tables by (name, schema), then everything on them by their oids (the
@@ -108,10 +124,27 @@ def postgres_problems(c: Any, columns: dict[str, dict[str, str]]) -> list[str]:
         "AND contype NOT IN ('p', 'u', 'n') "
         "UNION ALL SELECT 'index ' || indexrelid::regclass::text, indrelid FROM pg_index WHERE "
         "indrelid = ANY(?::oid[]) AND (NOT indisprimary AND NOT indexrelid::regclass::text = ANY(?) "
-        "OR indexprs IS NOT NULL OR indpred IS NOT NULL)",
-        (oids, oids, oids, oids, oids, list(POSTGRES_INDEXES)),
+        "OR indexprs IS NOT NULL OR indpred IS NOT NULL) "
+        # A table inheriting from a ledger table has its rows read with the parent's (a forged event at a
+        # genuine position, seen by every reader); one a ledger table inherits from, no better.
+        "UNION ALL SELECT 'inheriting table ' || inhrelid::regclass::text, inhparent FROM pg_inherits "
+        "WHERE inhparent = ANY(?::oid[]) UNION ALL SELECT 'parent table ' || inhparent::regclass::text, inhrelid "
+        "FROM pg_inherits WHERE inhrelid = ANY(?::oid[])",
+        (oids, oids, oids, oids, oids, list(POSTGRES_INDEXES), oids, oids),
     )
     problems.extend(sorted(f"{what} on {name[relid]}" for what, relid in c.fetchall()))
+    # pg_catalog comes first in the search path only among equal signatures: a function taking the exact
+    # types a call passes (to_json(text) beside the built-in to_json(anyelement), convert_from(bytea,
+    # text) for a literal) wins, and would run inside the ledger's own queries. Members of an extension
+    # (installed by whoever may install one) are not the ledger's concern. A schema usually holds no
+    # function or operator at all: the names are compared only when it does (planning that costs more).
+    c.execute(
+        f"SELECT 1 FROM pg_proc WHERE pronamespace = {_SCHEMA_OID} UNION ALL "
+        f"SELECT 1 FROM pg_operator WHERE oprnamespace = {_SCHEMA_OID} LIMIT 1"
+    )
+    if c.fetchall():
+        c.execute(_SHADOWING)
+        problems.extend(sorted(f"{what} shadowing the built-in" for (what,) in c.fetchall()))
     c.execute(
         "SELECT attrelid, attname, format_type(atttypid, atttypmod), attcollation IN (0, 100), atthasdef, "
         "attgenerated <> '' FROM pg_attribute WHERE attrelid = ANY(?::oid[]) AND attnum > 0 AND NOT attisdropped "

@@ -283,6 +283,25 @@ class Store:
                 )
                 for ddl in statements:
                     c.execute(ddl)
+        self._sqlite_expected = expected
+
+    # The schema as checked on open, and SQLite's schema_version when it was last checked: a process that
+    # keeps the ledger open (the service) would otherwise run a trigger planted after its open in its
+    # writes. Comparing the version costs one pragma per transaction; a change means a full check.
+    _sqlite_expected: dict[str, tuple[str, str, str | None]] | None = None
+    _sqlite_version: int | None = None
+
+    def _same_schema(self, cur: Any) -> None:
+        """ForeignSchema if the SQLite schema changed since it was checked into something the ledger did not make."""
+        from ledger import schema
+
+        cur.execute("PRAGMA schema_version")
+        (version,) = cur.fetchone()
+        if version != self._sqlite_version:
+            assert self._sqlite_expected is not None
+            cur.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")
+            schema.refuse(schema.sqlite_problems(cur.fetchall(), self._sqlite_expected))
+            self._sqlite_version = version
 
     @property
     def label(self) -> str:
@@ -376,6 +395,8 @@ class Store:
             else:
                 with self.datastore.get_connection(commit=write) as conn:
                     with conn.transaction(commit=write) as cur:
+                        if self._sqlite_expected is not None:
+                            self._same_schema(cur)
                         yield Cursor(cur, False)
         except StorageError:
             raise
@@ -392,6 +413,10 @@ class Store:
         cause: BaseException = exc
         while isinstance(cause, PersistenceError) and cause.__cause__ is not None:
             cause = cause.__cause__
+        # Only a database's own error is read for its words: a refusal raised inside a transaction may
+        # quote a name ("unknown principal 'user:locked'"), which must never read as a lock.
+        if not (isinstance(cause, (sqlite3.Error, PersistenceError, OSError)) or _from_psycopg(cause)):
+            return None
         msg = _first_line(cause)
         low = msg.lower()
         if "readonly" in low or "read-only" in low or "read only" in low:
@@ -406,9 +431,9 @@ class Store:
             return StorageError(f"the database server ended the session of {self.label} ({msg}): nothing was written")
         if "unable to open" in low or "connection" in low or "could not" in low:
             return StorageError(f"cannot open the ledger {self.label}: {msg}")
-        if isinstance(cause, (sqlite3.Error, PersistenceError)) or type(cause).__module__.startswith("psycopg"):
-            return StorageError(f"database error on {self.label}: {msg}")
-        return None
+        if isinstance(cause, OSError):
+            return None
+        return StorageError(f"database error on {self.label}: {msg}")
 
     # -- writing -------------------------------------------------------------------------
 
@@ -863,6 +888,10 @@ def _gap(missing: int) -> IntegrityFailure:
         f"no event at position {missing}, yet the log holds later ones: the log has a gap (events "
         "removed, or stored far past the others); run `access-ledger verify`"
     )
+
+
+def _from_psycopg(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("psycopg")
 
 
 def _untrusting_connections(pool: Any) -> None:

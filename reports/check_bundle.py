@@ -500,6 +500,25 @@ def after_note(manifest: dict[str, Any], previous: Path) -> str:
     return f"starts where {previous} ended: position {manifest['chain']['first_position'] - 1:,} and its link"
 
 
+class RepeatedKey(ValueError):
+    """A JSON object that gives one key twice (readers differ on which value counts)."""
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise RepeatedKey(key)
+        obj[key] = value
+    return obj
+
+
+def load_manifest(raw: bytes) -> Any:
+    """The manifest's JSON; RepeatedKey for a key given twice (one reader would take the first value and
+    another the last, and a signature covers only one reading), ValueError if it is not JSON."""
+    return json.loads(raw, object_pairs_hook=_unique_pairs)
+
+
 def printable(value: Any, limit: int = 300) -> str:
     """A value read from a bundle, safe to print on a terminal: control characters escaped, bounded."""
     text = value if isinstance(value, str) else repr(value)
@@ -721,10 +740,17 @@ def _files(bundle: Path) -> tuple[dict[str, Any], Opener, list[str]]:
     reader = Reader(bundle)
     if MANIFEST not in reader.names():
         raise Refused(f"no {MANIFEST}: not an evidence bundle")
-    with reader.open(MANIFEST) as f:
-        raw = f.read()
     try:
-        manifest = json.loads(raw)
+        with reader.open(MANIFEST) as f:
+            raw = f.read()
+    except Refused:
+        raise
+    except UNREADABLE as exc:  # a bad CRC, a local header that names another file
+        raise Refused(f"{MANIFEST}: unreadable zip member ({printable(str(exc))})") from None
+    try:
+        manifest = load_manifest(raw)
+    except RepeatedKey as exc:
+        raise Refused(f"{MANIFEST} gives the key {printable(str(exc))!r} twice") from None
     except (ValueError, RecursionError):
         raise Refused(f"{MANIFEST} is not JSON") from None
     why = manifest_problem(manifest)
@@ -750,6 +776,9 @@ def _files(bundle: Path) -> tuple[dict[str, Any], Opener, list[str]]:
             continue
         except (OSError, KeyError):
             problems.append(f"missing: {printable(name)}")
+            continue
+        except UNREADABLE as exc:  # a zip member whose local header or data disagree with its directory
+            problems.append(f"{printable(name)}: unreadable zip member ({printable(str(exc))})")
             continue
         if h.hexdigest() != entry["sha256"] or size != entry["bytes"]:
             problems.append(f"changed: {printable(name)}")

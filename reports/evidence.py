@@ -948,8 +948,12 @@ def verify_bundle(path: str | Path, **anchors: Path | None) -> BundleCheck:
 
 def _parse_manifest(target: Path, raw: bytes) -> dict[str, Any]:
     """The manifest, every field verify reads of the type it must have; else one BundleProblem naming it."""
+    from reports.check_bundle import RepeatedKey, load_manifest, printable
+
     try:
-        manifest = json.loads(raw)
+        manifest = load_manifest(raw)
+    except RepeatedKey as exc:
+        raise BundleProblem(f"{target}: {MANIFEST} gives the key {printable(str(exc))!r} twice") from None
     except (ValueError, RecursionError):
         raise BundleProblem(f"{target}: {MANIFEST} is not JSON") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:

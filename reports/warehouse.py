@@ -450,6 +450,17 @@ class Warehouse:
                 f"for the ledger's record at position {position}): delete the file to rebuild it, and run "
                 "`access-ledger verify`"
             )
+        # The record holds no size: a file grown past DuckDB's last block (a sparse tail of 50 GiB) would
+        # be hashed to its end before it is refused. DuckDB's own block count bounds what is hashed.
+        block_size, blocks = self.con.execute(
+            "SELECT block_size, total_blocks FROM pragma_database_size() WHERE database_name = current_database()"
+        ).fetchone()
+        size = os.fstat(self._fd).st_size if self._fd is not None else 0
+        if size > _FILE_HEADERS + block_size * blocks + _SIZE_SLACK:
+            raise WarehouseMismatch(
+                f"the warehouse {self.path} holds {size:,} bytes, far past the {blocks:,} blocks DuckDB keeps in it: "
+                "it was edited since its last sync; delete the file to rebuild it, and run `access-ledger verify`"
+            )
         # The file is hashed while the audit's query runs (hashlib leaves the other core to DuckDB);
         # `confirm` waits for it, and every audit result, and every change to the file, waits for that.
         result: list[Any] = []
@@ -943,6 +954,10 @@ def _file_sha256(path: str) -> str:
         while block := f.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()
+
+
+_FILE_HEADERS = 3 * 4096  # DuckDB's main header and its two database headers, before the first block
+_SIZE_SLACK = 64 << 20  # room for a layout that keeps a little more than its blocks: never a full hash
 
 
 def _fd_sha256(fd: int | None) -> str:

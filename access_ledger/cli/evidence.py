@@ -153,7 +153,7 @@ def verify(
 ) -> None:
     """Re-hash every file of a bundle against its manifest and recompute the chain over its events, checked
     against an anchor from outside when given; exit 1 naming each problem."""
-    from reports.check_bundle import coverage
+    from reports.check_bundle import coverage, printable
     from reports.evidence import BundleProblem, verify_bundle
 
     with handled():
@@ -165,10 +165,10 @@ def verify(
         typer.echo(json.dumps(check.as_dict(), indent=2))
     else:
         for kind, names in (("changed", check.changed), ("missing", check.missing), ("added", check.added)):
-            for name in names:
-                typer.echo(f"{kind}: {name}")
+            for name in names:  # a name is the bundle's: a newline or a terminal code in it is shown as data
+                typer.echo(f"{kind}: {printable(name)}")
         for problem in check.problems:
-            typer.echo(f"problem: {problem}")
+            typer.echo(f"problem: {printable(problem, 2000)}")
         period = check.manifest.get("period", {})
         if check.ok:
             typer.echo(
@@ -182,7 +182,7 @@ def verify(
             typer.echo(f"note: {note}")
         if not check.ok:
             problems = len(check.changed) + len(check.missing) + len(check.added) + len(check.problems)
-            first = f": {check.problems[0]}" if check.problems else ""
+            first = f": {printable(check.problems[0], 2000)}" if check.problems else ""
             typer.echo(f"FAILED: {problems} difference(s) from the manifest of {bundle}{first}", err=True)
     if not check.ok:
         raise typer.Exit(code=1)
