@@ -7,6 +7,7 @@ digest, an evidence bundle) is too: files 0600, folders 0700.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Iterator
@@ -32,7 +33,18 @@ def open_private(path: str | Path) -> IO[bytes]:
     """Open `path` for writing (created or truncated), owner-only even if it existed with wider modes."""
     import stat
 
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    if os.path.islink(path):
+        # A link planted where an output goes must not overwrite the file it names; /dev/stdout (a link to
+        # a terminal or a pipe) is still a fine --out. Opened without O_CREAT or O_TRUNC, then checked.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NOCTTY)
+        except FileNotFoundError:
+            raise OSError(errno.ELOOP, "a symbolic link to nothing: refusing to write through it", str(path)) from None
+        if stat.S_ISREG(os.fstat(fd).st_mode) or stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.ELOOP, "a symbolic link to a file: refusing to write through it", str(path))
+        return os.fdopen(fd, "wb")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
     try:
         if stat.S_ISREG(os.fstat(fd).st_mode):  # not a terminal or pipe named as --out
             os.fchmod(fd, FILE_MODE)

@@ -192,11 +192,6 @@ def test_a_refusal_naming_a_word_of_a_database_error_is_said_as_it_is(ledger_url
         assert "cannot open the ledger" not in refused.stderr, refused.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--out follows a symbolic link: one planted where an output will be written overwrites the file it "
-    "names (a fix must still let --out name /dev/stdout, itself a link)",
-)
 def test_an_output_is_never_written_through_a_link_planted_in_its_place(tmp_path):
     db = str(tmp_path / "l.db")
     _history(db)
@@ -205,6 +200,35 @@ def test_an_output_is_never_written_through_a_link_planted_in_its_place(tmp_path
     (tmp_path / "digest.json").symlink_to(precious)
     done = runner.invoke(app, ["--db", db, "digest", "--out", str(tmp_path / "digest.json")])
     assert precious.read_text() == "kept\n", done.output
+    assert done.exit_code == 2 and "refusing to write through it" in done.output
+    assert len(done.output.strip().splitlines()) == 1
+    (tmp_path / "dangling.json").symlink_to(tmp_path / "nowhere.json")
+    done = runner.invoke(app, ["--db", db, "digest", "--out", str(tmp_path / "dangling.json")])
+    assert done.exit_code == 2 and not (tmp_path / "nowhere.json").exists()
+
+
+def test_out_may_still_name_dev_stdout(tmp_path):
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "l.db")
+    _history(db)
+    got = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from access_ledger.cli import main; main()",
+            "--db",
+            db,
+            "digest",
+            "--out",
+            "/dev/stdout",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert got.returncode == 0, got.stderr
+    assert '"position"' in got.stdout
 
 
 # -- PostgreSQL: objects beside the ledger's tables ---------------------------------------------------
