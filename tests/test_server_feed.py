@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from access_ledger import api
 from access_ledger.cli import app as cli_app
-from access_ledger.server.routers.stream import EventStream, linked_batch
+from access_ledger.server.routers.stream import POLL, EventStream, linked_batch
 from ledger.app import AccessLedger
 from ledger.errors import IntegrityFailure
 from ledger.timeutil import format_instant, now
@@ -340,6 +340,8 @@ def test_evidence_needs_the_audit_scope_and_refuses_bad_periods_writing_nothing(
         ({"period": "2026", "from": "2026-01-01"}, "period: give period or from/to, not both"),
         ({"from": "yesterday-ish"}, "from:"),
         ({"from": AT, "to": "2026-01-01T00:00:00Z"}, "is after to"),
+        ({"window": "soon"}, "window"),
+        ({"period": 2026}, None),
         ({"signing_key": "/etc/passwd"}, None),
     ):
         got = feed.post("/v1/evidence", "audit", json=body)
@@ -348,3 +350,35 @@ def test_evidence_needs_the_audit_scope_and_refuses_bad_periods_writing_nothing(
             assert words in got.json()["detail"], (body, got.text)
         assert "Traceback" not in got.text
     assert not any(feed.tmp.iterdir())
+
+
+def test_sigterm_stops_the_service_with_a_stream_open(feed, tmp_path):
+    """An open feed never ends by itself: SIGTERM still stops the service (in-flight requests get the grace
+    period, then connections are closed), and the follower resumes elsewhere with Last-Event-ID."""
+    import threading
+
+    running = start(feed.url, tmp_path / "server.log", feed.tokens)
+    seen: list[str] = []
+
+    def follower() -> None:
+        headers = {"Authorization": f"Bearer {feed.tokens['read']}"}
+        try:
+            with httpx.stream("GET", running.base + "/v1/events/stream", headers=headers, timeout=60) as response:
+                seen.extend(response.iter_lines())
+        except httpx.HTTPError:
+            pass
+
+    reader = threading.Thread(target=follower, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not any(line.startswith("id: ") for line in seen) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(POLL * 4)  # the stream has sent what there was and is waiting for more
+        stopped = time.monotonic()
+        running.process.terminate()
+        running.process.wait(30)
+        assert time.monotonic() - stopped < 20
+    finally:
+        stop(running)
+        reader.join(10)

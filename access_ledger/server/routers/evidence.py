@@ -1,5 +1,6 @@
 """POST /v1/evidence (scope `audit`): the evidence bundle of a period as a zip, the one `evidence export --zip`
-makes, written to a private temporary folder and streamed from there (never held in memory whole).
+makes, written to a private temporary folder and streamed from there (never held in memory whole; the folder
+is removed before the first byte is sent, the open file is what is streamed).
 
 The client chooses the period and the least-privilege window only: the signing key is the service's own
 ($ACCESS_LEDGER_SIGNING_KEY in its environment), and the separation-of-duties rules are the shipped ones
@@ -9,21 +10,24 @@ behind it, never the token. A ledger that fails verify is refused (503), as the 
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.background import BackgroundTask
 
 from access_ledger.server.deps import audit_token, service
 from access_ledger.server.models import Problem
 from access_ledger.server.service import Service
 from ledger.errors import IntegrityFailure, ValidationError
 from projections.tokens import Token
+
+CHUNK = 1 << 20  # bytes of the zip read and sent at a time
 
 router = APIRouter(
     prefix="/v1",
@@ -46,7 +50,7 @@ class EvidenceRequest(BaseModel):
 
 @router.post(
     "/evidence",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={
         200: {
             "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
@@ -58,7 +62,7 @@ def evidence(
     request: Annotated[EvidenceRequest | None, Body()] = None,
     token: Token = Depends(audit_token),
     svc: Service = Depends(service),
-) -> FileResponse:
+) -> StreamingResponse:
     """Export the evidence bundle of a period (as `evidence export --zip`) and send the zip."""
     import shlex
 
@@ -99,11 +103,26 @@ def evidence(
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    # Opened, then the folder removed: the open file is all that is left of it, so nothing stays behind on
+    # disk whether the download completes, the client hangs up, or the service stops.
+    try:
+        handle = open(result.path, "rb")  # noqa: SIM115 - closed by the generator that sends it
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    size = os.fstat(handle.fileno()).st_size
     name = f"evidence-{result.manifest['period']['from']}-{result.manifest['period']['to']}.zip".replace(":", "")
-    return FileResponse(
-        result.path,
+
+    def chunks() -> Iterator[bytes]:
+        with handle:
+            while block := handle.read(CHUNK):
+                yield block
+
+    return StreamingResponse(
+        chunks(),
         media_type="application/zip",
-        filename=name,
-        headers={"X-Manifest-SHA256": result.manifest_sha256},
-        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
+        headers={
+            "Content-Length": str(size),
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "X-Manifest-SHA256": result.manifest_sha256,
+        },
     )
