@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from access_ledger.server.deps import audit_token, service
 from access_ledger.server.models import Problem
+from access_ledger.server.routers.stream import PatientStream
 from access_ledger.server.service import Service
 from ledger.errors import IntegrityFailure, ValidationError
 from projections.tokens import Token
@@ -50,7 +50,7 @@ class EvidenceRequest(BaseModel):
 
 @router.post(
     "/evidence",
-    response_class=StreamingResponse,
+    response_class=PatientStream,
     responses={
         200: {
             "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
@@ -62,7 +62,7 @@ def evidence(
     request: Annotated[EvidenceRequest | None, Body()] = None,
     token: Token = Depends(audit_token),
     svc: Service = Depends(service),
-) -> StreamingResponse:
+) -> PatientStream:
     """Export the evidence bundle of a period (as `evidence export --zip`) and send the zip."""
     import shlex
 
@@ -117,7 +117,8 @@ def evidence(
             while block := handle.read(CHUNK):
                 yield block
 
-    return StreamingResponse(
+    # A client that takes nothing for a minute is dropped, and the open file with it.
+    return PatientStream(
         chunks(),
         media_type="application/zip",
         headers={

@@ -46,16 +46,20 @@ router = APIRouter(
 )
 
 
-class EventStream(StreamingResponse):
+class PatientStream(StreamingResponse):
     """A streaming response that gives up on a client that accepts nothing for `send_timeout` seconds
-    (the server then closes the connection), so a stalled reader holds one batch at most, and not forever.
+    (the server then closes the connection), so a stalled reader holds one chunk at most, and not forever.
     A client that hangs up ends it at once (Starlette cancels the response on http.disconnect)."""
 
-    media_type = "text/event-stream"
-
-    def __init__(self, content: AsyncIterator[bytes], status_code: int = 200, send_timeout: float = SEND_TIMEOUT):
-        # no-cache: a proxy must not keep the stream; X-Accel-Buffering: nginx passes each event on at once.
-        super().__init__(content, status_code, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    def __init__(
+        self,
+        content: Any,
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+        media_type: str | None = None,
+        send_timeout: float = SEND_TIMEOUT,
+    ):
+        super().__init__(content, status_code, headers=headers, media_type=media_type)
         self.send_timeout = send_timeout
 
     async def stream_response(self, send: Send) -> None:
@@ -68,11 +72,22 @@ class EventStream(StreamingResponse):
             with anyio.fail_after(self.send_timeout):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except TimeoutError:
-            log.info("change feed: a client took nothing for %g s: dropped", self.send_timeout)
+            log.info("a client took nothing for %g s: its response is dropped", self.send_timeout)
         finally:
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+class EventStream(PatientStream):
+    """The feed's response: server-sent events, never cached or buffered on the way."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterator[bytes], status_code: int = 200, send_timeout: float = SEND_TIMEOUT):
+        # no-cache: a proxy must not keep the stream; X-Accel-Buffering: nginx passes each event on at once.
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(content, status_code, headers=headers, send_timeout=send_timeout)
 
 
 def frame(event: str | None, data: dict[str, Any], event_id: int | None = None) -> bytes:
