@@ -8,6 +8,8 @@ import typer
 
 from access_ledger.cli.common import db_url, fail
 
+SHUTDOWN_GRACE = 10  # seconds
+
 
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
@@ -49,6 +51,9 @@ def serve(
         access_log=False,
         log_config=None,
         server_header=False,
+        # In-flight requests get this long to finish after SIGTERM; then connections are closed. Without it an
+        # open change feed (which never ends by itself) would keep the service from stopping at all.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
 
 
