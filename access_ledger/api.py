@@ -411,6 +411,80 @@ def audit(
     }
 
 
+# -- changes made with a token (the service's `change` scope) ------------------------------------
+
+CHANGE_LIMIT = 10_000  # changes one request may make
+
+
+class ActorNamed(ValidationError):
+    """A change that names its own actor or time, where the token's principal and the service's clock decide."""
+
+
+def make_changes(led: AccessLedger, changes: Any, *, actor: str) -> WriteResult:
+    """Record changes (one JSON object or a list of them, each an event of DESIGN section 4 without `actor` and
+    `at`) as made by `actor` now, all or none, each held to the authority rules whatever the ledger enforces.
+    A change naming an actor or a time is refused (ActorNamed), never rewritten."""
+    from ledger.app import WriteResult
+    from ledger.authority import CHANGE_TYPES
+    from ledger.events import parse_obj
+    from ledger.timeutil import format_instant, now
+
+    stamp = format_instant(now())
+
+    many = isinstance(changes, list)
+    items = changes if many else [changes]
+    if not items:
+        raise ValidationError("no changes given")
+    if len(items) > CHANGE_LIMIT:
+        raise ValidationError(f"at most {CHANGE_LIMIT} changes a request")
+    events = []
+    for n, change in enumerate(items, 1):
+        where = f"line {n}: " if many else ""
+        if not isinstance(change, dict):
+            raise ValidationError(f"{where}line is not a JSON object")
+        for field in ("actor", "at"):
+            if field in change:
+                raise ActorNamed(
+                    f"{where}{field}: a change is made by the token's principal ({actor}), now: "
+                    f"the request may not name its {'actor' if field == 'actor' else 'time'}"
+                )
+        kind = change.get("type")
+        if kind not in CHANGE_TYPES:
+            raise ValidationError(
+                f"{where}type: {kind!r} is not a change (one of {', '.join(CHANGE_TYPES)}); "
+                "platform facts go to POST /v1/events, review steps to /v1/reviews, tokens to /v1/tokens"
+            )
+        event = {**change, "actor": actor}
+        try:
+            canonical = parse_obj({**event, "at": stamp})  # its fields checked here, so a refusal names its line
+        except ValidationError as exc:
+            raise type(exc)(f"{where}{exc}") from None
+        if "id" in canonical and _made_already(led, canonical):
+            continue
+        events.append(event)
+    skipped = len(items) - len(events)
+    if not events:
+        return WriteResult(0, skipped, None, None)
+    result = led.append_many(events, enforce_authority=True, numbered=many)
+    return WriteResult(result.written, result.skipped + skipped, result.first, result.last)
+
+
+def _made_already(led: AccessLedger, change: dict[str, Any]) -> bool:
+    """True if the change's id is recorded with this very change (its time aside: a retry is stamped anew).
+    The id index only points: the event read at that position must carry the id (the chain covers its bytes)."""
+    from ledger.events import decode
+
+    with led.store.transaction(write=False) as c:
+        c.execute("SELECT position FROM al_ids WHERE event_id = ?", (change["id"],))
+        row = c.fetchone()
+    if row is None:
+        return False
+    recorded = [decode(state) for _, state in led.store.read(int(row[0]), int(row[0]))]
+    if not recorded or recorded[0].get("id") != change["id"]:
+        return False  # a stale or edited index: the write's own id check decides
+    return {k: v for k, v in recorded[0].items() if k != "at"} == {k: v for k, v in change.items() if k != "at"}
+
+
 # -- access reviews (the CLI's review commands, the service's review endpoints, the reviewers' pages) --
 
 #: What `review_close` does with items nobody decided (None: refuse to close while any is open).
