@@ -710,6 +710,19 @@ class WriteModel:
         )
         return f"token/{token_id}"
 
+    def _on_TokenUsed(self, ev: dict[str, Any]) -> str:
+        token = self.entity("token", ev["token_id"])
+        if token is None:
+            raise E.UnknownEntity(f"token_id: unknown token {ev['token_id']!r}")
+        if ev["actor"] != token.ref:
+            # A use is its holder's: nobody else can make a never-used token look used.
+            raise E.ValidationError(f"actor: token {token.name!r} is held by {token.ref}, not {ev['actor']}")
+        if token.data.get("used"):
+            raise E.DuplicateEntity(f"token_id: the use of token {token.name!r} is recorded already")
+        token.data = {**token.data, "used": True}
+        self._put(token)
+        return f"token/{token.name}"
+
     def _on_TokenRevoked(self, ev: dict[str, Any]) -> str:
         token = self.entity("token", ev["token_id"])
         if token is None:

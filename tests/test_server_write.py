@@ -18,6 +18,7 @@ from test_server import Running, start, stop
 from access_ledger import api
 from ledger.app import AccessLedger
 from ledger.errors import LedgerError
+from ledger.timeutil import format_instant, now
 from ledger.tokens import new_token
 
 D = "2026-01-01T00:00:00Z"
@@ -68,7 +69,7 @@ def build(url: str) -> dict[str, str]:
 def _served(tmp_path_factory, backend: str, name: str) -> Iterator[Running]:
     folder = tmp_path_factory.mktemp(f"{name}-{backend}")
     url, schema = make_url(backend, folder)
-    running = start(url, folder / "server.log", build(url))
+    running = start(url, folder / "server.log", build(url))  # start() uses each token once
     try:
         yield running
     finally:
@@ -388,3 +389,34 @@ def test_changes_through_http_leave_the_state_the_api_functions_leave(twins, req
         if expected[1] is not None:
             assert got.json()["detail"] == expected[1]
     assert _changes(running.url) == _changes(url)
+
+
+# -- token use, for audit hygiene ----------------------------------------------------------------
+
+
+def test_a_tokens_first_use_is_recorded_once_and_hygiene_lists_the_tokens_never_used(svc):
+    issued = svc.post("/v1/tokens", "admin", json={"principal": "user:erin", "scopes": ["review"]}).json()
+    token, token_id = issued["token"], issued["token_id"]
+
+    def never_used() -> list[str]:
+        got = svc.get("/v1/audits/hygiene", "read")
+        assert got.status_code == 200, got.text
+        return [r["what"] for r in got.json()["rows"] if r["finding"] == "token-never-used"]
+
+    assert f"token {token_id}" in never_used()
+    assert f"token {svc.tokens['carol'].split('.')[0]}" not in never_used()  # used since the service started
+    for _ in range(3):
+        assert svc.get("/v1/reviews", token).status_code == 200
+    with AccessLedger.open(svc.url) as led:
+        uses = [
+            e["event"]
+            for e in api.read_events(led, issued["position"], 10_000)["events"]
+            if e["event"]["type"] == "TokenUsed" and e["event"]["token_id"] == token_id
+        ]
+    assert len(uses) == 1 and uses[0]["actor"] == "user:erin"
+    assert f"token {token_id}" not in never_used()
+    before = head(svc)
+    forged = {"type": "TokenUsed", "at": format_instant(now()), "actor": "user:alice", "token_id": token_id}
+    refused = svc.post("/v1/events", "read", json=forged)  # a report token cannot mark a token used
+    assert refused.status_code == 403 and "only the service records a token's use" in refused.json()["detail"]
+    assert head(svc) == before
