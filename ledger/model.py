@@ -314,6 +314,7 @@ class WriteModel:
             )
         self.vocab = vocabulary(ev["preset"])
         self.authority = default_rules(ev["preset"]) if ev.get("enforce_authority") else None
+        self._enforced_by = "this ledger enforces authority"
         return "organization"
 
     def _on_TenantCreated(self, ev: dict[str, Any]) -> str:
