@@ -437,7 +437,7 @@ def make_changes(led: AccessLedger, changes: Any, *, actor: str) -> WriteResult:
         raise ValidationError("no changes given")
     if len(items) > CHANGE_LIMIT:
         raise ValidationError(f"at most {CHANGE_LIMIT} changes a request")
-    events = []
+    events, lines = [], []
     for n, change in enumerate(items, 1):
         where = f"line {n}: " if many else ""
         if not isinstance(change, dict):
@@ -451,7 +451,7 @@ def make_changes(led: AccessLedger, changes: Any, *, actor: str) -> WriteResult:
         kind = change.get("type")
         if kind not in CHANGE_TYPES:
             raise ValidationError(
-                f"{where}type: {kind!r} is not a change (one of {', '.join(CHANGE_TYPES)}); "
+                f"{where}type: {repr(kind)[:80]} is not a change (one of {', '.join(CHANGE_TYPES)}); "
                 "platform facts go to POST /v1/events, review steps to /v1/reviews, tokens to /v1/tokens"
             )
         event = {**change, "actor": actor}
@@ -462,10 +462,11 @@ def make_changes(led: AccessLedger, changes: Any, *, actor: str) -> WriteResult:
         if "id" in canonical and _made_already(led, canonical):
             continue
         events.append(event)
+        lines.append(n)
     skipped = len(items) - len(events)
     if not events:
         return WriteResult(0, skipped, None, None)
-    result = led.append_many(events, enforce_authority=True, numbered=many)
+    result = led.append_many(events, enforce_authority=True, lines=lines if many else None)
     return WriteResult(result.written, result.skipped + skipped, result.first, result.last)
 
 

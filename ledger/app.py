@@ -151,13 +151,17 @@ class AccessLedger:
         return result.last
 
     def append_many(
-        self, events: Iterable[dict[str, Any]], *, enforce_authority: bool = False, numbered: bool = False
+        self,
+        events: Iterable[dict[str, Any]],
+        *,
+        enforce_authority: bool = False,
+        lines: list[int] | None = None,
     ) -> WriteResult:
         """Validate events (each `at` defaulting to now) and record them in one transaction: all or none.
         With `enforce_authority` each change is held to the authority rules (DESIGN section 3) whatever the
-        ledger says; with `numbered` a refusal names the event's number ("line N")."""
+        ledger says; with `lines` (one number per event) a refusal names the event's ("line N")."""
         return self._write(
-            [[(n if numbered else 0, _stamped(event)) for n, event in enumerate(events, 1)]],
+            [[(lines[i] if lines else 0, _stamped(event)) for i, event in enumerate(events)]],
             enforce_authority=enforce_authority,
         )
 

@@ -171,6 +171,14 @@ def test_a_change_is_recorded_as_the_tokens_principal(svc):
         json={"type": "RoleAssigned", "role": "viewer", "principal": "user:frank", "tenant": "prod", "id": "c-1"},
     )
     assert again.status_code == 200 and again.json()["written"] == 0 and again.json()["skipped"] == 1
+    before = head(svc)
+    retried = [
+        {"type": "RoleAssigned", "role": "viewer", "principal": "user:frank", "tenant": "prod", "id": "c-1"},
+        {"type": "TenantCreated", "tenant": "prod"},
+    ]
+    refused = svc.post("/v1/changes", "alice", json=retried)  # a refusal names its own line, after a skip too
+    assert refused.status_code == 400 and refused.json()["detail"].startswith("line 2: ")
+    assert head(svc) == before
 
 
 @pytest.mark.parametrize(
