@@ -150,9 +150,20 @@ class AccessLedger:
             return self._position_of_id(canonical_event["id"])
         return result.last
 
-    def append_many(self, events: Iterable[dict[str, Any]]) -> WriteResult:
-        """Validate events (each `at` defaulting to now) and record them in one transaction: all or none."""
-        return self._write([[(0, _stamped(event)) for event in events]])
+    def append_many(
+        self,
+        events: Iterable[dict[str, Any]],
+        *,
+        enforce_authority: bool = False,
+        lines: list[int] | None = None,
+    ) -> WriteResult:
+        """Validate events (each `at` defaulting to now) and record them in one transaction: all or none.
+        With `enforce_authority` each change is held to the authority rules (DESIGN section 3) whatever the
+        ledger says; with `lines` (one number per event) a refusal names the event's ("line N")."""
+        return self._write(
+            [[(lines[i] if lines else 0, _stamped(event)) for i, event in enumerate(events)]],
+            enforce_authority=enforce_authority,
+        )
 
     def import_lines(
         self, lines: Iterable[bytes | str], progress: Callable[[int], None] | None = None, workers: int = 0
@@ -204,7 +215,9 @@ class AccessLedger:
             c.execute("SELECT position FROM al_ids WHERE event_id = ?", (event_id,))
             return int(c.fetchone()[0])
 
-    def _write(self, chunks: Iterable[list[tuple[int, dict[str, Any]]]]) -> WriteResult:
+    def _write(
+        self, chunks: Iterable[list[tuple[int, dict[str, Any]]]], *, enforce_authority: bool = False
+    ) -> WriteResult:
         """Check and record events, given in chunks of (line number or 0, canonical event)."""
         store = self.store
         latest = format_instant(now() + FUTURE_SLACK)
@@ -214,7 +227,7 @@ class AccessLedger:
             # Into an empty ledger (checked above: no stored event beyond the head) nothing is
             # stored yet, so whatever the model and the streams have not seen does not exist.
             empty = first == 1
-            model = WriteModel(c, empty=empty)
+            model = WriteModel(c, empty=empty, enforce_authority=enforce_authority)
             rows: list[tuple[int, str, int, str, bytes]] = []
             chain: list[tuple[int, str, str]] = []
             ids: list[tuple[str, int]] = []
@@ -259,7 +272,7 @@ class AccessLedger:
                 for chunk, known in _with_known_ids(c, store, chunks, before_lookup, after_lookup):
                     for lineno, ev in chunk:
                         try:
-                            if not lineno and ev.pop(AUTO_AT, False):
+                            if ev.pop(AUTO_AT, False):  # only an event appended without an `at` has it
                                 ev["at"] = max(format_instant(now()), last_at)
                             state = ev.pop("\0state", None) or encode(ev)
                             event_id = ev.get("id")

@@ -336,6 +336,13 @@ class TokenRevoked(_Event):
     token_id: TokenId
 
 
+class TokenUsed(_Event):
+    """The service's record of a token's first use (once per token, by its principal)."""
+
+    type: Literal["TokenUsed"]
+    token_id: TokenId
+
+
 MODELS: tuple[type[_Event], ...] = (
     OrganizationCreated,
     TenantCreated,
@@ -366,6 +373,7 @@ MODELS: tuple[type[_Event], ...] = (
     ReviewClosed,
     TokenIssued,
     TokenRevoked,
+    TokenUsed,
 )
 EVENT_TYPES: dict[str, type[_Event]] = {m.__name__: m for m in MODELS}
 #: The event's own fields in documented order, per type (excluding type/at/actor/reason/id).

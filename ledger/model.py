@@ -43,7 +43,7 @@ class Entity:
 class WriteModel:
     """Validates events against the ledger's current state and applies the accepted ones."""
 
-    def __init__(self, cursor: Cursor, *, empty: bool = False):
+    def __init__(self, cursor: Cursor, *, empty: bool = False, enforce_authority: bool = False):
         self.c = cursor
         # Writing into an empty ledger, the caches hold all there is until they are first
         # trimmed: what they lack does not exist, and need not be looked up.
@@ -62,8 +62,13 @@ class WriteModel:
         org = self.entity("organization", "")
         self.vocab: Vocabulary | None = vocabulary(org.data["preset"]) if org else None
         # A ledger created with --enforce-authority judges every change by its actor's permissions.
+        # A write may ask for it too (a change made through the service with a `change` token).
+        by_ledger = bool(org and org.data.get("enforce_authority"))
         self.authority: Rules | None = (
-            default_rules(org.data["preset"]) if org and org.data.get("enforce_authority") else None
+            default_rules(org.data["preset"]) if org and (by_ledger or enforce_authority) else None
+        )
+        self._enforced_by = (
+            "this ledger enforces authority" if by_ledger else "the service holds every change to the authority rules"
         )
         self._rules: dict[str, Callable[[dict[str, Any]], str]] = {
             name[len("_on_") :]: getattr(self, name) for name in dir(self) if name.startswith("_on_")
@@ -198,7 +203,7 @@ class WriteModel:
 
     def _judge(self, actor: str, at: str, wanted: Need) -> None:
         """Refuse the change unless `actor` holds what it needs in the state just before it (check semantics)."""
-        suffix = "(this ledger enforces authority)"
+        suffix = f"({self._enforced_by})"
         kind, name = split_principal(actor, "actor")
         who = self.entity(kind, name)
         if who is None:
@@ -316,6 +321,7 @@ class WriteModel:
             )
         self.vocab = vocabulary(ev["preset"])
         self.authority = default_rules(ev["preset"]) if ev.get("enforce_authority") else None
+        self._enforced_by = "this ledger enforces authority"
         return "organization"
 
     def _on_TenantCreated(self, ev: dict[str, Any]) -> str:
@@ -711,6 +717,19 @@ class WriteModel:
             )
         )
         return f"token/{token_id}"
+
+    def _on_TokenUsed(self, ev: dict[str, Any]) -> str:
+        token = self.entity("token", ev["token_id"])
+        if token is None:
+            raise E.UnknownEntity(f"token_id: unknown token {ev['token_id']!r}")
+        if ev["actor"] != token.ref:
+            # A use is its holder's: nobody else can make a never-used token look used.
+            raise E.ValidationError(f"actor: token {token.name!r} is held by {token.ref}, not {ev['actor']}")
+        if token.data.get("used"):
+            raise E.DuplicateEntity(f"token_id: the use of token {token.name!r} is recorded already")
+        token.data = {**token.data, "used": True}
+        self._put(token)
+        return f"token/{token.name}"
 
     def _on_TokenRevoked(self, ev: dict[str, Any]) -> str:
         token = self.entity("token", ev["token_id"])

@@ -1,6 +1,6 @@
 """Service tokens as the chain records them: who holds which token, with what scopes, until when.
 
-`TokenFollower` folds TokenIssued / TokenRevoked and the principals' status events into a
+`TokenFollower` folds TokenIssued / TokenRevoked / TokenUsed and the principals' status events into a
 `TokenState` held in memory, reading the stored events themselves (never a side table) and
 recomputing the hash chain over every event it reads, from the genesis link on: each link must be
 the one `al_chain` holds at that position, positions must be dense, and after the last event the
@@ -36,7 +36,7 @@ _STATUS = {
 }
 # The events the fold needs, told by their first bytes (canonical form starts with the type): the rest,
 # usage events above all, are hashed for the chain but never decoded.
-_WANTED = tuple(f'{{"type":"{t}"'.encode() for t in (*_STATUS, "TokenIssued", "TokenRevoked"))
+_WANTED = tuple(f'{{"type":"{t}"'.encode() for t in (*_STATUS, "TokenIssued", "TokenRevoked", "TokenUsed"))
 _READ_BATCH = 5000
 
 
@@ -62,6 +62,7 @@ class Token:
     reason: str | None
     revoked_at: str | None = None
     revoked_position: int | None = None
+    used_at: str | None = None  # its first use, as the service recorded it (TokenUsed)
 
 
 @dataclass
@@ -91,6 +92,10 @@ class TokenState:
                 position,
                 ev.get("reason"),
             )
+        elif kind == "TokenUsed":
+            token = self.tokens.get(ev["token_id"])
+            if token is not None:
+                token.used_at = ev["at"]
         elif kind == "TokenRevoked":
             token = self.tokens.get(ev["token_id"])
             if token is not None:

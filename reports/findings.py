@@ -29,6 +29,7 @@ ATTENTION: dict[str, frozenset[str] | None] = {
             "confusable-name",
             "token-of-deactivated",
             "admin-token",
+            "token-never-used",
         }
     ),
     "reviews": frozenset(

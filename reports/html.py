@@ -63,6 +63,8 @@ MEANING = {
     "it, or a reactivation makes it work again.",
     "admin-token": "A service token with the admin scope, which can issue and revoke tokens: keep as few as "
     "possible, each with an expiry.",
+    "token-never-used": "A service token in force that has never been used (the service records each token's "
+    "first use): revoke it if nobody needs it, since an unused secret is one more to leak.",
     "change-without-reason": "An access change recorded without a ticket or justification.",
 }
 FIRST_COLUMNS = ("finding", "rule", "title", "who", "where", "what", "since", "detail")

@@ -468,6 +468,7 @@ def test_the_bundle_lists_token_findings_and_holds_the_token_events(ledger_url, 
     assert [(f["finding"], f["who"], f["what"]) for f in findings if "token" in f["finding"]] == [
         ("token-of-deactivated", "service_account:ci", "token tok-ci"),
         ("admin-token", "service_account:ci", "token tok-ci"),
+        ("token-never-used", "service_account:ci", "token tok-ci"),
     ]
     assert "token-of-deactivated" in (out / "audits" / "hygiene.csv").read_text()
     report = (out / "report.html").read_text()

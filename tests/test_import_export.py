@@ -246,6 +246,7 @@ HISTORY = [
         "secret_sha256": "5e" * 32,
         "reason": "PLAT-1",
     },
+    {"type": "TokenUsed", "at": "2026-01-09T00:00:00Z", "actor": "service_account:ci-bot", "token_id": "tok_ci"},
     {"type": "TokenRevoked", "at": "2026-01-09T00:00:00Z", "actor": "user:root", "token_id": "tok_ci"},
 ]
 

@@ -140,6 +140,8 @@ def start(url: str, log: Path, tokens: dict[str, str], *extra: str) -> Running:
     while True:
         try:
             if httpx.get(running.base + "/healthz", timeout=2).status_code == 200:
+                for token in tokens.values():  # each token's first use is recorded now, before any test counts
+                    httpx.get(running.base + "/openapi.json", headers=_auth(token), timeout=30)
                 return running
         except httpx.TransportError:
             pass

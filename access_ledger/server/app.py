@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from access_ledger.server import errors
 from access_ledger.server.deps import LOG_KEY
-from access_ledger.server.routers import audits, evidence, feed, health, meta, questions, report, stream
+from access_ledger.server.routers import audits, evidence, feed, health, meta, questions, report, stream, write
 from access_ledger.server.service import Service
 
 MAX_BODY = 32 * 1024 * 1024  # bytes of one request body (a JSONL batch of some 100,000 events)
@@ -48,7 +48,7 @@ def create_app(db: str, *, max_body: int = MAX_BODY) -> FastAPI:
         "(`access-ledger token create`).",
     )
     app.state.service = svc
-    for module in (health, meta, questions, feed, stream, report, audits, evidence):
+    for module in (health, meta, questions, feed, stream, report, audits, evidence, write):
         app.include_router(module.router)
     errors.install(app, max_body)
     app.add_middleware(BodyLimit, limit=max_body)

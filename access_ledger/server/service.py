@@ -50,12 +50,25 @@ class Service:
 
     def authenticate(self, presented: str | None, scopes: tuple[str, ...], instant: str) -> Token:
         """The token presented, if the ledger's current token state lets it use one of `scopes` (TokenRefused if not)."""
-        with self.ledger():
+        with self.ledger() as led:
             assert self._follower is not None
             state = self._follower.catch_up()
             token = authenticate(state, presented, instant)
+            if token.used_at is None:
+                self._record_use(led, token)
         require_scope(token, scopes)
         return token
+
+    def _record_use(self, led: AccessLedger, token: Token) -> None:
+        """Record a token's first use (TokenUsed, by its principal): once per token, never per request, so
+        `audit hygiene` can tell the tokens never used. Another worker recording it first is no failure."""
+        try:
+            led.append({"type": "TokenUsed", "at": None, "actor": token.principal, "token_id": token.token_id})
+        except (StorageError, IntegrityFailure):
+            raise
+        except LedgerError:
+            pass  # recorded already (by another worker or service): the follower folds it next time
+        token.used_at = token.used_at or "recorded"  # this worker records it once; the fold gives the time
 
     def wait_for(self, position: int, timeout: float = WAIT_FOR_POSITION) -> None:
         """Return once the ledger's head is at `position` or beyond (a write made through another worker or

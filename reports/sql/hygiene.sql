@@ -12,6 +12,8 @@
 --   token-of-deactivated     a service token neither revoked nor expired whose principal is deactivated (the
 --                            service refuses it while that lasts; a reactivation would make it work again)
 --   admin-token              a service token in force (neither revoked nor expired) with the `admin` scope
+--   token-never-used         a service token in force whose use the service had not recorded by $at (it
+--                            records a token's first use, TokenUsed, once): revoke what nobody needs
 --   confusable-name          two principals of one kind whose names look alike: the same skeleton after
 --                            case folding (capital I also read as l) and mapping look-alike letters to
 --                            Latin ones (Cyrillic а е о р с х у і ј ѕ ԁ һ ӏ в н к м т, Greek ο α ι κ ν ρ τ
@@ -175,7 +177,7 @@ WITH live_assignments AS (
     GROUP BY a.principal, b.principal, a.kind, a.since, b.since, a.position, b.position, a.non_ascii, b.non_ascii
 ), live_tokens AS (
     -- Tokens issued by $at and, at $at, neither revoked nor expired.
-    SELECT e.token_id, e.principal, e.scopes, e.expires_at, e."at", e.position
+    SELECT e.token_id, e.principal, e.scopes, e.expires_at, e."at", e.position, e.actor AS issued_by
     FROM events e
     WHERE e.type = 'TokenIssued' AND e."at" <= $at::TIMESTAMP
       AND (e.expires_at IS NULL OR $at::TIMESTAMP < e.expires_at)
@@ -196,6 +198,13 @@ WITH live_assignments AS (
                || coalesce('expires ' || strftime(t.expires_at, '%Y-%m-%dT%H:%M:%SZ'), 'no expiry') || ')'
     FROM live_tokens t
     WHERE list_contains(t.scopes, 'admin')
+    UNION ALL
+    SELECT 'token-never-used', t.principal, 'organization', 'token ' || t.token_id, NULL, t."at", [t.position],
+           'token ' || t.token_id || ' (scopes ' || array_to_string(t.scopes, ', ') || ') issued by '
+               || t.issued_by || ' has never been used'
+    FROM live_tokens t
+    WHERE NOT EXISTS (SELECT 1 FROM events u WHERE u.type = 'TokenUsed' AND u.token_id = t.token_id
+                      AND u."at" <= $at::TIMESTAMP)
 )
 SELECT finding, who, "where", what, tenant, since, positions, detail
 FROM (
@@ -211,6 +220,6 @@ FROM (
 )
 ORDER BY CASE finding WHEN 'self-grant' THEN 1 WHEN 'grant-to-deactivated' THEN 2 WHEN 'expired-not-revoked' THEN 3
                       WHEN 'role-without-holders' THEN 4 WHEN 'empty-team' THEN 5 WHEN 'confusable-name' THEN 6
-                      WHEN 'token-of-deactivated' THEN 7 WHEN 'admin-token' THEN 8 WHEN 'admin-count' THEN 9
-                      ELSE 10 END,
+                      WHEN 'token-of-deactivated' THEN 7 WHEN 'admin-token' THEN 8 WHEN 'token-never-used' THEN 9
+                      WHEN 'admin-count' THEN 10 ELSE 11 END,
          since, who, "where", what, positions, detail

@@ -64,6 +64,8 @@ async def post_events(request: Request, token: Token = Depends(report_token)) ->
 
 def _refuse_reserved(kind: str | None, n: int, token: Token) -> None:
     """TokenRefused (403) for an event type this token may not post here."""
+    if kind == "TokenUsed":
+        raise TokenRefused(403, "scope", f"line {n}: TokenUsed: only the service records a token's use")
     if kind in ("TokenIssued", "TokenRevoked") and "admin" not in token.scopes:
         raise TokenRefused(403, "scope", f"line {n}: token {token.token_id} lacks the scope admin (token events)")
     if kind in REVIEW_EVENTS:
