@@ -31,7 +31,10 @@ _BODY = {
 # chose), and review steps are decisions of a reviewer, never facts a platform reports in their name.
 # A line naming neither (nor holding a JSON escape, which could spell one: "\u0054okenIssued") is
 # not parsed twice.
-MARKERS = (b'"Token', b'"Review', b"\\")
+# And a change in the name of `system` (which the authority rules exempt: the bootstrap and the platform's
+# own automation) is not a fact a token holder may report: it would be a change no audit judges. Usage
+# facts may still name system.
+MARKERS = (b'"Token', b'"Review', b"\\", b'"system"')
 REVIEW_EVENTS = ("ReviewStarted", "ReviewDecided", "ReviewReassigned", "ReviewClosed")
 
 
@@ -46,7 +49,7 @@ async def post_events(request: Request, token: Token = Depends(report_token)) ->
         lines = api.event_lines(body)
         for n, line in enumerate(lines, 1):
             if any(m in line for m in MARKERS):
-                _refuse_reserved(_type_of(line), n, token)
+                _refuse_reserved(*_type_and_actor(line), n, token)
         with svc.ledger() as led:
             result = led.import_lines(lines)
             position, _, link = led.store.head()
@@ -62,8 +65,10 @@ async def post_events(request: Request, token: Token = Depends(report_token)) ->
     return await run_in_threadpool(write)
 
 
-def _refuse_reserved(kind: str | None, n: int, token: Token) -> None:
+def _refuse_reserved(kind: str | None, actor: str | None, n: int, token: Token) -> None:
     """TokenRefused (403) for an event type this token may not post here."""
+    from ledger.events import USAGE_TYPES
+
     if kind == "TokenUsed":
         raise TokenRefused(403, "scope", f"line {n}: TokenUsed: only the service records a token's use")
     if kind in ("TokenIssued", "TokenRevoked") and "admin" not in token.scopes:
@@ -75,15 +80,26 @@ def _refuse_reserved(kind: str | None, n: int, token: Token) -> None:
             f"line {n}: {kind}: review steps are not reported through /v1/events (a reviewer records them as themself)",
         )
 
+    if actor == "system" and kind is not None and kind not in USAGE_TYPES:
+        raise TokenRefused(
+            403,
+            "actor",
+            f"line {n}: {kind}: a change in the name of system is not reported through /v1/events "
+            "(system is exempt from the authority rules): name the actor who made it, or use /v1/changes",
+        )
 
-def _type_of(line: bytes) -> str | None:
-    """The type of the event on this line (not a text that happens to name one); None if it is not an object."""
+
+def _type_and_actor(line: bytes) -> tuple[str | None, str | None]:
+    """The type and actor of the event on this line (not a text that happens to name one); None where the
+    line is not an object or lacks it."""
     from ledger.errors import ValidationError
     from ledger.events import load_json
 
     try:
         obj = load_json(line)
     except ValidationError:
-        return None  # not JSON: the import refuses it with its own message
-    kind = obj.get("type") if isinstance(obj, dict) else None
-    return kind if isinstance(kind, str) else None
+        return None, None  # not JSON: the import refuses it with its own message
+    if not isinstance(obj, dict):
+        return None, None
+    kind, actor = obj.get("type"), obj.get("actor")
+    return (kind if isinstance(kind, str) else None), (actor if isinstance(actor, str) else None)
