@@ -49,7 +49,10 @@ async def post_events(request: Request, token: Token = Depends(report_token)) ->
         lines = api.event_lines(body)
         for n, line in enumerate(lines, 1):
             if any(m in line for m in MARKERS):
-                _refuse_reserved(*_type_and_actor(line), n, token)
+                kind, actor = _type_and_actor(line)
+                if actor == "system" and not _valid(line):
+                    break  # import refuses this line (or an earlier one) with its own message
+                _refuse_reserved(kind, actor, n, token)
         with svc.ledger() as led:
             result = led.import_lines(lines)
             position, _, link = led.store.head()
@@ -87,6 +90,18 @@ def _refuse_reserved(kind: str | None, actor: str | None, n: int, token: Token) 
             f"line {n}: {kind}: a change in the name of system is not reported through /v1/events "
             "(system is exempt from the authority rules): name the actor who made it, or use /v1/changes",
         )
+
+
+def _valid(line: bytes) -> bool:
+    """Would the event model take this line (so a refusal for its actor is the first thing wrong with it)?"""
+    from ledger.errors import ValidationError
+    from ledger.events import parse_json
+
+    try:
+        parse_json(line)
+    except ValidationError:
+        return False
+    return True
 
 
 def _type_and_actor(line: bytes) -> tuple[str | None, str | None]:
