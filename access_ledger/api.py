@@ -411,6 +411,335 @@ def audit(
     }
 
 
+# -- access reviews (the CLI's review commands, the service's review endpoints, the reviewers' pages) --
+
+#: What `review_close` does with items nobody decided (None: refuse to close while any is open).
+UNDECIDED_OUTCOMES = ("revoke", "keep", "exception")
+REVIEW_BATCH_BYTES = 64 * 1024 * 1024  # a batch of decisions, as a file or a request body
+
+
+def review_start(
+    led: AccessLedger,
+    name: str,
+    tenants: list[str],
+    reviewer: str,
+    reviewer_for: list[str] | None = None,
+    fallback_reviewer: str | None = None,
+    privileged_only: bool = False,
+    due: str | None = None,
+    at: str | None = None,
+    *,
+    actor: str,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """Start a campaign (times as people type them): {campaign, position, items, population_sha256}."""
+    from ledger.timeutil import cli_instant
+    from projections.reviews import start_event
+
+    for pair in reviewer_for or []:
+        if not pair.startswith("team:") or "=" not in pair:
+            raise ValidationError(f"--reviewer-for: {pair!r} is not team:NAME=PRINCIPAL")
+    at = None if at is None else cli_instant(at, "at")
+    due = None if due is None else cli_instant(due, "due")
+    event, items = start_event(
+        led,
+        name,
+        list(tenants),
+        reviewer,
+        list(reviewer_for or []),
+        fallback_reviewer,
+        privileged_only,
+        due,
+        at,
+        actor,
+        reason,
+    )
+    position = led.append(event)
+    return {
+        "campaign": name,
+        "position": position,
+        "items": len(items),
+        "population_sha256": event["population_sha256"],
+    }
+
+
+def review_rows(led: AccessLedger, name: str, *, context: bool = False) -> tuple[Any, list[dict[str, Any]], int]:
+    """The campaign, its items as rows (the population re-derived and checked against its start event; with
+    `context` each item's permissions, last use and separation-of-duties conflicts too) and the position read."""
+    from projections.pit import Timeline
+    from projections.reviews import campaign, derive, item_rows
+    from reports.sod import load_rules
+
+    c = campaign(led, name)
+    timeline = Timeline(led)
+    rules = [(rule.id, rule.left, rule.right) for rule in load_rules(None)[0]] if context else []
+    current = timeline.current()
+    return c, item_rows(c, derive(led, c, timeline, context=context, sod_rules=rules), current), current.position
+
+
+def review_items(
+    led: AccessLedger, name: str, *, reviewer: str | None = None, open_only: bool = False, context: bool = True
+) -> dict[str, Any]:
+    """The campaign's items (only `reviewer`'s, only undecided ones): {campaign, position, link, rows}."""
+    _, rows, position = review_rows(led, name, context=context)
+    if reviewer is not None:
+        rows = [r for r in rows if r["reviewer"] == reviewer]
+    if open_only:
+        rows = [r for r in rows if r["decision"] is None]
+    return {"campaign": name, "position": position, "link": link_at(led, position), "rows": rows}
+
+
+def item_number(text: Any, campaign: str) -> int:
+    """An item's number as given (text or a whole number), or the refusal naming the campaign."""
+    if type(text) is int and text >= 0:
+        return text
+    if not isinstance(text, str) or not text.strip().isdigit():
+        raise ValidationError(f"item {text!r} is not an item of review campaign {campaign!r} (items are numbers)")
+    return int(text)
+
+
+def review_reassign(
+    led: AccessLedger, name: str, items: list[int], to: str, *, actor: str, reason: str | None = None
+) -> dict[str, Any]:
+    """Give undecided items to another reviewer (the owner only): {campaign, position, items, reviewer}."""
+    from projections.reviews import campaign, derive, reassign_event
+
+    c = campaign(led, name)
+    position = led.append(reassign_event(c, derive(led, c), list(items), to, actor, reason))
+    return {"campaign": name, "position": position, "items": list(items), "reviewer": to}
+
+
+def parse_review_batch(data: bytes, name: str, source: str) -> list[tuple[int, int, str, str | None]]:
+    """(line number, item, decision, reason) of each decided row of a CSV batch (`source` names it in messages).
+
+    The text is either rows of item,decision[,reason] (an optional header of those three), or a sheet whose
+    header names the columns `item` and `decision` (and maybe `reason`) among others, as `review items
+    --format csv` writes it: its other columns are ignored and a row with no decision is left undecided.
+    A UTF-8 BOM and CRLF line ends (as spreadsheets save) are accepted; decisions in any case.
+    """
+    import csv
+    import io
+
+    if len(data) > REVIEW_BATCH_BYTES:
+        raise ValidationError(f"{source}: larger than {REVIEW_BATCH_BYTES} bytes")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValidationError(f"{source}: not UTF-8 text") from None
+    out = []
+    columns: dict[str, int] | None = None  # the sheet's columns, once its header is read
+    seen_first = False
+    for n, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if not seen_first:
+            seen_first = True
+            header = [c.strip().lower() for c in row]
+            if "item" in header:
+                wanted = ("item", "decision", "reason")
+                for col in wanted:
+                    if header.count(col) > 1:
+                        raise ValidationError(f"line {n}: the column {col} is given twice")
+                if "decision" not in header:
+                    raise ValidationError(f"line {n}: a sheet needs the columns item and decision")
+                columns = {col: header.index(col) for col in wanted if col in header}
+                continue
+        if columns is None:
+            if len(row) not in (2, 3):
+                raise ValidationError(f"line {n}: expected item,decision,reason")
+            cells = {"item": row[0], "decision": row[1], "reason": row[2] if len(row) == 3 else ""}
+        else:
+            cells = {col: (row[i] if i < len(row) else "") for col, i in columns.items()}
+            if not cells["decision"].strip():
+                continue  # a row of the sheet the reviewer did not decide
+        decision = cells["decision"].strip().lower()
+        if decision not in ("keep", "revoke"):
+            raise ValidationError(f"line {n}: decision {cells['decision'].strip()!r} is not keep or revoke")
+        try:
+            item = item_number(cells["item"], name)
+        except ValidationError as exc:
+            raise ValidationError(f"line {n}: {exc}") from None
+        out.append((n, item, decision, cells.get("reason", "").strip() or None))
+    return out
+
+
+def review_decide(
+    led: AccessLedger,
+    name: str,
+    decisions: list[tuple[int, int, str, str | None]],
+    *,
+    actor: str,
+    batch_sha256: str | None = None,
+    source: str = "batch",
+) -> dict[str, Any]:
+    """Record `actor`'s decisions ((line, item, keep|revoke, reason) each), all or none: {campaign, written,
+    first, last}. With `batch_sha256` they are one batch (one id, the SHA-256 of what was sent) and each
+    refusal names its line; without it there must be exactly one decision."""
+    import uuid
+
+    from projections.reviews import campaign, decision_event, derive
+
+    batch = batch_sha256 is not None
+    if not batch and len(decisions) != 1:
+        raise ValidationError("one decision at a time, or a batch")
+    batch_id = uuid.uuid4().hex if batch else None  # one id for the batch's decisions, recorded together
+    c = campaign(led, name)
+    population = derive(led, c)
+    events = []
+    seen: set[int] = set()
+    for n, number, what, why in decisions:
+        try:
+            if what not in ("keep", "revoke"):
+                raise ValidationError(f"decision {what!r} is not keep or revoke")
+            if number in seen:
+                raise ValidationError(f"item {number} is given twice")
+            seen.add(number)
+            events.append(decision_event(c, population, number, what, why, actor))
+            if batch:
+                events[-1].update(batch=batch_id, batch_sha256=batch_sha256)
+            c.decisions[number] = events[-1]  # the batch's later rows see it (one membership, one outcome)
+        except LedgerError as exc:
+            if not batch:
+                raise
+            raise type(exc)(f"line {n}: {exc}") from None
+    if not events:
+        raise ValidationError(f"{source}: no decisions in the file")
+    result = led.append_many(events)
+    return {"campaign": name, "written": result.written, "first": result.first, "last": result.last}
+
+
+def review_close(
+    led: AccessLedger,
+    name: str,
+    undecided: str | None = None,
+    *,
+    auto_revoke: bool = True,
+    actor: str,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """Close the campaign (its owner, or a holder of member:update in the organization); `undecided` (revoke,
+    keep or exception) says what open items come to. Its revocations are recorded in the same transaction
+    unless not `auto_revoke`: {campaign, position, removed: [{position, event}]}."""
+    from ledger.errors import ReviewRefused
+    from ledger.timeutil import format_instant, now
+    from projections.pit import Timeline
+    from projections.reviews import campaign, close_refusal, derive, removals
+
+    if undecided is not None and undecided not in UNDECIDED_OUTCOMES:
+        raise ValidationError(f"undecided: {undecided!r} is not one of {', '.join(UNDECIDED_OUTCOMES)}")
+    c = campaign(led, name)
+    if c.close is not None:
+        raise ReviewRefused(f"review campaign {name!r} is already closed")
+    timeline = Timeline(led)
+    current = timeline.current()
+    refusal = close_refusal(c, current, actor, max(format_instant(now()), led.newest_at() or ""))
+    if refusal:
+        raise ReviewRefused(refusal)
+    open_items = c.start["items"] - len(c.decisions)
+    if open_items and undecided is None:
+        raise ReviewRefused(
+            f"review campaign {name!r} has {open_items} undecided "
+            f"item{'s' if open_items != 1 else ''}: close with --revoke-undecided, "
+            "--keep-undecided or --leave-exceptions"
+        )
+    outcome = undecided or "exception"
+    population = derive(led, c, timeline)
+    close_event: dict[str, Any] = {
+        "type": "ReviewClosed",
+        "at": None,
+        "actor": actor,
+        "campaign": name,
+        "undecided": outcome,
+        "auto_revoke": auto_revoke,
+    }
+    if reason:
+        close_event["reason"] = reason
+    removed = removals(c, population, outcome, current, actor) if auto_revoke else []
+    result = led.append_many([close_event, *removed])
+    return {
+        "campaign": name,
+        "position": result.first,
+        "removed": [{"position": result.first + n, "event": ev} for n, ev in enumerate(removed, 1)],
+    }
+
+
+def _review_summary(c: Any, rows: list[dict[str, Any]], now_at: str) -> dict[str, Any]:
+    decided = sum(1 for r in rows if r["decision"] is not None)
+    overdue = c.close is None and c.start.get("due") is not None and now_at > c.start["due"]
+    return {
+        "campaign": c.name,
+        "status": "closed" if c.close else ("overdue" if overdue else "open"),
+        "tenants": ",".join(c.start["tenants"]),
+        "started_at": c.start["at"],
+        "as_of_position": c.start["as_of_position"],
+        "due": c.start.get("due"),
+        "items": len(rows),
+        "decided": decided,
+        "kept": sum(1 for r in rows if r["decision"] == "keep"),
+        "revoked": sum(1 for r in rows if r["decision"] == "revoke"),
+        "exceptions": sum(1 for r in rows if r["outcome"] == "exception"),
+        "revocations_open": sum(1 for r in rows if r["outcome"] == "revoke" and not r["removed"]),
+        "closed_at": c.close["at"] if c.close else None,
+        "population_sha256": c.start["population_sha256"],
+    }
+
+
+def review_status(led: AccessLedger, name: str) -> dict[str, Any]:
+    """Progress per reviewer: {campaign, summary, position, link, rows (items, decided, open, overdue, ...)}."""
+    from ledger.timeutil import format_instant, now
+
+    c, rows, position = review_rows(led, name)
+    now_at = format_instant(now())
+    overdue = c.close is None and c.start.get("due") is not None and now_at > c.start["due"]
+    per: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        p = per.setdefault(
+            r["reviewer"],
+            {
+                "reviewer": r["reviewer"],
+                "items": 0,
+                "decided": 0,
+                "open": 0,
+                "kept": 0,
+                "revoked": 0,
+                "overdue": 0,
+                "exceptions": 0,
+                "revocations_open": 0,
+            },
+        )
+        p["items"] += 1
+        if r["decision"] is None:
+            p["open"] += 1
+            p["overdue"] += int(overdue)
+        else:
+            p["decided"] += 1
+            p["kept" if r["decision"] == "keep" else "revoked"] += 1
+        p["exceptions"] += int(r["outcome"] == "exception")
+        p["revocations_open"] += int(r["outcome"] == "revoke" and not r["removed"])
+    return {
+        "campaign": name,
+        "summary": _review_summary(c, rows, now_at),
+        "position": position,
+        "link": link_at(led, position),
+        "rows": sorted(per.values(), key=lambda p: p["reviewer"]),
+    }
+
+
+def review_list(led: AccessLedger) -> dict[str, Any]:
+    """Every campaign with its scope, status and progress: {position, link, rows}."""
+    from ledger.timeutil import format_instant, now
+    from projections.pit import Timeline
+    from projections.reviews import campaigns, derive, item_rows
+
+    timeline = Timeline(led)
+    current = timeline.current()
+    now_at = format_instant(now())
+    rows = [
+        _review_summary(c, item_rows(c, derive(led, c, timeline), current), now_at) for c in campaigns(led).values()
+    ]
+    return {"position": current.position, "link": link_at(led, current.position), "rows": rows}
+
+
 # -- tables (the CLI's table, CSV and markdown, and the service's CSV) -----------------------------
 
 WHO_CAN_COLUMNS = (

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import csv
-import uuid
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -25,14 +23,13 @@ from access_ledger.cli.common import (
     open_ledger,
     when,
 )
-from ledger.errors import LedgerError, ReviewRefused, ValidationError
+from ledger.errors import ValidationError
 from ledger.timeutil import CLI_TIME_HELP
 
 review_app = typer.Typer(
     help="Access review campaigns: start, list items, reassign, decide, close, status.", no_args_is_help=True
 )
 NameArg = Annotated[str, typer.Argument(help="The campaign's name.")]
-MAX_BATCH_BYTES = 64 * 1024 * 1024
 #: The columns `review items` shows as a table (json and csv give every column).
 TABLE_COLUMNS = (
     "item",
@@ -60,29 +57,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(review_app, name="review")
 
 
-def _campaign_rows(ctx: typer.Context, name: str, *, context: bool = False) -> tuple[Any, list[dict[str, Any]]]:
-    """The campaign and its items as rows, the population re-derived and checked against its start event
-    (with `context`: each item's permissions, last use and separation-of-duties conflicts too)."""
-    from projections.pit import Timeline
-    from projections.reviews import campaign, derive, item_rows
-    from reports.sod import load_rules
-
-    led = open_ledger(ctx)
-    try:
-        c = campaign(led, name)
-        timeline = Timeline(led)
-        rules = [(rule.id, rule.left, rule.right) for rule in load_rules(None)[0]] if context else []
-        return c, item_rows(c, derive(led, c, timeline, context=context, sod_rules=rules), timeline.current())
-    finally:
-        led.close()
-
-
-def _item_number(text: str, campaign: str) -> int:
-    if not text.strip().isdigit():
-        raise ValidationError(f"item {text!r} is not an item of review campaign {campaign!r} (items are numbers)")
-    return int(text)
-
-
 @review_app.command("start")
 def start(
     ctx: typer.Context,
@@ -106,7 +80,7 @@ def start(
     reason: ReasonOption = None,
 ) -> None:
     """Start a campaign: fix its population (every assignment in force in the tenants) and record it."""
-    from projections.reviews import start_event
+    from access_ledger.api import review_start
 
     for pair in reviewer_for or []:
         if not pair.startswith("team:") or "=" not in pair:
@@ -117,7 +91,7 @@ def start(
         try:
             who = default_actor(actor)
             check_actor(led, who)
-            event, items = start_event(
+            started = review_start(
                 led,
                 name,
                 list(tenant),
@@ -127,15 +101,14 @@ def start(
                 privileged_only,
                 due,
                 at,
-                who,
-                reason,
+                actor=who,
+                reason=reason,
             )
-            position = led.append(event)
         finally:
             led.close()
     typer.echo(
-        f"recorded at position {position}: campaign {name!r} with {len(items)} items "
-        f"(population sha256 {event['population_sha256']})"
+        f"recorded at position {started['position']}: campaign {name!r} with {started['items']} items "
+        f"(population sha256 {started['population_sha256']})"
     )
 
 
@@ -150,12 +123,14 @@ def items(
 ) -> None:
     """The campaign's items with their context at the start (permissions, last use, separation-of-duties
     conflicts), reviewer, decision and remediation; a table shows a brief set of the columns."""
+    from access_ledger.api import review_items
+
     with handled():
-        _, rows = _campaign_rows(ctx, name, context=True)
-        if reviewer is not None:
-            rows = [r for r in rows if r["reviewer"] == reviewer]
-        if open_:
-            rows = [r for r in rows if r["decision"] is None]
+        led = open_ledger(ctx)
+        try:
+            rows = review_items(led, name, reviewer=reviewer, open_only=open_)["rows"]
+        finally:
+            led.close()
         brief = fmt in (Format.table, Format.markdown)
         emit(rows, fmt, out, columns=TABLE_COLUMNS if brief else None, title=f"review {name}")
 
@@ -170,77 +145,21 @@ def reassign(
     reason: ReasonOption = None,
 ) -> None:
     """Give undecided items to another reviewer (the campaign's owner only)."""
-    from projections.reviews import campaign, derive, reassign_event
+    from access_ledger.api import item_number, review_reassign
 
     with handled():
-        numbers = [_item_number(text, name) for text in item]
+        numbers = [item_number(text, name) for text in item]
         led = open_ledger(ctx)
         try:
             who = default_actor(actor)
             check_actor(led, who)
-            c = campaign(led, name)
-            position = led.append(reassign_event(c, derive(led, c), numbers, to, who, reason))
+            position = review_reassign(led, name, numbers, to, actor=who, reason=reason)["position"]
         finally:
             led.close()
     typer.echo(
         f"recorded at position {position}: {len(numbers)} item{'s' if len(numbers) != 1 else ''} "
         f"of campaign {name!r} to {to}"
     )
-
-
-def _read_batch(path: Path, name: str) -> tuple[list[tuple[int, int, str, str | None]], str]:
-    """(line number, item, decision, reason) of each decided row of a batch file, and the file's SHA-256.
-
-    The file is either rows of item,decision[,reason] (an optional header of those three), or a sheet whose
-    header names the columns `item` and `decision` (and maybe `reason`) among others, as `review items
-    --format csv` writes it: its other columns are ignored and a row with no decision is left undecided.
-    A UTF-8 BOM and CRLF line ends (as spreadsheets save) are accepted; decisions in any case.
-    """
-    import hashlib
-    import io
-
-    if path.stat().st_size > MAX_BATCH_BYTES:
-        raise ValidationError(f"{path}: larger than {MAX_BATCH_BYTES} bytes")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValidationError(f"{path}: not UTF-8 text") from None
-    out = []
-    columns: dict[str, int] | None = None  # the sheet's columns, once its header is read
-    seen_first = False
-    for n, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
-        if not row or not any(cell.strip() for cell in row):
-            continue
-        if not seen_first:
-            seen_first = True
-            header = [c.strip().lower() for c in row]
-            if "item" in header:
-                wanted = ("item", "decision", "reason")
-                for col in wanted:
-                    if header.count(col) > 1:
-                        raise ValidationError(f"line {n}: the column {col} is given twice")
-                if "decision" not in header:
-                    raise ValidationError(f"line {n}: a sheet needs the columns item and decision")
-                columns = {col: header.index(col) for col in wanted if col in header}
-                continue
-        if columns is None:
-            if len(row) not in (2, 3):
-                raise ValidationError(f"line {n}: expected item,decision,reason")
-            cells = {"item": row[0], "decision": row[1], "reason": row[2] if len(row) == 3 else ""}
-        else:
-            cells = {col: (row[i] if i < len(row) else "") for col, i in columns.items()}
-            if not cells["decision"].strip():
-                continue  # a row of the sheet the reviewer did not decide
-        decision = cells["decision"].strip().lower()
-        if decision not in ("keep", "revoke"):
-            raise ValidationError(f"line {n}: decision {cells['decision'].strip()!r} is not keep or revoke")
-        try:
-            item = _item_number(cells["item"], name)
-        except ValidationError as exc:
-            raise ValidationError(f"line {n}: {exc}") from None
-        out.append((n, item, decision, cells.get("reason", "").strip() or None))
-    return out, hashlib.sha256(data).hexdigest()
 
 
 @review_app.command("decide")
@@ -256,49 +175,36 @@ def decide(
     reason: ReasonOption = None,
 ) -> None:
     """Record a reviewer's decision on an item (or a CSV of them, all or nothing)."""
-    from projections.reviews import campaign, decision_event, derive
+    import hashlib
+
+    from access_ledger.api import REVIEW_BATCH_BYTES, item_number, parse_review_batch, review_decide
 
     if batch is not None and (item is not None or decision is not None):
         fail("give ITEM DECISION or --batch FILE, not both")
     if batch is None and (item is None or decision is None):
         fail("give ITEM and keep|revoke, or --batch FILE")
     with handled():
+        sha256 = None
         if batch is not None:
-            wanted, sha256 = _read_batch(batch, name)
-            batch_id = uuid.uuid4().hex  # one id for the file's decisions, recorded together
+            if batch.stat().st_size > REVIEW_BATCH_BYTES:
+                raise ValidationError(f"{batch}: larger than {REVIEW_BATCH_BYTES} bytes")
+            data = batch.read_bytes()
+            wanted = parse_review_batch(data, name, str(batch))
+            sha256 = hashlib.sha256(data).hexdigest()
         else:
-            wanted = [(0, _item_number(item or "", name), decision.value if decision else "", reason)]
+            wanted = [(0, item_number(item or "", name), decision.value if decision else "", reason)]
         led = open_ledger(ctx)
         try:
             who = default_actor(actor)
             check_actor(led, who)
-            c = campaign(led, name)
-            population = derive(led, c)
-            events = []
-            seen: set[int] = set()
-            for n, number, what, why in wanted:
-                try:
-                    if number in seen:
-                        raise ValidationError(f"item {number} is given twice")
-                    seen.add(number)
-                    events.append(decision_event(c, population, number, what, why, who))
-                    if batch is not None:
-                        events[-1].update(batch=batch_id, batch_sha256=sha256)
-                    c.decisions[number] = events[-1]  # the batch's later rows see it (one membership, one outcome)
-                except LedgerError as exc:
-                    if batch is None:
-                        raise
-                    raise type(exc)(f"line {n}: {exc}") from None
-            if not events:
-                raise ValidationError(f"{batch}: no decisions in the file")
-            result = led.append_many(events)
+            result = review_decide(led, name, wanted, actor=who, batch_sha256=sha256, source=str(batch))
         finally:
             led.close()
     typer.echo(
-        f"recorded {result.written} decision{'s' if result.written != 1 else ''} "
-        f"at positions {result.first}-{result.last}"
-        if result.written > 1
-        else f"recorded at position {result.last}"
+        f"recorded {result['written']} decision{'s' if result['written'] != 1 else ''} "
+        f"at positions {result['first']}-{result['last']}"
+        if result["written"] > 1
+        else f"recorded at position {result['last']}"
     )
 
 
@@ -322,9 +228,7 @@ def close(
 ) -> None:
     """Close the campaign (its owner, or a holder of member:update in the organization); with items undecided,
     say what they come to. Its revocations are recorded in the same transaction (unless --no-auto-revoke)."""
-    from ledger.timeutil import format_instant, now
-    from projections.pit import Timeline
-    from projections.reviews import campaign, close_refusal, derive, removals
+    from access_ledger.api import review_close
 
     chosen = [
         flag
@@ -337,131 +241,54 @@ def close(
     ]
     if len(chosen) > 1:
         fail(f"give one of --revoke-undecided, --keep-undecided, --leave-exceptions, not {' and '.join(chosen)}")
-    undecided = "revoke" if revoke_undecided else "keep" if keep_undecided else "exception"
+    undecided = "revoke" if revoke_undecided else "keep" if keep_undecided else "exception" if chosen else None
     with handled():
         led = open_ledger(ctx)
         try:
             who = default_actor(actor)
             check_actor(led, who)
-            c = campaign(led, name)
-            if c.close is not None:
-                raise ReviewRefused(f"review campaign {name!r} is already closed")
-            timeline = Timeline(led)
-            current = timeline.current()
-            refusal = close_refusal(c, current, who, max(format_instant(now()), led.newest_at() or ""))
-            if refusal:
-                raise ReviewRefused(refusal)
-            open_items = c.start["items"] - len(c.decisions)
-            if open_items and not chosen:
-                raise ReviewRefused(
-                    f"review campaign {name!r} has {open_items} undecided "
-                    f"item{'s' if open_items != 1 else ''}: close with --revoke-undecided, "
-                    "--keep-undecided or --leave-exceptions"
-                )
-            population = derive(led, c, timeline)
-            close_event: dict[str, Any] = {
-                "type": "ReviewClosed",
-                "at": None,
-                "actor": who,
-                "campaign": name,
-                "undecided": undecided,
-                "auto_revoke": not no_auto_revoke,
-            }
-            if reason:
-                close_event["reason"] = reason
-            removed = [] if no_auto_revoke else removals(c, population, undecided, current, who)
-            result = led.append_many([close_event, *removed])
+            closed = review_close(led, name, undecided, auto_revoke=not no_auto_revoke, actor=who, reason=reason)
         finally:
             led.close()
-    typer.echo(f"closed campaign {name!r} at position {result.first}")
-    for n, ev in enumerate(removed, 1):
+    typer.echo(f"closed campaign {name!r} at position {closed['position']}")
+    for removal in closed["removed"]:
+        ev = removal["event"]
         what = (
             f"unassigned {ev['role']} from {ev['principal']}"
             if ev["type"] == "RoleUnassigned"
             else f"removed {ev['member']} from team {ev['team']}"
         )
-        typer.echo(f"  position {result.first + n}: {what} ({ev['reason']})")
-
-
-def _summary(c: Any, rows: list[dict[str, Any]], now_at: str) -> dict[str, Any]:
-    decided = sum(1 for r in rows if r["decision"] is not None)
-    overdue = c.close is None and c.start.get("due") is not None and now_at > c.start["due"]
-    return {
-        "campaign": c.name,
-        "status": "closed" if c.close else ("overdue" if overdue else "open"),
-        "tenants": ",".join(c.start["tenants"]),
-        "started_at": c.start["at"],
-        "as_of_position": c.start["as_of_position"],
-        "due": c.start.get("due"),
-        "items": len(rows),
-        "decided": decided,
-        "kept": sum(1 for r in rows if r["decision"] == "keep"),
-        "revoked": sum(1 for r in rows if r["decision"] == "revoke"),
-        "exceptions": sum(1 for r in rows if r["outcome"] == "exception"),
-        "revocations_open": sum(1 for r in rows if r["outcome"] == "revoke" and not r["removed"]),
-        "closed_at": c.close["at"] if c.close else None,
-        "population_sha256": c.start["population_sha256"],
-    }
+        typer.echo(f"  position {removal['position']}: {what} ({ev['reason']})")
 
 
 @review_app.command("status")
 def status(ctx: typer.Context, name: NameArg, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
     """Progress per reviewer: items, decided, open, overdue, exceptions and revocations not carried out."""
-    from ledger.timeutil import format_instant, now
+    from access_ledger.api import review_status
 
     with handled():
-        c, rows = _campaign_rows(ctx, name)
-        now_at = format_instant(now())
-        overdue = c.close is None and c.start.get("due") is not None and now_at > c.start["due"]
-        per: dict[str, dict[str, Any]] = {}
-        for r in rows:
-            p = per.setdefault(
-                r["reviewer"],
-                {
-                    "reviewer": r["reviewer"],
-                    "items": 0,
-                    "decided": 0,
-                    "open": 0,
-                    "kept": 0,
-                    "revoked": 0,
-                    "overdue": 0,
-                    "exceptions": 0,
-                    "revocations_open": 0,
-                },
-            )
-            p["items"] += 1
-            if r["decision"] is None:
-                p["open"] += 1
-                p["overdue"] += int(overdue)
-            else:
-                p["decided"] += 1
-                p["kept" if r["decision"] == "keep" else "revoked"] += 1
-            p["exceptions"] += int(r["outcome"] == "exception")
-            p["revocations_open"] += int(r["outcome"] == "revoke" and not r["removed"])
-        s = _summary(c, rows, now_at)
+        led = open_ledger(ctx)
+        try:
+            answer = review_status(led, name)
+        finally:
+            led.close()
+        s = answer["summary"]
         caption = (
             f"{s['status']}: {s['decided']} of {s['items']} decided, {s['exceptions']} exceptions, "
             f"{s['revocations_open']} revocations not carried out"
         )
-        emit(sorted(per.values(), key=lambda p: p["reviewer"]), fmt, out, title=f"review {name}", caption=caption)
+        emit(answer["rows"], fmt, out, title=f"review {name}", caption=caption)
 
 
 @review_app.command("list")
 def list_(ctx: typer.Context, fmt: FormatOption = Format.table, out: OutOption = None) -> None:
     """Every campaign: scope, status, progress."""
-    from ledger.timeutil import format_instant, now
-    from projections.pit import Timeline
-    from projections.reviews import campaigns, derive, item_rows
+    from access_ledger.api import review_list
 
     with handled():
         led = open_ledger(ctx)
         try:
-            timeline = Timeline(led)
-            current = timeline.current()
-            now_at = format_instant(now())
-            rows = [
-                _summary(c, item_rows(c, derive(led, c, timeline), current), now_at) for c in campaigns(led).values()
-            ]
+            rows = review_list(led)["rows"]
         finally:
             led.close()
         emit(rows, fmt, out, title="review campaigns")
