@@ -1,4 +1,5 @@
-"""What the pages show and record about review campaigns, over projections.reviews (as `review ...` does).
+"""What the pages show and record about review campaigns: the records go through access_ledger.api's review
+functions (the ones `review decide/reassign/close` call); the close's preview asks projections.reviews.
 
 The items of a campaign with their context are derived from the chained events at the campaign's start
 position and checked there against the start event's count and SHA-256 (projections.reviews.derive); they
@@ -9,14 +10,14 @@ chain feeds them. Decisions and close are re-read from the log on every request.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from ledger.app import AccessLedger
-from ledger.errors import ReviewRefused, ValidationError
-from projections.reviews import Campaign, campaigns, close_refusal, decision_event, derive, reassign_event, removals
+from ledger.errors import LedgerError, ReviewRefused, ValidationError
+from projections.reviews import Campaign, campaigns, close_refusal, derive, removals
 
 
 @dataclass
@@ -71,41 +72,40 @@ def find(led: AccessLedger, name: str) -> Campaign:
     return found[name]
 
 
-def decide(led: AccessLedger, name: str, wanted: list[tuple[int, str, str | None]], actor: str) -> list[int]:
-    """Record `actor`'s decisions (item, keep|revoke, reason): one, or several as one batch; all or none."""
+def decide(led: AccessLedger, name: str, wanted: list[tuple[int, str, str | None]], actor: str) -> int:
+    """Record `actor`'s decisions (item, keep|revoke, reason) through api.review_decide: one, or several as
+    one batch (the SHA-256 of the decisions as item,decision,reason lines); all or none. The number written."""
+    from access_ledger import api
+
     if not wanted:
         raise ValidationError("no item selected")
     for _, what, why in wanted:
-        if what not in ("keep", "revoke"):
-            raise ValidationError(f"decision {what!r} is not keep or revoke")
         if what == "revoke" and not (why or "").strip():
             raise ReviewRefused("a revoke needs a reason")
-    c = find(led, name)
-    population = items_of(led, c)
-    events, seen = [], set()
-    batch = uuid.uuid4().hex if len(wanted) > 1 else None
-    digest = hashlib.sha256("".join(f"{n},{d},{r or ''}\n" for n, d, r in wanted).encode()).hexdigest()
-    for number, what, why in wanted:
-        if number in seen:
-            raise ValidationError(f"item {number} is given twice")
-        seen.add(number)
-        ev = decision_event(c, population, number, what, (why or "").strip() or None, actor)
-        if batch:
-            ev.update(batch=batch, batch_sha256=digest)
-        events.append(ev)
-        c.decisions[number] = ev  # later rows of the batch see it (one membership, one outcome)
-    result = led.append_many(events)
-    return list(range(result.first, result.last + 1))
+    rows = [(n, number, what, (why or "").strip() or None) for n, (number, what, why) in enumerate(wanted, 1)]
+    digest = None
+    if len(rows) > 1:
+        digest = hashlib.sha256("".join(f"{i},{d},{r or ''}\n" for _, i, d, r in rows).encode()).hexdigest()
+    try:
+        return api.review_decide(led, name, rows, actor=actor, batch_sha256=digest)["written"]
+    except LedgerError as exc:
+        # The CLI's batch messages name the file's line; here the item is named in the message itself.
+        raise type(exc)(_LINE.sub("", str(exc))) from None
+
+
+_LINE = re.compile(r"^line \d+: ")
 
 
 def reassign(led: AccessLedger, name: str, numbers: list[int], to: str, actor: str, reason: str | None) -> int:
-    """Give undecided items to another reviewer (the campaign's owner only)."""
+    """Give undecided items to another reviewer (the campaign's owner only), through api.review_reassign."""
+    from access_ledger import api
+
     if not (reason or "").strip():
         raise ReviewRefused("a reassignment needs a reason")
     if not numbers:
         raise ValidationError("no item given")
-    c = find(led, name)
-    return led.append(reassign_event(c, items_of(led, c), numbers, to, actor, reason.strip()))
+    find(led, name)
+    return api.review_reassign(led, name, numbers, to, actor=actor, reason=(reason or "").strip())["position"]
 
 
 def close_plan(led: AccessLedger, name: str, undecided: str, actor: str) -> tuple[Campaign, list[dict[str, Any]]]:
@@ -124,20 +124,13 @@ def close_plan(led: AccessLedger, name: str, undecided: str, actor: str) -> tupl
 
 
 def close(led: AccessLedger, name: str, undecided: str, actor: str, reason: str | None, expected: int) -> int:
-    """Close the campaign as `review close` does, if the removals are still the `expected` number shown."""
-    c, removed = close_plan(led, name, undecided, actor)
+    """Close the campaign through api.review_close, if the removals are still the `expected` number shown."""
+    from access_ledger import api
+
+    _, removed = close_plan(led, name, undecided, actor)
     if len(removed) != expected:
         raise ReviewRefused(
             f"the campaign changed since the preview ({len(removed)} removals now, not {expected}): look again"
         )
-    event: dict[str, Any] = {
-        "type": "ReviewClosed",
-        "at": None,
-        "actor": actor,
-        "campaign": name,
-        "undecided": undecided,
-        "auto_revoke": True,
-    }
-    if (reason or "").strip():
-        event["reason"] = reason.strip()
-    return led.append_many([event, *removed]).first
+    done = api.review_close(led, name, undecided, actor=actor, reason=(reason or "").strip() or None)
+    return len(done["removed"])
