@@ -36,6 +36,16 @@ def _key(c: Campaign) -> tuple[Any, ...]:
     return (c.name, c.start_position, tuple(pos for pos, _ in c.reassignments))
 
 
+class _Folded:
+    """A timeline that has folded the one position derive asks for (the fold is most of a derive's time)."""
+
+    def __init__(self, state: Any):
+        self.state = state
+
+    def at_position(self, position: int) -> Any:
+        return self.state
+
+
 def items_of(led: AccessLedger, c: Campaign) -> list[dict[str, Any]]:
     """The campaign's items with context and the grant behind each (who granted it, when, why)."""
     with _cache_lock:
@@ -45,10 +55,9 @@ def items_of(led: AccessLedger, c: Campaign) -> list[dict[str, Any]]:
     from projections.pit import Timeline
     from reports.sod import load_rules
 
-    timeline = Timeline(led)
+    state = Timeline(led).at_position(c.start["as_of_position"])
     rules = [(rule.id, rule.left, rule.right) for rule in load_rules(None)[0]]
-    rows = derive(led, c, timeline, context=True, sod_rules=rules)
-    state = timeline.at_position(c.start["as_of_position"])
+    rows = derive(led, c, _Folded(state), context=True, sod_rules=rules)
     for r in rows:
         holder = f"team:{r['via']}" if r["via"] else r["principal"]
         a = state.assignments.get((r["role"], holder, r["tenant"], r["resource"]))
@@ -61,12 +70,40 @@ def items_of(led: AccessLedger, c: Campaign) -> list[dict[str, Any]]:
     return rows
 
 
-def open_campaigns(led: AccessLedger) -> dict[str, Campaign]:
-    return {name: c for name, c in campaigns(led).items() if c.close is None}
+class Campaigns:
+    """The campaigns folded from the log as far as the token follower has checked its chain, brought on
+    incrementally (the log is append-only; events folded once are not re-read, as the token follower)."""
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.found: dict[str, Campaign] = {}
+        self.store: Any = None
+
+    def catch_up(self, led: AccessLedger, verified: int) -> dict[str, Campaign]:
+        if self.store is not led.store:  # the service reopened its ledger: fold again from the start
+            self.position, self.found, self.store = 0, {}, led.store
+        if verified > self.position:
+            campaigns(led, self.position + 1, verified, self.found)
+            self.position = verified
+        return self.found
+
+
+_campaigns = Campaigns()
+_campaigns_lock = threading.Lock()
+
+
+def all_campaigns(led: AccessLedger, verified: int | None = None) -> dict[str, Campaign]:
+    """Every campaign, up to the position `verified` (default: the head)."""
+    with _campaigns_lock:
+        return _campaigns.catch_up(led, led.head() if verified is None else verified)
+
+
+def open_campaigns(led: AccessLedger, verified: int | None = None) -> dict[str, Campaign]:
+    return {name: c for name, c in all_campaigns(led, verified).items() if c.close is None}
 
 
 def find(led: AccessLedger, name: str) -> Campaign:
-    found = campaigns(led)
+    found = all_campaigns(led)
     if name not in found:
         raise ReviewRefused(f"there is no review campaign {name!r}")
     return found[name]
