@@ -174,7 +174,8 @@ def campaigns(
 ) -> dict[str, Campaign]:
     """Every campaign in the log, in start order (with `into`: those folded so far, brought on from `start`)."""
     out: dict[str, Campaign] = {} if into is None else into
-    for pos, ev in led.read_changes(start, stop):
+    # Readers other than the ledger (a bundle's events) take no range: the whole log is read then.
+    for pos, ev in led.read_changes(start, stop) if (start, stop) != (1, None) else led.read_changes():
         t = ev["type"]
         if t == "ReviewStarted":
             out[ev["campaign"]] = Campaign(ev["campaign"], pos, ev)

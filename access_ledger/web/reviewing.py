@@ -28,12 +28,11 @@ class Items:
     rows: list[dict[str, Any]]
 
 
-_cache: dict[str, Items] = {}
 _cache_lock = threading.Lock()
 
 
 def _key(c: Campaign) -> tuple[Any, ...]:
-    return (c.name, c.start_position, tuple(pos for pos, _ in c.reassignments))
+    return (c.name, c.start_position, c.start["population_sha256"], tuple(pos for pos, _ in c.reassignments))
 
 
 class _Folded:
@@ -48,6 +47,8 @@ class _Folded:
 
 def items_of(led: AccessLedger, c: Campaign) -> list[dict[str, Any]]:
     """The campaign's items with context and the grant behind each (who granted it, when, why)."""
+    all_campaigns(led, 0)  # the items kept are those of this ledger (a reopened one starts afresh)
+    _cache = _campaigns.items
     with _cache_lock:
         hit = _cache.get(c.name)
         if hit is not None and hit.key == _key(c):
@@ -78,10 +79,11 @@ class Campaigns:
         self.position = 0
         self.found: dict[str, Campaign] = {}
         self.store: Any = None
+        self.items: dict[str, Items] = {}  # per campaign name, with the key it was derived for
 
     def catch_up(self, led: AccessLedger, verified: int) -> dict[str, Campaign]:
-        if self.store is not led.store:  # the service reopened its ledger: fold again from the start
-            self.position, self.found, self.store = 0, {}, led.store
+        if self.store is not led.store:  # another (or a reopened) ledger: fold again from the start
+            self.position, self.found, self.store, self.items = 0, {}, led.store, {}
         if verified > self.position:
             campaigns(led, self.position + 1, verified, self.found)
             self.position = verified
