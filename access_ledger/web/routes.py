@@ -274,7 +274,6 @@ class Web:
 
     def _owner(self, s, token, led, message=None, status=200) -> Response:
         from ledger.timeutil import format_instant, now
-        from projections.pit import Timeline
 
         now_at = format_instant(now())
         owned = []
@@ -311,8 +310,9 @@ class Web:
                     "batch_share": f"{round(100 * batched / decided)}%" if decided else "none",
                 }
             )
-        state = Timeline(led).current()
-        reviewers = sorted(p for p, active in state.principals.items() if active and not p.startswith("team:"))[:5000]
+        # Who may be given items: the live users and service accounts, as the token state has folded them.
+        assert self._follower is not None
+        reviewers = sorted(p for p, active in self._follower.state.active.items() if active)[:5000]
         body = pages.owner_page(owned, reviewers, self.keys.csrf(s.sid))
         return self._page("Campaigns I run", body, s, token, message, status)
 
