@@ -169,10 +169,13 @@ def conflict(item: dict[str, Any], reviewer: str) -> str | None:
     return None
 
 
-def campaigns(led: AccessLedger) -> dict[str, Campaign]:
-    """Every campaign in the log, in start order."""
-    out: dict[str, Campaign] = {}
-    for pos, ev in led.read_changes():
+def campaigns(
+    led: AccessLedger, start: int = 1, stop: int | None = None, into: dict[str, Campaign] | None = None
+) -> dict[str, Campaign]:
+    """Every campaign in the log, in start order (with `into`: those folded so far, brought on from `start`)."""
+    out: dict[str, Campaign] = {} if into is None else into
+    # Readers other than the ledger (a bundle's events) take no range: the whole log is read then.
+    for pos, ev in led.read_changes(start, stop) if (start, stop) != (1, None) else led.read_changes():
         t = ev["type"]
         if t == "ReviewStarted":
             out[ev["campaign"]] = Campaign(ev["campaign"], pos, ev)

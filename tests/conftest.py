@@ -140,3 +140,26 @@ def _no_warehouse_left_in_the_working_folder() -> Iterator[None]:
         import shutil
 
         shutil.rmtree("access-ledger-warehouse.duckdb.sync", ignore_errors=True)
+
+
+# -- one headless Chromium for the session (Debian's, driven by playwright) -----------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's Chromium through playwright, one per test session; skipped outside CI when it is missing."""
+    import shutil
+
+    exe = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser")) if p), None)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if exe is None or sync_playwright is None:
+        if IN_CI:
+            raise RuntimeError("CI=true but chromium or playwright is missing")
+        pytest.skip("chromium or playwright is not installed (CI installs them)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()

@@ -1,20 +1,14 @@
-"""report.html in a real headless Chromium with the network off: charts drawn, tables sort, no console error.
+"""report.html in a real headless Chromium (Debian's, driven by playwright) with the network off: charts
+drawn, tables sort, no console error.
 
-Chromium is driven through the DevTools protocol (a websocket on 127.0.0.1): console messages,
-uncaught exceptions, log entries and every network request the page attempts are collected.
-Under CI (CI=true) a missing browser is a failure, not a skip.
+Console messages, uncaught exceptions and every request the page attempts are collected. Under CI (CI=true)
+a missing browser is a failure, not a skip (the session's `chromium` fixture, tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import shutil
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,158 +19,48 @@ from access_ledger.demo.generator import generate
 from ledger.app import AccessLedger
 from reports.evidence import export_bundle
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
-
-if not IN_CI:
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (CI installs it)", allow_module_level=True)
-    pytest.importorskip("websocket", reason="websocket-client is not installed (pip install -e '.[test]')")
-import websocket  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Browser:
-    """One headless Chromium page, offline, with everything it logs collected."""
+    """One offline page of the session's Chromium, with everything it logs collected."""
 
-    def __init__(self, profile: Path):
-        assert CHROMIUM is not None, "chromium is not installed"
-        self.port = _free_port()
-        self.log = open(profile.parent / "chromium.log", "wb")
-        self.proc = subprocess.Popen(
-            [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--disable-extensions",
-                f"--user-data-dir={profile}",
-                "--remote-debugging-address=127.0.0.1",
-                f"--remote-debugging-port={self.port}",
-                "--remote-allow-origins=*",
-                "about:blank",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+    def __init__(self, chromium: Any):
+        self.context = chromium.new_context(offline=True, viewport={"width": 1280, "height": 900})
+        self.page = self.context.new_page()
+        self.logged: list[str] = []
+        self.requests: list[str] = []
+        self.page.on("pageerror", lambda exc: self.logged.append(f"exception: {exc}"))
+        self.page.on(
+            "console", lambda m: self.logged.append(f"console: {m.text}") if m.type in ("error", "assert") else None
         )
-        self.ws = websocket.create_connection(self._page_socket(), timeout=30)
-        self.next_id = 0
-        self.events: list[dict[str, Any]] = []
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.call(f"{domain}.enable")
-        self.call(
-            "Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1
-        )
-
-    def _page_socket(self) -> str:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=2) as r:
-                    pages = [t for t in json.load(r) if t.get("type") == "page"]
-                if pages:
-                    return pages[0]["webSocketDebuggerUrl"]
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chromium exited with {self.proc.returncode}")
-            time.sleep(0.2)
-        raise RuntimeError("chromium did not open its DevTools endpoint in 30 s")
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        mine = self.next_id
-        self.ws.send(json.dumps({"id": mine, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == mine:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            if "method" in msg:
-                self.events.append(msg)
-
-    def wait_for(self, method: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        if any(e["method"] == method for e in self.events):
-            return
-        while time.monotonic() < deadline:
-            msg = json.loads(self.ws.recv())
-            if "method" in msg:
-                self.events.append(msg)
-                if msg["method"] == method:
-                    return
-        raise TimeoutError(method)
+        self.page.on("request", lambda r: self.requests.append(r.url))
 
     def open(self, url: str) -> None:
-        self.events.clear()
-        self.call("Page.navigate", url=url)
-        self.wait_for("Page.loadEventFired")
-        self.evaluate("new Promise(r => setTimeout(r, 300))")  # late errors, timers
-        self.evaluate("1")  # drain
+        self.logged.clear()
+        self.requests.clear()
+        self.page.goto(url, wait_until="load")
+        self.page.wait_for_timeout(300)  # late errors, timers
 
     def evaluate(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
-        return result["result"].get("value")
+        return self.page.evaluate(expression)
 
     def errors(self) -> list[str]:
-        """Console errors, uncaught exceptions and error log entries seen since the page was opened."""
-        out = []
-        for e in self.events:
-            p = e.get("params", {})
-            if e["method"] == "Runtime.exceptionThrown":
-                d = p["exceptionDetails"]
-                out.append("exception: " + (d.get("exception", {}).get("description") or d.get("text", "")))
-            elif e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"]))
-            elif e["method"] == "Log.entryAdded" and p["entry"].get("level") == "error":
-                out.append("log: " + p["entry"].get("text", ""))
-        return out
+        """Console errors and uncaught exceptions seen since the page was opened."""
+        return list(self.logged)
 
     def network_requests(self) -> list[str]:
         """URLs the page tried to fetch from anywhere but the file itself (file:, data:)."""
-        return [
-            e["params"]["request"]["url"]
-            for e in self.events
-            if e["method"] == "Network.requestWillBeSent"
-            and not e["params"]["request"]["url"].startswith(("file:", "data:"))
-        ]
+        return [u for u in self.requests if not u.startswith(("file:", "data:"))]
 
     def screenshot(self, path: Path) -> bytes:
-        size = self.call("Page.getLayoutMetrics")["cssContentSize"]
-        height = min(int(size["height"]) + 1, 16_000)
-        self.call("Emulation.setDeviceMetricsOverride", width=1280, height=height, deviceScaleFactor=1, mobile=False)
-        data = base64.b64decode(self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"])
-        path.write_bytes(data)
-        return data
+        return self.page.screenshot(path=str(path), full_page=True)
 
     def close(self) -> None:
-        try:
-            self.ws.close()
-        finally:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            self.log.close()
+        self.context.close()
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory):
-    b = Browser(tmp_path_factory.mktemp("chromium") / "profile")
+def browser(chromium):
+    b = Browser(chromium)
     yield b
     b.close()
 
@@ -245,9 +129,8 @@ def _count(browser: Browser, tid: str) -> str:
 
 def _shoot(browser: Browser, path: Path, height: int = 900) -> None:
     """A screenshot of the viewport (1280 x height), also saved under $ACCESS_LEDGER_SHOTS if set."""
-    browser.call("Emulation.setDeviceMetricsOverride", width=1280, height=height, deviceScaleFactor=1, mobile=False)
-    data = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
-    path.write_bytes(data)
+    browser.page.set_viewport_size({"width": 1280, "height": height})
+    data = browser.page.screenshot(path=str(path))
     if os.environ.get("ACCESS_LEDGER_SHOTS"):
         (Path(os.environ["ACCESS_LEDGER_SHOTS"]) / path.name).write_bytes(data)
     assert data[:8] == b"\x89PNG\r\n\x1a\n"

@@ -51,6 +51,9 @@ def create_app(db: str, *, max_body: int = MAX_BODY) -> FastAPI:
     for module in (health, meta, questions, feed, stream, report, audits, evidence, write):
         app.include_router(module.router)
     errors.install(app, max_body)
+    from access_ledger import web
+
+    web.install(app)  # the reviewers' pages (their own package)
     app.add_middleware(BodyLimit, limit=max_body)
     app.add_middleware(AccessLog)
     return app
