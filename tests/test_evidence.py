@@ -159,9 +159,7 @@ def test_parquet_is_in_position_order_even_from_a_warehouse_stored_out_of_order(
             wh.con.execute("INSERT INTO events SELECT * FROM shuffled")
             stored = [r[0] for r in wh.con.execute("SELECT position FROM events LIMIT 50").fetchall()]
             assert stored != sorted(stored)  # the table is out of order now
-            result = export_bundle(
-                led, tmp_path / "b", start="2025-12-01T00:00:00Z", end="2026-03-01T00:00:00Z", warehouse=wh
-            )
+            result = export_bundle(led, tmp_path / "b", start="2025-12-01T00:00:00Z", end="2026-03-01T00:00:00Z")
             first, last = led.positions_between("2025-12-01T00:00:00Z", "2026-03-01T00:00:00Z")
     rows = _parquet_in_file_order(tmp_path / "b" / "events" / "events.parquet")
     assert [r[0] for r in rows] == list(range(first, last + 1))
