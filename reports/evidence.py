@@ -39,7 +39,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ledger.private import FOLDER_MODE, csv_safe_sql, make_private, open_private, private_umask, scrub, write_private
 from reports.bundle_chain import (
@@ -696,18 +696,22 @@ def _own_warehouse(led: AccessLedger, folder: Path, first: int, last: int, log_p
     walk opened it, or a cached warehouse whose record was rewritten with it, would reach the audits.
     So nothing here reads the ledger or the cached warehouse: the bytes parsed are those the walk
     hashed (a file changed since is refused), and no file of this warehouse exists to be swapped."""
+    from reports.verified_log import VerifiedLog
     from reports.warehouse import Warehouse
 
     events = folder / "events"
     history = events / HISTORY_FILE
+    log = VerifiedLog(last)
     try:
-        wh = Warehouse.open(led, ":memory:", scratch=True)
+        # Its `led` is the verified log: the review audit and the review records read that, not the ledger.
+        wh = Warehouse.open(cast("AccessLedger", log), ":memory:", scratch=True)
         try:
             parts = _verified_parts(
-                [(history, 1, log_pass["history"]), (events / EVENTS_FILE, first, log_pass["jsonl"])]
+                [(history, 1, log_pass["history"]), (events / EVENTS_FILE, first, log_pass["jsonl"])], log.take
             )
             link = log_pass["chain"].get("end_link") if last >= first else None
             wh.fill(parts, last, link)
+            log.con = wh.con
         except BaseException:
             wh.close()
             raise
@@ -716,10 +720,12 @@ def _own_warehouse(led: AccessLedger, folder: Path, first: int, last: int, log_p
     return wh
 
 
-def _verified_parts(files: list[tuple[Path, int, dict[str, Any]]]) -> Iterator[tuple[pa.Table, int, int]]:
+def _verified_parts(
+    files: list[tuple[Path, int, dict[str, Any]]], keep: Callable[[int, list[bytes]], None]
+) -> Iterator[tuple[pa.Table, int, int]]:
     """Each file's JSONL lines (positions start, start + 1, ...) as Arrow tables with their positions,
-    hashed as they are read; BundleError (before the last table is handed over) if a file's bytes are
-    not the ones the walk wrote and hashed."""
+    hashed as they are read, and handed to `keep` (first position, lines); BundleError (before the last
+    table is handed over) if a file's bytes are not the ones the walk wrote and hashed."""
     import pyarrow as pa
 
     from reports.warehouse import parse_lines
@@ -735,7 +741,9 @@ def _verified_parts(files: list[tuple[Path, int, dict[str, Any]]]) -> Iterator[t
                 cut = data.rfind(b"\n") + 1
                 data, rest = data[:cut], data[cut:]
                 if data:
-                    n = data.count(b"\n")
+                    lines = data.split(b"\n")
+                    n = len(lines) - 1
+                    keep(position, lines)
                     table = parse_lines(data)
                     positions = pa.array(range(position, position + n), pa.int64())
                     yield table.set_column(0, "position", positions), position, position + n - 1
