@@ -413,6 +413,7 @@ def test_the_benchmarks_parts_are_the_exports_work(ledger_db, tmp_path):
     timed = [line.split(" wall ")[0].strip() for line in done.stdout.splitlines() if line.startswith("    ")]
     assert timed == [
         "log walk: verify + events.jsonl",
+        "own warehouse, from the walk's lines",
         "events.parquet",
         *[f"audit {a}: {step}" for a in AUDITS for step in ("query", "csv + parquet + json")],
         "charts",
