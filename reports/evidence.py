@@ -30,6 +30,7 @@ import hmac
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -732,7 +733,15 @@ def _verified_parts(
 
     for path, start, written in files:
         sha, size, position, rest = hashlib.sha256(), 0, start, b""
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:  # replaced by a symlink, or removed, since the walk wrote it
+            raise BundleError(
+                f"{path.name}: cannot read what the log walk wrote ({exc.strerror}); no bundle written"
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise BundleError(f"{path.name}: not the regular file the log walk wrote; no bundle written")
         with os.fdopen(fd, "rb") as f:
             while block := f.read(FILL_BLOCK):
                 sha.update(block)

@@ -83,17 +83,39 @@ def test_a_ledger_swapped_back_under_the_export_cannot_reach_the_bundle(tmp_path
     assert _secret_readers(tmp_path / "bundle") == ["user:alice"]
 
 
-def test_a_walk_file_changed_before_it_is_loaded_is_refused_and_nothing_is_written(ledger_url, tmp_path, monkeypatch):
+def _edited(path: Path) -> None:
+    path.write_bytes(path.read_bytes().replace(b"user:alice", b"user:carol"))
+
+
+def _symlinked(path: Path) -> None:
+    other = path.with_name("other.jsonl")
+    other.write_bytes(path.read_bytes().replace(b"user:alice", b"user:carol"))
+    path.unlink()
+    path.symlink_to(other)
+
+
+def _fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "words"),
+    [(_edited, "changed after the log walk"), (_symlinked, "cannot read"), (_fifo, "not the regular file")],
+)
+def test_a_walk_file_changed_before_it_is_loaded_is_refused_and_nothing_is_written(
+    ledger_url, tmp_path, monkeypatch, tamper, words
+):
     _history(ledger_url)
     walk = evidence._verify_and_write
 
-    def then_edited(url, path, first, last, led=None):
+    def then_tampered(url, path, first, last, led=None):
         done = walk(url, path, first, last, led)
-        path.write_bytes(path.read_bytes().replace(b"user:alice", b"user:carol"))
+        tamper(path)
         return done
 
-    monkeypatch.setattr(evidence, "_verify_and_write", then_edited)
-    with AccessLedger.open(ledger_url) as led, pytest.raises(BundleError, match="changed after the log walk"):
+    monkeypatch.setattr(evidence, "_verify_and_write", then_tampered)
+    with AccessLedger.open(ledger_url) as led, pytest.raises(BundleError, match=words):
         export_bundle(led, tmp_path / "bundle")
     assert not (tmp_path / "bundle").exists()
 
