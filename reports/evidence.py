@@ -30,16 +30,17 @@ import hmac
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ledger.private import FOLDER_MODE, csv_safe_sql, make_private, open_private, private_umask, scrub, write_private
 from reports.bundle_chain import (
@@ -77,6 +78,10 @@ HASH_CHUNK = 1 << 20
 #: From this many events in the ledger on, verify and the JSONL are written by a worker process.
 WORKER_FROM = 50_000
 EVENTS_FILE, CHAIN_FILE = "events.jsonl", "chain.jsonl"  # in events/
+#: In events/: the walk's verified lines of the positions before the period (the export's own warehouse
+#: needs the whole history), read and removed before anything is hashed; never part of a bundle.
+HISTORY_FILE = ".history.jsonl"
+WALK_FILES = (EVENTS_FILE, CHAIN_FILE, HISTORY_FILE)
 PARTS = ".parts"  # events/.parts/: the segments of the log walk, until joined into the two files
 Progress = Callable[[str, float], None]  # (what is being done, fraction of the export done)
 
@@ -139,7 +144,6 @@ def export_bundle(
     end: str | None = None,
     as_zip: bool = False,
     command: str | None = None,
-    warehouse: Warehouse | None = None,
     window: str = "90d",
     rules: str | Path | None = None,
     progress: Progress | None = None,
@@ -186,7 +190,6 @@ def export_bundle(
                 head,
                 generated_at,
                 command,
-                warehouse,
                 window,
                 rules,
                 report,
@@ -282,7 +285,6 @@ def _write_bundle(
     head: int,
     generated_at: str,
     command: str | None,
-    warehouse: Warehouse | None,
     window: str,
     rules: str | Path | None,
     report: Progress,
@@ -293,7 +295,6 @@ def _write_bundle(
     from reports.audits import AUDITS, run_audit
     from reports.html import render_report
     from reports.review_evidence import write_reviews
-    from reports.warehouse import Warehouse
 
     for sub in ("events", "audits", "charts"):
         (folder / sub).mkdir(exist_ok=True)
@@ -306,16 +307,28 @@ def _write_bundle(
     try:
         digest = led.digest()
         write_private(folder / "digest.json", json.dumps(digest, indent=2) + "\n")
-        wh = warehouse or Warehouse.open(led)
+        report("verify, events.jsonl", 0.05)
+        log_pass = (
+            log_job.result() if log_job is not None else _verify_and_write(led.store.url, jsonl, first, last, led)
+        )
+        verified = log_pass["verify"]
+        if not verified.get("ok") and not allow_tampered:
+            raise TamperedLedger(
+                f"the ledger fails verify at position {verified.get('first_bad_position')}: "
+                f"{verified.get('problem')}; no bundle written (--allow-tampered exports it "
+                "anyway, marked as such)"
+            )
+        # Every audit, chart, count and review record reads this warehouse, filled from the bytes the walk
+        # just verified (a ledger or warehouse file swapped meanwhile is never read): see _own_warehouse.
+        report("warehouse", 0.3)
+        wh = _own_warehouse(led, folder, first, last, log_pass)
         try:
-            report("warehouse sync", 0.05)
-            wh.sync()
-            report("events.parquet", 0.2)
+            report("events.parquet", 0.4)
             _write_events_parquet(wh, first, last, folder / "events" / "events.parquet")
             results: dict[str, AuditResult] = {}
             audits_meta: dict[str, Any] = {}
             for i, name in enumerate(AUDITS):
-                report(f"audit {name}", 0.3 + 0.4 * i / len(AUDITS))
+                report(f"audit {name}", 0.45 + 0.35 * i / len(AUDITS))
                 result = run_audit(
                     wh, name, at=end_at, start=start_at, end=end_at, window=window, rules=rules, sync=False
                 )
@@ -334,33 +347,20 @@ def _write_bundle(
                     "files": files,
                     "sql": result.sql,
                 }
-            report("charts", 0.72)
+            report("charts", 0.82)
             charts = _charts(wh, results.get("secrets"), start_at, end_at, first, last, folder)
             organization = _organization(wh)
-            report("access reviews", 0.74)
-            # The warehouse only says whether to read the log for campaigns: what is written comes from the log.
+            report("access reviews", 0.84)
             started = wh.con.execute(
                 "SELECT count(*) FROM events WHERE type = 'ReviewStarted' AND position <= ?", [last]
             ).fetchone()
-            reviews = write_reviews(led, folder, first, last) if started and started[0] else []
-            report("hashing", 0.76)
-            # While the worker finishes its pass over the log: the files written so far.
+            reviews = write_reviews(wh.led, folder, first, last) if started and started[0] else []
+            report("hashing", 0.86)
             hashes = {
                 rel: _hash_entry(path)
                 for rel, path in _bundle_files(folder)
                 if rel not in ("events/events.jsonl", CHAIN)
             }
-            report("verify, events.jsonl", 0.8)
-            log_pass = (
-                log_job.result() if log_job is not None else _verify_and_write(led.store.url, jsonl, first, last, led)
-            )
-            verified = log_pass["verify"]
-            if not verified.get("ok") and not allow_tampered:
-                raise TamperedLedger(
-                    f"the ledger fails verify at position {verified.get('first_bad_position')}: "
-                    f"{verified.get('problem')}; no bundle written (--allow-tampered exports it "
-                    "anyway, marked as such)"
-                )
             report("report.html", 0.9)
             context = {
                 "organization": organization,
@@ -378,8 +378,7 @@ def _write_bundle(
             findings = {name: split_rows(r, 1000, 0)[0] for name, r in results.items()}
             write_private(folder / "report.html", html)
         finally:
-            if warehouse is None:
-                wh.close()
+            wh.close()
     except BaseException:
         # Failed or interrupted: the worker's walk (minutes on a big ledger, and it ignores Ctrl-C)
         # is of no use any more; the half-written bundle is removed by the caller.
@@ -471,26 +470,39 @@ def _start_worker(
 
 def _verify_and_write(url: str, path: Path, first: int, last: int, led: AccessLedger | None = None) -> dict[str, Any]:
     """Verify the log at `url` and write positions first..last as JSONL, and their chain file, as the walk
-    passes them, so the log is read once. On a large log the walk runs in segments, in worker processes
-    (see _Parts); else, or should the segments not match, in one walk here. When that walk stops short
-    of `last` (a ledger that fails verification), the rest is copied as stored.
-    Returns {"verify": the verify result, "jsonl": {"sha256", "bytes"}, "chain": the manifest's entry}."""
+    passes them, so the log is read once; positions before `first` go to HISTORY_FILE beside it. On a
+    large log the walk runs in segments, in worker processes (see _Parts); else, or should the segments
+    not match, in one walk here. When that walk stops short of `last` (a ledger that fails
+    verification), the rest is copied as stored.
+    Returns {"verify": the verify result, "jsonl" and "history": {"sha256", "bytes"}, "chain": the
+    manifest's entry}."""
     from ledger.app import AccessLedger
 
     own = led is None
     led = led or AccessLedger.open(url)
     parts = _Parts(path.parent, first, last)
-    single: list[Any] = []  # the one walk's writers, once it starts: (JSONL file, _Lines, ChainWriter)
+    # the one walk's writers, once it starts: (JSONL file, _Lines, ChainWriter, history file, its _Lines)
+    single: list[Any] = []
 
     def start_single() -> None:
         if not single:
-            f = open(path, "wb")
-            single.extend([f, _Lines(f, first, last), ChainWriter(path.parent / CHAIN_FILE, first, last)])
+            f = open_private(path)
+            hf = open_private(path.parent / HISTORY_FILE)
+            single.extend(
+                [
+                    f,
+                    _Lines(f, first, last),
+                    ChainWriter(path.parent / CHAIN_FILE, first, last),
+                    hf,
+                    _Lines(hf, 1, first - 1),
+                ]
+            )
 
     def each_batch(rows: list[tuple[Any, ...]]) -> None:
         start_single()
         single[1].take(rows)
         single[2].take(rows)
+        single[4].take(rows)
 
     try:
         verified = led.verify(each_batch=each_batch, derived=False, segments=parts).as_dict()
@@ -498,19 +510,24 @@ def _verify_and_write(url: str, path: Path, first: int, last: int, led: AccessLe
             return {"verify": verified, **parts.finish()}
         parts.discard()
         start_single()
-        f, lines, chain = single
+        f, lines, chain, hf, history = single
+        if history.next <= history.last:
+            history.copy_rest(led)
         if lines.next <= last:
             lines.copy_rest(led)
         f.close()
+        hf.close()
         return {
             "verify": verified,
             "jsonl": {"sha256": lines.sha.hexdigest(), "bytes": lines.size},
+            "history": {"sha256": history.sha.hexdigest(), "bytes": history.size},
             "chain": chain.finish(led),
         }
     finally:
         if single:
             single[0].close()
             single[2].f.close()
+            single[3].close()
         parts.discard()
         if own:
             led.close()
@@ -579,12 +596,12 @@ class _Parts:
 
     def collect(self, start: int, until: int, result: dict[str, str | None]) -> None:
         if not self.out:
-            for name in (EVENTS_FILE, CHAIN_FILE):
+            for name in WALK_FILES:
                 self.out[name] = [open_private(self.folder / name), hashlib.sha256(), 0]  # written through its fd
         self.waiting[start] = (until, result)
         while self.next in self.waiting:
             until, result = self.waiting.pop(self.next)
-            for name in (EVENTS_FILE, CHAIN_FILE):
+            for name in WALK_FILES:
                 self._append(_Part.path(self.folder / PARTS, self.next, name), self.out[name])
             self.start_link = self.start_link or result["start_link"]
             self.end_link = self.end_link or result["end_link"]
@@ -621,12 +638,13 @@ class _Parts:
     def finish(self) -> dict[str, Any]:
         for f, _, _ in self.out.values():
             f.close()
-        (events_sha, events_size), (chain_sha, chain_size) = (
-            (s.hexdigest(), n) for _, s, n in (self.out[EVENTS_FILE], self.out[CHAIN_FILE])
+        (events_sha, events_size), (chain_sha, chain_size), (history_sha, history_size) = (
+            (s.hexdigest(), n) for _, s, n in (self.out[name] for name in WALK_FILES)
         )
         self.out = {}
         return {
             "jsonl": {"sha256": events_sha, "bytes": events_size},
+            "history": {"sha256": history_sha, "bytes": history_size},
             "chain": chain_entry(self.first, self.last, self.start_link, self.end_link, chain_sha, chain_size),
         }
 
@@ -647,6 +665,8 @@ class _Part:
         folder.mkdir(mode=FOLDER_MODE, exist_ok=True)
         self.f = open_private(self.path(folder, start, EVENTS_FILE))
         self.lines = _Lines(self.f, max(first, start), last, hashed=False)
+        self.hf = open_private(self.path(folder, start, HISTORY_FILE))
+        self.history = _Lines(self.hf, start, first - 1, hashed=False)
         # The segment before passes position first - 1 when the period starts at this one.
         self.chain = ChainWriter(self.path(folder, start, CHAIN_FILE), first, last, hashed=False)
 
@@ -656,11 +676,92 @@ class _Part:
 
     def take(self, rows: list[tuple[Any, ...]]) -> None:
         self.lines.take(rows)
+        self.history.take(rows)
         self.chain.take(rows)
 
     def close(self) -> dict[str, str | None]:
         self.f.close()
+        self.hf.close()
         return self.chain.close_part()
+
+
+#: Bytes of the walk's files read (and parsed, and inserted) at a time by the export's own warehouse.
+FILL_BLOCK = 1 << 24
+
+
+def _own_warehouse(led: AccessLedger, folder: Path, first: int, last: int, log_pass: dict[str, Any]) -> Warehouse:
+    """The export's own warehouse (in memory), filled with positions 1..last from the lines the log walk
+    verified and wrote (HISTORY_FILE, then events.jsonl), each re-hashed as it is parsed.
+
+    A proof taken by path cannot bind what another connection reads: a ledger file swapped after the
+    walk opened it, or a cached warehouse whose record was rewritten with it, would reach the audits.
+    So nothing here reads the ledger or the cached warehouse: the bytes parsed are those the walk
+    hashed (a file changed since is refused), and no file of this warehouse exists to be swapped."""
+    from reports.verified_log import VerifiedLog
+    from reports.warehouse import Warehouse
+
+    events = folder / "events"
+    history = events / HISTORY_FILE
+    log = VerifiedLog(last)
+    try:
+        # Its `led` is the verified log: the review audit and the review records read that, not the ledger.
+        wh = Warehouse.open(cast("AccessLedger", log), ":memory:", scratch=True)
+        try:
+            parts = _verified_parts(
+                [(history, 1, log_pass["history"]), (events / EVENTS_FILE, first, log_pass["jsonl"])], log.take
+            )
+            link = log_pass["chain"].get("end_link") if last >= first else None
+            wh.fill(parts, last, link)
+            log.con = wh.con
+        except BaseException:
+            wh.close()
+            raise
+    finally:
+        history.unlink(missing_ok=True)
+    return wh
+
+
+def _verified_parts(
+    files: list[tuple[Path, int, dict[str, Any]]], keep: Callable[[int, list[bytes]], None]
+) -> Iterator[tuple[pa.Table, int, int]]:
+    """Each file's JSONL lines (positions start, start + 1, ...) as Arrow tables with their positions,
+    hashed as they are read, and handed to `keep` (first position, lines); BundleError (before the last
+    table is handed over) if a file's bytes are not the ones the walk wrote and hashed."""
+    import pyarrow as pa
+
+    from reports.warehouse import parse_lines
+
+    for path, start, written in files:
+        sha, size, position, rest = hashlib.sha256(), 0, start, b""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:  # replaced by a symlink, or removed, since the walk wrote it
+            raise BundleError(
+                f"{path.name}: cannot read what the log walk wrote ({exc.strerror}); no bundle written"
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise BundleError(f"{path.name}: not the regular file the log walk wrote; no bundle written")
+        with os.fdopen(fd, "rb") as f:
+            while block := f.read(FILL_BLOCK):
+                sha.update(block)
+                size += len(block)
+                data = rest + block
+                cut = data.rfind(b"\n") + 1
+                data, rest = data[:cut], data[cut:]
+                if data:
+                    lines = data.split(b"\n")
+                    n = len(lines) - 1
+                    keep(position, lines)
+                    table = parse_lines(data)
+                    positions = pa.array(range(position, position + n), pa.int64())
+                    yield table.set_column(0, "position", positions), position, position + n - 1
+                    position += n
+        if rest or (sha.hexdigest(), size) != (written["sha256"], written["bytes"]):
+            raise BundleError(
+                f"{path.name}: its bytes changed after the log walk wrote them (another process writes the "
+                "bundle's folder); no bundle written"
+            )
 
 
 def _copy(wh: Warehouse, select: str, path: Path, fmt: str) -> None:

@@ -144,13 +144,15 @@ def review_tables(led: AccessLedger, last: int) -> tuple[pa.Table, pa.Table]:
 
     from projections.pit import Timeline
     from projections.reviews import campaigns, carrying_removal, derive, item_rows
+    from reports.verified_log import VerifiedLog
 
     campaign_schema, item_schema = _schemas()
     camp_rows: list[dict[str, Any]] = []
     item_out: list[dict[str, Any]] = []
     found = [c for c in (_upto(c, last) for c in campaigns(led).values()) if c is not None]
     if found:
-        timeline = Timeline(led)
+        # The verified log of an evidence export keeps no checkpoints (it has no ledger to store them in).
+        timeline = Timeline(led, persist=not isinstance(led, VerifiedLog))
         current = timeline.current()
         access: dict[tuple[Any, ...], list[tuple[int, str]]] | None = None
         for c in found:

@@ -89,6 +89,7 @@ def write_reviews(led: AccessLedger, folder: Path, first: int, last: int) -> lis
     from ledger.events import decode
     from projections.pit import Timeline
     from projections.reviews import campaigns
+    from reports.verified_log import VerifiedLog
 
     reviews: list[tuple[int, dict[str, Any]]] = []
     removals = _Removals()
@@ -105,7 +106,8 @@ def write_reviews(led: AccessLedger, folder: Path, first: int, last: int) -> lis
     folded: dict[str, int] = {}
     for name in found:
         folded[name.casefold()] = folded.get(name.casefold(), 0) + 1
-    timeline = Timeline(led)
+    # The verified log of an evidence export keeps no checkpoints (it has no ledger to store them in).
+    timeline = Timeline(led, persist=not isinstance(led, VerifiedLog))
     records = []
     for c in chosen:
         plain, hashed = review_stems(c.name)

@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -614,11 +614,46 @@ class Warehouse:
         return head - position
 
     def _load(self, position: int, head: int, progress: Callable[[int], None] | None, chunk_size: int) -> None:
+        self._insert(self._log_parts(position, head, chunk_size), progress)
+
+    def fill(self, parts: Iterable[tuple[Any, int, int]], last: int, link: str | None) -> None:
+        """Fill an empty scratch warehouse with positions 1..`last` from `parts` (Arrow tables of
+        _chunk_schema with their first and last positions, in position order, each position once),
+        then its interval tables: the evidence export's own warehouse, filled from the rows its
+        verifying walk read (no read of the ledger here)."""
+        import duckdb
+
+        if self.recorded or self._state()[0] != 0:
+            raise WarehouseError("only an empty scratch warehouse is filled from verified rows")
+        expected = [1]
+
+        def checked() -> Iterator[tuple[Any, int, int, str | None, bool]]:
+            for table, first, end in parts:
+                if first != expected[0] or table.num_rows != end - first + 1:
+                    raise WarehouseError(f"the verified rows {first}-{end} are not the next positions in order")
+                expected[0] = end + 1
+                yield table, first, end, link if end == last else None, True
+            if expected[0] != last + 1:
+                raise WarehouseError(f"the verified rows end at {expected[0] - 1}, not at {last}")
+
+        try:
+            with _private_files():
+                self._insert(checked(), None)
+                self._build_intervals(0, last)
+        except duckdb.Error as exc:
+            _rollback(self.con)
+            raise WarehouseError(f"cannot fill the warehouse: {_first_line(str(exc))}") from None
+
+    def _insert(
+        self, source: Iterator[tuple[Any, int, int, str | None, bool]], progress: Callable[[int], None] | None
+    ) -> None:
+        """Insert `source`'s (table, first, last, link, ends_chunk) items, read and parsed by a thread of their
+        own while the previous one is inserted; each chunk is one transaction that records its position."""
         chunks: queue.Queue[Any] = queue.Queue(maxsize=2)
         stop = threading.Event()
         reader = threading.Thread(
-            target=self._read_chunks,
-            args=(position, head, chunk_size, chunks, stop),
+            target=self._pump,
+            args=(source, chunks, stop),
             name="warehouse-reader",
             daemon=True,
         )
@@ -658,29 +693,35 @@ class Warehouse:
                     pass
             reader.join()
 
-    def _read_chunks(
-        self, position: int, head: int, chunk_size: int, chunks: queue.Queue[Any], stop: threading.Event
-    ) -> None:
-        """Reader thread: parse each chunk of the log (JSONL with its positions) into an Arrow table, in memory
-        (DuckDB reads no file: its external access is off); hand over (table, first, last, link)."""
+    @staticmethod
+    def _pump(source: Iterator[Any], chunks: queue.Queue[Any], stop: threading.Event) -> None:
+        """Reader thread: hand over each item of `source` (None at the end, or the exception that ended it)."""
         try:
-            first = position + 1
-            while first <= head and not stop.is_set():
-                end = min(head, first + chunk_size - 1)  # the chunk: one transaction
-                # In parts, so that reading and parsing the next part overlaps DuckDB's insert of this one.
-                last = min(end, first + PART - 1)
-                data, link = _chunk_jsonl(self.led, first, last)
-                table = _parse_chunk(data)
+            for item in source:
                 while not stop.is_set():
                     try:
-                        chunks.put((table, first, last, link, last == end), timeout=0.1)
+                        chunks.put(item, timeout=0.1)
                         break
                     except queue.Full:
                         continue
-                first = last + 1
+                if stop.is_set():
+                    return
             chunks.put(None)
         except BaseException as exc:  # handed to the main thread, which raises it
             chunks.put(exc)
+
+    def _log_parts(self, position: int, head: int, chunk_size: int) -> Iterator[tuple[Any, int, int, str | None, bool]]:
+        """Each part of the log after `position` up to `head` (JSONL with its positions) as an Arrow table,
+        parsed in memory (DuckDB reads no file: its external access is off): (table, first, last, link,
+        ends_chunk)."""
+        first = position + 1
+        while first <= head:
+            end = min(head, first + chunk_size - 1)  # the chunk: one transaction
+            # In parts, so that reading and parsing the next part overlaps DuckDB's insert of this one.
+            last = min(end, first + PART - 1)
+            data, link = _chunk_jsonl(self.led, first, last)
+            yield parse_lines(data), first, last, link, last == end
+            first = last + 1
 
     def _build_intervals(self, lo: int, hi: int) -> None:
         self.con.execute("BEGIN")
@@ -993,8 +1034,9 @@ def _chunk_schema() -> Any:
     )
 
 
-def _parse_chunk(data: bytes) -> Any:
-    """JSONL bytes as an Arrow table of the FIELDS columns (fields not among them are ignored)."""
+def parse_lines(data: bytes) -> Any:
+    """JSONL bytes as an Arrow table of the FIELDS columns (fields not among them are ignored) and a
+    position column (null where a line does not carry its position)."""
     import io
 
     import pyarrow.json as pj

@@ -159,9 +159,7 @@ def test_parquet_is_in_position_order_even_from_a_warehouse_stored_out_of_order(
             wh.con.execute("INSERT INTO events SELECT * FROM shuffled")
             stored = [r[0] for r in wh.con.execute("SELECT position FROM events LIMIT 50").fetchall()]
             assert stored != sorted(stored)  # the table is out of order now
-            result = export_bundle(
-                led, tmp_path / "b", start="2025-12-01T00:00:00Z", end="2026-03-01T00:00:00Z", warehouse=wh
-            )
+            result = export_bundle(led, tmp_path / "b", start="2025-12-01T00:00:00Z", end="2026-03-01T00:00:00Z")
             first, last = led.positions_between("2025-12-01T00:00:00Z", "2026-03-01T00:00:00Z")
     rows = _parquet_in_file_order(tmp_path / "b" / "events" / "events.parquet")
     assert [r[0] for r in rows] == list(range(first, last + 1))
@@ -415,6 +413,7 @@ def test_the_benchmarks_parts_are_the_exports_work(ledger_db, tmp_path):
     timed = [line.split(" wall ")[0].strip() for line in done.stdout.splitlines() if line.startswith("    ")]
     assert timed == [
         "log walk: verify + events.jsonl",
+        "own warehouse, from the walk's lines",
         "events.parquet",
         *[f"audit {a}: {step}" for a in AUDITS for step in ("query", "csv + parquet + json")],
         "charts",

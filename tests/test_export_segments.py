@@ -75,6 +75,7 @@ def test_segments_write_exactly_what_one_walk_writes(generated, tmp_path, monkey
         first = data.draw(st.integers(1, head), label="first")
         last = data.draw(st.integers(first - 1, head), label="last")  # first - 1: a period without events
         stored = b"".join(state + b"\n" for _, state in led.read_bytes(first, last))
+        before = b"".join(state + b"\n" for _, state in led.read_bytes(1, first - 1)) if first > 1 else b""
     segment_min = data.draw(st.sampled_from([1, 500, 1_000, head // 2]), label="segment_min")
     written = {}
     for mode in ("one walk", "segments"):
@@ -83,10 +84,12 @@ def test_segments_write_exactly_what_one_walk_writes(generated, tmp_path, monkey
         folder.mkdir()
         result = evidence._verify_and_write(generated, folder / "events.jsonl", first, last)
         files = {p.name: p.read_bytes() for p in folder.iterdir()}
-        assert sorted(files) == ["chain.jsonl", "events.jsonl"]  # no part left behind
+        assert sorted(files) == [evidence.HISTORY_FILE, "chain.jsonl", "events.jsonl"]  # no part left behind
         assert joined[-1:] == ([0] if mode == "segments" else []) and len(joined) >= (3 if mode == "segments" else 0)
         assert result["verify"]["ok"] is True and result["verify"]["events"] == head
         assert files["events.jsonl"] == stored
+        assert files[evidence.HISTORY_FILE] == before  # the history the export's own warehouse is filled with
+        assert result["history"] == {"sha256": hashlib.sha256(before).hexdigest(), "bytes": len(before)}
         assert result["jsonl"] == {"sha256": hashlib.sha256(stored).hexdigest(), "bytes": len(stored)}
         chain = files["chain.jsonl"]
         assert result["chain"]["sha256"] == hashlib.sha256(chain).hexdigest()
@@ -152,6 +155,9 @@ def test_parts_are_joined_in_position_order_whatever_order_the_segments_finish_i
     assert (folder / "events.jsonl").read_bytes() == (one / "events.jsonl").read_bytes()
     assert (folder / "chain.jsonl").read_bytes() == (one / "chain.jsonl").read_bytes()
     assert joined["jsonl"] == {"sha256": lines.sha.hexdigest(), "bytes": lines.size}
+    before = b"".join(r[4] + b"\n" for r in rows[: first - 1])
+    assert (folder / evidence.HISTORY_FILE).read_bytes() == before
+    assert joined["history"] == {"sha256": hashlib.sha256(before).hexdigest(), "bytes": len(before)}
     assert joined["chain"] == entry
     assert not (folder / evidence.PARTS).exists() or not any((folder / evidence.PARTS).iterdir())
 

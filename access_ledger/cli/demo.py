@@ -210,7 +210,7 @@ def _export(
     command = "access-ledger" + (f" --db {shlex.quote(url)}" if url != "access-ledger.db" else "") + " demo"
     with Warehouse.open(led) as wh:
         with _phase(console, "2/4 evidence") as done, progress_bar("evidence") as report:
-            result = export_bundle(led, evidence, command=command, progress=report, replace=True, warehouse=wh)
+            result = export_bundle(led, evidence, command=command, progress=report, replace=True)
             done(f"verify, warehouse, {len(result.manifest['audits'])} audits, report and bundle")
         with _phase(console, "3/4 leavers") as done, progress_bar("leavers") as report:
             report("audit leavers --hr", 0.5)
