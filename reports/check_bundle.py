@@ -585,6 +585,41 @@ def coverage(manifest: dict[str, Any]) -> str | None:
     return printable(text) if isinstance(text, str) else None
 
 
+def vouching(manifest: dict[str, Any], signer: str | None, recompute: str) -> list[str]:
+    """What vouches for each class of file that is not checked against the bundle's events here, one line
+    each: the signer when a signature was checked, else nothing but the hashes the exporter wrote."""
+    names = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    by = (
+        signer
+        if signer is not None
+        else "nothing but the SHA-256 the exporter wrote into manifest.json (no signature checked)"
+    )
+    derived = [
+        label
+        for label, prefix in (
+            ("audits/* (CSV, Parquet, JSON)", "audits/"),
+            ("charts/*.csv", "charts/"),
+            ("events/events.parquet", "events/events.parquet"),
+            ("report.html", "report.html"),
+        )
+        if any(n.startswith(prefix) for n in names)
+    ]
+    lines = [
+        f"{', '.join(derived + ['the counts in manifest.json'])}: computed from the events but not checked "
+        f"against them here; vouched for by {by}; to check them against the events: {recompute}"
+    ]
+    if any(n.startswith(REVIEWS) and not n.endswith(POPULATION) for n in names):
+        lines.append(
+            f"{REVIEWS}*.json: decisions and remediation checked against the events, the rest (progress, "
+            f"exceptions) vouched for by {by}"
+        )
+    lines.append(
+        f"digest.json and the manifest's ledger, tool, command and generation time: the exporter's claims, "
+        f"vouched for by {by}"
+    )
+    return lines
+
+
 def coverage_problem(manifest: dict[str, Any], chain: Chain) -> str | None:
     """A coverage claim the chained events contradict: "covers up to T" must name the time of the bundle's
     last event, and "holds no events" a bundle without any."""
@@ -871,16 +906,22 @@ def check(
             problems += found
             if not found and not chain.problem:
                 notes.append(digest_note(digest, digest_path))  # type: ignore[arg-type]
+        signer = None
         if public_pem is not None:
             problem = check_signature(manifest, public_pem)
             if problem:
                 problems.append(problem)
+            else:
+                signer = f"the signer of manifest.json ({public_key})"
         if after is not None:
             previous, found = _previous(after)
             found = found or continuity_problems(manifest, previous or {}, after)
             problems += found
             if not found and not chain.problem:
                 notes.append(after_note(manifest, after))
+        if not problems:
+            # This checker has no DuckDB: the outputs computed from the events are recomputed by access-ledger.
+            notes += vouching(manifest, signer, "access-ledger evidence verify --recompute (this checker cannot)")
     except UNREADABLE as exc:
         problems.append(f"cannot read the bundle: {printable(str(exc))}")
     return problems, notes, manifest
