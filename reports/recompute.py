@@ -174,6 +174,17 @@ def _compare(out: Path, wh: Any, led: Any, manifest: dict[str, Any], report: Pro
     report("charts and reviews", 0.82)
     charts = _charts(wh, results.get("secrets"), start_at, end_at, first, last, out)
     reviews = write_reviews(led, out, first, last)
+    # The rest of the manifest's account of the outputs: each chart's SQL and file, each campaign's population.
+    expected = {
+        "charts": {n: {"title": c["title"], "file": f"charts/{n}.csv", "sql": c["sql"]} for n, c in charts.items()},
+        "reviews": {
+            r["campaign"]: {"file": r["file"], "population": r["population"], "start_position": r["start_position"]}
+            for r in reviews
+        },
+    }
+    for key, value in expected.items():
+        if manifest.get(key) != value:
+            problems.append(f"manifest.json: {key} differs from the one recomputed from the bundle's events")
     if skipped:
         notes.append(
             f"{', '.join(skipped)} and report.html: made with a rules file the bundle does not carry "
