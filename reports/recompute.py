@@ -51,6 +51,10 @@ def recompute(path: Path, manifest: dict[str, Any], progress: Progress | None = 
             f"cannot recompute: the bundle's events start at position {chain.get('first_position')}, and the "
             "audits read the history before it (recompute a bundle exported from the ledger's first event)"
         ], []
+    if not isinstance(chain.get("last_position"), int) or chain["last_position"] < 1:
+        # Its audits were run over the ledger as it was after the period (its organization, its roles): the
+        # bundle alone does not hold what they read.
+        return ["cannot recompute: the bundle holds no events"], []
     tool = manifest.get("tool") if isinstance(manifest.get("tool"), dict) else {}
     mine = version("access-ledger")
     if tool.get("version") != mine:
