@@ -189,6 +189,7 @@ def _compare(out: Path, wh: Any, led: Any, manifest: dict[str, Any], report: Pro
     for key, value in expected.items():
         if manifest.get(key) != value:
             problems.append(f"manifest.json: {key} differs from the one recomputed from the bundle's events")
+    unrendered = bool(skipped)  # report.html is not made again (so not compared)
     if skipped:
         notes.append(
             f"{', '.join(skipped)} and report.html: made with a rules file the bundle does not carry "
@@ -207,12 +208,18 @@ def _compare(out: Path, wh: Any, led: Any, manifest: dict[str, Any], report: Pro
             "verify": ledger.get("verify") or {},
             "events": last - first + 1,
         }
-        html = render_report(context, results, charts, attention, reviews)
-        (out / "report.html").write_text(html, encoding="utf-8")
+        try:
+            html = render_report(context, results, charts, attention, reviews)
+        except (TypeError, KeyError, AttributeError, ValueError, IndexError):
+            # The claims the report is rendered with are not of the shapes the export writes.
+            problems.append("manifest.json: its period, ledger or generation time is not what the export writes")
+            unrendered = True
+        else:
+            (out / "report.html").write_text(html, encoding="utf-8")
     listed = manifest["files"]
     made = {p.relative_to(out).as_posix(): p for p in sorted(out.rglob("*")) if p.is_file()}
     for rel in sorted(set(made) | {r for r in listed if _derived(r)}):
-        if any(rel.startswith(s[:-1]) for s in skipped) or (skipped and rel == "report.html"):
+        if any(rel.startswith(s[:-1]) for s in skipped) or (unrendered and rel == "report.html"):
             continue
         shown = printable(rel)  # a name from the manifest: safe to print, never markup
         if rel not in made:

@@ -166,3 +166,17 @@ def test_random_edits_to_an_audit_files_rows_are_caught_by_recompute(small_bundl
     check = verify_bundle(bundle, recompute=True)
     assert not check.ok
     assert f"audits/{audit}.csv: differs from the one recomputed from the bundle's events" in check.problems
+
+
+def test_a_manifest_whose_claims_are_of_other_shapes_fails_in_one_line(small_bundle, tmp_path):
+    """The claims the report is rendered with come from the manifest: of another shape, one problem, no traceback."""
+    bundle = tmp_path / "b"
+    shutil.copytree(small_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["ledger"]["digest"], manifest["generated_at"] = 5, {"at": []}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = verify(bundle, "--recompute")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert [n for n in result.stdout.splitlines() if n.startswith("problem:")] == [
+        "problem: manifest.json: its period, ledger or generation time is not what the export writes"
+    ]
