@@ -62,10 +62,11 @@ REVIEW_FILE = re.compile(r"reviews/([A-Za-z0-9][A-Za-z0-9_~-]{0,99})(\.populatio
 _PLAIN_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,59}\Z")
 _REVIEW_STARTED = b'{"type":"ReviewStarted"'
 _REVIEW_DECIDED = b'{"type":"ReviewDecided"'
-#: The events that can carry a review's revocation out (their position, type and time are checked).
-_REMOVALS = tuple(
-    b'{"type":"%s"' % t for t in (b"RoleUnassigned", b"TeamMemberRemoved", b"TeamDeleted", b"RoleDeleted")
-)
+#: The events that can carry a review's revocation out: each named by a record must take away exactly that
+#: item's grant (check_record compares its position, type, time and what it removes with the item).
+_REMOVALS = tuple(b'{"type":"%s"' % t for t in (b"RoleUnassigned", b"TeamMemberRemoved", b"TeamDeleted"))
+#: The population facts (projections.reviews.FACTS, in this order) a record's item must repeat.
+_ITEM_FACTS = ("item", "principal", "role", "tenant", "resource", "via")
 #: A campaign's record (reviews/NAME.json) is read whole: larger than this is refused.
 MAX_REVIEW_RECORD = 1 << 30
 
@@ -124,8 +125,8 @@ class Chain:
         self.review_starts: dict[str, tuple[int, int, str]] = {}
         # position: (campaign, item, decision, actor, at, reason) of each ReviewDecided event
         self.decisions: dict[int, tuple[Any, ...]] = {}
-        # position: (type, at) of each event that can carry a revocation out
-        self.removals: dict[int, tuple[str, str]] = {}
+        # position: (type, at, what it removes) of each event that can carry a revocation out
+        self.removals: dict[int, tuple[str, str, tuple[Any, ...]]] = {}
         self.first = self.last = 0
         self.last_at: str | None = None  # the time of the last event, if any
 
@@ -223,22 +224,48 @@ def _take_review_event(out: Chain, position: int, state: bytes) -> None:
                 event.get("reason"),
             )
         else:
-            out.removals[position] = (event["type"], event["at"])
+            out.removals[position] = (event["type"], event["at"], _removed(event))
     except (ValueError, TypeError, KeyError):
         return  # not an event the ledger would have written: no record can name it
 
 
-def check_record(name: str, record: Any, chain: Chain) -> list[str]:
+def _removed(event: dict[str, Any]) -> tuple[Any, ...]:
+    """What a removal event takes away, as _grant_of names an item's grant."""
+    if event["type"] == "RoleUnassigned":
+        return ("grant", event["role"], event["principal"], event.get("tenant"), event.get("resource"))
+    if event["type"] == "TeamMemberRemoved":
+        return ("member", event["team"], event["member"])
+    return ("team", event["team"])
+
+
+def _grant_of(item: dict[str, Any]) -> set[tuple[Any, ...]]:
+    """What a removal may take away to carry out the revoke of `item`: its assignment (held by its team for an
+    item through a team), or for an item through a team, the membership or the team itself."""
+    via = item.get("via")
+    holder = f"team:{via}" if via else item.get("principal")
+    out: set[tuple[Any, ...]] = {("grant", item.get("role"), holder, item.get("tenant"), item.get("resource"))}
+    if via:
+        out |= {("member", via, item.get("principal")), ("team", via)}
+    return out
+
+
+def check_record(
+    name: str, record: Any, chain: Chain, population: dict[Any, tuple[Any, ...]] | None = None
+) -> list[str]:
     """Problems of one campaign record (reviews/NAME.json) against the chained events: each decision it
     lists is the ReviewDecided event at its position (campaign, item, decision, reviewer, time, reason),
-    every decision of the campaign among the events is listed, and each remediation it names is a removal
-    event of that type and time at that position. Positions outside the bundle's events are not checked."""
+    every decision of the campaign among the events is listed, each item repeats its line of the population
+    file (`population`: item: facts, when that file matched its start event), and each remediation it names
+    is, at that position and after the population's position, a removal event of that type and time that
+    takes away exactly that item's grant. Positions outside the bundle's events are not checked."""
     try:
         campaign, items = record["campaign"], record["items"]
         listed = {}
         for it in items:
             listed[it["item"]] = it
     except (TypeError, KeyError):
+        return [f"{name}: not a campaign record (campaign, items)"]
+    if not all(isinstance(it, dict) for it in listed.values()):
         return [f"{name}: not a campaign record (campaign, items)"]
     inside = range(chain.first, chain.last + 1)
     problems = []
@@ -261,16 +288,35 @@ def check_record(name: str, record: Any, chain: Chain) -> list[str]:
             problems.append(f"{name}: item {it['item']} lists a decision without its event's position")
         elif isinstance(position, int) and position in inside and position not in chain.decisions:
             problems.append(f"{name}: item {it['item']}'s decision names position {position}, which holds no decision")
-        done = it.get("remediation")
-        if (
-            isinstance(done, dict)
-            and isinstance(done.get("position"), int)
-            and done["position"] in inside
-            and chain.removals.get(done["position"]) != (done.get("type"), done.get("at"))
-        ):
+        if population is not None and population.get(it["item"]) != tuple(it.get(f) for f in _ITEM_FACTS):
             problems.append(
-                f"{name}: item {it['item']}'s remediation names position {done['position']}, which "
-                f"holds no {done.get('type')} at {done.get('at')}"
+                f"{name}: item {printable(it['item'])}'s principal, role, tenant, resource or team is not its "
+                "line of the population file"
+            )
+        done = it.get("remediation")
+        if done is None:
+            continue
+        if not isinstance(done, dict) or not isinstance(done.get("position"), int):
+            problems.append(f"{name}: item {printable(it['item'])}'s remediation names no event position")
+            continue
+        position = done["position"]
+        if position not in inside:
+            continue
+        removal = chain.removals.get(position)
+        if removal is None or removal[:2] != (done.get("type"), done.get("at")):
+            problems.append(
+                f"{name}: item {printable(it['item'])}'s remediation names position {position}, which "
+                f"holds no {printable(done.get('type'))} at {printable(done.get('at'))}"
+            )
+        elif removal[2] not in _grant_of(it):
+            problems.append(
+                f"{name}: item {printable(it['item'])}'s remediation names position {position}, a "
+                f"{removal[0]} of another grant than the item's (not its role, principal, tenant, resource or team)"
+            )
+        elif isinstance(record.get("as_of_position"), int) and position <= record["as_of_position"]:
+            problems.append(
+                f"{name}: item {printable(it['item'])}'s remediation names position {position}, before the "
+                "population it revokes from"
             )
     return problems[:20]
 
@@ -294,6 +340,9 @@ def check_reviews(names: list[str], open_member: Opener, chain: Chain) -> tuple[
     notes: list[str] = []
     populations = {}
     records: list[str] = []
+    proven: dict[
+        Any, dict[Any, tuple[Any, ...]]
+    ] = {}  # campaign: its population's facts, as its start event hashed them
     for name in sorted(n for n in names if n.startswith(REVIEWS)):
         match = REVIEW_FILE.match(name)
         if match is None:
@@ -321,6 +370,13 @@ def check_reviews(names: list[str], open_member: Opener, chain: Chain) -> tuple[
                 f"{name}: {lines} lines and SHA-256 {h.hexdigest()}, but the ReviewStarted event of "
                 f"campaign {campaign!r} at position {position} records {items} items and SHA-256 {sha}"
             )
+        else:
+            # The bytes the start event hashed: lines the ledger wrote, read again for the facts records repeat.
+            facts: dict[Any, tuple[Any, ...]] = {}
+            with open_member(name) as f:
+                for line in f:
+                    facts.update(_population_line(line))
+            proven[campaign] = facts
     for name in records:
         with open_member(name) as f:
             data = f.read(MAX_REVIEW_RECORD + 1)
@@ -328,13 +384,28 @@ def check_reviews(names: list[str], open_member: Opener, chain: Chain) -> tuple[
             record = json.loads(data) if len(data) <= MAX_REVIEW_RECORD else None
         except ValueError:
             record = None
-        problems += check_record(name, record, chain) if record is not None else [f"{name}: not JSON, or too large"]
+        if record is None:
+            problems.append(f"{name}: not JSON, or too large")
+            continue
+        facts = proven.get(record.get("campaign")) if isinstance(record, dict) else None
+        problems += check_record(name, record, chain, facts)
     for name in sorted(populations.values()):
         notes.append(
             f"{name}: its campaign started before this bundle's events, so its start event (count and "
             "SHA-256) is not in the bundle: not checked against it"
         )
     return problems, notes
+
+
+def _population_line(line: bytes) -> dict[Any, tuple[Any, ...]]:
+    """{item: its facts} of one population line (nothing for a line that is not one)."""
+    try:
+        row = json.loads(line)
+        if isinstance(row, list) and len(row) >= len(_ITEM_FACTS) and isinstance(row[0], int):
+            return {row[0]: tuple(row[: len(_ITEM_FACTS)])}
+    except (ValueError, RecursionError):
+        pass
+    return {}
 
 
 def _bad(out: Chain, position: int | None, problem: str) -> Chain:
@@ -531,6 +602,41 @@ def coverage(manifest: dict[str, Any]) -> str | None:
     period = manifest.get("period")
     text = period.get("coverage") if isinstance(period, dict) else None
     return printable(text) if isinstance(text, str) else None
+
+
+def vouching(manifest: dict[str, Any], signer: str | None, recompute: str) -> list[str]:
+    """What vouches for each class of file that is not checked against the bundle's events here, one line
+    each: the signer when a signature was checked, else nothing but the hashes the exporter wrote."""
+    names = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    by = (
+        signer
+        if signer is not None
+        else "nothing but the SHA-256 the exporter wrote into manifest.json (no signature checked)"
+    )
+    derived = [
+        label
+        for label, prefix in (
+            ("audits/* (CSV, Parquet, JSON)", "audits/"),
+            ("charts/*.csv", "charts/"),
+            ("events/events.parquet", "events/events.parquet"),
+            ("report.html", "report.html"),
+        )
+        if any(n.startswith(prefix) for n in names)
+    ]
+    lines = [
+        f"{', '.join(derived + ['the counts in manifest.json'])}: computed from the events but not checked "
+        f"against them here; vouched for by {by}; to check them against the events: {recompute}"
+    ]
+    if any(n.startswith(REVIEWS) and not n.endswith(POPULATION) for n in names):
+        lines.append(
+            f"{REVIEWS}*.json: decisions and remediation checked against the events, the rest (progress, "
+            f"exceptions) vouched for by {by}"
+        )
+    lines.append(
+        f"digest.json and the manifest's ledger, tool, command and generation time: the exporter's claims, "
+        f"vouched for by {by}"
+    )
+    return lines
 
 
 def coverage_problem(manifest: dict[str, Any], chain: Chain) -> str | None:
@@ -829,16 +935,22 @@ def check(
             problems += found
             if not found and not chain.problem:
                 notes.append(digest_note(digest, digest_path))  # type: ignore[arg-type]
+        signer = None
         if public_pem is not None:
             problem = check_signature(manifest, public_pem)
             if problem:
                 problems.append(problem)
+            else:
+                signer = f"the signer of manifest.json ({public_key})"
         if after is not None:
             previous, found = _previous(after)
             found = found or continuity_problems(manifest, previous or {}, after)
             problems += found
             if not found and not chain.problem:
                 notes.append(after_note(manifest, after))
+        if not problems:
+            # This checker has no DuckDB: the outputs computed from the events are recomputed by access-ledger.
+            notes += vouching(manifest, signer, "access-ledger evidence verify --recompute (this checker cannot)")
     except UNREADABLE as exc:
         problems.append(f"cannot read the bundle: {printable(str(exc))}")
     return problems, notes, manifest

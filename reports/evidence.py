@@ -53,6 +53,7 @@ from reports.bundle_chain import (
     write_checker,
 )
 from reports.bundle_reader import MANIFEST, MANIFEST_LIMIT, BundleError, BundleProblem, BundleReader, check_name
+from reports.check_bundle import vouching
 from reports.findings import ATTENTION, attention_filter, needs_attention, plain, row_counts, split_rows
 
 __all__ = [
@@ -993,9 +994,13 @@ def _zip(folder: Path, target: Path) -> None:
 # -- verify ------------------------------------------------------------------------------------
 
 
-def verify_bundle(path: str | Path, **anchors: Path | None) -> BundleCheck:
+def verify_bundle(
+    path: str | Path, *, recompute: bool = False, progress: Progress | None = None, **anchors: Path | None
+) -> BundleCheck:
     """Re-hash every file of a bundle (folder or zip) against its manifest: changed, missing, added; then
     recompute its chain and check the anchors given (`digest`, `public_key`, `after`: see bundle_chain).
+    With `recompute`, its audits, charts, review records and report are made again from its verified events
+    and compared (reports/recompute.py); without, the notes say what vouches for them.
 
     Read through BundleReader (hostile input: bounded, regular files only, safe zip names); a
     member that cannot be read safely is a problem naming it (`check.problems`), a bundle whose
@@ -1027,6 +1032,7 @@ def verify_bundle(path: str | Path, **anchors: Path | None) -> BundleCheck:
         check.added = sorted(present - set(listed))
     signature = manifest.get("signature")
     key = seal_key()
+    signer = None
     if signature is not None:
         if key is None:
             check.notes.append(
@@ -1039,11 +1045,24 @@ def verify_bundle(path: str | Path, **anchors: Path | None) -> BundleCheck:
             check.notes.append("the manifest's signature does not match (manifest edited, or another key)")
         else:
             check.notes.append("manifest signature matches")
+            signer = "the holder of ACCESS_LEDGER_SEAL_KEY"
     check.ok = not (check.changed or check.missing or check.added or check.problems)
     if check.ok:
         check.problems, notes = check_anchors(target, manifest, verify=verify_bundle, **anchors)
         check.notes += notes
         check.ok = not check.problems
+        if anchors.get("public_key") is not None and check.ok:
+            signer = f"the signer of manifest.json ({anchors['public_key']})"
+    if recompute and check.ok:
+        from reports.recompute import recompute as recompute_bundle
+
+        check.problems, notes = recompute_bundle(target, manifest, progress)
+        check.notes += notes
+        check.ok = not check.problems
+    elif recompute:
+        check.notes.append("not recomputed: the bundle fails the checks above")
+    elif check.ok:
+        check.notes += vouching(manifest, signer, "access-ledger evidence verify --recompute")
     return check
 
 

@@ -372,3 +372,23 @@ def test_the_checker_gives_evidence_verifys_verdict_for_after_and_digest(signed,
     missing = _checker(signed["all"], "--digest", str(tmp_path / "nope.json"))
     assert missing.returncode == _verify(signed["all"], "--digest", str(tmp_path / "nope.json")).exit_code == 2
     assert "Traceback" not in missing.stderr
+
+
+def test_with_the_public_key_both_checkers_name_the_signer_and_recompute_passes(signed, keys):
+    """A signed bundle: what is not checked against the events is vouched for by the signer, both checkers
+    say; --recompute checks it against the events all the same."""
+    pub = str(keys / "signing.pub")
+    by = f"vouched for by the signer of manifest.json ({pub})"
+    result = _verify(signed["all"], "--public-key", pub)
+    assert result.exit_code == 0, result.output
+    assert "note: audits/* (CSV, Parquet, JSON), charts/*.csv, events/events.parquet, report.html, the counts in " in (
+        result.stdout
+    )
+    assert by in result.stdout and "nothing but the SHA-256 the exporter wrote" not in result.stdout
+    done = _checker(signed["all"], "--public-key", pub)
+    assert done.returncode == 0, done.stderr
+    assert by in done.stdout and "access-ledger evidence verify --recompute (this checker cannot)" in done.stdout
+    recomputed = _verify(signed["all"], "--public-key", pub, "--recompute")
+    assert recomputed.exit_code == 0, recomputed.output
+    events = json.loads((signed["all"] / "manifest.json").read_text())["period"]["events"]
+    assert f"note: recomputed from the bundle's {events:,} events: " in recomputed.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -150,6 +150,14 @@ def verify(
         Path | None,
         typer.Option("--after", help="The bundle before this one: this one must start exactly where it ended."),
     ] = None,
+    recompute: Annotated[
+        bool,
+        typer.Option(
+            "--recompute",
+            help="Run every audit again over the bundle's own verified events and compare each audit file, "
+            "chart, review record, the report and every count with the bundle's.",
+        ),
+    ] = False,
 ) -> None:
     """Re-hash every file of a bundle against its manifest and recompute the chain over its events, checked
     against an anchor from outside when given; exit 1 naming each problem."""
@@ -158,7 +166,10 @@ def verify(
 
     with handled():
         try:
-            check = verify_bundle(bundle, digest=digest, public_key=public_key, after=after)
+            with progress_bar("recompute") if recompute else nullcontext(None) as report:
+                check = verify_bundle(
+                    bundle, digest=digest, public_key=public_key, after=after, recompute=recompute, progress=report
+                )
         except BundleProblem as exc:
             fail(str(exc), code=1)  # a bundle that is not what it claims: a failed check, not a usage error
     if as_json:

@@ -41,6 +41,17 @@ WITH campaigns AS (
     WHERE c.started_at <= $at::TIMESTAMP
       AND ((c.started_at >= $start::TIMESTAMP AND c.started_at <= $end::TIMESTAMP)
            OR (c.closed_at >= $start::TIMESTAMP AND c.closed_at <= $end::TIMESTAMP AND c.closed_at <= $at::TIMESTAMP))
+), removals AS (
+    -- A removal is credited to an item only if the event at its position takes away exactly the item's access:
+    -- its assignment (held by the team, for an item through a team), its team membership or team, or its tenant.
+    SELECT i.campaign, i.item
+    FROM review_items i
+    JOIN events e ON e.position = i.removal_position AND e."at" = i.removal_at
+    WHERE (e.type = 'RoleUnassigned' AND e.role = i.role AND e.principal = coalesce('team:' || i.via, i.principal)
+           AND e.tenant IS NOT DISTINCT FROM i.tenant AND e.resource IS NOT DISTINCT FROM i.resource)
+       OR (e.type = 'TeamMemberRemoved' AND e.team = i.via AND e.member = i.principal)
+       OR (e.type = 'TeamDeleted' AND e.team = i.via)
+       OR (e.type = 'TenantDeleted' AND e.tenant = i.tenant)
 ), items AS (
     SELECT i.campaign, i.item, i.principal, i.role, i.tenant, i.resource, i.via, i.expires_at, i.reviewer,
            i.decided_by, i.granted_by, i.added_by, i.batch, i.batch_sha256, i.sent_at, i.reason,
@@ -48,8 +59,9 @@ WITH campaigns AS (
            CASE WHEN i.decided_at <= $at::TIMESTAMP THEN i.decided_at END AS decided_at,
            CASE WHEN i.decided_at <= $at::TIMESTAMP THEN i.decision_position END AS decision_position,
            CASE WHEN c.closed IS NOT NULL THEN i.outcome END AS outcome,
-           CASE WHEN i.removal_at <= $at::TIMESTAMP THEN i.removal_at END AS removal_at,
-           CASE WHEN i.removal_at <= $at::TIMESTAMP THEN i.removal_position END AS removal_position,
+           CASE WHEN i.removal_at <= $at::TIMESTAMP AND r.item IS NOT NULL THEN i.removal_at END AS removal_at,
+           CASE WHEN i.removal_at <= $at::TIMESTAMP AND r.item IS NOT NULL THEN i.removal_position END
+               AS removal_position,
            'role ' || i.role || coalesce(' on ' || i.resource, '') || coalesce(' via team ' || i.via, '') AS access,
            c.started_at, c.start_position, c.as_of_position, c.due, c.closed, c.closed_position, c.auto_revoke,
            c.closed_by, c.undecided,
@@ -57,6 +69,7 @@ WITH campaigns AS (
                AND (i.decided_at IS NULL OR i.decided_at > c.due) AS overdue
     FROM review_items i
     JOIN campaigns c ON c.campaign = i.campaign
+    LEFT JOIN removals r ON r.campaign = i.campaign AND r.item = i.item
 ), completion AS (
     SELECT 'completion' AS finding, i.reviewer AS who,
            CASE WHEN count(DISTINCT i.tenant) = 1 THEN 'tenant:' || min(i.tenant) ELSE 'organization' END AS "where",
