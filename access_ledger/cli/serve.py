@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from access_ledger.cli.common import db_url, fail
+from access_ledger.server.limits import REQUEST_TIMEOUT
 
 
 def register(app: typer.Typer) -> None:
@@ -22,6 +23,21 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=0, max=65535)] = 8080,
     workers: Annotated[int, typer.Option("--workers", help="Worker processes.", min=1)] = 1,
+    rate_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--rate-limit",
+            help="Requests per token, N/s or N/m (429 with Retry-After beyond it); counted per worker process.",
+        ),
+    ] = None,
+    request_timeout: Annotated[
+        float,
+        typer.Option("--request-timeout", help="Seconds until a request not yet answered gets 503.", min=0.1),
+    ] = REQUEST_TIMEOUT,
+    shutdown_timeout: Annotated[
+        float,
+        typer.Option("--shutdown-timeout", help="Seconds SIGTERM waits for requests in flight to finish.", min=0),
+    ] = 30.0,
 ) -> None:
     """Answer the ledger's questions and record events over HTTP, for holders of tokens (`token create`)."""
     import os
@@ -29,6 +45,12 @@ def serve(
     import uvicorn
 
     url = db or db_url(ctx)
+    from access_ledger.server.limits import parse_rate
+
+    try:
+        rate = parse_rate(rate_limit) if rate_limit is not None else None
+    except ValueError as exc:
+        fail(f"--rate-limit: {exc}")
     from ledger.app import AccessLedger
     from ledger.errors import LedgerError
 
@@ -41,18 +63,21 @@ def serve(
     configure_logging()
     # The workers build the app from the environment (uvicorn imports it by name in each of them).
     os.environ["ACCESS_LEDGER_SERVE_DB"] = url
+    os.environ["ACCESS_LEDGER_SERVE_RATE"] = repr(rate) if rate is not None else ""
+    os.environ["ACCESS_LEDGER_SERVE_TIMEOUT"] = repr(request_timeout)
     uvicorn.run(
-        "access_ledger.server.main:app" if workers > 1 else _app(url),
+        "access_ledger.server.main:app" if workers > 1 else _app(url, rate, request_timeout),
         host=host,
         port=port,
         workers=workers,
         access_log=False,
         log_config=None,
         server_header=False,
+        timeout_graceful_shutdown=shutdown_timeout,  # SIGTERM: stop accepting, let requests in flight finish
     )
 
 
-def _app(url: str):
+def _app(url: str, rate: float | None, request_timeout: float):
     from access_ledger.server import create_app
 
-    return create_app(url)
+    return create_app(url, rate_limit=rate, request_timeout=request_timeout)
