@@ -211,3 +211,16 @@ def test_sigterm_drains_a_request_in_flight_and_bounds_the_wait(backend, tmp_pat
     finally:
         if schema:
             _drop_schema(schema)
+
+
+def test_a_read_sees_one_snapshot_while_another_worker_writes(ledger_url):
+    # Another worker's write committed between a read's look-up of the head row and of the newest
+    # event must not look like a tampered head (a false 503 under load with `serve --workers N`).
+    with AccessLedger.open(ledger_url, create=True) as led, AccessLedger.open(ledger_url) as other:
+        led.init()
+        with led.store.transaction(write=False) as c:
+            c.execute("SELECT position, link FROM al_head WHERE id = 1")
+            position, link = c.fetchone()
+            other.create_user("zed")
+            assert led.store._checked_head(c, position, link)[0] == position
+        assert led.head() == position + 1
