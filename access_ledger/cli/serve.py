@@ -74,6 +74,9 @@ def serve(
         log_config=None,
         server_header=False,
         timeout_graceful_shutdown=shutdown_timeout,  # SIGTERM: stop accepting, let requests in flight finish
+        # uvicorn restarts a worker that does not answer its ping in time: on a busy machine a worker still
+        # importing, or one holding the GIL through a large batch, takes longer than uvicorn's 5 s.
+        timeout_worker_healthcheck=60,
     )
 
 
