@@ -224,3 +224,19 @@ def test_a_read_sees_one_snapshot_while_another_worker_writes(ledger_url):
             other.create_user("zed")
             assert led.store._checked_head(c, position, link)[0] == position
         assert led.head() == position + 1
+
+
+def test_an_array_item_with_a_huge_integer_is_refused_as_import_refuses_it(ledger_url):
+    # Found by schemathesis: an array item orjson cannot re-encode (an integer beyond 64 bits) was a 500.
+    tokens = _ledger(ledger_url)
+    client = _client(ledger_url)
+    with AccessLedger.open(ledger_url) as led:
+        head = led.head()
+    line = b'{"type": "UserCreated", "at": "2026-01-02T00:00:00Z", "actor": "system", "name": 123456789012345678901234567890}'
+    as_jsonl = client.post("/v1/events", headers=_bearer(tokens["other"]), content=line + b"\n")
+    as_array = client.post("/v1/events", headers=_bearer(tokens["other"]), content=b"[" + line + b"]")
+    assert as_jsonl.status_code == 400
+    assert (as_array.status_code, as_array.json()) == (400, as_jsonl.json())
+    assert as_array.json()["detail"].startswith("line 1: ")
+    with AccessLedger.open(ledger_url) as led:
+        assert led.head() == head
