@@ -58,6 +58,12 @@ def pg() -> Iterator[PrivatePG]:
     data = tempfile.mkdtemp(prefix="access-ledger-pg-")  # not under pytest's root-only folder: postgres reads it
     run_as: list[str] = []
     if os.getuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:  # initdb refuses to run as root: a system user for it, as .ci/pg.sh makes
+            subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
         shutil.chown(data, "postgres")
         run_as = ["runuser", "-u", "postgres", "--"]
     subprocess.run(
