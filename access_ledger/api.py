@@ -234,8 +234,19 @@ def event_lines(body: bytes) -> list[bytes]:
             return [text]
         if isinstance(whole, list):
             # Item N is "line N" in every message; each item must be an object (a line of JSONL).
-            return [orjson.dumps(item) if isinstance(item, dict) else b"[]" for item in whole]
+            return [_line_of(item, orjson) if isinstance(item, dict) else b"[]" for item in whole]
     return body.split(b"\n")
+
+
+def _line_of(item: dict, orjson: Any) -> bytes:
+    """One array item as a JSONL line (json for what orjson cannot write: an integer beyond 64 bits, a lone surrogate;
+    the import then refuses it with its own message)."""
+    try:
+        return orjson.dumps(item)
+    except TypeError:
+        import json
+
+        return json.dumps(item).encode()  # ASCII: a lone surrogate stays an escape, as a JSONL body has it
 
 
 def import_events(led: AccessLedger, body: bytes) -> WriteResult:

@@ -389,6 +389,11 @@ class Store:
                 with self.datastore.get_connection() as conn:
                     with conn.transaction(force_rollback=not write):
                         with conn.cursor(row_factory=tuple_row) as raw:
+                            if not write:
+                                # One snapshot for the whole read: under READ COMMITTED each statement sees
+                                # the writes committed before it, so a write committed between the head
+                                # row's look-up and the log's would look like a tampered head.
+                                raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                             if self.env["POSTGRES_SCHEMA"] != "public":
                                 raw.execute(f'SET LOCAL search_path TO "{self.env["POSTGRES_SCHEMA"]}"')
                             yield Cursor(raw, True)

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from access_ledger.cli.common import db_url, fail
+from access_ledger.server.limits import REQUEST_TIMEOUT
 
 SHUTDOWN_GRACE = 10  # seconds
 
@@ -24,6 +25,21 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=0, max=65535)] = 8080,
     workers: Annotated[int, typer.Option("--workers", help="Worker processes.", min=1)] = 1,
+    rate_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--rate-limit",
+            help="Requests per token, N/s or N/m (429 with Retry-After beyond it); counted per worker process.",
+        ),
+    ] = None,
+    request_timeout: Annotated[
+        float,
+        typer.Option("--request-timeout", help="Seconds until a request not yet answered gets 503.", min=0.1),
+    ] = REQUEST_TIMEOUT,
+    shutdown_timeout: Annotated[
+        float,
+        typer.Option("--shutdown-timeout", help="Seconds SIGTERM waits for requests in flight to finish.", min=0),
+    ] = 30.0,
 ) -> None:
     """Answer the ledger's questions and record events over HTTP, for holders of tokens (`token create`)."""
     import os
@@ -31,6 +47,12 @@ def serve(
     import uvicorn
 
     url = db or db_url(ctx)
+    from access_ledger.server.limits import parse_rate
+
+    try:
+        rate = parse_rate(rate_limit) if rate_limit is not None else None
+    except ValueError as exc:
+        fail(f"--rate-limit: {exc}")
     from ledger.app import AccessLedger
     from ledger.errors import LedgerError
 
@@ -43,21 +65,25 @@ def serve(
     configure_logging()
     # The workers build the app from the environment (uvicorn imports it by name in each of them).
     os.environ["ACCESS_LEDGER_SERVE_DB"] = url
+    os.environ["ACCESS_LEDGER_SERVE_RATE"] = repr(rate) if rate is not None else ""
+    os.environ["ACCESS_LEDGER_SERVE_TIMEOUT"] = repr(request_timeout)
     uvicorn.run(
-        "access_ledger.server.main:app" if workers > 1 else _app(url),
+        "access_ledger.server.main:app" if workers > 1 else _app(url, rate, request_timeout),
         host=host,
         port=port,
         workers=workers,
         access_log=False,
         log_config=None,
         server_header=False,
-        # In-flight requests get this long to finish after SIGTERM; then connections are closed. Without it an
-        # open change feed (which never ends by itself) would keep the service from stopping at all.
-        timeout_graceful_shutdown=SHUTDOWN_GRACE,
+        timeout_graceful_shutdown=shutdown_timeout,  # SIGTERM: stop accepting, let requests in flight finish
+        # (then close what is left: an open change feed never ends by itself)
+        # uvicorn restarts a worker that does not answer its ping in time: on a busy machine a worker still
+        # importing, or one holding the GIL through a large batch, takes longer than uvicorn's 5 s.
+        timeout_worker_healthcheck=60,
     )
 
 
-def _app(url: str):
+def _app(url: str, rate: float | None, request_timeout: float):
     from access_ledger.server import create_app
 
-    return create_app(url)
+    return create_app(url, rate_limit=rate, request_timeout=request_timeout)

@@ -11,7 +11,8 @@ from fastapi import FastAPI
 
 from access_ledger.server import errors
 from access_ledger.server.deps import LOG_KEY
-from access_ledger.server.routers import audits, evidence, feed, health, meta, questions, report, stream, write
+from access_ledger.server.limits import REQUEST_TIMEOUT, RateLimiter, RequestTimeout
+from access_ledger.server.routers import audits, evidence, feed, health, meta, ops, questions, report, stream, write
 from access_ledger.server.service import Service
 
 MAX_BODY = 32 * 1024 * 1024  # bytes of one request body (a JSONL batch of some 100,000 events)
@@ -23,8 +24,11 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def create_app(db: str, *, max_body: int = MAX_BODY) -> FastAPI:
-    """The service for the ledger at `db` (a SQLite path or a postgresql:// URL)."""
+def create_app(
+    db: str, *, max_body: int = MAX_BODY, rate_limit: float | None = None, request_timeout: float = REQUEST_TIMEOUT
+) -> FastAPI:
+    """The service for the ledger at `db` (a SQLite path or a postgresql:// URL); `rate_limit` is requests per
+    second per token (None: unlimited), `request_timeout` seconds until a request not yet answered gets 503."""
     from importlib.metadata import version
 
     svc = Service(db)
@@ -48,13 +52,15 @@ def create_app(db: str, *, max_body: int = MAX_BODY) -> FastAPI:
         "(`access-ledger token create`).",
     )
     app.state.service = svc
-    for module in (health, meta, questions, feed, stream, report, audits, evidence, write):
+    app.state.limiter = RateLimiter(rate_limit) if rate_limit else None
+    for module in (health, meta, questions, feed, stream, report, audits, evidence, write, ops):
         app.include_router(module.router)
     errors.install(app, max_body)
     from access_ledger import web
 
     web.install(app)  # the reviewers' pages (their own package)
     app.add_middleware(BodyLimit, limit=max_body)
+    app.add_middleware(RequestTimeout, seconds=request_timeout)
     app.add_middleware(AccessLog)
     return app
 

@@ -30,6 +30,9 @@ def token_with(*scopes: str) -> Callable[..., Token]:
         presented = credentials.credentials if credentials is not None else None
         token = service(request).authenticate(presented, scopes, format_instant(now()))
         request.scope.get(LOG_KEY, {})["token_id"] = token.token_id
+        limiter = getattr(request.app.state, "limiter", None)
+        if limiter is not None:
+            limiter.admit(token.token_id)  # after authentication: only a token's holder spends its requests
         return token
 
     dependency.__name__ = f"token_with_{'_or_'.join(scopes)}"

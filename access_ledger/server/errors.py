@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from access_ledger.server.limits import RateLimited
 from access_ledger.server.service import NotCaughtUp
 from ledger.errors import IntegrityFailure, LedgerError, StorageError
 from projections.tokens import TokenRefused
@@ -33,6 +34,10 @@ def install(app: FastAPI, max_body: int) -> None:
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
         return JSONResponse({"detail": f"request body larger than {max_body} bytes"}, status_code=413)
+
+    @app.exception_handler(RateLimited)
+    async def too_many(request: Request, exc: RateLimited) -> JSONResponse:
+        return JSONResponse({"detail": one_line(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(NotCaughtUp)
     async def behind(request: Request, exc: NotCaughtUp) -> JSONResponse:

@@ -196,3 +196,15 @@ class AuditAnswer(BaseModel):
     link: str
     columns: list[str]
     rows: list[dict[str, Any]]
+
+
+class WhoAmI(BaseModel):
+    """The token a request was made with, as the ledger records it, and the log position and link its state
+    was judged at."""
+
+    token_id: str
+    principal: str
+    scopes: list[str]
+    expires_at: str | None
+    position: int
+    link: str

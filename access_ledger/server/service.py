@@ -70,6 +70,12 @@ class Service:
             pass  # recorded already (by another worker or service): the follower folds it next time
         token.used_at = token.used_at or "recorded"  # this worker records it once; the fold gives the time
 
+    def tokens_as_of(self) -> tuple[int, str]:
+        """The position and link the token state (what the last request was judged on) is folded to."""
+        with self._lock:
+            state = self._follower.state if self._follower is not None else None
+            return (state.position, state.link) if state is not None else (0, "")
+
     def wait_for(self, position: int, timeout: float = WAIT_FOR_POSITION) -> None:
         """Return once the ledger's head is at `position` or beyond (a write made through another worker or
         service reaches every reader through the log); NotCaughtUp after `timeout` seconds."""
