@@ -9,7 +9,6 @@ import typer
 from access_ledger.cli.common import db_url, fail
 from access_ledger.server.limits import REQUEST_TIMEOUT
 
-SHUTDOWN_GRACE = 10  # seconds
 
 
 def register(app: typer.Typer) -> None:
