@@ -357,7 +357,7 @@ def test_sigterm_stops_the_service_with_a_stream_open(feed, tmp_path):
     period, then connections are closed), and the follower resumes elsewhere with Last-Event-ID."""
     import threading
 
-    running = start(feed.url, tmp_path / "server.log", feed.tokens)
+    running = start(feed.url, tmp_path / "server.log", feed.tokens, "--shutdown-timeout", "5")
     seen: list[str] = []
 
     def follower() -> None:
