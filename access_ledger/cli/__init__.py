@@ -116,6 +116,7 @@ def _register() -> None:
         "access_ledger.cli.demo",
         "access_ledger.cli.tokens",
         "access_ledger.cli.serve",
+        "access_ledger.cli.sync",
     ):
         try:
             module = __import__(name, fromlist=["register"])
