@@ -29,6 +29,8 @@ ATTENTION: dict[str, frozenset[str] | None] = {
             "confusable-name",
             "token-of-deactivated",
             "admin-token",
+            "api-key-of-deactivated",
+            "api-key-unused",
         }
     ),
     "reviews": frozenset(

@@ -63,6 +63,10 @@ MEANING = {
     "it, or a reactivation makes it work again.",
     "admin-token": "A service token with the admin scope, which can issue and revoke tokens: keep as few as "
     "possible, each with an expiry.",
+    "api-key-of-deactivated": "An API key (of a ZenML service account) still active although its account was "
+    "deactivated: reactivating the account makes the key work again. Deactivate or delete the key.",
+    "api-key-unused": "An active API key not used to log in for 90 days or more: delete it, or rotate it and "
+    "record why it is kept.",
     "change-without-reason": "An access change recorded without a ticket or justification.",
 }
 FIRST_COLUMNS = ("finding", "rule", "title", "who", "where", "what", "since", "detail")
