@@ -291,3 +291,59 @@ def test_check_at_each_sync_agrees_with_what_the_server_enforced(zenml, rest, ur
                     assert read["allowed"] == (active and c in live), (instant, name, c)
     finally:
         led.close()
+
+
+def test_serve_sync_zenml_records_the_server_while_serving(zenml, rest, url_factory, tmp_path):
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    import httpx
+
+    url = url_factory()
+    assert sync(zenml, url).exit_code == 0  # the service serves an existing ledger
+    erin = unique("erin")
+    port = free_port()
+    env = {**os.environ, "ZENML_TEST_PASSWORD": zenml.password}
+    args = ["--db", url, "serve", "--port", str(port), "--sync-zenml", zenml.url]
+    args += ["--zenml-password-env", "ZENML_TEST_PASSWORD", "--zenml-interval", "1s"]
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([shutil.which("access-ledger"), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        rest.create_user(erin, "pw-erin-12345")
+        seen = False
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.5)
+            led = AccessLedger.open(url)
+            seen = any(e.get("user") == erin for _, e in led.read())
+            led.close()
+        assert seen, (tmp_path / "serve.log").read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+    text = (tmp_path / "serve.log").read_text()
+    assert f"sync zenml {zenml.url} into tenant zenml" in text and zenml.password not in text
+
+
+def test_serve_sync_zenml_refuses_a_wrong_password_before_serving(zenml, url_factory):
+    url = url_factory()
+    assert sync(zenml, url).exit_code == 0
+    result = runner.invoke(
+        app,
+        ["--db", url, "serve", "--sync-zenml", zenml.url, "--zenml-password-env", "P", "--port", str(free_port())],
+        env={"P": "wrong"},
+    )
+    assert result.exit_code == 2
+    assert (
+        result.stderr.strip()
+        == f"Error: the ZenML server at {zenml.url} refused the login of 'admin' (wrong password?)"
+    )

@@ -22,6 +22,15 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=0, max=65535)] = 8080,
     workers: Annotated[int, typer.Option("--workers", help="Worker processes.", min=1)] = 1,
+    sync_zenml: Annotated[
+        str | None, typer.Option("--sync-zenml", help="Also record this ZenML server as it changes (sync zenml).")
+    ] = None,
+    zenml_username: Annotated[str, typer.Option("--zenml-username", help="Its admin user.")] = "admin",
+    zenml_password_env: Annotated[
+        str | None, typer.Option("--zenml-password-env", help="The variable holding its password (else a prompt).")
+    ] = None,
+    zenml_tenant: Annotated[str, typer.Option("--zenml-tenant", help="The tenant it is recorded as.")] = "zenml",
+    zenml_interval: Annotated[str, typer.Option("--zenml-interval", help="How often to sync it.")] = "60s",
 ) -> None:
     """Answer the ledger's questions and record events over HTTP, for holders of tokens (`token create`)."""
     import os
@@ -39,6 +48,17 @@ def serve(
     from access_ledger.server.app import configure_logging
 
     configure_logging()
+    stop_sync = None
+    if sync_zenml is not None:
+        from access_ledger.cli.sync import interval_seconds, password_from
+        from access_ledger.zenml import background
+
+        try:
+            every = interval_seconds(zenml_interval) or 60.0
+            password = password_from(zenml_password_env, zenml_username)
+            stop_sync = background.start(url, sync_zenml, zenml_username, password, zenml_tenant, every)
+        except LedgerError as exc:
+            fail(str(exc))
     # The workers build the app from the environment (uvicorn imports it by name in each of them).
     os.environ["ACCESS_LEDGER_SERVE_DB"] = url
     uvicorn.run(
@@ -50,6 +70,8 @@ def serve(
         log_config=None,
         server_header=False,
     )
+    if stop_sync is not None:
+        stop_sync.set()
 
 
 def _app(url: str):

@@ -237,7 +237,8 @@ def plan(view: LedgerView, server: ServerState, reason: str, instant: str, org: 
             if login is not None and login != mine["last_login"]:
                 p.add("ApiKeyUsed", login, (kref,), last_login=min(login, instant), **names)
     for account, kname in sorted(set(view.keys) - seen_keys):
-        if f"service_account:{account}" in view.members or f"service_account:{account}" not in on_server:
+        ref = f"service_account:{account}"
+        if ref in view.members or ref in on_server:  # this server's accounts only (another's keys are its own)
             p.add("ApiKeyDeleted", None, service_account=account, api_key=kname)
     live: set[str] = set()
     for c in server.connectors:
