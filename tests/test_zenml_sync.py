@@ -228,7 +228,7 @@ CHANGES = st.lists(
         st.integers(0, 10),
     ),
     min_size=1,
-    max_size=5,
+    max_size=4,
 )
 
 
@@ -244,7 +244,7 @@ def _server_truth(rest: Rest, prefix: str) -> tuple[dict[str, tuple[bool, bool]]
     return users, connectors
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=CHANGES)
 def test_check_at_each_sync_agrees_with_what_the_server_enforced(zenml, rest, url_factory, changes):
     prefix = unique("p") + "-"

@@ -44,12 +44,22 @@ def summary(result: object) -> str:
     assert isinstance(result, SyncResult)
     head = f"sync zenml {result.url} into tenant {result.tenant!r}:"
     if not result.recorded:
-        return f"{head} nothing changed, nothing recorded ({result.seconds:.1f} s)"
+        return f"{head} nothing changed, nothing recorded ({result.seconds:.1f} s, {result.server_seconds:.1f} s of it reading the server)"
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(result.counts.items()))
     return (
         f"{head} recorded {result.recorded} events at positions {result.first}-{result.last} "
-        f"({kinds}) in {result.seconds:.1f} s"
+        f"({kinds}) in {result.seconds:.1f} s ({result.server_seconds:.1f} s reading the server)"
     )
+
+
+def _with_status(syncer: object, url: str) -> object:
+    """One sync; on a terminal, a spinner on stderr says what it is doing meanwhile."""
+    if not sys.stderr.isatty():
+        return syncer.once()  # type: ignore[attr-defined]
+    from rich.console import Console
+
+    with Console(stderr=True).status(f"sync zenml {url}: reading the server and the ledger"):
+        return syncer.once()  # type: ignore[attr-defined]
 
 
 @sync_app.command("zenml")
@@ -94,7 +104,7 @@ def sync_zenml(
                             typer.echo(summary(result))
 
                     if every is None:
-                        show(syncer.once())
+                        show(_with_status(syncer, client.url))
                         return
                     stop = threading.Event()
                     try:

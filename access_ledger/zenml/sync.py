@@ -301,6 +301,7 @@ class SyncResult:
     last: int | None
     counts: dict[str, int]
     seconds: float
+    server_seconds: float = 0.0  # of `seconds`, reading the ZenML server
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -311,6 +312,7 @@ class SyncResult:
             "last_position": self.last,
             "events": self.counts,
             "seconds": round(self.seconds, 3),
+            "server_seconds": round(self.server_seconds, 3),
         }
 
 
@@ -330,6 +332,7 @@ class Syncer:
 
         start = time.perf_counter()
         server = read_server(self.client)
+        read = time.perf_counter() - start
         self.view.catch_up(self.led)
         if self.view.preset not in (None, PRESET):
             raise ValidationError(
@@ -341,13 +344,20 @@ class Syncer:
         reason = f"sync zenml from {self.client.url}"
         events = plan(self.view, server, reason, format_instant(now()), self.org)
         if not events:
-            return SyncResult(self.client.url, self.tenant, 0, None, None, {}, time.perf_counter() - start)
+            return SyncResult(self.client.url, self.tenant, 0, None, None, {}, time.perf_counter() - start, read)
         result = self.led.append_many(events)
         counts: dict[str, int] = {}
         for ev in events:
             counts[ev["type"]] = counts.get(ev["type"], 0) + 1
         return SyncResult(
-            self.client.url, self.tenant, len(events), result.first, result.last, counts, time.perf_counter() - start
+            self.client.url,
+            self.tenant,
+            len(events),
+            result.first,
+            result.last,
+            counts,
+            time.perf_counter() - start,
+            read,
         )
 
 
