@@ -37,7 +37,7 @@ class ZenMLServer:
         self.password = "pw-" + secrets.token_hex(12)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 180.0) -> ZenMLServer:
+    def start(self, timeout: float = 600.0) -> ZenMLServer:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.folder),
@@ -65,7 +65,8 @@ class ZenMLServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the ZenML server exited: see {self.folder / 'server.log'}")
+                tail = (self.folder / "server.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the ZenML server exited; its log ends:\n{tail}")
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     return self
@@ -73,7 +74,8 @@ class ZenMLServer:
                 pass
             time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"the ZenML server did not start in {timeout:.0f} s")
+        tail = (self.folder / "server.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"the ZenML server did not start in {timeout:.0f} s; its log ends:\n{tail}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
