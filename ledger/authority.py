@@ -40,6 +40,14 @@ CHANGE_TYPES: tuple[str, ...] = (
     "RoleUnassigned",
     "ConnectorRegistered",
     "ConnectorDeleted",
+    "ConnectorChanged",
+    "ApiKeyCreated",
+    "ApiKeyRotated",
+    "ApiKeyDeactivated",
+    "ApiKeyReactivated",
+    "ApiKeyDeleted",
+    "ProjectCreated",
+    "ProjectDeleted",
 )
 #: The change events that name a tenant (where a rule `in = ["tenant"]` looks).
 WITH_TENANT = frozenset(
@@ -51,6 +59,9 @@ WITH_TENANT = frozenset(
         "RoleUnassigned",
         "ConnectorRegistered",
         "ConnectorDeleted",
+        "ConnectorChanged",
+        "ProjectCreated",
+        "ProjectDeleted",
     }
 )
 PLACES = ("organization", "tenant")

@@ -106,7 +106,7 @@ class _Event(BaseModel):
 class OrganizationCreated(_Event):
     type: Literal["OrganizationCreated"]
     name: Name
-    preset: Literal["zenml-pro", "zenml-oss"]
+    preset: Literal["zenml-pro", "zenml-oss", "zenml-oss-098"]
     # Present (and true) only on a ledger that refuses unauthorised changes (DESIGN section 3): one spelling.
     enforce_authority: Literal[True] | None = None
 
@@ -343,6 +343,69 @@ class TokenUsed(_Event):
     token_id: TokenId
 
 
+# -- what a ZenML server's sync records beyond the events above (any writer may record them too) --------
+
+
+class ConnectorChanged(_Event):
+    """A connector's attributes as they are now (all of them, each time): who owns it, how it authenticates."""
+
+    type: Literal["ConnectorChanged"]
+    connector: Name
+    tenant: Name
+    owner: Principal | None = None
+    connector_type: Name | None = None
+    auth_method: Name | None = None
+    resource_types: Annotated[list[Name], Field(max_length=100)] = []
+    expires_at: Instant | None = None
+    labels: Annotated[list[Text], Field(max_length=100)] = []
+
+
+class _ApiKeyEvent(_Event):
+    service_account: Name
+    api_key: Name
+
+
+class ApiKeyCreated(_ApiKeyEvent):
+    type: Literal["ApiKeyCreated"]
+
+
+class ApiKeyRotated(_ApiKeyEvent):
+    type: Literal["ApiKeyRotated"]
+    #: The server's own record of the rotation (the event's `at` may be later: the ledger never goes back in time).
+    rotated_at: Instant
+
+
+class ApiKeyDeactivated(_ApiKeyEvent):
+    type: Literal["ApiKeyDeactivated"]
+
+
+class ApiKeyReactivated(_ApiKeyEvent):
+    type: Literal["ApiKeyReactivated"]
+
+
+class ApiKeyDeleted(_ApiKeyEvent):
+    type: Literal["ApiKeyDeleted"]
+
+
+class ApiKeyUsed(_ApiKeyEvent):
+    """A usage fact: the server says the key was last used to log in at `last_login`."""
+
+    type: Literal["ApiKeyUsed"]
+    last_login: Instant
+
+
+class ProjectCreated(_Event):
+    type: Literal["ProjectCreated"]
+    project: Name
+    tenant: Name
+
+
+class ProjectDeleted(_Event):
+    type: Literal["ProjectDeleted"]
+    project: Name
+    tenant: Name
+
+
 MODELS: tuple[type[_Event], ...] = (
     OrganizationCreated,
     TenantCreated,
@@ -374,6 +437,15 @@ MODELS: tuple[type[_Event], ...] = (
     TokenIssued,
     TokenRevoked,
     TokenUsed,
+    ConnectorChanged,
+    ApiKeyCreated,
+    ApiKeyRotated,
+    ApiKeyDeactivated,
+    ApiKeyReactivated,
+    ApiKeyDeleted,
+    ApiKeyUsed,
+    ProjectCreated,
+    ProjectDeleted,
 )
 EVENT_TYPES: dict[str, type[_Event]] = {m.__name__: m for m in MODELS}
 #: The event's own fields in documented order, per type (excluding type/at/actor/reason/id).
@@ -384,7 +456,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
 USAGE_TYPES = frozenset({"ConnectorSecretAccessed", "ResourceAccessed"})
 #: The event types with a list among their fields (every other field is a text). One missing here
 #: would only make parse_json re-parse its lines to look for repeated keys, never miss one.
-_WITH_LISTS = frozenset({"RoleCreated", "RolePermissionsChanged", "ReviewStarted", "TokenIssued"})
+_WITH_LISTS = frozenset({"RoleCreated", "RolePermissionsChanged", "ReviewStarted", "TokenIssued", "ConnectorChanged"})
 
 
 @cache

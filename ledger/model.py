@@ -741,6 +741,87 @@ class WriteModel:
         self._put(token)
         return f"token/{token.name}"
 
+    # -- what a ZenML server's sync records: connector attributes, service accounts' API keys, projects --
+
+    def _on_ConnectorChanged(self, ev: dict[str, Any]) -> str:
+        c = self._connector(ev)
+        if ev.get("owner") is not None:
+            self._principal(ev["owner"], allow_team=False)
+        for field_name in ("owner", "connector_type", "auth_method", "expires_at"):
+            c.data[field_name] = ev.get(field_name)
+        self._put(c)
+        return f"connector/{c.name}"
+
+    def _api_key(self, ev: dict[str, Any], *statuses: str) -> Entity:
+        account = self._require("service_account", ev["service_account"])
+        key = self.entity("api_key", f"{account.name}/{ev['api_key']}")
+        if key is None or key.status == "deleted":
+            raise E.UnknownEntity(f"unknown API key {ev['api_key']!r} of service account {account.name!r}")
+        if statuses and key.status not in statuses:
+            raise E.ValidationError(
+                f"api_key: API key {ev['api_key']!r} of service account {account.name!r} is {key.status}"
+            )
+        return key
+
+    def _on_ApiKeyCreated(self, ev: dict[str, Any]) -> str:
+        account = self._require("service_account", ev["service_account"])
+        name = f"{account.name}/{ev['api_key']}"
+        existing = self.entity("api_key", name)
+        if existing is not None and existing.status != "deleted":
+            raise E.DuplicateEntity(f"API key {ev['api_key']!r} of service account {account.name!r} already exists")
+        self._put(Entity("api_key", name, "active", account.name, {}))
+        return f"api_key/{name}"
+
+    def _on_ApiKeyRotated(self, ev: dict[str, Any]) -> str:
+        key = self._api_key(ev)
+        if ev["rotated_at"] > ev["at"]:
+            raise E.ValidationError(f"rotated_at: {ev['rotated_at']} is after the event's time {ev['at']}")
+        key.data["rotated_at"] = ev["rotated_at"]
+        self._put(key)
+        return f"api_key/{key.name}"
+
+    def _on_ApiKeyDeactivated(self, ev: dict[str, Any]) -> str:
+        key = self._api_key(ev, "active")
+        key.status = "deactivated"
+        self._put(key)
+        return f"api_key/{key.name}"
+
+    def _on_ApiKeyReactivated(self, ev: dict[str, Any]) -> str:
+        key = self._api_key(ev, "deactivated")
+        key.status = "active"
+        self._put(key)
+        return f"api_key/{key.name}"
+
+    def _on_ApiKeyDeleted(self, ev: dict[str, Any]) -> str:
+        key = self._api_key(ev)
+        key.status = "deleted"
+        self._put(key)
+        return f"api_key/{key.name}"
+
+    def _on_ApiKeyUsed(self, ev: dict[str, Any]) -> str:
+        key = self._api_key(ev)
+        if ev["last_login"] > ev["at"]:
+            raise E.ValidationError(f"last_login: {ev['last_login']} is after the event's time {ev['at']}")
+        return f"api_key/{key.name}"
+
+    def _on_ProjectCreated(self, ev: dict[str, Any]) -> str:
+        self._tenant(ev["tenant"])
+        name = f"{ev['tenant']}/{ev['project']}"
+        existing = self.entity("project", name)
+        if existing is not None and existing.status != "deleted":
+            raise E.DuplicateEntity(f"project {ev['project']!r} already exists in tenant {ev['tenant']!r}")
+        self._put(Entity("project", name, "active", ev["tenant"], {}))
+        return f"project/{name}"
+
+    def _on_ProjectDeleted(self, ev: dict[str, Any]) -> str:
+        self._tenant(ev["tenant"])
+        p = self.entity("project", f"{ev['tenant']}/{ev['project']}")
+        if p is None or p.status == "deleted":
+            raise E.UnknownEntity(f"unknown project {ev['project']!r} in tenant {ev['tenant']!r}")
+        p.status = "deleted"
+        self._put(p)
+        return f"project/{p.name}"
+
 
 def _where(key: tuple[str, str, str, str]) -> str:
     out = f" in tenant {key[2]!r}" if key[2] else ""

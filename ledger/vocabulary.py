@@ -51,7 +51,7 @@ OSS_ACTIONS: tuple[str, ...] = ("read", "write", "me")
 
 SCOPES = ("organization", "tenant")
 PRINCIPAL_KINDS = ("user", "team", "service_account")
-PRESETS = ("zenml-pro", "zenml-oss")
+PRESETS = ("zenml-pro", "zenml-oss", "zenml-oss-098")
 MAX_NAME = 200
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: Characters a name may not hold although they are not format characters (Unicode category Cf):
@@ -248,13 +248,33 @@ def _zenml_oss_roles() -> tuple[PredefinedRole, ...]:
     )
 
 
+def _zenml_oss_098_roles() -> tuple[PredefinedRole, ...]:
+    # What a ZenML 0.98 OSS server enforces: no roles, only `is_admin` (user management) and, for every
+    # active account, everything in the server; a connector's secret is modelled per connector
+    # (`connector_user`, assigned by the sync to its team of all accounts, scoped to the connector), so a
+    # deleted connector grants nothing.
+    member = tuple(f"{t}:*" for t in TENANT_TYPES if t != "service_connector") + ("service_connector:create",)
+    return (
+        PredefinedRole("admin", "organization", ("*:*",), "A ZenML admin: manages users and service accounts"),
+        PredefinedRole("member", "tenant", member, "Any active ZenML account: everything but a connector's use"),
+        PredefinedRole(
+            "connector_user",
+            "tenant",
+            ("service_connector:*",),
+            "Any active ZenML account, per connector: read, use and read the secret values of it",
+        ),
+    )
+
+
 VOCABULARIES: dict[str, Vocabulary] = {
     "zenml-pro": Vocabulary("zenml-pro", TENANT_TYPES, ORG_TYPES, ACTIONS),
     "zenml-oss": Vocabulary("zenml-oss", TENANT_TYPES, ORG_TYPES, OSS_ACTIONS),
+    "zenml-oss-098": Vocabulary("zenml-oss-098", TENANT_TYPES, ORG_TYPES, ACTIONS),
 }
 PREDEFINED: dict[str, tuple[PredefinedRole, ...]] = {
     "zenml-pro": _zenml_pro_roles(),
     "zenml-oss": _zenml_oss_roles(),
+    "zenml-oss-098": _zenml_oss_098_roles(),
 }
 
 

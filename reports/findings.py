@@ -30,6 +30,8 @@ ATTENTION: dict[str, frozenset[str] | None] = {
             "token-of-deactivated",
             "admin-token",
             "token-never-used",
+            "api-key-of-deactivated",
+            "api-key-unused",
         }
     ),
     "reviews": frozenset(

@@ -65,6 +65,10 @@ MEANING = {
     "possible, each with an expiry.",
     "token-never-used": "A service token in force that has never been used (the service records each token's "
     "first use): revoke it if nobody needs it, since an unused secret is one more to leak.",
+    "api-key-of-deactivated": "An API key (of a ZenML service account) still active although its account was "
+    "deactivated: reactivating the account makes the key work again. Deactivate or delete the key.",
+    "api-key-unused": "An active API key not used to log in for 90 days or more: delete it, or rotate it and "
+    "record why it is kept.",
     "change-without-reason": "An access change recorded without a ticket or justification.",
 }
 FIRST_COLUMNS = ("finding", "rule", "title", "who", "where", "what", "since", "detail")

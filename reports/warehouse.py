@@ -52,7 +52,7 @@ from reports.sql_files import run_script, sql_text
 if TYPE_CHECKING:
     from ledger.app import AccessLedger
 
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "6"
 CHUNK = 250_000
 PART = 50_000  # events parsed and inserted at a time within a chunk
 LOCK_WAIT = 30.0
@@ -89,14 +89,23 @@ FIELDS: tuple[str, ...] = (
     "action",
     "token_id",
     "scopes",
+    "api_key",
+    "rotated_at",
+    "last_login",
+    "owner",
+    "auth_method",
+    "resource_types",
+    "labels",
+    "project",
 )
-LIST_FIELDS = frozenset({"permissions", "add", "remove", "scopes"})
+LIST_FIELDS = frozenset({"permissions", "add", "remove", "scopes", "resource_types", "labels"})
 _LOAD = """
 INSERT INTO events
 SELECT position, type, "at"::TIMESTAMP, actor, reason, id, name, preset, tenant, display_name, "user", email,
        service_account, team, member, role, scope, base, permissions, description, "add", "remove", principal,
        resource, expires_at::TIMESTAMP, connector, connector_type, outcome, context, action,
-       token_id, scopes,
+       token_id, scopes, api_key, rotated_at::TIMESTAMP, last_login::TIMESTAMP, owner, auth_method,
+       resource_types, labels, project,
        CASE
            WHEN type IN ('RoleAssigned', 'RoleUnassigned') THEN principal
            WHEN type IN ('TeamMemberAdded', 'TeamMemberRemoved') THEN member
@@ -104,6 +113,7 @@ SELECT position, type, "at"::TIMESTAMP, actor, reason, id, name, preset, tenant,
            WHEN type IN ('ServiceAccountCreated', 'ServiceAccountDeactivated', 'ServiceAccountReactivated')
                THEN 'service_account:' || service_account
            WHEN type IN ('TeamCreated', 'TeamDeleted') THEN 'team:' || team
+           WHEN type LIKE 'ApiKey%' THEN 'service_account:' || service_account
        END,
        CASE
            WHEN type = 'ResourceAccessed' THEN split_part(resource, '/', 1)

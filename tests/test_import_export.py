@@ -136,6 +136,65 @@ HISTORY = [
         "id": "acc-1",
     },
     {
+        "type": "ConnectorChanged",
+        "at": "2026-01-05T00:00:00Z",
+        "actor": "user:root",
+        "connector": "aws-prod",
+        "tenant": "prod",
+        "owner": "user:alice",
+        "connector_type": "aws",
+        "auth_method": "secret-key",
+        "resource_types": ["s3-bucket", "aws-generic"],
+        "expires_at": "2027-01-01T00:00:00Z",
+        "labels": ["env=prod"],
+    },
+    {
+        "type": "ApiKeyCreated",
+        "at": "2026-01-05T00:00:00Z",
+        "actor": "system",
+        "service_account": "ci-bot",
+        "api_key": "k1",
+    },
+    {
+        "type": "ApiKeyRotated",
+        "at": "2026-01-05T00:00:00Z",
+        "actor": "system",
+        "service_account": "ci-bot",
+        "api_key": "k1",
+        "rotated_at": "2026-01-04T23:00:00Z",
+    },
+    {
+        "type": "ApiKeyUsed",
+        "at": "2026-01-05T00:00:00Z",
+        "actor": "system",
+        "service_account": "ci-bot",
+        "api_key": "k1",
+        "last_login": "2026-01-05T00:00:00Z",
+    },
+    {
+        "type": "ApiKeyDeactivated",
+        "at": "2026-01-05T00:00:00Z",
+        "actor": "system",
+        "service_account": "ci-bot",
+        "api_key": "k1",
+    },
+    {
+        "type": "ApiKeyReactivated",
+        "at": "2026-01-05T00:00:00Z",
+        "actor": "system",
+        "service_account": "ci-bot",
+        "api_key": "k1",
+    },
+    {
+        "type": "ApiKeyDeleted",
+        "at": "2026-01-05T00:00:00Z",
+        "actor": "system",
+        "service_account": "ci-bot",
+        "api_key": "k1",
+    },
+    {"type": "ProjectCreated", "at": "2026-01-05T00:00:00Z", "actor": "system", "project": "default", "tenant": "prod"},
+    {"type": "ProjectDeleted", "at": "2026-01-05T00:00:00Z", "actor": "system", "project": "default", "tenant": "prod"},
+    {
         "type": "RoleUnassigned",
         "at": "2026-01-06T00:00:00Z",
         "actor": "user:root",
@@ -278,7 +337,7 @@ def test_export_then_import_into_an_empty_ledger_reproduces_events_and_state(url
     b.import_lines(list(a.export_lines()))
     assert list(b.export_lines()) == list(a.export_lines())
     assert b.grants() == a.grants()
-    for kind in ("user", "team", "role", "tenant", "service_account", "connector"):
+    for kind in ("user", "team", "role", "tenant", "service_account", "connector", "api_key", "project"):
         assert b.entities(kind) == a.entities(kind)
     a.close()
     b.close()
@@ -289,7 +348,7 @@ def test_export_period_is_inclusive_of_both_ends(url_factory):
     led.import_lines(jsonl(HISTORY))
     lines = [json.loads(x) for x in led.export_lines("2026-01-04T00:00:00Z", "2026-01-05T00:00:00Z")]
     assert {e["at"] for e in lines} == {"2026-01-04T00:00:00Z", "2026-01-05T00:00:00Z"}
-    assert len(lines) == 6
+    assert len(lines) == 15  # six, and the nine events of a ZenML sync on 2026-01-05
     assert list(led.export_lines("2027-01-01T00:00:00Z")) == []
     led.close()
 

@@ -118,6 +118,7 @@ def _register() -> None:
         "access_ledger.cli.serve",
         "access_ledger.cli.vocabulary",
         "access_ledger.cli.history",
+        "access_ledger.cli.sync",
     ):
         try:
             module = __import__(name, fromlist=["register"])

@@ -10,7 +10,6 @@ from access_ledger.cli.common import db_url, fail
 from access_ledger.server.limits import REQUEST_TIMEOUT
 
 
-
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
 
@@ -39,6 +38,15 @@ def serve(
         float,
         typer.Option("--shutdown-timeout", help="Seconds SIGTERM waits for requests in flight to finish.", min=0),
     ] = 30.0,
+    sync_zenml: Annotated[
+        str | None, typer.Option("--sync-zenml", help="Also record this ZenML server as it changes (sync zenml).")
+    ] = None,
+    zenml_username: Annotated[str, typer.Option("--zenml-username", help="Its admin user.")] = "admin",
+    zenml_password_env: Annotated[
+        str | None, typer.Option("--zenml-password-env", help="The variable holding its password (else a prompt).")
+    ] = None,
+    zenml_tenant: Annotated[str, typer.Option("--zenml-tenant", help="The tenant it is recorded as.")] = "zenml",
+    zenml_interval: Annotated[str, typer.Option("--zenml-interval", help="How often to sync it.")] = "60s",
 ) -> None:
     """Answer the ledger's questions and record events over HTTP, for holders of tokens (`token create`)."""
     import os
@@ -62,6 +70,17 @@ def serve(
     from access_ledger.server.app import configure_logging
 
     configure_logging()
+    stop_sync = None
+    if sync_zenml is not None:
+        from access_ledger.cli.sync import interval_seconds, password_from
+        from access_ledger.zenml import background
+
+        try:
+            every = interval_seconds(zenml_interval) or 60.0
+            password = password_from(zenml_password_env, zenml_username)
+            stop_sync = background.start(url, sync_zenml, zenml_username, password, zenml_tenant, every)
+        except LedgerError as exc:
+            fail(str(exc))
     # The workers build the app from the environment (uvicorn imports it by name in each of them).
     os.environ["ACCESS_LEDGER_SERVE_DB"] = url
     os.environ["ACCESS_LEDGER_SERVE_RATE"] = repr(rate) if rate is not None else ""
@@ -80,6 +99,8 @@ def serve(
         # importing, or one holding the GIL through a large batch, takes longer than uvicorn's 5 s.
         timeout_worker_healthcheck=60,
     )
+    if stop_sync is not None:
+        stop_sync.set()
 
 
 def _app(url: str, rate: float | None, request_timeout: float):

@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
 def init(
     ctx: typer.Context,
     org: Annotated[str, typer.Option("--org", help="The organization's name.")] = "default",
-    preset: Annotated[str, typer.Option("--preset", help="zenml-pro or zenml-oss.")] = "zenml-pro",
+    preset: Annotated[str, typer.Option("--preset", help="zenml-pro, zenml-oss or zenml-oss-098.")] = "zenml-pro",
     enforce_authority: Annotated[
         bool,
         typer.Option(

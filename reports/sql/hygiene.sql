@@ -205,6 +205,41 @@ WITH live_assignments AS (
     FROM live_tokens t
     WHERE NOT EXISTS (SELECT 1 FROM events u WHERE u.type = 'TokenUsed' AND u.token_id = t.token_id
                       AND u."at" <= $at::TIMESTAMP)
+), key_events AS (
+    -- Service accounts' API keys (as a ZenML sync records them), up to $at; a key name may be reused
+    -- after its deletion, so each key counts from its newest ApiKeyCreated.
+    SELECT service_account, api_key, type, position, "at", last_login
+    FROM events
+    WHERE type IN ('ApiKeyCreated', 'ApiKeyDeactivated', 'ApiKeyReactivated', 'ApiKeyDeleted', 'ApiKeyUsed')
+      AND "at" <= $at::TIMESTAMP
+), key_born AS (
+    SELECT service_account, api_key, max(position) AS born FROM key_events WHERE type = 'ApiKeyCreated' GROUP BY ALL
+), live_keys AS (
+    SELECT k.service_account, k.api_key, b.born,
+           arg_max(k.type, k.position) FILTER (WHERE k.type <> 'ApiKeyUsed') AS state,
+           min(k."at") AS created_at, max(k.last_login) AS last_login, max(k.position) AS last_position
+    FROM key_events k
+    JOIN key_born b ON b.service_account = k.service_account AND b.api_key = k.api_key AND k.position >= b.born
+    GROUP BY ALL
+    HAVING state IN ('ApiKeyCreated', 'ApiKeyReactivated')
+), api_keys AS (
+    SELECT 'api-key-of-deactivated' AS finding, 'service_account:' || k.service_account AS who,
+           'organization' AS "where", 'API key ' || k.api_key AS what, NULL::VARCHAR AS tenant,
+           greatest(k.created_at, s.valid_from) AS since, [k.born, s.from_position] AS positions,
+           'API key ' || k.api_key || ' is still active but service_account:' || k.service_account
+               || ' was deactivated: deactivate or delete the key' AS detail
+    FROM live_keys k
+    JOIN principal_status s ON s.principal = 'service_account:' || k.service_account AND s.status = 'deactivated'
+        AND holds_at(s.valid_from, s.valid_to, $at::TIMESTAMP)
+    UNION ALL
+    SELECT 'api-key-unused', 'service_account:' || k.service_account, 'organization', 'API key ' || k.api_key,
+           NULL, coalesce(k.last_login, k.created_at), [k.born],
+           'API key ' || k.api_key || ' is active and '
+               || coalesce('was last used ' || strftime(k.last_login, '%Y-%m-%dT%H:%M:%SZ'),
+                           'was never used since ' || strftime(k.created_at, '%Y-%m-%dT%H:%M:%SZ'))
+               || ': unused for 90 days or more'
+    FROM live_keys k
+    WHERE coalesce(k.last_login, k.created_at) <= $at::TIMESTAMP - INTERVAL 90 DAY
 )
 SELECT finding, who, "where", what, tenant, since, positions, detail
 FROM (
@@ -217,9 +252,11 @@ FROM (
     UNION ALL SELECT * FROM no_reason
     UNION ALL SELECT * FROM confusable
     UNION ALL SELECT * FROM tokens
+    UNION ALL SELECT * FROM api_keys
 )
 ORDER BY CASE finding WHEN 'self-grant' THEN 1 WHEN 'grant-to-deactivated' THEN 2 WHEN 'expired-not-revoked' THEN 3
                       WHEN 'role-without-holders' THEN 4 WHEN 'empty-team' THEN 5 WHEN 'confusable-name' THEN 6
                       WHEN 'token-of-deactivated' THEN 7 WHEN 'admin-token' THEN 8 WHEN 'token-never-used' THEN 9
-                      WHEN 'admin-count' THEN 10 ELSE 11 END,
+                      WHEN 'api-key-of-deactivated' THEN 10 WHEN 'api-key-unused' THEN 11 WHEN 'admin-count' THEN 12
+                      ELSE 13 END,
          since, who, "where", what, positions, detail

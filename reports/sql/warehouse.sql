@@ -54,6 +54,14 @@ CREATE TABLE IF NOT EXISTS events (
     action VARCHAR,
     token_id VARCHAR,
     scopes VARCHAR[],
+    api_key VARCHAR,
+    rotated_at TIMESTAMP,
+    last_login TIMESTAMP,
+    owner VARCHAR,
+    auth_method VARCHAR,
+    resource_types VARCHAR[],
+    labels VARCHAR[],
+    project VARCHAR,
     subject VARCHAR,
     resource_type VARCHAR
 );
