@@ -276,3 +276,15 @@ def test_token_list_matches_a_model_of_the_operations(tmp_path_factory, ops):
         rows = {r["token_id"]: r["status"] for r in api.list_tokens(led)["rows"]}
         expected = {t: "revoked" if t in revoked else ("active" if active else "principal deactivated") for t in ids}
         assert rows == expected
+
+
+def test_a_tokens_recorded_first_use_is_a_usage_fact_not_a_change_without_reason(tled):
+    from reports.audits import run_audit
+    from reports.warehouse import Warehouse
+
+    got = api.create_token(tled, "service_account:ci", ["read"], actor="system", reason="CI reads")
+    tled.append({"type": "TokenUsed", "at": None, "actor": "service_account:ci", "token_id": got["token_id"]})
+    with Warehouse.open(tled, ":memory:") as wh:
+        rows = run_audit(wh, "hygiene").rows
+    assert not [r for r in rows if r["finding"] == "change-without-reason" and r["what"] == "TokenUsed"], rows
+    assert not [r for r in rows if r["finding"] == "token-never-used"]

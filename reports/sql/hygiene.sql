@@ -139,7 +139,7 @@ WITH live_assignments AS (
            concat_ws(' ', e.role, e.principal, e.member, 'team:' || e.team, 'user:' || e."user",
                      'service_account:' || e.service_account, 'connector:' || e.connector, 'tenant:' || e.tenant) AS detail
     FROM events e
-    WHERE e.type NOT IN ('ResourceAccessed', 'ConnectorSecretAccessed', 'OrganizationCreated')
+    WHERE e.type NOT IN ('ResourceAccessed', 'ConnectorSecretAccessed', 'OrganizationCreated', 'TokenUsed', 'ApiKeyUsed')
       AND (e.reason IS NULL OR trim(e.reason) = '')
       AND e."at" >= $start::TIMESTAMP AND e."at" <= $end::TIMESTAMP AND e."at" <= $at::TIMESTAMP
 ), principals_at AS (
