@@ -21,6 +21,14 @@ if IN_CI and not PG:
 
 BACKENDS = ["sqlite"] + (["postgres"] if PG else [])
 
+# A pytest-xdist worker ignores SIGINT (its controller handles Ctrl-C), and an ignored signal stays
+# ignored in every process it starts: the commands the Ctrl-C tests interrupt would never hear it.
+# A handled signal is reset to its default in a new program, so the commands start as from a shell.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 # Every PostgreSQL session the tests open, in this process or in the commands they run, ends a
 # statement that runs away (or a transaction left idle) instead of hanging the run: libpq reads
 # PGOPTIONS. The largest statement of the suite takes well under a second.

@@ -263,7 +263,8 @@ def test_a_reviewer_and_the_owner_do_a_campaign_in_the_browser(chromium, site):
     assert {ev["type"] for ev in events} - {"ReviewDecided", "ReviewReassigned", "ReviewClosed", "RoleUnassigned"} <= {
         "TokenIssued",
         "TokenRevoked",
-    }  # the attack tests' own tokens
+        "TokenUsed",
+    }  # the attack tests' own tokens, and the service's record of each token's first use
 
     # `audit reviews` and the evidence bundle show them
     with AccessLedger.open(site.url) as led:
