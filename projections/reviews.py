@@ -361,10 +361,15 @@ def start_event(
     route(items, state, reviewer, reviewers, fallback)
     for r in items:
         if r["conflicted"]:
+            # A fallback that may not decide it either is named too, or the advice would be to give one.
+            other = (
+                f", nor may the fallback {fallback} ({conflict(r, fallback)}): name another --fallback-reviewer"
+                if fallback
+                else "; give --fallback-reviewer"
+            )
             raise E.ReviewRefused(
                 f"item {r['item']} ({r['principal']}, {r['role']} in {r['tenant']}) has no reviewer "
-                f"who may decide it: {r['reviewer']} may not ({conflict(r, r['reviewer'])}); "
-                "give --fallback-reviewer"
+                f"who may decide it: {r['reviewer']} may not ({conflict(r, r['reviewer'])}){other}"
             )
     event = {
         "type": "ReviewStarted",

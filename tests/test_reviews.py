@@ -663,3 +663,21 @@ def test_a_campaign_with_every_item_decided_closes_without_an_option(ledger_url)
         assert campaign(led, "A").start["items"] == 0
     closed = run(ledger_url, "review", "close", "A")
     assert closed.exit_code == 0, closed.output
+
+
+def test_start_names_a_fallback_that_may_not_decide_an_item_either(reviewed):
+    refused(
+        reviewed,
+        "review",
+        "start",
+        "Q4",
+        "--tenant",
+        "prod",
+        "--reviewer",
+        "user:carol",
+        "--fallback-reviewer",
+        "user:carol",
+        message="item 1 (service_account:ci, viewer in prod) has no reviewer who may decide it: "
+        "user:carol may not (it is a grant they made themselves), nor may the fallback user:carol (it is a grant "
+        "they made themselves): name another --fallback-reviewer",
+    )
