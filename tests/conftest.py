@@ -29,6 +29,20 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_working_folder(tmp_path_factory) -> Iterator[None]:
+    """Each test process works in a folder of its own: a PostgreSQL ledger's warehouse defaults to the
+    working folder (`./access-ledger-warehouse.duckdb`), and two processes sharing one would see it
+    replaced under them. The tests name every other file by an absolute path."""
+    old = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
 # Every PostgreSQL session the tests open, in this process or in the commands they run, ends a
 # statement that runs away (or a transaction left idle) instead of hanging the run: libpq reads
 # PGOPTIONS. The largest statement of the suite takes well under a second.

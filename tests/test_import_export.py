@@ -252,7 +252,7 @@ HISTORY = [
         "fallback_reviewer": "user:bob",
         "privileged_only": False,
         "due": "2026-01-20T00:00:00Z",
-        "as_of_position": 30,
+        "as_of_position": 39,  # the position before it (events the ZenML sync records come first)
         "items": 2,
         "population_sha256": "3ffc2a66cade5d9f8429ea027b2db2ec8094bd1db01b66239b377a95e1298e7a",
     },

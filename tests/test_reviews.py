@@ -499,7 +499,7 @@ def test_an_imported_campaign_is_re_derived_and_a_wrong_population_hash_is_caugh
     result = run(other, "review", "items", "q1")
     assert result.exit_code == 2
     assert result.stderr == (
-        "Error: review campaign 'q1': the population re-derived at position 30 does not match "
+        "Error: review campaign 'q1': the population re-derived at position 39 does not match "
         "its start event (count or SHA-256): run `access-ledger verify`\n"
     )
 

@@ -184,7 +184,20 @@ async def follow(svc: Service, presented: str | None, after: int, heartbeat: flo
     response_class=EventStream,
     responses={
         200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            # One server-sent event, as a client parses it from the stream (its fields are text).
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string"},
+                            "event": {"type": "string", "enum": ["ledger-event", "end", "error"]},
+                            "data": {"type": "string"},
+                            "retry": {"type": "integer"},
+                        },
+                    }
+                }
+            },
             "description": "Server-sent events: `id` the position, `event: ledger-event`, `data` "
             '{"position", "link", "event"}; `end` when the token may no longer be used, `error` when the '
             "log fails a check.",
