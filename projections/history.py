@@ -10,6 +10,7 @@ log and checked against the campaign's start event, as `review items` does).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from ledger.vocabulary import split_principal
@@ -55,8 +56,9 @@ def _scan(led: AccessLedger, principal: str, kind: str, name: str, first: int, l
     tokens: set[str] = set()
     field = _ACCOUNT_FIELD[kind]
     # Membership before `first` matters too (a grant to one of its teams inside the range), so the scan
-    # starts at the beginning and only reports from `first`.
-    for pos, ev in led.read(1, last):
+    # starts at the beginning and only reports from `first`; before it, only changes can matter (uses are
+    # the bulk of a log and are not reported there).
+    for pos, ev in chain(led.read_changes(1, first - 1) if first > 1 else (), led.read(first, last)):
         t = ev["type"]
         concerns: list[str] = []
         if ev.get("actor") == principal:
