@@ -462,7 +462,7 @@ def test_a_forged_population_is_refused_with_one_line(url_factory, tmp_path):
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr == (
-        "Error: review campaign 'q1': the population re-derived at position 30 does not match "
+        "Error: review campaign 'q1': the population re-derived at position 39 does not match "
         "its start event (count or SHA-256): run `access-ledger verify`\n"
     )
 
