@@ -156,3 +156,21 @@ def test_a_single_denied_read_among_many_allowed_is_visible():
     assert len(denied) == 1
     height, colour = denied[0]
     assert float(height) >= reports.html.MIN_BAR and colour == reports.html.DENIED != reports.html.ALLOWED
+
+
+def test_a_packed_table_is_the_same_bytes_whenever_it_is_packed(monkeypatch):
+    """gzip writes the time of packing into its header: the report of a large bundle differed from the one
+    `evidence verify --recompute` makes from the same events. The packed data holds no time."""
+    import time
+
+    import pyarrow as pa
+
+    monkeypatch.setattr(reports.html, "PACK_FROM", 100)
+    table = pa.table({"who": [f"user:u{i}" for i in range(50)]})
+    pages = []
+    for now in (1_700_000_000.0, 1_800_000_000.0):
+        monkeypatch.setattr(time, "time", lambda now=now: now)
+        pages.append(reports.html._table("t-x", table, ["who"], None, 50, 0, None))
+    assert 'data-encoding="gzip-base64"' in pages[0]
+    assert pages[0] == pages[1]
+    assert _column(_data(pages[0], "t-x"), "who") == table.column("who").to_pylist()
