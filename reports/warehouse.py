@@ -757,10 +757,7 @@ class Warehouse:
         if self._writer is None:
             import duckdb
 
-            # One thread: the rows arrive as a stream of Arrow batches, and a parallel COPY wrote a large
-            # result's batches in the order its threads got them (the CSV rows of an audit, the row
-            # groups of events.parquet differed from one run to the next, so a bundle's recompute did).
-            self._writer = duckdb.connect(":memory:", config={**_CONFIG, "threads": 1})
+            self._writer = duckdb.connect(":memory:", config=dict(_CONFIG))
             self._writer.execute("SET enable_progress_bar = false")
         return self._writer
 
