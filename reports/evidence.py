@@ -799,7 +799,18 @@ def _write_events_parquet(wh: Warehouse, first: int, last: int, path: Path) -> N
         _copy(wh, select + " ORDER BY position", path, "parquet")
 
 
-def _select_plain(table: pa.Table, name: str, csv: bool = False) -> str:
+#: A registered result's row number: a scan of a registered Arrow table in DuckDB does not keep the table's
+#: order for a large one (the large demo's audits/review.csv differed on every run), so its files ORDER BY it.
+ROW = "evidence_row_number"
+
+
+def _numbered(table: pa.Table) -> pa.Table:
+    import pyarrow as pa
+
+    return table.append_column(ROW, pa.array(range(table.num_rows), pa.int64()))
+
+
+def _select_plain(table: pa.Table, name: str, csv: bool = False, where: str | None = None) -> str:
     """A SELECT over a registered Arrow table that turns timestamps into canonical UTC text (and with
     `csv`, text cells a spreadsheet would take for a formula into ones with a leading ')."""
     import pyarrow as pa
@@ -816,7 +827,7 @@ def _select_plain(table: pa.Table, name: str, csv: bool = False) -> str:
             cols.append(f"{csv_safe_sql(q)} AS {q}")
         else:
             cols.append(q)
-    return f"SELECT {', '.join(cols) or '*'} FROM {name}"
+    return f"SELECT {', '.join(cols) or '*'} FROM {name}" + (f" WHERE {where}" if where else "") + f" ORDER BY {ROW}"
 
 
 def _write_audit(wh: Warehouse, result: AuditResult, folder: Path) -> int:
@@ -830,16 +841,16 @@ def _write_audit(wh: Warehouse, result: AuditResult, folder: Path) -> int:
 
     view = f"evidence_{result.name.replace('-', '_')}"
     audits = folder / "audits"
-    wh.con.register(view, result.table)
+    wh.con.register(view, _numbered(result.table))
     try:
         _copy(wh, _select_plain(result.table, view, csv=True), audits / f"{result.name}.csv", "csv")
-        _copy(wh, f"SELECT * FROM {view}", audits / f"{result.name}.parquet", "parquet")
+        _copy(wh, f"SELECT * EXCLUDE ({ROW}) FROM {view} ORDER BY {ROW}", audits / f"{result.name}.parquet", "parquet")
         findings: list[Any] = []
         if "finding" not in result.columns and ATTENTION.get(result.name) is not None:
             attention = 0
         else:
             rows = audits / f".{result.name}.findings.json"
-            _copy(wh, _select_plain(result.table, view) + f" WHERE {attention_filter(result.name)}", rows, "json")
+            _copy(wh, _select_plain(result.table, view, where=attention_filter(result.name)), rows, "json")
             try:
                 findings = orjson.loads(rows.read_bytes() or b"[]")
             finally:
@@ -915,7 +926,7 @@ def _charts(
             statement = duckdb.extract_statements(sql)[-1]
             used = {k: v for k, v in params.items() if k in statement.named_parameters}
             table = wh.con.sql(statement.query, params=used).to_arrow_table()
-            wh.con.register("evidence_chart", table)
+            wh.con.register("evidence_chart", _numbered(table))
             try:
                 _copy(wh, _select_plain(table, "evidence_chart", csv=True), folder / "charts" / f"{name}.csv", "csv")
             finally:
