@@ -779,12 +779,13 @@ def _copy(wh: Warehouse, select: str, path: Path, fmt: str) -> None:
 def _write_events_parquet(wh: Warehouse, first: int, last: int, path: Path) -> None:
     """The period's events as Parquet, one row per position in position order.
 
-    The warehouse stores events in position order (its sync keeps the insertion order), so a plain
-    scan writes them in order: no sort, which on a year of 10M events costs more CPU than writing
-    the file. The file is read back to check that its row i holds position first + i; if not (a
-    warehouse filled out of order by an earlier version), it is written again, sorted.
+    Sorted, though the warehouse keeps events in position order: a plain scan hands the writer chunks
+    cut where the table's storage was cut (how its rows were inserted), and the writer cuts its row
+    groups there too, so the same events filled in other batches (`evidence verify --recompute`
+    fills its own warehouse) gave other bytes. The sort's output comes in even chunks, so the file's
+    bytes depend on the rows alone. The file is read back to check it holds the whole period.
     """
-    select = f"SELECT * FROM events WHERE position BETWEEN {int(first)} AND {int(last)}"
+    select = f"SELECT * FROM events WHERE position BETWEEN {int(first)} AND {int(last)} ORDER BY position"
     _copy(wh, select, path, "parquet")
     target = str(path).replace("'", "''")
     rows, out_of_place = (
@@ -796,7 +797,9 @@ def _write_events_parquet(wh: Warehouse, first: int, last: int, path: Path) -> N
         .fetchall()[0]
     )
     if rows != max(0, last - first + 1) or out_of_place:
-        _copy(wh, select + " ORDER BY position", path, "parquet")
+        raise BundleError(
+            f"events.parquet holds {rows:,} rows, {out_of_place:,} out of place; the period has {max(0, last - first + 1):,}"
+        )
 
 
 #: A registered result's row number: a scan of a registered Arrow table in DuckDB does not keep the table's

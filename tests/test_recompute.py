@@ -180,3 +180,34 @@ def test_a_manifest_whose_claims_are_of_other_shapes_fails_in_one_line(small_bun
     assert [n for n in result.stdout.splitlines() if n.startswith("problem:")] == [
         "problem: manifest.json: its period, ledger or generation time is not what the export writes"
     ]
+
+
+def test_events_parquet_bytes_depend_on_the_rows_alone(tmp_path: Path) -> None:
+    """The same events stored another way (the exporter's walk and --recompute fill their warehouses each their
+    own way) give the same events.parquet bytes: its row groups are not cut where the storage was cut."""
+    import duckdb
+
+    from reports.evidence import _write_events_parquet
+    from reports.warehouse import Warehouse
+
+    n = 206_128  # a table grown by copies of itself holds partly filled storage row groups
+    grown = duckdb.connect()
+    grown.execute(
+        f"CREATE TABLE events AS SELECT i AS position, 'user:' || (i % 97) AS actor FROM range(1, {n + 1}) t(i)"
+    )
+    for _ in range(3):
+        grown.execute(
+            f"INSERT INTO events SELECT position + (SELECT max(position) FROM events), actor FROM events "
+            f"WHERE position <= {n}"
+        )
+    whole = duckdb.connect()
+    whole.execute("CREATE TABLE events (position BIGINT, actor VARCHAR)")
+    whole.register("rows", grown.sql("SELECT * FROM events").to_arrow_table())
+    whole.execute("INSERT INTO events SELECT * FROM rows ORDER BY position")
+    digests = []
+    for name, con in (("grown", grown), ("whole", whole)):
+        target = tmp_path / f"{name}.parquet"
+        _write_events_parquet(Warehouse(None, con, ":memory:"), 1, 4 * n, target)  # type: ignore[arg-type]
+        digests.append(hashlib.sha256(target.read_bytes()).hexdigest())
+        con.close()
+    assert digests[0] == digests[1]
