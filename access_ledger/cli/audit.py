@@ -360,6 +360,8 @@ def leavers(
     hr: HrOption,
     sla: SlaOption = "24h",
     at: AtOption = None,
+    principal: PrincipalOption = None,
+    tenant: TenantOption = None,
     warehouse: WarehouseOption = None,
     fmt: FormatOption = Format.table,
     out: OutOption = None,
@@ -373,7 +375,18 @@ def leavers(
         # A bad file or SLA is refused before a possibly long sync.
         sla_span(sla)
         people = read_hr(hr)
-        result = _audited(ctx, warehouse, lambda wh: run_leavers(wh, people, sla=sla, at=at, sync=False))
+
+        def recorded(led: Any) -> None:
+            from access_ledger import api
+
+            api.require_recorded(led, principal, tenant, None)
+
+        result = _audited(
+            ctx,
+            warehouse,
+            lambda wh: run_leavers(wh, people, sla=sla, at=at, sync=False, principal=principal, tenant=tenant),
+            recorded,
+        )
         _show(result, BRIEF, fmt, out)
 
 
