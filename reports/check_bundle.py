@@ -13,8 +13,10 @@ inside the bundle must name the link recomputed there. --after: the bundle must 
 bundle PREVIOUS (itself checked) ended. These verdicts are the ones `evidence verify` gives: it runs the same
 functions (digest_problems, continuity_problems). Each population file of an access review,
 reviews/NAME.population.jsonl, must have the line count and SHA-256 that its campaign's ReviewStarted
-event among the events records. Exit 0: all checked; 1: a problem, named; 2: a usage error (an unknown
-option, an anchor file that cannot be read).
+event among the events records. A bundle's filters (manifest "filters") must be the ones each audit records in
+the manifest and in its audits/NAME.json, and an HR file's SHA-256 (manifest "hr") the one of its copy hr/hr.csv,
+which the leavers audit names; the verdict repeats both in `scope:` lines. Exit 0: all checked; 1: a problem,
+named; 2: a usage error (an unknown option, an anchor file that cannot be read).
 
 The chain: link(p) = SHA-256 of "PREV\\nP\\nORIGINATOR\\nVERSION\\nTOPIC\\n" followed by the event's line
 (without its newline), where PREV is link(p - 1) in hex. Line i of events/chain.jsonl belongs to line i

@@ -11,9 +11,16 @@
     audits/NAME.parquet    the same rows as a table (times as UTC TIMESTAMP)
     audits/NAME.json       the audit's summary and its rows that need attention (not every row)
     charts/NAME.csv        the figures behind each chart
+    hr/hr.csv              with --hr: the HR terminations file as read (its SHA-256 also in the manifest's "hr"),
+                           which the leavers audit (audits/leavers.*) reconciles; both checkers compare the two
     reviews/NAME.population.jsonl, reviews/NAME.json
                            each access review campaign of the period: its population as hashed into its
                            start event, and its decisions and remediation (reports/review_evidence.py)
+
+A filtered export (--tenant, --principal, --connector, --role) keeps in each audit only the rows in that scope,
+as `audit NAME --tenant ...` does; the manifest's "filters" names them, each audit's parameters (also in its hashed
+audits/NAME.json) the ones applied and its "unfiltered" the ones it cannot answer; check_bundle.scope_problems
+holds the three to agree, so a filter cannot be dropped from the manifest alone.
 
 The events are cut at the ledger's head when the export starts, so the JSONL, the Parquet file
 and the audits describe the same log even if it grows meanwhile. The full verify, the JSONL file

@@ -128,7 +128,7 @@ def render_report(
         '<h2 id="summary">Summary</h2>',
         "<p>This report comes from an access-control ledger: every role created, every role given to or taken from "
         "a person, team or service account, and every read of cloud credentials is recorded as an event that cannot "
-        "be changed afterwards without detection. Six audits read those events. Findings marked in red need "
+        f"be changed afterwards without detection. {len(results)} audits read those events. Findings marked in red need "
         "someone to act; the rest is the material a reviewer signs off. Every name is a link to what that person "
         "or account holds, where from, when they last used it and their findings.</p>",
         f"<p><strong>{total}</strong> finding{'s' if total != 1 else ''} need{'s' if total == 1 else ''} attention.</p>"

@@ -376,3 +376,30 @@ def test_an_unknown_filter_name_is_refused_with_nothing_written(history, tmp_pat
     assert result.exit_code != 0 and "staging" in result.output
     assert not (tmp_path / "b").exists()
     shutil.rmtree(tmp_path / "b", ignore_errors=True)
+
+
+def test_a_filtered_audits_markdown_json_and_table_say_so_and_an_unfiltered_one_does_not(two_tenants, tmp_path):
+    url = two_tenants.store.url
+    text = "Filtered: tenant prod only; rows outside this scope are not listed"
+    md = tmp_path / "s.md"
+    result = runner.invoke(app, ["--db", url, "audit", "secrets", "--tenant", "prod", "--out", str(md)])
+    assert result.exit_code == 0, result.output
+    assert md.read_text().startswith(f"### Connector-secret accesses\n\n**{text}**\n\n| ")
+    assert f"as markdown ({text})" in result.output  # what --out says it wrote
+    data = json.loads(runner.invoke(app, ["--db", url, "audit", "secrets", "--tenant", "prod", "-f", "json"]).stdout)
+    assert data["filtered"] == {"tenant": "prod"} and data["scope"] == text
+    assert data["rows"] and {r["tenant"] for r in data["rows"]} == {"prod"}
+    table = runner.invoke(app, ["--db", url, "audit", "secrets", "--tenant", "prod"]).stdout
+    assert text in " ".join(table.split())
+    hr = tmp_path / "hr.csv"
+    hr.write_text(HR)
+    leavers = runner.invoke(
+        app, ["--db", url, "audit", "leavers", "--hr", str(hr), "--principal", "user:bob", "-f", "json"]
+    )
+    assert leavers.exit_code == 0, leavers.output
+    bob = json.loads(leavers.stdout)
+    assert bob["filtered"] == {"principal": "user:bob"} and {r["who"] for r in bob["rows"]} == {"user:bob"}
+    whole = runner.invoke(app, ["--db", url, "audit", "secrets", "--format", "markdown"]).stdout
+    assert "Filtered" not in whole and isinstance(
+        json.loads(runner.invoke(app, ["--db", url, "audit", "secrets", "-f", "json"]).stdout), list
+    )

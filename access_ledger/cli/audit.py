@@ -121,7 +121,18 @@ def _show(result: Any, brief: tuple[str, ...], fmt: Format, out: Path | None) ->
     if fmt is Format.table:
         columns = [c for c in brief if c in result.columns] or result.columns
         caption = f"{count_words(*row_counts(result.name, result))}; --format csv|json|markdown shows every column"
-    emit(result.rows, fmt, out, columns=columns, title=result.title, caption=caption)
+    emit(result.rows, fmt, out, columns=columns, title=result.title, caption=caption, scope=_scope(result))
+
+
+def _scope(result: Any) -> dict[str, Any] | None:
+    """What a filtered audit's output says of itself (None when unfiltered)."""
+    from reports.check_bundle import FILTER_NAMES, filter_words
+
+    filters = {k: result.params[k] for k in FILTER_NAMES if result.params.get(k) is not None}
+    if not filters:
+        return None
+    text = filter_words(filters).replace("not in this bundle", "not listed")
+    return {"filters": filters, "text": text}
 
 
 def _sync(wh: Any) -> None:
