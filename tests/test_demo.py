@@ -38,7 +38,10 @@ def test_demo_finds_every_planted_incident_and_nothing_else(demo_run):
     assert "verify: intact" in out
     assert "12 of 12 planted incidents found by their audits; nothing else flagged" in out
     hr = db.parent / TERMINATIONS
-    assert f"HR leavers file: {hr} (3 leavers, read by `audit leavers --hr`)" in out
+    assert (
+        f"HR leavers file: {hr} (3 leavers, read by `audit leavers --hr`; in the bundle as hr/hr.csv, reconciled "
+        "by its leavers audit)"
+    ) in out
     seconds = float(re.search(r"done in ([\d.]+) s", out).group(1))
     assert seconds <= 60
     # The file count the demo prints is the bundle's, and the README's.
