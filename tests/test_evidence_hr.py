@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -222,8 +221,11 @@ def test_a_bad_hr_file_is_refused_with_nothing_written(history, tmp_path):  # no
     hr = tmp_path / "hr.csv"
     hr.write_text("person,terminated_at\nalice,yesterday\n")
     result = export(history.store.url, tmp_path / "b", "--hr", str(hr))
-    assert result.exit_code != 0
-    assert "hr.csv line 2: terminated_at 'yesterday' is not a time" in result.output
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"Error: {hr} line 2: terminated_at 'yesterday' is not a time: give 2026-03-15T10:00:00Z, 2026-03-15T10:00 "
+        "(UTC) or 2026-03-15"
+    ]
     assert not (tmp_path / "b").exists()
 
 
@@ -373,9 +375,8 @@ def test_a_filter_removed_with_every_record_of_it_fails_recompute_and_the_signat
 
 def test_an_unknown_filter_name_is_refused_with_nothing_written(history, tmp_path):  # noqa: F811
     result = export(history.store.url, tmp_path / "b", "--tenant", "staging")
-    assert result.exit_code != 0 and "staging" in result.output
-    assert not (tmp_path / "b").exists()
-    shutil.rmtree(tmp_path / "b", ignore_errors=True)
+    assert result.exit_code == 2 and result.output.startswith("Error: unknown tenant 'staging'")
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
 
 
 def test_a_filtered_audits_markdown_json_and_table_say_so_and_an_unfiltered_one_does_not(two_tenants, tmp_path):
