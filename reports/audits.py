@@ -144,6 +144,28 @@ AUDITS: dict[str, Audit] = {
 }
 
 
+#: The filters each audit answers, as `audit NAME --tenant ...` takes them (filter_findings narrows its rows by
+#: the column each names); the evidence export applies to an audit only these, and says which it could not.
+FILTER_NAMES = ("tenant", "principal", "connector", "role")
+FILTERS: dict[str, frozenset[str]] = {
+    "review": frozenset({"principal", "tenant", "role"}),
+    "least-privilege": frozenset({"principal", "tenant", "role"}),
+    "secrets": frozenset({"principal", "tenant", "connector", "role"}),
+    "sod": frozenset({"principal", "tenant"}),
+    "changes": frozenset({"principal", "tenant"}),
+    "hygiene": frozenset({"principal", "tenant"}),
+    "reviews": frozenset({"principal", "tenant"}),
+    "authority": frozenset({"principal", "tenant"}),
+    "leavers": frozenset({"principal", "tenant"}),
+}
+
+
+def split_filters(name: str, filters: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The filters given that audit `name` answers, and the names of those it cannot (sorted)."""
+    answers = FILTERS.get(name, frozenset())
+    return {k: v for k, v in filters.items() if k in answers}, sorted(k for k in filters if k not in answers)
+
+
 @dataclass
 class AuditResult:
     name: str

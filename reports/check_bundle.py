@@ -13,8 +13,10 @@ inside the bundle must name the link recomputed there. --after: the bundle must 
 bundle PREVIOUS (itself checked) ended. These verdicts are the ones `evidence verify` gives: it runs the same
 functions (digest_problems, continuity_problems). Each population file of an access review,
 reviews/NAME.population.jsonl, must have the line count and SHA-256 that its campaign's ReviewStarted
-event among the events records. Exit 0: all checked; 1: a problem, named; 2: a usage error (an unknown
-option, an anchor file that cannot be read).
+event among the events records. A bundle's filters (manifest "filters") must be the ones each audit records in
+the manifest and in its audits/NAME.json, and an HR file's SHA-256 (manifest "hr") the one of its copy hr/hr.csv,
+which the leavers audit names; the verdict repeats both in `scope:` lines. Exit 0: all checked; 1: a problem,
+named; 2: a usage error (an unknown option, an anchor file that cannot be read).
 
 The chain: link(p) = SHA-256 of "PREV\\nP\\nORIGINATOR\\nVERSION\\nTOPIC\\n" followed by the event's line
 (without its newline), where PREV is link(p - 1) in hex. Line i of events/chain.jsonl belongs to line i
@@ -656,6 +658,133 @@ def coverage_problem(manifest: dict[str, Any], chain: Chain) -> str | None:
     return None
 
 
+# -- the bundle's scope: its filters and its HR file (evidence verify runs these too) --------------
+
+HR_COPY = "hr/hr.csv"
+FILTER_NAMES = ("tenant", "principal", "connector", "role")
+#: An audit's JSON file (audits/NAME.json) is read whole for the parameters it records: larger is refused.
+MAX_AUDIT_JSON = 1 << 30
+
+
+def filter_words(filters: dict[str, Any]) -> str:
+    """What a filtered bundle says of itself, in the report, the manifest's readers and both checkers' verdicts."""
+    shown = ", ".join(f"{k} {printable(filters[k])}" for k in FILTER_NAMES if k in filters)
+    return f"Filtered: {shown} only; rows outside this scope are not in this bundle"
+
+
+def _filters(manifest: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The manifest's filters ({} for none), and why they are unusable (None if they are not)."""
+    if "filters" not in manifest:
+        return {}, None
+    filters = manifest["filters"]
+    if (
+        not isinstance(filters, dict)
+        or not filters
+        or any(k not in FILTER_NAMES or not isinstance(v, str) for k, v in filters.items())
+    ):
+        return {}, f'{MANIFEST}: "filters" is not an object naming a tenant, principal, connector or role'
+    return filters, None
+
+
+def scope_problems(manifest: dict[str, Any], read: Callable[[str], bytes]) -> list[str]:
+    """Does the manifest say the bundle's scope as its files record it: every audit filtered exactly by the
+    manifest's filters (or listing the ones it cannot answer), the parameters in each audits/NAME.json (a hashed
+    file) the manifest's, and an HR file's SHA-256 the one of its copy hr/hr.csv, which the leavers audit names.
+    `read(name)` gives a listed member's bytes (already checked against the manifest)."""
+    files = manifest["files"]
+    audits = manifest.get("audits") if isinstance(manifest.get("audits"), dict) else {}
+    filters, problem = _filters(manifest)
+    problems = [problem] if problem else []
+    for name, meta in sorted(audits.items()):
+        shown = printable(name)
+        if not isinstance(meta, dict):
+            problems.append(f"{MANIFEST}: audit {shown!r} is not an object")
+            continue
+        params = meta.get("params") if isinstance(meta.get("params"), dict) else {}
+        unfiltered = meta.get("unfiltered", [])
+        if not isinstance(unfiltered, list) or any(k not in filters for k in unfiltered):
+            problems.append(f"{MANIFEST}: audit {shown}: its unfiltered list names a filter the manifest does not give")
+            unfiltered = []
+        for key in FILTER_NAMES:
+            applied = params.get(key)
+            if applied is not None and filters.get(key) != applied:
+                problems.append(
+                    f"{MANIFEST}: audit {shown} is filtered by {key} {printable(applied)!r}, which the manifest's "
+                    "filters do not say (a partial bundle shown as complete)"
+                )
+            elif key in filters and applied is None and key not in unfiltered:
+                problems.append(
+                    f"{MANIFEST}: the filter {key} {printable(filters[key])!r} is neither applied to audit {shown} "
+                    "nor listed as one it cannot answer"
+                )
+        summary_name = f"audits/{name}.json"
+        if summary_name in files:
+            try:
+                data = read(summary_name)
+                summary = json.loads(data) if len(data) <= MAX_AUDIT_JSON else None
+            except (ValueError, RecursionError):
+                summary = None
+            if not isinstance(summary, dict) or summary.get("params") != params:
+                problems.append(
+                    f"{printable(summary_name)}: the parameters it records (filters included) are not the "
+                    f"manifest's for audit {shown}"
+                )
+    problems += _hr_problems(manifest, files, audits)
+    return problems
+
+
+def _hr_problems(manifest: dict[str, Any], files: dict[str, Any], audits: dict[str, Any]) -> list[str]:
+    hr = manifest.get("hr")
+    others = sorted(n for n in files if n.startswith("hr/") and n != HR_COPY)
+    problems = [f"{printable(n)}: not the bundle's HR file ({HR_COPY})" for n in others]
+    if hr is None:
+        if HR_COPY in files or "leavers" in audits:
+            problems.append(
+                f"{MANIFEST}: the bundle holds {HR_COPY} or a leavers audit but its manifest names no HR file"
+            )
+        return problems
+    if not isinstance(hr, dict) or hr.get("file") != HR_COPY:
+        return problems + [f'{MANIFEST}: "hr" does not name the HR file {HR_COPY}']
+    if HR_COPY not in files:
+        return problems + [f"{HR_COPY}: missing, although {MANIFEST} names it as the HR file"]
+    if hr.get("sha256") != files[HR_COPY]["sha256"]:
+        problems.append(
+            f"{HR_COPY}: its SHA-256 is {files[HR_COPY]['sha256']}, the HR file's recorded in {MANIFEST} is "
+            f"{printable(hr.get('sha256'))}: the HR file was swapped or its record edited"
+        )
+    leavers = audits.get("leavers")
+    params = leavers.get("params") if isinstance(leavers, dict) else None
+    if not isinstance(params, dict):
+        problems.append(f"{MANIFEST}: it names an HR file but carries no leavers audit")
+    elif (params.get("hr_file"), params.get("hr_sha256")) != (HR_COPY, hr.get("sha256")):
+        problems.append(f"{MANIFEST}: the leavers audit was not run over the HR file {HR_COPY} it records")
+    return problems
+
+
+def scope_lines(manifest: dict[str, Any]) -> list[str]:
+    """What a verdict says of the bundle's scope, one line each: its filters (and the audits that could not
+    answer one), its HR file's SHA-256 to compare with the HR system's."""
+    filters, _ = _filters(manifest)
+    lines = []
+    if filters:
+        lines.append(filter_words(filters))
+        audits = manifest.get("audits") if isinstance(manifest.get("audits"), dict) else {}
+        for name, meta in sorted(audits.items()):
+            unfiltered = meta.get("unfiltered") if isinstance(meta, dict) else None
+            if isinstance(unfiltered, list) and unfiltered:
+                lines.append(
+                    f"audit {printable(name)}: not filtered by {', '.join(printable(k) for k in unfiltered)} "
+                    "(it cannot answer it): every row of the period's scope otherwise"
+                )
+    hr = manifest.get("hr")
+    if isinstance(hr, dict):
+        lines.append(
+            f"HR file: {HR_COPY}, SHA-256 {printable(hr.get('sha256'))}, {printable(hr.get('rows'))} people (given as "
+            f"{printable(hr.get('source'))}): the leavers audit reconciles it; compare it with the HR system's file"
+        )
+    return lines
+
+
 # -- standalone use ------------------------------------------------------------------------------
 
 
@@ -916,6 +1045,7 @@ def check(
     notes: list[str] = []
     manifest: dict[str, Any] = {}
     manifest, open_member, problems = _files(bundle)  # Refused: the bundle cannot be read safely at all
+    files_differ = bool(problems)
     try:
         listed = manifest["files"]
         chain = recompute(manifest, open_member, (int(digest["position"]),) if digest else ())
@@ -930,6 +1060,8 @@ def check(
             wrong = coverage_problem(manifest, chain)
             if wrong:
                 problems.append(wrong)
+        if not files_differ:  # (a file that differs is named already; its contents say nothing)
+            problems += scope_problems(manifest, lambda name: _read_whole(open_member, name))
         if digest is not None:
             found = digest_problems(manifest, chain, digest, public_pem)
             problems += found
@@ -954,6 +1086,11 @@ def check(
     except UNREADABLE as exc:
         problems.append(f"cannot read the bundle: {printable(str(exc))}")
     return problems, notes, manifest
+
+
+def _read_whole(open_member: Opener, name: str) -> bytes:
+    with open_member(name) as f:
+        return f.read()
 
 
 def _parser() -> Any:
@@ -1006,7 +1143,10 @@ def main(argv: list[str]) -> int:
         return 2
     for problem in problems:
         print(problem, file=sys.stderr)
+    scope = scope_lines(manifest)
     if problems:
+        for line in scope:
+            print(f"scope: {line}", file=sys.stderr)
         print(f"FAILED: {len(problems)} problem(s) in {bundle}", file=sys.stderr)
         return 1
     anchored = [
@@ -1026,6 +1166,8 @@ def main(argv: list[str]) -> int:
     said = coverage(manifest)
     if said:
         print(f"coverage: {said}")
+    for line in scope:
+        print(f"scope: {line}")
     for note in notes:
         print(f"note: {note}")
     return 0

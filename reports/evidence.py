@@ -11,9 +11,16 @@
     audits/NAME.parquet    the same rows as a table (times as UTC TIMESTAMP)
     audits/NAME.json       the audit's summary and its rows that need attention (not every row)
     charts/NAME.csv        the figures behind each chart
+    hr/hr.csv              with --hr: the HR terminations file as read (its SHA-256 also in the manifest's "hr"),
+                           which the leavers audit (audits/leavers.*) reconciles; both checkers compare the two
     reviews/NAME.population.jsonl, reviews/NAME.json
                            each access review campaign of the period: its population as hashed into its
                            start event, and its decisions and remediation (reports/review_evidence.py)
+
+A filtered export (--tenant, --principal, --connector, --role) keeps in each audit only the rows in that scope,
+as `audit NAME --tenant ...` does; the manifest's "filters" names them, each audit's parameters (also in its hashed
+audits/NAME.json) the ones applied and its "unfiltered" the ones it cannot answer; check_bundle.scope_problems
+holds the three to agree, so a filter cannot be dropped from the manifest alone.
 
 The events are cut at the ledger's head when the export starts, so the JSONL, the Parquet file
 and the audits describe the same log even if it grows meanwhile. The full verify, the JSONL file
@@ -53,7 +60,7 @@ from reports.bundle_chain import (
     write_checker,
 )
 from reports.bundle_reader import MANIFEST, MANIFEST_LIMIT, BundleError, BundleProblem, BundleReader, check_name
-from reports.check_bundle import vouching
+from reports.check_bundle import FILTER_NAMES, HR_COPY, scope_problems, vouching
 from reports.findings import ATTENTION, attention_filter, needs_attention, plain, row_counts, split_rows
 
 __all__ = [
@@ -85,6 +92,16 @@ HISTORY_FILE = ".history.jsonl"
 WALK_FILES = (EVENTS_FILE, CHAIN_FILE, HISTORY_FILE)
 PARTS = ".parts"  # events/.parts/: the segments of the log walk, until joined into the two files
 Progress = Callable[[str, float], None]  # (what is being done, fraction of the export done)
+
+
+@dataclass(frozen=True)
+class HrInput:
+    """An HR file given to the export: the name given, its bytes as read once, its row count, the SLA."""
+
+    source: str
+    data: bytes
+    rows: int
+    sla: str
 
 
 class TamperedLedger(BundleError):
@@ -150,6 +167,9 @@ def export_bundle(
     progress: Progress | None = None,
     replace: bool = False,
     allow_tampered: bool = False,
+    hr: str | Path | None = None,
+    sla: str = "24h",
+    filters: dict[str, str] | None = None,
 ) -> ExportResult:
     """Write the evidence bundle of the period [start, end] (default: all of history up to now) to `out`.
 
@@ -157,9 +177,13 @@ def export_bundle(
     a zip file (`.zip` is added to the name if missing). Every file and folder written is
     owner-only (0600, 0700) whatever the umask. A ledger that fails verify is refused
     (TamperedLedger, nothing left behind) unless `allow_tampered`: then the manifest's first line
-    and the report's first banner say so.
+    and the report's first banner say so. `hr`: an HR terminations file, copied into the bundle (hr/hr.csv)
+    and reconciled by the leavers audit (with `sla`). `filters` ({tenant, principal, connector, role}: name):
+    each audit keeps only the rows in that scope, as `audit NAME --tenant ...` does; the manifest, the report
+    and both checkers say so.
     """
     from ledger.timeutil import canonical, format_instant, now
+    from reports.leavers import parse_hr, read_hr_bytes, sla_span
 
     started = time.perf_counter()
     report = progress or (lambda what, done: None)
@@ -173,6 +197,17 @@ def export_bundle(
         raise BundleError(f"from: {start_at} is after to: {end_at}")
     first, last = led.positions_between(start_at, end_at)
     last = min(last, head)
+    given = {k: v for k, v in (filters or {}).items() if v is not None}
+    for key, value in given.items():
+        if key not in FILTER_NAMES or not isinstance(value, str) or not value:
+            raise BundleError(f"{key}: not a filter of the evidence export (give {', '.join(FILTER_NAMES)})")
+    hr_input: HrInput | None = None
+    if hr is not None:
+        # The bytes read once are the ones checked, copied, hashed and reconciled (a file swapped after this
+        # read changes nothing in the bundle). A bad file or SLA is refused before anything is written.
+        data = read_hr_bytes(hr)
+        sla_span(sla)
+        hr_input = HrInput(str(hr), data, len(parse_hr(str(hr), data).rows), sla)
     target = Path(out)
     if as_zip and target.suffix != ".zip":
         target = target.with_name(target.name + ".zip")
@@ -195,6 +230,8 @@ def export_bundle(
                 rules,
                 report,
                 allow_tampered,
+                hr_input,
+                given,
             )
         report("manifest", 0.97)
         data = _manifest_bytes(manifest)
@@ -290,10 +327,12 @@ def _write_bundle(
     rules: str | Path | None,
     report: Progress,
     allow_tampered: bool = False,
+    hr: HrInput | None = None,
+    filters: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     from importlib.metadata import version
 
-    from reports.audits import AUDITS, run_audit
+    from reports.audits import AUDITS, run_audit, split_filters
     from reports.html import render_report
     from reports.review_evidence import write_reviews
 
@@ -328,26 +367,19 @@ def _write_bundle(
             _write_events_parquet(wh, first, last, folder / "events" / "events.parquet")
             results: dict[str, AuditResult] = {}
             audits_meta: dict[str, Any] = {}
+            given = filters or {}
             for i, name in enumerate(AUDITS):
                 report(f"audit {name}", 0.45 + 0.35 * i / len(AUDITS))
+                applied, unanswered = split_filters(name, given)
                 result = run_audit(
-                    wh, name, at=end_at, start=start_at, end=end_at, window=window, rules=rules, sync=False
+                    wh, name, at=end_at, start=start_at, end=end_at, window=window, rules=rules, sync=False, **applied
                 )
                 results[name] = result
-                files = [f"audits/{name}.{ext}" for ext in ("csv", "parquet", "json")]
-                attention = _write_audit(wh, result, folder)
-                routine = row_counts(name, result)[1]
-                audits_meta[name] = {
-                    "title": result.title,
-                    "description": result.description,
-                    "params": result.params,
-                    "columns": result.columns,
-                    "rows": len(result),
-                    "needs_attention": attention,
-                    "routine": routine,
-                    "files": files,
-                    "sql": result.sql,
-                }
+                audits_meta[name] = audit_entry(wh, result, folder, unanswered)
+            if hr is not None:
+                report("audit leavers", 0.8)
+                results["leavers"] = run_hr_leavers(wh, folder, hr.data, hr.sla, end_at, given)
+                audits_meta["leavers"] = audit_entry(wh, results["leavers"], folder, split_filters("leavers", given)[1])
             report("charts", 0.82)
             charts = _charts(wh, results.get("secrets"), start_at, end_at, first, last, folder)
             organization = _organization(wh)
@@ -372,6 +404,7 @@ def _write_bundle(
                 "digest": digest,
                 "verify": verified,
                 "events": last - first + 1 if last >= first else 0,
+                **scope_context(filters or {}, audits_meta, hr_entry(hr) if hr is not None else None),
             }
             html = render_report(
                 context, results, charts, {n: m["needs_attention"] for n, m in audits_meta.items()}, reviews
@@ -440,7 +473,65 @@ def _write_bundle(
         "chain": chain,
         "files": files,
     }
+    if filters:
+        manifest["filters"] = {k: filters[k] for k in FILTER_NAMES if k in filters}
+    if hr is not None:
+        manifest["hr"] = hr_entry(hr)
     return _sign(sign_manifest(manifest)), findings
+
+
+def audit_entry(wh: Warehouse, result: AuditResult, folder: Path, unanswered: list[str]) -> dict[str, Any]:
+    """Write one audit's files; its manifest entry (with the filters given that it cannot answer, if any)."""
+    attention = _write_audit(wh, result, folder)
+    entry = {
+        "title": result.title,
+        "description": result.description,
+        "params": result.params,
+        "columns": result.columns,
+        "rows": len(result),
+        "needs_attention": attention,
+        "routine": row_counts(result.name, result)[1],
+        "files": [f"audits/{result.name}.{ext}" for ext in ("csv", "parquet", "json")],
+        "sql": result.sql,
+    }
+    if unanswered:
+        entry["unfiltered"] = unanswered
+    return entry
+
+
+def run_hr_leavers(
+    wh: Warehouse, folder: Path, data: bytes, sla: str, end_at: str, filters: dict[str, str]
+) -> AuditResult:
+    """Copy an HR file's bytes into the bundle (hr/hr.csv) and run the leavers audit over exactly those bytes,
+    named by their place in the bundle (so the same run over the copy gives the same files)."""
+    from reports.audits import split_filters
+    from reports.leavers import parse_hr, run_leavers
+
+    (folder / "hr").mkdir(exist_ok=True)
+    write_private(folder / HR_COPY, data)
+    applied = split_filters("leavers", filters)[0]
+    return run_leavers(wh, parse_hr(HR_COPY, data), sla=sla, at=end_at, sync=False, **applied)
+
+
+def hr_entry(hr: HrInput) -> dict[str, Any]:
+    """The manifest's record of the HR file: its copy's name, SHA-256 and size, its rows, the name it was given as."""
+    return {
+        "file": HR_COPY,
+        "sha256": hashlib.sha256(hr.data).hexdigest(),
+        "bytes": len(hr.data),
+        "rows": hr.rows,
+        "source": scrub(hr.source),
+        "sla": hr.sla,
+    }
+
+
+def scope_context(filters: dict[str, Any], audits: dict[str, Any], hr: dict[str, Any] | None) -> dict[str, Any]:
+    """What the report says of the bundle's scope: its filters, the audits that could not answer one, its HR file."""
+    return {
+        "filters": filters,
+        "unfiltered": {n: m["unfiltered"] for n, m in audits.items() if isinstance(m, dict) and m.get("unfiltered")},
+        "hr": hr,
+    }
 
 
 def _quote(arg: str) -> str:
@@ -1062,7 +1153,10 @@ def verify_bundle(
             signer = "the holder of ACCESS_LEDGER_SEAL_KEY"
     check.ok = not (check.changed or check.missing or check.added or check.problems)
     if check.ok:
+        with BundleReader(target) as bundle:
+            scope = scope_problems(manifest, lambda name: bundle.read(name, int(listed[name]["bytes"])))
         check.problems, notes = check_anchors(target, manifest, verify=verify_bundle, **anchors)
+        check.problems[:0] = scope
         check.notes += notes
         check.ok = not check.problems
         if anchors.get("public_key") is not None and check.ok:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from reports.check_bundle import HR_COPY, filter_words
 from reports.findings import ROUTINE, first_rows, needs_attention, plain
 
 if TYPE_CHECKING:
@@ -122,11 +123,12 @@ def render_report(
         '<noscript><p class="banner bad">The tables of this page are drawn by its script, which is off: every row '
         "is also in <code>audits/NAME.csv</code> beside this file.</p></noscript>",
         _integrity(context),
+        _scope(context),
         '<section id="principal" hidden></section>',
         '<h2 id="summary">Summary</h2>',
         "<p>This report comes from an access-control ledger: every role created, every role given to or taken from "
         "a person, team or service account, and every read of cloud credentials is recorded as an event that cannot "
-        "be changed afterwards without detection. Six audits read those events. Findings marked in red need "
+        f"be changed afterwards without detection. {len(results)} audits read those events. Findings marked in red need "
         "someone to act; the rest is the material a reviewer signs off. Every name is a link to what that person "
         "or account holds, where from, when they last used it and their findings.</p>",
         f"<p><strong>{total}</strong> finding{'s' if total != 1 else ''} need{'s' if total == 1 else ''} attention.</p>"
@@ -141,7 +143,7 @@ def render_report(
         _principals_section(results, findings),
     ]
     for name, result in results.items():
-        parts.append(_audit_section(name, result, attention.get(name, 0)))
+        parts.append(_audit_section(name, result, attention.get(name, 0), _audit_scope(context, name, result)))
     parts += [
         _reviews_section(reviews or []),
         _check_section(context, results),
@@ -296,7 +298,47 @@ def _principals_section(results: dict[str, AuditResult], findings: list[dict[str
     )
 
 
-def _audit_section(name: str, result: AuditResult, attention: int) -> str:
+def _scope(context: dict[str, Any]) -> str:
+    """The banners of a filtered bundle (what it leaves out) and of one carrying an HR file (its SHA-256)."""
+    out = []
+    filters = context.get("filters") or {}
+    if filters:
+        out.append(
+            f'<div class="banner bad" id="filtered"><strong>{escape(filter_words(filters))}.</strong><span>Each '
+            "audit below keeps only the rows in this scope (an audit that cannot answer a filter says so in its "
+            "section). The events, the charts other than the secrets chart, and the access review records are "
+            "the whole ledger's: the events are needed to check the hash chain.</span></div>"
+        )
+    hr = context.get("hr")
+    if hr:
+        out.append(
+            f'<div class="banner" id="hr-file"><strong>HR file.</strong><span>The leavers audit reconciles '
+            f"<code>{escape(HR_COPY)}</code>, a copy of <code>{escape(str(hr.get('source')))}</code> "
+            f"({hr.get('rows', 0):,} people), SHA-256 <code>{escape(str(hr.get('sha256')))}</code>: compare it "
+            "with the HR system's file.</span></div>"
+        )
+    return "".join(out)
+
+
+def _audit_scope(context: dict[str, Any], name: str, result: AuditResult) -> str:
+    """The line of an audit's section saying which filters narrowed its rows and which it could not answer."""
+    filters = context.get("filters") or {}
+    if not filters:
+        return ""
+    applied = {k: v for k, v in filters.items() if result.params.get(k) == v}
+    unanswered = (context.get("unfiltered") or {}).get(name) or []
+    out = f'<p class="banner bad filtered"><strong>{escape(filter_words(applied))}.</strong>' if applied else ""
+    if unanswered:
+        out += (
+            ("" if applied else '<p class="banner bad filtered">')
+            + f"<span>Not filtered by {escape(', '.join(unanswered))}: this audit cannot answer "
+            f"{'it' if len(unanswered) == 1 else 'them'}, so its rows are not narrowed by "
+            f"{'it' if len(unanswered) == 1 else 'them'}.</span>"
+        )
+    return out + "</p>" if out else ""
+
+
+def _audit_section(name: str, result: AuditResult, attention: int, scope: str = "") -> str:
     counts: dict[str, int] = {}
     if "finding" in result.columns:
         for pair in result.table.column("finding").value_counts().to_pylist():
@@ -321,7 +363,7 @@ def _audit_section(name: str, result: AuditResult, attention: int) -> str:
         hidden = pc.sum(pc.is_in(shown.column("finding"), value_set=kinds)).as_py() or 0  # of the rows in the page
         routine = {"column": "finding", "values": kinds.to_pylist(), "rows": hidden}
     return (
-        f'<h2 id="{escape(name)}">{escape(result.title)}</h2><p>{escape(result.description)}</p>'
+        f'<h2 id="{escape(name)}">{escape(result.title)}</h2>{scope}<p>{escape(result.description)}</p>'
         f'<p class="caption">Run with: {escape(params)}. '
         f"{'<strong>' + str(attention) + ' need attention</strong> (highlighted, first). ' if attention else ''}"
         f"Every row is in <code>audits/{escape(name)}.csv</code> and <code>.parquet</code>; "

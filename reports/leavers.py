@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ledger.errors import ValidationError
-from reports.audits import SHARED_SQL, AuditResult, _instant, _plain, query_table
+from reports.audits import SHARED_SQL, AuditResult, _instant, _plain, filter_findings, query_table
 from reports.errors import AuditParameterError
 from reports.sql_files import sql_text
 
@@ -59,6 +59,11 @@ class HrFile:
 def read_hr(path: str | Path) -> HrFile:
     """Read and check an HR terminations file: a CSV with a header naming `person` and `terminated_at`
     (or `termination_time`). Any fault is one ValidationError naming the file and the line."""
+    return parse_hr(str(path), read_hr_bytes(path))
+
+
+def read_hr_bytes(path: str | Path) -> bytes:
+    """The bytes of an HR file, read once (bounded); a fault is one ValidationError naming the file."""
     name = str(path)
     try:
         size = Path(path).stat().st_size
@@ -71,6 +76,16 @@ def read_hr(path: str | Path) -> HrFile:
         raise ValidationError(f"{name}: is a folder, not a file") from None
     except OSError as exc:
         raise ValidationError(f"{name}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > MAX_HR_BYTES:  # (grown since its size was taken)
+        raise ValidationError(f"{name}: larger than {MAX_HR_BYTES // (1024 * 1024)} MiB")
+    return data
+
+
+def parse_hr(name: str, data: bytes) -> HrFile:
+    """Check the bytes of an HR terminations file (read_hr's rules), `name` naming it in every message and
+    in the result; the SHA-256 is of exactly these bytes (the evidence export copies the same bytes)."""
+    if len(data) > MAX_HR_BYTES:
+        raise ValidationError(f"{name}: larger than {MAX_HR_BYTES // (1024 * 1024)} MiB")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -192,9 +207,12 @@ def run_leavers(
     sla: str | timedelta = "24h",
     at: str | None = None,
     sync: bool = True,
+    principal: str | None = None,
+    tenant: str | None = None,
 ) -> AuditResult:
     """Run the leavers audit over the warehouse (syncing it first) for the people of an HR file (a path,
-    or one read_hr has read); `at` defaults to now, `sla` to 24 hours."""
+    or one read_hr has read); `at` defaults to now, `sla` to 24 hours; `principal`, `tenant`: keep only the
+    rows about that person, or in that tenant (as every audit's filters)."""
     import duckdb
     import pyarrow as pa
 
@@ -223,6 +241,7 @@ def run_leavers(
         table = query_table(wh, NAME, statements[-1].query, {"at": at_dt, "sla": span})
     finally:
         wh.con.unregister(HR_TABLE)
+    table = filter_findings(NAME, table, principal=principal, tenant=tenant)
     wh.confirm()  # no result leaves before the file it was read from is proven (see Warehouse.confirm)
     shown = {
         "at": _plain(at_dt),
@@ -231,6 +250,7 @@ def run_leavers(
         "hr_sha256": hr.sha256,
         "hr_rows": len(hr.rows),
     }
+    shown.update({k: v for k, v in (("principal", principal), ("tenant", tenant)) if v is not None})
     return AuditResult(
         name=NAME,
         title=TITLE,

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from reports.bundle_reader import BundleError, BundleReader
-from reports.check_bundle import printable
+from reports.check_bundle import HR_COPY, printable
 
 EVENTS = "events/events.jsonl"
 Progress = Callable[[str, float], None]
@@ -39,7 +39,7 @@ def recompute(path: Path, manifest: dict[str, Any], progress: Progress | None = 
     """(problems, notes) of the bundle at `path`, whose files match `manifest` and whose chain recomputed."""
     from importlib.metadata import version
 
-    from reports.audits import AUDITS
+    from reports.audits import AUDITS, SHARED_SQL
     from reports.sql_files import sql_text
 
     report = progress or (lambda what, done: None)
@@ -63,18 +63,25 @@ def recompute(path: Path, manifest: dict[str, Any], progress: Progress | None = 
             "recompute it with the version that made it"
         ], []
     audits = manifest.get("audits") if isinstance(manifest.get("audits"), dict) else {}
+    # The leavers audit is in a bundle exported with --hr (its HR file is hr/hr.csv, checked before this).
+    known = set(AUDITS) | ({"leavers"} if "hr" in manifest else set())
     problems = [
         f"manifest.json: audit {printable(name)!r} is not one access-ledger {mine} runs"
-        for name in sorted(set(audits) - set(AUDITS))
+        for name in sorted(set(audits) - known)
     ]
-    for name, audit in AUDITS.items():
+    sql_files = {name: audit.sql_files for name, audit in AUDITS.items()}
+    if "leavers" in known:
+        from reports import leavers
+
+        sql_files["leavers"] = (leavers.SQL_FILE, SHARED_SQL)
+    for name, files in sql_files.items():
         meta = audits.get(name)
         if not isinstance(meta, dict):
             problems.append(f"manifest.json: audit {name!r} is missing")
             continue
         recorded = meta.get("sql") if isinstance(meta.get("sql"), dict) else {}
-        for f in sorted(set(recorded) | set(audit.sql_files)):
-            if recorded.get(f) != (sql_text(f) if f in audit.sql_files else None):
+        for f in sorted(set(recorded) | set(files)):
+            if recorded.get(f) != (sql_text(f) if f in files else None):
                 problems.append(f"manifest.json: the SQL of audit {name} ({f}) is not access-ledger {mine}'s")
     if problems:
         return problems, []
@@ -104,11 +111,18 @@ def _recompute_in(tmp: Path, path: Path, manifest: dict[str, Any], report: Progr
                 f"cannot recompute: the bundle's events imported give position {head} and another link than "
                 "the manifest's end link (they were not recorded as they stand)"
             ], []
+        hr_data = None
+        if "hr" in manifest:
+            try:
+                with BundleReader(path) as bundle:
+                    hr_data = bundle.read(HR_COPY, int(manifest["files"][HR_COPY]["bytes"]))
+            except (BundleError, KeyError):
+                return [f"cannot recompute: {HR_COPY} cannot be read"], []
         report("warehouse", 0.3)
         try:
             with Warehouse.open(led, tmp / "warehouse.duckdb", scratch=True) as wh:
                 wh.sync()
-                return _compare(tmp / "bundle", wh, led, manifest, report)
+                return _compare(tmp / "bundle", wh, led, manifest, report, hr_data)
         except (LedgerError, ReportError) as exc:
             return [f"cannot recompute: {exc}"], []
 
@@ -124,10 +138,20 @@ def _lines(bundle: BundleReader, manifest: dict[str, Any]) -> Iterator[bytes]:
         yield rest
 
 
-def _compare(out: Path, wh: Any, led: Any, manifest: dict[str, Any], report: Progress) -> tuple[list[str], list[str]]:
-    """Write the bundle's derived files again into `out` as the export does; one problem per difference."""
-    from reports.audits import AUDITS, run_audit
-    from reports.evidence import _charts, _organization, _write_audit, _write_events_parquet
+def _compare(
+    out: Path, wh: Any, led: Any, manifest: dict[str, Any], report: Progress, hr_data: bytes | None = None
+) -> tuple[list[str], list[str]]:
+    """Write the bundle's derived files again into `out` as the export does, with the manifest's filters and
+    over its HR file's copy (`hr_data`); one problem per difference."""
+    from reports.audits import AUDITS, run_audit, split_filters
+    from reports.evidence import (
+        _charts,
+        _organization,
+        _write_audit,
+        _write_events_parquet,
+        run_hr_leavers,
+        scope_context,
+    )
     from reports.findings import row_counts
     from reports.html import render_report
     from reports.review_evidence import write_reviews
@@ -151,14 +175,26 @@ def _compare(out: Path, wh: Any, led: Any, manifest: dict[str, Any], report: Pro
     results: dict[str, Any] = {}
     attention: dict[str, int] = {}
     skipped: list[str] = []
-    for i, name in enumerate(AUDITS):
+    # The filters the manifest gives, applied as the export applied them: a filter removed from the manifest
+    # makes the recomputed audits whole, and so different from the bundle's filtered files.
+    filters = manifest.get("filters") if isinstance(manifest.get("filters"), dict) else {}
+    names = list(AUDITS) + (["leavers"] if hr_data is not None else [])
+    for i, name in enumerate(names):
         report(f"audit {name}", 0.35 + 0.45 * i / len(AUDITS))
         meta = audits[name]
         if name == "sod" and params[name].get("rules") != f"default ({DEFAULT_RULES})":
             # A rules file of the exporter's own, which the bundle does not carry: nothing to run it with.
             skipped.append(f"audits/{name}.*")
             continue
-        result = run_audit(wh, name, at=end_at, start=start_at, end=end_at, window=window, sync=False)
+        applied, unanswered = split_filters(name, filters)
+        if name == "leavers":
+            sla = params[name].get("sla")
+            if not isinstance(sla, str):
+                problems.append("manifest.json: audits.leavers.params.sla is not a duration")
+                continue
+            result = run_hr_leavers(wh, out, hr_data, sla, end_at, filters)  # type: ignore[arg-type]
+        else:
+            result = run_audit(wh, name, at=end_at, start=start_at, end=end_at, window=window, sync=False, **applied)
         results[name] = result
         attention[name] = _write_audit(wh, result, out)
         counts = {
@@ -169,6 +205,7 @@ def _compare(out: Path, wh: Any, led: Any, manifest: dict[str, Any], report: Pro
             "rows": len(result),
             "needs_attention": attention[name],
             "routine": row_counts(name, result)[1],
+            "unfiltered": unanswered or None,
         }
         for key, value in counts.items():
             if meta.get(key) != value:
@@ -207,6 +244,7 @@ def _compare(out: Path, wh: Any, led: Any, manifest: dict[str, Any], report: Pro
             "digest": ledger.get("digest"),
             "verify": ledger.get("verify") or {},
             "events": last - first + 1,
+            **scope_context(filters, audits, manifest["hr"] if hr_data is not None else None),
         }
         try:
             html = render_report(context, results, charts, attention, reviews)

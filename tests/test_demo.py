@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -37,7 +38,10 @@ def test_demo_finds_every_planted_incident_and_nothing_else(demo_run):
     assert "verify: intact" in out
     assert "12 of 12 planted incidents found by their audits; nothing else flagged" in out
     hr = db.parent / TERMINATIONS
-    assert f"HR leavers file: {hr} (3 leavers, read by `audit leavers --hr`)" in out
+    assert (
+        f"HR leavers file: {hr} (3 leavers, read by `audit leavers --hr`; in the bundle as hr/hr.csv, reconciled "
+        "by its leavers audit)"
+    ) in out
     seconds = float(re.search(r"done in ([\d.]+) s", out).group(1))
     assert seconds <= 60
     # The file count the demo prints is the bundle's, and the README's.
@@ -88,6 +92,11 @@ def test_demo_finds_every_planted_incident_and_nothing_else(demo_run):
 
     with AccessLedger.open(str(db)) as led, Warehouse.open(led) as wh:
         rows["leavers"] = [r for r in run_leavers(wh, str(hr), sla="24h").rows if r.get("finding") in LEAVER_FINDINGS]
+    # The bundle carries the HR file (hr/hr.csv, its SHA-256 in the manifest) and the same leavers findings.
+    manifest = json.loads((evidence / "manifest.json").read_text())
+    assert (evidence / "hr" / "hr.csv").read_bytes() == hr.read_bytes()
+    assert manifest["hr"]["sha256"] == hashlib.sha256(hr.read_bytes()).hexdigest()
+    assert json.loads((evidence / "audits" / "leavers.json").read_text())["findings"] == rows["leavers"]
 
     def attention(name: str, row: dict) -> bool:
         return name == "leavers" or needs_attention(name, row)

@@ -193,6 +193,15 @@ def expiring(url: str, *args: str) -> list[dict]:
     return json.loads(ok(url, "audit", "expiring", *args, "-f", "json").stdout)
 
 
+def filtered(text: str, **filters: str) -> list[dict]:
+    """The rows of a filtered audit's JSON, which says what it was filtered by."""
+    data = json.loads(text)
+    words = ", ".join(f"{k} {v}" for k, v in filters.items())
+    assert data["filtered"] == filters
+    assert data["scope"] == f"Filtered: {words} only; rows outside this scope are not listed"
+    return data["rows"]
+
+
 def test_expiring_lists_each_time_bound_grant_ending_in_the_window(story):
     soon = expiring(story, "--at", at(1.7), "--within", "7d")
     assert [(r["who"], r["role"], r["where"], r["expires_at"]) for r in soon] == [
@@ -203,7 +212,8 @@ def test_expiring_lists_each_time_bound_grant_ending_in_the_window(story):
     both = expiring(story, "--at", at(1.7), "--within", "30d")
     assert [r["who"] for r in both] == ["user:bob", "user:carol"]
     assert expiring(story, "--at", at(3), "--within", "1d") == []  # ended at 3: not after --at
-    assert [r["who"] for r in expiring(story, "--at", at(1.7), "--within", "30d", "--tenant", "dev")] == ["user:carol"]
+    dev = ok(story, "audit", "expiring", "--at", at(1.7), "--within", "30d", "--tenant", "dev", "-f", "json").stdout
+    assert [r["who"] for r in filtered(dev, tenant="dev")] == ["user:carol"]
 
 
 def test_expiring_agrees_with_the_review_audit(story):
@@ -239,20 +249,22 @@ def test_every_audit_filters_by_principal_and_tenant_as_its_rows_say(story, name
     base = AUDIT_ARGS[name]
     every = json.loads(ok(story, "audit", name, *base, "-f", "json").stdout)
     for who in ("user:alice", "user:bob", "user:carol"):
-        got = json.loads(ok(story, "audit", name, *base, "--principal", who, "-f", "json").stdout)
+        got = filtered(ok(story, "audit", name, *base, "--principal", who, "-f", "json").stdout, principal=who)
         assert got == [r for r in every if r["who"] == who]
     for tenant in ("prod", "dev"):
-        got = json.loads(ok(story, "audit", name, *base, "--tenant", tenant, "-f", "json").stdout)
+        got = filtered(ok(story, "audit", name, *base, "--tenant", tenant, "-f", "json").stdout, tenant=tenant)
         assert got == [r for r in every if r["where"] == f"tenant:{tenant}"]
 
 
 def test_connector_and_role_filters(story):
     every = json.loads(ok(story, "audit", "secrets", "-f", "json").stdout)
     assert {r["connector"] for r in every} == {"aws-prod", "aws-dev"}
-    got = json.loads(ok(story, "audit", "secrets", "--connector", "aws-prod", "-f", "json").stdout)
+    got = filtered(ok(story, "audit", "secrets", "--connector", "aws-prod", "-f", "json").stdout, connector="aws-prod")
     assert got == [r for r in every if r["connector"] == "aws-prod"] and got
     rev = json.loads(ok(story, "audit", "review", "--at", at(2.2), "-f", "json").stdout)
-    got = json.loads(ok(story, "audit", "review", "--at", at(2.2), "--role", "editor", "-f", "json").stdout)
+    got = filtered(
+        ok(story, "audit", "review", "--at", at(2.2), "--role", "editor", "-f", "json").stdout, role="editor"
+    )
     assert got == [r for r in rev if r["role"] == "editor"] and got
     for args, words in (
         (["secrets", "--connector", "aws-prd"], "did you mean aws-prod"),

@@ -121,7 +121,18 @@ def _show(result: Any, brief: tuple[str, ...], fmt: Format, out: Path | None) ->
     if fmt is Format.table:
         columns = [c for c in brief if c in result.columns] or result.columns
         caption = f"{count_words(*row_counts(result.name, result))}; --format csv|json|markdown shows every column"
-    emit(result.rows, fmt, out, columns=columns, title=result.title, caption=caption)
+    emit(result.rows, fmt, out, columns=columns, title=result.title, caption=caption, scope=_scope(result))
+
+
+def _scope(result: Any) -> dict[str, Any] | None:
+    """What a filtered audit's output says of itself (None when unfiltered)."""
+    from reports.check_bundle import FILTER_NAMES, filter_words
+
+    filters = {k: result.params[k] for k in FILTER_NAMES if result.params.get(k) is not None}
+    if not filters:
+        return None
+    text = filter_words(filters).replace("not in this bundle", "not listed")
+    return {"filters": filters, "text": text}
 
 
 def _sync(wh: Any) -> None:
@@ -360,6 +371,8 @@ def leavers(
     hr: HrOption,
     sla: SlaOption = "24h",
     at: AtOption = None,
+    principal: PrincipalOption = None,
+    tenant: TenantOption = None,
     warehouse: WarehouseOption = None,
     fmt: FormatOption = Format.table,
     out: OutOption = None,
@@ -373,7 +386,18 @@ def leavers(
         # A bad file or SLA is refused before a possibly long sync.
         sla_span(sla)
         people = read_hr(hr)
-        result = _audited(ctx, warehouse, lambda wh: run_leavers(wh, people, sla=sla, at=at, sync=False))
+
+        def recorded(led: Any) -> None:
+            from access_ledger import api
+
+            api.require_recorded(led, principal, tenant, None)
+
+        result = _audited(
+            ctx,
+            warehouse,
+            lambda wh: run_leavers(wh, people, sla=sla, at=at, sync=False, principal=principal, tenant=tenant),
+            recorded,
+        )
         _show(result, BRIEF, fmt, out)
 
 

@@ -280,10 +280,19 @@ def render(
     columns: Sequence[str] | None = None,
     title: str | None = None,
     caption: str | None = None,
+    scope: dict[str, Any] | None = None,
 ) -> str:
-    """Render rows (dicts) as table, json, csv or markdown text."""
+    """Render rows (dicts) as table, json, csv or markdown text. `scope` ({filters, text}) is what a filtered
+    audit says of itself: the JSON is then {filtered, scope, rows}, and markdown and a table say its text."""
     cols = list(columns) if columns else (list(rows[0].keys()) if rows else [])
     if fmt is Format.json:
+        if scope:
+            return (
+                json.dumps(
+                    {"filtered": scope["filters"], "scope": scope["text"], "rows": list(rows)}, indent=2, default=str
+                )
+                + "\n"
+            )
         return json.dumps(list(rows), indent=2, default=str) + "\n"
     if fmt is Format.csv:
         from access_ledger.api import csv_text
@@ -295,6 +304,8 @@ def render(
             return _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(), s).replace("\n", " ")
 
         lines = [f"### {esc(title)}", ""] if title else []
+        if scope:
+            lines += [f"**{esc(scope['text'])}**", ""]
         lines.append("| " + " | ".join(esc(c) for c in cols) + " |")
         lines.append("|" + "|".join("---" for _ in cols) + "|")
         lines += ["| " + " | ".join(esc(_cell(row.get(c))) for c in cols) + " |" for row in rows]
@@ -303,6 +314,8 @@ def render(
     from rich.table import Table
     from rich.text import Text
 
+    if scope:
+        caption = scope["text"] + ("; " + caption if caption else "")
     cells = [[_cell(row.get(c)) for c in cols] for row in rows]
     widths, total = _column_widths(
         [[c, *(r[i] for r in cells)] for i, c in enumerate(cols)], max(100, _terminal_width())
@@ -358,10 +371,13 @@ def emit(
     columns: Sequence[str] | None = None,
     title: str | None = None,
     caption: str | None = None,
+    scope: dict[str, Any] | None = None,
 ) -> None:
     """Render and write to --out or stdout."""
     what = f"{len(rows):,} row{'' if len(rows) == 1 else 's'} as {fmt.value}"
-    emit_text(render(rows, fmt, columns, title, caption), out, what)
+    if scope:
+        what += f" ({scope['text']})"
+    emit_text(render(rows, fmt, columns, title, caption, scope), out, what)
 
 
 def emit_text(text: str, out: Path | None, what: str | None = None) -> None:

@@ -210,7 +210,7 @@ def _export(
     command = "access-ledger" + (f" --db {shlex.quote(url)}" if url != "access-ledger.db" else "") + " demo"
     with Warehouse.open(led) as wh:
         with _phase(console, "2/4 evidence") as done, progress_bar("evidence") as report:
-            result = export_bundle(led, evidence, command=command, progress=report, replace=True)
+            result = export_bundle(led, evidence, command=command, progress=report, replace=True, hr=hr)
             done(f"verify, warehouse, {len(result.manifest['audits'])} audits, report and bundle")
         with _phase(console, "3/4 leavers") as done, progress_bar("leavers") as report:
             report("audit leavers --hr", 0.5)
@@ -327,7 +327,8 @@ def _summary(
             )
         )
     console.print(
-        f"  HR leavers file: {escape(str(hr))} ({len(scenario.terminations)} leavers, read by `audit leavers --hr`)"
+        f"  HR leavers file: {escape(str(hr))} ({len(scenario.terminations)} leavers, read by `audit leavers --hr`; "
+        "in the bundle as hr/hr.csv, reconciled by its leavers audit)"
     )
     console.print(
         f"  evidence bundle: {escape(str(result.path))}/ ({len(m['files'])} files and manifest.json, report: "

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from access_ledger.cli.audit import ConnectorOption, PrincipalOption, RoleOption, TenantOption
 from access_ledger.cli.common import PeriodOption, fail, handled, open_ledger, period_or_range
 from ledger.private import scrub
 from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
@@ -70,11 +71,32 @@ def export(
             "report's first banner say so.",
         ),
     ] = False,
+    hr: Annotated[
+        Path | None,
+        typer.Option(
+            "--hr",
+            help="An HR terminations file (the CSV `audit leavers --hr` reads): copied into the bundle as "
+            "hr/hr.csv, its SHA-256 in the manifest, reconciled by the leavers audit.",
+        ),
+    ] = None,
+    sla: Annotated[
+        str, typer.Option("--sla", help="With --hr: how soon after a termination the account must be deactivated.")
+    ] = "24h",
+    tenant: TenantOption = None,
+    principal: PrincipalOption = None,
+    connector: ConnectorOption = None,
+    role: RoleOption = None,
 ) -> None:
-    """Write the period's events, every audit, an offline HTML report and a manifest of SHA-256 hashes."""
+    """Write the period's events, every audit, an offline HTML report and a manifest of SHA-256 hashes
+    (with --tenant/--principal/--connector/--role: each audit's rows in that scope only, and the bundle says so)."""
+    from access_ledger import api
+    from reports.check_bundle import scope_lines
     from reports.evidence import TamperedLedger, export_bundle
     from reports.findings import count_words
 
+    filters = {
+        k: v for k, v in (("tenant", tenant), ("principal", principal), ("connector", connector), ("role", role)) if v
+    }
     with handled():
         # The command recorded in the manifest names the instants the times typed resolved to.
         named = ["--period", period] if period else []
@@ -89,9 +111,15 @@ def export(
             + (["--window", window] if window != "90d" else [])
             + (["--rules", str(rules)] if rules else [])
             + (["--allow-tampered"] if allow_tampered else [])
+            + (["--hr", str(hr)] if hr else [])
+            + (["--sla", sla] if sla != "24h" else [])
+            + [w for k, v in filters.items() for w in (f"--{k}", v)]
         )
         led = open_ledger(ctx)
         try:
+            # A name never recorded is refused (a typo would filter every row away), before anything is written.
+            api.require_recorded(led, principal, tenant, None)
+            api.require_filters(led, connector, tenant, role)
             with progress_bar("evidence") as report:
                 result = export_bundle(
                     led,
@@ -104,6 +132,9 @@ def export(
                     rules=rules,
                     progress=report,
                     allow_tampered=allow_tampered,
+                    hr=hr,
+                    sla=sla,
+                    filters=filters,
                 )
         except TamperedLedger as exc:
             fail(str(exc), code=1)
@@ -119,6 +150,8 @@ def export(
     )
     if m["period"].get("coverage"):
         typer.echo(f"coverage: {m['period']['coverage']}")
+    for line in scope_lines(m):
+        typer.echo(f"scope: {line}")
     typer.echo(
         f"ledger verify at export: {'intact' if m['ledger']['verify']['ok'] else 'FAILED'}; "
         f"manifest.json sha256 {result.manifest_sha256}"
@@ -161,7 +194,7 @@ def verify(
 ) -> None:
     """Re-hash every file of a bundle against its manifest and recompute the chain over its events, checked
     against an anchor from outside when given; exit 1 naming each problem."""
-    from reports.check_bundle import coverage, printable
+    from reports.check_bundle import coverage, printable, scope_lines
     from reports.evidence import BundleProblem, verify_bundle
 
     with handled():
@@ -189,6 +222,8 @@ def verify(
             said = coverage(check.manifest)
             if said:
                 typer.echo(f"coverage: {said}")
+        for line in scope_lines(check.manifest):  # a filtered bundle says so in every verdict, passed or failed
+            typer.echo(f"scope: {line}", err=not check.ok)
         for note in check.notes:
             typer.echo(f"note: {note}")
         if not check.ok:
