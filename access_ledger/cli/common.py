@@ -283,16 +283,9 @@ def render(
     scope: dict[str, Any] | None = None,
 ) -> str:
     """Render rows (dicts) as table, json, csv or markdown text. `scope` ({filters, text}) is what a filtered
-    audit says of itself: the JSON is then {filtered, scope, rows}, and markdown and a table say its text."""
+    audit says of itself: markdown and a table say its text (JSON stays a list of rows; emit says it on stderr)."""
     cols = list(columns) if columns else (list(rows[0].keys()) if rows else [])
-    if fmt is Format.json:
-        if scope:
-            return (
-                json.dumps(
-                    {"filtered": scope["filters"], "scope": scope["text"], "rows": list(rows)}, indent=2, default=str
-                )
-                + "\n"
-            )
+    if fmt is Format.json:  # a list of rows, filtered or not: scripts read it as one (emit says the scope)
         return json.dumps(list(rows), indent=2, default=str) + "\n"
     if fmt is Format.csv:
         from access_ledger.api import csv_text
@@ -377,6 +370,8 @@ def emit(
     what = f"{len(rows):,} row{'' if len(rows) == 1 else 's'} as {fmt.value}"
     if scope:
         what += f" ({scope['text']})"
+        if out is None and fmt in (Format.json, Format.csv):  # rows alone on stdout: the scope goes beside them
+            typer.echo(scope["text"], err=True)
     emit_text(render(rows, fmt, columns, title, caption, scope), out, what)
 
 
