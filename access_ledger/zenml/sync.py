@@ -131,7 +131,8 @@ def _attributes(ev: dict[str, Any]) -> dict[str, Any]:
 
 
 def server_time(text: str | None) -> str | None:
-    """A ZenML time (naive, UTC) in the ledger's canonical form."""
+    """A ZenML time (naive, UTC) in the ledger's canonical form (converted only for what is recorded: a pass
+    with no change converts almost nothing)."""
     if text is None:
         return None
     value = datetime.fromisoformat(text) if "T" in text or " " in text else None
@@ -295,20 +296,31 @@ def plan(
             refused.append(f"{a.kind.replace('_', ' ')} {_shown(a.name)} not recorded: {problem}")
             continue
         by_id[a.id] = ref
-        created, updated = server_time(a.created), server_time(a.updated)
         name_field = {_KIND_FIELD[a.kind]: a.name}
         if ref not in view.principals:
-            p.add(_CREATED[a.kind], created, ("org",), born=ref, **name_field)
+            p.add(_CREATED[a.kind], server_time(a.created), ("org",), born=ref, **name_field)
             if not a.active:
-                p.add(_DEACTIVATED[a.kind], updated, (ref,), **name_field)
+                p.add(_DEACTIVATED[a.kind], server_time(a.updated), (ref,), **name_field)
         elif view.principals[ref] != a.active:
-            p.add((_REACTIVATED if a.active else _DEACTIVATED)[a.kind], updated, (ref,), born=ref, **name_field)
+            p.add(
+                (_REACTIVATED if a.active else _DEACTIVATED)[a.kind],
+                server_time(a.updated),
+                (ref,),
+                born=ref,
+                **name_field,
+            )
         if ref not in view.members:
-            p.add("TeamMemberAdded", created, (ref, "team"), born=ref, team=team, member=ref)
+            p.add("TeamMemberAdded", server_time(a.created), (ref, "team"), born=ref, team=team, member=ref)
         if a.is_admin and ref not in view.admins:
-            p.add("RoleAssigned", updated if ref in view.principals else created, (ref,), role="admin", principal=ref)
+            p.add(
+                "RoleAssigned",
+                server_time(a.updated) if ref in view.principals else server_time(a.created),
+                (ref,),
+                role="admin",
+                principal=ref,
+            )
         elif not a.is_admin and ref in view.admins:
-            p.add("RoleUnassigned", updated, (ref,), role="admin", principal=ref)
+            p.add("RoleUnassigned", server_time(a.updated), (ref,), role="admin", principal=ref)
     for ref in sorted(view.members - on_server):
         # Deleted on the server: it leaves the team and loses admin; the name stays, deactivated. The ledger
         # has no deletion of a principal (a name is never forgotten or reused for someone else), so each of
@@ -370,25 +382,26 @@ def plan(
         }
         cref = f"connector:{c.name}"
         deps = ("tenant", "team") + ((attrs["owner"],) if attrs["owner"] else ())
-        if c.name not in view.connectors:
+        new = c.name not in view.connectors
+        if new:
             extra = {"connector_type": c.connector_type} if c.connector_type else {}
             p.add("ConnectorRegistered", server_time(c.created), deps, born=cref, connector=c.name, tenant=t, **extra)
-            changed_at = server_time(c.created)
-        else:
-            changed_at = server_time(c.updated)
-        if view.connectors.get(c.name) != attrs:
-            fields = {k: v for k, v in attrs.items() if v is not None and v != []}
-            p.add("ConnectorChanged", changed_at, deps + (cref,), connector=c.name, tenant=t, **fields)
-        if c.name not in view.connector_grants:
-            p.add(
-                "RoleAssigned",
-                changed_at,
-                deps + (cref,),
-                role="connector_user",
-                principal=f"team:{team}",
-                tenant=t,
-                resource=f"service_connector/{c.name}",
-            )
+        differs, ungranted = view.connectors.get(c.name) != attrs, c.name not in view.connector_grants
+        if differs or ungranted:
+            changed_at = server_time(c.created if new else c.updated)
+            if differs:
+                fields = {k: v for k, v in attrs.items() if v is not None and v != []}
+                p.add("ConnectorChanged", changed_at, deps + (cref,), connector=c.name, tenant=t, **fields)
+            if ungranted:
+                p.add(
+                    "RoleAssigned",
+                    changed_at,
+                    deps + (cref,),
+                    role="connector_user",
+                    principal=f"team:{team}",
+                    tenant=t,
+                    resource=f"service_connector/{c.name}",
+                )
         try:
             for ev in p.events[start:]:
                 parse_obj(ev)
