@@ -246,9 +246,11 @@ def _http_date(text: str | None) -> datetime | None:
         return None
     try:
         value = parsedate_to_datetime(text[:64])
-    except (TypeError, ValueError, IndexError):
+        value = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    # A date the ledger could not subtract a margin from is no clock: read everything every pass.
+    return value if value.year >= 2000 else None
 
 
 def _account(item: dict[str, Any], kind: str) -> Account:
