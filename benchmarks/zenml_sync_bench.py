@@ -7,13 +7,16 @@ connector through the REST API, then clones them in the server's own SQLite data
 and 500 connectors (creating them through the API hashes a password per user: about an hour here),
 with distinct ids, names and times. Times, end to end through the command line: the first sync
 into an empty ledger (target <= 60 s), a second sync with no change (target <= 5 s), and a sync after
-100 users were deactivated and 10 connectors deleted in the database.
+100 users were deactivated and 10 connectors deleted in the database. Then, in one process as the
+`--interval` loop runs, a pass with no change reading everything (what every pass did before) against a
+pass asking only for what changed since the previous one (what a later pass does now), alternated.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +30,9 @@ from typer.testing import CliRunner  # noqa: E402
 from zenml_server import ENV, ZenMLServer  # noqa: E402
 
 from access_ledger.cli import app  # noqa: E402
+from access_ledger.zenml.client import ZenMLClient  # noqa: E402
+from access_ledger.zenml.sync import Syncer  # noqa: E402
+from ledger.app import AccessLedger  # noqa: E402
 
 USERS, CONNECTORS = 5000, 500
 
@@ -60,6 +66,30 @@ def timed_sync(server: ZenMLServer, ledger: str) -> tuple[float, str]:
     return elapsed, result.output.strip()
 
 
+def loop_passes(server: ZenMLServer, ledger: str, runs: int = 5) -> tuple[float, float]:
+    """Median seconds of a no-change pass of one Syncer reading everything, and asking only for what changed."""
+    led = AccessLedger.open(ledger)
+    client = ZenMLClient(server.url)
+    client.login("admin", server.password)
+    try:
+        syncer = Syncer(led, client, "zenml")
+        syncer.once()
+        full, since = [], []
+        for _ in range(runs):
+            syncer.snapshot = None  # what every pass did before: read every list whole
+            start = time.perf_counter()
+            assert syncer.once().recorded == 0
+            full.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            result = syncer.once()
+            since.append(time.perf_counter() - start)
+            assert result.recorded == 0 and not result.full_read
+        return statistics.median(full), statistics.median(since)
+    finally:
+        client.close()
+        led.close()
+
+
 def main() -> None:
     venv = os.environ.get(ENV)
     if not venv:
@@ -81,9 +111,16 @@ def main() -> None:
             again, line = timed_sync(server, ledger)
             print(f"sync with no change: {again:.1f} s   target <= 5 s")
             print("  " + line[:200])
+            full, since = loop_passes(server, ledger)
+            print(
+                f"--interval pass with no change (median of 5): reading everything {full:.2f} s, "
+                f"asking for what changed {since:.2f} s (ratio {full / since:.1f})"
+            )
             con = sqlite3.connect(db)
-            con.execute(
-                "UPDATE user SET active = 0 WHERE name IN (SELECT name FROM user WHERE name LIKE 'user-%' LIMIT 100)"
+            con.execute(  # ZenML stamps `updated` on every change it makes: so does this one
+                "UPDATE user SET active = 0, updated = ? WHERE name IN "
+                "(SELECT name FROM user WHERE name LIKE 'user-%' LIMIT 100)",
+                (datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" "),),
             )
             con.execute(
                 "DELETE FROM service_connector WHERE name IN (SELECT name FROM service_connector "

@@ -138,8 +138,19 @@ def test_a_deleted_account_leaves_the_team_and_a_second_sync_records_nothing(zen
     rest.delete_user(carol_id)
     assert sync(zenml, url).exit_code == 0
     led = AccessLedger.open(url)
-    mine = [e["type"] for _, e in led.read() if f"user:{carol}" in (e.get("member"), e.get("principal"))]
-    assert mine[-2:] == ["RoleUnassigned", "TeamMemberRemoved"]
+    mine = [
+        e for _, e in led.read() if f"user:{carol}" in (e.get("member"), e.get("principal"), f"user:{e.get('user')}")
+    ]
+    assert [e["type"] for e in mine[-3:]] == ["RoleUnassigned", "TeamMemberRemoved", "UserDeactivated"]
+    # The auditor reads the deletion in the reason of each event it caused, not a deactivation like any other.
+    assert {e["reason"] for e in mine[-3:]} == {f"sync zenml from {zenml.url}: deleted on the server"}
+    shown = cli(url, "history", f"user:{carol}", "--format", "json")
+    assert shown.exit_code == 0, shown.output
+    assert [r["type"] for r in json.loads(shown.output) if "deleted on the server" in r["reason"]] == [
+        "RoleUnassigned",
+        "TeamMemberRemoved",
+        "UserDeactivated",
+    ]
     assert api.check(led, f"user:{carol}", "update", "member/x")["allowed"] is False
     head = led.head()
     led.close()
@@ -148,6 +159,37 @@ def test_a_deleted_account_leaves_the_team_and_a_second_sync_records_nothing(zen
     led = AccessLedger.open(url)
     assert led.head() == head
     led.close()
+
+
+def test_a_name_the_ledger_refuses_is_reported_and_the_rest_is_recorded(zenml, rest, url_factory):
+    # ZenML takes names of up to 255 characters; the ledger's names stop at 200.
+    long_name = unique("c") + "-" + "x" * 200
+    fine = unique("fine")
+    long_id = rest.create_connector(long_name)
+    rest.create_connector(fine)
+    url = url_factory()
+    try:
+        result = sync(zenml, url)
+        assert result.exit_code == 0, result.output
+        lines = result.stderr.strip().splitlines()
+        assert lines == [
+            f"Warning: sync zenml {zenml.url}: connector {long_name[:60]!r}... not recorded: "
+            "name: longer than 200 characters"
+        ]
+        assert "recorded" in result.stdout and "1 refused" in result.stdout
+        led = AccessLedger.open(url)
+        connectors = {e.get("connector") for _, e in led.read()}
+        assert fine in connectors and long_name not in connectors
+        head = led.head()
+        led.close()
+        again = sync(zenml, url)
+        assert again.exit_code == 0 and "nothing changed" in again.stdout, again.output
+        assert again.stderr.strip().splitlines() == lines  # said again on every sync: a cron job mails it
+        led = AccessLedger.open(url)
+        assert led.head() == head
+        led.close()
+    finally:
+        rest.delete_connector(long_id)
 
 
 class _OtherVersion(BaseHTTPRequestHandler):
@@ -244,40 +286,68 @@ def _server_truth(rest: Rest, prefix: str) -> tuple[dict[str, tuple[bool, bool]]
     return users, connectors
 
 
+def _full_read_plans_nothing(led: AccessLedger, client) -> bool:
+    """A full read of the server now would record nothing: the passes before it missed nothing."""
+    from access_ledger.zenml.sync import LedgerView, plan, read_server
+
+    view = LedgerView("zenml")
+    view.catch_up(led)
+    server, snapshot = read_server(client, None)
+    assert snapshot.full
+    return plan(view, server, "x", format_instant(now()), "zenml") == []
+
+
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=CHANGES)
 def test_check_at_each_sync_agrees_with_what_the_server_enforced(zenml, rest, url_factory, changes):
+    # One syncer for the whole sequence, as `--interval` runs: after its first pass it asks each list only for
+    # what changed (and its total), unless something was deleted; a full read after each pass finds nothing more.
+    from access_ledger.zenml.client import ZenMLClient
+    from access_ledger.zenml.sync import Syncer
+
     prefix = unique("p") + "-"
     url = url_factory(prefix)
+    led = AccessLedger.open(url, create=True)
+    client = ZenMLClient(zenml.url)
+    client.login("admin", zenml.password)
+    asked: list[str] = []
+    client._http.event_hooks["request"].append(lambda request: asked.append(str(request.url)))
+    syncer = Syncer(led, client, "zenml")
     users: dict[str, str] = {}
     connectors: dict[str, str] = {}
     snapshots = []
-    for n, (change, pick) in enumerate(changes):
-        if change in ("user", "admin") or not users:
-            name = f"{prefix}u{n}"
-            users[name] = rest.create_user(name, "pw-12345678", admin=change == "admin")
-        elif change == "toggle-active":
-            name = sorted(users)[pick % len(users)]
-            truth, _ = _server_truth(rest, prefix)
-            (rest.activate_user if not truth[name][0] else rest.deactivate_user)(users[name])
-        elif change == "toggle-admin":
-            name = sorted(users)[pick % len(users)]
-            truth, _ = _server_truth(rest, prefix)
-            rest.set_admin(users[name], not truth[name][1])
-        elif change == "delete-user":
-            name = sorted(users)[pick % len(users)]
-            rest.delete_user(users.pop(name))
-        if change == "connector" or not connectors:
-            cname = f"{prefix}c{n}"
-            connectors[cname] = rest.create_connector(cname)
-        elif change == "delete-connector":
-            cname = sorted(connectors)[pick % len(connectors)]
-            rest.delete_connector(connectors.pop(cname))
-        result = sync(zenml, url)
-        assert result.exit_code == 0, result.output
-        snapshots.append((format_instant(now()), *_server_truth(rest, prefix)))
-    led = AccessLedger.open(url)
     try:
+        for n, (change, pick) in enumerate(changes):
+            deleted = n == 0  # the first pass reads everything
+            if change in ("user", "admin") or not users:
+                name = f"{prefix}u{n}"
+                users[name] = rest.create_user(name, "pw-12345678", admin=change == "admin")
+            elif change == "toggle-active":
+                name = sorted(users)[pick % len(users)]
+                truth, _ = _server_truth(rest, prefix)
+                (rest.activate_user if not truth[name][0] else rest.deactivate_user)(users[name])
+            elif change == "toggle-admin":
+                name = sorted(users)[pick % len(users)]
+                truth, _ = _server_truth(rest, prefix)
+                rest.set_admin(users[name], not truth[name][1])
+            elif change == "delete-user":
+                name = sorted(users)[pick % len(users)]
+                rest.delete_user(users.pop(name))
+                deleted = True
+            if change == "connector" or not connectors:
+                cname = f"{prefix}c{n}"
+                connectors[cname] = rest.create_connector(cname)
+            elif change == "delete-connector":
+                cname = sorted(connectors)[pick % len(connectors)]
+                rest.delete_connector(connectors.pop(cname))
+                deleted = True
+            del asked[:]
+            assert syncer.once().full_read == deleted, (n, change)
+            if not deleted:
+                lists = [a for a in asked if "/api_keys" not in a]
+                assert lists and all("size=1&" in a + "&" or "updated=gte" in a for a in lists), lists
+            snapshots.append((format_instant(now()), *_server_truth(rest, prefix)))
+            assert _full_read_plans_nothing(led, client), (n, change)
         everyone = {name for _, accounts, _ in snapshots for name in accounts}
         every_connector = {c for _, _, cs in snapshots for c in cs}
         for instant, accounts, live in snapshots:
@@ -290,6 +360,7 @@ def test_check_at_each_sync_agrees_with_what_the_server_enforced(zenml, rest, ur
                     read = api.check(led, ref, "read_secret_value", f"service_connector/{c}", "zenml", at=instant)
                     assert read["allowed"] == (active and c in live), (instant, name, c)
     finally:
+        client.close()
         led.close()
 
 

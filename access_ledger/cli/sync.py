@@ -43,12 +43,16 @@ def summary(result: object) -> str:
 
     assert isinstance(result, SyncResult)
     head = f"sync zenml {result.url} into tenant {result.tenant!r}:"
+    refused = f"; {len(result.refused)} refused" if result.refused else ""
     if not result.recorded:
-        return f"{head} nothing changed, nothing recorded ({result.seconds:.1f} s, {result.server_seconds:.1f} s of it reading the server)"
+        return (
+            f"{head} nothing changed, nothing recorded ({result.seconds:.1f} s, "
+            f"{result.server_seconds:.1f} s of it reading the server){refused}"
+        )
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(result.counts.items()))
     return (
         f"{head} recorded {result.recorded} events at positions {result.first}-{result.last} "
-        f"({kinds}) in {result.seconds:.1f} s ({result.server_seconds:.1f} s reading the server)"
+        f"({kinds}) in {result.seconds:.1f} s ({result.server_seconds:.1f} s reading the server){refused}"
     )
 
 
@@ -98,7 +102,12 @@ def sync_zenml(
                     def show(result: object) -> None:
                         if isinstance(result, Exception):
                             typer.echo(f"Error: sync zenml {client.url}: {result}", err=True)
-                        elif json_out:
+                            return
+                        # What the ledger refused is said on every sync (a cron job mails it) but does not fail
+                        # it: the rest is recorded, and a name that is refused today would fail every run.
+                        for line in result.refused:  # type: ignore[attr-defined]
+                            typer.echo(f"Warning: sync zenml {client.url}: {line}", err=True)
+                        if json_out:
                             typer.echo(json.dumps(result.as_dict()))  # type: ignore[attr-defined]
                         else:
                             typer.echo(summary(result))

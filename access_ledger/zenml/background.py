@@ -26,6 +26,8 @@ def start(db: str, url: str, username: str, password: str, tenant: str, interval
         if isinstance(result, Exception):
             log.error("sync zenml %s: %s", client.url, result)
         else:
+            for line in result.refused:
+                log.warning("sync zenml %s: %s", result.url, line)
             log.info("sync zenml %s into tenant %s: %d events recorded", result.url, result.tenant, result.recorded)
 
     def run() -> None:

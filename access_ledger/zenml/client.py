@@ -7,6 +7,8 @@ for its type before use, and a response that is not what the API documents ends 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from ledger.errors import LedgerError
@@ -114,6 +116,8 @@ class ZenMLClient:
             raise ZenMLError(f"--url: {url!r} is not an http:// or https:// URL")
         self._http = httpx.Client(base_url=self.url + "/api/v1", timeout=timeout, follow_redirects=False)
         self.version: str | None = None
+        #: The server's clock (its HTTP Date header) as its latest answer gave it; None if it sent none.
+        self.date: datetime | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -137,6 +141,7 @@ class ZenMLClient:
             raise UnknownApiVersion(
                 f"{self.url} has no {path} in its API: not a ZenML server, or one whose API this client does not know"
             )
+        self.date = _http_date(response.headers.get("date"))
         if response.status_code >= 400:
             return response
         try:
@@ -170,6 +175,16 @@ class ZenMLClient:
                 "(log in as an admin)"
             )
 
+    def total(self, path: str, params: dict[str, Any] | None = None) -> int:
+        """How many items a list holds now (one item is sent, the server counts them)."""
+        answer = self._request("GET", path, params={**(params or {}), "page": 1, "size": 1})
+        if not isinstance(answer, dict):
+            raise ZenMLError(f"{self.url}{path}: the server answered {answer.status_code}")
+        total = answer.get("total")
+        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+            raise ZenMLError(f"the server's answer is not ZenML's: {path} has no total")
+        return total
+
     def _all(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Every item of a paged list."""
         items: list[dict[str, Any]] = []
@@ -188,24 +203,25 @@ class ZenMLClient:
             page += 1
         raise ZenMLError(f"{self.url}{path}: more than {MAX_PAGES} pages")
 
-    def accounts(self) -> list[Account]:
-        """Every user and service account."""
-        users = [_account(u, "user") for u in self._all("/users")]
-        return [u for u in users if u.kind == "user"] + [
-            _account(a, "service_account") for a in self._all("/service_accounts")
-        ]
+    def users(self, since: str | None = None) -> list[Account]:
+        """Every item of /users (updated at or after `since`, a ZenML filter time, if given)."""
+        return [_account(u, "user") for u in self._all("/users", _since(since))]
+
+    def service_accounts(self, since: str | None = None) -> list[Account]:
+        return [_account(a, "service_account") for a in self._all("/service_accounts", _since(since))]
 
     def api_keys(self, service_account_id: str) -> list[ApiKey]:
         # Hydrated: last_login and last_rotated are metadata. A key's secret is never in a listing.
         return [_api_key(k) for k in self._all(f"/service_accounts/{service_account_id}/api_keys", {"hydrate": "true"})]
 
-    def connectors(self) -> list[Connector]:
+    def connectors(self, since: str | None = None) -> list[Connector]:
         # Hydrated for the labels; expand_secrets=false, or the server would send every secret value.
-        return [_connector(c) for c in self._all("/service_connectors", {"hydrate": "true", "expand_secrets": "false"})]
+        params = {"hydrate": "true", "expand_secrets": "false", **_since(since)}
+        return [_connector(c) for c in self._all("/service_connectors", params)]
 
-    def projects(self) -> list[Project]:
+    def projects(self, since: str | None = None) -> list[Project]:
         out = []
-        for p in self._all("/projects"):
+        for p in self._all("/projects", _since(since)):
             body = _dict(p.get("body"), "project.body")
             out.append(
                 Project(
@@ -215,6 +231,26 @@ class ZenMLClient:
                 )
             )
         return out
+
+
+#: ZenML's filter format for times (its FILTERING_DATETIME_FORMAT: whole seconds, UTC).
+FILTER_TIME = "%Y-%m-%d %H:%M:%S"
+
+
+def _since(since: str | None) -> dict[str, str]:
+    return {} if since is None else {"updated": f"gte:{since}"}
+
+
+def _http_date(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = parsedate_to_datetime(text[:64])
+        value = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    # A date the ledger could not subtract a margin from is no clock: read everything every pass.
+    return value if value.year >= 2000 else None
 
 
 def _account(item: dict[str, Any], kind: str) -> Account:
