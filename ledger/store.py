@@ -730,9 +730,25 @@ class Store:
 
     def head(self) -> tuple[int, str, str]:
         """(position, time, link) of the newest event: the head row, checked against the log (see
-        `_checked_head`; IntegrityFailure if it disagrees). Every read is bounded by it."""
+        `_checked_head`; IntegrityFailure if it disagrees). Every read is bounded by it. Inside `pinned`,
+        the head given there."""
+        if self._pinned is not None:
+            return self._pinned
         with self.transaction(write=False) as c:
             return self._head_in(c)
+
+    _pinned: tuple[int, str, str] | None = None
+
+    @contextmanager
+    def pinned(self, head: tuple[int, str, str]) -> Iterator[None]:
+        """Answer `head()` with `head`, a head checked by its caller in the same request (the service's token
+        check reads and checks it once; the question is answered at that head, not at a second read of it).
+        Only for reads: a write takes the head row's lock and checks it itself (`lock_head`)."""
+        self._pinned = head
+        try:
+            yield
+        finally:
+            self._pinned = None
 
     def _head_in(self, c: Cursor) -> tuple[int, str, str]:
         c.execute("SELECT position, link FROM al_head WHERE id = 1")
@@ -830,6 +846,19 @@ class Snapshots:
             row = c.fetchone()
         # The position as stored: the reader checks it (a snapshot is a cache, one it cannot use is rebuilt).
         return None if row is None else (row[0], _as_bytes(row[1]))
+
+    def load_bound(self, name: str) -> tuple[Any, bytes, Any] | None:
+        """(position as stored, data, the chain link al_chain holds at that position if it is at or before
+        the head row's, else None): one look-up for a reader that checks a snapshot's binding."""
+        with self.store.transaction(write=False) as c:
+            c.execute(
+                "SELECT s.position, s.data, ch.link FROM al_snapshots s LEFT JOIN al_chain ch "
+                "ON ch.position = s.position AND ch.position <= (SELECT position FROM al_head WHERE id = 1) "
+                "WHERE s.name = ?",
+                (name,),
+            )
+            row = c.fetchone()
+        return None if row is None else (row[0], _as_bytes(row[1]), row[2])
 
     def names(self, prefix: str = "") -> list[tuple[str, Any]]:
         """(name, position as stored) of the snapshots whose name starts with `prefix`."""
