@@ -499,7 +499,7 @@ def make_changes(led: AccessLedger, changes: Any, *, actor: str) -> WriteResult:
     if not events:
         return WriteResult(0, skipped, None, None)
     result = led.append_many(events, enforce_authority=True, lines=lines if many else None)
-    return WriteResult(result.written, result.skipped + skipped, result.first, result.last)
+    return WriteResult(result.written, result.skipped + skipped, result.first, result.last, result.head)
 
 
 def _made_already(led: AccessLedger, change: dict[str, Any]) -> bool:
