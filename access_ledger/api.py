@@ -60,13 +60,15 @@ def state_at(
     return timeline.current(), format_instant(now())
 
 
-def require_recorded(led: AccessLedger, principal: str | None, tenant: str | None, resource: str | None) -> None:
+def require_recorded(
+    led: AccessLedger, principal: str | None, tenant: str | None, resource: str | None, cursor: Any = None
+) -> None:
     """Refuse a principal, a tenant, or a connector (`service_connector/ID` in a tenant) never recorded."""
     from ledger.names import require_recorded as require
 
     rtype, _, rid = (resource or "").partition("/")
     connector = rid if rtype == "service_connector" and tenant is not None else None
-    require(led.store, principal=principal, tenant=tenant, connector=connector)
+    require(led.store, principal=principal, tenant=tenant, connector=connector, cursor=cursor)
 
 
 # -- the questions -----------------------------------------------------------------------------
@@ -173,15 +175,14 @@ def parse_questions(data: bytes) -> list[dict[str, Any]]:
 def check_batch(led: AccessLedger, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Answer checked questions in one sweep: each the question as asked, `allowed`, and the position answered at."""
     from ledger.timeutil import format_instant, now
-    from projections.answers import Question
-    from projections.answers import check as ask
+    from projections.answers import Question, allowed
     from projections.pit import Timeline
 
     _require_recorded_names(led, queries)
     head = led.head()
     for q in queries:
         if "_instant" in q:
-            q["_position"] = led.position_at(q["_instant"])
+            q["_position"] = min(led.position_at(q["_instant"]), head)  # (a write since `head`: answered at it)
         elif "position" in q:
             q["_position"] = min(q["position"], head)
             q["_instant"] = led.time_of(q["_position"]) or format_instant(now())
@@ -190,12 +191,18 @@ def check_batch(led: AccessLedger, queries: list[dict[str, Any]]) -> list[dict[s
 
     def answer(state: PermissionState, q: dict[str, Any]) -> bool:
         try:
-            result = ask(state, Question(q["principal"], q["action"], q["resource"], q.get("tenant")), q["_instant"])
+            return allowed(state, Question(q["principal"], q["action"], q["resource"], q.get("tenant")), q["_instant"])
         except ValidationError as exc:
             raise ValidationError(f"line {q['_line']}: {exc}") from None
-        return bool(result["allowed"])
 
-    results = Timeline(led).sweep(queries, lambda q: q["_position"], answer)
+    # Questions about the head are answered from the current state (a worker's cached one); the rest in
+    # one forward sweep from the nearest checkpoint.
+    timeline = Timeline(led)
+    past = [q for q in queries if q["_position"] < head]
+    results = iter(timeline.sweep(past, lambda q: q["_position"], answer))
+    if len(past) < len(queries):
+        state = timeline.current()
+        results = iter([next(results) if q["_position"] < head else answer(state, q) for q in queries])
     return [
         {**{k: v for k, v in q.items() if not k.startswith("_")}, "allowed": allowed, "_position": q["_position"]}
         for q, allowed in zip(queries, results)
@@ -205,16 +212,17 @@ def check_batch(led: AccessLedger, queries: list[dict[str, Any]]) -> list[dict[s
 def _require_recorded_names(led: AccessLedger, queries: list[dict[str, Any]]) -> None:
     """Refuse a batch naming a principal, tenant or connector never recorded (each looked up once)."""
     seen: set[tuple[str | None, ...]] = set()
-    for q in queries:
-        connector = q["resource"] if q["resource"].startswith("service_connector/") else None
-        for names in ((q["principal"], None, None), (None, q.get("tenant"), connector)):
-            if names in seen:
-                continue
-            seen.add(names)
-            try:
-                require_recorded(led, *names)
-            except LedgerError as exc:
-                raise type(exc)(f"line {q['_line']}: {exc}") from None
+    with led.store.transaction(write=False) as c:  # one read for every look-up
+        for q in queries:
+            connector = q["resource"] if q["resource"].startswith("service_connector/") else None
+            for names in ((q["principal"], None, None), (None, q.get("tenant"), connector)):
+                if names in seen:
+                    continue
+                seen.add(names)
+                try:
+                    require_recorded(led, *names, cursor=c)
+                except LedgerError as exc:
+                    raise type(exc)(f"line {q['_line']}: {exc}") from None
 
 
 # -- the log -----------------------------------------------------------------------------------
@@ -491,7 +499,7 @@ def make_changes(led: AccessLedger, changes: Any, *, actor: str) -> WriteResult:
     if not events:
         return WriteResult(0, skipped, None, None)
     result = led.append_many(events, enforce_authority=True, lines=lines if many else None)
-    return WriteResult(result.written, result.skipped + skipped, result.first, result.last)
+    return WriteResult(result.written, result.skipped + skipped, result.first, result.last, result.head)
 
 
 def _made_already(led: AccessLedger, change: dict[str, Any]) -> bool:

@@ -27,6 +27,7 @@ class WriteResult:
     skipped: int
     first: int | None
     last: int | None
+    head: tuple[int, str] | None = None  # (position, link) of the head this write left, as it committed it
 
 
 class AccessLedger:
@@ -270,6 +271,7 @@ class AccessLedger:
 
             try:
                 for chunk, known in _with_known_ids(c, store, chunks, before_lookup, after_lookup):
+                    model.prefetch(chunk)
                     for lineno, ev in chunk:
                         try:
                             if ev.pop(AUTO_AT, False):  # only an event appended without an `at` has it
@@ -321,7 +323,9 @@ class AccessLedger:
             if pos >= first:
                 write_seal(c, pos, link, format_instant(now()))
                 c.execute("UPDATE al_head SET position = ?, at = ?, link = ? WHERE id = 1", (pos, last_at, link))
-        return WriteResult(pos - first + 1, skipped, first if pos >= first else None, pos if pos >= first else None)
+        return WriteResult(
+            pos - first + 1, skipped, first if pos >= first else None, pos if pos >= first else None, (pos, link)
+        )
 
     # -- export, integrity ---------------------------------------------------------------
 

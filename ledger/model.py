@@ -86,6 +86,40 @@ class WriteModel:
             self._entities[key] = None if row is None else Entity(kind, name, row[0], row[1], json.loads(row[2]))
         return self._entities[key]
 
+    def prefetch(self, events: list[tuple[int, dict[str, Any]]]) -> None:
+        """Read the principals and tenants that a chunk's usage events name, and the cache lacks, in one
+        statement per kind (a batch of platform facts names hundreds: one round trip each, else)."""
+        if self._complete:
+            return
+        wanted: dict[str, set[str]] = {}
+        for _, ev in events:
+            if ev.get("type") not in _USAGE_KEY:
+                continue
+            try:
+                kind, name = split_principal(ev.get("principal"))
+            except E.LedgerError:
+                kind = ""  # refused when the event is applied, with its own message
+            if kind in ("user", "service_account") and (kind, name) not in self._entities:
+                wanted.setdefault(kind, set()).add(name)
+            tenant = ev.get("tenant")
+            if isinstance(tenant, str) and ("tenant", tenant) not in self._entities:
+                wanted.setdefault("tenant", set()).add(tenant)
+        for kind, names in wanted.items():
+            ordered = sorted(names)
+            for i in range(0, len(ordered), 500):
+                part = ordered[i : i + 500]
+                self.c.execute(
+                    f"SELECT name, status, ref, data FROM al_entities WHERE kind = ? AND name IN "
+                    f"({', '.join('?' for _ in part)})",
+                    (kind, *part),
+                )
+                found = {row[0]: row for row in self.c.fetchall()}
+                for name in part:
+                    row = found.get(name)
+                    self._entities[(kind, name)] = (
+                        None if row is None else Entity(kind, name, row[1], row[2], json.loads(row[3]))
+                    )
+
     def _put(self, entity: Entity) -> None:
         key = (entity.kind, entity.name)
         self._entities[key] = entity

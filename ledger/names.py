@@ -54,10 +54,12 @@ def require_recorded(
     tenant: str | None = None,
     role: str | None = None,
     connector: str | None = None,
+    cursor: Cursor | None = None,
 ) -> None:
     """Refuse any given name the ledger never recorded, naming the closest ones ("did you mean ...?").
 
     A malformed principal reference is refused as malformed; a `connector` without its `tenant` may be in any tenant.
+    With `cursor`, the look-ups run in that read (a batch of questions makes them all in one).
     """
     asked: list[tuple[str, str, str, tuple[str, ...]]] = []  # (label, kind, name, kinds to suggest from)
     if principal is not None:
@@ -67,31 +69,38 @@ def require_recorded(
         asked.append(("tenant", "tenant", nfkc(tenant), ("tenant",)))
     if role is not None:
         asked.append(("role", "role", nfkc(role), ("role",)))
-    with store.transaction(write=False) as c:
-        if not recorded(c, "organization", ""):
-            return  # an empty ledger: the question itself says there is nothing yet
-        for label, kind, name, kinds in asked:
-            if not recorded(c, kind, name):
-                shown = f"{kind}:{name}" if label == "principal" else name
-                _refuse(label, shown, closest(c, kinds, shown, as_principal=label == "principal"))
-        if connector is not None and tenant is None:  # any tenant's connector of that name
-            c.execute("SELECT name FROM al_entities WHERE kind = 'connector'")
-            known = sorted({n.split("/", 1)[1] for (n,) in c.fetchall()})
-            if nfkc(connector) not in known:
-                _refuse(
-                    "service connector", connector, difflib.get_close_matches(nfkc(connector), known, n=3, cutoff=0.75)
-                )
-        elif connector is not None:
-            key = f"{nfkc(tenant)}/{nfkc(connector)}"
-            if not recorded(c, "connector", key):
-                c.execute("SELECT name FROM al_entities WHERE kind = 'connector' AND ref = ?", (nfkc(tenant),))
-                known = sorted(n.split("/", 1)[1] for (n,) in c.fetchall())
-                _refuse(
-                    "service connector",
-                    connector,
-                    difflib.get_close_matches(nfkc(connector), known, n=3, cutoff=0.75),
-                    f" in tenant {tenant!r}",
-                )
+    if cursor is None:
+        with store.transaction(write=False) as c:
+            _require(c, asked, tenant, connector)
+    else:
+        _require(cursor, asked, tenant, connector)
+
+
+def _require(
+    c: Cursor, asked: list[tuple[str, str, str, tuple[str, ...]]], tenant: str | None, connector: str | None
+) -> None:
+    if not recorded(c, "organization", ""):
+        return  # an empty ledger: the question itself says there is nothing yet
+    for label, kind, name, kinds in asked:
+        if not recorded(c, kind, name):
+            shown = f"{kind}:{name}" if label == "principal" else name
+            _refuse(label, shown, closest(c, kinds, shown, as_principal=label == "principal"))
+    if connector is not None and tenant is None:  # any tenant's connector of that name
+        c.execute("SELECT name FROM al_entities WHERE kind = 'connector'")
+        known = sorted({n.split("/", 1)[1] for (n,) in c.fetchall()})
+        if nfkc(connector) not in known:
+            _refuse("service connector", connector, difflib.get_close_matches(nfkc(connector), known, n=3, cutoff=0.75))
+    elif connector is not None:
+        key = f"{nfkc(tenant)}/{nfkc(connector)}"
+        if not recorded(c, "connector", key):
+            c.execute("SELECT name FROM al_entities WHERE kind = 'connector' AND ref = ?", (nfkc(tenant),))
+            known = sorted(n.split("/", 1)[1] for (n,) in c.fetchall())
+            _refuse(
+                "service connector",
+                connector,
+                difflib.get_close_matches(nfkc(connector), known, n=3, cutoff=0.75),
+                f" in tenant {tenant!r}",
+            )
 
 
 def _refuse(label: str, name: str, close: list[str], where: str = "") -> None:

@@ -389,13 +389,17 @@ class Store:
                 with self.datastore.get_connection() as conn:
                     with conn.transaction(force_rollback=not write):
                         with conn.cursor(row_factory=tuple_row) as raw:
+                            # One round trip for both (statements without parameters).
+                            prelude = []
                             if not write:
                                 # One snapshot for the whole read: under READ COMMITTED each statement sees
                                 # the writes committed before it, so a write committed between the head
                                 # row's look-up and the log's would look like a tampered head.
-                                raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                                prelude.append("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                             if self.env["POSTGRES_SCHEMA"] != "public":
-                                raw.execute(f'SET LOCAL search_path TO "{self.env["POSTGRES_SCHEMA"]}"')
+                                prelude.append(f'SET LOCAL search_path TO "{self.env["POSTGRES_SCHEMA"]}"')
+                            if prelude:
+                                raw.execute("; ".join(prelude))
                             yield Cursor(raw, True)
             else:
                 with self.datastore.get_connection(commit=write) as conn:
@@ -457,7 +461,7 @@ class Store:
         before it. The time is read from those bytes. Three look-ups by key.
         """
         position = as_number(position, "al_head.position")
-        last = self.max_position(c)
+        last, rows = self._last_two(c, position)
         if position != last:
             raise IntegrityFailure(
                 f"the head says position {position} but the newest stored event is at {last}: "
@@ -467,7 +471,6 @@ class Store:
             return 0, "", GENESIS_LINK
         from ledger.integrity import next_link
 
-        rows = self.read_raw(c, max(1, position - 1), 2, position)
         if position > 1 and (len(rows) < 2 or rows[0][0] != position - 1):
             raise self.gap(c, position)
         before = rows[0][5] if len(rows) == 2 else GENESIS_LINK
@@ -485,6 +488,29 @@ class Store:
             )
         return position, at, link
 
+    def _last_two(self, c: Cursor, position: int) -> tuple[int, list[tuple[int, str, int, str, bytes, str | None]]]:
+        """The newest stored position, and `read_raw`'s rows at position - 1 and position: one round trip."""
+        blob = "''::BYTEA" if self.postgres else "x''"
+        c.execute(
+            f"SELECT m.last, r.p, r.oid, r.version, r.topic, r.state, r.link FROM "
+            f"(SELECT MAX({self.pos_col}) AS last FROM {self.table}) m LEFT JOIN ("
+            f"SELECT e.{self.pos_col} AS p, coalesce(replace(CAST(e.originator_id AS TEXT), '-', ''), '') AS oid, "
+            f"coalesce(CAST(e.originator_version AS BIGINT), -1) AS version, "
+            f"coalesce(CAST(e.topic AS TEXT), '') AS topic, "
+            f"coalesce({'e.state' if self.postgres else 'CAST(e.state AS BLOB)'}, {blob}) AS state, ch.link AS link "
+            f"FROM {self.table} e LEFT JOIN al_chain ch ON ch.position = e.{self.pos_col} "
+            f"WHERE e.{self.pos_col} >= ? AND e.{self.pos_col} <= ?) r ON 1 = 1 ORDER BY r.p",
+            (max(1, position - 1), position),
+        )
+        got = c.fetchall()
+        last = as_number(got[0][0] or 0, "the newest stored position")
+        rows = [
+            (int(p), oid, int(ver), topic, _as_bytes(state), link)
+            for _, p, oid, ver, topic, state, link in got
+            if p is not None
+        ]
+        return last, rows
+
     def gap(self, c: Cursor, position: int) -> IntegrityFailure:
         """The error for a log with a hole below `position` (positions are dense), naming the first missing one."""
         c.execute(f"SELECT MAX({self.pos_col}) FROM {self.table} WHERE {self.pos_col} < ?", (position,))
@@ -496,8 +522,9 @@ class Store:
             # statistics still describe the tables as they were before it (empty, for a new ledger),
             # and on them a full scan can look cheaper than an index: made never cheaper here, a
             # plan cannot degrade as the transaction grows.
-            c.execute("SET LOCAL enable_seqscan = off")
-            c.execute("SELECT position, at, link FROM al_head WHERE id = 1 FOR UPDATE")
+            # Both in one round trip; the row is the second statement's result.
+            c.execute("SET LOCAL enable_seqscan = off; SELECT position, at, link FROM al_head WHERE id = 1 FOR UPDATE")
+            c.raw.nextset()
         else:
             c.execute("UPDATE al_head SET position = position WHERE id = 1")
             c.execute("PRAGMA cache_size = -65536")
@@ -730,9 +757,29 @@ class Store:
 
     def head(self) -> tuple[int, str, str]:
         """(position, time, link) of the newest event: the head row, checked against the log (see
-        `_checked_head`; IntegrityFailure if it disagrees). Every read is bounded by it."""
+        `_checked_head`; IntegrityFailure if it disagrees). Every read is bounded by it. Inside `pinned`,
+        the head given there."""
+        if self._pinned is not None:
+            return self._pinned
         with self.transaction(write=False) as c:
             return self._head_in(c)
+
+    _pinned: tuple[int, str, str] | None = None
+
+    @contextmanager
+    def pinned(self, head: tuple[int, str, str]) -> Iterator[None]:
+        """Answer `head()` with `head`, a head checked by its caller in the same request (the service's token
+        check reads and checks it once; the question is answered at that head, not at a second read of it).
+        Only for reads: a write takes the head row's lock and checks it itself (`lock_head`)."""
+        self._pinned = head
+        try:
+            yield
+        finally:
+            self._pinned = None
+
+    def head_in(self, c: Cursor) -> tuple[int, str, str]:
+        """`head`, read in the caller's transaction (never the pinned head)."""
+        return self._head_in(c)
 
     def _head_in(self, c: Cursor) -> tuple[int, str, str]:
         c.execute("SELECT position, link FROM al_head WHERE id = 1")
@@ -830,6 +877,19 @@ class Snapshots:
             row = c.fetchone()
         # The position as stored: the reader checks it (a snapshot is a cache, one it cannot use is rebuilt).
         return None if row is None else (row[0], _as_bytes(row[1]))
+
+    def load_bound(self, name: str) -> tuple[Any, bytes, Any] | None:
+        """(position as stored, data, the chain link al_chain holds at that position if it is at or before
+        the head row's, else None): one look-up for a reader that checks a snapshot's binding."""
+        with self.store.transaction(write=False) as c:
+            c.execute(
+                "SELECT s.position, s.data, ch.link FROM al_snapshots s LEFT JOIN al_chain ch "
+                "ON ch.position = s.position AND ch.position <= (SELECT position FROM al_head WHERE id = 1) "
+                "WHERE s.name = ?",
+                (name,),
+            )
+            row = c.fetchone()
+        return None if row is None else (row[0], _as_bytes(row[1]), row[2])
 
     def names(self, prefix: str = "") -> list[tuple[str, Any]]:
         """(name, position as stored) of the snapshots whose name starts with `prefix`."""

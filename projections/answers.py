@@ -97,6 +97,12 @@ def check(state: PermissionState, q: Question, instant: str) -> dict[str, Any]:
     }
 
 
+def allowed(state: PermissionState, q: Question, instant: str) -> bool:
+    """`check(state, q, instant)["allowed"]`, without building the paths (a batch asks only this)."""
+    validate(state, q.principal, q.action, q.resource, q.tenant)
+    return state.allows(q.principal, q.action, q.resource, q.tenant, instant)
+
+
 def why_not(state: PermissionState, q: Question, instant: str) -> str:
     """The first reason, in the order of DESIGN section 3, that nothing grants q."""
     kind, _ = split_principal(q.principal)

@@ -1,7 +1,10 @@
 """Point in time: the permission state at any position or instant, fast.
 
 - The current state is a persisted projection: a snapshot with its tracked position, caught up
-  from there on every use and saved again when it has moved on.
+  from there on every use and saved again when it has moved on. An open ledger (a service worker)
+  keeps it decoded in memory, keyed by the stored snapshot's bytes, the chain link at its position
+  and the head's position and link (see `_Current`): each use reads that row and the head, and
+  decodes nothing while they are unchanged.
 - Past states start from the nearest checkpoint (a snapshot every CHECKPOINT_EVERY positions,
   written as folds pass them) and fold forward over change events only: usage events (most of a
   log) change no permission and are never read.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import hmac
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -182,10 +186,35 @@ def _load(led: AccessLedger, name: str) -> tuple[int, PermissionState] | None:
         return None
 
 
-def _save(led: AccessLedger, name: str, state: PermissionState) -> None:
+def _save(led: AccessLedger, name: str, state: PermissionState) -> tuple[int, bytes, str] | None:
+    """Store the state as `name`; the row as written (position, data, link), None if not written."""
     link = _link_at(led, state.position)
-    if link is not None:
-        led.snapshots.save(name, state.position, _encode(state, link, seal_key()))
+    if link is None:
+        return None
+    data = _encode(state, link, seal_key())
+    led.snapshots.save(name, state.position, data)
+    return (state.position, data, link) if not led.store.read_only_path else None
+
+
+class _Current:
+    """A worker's decoded current state, and what proves it is still what `Timeline.current` would build.
+
+    `row` is the stored current snapshot as it was read (position, data bytes, the chain link al_chain
+    held at its position) with the seal key in force; `state` is that snapshot decoded and folded to
+    `state.position`, whose chain link was `link`. It answers only while the stored row and the key are
+    byte for byte the same and the log's head is that position with that link (or, folded forward, still
+    has that link there): an edited or replaced snapshot, another key, a swapped file or a write by anyone
+    makes it miss, and the state is built as without a cache (and checked as then).
+    """
+
+    __slots__ = ("row", "key", "state", "link")
+
+    def __init__(self, row: tuple[Any, bytes, Any], key: bytes | None, state: PermissionState, link: str):
+        self.row, self.key, self.state, self.link = row, key, state, link
+
+
+# One entry per open ledger (a service worker keeps its ledger open): gone with the ledger object.
+_CURRENT: weakref.WeakKeyDictionary[AccessLedger, _Current] = weakref.WeakKeyDictionary()
 
 
 class Timeline:
@@ -199,12 +228,13 @@ class Timeline:
 
     # -- folding -------------------------------------------------------------------------
 
-    def _fold(self, state: PermissionState, stop: int) -> PermissionState:
-        """Fold change events after state.position up to stop; save checkpoints passed on the way."""
+    def _fold(self, state: PermissionState, stop: int, stop_at: str | None = None) -> PermissionState:
+        """Fold change events after state.position up to stop; save checkpoints passed on the way.
+        `stop_at`: the time of the event at stop, when the caller has read it already (the head's)."""
         with _quiet_gc():
-            return self._fold_events(state, stop)
+            return self._fold_events(state, stop, stop_at)
 
-    def _fold_events(self, state: PermissionState, stop: int) -> PermissionState:
+    def _fold_events(self, state: PermissionState, stop: int, stop_at: str | None = None) -> PermissionState:
         start = state.position + 1
         if stop < start:
             return state
@@ -218,7 +248,7 @@ class Timeline:
             self._checkpoint(state, next_mark)
             next_mark += CHECKPOINT_EVERY
         state.position = stop
-        state.at = self.led.time_of(stop) or state.at
+        state.at = stop_at or self.led.time_of(stop) or state.at
         return state
 
     def _persisted(self) -> set[int]:
@@ -273,19 +303,49 @@ class Timeline:
     # -- states --------------------------------------------------------------------------
 
     def current(self) -> PermissionState:
-        """The state at the head, from the persisted projection caught up to the head."""
-        head = self.led.head()
+        """The state at the head, from the persisted projection caught up to the head.
+
+        The state returned may be the worker's cached one (see `_Current`), shared by every caller until
+        the head moves: callers only read it."""
+        head, head_at, head_link = self.led.store.head()
+        if not self.persist:
+            return self._fold(self._start_for(head), head, head_at or None)
+        row = self.led.snapshots.load_bound(CURRENT)
+        key = seal_key()
+        cached = _CURRENT.pop(self.led, None)  # put back only once it is whole again
+        if cached is not None and row is not None and cached.row == row and cached.key == key:
+            state = cached.state
+            if state.position == head and cached.link == head_link:
+                _CURRENT[self.led] = cached
+                return state
+            if state.position < head and _link_at(self.led, state.position) == cached.link:
+                # On a copy: a state once returned never changes under whoever holds it.
+                state = self._fold(_copy(state), head, head_at or None)
+                if head - row[0] >= SAVE_CURRENT_AFTER:
+                    row = _save(self.led, CURRENT, state)
+                if row is not None:
+                    _CURRENT[self.led] = _Current(row, key, state, head_link)
+                return state
         state: PermissionState | None = None
         saved_at = 0
-        if self.persist:
-            loaded = _load(self.led, CURRENT)
-            if loaded is not None and loaded[0] <= head:  # (not one a writer saved since `head` was read)
-                saved_at, state = loaded
+        if row is not None and type(row[0]) is int and row[0] <= head:  # (not one a writer saved since `head`)
+            try:
+                with _quiet_gc():
+                    state = _decode(
+                        row[1], _position_of(CURRENT, row[0]), row[2] if isinstance(row[2], str) else None, key
+                    )
+                saved_at = row[0]
+            except BadSnapshot:
+                row = None
+        else:
+            row = None
         if state is None:
             state = self._start_for(head)
-        state = self._fold(state, head)
-        if self.persist and head - saved_at >= SAVE_CURRENT_AFTER or (self.persist and saved_at == 0 and head):
-            _save(self.led, CURRENT, state)
+        state = self._fold(state, head, head_at or None)
+        if head - saved_at >= SAVE_CURRENT_AFTER or (saved_at == 0 and head):
+            row = _save(self.led, CURRENT, state)
+        if row is not None and head:
+            _CURRENT[self.led] = _Current(row, key, state, head_link)
         return state
 
     def at_position(self, position: int) -> PermissionState:

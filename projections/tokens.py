@@ -121,8 +121,10 @@ class TokenFollower:
 
     def catch_up(self) -> TokenState:
         """Fold the events written since the last call; IntegrityFailure if the chain does not hold."""
-        head, head_at, head_link = self.store.head()
         s = self.state
+        with self.store.transaction(write=False) as c:  # the head and the first events after s in one read
+            head, head_at, head_link = self.store.head_in(c)
+            rows: list | None = self.store.read_raw(c, s.position + 1, _READ_BATCH, head) if s.position < head else []
         if head < s.position:
             raise IntegrityFailure(
                 f"the log's head moved back from position {s.position} to {head}: the ledger "
@@ -130,8 +132,9 @@ class TokenFollower:
             )
         position, link = s.position, s.link
         while position < head:
-            with self.store.transaction(write=False) as c:
-                rows = self.store.read_raw(c, position + 1, _READ_BATCH, head)
+            if rows is None:
+                with self.store.transaction(write=False) as c:
+                    rows = self.store.read_raw(c, position + 1, _READ_BATCH, head)
             if not rows:
                 break
             for pos, oid, version, topic, state, stored_link, _at in rows:
@@ -149,6 +152,7 @@ class TokenFollower:
                     s.apply(pos, orjson.loads(state))
                 position = pos
             s.position, s.link = position, link  # what is folded is kept, whatever comes next
+            rows = None
         if position != head or link != head_link:
             raise IntegrityFailure(
                 f"the log ends at position {position}, not at its head {head} with its link: "

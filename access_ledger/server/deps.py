@@ -9,7 +9,7 @@ from fastapi import Query, Request, Security
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from access_ledger.server.service import Service
+from access_ledger.server.service import Seen, Service
 from projections.tokens import Token
 
 # auto_error off: a missing token gets the ledger's own 401 body (which of missing/unknown/revoked/expired).
@@ -28,7 +28,7 @@ def token_with(*scopes: str) -> Callable[..., Token]:
         from ledger.timeutil import format_instant, now
 
         presented = credentials.credentials if credentials is not None else None
-        token = service(request).authenticate(presented, scopes, format_instant(now()))
+        token, request.state.seen = service(request).authenticated(presented, scopes, format_instant(now()))
         request.scope.get(LOG_KEY, {})["token_id"] = token.token_id
         limiter = getattr(request.app.state, "limiter", None)
         if limiter is not None:
@@ -61,6 +61,12 @@ def caught_up(
     """A read waits for the log to reach min_position (declared after the token, so 401/403 come first)."""
     if min_position is not None:
         service(request).wait_for(min_position)
+        request.state.seen = None  # the head the token was checked at may be before min_position: read it again
+
+
+def seen(request: Request) -> Seen | None:
+    """The head this request's token check read (None: read it again), for `Service.ledger`."""
+    return getattr(request.state, "seen", None)
 
 
 def wants_csv(request: Request) -> bool:

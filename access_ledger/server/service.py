@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from ledger.app import AccessLedger
 from ledger.errors import IntegrityFailure, LedgerError, StorageError
@@ -24,6 +25,14 @@ class NotCaughtUp(Exception):
     """The log has not reached a read's min_position within the wait (409)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """The head (position, time, link) a request's token check caught up to, and the open ledger it read."""
+
+    led: AccessLedger
+    head: tuple[int, str, str]
+
+
 class Service:
     """One ledger, opened on first use and reopened after a failure, used by one request at a time."""
 
@@ -34,14 +43,19 @@ class Service:
         self._lock = threading.Lock()
 
     @contextmanager
-    def ledger(self) -> Iterator[AccessLedger]:
-        """The open ledger, for the duration of one call (requests take turns)."""
+    def ledger(self, seen: Seen | None = None) -> Iterator[AccessLedger]:
+        """The open ledger, for the duration of one call (requests take turns). With `seen` (what this
+        request's token check read), a read is answered at the head checked then, not at a second read."""
         with self._lock:
             if self._led is None:
                 self._led = AccessLedger.open(self.url)
                 self._follower = TokenFollower(self._led.store)
             try:
-                yield self._led
+                if seen is not None and seen.led is self._led:
+                    with self._led.store.pinned(seen.head):
+                        yield self._led
+                else:
+                    yield self._led
             except Exception as exc:
                 if not isinstance(exc, LedgerError) or isinstance(exc, (StorageError, IntegrityFailure)):
                     # A dropped connection, or a log that failed a check: the next request starts afresh.
@@ -50,14 +64,20 @@ class Service:
 
     def authenticate(self, presented: str | None, scopes: tuple[str, ...], instant: str) -> Token:
         """The token presented, if the ledger's current token state lets it use one of `scopes` (TokenRefused if not)."""
+        return self.authenticated(presented, scopes, instant)[0]
+
+    def authenticated(self, presented: str | None, scopes: tuple[str, ...], instant: str) -> tuple[Token, Seen]:
+        """`authenticate`, and the head the token state was caught up to (checked against the log on the way)."""
         with self.ledger() as led:
             assert self._follower is not None
             state = self._follower.catch_up()
             token = authenticate(state, presented, instant)
+            seen = Seen(led, (state.position, state.at, state.link))
             if token.used_at is None:
                 self._record_use(led, token)
+                seen = Seen(led, led.store.head())  # the use is an event: the head moved on
         require_scope(token, scopes)
-        return token
+        return token, seen
 
     def _record_use(self, led: AccessLedger, token: Token) -> None:
         """Record a token's first use (TokenUsed, by its principal): once per token, never per request, so

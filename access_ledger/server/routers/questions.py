@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
 
 from access_ledger import api
-from access_ledger.server.deps import CSV_CONTENT, caught_up, csv_response, read_token, service, wants_csv
+from access_ledger.server.deps import CSV_CONTENT, caught_up, csv_response, read_token, seen, service, wants_csv
 from access_ledger.server.models import (
     BatchAnswer,
     BatchAnswers,
@@ -35,10 +35,10 @@ Position = Annotated[int | None, Query(ge=0, description="Answer as of this log 
 
 @router.post("/check", response_model=CheckAnswer | BatchAnswers)
 def check(
-    questions: Annotated[Question | list[Question], Body()], svc: Service = Depends(service)
+    request: Request, questions: Annotated[Question | list[Question], Body()], svc: Service = Depends(service)
 ) -> CheckAnswer | BatchAnswers:
     """One question: allowed or not, with its paths or why not. A list: one answer each, as `check --batch`."""
-    with svc.ledger() as led:
+    with svc.ledger(seen(request)) as led:
         if isinstance(questions, Question):
             q = questions
             return CheckAnswer(**api.check(led, q.principal, q.action, q.resource, q.tenant, q.at, q.position))
@@ -69,7 +69,7 @@ def who_can(
     svc: Service = Depends(service),
 ) -> WhoCan | Response:
     """Every user and service account allowed ACTION on RESOURCE, and through what."""
-    with svc.ledger() as led:
+    with svc.ledger(seen(request)) as led:
         got = api.who_can(led, action, resource, tenant, at, position)
     if wants_csv(request):
         return csv_response(got["rows"], api.WHO_CAN_COLUMNS, got["position"], got["link"])
@@ -86,7 +86,7 @@ def what_can(
     svc: Service = Depends(service),
 ) -> WhatCan | Response:
     """Every permission PRINCIPAL holds (per tenant and in the organization), and through what."""
-    with svc.ledger() as led:
+    with svc.ledger(seen(request)) as led:
         got = api.what_can(led, principal, tenant, at, position)
     if wants_csv(request):
         return csv_response(got["rows"], api.WHAT_CAN_COLUMNS, got["position"], got["link"])
@@ -95,6 +95,7 @@ def what_can(
 
 @router.get("/explain", response_model=CheckAnswer)
 def explain(
+    request: Request,
     principal: str,
     action: str,
     resource: str,
@@ -104,7 +105,7 @@ def explain(
     svc: Service = Depends(service),
 ) -> CheckAnswer:
     """Every path principal -> team -> role -> base role -> permission, each link with its event."""
-    with svc.ledger() as led:
+    with svc.ledger(seen(request)) as led:
         return CheckAnswer(**api.check(led, principal, action, resource, tenant, at, position))
 
 
@@ -116,7 +117,7 @@ def diff(
     svc: Service = Depends(service),
 ) -> Diff | Response:
     """Permissions gained and lost per principal between two instants, with the events behind each (as `diff`)."""
-    with svc.ledger() as led:
+    with svc.ledger() as led:  # two instants, each found by its own read of the head
         got = api.diff(led, from_, to)
     if wants_csv(request):
         return csv_response(api.diff_table(got["rows"]), api.DIFF_COLUMNS, got["position"], got["link"])
