@@ -310,7 +310,8 @@ class WriteModel:
         """The closest recorded names of this kind, as the queries name them (the error path only)."""
         from ledger.names import closest
 
-        close = closest(self.c, (kind,), name, as_principal=False)
+        pending = [key for key, e in self._entities.items() if e is not None and key[0] == kind]
+        close = closest(self.c, (kind,), name, as_principal=False, pending=pending)
         return f" (did you mean {' or '.join(repr(n) for n in close)}?)" if close else ""
 
     def _tenant(self, name: str) -> Entity:

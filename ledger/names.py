@@ -16,6 +16,8 @@ from ledger.errors import UnknownEntity
 from ledger.vocabulary import nfkc, split_principal
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ledger.store import Cursor, Store
 
 PRINCIPAL_KINDS = ("user", "service_account", "team")
@@ -26,15 +28,24 @@ class NeverRecorded(UnknownEntity):
 
 
 def closest(
-    c: Cursor, kinds: tuple[str, ...], name: str, *, as_principal: bool, cutoff: float = 0.75, with_kind: bool = False
+    c: Cursor,
+    kinds: tuple[str, ...],
+    name: str,
+    *,
+    as_principal: bool,
+    cutoff: float = 0.75,
+    with_kind: bool = False,
+    pending: Iterable[tuple[str, str]] = (),
 ) -> list[str]:
     """The recorded names of these kinds that look most like `name` (`kind:NAME` when `as_principal`).
 
     Names are compared without their kind, which every principal shares (`user:nobody` is not close
-    to `user:bob`), unless `with_kind`."""
+    to `user:bob`), unless `with_kind`. `pending`: (kind, name) recorded by a write under way (an
+    import's earlier lines) and not yet in the table."""
     c.execute(f"SELECT kind, name FROM al_entities WHERE kind IN ({', '.join('?' for _ in kinds)})", kinds)
+    known = set(c.fetchall()) | {(k, n) for k, n in pending if k in kinds}
     shown: dict[str, list[str]] = {}
-    for k, n in sorted((k, n) for k, n in c.fetchall()):
+    for k, n in sorted(known):
         full = f"{k}:{n}" if as_principal else n
         shown.setdefault(full if with_kind else n, []).append(full)
     bare = name.split(":", 1)[1] if as_principal and not with_kind and ":" in name else name

@@ -708,3 +708,23 @@ def test_import_with_trimmed_caches_matches_one_command_at_a_time(url_factory, m
     for split in (0, 4):
         _check_import_against_oracle(url_factory(), url_factory(), events, split=split)
         _check_import_against_oracle(url_factory(), url_factory(), events[:-1], split=split)
+
+
+def test_import_names_a_name_created_earlier_in_the_same_import_as_the_closest(tmp_path):
+    """A misspelling of a name the same import created earlier gets the "did you mean" a single command gives."""
+    events = _dated(
+        [
+            {"type": "TenantCreated", "tenant": "prod"},
+            {"type": "UserCreated", "user": "roberta"},
+            {"type": "RoleAssigned", "role": "viewer", "principal": "user:robertta", "tenant": "prod"},
+        ]
+    )
+    led = AccessLedger.open(str(tmp_path / "l.db"), create=True)
+    try:
+        with pytest.raises(E.UnknownEntity) as info:
+            led.import_lines(jsonl(events))
+        assert str(info.value).startswith("line 4: ") and "did you mean 'roberta'" in str(info.value)
+        assert led.head() == 0
+    finally:
+        led.close()
+    _check_import_against_oracle(str(tmp_path / "one.db"), str(tmp_path / "import.db"), events)
