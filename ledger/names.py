@@ -43,7 +43,7 @@ def closest(
     to `user:bob`), unless `with_kind`. `pending`: (kind, name) recorded by a write under way (an
     import's earlier lines) and not yet in the table."""
     c.execute(f"SELECT kind, name FROM al_entities WHERE kind IN ({', '.join('?' for _ in kinds)})", kinds)
-    known = set(c.fetchall()) | {(k, n) for k, n in pending if k in kinds}
+    known = {(k, n) for k, n in c.fetchall()} | {(k, n) for k, n in pending if k in kinds}
     shown: dict[str, list[str]] = {}
     for k, n in sorted(known):
         full = f"{k}:{n}" if as_principal else n
