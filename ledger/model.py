@@ -822,6 +822,43 @@ class WriteModel:
         self._put(p)
         return f"project/{p.name}"
 
+    # -- triage of audit findings (issue 29): who may decide is the authority rules' business; here, what --
+
+    def _not_own(self, ev: dict[str, Any], what: str) -> None:
+        if ev.get("principal") is not None and ev["principal"] == ev["actor"]:
+            raise E.Unauthorised(f"actor: {ev['actor']} may not {what} a finding about themselves")
+        if ev.get("until") is not None and ev["until"] <= ev["at"]:
+            raise E.ValidationError(f"until: {ev['until']} is not after the decision's time {ev['at']}")
+
+    def _decide(self, ev: dict[str, Any], state: str) -> str:
+        self._not_own(ev, "accept" if state == "accepted" else "suppress")
+        name = ev["finding"]
+        self._put(Entity("finding", name, state, ev["audit"], {"until": ev.get("until")}))
+        return f"finding/{name}"
+
+    def _on_FindingAccepted(self, ev: dict[str, Any]) -> str:
+        return self._decide(ev, "accepted")
+
+    def _on_FindingSuppressed(self, ev: dict[str, Any]) -> str:
+        return self._decide(ev, "suppressed")
+
+    def _on_SuppressionRuleAdded(self, ev: dict[str, Any]) -> str:
+        self._not_own(ev, "suppress")
+        self._principal(ev["principal"])
+        if ev.get("tenant") is not None:
+            self._require("tenant", ev["tenant"])
+        self._put(Entity("finding_rule", ev["rule"], "active", ev["audit"], {"until": ev.get("until")}))
+        return f"finding_rule/{ev['rule']}"
+
+    def _on_FindingReopened(self, ev: dict[str, Any]) -> str:
+        kind, name = ("finding", ev["finding"]) if ev.get("finding") else ("finding_rule", ev["rule"])
+        e = self._require(kind, name, "finding" if kind == "finding" else "suppression rule")
+        if e.status == "reopened":
+            raise E.ValidationError(f"{name} is open already (reopened earlier): nothing to reopen")
+        e.status = "reopened"
+        self._put(e)
+        return f"{kind}/{name}"
+
 
 def _where(key: tuple[str, str, str, str]) -> str:
     out = f" in tenant {key[2]!r}" if key[2] else ""

@@ -154,6 +154,8 @@ class AuditResult:
     params: dict[str, Any]
     table: pa.Table = field(repr=False)
     _rows: list[dict[str, Any]] | None = field(default=None, repr=False)
+    #: Findings accepted or suppressed at the audit's instant: out of `table`, with who decided, why, until when.
+    triaged: pa.Table | None = field(default=None, repr=False)
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -312,6 +314,15 @@ def filter_findings(
     return table
 
 
+def triage(wh: Warehouse, name: str, table: pa.Table, at: datetime) -> tuple[pa.Table, pa.Table | None]:
+    """Give each finding its stable id and move those accepted or suppressed at `at` out of the rows needing
+    attention (reports/findings.py); the decisions are the chain's finding events, read from the warehouse."""
+    from reports.findings import finding_events, split_triaged, with_finding_ids
+
+    table = with_finding_ids(name, table)
+    return split_triaged(name, table, finding_events(wh, at), _plain(at))
+
+
 def run_audit(
     wh: Warehouse,
     name: str,
@@ -358,6 +369,7 @@ def run_audit(
         table = query_table(wh, name, statement.query, bound)
     filters = {"principal": principal, "tenant": tenant, "connector": connector, "role": role}
     table = filter_findings(name, table, **filters)
+    table, triaged = triage(wh, name, table, params.get("at") or params["end"])
     shown.update({k: v for k, v in filters.items() if v is not None})
     wh.confirm()  # no result leaves before the file it was read from is proven (see Warehouse.confirm)
     return AuditResult(
@@ -368,4 +380,5 @@ def run_audit(
         sql={f: sql_text(f) for f in audit.sql_files},
         params=shown,
         table=table,
+        triaged=triaged,
     )
