@@ -289,3 +289,36 @@ def split_triaged(
     for c in TRIAGE_COLUMNS:
         triaged = triaged.append_column(c, pa.array(extra[c], pa.string()))
     return table.take(pa.array(keep, pa.int64())), triaged
+
+
+#: The columns of audits/findings.csv in an evidence bundle: every finding accepted or suppressed at the period's end.
+BUNDLE_COLUMNS = (
+    "finding_id",
+    "audit",
+    "kind",
+    "who",
+    "where",
+    "what",
+    "since",
+    "finding_state",
+    "decided_by",
+    "decided_at",
+    "decision_reason",
+    "until",
+    "decision",
+)
+
+
+def triaged_table(results: dict[str, AuditResult]) -> pa.Table:
+    """The findings every audit moved out of its rows needing attention, one table (BUNDLE_COLUMNS, as text)."""
+    import pyarrow as pa
+
+    rows: list[dict[str, Any]] = []
+    for name, result in results.items():
+        if result.triaged is None:
+            continue
+        for row in result.triaged.to_pylist():
+            item = {c: row.get(c) for c in BUNDLE_COLUMNS}
+            item["audit"], item["kind"] = name, kind_of(row)
+            rows.append({k: None if v is None else str(plain(v)) for k, v in item.items()})
+    return pa.table({c: pa.array([r[c] for r in rows], pa.string()) for c in BUNDLE_COLUMNS})
