@@ -3,7 +3,7 @@
 One function per command, shared by the CLI and the service. A decision names a finding the audits
 report at the moment it is made (its id is recomputed from the audit's rows: an unknown id is refused
 with the closest ones); the ledger checks that the id matches the parts recorded with it and refuses a
-decision about the actor's own finding; every decision is held to the authority rules (member:update in
+decision about the actor's own finding, or one the actor's own change caused; every decision is held to the authority rules (member:update in
 the organization on zenml-pro), whether or not the ledger enforces them for other changes.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING, Any
 
-from ledger.errors import Unauthorised, UnknownEntity, ValidationError
+from ledger.errors import UnknownEntity, ValidationError
 
 if TYPE_CHECKING:
     from ledger.app import AccessLedger
@@ -90,19 +90,6 @@ def _find(led: AccessLedger, fid: str) -> dict[str, Any]:
     raise UnknownEntity(f"finding: no audit reports a finding {fid} now{hint}")
 
 
-def _not_caused_by(led: AccessLedger, finding: dict[str, Any], actor: str, verb: str) -> None:
-    """Refuse a decision about a finding the actor's own change caused (the ledger refuses one about themselves)."""
-    from ledger.findings import cause_positions
-
-    for pos in cause_positions(finding["cause"]):
-        for _, ev in led.read(pos, pos):
-            if ev.get("actor") == actor and actor != "system":
-                raise Unauthorised(
-                    f"actor: {actor} may not {verb} finding {finding['finding_id']}: their own change "
-                    f"(position {pos}, {ev['type']}) caused it"
-                )
-
-
 def decide(
     led: AccessLedger,
     fid: str,
@@ -118,7 +105,6 @@ def decide(
     if not reason:
         raise ValidationError(f"reason: give --reason: why the finding is {verb}ed")
     finding = _find(led, fid)
-    _not_caused_by(led, finding, actor, verb)
     event = {
         "type": "FindingAccepted" if accept else "FindingSuppressed",
         "at": at,

@@ -15,6 +15,7 @@ from typing import Any
 
 from ledger import errors as E
 from ledger.authority import Need, Rules, default_rules, instant_key, need
+from ledger.events import FINDING_TYPES
 from ledger.store import Cursor
 from ledger.vocabulary import (
     Vocabulary,
@@ -43,8 +44,17 @@ class Entity:
 class WriteModel:
     """Validates events against the ledger's current state and applies the accepted ones."""
 
-    def __init__(self, cursor: Cursor, *, empty: bool = False, enforce_authority: bool = False):
+    def __init__(
+        self,
+        cursor: Cursor,
+        *,
+        empty: bool = False,
+        enforce_authority: bool = False,
+        stored: Callable[[list[int]], list[tuple[int, bytes]]] | None = None,
+    ):
         self.c = cursor
+        # The stored events at some positions (those written before this write), to tell who caused a finding.
+        self._stored = stored
         # Writing into an empty ledger, the caches hold all there is until they are first
         # trimmed: what they lack does not exist, and need not be looked up.
         self._complete = empty
@@ -67,9 +77,7 @@ class WriteModel:
         self.authority: Rules | None = (
             default_rules(org.data["preset"]) if org and (by_ledger or enforce_authority) else None
         )
-        self._enforced_by = (
-            "this ledger enforces authority" if by_ledger else "the service holds every change to the authority rules"
-        )
+        self._by_ledger = by_ledger
         self._rules: dict[str, Callable[[dict[str, Any]], str]] = {
             name[len("_on_") :]: getattr(self, name) for name in dir(self) if name.startswith("_on_")
         }
@@ -203,7 +211,12 @@ class WriteModel:
 
     def _judge(self, actor: str, at: str, wanted: Need) -> None:
         """Refuse the change unless `actor` holds what it needs in the state just before it (check semantics)."""
-        suffix = f"({self._enforced_by})"
+        if self._by_ledger:
+            suffix = "(this ledger enforces authority)"
+        elif wanted.event in FINDING_TYPES:
+            suffix = "(triage is held to the authority rules even where the ledger does not enforce them)"
+        else:
+            suffix = "(the service holds every change to the authority rules)"
         kind, name = split_principal(actor, "actor")
         who = self.entity(kind, name)
         if who is None:
@@ -321,7 +334,7 @@ class WriteModel:
             )
         self.vocab = vocabulary(ev["preset"])
         self.authority = default_rules(ev["preset"]) if ev.get("enforce_authority") else None
-        self._enforced_by = "this ledger enforces authority"
+        self._by_ledger = bool(ev.get("enforce_authority"))
         return "organization"
 
     def _on_TenantCreated(self, ev: dict[str, Any]) -> str:
@@ -830,8 +843,24 @@ class WriteModel:
         if ev.get("until") is not None and ev["until"] <= ev["at"]:
             raise E.ValidationError(f"until: {ev['until']} is not after the decision's time {ev['at']}")
 
+    def _not_caused(self, ev: dict[str, Any], what: str) -> None:
+        """Refuse a decision about a finding the actor's own change caused, when the ledger holds that change."""
+        from ledger.findings import cause_positions
+
+        if self._stored is None or ev["actor"] == "system":
+            return
+        for pos, state in self._stored(cause_positions(ev["cause"])):
+            caused = json.loads(state)
+            if caused.get("actor") == ev["actor"]:
+                raise E.Unauthorised(
+                    f"actor: {ev['actor']} may not {what} finding {ev['finding']}: their own change "
+                    f"(position {pos}, {caused.get('type')}) caused it"
+                )
+
     def _decide(self, ev: dict[str, Any], state: str) -> str:
-        self._not_own(ev, "accept" if state == "accepted" else "suppress")
+        what = "accept" if state == "accepted" else "suppress"
+        self._not_own(ev, what)
+        self._not_caused(ev, what)
         name = ev["finding"]
         self._put(Entity("finding", name, state, ev["audit"], {"until": ev.get("until")}))
         return f"finding/{name}"

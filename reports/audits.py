@@ -134,8 +134,9 @@ AUDITS: dict[str, Audit] = {
             "Authority of changes",
             "Every change whose actor was not allowed to make it at that instant, by the authority rules: someone "
             "who lacked the permission the change needs (for example a viewer granting admin), and changes made by "
-            "a deactivated account (a leaver) or by an actor the ledger never recorded. The actor system (the "
-            "bootstrap and the platform's automation) is exempt.",
+            "a deactivated account (a leaver) or by an actor the ledger never recorded; and findings accepted or "
+            "suppressed by the principal they are about or by the actor whose change caused them (self-triage). "
+            "The actor system (the bootstrap and the platform's automation) is exempt.",
             "authority.sql",
             ("start", "end", "rules"),
             ("finding", "who", "where", "what", "needed", "since", "positions"),

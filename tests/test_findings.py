@@ -131,8 +131,8 @@ def test_reopen_a_finding_brings_it_back(story):
 @pytest.mark.parametrize(
     ("args", "actor", "message"),
     [
-        (["--reason", "x"], "user:vic", "lacks member:update in the organization"),
-        (["--reason", "x"], "user:zoe", "their own change (position"),
+        (["--reason", "x"], "user:vic", "lacks member:update in the organization (needed for FindingAccepted; triage"),
+        (["--reason", "x"], "user:zoe", "may not accept a finding about themselves"),
         (["--reason", "x", "--until", "2001-01-01T00:00:00Z"], "user:admin", "is not after the decision's time"),
         ([], "user:admin", "reason: give --reason"),
     ],
@@ -144,6 +144,7 @@ def test_refused_decisions_leave_the_ledger_unchanged(story, args, actor, messag
     result = cli(url, "finding", "accept", zoe_id(pos), *args, actor=actor)
     assert result.exit_code != 0 and message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
+    assert "the service" not in result.output  # the CLI wrote it: the refusal says why triage was judged
     with AccessLedger.open(url) as led:
         assert led.head() == head
 
@@ -208,6 +209,48 @@ def test_a_forged_acceptance_is_flagged_by_audit_authority_and_refused_when_enfo
         with pytest.raises(LedgerError, match="lacks member:update"):
             led.import_lines([json.dumps({**_forged({"grant": head}, "user:vic"), "scope": "tenant:prod"})])
         assert led.head() == head
+
+
+def _decision_on(led: AccessLedger, principal: str, actor: str, when: str) -> dict:
+    """An acceptance of the principal's hygiene finding, by `actor`, written from the finding's own parts."""
+    [f] = [f for f in triage.findings(led, audits=("hygiene",)) if f["principal"] == principal][:1]
+    return {
+        "type": "FindingAccepted",
+        "at": when,
+        "actor": actor,
+        "reason": "mine",
+        **{k: f[k] for k in ("audit", "kind", "principal", "scope", "cause")},
+        "finding": f["finding_id"],
+    }
+
+
+def test_the_ledger_refuses_an_acceptance_of_a_finding_the_actors_own_change_caused(story):
+    """Written directly (not through triage), on a ledger that enforces nothing: the ledger holds the cause."""
+    url, _ = story
+    with AccessLedger.open(url) as led:
+        forged = _decision_on(led, "user:bob", "user:admin", at(5))
+        head = led.head()
+        with pytest.raises(Unauthorised, match=r"their own change \(position \d+, RoleAssigned\)"):
+            led.import_lines([json.dumps(forged)])
+        assert led.head() == head
+
+
+def test_a_self_caused_acceptance_that_came_in_by_import_is_flagged_by_audit_authority(url_factory):
+    """Imported together with its cause, the ledger cannot tell yet: `audit authority` flags it."""
+    source = url_factory("source")
+    _story(source)
+    with AccessLedger.open(source) as led:
+        lines = [line.decode() for line in led.export_lines()]
+        forged = _decision_on(led, "user:bob", "user:admin", at(5))
+    copy = url_factory("copy")
+    with AccessLedger.open(copy, create=True) as led:
+        led.import_lines([*lines, json.dumps(forged)])
+        position = led.head()
+    result = cli(copy, "audit", "authority", "--format", "json")
+    assert result.exit_code == 0, result.output
+    flagged = [r for r in json.loads(result.stdout) if r["finding"] == "self-triage"]
+    assert [(r["who"], r["position"]) for r in flagged] == [("user:admin", position)]
+    assert "made the change that caused it" in flagged[0]["detail"]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
