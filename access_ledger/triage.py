@@ -3,13 +3,16 @@
 One function per command, shared by the CLI and the service. A decision names a finding the audits
 report at the moment it is made (its id is recomputed from the audit's rows: an unknown id is refused
 with the closest ones); the ledger checks that the id matches the parts recorded with it and refuses a
-decision about the actor's own finding, or one the actor's own change caused; every decision is held to the authority rules (member:update in
-the organization on zenml-pro), whether or not the ledger enforces them for other changes.
+decision about the actor's own finding, or one the actor's own change caused; every decision is held
+to the authority rules (member:update in the organization on zenml-pro), whether or not the ledger
+enforces them for other changes.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
+from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 from ledger.errors import UnknownEntity, ValidationError
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
 #: The audits a finding id can come from without more input (leavers needs an HR file).
 TRIAGE_AUDITS = ("least-privilege", "secrets", "sod", "hygiene", "reviews", "authority")
 STATES = ("open", "accepted", "suppressed", "all")
+#: The order a finding id is looked for in: hygiene first (the usual triage), the slower audits last.
+SEARCH_ORDER = ("hygiene", "authority", "sod", "reviews", "secrets", "least-privilege")
 
 
 def findings(
@@ -27,16 +32,29 @@ def findings(
 ) -> list[dict[str, Any]]:
     """Every finding of these audits at `at` (default now), open or triaged: id, audit, kind, principal, scope,
     cause, state, by whom, when, why, until when, and the rule that suppresses it if one does."""
-    from reports.audits import run_audit
+    with closing(_each(led, at, audits)) as rows:
+        return [row for _, row in rows]
+
+
+def _each(led: AccessLedger, at: str | None, audits: tuple[str, ...] | None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(audit, finding) of the audits, one audit at a time on one synced warehouse, so a caller may stop early.
+    `audits` None: those some accept, suppress or rule decision names (only they can hold triaged findings)."""
+    from reports import audits as reports_audits
     from reports.findings import TRIAGE_COLUMNS, id_parts, kind_of, plain
     from reports.warehouse import Warehouse
 
-    out: list[dict[str, Any]] = []
     wh = Warehouse.open(led, None)
     try:
         wh.sync()
+        if audits is None:
+            named = wh.con.execute(
+                "SELECT DISTINCT audit FROM events WHERE type IN "
+                "('FindingAccepted', 'FindingSuppressed', 'SuppressionRuleAdded')"
+            ).fetchall()
+            wh.confirm()  # the file proven to be the one the ledger recorded before its answer is used
+            audits = tuple(a for a in TRIAGE_AUDITS if (a,) in named)
         for name in audits:
-            result = run_audit(wh, name, at=at, sync=False)
+            result = reports_audits.run_audit(wh, name, at=at, sync=False)
             tables = [(result.table, False)] + ([(result.triaged, True)] if result.triaged is not None else [])
             for table, triaged in tables:
                 if "finding_id" not in table.column_names:
@@ -58,10 +76,9 @@ def findings(
                     }
                     for c in TRIAGE_COLUMNS[1:]:
                         item[c] = row.get(c) if triaged else None
-                    out.append(item)
+                    yield name, item
     finally:
         wh.close()
-    return out
 
 
 def list_findings(
@@ -72,20 +89,27 @@ def list_findings(
         raise ValidationError(f"state: {state!r} is not one of {', '.join(STATES)}")
     if audit is not None and audit not in TRIAGE_AUDITS:
         raise ValidationError(f"audit: {audit!r} has no findings to list (choose from {', '.join(TRIAGE_AUDITS)})")
-    rows = findings(led, at=at, audits=(audit,) if audit else TRIAGE_AUDITS)
+    # Accepted and suppressed findings can only be in an audit some decision names: the others are not run.
+    wanted: tuple[str, ...] | None = (audit,) if audit else (TRIAGE_AUDITS if state in ("open", "all") else None)
+    with closing(_each(led, at, wanted)) as each:
+        rows = [row for _, row in each]
     return [r for r in rows if state == "all" or r["state"] == state]
 
 
-def _find(led: AccessLedger, fid: str) -> dict[str, Any]:
+def _find(led: AccessLedger, fid: str, audit: str | None = None) -> dict[str, Any]:
+    """The finding the audits report now with this id: the audits run one at a time, cheapest and likeliest
+    first, until one yields it (all of them only for an id none reports, to name the closest)."""
     from ledger.findings import FINDING_ID
 
     if not FINDING_ID.fullmatch(fid):
         raise ValidationError(f"finding: {fid[:80]!r} is not a finding id (F- and 16 hex digits)")
-    known = findings(led)
-    for f in known:
-        if f["finding_id"] == fid:
-            return f
-    close = difflib.get_close_matches(fid, [f["finding_id"] for f in known], n=3, cutoff=0.6)
+    known: list[str] = []
+    with closing(_each(led, None, (audit,) if audit else SEARCH_ORDER)) as each:
+        for _, f in each:
+            if f["finding_id"] == fid:
+                return f
+            known.append(f["finding_id"])
+    close = difflib.get_close_matches(fid, known, n=3, cutoff=0.6)
     hint = f" (did you mean {' or '.join(close)}?)" if close else " (`finding list --state all` lists them)"
     raise UnknownEntity(f"finding: no audit reports a finding {fid} now{hint}")
 
@@ -99,12 +123,14 @@ def decide(
     until: str | None = None,
     actor: str,
     at: str | None = None,
+    audit: str | None = None,
 ) -> dict[str, Any]:
-    """Accept (or suppress) one finding the audits report now; returns the event's position and the finding."""
+    """Accept (or suppress) one finding the audits report now (of `audit` when the caller knows it); returns
+    the event's position and the finding."""
     verb = "accept" if accept else "suppress"
     if not reason:
         raise ValidationError(f"reason: give --reason: why the finding is {verb}ed")
-    finding = _find(led, fid)
+    finding = _find(led, fid, audit)
     event = {
         "type": "FindingAccepted" if accept else "FindingSuppressed",
         "at": at,

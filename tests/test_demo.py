@@ -46,6 +46,9 @@ def test_demo_finds_every_planted_incident_and_nothing_else(demo_run):
     readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
     assert f"({files} files and manifest.json, report:" in readme and f'says "{files} files match"' in readme
     assert verify_bundle(evidence).ok
+    # The accepted finding is in the bundle the demo exported just after accepting it.
+    assert "audits/findings.csv: 1 accepted)" in out
+    assert json.loads((evidence / "manifest.json").read_text())["findings"]["accepted"] == 1
 
     scenario = generate("small", END)
     scenario.events()  # runs the generator: incidents are complete

@@ -211,6 +211,30 @@ def test_a_forged_acceptance_is_flagged_by_audit_authority_and_refused_when_enfo
         assert led.head() == head
 
 
+def test_triage_runs_only_the_audits_it_must(story, monkeypatch):
+    """Accepting a hygiene finding runs hygiene alone (searched first); listing accepted findings runs only the
+    audits some decision names; an unknown id runs them all (to name the closest)."""
+    import reports.audits
+
+    url, pos = story
+    ran: list[str] = []
+    real = reports.audits.run_audit
+
+    def counted(wh, name, **kw):
+        ran.append(name)
+        return real(wh, name, **kw)
+
+    monkeypatch.setattr(reports.audits, "run_audit", counted)
+    assert cli(url, "finding", "accept", zoe_id(pos), "--reason", "SEC-88").exit_code == 0
+    assert ran == ["hygiene"]
+    ran.clear()
+    listed = cli(url, "finding", "list", "--state", "accepted", "--format", "json")
+    assert [r["finding_id"] for r in json.loads(listed.stdout)] == [zoe_id(pos)] and ran == ["hygiene"]
+    ran.clear()
+    assert cli(url, "finding", "accept", "F-0000000000000000", "--reason", "x").exit_code != 0
+    assert sorted(ran) == sorted(triage.TRIAGE_AUDITS)
+
+
 def _decision_on(led: AccessLedger, principal: str, actor: str, when: str) -> dict:
     """An acceptance of the principal's hygiene finding, by `actor`, written from the finding's own parts."""
     [f] = [f for f in triage.findings(led, audits=("hygiene",)) if f["principal"] == principal][:1]

@@ -268,7 +268,7 @@ def _accept_one(led: Any, scenario: Any) -> dict[str, Any] | None:
     from datetime import timedelta
 
     from access_ledger import triage
-    from ledger.timeutil import format_instant, parse_instant
+    from ledger.timeutil import format_instant, now, parse_instant
 
     incident = next((i for i in scenario.incidents if i.kind == "self-grant"), None)
     admins = sorted(g["principal"] for g in led.grants("org_admin") if g["tenant"] is None)
@@ -282,8 +282,14 @@ def _accept_one(led: Any, scenario: Any) -> dict[str, Any] | None:
     ]
     if not found:
         return None
-    until = format_instant(parse_instant(led.newest_at() or "", "at") + timedelta(days=90))
-    done = triage.decide(led, found[0]["finding_id"], accept=True, reason=ACCEPT_REASON, until=until, actor=actor)
+    newest = parse_instant(led.newest_at() or "", "at")
+    until = format_instant(newest + timedelta(days=90))
+    # On a whole second before now: the bundle's period ends at the export's start, to the second, and the
+    # decision must be inside it for audits/findings.csv to carry it.
+    at = format_instant(max(newest, now().replace(microsecond=0) - timedelta(seconds=1)))
+    done = triage.decide(
+        led, found[0]["finding_id"], accept=True, reason=ACCEPT_REASON, until=until, actor=actor, at=at, audit="hygiene"
+    )
     return {**done["finding"], "actor": actor, "until": until, "position": done["position"]}
 
 
