@@ -330,3 +330,10 @@ def test_the_bundle_carries_the_triaged_findings_and_both_checkers_catch_an_edit
         [sys.executable, "-I", str(out / "check_bundle.py"), str(out)], capture_output=True, text=True, check=False
     )
     assert checked.returncode != 0 and "audits/findings.csv" in checked.stdout + checked.stderr
+    # Re-hashed into an unsigned manifest, the forged decision passes the hashes: recompute names it.
+    from test_recompute import rehash
+
+    rehash(out, "audits/findings.csv")
+    assert verify_bundle(out).ok
+    recomputed = verify_bundle(out, recompute=True)
+    assert not recomputed.ok and "audits/findings.csv" in " ".join(recomputed.problems)
