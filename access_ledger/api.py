@@ -439,8 +439,18 @@ def audit(
         "link": link_at(led, position),
         "columns": result.columns,
         "rows": result.rows,
+        "triaged": triaged_rows(result),
         "result": result,
     }
+
+
+def triaged_rows(result: Any) -> list[dict[str, Any]]:
+    """The audit's findings accepted or suppressed at its instant, as plain rows (none when there are none)."""
+    from reports.findings import plain
+
+    if result.triaged is None:
+        return []
+    return [{k: plain(v) for k, v in r.items()} for r in result.triaged.to_pylist()]
 
 
 # -- changes made with a token (the service's `change` scope) ------------------------------------

@@ -228,7 +228,13 @@ class AccessLedger:
             # Into an empty ledger (checked above: no stored event beyond the head) nothing is
             # stored yet, so whatever the model and the streams have not seen does not exist.
             empty = first == 1
-            model = WriteModel(c, empty=empty, enforce_authority=enforce_authority)
+            model = WriteModel(
+                c,
+                empty=empty,
+                enforce_authority=enforce_authority,
+                # Only what was stored before this write: a cause within it is the audits' to flag.
+                stored=lambda ps: store.states_at(c, [p for p in ps if p < first]),
+            )
             rows: list[tuple[int, str, int, str, bytes]] = []
             chain: list[tuple[int, str, str]] = []
             ids: list[tuple[str, int]] = []

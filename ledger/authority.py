@@ -48,6 +48,10 @@ CHANGE_TYPES: tuple[str, ...] = (
     "ApiKeyDeleted",
     "ProjectCreated",
     "ProjectDeleted",
+    "FindingAccepted",
+    "FindingSuppressed",
+    "SuppressionRuleAdded",
+    "FindingReopened",
 )
 #: The change events that name a tenant (where a rule `in = ["tenant"]` looks).
 WITH_TENANT = frozenset(

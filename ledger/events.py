@@ -406,6 +406,106 @@ class ProjectDeleted(_Event):
     tenant: Name
 
 
+# -- the lifecycle of audit findings (issue 29): triage decisions, in the chain --------------------
+
+
+def _finding_id(value: str) -> str:
+    from ledger.findings import FINDING_ID
+
+    if not FINDING_ID.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} is not a finding id (F- and 16 hex digits)")
+    return value
+
+
+def _rule_id(value: str) -> str:
+    from ledger.findings import RULE_ID
+
+    if not RULE_ID.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} is not a suppression rule id (R- and 16 hex digits)")
+    return value
+
+
+def _cause(value: str) -> str:
+    from ledger.findings import CAUSE
+
+    if len(value) > 20_000 or not CAUSE.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} is not a cause (p:POSITIONS or d: and 16 hex digits)")
+    return value
+
+
+FindingRef = Annotated[str, AfterValidator(_finding_id)]
+RuleRef = Annotated[str, AfterValidator(_rule_id)]
+AuditName = Literal["least-privilege", "secrets", "sod", "hygiene", "reviews", "leavers", "authority"]
+
+
+class _FindingDecision(_Event):
+    """A decision about one finding: its id and the parts the id is computed from (checked on write)."""
+
+    finding: FindingRef
+    audit: AuditName
+    kind: Name
+    principal: Text | None = None
+    scope: Text | None = None
+    cause: Annotated[str, AfterValidator(_cause)]
+    until: Instant | None = None
+
+    @model_validator(mode="after")
+    def _id_matches(self) -> _FindingDecision:
+        from ledger.findings import finding_id
+
+        if self.reason is None or not self.reason.strip():
+            raise ValueError("reason: a triage decision needs a reason")
+        if finding_id(self.audit, self.kind, self.principal, self.scope, self.cause) != self.finding:
+            raise ValueError(f"finding: {self.finding} is not the id of the finding these fields describe")
+        return self
+
+
+class FindingAccepted(_FindingDecision):
+    type: Literal["FindingAccepted"]
+
+
+class FindingSuppressed(_FindingDecision):
+    type: Literal["FindingSuppressed"]
+
+
+class SuppressionRuleAdded(_Event):
+    """Every finding of one kind about one principal (in one tenant, or anywhere) is suppressed."""
+
+    type: Literal["SuppressionRuleAdded"]
+    rule: RuleRef
+    audit: AuditName
+    kind: Name
+    principal: Principal
+    tenant: Name | None = None
+    until: Instant | None = None
+
+    @model_validator(mode="after")
+    def _id_matches(self) -> SuppressionRuleAdded:
+        from ledger.findings import rule_id
+
+        if self.reason is None or not self.reason.strip():
+            raise ValueError("reason: a suppression rule needs a reason")
+        if rule_id(self.audit, self.kind, self.principal, self.tenant) != self.rule:
+            raise ValueError(f"rule: {self.rule} is not the id of the rule these fields describe")
+        return self
+
+
+class FindingReopened(_Event):
+    """A finding (or a suppression rule) is open again: the earlier decision no longer holds."""
+
+    type: Literal["FindingReopened"]
+    finding: FindingRef | None = None
+    rule: RuleRef | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> FindingReopened:
+        if (self.finding is None) == (self.rule is None):
+            raise ValueError("finding: give a finding or a rule to reopen, not both")
+        if self.reason is None or not self.reason.strip():
+            raise ValueError("reason: reopening needs a reason")
+        return self
+
+
 MODELS: tuple[type[_Event], ...] = (
     OrganizationCreated,
     TenantCreated,
@@ -446,7 +546,12 @@ MODELS: tuple[type[_Event], ...] = (
     ApiKeyUsed,
     ProjectCreated,
     ProjectDeleted,
+    FindingAccepted,
+    FindingSuppressed,
+    SuppressionRuleAdded,
+    FindingReopened,
 )
+FINDING_TYPES = frozenset({"FindingAccepted", "FindingSuppressed", "SuppressionRuleAdded", "FindingReopened"})
 EVENT_TYPES: dict[str, type[_Event]] = {m.__name__: m for m in MODELS}
 #: The event's own fields in documented order, per type (excluding type/at/actor/reason/id).
 FIELDS: dict[str, tuple[str, ...]] = {

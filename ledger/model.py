@@ -15,6 +15,7 @@ from typing import Any
 
 from ledger import errors as E
 from ledger.authority import Need, Rules, default_rules, instant_key, need
+from ledger.events import FINDING_TYPES
 from ledger.store import Cursor
 from ledger.vocabulary import (
     Vocabulary,
@@ -43,8 +44,17 @@ class Entity:
 class WriteModel:
     """Validates events against the ledger's current state and applies the accepted ones."""
 
-    def __init__(self, cursor: Cursor, *, empty: bool = False, enforce_authority: bool = False):
+    def __init__(
+        self,
+        cursor: Cursor,
+        *,
+        empty: bool = False,
+        enforce_authority: bool = False,
+        stored: Callable[[list[int]], list[tuple[int, bytes]]] | None = None,
+    ):
         self.c = cursor
+        # The stored events at some positions (those written before this write), to tell who caused a finding.
+        self._stored = stored
         # Writing into an empty ledger, the caches hold all there is until they are first
         # trimmed: what they lack does not exist, and need not be looked up.
         self._complete = empty
@@ -67,9 +77,7 @@ class WriteModel:
         self.authority: Rules | None = (
             default_rules(org.data["preset"]) if org and (by_ledger or enforce_authority) else None
         )
-        self._enforced_by = (
-            "this ledger enforces authority" if by_ledger else "the service holds every change to the authority rules"
-        )
+        self._by_ledger = by_ledger
         self._rules: dict[str, Callable[[dict[str, Any]], str]] = {
             name[len("_on_") :]: getattr(self, name) for name in dir(self) if name.startswith("_on_")
         }
@@ -237,7 +245,12 @@ class WriteModel:
 
     def _judge(self, actor: str, at: str, wanted: Need) -> None:
         """Refuse the change unless `actor` holds what it needs in the state just before it (check semantics)."""
-        suffix = f"({self._enforced_by})"
+        if self._by_ledger:
+            suffix = "(this ledger enforces authority)"
+        elif wanted.event in FINDING_TYPES:
+            suffix = "(triage is held to the authority rules even where the ledger does not enforce them)"
+        else:
+            suffix = "(the service holds every change to the authority rules)"
         kind, name = split_principal(actor, "actor")
         who = self.entity(kind, name)
         if who is None:
@@ -356,7 +369,7 @@ class WriteModel:
             )
         self.vocab = vocabulary(ev["preset"])
         self.authority = default_rules(ev["preset"]) if ev.get("enforce_authority") else None
-        self._enforced_by = "this ledger enforces authority"
+        self._by_ledger = bool(ev.get("enforce_authority"))
         return "organization"
 
     def _on_TenantCreated(self, ev: dict[str, Any]) -> str:
@@ -856,6 +869,59 @@ class WriteModel:
         p.status = "deleted"
         self._put(p)
         return f"project/{p.name}"
+
+    # -- triage of audit findings (issue 29): who may decide is the authority rules' business; here, what --
+
+    def _not_own(self, ev: dict[str, Any], what: str) -> None:
+        if ev.get("principal") is not None and ev["principal"] == ev["actor"]:
+            raise E.Unauthorised(f"actor: {ev['actor']} may not {what} a finding about themselves")
+        if ev.get("until") is not None and ev["until"] <= ev["at"]:
+            raise E.ValidationError(f"until: {ev['until']} is not after the decision's time {ev['at']}")
+
+    def _not_caused(self, ev: dict[str, Any], what: str) -> None:
+        """Refuse a decision about a finding the actor's own change caused, when the ledger holds that change."""
+        from ledger.findings import cause_positions
+
+        if self._stored is None or ev["actor"] == "system":
+            return
+        for pos, state in self._stored(cause_positions(ev["cause"])):
+            caused = json.loads(state)
+            if caused.get("actor") == ev["actor"]:
+                raise E.Unauthorised(
+                    f"actor: {ev['actor']} may not {what} finding {ev['finding']}: their own change "
+                    f"(position {pos}, {caused.get('type')}) caused it"
+                )
+
+    def _decide(self, ev: dict[str, Any], state: str) -> str:
+        what = "accept" if state == "accepted" else "suppress"
+        self._not_own(ev, what)
+        self._not_caused(ev, what)
+        name = ev["finding"]
+        self._put(Entity("finding", name, state, ev["audit"], {"until": ev.get("until")}))
+        return f"finding/{name}"
+
+    def _on_FindingAccepted(self, ev: dict[str, Any]) -> str:
+        return self._decide(ev, "accepted")
+
+    def _on_FindingSuppressed(self, ev: dict[str, Any]) -> str:
+        return self._decide(ev, "suppressed")
+
+    def _on_SuppressionRuleAdded(self, ev: dict[str, Any]) -> str:
+        self._not_own(ev, "suppress")
+        self._principal(ev["principal"])
+        if ev.get("tenant") is not None:
+            self._require("tenant", ev["tenant"])
+        self._put(Entity("finding_rule", ev["rule"], "active", ev["audit"], {"until": ev.get("until")}))
+        return f"finding_rule/{ev['rule']}"
+
+    def _on_FindingReopened(self, ev: dict[str, Any]) -> str:
+        kind, name = ("finding", ev["finding"]) if ev.get("finding") else ("finding_rule", ev["rule"])
+        e = self._require(kind, name, "finding" if kind == "finding" else "suppression rule")
+        if e.status == "reopened":
+            raise E.ValidationError(f"{name} is open already (reopened earlier): nothing to reopen")
+        e.status = "reopened"
+        self._put(e)
+        return f"{kind}/{name}"
 
 
 def _where(key: tuple[str, str, str, str]) -> str:

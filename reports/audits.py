@@ -134,8 +134,9 @@ AUDITS: dict[str, Audit] = {
             "Authority of changes",
             "Every change whose actor was not allowed to make it at that instant, by the authority rules: someone "
             "who lacked the permission the change needs (for example a viewer granting admin), and changes made by "
-            "a deactivated account (a leaver) or by an actor the ledger never recorded. The actor system (the "
-            "bootstrap and the platform's automation) is exempt.",
+            "a deactivated account (a leaver) or by an actor the ledger never recorded; and findings accepted or "
+            "suppressed by the principal they are about or by the actor whose change caused them (self-triage). "
+            "The actor system (the bootstrap and the platform's automation) is exempt.",
             "authority.sql",
             ("start", "end", "rules"),
             ("finding", "who", "where", "what", "needed", "since", "positions"),
@@ -176,6 +177,8 @@ class AuditResult:
     params: dict[str, Any]
     table: pa.Table = field(repr=False)
     _rows: list[dict[str, Any]] | None = field(default=None, repr=False)
+    #: Findings accepted or suppressed at the audit's instant: out of `table`, with who decided, why, until when.
+    triaged: pa.Table | None = field(default=None, repr=False)
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -334,6 +337,15 @@ def filter_findings(
     return table
 
 
+def triage(wh: Warehouse, name: str, table: pa.Table, at: datetime) -> tuple[pa.Table, pa.Table | None]:
+    """Give each finding its stable id and move those accepted or suppressed at `at` out of the rows needing
+    attention (reports/findings.py); the decisions are the chain's finding events, read from the warehouse."""
+    from reports.findings import finding_events, split_triaged, with_finding_ids
+
+    table = with_finding_ids(name, table)
+    return split_triaged(name, table, finding_events(wh, at), _plain(at))
+
+
 def run_audit(
     wh: Warehouse,
     name: str,
@@ -380,6 +392,7 @@ def run_audit(
         table = query_table(wh, name, statement.query, bound)
     filters = {"principal": principal, "tenant": tenant, "connector": connector, "role": role}
     table = filter_findings(name, table, **filters)
+    table, triaged = triage(wh, name, table, params.get("at") or params["end"])
     shown.update({k: v for k, v in filters.items() if v is not None})
     wh.confirm()  # no result leaves before the file it was read from is proven (see Warehouse.confirm)
     return AuditResult(
@@ -390,4 +403,5 @@ def run_audit(
         sql={f: sql_text(f) for f in audit.sql_files},
         params=shown,
         table=table,
+        triaged=triaged,
     )

@@ -380,6 +380,7 @@ def _write_bundle(
                 report("audit leavers", 0.8)
                 results["leavers"] = run_hr_leavers(wh, folder, hr.data, hr.sla, end_at, given)
                 audits_meta["leavers"] = audit_entry(wh, results["leavers"], folder, split_filters("leavers", given)[1])
+            triaged = write_findings(wh, results, folder)
             report("charts", 0.82)
             charts = _charts(wh, results.get("secrets"), start_at, end_at, first, last, folder)
             organization = _organization(wh)
@@ -463,6 +464,7 @@ def _write_bundle(
             "verify": verified,
         },
         "audits": audits_meta,
+        "findings": triaged,
         "charts": {
             name: {"title": c["title"], "file": f"charts/{name}.csv", "sql": c["sql"]} for name, c in charts.items()
         },
@@ -965,6 +967,27 @@ def _write_audit(wh: Warehouse, result: AuditResult, folder: Path) -> int:
         return attention
     finally:
         wh.con.unregister(view)
+
+
+def write_findings(wh: Warehouse, results: dict[str, AuditResult], folder: Path) -> dict[str, Any]:
+    """Write audits/findings.csv (formula-safe): the findings accepted or suppressed at the period's end, who
+    decided, why and until when; return the manifest's account of it (file and counts)."""
+    from reports.findings import triaged_table
+
+    table = triaged_table(results)
+    view = "evidence_findings"
+    wh.con.register(view, _numbered(table))
+    try:
+        _copy(wh, _select_plain(table, view, csv=True), folder / "audits" / "findings.csv", "csv")
+    finally:
+        wh.con.unregister(view)
+    states = table.column("finding_state").to_pylist()
+    return {
+        "file": "audits/findings.csv",
+        "rows": table.num_rows,
+        "accepted": states.count("accepted"),
+        "suppressed": states.count("suppressed"),
+    }
 
 
 def _organization(wh: Warehouse) -> dict[str, Any]:

@@ -154,3 +154,171 @@ def plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
     return value
+
+
+# -- the lifecycle of findings (issue 29): stable ids, and the triage decisions recorded in the chain --------
+
+#: Columns of a finding that are facts but not ones to hash: text rebuilt from the instant the audit runs
+#: at ("still in force at ..."), use that moves on every day, and the causing positions (hashed on their own).
+VOLATILE = frozenset({"detail", "last_used", "positions", "finding_id", "description", "title"})
+#: The columns a triaged finding gains in the section "Accepted and suppressed findings".
+TRIAGE_COLUMNS = ("finding_state", "decided_by", "decided_at", "decision_reason", "until", "decision")
+
+
+def kind_of(row: dict[str, Any]) -> str:
+    """What kind of finding a row is (its `finding`, or the rule a separation-of-duties row breaks)."""
+    return str(row.get("finding") or row.get("rule") or "")
+
+
+def id_parts(audit: str, row: dict[str, Any]) -> tuple[str, str, str | None, str | None, str]:
+    """(audit, kind, principal, scope, cause) of one finding row: what its id is computed from."""
+    from ledger.findings import cause_of
+
+    facts = {k: plain(v) for k, v in row.items() if k not in VOLATILE}
+    return audit, kind_of(row), row.get("who"), row.get("where"), cause_of(row.get("positions"), facts)
+
+
+def row_finding_id(audit: str, row: dict[str, Any]) -> str:
+    from ledger.findings import finding_id
+
+    return finding_id(*id_parts(audit, row))
+
+
+def with_finding_ids(audit: str, table: pa.Table) -> pa.Table:
+    """The audit's rows with a `finding_id` column: the stable id of each row needing attention (null elsewhere)."""
+    import pyarrow as pa
+
+    if "finding_id" in table.column_names or ATTENTION.get(audit, frozenset()) == frozenset():
+        return table
+    ids = [row_finding_id(audit, row) if needs_attention(audit, row) else None for row in table.to_pylist()]
+    return table.append_column("finding_id", pa.array(ids, pa.string()))
+
+
+def fold_decisions(events: list[dict[str, Any]], at: str) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The triage decisions in force at `at` (canonical UTC text), from the finding events in position order:
+    each finding's last decision (accepted, suppressed or reopened), and the suppression rules not reopened."""
+    from ledger.authority import instant_key
+
+    key = instant_key(at)
+    findings: dict[str, dict[str, Any]] = {}
+    rules: dict[str, dict[str, Any]] = {}
+    for n, ev in enumerate(events):
+        if instant_key(ev["at"]) > key:
+            break
+        t = ev["type"]
+        if t in ("FindingAccepted", "FindingSuppressed"):
+            state = "accepted" if t == "FindingAccepted" else "suppressed"
+            findings[ev["finding"]] = {**ev, "state": state, "n": n}
+        elif t == "SuppressionRuleAdded":
+            rules[ev["rule"]] = {**ev, "state": "suppressed", "n": n}
+        elif t == "FindingReopened" and ev.get("finding"):
+            findings[ev["finding"]] = {**ev, "state": "open", "n": n}
+        elif t == "FindingReopened":
+            rules.pop(ev.get("rule") or "", None)
+    live = [r for r in rules.values() if r.get("until") is None or key < instant_key(r["until"])]
+    return findings, live
+
+
+def decision_for(
+    audit: str, row: dict[str, Any], fid: str, findings: dict[str, dict[str, Any]], rules: list[dict[str, Any]], at: str
+) -> dict[str, Any] | None:
+    """The decision that takes this finding out of the rows needing attention at `at`, or None (it is open).
+
+    A decision lapses when its `until` passes; reopening a finding undoes its own decision and any rule
+    recorded before the reopening; a new id (the facts changed) has no decision."""
+    from ledger.authority import instant_key
+
+    key = instant_key(at)
+    own = findings.get(fid)
+    floor = own["n"] if own is not None and own["state"] == "open" else -1
+    candidates = []
+    if own is not None and own["state"] != "open" and (own.get("until") is None or key < instant_key(own["until"])):
+        candidates.append(own)
+    where = row.get("where")
+    for r in rules:
+        if r["n"] > floor and r["audit"] == audit and r["kind"] == kind_of(row) and r["principal"] == row.get("who"):
+            if r.get("tenant") is None or where == f"tenant:{r['tenant']}":
+                candidates.append(r)
+    return max(candidates, key=lambda d: d["n"]) if candidates else None
+
+
+def finding_events(wh: Any, at: Any) -> list[dict[str, Any]]:
+    """The finding events up to `at`, in position order, from the warehouse (as the ledger wrote them)."""
+    rows = wh.con.execute(
+        'SELECT type, iso("at") AS "at", actor, reason, finding, audit, kind, principal, tenant, scope, cause, '
+        'iso("until") AS "until", rule FROM events WHERE type IN '
+        "('FindingAccepted', 'FindingSuppressed', 'SuppressionRuleAdded', 'FindingReopened') "
+        'AND "at" <= ?::TIMESTAMP ORDER BY position',
+        [at],
+    ).fetchall()
+    names = ("type", "at", "actor", "reason", "finding", "audit", "kind", "principal", "tenant", "scope", "cause")
+    return [dict(zip((*names, "until", "rule"), r)) for r in rows]
+
+
+def split_triaged(
+    audit: str, table: pa.Table, events: list[dict[str, Any]], at: str
+) -> tuple[pa.Table, pa.Table | None]:
+    """The audit's rows without the findings accepted or suppressed at `at`, and those findings with who
+    decided, when, why and until when (None when there are none)."""
+    import pyarrow as pa
+
+    if "finding_id" not in table.column_names or not events:
+        return table, None
+    findings, rules = fold_decisions(events, at)
+    if not findings and not rules:
+        return table, None
+    keep: list[int] = []
+    moved: list[int] = []
+    extra: dict[str, list[Any]] = {c: [] for c in TRIAGE_COLUMNS}
+    for i, row in enumerate(table.to_pylist()):
+        fid = row["finding_id"]
+        d = None if fid is None else decision_for(audit, row, fid, findings, rules, at)
+        if d is None:
+            keep.append(i)
+            continue
+        moved.append(i)
+        extra["finding_state"].append(d["state"])
+        extra["decided_by"].append(d["actor"])
+        extra["decided_at"].append(d["at"])
+        extra["decision_reason"].append(d["reason"])
+        extra["until"].append(d.get("until"))
+        extra["decision"].append(d.get("rule") or d["finding"])
+    if not moved:
+        return table, None
+    triaged = table.take(pa.array(moved, pa.int64()))
+    for c in TRIAGE_COLUMNS:
+        triaged = triaged.append_column(c, pa.array(extra[c], pa.string()))
+    return table.take(pa.array(keep, pa.int64())), triaged
+
+
+#: The columns of audits/findings.csv in an evidence bundle: every finding accepted or suppressed at the period's end.
+BUNDLE_COLUMNS = (
+    "finding_id",
+    "audit",
+    "kind",
+    "who",
+    "where",
+    "what",
+    "since",
+    "finding_state",
+    "decided_by",
+    "decided_at",
+    "decision_reason",
+    "until",
+    "decision",
+)
+
+
+def triaged_table(results: dict[str, AuditResult]) -> pa.Table:
+    """The findings every audit moved out of its rows needing attention, one table (BUNDLE_COLUMNS, as text)."""
+    import pyarrow as pa
+
+    rows: list[dict[str, Any]] = []
+    for name, result in results.items():
+        if result.triaged is None:
+            continue
+        for row in result.triaged.to_pylist():
+            item = {c: row.get(c) for c in BUNDLE_COLUMNS}
+            item["audit"], item["kind"] = name, kind_of(row)
+            rows.append({k: None if v is None else str(plain(v)) for k, v in item.items()})
+    return pa.table({c: pa.array([r[c] for r in rows], pa.string()) for c in BUNDLE_COLUMNS})

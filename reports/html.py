@@ -136,6 +136,7 @@ def render_report(
         else "<p>No finding needs attention.</p>",
         _cards(results, attention),
         _attention_table(findings),
+        _triaged_section(results),
         '<h2 id="charts">Charts</h2>',
         _privileged_chart(charts.get("privileged")),
         _grants_chart(charts.get("grants")),
@@ -244,6 +245,24 @@ def _attention_table(rows: list[dict[str, Any]]) -> str:
         "finding (see <code>events/events.jsonl</code>).</p>"
         + _table("attention", pa.Table.from_pylist(rows), columns, None, len(rows), len(rows), None)
         + f'<dl class="meaning">{legend}</dl>'
+    )
+
+
+def _triaged_section(results: dict[str, AuditResult]) -> str:
+    """The findings taken out of those to act on at the period's end: who accepted or suppressed them, why, until."""
+    from reports.findings import triaged_table
+
+    table = triaged_table(results)
+    if table.num_rows == 0:
+        return ""
+    columns = ["finding_id", "audit", "kind", "who", "where", "what", "finding_state", "decided_by", "decided_at"]
+    columns += ["decision_reason", "until"]
+    return (
+        f'<h3 id="triaged">Accepted and suppressed findings</h3><p>{table.num_rows:,} finding'
+        f"{'s' if table.num_rows != 1 else ''} an authorised person accepted or suppressed, with the reason and the "
+        "date the decision lapses (the finding then needs attention again, as it does when its facts change). "
+        "Not counted above; every one is in <code>audits/findings.csv</code>.</p>"
+        + _table("triaged", table, columns, None, table.num_rows, 0, None)
     )
 
 

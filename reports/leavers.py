@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ledger.errors import ValidationError
-from reports.audits import SHARED_SQL, AuditResult, _instant, _plain, filter_findings, query_table
+from reports.audits import SHARED_SQL, AuditResult, _instant, _plain, filter_findings, query_table, triage
 from reports.errors import AuditParameterError
 from reports.sql_files import sql_text
 
@@ -242,6 +242,7 @@ def run_leavers(
     finally:
         wh.con.unregister(HR_TABLE)
     table = filter_findings(NAME, table, principal=principal, tenant=tenant)
+    table, triaged = triage(wh, NAME, table, at_dt)
     wh.confirm()  # no result leaves before the file it was read from is proven (see Warehouse.confirm)
     shown = {
         "at": _plain(at_dt),
@@ -259,4 +260,5 @@ def run_leavers(
         sql={f: sql_text(f) for f in (SQL_FILE, SHARED_SQL)},
         params=shown,
         table=table,
+        triaged=triaged,
     )

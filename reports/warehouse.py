@@ -52,7 +52,7 @@ from reports.sql_files import run_script, sql_text
 if TYPE_CHECKING:
     from ledger.app import AccessLedger
 
-SCHEMA_VERSION = "6"
+SCHEMA_VERSION = "7"
 CHUNK = 250_000
 PART = 50_000  # events parsed and inserted at a time within a chunk
 LOCK_WAIT = 30.0
@@ -97,6 +97,12 @@ FIELDS: tuple[str, ...] = (
     "resource_types",
     "labels",
     "project",
+    "finding",
+    "audit",
+    "kind",
+    "cause",
+    "until",
+    "rule",
 )
 LIST_FIELDS = frozenset({"permissions", "add", "remove", "scopes", "resource_types", "labels"})
 _LOAD = """
@@ -105,7 +111,7 @@ SELECT position, type, "at"::TIMESTAMP, actor, reason, id, name, preset, tenant,
        service_account, team, member, role, scope, base, permissions, description, "add", "remove", principal,
        resource, expires_at::TIMESTAMP, connector, connector_type, outcome, context, action,
        token_id, scopes, api_key, rotated_at::TIMESTAMP, last_login::TIMESTAMP, owner, auth_method,
-       resource_types, labels, project,
+       resource_types, labels, project, finding, audit, kind, cause, "until"::TIMESTAMP, rule,
        CASE
            WHEN type IN ('RoleAssigned', 'RoleUnassigned') THEN principal
            WHEN type IN ('TeamMemberAdded', 'TeamMemberRemoved') THEN member

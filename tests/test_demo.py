@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
@@ -50,6 +51,9 @@ def test_demo_finds_every_planted_incident_and_nothing_else(demo_run):
     readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
     assert f"({files} files and manifest.json, report:" in readme and f'says "{files} files match"' in readme
     assert verify_bundle(evidence).ok
+    # The accepted finding is in the bundle the demo exported just after accepting it.
+    assert "audits/findings.csv: 1 accepted)" in out
+    assert json.loads((evidence / "manifest.json").read_text())["findings"]["accepted"] == 1
 
     scenario = generate("small", END)
     scenario.events()  # runs the generator: incidents are complete
@@ -118,7 +122,16 @@ def test_demo_finds_every_planted_incident_and_nothing_else(demo_run):
         "unauthorised-change": "unauthorised-change",
         "change-by-leaver": "change-by-inactive-actor",
     }
+    # The demo accepts the self-grant: the bundle carries it in audits/findings.csv, out of the hygiene rows.
+    with (evidence / "audits" / "findings.csv").open(newline="") as f:
+        triaged = list(csv.DictReader(f))
+    assert [(r["audit"], r["kind"], r["who"], r["finding_state"]) for r in triaged] == [
+        ("hygiene", "self-grant", by_kind["self-grant"].principal, "accepted")
+    ]
     for incident in incidents:
+        if incident.kind == "self-grant":
+            assert not [r for r in rows["hygiene"] if r.get("finding") == "self-grant"]
+            continue
         found = [r for r in rows[incident.audit] if attention(incident.audit, r) and shows(r, incident)]
         assert found, f"{incident.kind} of {incident.principal} not in the {incident.audit} audit"
         if incident.kind in expected:

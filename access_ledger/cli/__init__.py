@@ -119,6 +119,7 @@ def _register() -> None:
         "access_ledger.cli.vocabulary",
         "access_ledger.cli.history",
         "access_ledger.cli.sync",
+        "access_ledger.cli.findings",
     ):
         try:
             module = __import__(name, fromlist=["register"])

@@ -15,8 +15,10 @@ from access_ledger.cli.common import (
     OutOption,
     PeriodOption,
     emit,
+    emit_text,
     handled,
     open_ledger,
+    render,
     when,
 )
 from ledger.timeutil import CLI_TIME_HELP, CLI_TIME_HELP_AGAIN
@@ -115,13 +117,32 @@ def _audited(
 def _show(result: Any, brief: tuple[str, ...], fmt: Format, out: Path | None) -> None:
     """Print an audit's rows: a terminal table shows its brief columns, the other formats carry every column;
     the caption counts the rows as the report does (need attention, routine, to review)."""
-    from reports.findings import count_words, row_counts
+    from access_ledger.api import triaged_rows
+    from reports.findings import TRIAGE_COLUMNS, count_words, row_counts
 
     columns, caption = result.columns, None
+    triaged = triaged_rows(result)
     if fmt is Format.table:
-        columns = [c for c in brief if c in result.columns] or result.columns
+        columns = [c for c in ("finding_id", *brief) if c in result.columns] or result.columns
         caption = f"{count_words(*row_counts(result.name, result))}; --format csv|json|markdown shows every column"
-    emit(result.rows, fmt, out, columns=columns, title=result.title, caption=caption, scope=_scope(result))
+        if triaged:
+            caption += f"; {len(triaged):,} accepted or suppressed, below"
+    scope = _scope(result)
+    if not triaged:
+        emit(result.rows, fmt, out, columns=columns, title=result.title, caption=caption, scope=scope)
+        return
+    if fmt is Format.table or fmt is Format.markdown:
+        # Their own section, out of the rows needing attention: who decided, why, until when.
+        extra = [c for c in ("finding_id", "finding", "rule", "who", "where", "what") if c in result.columns]
+        text = render(result.rows, fmt, columns, result.title, caption, scope) + "\n"
+        text += render(triaged, fmt, [*extra, *TRIAGE_COLUMNS], "Accepted and suppressed findings")
+        what = f"{len(result.rows):,} rows and {len(triaged):,} accepted or suppressed as {fmt.value}"
+        emit_text(text, out, what + (f" ({scope['text']})" if scope else ""))
+    elif fmt is Format.json:
+        # The rows as before, each triaged finding after them with its decision (finding_state says which).
+        emit(result.rows + triaged, fmt, out, scope=scope)
+    else:
+        emit(result.rows + triaged, fmt, out, columns=[*result.columns, *TRIAGE_COLUMNS], scope=scope)
 
 
 def _scope(result: Any) -> dict[str, Any] | None:

@@ -90,6 +90,7 @@ def demo(
                 _import(led, scenario, size)
                 written = led.head()
                 done(f"{written:,} events generated, validated and recorded")
+            accepted = _accept_one(led, scenario)
             write_private(hr, scenario.terminations_csv())
             result, leavers = _export(led, evidence, url, hr, run_leavers, console)
             with _phase(console, "4/4 point in time") as done:
@@ -109,7 +110,7 @@ def demo(
             raise Interrupted("interrupted: nothing was written; run the demo again") from None
         finally:
             led.close()
-    _summary(console, scenario, result, leavers, answer, hr)
+    _summary(console, scenario, result, leavers, answer, hr, accepted)
     elapsed = time.perf_counter() - started
     console.print(f"\ndone in {elapsed:.1f} s. Next, try:")
     for command in _next_commands(ctx, db, scenario, hr):
@@ -258,8 +259,48 @@ def escape(text: str) -> str:
     return rich_escape(text)
 
 
+ACCEPT_REASON = "SEC-88: bootstrap access of the platform lead, re-reviewed in the next quarterly review"
+
+
+def _accept_one(led: Any, scenario: Any) -> dict[str, Any] | None:
+    """Triage as a compliance engineer would: accept the planted self-grant (hygiene), with a reason and an expiry
+    90 days on, by an organization admin who is not its principal (the authority rules ask member:update)."""
+    from datetime import timedelta
+
+    from access_ledger import triage
+    from ledger.timeutil import format_instant, now, parse_instant
+
+    incident = next((i for i in scenario.incidents if i.kind == "self-grant"), None)
+    admins = sorted(g["principal"] for g in led.grants("org_admin") if g["tenant"] is None)
+    actor = next((a for a in admins if incident is not None and a != incident.principal), None)
+    if incident is None or actor is None:
+        return None
+    found = [
+        f
+        for f in triage.findings(led, audits=("hygiene",))
+        if f["kind"] == "self-grant" and f["principal"] == incident.principal and f["state"] == "open"
+    ]
+    if not found:
+        return None
+    newest = parse_instant(led.newest_at() or "", "at")
+    until = format_instant(newest + timedelta(days=90))
+    # On a whole second before now: the bundle's period ends at the export's start, to the second, and the
+    # decision must be inside it for audits/findings.csv to carry it.
+    at = format_instant(max(newest, now().replace(microsecond=0) - timedelta(seconds=1)))
+    done = triage.decide(
+        led, found[0]["finding_id"], accept=True, reason=ACCEPT_REASON, until=until, actor=actor, at=at, audit="hygiene"
+    )
+    return {**done["finding"], "actor": actor, "until": until, "position": done["position"]}
+
+
 def _summary(
-    console: Any, scenario: Any, result: Any, leavers: list[dict[str, Any]], answer: dict[str, Any] | None, hr: Path
+    console: Any,
+    scenario: Any,
+    result: Any,
+    leavers: list[dict[str, Any]],
+    answer: dict[str, Any] | None,
+    hr: Path,
+    accepted: dict[str, Any] | None = None,
 ) -> None:
     from rich.table import Table
 
@@ -307,10 +348,12 @@ def _summary(
         table.add_row(escape(name), escape(finding), escape(who), escape(where), "yes" if planted else "[red]NO[/]")
     console.print()
     console.print(table)
+    triaged = {(accepted["audit"], accepted["principal"])} if accepted else set()
     missed = [
         i
         for i in scenario.incidents
-        if not any(
+        if (i.audit, i.principal) not in triaged
+        and not any(
             r.get("who") == i.principal or i.position in (r.get("positions") or ()) for r in findings.get(i.audit, ())
         )
     ]
@@ -318,6 +361,15 @@ def _summary(
         f"  {len(scenario.incidents) - len(missed)} of {len(scenario.incidents)} planted incidents found by "
         "their audits; " + (f"[red]{unplanted} finding(s) not planted[/]" if unplanted else "nothing else flagged")
     )
+    if accepted is not None:
+        console.print(
+            escape(
+                f"  accepted, not needing attention: {accepted['audit']} {accepted['kind']} of {accepted['principal']} "
+                f"({accepted['finding_id']}), by {accepted['actor']} until {accepted['until']}: {ACCEPT_REASON} "
+                f"(report.html, Accepted and suppressed findings; audits/findings.csv: "
+                f"{m.get('findings', {}).get('accepted', 0)} accepted)"
+            )
+        )
     _authority_line(console, scenario, findings.get("authority", []))
     if answer is not None:
         verdict = "allowed" if answer["allowed"] else f"no: {answer['why_not']}"

@@ -12,7 +12,19 @@ from fastapi import FastAPI
 from access_ledger.server import errors
 from access_ledger.server.deps import LOG_KEY
 from access_ledger.server.limits import REQUEST_TIMEOUT, RateLimiter, RequestTimeout
-from access_ledger.server.routers import audits, evidence, feed, health, meta, ops, questions, report, stream, write
+from access_ledger.server.routers import (
+    audits,
+    evidence,
+    feed,
+    findings,
+    health,
+    meta,
+    ops,
+    questions,
+    report,
+    stream,
+    write,
+)
 from access_ledger.server.service import Service
 
 MAX_BODY = 32 * 1024 * 1024  # bytes of one request body (a JSONL batch of some 100,000 events)
@@ -53,7 +65,7 @@ def create_app(
     )
     app.state.service = svc
     app.state.limiter = RateLimiter(rate_limit) if rate_limit else None
-    for module in (health, meta, questions, feed, stream, report, audits, evidence, write, ops):
+    for module in (health, meta, questions, feed, stream, report, audits, evidence, write, findings, ops):
         app.include_router(module.router)
     errors.install(app, max_body)
     from access_ledger import web

@@ -196,6 +196,8 @@ class AuditAnswer(BaseModel):
     link: str
     columns: list[str]
     rows: list[dict[str, Any]]
+    #: Findings accepted or suppressed at the audit's instant (out of `rows`): who decided, why, until when.
+    triaged: list[dict[str, Any]] = []
 
 
 class WhoAmI(BaseModel):

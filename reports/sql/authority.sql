@@ -11,6 +11,9 @@
 -- active user or service account (or a live team); `system` is exempt; usage and review events are not changes.
 --   unauthorised-change        the actor was active but held no such permission
 --   change-by-inactive-actor   the actor was deactivated, or not recorded in the ledger, at that instant
+--   self-triage                a finding accepted or suppressed (or a suppression rule added) by the principal it is
+--                              about, or by the actor of a change that caused it: the ledger refuses one when it holds
+--                              that change already, but an import can bring both in at once
 -- Parameters: $start, $end (TIMESTAMP).
 WITH changes AS MATERIALIZED (
     SELECT e.position, e."at", e.actor, e.type, e.reason, e.tenant AS event_tenant, e.role, e.subject, e.connector,
@@ -78,7 +81,43 @@ WITH changes AS MATERIALIZED (
     JOIN principal_status s ON s.principal = c.actor AND s.status = 'deactivated'
         AND s.from_position < c.position AND (s.to_position IS NULL OR c.position <= s.to_position)
     GROUP BY c.position
-)
+), decisions AS MATERIALIZED (
+    SELECT d.position, d."at", d.actor, d.type, d.reason, d.finding, d.rule, d.audit, d.kind, d.principal, d.scope,
+           d.tenant, d.cause
+    FROM events d
+    WHERE d.type IN ('FindingAccepted', 'FindingSuppressed', 'SuppressionRuleAdded') AND d.actor <> 'system'
+      AND d."at" >= $start::TIMESTAMP AND d."at" <= $end::TIMESTAMP
+), causes AS (
+    SELECT position AS decision, CAST(unnest(string_split(substr(cause, 3), ',')) AS BIGINT) AS cause
+    FROM decisions
+    WHERE cause LIKE 'p:%'
+), own_causes AS (
+    -- The first change behind each decision that the decision's own actor made.
+    SELECT k.decision, min(c.position) AS position, arg_min(c.type, c.position) AS type
+    FROM causes k
+    JOIN decisions d ON d.position = k.decision
+    JOIN events c ON c.position = k.cause AND c.actor = d.actor
+    GROUP BY k.decision
+), self_triage AS (
+    SELECT 'self-triage' AS finding,
+           d.actor AS who,
+           coalesce(d.scope, 'tenant:' || d.tenant, 'organization') AS "where",
+           d.type || ' ' || coalesce(d.finding, d.rule) || ' (' || d.audit || ' ' || d.kind
+               || coalesce(' of ' || d.principal, '') || ')' AS what,
+           d.type AS event,
+           CAST(NULL AS VARCHAR) AS permission,
+           'a decision by someone neither its principal nor the actor of its cause' AS needed,
+           d."at" AS since,
+           d.position,
+           CASE WHEN o.decision IS NOT NULL
+                THEN d.actor || ' made the change that caused it (position ' || o.position || ', ' || o.type || ')'
+                ELSE d.actor || ' is the principal the finding is about' END AS detail,
+           d.reason,
+           [d.position] AS positions
+    FROM decisions d
+    LEFT JOIN own_causes o ON o.decision = d.position
+    WHERE o.decision IS NOT NULL OR d.principal = d.actor
+), unauthorised AS (
 SELECT CASE WHEN a.position IS NULL THEN 'change-by-inactive-actor' ELSE 'unauthorised-change' END AS finding,
        c.actor AS who,
        CASE WHEN c.event_tenant IS NULL THEN 'organization' ELSE 'tenant:' || c.event_tenant END AS "where",
@@ -109,4 +148,8 @@ LEFT JOIN (SELECT DISTINCT position FROM active) a ON a.position = c.position
 LEFT JOIN left_before l ON l.position = c.position
 LEFT JOIN authorised ok ON ok.position = c.position
 WHERE ok.position IS NULL
-ORDER BY c.position
+)
+SELECT * FROM unauthorised
+UNION ALL
+SELECT * FROM self_triage
+ORDER BY position, finding

@@ -62,6 +62,12 @@ CREATE TABLE IF NOT EXISTS events (
     resource_types VARCHAR[],
     labels VARCHAR[],
     project VARCHAR,
+    finding VARCHAR,
+    audit VARCHAR,
+    kind VARCHAR,
+    cause VARCHAR,
+    "until" TIMESTAMP,
+    rule VARCHAR,
     subject VARCHAR,
     resource_type VARCHAR
 );
