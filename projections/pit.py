@@ -307,9 +307,10 @@ class Timeline:
 
         The state returned may be the worker's cached one (see `_Current`), shared by every caller until
         the head moves: callers only read it."""
+        if not self.persist:  # (a log that is not a ledger: the export's verified walk)
+            head = self.led.head()
+            return self._fold(self._start_for(head), head)
         head, head_at, head_link = self.led.store.head()
-        if not self.persist:
-            return self._fold(self._start_for(head), head, head_at or None)
         row = self.led.snapshots.load_bound(CURRENT)
         key = seal_key()
         cached = _CURRENT.pop(self.led, None)  # put back only once it is whole again
