@@ -178,6 +178,7 @@ def test_the_cli_prints_every_column_and_refuses_a_bad_sla(history, tmp_path):
         "removed_at",
         "late_by",
         "detail",
+        "finding_id",
     ]
     out = tmp_path / "leavers.csv"
     assert runner.invoke(app, [*base, "--format", "csv", "--out", str(out)]).exit_code == 0

@@ -264,7 +264,7 @@ ACCEPT_REASON = "SEC-88: bootstrap access of the platform lead, re-reviewed in t
 
 def _accept_one(led: Any, scenario: Any) -> dict[str, Any] | None:
     """Triage as a compliance engineer would: accept the planted self-grant (hygiene), with a reason and an expiry
-    90 days on, by an organization admin who is not its principal (the authority rules ask member:update)."""
+    90 days after the decision, by an organization admin who is not its principal (the authority rules ask member:update)."""
     from datetime import timedelta
 
     from access_ledger import triage
@@ -283,10 +283,11 @@ def _accept_one(led: Any, scenario: Any) -> dict[str, Any] | None:
     if not found:
         return None
     newest = parse_instant(led.newest_at() or "", "at")
-    until = format_instant(newest + timedelta(days=90))
     # On a whole second before now: the bundle's period ends at the export's start, to the second, and the
-    # decision must be inside it for audits/findings.csv to carry it.
-    at = format_instant(max(newest, now().replace(microsecond=0) - timedelta(seconds=1)))
+    # decision must be inside it for audits/findings.csv to carry it. Its expiry is 90 days after it (a demo
+    # generated for an earlier year decides now, so not after that year's newest event).
+    decided = max(newest, now().replace(microsecond=0) - timedelta(seconds=1))
+    at, until = format_instant(decided), format_instant(decided + timedelta(days=90))
     done = triage.decide(
         led, found[0]["finding_id"], accept=True, reason=ACCEPT_REASON, until=until, actor=actor, at=at, audit="hygiene"
     )
