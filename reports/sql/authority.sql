@@ -14,6 +14,8 @@
 --   self-triage                a finding accepted or suppressed (or a suppression rule added) by the principal it is
 --                              about, or by the actor of a change that caused it: the ledger refuses one when it holds
 --                              that change already, but an import can bring both in at once
+-- The rows of the triage decisions are those no audit honours: reports/authority.py refused_decisions runs this
+-- query with only the decisions' rules installed.
 -- Parameters: $start, $end (TIMESTAMP).
 WITH changes AS MATERIALIZED (
     SELECT e.position, e."at", e.actor, e.type, e.reason, e.tenant AS event_tenant, e.role, e.subject, e.connector,
