@@ -285,10 +285,12 @@ def test_a_self_caused_acceptance_that_came_in_by_import_is_flagged_and_not_hono
     until=st.integers(min_value=1, max_value=100),
     audit_at=st.integers(min_value=0, max_value=120),
     changed=st.booleans(),
+    refused=st.booleans(),
 )
-def test_an_accepted_finding_comes_back_exactly_when_it_expires_or_its_facts_change(until, audit_at, changed):
+def test_an_accepted_finding_comes_back_exactly_when_it_expires_or_its_facts_change(until, audit_at, changed, refused):
     """Oracle: at an instant at or after the acceptance, the finding is out of the rows needing attention iff
-    that instant is before `until` and the facts are those accepted (a change of facts is a new id)."""
+    that instant is before `until`, the facts are those accepted (a change of facts is a new id) and the
+    authority rules allowed the acceptance (a refused one is as if never made)."""
     row = {"finding": "self-grant", "who": "user:zoe", "where": "tenant:prod", "positions": [7]}
     fid = finding_id("hygiene", "self-grant", "user:zoe", "tenant:prod", "p:7")
     accepted = {
@@ -300,13 +302,14 @@ def test_an_accepted_finding_comes_back_exactly_when_it_expires_or_its_facts_cha
         "audit": "hygiene",
         "kind": "self-grant",
         "until": at(until),
+        "position": 12,
     }
     if changed:  # the grant was removed and made again: the row names the new event
         row = {**row, "positions": [9]}
     row_id = finding_id("hygiene", "self-grant", "user:zoe", "tenant:prod", cause_of(row["positions"], {}))
-    findings, rules = fold_decisions([accepted], at(audit_at))
+    findings, rules = fold_decisions([accepted], at(audit_at), frozenset({12} if refused else {11}))
     decided = decision_for("hygiene", row, row_id, findings, rules, at(audit_at))
-    assert (decided is not None) == (audit_at < until and not changed)
+    assert (decided is not None) == (audit_at < until and not changed and not refused)
 
 
 def test_the_bundle_carries_the_triaged_findings_and_both_checkers_catch_an_edit(story, tmp_path):
@@ -408,18 +411,30 @@ def test_an_imported_decision_its_actor_had_no_right_to_make_is_not_honoured(sto
     assert _state_of(url, fid) == "accepted"
 
 
-def test_a_bundle_honours_no_forged_decision_and_recompute_agrees(story, tmp_path):
+def test_a_bundle_honours_no_forged_decision_and_recompute_agrees(story, tmp_path, monkeypatch):
     """The export and `evidence verify --recompute` (and the standalone checker) give the same answer: the
-    forged acceptance is in no findings.csv, its finding counts as needing attention, audit authority names it."""
+    forged acceptance is in no findings.csv, its finding counts as needing attention, audit authority names it.
+    The decisions are judged once for all the export's audits."""
+    import reports.authority
+
     url, pos = story
     fid = zoe_id(pos)
     with AccessLedger.open(url) as led:
         led.import_lines([json.dumps(_forged(pos, "user:vic"))])
     from reports.evidence import export_bundle, verify_bundle
 
+    judged: list[object] = []
+    real = reports.authority.install_rules
+
+    def counted(wh, path, only=None):
+        judged.extend([only] if only is not None else [])
+        return real(wh, path, only)
+
+    monkeypatch.setattr(reports.authority, "install_rules", counted)
     out = tmp_path / "bundle"
     with AccessLedger.open(url) as led:
         result = export_bundle(led, out)
+    assert len(judged) == 1
     assert result.manifest["findings"] == {"file": "audits/findings.csv", "rows": 0, "accepted": 0, "suppressed": 0}
     assert fid not in (out / "audits" / "findings.csv").read_text()
     assert fid in (out / "audits" / "hygiene.csv").read_text()
