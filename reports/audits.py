@@ -339,11 +339,17 @@ def filter_findings(
 
 def triage(wh: Warehouse, name: str, table: pa.Table, at: datetime) -> tuple[pa.Table, pa.Table | None]:
     """Give each finding its stable id and move those accepted or suppressed at `at` out of the rows needing
-    attention (reports/findings.py); the decisions are the chain's finding events, read from the warehouse."""
+    attention (reports/findings.py); the decisions are the chain's finding events, read from the warehouse,
+    less those the authority rules did not allow (they leave the finding needing attention, and `audit
+    authority` names them)."""
+    from reports.authority import refused_decisions
     from reports.findings import finding_events, split_triaged, with_finding_ids
 
     table = with_finding_ids(name, table)
-    return split_triaged(name, table, finding_events(wh, at), _plain(at))
+    events = finding_events(wh, at)
+    if "finding_id" not in table.column_names or not events:
+        return table, None
+    return split_triaged(name, table, events, _plain(at), refused_decisions(wh))
 
 
 def run_audit(

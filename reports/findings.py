@@ -194,9 +194,15 @@ def with_finding_ids(audit: str, table: pa.Table) -> pa.Table:
     return table.append_column("finding_id", pa.array(ids, pa.string()))
 
 
-def fold_decisions(events: list[dict[str, Any]], at: str) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+def fold_decisions(
+    events: list[dict[str, Any]], at: str, refused: frozenset[int] = frozenset()
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """The triage decisions in force at `at` (canonical UTC text), from the finding events in position order:
-    each finding's last decision (accepted, suppressed or reopened), and the suppression rules not reopened."""
+    each finding's last decision (accepted, suppressed or reopened), and the suppression rules not reopened.
+
+    An acceptance, suppression or rule at a position in `refused` (one the authority rules did not allow its
+    actor to make: reports/authority.py) is as if it had not been made; a reopening is always honoured, as it
+    only puts findings back in front of the auditor."""
     from ledger.authority import instant_key
 
     key = instant_key(at)
@@ -206,6 +212,8 @@ def fold_decisions(events: list[dict[str, Any]], at: str) -> tuple[dict[str, dic
         if instant_key(ev["at"]) > key:
             break
         t = ev["type"]
+        if t != "FindingReopened" and ev.get("position") in refused:
+            continue
         if t in ("FindingAccepted", "FindingSuppressed"):
             state = "accepted" if t == "FindingAccepted" else "suppressed"
             findings[ev["finding"]] = {**ev, "state": state, "n": n}
@@ -246,25 +254,25 @@ def finding_events(wh: Any, at: Any) -> list[dict[str, Any]]:
     """The finding events up to `at`, in position order, from the warehouse (as the ledger wrote them)."""
     rows = wh.con.execute(
         'SELECT type, iso("at") AS "at", actor, reason, finding, audit, kind, principal, tenant, scope, cause, '
-        'iso("until") AS "until", rule FROM events WHERE type IN '
+        'iso("until") AS "until", rule, position FROM events WHERE type IN '
         "('FindingAccepted', 'FindingSuppressed', 'SuppressionRuleAdded', 'FindingReopened') "
         'AND "at" <= ?::TIMESTAMP ORDER BY position',
         [at],
     ).fetchall()
     names = ("type", "at", "actor", "reason", "finding", "audit", "kind", "principal", "tenant", "scope", "cause")
-    return [dict(zip((*names, "until", "rule"), r)) for r in rows]
+    return [dict(zip((*names, "until", "rule", "position"), r)) for r in rows]
 
 
 def split_triaged(
-    audit: str, table: pa.Table, events: list[dict[str, Any]], at: str
+    audit: str, table: pa.Table, events: list[dict[str, Any]], at: str, refused: frozenset[int] = frozenset()
 ) -> tuple[pa.Table, pa.Table | None]:
-    """The audit's rows without the findings accepted or suppressed at `at`, and those findings with who
-    decided, when, why and until when (None when there are none)."""
+    """The audit's rows without the findings accepted or suppressed at `at` (by decisions not in `refused`),
+    and those findings with who decided, when, why and until when (None when there are none)."""
     import pyarrow as pa
 
     if "finding_id" not in table.column_names or not events:
         return table, None
-    findings, rules = fold_decisions(events, at)
+    findings, rules = fold_decisions(events, at, refused)
     if not findings and not rules:
         return table, None
     keep: list[int] = []

@@ -296,6 +296,9 @@ class Warehouse:
         self._proof: tuple[threading.Thread, list[Any], str, tuple[Any, ...]] | None = None  # a hash under way
         self._unrecorded = False  # emptied in this run: recorded after the next sync
         self.rebuilt: str | None = None  # why the file was emptied to be synced afresh, if it was
+        # Answers computed from the rows in this run, each with the position it was computed at (used only
+        # while the warehouse is still at that position; never stored).
+        self.derived: dict[str, tuple[int, Any]] = {}
 
     @classmethod
     def open(

@@ -259,7 +259,7 @@ def test_the_ledger_refuses_an_acceptance_of_a_finding_the_actors_own_change_cau
         assert led.head() == head
 
 
-def test_a_self_caused_acceptance_that_came_in_by_import_is_flagged_by_audit_authority(url_factory):
+def test_a_self_caused_acceptance_that_came_in_by_import_is_flagged_and_not_honoured(url_factory):
     """Imported together with its cause, the ledger cannot tell yet: `audit authority` flags it."""
     source = url_factory("source")
     _story(source)
@@ -275,6 +275,9 @@ def test_a_self_caused_acceptance_that_came_in_by_import_is_flagged_by_audit_aut
     flagged = [r for r in json.loads(result.stdout) if r["finding"] == "self-triage"]
     assert [(r["who"], r["position"]) for r in flagged] == [("user:admin", position)]
     assert "made the change that caused it" in flagged[0]["detail"]
+    # and no audit honours it: bob's finding still needs attention
+    [bob] = [r for r in hygiene(copy) if r.get("finding_id") == forged["finding"]]
+    assert bob.get("finding_state") is None
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -282,10 +285,12 @@ def test_a_self_caused_acceptance_that_came_in_by_import_is_flagged_by_audit_aut
     until=st.integers(min_value=1, max_value=100),
     audit_at=st.integers(min_value=0, max_value=120),
     changed=st.booleans(),
+    refused=st.booleans(),
 )
-def test_an_accepted_finding_comes_back_exactly_when_it_expires_or_its_facts_change(until, audit_at, changed):
+def test_an_accepted_finding_comes_back_exactly_when_it_expires_or_its_facts_change(until, audit_at, changed, refused):
     """Oracle: at an instant at or after the acceptance, the finding is out of the rows needing attention iff
-    that instant is before `until` and the facts are those accepted (a change of facts is a new id)."""
+    that instant is before `until`, the facts are those accepted (a change of facts is a new id) and the
+    authority rules allowed the acceptance (a refused one is as if never made)."""
     row = {"finding": "self-grant", "who": "user:zoe", "where": "tenant:prod", "positions": [7]}
     fid = finding_id("hygiene", "self-grant", "user:zoe", "tenant:prod", "p:7")
     accepted = {
@@ -297,13 +302,14 @@ def test_an_accepted_finding_comes_back_exactly_when_it_expires_or_its_facts_cha
         "audit": "hygiene",
         "kind": "self-grant",
         "until": at(until),
+        "position": 12,
     }
     if changed:  # the grant was removed and made again: the row names the new event
         row = {**row, "positions": [9]}
     row_id = finding_id("hygiene", "self-grant", "user:zoe", "tenant:prod", cause_of(row["positions"], {}))
-    findings, rules = fold_decisions([accepted], at(audit_at))
+    findings, rules = fold_decisions([accepted], at(audit_at), frozenset({12} if refused else {11}))
     decided = decision_for("hygiene", row, row_id, findings, rules, at(audit_at))
-    assert (decided is not None) == (audit_at < until and not changed)
+    assert (decided is not None) == (audit_at < until and not changed and not refused)
 
 
 def test_the_bundle_carries_the_triaged_findings_and_both_checkers_catch_an_edit(story, tmp_path):
@@ -337,3 +343,106 @@ def test_the_bundle_carries_the_triaged_findings_and_both_checkers_catch_an_edit
     assert verify_bundle(out).ok
     recomputed = verify_bundle(out, recompute=True)
     assert not recomputed.ok and "audits/findings.csv" in " ".join(recomputed.problems)
+
+
+# -- decisions the authority rules do not allow are not honoured (a forged import, a self-triage) ---------------
+
+
+def _forged_decision(pos: dict[str, int], kind: str, actor: str) -> dict:
+    """A decision taking zoe's self-grant finding off the list, of the given event type, by `actor`."""
+    if kind == "SuppressionRuleAdded":
+        rule = rule_id("hygiene", "self-grant", "user:zoe", "prod")
+        return {
+            "type": kind,
+            "at": at(5),
+            "actor": actor,
+            "rule": rule,
+            "audit": "hygiene",
+            "kind": "self-grant",
+            "principal": "user:zoe",
+            "tenant": "prod",
+            "reason": "forged",
+        }
+    return {**_forged(pos, actor), "type": kind}
+
+
+def _state_of(url: str, fid: str, *args: str) -> str | None:
+    [row] = [r for r in hygiene(url, *args) if r.get("finding_id") == fid]
+    return row.get("finding_state")
+
+
+@pytest.mark.parametrize(
+    ("kind", "actor"),
+    [
+        ("FindingAccepted", "user:vic"),  # an org_viewer: lacks member:update
+        ("FindingSuppressed", "user:vic"),
+        ("SuppressionRuleAdded", "user:vic"),
+        ("FindingAccepted", "user:bob"),  # deactivated at that instant: holds nothing
+    ],
+)
+def test_an_imported_decision_its_actor_had_no_right_to_make_is_not_honoured(story, kind, actor):
+    """On a ledger that does not enforce authority the import gets in; every audit still shows the finding as
+    needing attention, `audit authority` names the decision, and the actor's later promotion changes nothing."""
+    url, pos = story
+    fid = zoe_id(pos)
+    forged = _forged_decision(pos, kind, actor)
+    with AccessLedger.open(url) as led:
+        led.import_lines([json.dumps(forged)])
+        # judged at its own instant: a right held later does not make it good
+        led.assign_role("org_admin", "user:vic", actor="user:admin", at=at(6), reason="T-9")
+    assert _state_of(url, fid) is None and _state_of(url, fid, "--at", at(5.5)) is None
+    listed = cli(url, "finding", "list", "--state", "all", "--audit", "hygiene", "--format", "json")
+    assert [r["state"] for r in json.loads(listed.stdout) if r["finding_id"] == fid] == ["open"]
+    with AccessLedger.open(url) as led:
+        from access_ledger import api
+
+        answer = api.audit(led, "hygiene")  # the call behind /v1/audits
+    assert fid in {r["finding_id"] for r in answer["rows"]} and answer["triaged"] == []
+    result = cli(url, "audit", "authority", "--format", "json")
+    assert result.exit_code == 0, result.output
+    [flag] = [r for r in json.loads(result.stdout) if r["event"] == kind]
+    assert flag["who"] == actor and flag["reason"] == "forged"
+    named = forged.get("finding") or forged["rule"]
+    assert flag["what"] == f"{kind} {named} (hygiene self-grant of user:zoe)" + (
+        " in tenant prod" if kind == "SuppressionRuleAdded" else ""
+    )
+    # the same decision by someone allowed to make it is honoured
+    assert cli(url, "finding", "accept", fid, "--reason", "SEC-88").exit_code == 0
+    assert _state_of(url, fid) == "accepted"
+
+
+def test_a_bundle_honours_no_forged_decision_and_recompute_agrees(story, tmp_path, monkeypatch):
+    """The export and `evidence verify --recompute` (and the standalone checker) give the same answer: the
+    forged acceptance is in no findings.csv, its finding counts as needing attention, audit authority names it.
+    The decisions are judged once for all the export's audits."""
+    import reports.authority
+
+    url, pos = story
+    fid = zoe_id(pos)
+    with AccessLedger.open(url) as led:
+        led.import_lines([json.dumps(_forged(pos, "user:vic"))])
+    from reports.evidence import export_bundle, verify_bundle
+
+    judged: list[object] = []
+    real = reports.authority.install_rules
+
+    def counted(wh, path, only=None):
+        judged.extend([only] if only is not None else [])
+        return real(wh, path, only)
+
+    monkeypatch.setattr(reports.authority, "install_rules", counted)
+    out = tmp_path / "bundle"
+    with AccessLedger.open(url) as led:
+        result = export_bundle(led, out)
+    assert len(judged) == 1
+    assert result.manifest["findings"] == {"file": "audits/findings.csv", "rows": 0, "accepted": 0, "suppressed": 0}
+    assert fid not in (out / "audits" / "findings.csv").read_text()
+    assert fid in (out / "audits" / "hygiene.csv").read_text()
+    assert "FindingAccepted " + fid in (out / "audits" / "authority.csv").read_text()
+    assert "Accepted and suppressed findings" not in (out / "report.html").read_text()
+    recomputed = verify_bundle(out, recompute=True)
+    assert recomputed.ok, recomputed.problems
+    checked = subprocess.run(
+        [sys.executable, "-I", str(out / "check_bundle.py"), str(out)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr

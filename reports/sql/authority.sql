@@ -14,10 +14,12 @@
 --   self-triage                a finding accepted or suppressed (or a suppression rule added) by the principal it is
 --                              about, or by the actor of a change that caused it: the ledger refuses one when it holds
 --                              that change already, but an import can bring both in at once
+-- The rows of the triage decisions are those no audit honours: reports/authority.py refused_decisions runs this
+-- query with only the decisions' rules installed.
 -- Parameters: $start, $end (TIMESTAMP).
 WITH changes AS MATERIALIZED (
     SELECT e.position, e."at", e.actor, e.type, e.reason, e.tenant AS event_tenant, e.role, e.subject, e.connector,
-           e.resource, e.team,
+           e.resource, e.team, e.finding, e.rule AS decision_rule, e.audit, e.kind, e.principal,
            r.permission, r.permission_type, r.permission_action,
            r.in_organization OR e.tenant IS NULL AS in_org,
            CASE WHEN r.in_tenant THEN e.tenant END AS tenant,
@@ -125,6 +127,10 @@ SELECT CASE WHEN a.position IS NULL THEN 'change-by-inactive-actor' ELSE 'unauth
            WHEN c.type = 'RoleAssigned' THEN ' ' || c.role || ' to ' || c.subject
            WHEN c.type = 'RoleUnassigned' THEN ' ' || c.role || ' from ' || c.subject
            WHEN c.type IN ('TeamMemberAdded', 'TeamMemberRemoved') THEN ' ' || c.subject || ' team:' || c.team
+           WHEN c.type IN ('FindingAccepted', 'FindingSuppressed', 'SuppressionRuleAdded')
+               THEN ' ' || coalesce(c.finding, c.decision_rule) || ' (' || c.audit || ' ' || c.kind
+                   || coalesce(' of ' || c.principal, '') || ')'
+           WHEN c.type = 'FindingReopened' THEN ' ' || coalesce(c.finding, c.decision_rule)
            WHEN c.type LIKE 'Connector%' THEN ' ' || c.connector
            WHEN c.type LIKE 'Role%' THEN ' ' || c.role
            WHEN c.type LIKE 'Tenant%' THEN ' ' || c.event_tenant
