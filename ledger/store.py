@@ -448,9 +448,18 @@ class Store:
 
     def lock_head(self, c: Cursor) -> tuple[int, str, str]:
         """Take the write lock (first statement of every write) and return (position, at, link), checked
-        as `head` checks them."""
-        position, _, link = self._lock_head_row(c)
-        return self._checked_head(c, position, link)
+        as `head` checks them; with the seal key, the head must carry the key's seal (no keyed write extends
+        events written without the key: its seal would vouch for them)."""
+        from ledger.integrity import head_seal_problem, seal_key
+
+        position, _, link, seal = self._lock_head_row(c)
+        head = self._checked_head(c, position, link)
+        key = seal_key()
+        if key is not None:
+            problem = head_seal_problem(head[0], head[2], seal, key)
+            if problem is not None:
+                raise IntegrityFailure(problem)
+        return head
 
     def _checked_head(self, c: Cursor, position: Any, link: Any) -> tuple[int, str, str]:
         """The head row's (position, link) checked against the log, with the head event's time.
@@ -516,19 +525,25 @@ class Store:
         c.execute(f"SELECT MAX({self.pos_col}) FROM {self.table} WHERE {self.pos_col} < ?", (position,))
         return _gap(as_number(c.fetchone()[0] or 0, "a stored position") + 1)
 
-    def _lock_head_row(self, c: Cursor) -> tuple[int, str, str]:
+    def _lock_head_row(self, c: Cursor) -> tuple[int, str, str, tuple[Any, Any] | None]:
+        """(position, at, link) of the head row, locked, and (link, mac) of the seal at its position (None: none)."""
+        # The seal in the same statement: the write-side seal check costs no statement.
+        select = (
+            "SELECT h.position, h.at, h.link, s.position, s.link, s.mac FROM al_head h "
+            "LEFT JOIN al_seals s ON s.position = h.position WHERE h.id = 1"
+        )
         if self.postgres:
             # Every statement of a write is a look-up by key. Inside a long import the planner's
             # statistics still describe the tables as they were before it (empty, for a new ledger),
             # and on them a full scan can look cheaper than an index: made never cheaper here, a
             # plan cannot degrade as the transaction grows.
             # Both in one round trip; the row is the second statement's result.
-            c.execute("SET LOCAL enable_seqscan = off; SELECT position, at, link FROM al_head WHERE id = 1 FOR UPDATE")
+            c.execute(f"SET LOCAL enable_seqscan = off; {select} FOR UPDATE OF h")
             c.raw.nextset()
         else:
             c.execute("UPDATE al_head SET position = position WHERE id = 1")
             c.execute("PRAGMA cache_size = -65536")
-            c.execute("SELECT position, at, link FROM al_head WHERE id = 1")
+            c.execute(select)
         row = c.fetchone()
         if row is None:
             if self.max_position(c):
@@ -537,8 +552,8 @@ class Store:
                     "with; run `access-ledger verify`"
                 )
             c.execute("INSERT INTO al_head (id, position, at, link) VALUES (1, 0, '', ?)", (GENESIS_LINK,))
-            return 0, "", GENESIS_LINK
-        return row[0], row[1], row[2]
+            return 0, "", GENESIS_LINK, None
+        return row[0], row[1], row[2], None if row[3] is None else (row[4], row[5])
 
     def bulk_writer(self, c: Cursor) -> BulkWriter:
         return BulkWriter(self, c)

@@ -111,13 +111,8 @@ def test_a_report_token_cannot_grant_org_admin_in_the_name_of_system(service):
     assert client.post("/v1/events", content=escaped, headers={"content-type": "application/json"}).status_code == 403
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the service folds tokens over the hash chain only: with the seal key set, a TokenIssued written "
-    "into the database without the key (no head seal) is honoured until `verify` runs",
-)
-def test_with_the_seal_key_a_token_written_without_it_is_not_honoured(tmp_path, monkeypatch):
-    url = str(tmp_path / "l.db")
+def test_with_the_seal_key_a_token_written_without_it_is_not_honoured(ledger_url, monkeypatch):
+    url = ledger_url
     monkeypatch.setenv("ACCESS_LEDGER_SEAL_KEY", "the-services-key")
     _history(url)
     client = TestClient(create_app(url), raise_server_exceptions=False)
@@ -125,6 +120,32 @@ def test_with_the_seal_key_a_token_written_without_it_is_not_honoured(tmp_path, 
     with AccessLedger.open(url) as led:
         forged = api.create_token(led, "service_account:platform", ["audit"], actor="system")["token"]
     monkeypatch.setenv("ACCESS_LEDGER_SEAL_KEY", "the-services-key")
+    got = client.get("/v1/audits/hygiene", headers={"Authorization": f"Bearer {forged}"})
+    assert got.status_code in (401, 503), got.text
+    assert "ACCESS_LEDGER_SEAL_KEY" in got.json()["detail"] and "\n" not in got.json()["detail"], got.text
+    listed = runner.invoke(app, ["--db", url, "token", "list"])  # every token check, not only the service's
+    assert listed.exit_code != 0 and "tok_" not in listed.stdout, listed.output
+
+
+@pytest.mark.parametrize("seal", ["left", "deleted"])
+def test_with_the_seal_key_no_write_seals_over_events_written_without_it(ledger_url, monkeypatch, seal):
+    url = ledger_url
+    monkeypatch.setenv("ACCESS_LEDGER_SEAL_KEY", "the-services-key")
+    _history(url)
+    monkeypatch.delenv("ACCESS_LEDGER_SEAL_KEY")
+    with AccessLedger.open(url) as led:
+        forged = api.create_token(led, "service_account:platform", ["audit"], actor="system")["token"]
+        head = led.store.head()
+    if seal == "deleted":  # no unkeyed seal left behind for `verify` to name
+        _plant(url, f"DELETE FROM al_seals WHERE position = {head[0]}")
+    monkeypatch.setenv("ACCESS_LEDGER_SEAL_KEY", "the-services-key")
+    # A keyed write after the forged one would seal it: the next keyed seal would vouch for the token.
+    refused = runner.invoke(app, ["--db", url, "user", "create", "otto", "--actor", "system"])
+    assert refused.exit_code != 0 and "ACCESS_LEDGER_SEAL_KEY" in refused.stderr, refused.output
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    with AccessLedger.open(url) as led:
+        assert led.store.head() == head
+    client = TestClient(create_app(url), raise_server_exceptions=False)
     got = client.get("/v1/audits/hygiene", headers={"Authorization": f"Bearer {forged}"})
     assert got.status_code in (401, 503), got.text
 
