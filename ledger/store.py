@@ -264,10 +264,16 @@ class Store:
         if self.postgres:
             with self.transaction(write=False) as c:
                 schema.refuse(schema.postgres_problems(c, _POSTGRES_COLUMNS))
+                checked = schema.postgres_watch(c, list(_POSTGRES_COLUMNS))
             self.recorder.create_table()  # type: ignore[attr-defined]
             with self.transaction(write=True) as c:
                 for ddl in side_table_ddl(postgres=True):
                     c.execute(ddl)
+            with self.transaction(write=False) as c:
+                watch = schema.postgres_watch(c, list(_POSTGRES_COLUMNS))
+                if watch != checked:  # tables created just now: checked as they are, in the snapshot watched
+                    schema.refuse(schema.postgres_problems(c, _POSTGRES_COLUMNS))
+            self._postgres_watch = watch
             return
         statements = [*self.recorder.create_table_statements, *side_table_ddl(postgres=False)]  # type: ignore
         expected = schema.sqlite_expected(tuple(statements))
@@ -290,6 +296,22 @@ class Store:
     # writes. Comparing the version costs one pragma per transaction; a change means a full check.
     _sqlite_expected: dict[str, tuple[str, str, str | None]] | None = None
     _sqlite_version: int | None = None
+    # On PostgreSQL, a statement over the catalog rows the schema check reads, and its value when last checked
+    # (see schema.postgres_watch): every write runs it first, under a lock that keeps DDL on the ledger's
+    # tables out until it commits; a change of value means a full check.
+    _postgres_watch: tuple[str, Any] | None = None
+
+    def _same_postgres_schema(self, raw: Any) -> None:
+        """ForeignSchema if the PostgreSQL schema changed since it was checked into something the ledger did not make."""
+        from ledger import schema
+
+        assert self._postgres_watch is not None
+        sql, value = self._postgres_watch
+        raw.execute(sql, prepare=True)
+        if tuple(raw.fetchone()) != value:
+            c = Cursor(raw, True)
+            schema.refuse(schema.postgres_problems(c, _POSTGRES_COLUMNS))
+            self._postgres_watch = schema.postgres_watch(c, list(_POSTGRES_COLUMNS))
 
     def _same_schema(self, cur: Any) -> None:
         """ForeignSchema if the SQLite schema changed since it was checked into something the ledger did not make."""
@@ -302,6 +324,11 @@ class Store:
             cur.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")
             schema.refuse(schema.sqlite_problems(cur.fetchall(), self._sqlite_expected))
             self._sqlite_version = version
+
+    @property
+    def _tables_named(self) -> str:
+        schema = self.env["POSTGRES_SCHEMA"]
+        return ", ".join(f'"{schema}"."{table}"' for table in _POSTGRES_COLUMNS)
 
     @property
     def label(self) -> str:
@@ -398,8 +425,16 @@ class Store:
                                 prelude.append("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                             if self.env["POSTGRES_SCHEMA"] != "public":
                                 prelude.append(f'SET LOCAL search_path TO "{self.env["POSTGRES_SCHEMA"]}"')
+                            watched = write and self._postgres_watch is not None
+                            if watched:
+                                # Taken before the schema is compared: DDL on these tables (a trigger, a rule, a
+                                # policy, an index, a column) waits for this write to end, so what is compared is
+                                # what the write runs against.
+                                prelude.append(f"LOCK TABLE {self._tables_named} IN ROW EXCLUSIVE MODE")
                             if prelude:
                                 raw.execute("; ".join(prelude))
+                            if watched:
+                                self._same_postgres_schema(raw)
                             yield Cursor(raw, True)
             else:
                 with self.datastore.get_connection(commit=write) as conn:

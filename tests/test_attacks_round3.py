@@ -179,15 +179,7 @@ TRIGGERS = {
 }
 
 
-def test_a_trigger_planted_while_the_ledger_is_open_is_refused_at_the_next_write(ledger_url, backend, request):
-    if backend == "postgres":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="on PostgreSQL the schema is checked only on open: a process that stays open (the service) "
-                "runs a trigger planted after its open, and says 'another writer held the ledger'",
-            )
-        )
+def test_a_trigger_planted_while_the_ledger_is_open_is_refused_at_the_next_write(ledger_url, backend):
     _history(ledger_url)
     with AccessLedger.open(ledger_url) as led:
         led.deactivate_user("alice", at="2026-01-05T00:00:00Z", actor="system")  # the ledger is open and used
@@ -196,6 +188,36 @@ def test_a_trigger_planted_while_the_ledger_is_open_is_refused_at_the_next_write
         with pytest.raises(Exception) as refused:
             led.deactivate_user("ivan", at="2026-01-06T00:00:00Z", actor="system")
     assert "zz_refuse" in str(refused.value), refused.value
+
+
+PLANTED_WHILE_OPEN = {
+    "rule": ("CREATE RULE zz_rule AS ON INSERT TO al_ids DO ALSO NOTHING", "rule zz_rule on al_ids"),
+    "row-level security": ("ALTER TABLE al_grants ENABLE ROW LEVEL SECURITY", "row-level security on al_grants"),
+    "shadowing function": (
+        "CREATE FUNCTION convert_from(bytea, text) RETURNS text LANGUAGE sql AS $$ SELECT 'x' $$",
+        "function convert_from shadowing the built-in",
+    ),
+    "inheriting table": ("CREATE TABLE zz_events () INHERITS (stored_events)", "inheriting table zz_events"),
+    "expression index": ("CREATE INDEX zz_index ON al_chain ((lower(link)))", "index zz_index on al_chain"),
+    "column default": ("ALTER TABLE al_seals ALTER COLUMN mac SET DEFAULT 'x'", "column al_seals.mac altered"),
+    "check constraint": ("ALTER TABLE al_head ADD CONSTRAINT zz_check CHECK (position < 100)", "constraint zz_check"),
+}
+
+
+@pytest.mark.parametrize("planted", list(PLANTED_WHILE_OPEN))
+def test_on_postgres_an_object_planted_while_the_ledger_is_open_is_refused_at_the_next_write(postgres_url, planted):
+    statement, named = PLANTED_WHILE_OPEN[planted]
+    _history(postgres_url)
+    with AccessLedger.open(postgres_url) as led:
+        led.deactivate_user("alice", at="2026-01-05T00:00:00Z", actor="system")
+        head = led.store.head()
+        _plant(postgres_url, statement)
+        with pytest.raises(Exception) as refused:
+            led.deactivate_user("ivan", at="2026-01-06T00:00:00Z", actor="system")
+        assert named in str(refused.value) and "\n" not in str(refused.value), refused.value
+        with pytest.raises(Exception, match=named):  # and at every write after it
+            led.create_user("otto", at="2026-01-06T00:00:00Z", actor="system")
+    assert _sql(postgres_url, "SELECT position FROM al_head")[0][0] == head[0]  # nothing was written
 
 
 @pytest.mark.parametrize("name", ["locked", "read-only", "connection"])
