@@ -194,3 +194,32 @@ def test_a_check_takes_no_hand_off_to_the_framework_thread_pool(served, monkeypa
     assert hops == []
     assert client.post("/v1/check?via=fastapi", headers=headers, json=ask).status_code == 200
     assert hops  # (the FastAPI path, for comparison, does hand its sync dependencies and endpoint over)
+
+
+def test_a_first_use_another_worker_is_writing_is_answered_and_recorded_later(ledger_url, monkeypatch):
+    """Two workers taking a new token's first requests at once: the one that finds the ledger locked while
+    recording TokenUsed answers anyway (the token was checked) and records the use on a later request."""
+    from ledger.errors import ConcurrentWrite
+
+    with AccessLedger.open(ledger_url, create=True) as led:
+        led.init()
+        led.create_service_account("ci")
+        token = api.create_token(led, "service_account:ci", ["read"], actor="system")["token"]
+        head = led.head()
+    client = TestClient(create_app(ledger_url), raise_server_exceptions=False)
+    append = AccessLedger.append
+    busy = [True]
+
+    def locked_once(self, event, *args, **kwargs):
+        if event["type"] == "TokenUsed" and busy:
+            busy.pop()
+            raise ConcurrentWrite("another writer held the ledger too long: nothing was written; try again")
+        return append(self, event, *args, **kwargs)
+
+    monkeypatch.setattr(AccessLedger, "append", locked_once)
+    headers = {"Authorization": f"Bearer {token}"}
+    first = client.get("/v1/whoami", headers=headers)
+    assert first.status_code == 200 and first.json()["position"] == head
+    assert client.get("/v1/whoami", headers=headers).status_code == 200
+    with AccessLedger.open(ledger_url) as led:
+        assert led.head() == head + 1 and [e["type"] for _, e in led.read(head + 1)] == ["TokenUsed"]
