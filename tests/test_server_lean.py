@@ -223,3 +223,36 @@ def test_a_first_use_another_worker_is_writing_is_answered_and_recorded_later(le
     assert client.get("/v1/whoami", headers=headers).status_code == 200
     with AccessLedger.open(ledger_url) as led:
         assert led.head() == head + 1 and [e["type"] for _, e in led.read(head + 1)] == ["TokenUsed"]
+
+
+def test_the_lean_path_keeps_the_rate_limit_and_the_timeout(served, monkeypatch):
+    """429 with Retry-After after the token's burst, and 503 when the answer takes longer than the timeout:
+    the bodies and headers the FastAPI path gives (its tests: test_service_ops.py)."""
+    import time
+
+    url, _, tokens = served
+    ask = {"principal": "user:ann", "action": "read", "resource": "model/m1", "tenant": "prod"}
+    headers = {"Authorization": f"Bearer {tokens['read']}"}
+    token_id = tokens["read"].split(".")[0]
+    limited = TestClient(create_app(url, rate_limit=1), raise_server_exceptions=False)
+    assert limited.post("/v1/check", headers=headers, json=ask).status_code == 200
+    over = limited.post("/v1/check", headers=headers, json=ask)
+    assert over.status_code == 429 and over.headers["Retry-After"] == "1"
+    assert over.json() == {"detail": f"token {token_id} is over its rate limit; retry after 1 s"}
+
+    slow = TestClient(create_app(url, request_timeout=0.3), raise_server_exceptions=False)
+    check = api.check
+
+    def slow_check(*args, **kwargs):
+        time.sleep(1.0)
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(api, "check", slow_check)
+    began = time.monotonic()
+    got = slow.post("/v1/check", headers=headers, json=ask)
+    assert time.monotonic() - began < 0.9
+    assert got.status_code == 503 and got.headers["Retry-After"] == "1"
+    assert got.json() == {
+        "detail": "the request took longer than 0.3 s and was given up; a write may or may not have been made: "
+        "retry it (events are idempotent by id)"
+    }
