@@ -256,3 +256,42 @@ def test_the_lean_path_keeps_the_rate_limit_and_the_timeout(served, monkeypatch)
         "detail": "the request took longer than 0.3 s and was given up; a write may or may not have been made: "
         "retry it (events are idempotent by id)"
     }
+
+
+def test_a_body_longer_than_its_declared_length_is_refused_past_the_limit(served):
+    """A server that let more bytes through than Content-Length declared still meets the limit: 413."""
+    import asyncio
+
+    url, _, tokens = served
+    app = create_app(url, max_body=MAX_BODY)
+    sent: list[dict] = []
+    chunks = [b"[" + b" " * 400, b" " * 400 + b"]"]
+
+    async def receive():
+        return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
+
+    async def send(message):
+        sent.append(message)
+
+    headers = [
+        (b"authorization", f"Bearer {tokens['read']}".encode()),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"10"),
+    ]
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/check",
+        "raw_path": b"/v1/check",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "scheme": "http",
+        "http_version": "1.1",
+        "root_path": "",
+        "asgi": {"version": "3.0"},
+    }
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"]) == {"detail": f"request body larger than {MAX_BODY} bytes"}

@@ -76,12 +76,16 @@ class LeanPaths:
             or content_type.split(b";")[0].strip().lower() != b"application/json"
         ):
             return await self.app(scope, receive, send)
-        chunks = []
+        chunks, seen = [], 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
                 return  # the client is gone
             chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.max_body:  # (the server holds a body to its declared length: a second guard)
+                response = errors.response_for(errors.BodyTooLarge(), "POST", scope["path"], self.max_body)
+                return await _send_json(send, 413, response.body, response.raw_headers, typed=True)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
