@@ -2,7 +2,7 @@
 the machine's cores).
 
     python benchmarks/service_bench.py [--pg postgresql://postgres@127.0.0.1:54329/postgres] [--workers 2]
-                                       [--duration 10] [--connections 32]
+                                       [--duration 10] [--connections 32] [--only reads|writes]
 
 Builds a ledger of 200 users in 4 teams and 10 tenants with role assignments (SQLite in a temporary folder;
 with --pg, also one in a fresh schema of that server for the writes, dropped afterwards), issues a token,
@@ -145,70 +145,82 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--only", choices=["reads", "writes"], help="run only the read (check) or write figures")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     folder = Path(tempfile.mkdtemp(prefix="service-bench-"))
-    schema = None
+    made: list[str] = []
     try:
         with console.status("building the ledger (SQLite)"):
             token = build(str(folder / "ledger.db"))
-        process, base = serve(str(folder / "ledger.db"), args.workers, folder / "server.log")
         d, c = args.duration, args.connections
-        question = {"principal": "user:u3", "action": "read", "resource": "model/m3", "tenant": "t3"}
-        questions = [
-            {"principal": f"user:u{n}", "action": "read", "resource": f"model/m{n % 50}", "tenant": TENANTS[n % 10]}
-            for n in range(100)
-        ]
         console.print(f"service: {args.workers} worker(s); wrk {c} connections, {d} s each; loopback")
-        try:
-            with console.status("whoami"):
-                floor = wrk(base, "/v1/whoami", token, None, folder, d, c)
-            with console.status("check"):
-                single = wrk(base, "/v1/check", token, json.dumps(question).encode(), folder, d, c)
-            with console.status("check, 100 questions a request"):
-                batch = wrk(base, "/v1/check", token, json.dumps(questions).encode(), folder, d, c)
-        finally:
-            process.terminate()
-            process.wait(30)
-        line("GET /v1/whoami (the floor)", floor, "")
-        line("POST /v1/check (one question)", single, ">= 2,000/s, p99 <= 25 ms")
-        console.print(f"{'ratio check / whoami':<34} {single['rate'] / floor['rate']:>10.2f}{'':<30}target >= 0.5")
-        line("POST /v1/check (100 a request)", batch, ">= 20,000 questions/s", "questions/s", 100)
-        write_url = str(folder / "ledger.db")
-        if args.pg:
-            schema = f"bench_{uuid.uuid4().hex[:12]}"
-            write_url = f"{args.pg}{'&' if '?' in args.pg else '?'}schema={schema}"
-            with console.status("building the ledger (PostgreSQL)"):
-                token = build(write_url)
-        process, base = serve(write_url, args.workers, folder / "server-write.log")
-        # One instant for every event: the ledger is append-only in time, and requests racing each other
-        # with their own clocks would be refused when a later one commits first.
-        at = (datetime.now(UTC) + timedelta(minutes=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        try:
-            with console.status("events, one a request"):
-                one = wrk(base, "/v1/events", token, json.dumps(event(at, 1)).encode(), folder, d, c)
-            with console.status("events, 1,000 a request"):
-                body = json.dumps([event(at, n) for n in range(1000)]).encode()
-                many = wrk(base, "/v1/events", token, body, folder, d, min(c, 4))
-        finally:
-            process.terminate()
-            process.wait(30)
-        where = "PostgreSQL" if args.pg else "SQLite"
-        line(f"POST /v1/events one ({where})", one, ">= 500/s, p99 <= 50 ms")
-        line(f"POST /v1/events 1,000 ({where})", many, ">= 30,000 events/s", "events/s", 1000)
-        with AccessLedger.open(write_url) as led:
-            console.print(
-                f"events in the write ledger: {led.head():,}; verify: {'ok' if led.verify().ok else 'FAILED'}"
-            )
+        if args.only != "writes":
+            reads(folder, token, args.workers, d, c)
+        if args.only != "reads":
+            writes(folder, token, args, d, c, made)
         console.print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
-        if schema:
+        for schema in made:
             import psycopg
 
             with psycopg.connect(args.pg, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def reads(folder: Path, token: str, workers: int, d: int, c: int) -> None:
+    """The floor, one check, and 100 checks a request, on the SQLite ledger."""
+    process, base = serve(str(folder / "ledger.db"), workers, folder / "server.log")
+    question = {"principal": "user:u3", "action": "read", "resource": "model/m3", "tenant": "t3"}
+    questions = [
+        {"principal": f"user:u{n}", "action": "read", "resource": f"model/m{n % 50}", "tenant": TENANTS[n % 10]}
+        for n in range(100)
+    ]
+    try:
+        with console.status("whoami"):
+            floor = wrk(base, "/v1/whoami", token, None, folder, d, c)
+        with console.status("check"):
+            single = wrk(base, "/v1/check", token, json.dumps(question).encode(), folder, d, c)
+        with console.status("check, 100 questions a request"):
+            batch = wrk(base, "/v1/check", token, json.dumps(questions).encode(), folder, d, c)
+    finally:
+        process.terminate()
+        process.wait(30)
+    line("GET /v1/whoami (the floor)", floor, "")
+    line("POST /v1/check (one question)", single, ">= 2,000/s, p99 <= 25 ms")
+    console.print(f"{'ratio check / whoami':<34} {single['rate'] / floor['rate']:>10.2f}{'':<30}target >= 0.5")
+    line("POST /v1/check (100 a request)", batch, ">= 20,000 questions/s", "questions/s", 100)
+
+
+def writes(folder: Path, token: str, args: argparse.Namespace, d: int, c: int, made: list[str]) -> None:
+    """One event a request and 1,000 a request, on PostgreSQL with --pg (the schema made, to be dropped, in `made`)."""
+    write_url = str(folder / "ledger.db")
+    if args.pg:
+        schema = f"bench_{uuid.uuid4().hex[:12]}"
+        made.append(schema)
+        write_url = f"{args.pg}{'&' if '?' in args.pg else '?'}schema={schema}"
+        with console.status("building the ledger (PostgreSQL)"):
+            token = build(write_url)
+    process, base = serve(write_url, args.workers, folder / "server-write.log")
+    # One instant for every event: the ledger is append-only in time, and requests racing each other
+    # with their own clocks would be refused when a later one commits first.
+    at = (datetime.now(UTC) + timedelta(minutes=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        with console.status("events, one a request"):
+            one = wrk(base, "/v1/events", token, json.dumps(event(at, 1)).encode(), folder, d, c)
+        with console.status("events, 1,000 a request"):
+            body = json.dumps([event(at, n) for n in range(1000)]).encode()
+            many = wrk(base, "/v1/events", token, body, folder, d, min(c, 4))
+    finally:
+        process.terminate()
+        process.wait(30)
+    where = "PostgreSQL" if args.pg else "SQLite"
+    line(f"POST /v1/events one ({where})", one, ">= 500/s, p99 <= 50 ms")
+    line(f"POST /v1/events 1,000 ({where})", many, ">= 30,000 events/s", "events/s", 1000)
+    with AccessLedger.open(write_url) as led:
+        console.print(f"events in the write ledger: {led.head():,}; verify: {'ok' if led.verify().ok else 'FAILED'}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from ledger import signing
-from ledger.errors import ValidationError
+from ledger.errors import IntegrityFailure, ValidationError
 from ledger.store import _AT_KEY, GENESIS_LINK, Cursor, Store
 
 if TYPE_CHECKING:
@@ -50,6 +50,32 @@ def seal_mac(position: int, link: str, key: bytes | None) -> str | None:
     if key is None:
         return None
     return hmac.new(key, f"{position}:{link}".encode(), hashlib.sha256).hexdigest()
+
+
+def head_seal_problem(position: int, link: str, seal: tuple[Any, Any] | None, key: bytes) -> str | None:
+    """Why the seal (link, mac) read at the head (position, link) does not vouch for it under `key`; None if it
+    does. Every write seals its head, so a head without the key's seal was written (or its seal removed) by
+    someone without the key: with the key, what it holds is honoured by no token check and extended by no
+    write, or a later keyed seal would vouch for it."""
+    if position == 0:
+        return None
+    s_link, s_mac = seal if seal is not None else (None, None)
+    s_hmac = signing.split_seal(s_mac)[0] if isinstance(s_mac, str) else None
+    if s_link == link and s_hmac is not None and hmac.compare_digest(s_hmac, seal_mac(position, link, key) or ""):
+        return None
+    why = "no seal" if seal is None else "a seal without the key's HMAC" if s_hmac is None else "a wrong seal"
+    return (
+        f"the head (position {position}) carries {why}, but {KEY_ENV} is set: events were written without the "
+        "key, or its seal was removed; nothing is honoured or written over it; run `access-ledger verify`"
+    )
+
+
+def sealed_head(c: Cursor, position: int, link: str, key: bytes) -> None:
+    """IntegrityFailure unless al_seals holds the key's seal of the head (position, link) (see head_seal_problem)."""
+    c.execute("SELECT link, mac FROM al_seals WHERE position = ?", (position,))
+    problem = head_seal_problem(position, link, c.fetchone(), key)
+    if problem is not None:
+        raise IntegrityFailure(problem)
 
 
 def write_seal(c: Cursor, position: int, link: str, sealed_at: str) -> None:

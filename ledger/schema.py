@@ -159,3 +159,38 @@ def postgres_problems(c: Any, columns: dict[str, dict[str, str]]) -> list[str]:
         elif kind != want or not collation_ok or generated or has_default != ((table, column) in POSTGRES_DEFAULTS):
             problems.append(f"column {table}.{column} altered ({kind})")
     return problems
+
+
+def postgres_watch(c: Any, tables: Sequence[str]) -> tuple[str, Any]:
+    """(a statement, its value now): the value changes whenever anything `postgres_problems` looks at changes.
+
+    The statement reads, by key, the catalog rows of the ledger's tables (their oids found now: one dropped
+    loses its row) and of their columns, with the transaction that last wrote each (any ALTER of a table or
+    a column rewrites its row: renamed, moved, secured, retyped, given a default or a collation), and every
+    object that depends on those tables (a trigger, rule, policy, constraint, index, default or inheriting
+    table) or on their schema (a function or operator bearing a built-in's name, a view, a table): one more,
+    one fewer or one replaced changes the count or the sum or maximum of their oids (new oids only grow).
+    Numbers only: formatting and hashing the rows as text cost several times more. A process that keeps the
+    ledger open runs it at the start of every write (prepared: no planning) and checks the schema again
+    only when its value moved. Every name in it is schema-qualified, so nothing planted in the ledger's
+    schema can stand in for what it calls."""
+    c.execute(
+        "SELECT n.oid, c.oid FROM pg_catalog.pg_namespace n LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid "
+        "AND c.relname = ANY(?) WHERE n.nspname = pg_catalog.current_schema() ORDER BY c.oid",
+        (list(tables),),
+    )
+    rows = c.fetchall()
+    namespace = int(rows[0][0]) if rows else 0
+    oids = "'{%s}'::pg_catalog.oid[]" % ",".join(str(int(oid)) for _, oid in rows if oid is not None)  # noqa: UP031
+    int8, written = "::pg_catalog.int8", "xmin::pg_catalog.text::pg_catalog.int8"
+    sql = (
+        "SELECT pg_catalog.count(*), pg_catalog.sum(k), pg_catalog.max(k), pg_catalog.sum(x), pg_catalog.max(x) "
+        f"FROM (SELECT oid{int8}, {written} FROM pg_catalog.pg_class WHERE oid = ANY({oids}) "
+        f"UNION ALL SELECT attrelid{int8}, {written} FROM pg_catalog.pg_attribute WHERE attrelid = ANY({oids}) "
+        f"AND attnum > 0 UNION ALL SELECT objid{int8}, classid{int8} FROM pg_catalog.pg_depend "
+        # pg_class is catalog 1259, pg_namespace 2615.
+        f"WHERE refclassid = '1259'::pg_catalog.oid AND refobjid = ANY({oids}) "
+        f"OR refclassid = '2615'::pg_catalog.oid AND refobjid = '{namespace}'::pg_catalog.oid) f(k, x)"
+    )
+    c.execute(sql)
+    return sql, tuple(c.fetchone())

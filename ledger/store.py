@@ -264,10 +264,16 @@ class Store:
         if self.postgres:
             with self.transaction(write=False) as c:
                 schema.refuse(schema.postgres_problems(c, _POSTGRES_COLUMNS))
+                checked = schema.postgres_watch(c, list(_POSTGRES_COLUMNS))
             self.recorder.create_table()  # type: ignore[attr-defined]
             with self.transaction(write=True) as c:
                 for ddl in side_table_ddl(postgres=True):
                     c.execute(ddl)
+            with self.transaction(write=False) as c:
+                watch = schema.postgres_watch(c, list(_POSTGRES_COLUMNS))
+                if watch != checked:  # tables created just now: checked as they are, in the snapshot watched
+                    schema.refuse(schema.postgres_problems(c, _POSTGRES_COLUMNS))
+            self._postgres_watch = watch
             return
         statements = [*self.recorder.create_table_statements, *side_table_ddl(postgres=False)]  # type: ignore
         expected = schema.sqlite_expected(tuple(statements))
@@ -290,6 +296,22 @@ class Store:
     # writes. Comparing the version costs one pragma per transaction; a change means a full check.
     _sqlite_expected: dict[str, tuple[str, str, str | None]] | None = None
     _sqlite_version: int | None = None
+    # On PostgreSQL, a statement over the catalog rows the schema check reads, and its value when last checked
+    # (see schema.postgres_watch): every write runs it first, under a lock that keeps DDL on the ledger's
+    # tables out until it commits; a change of value means a full check.
+    _postgres_watch: tuple[str, Any] | None = None
+
+    def _same_postgres_schema(self, raw: Any) -> None:
+        """ForeignSchema if the PostgreSQL schema changed since it was checked into something the ledger did not make."""
+        from ledger import schema
+
+        assert self._postgres_watch is not None
+        sql, value = self._postgres_watch
+        raw.execute(sql, prepare=True)
+        if tuple(raw.fetchone()) != value:
+            c = Cursor(raw, True)
+            schema.refuse(schema.postgres_problems(c, _POSTGRES_COLUMNS))
+            self._postgres_watch = schema.postgres_watch(c, list(_POSTGRES_COLUMNS))
 
     def _same_schema(self, cur: Any) -> None:
         """ForeignSchema if the SQLite schema changed since it was checked into something the ledger did not make."""
@@ -302,6 +324,11 @@ class Store:
             cur.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")
             schema.refuse(schema.sqlite_problems(cur.fetchall(), self._sqlite_expected))
             self._sqlite_version = version
+
+    @property
+    def _tables_named(self) -> str:
+        schema = self.env["POSTGRES_SCHEMA"]
+        return ", ".join(f'"{schema}"."{table}"' for table in _POSTGRES_COLUMNS)
 
     @property
     def label(self) -> str:
@@ -398,8 +425,16 @@ class Store:
                                 prelude.append("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                             if self.env["POSTGRES_SCHEMA"] != "public":
                                 prelude.append(f'SET LOCAL search_path TO "{self.env["POSTGRES_SCHEMA"]}"')
+                            watched = write and self._postgres_watch is not None
+                            if watched:
+                                # Taken before the schema is compared: DDL on these tables (a trigger, a rule, a
+                                # policy, an index, a column) waits for this write to end, so what is compared is
+                                # what the write runs against.
+                                prelude.append(f"LOCK TABLE {self._tables_named} IN ROW EXCLUSIVE MODE")
                             if prelude:
                                 raw.execute("; ".join(prelude))
+                            if watched:
+                                self._same_postgres_schema(raw)
                             yield Cursor(raw, True)
             else:
                 with self.datastore.get_connection(commit=write) as conn:
@@ -448,9 +483,18 @@ class Store:
 
     def lock_head(self, c: Cursor) -> tuple[int, str, str]:
         """Take the write lock (first statement of every write) and return (position, at, link), checked
-        as `head` checks them."""
-        position, _, link = self._lock_head_row(c)
-        return self._checked_head(c, position, link)
+        as `head` checks them; with the seal key, the head must carry the key's seal (no keyed write extends
+        events written without the key: its seal would vouch for them)."""
+        from ledger.integrity import head_seal_problem, seal_key
+
+        position, _, link, seal = self._lock_head_row(c)
+        head = self._checked_head(c, position, link)
+        key = seal_key()
+        if key is not None:
+            problem = head_seal_problem(head[0], head[2], seal, key)
+            if problem is not None:
+                raise IntegrityFailure(problem)
+        return head
 
     def _checked_head(self, c: Cursor, position: Any, link: Any) -> tuple[int, str, str]:
         """The head row's (position, link) checked against the log, with the head event's time.
@@ -516,19 +560,25 @@ class Store:
         c.execute(f"SELECT MAX({self.pos_col}) FROM {self.table} WHERE {self.pos_col} < ?", (position,))
         return _gap(as_number(c.fetchone()[0] or 0, "a stored position") + 1)
 
-    def _lock_head_row(self, c: Cursor) -> tuple[int, str, str]:
+    def _lock_head_row(self, c: Cursor) -> tuple[int, str, str, tuple[Any, Any] | None]:
+        """(position, at, link) of the head row, locked, and (link, mac) of the seal at its position (None: none)."""
+        # The seal in the same statement: the write-side seal check costs no statement.
+        select = (
+            "SELECT h.position, h.at, h.link, s.position, s.link, s.mac FROM al_head h "
+            "LEFT JOIN al_seals s ON s.position = h.position WHERE h.id = 1"
+        )
         if self.postgres:
             # Every statement of a write is a look-up by key. Inside a long import the planner's
             # statistics still describe the tables as they were before it (empty, for a new ledger),
             # and on them a full scan can look cheaper than an index: made never cheaper here, a
             # plan cannot degrade as the transaction grows.
             # Both in one round trip; the row is the second statement's result.
-            c.execute("SET LOCAL enable_seqscan = off; SELECT position, at, link FROM al_head WHERE id = 1 FOR UPDATE")
+            c.execute(f"SET LOCAL enable_seqscan = off; {select} FOR UPDATE OF h")
             c.raw.nextset()
         else:
             c.execute("UPDATE al_head SET position = position WHERE id = 1")
             c.execute("PRAGMA cache_size = -65536")
-            c.execute("SELECT position, at, link FROM al_head WHERE id = 1")
+            c.execute(select)
         row = c.fetchone()
         if row is None:
             if self.max_position(c):
@@ -537,8 +587,8 @@ class Store:
                     "with; run `access-ledger verify`"
                 )
             c.execute("INSERT INTO al_head (id, position, at, link) VALUES (1, 0, '', ?)", (GENESIS_LINK,))
-            return 0, "", GENESIS_LINK
-        return row[0], row[1], row[2]
+            return 0, "", GENESIS_LINK, None
+        return row[0], row[1], row[2], None if row[3] is None else (row[4], row[5])
 
     def bulk_writer(self, c: Cursor) -> BulkWriter:
         return BulkWriter(self, c)

@@ -8,7 +8,10 @@ link must be the head's. So a token added, widened or un-revoked by editing the 
 before it is ever honoured: an edited or inserted event changes its link (IntegrityFailure, the
 service answers 503 and `verify` names the position); edited side tables (al_entities, snapshots)
 are not read at all. Who could also recompute every later link and the head is caught by the seals
-(HMAC or Ed25519, DESIGN section 5) when `verify` runs with the key or a digest held outside.
+(HMAC or Ed25519, DESIGN section 5) when `verify` runs with the key or a digest held outside; and with
+ACCESS_LEDGER_SEAL_KEY set, at once: the head folded to must carry the key's seal (checked once per
+head), so a token or revocation written without the key, chain and head consistent, is never honoured
+(every write seals its head, and no keyed write extends a head without the key's seal).
 Events the follower has already folded are never re-read: an edit of them after the fact cannot
 change what it honours.
 """
@@ -22,7 +25,7 @@ from typing import Any
 import orjson
 
 from ledger.errors import IntegrityFailure, LedgerError
-from ledger.integrity import next_link
+from ledger.integrity import next_link, seal_key, sealed_head
 from ledger.store import GENESIS_LINK, Store
 from ledger.tokens import secret_sha256, split_token
 
@@ -118,12 +121,19 @@ class TokenFollower:
     def __init__(self, store: Store):
         self.store = store
         self.state = TokenState()
+        self._sealed: tuple[int, str, bytes] | None = None  # the head last proven sealed, and the key
 
     def catch_up(self) -> TokenState:
-        """Fold the events written since the last call; IntegrityFailure if the chain does not hold."""
+        """Fold the events written since the last call; IntegrityFailure if the chain does not hold or, with the
+        seal key, the head does not carry the key's seal."""
         s = self.state
+        key = seal_key()
         with self.store.transaction(write=False) as c:  # the head and the first events after s in one read
             head, head_at, head_link = self.store.head_in(c)
+            if key is not None and (head, head_link, key) != self._sealed:
+                # Once per head: while the head stands still, a request reads nothing more.
+                sealed_head(c, head, head_link, key)
+                self._sealed = (head, head_link, key)
             rows: list | None = self.store.read_raw(c, s.position + 1, _READ_BATCH, head) if s.position < head else []
         if head < s.position:
             raise IntegrityFailure(

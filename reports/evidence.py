@@ -858,41 +858,44 @@ def _verified_parts(
             )
 
 
-def _copy(wh: Warehouse, select: str, path: Path, fmt: str) -> None:
-    """COPY a query's rows to a file (parquet, csv or json); times as canonical UTC text in csv and json."""
+def _copy(wh: Warehouse, select: str, path: Path, fmt: str, even: bool = False) -> None:
+    """COPY a query's rows to a file (parquet, csv or json); times as canonical UTC text in csv and json
+    (`even`: see Warehouse.copy_to)."""
     target = str(path).replace("'", "''")
     options = {
         "parquet": "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1",
         "csv": "FORMAT csv, HEADER true",
         "json": "FORMAT json, ARRAY true",
     }[fmt]
-    wh.copy_to(select, target, options)  # (the warehouse's own connection may write no file)
+    wh.copy_to(select, target, options, even)  # (the warehouse's own connection may write no file)
 
 
 def _write_events_parquet(wh: Warehouse, first: int, last: int, path: Path) -> None:
     """The period's events as Parquet, one row per position in position order.
 
-    Sorted, though the warehouse keeps events in position order: a plain scan hands the writer chunks
-    cut where the table's storage was cut (how its rows were inserted), and the writer cuts its row
-    groups there too, so the same events filled in other batches (`evidence verify --recompute`
-    fills its own warehouse) gave other bytes. The sort's output comes in even chunks, so the file's
-    bytes depend on the rows alone. The file is read back to check it holds the whole period.
+    A plain scan, no sort: the warehouse keeps events in position order (`fill` and `sync` insert them in
+    order, and a table keeps its insertion order), and copy_to hands the writer batches of even size
+    whatever the storage, so the file's bytes depend on the rows alone (`evidence verify --recompute`
+    fills its own warehouse in other batches). The file is read back to check that its row i holds
+    position first + i and that it holds the whole period; a scan out of order is written again, sorted.
     """
-    select = f"SELECT * FROM events WHERE position BETWEEN {int(first)} AND {int(last)} ORDER BY position"
-    _copy(wh, select, path, "parquet")
-    target = str(path).replace("'", "''")
-    rows, out_of_place = (
-        wh.writer()
-        .execute(
-            f"SELECT count(*), count(*) FILTER (WHERE position <> {int(first)} + file_row_number) "
-            f"FROM read_parquet('{target}', file_row_number = true)"
+    select = f"SELECT * FROM events WHERE position BETWEEN {int(first)} AND {int(last)}"
+    for order in ("", " ORDER BY position"):
+        _copy(wh, select + order, path, "parquet", even=True)
+        target = str(path).replace("'", "''")
+        rows, out_of_place = (
+            wh.writer()
+            .execute(
+                f"SELECT count(*), count(*) FILTER (WHERE position <> {int(first)} + file_row_number) "
+                f"FROM read_parquet('{target}', file_row_number = true)"
+            )
+            .fetchall()[0]
         )
-        .fetchall()[0]
+        if rows == max(0, last - first + 1) and not out_of_place:
+            return
+    raise BundleError(
+        f"events.parquet holds {rows:,} rows, {out_of_place:,} out of place; the period has {max(0, last - first + 1):,}"
     )
-    if rows != max(0, last - first + 1) or out_of_place:
-        raise BundleError(
-            f"events.parquet holds {rows:,} rows, {out_of_place:,} out of place; the period has {max(0, last - first + 1):,}"
-        )
 
 
 #: A registered result's row number: a scan of a registered Arrow table in DuckDB does not keep the table's

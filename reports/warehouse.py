@@ -55,7 +55,14 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = "7"
 CHUNK = 250_000
 PART = 50_000  # events parsed and inserted at a time within a chunk
+#: Events of the evidence export's in-memory warehouse per transaction (`fill`), each compressed by a CHECKPOINT
+#: once committed. In memory, DuckDB compresses the rows of a small commit as it merges them into the table,
+#: again for every commit that adds to the same row group (a commit per 16 MiB part took twice the CPU of the
+#: whole load); a large transaction keeps its rows uncompressed until a CHECKPOINT compresses them once. Half a
+#: million events (some 200 MB uncompressed) bounds what is held uncompressed at a time.
+FILL_COMMIT = 500_000
 LOCK_WAIT = 30.0
+COPY_BATCH = 1 << 17  # rows a batch handed to an output file's writer (see Warehouse.copy_to)
 #: The fields of DESIGN section 4, as read from the JSONL bytes (lists are the permission lists).
 FIELDS: tuple[str, ...] = (
     "type",
@@ -645,29 +652,38 @@ class Warehouse:
         if self.recorded or self._state()[0] != 0:
             raise WarehouseError("only an empty scratch warehouse is filled from verified rows")
         expected = [1]
+        committed = [0]
 
         def checked() -> Iterator[tuple[Any, int, int, str | None, bool]]:
             for table, first, end in parts:
                 if first != expected[0] or table.num_rows != end - first + 1:
                     raise WarehouseError(f"the verified rows {first}-{end} are not the next positions in order")
                 expected[0] = end + 1
-                yield table, first, end, link if end == last else None, True
+                # One transaction per FILL_COMMIT rows (see there), the last one at `last`.
+                ends = end == last or end - committed[0] >= FILL_COMMIT
+                if ends:
+                    committed[0] = end
+                yield table, first, end, link if end == last else None, ends
             if expected[0] != last + 1:
                 raise WarehouseError(f"the verified rows end at {expected[0] - 1}, not at {last}")
 
         try:
             with _private_files():
-                self._insert(checked(), None)
+                self._insert(checked(), None, compact=True)
                 self._build_intervals(0, last)
         except duckdb.Error as exc:
             _rollback(self.con)
             raise WarehouseError(f"cannot fill the warehouse: {_first_line(str(exc))}") from None
 
     def _insert(
-        self, source: Iterator[tuple[Any, int, int, str | None, bool]], progress: Callable[[int], None] | None
+        self,
+        source: Iterator[tuple[Any, int, int, str | None, bool]],
+        progress: Callable[[int], None] | None,
+        compact: bool = False,
     ) -> None:
         """Insert `source`'s (table, first, last, link, ends_chunk) items, read and parsed by a thread of their
-        own while the previous one is inserted; each chunk is one transaction that records its position."""
+        own while the previous one is inserted; each chunk is one transaction that records its position
+        (and with `compact`, is compressed by a CHECKPOINT once committed: see FILL_COMMIT)."""
         chunks: queue.Queue[Any] = queue.Queue(maxsize=2)
         stop = threading.Event()
         reader = threading.Thread(
@@ -700,6 +716,8 @@ class Warehouse:
                         [last, link],
                     )
                     self.con.execute("COMMIT")
+                    if compact:
+                        self.con.execute("CHECKPOINT")
                     if progress is not None:
                         progress(last - open_at + 1)
                     open_at = None
@@ -780,15 +798,45 @@ class Warehouse:
             self._writer.execute("SET enable_progress_bar = false")
         return self._writer
 
-    def copy_to(self, select: str, target: str, options: str) -> None:
-        """COPY the rows of `select`, read from the warehouse, to the file `target` (COPY `options`)."""
-        reader = self.con.sql(select).to_arrow_reader(1 << 17)
+    def copy_to(self, select: str, target: str, options: str, even: bool = False) -> None:
+        """COPY the rows of `select`, read from the warehouse, to the file `target` (COPY `options`).
+
+        With `even`, the rows reach the writer in batches of COPY_BATCH rows each (but the last): a Parquet
+        writer cuts its row groups where its input was cut, and a plain scan's batches are cut where the
+        table's storage was cut (how its rows were inserted), so the same rows stored another way would give
+        other bytes (a sort's output comes in even batches already)."""
+        import pyarrow as pa
+
+        reader = self.con.sql(select).to_arrow_reader(COPY_BATCH)
+        if even:
+            reader = pa.RecordBatchReader.from_batches(reader.schema, _even_batches(reader, COPY_BATCH))
         writer = self.writer()
         writer.register("copy_rows", reader)
         try:
             writer.execute(f"COPY (SELECT * FROM copy_rows) TO '{target}' ({options})")
         finally:
             writer.unregister("copy_rows")
+
+
+def _even_batches(batches: Iterable[Any], size: int) -> Iterator[Any]:
+    """The rows of `batches` (Arrow record batches) again, in batches of `size` rows each but the last."""
+    import pyarrow as pa
+
+    held: list[Any] = []
+    rows = 0
+    for batch in batches:
+        if not held and batch.num_rows == size:
+            yield batch
+            continue
+        held.append(batch)
+        rows += batch.num_rows
+        while rows >= size:
+            joined = pa.Table.from_batches(held).combine_chunks()
+            yield from joined.slice(0, size).to_batches()
+            rest = joined.slice(size)
+            held, rows = rest.to_batches(), rest.num_rows
+    if rows:
+        yield from pa.Table.from_batches(held).combine_chunks().to_batches()
 
 
 def compare_with_events(

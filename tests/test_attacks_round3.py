@@ -111,13 +111,8 @@ def test_a_report_token_cannot_grant_org_admin_in_the_name_of_system(service):
     assert client.post("/v1/events", content=escaped, headers={"content-type": "application/json"}).status_code == 403
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the service folds tokens over the hash chain only: with the seal key set, a TokenIssued written "
-    "into the database without the key (no head seal) is honoured until `verify` runs",
-)
-def test_with_the_seal_key_a_token_written_without_it_is_not_honoured(tmp_path, monkeypatch):
-    url = str(tmp_path / "l.db")
+def test_with_the_seal_key_a_token_written_without_it_is_not_honoured(ledger_url, monkeypatch):
+    url = ledger_url
     monkeypatch.setenv("ACCESS_LEDGER_SEAL_KEY", "the-services-key")
     _history(url)
     client = TestClient(create_app(url), raise_server_exceptions=False)
@@ -125,6 +120,32 @@ def test_with_the_seal_key_a_token_written_without_it_is_not_honoured(tmp_path, 
     with AccessLedger.open(url) as led:
         forged = api.create_token(led, "service_account:platform", ["audit"], actor="system")["token"]
     monkeypatch.setenv("ACCESS_LEDGER_SEAL_KEY", "the-services-key")
+    got = client.get("/v1/audits/hygiene", headers={"Authorization": f"Bearer {forged}"})
+    assert got.status_code in (401, 503), got.text
+    assert "ACCESS_LEDGER_SEAL_KEY" in got.json()["detail"] and "\n" not in got.json()["detail"], got.text
+    listed = runner.invoke(app, ["--db", url, "token", "list"])  # every token check, not only the service's
+    assert listed.exit_code != 0 and "tok_" not in listed.stdout, listed.output
+
+
+@pytest.mark.parametrize("seal", ["left", "deleted"])
+def test_with_the_seal_key_no_write_seals_over_events_written_without_it(ledger_url, monkeypatch, seal):
+    url = ledger_url
+    monkeypatch.setenv("ACCESS_LEDGER_SEAL_KEY", "the-services-key")
+    _history(url)
+    monkeypatch.delenv("ACCESS_LEDGER_SEAL_KEY")
+    with AccessLedger.open(url) as led:
+        forged = api.create_token(led, "service_account:platform", ["audit"], actor="system")["token"]
+        head = led.store.head()
+    if seal == "deleted":  # no unkeyed seal left behind for `verify` to name
+        _plant(url, f"DELETE FROM al_seals WHERE position = {head[0]}")
+    monkeypatch.setenv("ACCESS_LEDGER_SEAL_KEY", "the-services-key")
+    # A keyed write after the forged one would seal it: the next keyed seal would vouch for the token.
+    refused = runner.invoke(app, ["--db", url, "user", "create", "otto", "--actor", "system"])
+    assert refused.exit_code != 0 and "ACCESS_LEDGER_SEAL_KEY" in refused.stderr, refused.output
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    with AccessLedger.open(url) as led:
+        assert led.store.head() == head
+    client = TestClient(create_app(url), raise_server_exceptions=False)
     got = client.get("/v1/audits/hygiene", headers={"Authorization": f"Bearer {forged}"})
     assert got.status_code in (401, 503), got.text
 
@@ -158,15 +179,7 @@ TRIGGERS = {
 }
 
 
-def test_a_trigger_planted_while_the_ledger_is_open_is_refused_at_the_next_write(ledger_url, backend, request):
-    if backend == "postgres":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="on PostgreSQL the schema is checked only on open: a process that stays open (the service) "
-                "runs a trigger planted after its open, and says 'another writer held the ledger'",
-            )
-        )
+def test_a_trigger_planted_while_the_ledger_is_open_is_refused_at_the_next_write(ledger_url, backend):
     _history(ledger_url)
     with AccessLedger.open(ledger_url) as led:
         led.deactivate_user("alice", at="2026-01-05T00:00:00Z", actor="system")  # the ledger is open and used
@@ -175,6 +188,36 @@ def test_a_trigger_planted_while_the_ledger_is_open_is_refused_at_the_next_write
         with pytest.raises(Exception) as refused:
             led.deactivate_user("ivan", at="2026-01-06T00:00:00Z", actor="system")
     assert "zz_refuse" in str(refused.value), refused.value
+
+
+PLANTED_WHILE_OPEN = {
+    "rule": ("CREATE RULE zz_rule AS ON INSERT TO al_ids DO ALSO NOTHING", "rule zz_rule on al_ids"),
+    "row-level security": ("ALTER TABLE al_grants ENABLE ROW LEVEL SECURITY", "row-level security on al_grants"),
+    "shadowing function": (
+        "CREATE FUNCTION convert_from(bytea, text) RETURNS text LANGUAGE sql AS $$ SELECT 'x' $$",
+        "function convert_from shadowing the built-in",
+    ),
+    "inheriting table": ("CREATE TABLE zz_events () INHERITS (stored_events)", "inheriting table zz_events"),
+    "expression index": ("CREATE INDEX zz_index ON al_chain ((lower(link)))", "index zz_index on al_chain"),
+    "column default": ("ALTER TABLE al_seals ALTER COLUMN mac SET DEFAULT 'x'", "column al_seals.mac altered"),
+    "check constraint": ("ALTER TABLE al_head ADD CONSTRAINT zz_check CHECK (position < 100)", "constraint zz_check"),
+}
+
+
+@pytest.mark.parametrize("planted", list(PLANTED_WHILE_OPEN))
+def test_on_postgres_an_object_planted_while_the_ledger_is_open_is_refused_at_the_next_write(postgres_url, planted):
+    statement, named = PLANTED_WHILE_OPEN[planted]
+    _history(postgres_url)
+    with AccessLedger.open(postgres_url) as led:
+        led.deactivate_user("alice", at="2026-01-05T00:00:00Z", actor="system")
+        head = led.store.head()
+        _plant(postgres_url, statement)
+        with pytest.raises(Exception) as refused:
+            led.deactivate_user("ivan", at="2026-01-06T00:00:00Z", actor="system")
+        assert named in str(refused.value) and "\n" not in str(refused.value), refused.value
+        with pytest.raises(Exception, match=named):  # and at every write after it
+            led.create_user("otto", at="2026-01-06T00:00:00Z", actor="system")
+    assert _sql(postgres_url, "SELECT position FROM al_head")[0][0] == head[0]  # nothing was written
 
 
 @pytest.mark.parametrize("name", ["locked", "read-only", "connection"])

@@ -125,16 +125,25 @@ SHAPE = dict(events=3_000, users=30, tenants=4, roles=10, assignments=150, days=
 PERIOD = dict(start="2025-12-15T00:00:00Z", end="2026-02-15T00:00:00Z")
 
 
-@pytest.mark.parametrize("period", [{}, PERIOD], ids=["all", "period"])
-def test_the_bundle_equals_the_interactive_audits_on_a_fresh_warehouse(ledger_url, tmp_path, monkeypatch, period):
+@pytest.mark.parametrize(
+    "period, small", [({}, False), (PERIOD, False), ({}, True)], ids=["all", "period", "small-commits"]
+)
+def test_the_bundle_equals_the_interactive_audits_on_a_fresh_warehouse(
+    ledger_url, tmp_path, monkeypatch, period, small
+):
     """The oracle: the old way (every audit on a warehouse synced from the ledger, the review records read
-    from the ledger) gives the same files, byte for byte, as the export's own warehouse."""
+    from the ledger) gives the same files, byte for byte, as the export's own warehouse (`small`: filled in
+    many small blocks and transactions, each compressed by its own CHECKPOINT)."""
+    from reports import warehouse
     from reports.audits import AUDITS, run_audit
-    from reports.evidence import _charts, _write_audit
+    from reports.evidence import _charts, _write_audit, _write_events_parquet
     from reports.review_evidence import write_reviews
     from reports.warehouse import Warehouse
 
     monkeypatch.chdir(tmp_path)
+    if small:
+        monkeypatch.setattr(evidence, "FILL_BLOCK", 1 << 16)
+        monkeypatch.setattr(warehouse, "FILL_COMMIT", 1_000)
     with AccessLedger.open(ledger_url, create=True) as led:
         led.import_lines(generate("large", END, **SHAPE).lines())
         result = export_bundle(led, tmp_path / "bundle", **period)
@@ -150,10 +159,14 @@ def test_the_bundle_equals_the_interactive_audits_on_a_fresh_warehouse(ledger_ur
             for r in results.values():
                 _write_audit(wh, r, old)
             _charts(wh, results["secrets"], start, end, first, last, old)
+            (old / "events").mkdir()
+            _write_events_parquet(wh, first, last, old / "events" / "events.parquet")
         reviews = write_reviews(led, old, first, last)
     assert reviews, "the history holds access review campaigns"
     compared = 0
-    for path in sorted(p for p in old.rglob("*") if p.is_file() and p.suffix in (".csv", ".json", ".jsonl")):
+    for path in sorted(
+        p for p in old.rglob("*") if p.is_file() and p.suffix in (".csv", ".json", ".jsonl", ".parquet")
+    ):
         rel = path.relative_to(old)
         assert (new / rel).read_bytes() == path.read_bytes(), rel
         compared += 1

@@ -213,3 +213,31 @@ def test_a_question_through_the_service_reads_the_head_once(ledger_url, monkeypa
         head = other.head()
     got = client.post("/v1/check", json={**question, "principal": "user:bob", "action": "delete"}).json()
     assert got["allowed"] is True and got["position"] == head
+
+
+def test_with_the_seal_key_the_head_seal_is_read_once_per_head_position(ledger_url, monkeypatch):
+    import ledger.integrity as integrity
+
+    monkeypatch.setenv(KEY_ENV, "k" * 32)
+    with AccessLedger.open(ledger_url, create=True) as led:
+        base(led)
+        led.create_service_account("ci")
+        token = api.create_token(led, "service_account:ci", ["read"], actor="system")["token"]
+    client = TestClient(create_app(ledger_url), raise_server_exceptions=False)
+    client.headers["Authorization"] = f"Bearer {token}"
+    question = {"principal": "user:alice", "action": "read", "resource": "model/m", "tenant": "prod"}
+    assert client.post("/v1/check", json=question).status_code == 200  # the token's first use recorded
+    client.post("/v1/check", json=question)
+    checked = []
+    real = integrity.head_seal_problem
+    monkeypatch.setattr(integrity, "head_seal_problem", lambda *a: checked.append(a[0]) or real(*a))
+    for _ in range(3):
+        assert client.post("/v1/check", json=question).status_code == 200
+    assert checked == []  # the head stands still: nothing more is read
+    with AccessLedger.open(ledger_url) as other:  # a keyed write by another worker: its seal, checked once
+        other.create_user("carol")
+        head = other.head()
+    assert checked == [head - 1]  # (the write checked the head it extended)
+    for _ in range(3):
+        assert client.post("/v1/check", json=question).json()["position"] == head
+    assert checked == [head - 1, head]

@@ -230,8 +230,20 @@ def test_a_forged_grant_is_named_by_check_snapshots(built):
     put(led, saved)
 
 
-def test_with_a_seal_key_a_forged_grant_changes_no_answer(led, ledger_url, monkeypatch):
+@pytest.fixture
+def keyed_led(ledger_url, monkeypatch):
+    """A ledger sealed under the key from its first event (no keyed write extends a head sealed without it)."""
+    from ledger.app import AccessLedger
+
     monkeypatch.setenv(KEY_ENV, "k" * 32)
+    ledger = AccessLedger.open(ledger_url, create=True)
+    ledger.init(org="acme", at="2026-01-01T00:00:00Z")
+    yield ledger
+    ledger.close()
+
+
+def test_with_a_seal_key_a_forged_grant_changes_no_answer(keyed_led, ledger_url, monkeypatch):
+    led = keyed_led
     build(led, monkeypatch)
     want = expected(led, ledger_url)
     saved = rows(led)

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from access_ledger.server import errors
 from access_ledger.server.deps import LOG_KEY
+from access_ledger.server.lean import LeanPaths
 from access_ledger.server.limits import REQUEST_TIMEOUT, RateLimiter, RequestTimeout
 from access_ledger.server.routers import (
     audits,
@@ -74,6 +75,8 @@ def create_app(
     app.add_middleware(BodyLimit, limit=max_body)
     app.add_middleware(RequestTimeout, seconds=request_timeout)
     app.add_middleware(AccessLog)
+    # Outermost: the hot paths are answered before any of the above (each of which it does itself, leaner).
+    app.add_middleware(LeanPaths, api=app, max_body=max_body, seconds=request_timeout)
     return app
 
 

@@ -25,34 +25,31 @@ def one_line(exc: BaseException | str) -> str:
     return scrub(" ".join(str(exc).split()))  # a message may quote a --db URL: never its password
 
 
-def install(app: FastAPI, max_body: int) -> None:
-    @app.exception_handler(TokenRefused)
-    async def refused(request: Request, exc: TokenRefused) -> JSONResponse:
+def response_for(exc: Exception, method: str, path: str, max_body: int) -> JSONResponse:
+    """The answer to a request that raised `exc`: one line, the status its kind calls for (every path's)."""
+    if isinstance(exc, TokenRefused):
         headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if exc.status == 401 else None
         return JSONResponse({"detail": one_line(exc), "error": exc.reason}, status_code=exc.status, headers=headers)
-
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+    if isinstance(exc, BodyTooLarge):
         return JSONResponse({"detail": f"request body larger than {max_body} bytes"}, status_code=413)
-
-    @app.exception_handler(RateLimited)
-    async def too_many(request: Request, exc: RateLimited) -> JSONResponse:
+    if isinstance(exc, RateLimited):
         return JSONResponse({"detail": one_line(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after)})
-
-    @app.exception_handler(NotCaughtUp)
-    async def behind(request: Request, exc: NotCaughtUp) -> JSONResponse:
+    if isinstance(exc, NotCaughtUp):
         return JSONResponse({"detail": one_line(exc)}, status_code=409)
-
-    @app.exception_handler(LedgerError)
-    async def refused_by_ledger(request: Request, exc: LedgerError) -> JSONResponse:
+    if isinstance(exc, LedgerError):
         if isinstance(exc, (StorageError, IntegrityFailure)):
-            log.error("%s %s: %s", request.method, request.url.path, one_line(exc))
+            log.error("%s %s: %s", method, path, one_line(exc))
             return JSONResponse({"detail": one_line(exc)}, status_code=503)
         return JSONResponse({"detail": one_line(exc)}, status_code=400)
+    log.error("%s %s failed", method, path, exc_info=exc)
+    return JSONResponse(
+        {"detail": f"internal error ({type(exc).__name__}); the service's log has the details"}, status_code=500
+    )
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return JSONResponse(
-            {"detail": f"internal error ({type(exc).__name__}); the service's log has the details"}, status_code=500
-        )
+
+def install(app: FastAPI, max_body: int) -> None:
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return response_for(exc, request.method, request.url.path, max_body)
+
+    for kind in (TokenRefused, BodyTooLarge, RateLimited, NotCaughtUp, LedgerError, Exception):
+        app.add_exception_handler(kind, handler)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ledger.app import AccessLedger
-from ledger.errors import IntegrityFailure, LedgerError, StorageError
+from ledger.errors import ConcurrentWrite, IntegrityFailure, LedgerError, StorageError
 from projections.tokens import Token, TokenFollower, authenticate, require_scope
 
 WAIT_FOR_POSITION = 5.0  # seconds a read with min_position waits for the log to reach it
@@ -84,6 +84,10 @@ class Service:
         `audit hygiene` can tell the tokens never used. Another worker recording it first is no failure."""
         try:
             led.append({"type": "TokenUsed", "at": None, "actor": token.principal, "token_id": token.token_id})
+        except ConcurrentWrite:
+            # Another worker holds the ledger (a new token's first requests reach several at once, each
+            # recording this use): the token was checked, so answer; a later request records it if no one has.
+            return
         except (StorageError, IntegrityFailure):
             raise
         except LedgerError:

@@ -20,6 +20,11 @@ router = APIRouter(
 @router.get("/whoami", response_model=WhoAmI)
 def whoami(token: Token = Depends(any_token), svc: Service = Depends(service)) -> WhoAmI:
     """The token presented: its id, principal, scopes and expiry (never its secret or hash)."""
+    return whoami_answer(svc, token)
+
+
+def whoami_answer(svc: Service, token: Token) -> WhoAmI:
+    """The answer of `GET /v1/whoami` (also given by the service's lean path, server/lean.py)."""
     position, link = svc.tokens_as_of()
     return WhoAmI(
         token_id=token.token_id,

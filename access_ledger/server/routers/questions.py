@@ -19,7 +19,7 @@ from access_ledger.server.models import (
     WhatCan,
     WhoCan,
 )
-from access_ledger.server.service import Service
+from access_ledger.server.service import Seen, Service
 
 router = APIRouter(
     prefix="/v1",
@@ -38,7 +38,12 @@ def check(
     request: Request, questions: Annotated[Question | list[Question], Body()], svc: Service = Depends(service)
 ) -> CheckAnswer | BatchAnswers:
     """One question: allowed or not, with its paths or why not. A list: one answer each, as `check --batch`."""
-    with svc.ledger(seen(request)) as led:
+    return check_answer(svc, seen(request), questions)
+
+
+def check_answer(svc: Service, seen: Seen | None, questions: Question | list[Question]) -> CheckAnswer | BatchAnswers:
+    """The answer of `POST /v1/check` (also given by the service's lean path, server/lean.py)."""
+    with svc.ledger(seen) as led:
         if isinstance(questions, Question):
             q = questions
             return CheckAnswer(**api.check(led, q.principal, q.action, q.resource, q.tenant, q.at, q.position))

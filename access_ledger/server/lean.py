@@ -1,0 +1,198 @@
+"""The hot paths, answered in front of FastAPI: `POST /v1/check` (one question or a list) and `GET /v1/whoami`.
+
+Under load most of a check's time went to the framework around it (routing and dependency resolution,
+four hand-offs to the thread pool, one per sync dependency and the endpoint, the access log and timeout
+middlewares). Here the same request is read, checked and answered by one ASGI callable: the body is
+parsed and validated with the same models, the token is checked by the same `Service.authenticated`
+(one head read, a revoked or expired token refused, the rate limit after it), the answer is the same
+function's (`check_answer`, `whoami_answer`) serialised as FastAPI would, and the ledger's work runs in
+one hand-off to the worker's ledger thread, bounded by the request timeout.
+
+Anything this path does not take as it is goes to the FastAPI app unchanged (its body replayed): a query
+string (min_position), a body without a declared length, over the limit, not JSON or not valid (FastAPI's
+422 with its own wording), so the two cannot differ on what they refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from access_ledger.server import errors
+from access_ledger.server.models import BatchAnswers, CheckAnswer, Question, WhoAmI
+from access_ledger.server.routers.ops import whoami_answer
+from access_ledger.server.routers.questions import check_answer
+from access_ledger.server.service import Service
+from ledger.timeutil import format_instant, now
+
+access_log = logging.getLogger("access_ledger.access")
+_QUESTIONS: TypeAdapter[Question | list[Question]] = TypeAdapter(Question | list[Question])
+_CHECK: TypeAdapter[CheckAnswer | BatchAnswers] = TypeAdapter(CheckAnswer | BatchAnswers)
+_WHOAMI: TypeAdapter[WhoAmI] = TypeAdapter(WhoAmI)
+_ANY_SCOPE = ("report", "change", "read", "audit", "review", "admin")
+
+
+class LeanPaths:
+    """ASGI middleware: the hot paths answered here, everything else passed to `app` (the FastAPI stack)."""
+
+    def __init__(self, app: Any, api: Any, max_body: int, seconds: float):
+        self.app = app
+        self.api = api  # the FastAPI app: its state holds the service and the rate limiter
+        self.max_body = max_body
+        self.seconds = seconds
+        # One thread: requests take turns on the open ledger anyway (Service's lock).
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ledger")
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["query_string"]:
+            return await self.app(scope, receive, send)
+        route = (scope["method"], scope["path"])
+        if route == ("POST", "/v1/check"):
+            return await self._check(scope, receive, send)
+        if route == ("GET", "/v1/whoami"):
+            return await self._answer(scope, send, _ANY_SCOPE, lambda svc, token, seen: _whoami(svc, token), start=None)
+        return await self.app(scope, receive, send)
+
+    async def _check(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        start = time.perf_counter()
+        declared = content_type = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"content-type":
+                content_type = value
+        if (
+            declared is None
+            or not declared.isdigit()
+            or int(declared) > self.max_body
+            or content_type is None
+            or content_type.split(b";")[0].strip().lower() != b"application/json"
+        ):
+            return await self.app(scope, receive, send)
+        chunks, seen = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client is gone
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.max_body:  # (the server holds a body to its declared length: a second guard)
+                response = errors.response_for(errors.BodyTooLarge(), "POST", scope["path"], self.max_body)
+                return await _send_json(send, 413, response.body, response.raw_headers, typed=True)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        try:
+            asked = _QUESTIONS.validate_python(orjson.loads(body)) if body else None
+        except (orjson.JSONDecodeError, ValidationError):
+            asked = None
+        if asked is None:  # FastAPI says why (or parses what orjson would not): its answer, word for word
+            return await self.app(scope, _replay(body, receive), send)
+        await self._answer(scope, send, ("read",), lambda svc, token, seen: _check(svc, seen, asked), start)
+
+    async def _answer(
+        self,
+        scope: dict[str, Any],
+        send: Any,
+        scopes: tuple[str, ...],
+        answer: Callable[..., bytes],
+        start: float | None,
+    ) -> None:
+        start = time.perf_counter() if start is None else start
+        presented = _bearer(scope["headers"])
+        svc: Service = self.api.state.service
+        limiter = self.api.state.limiter
+        noted: dict[str, str] = {}
+
+        def work() -> bytes:
+            token, seen = svc.authenticated(presented, scopes, format_instant(now()))
+            noted["token_id"] = token.token_id
+            if limiter is not None:
+                limiter.admit(token.token_id)  # after authentication: only a token's holder spends its requests
+            return answer(svc, token, seen)
+
+        status = 500
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._pool, work)
+            try:
+                done, _ = await asyncio.wait({future}, timeout=self.seconds)
+            except asyncio.CancelledError:  # uvicorn gives up what is still running when SIGTERM's wait is over
+                done, detail = set(), "the service is shutting down: retry the request"
+            else:
+                detail = (
+                    f"the request took longer than {self.seconds:g} s and was given up; a write may or may not "
+                    "have been made: retry it (events are idempotent by id)"
+                )
+            if not done:
+                future.add_done_callback(lambda f: f.cancelled() or f.exception())
+                status = 503
+                return await _send_json(send, 503, orjson.dumps({"detail": detail}), [(b"retry-after", b"1")])
+            try:
+                body = future.result()
+            except Exception as exc:  # noqa: BLE001 - every failure is answered as the FastAPI path answers it
+                response = errors.response_for(exc, scope["method"], scope["path"], self.max_body)
+                status = response.status_code
+                return await _send_json(send, status, response.body, response.raw_headers, typed=True)
+            status = 200
+            await _send_json(send, 200, body, [])
+        finally:
+            client = scope.get("client") or ("-", 0)
+            access_log.info(
+                "%s:%s %s %s %d token=%s %.1fms",
+                client[0],
+                client[1],
+                scope["method"],
+                scope["path"],
+                status,
+                noted.get("token_id", "-"),
+                (time.perf_counter() - start) * 1000,
+            )
+
+
+def _check(svc: Service, seen: Any, asked: Question | list[Question]) -> bytes:
+    return _CHECK.dump_json(check_answer(svc, seen, asked), by_alias=True)
+
+
+def _whoami(svc: Service, token: Any) -> bytes:
+    return _WHOAMI.dump_json(whoami_answer(svc, token), by_alias=True)
+
+
+def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The token of the first Authorization header, as FastAPI's HTTPBearer reads it (None: not a bearer)."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            credentials = credentials.strip()
+            return credentials if scheme and credentials and scheme.lower() == "bearer" else None
+    return None
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A receive that gives the body already read, then whatever the client sends next."""
+    given = False
+
+    async def replayed() -> dict[str, Any]:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def _send_json(
+    send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]], typed: bool = False
+) -> None:
+    """One JSON answer, with the headers Starlette's Response would give it (`typed`: `headers` has them)."""
+    if not typed:
+        headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json"), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
