@@ -230,6 +230,23 @@ def _healthy(running: Running) -> bool:
         return False
 
 
+def _settled(url: str) -> None:
+    """Wait until no other session holds a lock on a table: a killed worker's backend may still be finishing
+    the COMMIT its client sent before it died (the batch then lands whole), or rolling the batch back."""
+    import psycopg
+
+    deadline = time.monotonic() + 30
+    with psycopg.connect(url.partition("?")[0], autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            busy = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE relation IS NOT NULL AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+            if not busy:
+                return
+            time.sleep(0.05)
+    raise AssertionError("a killed worker's session still holds a table after 30 s")
+
+
 def test_a_worker_killed_mid_batch_leaves_the_batch_all_or_nothing(service):
     hits = 0
     for attempt, delay in enumerate((0.3, 0.6, 0.15, 1.0, 0.45)):
@@ -256,6 +273,7 @@ def test_a_worker_killed_mid_batch_leaves_the_batch_all_or_nothing(service):
         for pid in _workers(service.process.pid):  # the one handling the batch among them
             os.kill(pid, signal.SIGKILL)
         poster.join(60)
+        _settled(service.url)
         ids, _ = _ids_and_positions(service.url, tag + "-")
         assert len(ids) in (0, 2000), f"a killed batch left {len(ids)} of its 2000 events"
         if outcome != [200]:
