@@ -191,14 +191,19 @@ def test_a_swapped_file_is_answered_from_what_it_now_holds(url_factory):
         assert state_to_data(got) == want == cold(a_url)
 
 
-def test_a_question_through_the_service_reads_the_head_once(ledger_url, monkeypatch):
+def _client_of_ci(ledger_url: str) -> tuple[TestClient, dict]:
+    """A service client holding a read token of service_account:ci on the base history, and a question."""
     with AccessLedger.open(ledger_url, create=True) as led:
         base(led)
         led.create_service_account("ci")
         token = api.create_token(led, "service_account:ci", ["read"], actor="system")["token"]
     client = TestClient(create_app(ledger_url), raise_server_exceptions=False)
     client.headers["Authorization"] = f"Bearer {token}"
-    question = {"principal": "user:alice", "action": "read", "resource": "model/m", "tenant": "prod"}
+    return client, {"principal": "user:alice", "action": "read", "resource": "model/m", "tenant": "prod"}
+
+
+def test_a_question_through_the_service_reads_the_head_once(ledger_url, monkeypatch):
+    client, question = _client_of_ci(ledger_url)
     assert client.post("/v1/check", json=question).json()["allowed"] is True  # the token's first use recorded
     reads = []
     real = Store._head_in
@@ -219,13 +224,7 @@ def test_with_the_seal_key_the_head_seal_is_read_once_per_head_position(ledger_u
     import ledger.integrity as integrity
 
     monkeypatch.setenv(KEY_ENV, "k" * 32)
-    with AccessLedger.open(ledger_url, create=True) as led:
-        base(led)
-        led.create_service_account("ci")
-        token = api.create_token(led, "service_account:ci", ["read"], actor="system")["token"]
-    client = TestClient(create_app(ledger_url), raise_server_exceptions=False)
-    client.headers["Authorization"] = f"Bearer {token}"
-    question = {"principal": "user:alice", "action": "read", "resource": "model/m", "tenant": "prod"}
+    client, question = _client_of_ci(ledger_url)
     assert client.post("/v1/check", json=question).status_code == 200  # the token's first use recorded
     client.post("/v1/check", json=question)
     checked = []

@@ -29,7 +29,6 @@ from access_ledger.server.routers import (
 from access_ledger.server.service import Service
 
 MAX_BODY = 32 * 1024 * 1024  # bytes of one request body (a JSONL batch of some 100,000 events)
-access_log = logging.getLogger("access_ledger.access")
 
 
 def configure_logging() -> None:
@@ -133,15 +132,4 @@ class AccessLog:
         try:
             await self.app(scope, receive, sending)
         finally:
-            client = scope.get("client") or ("-", 0)
-            # The path only: a query string holds what clients ask about, and no credential belongs there.
-            access_log.info(
-                "%s:%s %s %s %d token=%s %.1fms",
-                client[0],
-                client[1],
-                scope["method"],
-                scope["path"],
-                status,
-                noted.get("token_id", "-"),
-                (time.perf_counter() - start) * 1000,
-            )
+            errors.log_access(scope, status, noted.get("token_id", "-"), start)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -53,3 +55,22 @@ def install(app: FastAPI, max_body: int) -> None:
 
     for kind in (TokenRefused, BodyTooLarge, RateLimited, NotCaughtUp, LedgerError, Exception):
         app.add_exception_handler(kind, handler)
+
+
+access_log = logging.getLogger("access_ledger.access")
+
+
+def log_access(scope: dict[str, Any], status: int, token_id: str, start: float) -> None:
+    """One access-log line: the path only (a query string holds what clients ask about, and no credential
+    belongs there) and the token's id, never the token."""
+    client = scope.get("client") or ("-", 0)
+    access_log.info(
+        "%s:%s %s %s %d token=%s %.1fms",
+        client[0],
+        client[1],
+        scope["method"],
+        scope["path"],
+        status,
+        token_id,
+        (time.perf_counter() - start) * 1000,
+    )

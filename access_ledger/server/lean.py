@@ -16,7 +16,6 @@ string (min_position), a body without a declared length, over the limit, not JSO
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,6 @@ from access_ledger.server.routers.questions import check_answer
 from access_ledger.server.service import Service
 from ledger.timeutil import format_instant, now
 
-access_log = logging.getLogger("access_ledger.access")
 _QUESTIONS: TypeAdapter[Question | list[Question]] = TypeAdapter(Question | list[Question])
 _CHECK: TypeAdapter[CheckAnswer | BatchAnswers] = TypeAdapter(CheckAnswer | BatchAnswers)
 _WHOAMI: TypeAdapter[WhoAmI] = TypeAdapter(WhoAmI)
@@ -143,17 +141,7 @@ class LeanPaths:
             status = 200
             await _send_json(send, 200, body, [])
         finally:
-            client = scope.get("client") or ("-", 0)
-            access_log.info(
-                "%s:%s %s %s %d token=%s %.1fms",
-                client[0],
-                client[1],
-                scope["method"],
-                scope["path"],
-                status,
-                noted.get("token_id", "-"),
-                (time.perf_counter() - start) * 1000,
-            )
+            errors.log_access(scope, status, noted.get("token_id", "-"), start)
 
 
 def _check(svc: Service, seen: Any, asked: Question | list[Question]) -> bytes:
