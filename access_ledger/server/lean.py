@@ -25,6 +25,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from access_ledger.server import errors
+from access_ledger.server.limits import within
 from access_ledger.server.models import BatchAnswers, CheckAnswer, Question, WhoAmI
 from access_ledger.server.routers.ops import whoami_answer
 from access_ledger.server.routers.questions import check_answer
@@ -119,16 +120,8 @@ class LeanPaths:
         status = 500
         try:
             future = asyncio.get_running_loop().run_in_executor(self._pool, work)
-            try:
-                done, _ = await asyncio.wait({future}, timeout=self.seconds)
-            except asyncio.CancelledError:  # uvicorn gives up what is still running when SIGTERM's wait is over
-                done, detail = set(), "the service is shutting down: retry the request"
-            else:
-                detail = (
-                    f"the request took longer than {self.seconds:g} s and was given up; a write may or may not "
-                    "have been made: retry it (events are idempotent by id)"
-                )
-            if not done:
+            detail = await within(future, self.seconds)
+            if detail is not None:
                 future.add_done_callback(lambda f: f.cancelled() or f.exception())
                 status = 503
                 return await _send_json(send, 503, orjson.dumps({"detail": detail}), [(b"retry-after", b"1")])

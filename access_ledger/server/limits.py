@@ -56,6 +56,21 @@ class RateLimiter:
             self._buckets[token_id] = (left - 1.0, at)
 
 
+async def within(future: Any, seconds: float) -> str | None:
+    """None once `future` is done within `seconds`; else why it was given up (the detail of the 503)."""
+    try:
+        done, _ = await asyncio.wait({future}, timeout=seconds)
+    except asyncio.CancelledError:
+        # uvicorn gives up the requests still running when SIGTERM's bounded wait is over.
+        return "the service is shutting down: retry the request"
+    if future in done:
+        return None
+    return (
+        f"the request took longer than {seconds:g} s and was given up; a write may or may not "
+        "have been made: retry it (events are idempotent by id)"
+    )
+
+
 class RequestTimeout:
     """Answer 503 when a request has not begun its answer within `seconds` (a streamed answer, once begun,
     is not cut). A write given up this way may still complete: the client retries it, idempotent by id."""
@@ -79,17 +94,8 @@ class RequestTimeout:
             await send(message)
 
         task = asyncio.ensure_future(self.app(scope, receive, sending))
-        try:
-            done, _ = await asyncio.wait({task}, timeout=self.seconds)
-        except asyncio.CancelledError:
-            # uvicorn gives up the requests still running when SIGTERM's bounded wait is over.
-            done, detail = set(), "the service is shutting down: retry the request"
-        else:
-            detail = (
-                f"the request took longer than {self.seconds:g} s and was given up; a write may or may not "
-                "have been made: retry it (events are idempotent by id)"
-            )
-        if task in done or started:
+        detail = await within(task, self.seconds)
+        if detail is None or started:
             return await task
         # Not awaited: a call running in a worker thread cannot be stopped, and its end is of no interest now.
         given_up = True
