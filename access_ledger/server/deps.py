@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from access_ledger.server.service import Seen, Service
+from ledger.tokens import TOKEN_SCOPES
 from projections.tokens import Token
 
 # auto_error off: a missing token gets the ledger's own 401 body (which of missing/unknown/revoked/expired).
@@ -43,7 +44,7 @@ def token_with(*scopes: str) -> Callable[..., Token]:
 read_token = token_with("read")
 feed_token = token_with("read", "audit")
 report_token = token_with("report")
-any_token = token_with("report", "change", "read", "audit", "review", "admin")
+any_token = token_with(*TOKEN_SCOPES)
 audit_token = token_with("audit")
 
 

@@ -31,11 +31,11 @@ from access_ledger.server.routers.ops import whoami_answer
 from access_ledger.server.routers.questions import check_answer
 from access_ledger.server.service import Service
 from ledger.timeutil import format_instant, now
+from ledger.tokens import TOKEN_SCOPES
 
 _QUESTIONS: TypeAdapter[Question | list[Question]] = TypeAdapter(Question | list[Question])
 _CHECK: TypeAdapter[CheckAnswer | BatchAnswers] = TypeAdapter(CheckAnswer | BatchAnswers)
 _WHOAMI: TypeAdapter[WhoAmI] = TypeAdapter(WhoAmI)
-_ANY_SCOPE = ("report", "change", "read", "audit", "review", "admin")
 
 
 class LeanPaths:
@@ -56,7 +56,9 @@ class LeanPaths:
         if route == ("POST", "/v1/check"):
             return await self._check(scope, receive, send)
         if route == ("GET", "/v1/whoami"):
-            return await self._answer(scope, send, _ANY_SCOPE, lambda svc, token, seen: _whoami(svc, token), start=None)
+            return await self._answer(
+                scope, send, TOKEN_SCOPES, lambda svc, token, seen: _whoami(svc, token), start=None
+            )
         return await self.app(scope, receive, send)
 
     async def _check(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
