@@ -8,6 +8,7 @@ here failed on the code it was written against; those still marked xfail name wh
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -20,6 +21,7 @@ from access_ledger.cli import app
 from access_ledger.server import create_app
 from access_ledger.server.service import Service
 from ledger.app import AccessLedger
+from ledger.timeutil import format_instant, now
 from projections.tokens import TokenRefused
 
 runner = CliRunner()
@@ -162,3 +164,44 @@ def test_with_the_seal_key_no_answer_comes_from_events_written_without_it(ledger
     got = runner.invoke(app, ["--db", ledger_url, "check", "user:eve", "read", "secret/x", "--tenant", "prod"])
     assert got.exit_code not in (0, 1), got.output  # neither "allowed" nor "denied": refused
     assert "ACCESS_LEDGER_SEAL_KEY" in got.output
+
+
+# -- a report token: triage decisions in another's name ------------------------------------------------
+
+
+def test_a_report_token_cannot_post_a_triage_decision_in_another_principals_name(ledger_url):
+    # A report token records platform facts in the name of whoever made them; a triage decision is an
+    # auditor's, judged by its actor's authority. Posted through /v1/events naming an org admin as actor, it
+    # was honoured: the finding left every audit (as review steps, which that route already refuses).
+    from access_ledger import triage
+
+    with AccessLedger.open(ledger_url, create=True) as led:
+        led.init(org="acme", at=D)
+        led.create_tenant("prod", at=D)
+        led.create_user("alice", at=D)
+        led.create_user("eve", at=D)
+        led.create_service_account("platform", at=D)
+        led.assign_role("org_admin", "user:alice", at=D, reason="R-1")
+        led.assign_role("admin", "user:eve", tenant="prod", at=D, reason="R-2")
+        led.deactivate_user("eve", at=D, reason="left")
+        token = api.create_token(led, "service_account:platform", ["report"], actor="system")["token"]
+        (finding,) = [f for f in triage.findings(led, audits=("hygiene",)) if f["kind"] == "grant-to-deactivated"]
+    client = TestClient(create_app(ledger_url), raise_server_exceptions=False)
+    client.headers["Authorization"] = f"Bearer {token}"
+    client.get("/v1/whoami")  # its first use recorded now
+    fields = {k: finding[k] for k in ("audit", "kind", "principal", "scope", "cause")}
+    decisions = [
+        {"type": "FindingAccepted", "finding": finding["finding_id"], **fields},
+        {"type": "FindingSuppressed", "finding": finding["finding_id"], **fields},
+        {"type": "SuppressionRuleAdded", "rule": "hygiene/grant-to-deactivated", "principal": "user:eve"},
+    ]
+    for decision in decisions:
+        event = {**decision, "at": format_instant(now()), "actor": "user:alice", "reason": "known"}
+        got = client.post("/v1/events", json=event)
+        assert got.status_code == 403, got.text
+        escaped = json.dumps(event).replace('"Finding', '"\\u0046inding').replace('"Suppression', '"\\u0053uppression')
+        got = client.post("/v1/events", content=escaped, headers={"Content-Type": "application/json"})
+        assert got.status_code == 403, got.text
+    with AccessLedger.open(ledger_url) as led:
+        (still,) = [f for f in triage.findings(led, audits=("hygiene",)) if f["kind"] == "grant-to-deactivated"]
+    assert still["state"] == "open"
