@@ -205,3 +205,76 @@ def test_a_report_token_cannot_post_a_triage_decision_in_another_principals_name
     with AccessLedger.open(ledger_url) as led:
         (still,) = [f for f in triage.findings(led, audits=("hygiene",)) if f["kind"] == "grant-to-deactivated"]
     assert still["state"] == "open"
+
+
+# -- a role that can write the ledger's PostgreSQL schema, while the ledger is open ---------------------
+
+
+@pytest.fixture
+def postgres_url(tmp_path):
+    from conftest import PG, _drop_schema, make_url
+
+    if not PG:
+        pytest.skip("set ACCESS_LEDGER_TEST_PG to run the PostgreSQL-only checks")
+    url, schema = make_url("postgres", tmp_path)
+    yield url
+    _drop_schema(schema)
+
+
+def _sql(url: str, sql: str) -> None:
+    import psycopg
+
+    base, _, query = url.partition("?")
+    schema = dict(part.split("=", 1) for part in query.split("&"))["schema"]
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
+        conn.execute(sql)
+
+
+def test_verify_in_a_process_that_keeps_the_ledger_open_sees_functions_planted_since(postgres_url):
+    # The schema is checked on open and watched on writes; verify is a read. Run by the service (its evidence
+    # export refuses a ledger that fails verify) on the ledger it keeps open, a shadowing function planted
+    # since made the id check read as it should: al_ids pointed elsewhere, and verify said ok.
+    url = postgres_url
+    _history(url)
+    with AccessLedger.open(url) as led:
+        for name in ("otto", "ivan"):
+            led.create_user(name, actor="system", id=f"u-{name}")
+        assert led.verify().ok
+        _sql(url, "UPDATE al_ids SET position = position + 1 WHERE event_id = 'u-otto'")
+        _sql(url, "UPDATE al_ids SET position = position - 1 WHERE event_id = 'u-ivan'")
+        _sql(url, "CREATE FUNCTION convert_from(bytea, text) RETURNS text LANGUAGE sql AS $$ SELECT ',\"id\":null}' $$")
+        _sql(url, "CREATE FUNCTION to_json(text) RETURNS json LANGUAGE sql AS $$ SELECT 'null'::json $$")
+        result = led.verify()
+        assert not result.ok and "to_json" in (result.problem or ""), result
+
+
+# -- triage: a decision about a finding that did not exist yet -----------------------------------------
+
+
+def test_a_finding_accepted_before_the_changes_that_cause_it_stays_open(ledger_url):
+    # A finding's id is computed from its parts, the positions of its cause among them: an auditor could write
+    # (by import) the acceptance of a finding the next changes will cause, and when they came it showed as
+    # accepted, examined and explained, before it existed. (A standing decision is a suppression rule, which
+    # says it is one.)
+    from access_ledger import triage
+    from ledger.findings import finding_id
+
+    with AccessLedger.open(ledger_url, create=True) as led:
+        led.init(org="acme")
+        led.create_tenant("prod")
+        for name in ("alice", "carol", "eve"):
+            led.create_user(name)
+        led.assign_role("org_admin", "user:alice", reason="R-1")
+        led.assign_role("org_admin", "user:carol", reason="R-2")
+        n = led.head() + 2  # the grant and the deactivation to come
+        parts = {"audit": "hygiene", "kind": "grant-to-deactivated", "principal": "user:eve"}
+        parts |= {"scope": "tenant:prod", "cause": f"p:{n},{n + 1}"}
+        fid = finding_id(parts["audit"], parts["kind"], parts["principal"], parts["scope"], parts["cause"])
+        led.append(
+            {"type": "FindingAccepted", "at": None, "actor": "user:carol", "finding": fid, **parts} | {"reason": "ok"}
+        )
+        led.assign_role("admin", "user:eve", tenant="prod", actor="user:alice", reason="R-3")
+        led.deactivate_user("eve", actor="user:alice", reason="left")
+        (found,) = [f for f in triage.findings(led, audits=("hygiene",)) if f["kind"] == "grant-to-deactivated"]
+    assert found["finding_id"] == fid and found["state"] == "open", found
