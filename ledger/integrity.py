@@ -315,6 +315,24 @@ def verify(
             return VerifyResult(
                 False, 0, 0, GENESIS_LINK, 0, None, f"the ledger's schema was altered: {'; '.join(altered)}"
             )
+        if store.postgres:
+            # Checked on open and watched by writes only: a process that keeps the ledger open (the service,
+            # whose export runs verify) would read through a function planted since (verify's own queries
+            # call to_json and convert_from), so verify looks again.
+            from ledger import schema
+            from ledger.store import _POSTGRES_COLUMNS
+
+            foreign = schema.postgres_problems(c, _POSTGRES_COLUMNS)
+            if foreign:
+                return VerifyResult(
+                    False,
+                    0,
+                    0,
+                    GENESIS_LINK,
+                    0,
+                    None,
+                    f"the ledger's database holds what the ledger did not make: {'; '.join(foreign)}",
+                )
         c.execute("SELECT position, at, link FROM al_head WHERE id = 1")
         row = c.fetchone()
         head_pos, head_at, head_link = (0, "", GENESIS_LINK) if row is None else row

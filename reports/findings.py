@@ -202,8 +202,10 @@ def fold_decisions(
 
     An acceptance, suppression or rule at a position in `refused` (one the authority rules did not allow its
     actor to make: reports/authority.py) is as if it had not been made; a reopening is always honoured, as it
-    only puts findings back in front of the auditor."""
+    only puts findings back in front of the auditor. So is an acceptance or suppression made before a change
+    its finding's cause names."""
     from ledger.authority import instant_key
+    from ledger.findings import cause_positions
 
     key = instant_key(at)
     findings: dict[str, dict[str, Any]] = {}
@@ -215,6 +217,11 @@ def fold_decisions(
         if t != "FindingReopened" and ev.get("position") in refused:
             continue
         if t in ("FindingAccepted", "FindingSuppressed"):
+            at_position = ev.get("position")
+            if at_position is not None and any(p >= at_position for p in cause_positions(ev.get("cause") or "")):
+                # Made before the changes that cause the finding: it decided about nothing that existed (a
+                # standing decision is a suppression rule, which says it is one).
+                continue
             state = "accepted" if t == "FindingAccepted" else "suppressed"
             findings[ev["finding"]] = {**ev, "state": state, "n": n}
         elif t == "SuppressionRuleAdded":

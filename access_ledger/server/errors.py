@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from access_ledger.server.limits import RateLimited
@@ -40,10 +44,10 @@ def response_for(exc: Exception, method: str, path: str, max_body: int) -> JSONR
         return JSONResponse({"detail": one_line(exc)}, status_code=409)
     if isinstance(exc, LedgerError):
         if isinstance(exc, (StorageError, IntegrityFailure)):
-            log.error("%s %s: %s", method, path, one_line(exc))
+            log.error("%s %s: %s", method, logged_path(path), one_line(exc))
             return JSONResponse({"detail": one_line(exc)}, status_code=503)
         return JSONResponse({"detail": one_line(exc)}, status_code=400)
-    log.error("%s %s failed", method, path, exc_info=exc)
+    log.error("%s %s failed", method, logged_path(path), exc_info=exc)
     return JSONResponse(
         {"detail": f"internal error ({type(exc).__name__}); the service's log has the details"}, status_code=500
     )
@@ -56,8 +60,32 @@ def install(app: FastAPI, max_body: int) -> None:
     for kind in (TokenRefused, BodyTooLarge, RateLimited, NotCaughtUp, LedgerError, Exception):
         app.add_exception_handler(kind, handler)
 
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422, but a body's NaN or Infinity (which its JSON reader takes) is echoed as text:
+        # as a number it cannot be encoded, and the 422 became a 500.
+        return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, invalid)
+
+
+def _finite(value: Any) -> Any:
+    """`value` (lists, dicts, scalars) with every non-finite float given as its text (nan, inf, -inf)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
 
 access_log = logging.getLogger("access_ledger.access")
+
+
+def logged_path(path: str) -> str:
+    """A request's path for a log line, %-escaped: decoded, it may hold a newline, a space or an ESC (a line or
+    a field of the caller's choosing)."""
+    return quote(path, safe="/!$&'()*+,;=:@-._~")
 
 
 def log_access(scope: dict[str, Any], status: int, token_id: str, start: float) -> None:
@@ -69,7 +97,7 @@ def log_access(scope: dict[str, Any], status: int, token_id: str, start: float) 
         client[0],
         client[1],
         scope["method"],
-        scope["path"],
+        logged_path(scope["path"]),
         status,
         token_id,
         (time.perf_counter() - start) * 1000,

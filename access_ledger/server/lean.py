@@ -77,19 +77,20 @@ class LeanPaths:
             or content_type.split(b";")[0].strip().lower() != b"application/json"
         ):
             return await self.app(scope, receive, send)
-        chunks, seen = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client is gone
-            chunks.append(message.get("body", b""))
-            seen += len(chunks[-1])
-            if seen > self.max_body:  # (the server holds a body to its declared length: a second guard)
-                response = errors.response_for(errors.BodyTooLarge(), "POST", scope["path"], self.max_body)
-                return await _send_json(send, 413, response.body, response.raw_headers, typed=True)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        # The body within the request timeout too: it is read before any token is checked, and a caller that
+        # stops sending would otherwise hold the connection (and what it sent) for ever.
+        reading = asyncio.ensure_future(self._body(receive))
+        detail = await within(reading, self.seconds)
+        if detail is not None:
+            reading.cancel()
+            errors.log_access(scope, 503, "-", start)
+            return await _send_json(send, 503, orjson.dumps({"detail": detail}), [(b"retry-after", b"1")])
+        body = reading.result()
+        if body is None:
+            return  # the client is gone
+        if len(body) > self.max_body:  # (the server holds a body to its declared length: a second guard)
+            response = errors.response_for(errors.BodyTooLarge(), "POST", scope["path"], self.max_body)
+            return await _send_json(send, 413, response.body, response.raw_headers, typed=True)
         try:
             asked = _QUESTIONS.validate_python(orjson.loads(body)) if body else None
         except (orjson.JSONDecodeError, ValidationError):
@@ -97,6 +98,18 @@ class LeanPaths:
         if asked is None:  # FastAPI says why (or parses what orjson would not): its answer, word for word
             return await self.app(scope, _replay(body, receive), send)
         await self._answer(scope, send, ("read",), lambda svc, token, seen: _check(svc, seen, asked), start)
+
+    async def _body(self, receive: Any) -> bytes | None:
+        """The request's body (None: the client left), read up to the first message past the limit."""
+        chunks, seen = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.max_body or not message.get("more_body", False):
+                return b"".join(chunks)
 
     async def _answer(
         self,

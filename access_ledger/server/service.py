@@ -75,7 +75,11 @@ class Service:
             seen = Seen(led, (state.position, state.at, state.link))
             if token.used_at is None:
                 self._record_use(led, token)
-                seen = Seen(led, led.store.head())  # the use is an event: the head moved on
+                # The use is an event: the head moved on, maybe past a revocation another writer made since
+                # the check above, so the token is judged again at the head the answer is pinned to.
+                state = self._follower.catch_up()
+                token = authenticate(state, presented, instant)
+                seen = Seen(led, (state.position, state.at, state.link))
         require_scope(token, scopes)
         return token, seen
 

@@ -34,7 +34,9 @@ _BODY = {
 # And a change in the name of `system` (which the authority rules exempt: the bootstrap and the platform's
 # own automation) is not a fact a token holder may report: it would be a change no audit judges. Usage
 # facts may still name system.
-MARKERS = (b'"Token', b'"Review', b"\\", b'"system"')
+# Triage decisions likewise: an auditor's, judged by its actor's authority, so never posted here in another's
+# name (a report token naming an org admin as actor took any finding off every audit): /v1/findings.
+MARKERS = (b'"Token', b'"Review', b'"Finding', b'"Suppression', b"\\", b'"system"')
 REVIEW_EVENTS = ("ReviewStarted", "ReviewDecided", "ReviewReassigned", "ReviewClosed")
 
 
@@ -71,7 +73,7 @@ async def post_events(request: Request, token: Token = Depends(report_token)) ->
 
 def _refuse_reserved(kind: str | None, actor: str | None, n: int, token: Token) -> None:
     """TokenRefused (403) for an event type this token may not post here."""
-    from ledger.events import USAGE_TYPES
+    from ledger.events import FINDING_TYPES, USAGE_TYPES
 
     if kind == "TokenUsed":
         raise TokenRefused(403, "scope", f"line {n}: TokenUsed: only the service records a token's use")
@@ -84,6 +86,13 @@ def _refuse_reserved(kind: str | None, actor: str | None, n: int, token: Token) 
             f"line {n}: {kind}: review steps are not reported through /v1/events (a reviewer records them as themself)",
         )
 
+    if kind in FINDING_TYPES:
+        raise TokenRefused(
+            403,
+            "scope",
+            f"line {n}: {kind}: triage decisions are not reported through /v1/events (an auditor records them "
+            "as themself: /v1/findings)",
+        )
     if actor == "system" and kind is not None and kind not in USAGE_TYPES:
         raise TokenRefused(
             403,
