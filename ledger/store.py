@@ -918,8 +918,12 @@ class Snapshots:
         if self.store.read_only_path:  # a cache: an archived, read-only ledger answers without it
             return
         with self.store.transaction(write=True) as c:
-            c.execute("DELETE FROM al_snapshots WHERE name = ?", (name,))
-            c.execute("INSERT INTO al_snapshots (name, position, data) VALUES (?, ?, ?)", (name, position, data))
+            # One statement: two workers storing the same snapshot at once must not collide on its name.
+            c.execute(
+                "INSERT INTO al_snapshots (name, position, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET position = excluded.position, data = excluded.data",
+                (name, position, data),
+            )
 
     def load(self, name: str) -> tuple[Any, bytes] | None:
         with self.store.transaction(write=False) as c:
