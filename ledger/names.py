@@ -87,13 +87,26 @@ def require_recorded(
         _require(cursor, asked, tenant, connector)
 
 
+def _recorded_of(c: Cursor, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (kind, name) the ledger ever recorded: one statement for a question's names."""
+    c.execute(
+        f"SELECT kind, name FROM al_entities WHERE {' OR '.join('(kind = ? AND name = ?)' for _ in keys)}",
+        [part for key in keys for part in key],
+    )
+    return {(kind, name) for kind, name in c.fetchall()}
+
+
 def _require(
     c: Cursor, asked: list[tuple[str, str, str, tuple[str, ...]]], tenant: str | None, connector: str | None
 ) -> None:
-    if not recorded(c, "organization", ""):
+    key = f"{nfkc(tenant)}/{nfkc(connector)}" if connector is not None and tenant is not None else None
+    found = _recorded_of(
+        c, [("organization", ""), *((kind, name) for _, kind, name, _ in asked), *([("connector", key)] if key else [])]
+    )
+    if ("organization", "") not in found:
         return  # an empty ledger: the question itself says there is nothing yet
     for label, kind, name, kinds in asked:
-        if not recorded(c, kind, name):
+        if (kind, name) not in found:
             shown = f"{kind}:{name}" if label == "principal" else name
             _refuse(label, shown, closest(c, kinds, shown, as_principal=label == "principal"))
     if connector is not None and tenant is None:  # any tenant's connector of that name
@@ -101,9 +114,8 @@ def _require(
         known = sorted({n.split("/", 1)[1] for (n,) in c.fetchall()})
         if nfkc(connector) not in known:
             _refuse("service connector", connector, difflib.get_close_matches(nfkc(connector), known, n=3, cutoff=0.75))
-    elif connector is not None:
-        key = f"{nfkc(tenant)}/{nfkc(connector)}"
-        if not recorded(c, "connector", key):
+    elif key is not None:
+        if ("connector", key) not in found:
             c.execute("SELECT name FROM al_entities WHERE kind = 'connector' AND ref = ?", (nfkc(tenant),))
             known = sorted(n.split("/", 1)[1] for (n,) in c.fetchall())
             _refuse(

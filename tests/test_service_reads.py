@@ -75,3 +75,29 @@ def test_a_check_past_the_save_interval_is_answered_while_another_writer_holds_t
             got = client.post("/v1/check", json={**QUESTION, "principal": "user:u3"})
     assert got.status_code == 200, got.text
     assert got.json()["allowed"] is False and got.json()["position"] == head[0]
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("POST", "/v1/check", QUESTION),
+        ("POST", "/v1/check", [QUESTION, {**QUESTION, "principal": "user:nobody"}]),
+        ("POST", "/v1/check", [QUESTION, {**QUESTION, "position": 2}]),
+        ("GET", "/v1/whoami", None),
+    ],
+    ids=["one", "unknown-name", "past", "whoami"],
+)
+def test_a_question_reads_the_ledger_in_one_transaction(ledger_url, method, path, body):
+    """One connection checkout (BEGIN, the schema check, ROLLBACK) per request, whatever it reads on the way."""
+    client = _served(ledger_url)
+    assert client.post("/v1/check", json=QUESTION).status_code == 200  # the current state stored
+    store = client.app.state.service._led.store
+    real = store.datastore.get_connection
+    taken = []
+    store.datastore.get_connection = lambda **kw: taken.append(kw) or real(**kw)
+    try:
+        got = client.request(method, path, json=body)
+    finally:
+        del store.datastore.get_connection
+    assert got.status_code in (200, 400), got.text
+    assert len(taken) == 1, taken

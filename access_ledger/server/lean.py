@@ -113,11 +113,12 @@ class LeanPaths:
         noted: dict[str, str] = {}
 
         def work() -> bytes:
-            token, seen = svc.authenticated(presented, scopes, format_instant(now()))
-            noted["token_id"] = token.token_id
-            if limiter is not None:
-                limiter.admit(token.token_id)  # after authentication: only a token's holder spends its requests
-            return answer(svc, token, seen)
+            with svc.reading():  # the token check, the head and the answer: one read transaction
+                token, seen = svc.authenticated(presented, scopes, format_instant(now()))
+                noted["token_id"] = token.token_id
+                if limiter is not None:
+                    limiter.admit(token.token_id)  # after authentication: only a token's holder spends its requests
+                return answer(svc, token, seen)
 
         status = 500
         try:
