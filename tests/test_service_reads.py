@@ -7,15 +7,19 @@ holding the ledger must not turn a question into a 503 (it is answered, and the 
 from __future__ import annotations
 
 import time
+from datetime import UTC, timedelta, timezone
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import projections.pit as pit
 from access_ledger import api
 from access_ledger.server import create_app
 from ledger.app import AccessLedger
 from ledger.integrity import KEY_ENV
+from ledger.timeutil import format_instant
 from projections.pit import CURRENT
 
 AT = "2026-01-01T00:00:00Z"
@@ -101,3 +105,66 @@ def test_a_question_reads_the_ledger_in_one_transaction(ledger_url, method, path
         del store.datastore.get_connection
     assert got.status_code in (200, 400), got.text
     assert len(taken) == 1, taken
+
+
+PRINCIPALS = ["user:alice", "user:bob", "user:nobody", "team:ops", "service_account:ci", "bad name", "user:"]
+TENANTS = ["prod", "dev", "nowhere", "", None]
+RESOURCES = ["model/m", "service_connector/aws", "service_connector/gcp", "service_connector/", "pipeline/p"]
+
+
+def _one_by_one(led, queries) -> str | None:
+    """The oracle: each question's names looked up on their own, in order (as a batch was checked before)."""
+    from ledger.errors import LedgerError
+
+    for q in queries:
+        connector = q["resource"] if q["resource"].startswith("service_connector/") else None
+        for names in ((q["principal"], None, None), (None, q.get("tenant"), connector)):
+            try:
+                api.require_recorded(led, *names)
+            except LedgerError as exc:
+                return f"{type(exc).__name__}: line {q['_line']}: {exc}"
+    return None
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(PRINCIPALS), st.sampled_from(TENANTS), st.sampled_from(RESOURCES)),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_a_batch_refuses_the_first_unknown_name_as_each_question_alone_would(names_led, asked):
+    from ledger.errors import LedgerError
+
+    queries = [
+        {"principal": p, "action": "read", "resource": r, **({} if t is None else {"tenant": t}), "_line": n}
+        for n, (p, t, r) in enumerate(asked, 1)
+    ]
+    try:
+        api._require_recorded_names(names_led, queries)
+        got = None
+    except LedgerError as exc:
+        got = f"{type(exc).__name__}: {exc}"
+    assert got == _one_by_one(names_led, queries)
+
+
+@pytest.fixture
+def names_led(led):
+    led.create_tenant("prod")
+    led.create_tenant("dev")
+    for user in ("alice", "bob"):
+        led.create_user(user)
+    led.create_team("ops")
+    led.create_service_account("ci")
+    led.register_connector("aws", "prod")
+    return led
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(timezones=st.sampled_from([None, UTC, timezone(timedelta(hours=-7, minutes=-30))])))
+def test_an_instant_is_written_as_strftime_wrote_it(value):
+    """format_instant (on every request) takes a faster way to the same canonical text."""
+    utc = value.replace(tzinfo=value.tzinfo or UTC).astimezone(UTC)
+    want = utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if utc.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+    assert format_instant(value.replace(tzinfo=value.tzinfo or UTC)) == want
