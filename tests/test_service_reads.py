@@ -168,3 +168,19 @@ def test_an_instant_is_written_as_strftime_wrote_it(value):
     utc = value.replace(tzinfo=value.tzinfo or UTC).astimezone(UTC)
     want = utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if utc.microsecond else "%Y-%m-%dT%H:%M:%SZ")
     assert format_instant(value.replace(tzinfo=value.tzinfo or UTC)) == want
+
+
+def test_each_sqlite_connection_keeps_its_prepared_statements(tmp_path, monkeypatch):
+    """A read's few statements are compiled once per connection, not at every use (a cache of one did that)."""
+    import sqlite3
+
+    opened = []
+    real = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **kw: opened.append(kw) or real(*a, **kw))
+    with AccessLedger.open(str(tmp_path / "l.db"), create=True) as led:
+        led.init(at=AT)
+        led.create_user("alice", at=AT)
+        assert led.head() == 2
+    assert opened and all(kw.get("cached_statements", 0) >= 16 for kw in opened)
+    with sqlite3.connect(tmp_path / "l.db") as db:  # (the journal mode eventsourcing sets is set as before)
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
