@@ -180,14 +180,15 @@ def check_batch(led: AccessLedger, queries: list[dict[str, Any]]) -> list[dict[s
 
     _require_recorded_names(led, queries)
     head = led.head()
+    instant = format_instant(now())  # the questions about now are asked at one instant
     for q in queries:
         if "_instant" in q:
             q["_position"] = min(led.position_at(q["_instant"]), head)  # (a write since `head`: answered at it)
         elif "position" in q:
             q["_position"] = min(q["position"], head)
-            q["_instant"] = led.time_of(q["_position"]) or format_instant(now())
+            q["_instant"] = led.time_of(q["_position"]) or instant
         else:
-            q["_position"], q["_instant"] = head, format_instant(now())
+            q["_position"], q["_instant"] = head, instant
 
     def answer(state: PermissionState, q: dict[str, Any]) -> bool:
         try:
@@ -210,19 +211,28 @@ def check_batch(led: AccessLedger, queries: list[dict[str, Any]]) -> list[dict[s
 
 
 def _require_recorded_names(led: AccessLedger, queries: list[dict[str, Any]]) -> None:
-    """Refuse a batch naming a principal, tenant or connector never recorded (each looked up once)."""
+    """Refuse a batch naming a principal, tenant or connector never recorded (the first such line)."""
+    from ledger.names import question_keys, recorded_among
+
+    asked = []
+    for q in queries:
+        connector = q["resource"] if q["resource"].startswith("service_connector/") else None
+        for names in ((q["principal"], None, None), (None, q.get("tenant"), connector)):
+            rtype, _, rid = (names[2] or "").partition("/")
+            asked.append((q, names, question_keys(names[0], names[1], rid if rtype and names[1] is not None else None)))
     seen: set[tuple[str | None, ...]] = set()
     with led.store.transaction(write=False) as c:  # one read for every look-up
-        for q in queries:
-            connector = q["resource"] if q["resource"].startswith("service_connector/") else None
-            for names in ((q["principal"], None, None), (None, q.get("tenant"), connector)):
-                if names in seen:
-                    continue
-                seen.add(names)
-                try:
-                    require_recorded(led, *names, cursor=c)
-                except LedgerError as exc:
-                    raise type(exc)(f"line {q['_line']}: {exc}") from None
+        # Every name in a few statements; a question whose names are not all found is looked up on its own, which
+        # refuses it with the closest names (or lets it pass: an empty ledger).
+        found = recorded_among(c, (key for _, _, keys in asked if keys is not None for key in keys))
+        for q, names, keys in asked:
+            if names in seen or (keys is not None and found.issuperset(keys)):
+                continue
+            seen.add(names)
+            try:
+                require_recorded(led, *names, cursor=c)
+            except LedgerError as exc:
+                raise type(exc)(f"line {q['_line']}: {exc}") from None
 
 
 # -- the log -----------------------------------------------------------------------------------

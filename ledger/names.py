@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING
 
-from ledger.errors import UnknownEntity
+from ledger.errors import UnknownEntity, ValidationError
 from ledger.vocabulary import nfkc, split_principal
 
 if TYPE_CHECKING:
@@ -87,13 +87,54 @@ def require_recorded(
         _require(cursor, asked, tenant, connector)
 
 
+def recorded_among(c: Cursor, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (kind, name) the ledger ever recorded: one statement for a question's names (a few
+    hundred names a statement for a batch's)."""
+    by_kind: dict[str, list[str]] = {}
+    for kind, name in dict.fromkeys(keys):
+        by_kind.setdefault(kind, []).append(name)
+    found: set[tuple[str, str]] = set()
+    parts = [(kind, names[i : i + 400]) for kind, names in by_kind.items() for i in range(0, len(names), 400)]
+    for start in range(0, len(parts), 8):
+        chunk = parts[start : start + 8]
+        c.execute(
+            "SELECT kind, name FROM al_entities WHERE "
+            + " OR ".join(f"(kind = ? AND name IN ({', '.join('?' * len(names))}))" for _, names in chunk),
+            [value for kind, names in chunk for value in (kind, *names)],
+        )
+        found.update((kind, name) for kind, name in c.fetchall())
+    return found
+
+
+def question_keys(principal: str | None, tenant: str | None, connector: str | None) -> list[tuple[str, str]] | None:
+    """The (kind, name) a question's names must be recorded as (`require_recorded`'s look-ups); None when
+    one cannot be told without it (a malformed principal, a connector in any tenant)."""
+    keys = [("organization", "")]
+    if principal is not None:
+        try:
+            keys.append(split_principal(nfkc(principal)))
+        except ValidationError:
+            return None
+    if tenant is not None:
+        keys.append(("tenant", nfkc(tenant)))
+    if connector is not None:
+        if tenant is None:
+            return None
+        keys.append(("connector", f"{nfkc(tenant)}/{nfkc(connector)}"))
+    return keys
+
+
 def _require(
     c: Cursor, asked: list[tuple[str, str, str, tuple[str, ...]]], tenant: str | None, connector: str | None
 ) -> None:
-    if not recorded(c, "organization", ""):
+    key = f"{nfkc(tenant)}/{nfkc(connector)}" if connector is not None and tenant is not None else None
+    found = recorded_among(
+        c, [("organization", ""), *((kind, name) for _, kind, name, _ in asked), *([("connector", key)] if key else [])]
+    )
+    if ("organization", "") not in found:
         return  # an empty ledger: the question itself says there is nothing yet
     for label, kind, name, kinds in asked:
-        if not recorded(c, kind, name):
+        if (kind, name) not in found:
             shown = f"{kind}:{name}" if label == "principal" else name
             _refuse(label, shown, closest(c, kinds, shown, as_principal=label == "principal"))
     if connector is not None and tenant is None:  # any tenant's connector of that name
@@ -101,9 +142,8 @@ def _require(
         known = sorted({n.split("/", 1)[1] for (n,) in c.fetchall()})
         if nfkc(connector) not in known:
             _refuse("service connector", connector, difflib.get_close_matches(nfkc(connector), known, n=3, cutoff=0.75))
-    elif connector is not None:
-        key = f"{nfkc(tenant)}/{nfkc(connector)}"
-        if not recorded(c, "connector", key):
+    elif key is not None:
+        if ("connector", key) not in found:
             c.execute("SELECT name FROM al_entities WHERE kind = 'connector' AND ref = ?", (nfkc(tenant),))
             known = sorted(n.split("/", 1)[1] for (n,) in c.fetchall())
             _refuse(

@@ -17,6 +17,7 @@ import re
 import sqlite3
 import stat
 import struct
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -406,9 +407,33 @@ class Store:
 
     # -- transactions --------------------------------------------------------------------
 
+    # The read transaction `reading` holds open, and the thread holding it (reads made there join it).
+    _reading: tuple[int, Cursor] | None = None
+
+    @contextmanager
+    def reading(self) -> Iterator[Cursor]:
+        """One read transaction (one snapshot) for every read made inside it on this thread: a service request
+        checks its token, reads the head and answers in it, paying for BEGIN, the schema check and ROLLBACK
+        once. A write inside runs in its own transaction, and the reads here do not see it."""
+        held = self._reading
+        if held is not None and held[0] == threading.get_ident():
+            yield held[1]
+            return
+        with self.transaction(write=False) as c:
+            self._reading = (threading.get_ident(), c)
+            try:
+                yield c
+            finally:
+                self._reading = None
+
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[Cursor]:
-        """One database transaction; committed on success when `write`, rolled back otherwise."""
+        """One database transaction; committed on success when `write`, rolled back otherwise (a read inside
+        `reading`, on its thread, is made in that one)."""
+        held = self._reading
+        if not write and held is not None and held[0] == threading.get_ident():
+            yield held[1]
+            return
         try:
             if self.postgres:
                 from psycopg.rows import tuple_row
@@ -496,7 +521,9 @@ class Store:
                 raise IntegrityFailure(problem)
         return head
 
-    def _checked_head(self, c: Cursor, position: Any, link: Any) -> tuple[int, str, str]:
+    def _checked_head(
+        self, c: Cursor, position: Any, link: Any, read: tuple[int, list[tuple[Any, ...]]] | None = None
+    ) -> tuple[int, str, str]:
         """The head row's (position, link) checked against the log, with the head event's time.
 
         The head row is derived data, and every read stops at it: its position must be the newest
@@ -505,7 +532,7 @@ class Store:
         before it. The time is read from those bytes. Three look-ups by key.
         """
         position = as_number(position, "al_head.position")
-        last, rows = self._last_two(c, position)
+        last, rows = read if read is not None else self._last_two(c, position)
         if position != last:
             raise IntegrityFailure(
                 f"the head says position {position} but the newest stored event is at {last}: "
@@ -532,27 +559,33 @@ class Store:
             )
         return position, at, link
 
+    def _event_columns(self) -> str:
+        """What `_last_two` reads of an event `e` and its link `ch`, as `read_raw` gives them."""
+        blob = "''::BYTEA" if self.postgres else "x''"
+        return (
+            f"e.{self.pos_col}, coalesce(replace(CAST(e.originator_id AS TEXT), '-', ''), ''), "
+            f"coalesce(CAST(e.originator_version AS BIGINT), -1), coalesce(CAST(e.topic AS TEXT), ''), "
+            f"coalesce({'e.state' if self.postgres else 'CAST(e.state AS BLOB)'}, {blob}), ch.link"
+        )
+
     def _last_two(self, c: Cursor, position: int) -> tuple[int, list[tuple[int, str, int, str, bytes, str | None]]]:
         """The newest stored position, and `read_raw`'s rows at position - 1 and position: one round trip."""
-        blob = "''::BYTEA" if self.postgres else "x''"
         c.execute(
-            f"SELECT m.last, r.p, r.oid, r.version, r.topic, r.state, r.link FROM "
-            f"(SELECT MAX({self.pos_col}) AS last FROM {self.table}) m LEFT JOIN ("
-            f"SELECT e.{self.pos_col} AS p, coalesce(replace(CAST(e.originator_id AS TEXT), '-', ''), '') AS oid, "
-            f"coalesce(CAST(e.originator_version AS BIGINT), -1) AS version, "
-            f"coalesce(CAST(e.topic AS TEXT), '') AS topic, "
-            f"coalesce({'e.state' if self.postgres else 'CAST(e.state AS BLOB)'}, {blob}) AS state, ch.link AS link "
-            f"FROM {self.table} e LEFT JOIN al_chain ch ON ch.position = e.{self.pos_col} "
-            f"WHERE e.{self.pos_col} >= ? AND e.{self.pos_col} <= ?) r ON 1 = 1 ORDER BY r.p",
+            f"SELECT m.last, r.* FROM (SELECT MAX({self.pos_col}) AS last FROM {self.table}) m LEFT JOIN ("
+            f"SELECT {self._event_columns()} FROM {self.table} e LEFT JOIN al_chain ch "
+            f"ON ch.position = e.{self.pos_col} WHERE e.{self.pos_col} >= ? AND e.{self.pos_col} <= ?) r ON 1 = 1",
             (max(1, position - 1), position),
         )
-        got = c.fetchall()
-        last = as_number(got[0][0] or 0, "the newest stored position")
-        rows = [
+        return self._two_rows(c.fetchall())
+
+    def _two_rows(self, got: list[Any]) -> tuple[int, list[tuple[int, str, int, str, bytes, str | None]]]:
+        """(newest stored position, the events' rows in position order) from rows of (last, *event columns)."""
+        last = as_number(got[0][0] or 0, "the newest stored position") if got else 0
+        rows = sorted(
             (int(p), oid, int(ver), topic, _as_bytes(state), link)
             for _, p, oid, ver, topic, state, link in got
             if p is not None
-        ]
+        )
         return last, rows
 
     def gap(self, c: Cursor, position: int) -> IntegrityFailure:
@@ -832,16 +865,25 @@ class Store:
         return self._head_in(c)
 
     def _head_in(self, c: Cursor) -> tuple[int, str, str]:
-        c.execute("SELECT position, link FROM al_head WHERE id = 1")
-        row = c.fetchone()
-        if row is None:
+        # The head row with what `_checked_head` checks it against (`_last_two`'s rows): one statement.
+        c.execute(
+            f"SELECT h.position, h.link, m.last, {self._event_columns()} FROM al_head h "
+            f"CROSS JOIN (SELECT MAX({self.pos_col}) AS last FROM {self.table}) m "
+            f"LEFT JOIN {self.table} e ON e.{self.pos_col} IN (h.position - 1, h.position) "
+            f"LEFT JOIN al_chain ch ON ch.position = e.{self.pos_col} WHERE h.id = 1"
+        )
+        got = c.fetchall()
+        if not got:
             if self.max_position(c):
                 raise IntegrityFailure(
                     "the log holds events but its head row is missing: the ledger was "
                     "tampered with; run `access-ledger verify`"
                 )
             return 0, "", GENESIS_LINK
-        return self._checked_head(c, row[0], row[1])
+        position, link = got[0][0], got[0][1]
+        # The rows joined are those of the head row's position as stored; one of another type is looked up anew.
+        read = self._two_rows([row[2:] for row in got]) if type(position) is int else None
+        return self._checked_head(c, position, link, read)
 
     def time_at(self, c: Cursor, position: int) -> str | None:
         """The `at` of the event at `position`, read from its stored (chained) bytes; None if no such event."""
@@ -918,8 +960,12 @@ class Snapshots:
         if self.store.read_only_path:  # a cache: an archived, read-only ledger answers without it
             return
         with self.store.transaction(write=True) as c:
-            c.execute("DELETE FROM al_snapshots WHERE name = ?", (name,))
-            c.execute("INSERT INTO al_snapshots (name, position, data) VALUES (?, ?, ?)", (name, position, data))
+            # One statement: two workers storing the same snapshot at once must not collide on its name.
+            c.execute(
+                "INSERT INTO al_snapshots (name, position, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET position = excluded.position, data = excluded.data",
+                (name, position, data),
+            )
 
     def load(self, name: str) -> tuple[Any, bytes] | None:
         with self.store.transaction(write=False) as c:
@@ -1009,15 +1055,40 @@ def _from_psycopg(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("psycopg")
 
 
+STATEMENT_CACHE = 64  # prepared statements each SQLite connection keeps
+
+
 def _untrusting_connections(pool: Any) -> None:
     """Every SQLite connection of the pool runs with `trusted_schema` off: a schema object may call no
-    function with side effects, nor a virtual table (a second line behind the schema check)."""
-    create = pool._create_connection
+    function with side effects, nor a virtual table (a second line behind the schema check). And each keeps
+    its prepared statements: eventsourcing opens them with `cached_statements=True`, a cache of one, so a
+    transaction of a few statements compiled each one every time (most of a service read's SQL time)."""
+    from eventsourcing.persistence import InterfaceError
+    from eventsourcing.sqlite import SQLITE3_DEFAULT_LOCK_TIMEOUT, SQLiteConnection
 
     def untrusting() -> Any:
-        conn = create()
-        conn._sqlite_conn.execute("PRAGMA trusted_schema = OFF")
-        return conn
+        # As eventsourcing's SQLiteConnectionPool._create_connection (9.5), with a statement cache.
+        try:
+            raw = sqlite3.connect(
+                database=pool.db_name,
+                uri=True,
+                check_same_thread=False,
+                isolation_level=None,
+                cached_statements=STATEMENT_CACHE,
+                timeout=pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT,
+            )
+        except (sqlite3.Error, TypeError) as e:
+            raise InterfaceError(e) from e
+        if not pool.is_sqlite_memory_mode and not pool.is_journal_mode_wal:
+            cursor = raw.cursor()
+            cursor.execute("PRAGMA journal_mode;")
+            if cursor.fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL;")
+                pool.journal_mode_was_changed_to_wal = True
+            pool.is_journal_mode_wal = True
+        raw.row_factory = sqlite3.Row
+        raw.execute("PRAGMA trusted_schema = OFF")
+        return SQLiteConnection(sqlite_conn=raw, max_age=pool.max_age)
 
     pool._create_connection = untrusting
 

@@ -58,6 +58,8 @@ def parse_instant(text: str, what: str = "at") -> datetime:
 def format_instant(value: datetime) -> str:
     """The canonical text of an instant: `2026-03-01T12:00:00Z`, microseconds only when present."""
     value = value.astimezone(UTC)
+    if value.year >= 1000:  # isoformat gives the same text (microseconds only when present) in a tenth of the time
+        return value.replace(tzinfo=None).isoformat() + "Z"
     if value.microsecond:
         return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")

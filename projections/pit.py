@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
+from ledger.errors import ConcurrentWrite
 from ledger.events import decode
 from ledger.integrity import seal_key
 from projections.permissions import BadSnapshot, PermissionState, Role, state_from_data, state_to_data
@@ -192,7 +193,12 @@ def _save(led: AccessLedger, name: str, state: PermissionState) -> tuple[int, by
     if link is None:
         return None
     data = _encode(state, link, seal_key())
-    led.snapshots.save(name, state.position, data)
+    try:
+        led.snapshots.save(name, state.position, data)
+    except ConcurrentWrite:
+        # A cache stored on the read path: a write under way elsewhere holds the ledger, and a question must not
+        # wait for it or fail because of it. The state is stored by a later use.
+        return None
     return (state.position, data, link) if not led.store.read_only_path else None
 
 

@@ -6,7 +6,8 @@ middlewares). Here the same request is read, checked and answered by one ASGI ca
 parsed and validated with the same models, the token is checked by the same `Service.authenticated`
 (one head read, a revoked or expired token refused, the rate limit after it), the answer is the same
 function's (`check_answer`, `whoami_answer`) serialised as FastAPI would, and the ledger's work runs in
-one hand-off to the worker's ledger thread, bounded by the request timeout.
+one hand-off to the worker's ledger thread, bounded by the request timeout, in one read transaction
+(`Service.reading`: the token check, the head and the answer see one snapshot of the database).
 
 Anything this path does not take as it is goes to the FastAPI app unchanged (its body replayed): a query
 string (min_position), a body without a declared length, over the limit, not JSON or not valid (FastAPI's
@@ -126,11 +127,12 @@ class LeanPaths:
         noted: dict[str, str] = {}
 
         def work() -> bytes:
-            token, seen = svc.authenticated(presented, scopes, format_instant(now()))
-            noted["token_id"] = token.token_id
-            if limiter is not None:
-                limiter.admit(token.token_id)  # after authentication: only a token's holder spends its requests
-            return answer(svc, token, seen)
+            with svc.reading():  # the token check, the head and the answer: one read transaction
+                token, seen = svc.authenticated(presented, scopes, format_instant(now()))
+                noted["token_id"] = token.token_id
+                if limiter is not None:
+                    limiter.admit(token.token_id)  # after authentication: only a token's holder spends its requests
+                return answer(svc, token, seen)
 
         status = 500
         try:

@@ -40,7 +40,8 @@ class Service:
         self.url = url
         self._led: AccessLedger | None = None
         self._follower: TokenFollower | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by the calls made inside `reading`
+        self._depth = 0
 
     @contextmanager
     def ledger(self, seen: Seen | None = None) -> Iterator[AccessLedger]:
@@ -50,6 +51,8 @@ class Service:
             if self._led is None:
                 self._led = AccessLedger.open(self.url)
                 self._follower = TokenFollower(self._led.store)
+            outermost = self._depth == 0
+            self._depth += 1
             try:
                 if seen is not None and seen.led is self._led:
                     with self._led.store.pinned(seen.head):
@@ -57,10 +60,22 @@ class Service:
                 else:
                     yield self._led
             except Exception as exc:
-                if not isinstance(exc, LedgerError) or isinstance(exc, (StorageError, IntegrityFailure)):
-                    # A dropped connection, or a log that failed a check: the next request starts afresh.
+                if outermost and (
+                    not isinstance(exc, LedgerError) or isinstance(exc, (StorageError, IntegrityFailure))
+                ):
+                    # A dropped connection, or a log that failed a check: the next request starts afresh
+                    # (closed by the outermost call, once the transaction of `reading` has ended).
                     self._close()
                 raise
+            finally:
+                self._depth -= 1
+
+    @contextmanager
+    def reading(self) -> Iterator[AccessLedger]:
+        """The ledger for one request that only reads: its token check, head and answer in one read transaction
+        (one snapshot of the database), the calls made inside taking the ledger again as usual."""
+        with self.ledger() as led, led.store.reading():
+            yield led
 
     def authenticate(self, presented: str | None, scopes: tuple[str, ...], instant: str) -> Token:
         """The token presented, if the ledger's current token state lets it use one of `scopes` (TokenRefused if not)."""
@@ -76,7 +91,8 @@ class Service:
             if token.used_at is None:
                 self._record_use(led, token)
                 # The use is an event: the head moved on, maybe past a revocation another writer made since
-                # the check above, so the token is judged again at the head the answer is pinned to.
+                # the check above, so the token is judged again at the head the answer is pinned to (inside
+                # `reading`, that head is still the snapshot's, the one the token was checked at).
                 state = self._follower.catch_up()
                 token = authenticate(state, presented, instant)
                 seen = Seen(led, (state.position, state.at, state.link))
