@@ -883,7 +883,23 @@ class Store:
         position, link = got[0][0], got[0][1]
         # The rows joined are those of the head row's position as stored; one of another type is looked up anew.
         read = self._two_rows([row[2:] for row in got]) if type(position) is int else None
-        return self._checked_head(c, position, link, read)
+        head = self._checked_head(c, position, link, read)
+        self._sealed_by_key(c, head[0], head[2])
+        return head
+
+    _sealed: tuple[int, str, bytes] | None = None  # the head last proven sealed, and the key
+
+    def _sealed_by_key(self, c: Cursor, position: int, link: str) -> None:
+        """With the seal key, IntegrityFailure unless the head carries the key's seal: no answer comes from
+        events written without the key (as no token check honours them and no write extends them). Checked
+        once per head and key: while the head stands still, a read adds no statement."""
+        from ledger.integrity import seal_key, sealed_head
+
+        key = seal_key()
+        if key is None or (position, link, key) == self._sealed:
+            return
+        sealed_head(c, position, link, key)
+        self._sealed = (position, link, key)
 
     def time_at(self, c: Cursor, position: int) -> str | None:
         """The `at` of the event at `position`, read from its stored (chained) bytes; None if no such event."""
