@@ -12,6 +12,7 @@ SEAL_EVERY positions and at the group's head) and the head row.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import errors as E
@@ -36,9 +37,22 @@ GROUP_EVENTS = 2000
 Chunk = list[tuple[int, dict[str, Any]]]
 
 
-def write_group(led: AccessLedger, requests: list[tuple[Chunk, bool]]) -> list[WriteResult | E.LedgerError]:
+@dataclass
+class Committed:
+    """What a group wrote, once committed: from `start` (position, link of the head it locked) to `end`
+    (position, link, time), the events as (position, stored bytes)."""
+
+    start: tuple[int, str] = (0, "")
+    end: tuple[int, str, str] = (0, "", "")
+    events: list[tuple[int, bytes]] = field(default_factory=list)
+
+
+def write_group(
+    led: AccessLedger, requests: list[tuple[Chunk, bool]], committed: Committed | None = None
+) -> list[WriteResult | E.LedgerError]:
     """Write each (events, enforce_authority) request, in order, in one transaction: one answer per request,
-    its WriteResult or the LedgerError that refused it. StorageError or IntegrityFailure: nothing was written."""
+    its WriteResult or the LedgerError that refused it. StorageError or IntegrityFailure: nothing was written.
+    With `committed`, it is filled in once the transaction has committed."""
     store = led.store
     latest = format_instant(now() + FUTURE_SLACK)
     # Copies: a request refused here, or a group given up, leaves the caller's events as they came.
@@ -46,6 +60,7 @@ def write_group(led: AccessLedger, requests: list[tuple[Chunk, bool]]) -> list[W
     out: list[WriteResult | E.LedgerError] = []
     with store.transaction(write=True) as c:
         pos, last_at, link = store.lock_head(c)
+        start = (pos, link)
         group_first = pos + 1
         model = WriteModel(
             c,
@@ -157,4 +172,7 @@ def write_group(led: AccessLedger, requests: list[tuple[Chunk, bool]]) -> list[W
                 write_seal(c, p, chain[p - group_first][2], sealed_at)
             write_seal(c, pos, link, sealed_at)
             c.execute("UPDATE al_head SET position = ?, at = ?, link = ? WHERE id = 1", (pos, last_at, link))
+    if committed is not None:
+        committed.start, committed.end = start, (pos, link, last_at)
+        committed.events = [(row[0], row[4]) for row in rows]
     return out

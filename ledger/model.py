@@ -147,11 +147,17 @@ class WriteModel:
             ordered = sorted(names)
             for i in range(0, len(ordered), 500):
                 part = ordered[i : i + 500]
-                self.c.execute(
-                    f"SELECT name, status, ref, data FROM al_entities WHERE kind = ? AND name IN "
-                    f"({', '.join('?' for _ in part)})",
-                    (kind, *part),
-                )
+                if self.c.postgres:
+                    # One array parameter: no query text of 500 placeholders to build, send, split and plan.
+                    self.c.execute(
+                        "SELECT name, status, ref, data FROM al_entities WHERE kind = ? AND name = ANY(?)", (kind, part)
+                    )
+                else:
+                    self.c.execute(
+                        f"SELECT name, status, ref, data FROM al_entities WHERE kind = ? AND name IN "
+                        f"({', '.join('?' for _ in part)})",
+                        (kind, *part),
+                    )
                 found = {row[0]: row for row in self.c.fetchall()}
                 for name in part:
                     row = found.get(name)

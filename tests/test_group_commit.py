@@ -95,6 +95,39 @@ def test_a_refused_request_in_a_group_leaves_the_others_written(two_ledgers):
     assert led.verify().ok
 
 
+def test_the_token_follower_extended_by_a_group_holds_what_reading_the_log_gives(led):
+    from ledger.group import Committed
+    from ledger.tokens import new_token
+    from projections.tokens import TokenFollower
+
+    led.create_user("alice", at=D)
+    extended, behind = TokenFollower(led.store), TokenFollower(led.store)
+    extended.catch_up()
+    issued = {
+        "type": "TokenIssued",
+        "actor": "system",
+        "token_id": new_token()[1],
+        "principal": "user:alice",
+        "scopes": ["report"],
+        "secret_sha256": "0" * 64,
+    }
+    alice_leaves = {"type": "UserDeactivated", "actor": "system", "user": "alice"}
+    committed = Committed()
+    got = write_group(led, [(_request(issued), False), (_request(_user("bob"), alice_leaves), False)], committed)
+    assert all(isinstance(g, WriteResult) for g in got)
+    assert extended.extend(committed.start, committed.events, committed.end)
+    read = TokenFollower(led.store)
+    read.catch_up()
+    a, b = extended.state, read.state
+    position, at, link = led.store.head()
+    assert (a.position, a.link, a.at) == (b.position, b.link, b.at) == (position, link, at)
+    assert a.tokens == b.tokens and list(a.tokens) == [issued["token_id"]]
+    assert a.active == b.active and a.active["user:alice"] is False
+    # A follower that does not stand where the write began folds nothing: it reads the log instead.
+    assert not behind.extend(committed.start, committed.events, committed.end)
+    assert behind.state.position == 0 and not behind.state.tokens
+
+
 # -- the property: a group writes what the same requests write one at a time, in the same order -----------
 
 # Each event as (kind, user, actor, id); `_event` makes it one example's own (the ledgers are shared by examples).

@@ -118,7 +118,7 @@ class Service:
 
     def _write_group(self, led: AccessLedger, group: list[_Waiting]) -> None:
         """Write the waiting requests, in runs of small ones grouped; a big one alone (the import path)."""
-        from ledger.group import GROUP_EVENTS, write_group
+        from ledger.group import GROUP_EVENTS, Committed, write_group
 
         run: list[_Waiting] = []
         size = 0
@@ -128,11 +128,13 @@ class Service:
                 run.append(item)
                 size += len(item.events)
                 continue
-            if len(run) > 1 and broken is None:
+            if run and broken is None:
                 try:
-                    for waiting, got in zip(run, write_group(led, [(w.events, w.enforce) for w in run])):
+                    committed = Committed()
+                    for waiting, got in zip(run, write_group(led, [(w.events, w.enforce) for w in run], committed)):
                         waiting.outcome = got
                     run = []
+                    self._folded(committed)
                 except LedgerError:
                     pass  # a database error for the group: its requests are written one at a time below
             for waiting in run:
@@ -145,6 +147,12 @@ class Service:
                     run, size = [item], len(item.events)
         if broken is not None:
             self._close()  # the next request opens the ledger afresh
+
+    def _folded(self, committed: Any) -> None:
+        """Hand the token follower what this worker's group just committed (it need not read and hash it again)."""
+        if self._follower is not None and committed.events:
+            with self._follow_lock:
+                self._follower.extend(committed.start, committed.events, committed.end)
 
     @staticmethod
     def _write_alone(led: AccessLedger, waiting: _Waiting, broken: BaseException | None) -> BaseException | None:
