@@ -148,6 +148,7 @@ def write_group(
                 model.before_write = None
                 if savepoint[0]:
                     c.execute("ROLLBACK TO SAVEPOINT al_group")
+                    c.execute("RELEASE SAVEPOINT al_group")
                 pos, last_at, link, n_rows, n_chain, n_ids, batches = mark
                 del rows[n_rows:], chain[n_chain:], ids[n_ids:]
                 for oid, before in reversed(undo):
@@ -159,6 +160,8 @@ def write_group(
                 out.append(exc)
                 continue
             model.before_write = None
+            if savepoint[0]:
+                c.execute("RELEASE SAVEPOINT al_group")  # one subtransaction at a time, however large the group
             first = mark[0] + 1
             for event_id, p in ids[mark[5] :]:
                 known[event_id] = (p, mine[event_id])
