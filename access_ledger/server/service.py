@@ -135,6 +135,10 @@ class Service:
                         waiting.outcome = got
                     run = []
                     self._folded(committed)
+                except ConcurrentWrite as exc:
+                    # Another process held the ledger past the wait: no request of the group caused it, and
+                    # writing them one at a time would wait that long once each. Each client retries (503).
+                    broken = exc
                 except LedgerError:
                     pass  # a database error for the group: its requests are written one at a time below
             for waiting in run:
