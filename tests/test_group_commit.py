@@ -217,7 +217,13 @@ def served(request, tmp_path_factory) -> Iterator[Running]:
         led.init(org="acme", at=D)
         led.create_tenant("prod", at=D)
         led.create_user("alice", at=D)
-        tokens = {"report": api.create_token(led, "user:alice", ["report"], actor="system")["token"]}
+        led.create_user("bob", at=D)
+        led.assign_role("org_admin", "user:alice", at=D)
+        tokens = {
+            "report": api.create_token(led, "user:alice", ["report"], actor="system")["token"],
+            "alice": api.create_token(led, "user:alice", ["change"], actor="system")["token"],
+            "bob": api.create_token(led, "user:bob", ["change"], actor="system")["token"],
+        }
     running = start(url, folder / "server.log", tokens, "--workers", "2")
     try:
         yield running
@@ -312,3 +318,49 @@ def test_concurrent_posts_each_land_alone_or_are_refused_alone(served):
             for e in (b if isinstance(b, list) else [b])
         }
         assert set(by_id) == landed
+
+
+def test_concurrent_changes_are_judged_each_on_its_own_and_refused_alone(served):
+    """alice (org_admin) and bob (nothing) make tenants at once: bob's are 403, alice's land at their own positions;
+    two of alice's name the same tenant, and whichever lands second is refused (400) as it would be alone."""
+    asks = [("bob" if n % 3 == 1 else "alice", f"g{n if n % 6 != 5 else n - 3}") for n in range(18)]
+    answers: list[httpx.Response | None] = [None] * len(asks)
+    ready = threading.Barrier(len(asks))
+
+    def post(i: int) -> None:
+        who, tenant = asks[i]
+        with httpx.Client(timeout=60) as client:
+            ready.wait()
+            for _ in range(10):
+                answers[i] = client.post(
+                    served.base + "/v1/changes",
+                    json={"type": "TenantCreated", "tenant": tenant},
+                    headers={"Authorization": f"Bearer {served.tokens[who]}"},
+                )
+                if answers[i].status_code != 503:  # a lock timeout on a loaded machine: nothing written, retried
+                    break
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(asks))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with AccessLedger.open(served.url) as led:
+        assert led.verify().ok
+        made = {p: e for p, e in led.read() if e["type"] == "TenantCreated" and e["tenant"].startswith("g")}
+    landed: dict[str, int] = {}
+    for (who, tenant), answer in zip(asks, answers):
+        assert answer is not None
+        if who == "bob":
+            assert answer.status_code == 403 and answer.json()["error"] == "authority", answer.text
+            continue
+        if answer.status_code == 400:  # its tenant was made by the other request naming it
+            assert tenant in {e["tenant"] for e in made.values()}, answer.text
+            continue
+        assert answer.status_code == 200, answer.text
+        got = answer.json()
+        assert got["written"] == 1 and got["first"] == got["last"] == got["position"]
+        assert made[got["first"]] == {**made[got["first"]], "tenant": tenant, "actor": "user:alice"}
+        landed[tenant] = got["first"]
+    assert sorted(landed) == sorted({t for w, t in asks if w == "alice"})
+    assert sorted(landed.values()) == sorted(made)
