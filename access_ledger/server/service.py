@@ -23,11 +23,6 @@ from projections.tokens import Token, TokenFollower, authenticate, require_scope
 WAIT_FOR_POSITION = 5.0  # seconds a read with min_position waits for the log to reach it
 
 
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield None
-
-
 class NotCaughtUp(Exception):
     """The log has not reached a read's min_position within the wait (409)."""
 
@@ -68,21 +63,26 @@ class Service:
     def ledger(self, seen: Seen | None = None) -> Iterator[AccessLedger]:
         """The open ledger, for the duration of one call (requests take turns). With `seen` (what this
         request's token check read), a read is answered at the head checked then, not at a second read."""
-        with self._lock:
-            if self._led is None:
-                self._led = AccessLedger.open(self.url)
-                self._follower = TokenFollower(self._led.store)
-            try:
-                if seen is not None and seen.led is self._led:
-                    with self._led.store.pinned(seen.head):
-                        yield self._led
-                else:
+        with self._lock, self._opened(seen) as led:
+            yield led
+
+    @contextmanager
+    def _opened(self, seen: Seen | None = None) -> Iterator[AccessLedger]:
+        """`ledger`, with the lock already held."""
+        if self._led is None:
+            self._led = AccessLedger.open(self.url)
+            self._follower = TokenFollower(self._led.store)
+        try:
+            if seen is not None and seen.led is self._led:
+                with self._led.store.pinned(seen.head):
                     yield self._led
-            except Exception as exc:
-                if not isinstance(exc, LedgerError) or isinstance(exc, (StorageError, IntegrityFailure)):
-                    # A dropped connection, or a log that failed a check: the next request starts afresh.
-                    self._close()
-                raise
+            else:
+                yield self._led
+        except Exception as exc:
+            if not isinstance(exc, LedgerError) or isinstance(exc, (StorageError, IntegrityFailure)):
+                # A dropped connection, or a log that failed a check: the next request starts afresh.
+                self._close()
+            raise
 
     def write(self, events: list[tuple[int, dict[str, Any]]], *, enforce_authority: bool = False) -> WriteResult:
         """Write one request's parsed events (line number, canonical event), all or none, together with the
@@ -91,20 +91,22 @@ class Service:
         mine = _Waiting(events, enforce_authority)
         with self._queue_lock:
             self._waiting.append(mine)
-        with self._lock:
-            answered = mine.outcome is not None  # by a leader that took it, while this thread waited
         try:
-            with self.ledger() if not answered else _nothing() as led:
-                if mine.outcome is None:  # no leader took it: this request leads the group that waits now
-                    with self._queue_lock:
-                        group, self._waiting = self._waiting, []
-                    try:
-                        self._write_group(led, group)
-                    except BaseException as exc:
-                        for waiting in group:  # their threads are told, not left to lead a group of none
-                            if waiting.outcome is None:
-                                waiting.outcome = exc
-                        raise
+            with self._lock:
+                # Answered already by a leader that took it while this thread waited; if not, this request
+                # leads the group waiting now (the ledger is opened only then: an answered request is never
+                # given another answer by a failure to reopen it).
+                if mine.outcome is None:
+                    with self._opened() as led:
+                        with self._queue_lock:
+                            group, self._waiting = self._waiting, []
+                        try:
+                            self._write_group(led, group)
+                        except BaseException as exc:
+                            for waiting in group:  # their threads are told, not left to lead a group of none
+                                if waiting.outcome is None:
+                                    waiting.outcome = exc
+                            raise
         except BaseException:
             # The ledger could not be opened (or the group failed): a request answered with an error is never
             # written later by another request's leader.
