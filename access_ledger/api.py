@@ -11,6 +11,8 @@ from ledger.errors import LedgerError, ValidationError
 from ledger.events import load_json
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ledger.app import AccessLedger, WriteResult
     from projections.permissions import PermissionState
 
@@ -477,6 +479,20 @@ def make_changes(led: AccessLedger, changes: Any, *, actor: str) -> WriteResult:
     `at`) as made by `actor` now, all or none, each held to the authority rules whatever the ledger enforces.
     A change naming an actor or a time is refused (ActorNamed), never rewritten."""
     from ledger.app import WriteResult
+
+    chunk, skipped = change_events(changes, actor=actor, made_already=lambda change: made_already(led, change))
+    if not chunk:
+        return WriteResult(0, skipped, None, None)
+    result = led.write_chunk(chunk, enforce_authority=True)
+    return WriteResult(result.written, result.skipped + skipped, result.first, result.last, result.head)
+
+
+def change_events(
+    changes: Any, *, actor: str, made_already: Callable[[dict[str, Any]], bool]
+) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """The changes of a request (see make_changes) as a write takes them, (line number or 0, event), and how
+    many of them `made_already` says are recorded (a retry by id)."""
+    from ledger.app import stamped_chunk
     from ledger.authority import CHANGE_TYPES
     from ledger.events import parse_obj
     from ledger.timeutil import format_instant, now
@@ -511,18 +527,14 @@ def make_changes(led: AccessLedger, changes: Any, *, actor: str) -> WriteResult:
             canonical = parse_obj({**event, "at": stamp})  # its fields checked here, so a refusal names its line
         except ValidationError as exc:
             raise type(exc)(f"{where}{exc}") from None
-        if "id" in canonical and _made_already(led, canonical):
+        if "id" in canonical and made_already(canonical):
             continue
         events.append(event)
         lines.append(n)
-    skipped = len(items) - len(events)
-    if not events:
-        return WriteResult(0, skipped, None, None)
-    result = led.append_many(events, enforce_authority=True, lines=lines if many else None)
-    return WriteResult(result.written, result.skipped + skipped, result.first, result.last, result.head)
+    return stamped_chunk(events, lines if many else None), len(items) - len(events)
 
 
-def _made_already(led: AccessLedger, change: dict[str, Any]) -> bool:
+def made_already(led: AccessLedger, change: dict[str, Any]) -> bool:
     """True if the change's id is recorded with this very change (its time aside: a retry is stamped anew).
     The id index only points: the event read at that position must carry the id (the chain covers its bytes)."""
     from ledger.events import decode

@@ -161,10 +161,11 @@ class AccessLedger:
         """Validate events (each `at` defaulting to now) and record them in one transaction: all or none.
         With `enforce_authority` each change is held to the authority rules (DESIGN section 3) whatever the
         ledger says; with `lines` (one number per event) a refusal names the event's ("line N")."""
-        return self._write(
-            [[(lines[i] if lines else 0, _stamped(event)) for i, event in enumerate(events)]],
-            enforce_authority=enforce_authority,
-        )
+        return self._write([stamped_chunk(events, lines)], enforce_authority=enforce_authority)
+
+    def write_chunk(self, chunk: list[tuple[int, dict[str, Any]]], *, enforce_authority: bool = False) -> WriteResult:
+        """Record events given as stamped_chunk makes them, in one transaction: all or none."""
+        return self._write([chunk], enforce_authority=enforce_authority)
 
     def import_lines(
         self, lines: Iterable[bytes | str], progress: Callable[[int], None] | None = None, workers: int = 0
@@ -719,6 +720,12 @@ class AccessLedger:
             action=action,
             outcome=outcome,
         )
+
+
+def stamped_chunk(events: Iterable[dict[str, Any]], lines: list[int] | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """(line number or 0, the event validated and canonical, its `at` defaulting to now), as a write takes them;
+    `lines`: one number per event, so that a refusal names the event's line."""
+    return [(lines[i] if lines else 0, _stamped(event)) for i, event in enumerate(events)]
 
 
 def _stamped(event: dict[str, Any]) -> dict[str, Any]:

@@ -69,18 +69,49 @@ class WriteModel:
         self._usage_kinds: set[tuple[Any, ...]] = set()
         self._usage_connectors: set[tuple[Any, ...]] = set()
         self._batches_here: set[tuple[str, str]] = set()  # (campaign, batch) first recorded in this write
+        # Called before a flush writes anything (a group commit takes its request's savepoint there).
+        self.before_write: Callable[[], None] | None = None
+        self._asked = enforce_authority
+        self._rules: dict[str, Callable[[dict[str, Any]], str]] = {
+            name[len("_on_") :]: getattr(self, name) for name in dir(self) if name.startswith("_on_")
+        }
+        self._judged_by()
+
+    def _judged_by(self) -> None:
+        """The vocabulary and the authority rules, from the organization as the tables and cache hold it."""
         org = self.entity("organization", "")
         self.vocab: Vocabulary | None = vocabulary(org.data["preset"]) if org else None
         # A ledger created with --enforce-authority judges every change by its actor's permissions.
         # A write may ask for it too (a change made through the service with a `change` token).
         by_ledger = bool(org and org.data.get("enforce_authority"))
-        self.authority: Rules | None = (
-            default_rules(org.data["preset"]) if org and (by_ledger or enforce_authority) else None
-        )
+        self.authority: Rules | None = default_rules(org.data["preset"]) if org and (by_ledger or self._asked) else None
         self._by_ledger = by_ledger
-        self._rules: dict[str, Callable[[dict[str, Any]], str]] = {
-            name[len("_on_") :]: getattr(self, name) for name in dir(self) if name.startswith("_on_")
-        }
+
+    def judge(self, enforce_authority: bool) -> None:
+        """Hold the changes that follow to the authority rules (or not, unless the ledger enforces them)."""
+        if enforce_authority != self._asked:
+            self._asked = enforce_authority
+            self._judged_by()
+
+    def forget(self, batches_here: set[tuple[str, str]]) -> None:
+        """Drop every cached row (the tables were rolled back to what was flushed): read afresh from here on."""
+        self._entities.clear()
+        self._grants.clear()
+        self._members.clear()
+        self._dirty_entities.clear()
+        self._dirty_grants.clear()
+        self._dirty_members.clear()
+        self._usage_principals.clear()
+        self._usage_tenants.clear()
+        self._usage_kinds.clear()
+        self._usage_connectors.clear()
+        self._batches_here = set(batches_here)
+        self._complete = False
+        self._judged_by()
+
+    @property
+    def batches_here(self) -> set[tuple[str, str]]:
+        return self._batches_here
 
     # -- reading and caching --------------------------------------------------------------
 
@@ -116,11 +147,17 @@ class WriteModel:
             ordered = sorted(names)
             for i in range(0, len(ordered), 500):
                 part = ordered[i : i + 500]
-                self.c.execute(
-                    f"SELECT name, status, ref, data FROM al_entities WHERE kind = ? AND name IN "
-                    f"({', '.join('?' for _ in part)})",
-                    (kind, *part),
-                )
+                if self.c.postgres:
+                    # One array parameter: no query text of 500 placeholders to build, send, split and plan.
+                    self.c.execute(
+                        "SELECT name, status, ref, data FROM al_entities WHERE kind = ? AND name = ANY(?)", (kind, part)
+                    )
+                else:
+                    self.c.execute(
+                        f"SELECT name, status, ref, data FROM al_entities WHERE kind = ? AND name IN "
+                        f"({', '.join('?' for _ in part)})",
+                        (kind, *part),
+                    )
                 found = {row[0]: row for row in self.c.fetchall()}
                 for name in part:
                     row = found.get(name)
@@ -156,6 +193,8 @@ class WriteModel:
 
     def flush(self) -> None:
         """Write the cached changes to the side tables (same transaction)."""
+        if self.before_write is not None and (self._dirty_entities or self._dirty_grants or self._dirty_members):
+            self.before_write()
         entities = []
         for key in self._dirty_entities:
             e = self._entities[key]

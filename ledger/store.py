@@ -426,6 +426,11 @@ class Store:
             finally:
                 self._reading = None
 
+    def in_reading(self) -> bool:
+        """Whether this thread is inside `reading` (its reads see that transaction's snapshot)."""
+        held = self._reading
+        return held is not None and held[0] == threading.get_ident()
+
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[Cursor]:
         """One database transaction; committed on success when `write`, rolled back otherwise (a read inside

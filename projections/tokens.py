@@ -123,6 +123,21 @@ class TokenFollower:
         self.state = TokenState()
         self._sealed: tuple[int, str, bytes] | None = None  # the head last proven sealed, and the key
 
+    def extend(self, start: tuple[int, str], events: list[tuple[int, bytes]], end: tuple[int, str, str]) -> bool:
+        """Fold a write this process has just committed: `events` (position, stored bytes), whose links it
+        computed itself from those bytes, from `start` (position, link: the head it locked and checked) to `end`
+        (position, link, time). Only when the state stands exactly at `start`; False (nothing folded) if not, and
+        the next catch_up reads them. Their bytes are the ones committed, so reading them back would recompute
+        the same links: the write's own events are not hashed twice."""
+        s = self.state
+        if (s.position, s.link) != start:
+            return False
+        for pos, state in events:
+            if state.startswith(_WANTED):
+                s.apply(pos, orjson.loads(state))
+        s.position, s.link, s.at = end
+        return True
+
     def catch_up(self) -> TokenState:
         """Fold the events written since the last call; IntegrityFailure if the chain does not hold or, with the
         seal key, the head does not carry the key's seal."""

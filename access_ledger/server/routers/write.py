@@ -104,21 +104,38 @@ async def post_changes(request: Request, token: Token = Depends(change_token)) -
     The authority rules apply whatever the ledger enforces: a change the principal may not make is 403
     `authority` naming the permission it lacks, and nothing is recorded. An `id` makes a retry a no-op."""
     changes = _json(await request.body())
+    svc = service(request)
 
-    def work(led: Any) -> EventsWritten:
-        result = api.make_changes(led, changes, actor=token.principal)
-        # The head as the write committed it (checked when its lock was taken): no second read.
-        position, link = result.head if result.head is not None else led.store.head()[::2]
+    def made_already(change: dict[str, Any]) -> bool:
+        with svc.ledger() as led:
+            return api.made_already(led, change)
+
+    def run() -> EventsWritten | JSONResponse:
+        try:
+            chunk, skipped = api.change_events(changes, actor=token.principal, made_already=made_already)
+            if chunk:
+                # Written with the requests waiting beside it (group commit), judged on the state they leave.
+                result = svc.write(chunk, enforce_authority=True)
+                assert result.head is not None
+                position, link = result.head
+            else:
+                result = None
+                with svc.ledger() as led:
+                    position, _, link = led.store.head()
+        except Unauthorised as exc:
+            return _forbidden(exc, "authority")
+        except api.ActorNamed as exc:
+            return _forbidden(exc, "actor")
         return EventsWritten(
-            written=result.written,
-            skipped=result.skipped,
-            first=result.first,
-            last=result.last,
+            written=result.written if result else 0,
+            skipped=(result.skipped if result else 0) + skipped,
+            first=result.first if result else None,
+            last=result.last if result else None,
             position=position,
             link=link,
         )
 
-    return await _as(request, token, work)
+    return await run_in_threadpool(run)
 
 
 # -- review ------------------------------------------------------------------------------------
