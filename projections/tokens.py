@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from ledger.errors import IntegrityFailure, LedgerError
-from ledger.integrity import next_link, seal_key, sealed_head
+from ledger.integrity import next_link
 from ledger.store import GENESIS_LINK, Store
 from ledger.tokens import secret_sha256, split_token
 
@@ -121,7 +121,6 @@ class TokenFollower:
     def __init__(self, store: Store):
         self.store = store
         self.state = TokenState()
-        self._sealed: tuple[int, str, bytes] | None = None  # the head last proven sealed, and the key
 
     def extend(self, start: tuple[int, str], events: list[tuple[int, bytes]], end: tuple[int, str, str]) -> bool:
         """Fold a write this process has just committed: `events` (position, stored bytes), whose links it
@@ -140,15 +139,10 @@ class TokenFollower:
 
     def catch_up(self) -> TokenState:
         """Fold the events written since the last call; IntegrityFailure if the chain does not hold or, with the
-        seal key, the head does not carry the key's seal."""
+        seal key, the head does not carry the key's seal (`head_in` checks it, once per head)."""
         s = self.state
-        key = seal_key()
         with self.store.transaction(write=False) as c:  # the head and the first events after s in one read
             head, head_at, head_link = self.store.head_in(c)
-            if key is not None and (head, head_link, key) != self._sealed:
-                # Once per head: while the head stands still, a request reads nothing more.
-                sealed_head(c, head, head_link, key)
-                self._sealed = (head, head_link, key)
             rows: list | None = self.store.read_raw(c, s.position + 1, _READ_BATCH, head) if s.position < head else []
         if head < s.position:
             raise IntegrityFailure(

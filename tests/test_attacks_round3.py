@@ -143,8 +143,10 @@ def test_with_the_seal_key_no_write_seals_over_events_written_without_it(ledger_
     refused = runner.invoke(app, ["--db", url, "user", "create", "otto", "--actor", "system"])
     assert refused.exit_code != 0 and "ACCESS_LEDGER_SEAL_KEY" in refused.stderr, refused.output
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    monkeypatch.delenv("ACCESS_LEDGER_SEAL_KEY")  # with the key, no read answers from that head either
     with AccessLedger.open(url) as led:
         assert led.store.head() == head
+    monkeypatch.setenv("ACCESS_LEDGER_SEAL_KEY", "the-services-key")
     client = TestClient(create_app(url), raise_server_exceptions=False)
     got = client.get("/v1/audits/hygiene", headers={"Authorization": f"Bearer {forged}"})
     assert got.status_code in (401, 503), got.text
