@@ -816,12 +816,13 @@ def _own_warehouse(led: AccessLedger, folder: Path, first: int, last: int, log_p
 
 
 def _verified_parts(
-    files: list[tuple[Path, int, dict[str, Any]]], keep: Callable[[int, list[bytes]], None]
+    files: list[tuple[Path, int, dict[str, Any]]], keep: Callable[[int, pa.Array], None]
 ) -> Iterator[tuple[pa.Table, int, int]]:
     """Each file's JSONL lines (positions start, start + 1, ...) as Arrow tables with their positions,
     hashed as they are read, and handed to `keep` (first position, lines); BundleError (before the last
     table is handed over) if a file's bytes are not the ones the walk wrote and hashed."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from reports.warehouse import parse_lines
 
@@ -844,11 +845,12 @@ def _verified_parts(
                 cut = data.rfind(b"\n") + 1
                 data, rest = data[:cut], data[cut:]
                 if data:
-                    lines = data.split(b"\n")
+                    # The lines as one Arrow array (no Python object per line: `keep` picks out the few it keeps).
+                    lines = pc.split_pattern(pa.array([data], pa.large_binary()), b"\n")[0].values
                     n = len(lines) - 1
-                    keep(position, lines)
+                    keep(position, lines.slice(0, n))
                     table = parse_lines(data)
-                    positions = pa.array(range(position, position + n), pa.int64())
+                    positions = pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n), start=position - 1)
                     yield table.set_column(0, "position", positions), position, position + n - 1
                     position += n
         if rest or (sha.hexdigest(), size) != (written["sha256"], written["bytes"]):

@@ -187,10 +187,23 @@ def row_finding_id(audit: str, row: dict[str, Any]) -> str:
 def with_finding_ids(audit: str, table: pa.Table) -> pa.Table:
     """The audit's rows with a `finding_id` column: the stable id of each row needing attention (null elsewhere)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    if "finding_id" in table.column_names or ATTENTION.get(audit, frozenset()) == frozenset():
+    kinds = ATTENTION.get(audit, frozenset())
+    if "finding_id" in table.column_names or kinds == frozenset():
         return table
-    ids = [row_finding_id(audit, row) if needs_attention(audit, row) else None for row in table.to_pylist()]
+    # Only the rows needing attention become Python rows (as needs_attention picks them): an audit of
+    # 100,000s of review rows has few findings.
+    if kinds is None:
+        attention = pa.array(range(table.num_rows), pa.int64())
+    elif "finding" in table.column_names:
+        wanted = pa.array(sorted(kinds), pa.string())
+        attention = pc.indices_nonzero(pc.is_in(table["finding"].cast(pa.string()), value_set=wanted))
+    else:
+        attention = pa.array([], pa.int64())
+    ids: list[str | None] = [None] * table.num_rows
+    for i, row in zip(attention.to_pylist(), table.take(attention).to_pylist()):
+        ids[i] = row_finding_id(audit, row)
     return table.append_column("finding_id", pa.array(ids, pa.string()))
 
 

@@ -27,12 +27,16 @@ class VerifiedLog:
         self.lines: list[bytes] = []
         self.con: Any = None  # the export's own warehouse connection (set once it is filled)
 
-    def take(self, first: int, lines: list[bytes]) -> None:
-        """Keep the change events among `lines` (verified, positions first, first + 1, ...)."""
-        for i, line in enumerate(lines):
-            if line and not line.startswith(USAGE_PREFIXES):
-                self.positions.append(first + i)
-                self.lines.append(line)
+    def take(self, first: int, lines: Any) -> None:
+        """Keep the change events among `lines` (an Arrow binary array, verified, positions first, first + 1, ...)."""
+        import pyarrow.compute as pc
+
+        usage = pc.equal(pc.binary_length(lines), 0)  # (an empty line is no event)
+        for prefix in USAGE_PREFIXES:
+            usage = pc.or_(usage, pc.starts_with(lines, prefix))
+        kept = pc.indices_nonzero(pc.invert(usage))
+        self.positions.extend(pc.add(kept, first).to_pylist())
+        self.lines.extend(lines.take(kept).to_pylist())
 
     def head(self) -> int:
         return self._head

@@ -18,7 +18,7 @@ from access_ledger.cli import app
 from ledger.app import AccessLedger
 from ledger.errors import LedgerError, Unauthorised, UnknownEntity, ValidationError
 from ledger.findings import cause_of, finding_id, rule_id
-from reports.findings import decision_for, fold_decisions
+from reports.findings import ATTENTION, decision_for, fold_decisions, needs_attention, row_finding_id, with_finding_ids
 
 runner = CliRunner()
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
@@ -446,3 +446,47 @@ def test_a_bundle_honours_no_forged_decision_and_recompute_agrees(story, tmp_pat
         [sys.executable, "-I", str(out / "check_bundle.py"), str(out)], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+_KINDS = sorted({k for kinds in ATTENTION.values() if kinds for k in kinds}) + ["authorised", "routine-row"]
+
+
+@st.composite
+def _audit_rows(draw):
+    """An audit and rows whose `finding` is mostly among that audit's own kinds (else another audit's, or none)."""
+    audit = draw(st.sampled_from(sorted(ATTENTION)))
+    own = sorted(ATTENTION[audit] or ())
+    finding = st.none() | st.sampled_from(_KINDS) | (st.sampled_from(own) if own else st.nothing())
+    row = st.fixed_dictionaries(
+        {
+            "finding": finding,
+            "who": st.none() | st.sampled_from(["user:ann", "user:bob", "service_account:ci"]),
+            "where": st.none() | st.sampled_from(["prod", "dev"]),
+            "positions": st.none() | st.lists(st.integers(1, 10**6), max_size=3),
+            "detail": st.text(max_size=5),
+        }
+    )
+    return audit, draw(st.lists(row, max_size=30))
+
+
+@settings(max_examples=80, deadline=None)
+@given(audit_rows=_audit_rows(), with_finding=st.booleans())
+def test_finding_ids_are_those_of_each_row_needing_attention(audit_rows, with_finding):
+    """with_finding_ids picks the rows in Arrow; each id is still needs_attention's row and row_finding_id's id."""
+    audit, rows = audit_rows
+    import pyarrow as pa
+
+    if not with_finding:
+        rows = [{k: v for k, v in row.items() if k != "finding"} for row in rows]
+    columns = (
+        ["finding", "who", "where", "positions", "detail"] if with_finding else ["who", "where", "positions", "detail"]
+    )
+    types = {"positions": pa.list_(pa.int64())}
+    table = pa.Table.from_pylist(rows, schema=pa.schema([(c, types.get(c, pa.string())) for c in columns]))
+    expected = [row_finding_id(audit, row) if needs_attention(audit, row) else None for row in table.to_pylist()]
+    got = with_finding_ids(audit, table)
+    if ATTENTION.get(audit, frozenset()) == frozenset():
+        assert got.column_names == columns
+    else:
+        assert got.column("finding_id").to_pylist() == expected
+        assert got.drop_columns(["finding_id"]).equals(table)
