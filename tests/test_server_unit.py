@@ -159,3 +159,47 @@ def test_answers_over_random_histories_are_the_clis(tmp_path_factory, commands, 
                 "/v1/who-can", params={"action": action, "resource": resource, "tenant": tenant, "position": position}
             )
             assert who.json()["rows"] == json.loads(rows.stdout)
+
+
+def test_a_client_gone_before_its_body_is_whole_is_no_internal_error(small, caplog):
+    # A load generator closing its connections at the end of a run, or a client giving up: the body never
+    # arrives whole. That is the client's doing, not the service's: no 500, no stack trace in the log.
+    import asyncio
+    import logging
+
+    url, client = small
+    app = create_app(url, max_body=200)
+    messages = iter([{"type": "http.request", "body": b'{"type": ', "more_body": True}, {"type": "http.disconnect"}])
+    sent: list[dict] = []
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "path": "/v1/events",
+        "raw_path": b"/v1/events",
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 5000),
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"100"),
+            (b"authorization", client.headers["Authorization"].encode()),
+        ],
+    }
+    with caplog.at_level(logging.INFO, logger="access_ledger.server"):
+        asyncio.run(app(scope, receive, send))
+    (start,) = [m for m in sent if m["type"] == "http.response.start"]
+    assert start["status"] == 400, sent
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], caplog.text
+    with AccessLedger.open(url) as led:
+        assert led.verify().ok

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from access_ledger.server.limits import RateLimited
 from access_ledger.server.service import NotCaughtUp
@@ -42,6 +43,11 @@ def response_for(exc: Exception, method: str, path: str, max_body: int) -> JSONR
         return JSONResponse({"detail": one_line(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, NotCaughtUp):
         return JSONResponse({"detail": one_line(exc)}, status_code=409)
+    if isinstance(exc, ClientDisconnect):
+        # The client went away before its body was whole (a load generator ending its run, a client giving up):
+        # nothing was read, so nothing was written; the client's doing, not a failure of the service.
+        log.info("%s %s: the client disconnected before its body was whole", method, logged_path(path))
+        return JSONResponse({"detail": "the client disconnected before sending its whole body"}, status_code=400)
     if isinstance(exc, LedgerError):
         if isinstance(exc, (StorageError, IntegrityFailure)):
             log.error("%s %s: %s", method, logged_path(path), one_line(exc))
@@ -57,7 +63,7 @@ def install(app: FastAPI, max_body: int) -> None:
     async def handler(request: Request, exc: Exception) -> JSONResponse:
         return response_for(exc, request.method, request.url.path, max_body)
 
-    for kind in (TokenRefused, BodyTooLarge, RateLimited, NotCaughtUp, LedgerError, Exception):
+    for kind in (TokenRefused, BodyTooLarge, RateLimited, NotCaughtUp, LedgerError, ClientDisconnect, Exception):
         app.add_exception_handler(kind, handler)
 
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
