@@ -281,25 +281,11 @@ class AccessLedger:
                     model.prefetch(chunk)
                     for lineno, ev in chunk:
                         try:
-                            if ev.pop(AUTO_AT, False):  # only an event appended without an `at` has it
-                                ev["at"] = max(format_instant(now()), last_at)
-                            state = ev.pop("\0state", None) or encode(ev)
-                            event_id = ev.get("id")
-                            if (
-                                event_id is not None
-                                and (event_id in pending_ids or event_id in handed_ids or event_id in known)
-                                and _seen_id(event_id, state, pending_ids, handed_ids, known)
-                            ):
+                            state = _admitted(ev, last_at, latest, pending_ids, handed_ids, known)
+                            if state is None:
                                 skipped += 1
                                 continue
-                            at = ev["at"]
-                            if at < last_at:
-                                raise E.OutOfOrder(
-                                    f"at: {at} is before the ledger's newest event ({last_at}); "
-                                    "the ledger is append-only in time"
-                                )
-                            if at > latest:
-                                raise E.OutOfOrder(f"at: {at} is more than five minutes in the future")
+                            at, event_id = ev["at"], ev.get("id")
                             etype = ev["type"]
                             key = model.apply(ev)
                             pos += 1
@@ -786,6 +772,36 @@ def _write_rows(c: Any, store: Store, rows: list[Any], chain: list[Any], ids: li
     store.insert_events(c, rows)
     store.insert_rows(c, "al_chain", ("position", "at", "link"), chain)
     store.insert_rows(c, "al_ids", ("event_id", "position"), ids)
+
+
+def _admitted(
+    ev: dict[str, Any],
+    last_at: str,
+    latest: str,
+    pending: dict[str, bytes],
+    handed: dict[str, bytes],
+    known: dict[str, tuple[int, bytes]],
+) -> bytes | None:
+    """The stored bytes of `ev`, its `at` set (an event appended without one) and checked against the ledger's
+    order in time; None if its id is recorded already with these bytes (IdConflict if with others)."""
+    if ev.pop(AUTO_AT, False):  # only an event appended without an `at` has it
+        ev["at"] = max(format_instant(now()), last_at)
+    state = ev.pop("\0state", None) or encode(ev)
+    event_id = ev.get("id")
+    if (
+        event_id is not None
+        and (event_id in pending or event_id in handed or event_id in known)
+        and _seen_id(event_id, state, pending, handed, known)
+    ):
+        return None
+    at = ev["at"]
+    if at < last_at:
+        raise E.OutOfOrder(
+            f"at: {at} is before the ledger's newest event ({last_at}); the ledger is append-only in time"
+        )
+    if at > latest:
+        raise E.OutOfOrder(f"at: {at} is more than five minutes in the future")
+    return state
 
 
 def _seen_id(

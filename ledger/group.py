@@ -18,16 +18,15 @@ from typing import Any
 
 from ledger import errors as E
 from ledger.app import (
-    AUTO_AT,
     FUTURE_SLACK,
     TOPIC_PREFIX,
     AccessLedger,
     WriteResult,
-    _seen_id,
+    _admitted,
     _with_field,
     _write_rows,
 )
-from ledger.events import USAGE_TYPES, encode
+from ledger.events import USAGE_TYPES
 from ledger.integrity import SEAL_EVERY, next_link, write_seal
 from ledger.model import WriteModel
 from ledger.store import stream_id, usage_stream
@@ -96,25 +95,11 @@ def write_group(
                 model.prefetch(chunk)
                 for lineno, ev in chunk:
                     try:
-                        if ev.pop(AUTO_AT, False):
-                            ev["at"] = max(format_instant(now()), last_at)
-                        state = ev.pop("\0state", None) or encode(ev)
-                        event_id = ev.get("id")
-                        if (
-                            event_id is not None
-                            and (event_id in mine or event_id in known)
-                            and _seen_id(event_id, state, mine, {}, known)
-                        ):
+                        state = _admitted(ev, last_at, latest, mine, {}, known)
+                        if state is None:
                             skipped += 1
                             continue
-                        at = ev["at"]
-                        if at < last_at:
-                            raise E.OutOfOrder(
-                                f"at: {at} is before the ledger's newest event ({last_at}); "
-                                "the ledger is append-only in time"
-                            )
-                        if at > latest:
-                            raise E.OutOfOrder(f"at: {at} is more than five minutes in the future")
+                        at, event_id = ev["at"], ev.get("id")
                         etype = ev["type"]
                         key = model.apply(ev)
                         pos += 1
