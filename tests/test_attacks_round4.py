@@ -13,6 +13,7 @@ import logging
 import time
 
 import pytest
+from asgi import http_scope
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -82,20 +83,9 @@ def test_a_stalled_request_body_on_the_lean_path_is_given_up_at_the_request_time
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/check",
-        "raw_path": b"/v1/check",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(QUESTION)).encode())],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = http_scope(
+        "POST", "/v1/check", [(b"content-type", b"application/json"), (b"content-length", str(len(QUESTION)).encode())]
+    )
     started = time.monotonic()
 
     async def run() -> None:

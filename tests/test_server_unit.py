@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from asgi import http_scope
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -178,24 +179,15 @@ def test_a_client_gone_before_its_body_is_whole_is_no_internal_error(small, capl
     async def send(message):
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "path": "/v1/events",
-        "raw_path": b"/v1/events",
-        "query_string": b"",
-        "root_path": "",
-        "scheme": "http",
-        "server": ("127.0.0.1", 80),
-        "client": ("127.0.0.1", 5000),
-        "headers": [
+    scope = http_scope(
+        "POST",
+        "/v1/events",
+        [
             (b"content-type", b"application/json"),
             (b"content-length", b"100"),
             (b"authorization", client.headers["Authorization"].encode()),
         ],
-    }
+    )
     with caplog.at_level(logging.INFO, logger="access_ledger.server"):
         asyncio.run(app(scope, receive, send))
     (start,) = [m for m in sent if m["type"] == "http.response.start"]
