@@ -51,11 +51,18 @@ def _history(path: Path, n: int) -> int:
     return len(lines)
 
 
+def _index_driven(plan: dict[str, Any]) -> bool:
+    """An index look-up, or a bitmap of them (`IN (a, b)` gives a BitmapOr of two Bitmap Index Scans)."""
+    if "Index Cond" in plan:
+        return True
+    return plan["Node Type"] == "BitmapOr" and all(_index_driven(p) for p in plan.get("Plans", []))
+
+
 def _full_scans_pg(plan: dict[str, Any]) -> list[str]:
     found = []
     relation = plan.get("Relation Name")
     if relation in GROWING:
-        keyed = "Index Cond" in plan or any("Index Cond" in p for p in plan.get("Plans", []))
+        keyed = "Index Cond" in plan or any(_index_driven(p) for p in plan.get("Plans", []))
         if plan["Node Type"] == "Seq Scan" or not keyed:
             found.append(f"{plan['Node Type']} on {relation}")
     for child in plan.get("Plans", []):
