@@ -11,7 +11,7 @@ from ledger import errors as E
 from ledger.events import USAGE_TYPES, decode, encode, parse_json, parse_obj
 from ledger.integrity import SEAL_EVERY, Segments, VerifyResult, make_digest, next_link, verify, write_seal
 from ledger.model import WriteModel
-from ledger.store import Snapshots, Store, stream_id, usage_stream
+from ledger.store import Cursor, Snapshots, Store, stream_id, usage_stream
 from ledger.timeutil import canonical, format_instant, now
 
 TOPIC_PREFIX = "ledger.events:"
@@ -293,11 +293,7 @@ class AccessLedger:
                                 oid, version = usage_stream(pos), 1
                             else:
                                 oid = stream_id(key).hex
-                                version = versions.get(oid)
-                                if version is None:
-                                    version = 0 if streams_complete else store.stream_version(c, oid)
-                                version += 1
-                                versions[oid] = version
+                                version = _next_version(c, store, versions, oid, streams_complete)
                             topic = TOPIC_PREFIX + etype
                             link = next_link(link, pos, oid, version, topic, state)
                             rows.append((pos, oid, version, topic, state))
@@ -772,6 +768,16 @@ def _write_rows(c: Any, store: Store, rows: list[Any], chain: list[Any], ids: li
     store.insert_events(c, rows)
     store.insert_rows(c, "al_chain", ("position", "at", "link"), chain)
     store.insert_rows(c, "al_ids", ("event_id", "position"), ids)
+
+
+def _next_version(c: Cursor, store: Store, versions: dict[str, int], oid: str, complete: bool) -> int:
+    """The stream's next version, counted in `versions` (looked up in the store once, unless the write started
+    from an empty ledger: `complete`, every stream is then in `versions`)."""
+    version = versions.get(oid)
+    if version is None:
+        version = 0 if complete else store.stream_version(c, oid)
+    versions[oid] = version + 1
+    return version + 1
 
 
 def _admitted(

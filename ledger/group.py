@@ -23,6 +23,7 @@ from ledger.app import (
     AccessLedger,
     WriteResult,
     _admitted,
+    _next_version,
     _with_field,
     _write_rows,
 )
@@ -107,13 +108,8 @@ def write_group(
                             oid, version = usage_stream(pos), 1
                         else:
                             oid = stream_id(key).hex
-                            before = versions.get(oid)
-                            version = before
-                            if version is None:
-                                version = 0 if streams_complete else store.stream_version(c, oid)
-                            version += 1
-                            undo.append((oid, before))
-                            versions[oid] = version
+                            undo.append((oid, versions.get(oid)))
+                            version = _next_version(c, store, versions, oid, streams_complete)
                         topic = TOPIC_PREFIX + etype
                         link = next_link(link, pos, oid, version, topic, state)
                         rows.append((pos, oid, version, topic, state))

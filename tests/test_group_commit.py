@@ -233,6 +233,15 @@ def served(request, tmp_path_factory) -> Iterator[Running]:
             _drop_schema(schema)
 
 
+def _all_at_once(post, count: int) -> None:
+    """post(0) ... post(count - 1), each in its own thread, all started before any is waited for."""
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def _access(n: int, at: str, **extra) -> dict:
     return {
         "type": "ResourceAccessed",
@@ -280,11 +289,7 @@ def test_concurrent_posts_each_land_alone_or_are_refused_alone(served):
                 if answers[i].status_code != 503:
                     break
 
-    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _all_at_once(post, len(bodies))
     with AccessLedger.open(served.url) as led:
         by_id = {e["id"]: p for p, e in led.read() if "id" in e}
         assert led.verify().ok
@@ -340,11 +345,7 @@ def test_concurrent_changes_are_judged_each_on_its_own_and_refused_alone(served)
                 if answers[i].status_code != 503:  # a lock timeout on a loaded machine: nothing written, retried
                     break
 
-    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(asks))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _all_at_once(post, len(asks))
     with AccessLedger.open(served.url) as led:
         assert led.verify().ok
         made = {p: e for p, e in led.read() if e["type"] == "TenantCreated" and e["tenant"].startswith("g")}
