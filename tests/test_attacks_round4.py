@@ -13,7 +13,7 @@ import logging
 import time
 
 import pytest
-from asgi import http_scope
+from asgi import http_scope, run_async
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -92,7 +92,7 @@ def test_a_stalled_request_body_on_the_lean_path_is_given_up_at_the_request_time
         await asyncio.wait_for(asgi(scope, receive, send), 5)
 
     try:
-        asyncio.run(run())
+        run_async(run)
     except TimeoutError:
         pass
     assert sent and sent[0]["status"] == 503, sent

@@ -260,7 +260,7 @@ def test_the_lean_path_keeps_the_rate_limit_and_the_timeout(served, monkeypatch)
 
 def test_a_body_longer_than_its_declared_length_is_refused_past_the_limit(served):
     """A server that let more bytes through than Content-Length declared still meets the limit: 413."""
-    import asyncio
+    from asgi import run_async
 
     url, _, tokens = served
     app = create_app(url, max_body=MAX_BODY)
@@ -292,6 +292,6 @@ def test_a_body_longer_than_its_declared_length_is_refused_past_the_limit(served
         "root_path": "",
         "asgi": {"version": "3.0"},
     }
-    asyncio.run(app(scope, receive, send))
+    run_async(lambda: app(scope, receive, send))
     assert sent[0]["status"] == 413
     assert json.loads(sent[1]["body"]) == {"detail": f"request body larger than {MAX_BODY} bytes"}

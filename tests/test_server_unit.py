@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from asgi import http_scope
+from asgi import http_scope, run_async
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -165,7 +165,6 @@ def test_answers_over_random_histories_are_the_clis(tmp_path_factory, commands, 
 def test_a_client_gone_before_its_body_is_whole_is_no_internal_error(small, caplog):
     # A load generator closing its connections at the end of a run, or a client giving up: the body never
     # arrives whole. That is the client's doing, not the service's: no 500, no stack trace in the log.
-    import asyncio
     import logging
 
     url, client = small
@@ -189,9 +188,35 @@ def test_a_client_gone_before_its_body_is_whole_is_no_internal_error(small, capl
         ],
     )
     with caplog.at_level(logging.INFO, logger="access_ledger.server"):
-        asyncio.run(app(scope, receive, send))
+        run_async(lambda: app(scope, receive, send))
     (start,) = [m for m in sent if m["type"] == "http.response.start"]
     assert start["status"] == 400, sent
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], caplog.text
     with AccessLedger.open(url) as led:
         assert led.verify().ok
+
+
+def test_a_json_body_sent_as_a_form_is_told_to_say_json(small):
+    # `curl -d '{...}'` without `-H 'Content-Type: application/json'` sends the JSON as a form: the answer says
+    # what to change, instead of a 422 quoting the body back as a string.
+    url, client = small
+    question = json.dumps({"principal": "service_account:ci", "action": "read", "resource": "tenant/x"})
+    with AccessLedger.open(url) as led:
+        head = led.head()
+    for kind in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x", None):
+        headers = {"Content-Type": kind} if kind else {}
+        got = client.post("/v1/check", content=question, headers=headers)
+        assert got.status_code == 415, (kind, got.text)
+        assert got.json() == {
+            "detail": "the request body must be JSON, sent with the header Content-Type: application/json"
+        }
+    for kind in ("application/json", "application/json; charset=utf-8", "application/vnd.api+json"):
+        got = client.post("/v1/check", content=question, headers={"Content-Type": kind})
+        assert got.status_code == 200 and got.json()["allowed"] is False, (kind, got.text)
+    # A JSON body that is not a question is still FastAPI's 422, naming the field.
+    wrong = client.post("/v1/check", json={"principal": "service_account:ci"})
+    assert wrong.status_code == 422 and any(e["loc"][-1] == "action" for e in wrong.json()["detail"])
+    # A form-typed request to a route without a body is not a body error: the route answers.
+    assert client.get("/v1/whoami", headers={"Content-Type": "text/plain"}).status_code == 200
+    with AccessLedger.open(url) as led:
+        assert led.head() == head

@@ -67,11 +67,32 @@ def install(app: FastAPI, max_body: int) -> None:
         app.add_exception_handler(kind, handler)
 
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if _not_json(request.headers.get("content-type")) and any(_on_body(e) for e in errors):
+            # `curl -d '{...}'` without `-H 'Content-Type: application/json'` sends a form: FastAPI reads no JSON
+            # then, and its 422 would quote the body back as a string without saying why.
+            return JSONResponse({"detail": NOT_JSON}, status_code=415)
         # FastAPI's own 422, but a body's NaN or Infinity (which its JSON reader takes) is echoed as text:
         # as a number it cannot be encoded, and the 422 became a 500.
-        return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
+        return JSONResponse({"detail": _finite(jsonable_encoder(errors))}, status_code=422)
 
     app.add_exception_handler(RequestValidationError, invalid)
+
+
+NOT_JSON = "the request body must be JSON, sent with the header Content-Type: application/json"
+
+
+def _not_json(content_type: str | None) -> bool:
+    """True for a content type FastAPI does not read as JSON (nor a missing one: its routes are strict)."""
+    if not content_type:
+        return True
+    kind = content_type.split(";")[0].strip().lower()
+    return not (kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json")))
+
+
+def _on_body(error: Any) -> bool:
+    loc = error.get("loc") if isinstance(error, dict) else None
+    return bool(loc) and loc[0] == "body"
 
 
 def _finite(value: Any) -> Any:
