@@ -3,6 +3,7 @@ the machine's cores).
 
     python benchmarks/service_bench.py [--pg postgresql://postgres@127.0.0.1:54329/postgres] [--workers 2]
                                        [--duration 10] [--connections 32] [--only reads|writes]
+                                       [--ledger LEDGER.db]
 
 Builds a ledger of 200 users in 4 teams and 10 tenants with role assignments (SQLite in a temporary folder;
 with --pg, also one in a fresh schema of that server for the writes, dropped afterwards), issues a token,
@@ -12,7 +13,9 @@ starts `access-ledger serve --workers N` and runs wrk for each figure:
   - `POST /v1/check` with 100 questions: questions/s;
   - `POST /v1/events`, one event (PostgreSQL when --pg is given): req/s, p99;
   - `POST /v1/events`, 1,000 events a request: events/s.
-Prints each figure with its target, the count of non-2xx answers, and the load average.
+Prints each figure with its target, the count of non-2xx answers, and the load average. With --ledger, the read
+figures are taken on a copy of that SQLite ledger (a year of a large platform, say) instead of the small one: its
+token is issued in the copy, and the questions ask about principals, tenants and resources of its assignments.
 """
 
 from __future__ import annotations
@@ -84,10 +87,12 @@ def serve(url: str, workers: int, log: Path) -> tuple[subprocess.Popen, str]:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 pass
-            out = subprocess.run(["curl", "-s", base + "/readyz"], capture_output=True, timeout=10).stdout
+            # (/readyz answers once the worker has warmed up: some seconds on a ledger of a million events)
+            left = max(1.0, deadline - time.monotonic())
+            out = subprocess.run(["curl", "-s", base + "/readyz"], capture_output=True, timeout=left).stdout
             if b'"ready"' in out:
                 return process, base
-        except OSError:
+        except (OSError, subprocess.TimeoutExpired):
             pass
         time.sleep(0.2)
     process.kill()
@@ -146,6 +151,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--only", choices=["reads", "writes"], help="run only the read (check) or write figures")
+    parser.add_argument("--ledger", help="take the read figures on a copy of this SQLite ledger")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
@@ -157,7 +163,23 @@ def main() -> None:
         d, c = args.duration, args.connections
         console.print(f"service: {args.workers} worker(s); wrk {c} connections, {d} s each; loopback")
         if args.only != "writes":
-            reads(folder, token, args.workers, d, c)
+            if args.ledger:
+                with console.status(f"copying {args.ledger}"):
+                    url, read_token, question, questions = large(args.ledger, folder)
+                console.print(f"reads on a copy of {args.ledger} (head {read_head(url):,})")
+            else:
+                url, read_token = str(folder / "ledger.db"), token
+                question = {"principal": "user:u3", "action": "read", "resource": "model/m3", "tenant": "t3"}
+                questions = [
+                    {
+                        "principal": f"user:u{n}",
+                        "action": "read",
+                        "resource": f"model/m{n % 50}",
+                        "tenant": TENANTS[n % 10],
+                    }
+                    for n in range(100)
+                ]
+            reads(url, read_token, question, questions, folder, args.workers, d, c, 20 if args.ledger else 0)
         if args.only != "reads":
             writes(folder, token, args, d, c, made)
         console.print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -170,15 +192,49 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def reads(folder: Path, token: str, workers: int, d: int, c: int) -> None:
-    """The floor, one check, and 100 checks a request, on the SQLite ledger."""
-    process, base = serve(str(folder / "ledger.db"), workers, folder / "server.log")
-    question = {"principal": "user:u3", "action": "read", "resource": "model/m3", "tenant": "t3"}
-    questions = [
-        {"principal": f"user:u{n}", "action": "read", "resource": f"model/m{n % 50}", "tenant": TENANTS[n % 10]}
-        for n in range(100)
+def read_head(url: str) -> int:
+    with AccessLedger.open(url) as led:
+        return led.head()
+
+
+def large(source: str, folder: Path) -> tuple[str, str, dict, list[dict]]:
+    """A copy of the SQLite ledger `source` with a token for the reads, one question and 100 about its assignments."""
+    import sqlite3
+
+    from projections.pit import Timeline
+
+    url = str(folder / "large.db")
+    with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as src, sqlite3.connect(url) as dst:
+        src.backup(dst)  # a consistent copy, whatever the source's journal holds
+    with AccessLedger.open(url) as led:
+        led.create_service_account("service-bench")
+        token = api.create_token(led, "service_account:service-bench", ["read"], actor="system")["token"]
+        held = [k for k in Timeline(led).current().assignments if k[1].startswith("user:") and k[2]]
+    step = max(1, len(held) // 100)
+    asked = [
+        {"principal": holder, "action": "read", "resource": resource or "model/any", "tenant": tenant}
+        for _, holder, tenant, resource in held[::step][:100]
     ]
+    return url, token, asked[len(asked) // 2], asked
+
+
+def reads(
+    url: str,
+    token: str,
+    question: dict,
+    questions: list[dict],
+    folder: Path,
+    workers: int,
+    d: int,
+    c: int,
+    warmup: int = 0,
+) -> None:
+    """The floor, one check, and 100 checks a request, on the SQLite ledger at `url`."""
+    process, base = serve(url, workers, folder / "server.log")
     try:
+        if warmup:  # every worker warms up on its own (its review pages, its state): none of that is measured
+            with console.status(f"warming up ({warmup} s of checks)"):
+                wrk(base, "/v1/check", token, json.dumps(question).encode(), folder, warmup, c)
         with console.status("whoami"):
             floor = wrk(base, "/v1/whoami", token, None, folder, d, c)
         with console.status("check"):

@@ -177,6 +177,11 @@ class Cursor:
     def fetchall(self) -> list[Any]:
         return self.raw.fetchall()
 
+    def blob_start(self, table: str, column: str, rowid: int, size: int) -> bytes:
+        """The first `size` bytes of a SQLite blob, read without reading the rest of it."""
+        with self.raw.sqlite_cursor.connection.blobopen(table, column, rowid, readonly=True) as blob:
+            return blob.read(size)
+
 
 class BulkWriter:
     """Writes an import's rows beside the checking of the next chunk, in the same transaction.
@@ -1007,6 +1012,29 @@ class Snapshots:
             )
             row = c.fetchone()
         return None if row is None else (row[0], _as_bytes(row[1]), row[2])
+
+    def probe_bound(self, name: str, size: int) -> tuple[Any, Any, bytes | None, Any] | None:
+        """(position as stored, the data's length, its first `size` bytes, the chain link as in `load_bound`),
+        without reading the rest of the data (a snapshot of a large state is tens of megabytes). The first
+        bytes are None when the data is not a blob (SQLite keeps any type in any column)."""
+        with self.store.transaction(write=False) as c:
+            bound = (
+                "FROM al_snapshots s LEFT JOIN al_chain ch "
+                "ON ch.position = s.position AND ch.position <= (SELECT position FROM al_head WHERE id = 1) "
+                "WHERE s.name = ?"
+            )
+            if self.store.postgres:  # a slice of a TOASTed value is read (and decompressed) only that far
+                c.execute(
+                    f"SELECT s.position, octet_length(s.data), substr(s.data, 1, {int(size)}), ch.link {bound}", (name,)
+                )
+                row = c.fetchone()
+                return None if row is None else (row[0], row[1], _as_bytes(row[2]), row[3])
+            c.execute(f"SELECT s.position, length(s.data), typeof(s.data), s.rowid, ch.link {bound}", (name,))
+            row = c.fetchone()
+            if row is None:
+                return None
+            start = c.blob_start("al_snapshots", "data", row[3], size) if row[2] == "blob" else None
+            return (row[0], row[1], start, row[4])
 
     def names(self, prefix: str = "") -> list[tuple[str, Any]]:
         """(name, position as stored) of the snapshots whose name starts with `prefix`."""

@@ -58,9 +58,12 @@ CURRENT = f"projection/{VERSION}/current"
 CHECKPOINT = f"projection/{VERSION}/at/"
 CHECKPOINT_EVERY = 50_000
 SAVE_CURRENT_AFTER = 1_000
-# A snapshot: this tag, a line with its MAC (hex; "-" when no key was set), then the JSON body.
+# A snapshot: this tag, a line with its MAC (hex; without a key, "sha256:" and the body's SHA-256), then the JSON body.
 FORMAT = b"access-ledger permission-state 1"
-_NO_MAC = b"-"
+_NO_MAC = b"-"  # (snapshots stored before the digest: read as before, stored again with one)
+_DIGEST = b"sha256:"  # without a key, the MAC line is the body's SHA-256
+#: The bytes of a snapshot's start a worker's cache compares (its format line and its MAC line).
+HEADER = 128
 _BODY_FIELDS = frozenset({"position", "link", "state"})
 
 T = TypeVar("T")
@@ -113,10 +116,14 @@ def _mac(key: bytes, position: int, body: bytes) -> bytes:
     return hmac.new(key, b"%d\n%s" % (position, body), hashlib.sha256).hexdigest().encode()
 
 
+def _digest(body: bytes) -> bytes:
+    return _DIGEST + hashlib.sha256(body).hexdigest().encode()
+
+
 def _encode(state: PermissionState, link: str, key: bytes | None) -> bytes:
     """A snapshot of `state`, bound to the chain link at its position (and MACed under `key`)."""
     body = orjson.dumps({"position": state.position, "link": link, "state": state_to_data(state)})
-    mac = _NO_MAC if key is None else _mac(key, state.position, body)
+    mac = _digest(body) if key is None else _mac(key, state.position, body)
     return b"%s\n%s\n%s" % (FORMAT, mac, body)
 
 
@@ -130,6 +137,8 @@ def _decode(data: bytes, position: int, link: str | None, key: bytes | None) -> 
         raise BadSnapshot("not in this version's format")
     if key is not None and not hmac.compare_digest(mac, _mac(key, position, body)):
         raise BadSnapshot("its MAC is missing or wrong")
+    if key is None and mac.startswith(_DIGEST) and not hmac.compare_digest(mac, _digest(body)):
+        raise BadSnapshot("its body does not match its digest")
     if link is None:
         raise BadSnapshot("its position is beyond the head")
     try:
@@ -205,18 +214,38 @@ def _save(led: AccessLedger, name: str, state: PermissionState) -> tuple[int, by
 class _Current:
     """A worker's decoded current state, and what proves it is still what `Timeline.current` would build.
 
-    `row` is the stored current snapshot as it was read (position, data bytes, the chain link al_chain
-    held at its position) with the seal key in force; `state` is that snapshot decoded and folded to
-    `state.position`, whose chain link was `link`. It answers only while the stored row and the key are
-    byte for byte the same and the log's head is that position with that link (or, folded forward, still
-    has that link there): an edited or replaced snapshot, another key, a swapped file or a write by anyone
-    makes it miss, and the state is built as without a cache (and checked as then).
+    `probe` is the stored current snapshot as it was read, without its body: (position, the data's length,
+    its first HEADER bytes, the chain link al_chain held at its position), with the seal key in force;
+    `state` is that snapshot decoded and folded to `state.position`, whose chain link was `link`. It answers
+    only while the stored row's probe and the key are the same and the log's head is that position with that
+    link (or, folded forward, still has that link there): another key, a swapped file or a write by anyone
+    makes it miss, and so does any edit of the row's position, length or header, and the state is built as
+    without a cache (and checked as then). An edit of the body alone needs no look: the header holds the
+    body's MAC (with the key) or its SHA-256 (without), so a worker without the cache refuses that body and
+    rebuilds from the events what the cache holds (the body of a snapshot stored by a key holder, or, without
+    the key, one that matched its digest). Only a row whose header binds its body so is kept (`_binds`).
+    The body is never read while the cache answers: a large state's snapshot is tens of megabytes.
     """
 
-    __slots__ = ("row", "key", "state", "link")
+    __slots__ = ("probe", "key", "state", "link")
 
-    def __init__(self, row: tuple[Any, bytes, Any], key: bytes | None, state: PermissionState, link: str):
-        self.row, self.key, self.state, self.link = row, key, state, link
+    def __init__(self, probe: tuple[Any, Any, bytes | None, Any], key: bytes | None, state: PermissionState, link: str):
+        self.probe, self.key, self.state, self.link = probe, key, state, link
+
+
+def _probe(row: tuple[Any, bytes, Any]) -> tuple[Any, Any, bytes | None, Any]:
+    """A snapshot row (position, data, link) as `Snapshots.probe_bound` reads it from the database."""
+    return (row[0], len(row[1]), row[1][:HEADER], row[2])
+
+
+def _binds(data: bytes, key: bytes | None) -> bool:
+    """Whether a snapshot's header (read and checked by `_decode` under `key`) binds its body: with the key,
+    its MAC; without, its SHA-256. (Read without the key, a MAC binds nothing this reader can check.)"""
+    tag, newline, rest = data[:HEADER].partition(b"\n")
+    mac, newline2, _ = rest.partition(b"\n")
+    if not (newline and newline2) or tag != FORMAT:
+        return False
+    return mac.startswith(_DIGEST) if key is None else not (mac == _NO_MAC or mac.startswith(_DIGEST))
 
 
 # One entry per open ledger (a service worker keeps its ledger open): gone with the ledger object.
@@ -317,10 +346,9 @@ class Timeline:
             head = self.led.head()
             return self._fold(self._start_for(head), head)
         head, head_at, head_link = self.led.store.head()
-        row = self.led.snapshots.load_bound(CURRENT)
         key = seal_key()
         cached = _CURRENT.pop(self.led, None)  # put back only once it is whole again
-        if cached is not None and row is not None and cached.row == row and cached.key == key:
+        if cached is not None and cached.key == key and self.led.snapshots.probe_bound(CURRENT, HEADER) == cached.probe:
             state = cached.state
             if state.position == head and cached.link == head_link:
                 _CURRENT[self.led] = cached
@@ -328,11 +356,14 @@ class Timeline:
             if state.position < head and _link_at(self.led, state.position) == cached.link:
                 # On a copy: a state once returned never changes under whoever holds it.
                 state = self._fold(_copy(state), head, head_at or None)
-                if head - row[0] >= SAVE_CURRENT_AFTER:
-                    row = _save(self.led, CURRENT, state)
-                if row is not None:
-                    _CURRENT[self.led] = _Current(row, key, state, head_link)
+                probe: tuple[Any, Any, bytes | None, Any] | None = cached.probe
+                if head - cached.probe[0] >= SAVE_CURRENT_AFTER:
+                    saved = _save(self.led, CURRENT, state)
+                    probe = None if saved is None else _probe(saved)
+                if probe is not None:
+                    _CURRENT[self.led] = _Current(probe, key, state, head_link)
                 return state
+        row = self.led.snapshots.load_bound(CURRENT)
         state: PermissionState | None = None
         saved_at = 0
         if row is not None and type(row[0]) is int and row[0] <= head:  # (not one a writer saved since `head`)
@@ -349,10 +380,11 @@ class Timeline:
         if state is None:
             state = self._start_for(head)
         state = self._fold(state, head, head_at or None)
-        if head - saved_at >= SAVE_CURRENT_AFTER or (saved_at == 0 and head):
-            row = _save(self.led, CURRENT, state)
-        if row is not None and head:
-            _CURRENT[self.led] = _Current(row, key, state, head_link)
+        legacy = row is not None and key is None and row[1].partition(b"\n")[2].startswith(_NO_MAC + b"\n")
+        if head - saved_at >= SAVE_CURRENT_AFTER or (saved_at == 0 and head) or legacy:
+            row = _save(self.led, CURRENT, state)  # (one stored before the digest is stored again with it)
+        if row is not None and head and _binds(row[1], key):
+            _CURRENT[self.led] = _Current(_probe(row), key, state, head_link)
         return state
 
     def at_position(self, position: int) -> PermissionState:

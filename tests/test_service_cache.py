@@ -5,6 +5,7 @@ question cheap: the stored state is decoded once per worker, and a request reads
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 
 import orjson
@@ -66,8 +67,9 @@ def put_current(led: AccessLedger, data: bytes) -> None:
         c.execute("UPDATE al_snapshots SET data = ? WHERE name = ?", (data, CURRENT))
 
 
-def forged(data: bytes) -> bytes:
-    """The snapshot with an admin grant for bob in prod added (its MAC line left as it was)."""
+def forged(data: bytes, *, digest: bool = True) -> bytes:
+    """The snapshot with an admin grant for bob in prod added. A MAC line is left as it was (nobody without the
+    key can make one); a digest is made again to match, as anyone can (unless `digest` is False)."""
     tag, mac, body = data.split(b"\n", 2)
     d = orjson.loads(body)
     state = d["state"]
@@ -75,7 +77,19 @@ def forged(data: bytes) -> bytes:
     state["assignments"].append([*BOB_ADMIN, None, len(state["sources"]) - 1])
     if "user:bob" not in state["holders"]:
         state["holders"].append("user:bob")
-    return b"\n".join([tag, mac, orjson.dumps(d)])
+    body = orjson.dumps(d)
+    if digest and mac.startswith(b"sha256:"):
+        mac = b"sha256:" + hashlib.sha256(body).hexdigest().encode()
+    return b"\n".join([tag, mac, body])
+
+
+def same_length_edit(data: bytes) -> bytes:
+    """The snapshot with bob's name changed to one of the same length, past its first pit.HEADER bytes: the
+    row's length and header (its MAC or digest line) stay as they were."""
+    start = data.index(b'"user:bob"', pit.HEADER)
+    edited = data[:start] + b'"user:bo_"' + data[start + len(b'"user:bob"') :]
+    assert len(edited) == len(data) and edited[: pit.HEADER] == data[: pit.HEADER] and edited != data
+    return edited
 
 
 def test_the_stored_state_is_decoded_once_while_the_log_stands_still(ledger_url, monkeypatch):
@@ -120,6 +134,7 @@ def test_an_edited_snapshot_is_answered_as_a_worker_with_nothing_cached_answers(
         position, data = current_row(led)
         edits = {
             "a forged grant": forged(data),
+            "a forged grant, its digest left as it was": forged(data, digest=False),
             "junk": b"junk",
             "the snapshot of another position": data.replace(b'"position":%d' % position, b'"position":1'),
         }
@@ -135,6 +150,60 @@ def test_an_edited_snapshot_is_answered_as_a_worker_with_nothing_cached_answers(
                 assert got == truth(led), edit
             put_current(led, data)
             assert warm(led) == truth(led), edit
+
+
+@pytest.mark.parametrize("key", [None, "k" * 32])
+def test_an_edit_that_keeps_the_length_and_header_is_answered_as_a_worker_with_nothing_cached_answers(
+    ledger_url, monkeypatch, key
+):
+    # The cache compares the row's length and header only (it never reads the body while it answers): the
+    # header holds the body's MAC or SHA-256, so a worker without the cache refuses the edited body and
+    # rebuilds from the events the very state the cache holds.
+    if key:
+        monkeypatch.setenv(KEY_ENV, key)
+    with AccessLedger.open(ledger_url, create=True) as led:
+        base(led)
+        led.assign_role("viewer", "user:bob", tenant="prod", at=AT)
+        Timeline(led).current()
+        position, data = current_row(led)
+        assert warm(led) == truth(led)
+        put_current(led, same_length_edit(data))
+        bodies = []
+        real = led.snapshots.load_bound
+        monkeypatch.setattr(led.snapshots, "load_bound", lambda name: bodies.append(name) or real(name))
+        assert warm(led) == truth(led) == cold(ledger_url)
+        assert bodies == []  # answered from the cache, the body not read
+        # The worker without the cache refused the edited body and stored the state again, at the head.
+        assert current_row(led)[0] == led.head() and current_row(led)[1] != same_length_edit(data)
+
+
+def test_the_body_of_the_stored_state_is_read_once_per_worker(ledger_url, monkeypatch):
+    with AccessLedger.open(ledger_url, create=True) as led:
+        base(led)
+    with AccessLedger.open(ledger_url) as led:  # a worker started on it
+        bodies = []
+        real = led.snapshots.load_bound
+        monkeypatch.setattr(led.snapshots, "load_bound", lambda name: bodies.append(name) or real(name))
+        Timeline(led).current()
+        assert len(bodies) == 1
+        for n in range(3):  # writes by this worker and another: folded on from the cache
+            led.create_user(f"carol{n}", at=LATER)
+            with AccessLedger.open(ledger_url) as other:
+                other.create_user(f"dave{n}", at=LATER)
+            assert state_to_data(Timeline(led).current()) == truth(led)
+        assert len(bodies) == 1
+
+
+def test_a_snapshot_stored_before_the_digest_is_read_and_stored_again_with_it(ledger_url):
+    with AccessLedger.open(ledger_url, create=True) as led:
+        base(led)
+        position, data = current_row(led)
+        tag, mac, body = data.split(b"\n", 2)
+        assert mac == b"sha256:" + hashlib.sha256(body).hexdigest().encode()
+        put_current(led, b"\n".join([tag, b"-", body]))  # as stored by the version before
+    with AccessLedger.open(ledger_url) as led:
+        assert state_to_data(Timeline(led).current()) == truth(led)
+        assert current_row(led) == (position, data)
 
 
 def test_a_chain_link_edited_under_the_snapshot_is_noticed(ledger_url):

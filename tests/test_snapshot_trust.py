@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import hashlib
 import os
 import pickle
 import random
@@ -130,11 +131,15 @@ def parts(data: bytes) -> tuple[bytes, bytes, dict]:
     return tag, mac, orjson.loads(body)
 
 
-def rebody(data: bytes, change) -> bytes:
-    """The snapshot with its JSON body changed by change(body) (its MAC line as it was)."""
+def rebody(data: bytes, change, *, digest: bool = True) -> bytes:
+    """The snapshot with its JSON body changed by change(body). A MAC line is left as it was (nobody without the
+    key can make one); a SHA-256 line (no key) is made again to match, as anyone can (unless `digest` is False)."""
     tag, mac, body = parts(data)
     change(body)
-    return b"\n".join([tag, mac, orjson.dumps(body)])
+    new = orjson.dumps(body)
+    if digest and mac.startswith(b"sha256:"):
+        mac = b"sha256:" + hashlib.sha256(new).hexdigest().encode()
+    return b"\n".join([tag, mac, new])
 
 
 class Plant:
@@ -228,6 +233,23 @@ def test_a_forged_grant_is_named_by_check_snapshots(built):
         led.snapshots.delete(name)
         assert check_snapshots(led) == []
         assert answers(led, url, persist=False)["at"] == answers(led, url)["at"]
+    put(led, saved)
+
+
+def test_a_body_edited_without_its_digest_is_refused_and_rebuilt(built):
+    # Without a key the MAC line holds the body's SHA-256: a body edited without it is never used.
+    led, url = built
+    want = expected(led, url)
+    saved = rows(led)
+    assert all(parts(data)[1].startswith(b"sha256:") for _, _, data in saved)
+    for i, (name, position, data) in enumerate(saved):
+        put(led, saved[:i] + [(name, position, rebody(data, grant_admin, digest=False))] + saved[i + 1 :])
+        assert check_snapshots(led) == [
+            f"snapshot {name} (position {position}) cannot be used (its body does not match its digest): "
+            "rebuilt on next use"
+        ]
+        assert ("admin", "user:eve", "prod", None) not in Timeline(led).at_position(position).assignments
+        assert answers(led, url) == want
     put(led, saved)
 
 
