@@ -976,6 +976,14 @@ class Store:
             pass
 
 
+# A snapshot row with the chain link al_chain holds at its position, if that is at or before the head row's.
+_BOUND = (
+    "FROM al_snapshots s LEFT JOIN al_chain ch "
+    "ON ch.position = s.position AND ch.position <= (SELECT position FROM al_head WHERE id = 1) "
+    "WHERE s.name = ?"
+)
+
+
 class Snapshots:
     """Named blobs with the position they were taken at, for projections' persisted state."""
 
@@ -1004,12 +1012,7 @@ class Snapshots:
         """(position as stored, data, the chain link al_chain holds at that position if it is at or before
         the head row's, else None): one look-up for a reader that checks a snapshot's binding."""
         with self.store.transaction(write=False) as c:
-            c.execute(
-                "SELECT s.position, s.data, ch.link FROM al_snapshots s LEFT JOIN al_chain ch "
-                "ON ch.position = s.position AND ch.position <= (SELECT position FROM al_head WHERE id = 1) "
-                "WHERE s.name = ?",
-                (name,),
-            )
+            c.execute(f"SELECT s.position, s.data, ch.link {_BOUND}", (name,))
             row = c.fetchone()
         return None if row is None else (row[0], _as_bytes(row[1]), row[2])
 
@@ -1018,18 +1021,14 @@ class Snapshots:
         without reading the rest of the data (a snapshot of a large state is tens of megabytes). The first
         bytes are None when the data is not a blob (SQLite keeps any type in any column)."""
         with self.store.transaction(write=False) as c:
-            bound = (
-                "FROM al_snapshots s LEFT JOIN al_chain ch "
-                "ON ch.position = s.position AND ch.position <= (SELECT position FROM al_head WHERE id = 1) "
-                "WHERE s.name = ?"
-            )
             if self.store.postgres:  # a slice of a TOASTed value is read (and decompressed) only that far
                 c.execute(
-                    f"SELECT s.position, octet_length(s.data), substr(s.data, 1, {int(size)}), ch.link {bound}", (name,)
+                    f"SELECT s.position, octet_length(s.data), substr(s.data, 1, {int(size)}), ch.link {_BOUND}",
+                    (name,),
                 )
                 row = c.fetchone()
                 return None if row is None else (row[0], row[1], _as_bytes(row[2]), row[3])
-            c.execute(f"SELECT s.position, length(s.data), typeof(s.data), s.rowid, ch.link {bound}", (name,))
+            c.execute(f"SELECT s.position, length(s.data), typeof(s.data), s.rowid, ch.link {_BOUND}", (name,))
             row = c.fetchone()
             if row is None:
                 return None
