@@ -3,7 +3,7 @@ the machine's cores).
 
     python benchmarks/service_bench.py [--pg postgresql://postgres@127.0.0.1:54329/postgres] [--workers 2]
                                        [--duration 10] [--connections 32] [--only reads|writes]
-                                       [--ledger LEDGER.db]
+                                       [--ledger LEDGER.db] [--warmup 3]
 
 Builds a ledger of 200 users in 4 teams and 10 tenants with role assignments (SQLite in a temporary folder;
 with --pg, also one in a fresh schema of that server for the writes, dropped afterwards), issues a token,
@@ -13,7 +13,9 @@ starts `access-ledger serve --workers N` and runs wrk for each figure:
   - `POST /v1/check` with 100 questions: questions/s;
   - `POST /v1/events`, one event (PostgreSQL when --pg is given): req/s, p99;
   - `POST /v1/events`, 1,000 events a request: events/s.
-Prints each figure with its target, the count of non-2xx answers, and the load average. With --ledger, the read
+Each service is warmed up first (--warmup seconds of the request measured next, not counted: a worker's first
+requests open the ledger, fold the token state and record the token's first use). Prints each figure with its
+target, the count of non-2xx answers, and the load average. With --ledger, the read
 figures are taken on a copy of that SQLite ledger (a year of a large platform, say) instead of the small one: its
 token is issued in the copy, and the questions ask about principals, tenants and resources of its assignments.
 """
@@ -152,6 +154,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--only", choices=["reads", "writes"], help="run only the read (check) or write figures")
     parser.add_argument("--ledger", help="take the read figures on a copy of this SQLite ledger")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="seconds of load before each service's first figure (20 with --ledger)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
@@ -161,7 +166,7 @@ def main() -> None:
         with console.status("building the ledger (SQLite)"):
             token = build(str(folder / "ledger.db"))
         d, c = args.duration, args.connections
-        console.print(f"service: {args.workers} worker(s); wrk {c} connections, {d} s each; loopback")
+        console.print(f"service: {args.workers} worker(s); wrk {c} connections, {d} s each after a warm-up; loopback")
         if args.only != "writes":
             if args.ledger:
                 with console.status(f"copying {args.ledger}"):
@@ -179,7 +184,17 @@ def main() -> None:
                     }
                     for n in range(100)
                 ]
-            reads(url, read_token, question, questions, folder, args.workers, d, c, 20 if args.ledger else 0)
+            reads(
+                url,
+                read_token,
+                question,
+                questions,
+                folder,
+                args.workers,
+                d,
+                c,
+                max(args.warmup, 20 if args.ledger else 0),
+            )
         if args.only != "reads":
             writes(folder, token, args, d, c, made)
         console.print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -264,6 +279,9 @@ def writes(folder: Path, token: str, args: argparse.Namespace, d: int, c: int, m
     # with their own clocks would be refused when a later one commits first.
     at = (datetime.now(UTC) + timedelta(minutes=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
+        if args.warmup:
+            with console.status(f"warming up ({args.warmup} s of events, one a request)"):
+                wrk(base, "/v1/events", token, json.dumps(event(at, 1)).encode(), folder, args.warmup, c)
         with console.status("events, one a request"):
             one = wrk(base, "/v1/events", token, json.dumps(event(at, 1)).encode(), folder, d, c)
         with console.status("events, 1,000 a request"):

@@ -117,6 +117,18 @@ def test_a_check_is_answered_as_fastapi_answers_it(served, body, who, content_ty
     if content_type is not None:
         headers["Content-Type"] = content_type
     lean, slow = _pair(client, "POST", "/v1/check", headers, body)
+    if lean.status_code == slow.status_code == 200 and isinstance(lean.json(), dict) and "at" in lean.json():
+        asked = json.loads(body)
+        if asked.get("at") is None and asked.get("position") is None:
+            # Asked as of now: each answer is at the instant it was made (microseconds apart); all else the same.
+            lean_at, slow_at = lean.json()["at"], slow.json()["at"]
+            assert lean_at <= slow_at and slow_at[:10] == lean_at[:10]
+            assert lean.content.replace(lean_at.encode(), slow_at.encode()) == slow.content
+            lean_headers, slow_headers = dict(lean.headers), dict(slow.headers)
+            assert lean_headers.pop("content-length") == str(len(lean.content))  # (".000000" is left out)
+            assert slow_headers.pop("content-length") == str(len(slow.content))
+            assert lean_headers == slow_headers
+            return
     _same(lean, slow)
 
 
@@ -172,21 +184,27 @@ def test_the_lean_path_logs_the_token_id_never_the_token(served, caplog):
             assert t.split(".", 1)[1] not in caplog.text
 
 
-def test_a_check_takes_no_hand_off_to_the_framework_thread_pool(served, monkeypatch):
-    """The lean path: one hand-off to the ledger thread, none through FastAPI's dependencies and endpoint."""
+@pytest.fixture
+def hops(monkeypatch):
+    """The functions FastAPI hands to its thread pool (its sync dependencies and endpoints), as they are."""
     import fastapi.dependencies.utils
     import fastapi.routing
     import starlette.concurrency
 
-    _, client, tokens = served
-    hops = []
+    handed = []
 
     async def counted(func, *args, **kwargs):
-        hops.append(func)
+        handed.append(func)
         return func(*args, **kwargs)
 
     for module in (starlette.concurrency, fastapi.dependencies.utils, fastapi.routing):
         monkeypatch.setattr(module, "run_in_threadpool", counted)
+    return handed
+
+
+def test_a_check_takes_no_hand_off_to_the_framework_thread_pool(served, hops):
+    """The lean path: one hand-off to the ledger thread, none through FastAPI's dependencies and endpoint."""
+    _, client, tokens = served
     ask = {"principal": "user:ann", "action": "read", "resource": "model/m1", "tenant": "prod"}
     headers = {"Authorization": f"Bearer {tokens['read']}"}
     assert client.post("/v1/check", headers=headers, json=ask).status_code == 200
@@ -257,6 +275,28 @@ def test_the_lean_path_keeps_the_rate_limit_and_the_timeout(served, monkeypatch)
         "retry it (events are idempotent by id)"
     }
 
+    # The same for a POST of events (a report token, its own bucket).
+    headers = {"Authorization": f"Bearer {tokens['report']}"}
+    token_id = tokens["report"].split(".")[0]
+    assert limited.post("/v1/events", headers=headers, json=_access(id="r1")).status_code == 200
+    over = limited.post("/v1/events", headers=headers, json=_access(id="r2"))
+    assert over.status_code == 429 and over.headers["Retry-After"] == "1"
+    assert over.json() == {"detail": f"token {token_id} is over its rate limit; retry after 1 s"}
+    from access_ledger.server import service as service_module
+
+    write = service_module.Service.write
+
+    def slow_write(self, *args, **kwargs):
+        time.sleep(1.0)
+        return write(self, *args, **kwargs)
+
+    monkeypatch.setattr(service_module.Service, "write", slow_write)
+    began = time.monotonic()
+    got = slow.post("/v1/events", headers=headers, json=_access(id="r3"))
+    assert time.monotonic() - began < 0.9
+    assert got.status_code == 503 and got.headers["Retry-After"] == "1"
+    assert "a write may or may not have been made" in got.json()["detail"]
+
 
 def test_a_body_longer_than_its_declared_length_is_refused_past_the_limit(served):
     """A server that let more bytes through than Content-Length declared still meets the limit: 413."""
@@ -295,3 +335,130 @@ def test_a_body_longer_than_its_declared_length_is_refused_past_the_limit(served
     run_async(lambda: app(scope, receive, send))
     assert sent[0]["status"] == 413
     assert json.loads(sent[1]["body"]) == {"detail": f"request body larger than {MAX_BODY} bytes"}
+
+    # The same for a POST of events: nothing written.
+    with AccessLedger.open(url) as led:
+        head = led.head()
+    sent.clear()
+    chunks[:] = [b"[" + b" " * 400, b" " * 400 + b"]"]
+    headers[0] = (b"authorization", f"Bearer {tokens['report']}".encode())
+    scope.update(path="/v1/events", raw_path=b"/v1/events")
+    run_async(lambda: app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    with AccessLedger.open(url) as led:
+        assert led.head() == head
+
+
+# -- POST /v1/events ------------------------------------------------------------------------------------------
+
+EVENT_IDS = ["e1", "e2", "e3"]
+
+
+def _access(**fields):
+    from ledger.timeutil import format_instant, now
+
+    return {
+        "type": "ResourceAccessed",
+        "at": format_instant(now()),
+        "actor": "service_account:ci",
+        "principal": "user:ann",
+        "tenant": "prod",
+        "resource": "model/m1",
+        "action": "read",
+        "outcome": "allowed",
+        **fields,
+    }
+
+
+events = st.builds(
+    lambda eid, principal, kind, actor: {
+        k: v for k, v in _access(id=eid, principal=principal, type=kind, actor=actor).items() if v is not None
+    },
+    eid=st.sampled_from(EVENT_IDS),
+    principal=st.sampled_from(["user:ann", "user:bob", "user:nobody", "bad name"]),
+    kind=st.sampled_from(  # (mostly one a report token may post: some bodies are written)
+        ["ResourceAccessed"] * 4 + ["TokenUsed", "ReviewDecided", "UserCreated", "Nonsense", None]
+    ),
+    actor=st.sampled_from(["service_account:ci", "system", "user:ann", None]),
+)
+event_bodies = st.one_of(
+    events.map(lambda e: json.dumps(e).encode()),
+    st.lists(events, max_size=3).map(lambda es: json.dumps(es).encode()),
+    st.lists(events, min_size=1, max_size=3).map(lambda es: b"\n".join(json.dumps(e).encode() for e in es)),
+    st.sampled_from([b"", b"{", b"[1]", b"null", b"[]", b"\n\n", b"\xff\xfe", b" " * (MAX_BODY + 1)]),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=event_bodies,
+    who=st.sampled_from(["report", "read", "revoked", "expired", "inactive", "unknown", "garbage", None]),
+    content_type=st.sampled_from(["application/json", "application/x-ndjson", "text/plain", None]),
+)
+def test_a_post_of_events_is_answered_as_fastapi_answers_it(served, body, who, content_type):
+    """Refusals leave the ledger as it was, so the lean answer and FastAPI's to the same body must be identical;
+    a body written (every event carries an id) is skipped when sent again, on either path, identically."""
+    url, client, tokens = served
+    headers = {} if who is None else {"Authorization": f"Bearer {tokens[who]}"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    first = client.post("/v1/events", headers=headers, content=body)
+    if first.status_code == 200:
+        with AccessLedger.open(url) as led:
+            position, _, link = led.store.head()
+            assert (first.json()["position"], first.json()["link"]) == (position, link)
+    lean, slow = _pair(client, "POST", "/v1/events", headers, body)
+    _same(lean, slow)
+    if first.status_code == 200:
+        assert lean.json()["written"] == 0 and lean.json()["position"] == first.json()["position"]
+    else:
+        assert lean.status_code == first.status_code and lean.content == first.content
+
+
+def test_the_refusals_of_a_post_of_events(served):
+    url, client, tokens = served
+    with AccessLedger.open(url) as led:
+        head = led.head()
+
+    def post(who: str, content, **headers: str):
+        h = {"Authorization": f"Bearer {tokens[who]}", "Content-Type": "application/json", **headers}
+        return client.post(
+            "/v1/events", headers=h, content=content if isinstance(content, bytes) else json.dumps(content)
+        )
+
+    scope = post("read", _access())
+    assert scope.status_code == 403 and scope.json()["error"] == "scope"
+    assert post("revoked", _access()).json()["error"] == "revoked"
+    used = post("report", _access(type="TokenUsed", token_id="tok_x"))
+    assert used.status_code == 403 and "only the service records" in used.json()["detail"]
+    bad = post("report", [_access(id="a"), _access(id="b", principal="user:nobody")])
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("line 2: ")
+    big = post("report", b" " * (MAX_BODY + 1))
+    assert big.status_code == 413 and big.json() == {"detail": f"request body larger than {MAX_BODY} bytes"}
+    with AccessLedger.open(url) as led:
+        assert led.head() == head  # nothing was written by any of them
+    ok = post("report", [_access(id="a"), _access(id="b")])
+    assert ok.status_code == 200
+    assert ok.json() == {
+        "written": 2,
+        "skipped": 0,
+        "first": head + 1,
+        "last": head + 2,
+        "position": head + 2,
+        "link": ok.json()["link"],
+    }
+    with AccessLedger.open(url) as led:
+        assert led.store.head()[2] == ok.json()["link"]
+
+
+def test_a_post_of_events_takes_no_hand_off_to_the_framework_thread_pool(served, hops, caplog):
+    """One hand-off to a writer thread (token check and write), none through FastAPI's."""
+    _, client, tokens = served
+    headers = {"Authorization": f"Bearer {tokens['report']}"}
+    with caplog.at_level(logging.INFO, logger="access_ledger.access"):
+        assert client.post("/v1/events", headers=headers, json=_access(id="lean")).status_code == 200
+    assert hops == []
+    assert f"POST /v1/events 200 token={tokens['report'].split('.')[0]}" in caplog.text
+    assert tokens["report"].split(".", 1)[1] not in caplog.text
+    assert client.post("/v1/events?via=fastapi", headers=headers, json=_access(id="slow")).status_code == 200
+    assert hops  # (the FastAPI path does hand its sync dependency and endpoint over)

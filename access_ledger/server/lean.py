@@ -1,4 +1,5 @@
-"""The hot paths, answered in front of FastAPI: `POST /v1/check` (one question or a list) and `GET /v1/whoami`.
+"""The hot paths, answered in front of FastAPI: `POST /v1/check` (one question or a list), `GET /v1/whoami` and
+`POST /v1/events`.
 
 Under load most of a check's time went to the framework around it (routing and dependency resolution,
 four hand-offs to the thread pool, one per sync dependency and the endpoint, the access log and timeout
@@ -9,9 +10,14 @@ function's (`check_answer`, `whoami_answer`) serialised as FastAPI would, and th
 one hand-off to the worker's ledger thread, bounded by the request timeout, in one read transaction
 (`Service.reading`: the token check, the head and the answer see one snapshot of the database).
 
+`POST /v1/events` is the endpoint's own work (`routers.report.record`: the same parsing, refusals and group
+write), its token checked as the router's dependency checks it (`Service.authenticated`, outside any read
+transaction: the write takes the head's lock itself), in one hand-off to a pool of writer threads (requests
+that wait for the ledger together are written together: group commit needs them waiting side by side).
+
 Anything this path does not take as it is goes to the FastAPI app unchanged (its body replayed): a query
-string (min_position), a body without a declared length, over the limit, not JSON or not valid (FastAPI's
-422 with its own wording), so the two cannot differ on what they refuse.
+string (min_position), a body without a declared length, over the limit, a check not JSON or not valid
+(FastAPI's 422 with its own wording), so the two cannot differ on what they refuse.
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
+from starlette.requests import ClientDisconnect
 
 from access_ledger.server import errors
 from access_ledger.server.limits import within
-from access_ledger.server.models import BatchAnswers, CheckAnswer, Question, WhoAmI
+from access_ledger.server.models import BatchAnswers, CheckAnswer, EventsWritten, Question, WhoAmI
 from access_ledger.server.routers.ops import whoami_answer
 from access_ledger.server.routers.questions import check_answer
+from access_ledger.server.routers.report import record
 from access_ledger.server.service import Service
 from ledger.timeutil import format_instant, now
 from ledger.tokens import TOKEN_SCOPES
@@ -37,6 +45,9 @@ from ledger.tokens import TOKEN_SCOPES
 _QUESTIONS: TypeAdapter[Question | list[Question]] = TypeAdapter(Question | list[Question])
 _CHECK: TypeAdapter[CheckAnswer | BatchAnswers] = TypeAdapter(CheckAnswer | BatchAnswers)
 _WHOAMI: TypeAdapter[WhoAmI] = TypeAdapter(WhoAmI)
+_WRITTEN: TypeAdapter[EventsWritten] = TypeAdapter(EventsWritten)
+#: Writer threads of one worker process (as many as FastAPI's thread pool had for the same endpoint).
+WRITERS = 40
 
 
 class LeanPaths:
@@ -49,6 +60,7 @@ class LeanPaths:
         self.seconds = seconds
         # One thread: requests take turns on the open ledger anyway (Service's lock).
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ledger")
+        self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="writer")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["query_string"]:
@@ -56,6 +68,8 @@ class LeanPaths:
         route = (scope["method"], scope["path"])
         if route == ("POST", "/v1/check"):
             return await self._check(scope, receive, send)
+        if route == ("POST", "/v1/events"):
+            return await self._events(scope, receive, send)
         if route == ("GET", "/v1/whoami"):
             return await self._answer(
                 scope, send, TOKEN_SCOPES, lambda svc, token, seen: _whoami(svc, token), start=None
@@ -64,34 +78,11 @@ class LeanPaths:
 
     async def _check(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         start = time.perf_counter()
-        declared = content_type = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                declared = value
-            elif name == b"content-type":
-                content_type = value
-        if (
-            declared is None
-            or not declared.isdigit()
-            or int(declared) > self.max_body
-            or content_type is None
-            or content_type.split(b";")[0].strip().lower() != b"application/json"
-        ):
+        if not self._takes(scope, json_only=True):
             return await self.app(scope, receive, send)
-        # The body within the request timeout too: it is read before any token is checked, and a caller that
-        # stops sending would otherwise hold the connection (and what it sent) for ever.
-        reading = asyncio.ensure_future(self._body(receive))
-        detail = await within(reading, self.seconds)
-        if detail is not None:
-            reading.cancel()
-            errors.log_access(scope, 503, "-", start)
-            return await _send_json(send, 503, orjson.dumps({"detail": detail}), [(b"retry-after", b"1")])
-        body = reading.result()
+        body = await self._read(scope, receive, send, start)
         if body is None:
-            return  # the client is gone
-        if len(body) > self.max_body:  # (the server holds a body to its declared length: a second guard)
-            response = errors.response_for(errors.BodyTooLarge(), "POST", scope["path"], self.max_body)
-            return await _send_json(send, 413, response.body, response.raw_headers, typed=True)
+            return  # answered (503, 413) or the client is gone
         try:
             asked = _QUESTIONS.validate_python(orjson.loads(body)) if body else None
         except (orjson.JSONDecodeError, ValidationError):
@@ -99,6 +90,61 @@ class LeanPaths:
         if asked is None:  # FastAPI says why (or parses what orjson would not): its answer, word for word
             return await self.app(scope, _replay(body, receive), send)
         await self._answer(scope, send, ("read",), lambda svc, token, seen: _check(svc, seen, asked), start)
+
+    async def _events(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        start = time.perf_counter()
+        if not self._takes(scope, json_only=False):  # (the endpoint reads any body as it comes: JSON or JSONL)
+            return await self.app(scope, receive, send)
+        body = await self._read(scope, receive, send, start)
+        if body is None:
+            return
+        await self._answer(
+            scope,
+            send,
+            ("report",),
+            lambda svc, token, seen: _WRITTEN.dump_json(record(svc, token, body), by_alias=True),
+            start,
+            write=True,
+        )
+
+    def _takes(self, scope: dict[str, Any], json_only: bool) -> bool:
+        """Whether this path takes the request's body: a declared length within the limit (and, `json_only`,
+        the content type application/json); else it goes to FastAPI as it came."""
+        declared = content_type = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"content-type":
+                content_type = value
+        if declared is None or not declared.isdigit() or int(declared) > self.max_body:
+            return False
+        return not json_only or (
+            content_type is not None and content_type.split(b";")[0].strip().lower() == b"application/json"
+        )
+
+    async def _read(self, scope: dict[str, Any], receive: Any, send: Any, start: float) -> bytes | None:
+        """The request's body, read within the request timeout (it is read before any token is checked, and a
+        caller that stops sending would otherwise hold the connection, and what it sent, for ever); None once
+        answered here (503, 413) or when the client is gone."""
+        reading = asyncio.ensure_future(self._body(receive))
+        detail = await within(reading, self.seconds)
+        if detail is not None:
+            reading.cancel()
+            errors.log_access(scope, 503, "-", start)
+            await _send_json(send, 503, orjson.dumps({"detail": detail}), [(b"retry-after", b"1")])
+            return None
+        body = reading.result()
+        if body is None:  # the client is gone: answered (to no one) and logged as the FastAPI path does
+            response = errors.response_for(ClientDisconnect(), "POST", scope["path"], self.max_body)
+            errors.log_access(scope, response.status_code, "-", start)
+            await _send_json(send, response.status_code, response.body, response.raw_headers, typed=True)
+            return None
+        if len(body) > self.max_body:  # (the server holds a body to its declared length: a second guard)
+            response = errors.response_for(errors.BodyTooLarge(), "POST", scope["path"], self.max_body)
+            errors.log_access(scope, 413, "-", start)
+            await _send_json(send, 413, response.body, response.raw_headers, typed=True)
+            return None
+        return body
 
     async def _body(self, receive: Any) -> bytes | None:
         """The request's body (None: the client left), read up to the first message past the limit."""
@@ -119,6 +165,7 @@ class LeanPaths:
         scopes: tuple[str, ...],
         answer: Callable[..., bytes],
         start: float | None,
+        write: bool = False,
     ) -> None:
         start = time.perf_counter() if start is None else start
         presented = _bearer(scope["headers"])
@@ -126,17 +173,22 @@ class LeanPaths:
         limiter = self.api.state.limiter
         noted: dict[str, str] = {}
 
+        def checked() -> bytes:
+            token, seen = svc.authenticated(presented, scopes, format_instant(now()))
+            noted["token_id"] = token.token_id
+            if limiter is not None:
+                limiter.admit(token.token_id)  # after authentication: only a token's holder spends its requests
+            return answer(svc, token, seen)
+
         def work() -> bytes:
+            if write:  # the write takes the ledger (and the head's lock) itself, beside the others waiting
+                return checked()
             with svc.reading():  # the token check, the head and the answer: one read transaction
-                token, seen = svc.authenticated(presented, scopes, format_instant(now()))
-                noted["token_id"] = token.token_id
-                if limiter is not None:
-                    limiter.admit(token.token_id)  # after authentication: only a token's holder spends its requests
-                return answer(svc, token, seen)
+                return checked()
 
         status = 500
         try:
-            future = asyncio.get_running_loop().run_in_executor(self._pool, work)
+            future = asyncio.get_running_loop().run_in_executor(self._writers if write else self._pool, work)
             detail = await within(future, self.seconds)
             if detail is not None:
                 future.add_done_callback(lambda f: f.cancelled() or f.exception())

@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from access_ledger import api
 from access_ledger.server.deps import report_token, service
 from access_ledger.server.models import EventsWritten, Problem
+from access_ledger.server.service import Service
 from projections.tokens import Token, TokenRefused
 
 router = APIRouter(
@@ -46,37 +47,39 @@ async def post_events(request: Request, token: Token = Depends(report_token)) ->
     (400 `line N: field: problem`, as `import` says it). An event whose `id` is recorded already is skipped."""
     body = await request.body()
     svc = service(request)
+    return await run_in_threadpool(record, svc, token, body)
 
-    def write() -> EventsWritten:
-        lines = api.event_lines(body)
-        for n, line in enumerate(lines, 1):
-            if any(m in line for m in MARKERS):
-                kind, actor = _type_and_actor(line)
-                if actor == "system" and not _valid(line):
-                    break  # import refuses this line (or an earlier one) with its own message
-                _refuse_reserved(kind, actor, n, token)
-        events = _parsed(lines)
-        if events is None:
-            # A line the model refuses: the import says which is the first thing wrong (a rule may refuse an
-            # earlier line), as it does alone.
-            with svc.ledger() as led:
-                result = led.import_lines(lines)
-        else:
-            # Parsed here, outside the ledger's lock; written with the requests waiting beside it (group commit).
-            result = svc.write(events)
-        # The head as the write committed it (checked when its lock was taken): no second read.
-        assert result.head is not None
-        position, link = result.head
-        return EventsWritten(
-            written=result.written,
-            skipped=result.skipped,
-            first=result.first,
-            last=result.last,
-            position=position,
-            link=link,
-        )
 
-    return await run_in_threadpool(write)
+def record(svc: Service, token: Token, body: bytes) -> EventsWritten:
+    """Write a POST's body (one event, a JSON array or JSONL) for `token` (holding `report`), all or none: the
+    endpoint's work, shared with the lean path (server/lean.py), which answers the plain case without FastAPI."""
+    lines = api.event_lines(body)
+    for n, line in enumerate(lines, 1):
+        if any(m in line for m in MARKERS):
+            kind, actor = _type_and_actor(line)
+            if actor == "system" and not _valid(line):
+                break  # import refuses this line (or an earlier one) with its own message
+            _refuse_reserved(kind, actor, n, token)
+    events = _parsed(lines)
+    if events is None:
+        # A line the model refuses: the import says which is the first thing wrong (a rule may refuse an
+        # earlier line), as it does alone.
+        with svc.ledger() as led:
+            result = led.import_lines(lines)
+    else:
+        # Parsed here, outside the ledger's lock; written with the requests waiting beside it (group commit).
+        result = svc.write(events)
+    # The head as the write committed it (checked when its lock was taken): no second read.
+    assert result.head is not None
+    position, link = result.head
+    return EventsWritten(
+        written=result.written,
+        skipped=result.skipped,
+        first=result.first,
+        last=result.last,
+        position=position,
+        link=link,
+    )
 
 
 def _parsed(lines: list[bytes]) -> list[tuple[int, dict]] | None:
