@@ -437,9 +437,12 @@ class Store:
         return held is not None and held[0] == threading.get_ident()
 
     @contextmanager
-    def transaction(self, *, write: bool) -> Iterator[Cursor]:
+    def transaction(self, *, write: bool, wait: bool = True) -> Iterator[Cursor]:
         """One database transaction; committed on success when `write`, rolled back otherwise (a read inside
-        `reading`, on its thread, is made in that one)."""
+        `reading`, on its thread, is made in that one). A write waits for another process's write to end, up to
+        the lock timeout (ConcurrentWrite then); not `wait`: on SQLite it does not wait at all (a cache stored on
+        the read path, which must not hold a question up; on PostgreSQL such a write takes no lock another write
+        holds)."""
         held = self._reading
         if not write and held is not None and held[0] == threading.get_ident():
             yield held[1]
@@ -474,6 +477,13 @@ class Store:
             else:
                 with self.datastore.get_connection(commit=write) as conn:
                     with conn.transaction(commit=write) as cur:
+                        if write:
+                            # The write lock from the first statement (the transaction begun is still empty): a
+                            # write that began by reading (the schema check below) would read a snapshot and,
+                            # should another process commit before it writes, fail at once ("database is
+                            # locked") instead of waiting its turn for up to the lock timeout.
+                            cur.execute("COMMIT")
+                            self._begin_immediate(cur, wait)
                         if self._sqlite_expected is not None:
                             self._same_schema(cur)
                         yield Cursor(cur, False)
@@ -484,6 +494,20 @@ class Store:
             if translated is None:
                 raise
             raise translated from None
+
+    @staticmethod
+    def _begin_immediate(cur: Any, wait: bool) -> None:
+        """BEGIN IMMEDIATE: the write lock now, within the connection's busy timeout (none if not `wait`)."""
+        if wait:
+            cur.execute("BEGIN IMMEDIATE")
+            return
+        cur.execute("PRAGMA busy_timeout")
+        (timeout,) = cur.fetchone()
+        cur.execute("PRAGMA busy_timeout = 0")
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+        finally:
+            cur.execute(f"PRAGMA busy_timeout = {int(timeout)}")  # (the connection goes back to the pool)
 
     def translate(self, exc: BaseException) -> StorageError | None:
         """Map a database error to a one-line StorageError (None: not a storage error)."""
@@ -993,7 +1017,7 @@ class Snapshots:
     def save(self, name: str, position: int, data: bytes) -> None:
         if self.store.read_only_path:  # a cache: an archived, read-only ledger answers without it
             return
-        with self.store.transaction(write=True) as c:
+        with self.store.transaction(write=True, wait=False) as c:  # a cache: never wait for a write under way
             # One statement: two workers storing the same snapshot at once must not collide on its name.
             c.execute(
                 "INSERT INTO al_snapshots (name, position, data) VALUES (?, ?, ?) "

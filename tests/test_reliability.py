@@ -70,6 +70,38 @@ def _writer(url: str, tag: str, singles: int, batches: int, batch: int, out) -> 
     out.put(failures)
 
 
+def _impatient(url: str, tag: str, n: int, out) -> None:
+    """Create n users as a client that never retries: each failure is reported."""
+    failures: list[str] = []
+    with AccessLedger.open(url) as led:
+        for i in range(n):
+            try:
+                led.create_user(f"{tag}-{i}", actor=f"user:{tag}")
+            except E.LedgerError as exc:
+                failures.append(f"{i}: {exc}")
+    out.put(failures)
+
+
+def test_two_processes_writing_at_once_wait_their_turn(ledger_url):
+    """A write waits for the other process's write to end (up to the lock timeout), never fails at once: on SQLite,
+    a write that began by reading (the schema check) read a snapshot, and another process's commit in between made
+    its first write fail at once with "another writer held the ledger too long"."""
+    with AccessLedger.open(ledger_url, create=True) as led:
+        led.init(at="2026-01-01T00:00:00Z")
+        before = led.head()
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_impatient, args=(ledger_url, tag, 150, out)) for tag in ("a", "b")]
+    for p in procs:
+        p.start()
+    failures = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert failures == [[], []]
+    with AccessLedger.open(ledger_url) as led:
+        assert led.head() == before + 2 * 150 and led.verify().ok
+
+
 @pytest.mark.slow
 def test_two_processes_appending_at_once_lose_and_duplicate_nothing(ledger_url):
     led = AccessLedger.open(ledger_url, create=True)

@@ -462,3 +462,109 @@ def test_a_post_of_events_takes_no_hand_off_to_the_framework_thread_pool(served,
     assert tokens["report"].split(".", 1)[1] not in caplog.text
     assert client.post("/v1/events?via=fastapi", headers=headers, json=_access(id="slow")).status_code == 200
     assert hops  # (the FastAPI path does hand its sync dependency and endpoint over)
+
+
+def _drive(app, path: str, headers: list[tuple[bytes, bytes]], body: bytes, delay: float = 0.0):
+    """One request driven message by message: (messages sent, whether the app asked for the body, seconds taken).
+    The body comes `delay` seconds after the app first asks for it."""
+    import asyncio
+    import time
+
+    from asgi import http_scope, run_async
+
+    sent: list[dict] = []
+    asked: list[float] = []
+
+    async def receive():
+        asked.append(time.monotonic())
+        if len(asked) == 1:
+            await asyncio.sleep(delay)
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(30)  # (nothing more: the client waits for its answer)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    began = time.monotonic()
+    run_async(lambda: app(http_scope("POST", path, headers), receive, send))
+    return sent, bool(asked), time.monotonic() - began
+
+
+def test_a_refused_caller_of_post_events_is_answered_without_waiting_for_its_body(served):
+    """As the route's dependency: no token, a wrong, revoked or expired one, or another scope is refused at once,
+    however slowly the body comes (its read is given up); one that asks for `100 Continue` gets none."""
+    url, _, tokens = served
+    app = create_app(url, max_body=MAX_BODY)
+    body = json.dumps(_access(id="never")).encode()
+    with AccessLedger.open(url) as led:
+        head = led.head()
+    for who, status in [
+        (None, 401),
+        ("garbage", 401),
+        ("unknown", 401),
+        ("revoked", 401),
+        ("expired", 401),
+        ("read", 403),
+    ]:
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if who is not None:
+            headers.append((b"authorization", f"Bearer {tokens[who]}".encode()))
+        sent, _, took = _drive(app, "/v1/events", headers, body, delay=10)
+        assert sent[0]["status"] == status, (who, sent)
+        assert took < 3, (who, took)  # (the body would come after 10 s)
+        sent, read, _ = _drive(app, "/v1/events", [*headers, (b"expect", b"100-continue")], body)
+        assert sent[0]["status"] == status and not read, who  # (a server sends 100 Continue on the first read)
+    with AccessLedger.open(url) as led:
+        assert led.head() == head
+
+
+def test_one_request_timeout_bounds_a_post_of_events_whole(served, monkeypatch, caplog):
+    """A body that comes slowly and a write that waits share one timeout (not one each), the 503 is FastAPI's to the
+    header, and the access log names the token the request was admitted with."""
+    import time
+
+    from access_ledger.server import service as service_module
+
+    url, _, tokens = served
+    app = create_app(url, max_body=MAX_BODY, request_timeout=0.6)
+    write = service_module.Service.write
+
+    def slow_write(self, *args, **kwargs):
+        time.sleep(1.5)
+        return write(self, *args, **kwargs)
+
+    monkeypatch.setattr(service_module.Service, "write", slow_write)
+    body = json.dumps(_access(id="late")).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"authorization", f"Bearer {tokens['report']}".encode()),
+    ]
+    with caplog.at_level(logging.INFO, logger="access_ledger.access"):
+        sent, read, took = _drive(app, "/v1/events", headers, body, delay=0.4)
+    assert read
+    assert sent[0]["status"] == 503
+    assert took < 0.95  # 0.6 s in all (each part waiting 0.6 s would take 1.0 s)
+    assert [name for name, _ in sent[0]["headers"]] == [b"retry-after", b"content-length", b"content-type"]
+    assert json.loads(sent[1]["body"])["detail"].startswith("the request took longer than 0.6 s and was given up")
+    assert f"POST /v1/events 503 token={tokens['report'].split('.')[0]}" in caplog.text
+
+
+def test_a_post_of_events_whose_body_comes_after_its_token_is_checked_is_written(served):
+    """The body still on its way once the token is admitted is awaited on the event loop, then written."""
+    url, _, tokens = served
+    app = create_app(url, max_body=MAX_BODY)
+    body = json.dumps([_access(id="slow-1"), _access(id="slow-2")]).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"authorization", f"Bearer {tokens['report']}".encode()),
+    ]
+    sent, read, took = _drive(app, "/v1/events", headers, body, delay=0.5)
+    assert read and took >= 0.5
+    assert sent[0]["status"] == 200, sent
+    answer = json.loads(sent[1]["body"])
+    assert answer["written"] == 2
+    with AccessLedger.open(url) as led:
+        assert led.store.head()[::2] == (answer["position"], answer["link"])

@@ -247,9 +247,27 @@ def _settled(url: str) -> None:
     raise AssertionError("a killed worker's session still holds a table after 30 s")
 
 
+def _writing(url: str, timeout: float) -> bool:
+    """Wait (up to `timeout` s) until another session is inside a transaction that has written or locked a row
+    (it holds a transaction id: a read-only one never does); whether one was seen."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url.partition("?")[0], autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+            ).fetchone()[0]:
+                return True
+            time.sleep(0.002)
+    return False
+
+
 def test_a_worker_killed_mid_batch_leaves_the_batch_all_or_nothing(service):
     hits = 0
-    for attempt, delay in enumerate((0.3, 0.6, 0.15, 1.0, 0.45)):
+    # The kill lands while the batch's transaction is open (seen in pg_stat_activity), then some time after it
+    # began: a fixed delay alone may come after a fast worker has answered.
+    for attempt, delay in enumerate((0.0, 0.01, 0.03, 0.0, 0.02)):
         tag = f"kill{attempt}"
         body = orjson.dumps([_event(tag, n) for n in range(2000)])
         outcome: list = []
@@ -269,6 +287,7 @@ def test_a_worker_killed_mid_batch_leaves_the_batch_all_or_nothing(service):
 
         poster = threading.Thread(target=post)
         poster.start()
+        _writing(service.url, 10)
         time.sleep(delay)
         for pid in _workers(service.process.pid):  # the one handling the batch among them
             os.kill(pid, signal.SIGKILL)

@@ -11,9 +11,13 @@ one hand-off to the worker's ledger thread, bounded by the request timeout, in o
 (`Service.reading`: the token check, the head and the answer see one snapshot of the database).
 
 `POST /v1/events` is the endpoint's own work (`routers.report.record`: the same parsing, refusals and group
-write), its token checked as the router's dependency checks it (`Service.authenticated`, outside any read
-transaction: the write takes the head's lock itself), in one hand-off to a pool of writer threads (requests
-that wait for the ledger together are written together: group commit needs them waiting side by side).
+write) in the route's order: the token first (`Service.authenticated` with the scope `report`, outside any read
+transaction), so a refused caller's body is never read (nor a `100 Continue` sent), then the body, then the
+write, which takes the head's lock itself; the two calls run in a pool of writer threads (requests that wait
+for the ledger together are written together: group commit needs them waiting side by side).
+
+One request timeout bounds each whole request, as FastAPI's RequestTimeout does: the body, the token check and
+the answer share it (each waits only for what is left of it).
 
 Anything this path does not take as it is goes to the FastAPI app unchanged (its body replayed): a query
 string (min_position), a body without a declared length, over the limit, a check not JSON or not valid
@@ -25,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -80,7 +84,7 @@ class LeanPaths:
         start = time.perf_counter()
         if not self._takes(scope, json_only=True):
             return await self.app(scope, receive, send)
-        body = await self._read(scope, receive, send, start)
+        body = await self._read(scope, receive, send, start, {})
         if body is None:
             return  # answered (503, 413) or the client is gone
         try:
@@ -93,19 +97,46 @@ class LeanPaths:
 
     async def _events(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         start = time.perf_counter()
-        if not self._takes(scope, json_only=False):  # (the endpoint reads any body as it comes: JSON or JSONL)
+        if not self._takes(scope, json_only=False) or any(name == b"expect" for name, _ in scope["headers"]):
+            # (any body as it comes, JSON or JSONL; a client waiting for `100 Continue` is answered by the route,
+            # which sends it only once the token has been admitted)
             return await self.app(scope, receive, send)
-        body = await self._read(scope, receive, send, start)
-        if body is None:
-            return
-        await self._answer(
-            scope,
-            send,
-            ("report",),
-            lambda svc, token, seen: _WRITTEN.dump_json(record(svc, token, body), by_alias=True),
-            start,
-            write=True,
-        )
+        svc: Service = self.api.state.service
+        presented = _bearer(scope["headers"])
+        noted: dict[str, str] = {}
+        # The body arrives meanwhile (with the headers, for most requests), and the token is checked first, as the
+        # route's dependency checks it before the endpoint reads the body: a refused caller is answered at once
+        # and what it sends is not read further.
+        reading = asyncio.ensure_future(self._body(receive))
+        arrived: Future[None] = Future()
+        reading.add_done_callback(lambda _: arrived.set_result(None))
+        await asyncio.sleep(0)  # (the read takes what came with the headers before the token check begins)
+
+        def admitted_then_written() -> Any:
+            token = self._admitted(svc, presented, ("report",), noted)[0]
+            if not arrived.done():
+                return token  # a body still on its way is awaited on the event loop, not in a writer thread
+            return self._written(svc, token, _whole(reading, self.max_body))
+
+        try:
+            got = await self._run(scope, send, start, self._writers, admitted_then_written, noted)
+            if got is _SENT:
+                return  # refused, failed or given up: answered
+            if not isinstance(got, bytes):  # admitted (`got` is the token); the body was still on its way
+                body = await self._read(scope, reading, send, start, noted)
+                if body is None:
+                    return
+                token = got
+                got = await self._run(scope, send, start, self._writers, lambda: self._written(svc, token, body), noted)
+                if got is _SENT:
+                    return
+            await self._send(scope, send, 200, got, None, start, noted)
+        finally:
+            reading.cancel()
+
+    @staticmethod
+    def _written(svc: Service, token: Any, body: bytes) -> bytes:
+        return _WRITTEN.dump_json(record(svc, token, body), by_alias=True)
 
     def _takes(self, scope: dict[str, Any], json_only: bool) -> bool:
         """Whether this path takes the request's body: a declared length within the limit (and, `json_only`,
@@ -122,29 +153,25 @@ class LeanPaths:
             content_type is not None and content_type.split(b";")[0].strip().lower() == b"application/json"
         )
 
-    async def _read(self, scope: dict[str, Any], receive: Any, send: Any, start: float) -> bytes | None:
-        """The request's body, read within the request timeout (it is read before any token is checked, and a
-        caller that stops sending would otherwise hold the connection, and what it sent, for ever); None once
-        answered here (503, 413) or when the client is gone."""
-        reading = asyncio.ensure_future(self._body(receive))
-        detail = await within(reading, self.seconds)
+    async def _read(
+        self, scope: dict[str, Any], receive: Any, send: Any, start: float, noted: dict[str, str]
+    ) -> bytes | None:
+        """The request's body (`receive`, or a task reading it already), within what is left of the request
+        timeout (a caller that stops sending would otherwise hold the connection, and what it sent, for ever);
+        None once answered here (503, 413, or the 400 of a client gone before its body was whole, as the FastAPI
+        path answers them)."""
+        reading = receive if isinstance(receive, asyncio.Future) else asyncio.ensure_future(self._body(receive))
+        detail = await within(reading, self.seconds, self._left(start))
         if detail is not None:
             reading.cancel()
-            errors.log_access(scope, 503, "-", start)
-            await _send_json(send, 503, orjson.dumps({"detail": detail}), [(b"retry-after", b"1")])
-            return None
-        body = reading.result()
-        if body is None:  # the client is gone: answered (to no one) and logged as the FastAPI path does
-            response = errors.response_for(ClientDisconnect(), "POST", scope["path"], self.max_body)
-            errors.log_access(scope, response.status_code, "-", start)
-            await _send_json(send, response.status_code, response.body, response.raw_headers, typed=True)
-            return None
-        if len(body) > self.max_body:  # (the server holds a body to its declared length: a second guard)
-            response = errors.response_for(errors.BodyTooLarge(), "POST", scope["path"], self.max_body)
-            errors.log_access(scope, 413, "-", start)
-            await _send_json(send, 413, response.body, response.raw_headers, typed=True)
-            return None
-        return body
+            response = _unavailable(detail)
+        else:
+            try:
+                return _whole(reading, self.max_body)
+            except Exception as exc:  # noqa: BLE001 - ClientDisconnect, BodyTooLarge: answered as FastAPI answers them
+                response = errors.response_for(exc, "POST", scope["path"], self.max_body)
+        await self._send(scope, send, response.status_code, response.body, response.raw_headers, start, noted)
+        return None
 
     async def _body(self, receive: Any) -> bytes | None:
         """The request's body (None: the client left), read up to the first message past the limit."""
@@ -165,45 +192,98 @@ class LeanPaths:
         scopes: tuple[str, ...],
         answer: Callable[..., bytes],
         start: float | None,
-        write: bool = False,
     ) -> None:
+        """A read: the token check, the head and the answer in one read transaction, on the ledger thread."""
         start = time.perf_counter() if start is None else start
         presented = _bearer(scope["headers"])
         svc: Service = self.api.state.service
-        limiter = self.api.state.limiter
         noted: dict[str, str] = {}
 
-        def checked() -> bytes:
-            token, seen = svc.authenticated(presented, scopes, format_instant(now()))
-            noted["token_id"] = token.token_id
-            if limiter is not None:
-                limiter.admit(token.token_id)  # after authentication: only a token's holder spends its requests
-            return answer(svc, token, seen)
-
         def work() -> bytes:
-            if write:  # the write takes the ledger (and the head's lock) itself, beside the others waiting
-                return checked()
             with svc.reading():  # the token check, the head and the answer: one read transaction
-                return checked()
+                token, seen = self._admitted(svc, presented, scopes, noted)
+                return answer(svc, token, seen)
 
-        status = 500
-        try:
-            future = asyncio.get_running_loop().run_in_executor(self._writers if write else self._pool, work)
-            detail = await within(future, self.seconds)
-            if detail is not None:
-                future.add_done_callback(lambda f: f.cancelled() or f.exception())
-                status = 503
-                return await _send_json(send, 503, orjson.dumps({"detail": detail}), [(b"retry-after", b"1")])
+        body = await self._run(scope, send, start, self._pool, work, noted)
+        if body is not _SENT:
+            await self._send(scope, send, 200, body, None, start, noted)
+
+    def _admitted(
+        self, svc: Service, presented: str | None, scopes: tuple[str, ...], noted: dict[str, str]
+    ) -> tuple[Any, Any]:
+        """(token, the head it was checked at): the token may be used now with one of `scopes`, within its rate."""
+        token, seen = svc.authenticated(presented, scopes, format_instant(now()))
+        noted["token_id"] = token.token_id
+        limiter = self.api.state.limiter
+        if limiter is not None:
+            limiter.admit(token.token_id)  # after authentication: only a token's holder spends its requests
+        return token, seen
+
+    async def _run(
+        self,
+        scope: dict[str, Any],
+        send: Any,
+        start: float,
+        pool: ThreadPoolExecutor,
+        work: Callable[[], Any],
+        noted: dict[str, str],
+    ) -> Any:
+        """`work()` in a thread of `pool`, within what is left of the request timeout: its result, or _SENT once
+        its failure (as the FastAPI path answers it) or the 503 of the timeout has been answered and logged."""
+        future = asyncio.get_running_loop().run_in_executor(pool, work)
+        detail = await within(future, self.seconds, self._left(start))
+        if detail is not None:
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            response = _unavailable(detail)
+        else:
             try:
-                body = future.result()
+                return future.result()
             except Exception as exc:  # noqa: BLE001 - every failure is answered as the FastAPI path answers it
                 response = errors.response_for(exc, scope["method"], scope["path"], self.max_body)
-                status = response.status_code
-                return await _send_json(send, status, response.body, response.raw_headers, typed=True)
-            status = 200
-            await _send_json(send, 200, body, [])
+        await self._send(scope, send, response.status_code, response.body, response.raw_headers, start, noted)
+        return _SENT
+
+    def _left(self, start: float) -> float:
+        """Seconds left of the request timeout for a request that came at `start` (one bound for the whole of it)."""
+        return self.seconds - (time.perf_counter() - start)
+
+    @staticmethod
+    async def _send(
+        scope: dict[str, Any],
+        send: Any,
+        status: int,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]] | None,
+        start: float,
+        noted: dict[str, str],
+    ) -> None:
+        """Send one answer (`headers` None: a 200's JSON, else a JSONResponse's own headers) and log it."""
+        try:
+            await _send_json(send, status, body, headers or [], typed=headers is not None)
         finally:
             errors.log_access(scope, status, noted.get("token_id", "-"), start)
+
+
+def _whole(reading: asyncio.Future, limit: int) -> bytes:
+    """The body a finished read gave: ClientDisconnect if the client left first, BodyTooLarge past `limit` (the
+    server holds a body to its declared length: a second guard)."""
+    body = reading.result()
+    if body is None:
+        raise ClientDisconnect()
+    if len(body) > limit:
+        raise errors.BodyTooLarge()
+    return body
+
+
+#: What `_run` returns once it has answered the request itself (a refusal, a failure or the timeout).
+_SENT = object()
+
+
+def _unavailable(detail: str) -> Any:
+    """The 503 of a request given up, as the FastAPI path's RequestTimeout gives it (headers in its order)."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
 
 
 def _check(svc: Service, seen: Any, asked: Question | list[Question]) -> bytes:

@@ -56,10 +56,11 @@ class RateLimiter:
             self._buckets[token_id] = (left - 1.0, at)
 
 
-async def within(future: Any, seconds: float) -> str | None:
-    """None once `future` is done within `seconds`; else why it was given up (the detail of the 503)."""
+async def within(future: Any, seconds: float, left: float | None = None) -> str | None:
+    """None once `future` is done within `seconds` (or, given `left`, within what is left of a request's `seconds`);
+    else why it was given up (the detail of the 503)."""
     try:
-        done, _ = await asyncio.wait({future}, timeout=seconds)
+        done, _ = await asyncio.wait({future}, timeout=seconds if left is None else max(0.0, left))
     except asyncio.CancelledError:
         # uvicorn gives up the requests still running when SIGTERM's bounded wait is over.
         return "the service is shutting down: retry the request"
