@@ -568,3 +568,45 @@ def test_a_post_of_events_whose_body_comes_after_its_token_is_checked_is_written
     assert answer["written"] == 2
     with AccessLedger.open(url) as led:
         assert led.store.head()[::2] == (answer["position"], answer["link"])
+
+
+def test_a_refused_caller_whose_token_check_waits_has_no_more_than_the_prefetch_read(served, monkeypatch):
+    """While the token check waits (behind a write holding the ledger, say), the body read meanwhile stops at
+    PREFETCH bytes: a refused caller cannot fill the service's memory with a body it was never allowed to send."""
+    import asyncio
+    import time
+
+    from asgi import http_scope, run_async
+
+    from access_ledger.server import lean
+    from access_ledger.server import service as service_module
+
+    url, _, tokens = served
+    app = create_app(url)  # the service's own body limit (32 MiB)
+    authenticated = service_module.Service.authenticated
+
+    def slow(self, *args, **kwargs):
+        time.sleep(0.5)
+        return authenticated(self, *args, **kwargs)
+
+    monkeypatch.setattr(service_module.Service, "authenticated", slow)
+    chunk, total = 64 * 1024, 8 * 1024 * 1024
+    given = [0]
+    sent: list[dict] = []
+
+    async def receive():
+        await asyncio.sleep(0)
+        given[0] += chunk
+        return {"type": "http.request", "body": b" " * chunk, "more_body": given[0] < total}
+
+    async def send(message):
+        sent.append(message)
+
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(total).encode()),
+        (b"authorization", f"Bearer {tokens['revoked']}".encode()),
+    ]
+    run_async(lambda: app(http_scope("POST", "/v1/events", headers), receive, send))
+    assert sent[0]["status"] == 401
+    assert given[0] <= lean.PREFETCH + chunk

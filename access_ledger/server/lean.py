@@ -50,6 +50,8 @@ _QUESTIONS: TypeAdapter[Question | list[Question]] = TypeAdapter(Question | list
 _CHECK: TypeAdapter[CheckAnswer | BatchAnswers] = TypeAdapter(CheckAnswer | BatchAnswers)
 _WHOAMI: TypeAdapter[WhoAmI] = TypeAdapter(WhoAmI)
 _WRITTEN: TypeAdapter[EventsWritten] = TypeAdapter(EventsWritten)
+#: Bytes of a POST of events read before its token is admitted (a batch of some 4,000 events; the rest waits).
+PREFETCH = 1 << 20
 #: Writer threads of one worker process (as many as FastAPI's thread pool had for the same endpoint).
 WRITERS = 40
 
@@ -106,8 +108,10 @@ class LeanPaths:
         noted: dict[str, str] = {}
         # The body arrives meanwhile (with the headers, for most requests), and the token is checked first, as the
         # route's dependency checks it before the endpoint reads the body: a refused caller is answered at once
-        # and what it sends is not read further.
-        reading = asyncio.ensure_future(self._body(receive))
+        # and what it sends is not read further. Until the token is admitted, at most PREFETCH bytes are read (a
+        # token check waiting for the ledger, behind a write, must not let a refused caller fill memory meanwhile).
+        admitted = asyncio.Event()  # (until it is set, at most PREFETCH bytes are read: see _body)
+        reading = asyncio.ensure_future(self._body(receive, admitted))
         arrived: Future[None] = Future()
         reading.add_done_callback(lambda _: arrived.set_result(None))
         await asyncio.sleep(0)  # (the read takes what came with the headers before the token check begins)
@@ -123,6 +127,7 @@ class LeanPaths:
             if got is _SENT:
                 return  # refused, failed or given up: answered
             if not isinstance(got, bytes):  # admitted (`got` is the token); the body was still on its way
+                admitted.set()
                 body = await self._read(scope, reading, send, start, noted)
                 if body is None:
                     return
@@ -173,10 +178,13 @@ class LeanPaths:
         await self._send(scope, send, response.status_code, response.body, response.raw_headers, start, noted)
         return None
 
-    async def _body(self, receive: Any) -> bytes | None:
-        """The request's body (None: the client left), read up to the first message past the limit."""
+    async def _body(self, receive: Any, admitted: asyncio.Event | None = None) -> bytes | None:
+        """The request's body (None: the client left), read up to the first message past the limit; given
+        `admitted`, no more than PREFETCH bytes of it until that is set (its token admitted)."""
         chunks, seen = [], 0
         while True:
+            if admitted is not None and seen >= PREFETCH and not admitted.is_set():
+                await admitted.wait()
             message = await receive()
             if message["type"] != "http.request":
                 return None
