@@ -238,12 +238,18 @@ def _probe(row: tuple[Any, bytes, Any]) -> tuple[Any, Any, bytes | None, Any]:
     return (row[0], len(row[1]), row[1][:HEADER], row[2])
 
 
+def _mac_line(data: bytes) -> bytes | None:
+    """The MAC line of a snapshot in this version's format, read from its header (None: not that format)."""
+    tag, newline, rest = data[:HEADER].partition(b"\n")
+    mac, newline2, _ = rest.partition(b"\n")
+    return mac if newline and newline2 and tag == FORMAT else None
+
+
 def _binds(data: bytes, key: bytes | None) -> bool:
     """Whether a snapshot's header (read and checked by `_decode` under `key`) binds its body: with the key,
     its MAC; without, its SHA-256. (Read without the key, a MAC binds nothing this reader can check.)"""
-    tag, newline, rest = data[:HEADER].partition(b"\n")
-    mac, newline2, _ = rest.partition(b"\n")
-    if not (newline and newline2) or tag != FORMAT:
+    mac = _mac_line(data)
+    if mac is None:
         return False
     return mac.startswith(_DIGEST) if key is None else not (mac == _NO_MAC or mac.startswith(_DIGEST))
 
@@ -380,7 +386,7 @@ class Timeline:
         if state is None:
             state = self._start_for(head)
         state = self._fold(state, head, head_at or None)
-        legacy = row is not None and key is None and row[1].partition(b"\n")[2].startswith(_NO_MAC + b"\n")
+        legacy = row is not None and key is None and _mac_line(row[1]) == _NO_MAC
         if head - saved_at >= SAVE_CURRENT_AFTER or (saved_at == 0 and head) or legacy:
             row = _save(self.led, CURRENT, state)  # (one stored before the digest is stored again with it)
         if row is not None and head and _binds(row[1], key):

@@ -86,7 +86,7 @@ class LeanPaths:
         start = time.perf_counter()
         if not self._takes(scope, json_only=True):
             return await self.app(scope, receive, send)
-        body = await self._read(scope, receive, send, start, {})
+        body = await self._read(scope, asyncio.ensure_future(self._body(receive)), send, start, {})
         if body is None:
             return  # answered (503, 413) or the client is gone
         try:
@@ -159,13 +159,12 @@ class LeanPaths:
         )
 
     async def _read(
-        self, scope: dict[str, Any], receive: Any, send: Any, start: float, noted: dict[str, str]
+        self, scope: dict[str, Any], reading: asyncio.Future, send: Any, start: float, noted: dict[str, str]
     ) -> bytes | None:
-        """The request's body (`receive`, or a task reading it already), within what is left of the request
+        """The request's body (`reading`: the task of `_body` reading it), within what is left of the request
         timeout (a caller that stops sending would otherwise hold the connection, and what it sent, for ever);
         None once answered here (503, 413, or the 400 of a client gone before its body was whole, as the FastAPI
         path answers them)."""
-        reading = receive if isinstance(receive, asyncio.Future) else asyncio.ensure_future(self._body(receive))
         detail = await within(reading, self.seconds, self._left(start))
         if detail is not None:
             reading.cancel()
